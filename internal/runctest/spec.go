@@ -1,0 +1,144 @@
+package runctest
+
+import "fmt"
+
+// The subset of the OCI runtime spec (version 1.0.2, as runc 1.1 speaks)
+// that the containers use. Written out by hand so the configuration is
+// explicit and does not depend on what "runc spec" prints.
+
+type spec struct {
+	OCIVersion string  `json:"ociVersion"`
+	Process    process `json:"process"`
+	Root       root    `json:"root"`
+	Hostname   string  `json:"hostname"`
+	Mounts     []mount `json:"mounts"`
+	Linux      linux   `json:"linux"`
+}
+
+type process struct {
+	Terminal        bool         `json:"terminal"`
+	User            user         `json:"user"`
+	Args            []string     `json:"args"`
+	Env             []string     `json:"env"`
+	Cwd             string       `json:"cwd"`
+	Capabilities    capabilities `json:"capabilities"`
+	Rlimits         []rlimit     `json:"rlimits"`
+	NoNewPrivileges bool         `json:"noNewPrivileges"`
+}
+
+type user struct {
+	UID uint32 `json:"uid"`
+	GID uint32 `json:"gid"`
+}
+
+type capabilities struct {
+	Bounding  []string `json:"bounding"`
+	Effective []string `json:"effective"`
+	Permitted []string `json:"permitted"`
+}
+
+type rlimit struct {
+	Type string `json:"type"`
+	Hard uint64 `json:"hard"`
+	Soft uint64 `json:"soft"`
+}
+
+type root struct {
+	Path     string `json:"path"`
+	Readonly bool   `json:"readonly"`
+}
+
+type mount struct {
+	Destination string   `json:"destination"`
+	Type        string   `json:"type"`
+	Source      string   `json:"source"`
+	Options     []string `json:"options,omitempty"`
+}
+
+type linux struct {
+	CgroupsPath   string      `json:"cgroupsPath"`
+	Namespaces    []namespace `json:"namespaces"`
+	Resources     resources   `json:"resources"`
+	MaskedPaths   []string    `json:"maskedPaths"`
+	ReadonlyPaths []string    `json:"readonlyPaths"`
+}
+
+type namespace struct {
+	Type string `json:"type"`
+}
+
+type resources struct {
+	Devices []deviceRule `json:"devices"`
+}
+
+type deviceRule struct {
+	Allow  bool   `json:"allow"`
+	Access string `json:"access"`
+}
+
+// defaultCaps is Docker's default capability set.
+var defaultCaps = []string{
+	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+	"CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE",
+	"CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+	"CAP_SETUID", "CAP_SYS_CHROOT",
+}
+
+func newSpec(id, rootfs string, opts Options) spec {
+	home := "/root"
+	if opts.UID != 0 {
+		home = "/home/user"
+	}
+	env := append([]string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + home,
+	}, opts.Env...)
+	caps := append([]string(nil), defaultCaps...)
+	return spec{
+		OCIVersion: "1.0.2",
+		Process: process{
+			User: user{UID: opts.UID, GID: opts.GID},
+			Args: append([]string(nil), opts.Args...),
+			Env:  env,
+			Cwd:  "/",
+			Capabilities: capabilities{
+				Bounding:  caps,
+				Effective: caps,
+				Permitted: caps,
+			},
+			Rlimits: []rlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
+		},
+		Root:     root{Path: rootfs},
+		Hostname: id,
+		Mounts: []mount{
+			{Destination: "/proc", Type: "proc", Source: "proc",
+				Options: []string{"nosuid", "noexec", "nodev"}},
+			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs",
+				Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+			{Destination: "/dev/pts", Type: "devpts", Source: "devpts",
+				Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+				Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+			{Destination: "/sys", Type: "sysfs", Source: "sysfs",
+				Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+		},
+		Linux: linux{
+			CgroupsPath: fmt.Sprintf("%s/%s", CgroupParent, id),
+			Namespaces: []namespace{
+				{Type: "pid"}, {Type: "mount"}, {Type: "ipc"}, {Type: "uts"}, {Type: "network"},
+			},
+			// Deny all devices but the defaults runc always allows
+			// (null, zero, full, random, urandom, tty, pts).
+			Resources: resources{Devices: []deviceRule{{Allow: false, Access: "rwm"}}},
+			MaskedPaths: []string{
+				"/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+				"/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+				"/proc/scsi", "/sys/firmware",
+			},
+			ReadonlyPaths: []string{
+				"/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq",
+				"/proc/sys", "/proc/sysrq-trigger",
+			},
+		},
+	}
+}

@@ -1,0 +1,280 @@
+// Command harrier is Harrier's single binary: node sensor, analytics, spool,
+// uplink and backend, chosen by subcommand. This file holds the CLI only.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/harrier-sec/harrier/agent"
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/sensor"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "harrier:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "harrier",
+		Short:         "Runtime security for on-prem, air-gapped and edge Kubernetes nodes and Linux hosts",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newEventsCommand(), newVersionCommand())
+	for _, c := range []struct{ name, short, issue string }{
+		{"run", "All-in-one: agent and embedded backend with its web UI on this node", "the spool/uplink/backend issue"},
+		{"agent", "Node agent: sensor, analytics, spool and uplink", "the spool/uplink/backend issue"},
+		{"backend", "Receive uploads from agents; serve the API and web UI", "the spool/uplink/backend issue"},
+		{"simulate", "Run attack scenarios that must raise known alerts", "the simulation issue"},
+		{"rules", "Validate and test custom detection rules", "the analytics issue"},
+		{"certs", "Make a small CA and agent/backend certificates", "the spool/uplink/backend issue"},
+	} {
+		root.AddCommand(notYet(c.name, c.short, c.issue))
+	}
+	return root
+}
+
+// notYet is a command whose part has not landed; it says so rather than
+// pretending to work.
+func notYet(name, short, issue string) *cobra.Command {
+	return &cobra.Command{
+		Use:                name,
+		Short:              short + " (not yet available)",
+		DisableFlagParsing: true,
+		RunE: func(*cobra.Command, []string) error {
+			return fmt.Errorf("%q is not yet available in this build: it arrives with %s", name, issue)
+		},
+	}
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, Go version and VCS revision",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rev := "unknown"
+			if info, ok := debug.ReadBuildInfo(); ok {
+				for _, s := range info.Settings {
+					if s.Key == "vcs.revision" {
+						rev = s.Value
+					}
+				}
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "harrier %s (revision %s, %s, %s/%s)\n",
+				version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+			return err
+		},
+	}
+}
+
+type eventsOptions struct {
+	configPath string
+	table      bool
+	json       bool
+	status     bool
+	kinds      []string
+	containers []string
+	logLevel   string
+	duration   time.Duration
+}
+
+func newEventsCommand() *cobra.Command {
+	var o eventsOptions
+	cmd := &cobra.Command{
+		Use:   "events",
+		Short: "Stream the sensor's events from this node as JSON lines (root)",
+		Long: `Loads the eBPF sensor and prints one JSON object per event per line.
+Filters: --kind exec,connect,file_open ... and --container ID (prefix match).
+--status prints what was attached (and what this kernel refused) and exits.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runEvents(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.configPath, "config", "c", "", "YAML config file (the sensor section is used)")
+	f.BoolVar(&o.json, "json", true, "print JSON lines (default)")
+	f.BoolVar(&o.table, "table", false, "print a human-readable table instead of JSON")
+	f.BoolVar(&o.status, "status", false, "print attach points, kernel features and counters as JSON, then exit")
+	f.StringSliceVar(&o.kinds, "kind", nil, "only these event kinds (exec, exit, fork, file_open, file_unlink, file_rename, connect, listen, accept, ptrace, module_load, namespace_change, memfd_create, credential_change, mount)")
+	f.StringSliceVar(&o.containers, "container", nil, "only events from these container IDs (prefixes allowed)")
+	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	return cmd
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) error {
+	log, err := newLogger(o.logLevel, stderr)
+	if err != nil {
+		return err
+	}
+	kinds, err := sensor.ParseKinds(o.kinds)
+	if err != nil {
+		return fmt.Errorf("--kind: %w", err)
+	}
+	var cfg agent.Config
+	if o.configPath != "" {
+		if cfg, err = agent.LoadConfig(o.configPath); err != nil {
+			return err
+		}
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+
+	s, err := sensor.New(cfg.Sensor, log)
+	if err != nil {
+		return fmt.Errorf("start sensor: %w", err)
+	}
+	defer s.Close()
+	if o.status {
+		stats, err := s.Stats()
+		if err != nil {
+			return err
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Status sensor.Status `json:"status"`
+			Stats  sensor.Stats  `json:"stats"`
+		}{s.Status(), stats})
+	}
+
+	events := make(chan *api.Event, s.QueueSize())
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- s.Run(ctx, events)
+		close(events)
+	}()
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	defer w.Flush()
+	var print func(*api.Event) error
+	if o.table {
+		tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+		fmt.Fprintln(tw, "TIME\tKIND\tPID\tUID\tCOMM\tCONTAINER\tDETAIL")
+		print = func(ev *api.Event) error {
+			_, err := fmt.Fprintln(tw, tableRow(ev))
+			return errors.Join(err, tw.Flush())
+		}
+	} else {
+		marshal := protojson.MarshalOptions{UseProtoNames: true}
+		print = func(ev *api.Event) error {
+			b, err := marshal.Marshal(ev)
+			if err != nil {
+				return fmt.Errorf("encode event: %w", err)
+			}
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				return err
+			}
+			return nil
+		}
+	}
+	flush := time.NewTicker(200 * time.Millisecond)
+	defer flush.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return <-runErr
+			}
+			if !matches(ev, kinds, o.containers) {
+				continue
+			}
+			if err := print(ev); err != nil {
+				return err
+			}
+		case <-flush.C:
+			if err := w.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func matches(ev *api.Event, kinds map[api.EventKind]bool, containers []string) bool {
+	if len(kinds) > 0 && !kinds[ev.GetKind()] {
+		return false
+	}
+	if len(containers) == 0 {
+		return true
+	}
+	id := ev.GetContainer().GetId()
+	for _, c := range containers {
+		if id != "" && strings.HasPrefix(id, c) {
+			return true
+		}
+	}
+	return false
+}
+
+func tableRow(ev *api.Event) string {
+	p := ev.GetProcess()
+	cid := ev.GetContainer().GetId()
+	if len(cid) > 12 {
+		cid = cid[:12]
+	}
+	if cid == "" {
+		cid = "-"
+	}
+	kind := strings.ToLower(strings.TrimPrefix(ev.GetKind().String(), "EVENT_KIND_"))
+	var detail string
+	switch d := ev.GetDetail().(type) {
+	case *api.Event_Exec:
+		detail = p.GetExe() + " " + strings.Join(p.GetArgs(), " ")
+	case *api.Event_Exit:
+		detail = fmt.Sprintf("code=%d signal=%d", d.Exit.GetCode(), d.Exit.GetSignal())
+	case *api.Event_Fork:
+		detail = fmt.Sprintf("child=%d", d.Fork.GetChildTgid())
+	case *api.Event_FileOpen:
+		detail = fmt.Sprintf("%s flags=%#o result=%d", d.FileOpen.GetPath(), d.FileOpen.GetFlags(), d.FileOpen.GetResult())
+	case *api.Event_Connect:
+		dst := d.Connect.GetDestination()
+		detail = fmt.Sprintf("%s port %d result=%d", dst.GetIp(), dst.GetPort(), d.Connect.GetResult())
+	default:
+		// Everything else prints its detail message compactly.
+		m := ev.ProtoReflect()
+		if fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("detail")); fd != nil {
+			b, _ := protojson.Marshal(m.Get(fd).Message().Interface())
+			detail = string(b)
+		}
+	}
+	return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s",
+		ev.GetTime().AsTime().Local().Format("15:04:05.000"), kind, p.GetTgid(), p.GetUid(), p.GetComm(), cid, detail)
+}

@@ -1,0 +1,1234 @@
+// SPDX-License-Identifier: GPL-2.0 OR Apache-2.0
+/*
+ * Harrier's node sensor. Every record starts with struct event_header and a
+ * struct event_body, followed by up to MAX_STRINGS strings whose lengths are
+ * in body.str_len. The layout is mirrored in sensor/decode.go; change both.
+ *
+ * Attach points: tp_btf (preferred) or raw_tp for the scheduler events, and
+ * syscall tracepoints for the rest, because hardened kernels refuse fentry,
+ * LSM and kprobes. User space picks one variant per probe at load time.
+ */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Event kinds: numbers equal api.EventKind. */
+enum event_kind {
+	KIND_EXEC = 1,
+	KIND_EXIT = 2,
+	KIND_FORK = 3,
+	KIND_FILE_OPEN = 4,
+	KIND_FILE_UNLINK = 5,
+	KIND_FILE_RENAME = 6,
+	KIND_CONNECT = 7,
+	KIND_LISTEN = 8,
+	KIND_ACCEPT = 9,
+	KIND_PTRACE = 10,
+	KIND_MODULE_LOAD = 11,
+	KIND_NAMESPACE_CHANGE = 12,
+	KIND_MEMFD_CREATE = 13,
+	KIND_CREDENTIAL_CHANGE = 14,
+	KIND_MOUNT = 15,
+	KIND_MAX = 16,
+};
+
+/* Which syscall an in-flight record belongs to; user space decodes body.num[0]. */
+enum syscall_id {
+	SC_OPENAT = 1,
+	SC_OPENAT2,
+	SC_OPEN,
+	SC_CREAT,
+	SC_UNLINKAT,
+	SC_UNLINK,
+	SC_RMDIR,
+	SC_RENAMEAT2,
+	SC_RENAMEAT,
+	SC_RENAME,
+	SC_CONNECT,
+	SC_LISTEN,
+	SC_ACCEPT,
+	SC_ACCEPT4,
+	SC_PTRACE,
+	SC_INIT_MODULE,
+	SC_FINIT_MODULE,
+	SC_UNSHARE,
+	SC_SETNS,
+	SC_CLONE,
+	SC_CLONE3,
+	SC_MEMFD_CREATE,
+	SC_SETUID,
+	SC_SETGID,
+	SC_SETREUID,
+	SC_SETREGID,
+	SC_SETRESUID,
+	SC_SETRESGID,
+	SC_SETFSUID,
+	SC_SETFSGID,
+	SC_CAPSET,
+	SC_MOUNT,
+};
+
+/* Counter slots in the stats map. */
+enum stat_slot {
+	STAT_SUBMITTED = 0,         /* + kind */
+	STAT_RINGBUF_FULL = 16,     /* + kind: record lost, ring buffer full */
+	STAT_INFLIGHT_FULL = 32,    /* syscall entry not stashed */
+	STAT_PATH_TRUNCATED = 33,   /* path deeper than MAX_PATH_DEPTH */
+	STAT_ARGS_TRUNCATED = 34,
+	STAT_FILE_FILTERED = 35,    /* file events dropped by the watch filter */
+	STAT_SLOTS = 64,
+};
+
+#define MAX_STRINGS 6
+#define PATH_MAX 4096
+#define NAME_MAX 255
+#define MAX_PATH_DEPTH 40
+#define MAX_CGROUP_DEPTH 8
+#define DATA_SIZE 16384
+#define STR_MAX 4096
+#define LPM_DATA 256
+#define USER_PATH_MAX 1024
+
+#define AT_FDCWD -100
+#define O_WRONLY 01
+#define O_RDWR 02
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define AF_INET 2
+#define AF_INET6 10
+#define CLONE_THREAD 0x00010000
+#define CLONE_NEW_MASK (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000 | 0x00000080)
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define TMPFS_MAGIC 0x01021994
+#define HUGETLBFS_MAGIC 0x958458f6
+
+#define ORIGIN_OVERLAY_UPPER 1
+#define ORIGIN_MEMFD 2
+#define ORIGIN_DELETED 4
+
+struct event_header {
+	u64 ts_boot_ns;
+	u64 start_boot_ns;
+	u64 cgroup_id;
+	u32 kind;
+	u32 len;
+	u32 pid;
+	u32 tgid;
+	u32 ppid;
+	u32 uid;
+	u32 gid;
+	u32 euid;
+	u32 egid;
+	u32 pidns;
+	u32 mntns;
+	u32 netns;
+	char comm[16];
+};
+
+struct event_body {
+	s64 result;
+	u64 num[8];
+	u16 str_len[MAX_STRINGS];
+	u32 flags;
+};
+
+struct event {
+	struct event_header h;
+	struct event_body b;
+	/* STR_MAX of slack so a masked offset plus a bounded length always fits. */
+	char data[DATA_SIZE + STR_MAX];
+};
+
+struct path_buf {
+	/* Built from the end backwards; the slack lets the verifier prove that
+	 * a masked offset plus a bounded length stays inside. */
+	char buf[2 * PATH_MAX];
+};
+
+struct inflight {
+	u64 args[6];
+	u32 sc;
+	u32 pad;
+};
+
+struct lpm_key {
+	u32 prefixlen;
+	u8 data[LPM_DATA];
+};
+
+/* Set by user space before load. */
+const volatile u32 self_tgid = 0;
+const volatile u32 wakeup_bytes = 256 * 1024;
+const volatile s32 cgroup_subsys = -1; /* -1: default (v2) hierarchy */
+const volatile bool watch_all_files = false;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_SLOTS);
+	__type(key, u32);
+	__type(value, u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct event);
+} event_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct path_buf);
+} path_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct lpm_key);
+} key_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct inflight);
+} inflight_calls SEC(".maps");
+
+/* Watched path prefixes; value unused (1). Filled by user space from config. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__type(key, struct lpm_key);
+	__type(value, u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} watch_paths SEC(".maps");
+
+static __always_inline void stat_inc(u32 slot)
+{
+	u64 *v = bpf_map_lookup_elem(&stats, &slot);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline struct event *scratch_event(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&event_scratch, &zero);
+}
+
+static __always_inline struct path_buf *scratch_path(void)
+{
+	u32 zero = 0;
+	return bpf_map_lookup_elem(&path_scratch, &zero);
+}
+
+static __always_inline u64 cgroup_id_of(struct task_struct *task)
+{
+	struct cgroup *cg = NULL;
+	if (cgroup_subsys < 0) {
+		cg = BPF_CORE_READ(task, cgroups, dfl_cgrp);
+	} else {
+		struct cgroup_subsys_state *css = NULL;
+		struct css_set *cs = BPF_CORE_READ(task, cgroups);
+		u32 idx = (u32)cgroup_subsys & 15;
+		bpf_probe_read_kernel(&css, sizeof(css), &cs->subsys[idx]);
+		if (css)
+			cg = BPF_CORE_READ(css, cgroup);
+	}
+	if (!cg)
+		return 0;
+	return BPF_CORE_READ(cg, kn, id);
+}
+
+static __always_inline void fill_header(struct event *ev, struct task_struct *task, u32 kind)
+{
+	struct event_header *h = &ev->h;
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	struct pid *tp = BPF_CORE_READ(task, thread_pid);
+	unsigned int level = BPF_CORE_READ(tp, level);
+	struct upid up = {};
+
+	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	h->start_boot_ns = BPF_CORE_READ(task, group_leader, start_boottime);
+	h->cgroup_id = cgroup_id_of(task);
+	h->kind = kind;
+	h->pid = BPF_CORE_READ(task, pid);
+	h->tgid = BPF_CORE_READ(task, tgid);
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = BPF_CORE_READ(cred, uid.val);
+	h->gid = BPF_CORE_READ(cred, gid.val);
+	h->euid = BPF_CORE_READ(cred, euid.val);
+	h->egid = BPF_CORE_READ(cred, egid.val);
+	bpf_probe_read_kernel(&up, sizeof(up), &tp->numbers[level & 31]);
+	h->pidns = BPF_CORE_READ(up.ns, ns.inum);
+	h->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	h->netns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
+	__builtin_memset(&ev->b, 0, sizeof(ev->b));
+}
+
+/* submit copies the record into the ring buffer. Wake-ups are batched: the
+ * reader is woken only once wakeup_bytes are pending and otherwise drains on
+ * its own short timer, which halves the cost of an event storm. */
+static __always_inline void submit(struct event *ev, u32 data_len)
+{
+	u32 kind = ev->h.kind & 15;
+	u64 len = sizeof(ev->h) + sizeof(ev->b) + (data_len & (DATA_SIZE - 1));
+	if (len > sizeof(*ev))
+		return;
+	ev->h.len = len;
+	u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_output(&events, ev, len, flags) != 0) {
+		stat_inc(STAT_RINGBUF_FULL + kind);
+		return;
+	}
+	stat_inc(STAT_SUBMITTED + kind);
+}
+
+/* put_str appends a kernel or user string to ev->data at *off as string slot
+ * idx (not NUL-terminated on the wire). */
+static __always_inline void put_str(struct event *ev, u32 *off, int idx, const void *src, bool user)
+{
+	u32 o = *off;
+	if (o >= DATA_SIZE || idx >= MAX_STRINGS)
+		return;
+	long n = user ? bpf_probe_read_user_str(&ev->data[o & (DATA_SIZE - 1)], STR_MAX, src)
+		      : bpf_probe_read_kernel_str(&ev->data[o & (DATA_SIZE - 1)], STR_MAX, src);
+	if (n <= 0)
+		return;
+	n -= 1; /* drop the NUL */
+	ev->b.str_len[idx] = n;
+	*off = o + n;
+}
+
+/* put_bytes appends n bytes from a kernel buffer. */
+static __always_inline void put_bytes(struct event *ev, u32 *off, int idx, const void *src, u32 n)
+{
+	u32 o = *off;
+	if (o >= DATA_SIZE || idx >= MAX_STRINGS || n == 0)
+		return;
+	n &= (STR_MAX - 1);
+	if (bpf_probe_read_kernel(&ev->data[o & (DATA_SIZE - 1)], n, src) != 0)
+		return;
+	ev->b.str_len[idx] = n;
+	*off = o + n;
+}
+
+struct walk_ctx {
+	struct path_buf *pb;
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	struct mount *mnt;
+	struct dentry *root_dentry;
+	struct vfsmount *root_mnt;
+	u32 pos;
+	bool complete;
+};
+
+/* walk_step adds one path component; bpf_loop calls it so that the verifier
+ * checks the body once instead of once per iteration. */
+static long walk_step(u32 i, void *arg)
+{
+	struct walk_ctx *w = arg;
+	struct path_buf *pb = w->pb;
+	struct dentry *dentry = w->dentry;
+	struct vfsmount *vfsmnt = w->vfsmnt;
+
+	if (dentry == w->root_dentry && vfsmnt == w->root_mnt) {
+		w->complete = true;
+		return 1;
+	}
+	if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+		struct mount *mnt = w->mnt;
+		struct mount *parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (parent == mnt) {
+			w->complete = true;
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = parent;
+		w->vfsmnt = (void *)parent + bpf_core_field_offset(struct mount, mnt);
+		return 0;
+	}
+	struct dentry *parent_dentry = BPF_CORE_READ(dentry, d_parent);
+	struct qstr name = BPF_CORE_READ(dentry, d_name);
+	u32 len = name.len;
+	u32 pos = w->pos;
+	if (len > NAME_MAX)
+		len = NAME_MAX;
+	if (pos < len + 1 || pos > PATH_MAX)
+		return 1;
+	pos -= len;
+	bpf_probe_read_kernel(&pb->buf[pos & (PATH_MAX - 1)], len & NAME_MAX, name.name);
+	pos -= 1;
+	pb->buf[pos & (PATH_MAX - 1)] = '/';
+	w->pos = pos;
+	if (dentry == parent_dentry) {
+		/* Root of a pseudo filesystem (pipe:, memfd:, anon_inode:). */
+		w->complete = true;
+		return 1;
+	}
+	w->dentry = parent_dentry;
+	return 0;
+}
+
+/* build_path writes the absolute path of (dentry, vfsmnt) as seen from the
+ * task's root into pb, ending at PATH_MAX, and returns its start offset. It
+ * walks d_parent and crosses mount points, as d_path does, so relative opens,
+ * "..", symlinks and bind mounts all resolve to the real path. */
+static __always_inline u32 build_path(struct path_buf *pb, struct dentry *dentry, struct vfsmount *vfsmnt,
+				      struct task_struct *task)
+{
+	struct walk_ctx w = {
+		.pb = pb,
+		.dentry = dentry,
+		.vfsmnt = vfsmnt,
+		.mnt = (void *)vfsmnt - bpf_core_field_offset(struct mount, mnt),
+		.root_dentry = BPF_CORE_READ(task, fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(task, fs, root.mnt),
+		.pos = PATH_MAX,
+	};
+	bpf_loop(MAX_PATH_DEPTH, walk_step, &w, 0);
+	if (!w.complete)
+		stat_inc(STAT_PATH_TRUNCATED);
+	u32 pos = w.pos;
+	if (pos >= PATH_MAX) {
+		pos = PATH_MAX - 1;
+		pb->buf[pos] = '/';
+	}
+	return pos;
+}
+
+static __always_inline u32 build_file_path(struct path_buf *pb, struct file *f, struct task_struct *task)
+{
+	return build_path(pb, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), task);
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	struct file *f = NULL;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	if (fd < 0 || fd >= max)
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* watched reports whether the path at pb->buf[pos..PATH_MAX) starts with a
+ * watched prefix. */
+static __always_inline bool watched(struct path_buf *pb, u32 pos)
+{
+	u32 zero = 0;
+	if (watch_all_files)
+		return true;
+	struct lpm_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
+	if (!key || pos >= PATH_MAX)
+		return false;
+	/* Paths longer than the key compare on their first LPM_DATA-1 bytes. */
+	u32 len = PATH_MAX - pos;
+	if (len > LPM_DATA - 1)
+		len = LPM_DATA - 1;
+	/* Mask in asm: clang otherwise reuses the unclamped register. */
+	asm volatile("%[l] &= 0xff" : [l] "+r"(len));
+	if (bpf_probe_read_kernel(key->data, len, &pb->buf[pos & (PATH_MAX - 1)]) != 0)
+		return false;
+	key->prefixlen = len * 8;
+	return bpf_map_lookup_elem(&watch_paths, key) != NULL;
+}
+
+/* resolve_user_path builds the path named by (dfd, upath) for syscalls that
+ * only get a user string: absolute names as given, relative ones joined to
+ * the cwd or the directory fd. Returns the start offset or PATH_MAX+1. */
+static __always_inline u32 resolve_user_path(struct path_buf *pb, struct task_struct *task, long dfd,
+					     const char *upath)
+{
+	/* The user's string goes to the front of the buffer first, then is
+	 * moved so that it ends at PATH_MAX like built paths. */
+	long n = bpf_probe_read_user_str(pb->buf, USER_PATH_MAX, upath);
+	if (n <= 1)
+		return PATH_MAX + 1;
+	u32 nlen = (u32)(n - 1) & (USER_PATH_MAX - 1);
+	if (pb->buf[0] == '/') {
+		u32 start = PATH_MAX - nlen;
+		bpf_probe_read_kernel(&pb->buf[start & (PATH_MAX - 1)], nlen, pb->buf);
+		return start;
+	}
+	if (nlen > NAME_MAX)
+		return PATH_MAX + 1;
+	u32 pos;
+	if (dfd == AT_FDCWD) {
+		pos = build_path(pb, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt), task);
+	} else {
+		struct file *f = fd_file(task, dfd);
+		if (!f)
+			return PATH_MAX + 1;
+		pos = build_file_path(pb, f, task);
+	}
+	/* The relative name still sits at the front unless the directory
+	 * grew into it. */
+	if (pos < USER_PATH_MAX + nlen + 1)
+		return PATH_MAX + 1;
+	u32 dlen = PATH_MAX - pos;
+	u32 npos;
+	if (dlen <= 1) {
+		npos = PATH_MAX - nlen - 1; /* the directory is "/" */
+	} else {
+		npos = pos - nlen - 1;
+		bpf_probe_read_kernel(&pb->buf[npos & (PATH_MAX - 1)], dlen & (PATH_MAX - 1), &pb->buf[pos & (PATH_MAX - 1)]);
+	}
+	pb->buf[(PATH_MAX - nlen - 1) & (PATH_MAX - 1)] = '/';
+	bpf_probe_read_kernel(&pb->buf[(PATH_MAX - nlen) & (PATH_MAX - 1)], nlen & NAME_MAX, pb->buf);
+	return npos;
+}
+
+static __always_inline u32 exe_origin(struct file *exe)
+{
+	u32 flags = 0;
+	struct inode *ino = BPF_CORE_READ(exe, f_inode);
+	struct dentry *d = BPF_CORE_READ(exe, f_path.dentry);
+	unsigned long magic = BPF_CORE_READ(ino, i_sb, s_magic);
+	if (BPF_CORE_READ(ino, __i_nlink) == 0)
+		flags |= ORIGIN_DELETED;
+	if (magic == OVERLAYFS_SUPER_MAGIC) {
+		/* The overlay inode is embedded in struct ovl_inode; an upper
+		 * dentry means the file lives in (or was copied up to) the
+		 * container's writable layer. */
+		struct ovl_inode *oi = (void *)ino - bpf_core_field_offset(struct ovl_inode, vfs_inode);
+		if (BPF_CORE_READ(oi, __upperdentry))
+			flags |= ORIGIN_OVERLAY_UPPER;
+	}
+	if (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) {
+		char prefix[6] = {};
+		bpf_probe_read_kernel(prefix, sizeof(prefix), BPF_CORE_READ(d, d_name.name));
+		if (prefix[0] == 'm' && prefix[1] == 'e' && prefix[2] == 'm' && prefix[3] == 'f' && prefix[4] == 'd' &&
+		    prefix[5] == ':')
+			flags |= ORIGIN_MEMFD;
+	}
+	return flags;
+}
+
+struct cg_ctx {
+	struct path_buf *pb;
+	struct kernfs_node *kn;
+	u32 pos;
+};
+
+static long cgroup_step(u32 i, void *arg)
+{
+	struct cg_ctx *c = arg;
+	struct kernfs_node *kn = c->kn;
+	struct path_buf *pb = c->pb;
+	struct kernfs_node *parent;
+	if (!kn)
+		return 1;
+	if (bpf_core_field_exists(kn->__parent))
+		parent = BPF_CORE_READ(kn, __parent);
+	else
+		parent = BPF_CORE_READ((struct kernfs_node___pre615 *)kn, parent);
+	if (!parent)
+		return 1; /* the hierarchy root has no name in the path */
+	/* The name is staged at the front of the buffer; the path grows from
+	 * the end and stays well clear of it. */
+	long n = bpf_probe_read_kernel_str(pb->buf, NAME_MAX + 1, BPF_CORE_READ(kn, name));
+	if (n <= 1)
+		return 1;
+	u32 len = (u32)(n - 1) & NAME_MAX;
+	u32 pos = c->pos;
+	if (pos < len + 1 || pos > PATH_MAX)
+		return 1;
+	pos -= len;
+	bpf_probe_read_kernel(&pb->buf[pos & (PATH_MAX - 1)], len, pb->buf);
+	pos -= 1;
+	pb->buf[pos & (PATH_MAX - 1)] = '/';
+	c->pos = pos;
+	c->kn = parent;
+	return 0;
+}
+
+/* append_cgroup_path writes the task's cgroup path (leaf and up to
+ * MAX_CGROUP_DEPTH-1 parents) so user space can name the container even when
+ * the process is gone before it could read /proc. */
+static __always_inline void append_cgroup_path(struct event *ev, u32 *off, int idx, struct task_struct *task,
+					       struct path_buf *pb)
+{
+	struct kernfs_node *kn = NULL;
+	if (cgroup_subsys < 0) {
+		kn = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn);
+	} else {
+		struct cgroup_subsys_state *css = NULL;
+		struct css_set *cs = BPF_CORE_READ(task, cgroups);
+		u32 i = (u32)cgroup_subsys & 15;
+		bpf_probe_read_kernel(&css, sizeof(css), &cs->subsys[i]);
+		if (css)
+			kn = BPF_CORE_READ(css, cgroup, kn);
+	}
+	struct cg_ctx c = {.pb = pb, .kn = kn, .pos = PATH_MAX};
+	if (kn)
+		bpf_loop(MAX_CGROUP_DEPTH, cgroup_step, &c, 0);
+	u32 pos = c.pos;
+	if (pos >= PATH_MAX) {
+		pos = PATH_MAX - 1;
+		pb->buf[pos] = '/';
+	}
+	put_bytes(ev, off, idx, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+}
+
+/* ---- scheduler events ---- */
+
+static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
+{
+	struct event *ev = scratch_event();
+	struct path_buf *pb = scratch_path();
+	if (!ev || !pb)
+		return 0;
+	fill_header(ev, task, KIND_EXEC);
+	u32 off = 0;
+
+	/* 0: exe path, resolved from the file actually executed. */
+	struct file *exe = BPF_CORE_READ(bprm, file);
+	u32 pos = build_file_path(pb, exe, task);
+	put_bytes(ev, &off, 0, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+	ev->b.flags = exe_origin(exe);
+
+	/* 1: argv, NUL separated, read from the new image's stack. */
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long as = BPF_CORE_READ(mm, arg_start), ae = BPF_CORE_READ(mm, arg_end);
+	u64 alen = ae > as ? ae - as : 0;
+	if (alen > STR_MAX - 1) {
+		alen = STR_MAX - 1;
+		ev->b.num[1] = 1; /* args truncated */
+		stat_inc(STAT_ARGS_TRUNCATED);
+	}
+	if (alen > 0 && off < DATA_SIZE) {
+		if (bpf_probe_read_user(&ev->data[off & (DATA_SIZE - 1)], alen & (STR_MAX - 1), (void *)as) == 0) {
+			ev->b.str_len[1] = alen;
+			off += alen;
+		}
+	}
+
+	/* 2: cwd. */
+	pos = build_path(pb, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt), task);
+	put_bytes(ev, &off, 2, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+
+	/* 3: file name as passed to execve. */
+	put_str(ev, &off, 3, BPF_CORE_READ(bprm, filename), false);
+
+	/* 4: cgroup path. */
+	append_cgroup_path(ev, &off, 4, task, pb);
+	submit(ev, off);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(tp_btf_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	return handle_exec(p, bprm);
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(raw_tp_exec, struct task_struct *p, int old_pid, struct linux_binprm *bprm)
+{
+	return handle_exec(p, bprm);
+}
+
+static __always_inline int handle_fork(struct task_struct *parent, struct task_struct *child)
+{
+	u32 cpid = BPF_CORE_READ(child, pid), ctgid = BPF_CORE_READ(child, tgid);
+	if (cpid != ctgid)
+		return 0; /* a new thread, not a new process */
+	struct event *ev = scratch_event();
+	if (!ev)
+		return 0;
+	fill_header(ev, parent, KIND_FORK);
+	ev->b.num[0] = cpid;
+	ev->b.num[1] = ctgid;
+	ev->b.num[2] = BPF_CORE_READ(child, start_boottime);
+	submit(ev, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(tp_btf_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return handle_fork(parent, child);
+}
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(raw_tp_fork, struct task_struct *parent, struct task_struct *child)
+{
+	return handle_fork(parent, child);
+}
+
+static __always_inline int handle_exit(struct task_struct *task)
+{
+	/* Only the last thread leaving ends the process. */
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	struct event *ev = scratch_event();
+	if (!ev)
+		return 0;
+	fill_header(ev, task, KIND_EXIT);
+	int code = BPF_CORE_READ(task, signal, group_exit_code);
+	if (code == 0)
+		code = BPF_CORE_READ(task, exit_code);
+	ev->b.num[0] = (u32)code;
+	submit(ev, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(tp_btf_exit, struct task_struct *p)
+{
+	return handle_exit(p);
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(raw_tp_exit, struct task_struct *p)
+{
+	return handle_exit(p);
+}
+
+/* ---- syscalls ----
+ * One dispatcher on the raw sys_enter/sys_exit tracepoints: hardened kernels
+ * refuse to attach BPF to per-syscall perf tracepoints. An array indexed by
+ * syscall number (filled by user space with this architecture's numbers)
+ * makes an uninteresting syscall cost one lookup. Arguments are stashed on
+ * entry and the event is emitted on exit, with the result. */
+
+struct pt_regs___x86 {
+	unsigned long di;
+	unsigned long si;
+	unsigned long dx;
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long r9;
+	unsigned long orig_ax;
+} __attribute__((preserve_access_index));
+
+struct pt_regs___arm64 {
+	u64 regs[31];
+	u64 orig_x0;
+	s32 syscallno;
+} __attribute__((preserve_access_index));
+
+struct pt_regs;
+
+#define MAX_SYSCALL_NR 1024
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SYSCALL_NR);
+	__type(key, u32);
+	__type(value, u32);
+} syscall_ids SEC(".maps");
+
+static __always_inline u32 interest(long nr)
+{
+	if (nr < 0 || nr >= MAX_SYSCALL_NR)
+		return 0;
+	u32 key = nr;
+	u32 *sc = bpf_map_lookup_elem(&syscall_ids, &key);
+	return sc ? *sc : 0;
+}
+
+static __always_inline void read_args(struct pt_regs *regs, u64 *a)
+{
+	if (bpf_core_field_exists(((struct pt_regs___x86 *)regs)->orig_ax)) {
+		struct pt_regs___x86 *r = (void *)regs;
+		a[0] = BPF_CORE_READ(r, di);
+		a[1] = BPF_CORE_READ(r, si);
+		a[2] = BPF_CORE_READ(r, dx);
+		a[3] = BPF_CORE_READ(r, r10);
+		a[4] = BPF_CORE_READ(r, r8);
+		a[5] = BPF_CORE_READ(r, r9);
+	} else {
+		struct pt_regs___arm64 *r = (void *)regs;
+		a[0] = BPF_CORE_READ(r, orig_x0);
+		a[1] = BPF_CORE_READ(r, regs[1]);
+		a[2] = BPF_CORE_READ(r, regs[2]);
+		a[3] = BPF_CORE_READ(r, regs[3]);
+		a[4] = BPF_CORE_READ(r, regs[4]);
+		a[5] = BPF_CORE_READ(r, regs[5]);
+	}
+}
+
+static __always_inline long syscall_nr(struct pt_regs *regs)
+{
+	if (bpf_core_field_exists(((struct pt_regs___x86 *)regs)->orig_ax))
+		return BPF_CORE_READ((struct pt_regs___x86 *)regs, orig_ax);
+	return BPF_CORE_READ((struct pt_regs___arm64 *)regs, syscallno);
+}
+
+static __always_inline int sys_enter(struct pt_regs *regs, long nr)
+{
+	u32 sc = interest(nr);
+	if (!sc)
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	if ((u32)(id >> 32) == self_tgid)
+		return 0;
+	struct inflight in = {.sc = sc};
+	read_args(regs, in.args);
+	/* clone and clone3 matter here only when they create namespaces; the
+	 * new process itself is reported by the fork event. */
+	if (sc == SC_CLONE && !(in.args[0] & CLONE_NEW_MASK))
+		return 0;
+	if (sc == SC_CLONE3) {
+		struct clone_args ca = {};
+		bpf_probe_read_user(&ca, sizeof(ca), (void *)in.args[0]);
+		if (!(ca.flags & CLONE_NEW_MASK))
+			return 0;
+		in.args[0] = ca.flags; /* keep the flags, not the pointer */
+	}
+	if (bpf_map_update_elem(&inflight_calls, &id, &in, BPF_ANY) != 0)
+		stat_inc(STAT_INFLIGHT_FULL);
+	return 0;
+}
+
+static void dispatch(struct inflight *in, long ret);
+
+static __always_inline int sys_exit(struct pt_regs *regs, long ret)
+{
+	if (!interest(syscall_nr(regs)))
+		return 0;
+	u64 id = bpf_get_current_pid_tgid();
+	struct inflight *p = bpf_map_lookup_elem(&inflight_calls, &id);
+	if (!p)
+		return 0;
+	struct inflight in = *p;
+	bpf_map_delete_elem(&inflight_calls, &id);
+	dispatch(&in, ret);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(tp_btf_sys_enter, struct pt_regs *regs, long id)
+{
+	return sys_enter(regs, id);
+}
+
+SEC("raw_tp/sys_enter")
+int BPF_PROG(raw_tp_sys_enter, struct pt_regs *regs, long id)
+{
+	return sys_enter(regs, id);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(tp_btf_sys_exit, struct pt_regs *regs, long ret)
+{
+	return sys_exit(regs, ret);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(raw_tp_sys_exit, struct pt_regs *regs, long ret)
+{
+	return sys_exit(regs, ret);
+}
+
+/* File opens: on success the path comes from the opened struct file; on
+ * failure from the user's string (the file may not exist). */
+static __always_inline void on_open(struct inflight *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct path_buf *pb = scratch_path();
+	if (!pb)
+		return;
+	u64 flags, mode;
+	const char *name;
+	long dfd = AT_FDCWD;
+	switch (in->sc) {
+	case SC_OPENAT: {
+		dfd = (int)in->args[0];
+		name = (const char *)in->args[1];
+		flags = in->args[2];
+		mode = in->args[3];
+		break;
+	}
+	case SC_OPENAT2: {
+		struct open_how how = {};
+		bpf_probe_read_user(&how, sizeof(how), (void *)in->args[2]);
+		dfd = (int)in->args[0];
+		name = (const char *)in->args[1];
+		flags = how.flags;
+		mode = how.mode;
+		break;
+	}
+	case SC_CREAT:
+		name = (const char *)in->args[0];
+		flags = O_CREAT | O_WRONLY | O_TRUNC;
+		mode = in->args[1];
+		break;
+	default:
+		name = (const char *)in->args[0];
+		flags = in->args[1];
+		mode = in->args[2];
+	}
+	u32 pos;
+	if (ret >= 0) {
+		struct file *f = fd_file(task, ret);
+		if (!f)
+			return;
+		pos = build_file_path(pb, f, task);
+	} else {
+		pos = resolve_user_path(pb, task, dfd, name);
+	}
+	if (pos >= PATH_MAX)
+		return;
+	if (!watched(pb, pos)) {
+		stat_inc(STAT_FILE_FILTERED);
+		return;
+	}
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, task, KIND_FILE_OPEN);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	ev->b.num[1] = flags;
+	ev->b.num[2] = mode;
+	u32 off = 0;
+	put_bytes(ev, &off, 0, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+	submit(ev, off);
+}
+
+
+/* Unlink and rename: the names are resolved on exit from the user strings,
+ * which are still mapped, against the cwd or directory fd. */
+static __always_inline bool emit_user_path(struct event *ev, u32 *off, int idx, struct task_struct *task,
+					   long dfd, const char *name, bool filter)
+{
+	struct path_buf *pb = scratch_path();
+	if (!pb)
+		return false;
+	u32 pos = resolve_user_path(pb, task, dfd, name);
+	if (pos >= PATH_MAX)
+		return false;
+	if (filter && !watched(pb, pos))
+		return false;
+	put_bytes(ev, off, idx, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+	return true;
+}
+
+static __always_inline void on_unlink(struct inflight *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	long dfd = AT_FDCWD;
+	const char *name = (const char *)in->args[0];
+	if (in->sc == SC_UNLINKAT) {
+		dfd = (int)in->args[0];
+		name = (const char *)in->args[1];
+	}
+	fill_header(ev, task, KIND_FILE_UNLINK);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	ev->b.num[1] = in->sc == SC_UNLINKAT ? in->args[2] : 0;
+	u32 off = 0;
+	if (!emit_user_path(ev, &off, 0, task, dfd, name, true)) {
+		stat_inc(STAT_FILE_FILTERED);
+		return;
+	}
+	submit(ev, off);
+}
+
+
+static __always_inline void on_rename(struct inflight *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	long odfd = AT_FDCWD, ndfd = AT_FDCWD;
+	const char *oname = (const char *)in->args[0], *nname = (const char *)in->args[1];
+	if (in->sc != SC_RENAME) {
+		odfd = (int)in->args[0];
+		oname = (const char *)in->args[1];
+		ndfd = (int)in->args[2];
+		nname = (const char *)in->args[3];
+	}
+	fill_header(ev, task, KIND_FILE_RENAME);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	u32 off = 0;
+	/* Either side being watched makes the rename interesting. */
+	bool w_old = emit_user_path(ev, &off, 0, task, odfd, oname, false);
+	u32 old_off = off;
+	struct path_buf *pb = scratch_path();
+	if (!pb)
+		return;
+	bool w = false;
+	if (w_old) {
+		u32 pos = PATH_MAX - ev->b.str_len[0];
+		bpf_probe_read_kernel(&pb->buf[pos & (PATH_MAX - 1)], ev->b.str_len[0] & (PATH_MAX - 1), ev->data);
+		w = watched(pb, pos);
+	}
+	if (!emit_user_path(ev, &off, 1, task, ndfd, nname, false))
+		return;
+	if (!w) {
+		u32 pos = PATH_MAX - ev->b.str_len[1];
+		bpf_probe_read_kernel(&pb->buf[pos & (PATH_MAX - 1)], ev->b.str_len[1] & (PATH_MAX - 1),
+				      &ev->data[old_off & (DATA_SIZE - 1)]);
+		w = watched(pb, pos);
+	}
+	if (!w) {
+		stat_inc(STAT_FILE_FILTERED);
+		return;
+	}
+	submit(ev, off);
+}
+
+
+/* Network. Addresses go in num[]: family, protocol, local port, remote port,
+ * then local address (num[4..5]) and remote address (num[6..7]) as raw bytes. */
+static __always_inline struct sock *fd_sock(struct task_struct *task, long fd)
+{
+	struct file *f = fd_file(task, fd);
+	if (!f)
+		return NULL;
+	struct socket *s = BPF_CORE_READ(f, private_data);
+	return BPF_CORE_READ(s, sk);
+}
+
+static __always_inline void fill_sock(struct event *ev, struct sock *sk)
+{
+	u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	ev->b.num[0] = family;
+	ev->b.num[1] = BPF_CORE_READ(sk, sk_protocol);
+	ev->b.num[2] = BPF_CORE_READ(sk, __sk_common.skc_num);
+	ev->b.num[3] = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET6) {
+		bpf_core_read(&ev->b.num[4], 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(&ev->b.num[6], 16, &sk->__sk_common.skc_v6_daddr);
+	} else {
+		bpf_core_read(&ev->b.num[4], 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(&ev->b.num[6], 4, &sk->__sk_common.skc_daddr);
+	}
+}
+
+static __always_inline void on_connect(struct inflight *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct sockaddr_in6 sa = {};
+	bpf_probe_read_user(&sa, sizeof(sa), (void *)in->args[1]);
+	if (sa.sin6_family != AF_INET && sa.sin6_family != AF_INET6)
+		return;
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, task, KIND_CONNECT);
+	ev->b.result = ret;
+	struct sock *sk = fd_sock(task, (int)in->args[0]);
+	if (sk)
+		fill_sock(ev, sk);
+	/* The destination asked for is authoritative, also when connect failed. */
+	ev->b.num[0] = sa.sin6_family;
+	ev->b.num[3] = __builtin_bswap16(sa.sin6_port);
+	ev->b.num[6] = 0;
+	ev->b.num[7] = 0;
+	if (sa.sin6_family == AF_INET) {
+		struct sockaddr_in *s4 = (void *)&sa;
+		ev->b.num[6] = s4->sin_addr;
+	} else {
+		__builtin_memcpy(&ev->b.num[6], sa.sin6_addr, 16);
+	}
+	submit(ev, 0);
+}
+
+
+static __always_inline void on_sock_fd(struct inflight *in, long ret, u32 kind, long fd)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct sock *sk = fd >= 0 ? fd_sock(task, fd) : NULL;
+	if (sk) {
+		u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (family != AF_INET && family != AF_INET6)
+			return;
+	} else if (ret >= 0) {
+		return;
+	}
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, task, kind);
+	ev->b.result = ret;
+	if (sk)
+		fill_sock(ev, sk);
+	ev->b.num[0] |= (u64)in->sc << 32;
+	if (kind == KIND_LISTEN)
+		ev->b.num[3] = in->args[1]; /* backlog; a listener has no peer */
+	submit(ev, 0);
+}
+
+static __always_inline void on_listen(struct inflight *in, long ret)
+{
+	on_sock_fd(in, ret, KIND_LISTEN, (int)in->args[0]);
+}
+
+static __always_inline void on_accept(struct inflight *in, long ret)
+{
+	if (ret < 0)
+		return; /* EAGAIN on non-blocking sockets is noise */
+	on_sock_fd(in, ret, KIND_ACCEPT, ret);
+}
+
+
+/* Events whose interesting data are the numeric arguments. */
+static __always_inline void emit_args(struct inflight *in, long ret, u32 kind, const char *ustr, const char *ustr2)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, task, kind);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+#pragma unroll
+	for (int i = 0; i < 6; i++)
+		ev->b.num[i + 1] = in->args[i];
+	u32 off = 0;
+	if (ustr)
+		put_str(ev, &off, 0, ustr, true);
+	if (ustr2)
+		put_str(ev, &off, 1, ustr2, true);
+	submit(ev, off);
+}
+
+static __always_inline void on_ptrace(struct inflight *in, long ret)
+{
+	emit_args(in, ret, KIND_PTRACE, NULL, NULL);
+}
+
+static __always_inline void on_module(struct inflight *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct event *ev = scratch_event();
+	struct path_buf *pb = scratch_path();
+	if (!ev || !pb)
+		return;
+	fill_header(ev, task, KIND_MODULE_LOAD);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	u32 off = 0;
+	if (in->sc == SC_FINIT_MODULE) {
+		struct file *f = fd_file(task, (int)in->args[0]);
+		if (f) {
+			u32 pos = build_file_path(pb, f, task);
+			put_bytes(ev, &off, 0, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+		}
+		put_str(ev, &off, 1, (const char *)in->args[1], true);
+	} else {
+		put_str(ev, &off, 1, (const char *)in->args[2], true);
+	}
+	submit(ev, off);
+}
+
+static __always_inline void on_ns(struct inflight *in, long ret)
+{
+	emit_args(in, ret, KIND_NAMESPACE_CHANGE, NULL, NULL);
+}
+
+static __always_inline void on_memfd(struct inflight *in, long ret)
+{
+	emit_args(in, ret, KIND_MEMFD_CREATE, (const char *)in->args[0], NULL);
+}
+
+static __always_inline void on_cred(struct inflight *in, long ret)
+{
+	if (in->sc == SC_CAPSET) {
+		/* Replace the data pointer with the first capability words. */
+		u32 data[3] = {};
+		bpf_probe_read_user(data, sizeof(data), (void *)in->args[1]);
+		in->args[2] = data[0]; /* effective */
+		in->args[3] = data[1]; /* permitted */
+		in->args[4] = data[2]; /* inheritable */
+	}
+	emit_args(in, ret, KIND_CREDENTIAL_CHANGE, NULL, NULL);
+}
+
+static __always_inline void on_mount(struct inflight *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, task, KIND_MOUNT);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	ev->b.num[1] = in->args[3];
+	u32 off = 0;
+	put_str(ev, &off, 0, (const char *)in->args[0], true);
+	put_str(ev, &off, 1, (const char *)in->args[1], true);
+	put_str(ev, &off, 2, (const char *)in->args[2], true);
+	submit(ev, off);
+}
+
+/* dispatch is a real BPF-to-BPF function: one copy shared by both exit
+ * programs' call sites, verified once per program. */
+static __noinline void dispatch(struct inflight *in, long ret)
+{
+	switch (in->sc) {
+	case SC_OPENAT:
+	case SC_OPENAT2:
+	case SC_OPEN:
+	case SC_CREAT:
+		on_open(in, ret);
+		break;
+	case SC_UNLINKAT:
+	case SC_UNLINK:
+	case SC_RMDIR:
+		on_unlink(in, ret);
+		break;
+	case SC_RENAMEAT2:
+	case SC_RENAMEAT:
+	case SC_RENAME:
+		on_rename(in, ret);
+		break;
+	case SC_CONNECT:
+		on_connect(in, ret);
+		break;
+	case SC_LISTEN:
+		on_listen(in, ret);
+		break;
+	case SC_ACCEPT:
+	case SC_ACCEPT4:
+		on_accept(in, ret);
+		break;
+	case SC_PTRACE:
+		on_ptrace(in, ret);
+		break;
+	case SC_INIT_MODULE:
+	case SC_FINIT_MODULE:
+		on_module(in, ret);
+		break;
+	case SC_UNSHARE:
+	case SC_SETNS:
+	case SC_CLONE:
+	case SC_CLONE3:
+		on_ns(in, ret);
+		break;
+	case SC_MEMFD_CREATE:
+		on_memfd(in, ret);
+		break;
+	case SC_MOUNT:
+		on_mount(in, ret);
+		break;
+	default:
+		if (in->sc >= SC_SETUID && in->sc <= SC_CAPSET)
+			on_cred(in, ret);
+	}
+}

@@ -1,0 +1,145 @@
+package sensor
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Config is the sensor's typed configuration. The zero value of every field
+// means "use the default".
+type Config struct {
+	// Node names this node in events; defaults to the host name.
+	Node string `json:"node,omitempty"`
+	// RingBufferBytes sizes the kernel→user ring buffer (a power of two ≥ 64 KiB).
+	RingBufferBytes int `json:"ringBufferBytes,omitempty"`
+	// WakeupBytes: the kernel wakes the reader once this much data is pending;
+	// below it the reader drains on FlushInterval. Batching wake-ups is what
+	// keeps the cost of an event storm low.
+	WakeupBytes int `json:"wakeupBytes,omitempty"`
+	// FlushInterval bounds how long an event can wait in the ring buffer.
+	FlushInterval Duration `json:"flushInterval,omitempty"`
+	// WatchPaths are the path prefixes whose file events cross to user space.
+	// Empty means DefaultWatchPaths. WatchAllFiles disables the filter (debugging only).
+	WatchPaths    []string `json:"watchPaths,omitempty"`
+	WatchAllFiles bool     `json:"watchAllFiles,omitempty"`
+	// ProcessCacheSize bounds the live-process cache; ExitedProcesses bounds the
+	// recently-exited entries kept for late events and ancestry.
+	ProcessCacheSize int `json:"processCacheSize,omitempty"`
+	ExitedProcesses  int `json:"exitedProcesses,omitempty"`
+	// MaxArgBytes caps the argv bytes kept per cached process.
+	MaxArgBytes int `json:"maxArgBytes,omitempty"`
+	// AncestryDepth caps the parents attached to each event.
+	AncestryDepth int `json:"ancestryDepth,omitempty"`
+	// QueueSize bounds decoded events waiting for the consumer; beyond it
+	// events are dropped and counted.
+	QueueSize int `json:"queueSize,omitempty"`
+	// ProcRoot is where /proc is mounted (a DaemonSet mounts the host's at /host/proc).
+	ProcRoot string `json:"procRoot,omitempty"`
+	// BTFPath points at a vmlinux BTF file for kernels without /sys/kernel/btf/vmlinux.
+	BTFPath string `json:"btfPath,omitempty"`
+}
+
+// DefaultWatchPaths are the file prefixes an attacker touches when stealing
+// credentials, persisting, or covering tracks.
+func DefaultWatchPaths() []string {
+	return []string{
+		"/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/group", "/etc/sudoers",
+		"/etc/ld.so.preload", "/etc/ld.so.conf", "/etc/pam.d/", "/etc/ssh/",
+		"/etc/crontab", "/etc/cron.", "/var/spool/cron/", "/etc/systemd/system/",
+		"/etc/kubernetes/", "/var/lib/kubelet/", "/etc/rancher/", "/var/lib/rancher/k3s/server/",
+		"/root/", "/home/",
+		"/var/run/secrets/", "/run/secrets/",
+		"/var/log/", "/boot/", "/lib/modules/",
+		"/proc/sys/vm/nr_hugepages", "/dev/cpu/", "/sys/module/msr/",
+		"/etc/hosts", "/etc/resolv.conf",
+		"/var/run/docker.sock", "/run/containerd/containerd.sock", "/var/run/crio/crio.sock",
+	}
+}
+
+const (
+	defaultRingBufferBytes = 8 << 20
+	defaultWakeupBytes     = 256 << 10
+	defaultFlushInterval   = 25 * time.Millisecond
+	defaultProcessCache    = 32768
+	defaultExitedKeep      = 4096
+	defaultMaxArgBytes     = 1024
+	defaultAncestryDepth   = 8
+	defaultQueueSize       = 16384
+	maxWatchPrefixBytes    = 255 // the LPM trie key size in the BPF program, less one
+	maxWatchPaths          = 1024
+)
+
+// withDefaults returns c with every unset field filled in.
+func (c Config) withDefaults() Config {
+	if c.RingBufferBytes == 0 {
+		c.RingBufferBytes = defaultRingBufferBytes
+	}
+	if c.WakeupBytes == 0 {
+		c.WakeupBytes = defaultWakeupBytes
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = Duration(defaultFlushInterval)
+	}
+	if len(c.WatchPaths) == 0 {
+		c.WatchPaths = DefaultWatchPaths()
+	}
+	if c.ProcessCacheSize == 0 {
+		c.ProcessCacheSize = defaultProcessCache
+	}
+	if c.ExitedProcesses == 0 {
+		c.ExitedProcesses = defaultExitedKeep
+	}
+	if c.MaxArgBytes == 0 {
+		c.MaxArgBytes = defaultMaxArgBytes
+	}
+	if c.AncestryDepth == 0 {
+		c.AncestryDepth = defaultAncestryDepth
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = defaultQueueSize
+	}
+	if c.ProcRoot == "" {
+		c.ProcRoot = "/proc"
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	c = c.withDefaults()
+	if c.RingBufferBytes < 64<<10 || c.RingBufferBytes&(c.RingBufferBytes-1) != 0 {
+		errs = append(errs, fmt.Errorf("ringBufferBytes %d: must be a power of two of at least 65536", c.RingBufferBytes))
+	}
+	if c.WakeupBytes < 0 || c.WakeupBytes >= c.RingBufferBytes {
+		errs = append(errs, fmt.Errorf("wakeupBytes %d: must be between 0 and ringBufferBytes", c.WakeupBytes))
+	}
+	if d := time.Duration(c.FlushInterval); d < time.Millisecond || d > 5*time.Second {
+		errs = append(errs, fmt.Errorf("flushInterval %s: must be between 1ms and 5s", d))
+	}
+	if len(c.WatchPaths) > maxWatchPaths {
+		errs = append(errs, fmt.Errorf("watchPaths: %d entries, at most %d", len(c.WatchPaths), maxWatchPaths))
+	}
+	for i, p := range c.WatchPaths {
+		switch {
+		case !strings.HasPrefix(p, "/"):
+			errs = append(errs, fmt.Errorf("watchPaths[%d] %q: must be absolute", i, p))
+		case len(p) > maxWatchPrefixBytes:
+			errs = append(errs, fmt.Errorf("watchPaths[%d]: longer than %d bytes", i, maxWatchPrefixBytes))
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		value int
+	}{
+		{"processCacheSize", c.ProcessCacheSize}, {"exitedProcesses", c.ExitedProcesses},
+		{"maxArgBytes", c.MaxArgBytes}, {"ancestryDepth", c.AncestryDepth}, {"queueSize", c.QueueSize},
+	} {
+		if f.value < 1 {
+			errs = append(errs, fmt.Errorf("%s %d: must be positive", f.name, f.value))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,288 @@
+package sensor
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/sensor/container"
+	"github.com/harrier-sec/harrier/sensor/proc"
+)
+
+// enrich updates the process cache from rec and builds the event with its
+// process, ancestry and container.
+func (s *Sensor) enrich(rec *record) *api.Event {
+	ev := &api.Event{
+		Seq:  s.seq.Add(1),
+		Time: timestamppb.New(s.bootTime.Add(time.Duration(rec.TsBootNs))),
+		Node: s.cfg.Node,
+		Kind: api.EventKind(rec.Kind),
+		Namespaces: &api.Namespaces{
+			Pid: rec.PidNS, Mnt: rec.MntNS, Net: rec.NetNS,
+		},
+	}
+	var cinfo container.Info
+	switch rec.Kind {
+	case kindExec:
+		cgroupPath := string(rec.Str[4])
+		cinfo = s.cgroups.learn(rec.CgroupID, cgroupPath)
+		args, truncated := splitArgs(rec.Str[1])
+		s.procs.Exec(proc.Entry{
+			StartBootNs: rec.StartBootNs,
+			CgroupID:    rec.CgroupID,
+			Comm:        string(rec.Comm),
+			Exe:         string(rec.Str[0]),
+			Cwd:         string(rec.Str[2]),
+			Cgroup:      cgroupPath,
+			Args:        args,
+			Tgid:        rec.Tgid,
+			Ppid:        rec.Ppid,
+			Uid:         rec.Uid, Gid: rec.Gid, Euid: rec.Euid, Egid: rec.Egid,
+			ExeOrigin: proc.ExeOrigin{
+				OverlayUpper: rec.Flags&originOverlayUpper != 0,
+				Memfd:        rec.Flags&originMemfd != 0,
+				Deleted:      rec.Flags&originDeleted != 0,
+			},
+			ArgsTruncated: truncated || rec.Num[1] != 0,
+		})
+		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: string(rec.Str[3])}}
+	case kindFork:
+		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
+	}
+	if rec.Kind != kindExec {
+		cinfo = s.cgroups.resolve(rec.CgroupID)
+	}
+
+	ev.Process = s.process(rec)
+	ev.Ancestry = proc.ToAncestry(s.procs.Ancestry(rec.Tgid, s.cfg.AncestryDepth), s.bootTime)
+	if cinfo.InContainer() || cinfo.PodUID != "" {
+		ev.Container = &api.Container{Runtime: cinfo.Runtime, Id: cinfo.ID, Cgroup: cinfo.Cgroup, PodUid: cinfo.PodUID}
+	}
+	if rec.Kind != kindExec {
+		setDetail(ev, rec)
+	}
+	if rec.Kind == kindExit {
+		s.procs.Exit(rec.Tgid)
+	}
+	return ev
+}
+
+// process builds the process block: identity and credentials as the kernel
+// saw them at the event, image details from the cache.
+func (s *Sensor) process(rec *record) *api.Process {
+	var p *api.Process
+	if e, ok := s.procs.Get(rec.Tgid); ok {
+		p = e.ToProcess(s.bootTime)
+	} else {
+		p = &api.Process{StartTime: timestamppb.New(s.bootTime.Add(time.Duration(rec.StartBootNs)))}
+	}
+	p.Pid, p.Tgid, p.Ppid = rec.Pid, rec.Tgid, rec.Ppid
+	p.Uid, p.Gid, p.Euid, p.Egid = rec.Uid, rec.Gid, rec.Euid, rec.Egid
+	p.Comm = string(rec.Comm)
+	return p
+}
+
+// splitArgs splits the NUL-separated argv the kernel copied.
+func splitArgs(b []byte) (args []string, truncated bool) {
+	if len(b) == 0 {
+		return nil, false
+	}
+	truncated = b[len(b)-1] != 0
+	b = bytes.TrimSuffix(b, []byte{0})
+	for part := range bytes.SplitSeq(b, []byte{0}) {
+		args = append(args, string(part))
+	}
+	return args, truncated
+}
+
+const (
+	oAccMode  = 0o3
+	oWronly   = 0o1
+	oRdwr     = 0o2
+	oCreat    = 0o100
+	oTrunc    = 0o1000
+	atRemDir  = 0x200
+	ipprotTCP = 6
+	ipprotUDP = 17
+)
+
+// setDetail decodes the kind-specific part of a record into ev.
+func setDetail(ev *api.Event, rec *record) {
+	sc := uint32(rec.Num[0])
+	switch rec.Kind {
+	case kindExit:
+		status := uint32(rec.Num[0])
+		ev.Detail = &api.Event_Exit{Exit: &api.Exit{
+			Code:       int32((status >> 8) & 0xff),
+			Signal:     int32(status & 0x7f),
+			CoreDumped: status&0x80 != 0,
+		}}
+	case kindFork:
+		ev.Detail = &api.Event_Fork{Fork: &api.Fork{
+			ChildPid: uint32(rec.Num[0]), ChildTgid: uint32(rec.Num[1]), Thread: rec.Num[0] != rec.Num[1],
+		}}
+	case kindFileOpen:
+		flags := uint32(rec.Num[1])
+		acc := flags & oAccMode
+		ev.Detail = &api.Event_FileOpen{FileOpen: &api.FileOpen{
+			Path:     string(rec.Str[0]),
+			Flags:    int32(flags),
+			Read:     acc == 0 || acc == oRdwr,
+			Write:    acc == oWronly || acc == oRdwr,
+			Create:   flags&oCreat != 0,
+			Truncate: flags&oTrunc != 0,
+			Mode:     uint32(rec.Num[2]),
+			Result:   rec.Result,
+		}}
+	case kindFileUnlink:
+		ev.Detail = &api.Event_FileUnlink{FileUnlink: &api.FileUnlink{
+			Path:      string(rec.Str[0]),
+			Directory: sc == scRmdir || (sc == scUnlinkat && rec.Num[1]&atRemDir != 0),
+			Result:    rec.Result,
+		}}
+	case kindFileRename:
+		ev.Detail = &api.Event_FileRename{FileRename: &api.FileRename{
+			OldPath: string(rec.Str[0]), NewPath: string(rec.Str[1]), Result: rec.Result,
+		}}
+	case kindConnect:
+		ev.Detail = &api.Event_Connect{Connect: &api.Connect{
+			Destination: sockAddr(rec.Num[0], rec.Num[6], rec.Num[7], rec.Num[3]),
+			Protocol:    protocol(rec.Num[1]),
+			Result:      rec.Result,
+		}}
+	case kindListen:
+		ev.Detail = &api.Event_Listen{Listen: &api.Listen{
+			Local:    sockAddr(rec.Num[0], rec.Num[4], rec.Num[5], rec.Num[2]),
+			Protocol: protocol(rec.Num[1]),
+			Backlog:  int32(rec.Num[3]),
+			Result:   rec.Result,
+		}}
+	case kindAccept:
+		ev.Detail = &api.Event_Accept{Accept: &api.Accept{
+			Local:    sockAddr(rec.Num[0], rec.Num[4], rec.Num[5], rec.Num[2]),
+			Remote:   sockAddr(rec.Num[0], rec.Num[6], rec.Num[7], rec.Num[3]),
+			Protocol: protocol(rec.Num[1]),
+			Result:   rec.Result,
+		}}
+	case kindPtrace:
+		ev.Detail = &api.Event_Ptrace{Ptrace: &api.Ptrace{
+			Request: int64(rec.Num[1]), TargetPid: uint32(rec.Num[2]), Result: rec.Result,
+		}}
+	case kindModuleLoad:
+		name := "init_module"
+		if sc == scFinitModule {
+			name = "finit_module"
+		}
+		ev.Detail = &api.Event_ModuleLoad{ModuleLoad: &api.ModuleLoad{
+			Syscall: name, Path: string(rec.Str[0]), Params: string(rec.Str[1]), Result: rec.Result,
+		}}
+	case kindNamespaceChange:
+		name, flags := "unshare", rec.Num[1]
+		switch sc {
+		case scSetns:
+			name, flags = "setns", rec.Num[2]
+		case scClone, scClone3:
+			name = "clone"
+		}
+		ev.Detail = &api.Event_NamespaceChange{NamespaceChange: &api.NamespaceChange{
+			Syscall: name, Flags: flags, Namespaces: namespaceNames(flags), Result: rec.Result,
+		}}
+	case kindMemfdCreate:
+		ev.Detail = &api.Event_MemfdCreate{MemfdCreate: &api.MemfdCreate{
+			Name: string(rec.Str[0]), Flags: uint32(rec.Num[2]), Result: rec.Result,
+		}}
+	case kindCredential:
+		ev.Detail = &api.Event_CredentialChange{CredentialChange: credential(sc, rec)}
+	case kindMount:
+		ev.Detail = &api.Event_Mount{Mount: &api.Mount{
+			Source: string(rec.Str[0]), Target: string(rec.Str[1]), Fstype: string(rec.Str[2]),
+			Flags: rec.Num[1], Result: rec.Result,
+		}}
+	}
+}
+
+// id32 turns a uid/gid syscall argument into an int64 keeping -1 ("unchanged").
+func id32(v uint64) int64 { return int64(int32(uint32(v))) }
+
+func credential(sc uint32, rec *record) *api.CredentialChange {
+	a := rec.Num[1:7]
+	c := &api.CredentialChange{Uid: -1, Euid: -1, Suid: -1, Gid: -1, Egid: -1, Sgid: -1, Result: rec.Result}
+	switch sc {
+	case scSetuid:
+		c.Syscall, c.Uid = "setuid", id32(a[0])
+	case scSetgid:
+		c.Syscall, c.Gid = "setgid", id32(a[0])
+	case scSetreuid:
+		c.Syscall, c.Uid, c.Euid = "setreuid", id32(a[0]), id32(a[1])
+	case scSetregid:
+		c.Syscall, c.Gid, c.Egid = "setregid", id32(a[0]), id32(a[1])
+	case scSetresuid:
+		c.Syscall, c.Uid, c.Euid, c.Suid = "setresuid", id32(a[0]), id32(a[1]), id32(a[2])
+	case scSetresgid:
+		c.Syscall, c.Gid, c.Egid, c.Sgid = "setresgid", id32(a[0]), id32(a[1]), id32(a[2])
+	case scSetfsuid:
+		c.Syscall, c.Euid = "setfsuid", id32(a[0])
+	case scSetfsgid:
+		c.Syscall, c.Egid = "setfsgid", id32(a[0])
+	case scCapset:
+		// The kernel replaced the data pointer with the first words of
+		// the sets: effective, permitted, inheritable.
+		c.Syscall = "capset"
+		c.CapEffective, c.CapPermitted, c.CapInheritable = uint64(uint32(a[2])), uint64(uint32(a[3])), uint64(uint32(a[4]))
+	}
+	return c
+}
+
+// namespaceNames names the CLONE_NEW* flags set in flags.
+func namespaceNames(flags uint64) []string {
+	namespaceFlags := [...]struct {
+		flag uint64
+		name string
+	}{
+		{0x00020000, "mnt"}, {0x02000000, "cgroup"}, {0x04000000, "uts"}, {0x08000000, "ipc"},
+		{0x10000000, "user"}, {0x20000000, "pid"}, {0x40000000, "net"}, {0x00000080, "time"},
+	}
+	var names []string
+	for _, f := range namespaceFlags {
+		if flags&f.flag != 0 {
+			names = append(names, f.name)
+		}
+	}
+	return names
+}
+
+const (
+	afInet  = 2
+	afInet6 = 10
+)
+
+// sockAddr rebuilds an address from two words that hold its raw bytes.
+func sockAddr(family, w0, w1, port uint64) *api.SocketAddress {
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[0:], w0)
+	binary.LittleEndian.PutUint64(raw[8:], w1)
+	switch uint16(family) {
+	case afInet:
+		return &api.SocketAddress{Family: "ipv4", Ip: netip.AddrFrom4([4]byte(raw[:4])).String(), Port: uint32(uint16(port))}
+	case afInet6:
+		addr := netip.AddrFrom16(raw)
+		return &api.SocketAddress{Family: "ipv6", Ip: addr.String(), Port: uint32(uint16(port))}
+	}
+	return nil
+}
+
+func protocol(p uint64) api.Protocol {
+	switch p {
+	case ipprotTCP:
+		return api.Protocol_PROTOCOL_TCP
+	case ipprotUDP:
+		return api.Protocol_PROTOCOL_UDP
+	case 0:
+		return api.Protocol_PROTOCOL_UNSPECIFIED
+	}
+	return api.Protocol_PROTOCOL_OTHER
+}

@@ -1,0 +1,281 @@
+package sensor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Attach kinds, best first.
+const (
+	AttachTPBTF      = "tp_btf"
+	AttachRawTP      = "raw_tp"
+	AttachTracepoint = "tracepoint"
+)
+
+// ProbeStatus says how one logical probe was attached, or why it was not.
+type ProbeStatus struct {
+	Name     string   `json:"name"`
+	Attached bool     `json:"attached"`
+	Attach   string   `json:"attach,omitempty"`
+	Programs []string `json:"programs,omitempty"`
+	// Tried lists the variants that failed before the chosen one, with reasons.
+	Tried []string `json:"tried,omitempty"`
+	Error string   `json:"error,omitempty"`
+}
+
+type attachVariant struct {
+	kind string
+	// programs to load and attach together; all must succeed.
+	programs []string
+	// hook names the attach point: the tracepoint "group/name" or the raw
+	// tracepoint name, in the same order as programs.
+	hooks []string
+}
+
+type probeSpec struct {
+	name     string
+	variants []attachVariant
+}
+
+// schedProbe is a scheduler event with tp_btf and raw_tp variants.
+func schedProbe(name, event string) probeSpec {
+	return probeSpec{name: name, variants: []attachVariant{
+		{kind: AttachTPBTF, programs: []string{"tp_btf_" + name}, hooks: []string{event}},
+		{kind: AttachRawTP, programs: []string{"raw_tp_" + name}, hooks: []string{event}},
+	}}
+}
+
+func probeSpecs() []probeSpec {
+	specs := []probeSpec{
+		schedProbe("exec", "sched_process_exec"),
+		schedProbe("fork", "sched_process_fork"),
+		schedProbe("exit", "sched_process_exit"),
+	}
+	return append(specs, probeSpec{name: "syscalls", variants: []attachVariant{
+		{kind: AttachTPBTF, programs: []string{"tp_btf_sys_enter", "tp_btf_sys_exit"}, hooks: []string{"sys_enter", "sys_exit"}},
+		{kind: AttachRawTP, programs: []string{"raw_tp_sys_enter", "raw_tp_sys_exit"}, hooks: []string{"sys_enter", "sys_exit"}},
+	}})
+}
+
+// requiredProbes must attach for the sensor to be useful at all: they feed
+// the process cache.
+func requiredProbes() []string { return []string{"exec", "fork", "exit"} }
+
+// loaded holds the kernel objects of a running sensor.
+type loaded struct {
+	maps   map[string]*ebpf.Map
+	progs  []*ebpf.Program
+	links  []link.Link
+	status []ProbeStatus
+}
+
+func (l *loaded) Close() error {
+	var errs []error
+	for _, lk := range l.links {
+		errs = append(errs, lk.Close())
+	}
+	for _, p := range l.progs {
+		errs = append(errs, p.Close())
+	}
+	for _, m := range l.maps {
+		errs = append(errs, m.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// checkPrivileges tells a non-root user plainly what is missing.
+func checkPrivileges() error {
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	return errors.New("the sensor needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE): run as root")
+}
+
+// ensureTracefs mounts tracefs when nothing has, since tracepoint attachment
+// reads event IDs from it. Minimal hosts and some VMs boot without it.
+func ensureTracefs() error {
+	for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(p); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: %w", err)
+	}
+	return nil
+}
+
+// loadKernelSpec returns the BTF used for CO-RE relocations: the running
+// kernel's, or the file the operator named.
+func loadKernelSpec(path string) (*btf.Spec, error) {
+	if path != "" {
+		spec, err := btf.LoadSpec(path)
+		if err != nil {
+			return nil, fmt.Errorf("load BTF from %s: %w", path, err)
+		}
+		return spec, nil
+	}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return nil, fmt.Errorf("kernel BTF (/sys/kernel/btf/vmlinux) is not available, so CO-RE programs cannot be relocated; "+
+			"use a kernel built with CONFIG_DEBUG_INFO_BTF=y or set btfPath to a vmlinux BTF file: %w", err)
+	}
+	return spec, nil
+}
+
+// cgroupSubsysIndex maps a v1 controller name to its index in the kernel's
+// css_set.subsys array, read from the kernel's own enum so no number is guessed.
+func cgroupSubsysIndex(kernel *btf.Spec, controller string) (int32, error) {
+	var enum *btf.Enum
+	if err := kernel.TypeByName("cgroup_subsys_id", &enum); err != nil {
+		return -1, fmt.Errorf("find enum cgroup_subsys_id: %w", err)
+	}
+	want := controller + "_cgrp_id"
+	for _, v := range enum.Values {
+		if v.Name == want {
+			if v.Value > 15 {
+				return -1, fmt.Errorf("cgroup subsystem %s has index %d, beyond what the program reads", controller, v.Value)
+			}
+			return int32(v.Value), nil
+		}
+	}
+	return -1, fmt.Errorf("cgroup controller %q not in this kernel", controller)
+}
+
+type loadOptions struct {
+	cfg          Config
+	selfTgid     uint32
+	cgroupSubsys int32
+	kernel       *btf.Spec
+}
+
+// load creates the maps, then loads and attaches each probe on its own so
+// that one program the kernel refuses costs only that probe, and reports
+// every choice and failure in the returned status.
+func load(opts loadOptions) (*loaded, error) {
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock rlimit: %w", err)
+	}
+	spec, err := loadSensor()
+	if err != nil {
+		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
+	}
+	vars := map[string]any{
+		"self_tgid":       opts.selfTgid,
+		"wakeup_bytes":    uint32(opts.cfg.WakeupBytes),
+		"cgroup_subsys":   opts.cgroupSubsys,
+		"watch_all_files": opts.cfg.WatchAllFiles,
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set BPF variable %s: %w", name, err)
+		}
+	}
+	spec.Maps["events"].MaxEntries = uint32(opts.cfg.RingBufferBytes)
+
+	btfCache := btf.NewCache()
+	mapOnly := &ebpf.CollectionSpec{Maps: spec.Maps, Variables: spec.Variables, Types: spec.Types, ByteOrder: spec.ByteOrder}
+	mapsColl, err := ebpf.NewCollectionWithOptions(mapOnly, ebpf.CollectionOptions{Cache: btfCache})
+	if err != nil {
+		return nil, fmt.Errorf("create BPF maps: %w", err)
+	}
+	l := &loaded{maps: mapsColl.Maps}
+
+	progOpts := ebpf.ProgramOptions{KernelTypes: opts.kernel}
+	for _, ps := range probeSpecs() {
+		st := ProbeStatus{Name: ps.name}
+		for _, v := range ps.variants {
+			progs, links, err := loadVariant(spec, v, l.maps, progOpts, btfCache)
+			if err != nil {
+				st.Tried = append(st.Tried, fmt.Sprintf("%s: %v", v.kind, err))
+				continue
+			}
+			l.progs = append(l.progs, progs...)
+			l.links = append(l.links, links...)
+			st.Attached, st.Attach, st.Programs = true, v.kind, v.programs
+			break
+		}
+		if !st.Attached {
+			st.Error = strings.Join(st.Tried, "; ")
+			st.Tried = nil
+		}
+		l.status = append(l.status, st)
+	}
+	for _, name := range requiredProbes() {
+		for _, st := range l.status {
+			if st.Name == name && !st.Attached {
+				err := fmt.Errorf("required probe %s could not attach: %s", name, st.Error)
+				return nil, errors.Join(err, l.Close())
+			}
+		}
+	}
+	return l, nil
+}
+
+func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, maps map[string]*ebpf.Map,
+	progOpts ebpf.ProgramOptions, cache *btf.Cache) ([]*ebpf.Program, []link.Link, error) {
+	var progs []*ebpf.Program
+	var links []link.Link
+	fail := func(err error) ([]*ebpf.Program, []link.Link, error) {
+		for _, lk := range links {
+			_ = lk.Close()
+		}
+		for _, p := range progs {
+			_ = p.Close()
+		}
+		return nil, nil, err
+	}
+	for i, name := range v.programs {
+		ps, ok := spec.Programs[name]
+		if !ok {
+			return fail(fmt.Errorf("program %s missing from the BPF object", name))
+		}
+		if v.kind == AttachTracepoint {
+			group, event, _ := strings.Cut(v.hooks[i], "/")
+			if _, err := os.Stat("/sys/kernel/tracing/events/" + group + "/" + event); err != nil {
+				return fail(fmt.Errorf("tracepoint %s not present in this kernel", v.hooks[i]))
+			}
+		}
+		one := &ebpf.CollectionSpec{
+			Maps:      spec.Maps,
+			Variables: spec.Variables,
+			Programs:  map[string]*ebpf.ProgramSpec{name: ps},
+			Types:     spec.Types,
+			ByteOrder: spec.ByteOrder,
+		}
+		coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
+			MapReplacements: maps, Programs: progOpts, Cache: cache,
+		})
+		if err != nil {
+			return fail(fmt.Errorf("load %s: %w", name, err))
+		}
+		prog := coll.Programs[name]
+		delete(coll.Programs, name)
+		coll.Close()
+		progs = append(progs, prog)
+
+		var lk link.Link
+		switch v.kind {
+		case AttachTPBTF:
+			lk, err = link.AttachTracing(link.TracingOptions{Program: prog})
+		case AttachRawTP:
+			lk, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: v.hooks[i], Program: prog})
+		case AttachTracepoint:
+			group, event, _ := strings.Cut(v.hooks[i], "/")
+			lk, err = link.Tracepoint(group, event, prog, nil)
+		}
+		if err != nil {
+			return fail(fmt.Errorf("attach %s to %s: %w", name, v.hooks[i], err))
+		}
+		links = append(links, lk)
+	}
+	return progs, links, nil
+}

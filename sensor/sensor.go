@@ -1,0 +1,373 @@
+// Package sensor captures process, file and network activity on this node
+// with eBPF and turns it into api.Events carrying process ancestry and
+// container context. It knows nothing of analytics or transport.
+package sensor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/sensor/container"
+	"github.com/harrier-sec/harrier/sensor/proc"
+)
+
+// Status describes what the sensor loaded and how, for `harrier events
+// --status`, the log and the agent's heartbeat.
+type Status struct {
+	Kernel          string        `json:"kernel"`
+	BTF             string        `json:"btf"`
+	CgroupMode      string        `json:"cgroupMode"`
+	CgroupHierarchy string        `json:"cgroupHierarchy"`
+	RingBufferBytes int           `json:"ringBufferBytes"`
+	WatchPaths      int           `json:"watchPaths"`
+	SeededProcesses int           `json:"seededProcesses"`
+	Probes          []ProbeStatus `json:"probes"`
+	// Unavailable lists what this kernel refused, in words.
+	Unavailable []string `json:"unavailable,omitempty"`
+}
+
+// Stats are cumulative counters of every stage, including the kernel's.
+type Stats struct {
+	// Kernel: records submitted and records lost because the ring buffer was
+	// full, by event kind name.
+	KernelSubmitted    map[string]uint64 `json:"kernelSubmitted"`
+	KernelRingFull     map[string]uint64 `json:"kernelRingBufferFull"`
+	KernelInflightFull uint64            `json:"kernelInflightFull"`
+	KernelPathTrunc    uint64            `json:"kernelPathTruncated"`
+	KernelArgsTrunc    uint64            `json:"kernelArgsTruncated"`
+	KernelFileFiltered uint64            `json:"kernelFileFiltered"`
+	// User space.
+	Received     uint64            `json:"received"`
+	DecodeErrors uint64            `json:"decodeErrors"`
+	Emitted      uint64            `json:"emitted"`
+	QueueDropped map[string]uint64 `json:"queueDropped"`
+	ProcessCache proc.Stats        `json:"processCache"`
+	Containers   int               `json:"containersCached"`
+}
+
+// Sensor is a loaded, attached eBPF sensor. Create it with New, consume
+// events with Run, and Close it.
+type Sensor struct {
+	cfg      Config
+	log      *slog.Logger
+	kern     *loaded
+	reader   *ringbuf.Reader
+	procs    *proc.Cache
+	cgroups  *cgroupResolver
+	bootTime time.Time
+	status   Status
+	seq      atomic.Uint64
+
+	received     atomic.Uint64
+	decodeErrors atomic.Uint64
+	emitted      atomic.Uint64
+	queueDropped [kindMax]atomic.Uint64
+
+	closeOnce sync.Once
+}
+
+// New checks privileges and kernel features, loads and attaches the BPF
+// programs, fills the filter maps and seeds the process cache. Probes the
+// kernel refuses are reported in Status; New fails only when the sensor
+// would be blind (no exec/fork/exit) or cannot start at all.
+func New(cfg Config, log *slog.Logger) (*Sensor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("sensor config: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	if cfg.Node == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("node name: %w", err)
+		}
+		cfg.Node = host
+	}
+	if err := checkPrivileges(); err != nil {
+		return nil, err
+	}
+	if err := ensureTracefs(); err != nil {
+		log.Warn("tracefs unavailable; attaching may fail", "error", err)
+	}
+	s := &Sensor{cfg: cfg, log: log}
+
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err == nil {
+		s.status.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	kernel, err := loadKernelSpec(cfg.BTFPath)
+	if err != nil {
+		return nil, err
+	}
+	s.status.BTF = "/sys/kernel/btf/vmlinux"
+	if cfg.BTFPath != "" {
+		s.status.BTF = cfg.BTFPath
+	}
+
+	hier, err := findHierarchies()
+	if err != nil {
+		return nil, err
+	}
+	controller, mountpoint := hier.Preferred()
+	subsys := int32(-1)
+	if controller != "" {
+		if subsys, err = cgroupSubsysIndex(kernel, controller); err != nil {
+			return nil, fmt.Errorf("cgroup v1 controller %s: %w", controller, err)
+		}
+	}
+	s.status.CgroupMode = hier.Mode()
+	s.status.CgroupHierarchy = mountpoint
+	s.cgroups = newCgroupResolver(mountpoint, 4096)
+
+	s.kern, err = load(loadOptions{cfg: cfg, selfTgid: uint32(os.Getpid()), cgroupSubsys: subsys, kernel: kernel})
+	if err != nil {
+		return nil, err
+	}
+	s.status.Probes = s.kern.status
+	for _, p := range s.kern.status {
+		if !p.Attached {
+			s.status.Unavailable = append(s.status.Unavailable, fmt.Sprintf("probe %s: %s", p.Name, p.Error))
+		}
+	}
+	s.status.RingBufferBytes = cfg.RingBufferBytes
+	if err := s.fillMaps(); err != nil {
+		return nil, errors.Join(err, s.kern.Close())
+	}
+	s.status.WatchPaths = len(cfg.WatchPaths)
+
+	s.reader, err = ringbuf.NewReader(s.kern.maps["events"])
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open ring buffer: %w", err), s.kern.Close())
+	}
+	s.bootTime, err = bootTime()
+	if err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	// Seed after attaching, so a process started in between is seen by
+	// one or the other.
+	s.procs = proc.New(proc.Config{MaxEntries: cfg.ProcessCacheSize, MaxArgBytes: cfg.MaxArgBytes, ExitedKeep: cfg.ExitedProcesses})
+	n, err := s.procs.Seed(cfg.ProcRoot)
+	if err != nil {
+		log.Warn("seeding the process cache failed; ancestry starts empty", "procRoot", cfg.ProcRoot, "error", err)
+	}
+	s.status.SeededProcesses = n
+	for _, p := range s.status.Probes {
+		if p.Attached {
+			log.Info("probe attached", "probe", p.Name, "attach", p.Attach)
+		} else {
+			log.Warn("probe unavailable", "probe", p.Name, "error", p.Error)
+		}
+	}
+	return s, nil
+}
+
+func findHierarchies() (container.Hierarchies, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return container.Hierarchies{}, fmt.Errorf("read mountinfo: %w", err)
+	}
+	defer f.Close()
+	mounts, err := container.ParseMountinfo(f)
+	if err != nil {
+		return container.Hierarchies{}, fmt.Errorf("parse /proc/self/mountinfo: %w", err)
+	}
+	return container.FindHierarchies(mounts), nil
+}
+
+// bootTime is the wall-clock time of boot, to turn CLOCK_BOOTTIME
+// timestamps from the kernel into wall time.
+func bootTime() (time.Time, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Time{}, fmt.Errorf("read CLOCK_BOOTTIME: %w", err)
+	}
+	return time.Now().Add(-time.Duration(ts.Nano())), nil
+}
+
+func (s *Sensor) fillMaps() error {
+	watch := s.kern.maps["watch_paths"]
+	for _, p := range s.cfg.WatchPaths {
+		var key lpmKey
+		n := copy(key.Data[:], p)
+		key.PrefixLen = uint32(n * 8)
+		if err := watch.Put(&key, uint8(1)); err != nil {
+			return fmt.Errorf("add watch path %q: %w", p, err)
+		}
+	}
+	ids := s.kern.maps["syscall_ids"]
+	for nr, sc := range syscallNumbers() {
+		if err := ids.Put(uint32(nr), sc); err != nil {
+			return fmt.Errorf("enable syscall %d: %w", nr, err)
+		}
+	}
+	return nil
+}
+
+// lpmKey mirrors struct lpm_key.
+type lpmKey struct {
+	PrefixLen uint32
+	Data      [256]byte
+}
+
+// Status reports what was loaded and what was not.
+func (s *Sensor) Status() Status { return s.status }
+
+// Run reads the ring buffer until ctx is done, and sends each event to out.
+// When out is full the event is dropped and counted (the process cache is
+// updated first, so ancestry stays right); the caller sizes out with
+// Config.QueueSize.
+func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
+	stop := context.AfterFunc(ctx, func() { s.reader.SetDeadline(time.Now()) })
+	defer stop()
+	var raw ringbuf.Record
+	var rec record
+	for {
+		s.reader.SetDeadline(time.Now().Add(time.Duration(s.cfg.FlushInterval)))
+		err := s.reader.ReadInto(&raw)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if ctx.Err() != nil {
+					return nil
+				}
+				continue
+			}
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		s.received.Add(1)
+		if err := decodeRecord(raw.RawSample, &rec); err != nil {
+			s.decodeErrors.Add(1)
+			s.log.Debug("dropping undecodable record", "error", err)
+			continue
+		}
+		ev := s.enrich(&rec)
+		select {
+		case out <- ev:
+			s.emitted.Add(1)
+		default:
+			s.queueDropped[rec.Kind].Add(1)
+		}
+	}
+}
+
+// QueueSize is the capacity Run's consumers should give their channel.
+func (s *Sensor) QueueSize() int { return s.cfg.QueueSize }
+
+// Stats collects the kernel's per-CPU counters and user-space counters.
+func (s *Sensor) Stats() (Stats, error) {
+	st := Stats{
+		KernelSubmitted: map[string]uint64{},
+		KernelRingFull:  map[string]uint64{},
+		QueueDropped:    map[string]uint64{},
+		Received:        s.received.Load(),
+		DecodeErrors:    s.decodeErrors.Load(),
+		Emitted:         s.emitted.Load(),
+		ProcessCache:    s.procs.Stats(),
+		Containers:      s.cgroups.Len(),
+	}
+	for k := 1; k < kindMax; k++ {
+		if n := s.queueDropped[k].Load(); n > 0 {
+			st.QueueDropped[kindName(uint32(k))] = n
+		}
+	}
+	stats := s.kern.maps["stats"]
+	sum := func(slot uint32) (uint64, error) {
+		var perCPU []uint64
+		if err := stats.Lookup(slot, &perCPU); err != nil {
+			return 0, fmt.Errorf("read kernel counter %d: %w", slot, err)
+		}
+		var total uint64
+		for _, v := range perCPU {
+			total += v
+		}
+		return total, nil
+	}
+	for k := uint32(1); k < kindMax; k++ {
+		sub, err := sum(statSubmitted + k)
+		if err != nil {
+			return st, err
+		}
+		full, err := sum(statRingFull + k)
+		if err != nil {
+			return st, err
+		}
+		if sub > 0 {
+			st.KernelSubmitted[kindName(k)] = sub
+		}
+		if full > 0 {
+			st.KernelRingFull[kindName(k)] = full
+		}
+	}
+	for slot, dst := range map[uint32]*uint64{
+		statInflightFull: &st.KernelInflightFull, statPathTrunc: &st.KernelPathTrunc,
+		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
+	} {
+		v, err := sum(slot)
+		if err != nil {
+			return st, err
+		}
+		*dst = v
+	}
+	return st, nil
+}
+
+// Counter slots of the stats map (enum stat_slot in the C source).
+const (
+	statSubmitted    = 0
+	statRingFull     = 16
+	statInflightFull = 32
+	statPathTrunc    = 33
+	statArgsTrunc    = 34
+	statFileFiltered = 35
+)
+
+// Close detaches the programs and frees the kernel objects.
+func (s *Sensor) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		if s.reader != nil {
+			err = errors.Join(err, s.reader.Close())
+		}
+		err = errors.Join(err, s.kern.Close())
+	})
+	return err
+}
+
+// kindName is the short name used in counters and CLI filters: "exec",
+// "file_open", ... derived from the api enum so there is one list.
+func kindName(k uint32) string {
+	return strings.ToLower(strings.TrimPrefix(api.EventKind(k).String(), "EVENT_KIND_"))
+}
+
+// ParseKinds maps short kind names ("exec", "connect", "file_open") to kinds.
+func ParseKinds(names []string) (map[api.EventKind]bool, error) {
+	kinds := map[api.EventKind]bool{}
+	for _, n := range names {
+		n = strings.TrimSpace(strings.ToLower(n))
+		if n == "" {
+			continue
+		}
+		v, ok := api.EventKind_value["EVENT_KIND_"+strings.ToUpper(n)]
+		if !ok || v == 0 {
+			var all []string
+			for k := uint32(1); k < kindMax; k++ {
+				all = append(all, kindName(k))
+			}
+			return nil, fmt.Errorf("unknown event kind %q (known: %s)", n, strings.Join(all, ", "))
+		}
+		kinds[api.EventKind(v)] = true
+	}
+	return kinds, nil
+}
