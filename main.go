@@ -101,6 +101,8 @@ type eventsOptions struct {
 	containers []string
 	logLevel   string
 	duration   time.Duration
+	discard    bool
+	statsOnEnd bool
 }
 
 func newEventsCommand() *cobra.Command {
@@ -125,6 +127,8 @@ Filters: --kind exec,connect,file_open ... and --container ID (prefix match).
 	f.StringSliceVar(&o.containers, "container", nil, "only events from these container IDs (prefixes allowed)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
+	f.BoolVar(&o.discard, "discard", false, "read and count events without printing them (for benchmarks)")
+	f.BoolVar(&o.statsOnEnd, "stats", false, "print the sensor's counters as JSON to stderr on exit")
 	return cmd
 }
 
@@ -183,17 +187,27 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 		runErr <- s.Run(ctx, events)
 		close(events)
 	}()
+	if o.statsOnEnd {
+		defer func() {
+			if stats, err := s.Stats(); err == nil {
+				_ = json.NewEncoder(stderr).Encode(stats)
+			}
+		}()
+	}
 	w := bufio.NewWriterSize(stdout, 64<<10)
 	defer w.Flush()
 	var print func(*api.Event) error
-	if o.table {
+	switch {
+	case o.discard:
+		print = func(*api.Event) error { return nil }
+	case o.table:
 		tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tKIND\tPID\tUID\tCOMM\tCONTAINER\tDETAIL")
 		print = func(ev *api.Event) error {
 			_, err := fmt.Fprintln(tw, tableRow(ev))
 			return errors.Join(err, tw.Flush())
 		}
-	} else {
+	default:
 		marshal := protojson.MarshalOptions{UseProtoNames: true}
 		print = func(ev *api.Event) error {
 			b, err := marshal.Marshal(ev)

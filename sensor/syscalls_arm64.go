@@ -13,7 +13,7 @@ func syscallNumbers() map[int]uint32 {
 		unix.SYS_PTRACE: scPtrace, unix.SYS_INIT_MODULE: scInitModule, unix.SYS_FINIT_MODULE: scFinitModule,
 		unix.SYS_UNSHARE: scUnshare, unix.SYS_SETNS: scSetns, unix.SYS_CLONE: scClone, unix.SYS_CLONE3: scClone3,
 		unix.SYS_MEMFD_CREATE: scMemfdCreate,
-		unix.SYS_SETUID: scSetuid, unix.SYS_SETGID: scSetgid, unix.SYS_SETREUID: scSetreuid, unix.SYS_SETREGID: scSetregid,
+		unix.SYS_SETUID:       scSetuid, unix.SYS_SETGID: scSetgid, unix.SYS_SETREUID: scSetreuid, unix.SYS_SETREGID: scSetregid,
 		unix.SYS_SETRESUID: scSetresuid, unix.SYS_SETRESGID: scSetresgid, unix.SYS_SETFSUID: scSetfsuid,
 		unix.SYS_SETFSGID: scSetfsgid, unix.SYS_CAPSET: scCapset, unix.SYS_MOUNT: scMount,
 	}

@@ -1,0 +1,272 @@
+package sensor
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// The sensor ignores its own process, so behaviour under test is produced by
+// a child: this test binary re-executed with helperEnv naming an action.
+const helperEnv = "HARRIER_SENSOR_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if action := os.Getenv(helperEnv); action != "" {
+		if err := runHelper(action, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "helper:", err)
+			os.Exit(3)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// helper runs this test binary as a child performing action and returns it
+// after it exited successfully.
+func helper(t *testing.T, action string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), helperEnv+"="+action)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper %s %v: %v\n%s", action, args, err, out)
+	}
+	return cmd
+}
+
+func runHelper(action string, args []string) error {
+	runtime.LockOSThread()
+	switch action {
+	case "connect":
+		// A blocking connect, so the result is the final one (0).
+		ap, err := net.ResolveTCPAddr("tcp", args[0])
+		if err != nil {
+			return err
+		}
+		family, sa := unix.AF_INET, unix.Sockaddr(nil)
+		if ip4 := ap.IP.To4(); ip4 != nil {
+			sa = &unix.SockaddrInet4{Port: ap.Port, Addr: [4]byte(ip4)}
+		} else {
+			family = unix.AF_INET6
+			sa = &unix.SockaddrInet6{Port: ap.Port, Addr: [16]byte(ap.IP.To16())}
+		}
+		fd, err := unix.Socket(family, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Connect(fd, sa)
+	case "listen-accept":
+		// Listen on the port given, accept one connection, and exit.
+		port, err := strconv.Atoi(args[0])
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		if err := unix.Listen(fd, 7); err != nil {
+			return err
+		}
+		nfd, _, err := unix.Accept(fd)
+		if err != nil {
+			return err
+		}
+		return unix.Close(nfd)
+	case "unshare":
+		return unix.Unshare(unix.CLONE_NEWUTS | unix.CLONE_NEWNET)
+	case "memfd-exec":
+		fd, err := unix.MemfdCreate("harrier-payload", 0)
+		if err != nil {
+			return err
+		}
+		bin, err := os.ReadFile("/bin/true")
+		if err != nil {
+			return err
+		}
+		if _, err := unix.Write(fd, bin); err != nil {
+			return err
+		}
+		return unix.Exec(fmt.Sprintf("/proc/self/fd/%d", fd), []string{"payload", "--from-memory"}, nil)
+	case "ptrace":
+		sleeper := exec.Command("sleep", "5")
+		if err := sleeper.Start(); err != nil {
+			return err
+		}
+		defer func() { _ = sleeper.Process.Kill(); _ = sleeper.Wait() }()
+		if err := unix.PtraceAttach(sleeper.Process.Pid); err != nil {
+			return err
+		}
+		var ws unix.WaitStatus
+		if _, err := unix.Wait4(sleeper.Process.Pid, &ws, unix.WALL, nil); err != nil {
+			return err
+		}
+		return unix.PtraceDetach(sleeper.Process.Pid)
+	case "module":
+		// Loading /dev/null as a module always fails; the attempt is the event.
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_ = unix.FinitModule(int(f.Fd()), "harrier=1", 0)
+		return nil
+	case "creds":
+		// Raw syscalls: Go's wrappers repeat them on every thread.
+		if _, _, e := unix.RawSyscall(unix.SYS_SETUID, 0, 0, 0); e != 0 {
+			return e
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, 0, ^uintptr(0), ^uintptr(0)); e != 0 {
+			return e
+		}
+		return nil
+	case "mount":
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			return err
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			return err
+		}
+		return unix.Mount("harrier-test", args[0], "tmpfs", unix.MS_NOSUID, "size=1m")
+	case "files":
+		// Create, rename and delete inside the watched directory given,
+		// using paths relative to it, plus one open outside it.
+		if err := os.Chdir(args[0]); err != nil {
+			return err
+		}
+		if err := os.WriteFile("created.txt", []byte("x"), 0o600); err != nil {
+			return err
+		}
+		if err := os.Rename("created.txt", "renamed.txt"); err != nil {
+			return err
+		}
+		if err := os.Remove("renamed.txt"); err != nil {
+			return err
+		}
+		if _, err := os.ReadFile(filepath.Join(args[0], "missing.txt")); err == nil {
+			return fmt.Errorf("missing.txt exists")
+		}
+		return os.WriteFile(filepath.Join(args[1], "unwatched.txt"), []byte("x"), 0o600)
+	case "spin":
+		// Fork/exec args[0] times: process churn.
+		n, err := strconv.Atoi(args[0])
+		if err != nil {
+			return err
+		}
+		for range n {
+			if err := exec.Command("/bin/true").Run(); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown helper action %q", action)
+}
+
+// requireRoot fails in CI and skips elsewhere when the sensor cannot load.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("the sensor tests need root; CI runs them as root")
+	}
+	t.Skip("needs root to load eBPF programs")
+}
+
+// collector runs a sensor and keeps every event it emits.
+type collector struct {
+	s      *Sensor
+	mu     sync.Mutex
+	events []*api.Event
+}
+
+func startSensor(t *testing.T, cfg Config) *collector {
+	t.Helper()
+	requireRoot(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	s, err := New(cfg, log)
+	if err != nil {
+		t.Fatalf("start sensor: %v", err)
+	}
+	c := &collector{s: s}
+	out := make(chan *api.Event, s.QueueSize())
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(context.Background())
+	go func() { done <- s.Run(runCtx, out); close(out) }()
+	go func() {
+		for ev := range out {
+			c.mu.Lock()
+			c.events = append(c.events, ev)
+			c.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("sensor run: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("sensor close: %v", err)
+		}
+	})
+	return c
+}
+
+// waitFor returns the first event matching pred, waiting up to 5 s.
+func (c *collector) waitFor(t *testing.T, what string, pred func(*api.Event) bool) *api.Event {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c.mu.Lock()
+		for _, ev := range c.events {
+			if pred(ev) {
+				c.mu.Unlock()
+				return ev
+			}
+		}
+		n := len(c.events)
+		c.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event among %d events", what, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// none asserts that no event so far matches pred.
+func (c *collector) none(t *testing.T, what string, pred func(*api.Event) bool) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ev := range c.events {
+		if pred(ev) {
+			t.Errorf("unexpected %s event: %v", what, ev)
+		}
+	}
+}

@@ -1,0 +1,439 @@
+package sensor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/runctest"
+)
+
+// These tests load the real sensor into the running kernel and produce real
+// behaviour from child processes; they need root (CI runs them as root).
+
+func ownChild(ev *api.Event, pid int) bool { return ev.GetProcess().GetTgid() == uint32(pid) }
+
+func TestExecForkExit(t *testing.T) {
+	c := startSensor(t, Config{})
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	exe, err := filepath.EvalSymlinks("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ev := c.waitFor(t, "exec of /bin/true", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ownChild(ev, pid)
+	})
+	p := ev.GetProcess()
+	if p.GetExe() != exe || !slices.Equal(p.GetArgs(), []string{"/bin/true"}) || p.GetComm() != "true" {
+		t.Errorf("exec process = exe %q args %q comm %q, want %q [/bin/true] true", p.GetExe(), p.GetArgs(), p.GetComm(), exe)
+	}
+	if p.GetPpid() != uint32(os.Getpid()) || p.GetUid() != 0 || p.GetEuid() != 0 {
+		t.Errorf("exec ppid %d uid %d euid %d, want ppid %d uid 0", p.GetPpid(), p.GetUid(), p.GetEuid(), os.Getpid())
+	}
+	if ev.GetExec().GetFilename() != "/bin/true" {
+		t.Errorf("exec filename %q, want /bin/true", ev.GetExec().GetFilename())
+	}
+	wd, _ := os.Getwd()
+	if p.GetCwd() != wd {
+		t.Errorf("cwd %q, want %q", p.GetCwd(), wd)
+	}
+	if p.GetExeOrigin().GetOverlayUpper() || p.GetExeOrigin().GetMemfd() || p.GetExeOrigin().GetDeleted() {
+		t.Errorf("host binary marked with origin %v", p.GetExeOrigin())
+	}
+	if len(ev.GetAncestry()) == 0 || ev.GetAncestry()[0].GetPid() != uint32(os.Getpid()) {
+		t.Errorf("ancestry should start with the test process %d: %v", os.Getpid(), ev.GetAncestry())
+	} else if self, _ := os.Executable(); ev.GetAncestry()[0].GetExe() != self {
+		t.Errorf("parent exe %q, want %q", ev.GetAncestry()[0].GetExe(), self)
+	}
+	if ev.GetContainer() != nil && ev.GetContainer().GetRuntime() != "" {
+		t.Errorf("host process got container %v", ev.GetContainer())
+	}
+	if ns := ev.GetNamespaces(); ns.GetPid() == 0 || ns.GetMnt() == 0 || ns.GetNet() == 0 {
+		t.Errorf("namespaces not filled: %v", ns)
+	}
+	if d := time.Since(ev.GetTime().AsTime()); d < 0 || d > time.Minute {
+		t.Errorf("event time %v is %v away from now", ev.GetTime().AsTime(), d)
+	}
+
+	fork := c.waitFor(t, "fork of the child", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FORK && ev.GetFork().GetChildTgid() == uint32(pid)
+	})
+	if fork.GetProcess().GetTgid() != uint32(os.Getpid()) {
+		t.Errorf("fork parent %d, want %d", fork.GetProcess().GetTgid(), os.Getpid())
+	}
+	exit := c.waitFor(t, "exit of the child", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXIT && ownChild(ev, pid)
+	})
+	if exit.GetExit().GetCode() != 0 || exit.GetProcess().GetExe() != exe {
+		t.Errorf("exit = %v exe %q", exit.GetExit(), exit.GetProcess().GetExe())
+	}
+
+	// A failing command reports its exit code.
+	cmd = exec.Command("/bin/sh", "-c", "exit 7")
+	_ = cmd.Run()
+	exit = c.waitFor(t, "exit 7", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXIT && ownChild(ev, cmd.Process.Pid)
+	})
+	if exit.GetExit().GetCode() != 7 {
+		t.Errorf("exit code %d, want 7", exit.GetExit().GetCode())
+	}
+}
+
+func TestWatchedFileOpen(t *testing.T) {
+	watched := t.TempDir()
+	unwatched := t.TempDir()
+	secret := filepath.Join(watched, "secret")
+	if err := os.WriteFile(secret, []byte("token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(unwatched, "plain"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startSensor(t, Config{WatchPaths: append(DefaultWatchPaths(), watched+"/")})
+
+	// cat with a relative path: the kernel resolves the full path.
+	cat := exec.Command("cat", "secret")
+	cat.Dir = watched
+	if out, err := cat.CombinedOutput(); err != nil {
+		t.Fatalf("cat: %v %s", err, out)
+	}
+	ev := c.waitFor(t, "open of the watched file", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, cat.Process.Pid)
+	})
+	fo := ev.GetFileOpen()
+	if fo.GetPath() != secret || !fo.GetRead() || fo.GetWrite() || fo.GetCreate() || fo.GetResult() < 0 {
+		t.Errorf("file_open = %v, want read-only open of %s", fo, secret)
+	}
+	if !slices.Equal(ev.GetProcess().GetArgs(), []string{"cat", "secret"}) {
+		t.Errorf("args %q", ev.GetProcess().GetArgs())
+	}
+
+	// A default watch path: /etc/passwd through "..".
+	cat2 := exec.Command("cat", "../etc/passwd")
+	cat2.Dir = "/usr"
+	if out, err := cat2.CombinedOutput(); err != nil {
+		t.Fatalf("cat: %v %s", err, out)
+	}
+	c.waitFor(t, "open of /etc/passwd", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, cat2.Process.Pid) &&
+			ev.GetFileOpen().GetPath() == "/etc/passwd"
+	})
+
+	// Create, rename, unlink and a failed open, all relative to the cwd.
+	h := helper(t, "files", watched, unwatched)
+	pid := h.Process.Pid
+	created := c.waitFor(t, "create", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, pid) &&
+			ev.GetFileOpen().GetPath() == filepath.Join(watched, "created.txt")
+	})
+	if fo := created.GetFileOpen(); !fo.GetCreate() || !fo.GetWrite() || !fo.GetTruncate() || fo.GetRead() {
+		t.Errorf("create flags = %v", fo)
+	}
+	ren := c.waitFor(t, "rename", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_RENAME && ownChild(ev, pid)
+	})
+	if r := ren.GetFileRename(); r.GetOldPath() != filepath.Join(watched, "created.txt") ||
+		r.GetNewPath() != filepath.Join(watched, "renamed.txt") || r.GetResult() != 0 {
+		t.Errorf("rename = %v", r)
+	}
+	unl := c.waitFor(t, "unlink", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_UNLINK && ownChild(ev, pid)
+	})
+	if u := unl.GetFileUnlink(); u.GetPath() != filepath.Join(watched, "renamed.txt") || u.GetResult() != 0 || u.GetDirectory() {
+		t.Errorf("unlink = %v", u)
+	}
+	missing := c.waitFor(t, "failed open", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, pid) &&
+			ev.GetFileOpen().GetPath() == filepath.Join(watched, "missing.txt")
+	})
+	if missing.GetFileOpen().GetResult() != -int64(unix.ENOENT) {
+		t.Errorf("failed open result %d, want -ENOENT", missing.GetFileOpen().GetResult())
+	}
+	// Nothing outside the watch list crosses to user space.
+	c.none(t, "unwatched open", func(ev *api.Event) bool {
+		return strings.HasPrefix(ev.GetFileOpen().GetPath(), unwatched)
+	})
+	st, err := c.s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KernelFileFiltered == 0 {
+		t.Error("the kernel filter counted no filtered open")
+	}
+}
+
+func TestConnectListenAccept(t *testing.T) {
+	c := startSensor(t, Config{})
+	for _, network := range []string{"tcp4", "tcp6"} {
+		addr := "127.0.0.1:0"
+		if network == "tcp6" {
+			addr = "[::1]:0"
+		}
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			if conn, err := ln.Accept(); err == nil {
+				conn.Close()
+			}
+		}()
+		h := helper(t, "connect", ln.Addr().String())
+		ln.Close()
+		ev := c.waitFor(t, "connect over "+network, func(ev *api.Event) bool {
+			return ev.GetKind() == api.EventKind_EVENT_KIND_CONNECT && ownChild(ev, h.Process.Pid)
+		})
+		ap := ln.Addr().(*net.TCPAddr)
+		dst := ev.GetConnect().GetDestination()
+		wantFamily := map[string]string{"tcp4": "ipv4", "tcp6": "ipv6"}[network]
+		if dst.GetIp() != ap.IP.String() || dst.GetPort() != uint32(ap.Port) || dst.GetFamily() != wantFamily {
+			t.Errorf("%s destination = %v, want %s port %d", network, dst, ap.IP, ap.Port)
+		}
+		if ev.GetConnect().GetResult() != 0 || ev.GetConnect().GetProtocol() != api.Protocol_PROTOCOL_TCP {
+			t.Errorf("%s connect result %d protocol %v", network, ev.GetConnect().GetResult(), ev.GetConnect().GetProtocol())
+		}
+	}
+
+	// A refused connect reports the error.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(os.Args[0], closed)
+	cmd.Env = append(os.Environ(), helperEnv+"=connect")
+	_ = cmd.Run()
+	ev := c.waitFor(t, "refused connect", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_CONNECT && ownChild(ev, cmd.Process.Pid)
+	})
+	if ev.GetConnect().GetResult() != -int64(unix.ECONNREFUSED) {
+		t.Errorf("refused connect result %d", ev.GetConnect().GetResult())
+	}
+
+	// listen + accept in a child.
+	port := freePort(t)
+	srv := exec.Command(os.Args[0], strconv.Itoa(port))
+	srv.Env = append(os.Environ(), helperEnv+"=listen-accept")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var conn net.Conn
+	for range 100 {
+		if conn, err = net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("dial the helper: %v", err)
+	}
+	local := conn.LocalAddr().(*net.TCPAddr)
+	conn.Close()
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("listen helper: %v", err)
+	}
+	lev := c.waitFor(t, "listen", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_LISTEN && ownChild(ev, srv.Process.Pid)
+	})
+	if l := lev.GetListen(); l.GetLocal().GetPort() != uint32(port) || l.GetLocal().GetIp() != "127.0.0.1" || l.GetBacklog() != 7 {
+		t.Errorf("listen = %v, want 127.0.0.1:%d backlog 7", l, port)
+	}
+	aev := c.waitFor(t, "accept", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_ACCEPT && ownChild(ev, srv.Process.Pid)
+	})
+	if a := aev.GetAccept(); a.GetLocal().GetPort() != uint32(port) || a.GetRemote().GetPort() != uint32(local.Port) ||
+		a.GetRemote().GetIp() != "127.0.0.1" || a.GetResult() < 0 {
+		t.Errorf("accept = %v, want remote port %d", a, local.Port)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func TestPrivilegedBehaviour(t *testing.T) {
+	c := startSensor(t, Config{})
+	kind := func(k api.EventKind, pid int) func(*api.Event) bool {
+		return func(ev *api.Event) bool { return ev.GetKind() == k && ownChild(ev, pid) }
+	}
+
+	h := helper(t, "unshare")
+	ns := c.waitFor(t, "unshare", kind(api.EventKind_EVENT_KIND_NAMESPACE_CHANGE, h.Process.Pid)).GetNamespaceChange()
+	if ns.GetSyscall() != "unshare" || !slices.Equal(ns.GetNamespaces(), []string{"uts", "net"}) || ns.GetResult() != 0 {
+		t.Errorf("unshare = %v", ns)
+	}
+
+	h = helper(t, "memfd-exec")
+	mf := c.waitFor(t, "memfd_create", kind(api.EventKind_EVENT_KIND_MEMFD_CREATE, h.Process.Pid)).GetMemfdCreate()
+	if mf.GetName() != "harrier-payload" || mf.GetResult() < 0 {
+		t.Errorf("memfd_create = %v", mf)
+	}
+	ex := c.waitFor(t, "exec from memfd", func(ev *api.Event) bool {
+		return kind(api.EventKind_EVENT_KIND_EXEC, h.Process.Pid)(ev) && slices.Contains(ev.GetProcess().GetArgs(), "--from-memory")
+	})
+	if p := ex.GetProcess(); !p.GetExeOrigin().GetMemfd() || !strings.Contains(p.GetExe(), "memfd:harrier-payload") ||
+		!slices.Equal(p.GetArgs(), []string{"payload", "--from-memory"}) {
+		t.Errorf("memfd exec process = exe %q origin %v args %q", p.GetExe(), p.GetExeOrigin(), p.GetArgs())
+	}
+
+	h = helper(t, "ptrace")
+	pt := c.waitFor(t, "ptrace", kind(api.EventKind_EVENT_KIND_PTRACE, h.Process.Pid)).GetPtrace()
+	if pt.GetRequest() != unix.PTRACE_ATTACH || pt.GetTargetPid() == 0 || pt.GetResult() != 0 {
+		t.Errorf("ptrace = %v", pt)
+	}
+
+	h = helper(t, "module")
+	ml := c.waitFor(t, "finit_module", kind(api.EventKind_EVENT_KIND_MODULE_LOAD, h.Process.Pid)).GetModuleLoad()
+	if ml.GetSyscall() != "finit_module" || ml.GetPath() != "/dev/null" || ml.GetParams() != "harrier=1" || ml.GetResult() >= 0 {
+		t.Errorf("module load = %v", ml)
+	}
+
+	h = helper(t, "creds")
+	cr := c.waitFor(t, "setuid", func(ev *api.Event) bool {
+		return kind(api.EventKind_EVENT_KIND_CREDENTIAL_CHANGE, h.Process.Pid)(ev) && ev.GetCredentialChange().GetSyscall() == "setuid"
+	}).GetCredentialChange()
+	if cr.GetUid() != 0 || cr.GetEuid() != -1 || cr.GetResult() != 0 {
+		t.Errorf("setuid = %v", cr)
+	}
+	cr = c.waitFor(t, "setresgid", func(ev *api.Event) bool {
+		return kind(api.EventKind_EVENT_KIND_CREDENTIAL_CHANGE, h.Process.Pid)(ev) && ev.GetCredentialChange().GetSyscall() == "setresgid"
+	}).GetCredentialChange()
+	if cr.GetGid() != 0 || cr.GetEgid() != -1 || cr.GetSgid() != -1 {
+		t.Errorf("setresgid = %v", cr)
+	}
+
+	dir := t.TempDir()
+	h = helper(t, "mount", dir)
+	mt := c.waitFor(t, "mount", func(ev *api.Event) bool {
+		return kind(api.EventKind_EVENT_KIND_MOUNT, h.Process.Pid)(ev) && ev.GetMount().GetFstype() == "tmpfs"
+	}).GetMount()
+	if mt.GetSource() != "harrier-test" || mt.GetTarget() != dir || mt.GetFstype() != "tmpfs" || mt.GetResult() != 0 ||
+		mt.GetFlags()&unix.MS_NOSUID == 0 {
+		t.Errorf("mount = %v", mt)
+	}
+}
+
+func TestContainerEvents(t *testing.T) {
+	runctest.Require(t)
+	c := startSensor(t, Config{})
+	ctr := runctest.Start(t, runctest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if out, err := ctr.Exec(ctx, "cat", "/etc/passwd"); err != nil {
+		t.Fatalf("exec in container: %v %s", err, out)
+	}
+	inCtr := func(ev *api.Event) bool { return ev.GetContainer().GetId() == ctr.ID }
+
+	ex := c.waitFor(t, "exec of cat in the container", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && inCtr(ev) && ev.GetProcess().GetComm() == "cat"
+	})
+	if got := ex.GetContainer(); got.GetRuntime() != "runc" || !strings.HasSuffix(got.GetCgroup(), "/harrier/"+ctr.ID) {
+		t.Errorf("container = %v, want runc %s", got, ctr.ID)
+	}
+	if p := ex.GetProcess(); p.GetExe() != "/bin/busybox" || p.GetExeOrigin().GetOverlayUpper() {
+		t.Errorf("image binary: exe %q origin %v, want /bin/busybox from the image", p.GetExe(), p.GetExeOrigin())
+	}
+	hostNS, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("pid:[%d]", ex.GetNamespaces().GetPid()) == hostNS {
+		t.Errorf("container process reports the host pid namespace %s", hostNS)
+	}
+	initPID, err := ctr.InitPID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrNS, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", initPID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("mnt:[%d]", ex.GetNamespaces().GetMnt()); want != ctrNS {
+		t.Errorf("mnt namespace %s, want %s", want, ctrNS)
+	}
+	// Paths are as the container sees them.
+	c.waitFor(t, "open of /etc/passwd in the container", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && inCtr(ev) && ev.GetFileOpen().GetPath() == "/etc/passwd"
+	})
+
+	// A binary dropped into the writable layer and run.
+	if err := ctr.CopyIn(runctest.BusyboxPath, "/opt/busybox", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := ctr.Exec(ctx, "/opt/busybox", "true"); err != nil {
+		t.Fatalf("exec dropped binary: %v %s", err, out)
+	}
+	dropped := c.waitFor(t, "exec of the dropped binary", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && inCtr(ev) && ev.GetProcess().GetExe() == "/opt/busybox"
+	})
+	if !dropped.GetProcess().GetExeOrigin().GetOverlayUpper() {
+		t.Errorf("binary in the upper layer not marked: origin %v", dropped.GetProcess().GetExeOrigin())
+	}
+}
+
+// TestProcessCacheBoundedUnderChurn runs thousands of real short processes
+// through a deliberately small cache.
+func TestProcessCacheBoundedUnderChurn(t *testing.T) {
+	const maxLive, keepExited = 256, 128
+	c := startSensor(t, Config{ProcessCacheSize: maxLive, ExitedProcesses: keepExited})
+	n := 3000
+	if testing.Short() {
+		n = 500
+	}
+	h := helper(t, "spin", strconv.Itoa(n))
+	// Wait for the last child's exit to be processed.
+	c.waitFor(t, "exit of the churn helper", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXIT && ownChild(ev, h.Process.Pid)
+	})
+	st, err := c.s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := st.ProcessCache
+	if pc.Live > maxLive || pc.Exited > keepExited || c.s.procs.Len() > maxLive+keepExited {
+		t.Errorf("cache grew past its bounds: %+v", pc)
+	}
+	if pc.Exits < uint64(n) {
+		t.Errorf("saw %d exits, want at least %d", pc.Exits, n)
+	}
+	execs := 0
+	c.mu.Lock()
+	for _, ev := range c.events {
+		if ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ev.GetProcess().GetPpid() == uint32(h.Process.Pid) {
+			execs++
+			if len(ev.GetAncestry()) == 0 || ev.GetAncestry()[0].GetPid() != uint32(h.Process.Pid) {
+				t.Errorf("churn child lost its ancestry: %v", ev.GetAncestry())
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	if execs != n {
+		t.Errorf("got %d exec events for %d processes (kernel stats %+v)", execs, n, st)
+	}
+	runtime.GC()
+}

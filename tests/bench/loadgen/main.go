@@ -1,0 +1,284 @@
+// Command loadgen performs N operations of one workload as fast as it can in
+// one process and prints one JSON object with the time it took:
+//
+//	loadgen -workload exec|open-unwatched|open-watched|connect -n N [-dir DIR] [-addr 127.0.0.1:PORT]
+//
+// It is the load half of the overhead benchmark in tests/bench/overhead; the
+// workloads are chosen to hit the sensor's hot paths:
+//
+//   - exec: fork+exec+wait of /bin/true (fork, exec and exit events);
+//   - open-unwatched: open+close of a file under DIR, a directory the sensor
+//     filters out in the kernel;
+//   - open-watched: the same under a DIR the sensor's watchPaths cover, so every
+//     open crosses to user space;
+//   - connect: TCP connect+close to a listener on 127.0.0.1 that loadgen starts
+//     itself, or to -addr, which must also be on 127.0.0.1.
+//
+// Only the operations are timed, not the setup.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// checkEvery is how many operations run between checks for cancellation.
+const checkEvery = 256
+
+// result is what loadgen prints.
+type result struct {
+	Workload  string  `json:"workload"`
+	N         int     `json:"n"`
+	Seconds   float64 `json:"seconds"`
+	OpsPerSec float64 `json:"ops_per_sec"`
+}
+
+type options struct {
+	workload string
+	n        int
+	dir      string
+	addr     string
+	bin      string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			slog.New(slog.NewTextHandler(os.Stderr, nil)).Error("loadgen failed", "err", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var o options
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.workload, "workload", "", "exec, open-unwatched, open-watched or connect")
+	fs.IntVar(&o.n, "n", 0, "number of operations")
+	fs.StringVar(&o.dir, "dir", "", "directory for the open workloads (created if missing; open-unwatched defaults to a temporary one)")
+	fs.StringVar(&o.addr, "addr", "", "connect: 127.0.0.1:PORT of a listener (default: one started in-process)")
+	fs.StringVar(&o.bin, "bin", "/bin/true", "exec: the program to run")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.n <= 0 {
+		return fmt.Errorf("-n %d: must be positive", o.n)
+	}
+
+	var (
+		op      func() error
+		cleanup func()
+		err     error
+	)
+	switch o.workload {
+	case "exec":
+		op, cleanup, err = setupExec(o.bin)
+	case "open-unwatched", "open-watched":
+		op, cleanup, err = setupOpen(o.workload, o.dir)
+	case "connect":
+		op, cleanup, err = setupConnect(ctx, o.addr)
+	default:
+		return fmt.Errorf("-workload %q: want exec, open-unwatched, open-watched or connect", o.workload)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: setup: %w", o.workload, err)
+	}
+	defer cleanup()
+
+	// One OS thread does all the work; pinning the goroutine keeps the Go
+	// scheduler from migrating it mid-storm.
+	runtime.LockOSThread()
+	start := time.Now()
+	for i := range o.n {
+		if i%checkEvery == 0 && ctx.Err() != nil {
+			return fmt.Errorf("%s: interrupted after %d operations: %w", o.workload, i, ctx.Err())
+		}
+		if err := op(); err != nil {
+			return fmt.Errorf("%s: operation %d: %w", o.workload, i, err)
+		}
+	}
+	elapsed := time.Since(start)
+	runtime.UnlockOSThread()
+
+	return json.NewEncoder(stdout).Encode(result{
+		Workload:  o.workload,
+		N:         o.n,
+		Seconds:   elapsed.Seconds(),
+		OpsPerSec: float64(o.n) / elapsed.Seconds(),
+	})
+}
+
+// setupExec returns an operation that forks, execs bin with no arguments and
+// waits for it to exit successfully. syscall.ForkExec uses vfork semantics,
+// so the cost measured is the kernel's, not the Go runtime's.
+func setupExec(bin string) (func() error, func(), error) {
+	devNull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open %s: %w", os.DevNull, err)
+	}
+	fd := devNull.Fd()
+	attr := &syscall.ProcAttr{Env: []string{}, Files: []uintptr{fd, fd, fd}}
+	argv := []string{bin}
+	op := func() error {
+		pid, err := syscall.ForkExec(bin, argv, attr)
+		if err != nil {
+			return fmt.Errorf("fork/exec %s: %w", bin, err)
+		}
+		var ws syscall.WaitStatus
+		for {
+			_, err = syscall.Wait4(pid, &ws, 0, nil)
+			if !errors.Is(err, syscall.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("wait %s: %w", bin, err)
+		}
+		if !ws.Exited() || ws.ExitStatus() != 0 {
+			return fmt.Errorf("%s: wait status %#x", bin, uint32(ws))
+		}
+		return nil
+	}
+	return op, func() { _ = devNull.Close() }, nil
+}
+
+// setupOpen returns an operation that opens and closes one file in dir.
+func setupOpen(workload, dir string) (func() error, func(), error) {
+	cleanup := func() {}
+	if dir == "" {
+		if workload == "open-watched" {
+			return nil, nil, errors.New("-dir is required: a directory the sensor's watchPaths cover")
+		}
+		tmp, err := os.MkdirTemp("", "loadgen-open-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("temporary directory: %w", err)
+		}
+		dir = tmp
+		cleanup = func() { _ = os.RemoveAll(tmp) }
+	}
+	if !filepath.IsAbs(dir) {
+		return nil, nil, fmt.Errorf("-dir %q: must be absolute", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "loadgen-file")
+	if err := os.WriteFile(path, []byte("loadgen\n"), 0o644); err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	op := func() error {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		if err := unix.Close(fd); err != nil {
+			return fmt.Errorf("close %s: %w", path, err)
+		}
+		return nil
+	}
+	return op, cleanup, nil
+}
+
+// loopback is the only address loadgen ever connects to.
+func loopback() netip.Addr { return netip.AddrFrom4([4]byte{127, 0, 0, 1}) }
+
+// setupConnect returns an operation that opens a TCP socket, connects it to
+// addr (or to an in-process listener) and closes it with SO_LINGER 0. The
+// reset close keeps TIME_WAIT sockets from exhausting the ephemeral ports
+// over a long benchmark; the sensor's cost is in connect, not in close.
+func setupConnect(ctx context.Context, addr string) (func() error, func(), error) {
+	cleanup := func() {}
+	if addr == "" {
+		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(loopback(), 0)))
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen on %s: %w", loopback(), err)
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { acceptLoop(ctx, ln) })
+		cleanup = func() {
+			cancel()
+			_ = ln.Close()
+			wg.Wait()
+		}
+		addr = ln.Addr().String()
+	}
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("-addr %q: %w", addr, err)
+	}
+	if ap.Addr() != loopback() || ap.Port() == 0 {
+		cleanup()
+		return nil, nil, fmt.Errorf("-addr %q: only %s:PORT is allowed", addr, loopback())
+	}
+	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: loopback().As4()}
+	reset := &unix.Linger{Onoff: 1, Linger: 0}
+	op := func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		if err != nil {
+			return fmt.Errorf("socket: %w", err)
+		}
+		if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, reset); err != nil {
+			_ = unix.Close(fd)
+			return fmt.Errorf("SO_LINGER: %w", err)
+		}
+		for {
+			err = unix.Connect(fd, sa)
+			if !errors.Is(err, unix.EINTR) {
+				break
+			}
+		}
+		if err != nil {
+			_ = unix.Close(fd)
+			return fmt.Errorf("connect %s: %w", ap, err)
+		}
+		if err := unix.Close(fd); err != nil {
+			return fmt.Errorf("close: %w", err)
+		}
+		return nil
+	}
+	return op, cleanup, nil
+}
+
+// acceptLoop accepts and closes connections until ctx ends or ln is closed.
+func acceptLoop(ctx context.Context, ln *net.TCPListener) {
+	for ctx.Err() == nil {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A connection reset before accept, or a transient error such as
+			// EMFILE: back off briefly rather than spin.
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		_ = c.SetLinger(0)
+		_ = c.Close()
+	}
+}
