@@ -28,15 +28,15 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 	var cinfo container.Info
 	switch rec.Kind {
 	case kindExec:
-		cgroupPath := string(rec.Str[4])
+		cgroupPath := api.Text(rec.Str[4])
 		cinfo = s.cgroups.learn(rec.CgroupID, cgroupPath)
 		args, truncated := splitArgs(rec.Str[1])
 		s.procs.Exec(proc.Entry{
 			StartBootNs: rec.StartBootNs,
 			CgroupID:    rec.CgroupID,
-			Comm:        string(rec.Comm),
-			Exe:         string(rec.Str[0]),
-			Cwd:         string(rec.Str[2]),
+			Comm:        api.Text(rec.Comm),
+			Exe:         api.Text(rec.Str[0]),
+			Cwd:         api.Text(rec.Str[2]),
 			Cgroup:      cgroupPath,
 			Args:        args,
 			Tgid:        rec.Tgid,
@@ -49,7 +49,7 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 			},
 			ArgsTruncated: truncated || rec.Num[1] != 0,
 		})
-		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: string(rec.Str[3])}}
+		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3])}}
 	case kindFork:
 		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
 	}
@@ -82,7 +82,7 @@ func (s *Sensor) process(rec *record) *api.Process {
 	}
 	p.Pid, p.Tgid, p.Ppid = rec.Pid, rec.Tgid, rec.Ppid
 	p.Uid, p.Gid, p.Euid, p.Egid = rec.Uid, rec.Gid, rec.Euid, rec.Egid
-	p.Comm = string(rec.Comm)
+	p.Comm = api.Text(rec.Comm)
 	return p
 }
 
@@ -94,7 +94,7 @@ func splitArgs(b []byte) (args []string, truncated bool) {
 	truncated = b[len(b)-1] != 0
 	b = bytes.TrimSuffix(b, []byte{0})
 	for part := range bytes.SplitSeq(b, []byte{0}) {
-		args = append(args, string(part))
+		args = append(args, api.Text(part))
 	}
 	return args, truncated
 }
@@ -129,7 +129,7 @@ func setDetail(ev *api.Event, rec *record) {
 		flags := uint32(rec.Num[1])
 		acc := flags & oAccMode
 		ev.Detail = &api.Event_FileOpen{FileOpen: &api.FileOpen{
-			Path:     string(rec.Str[0]),
+			Path:     api.Text(rec.Str[0]),
 			Flags:    int32(flags),
 			Read:     acc == 0 || acc == oRdwr,
 			Write:    acc == oWronly || acc == oRdwr,
@@ -140,13 +140,13 @@ func setDetail(ev *api.Event, rec *record) {
 		}}
 	case kindFileUnlink:
 		ev.Detail = &api.Event_FileUnlink{FileUnlink: &api.FileUnlink{
-			Path:      string(rec.Str[0]),
+			Path:      api.Text(rec.Str[0]),
 			Directory: sc == scRmdir || (sc == scUnlinkat && rec.Num[1]&atRemDir != 0),
 			Result:    rec.Result,
 		}}
 	case kindFileRename:
 		ev.Detail = &api.Event_FileRename{FileRename: &api.FileRename{
-			OldPath: string(rec.Str[0]), NewPath: string(rec.Str[1]), Result: rec.Result,
+			OldPath: api.Text(rec.Str[0]), NewPath: api.Text(rec.Str[1]), Result: rec.Result,
 		}}
 	case kindConnect:
 		ev.Detail = &api.Event_Connect{Connect: &api.Connect{
@@ -178,7 +178,7 @@ func setDetail(ev *api.Event, rec *record) {
 			name = "finit_module"
 		}
 		ev.Detail = &api.Event_ModuleLoad{ModuleLoad: &api.ModuleLoad{
-			Syscall: name, Path: string(rec.Str[0]), Params: string(rec.Str[1]), Result: rec.Result,
+			Syscall: name, Path: api.Text(rec.Str[0]), Params: api.Text(rec.Str[1]), Result: rec.Result,
 		}}
 	case kindNamespaceChange:
 		name, flags := "unshare", rec.Num[1]
@@ -193,13 +193,13 @@ func setDetail(ev *api.Event, rec *record) {
 		}}
 	case kindMemfdCreate:
 		ev.Detail = &api.Event_MemfdCreate{MemfdCreate: &api.MemfdCreate{
-			Name: string(rec.Str[0]), Flags: uint32(rec.Num[2]), Result: rec.Result,
+			Name: api.Text(rec.Str[0]), Flags: uint32(rec.Num[2]), Result: rec.Result,
 		}}
 	case kindCredential:
 		ev.Detail = &api.Event_CredentialChange{CredentialChange: credential(sc, rec)}
 	case kindMount:
 		ev.Detail = &api.Event_Mount{Mount: &api.Mount{
-			Source: string(rec.Str[0]), Target: string(rec.Str[1]), Fstype: string(rec.Str[2]),
+			Source: api.Text(rec.Str[0]), Target: api.Text(rec.Str[1]), Fstype: api.Text(rec.Str[2]),
 			Flags: rec.Num[1], Result: rec.Result,
 		}}
 	}

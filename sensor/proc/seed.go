@@ -3,6 +3,7 @@ package proc
 import (
 	"errors"
 	"fmt"
+	"github.com/harrier-sec/harrier/api"
 	"io"
 	"io/fs"
 	"os"
@@ -111,6 +112,7 @@ func readProc(dir string, pid uint32, maxArgBytes int) (e Entry, args string, de
 		return e, "", denied, fmt.Errorf("%s: %w", dir, err)
 	}
 	e.StartBootNs = startTicks * clockTicksNs
+	e.Comm = api.TextString(e.Comm)
 
 	status, err := required("status")
 	if err != nil {
@@ -120,11 +122,12 @@ func readProc(dir string, pid uint32, maxArgBytes int) (e Entry, args string, de
 		return e, "", denied, fmt.Errorf("%s: %w", dir, err)
 	}
 
-	e.Exe, e.ExeOrigin = parseExe(optional(os.Readlink(filepath.Join(dir, "exe"))))
-	e.Cwd = optional(os.Readlink(filepath.Join(dir, "cwd")))
-	e.Cgroup = parseCgroup(optional(readLimited(filepath.Join(dir, "cgroup"), 64<<10)))
+	// Names are arbitrary bytes; events need valid UTF-8.
+	e.Exe, e.ExeOrigin = parseExe(api.TextString(optional(os.Readlink(filepath.Join(dir, "exe")))))
+	e.Cwd = api.TextString(optional(os.Readlink(filepath.Join(dir, "cwd"))))
+	e.Cgroup = api.TextString(parseCgroup(optional(readLimited(filepath.Join(dir, "cgroup"), 64<<10))))
 	// One byte past the budget is enough for packArgs to see the overflow.
-	cmdline := optional(readLimited(filepath.Join(dir, "cmdline"), maxArgBytes+1))
+	cmdline := api.TextString(optional(readLimited(filepath.Join(dir, "cmdline"), maxArgBytes+1)))
 	args, e.ArgsTruncated = packArgs(splitCmdline(cmdline), maxArgBytes)
 	// The optional reads cannot tell an exit from a kernel thread; a final
 	// look at the directory can.

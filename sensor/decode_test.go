@@ -1,0 +1,241 @@
+package sensor
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/sensor/proc"
+)
+
+// encodeRecord lays out r the way the BPF program does.
+func encodeRecord(r *record) []byte {
+	data := []byte{}
+	for _, s := range r.Str {
+		data = append(data, s...)
+	}
+	b := make([]byte, fixedSize+len(data))
+	le := binary.LittleEndian
+	le.PutUint64(b[0:], r.TsBootNs)
+	le.PutUint64(b[8:], r.StartBootNs)
+	le.PutUint64(b[16:], r.CgroupID)
+	le.PutUint32(b[24:], r.Kind)
+	le.PutUint32(b[28:], uint32(len(b)))
+	for i, v := range []uint32{r.Pid, r.Tgid, r.Ppid, r.Uid, r.Gid, r.Euid, r.Egid, r.PidNS, r.MntNS, r.NetNS} {
+		le.PutUint32(b[32+4*i:], v)
+	}
+	copy(b[72:88], r.Comm)
+	le.PutUint64(b[88:], uint64(r.Result))
+	for i, v := range r.Num {
+		le.PutUint64(b[96+8*i:], v)
+	}
+	for i, s := range r.Str {
+		le.PutUint16(b[160+2*i:], uint16(len(s)))
+	}
+	le.PutUint32(b[172:], r.Flags)
+	copy(b[fixedSize:], data)
+	return b
+}
+
+func execRecord() *record {
+	r := &record{
+		TsBootNs: 5e9, StartBootNs: 4e9, CgroupID: 77, Kind: kindExec,
+		Pid: 100, Tgid: 100, Ppid: 1, Uid: 1000, Gid: 1000, Euid: 1000, Egid: 1000,
+		PidNS: 4026531836, MntNS: 4026531841, NetNS: 4026531840, Comm: []byte("curl"),
+		Flags: originOverlayUpper,
+	}
+	r.Str[0] = []byte("/usr/bin/curl")
+	r.Str[1] = []byte("curl\x00-s\x00http://example.invalid/\x00")
+	r.Str[2] = []byte("/tmp")
+	r.Str[3] = []byte("/bin/curl")
+	r.Str[4] = []byte("/harrier/abc")
+	return r
+}
+
+func TestDecodeRecord(t *testing.T) {
+	good := encodeRecord(execRecord())
+	tests := []struct {
+		name    string
+		in      []byte
+		wantErr bool
+	}{
+		{"exec record", good, false},
+		{"trailing bytes beyond length are ignored", append(slices.Clone(good), 1, 2, 3), false},
+		{"empty", nil, true},
+		{"shorter than the header", good[:fixedSize-1], true},
+		{"length field larger than buffer", func() []byte {
+			b := slices.Clone(good)
+			binary.LittleEndian.PutUint32(b[28:], uint32(len(b)+1))
+			return b
+		}(), true},
+		{"length field below the fixed part", func() []byte {
+			b := slices.Clone(good)
+			binary.LittleEndian.PutUint32(b[28:], 10)
+			return b
+		}(), true},
+		{"unknown kind", func() []byte {
+			b := slices.Clone(good)
+			binary.LittleEndian.PutUint32(b[24:], 99)
+			return b
+		}(), true},
+		{"string overruns data", func() []byte {
+			b := slices.Clone(good)
+			binary.LittleEndian.PutUint16(b[160:], 60000)
+			return b
+		}(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var r record
+			err := decodeRecord(tt.in, &r)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, wantErr %v", err, tt.wantErr)
+			}
+			if err != nil && !errors.Is(err, ErrMalformed) {
+				t.Errorf("error %v does not wrap ErrMalformed", err)
+			}
+			if err == nil && (string(r.Str[0]) != "/usr/bin/curl" || string(r.Comm) != "curl" || r.Tgid != 100) {
+				t.Errorf("decoded %+v", r)
+			}
+		})
+	}
+}
+
+// testSensor is a Sensor with user-space state only, for decoding tests.
+func testSensor() *Sensor {
+	return &Sensor{
+		cfg:      Config{Node: "node-1"}.withDefaults(),
+		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		procs:    proc.New(proc.Config{MaxEntries: 64, ExitedKeep: 16}),
+		cgroups:  newCgroupResolver("", 64),
+		bootTime: time.Unix(1_700_000_000, 0),
+	}
+}
+
+func TestEnrichExecAndDetails(t *testing.T) {
+	s := testSensor()
+	var r record
+	if err := decodeRecord(encodeRecord(execRecord()), &r); err != nil {
+		t.Fatal(err)
+	}
+	ev := s.enrich(&r)
+	p := ev.GetProcess()
+	if p.GetExe() != "/usr/bin/curl" || !slices.Equal(p.GetArgs(), []string{"curl", "-s", "http://example.invalid/"}) ||
+		p.GetCwd() != "/tmp" || !p.GetExeOrigin().GetOverlayUpper() || p.GetUid() != 1000 {
+		t.Errorf("process = %v", p)
+	}
+	if ev.GetContainer().GetRuntime() != "runc" || ev.GetContainer().GetId() != "abc" {
+		t.Errorf("container = %v", ev.GetContainer())
+	}
+	if want := time.Unix(1_700_000_005, 0); !ev.GetTime().AsTime().Equal(want) {
+		t.Errorf("time %v, want %v", ev.GetTime().AsTime(), want)
+	}
+
+	// A later connect from the same process in the same cgroup.
+	c := record{Kind: kindConnect, Tgid: 100, Pid: 100, CgroupID: 77, Comm: []byte("curl"), Result: -111}
+	c.Num[0], c.Num[1], c.Num[3] = afInet6, ipprotTCP, 443
+	c.Num[6], c.Num[7] = 0, 0x0100000000000000 // ::1
+	ev = s.enrich(&c)
+	dst := ev.GetConnect().GetDestination()
+	if dst.GetIp() != "::1" || dst.GetPort() != 443 || dst.GetFamily() != "ipv6" || ev.GetConnect().GetResult() != -111 {
+		t.Errorf("connect = %v", ev.GetConnect())
+	}
+	if ev.GetProcess().GetExe() != "/usr/bin/curl" || ev.GetContainer().GetId() != "abc" {
+		t.Errorf("connect not enriched from the cache: %v %v", ev.GetProcess(), ev.GetContainer())
+	}
+
+	tests := []struct {
+		name  string
+		rec   record
+		check func(*api.Event) bool
+	}{
+		{"exit by signal", record{Kind: kindExit, Num: [8]uint64{9}}, func(ev *api.Event) bool {
+			return ev.GetExit().GetSignal() == 9 && ev.GetExit().GetCode() == 0
+		}},
+		{"exit code", record{Kind: kindExit, Num: [8]uint64{3 << 8}}, func(ev *api.Event) bool { return ev.GetExit().GetCode() == 3 }},
+		{"ipv4 connect", record{Kind: kindConnect, Num: [8]uint64{afInet, ipprotUDP, 0, 53, 0, 0, 0x0100007f}}, func(ev *api.Event) bool {
+			d := ev.GetConnect().GetDestination()
+			return d.GetIp() == "127.0.0.1" && d.GetPort() == 53 && ev.GetConnect().GetProtocol() == api.Protocol_PROTOCOL_UDP
+		}},
+		{"setns", record{Kind: kindNamespaceChange, Num: [8]uint64{scSetns, 5, 0x40000000}}, func(ev *api.Event) bool {
+			n := ev.GetNamespaceChange()
+			return n.GetSyscall() == "setns" && slices.Equal(n.GetNamespaces(), []string{"net"})
+		}},
+		{"setreuid keeps -1", record{Kind: kindCredential, Num: [8]uint64{scSetreuid, 0xffffffff, 0}}, func(ev *api.Event) bool {
+			c := ev.GetCredentialChange()
+			return c.GetSyscall() == "setreuid" && c.GetUid() == -1 && c.GetEuid() == 0
+		}},
+		{"capset", record{Kind: kindCredential, Num: [8]uint64{scCapset, 0, 0, 0x21, 0x23, 0}}, func(ev *api.Event) bool {
+			c := ev.GetCredentialChange()
+			return c.GetSyscall() == "capset" && c.GetCapEffective() == 0x21 && c.GetCapPermitted() == 0x23
+		}},
+		{"rmdir", record{Kind: kindFileUnlink, Num: [8]uint64{scRmdir}}, func(ev *api.Event) bool { return ev.GetFileUnlink().GetDirectory() }},
+		{"unlinkat AT_REMOVEDIR", record{Kind: kindFileUnlink, Num: [8]uint64{scUnlinkat, 0x200}}, func(ev *api.Event) bool {
+			return ev.GetFileUnlink().GetDirectory()
+		}},
+		{"open O_RDWR|O_CREAT", record{Kind: kindFileOpen, Num: [8]uint64{scOpenat, oRdwr | oCreat, 0o644}}, func(ev *api.Event) bool {
+			f := ev.GetFileOpen()
+			return f.GetRead() && f.GetWrite() && f.GetCreate() && !f.GetTruncate() && f.GetMode() == 0o644
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := tt.rec
+			rec.Tgid = 500
+			if ev := s.enrich(&rec); !tt.check(ev) {
+				t.Errorf("event = %v", ev)
+			}
+		})
+	}
+}
+
+func TestInvalidUTF8NamesSurvive(t *testing.T) {
+	s := testSensor()
+	r := record{Kind: kindFileOpen, Tgid: 9, Comm: []byte("x\xff")}
+	r.Str[0] = []byte("/etc/\xff\xfeevil")
+	ev := s.enrich(&r)
+	if _, err := proto.Marshal(ev); err != nil {
+		t.Fatalf("event with a hostile file name does not marshal: %v", err)
+	}
+	if got := ev.GetFileOpen().GetPath(); got != `/etc/\xff\xfeevil` {
+		t.Errorf("path = %q", got)
+	}
+}
+
+// FuzzDecodeRecord feeds arbitrary ring-buffer bytes through the decoder and
+// the enrichment: nothing may panic, and every event must marshal.
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add(encodeRecord(execRecord()))
+	conn := &record{Kind: kindConnect, Tgid: 3}
+	conn.Num[0] = afInet6
+	f.Add(encodeRecord(conn))
+	ren := &record{Kind: kindFileRename}
+	ren.Str[0], ren.Str[1] = []byte("/a"), []byte("/b\xff")
+	f.Add(encodeRecord(ren))
+	f.Add([]byte{})
+	s := testSensor()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var r record
+		if err := decodeRecord(b, &r); err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		ev := s.enrich(&r)
+		if _, err := proto.Marshal(ev); err != nil {
+			t.Fatalf("marshal: %v", err)
+		}
+		if _, err := protojson.Marshal(ev); err != nil {
+			t.Fatalf("json: %v", err)
+		}
+	})
+}
