@@ -10,14 +10,12 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
-	"golang.org/x/sys/unix"
 )
 
 // Attach kinds, best first.
 const (
-	AttachTPBTF      = "tp_btf"
-	AttachRawTP      = "raw_tp"
-	AttachTracepoint = "tracepoint"
+	AttachTPBTF = "tp_btf"
+	AttachRawTP = "raw_tp"
 )
 
 // ProbeStatus says how one logical probe was attached, or why it was not.
@@ -35,8 +33,8 @@ type attachVariant struct {
 	kind string
 	// programs to load and attach together; all must succeed.
 	programs []string
-	// hook names the attach point: the tracepoint "group/name" or the raw
-	// tracepoint name, in the same order as programs.
+	// hooks name the tracepoint each program attaches to, in the same order
+	// as programs.
 	hooks []string
 }
 
@@ -99,20 +97,6 @@ func checkPrivileges() error {
 	return errors.New("the sensor needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE): run as root")
 }
 
-// ensureTracefs mounts tracefs when nothing has, since tracepoint attachment
-// reads event IDs from it. Minimal hosts and some VMs boot without it.
-func ensureTracefs() error {
-	for _, p := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
-		if _, err := os.Stat(p); err == nil {
-			return nil
-		}
-	}
-	if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("tracefs is not mounted and mounting it at /sys/kernel/tracing failed: %w", err)
-	}
-	return nil
-}
-
 // loadKernelSpec returns the BTF used for CO-RE relocations: the running
 // kernel's, or the file the operator named.
 func loadKernelSpec(path string) (*btf.Spec, error) {
@@ -151,6 +135,8 @@ func cgroupSubsysIndex(kernel *btf.Spec, controller string) (int32, error) {
 }
 
 type loadOptions struct {
+	// probes defaults to probeSpecs(); tests substitute their own.
+	probes       []probeSpec
 	cfg          Config
 	selfTgid     uint32
 	cgroupSubsys int32
@@ -190,7 +176,11 @@ func load(opts loadOptions) (*loaded, error) {
 	l := &loaded{maps: mapsColl.Maps}
 
 	progOpts := ebpf.ProgramOptions{KernelTypes: opts.kernel}
-	for _, ps := range probeSpecs() {
+	probes := opts.probes
+	if probes == nil {
+		probes = probeSpecs()
+	}
+	for _, ps := range probes {
 		st := ProbeStatus{Name: ps.name}
 		for _, v := range ps.variants {
 			progs, links, err := loadVariant(spec, v, l.maps, progOpts, btfCache)
@@ -238,11 +228,11 @@ func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, maps map[string]*eb
 		if !ok {
 			return fail(fmt.Errorf("program %s missing from the BPF object", name))
 		}
-		if v.kind == AttachTracepoint {
-			group, event, _ := strings.Cut(v.hooks[i], "/")
-			if _, err := os.Stat("/sys/kernel/tracing/events/" + group + "/" + event); err != nil {
-				return fail(fmt.Errorf("tracepoint %s not present in this kernel", v.hooks[i]))
-			}
+		if v.kind == AttachTPBTF {
+			// The BTF target is fixed at load time; take it from the
+			// variant so the table above is the one place that names it.
+			ps = ps.Copy()
+			ps.AttachTo = v.hooks[i]
 		}
 		one := &ebpf.CollectionSpec{
 			Maps:      spec.Maps,
@@ -268,9 +258,6 @@ func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, maps map[string]*eb
 			lk, err = link.AttachTracing(link.TracingOptions{Program: prog})
 		case AttachRawTP:
 			lk, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: v.hooks[i], Program: prog})
-		case AttachTracepoint:
-			group, event, _ := strings.Cut(v.hooks[i], "/")
-			lk, err = link.Tracepoint(group, event, prog, nil)
 		}
 		if err != nil {
 			return fail(fmt.Errorf("attach %s to %s: %w", name, v.hooks[i], err))

@@ -96,9 +96,6 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
-	if err := ensureTracefs(); err != nil {
-		log.Warn("tracefs unavailable; attaching may fail", "error", err)
-	}
 	s := &Sensor{cfg: cfg, log: log}
 
 	var uts unix.Utsname

@@ -1,0 +1,163 @@
+package sensor
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+func kernelOptions(t *testing.T) loadOptions {
+	t.Helper()
+	requireRoot(t)
+	k, err := loadKernelSpec("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loadOptions{cfg: Config{}.withDefaults(), cgroupSubsys: -1, kernel: k}
+}
+
+// TestEveryVariantLoads proves each fallback program passes this kernel's
+// verifier and attaches, not only the first choice.
+func TestEveryVariantLoads(t *testing.T) {
+	opts := kernelOptions(t)
+	for _, ps := range probeSpecs() {
+		for _, v := range ps.variants {
+			t.Run(ps.name+"/"+v.kind, func(t *testing.T) {
+				opts := opts
+				opts.probes = []probeSpec{{name: ps.name, variants: []attachVariant{v}}}
+				if ps.name != "exec" {
+					opts.probes = append(opts.probes, probeSpecs()[:3]...) // the required ones
+				}
+				l, err := load(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer l.Close()
+				if !l.status[0].Attached || l.status[0].Attach != v.kind {
+					t.Errorf("status = %+v", l.status[0])
+				}
+			})
+		}
+	}
+}
+
+func TestRefusedProgramFallsBackAndIsReported(t *testing.T) {
+	opts := kernelOptions(t)
+	bogus := attachVariant{kind: AttachTPBTF, programs: []string{"tp_btf_exec"}, hooks: []string{"no_such_tracepoint"}}
+	exec := probeSpecs()[0]
+	exec.variants = append([]attachVariant{bogus}, exec.variants[1:]...)
+	blind := probeSpec{name: "nothing", variants: []attachVariant{
+		{kind: AttachRawTP, programs: []string{"raw_tp_fork"}, hooks: []string{"no_such_tracepoint"}},
+	}}
+	opts.probes = append([]probeSpec{exec, blind}, probeSpecs()[1:3]...)
+	l, err := load(opts)
+	if err != nil {
+		t.Fatalf("one refused probe must not stop the sensor: %v", err)
+	}
+	defer l.Close()
+	st := l.status[0]
+	if !st.Attached || st.Attach != AttachRawTP || len(st.Tried) != 1 || !strings.Contains(st.Tried[0], "tp_btf") {
+		t.Errorf("exec status = %+v, want raw_tp after a failed tp_btf", st)
+	}
+	if l.status[1].Attached || !strings.Contains(l.status[1].Error, "no_such_tracepoint") {
+		t.Errorf("unattachable probe status = %+v", l.status[1])
+	}
+
+	// Without exec the sensor would be blind: that is an error, clearly said.
+	opts.probes = []probeSpec{{name: "exec", variants: []attachVariant{bogus}}}
+	if _, err := load(opts); err == nil || !strings.Contains(err.Error(), "required probe exec") {
+		t.Errorf("load without exec = %v", err)
+	}
+}
+
+func TestBTFFile(t *testing.T) {
+	requireRoot(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if _, err := New(Config{BTFPath: "/nonexistent/vmlinux.btf"}, log); err == nil || !strings.Contains(err.Error(), "/nonexistent/vmlinux.btf") {
+		t.Errorf("bad btfPath: err = %v", err)
+	}
+	// An explicit BTF file (as on kernels without /sys/kernel/btf) works.
+	s, err := New(Config{BTFPath: "/sys/kernel/btf/vmlinux"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Status().BTF != "/sys/kernel/btf/vmlinux" {
+		t.Errorf("status BTF = %q", s.Status().BTF)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"defaults", Config{}, ""},
+		{"ring not power of two", Config{RingBufferBytes: 100000}, "ringBufferBytes"},
+		{"relative watch path", Config{WatchPaths: []string{"etc/shadow"}}, "must be absolute"},
+		{"long watch path", Config{WatchPaths: []string{"/" + strings.Repeat("a", 300)}}, "longer than"},
+		{"negative queue", Config{QueueSize: -1}, "queueSize"},
+		{"flush too long", Config{FlushInterval: Duration(time.Minute)}, "flushInterval"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Errorf("Validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRingBufferFull stalls the reader so the smallest ring overflows, and
+// checks the loss is counted in the kernel and the sensor still works after.
+func TestRingBufferFull(t *testing.T) {
+	requireRoot(t)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := New(Config{RingBufferBytes: 64 << 10, WakeupBytes: 4096}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// No reader yet: a few hundred execs (about 1 KiB each) overflow 64 KiB.
+	for range 300 {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KernelRingFull["exec"] == 0 {
+		t.Fatalf("no ring-buffer loss counted: %+v", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	out := make(chan *api.Event, 16384)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	for found := false; !found; {
+		select {
+		case ev := <-out:
+			found = ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ev.GetProcess().GetTgid() == uint32(cmd.Process.Pid)
+		case <-deadline:
+			t.Fatal("the sensor delivered nothing after the ring buffer overflowed")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
