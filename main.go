@@ -203,6 +203,9 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 	case o.table:
 		tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 		fmt.Fprintln(tw, "TIME\tKIND\tPID\tUID\tCOMM\tCONTAINER\tDETAIL")
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 		print = func(ev *api.Event) error {
 			_, err := fmt.Fprintln(tw, tableRow(ev))
 			return errors.Join(err, tw.Flush())

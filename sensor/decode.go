@@ -82,6 +82,19 @@ const (
 	scMount
 )
 
+// syscallName names a syscall identifier for status output.
+func syscallName(sc uint32) string {
+	names := [...]string{"", "openat", "openat2", "open", "creat", "unlinkat", "unlink", "rmdir",
+		"renameat2", "renameat", "rename", "connect", "listen", "accept", "accept4", "ptrace",
+		"init_module", "finit_module", "unshare", "setns", "clone", "clone3", "memfd_create",
+		"setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
+		"capset", "mount"}
+	if int(sc) < len(names) {
+		return names[sc]
+	}
+	return fmt.Sprintf("syscall-%d", sc)
+}
+
 // record is one decoded ring-buffer record. Strings alias the input buffer;
 // copy them before the buffer is reused.
 type record struct {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,8 @@ type Status struct {
 	WatchPaths      int           `json:"watchPaths"`
 	SeededProcesses int           `json:"seededProcesses"`
 	Probes          []ProbeStatus `json:"probes"`
+	// Syscalls the dispatcher reports on this architecture.
+	Syscalls []string `json:"syscalls"`
 	// Unavailable lists what this kernel refused, in words.
 	Unavailable []string `json:"unavailable,omitempty"`
 }
@@ -206,7 +209,9 @@ func (s *Sensor) fillMaps() error {
 		if err := ids.Put(uint32(nr), sc); err != nil {
 			return fmt.Errorf("enable syscall %d: %w", nr, err)
 		}
+		s.status.Syscalls = append(s.status.Syscalls, syscallName(sc))
 	}
+	slices.Sort(s.status.Syscalls)
 	return nil
 }
 
