@@ -1,0 +1,52 @@
+# Harrier's build and test entry points. `make test` is the README's test
+# command and what CI runs; it needs root (eBPF, runc containers).
+
+GO       ?= go
+FUZZTIME ?= 10s
+BIN      := bin/harrier
+
+.PHONY: build run test unit fuzz lint generate check-generated deps ci
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
+
+# The all-in-one command for this node. Until the backend lands this is the
+# live event stream; see the README.
+run: build
+	./$(BIN) events --table
+
+test: unit fuzz
+
+unit:
+	$(GO) test -count=1 -timeout 30m ./...
+
+# A short run of every fuzz target over untrusted input decoders.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./sensor
+	$(GO) test -run '^$$' -fuzz '^FuzzParseCgroupPath$$' -fuzztime $(FUZZTIME) ./sensor/container
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMountinfo$$' -fuzztime $(FUZZTIME) ./sensor/container
+	$(GO) test -run '^$$' -fuzz '^FuzzParseProcCgroup$$' -fuzztime $(FUZZTIME) ./sensor/container
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./sensor/proc
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStatus$$' -fuzztime $(FUZZTIME) ./sensor/proc
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+# Regenerate the committed BPF object, its Go bindings and the protobuf code.
+generate:
+	cd api && $(GO) generate .
+	cd sensor && $(GO) generate .
+
+check-generated: generate
+	@git diff --exit-code -- api sensor || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+
+# Debian packages the build, tests and code generation need.
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		make git ca-certificates runc busybox-static iproute2 \
+		clang llvm libbpf-dev bpftool protobuf-compiler
+
+ci: deps lint check-generated build test
