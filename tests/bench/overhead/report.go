@@ -1,0 +1,197 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// report is the JSON written to -out.
+type report struct {
+	Started    time.Time      `json:"started"`
+	Finished   time.Time      `json:"finished"`
+	Kernel     string         `json:"kernel"`
+	CPUs       int            `json:"cpus"`
+	LoadAvg    string         `json:"loadavgAtStart,omitempty"`
+	Harrier    string         `json:"harrier"`
+	Loadgen    string         `json:"loadgen"`
+	Rounds     int            `json:"rounds"`
+	Warmup     int            `json:"warmup"`
+	N          map[string]int `json:"n"`
+	ExtraWatch string         `json:"extraWatchPath"`
+	Results    []result       `json:"results"`
+}
+
+// result summarizes one workload's rounds.
+type result struct {
+	Workload string `json:"workload"`
+	N        int    `json:"n"`
+	Rounds   int    `json:"rounds"`
+	// Medians over the rounds.
+	OffSeconds   float64 `json:"offMedianSeconds"`
+	OnSeconds    float64 `json:"onMedianSeconds"`
+	OffOpsPerSec float64 `json:"offMedianOpsPerSec"`
+	OnOpsPerSec  float64 `json:"onMedianOpsPerSec"`
+	// Overhead is median(ON seconds) / median(OFF seconds).
+	Overhead float64 `json:"overhead"`
+	// Target is the highest acceptable overhead; 0 means none.
+	Target    float64 `json:"target,omitempty"`
+	TargetMet *bool   `json:"targetMet,omitempty"`
+	// EventsPerSec is the median over ON runs of events received by the
+	// sensor's user space divided by the storm's duration.
+	EventsPerSec float64 `json:"eventsPerSecDelivered"`
+	// Dropped and Lost are totals over the ON runs. Dropped: ring buffer
+	// full + queue dropped + decode errors. Lost: expected events (one per
+	// operation of ExpectKind) the kernel never submitted.
+	Dropped    uint64 `json:"dropped"`
+	Lost       uint64 `json:"lost"`
+	ExpectKind string `json:"expectKind,omitempty"`
+	// LossFree is false when events were dropped or lost in a run that
+	// delivered fewer than lossFreeRate events per second.
+	LossFree bool        `json:"lossFree"`
+	Runs     []runRecord `json:"runs"`
+}
+
+func newReport(o options, env *benchEnv) *report {
+	r := &report{
+		Started:    time.Now().UTC(),
+		CPUs:       runtime.NumCPU(),
+		Harrier:    o.harrier,
+		Loadgen:    o.loadgen,
+		Rounds:     o.rounds,
+		Warmup:     o.warmup,
+		N:          map[string]int{},
+		ExtraWatch: env.extraWatch,
+	}
+	for _, w := range o.workloads {
+		r.N[w.name] = o.n[w.name]
+	}
+	var u unix.Utsname
+	if unix.Uname(&u) == nil {
+		r.Kernel = unix.ByteSliceToString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		r.LoadAvg = strings.TrimSpace(string(b))
+	}
+	return r
+}
+
+func summarize(w workload, n int, runs []runRecord) result {
+	res := result{Workload: w.name, N: n, Target: w.target, ExpectKind: w.expectKind, LossFree: true, Runs: runs}
+	var offS, onS, offOps, onOps, evs []float64
+	for _, r := range runs {
+		if !r.SensorOn {
+			offS = append(offS, r.Seconds)
+			offOps = append(offOps, r.OpsPerSec)
+			continue
+		}
+		res.Rounds++
+		onS = append(onS, r.Seconds)
+		onOps = append(onOps, r.OpsPerSec)
+		evs = append(evs, r.EventsPerSec)
+		res.Dropped += r.Dropped
+		res.Lost += r.Lost
+		if r.EventsPerSec < lossFreeRate && r.Dropped+r.Lost > 0 {
+			res.LossFree = false
+		}
+	}
+	res.OffSeconds, res.OnSeconds = median(offS), median(onS)
+	res.OffOpsPerSec, res.OnOpsPerSec = median(offOps), median(onOps)
+	res.EventsPerSec = median(evs)
+	if res.OffSeconds > 0 {
+		res.Overhead = res.OnSeconds / res.OffSeconds
+	}
+	if w.target > 0 {
+		met := res.Overhead <= w.target
+		res.TargetMet = &met
+	}
+	return res
+}
+
+func (r *report) allPass() bool {
+	for _, res := range r.Results {
+		if !res.LossFree || (res.TargetMet != nil && !*res.TargetMet) {
+			return false
+		}
+	}
+	return true
+}
+
+// verdict is the table's last column.
+func (r result) verdict() string {
+	var miss []string
+	if r.TargetMet != nil && !*r.TargetMet {
+		miss = append(miss, "overhead")
+	}
+	if !r.LossFree {
+		miss = append(miss, "lost events")
+	}
+	if len(miss) > 0 {
+		return "MISS: " + strings.Join(miss, ", ")
+	}
+	return "ok"
+}
+
+func writeTable(w io.Writer, r *report) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nHarrier sensor overhead: %d rounds per workload (OFF/ON interleaved), medians; kernel %s, %d CPUs\n\n",
+		r.Rounds, r.Kernel, r.CPUs)
+	b.WriteString("| workload | ops | off ops/s | on ops/s | overhead ratio | target | events/s delivered | dropped | lost | verdict |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, res := range r.Results {
+		target, lost := "—", "—"
+		if res.Target > 0 {
+			target = fmt.Sprintf("≤ %.2f", res.Target)
+		}
+		if res.ExpectKind != "" {
+			lost = fmt.Sprint(res.Lost)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %.0f | %.3f | %s | %.0f | %d | %s | %s |\n",
+			res.Workload, res.N, res.OffOpsPerSec, res.OnOpsPerSec, res.Overhead, target,
+			res.EventsPerSec, res.Dropped, lost, res.verdict())
+	}
+	fmt.Fprintf(&b, "\noverhead = median(ON s)/median(OFF s); events/s = sensor-received events / storm seconds (median of ON runs);\n"+
+		"dropped = ring buffer full + queue dropped + decode errors, lost = expected events never submitted (both summed over ON runs);\n"+
+		"no event may be dropped or lost by a run delivering under %d events/s.\n", lossFreeRate)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func writeJSON(path string, r *report) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("results directory: %w", err)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}
+
+// median of xs; 0 when empty.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	m := len(s) / 2
+	if len(s)%2 == 1 {
+		return s[m]
+	}
+	return (s[m-1] + s[m]) / 2
+}
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+func round0(x float64) float64 { return math.Round(x) }
