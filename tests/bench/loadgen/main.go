@@ -25,12 +25,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -211,21 +212,17 @@ func loopback() netip.Addr { return netip.AddrFrom4([4]byte{127, 0, 0, 1}) }
 // reset close keeps TIME_WAIT sockets from exhausting the ephemeral ports
 // over a long benchmark; the sensor's cost is in connect, not in close.
 func setupConnect(ctx context.Context, addr string) (func() error, func(), error) {
-	cleanup := func() {}
+	var (
+		l       *listener
+		cleanup = func() {}
+	)
 	if addr == "" {
-		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(loopback(), 0)))
-		if err != nil {
-			return nil, nil, fmt.Errorf("listen on %s: %w", loopback(), err)
+		var err error
+		if l, err = newListener(ctx); err != nil {
+			return nil, nil, err
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		wg.Go(func() { acceptLoop(ctx, ln) })
-		cleanup = func() {
-			cancel()
-			_ = ln.Close()
-			wg.Wait()
-		}
-		addr = ln.Addr().String()
+		cleanup = l.close
+		addr = l.addr.String()
 	}
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
@@ -239,6 +236,15 @@ func setupConnect(ctx context.Context, addr string) (func() error, func(), error
 	sa := &unix.SockaddrInet4{Port: int(ap.Port()), Addr: loopback().As4()}
 	reset := &unix.Linger{Onoff: 1, Linger: 0}
 	op := func() error {
+		if l != nil {
+			// Wait for a slot in the accept window, so the backlog never
+			// overflows (a dropped SYN costs a 1 s retransmit).
+			select {
+			case l.window <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 		if err != nil {
 			return fmt.Errorf("socket: %w", err)
@@ -265,20 +271,93 @@ func setupConnect(ctx context.Context, addr string) (func() error, func(), error
 	return op, cleanup, nil
 }
 
-// acceptLoop accepts and closes connections until ctx ends or ln is closed.
-func acceptLoop(ctx context.Context, ln *net.TCPListener) {
-	for ctx.Err() == nil {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// A connection reset before accept, or a transient error such as
-			// EMFILE: back off briefly rather than spin.
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		_ = c.SetLinger(0)
-		_ = c.Close()
+// listener is loadgen's own TCP listener on 127.0.0.1. Its accept threads
+// make blocking accept4 calls and close each connection at once; window
+// bounds the connections made but not yet accepted to well under the
+// backlog.
+type listener struct {
+	fd     int
+	addr   netip.AddrPort
+	window chan struct{}
+	wg     sync.WaitGroup
+}
+
+const (
+	acceptThreads = 2
+	listenBacklog = 4096
+	maxWindow     = 512
+)
+
+func newListener(ctx context.Context) (*listener, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return nil, fmt.Errorf("listener socket: %w", err)
 	}
+	l := &listener{fd: fd}
+	fail := func(what string, err error) (*listener, error) {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("listener %s: %w", what, err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("SO_REUSEADDR", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: loopback().As4()}); err != nil {
+		return fail("bind", err)
+	}
+	if err := unix.Listen(fd, listenBacklog); err != nil {
+		return fail("listen", err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return fail("getsockname", err)
+	}
+	sa4, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return fail("getsockname", fmt.Errorf("unexpected address %T", sa))
+	}
+	l.addr = netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), uint16(sa4.Port))
+	// The kernel caps the backlog at net.core.somaxconn; stay well under it.
+	window := maxWindow
+	if b, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n/2 < window {
+			window = max(1, n/2)
+		}
+	}
+	l.window = make(chan struct{}, window)
+	for range acceptThreads {
+		l.wg.Go(func() { l.acceptLoop(ctx) })
+	}
+	return l, nil
+}
+
+// acceptLoop accepts and closes connections until the listener is shut down.
+func (l *listener) acceptLoop(ctx context.Context) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for {
+		nfd, _, err := unix.Accept4(l.fd, unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			_ = unix.Close(nfd)
+			select {
+			case <-l.window:
+			default:
+			}
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.ECONNABORTED):
+		default:
+			if ctx.Err() == nil && !errors.Is(err, unix.EINVAL) {
+				// EMFILE and the like: back off rather than spin.
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			return // shut down (EINVAL) or cancelled
+		}
+	}
+}
+
+// close stops the accept threads and closes the socket.
+func (l *listener) close() {
+	_ = unix.Shutdown(l.fd, unix.SHUT_RDWR) // wakes blocked accept4 calls with EINVAL
+	l.wg.Wait()
+	_ = unix.Close(l.fd)
 }

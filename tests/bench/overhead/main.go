@@ -51,7 +51,7 @@ func allWorkloads() []workload {
 		{name: "exec", defaultN: 1000, target: 1.05, expectKind: "exec"},
 		{name: "open-unwatched", defaultN: 300_000, target: 1.05},
 		{name: "open-watched", defaultN: 300_000, expectKind: "file_open"},
-		{name: "connect", defaultN: 20_000, target: 1.05, expectKind: "connect"},
+		{name: "connect", defaultN: 60_000, target: 1.05, expectKind: "connect"},
 	}
 }
 
@@ -110,8 +110,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 	log.Info("bench environment", "dir", env.dir, "watched", env.watchedDir, "unwatched", env.unwatchedDir, "config", env.configPath)
 
 	report := newReport(o, env)
+	if report.SensorIdleCPUSeconds, err = idleSensorCPU(ctx, o, env, log); err != nil {
+		return err
+	}
 	for _, w := range o.workloads {
-		res, err := runWorkload(ctx, o, env, w, log)
+		res, err := runWorkload(ctx, o, env, w, report.SensorIdleCPUSeconds, log)
 		if err != nil {
 			return err
 		}

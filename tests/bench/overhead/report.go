@@ -28,7 +28,10 @@ type report struct {
 	Warmup     int            `json:"warmup"`
 	N          map[string]int `json:"n"`
 	ExtraWatch string         `json:"extraWatchPath"`
-	Results    []result       `json:"results"`
+	// SensorIdleCPUSeconds is harrier's CPU time for an ON run without a
+	// storm (startup, settle, drain, exit); median of idleRuns.
+	SensorIdleCPUSeconds float64  `json:"sensorIdleCPUSeconds"`
+	Results              []result `json:"results"`
 }
 
 // result summarizes one workload's rounds.
@@ -57,8 +60,16 @@ type result struct {
 	ExpectKind string `json:"expectKind,omitempty"`
 	// LossFree is false when events were dropped or lost in a run that
 	// delivered fewer than lossFreeRate events per second.
-	LossFree bool        `json:"lossFree"`
-	Runs     []runRecord `json:"runs"`
+	LossFree bool `json:"lossFree"`
+	// Where the time goes, from medians: the extra wall time per operation;
+	// the extra system time loadgen (and the children it reaps) spent per
+	// operation, where in-kernel sensor work lands; harrier's CPU time per
+	// ON run beyond an idle run, and that as a share of one CPU over the storm.
+	ExtraMicrosPerOp    float64     `json:"extraMicrosPerOp"`
+	ExtraSysMicrosPerOp float64     `json:"extraLoadgenSysMicrosPerOp"`
+	SensorCPUSeconds    float64     `json:"sensorStormCPUSeconds"`
+	SensorCPUShare      float64     `json:"sensorStormCPUShare"`
+	Runs                []runRecord `json:"runs"`
 }
 
 func newReport(o options, env *benchEnv) *report {
@@ -85,15 +96,18 @@ func newReport(o options, env *benchEnv) *report {
 	return r
 }
 
-func summarize(w workload, n int, runs []runRecord) result {
+func summarize(w workload, n int, runs []runRecord, idleCPU float64) result {
 	res := result{Workload: w.name, N: n, Target: w.target, ExpectKind: w.expectKind, LossFree: true, Runs: runs}
-	var offS, onS, offOps, onOps, evs []float64
+	var offS, onS, offOps, onOps, evs, offSys, onSys, sensorCPU []float64
 	for _, r := range runs {
 		if !r.SensorOn {
 			offS = append(offS, r.Seconds)
 			offOps = append(offOps, r.OpsPerSec)
+			offSys = append(offSys, r.LoadgenSysSeconds)
 			continue
 		}
+		onSys = append(onSys, r.LoadgenSysSeconds)
+		sensorCPU = append(sensorCPU, r.SensorCPUSeconds)
 		res.Rounds++
 		onS = append(onS, r.Seconds)
 		onOps = append(onOps, r.OpsPerSec)
@@ -109,6 +123,12 @@ func summarize(w workload, n int, runs []runRecord) result {
 	res.EventsPerSec = median(evs)
 	if res.OffSeconds > 0 {
 		res.Overhead = res.OnSeconds / res.OffSeconds
+	}
+	res.ExtraMicrosPerOp = (res.OnSeconds - res.OffSeconds) / float64(n) * 1e6
+	res.ExtraSysMicrosPerOp = (median(onSys) - median(offSys)) / float64(n) * 1e6
+	res.SensorCPUSeconds = max(0, median(sensorCPU)-idleCPU)
+	if res.OnSeconds > 0 {
+		res.SensorCPUShare = res.SensorCPUSeconds / res.OnSeconds
 	}
 	if w.target > 0 {
 		met := res.Overhead <= w.target
@@ -159,9 +179,18 @@ func writeTable(w io.Writer, r *report) error {
 			res.Workload, res.N, res.OffOpsPerSec, res.OnOpsPerSec, res.Overhead, target,
 			res.EventsPerSec, res.Dropped, lost, res.verdict())
 	}
+	b.WriteString("\n| workload | extra wall µs/op | extra loadgen sys µs/op | sensor storm CPU s | sensor CPU / storm |\n")
+	b.WriteString("|---|---:|---:|---:|---:|\n")
+	for _, res := range r.Results {
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.3f | %.0f%% |\n", res.Workload, res.ExtraMicrosPerOp,
+			res.ExtraSysMicrosPerOp, res.SensorCPUSeconds, 100*res.SensorCPUShare)
+	}
 	fmt.Fprintf(&b, "\noverhead = median(ON s)/median(OFF s); events/s = sensor-received events / storm seconds (median of ON runs);\n"+
 		"dropped = ring buffer full + queue dropped + decode errors, lost = expected events never submitted (both summed over ON runs);\n"+
-		"no event may be dropped or lost by a run delivering under %d events/s.\n", lossFreeRate)
+		"no event may be dropped or lost by a run delivering under %d events/s.\n"+
+		"Second table (medians): in-kernel sensor work shows as extra loadgen system time; sensor storm CPU is harrier's\n"+
+		"user+system time per ON run less an idle run's (%.3f s), competing with loadgen for the %d CPUs.\n",
+		lossFreeRate, r.SensorIdleCPUSeconds, r.CPUs)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

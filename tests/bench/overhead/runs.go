@@ -24,6 +24,8 @@ type loadgenResult struct {
 	N         int     `json:"n"`
 	Seconds   float64 `json:"seconds"`
 	OpsPerSec float64 `json:"ops_per_sec"`
+	// CPU time of the loadgen process, from its rusage.
+	userSeconds, sysSeconds float64
 }
 
 // runRecord is one timed loadgen run, with the sensor's counters when it was on.
@@ -32,12 +34,18 @@ type runRecord struct {
 	SensorOn  bool    `json:"sensorOn"`
 	Seconds   float64 `json:"seconds"`
 	OpsPerSec float64 `json:"opsPerSec"`
+	// CPU time of the loadgen process (setup included).
+	LoadgenUserSeconds float64 `json:"loadgenUserSeconds"`
+	LoadgenSysSeconds  float64 `json:"loadgenSysSeconds"`
 	// For ON runs only.
-	SensorSeconds float64       `json:"sensorSeconds,omitempty"` // sensor start to exit
-	EventsPerSec  float64       `json:"eventsPerSec,omitempty"`  // received / storm seconds
-	Dropped       uint64        `json:"dropped,omitempty"`
-	Lost          uint64        `json:"lost,omitempty"`
-	Stats         *sensor.Stats `json:"stats,omitempty"`
+	SensorSeconds float64 `json:"sensorSeconds,omitempty"` // sensor start to exit
+	// SensorCPUSeconds is harrier's user+system CPU time over its whole
+	// life, startup included; in-kernel BPF time is charged to loadgen.
+	SensorCPUSeconds float64       `json:"sensorCPUSeconds,omitempty"`
+	EventsPerSec     float64       `json:"eventsPerSec,omitempty"` // received / storm seconds
+	Dropped          uint64        `json:"dropped,omitempty"`
+	Lost             uint64        `json:"lost,omitempty"`
+	Stats            *sensor.Stats `json:"stats,omitempty"`
 }
 
 // writeSensorConfig writes a harrier config whose sensor section sets
@@ -57,8 +65,32 @@ func writeSensorConfig(path string, watch []string) error {
 	return nil
 }
 
+// idleRuns is how many storm-free sensor runs calibrate the sensor's own
+// startup and idle CPU time.
+const idleRuns = 3
+
+// idleSensorCPU is the median CPU time of an ON run without a storm: start,
+// settle, drain, stop. It is subtracted from ON runs' sensor CPU.
+func idleSensorCPU(ctx context.Context, o options, env *benchEnv, log *slog.Logger) (float64, error) {
+	var cpu []float64
+	for i := range idleRuns {
+		h, err := startSensor(ctx, o, env.configPath)
+		if err != nil {
+			return 0, fmt.Errorf("idle sensor run: %w", err)
+		}
+		sleepErr := sleepCtx(ctx, o.drain)
+		_, stopErr := h.stop()
+		if err := errors.Join(sleepErr, stopErr); err != nil {
+			return 0, fmt.Errorf("idle sensor run: %w", err)
+		}
+		log.Info("idle sensor run", "run", i+1, "cpu_seconds", round3(h.cpu.Seconds()), "seconds", round3(h.lifetime.Seconds()))
+		cpu = append(cpu, h.cpu.Seconds())
+	}
+	return median(cpu), nil
+}
+
 // runWorkload runs w's warm-up and its interleaved OFF/ON rounds.
-func runWorkload(ctx context.Context, o options, env *benchEnv, w workload, log *slog.Logger) (result, error) {
+func runWorkload(ctx context.Context, o options, env *benchEnv, w workload, idleCPU float64, log *slog.Logger) (result, error) {
 	n := o.n[w.name]
 	args := env.loadgenArgs(w, n)
 	for i := range o.warmup {
@@ -90,7 +122,7 @@ func runWorkload(ctx context.Context, o options, env *benchEnv, w workload, log 
 			runs = append(runs, rec)
 		}
 	}
-	return summarize(w, n, runs), nil
+	return summarize(w, n, runs, idleCPU), nil
 }
 
 // runOnce is one loadgen run, under the sensor when on.
@@ -100,7 +132,8 @@ func runOnce(ctx context.Context, o options, env *benchEnv, w workload, n int, a
 		if err != nil {
 			return runRecord{}, err
 		}
-		return runRecord{Seconds: lg.Seconds, OpsPerSec: lg.OpsPerSec}, nil
+		return runRecord{Seconds: lg.Seconds, OpsPerSec: lg.OpsPerSec,
+			LoadgenUserSeconds: lg.userSeconds, LoadgenSysSeconds: lg.sysSeconds}, nil
 	}
 
 	h, err := startSensor(ctx, o, env.configPath)
@@ -116,13 +149,16 @@ func runOnce(ctx context.Context, o options, env *benchEnv, w workload, n int, a
 		return runRecord{}, err
 	}
 	rec := runRecord{
-		SensorOn:      true,
-		Seconds:       lg.Seconds,
-		OpsPerSec:     lg.OpsPerSec,
-		SensorSeconds: h.lifetime.Seconds(),
-		EventsPerSec:  float64(stats.Received) / lg.Seconds,
-		Dropped:       dropped(stats),
-		Stats:         &stats,
+		SensorOn:           true,
+		Seconds:            lg.Seconds,
+		OpsPerSec:          lg.OpsPerSec,
+		SensorSeconds:      h.lifetime.Seconds(),
+		SensorCPUSeconds:   h.cpu.Seconds(),
+		LoadgenUserSeconds: lg.userSeconds,
+		LoadgenSysSeconds:  lg.sysSeconds,
+		EventsPerSec:       float64(stats.Received) / lg.Seconds,
+		Dropped:            dropped(stats),
+		Stats:              &stats,
 	}
 	if w.expectKind != "" {
 		if got := stats.KernelSubmitted[w.expectKind]; got < uint64(n) {
@@ -160,6 +196,8 @@ func runLoadgen(ctx context.Context, path string, args []string) (loadgenResult,
 	if res.Seconds <= 0 {
 		return loadgenResult{}, fmt.Errorf("loadgen output %q: no duration", stdout.String())
 	}
+	res.userSeconds = cmd.ProcessState.UserTime().Seconds()
+	res.sysSeconds = cmd.ProcessState.SystemTime().Seconds()
 	return res, nil
 }
 
@@ -169,6 +207,7 @@ type sensorProc struct {
 	stderr      *lineWriter
 	started     time.Time
 	lifetime    time.Duration
+	cpu         time.Duration
 	stopTimeout time.Duration
 	exited      <-chan error
 }
@@ -232,6 +271,7 @@ func (h *sensorProc) stop() (sensor.Stats, error) {
 		return stats, fmt.Errorf("harrier did not exit within %s of SIGINT: %s", h.stopTimeout, h.stderr.tail(20))
 	}
 	h.lifetime = time.Since(h.started)
+	h.cpu = h.cmd.ProcessState.UserTime() + h.cmd.ProcessState.SystemTime()
 	if waitErr != nil {
 		return stats, fmt.Errorf("harrier: %w: %s", waitErr, h.stderr.tail(20))
 	}
