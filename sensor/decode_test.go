@@ -116,6 +116,7 @@ func testSensor() *Sensor {
 		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		procs:    proc.New(proc.Config{MaxEntries: 64, ExitedKeep: 16}),
 		cgroups:  newCgroupResolver("", 64),
+		views:    newViewCache(64),
 		bootTime: time.Unix(1_700_000_000, 0),
 	}
 }
@@ -238,4 +239,27 @@ func FuzzDecodeRecord(f *testing.F) {
 			t.Fatalf("json: %v", err)
 		}
 	})
+}
+
+// BenchmarkDecodeEnrich is the user-space cost of one event from a process
+// with a few ancestors: the budget behind "events/s through the pipeline".
+func BenchmarkDecodeEnrich(b *testing.B) {
+	s := testSensor()
+	s.procs = proc.New(proc.Config{})
+	parent := uint32(1)
+	for pid := uint32(2); pid < 8; pid++ {
+		s.procs.Exec(proc.Entry{Tgid: pid, Ppid: parent, Exe: "/usr/bin/bash", Args: []string{"bash", "-c", "something long enough to matter"}, StartBootNs: uint64(pid)})
+		parent = pid
+	}
+	c := &record{Kind: kindConnect, Tgid: 7, Pid: 7, CgroupID: 77, Comm: []byte("curl")}
+	c.Num[0], c.Num[1], c.Num[3], c.Num[6] = afInet, ipprotTCP, 443, 0x0100007f
+	raw := encodeRecord(c)
+	var r record
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := decodeRecord(raw, &r); err != nil {
+			b.Fatal(err)
+		}
+		_ = s.enrich(&r)
+	}
 }

@@ -9,27 +9,26 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
-	"github.com/harrier-sec/harrier/sensor/container"
 	"github.com/harrier-sec/harrier/sensor/proc"
 )
 
 // enrich updates the process cache from rec and builds the event with its
 // process, ancestry and container.
+//
+// Events of one process share their Process, Ancestry, Namespaces and
+// Container messages (see view), so consumers must treat events as
+// read-only. This keeps the per-event cost to the event itself.
 func (s *Sensor) enrich(rec *record) *api.Event {
 	ev := &api.Event{
 		Seq:  s.seq.Add(1),
 		Time: timestamppb.New(s.bootTime.Add(time.Duration(rec.TsBootNs))),
 		Node: s.cfg.Node,
 		Kind: api.EventKind(rec.Kind),
-		Namespaces: &api.Namespaces{
-			Pid: rec.PidNS, Mnt: rec.MntNS, Net: rec.NetNS,
-		},
 	}
-	var cinfo container.Info
 	switch rec.Kind {
 	case kindExec:
 		cgroupPath := api.Text(rec.Str[4])
-		cinfo = s.cgroups.learn(rec.CgroupID, cgroupPath)
+		s.cgroups.learn(rec.CgroupID, cgroupPath)
 		args, truncated := splitArgs(rec.Str[1])
 		s.procs.Exec(proc.Entry{
 			StartBootNs: rec.StartBootNs,
@@ -49,41 +48,96 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 			},
 			ArgsTruncated: truncated || rec.Num[1] != 0,
 		})
+		s.views.forget(rec.Tgid)
 		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3])}}
 	case kindFork:
 		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
 	}
-	if rec.Kind != kindExec {
-		cinfo = s.cgroups.resolve(rec.CgroupID)
-	}
 
-	ev.Process = s.process(rec)
-	ev.Ancestry = proc.ToAncestry(s.procs.Ancestry(rec.Tgid, s.cfg.AncestryDepth), s.bootTime)
-	if cinfo.InContainer() || cinfo.PodUID != "" {
-		ev.Container = &api.Container{Runtime: cinfo.Runtime, Id: cinfo.ID, Cgroup: cinfo.Cgroup, PodUid: cinfo.PodUID}
-	}
+	v := s.view(rec)
+	ev.Process, ev.Ancestry, ev.Namespaces, ev.Container = v.process, v.ancestry, v.namespaces, v.container
 	if rec.Kind != kindExec {
 		setDetail(ev, rec)
 	}
 	if rec.Kind == kindExit {
 		s.procs.Exit(rec.Tgid)
+		s.views.forget(rec.Tgid)
 	}
 	return ev
 }
 
-// process builds the process block: identity and credentials as the kernel
-// saw them at the event, image details from the cache.
-func (s *Sensor) process(rec *record) *api.Process {
-	var p *api.Process
-	if e, ok := s.procs.Get(rec.Tgid); ok {
-		p = e.ToProcess(s.bootTime)
-	} else {
-		p = &api.Process{StartTime: timestamppb.New(s.bootTime.Add(time.Duration(rec.StartBootNs)))}
+// processView is what every event of one process carries, built once and
+// reused while the kernel's view of the process (thread, credentials, comm,
+// cgroup, namespaces) is unchanged.
+type processView struct {
+	key        viewKey
+	process    *api.Process
+	ancestry   []*api.Ancestor
+	namespaces *api.Namespaces
+	container  *api.Container
+}
+
+// viewKey holds the record fields a view depends on.
+type viewKey struct {
+	start                uint64
+	cgroup               uint64
+	pid, ppid            uint32
+	uid, gid, euid, egid uint32
+	pidNS, mntNS, netNS  uint32
+	comm                 [16]byte
+}
+
+func keyOf(rec *record) viewKey {
+	k := viewKey{
+		start: rec.StartBootNs, cgroup: rec.CgroupID, pid: rec.Pid, ppid: rec.Ppid,
+		uid: rec.Uid, gid: rec.Gid, euid: rec.Euid, egid: rec.Egid,
+		pidNS: rec.PidNS, mntNS: rec.MntNS, netNS: rec.NetNS,
 	}
+	copy(k.comm[:], rec.Comm)
+	return k
+}
+
+// viewCache maps tgids to views. It is used by the Run goroutine only, and
+// forgets everything when full, which keeps it bounded under churn.
+type viewCache struct {
+	max   int
+	views map[uint32]*processView
+}
+
+func newViewCache(max int) *viewCache {
+	return &viewCache{max: max, views: make(map[uint32]*processView)}
+}
+
+func (c *viewCache) forget(tgid uint32) { delete(c.views, tgid) }
+
+// view returns the shared process view for rec, building it on a miss.
+func (s *Sensor) view(rec *record) *processView {
+	key := keyOf(rec)
+	if v, ok := s.views.views[rec.Tgid]; ok && v.key == key {
+		return v
+	}
+	v := &processView{
+		key:        key,
+		namespaces: &api.Namespaces{Pid: rec.PidNS, Mnt: rec.MntNS, Net: rec.NetNS},
+		ancestry:   proc.ToAncestry(s.procs.Ancestry(rec.Tgid, s.cfg.AncestryDepth), s.bootTime),
+	}
+	if e, ok := s.procs.Get(rec.Tgid); ok {
+		v.process = e.ToProcess(s.bootTime)
+	} else {
+		v.process = &api.Process{StartTime: timestamppb.New(s.bootTime.Add(time.Duration(rec.StartBootNs)))}
+	}
+	p := v.process
 	p.Pid, p.Tgid, p.Ppid = rec.Pid, rec.Tgid, rec.Ppid
 	p.Uid, p.Gid, p.Euid, p.Egid = rec.Uid, rec.Gid, rec.Euid, rec.Egid
 	p.Comm = api.Text(rec.Comm)
-	return p
+	if c := s.cgroups.resolve(rec.CgroupID); c.InContainer() || c.PodUID != "" {
+		v.container = &api.Container{Runtime: c.Runtime, Id: c.ID, Cgroup: c.Cgroup, PodUid: c.PodUID}
+	}
+	if len(s.views.views) >= s.views.max {
+		clear(s.views.views)
+	}
+	s.views.views[rec.Tgid] = v
+	return v
 }
 
 // splitArgs splits the NUL-separated argv the kernel copied.

@@ -58,8 +58,8 @@ func probeSpecs() []probeSpec {
 		schedProbe("exit", "sched_process_exit"),
 	}
 	return append(specs, probeSpec{name: "syscalls", variants: []attachVariant{
-		{kind: AttachTPBTF, programs: []string{"tp_btf_sys_enter", "tp_btf_sys_exit"}, hooks: []string{"sys_enter", "sys_exit"}},
-		{kind: AttachRawTP, programs: []string{"raw_tp_sys_enter", "raw_tp_sys_exit"}, hooks: []string{"sys_enter", "sys_exit"}},
+		{kind: AttachTPBTF, programs: []string{"tp_btf_sys_exit"}, hooks: []string{"sys_exit"}},
+		{kind: AttachRawTP, programs: []string{"raw_tp_sys_exit"}, hooks: []string{"sys_exit"}},
 	}})
 }
 

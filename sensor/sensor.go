@@ -46,7 +46,6 @@ type Stats struct {
 	// full, by event kind name.
 	KernelSubmitted    map[string]uint64 `json:"kernelSubmitted"`
 	KernelRingFull     map[string]uint64 `json:"kernelRingBufferFull"`
-	KernelInflightFull uint64            `json:"kernelInflightFull"`
 	KernelPathTrunc    uint64            `json:"kernelPathTruncated"`
 	KernelArgsTrunc    uint64            `json:"kernelArgsTruncated"`
 	KernelFileFiltered uint64            `json:"kernelFileFiltered"`
@@ -68,6 +67,7 @@ type Sensor struct {
 	reader   *ringbuf.Reader
 	procs    *proc.Cache
 	cgroups  *cgroupResolver
+	views    *viewCache
 	bootTime time.Time
 	status   Status
 	seq      atomic.Uint64
@@ -128,6 +128,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	s.status.CgroupMode = hier.Mode()
 	s.status.CgroupHierarchy = mountpoint
 	s.cgroups = newCgroupResolver(mountpoint, 4096)
+	s.views = newViewCache(cfg.ProcessCacheSize)
 
 	s.kern, err = load(loadOptions{cfg: cfg, selfTgid: uint32(os.Getpid()), cgroupSubsys: subsys, kernel: kernel})
 	if err != nil {
@@ -313,7 +314,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		}
 	}
 	for slot, dst := range map[uint32]*uint64{
-		statInflightFull: &st.KernelInflightFull, statPathTrunc: &st.KernelPathTrunc,
+		statPathTrunc: &st.KernelPathTrunc,
 		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
 	} {
 		v, err := sum(slot)
@@ -329,7 +330,6 @@ func (s *Sensor) Stats() (Stats, error) {
 const (
 	statSubmitted    = 0
 	statRingFull     = 16
-	statInflightFull = 32
 	statPathTrunc    = 33
 	statArgsTrunc    = 34
 	statFileFiltered = 35

@@ -44,13 +44,6 @@ type sensorEvent struct {
 	Data [20480]int8
 }
 
-type sensorInflight struct {
-	_    structs.HostLayout
-	Args [6]uint64
-	Sc   uint32
-	Pad  uint32
-}
-
 type sensorLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -66,28 +59,25 @@ type sensorPathBuf struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sensorMapEventScratch   = "event_scratch"
-	sensorMapEvents         = "events"
-	sensorMapInflightCalls  = "inflight_calls"
-	sensorMapKeyScratch     = "key_scratch"
-	sensorMapPathScratch    = "path_scratch"
-	sensorMapStats          = "stats"
-	sensorMapSyscallIds     = "syscall_ids"
-	sensorMapWatchPaths     = "watch_paths"
-	sensorProgRawTpExec     = "raw_tp_exec"
-	sensorProgRawTpExit     = "raw_tp_exit"
-	sensorProgRawTpFork     = "raw_tp_fork"
-	sensorProgRawTpSysEnter = "raw_tp_sys_enter"
-	sensorProgRawTpSysExit  = "raw_tp_sys_exit"
-	sensorProgTpBtfExec     = "tp_btf_exec"
-	sensorProgTpBtfExit     = "tp_btf_exit"
-	sensorProgTpBtfFork     = "tp_btf_fork"
-	sensorProgTpBtfSysEnter = "tp_btf_sys_enter"
-	sensorProgTpBtfSysExit  = "tp_btf_sys_exit"
-	sensorVarCgroupSubsys   = "cgroup_subsys"
-	sensorVarSelfTgid       = "self_tgid"
-	sensorVarWakeupBytes    = "wakeup_bytes"
-	sensorVarWatchAllFiles  = "watch_all_files"
+	sensorMapEventScratch  = "event_scratch"
+	sensorMapEvents        = "events"
+	sensorMapKeyScratch    = "key_scratch"
+	sensorMapPathScratch   = "path_scratch"
+	sensorMapStats         = "stats"
+	sensorMapSyscallIds    = "syscall_ids"
+	sensorMapWatchPaths    = "watch_paths"
+	sensorProgRawTpExec    = "raw_tp_exec"
+	sensorProgRawTpExit    = "raw_tp_exit"
+	sensorProgRawTpFork    = "raw_tp_fork"
+	sensorProgRawTpSysExit = "raw_tp_sys_exit"
+	sensorProgTpBtfExec    = "tp_btf_exec"
+	sensorProgTpBtfExit    = "tp_btf_exit"
+	sensorProgTpBtfFork    = "tp_btf_fork"
+	sensorProgTpBtfSysExit = "tp_btf_sys_exit"
+	sensorVarCgroupSubsys  = "cgroup_subsys"
+	sensorVarSelfTgid      = "self_tgid"
+	sensorVarWakeupBytes   = "wakeup_bytes"
+	sensorVarWatchAllFiles = "watch_all_files"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -132,30 +122,27 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
-	RawTpExec     *ebpf.ProgramSpec `ebpf:"raw_tp_exec"`
-	RawTpExit     *ebpf.ProgramSpec `ebpf:"raw_tp_exit"`
-	RawTpFork     *ebpf.ProgramSpec `ebpf:"raw_tp_fork"`
-	RawTpSysEnter *ebpf.ProgramSpec `ebpf:"raw_tp_sys_enter"`
-	RawTpSysExit  *ebpf.ProgramSpec `ebpf:"raw_tp_sys_exit"`
-	TpBtfExec     *ebpf.ProgramSpec `ebpf:"tp_btf_exec"`
-	TpBtfExit     *ebpf.ProgramSpec `ebpf:"tp_btf_exit"`
-	TpBtfFork     *ebpf.ProgramSpec `ebpf:"tp_btf_fork"`
-	TpBtfSysEnter *ebpf.ProgramSpec `ebpf:"tp_btf_sys_enter"`
-	TpBtfSysExit  *ebpf.ProgramSpec `ebpf:"tp_btf_sys_exit"`
+	RawTpExec    *ebpf.ProgramSpec `ebpf:"raw_tp_exec"`
+	RawTpExit    *ebpf.ProgramSpec `ebpf:"raw_tp_exit"`
+	RawTpFork    *ebpf.ProgramSpec `ebpf:"raw_tp_fork"`
+	RawTpSysExit *ebpf.ProgramSpec `ebpf:"raw_tp_sys_exit"`
+	TpBtfExec    *ebpf.ProgramSpec `ebpf:"tp_btf_exec"`
+	TpBtfExit    *ebpf.ProgramSpec `ebpf:"tp_btf_exit"`
+	TpBtfFork    *ebpf.ProgramSpec `ebpf:"tp_btf_fork"`
+	TpBtfSysExit *ebpf.ProgramSpec `ebpf:"tp_btf_sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	EventScratch  *ebpf.MapSpec `ebpf:"event_scratch"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	InflightCalls *ebpf.MapSpec `ebpf:"inflight_calls"`
-	KeyScratch    *ebpf.MapSpec `ebpf:"key_scratch"`
-	PathScratch   *ebpf.MapSpec `ebpf:"path_scratch"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	SyscallIds    *ebpf.MapSpec `ebpf:"syscall_ids"`
-	WatchPaths    *ebpf.MapSpec `ebpf:"watch_paths"`
+	EventScratch *ebpf.MapSpec `ebpf:"event_scratch"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	KeyScratch   *ebpf.MapSpec `ebpf:"key_scratch"`
+	PathScratch  *ebpf.MapSpec `ebpf:"path_scratch"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	SyscallIds   *ebpf.MapSpec `ebpf:"syscall_ids"`
+	WatchPaths   *ebpf.MapSpec `ebpf:"watch_paths"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -188,21 +175,19 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	EventScratch  *ebpf.Map `ebpf:"event_scratch"`
-	Events        *ebpf.Map `ebpf:"events"`
-	InflightCalls *ebpf.Map `ebpf:"inflight_calls"`
-	KeyScratch    *ebpf.Map `ebpf:"key_scratch"`
-	PathScratch   *ebpf.Map `ebpf:"path_scratch"`
-	Stats         *ebpf.Map `ebpf:"stats"`
-	SyscallIds    *ebpf.Map `ebpf:"syscall_ids"`
-	WatchPaths    *ebpf.Map `ebpf:"watch_paths"`
+	EventScratch *ebpf.Map `ebpf:"event_scratch"`
+	Events       *ebpf.Map `ebpf:"events"`
+	KeyScratch   *ebpf.Map `ebpf:"key_scratch"`
+	PathScratch  *ebpf.Map `ebpf:"path_scratch"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	SyscallIds   *ebpf.Map `ebpf:"syscall_ids"`
+	WatchPaths   *ebpf.Map `ebpf:"watch_paths"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
 		m.EventScratch,
 		m.Events,
-		m.InflightCalls,
 		m.KeyScratch,
 		m.PathScratch,
 		m.Stats,
@@ -225,16 +210,14 @@ type sensorVariables struct {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
-	RawTpExec     *ebpf.Program `ebpf:"raw_tp_exec"`
-	RawTpExit     *ebpf.Program `ebpf:"raw_tp_exit"`
-	RawTpFork     *ebpf.Program `ebpf:"raw_tp_fork"`
-	RawTpSysEnter *ebpf.Program `ebpf:"raw_tp_sys_enter"`
-	RawTpSysExit  *ebpf.Program `ebpf:"raw_tp_sys_exit"`
-	TpBtfExec     *ebpf.Program `ebpf:"tp_btf_exec"`
-	TpBtfExit     *ebpf.Program `ebpf:"tp_btf_exit"`
-	TpBtfFork     *ebpf.Program `ebpf:"tp_btf_fork"`
-	TpBtfSysEnter *ebpf.Program `ebpf:"tp_btf_sys_enter"`
-	TpBtfSysExit  *ebpf.Program `ebpf:"tp_btf_sys_exit"`
+	RawTpExec    *ebpf.Program `ebpf:"raw_tp_exec"`
+	RawTpExit    *ebpf.Program `ebpf:"raw_tp_exit"`
+	RawTpFork    *ebpf.Program `ebpf:"raw_tp_fork"`
+	RawTpSysExit *ebpf.Program `ebpf:"raw_tp_sys_exit"`
+	TpBtfExec    *ebpf.Program `ebpf:"tp_btf_exec"`
+	TpBtfExit    *ebpf.Program `ebpf:"tp_btf_exit"`
+	TpBtfFork    *ebpf.Program `ebpf:"tp_btf_fork"`
+	TpBtfSysExit *ebpf.Program `ebpf:"tp_btf_sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
@@ -242,12 +225,10 @@ func (p *sensorPrograms) Close() error {
 		p.RawTpExec,
 		p.RawTpExit,
 		p.RawTpFork,
-		p.RawTpSysEnter,
 		p.RawTpSysExit,
 		p.TpBtfExec,
 		p.TpBtfExit,
 		p.TpBtfFork,
-		p.TpBtfSysEnter,
 		p.TpBtfSysExit,
 	)
 }

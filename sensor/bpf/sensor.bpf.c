@@ -75,7 +75,6 @@ enum syscall_id {
 enum stat_slot {
 	STAT_SUBMITTED = 0,         /* + kind */
 	STAT_RINGBUF_FULL = 16,     /* + kind: record lost, ring buffer full */
-	STAT_INFLIGHT_FULL = 32,    /* syscall entry not stashed */
 	STAT_PATH_TRUNCATED = 33,   /* path deeper than MAX_PATH_DEPTH */
 	STAT_ARGS_TRUNCATED = 34,
 	STAT_FILE_FILTERED = 35,    /* file events dropped by the watch filter */
@@ -148,6 +147,7 @@ struct path_buf {
 	char buf[2 * PATH_MAX];
 };
 
+/* A syscall being reported: its identifier and arguments. */
 struct inflight {
 	u64 args[6];
 	u32 sc;
@@ -197,13 +197,6 @@ struct {
 	__type(key, u32);
 	__type(value, struct lpm_key);
 } key_scratch SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, u64);
-	__type(value, struct inflight);
-} inflight_calls SEC(".maps");
 
 /* Watched path prefixes; value unused (1). Filled by user space from config. */
 struct {
@@ -702,11 +695,10 @@ int BPF_PROG(raw_tp_exit, struct task_struct *p)
 }
 
 /* ---- syscalls ----
- * One dispatcher on the raw sys_enter/sys_exit tracepoints: hardened kernels
+ * One dispatcher on the raw sys_exit tracepoint: hardened kernels
  * refuse to attach BPF to per-syscall perf tracepoints. An array indexed by
  * syscall number (filled by user space with this architecture's numbers)
- * makes an uninteresting syscall cost one lookup. Arguments are stashed on
- * entry and the event is emitted on exit, with the result. */
+ * makes an uninteresting syscall cost one lookup. */
 
 struct pt_regs___x86 {
 	unsigned long di;
@@ -772,58 +764,37 @@ static __always_inline long syscall_nr(struct pt_regs *regs)
 	return BPF_CORE_READ((struct pt_regs___arm64 *)regs, syscallno);
 }
 
-static __always_inline int sys_enter(struct pt_regs *regs, long nr)
+static void dispatch(struct inflight *in, long ret);
+
+/* sys_exit is the only syscall hook: the argument registers still hold the
+ * arguments when the syscall returns (x86-64 preserves them; arm64 keeps the
+ * first in orig_x0), so one program per syscall suffices, with no table of
+ * calls in flight. What is read is what the syscall actually ran with, even
+ * if a tracer rewrote the registers at entry. */
+static __always_inline int sys_exit(struct pt_regs *regs, long ret)
 {
-	u32 sc = interest(nr);
+	u32 sc = interest(syscall_nr(regs));
 	if (!sc)
 		return 0;
-	u64 id = bpf_get_current_pid_tgid();
-	if ((u32)(id >> 32) == self_tgid)
+	if ((u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
 	struct inflight in = {.sc = sc};
 	read_args(regs, in.args);
-	/* clone and clone3 matter here only when they create namespaces; the
-	 * new process itself is reported by the fork event. */
-	if (sc == SC_CLONE && !(in.args[0] & CLONE_NEW_MASK))
-		return 0;
-	if (sc == SC_CLONE3) {
-		struct clone_args ca = {};
-		bpf_probe_read_user(&ca, sizeof(ca), (void *)in.args[0]);
-		if (!(ca.flags & CLONE_NEW_MASK))
+	if (sc == SC_CLONE || sc == SC_CLONE3) {
+		/* Only namespace creation matters here (the fork event reports
+		 * the process), and only once: the child returns 0 too. */
+		if (ret == 0)
 			return 0;
-		in.args[0] = ca.flags; /* keep the flags, not the pointer */
+		if (sc == SC_CLONE3) {
+			struct clone_args ca = {};
+			bpf_probe_read_user(&ca, sizeof(ca), (void *)in.args[0]);
+			in.args[0] = ca.flags; /* report the flags, not the pointer */
+		}
+		if (!(in.args[0] & CLONE_NEW_MASK))
+			return 0;
 	}
-	if (bpf_map_update_elem(&inflight_calls, &id, &in, BPF_ANY) != 0)
-		stat_inc(STAT_INFLIGHT_FULL);
-	return 0;
-}
-
-static void dispatch(struct inflight *in, long ret);
-
-static __always_inline int sys_exit(struct pt_regs *regs, long ret)
-{
-	if (!interest(syscall_nr(regs)))
-		return 0;
-	u64 id = bpf_get_current_pid_tgid();
-	struct inflight *p = bpf_map_lookup_elem(&inflight_calls, &id);
-	if (!p)
-		return 0;
-	struct inflight in = *p;
-	bpf_map_delete_elem(&inflight_calls, &id);
 	dispatch(&in, ret);
 	return 0;
-}
-
-SEC("tp_btf/sys_enter")
-int BPF_PROG(tp_btf_sys_enter, struct pt_regs *regs, long id)
-{
-	return sys_enter(regs, id);
-}
-
-SEC("raw_tp/sys_enter")
-int BPF_PROG(raw_tp_sys_enter, struct pt_regs *regs, long id)
-{
-	return sys_enter(regs, id);
 }
 
 SEC("tp_btf/sys_exit")
