@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -103,6 +104,7 @@ type eventsOptions struct {
 	duration   time.Duration
 	discard    bool
 	statsOnEnd bool
+	cpuProfile string
 }
 
 func newEventsCommand() *cobra.Command {
@@ -129,6 +131,8 @@ Filters: --kind exec,connect,file_open ... and --container ID (prefix match).
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
 	f.BoolVar(&o.discard, "discard", false, "read and count events without printing them (for benchmarks)")
 	f.BoolVar(&o.statsOnEnd, "stats", false, "print the sensor's counters as JSON to stderr on exit")
+	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
+	_ = f.MarkHidden("cpuprofile")
 	return cmd
 }
 
@@ -163,6 +167,17 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 		defer cancel()
 	}
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	s, err := sensor.New(cfg.Sensor, log)
 	if err != nil {
 		return fmt.Errorf("start sensor: %w", err)

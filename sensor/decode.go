@@ -80,6 +80,9 @@ const (
 	scSetfsgid
 	scCapset
 	scMount
+	scUmount2
+	scMoveMount
+	scPivotRoot
 )
 
 // syscallName names a syscall identifier for status output.
@@ -88,7 +91,7 @@ func syscallName(sc uint32) string {
 		"renameat2", "renameat", "rename", "connect", "listen", "accept", "accept4", "ptrace",
 		"init_module", "finit_module", "unshare", "setns", "clone", "clone3", "memfd_create",
 		"setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-		"capset", "mount"}
+		"capset", "mount", "umount2", "move_mount", "pivot_root"}
 	if int(sc) < len(names) {
 		return names[sc]
 	}

@@ -48,7 +48,7 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 			},
 			ArgsTruncated: truncated || rec.Num[1] != 0,
 		})
-		s.views.forget(rec.Tgid)
+		s.views.forget(rec.Pid)
 		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3])}}
 	case kindFork:
 		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
@@ -61,7 +61,7 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 	}
 	if rec.Kind == kindExit {
 		s.procs.Exit(rec.Tgid)
-		s.views.forget(rec.Tgid)
+		s.views.forget(rec.Pid)
 	}
 	return ev
 }
@@ -97,8 +97,11 @@ func keyOf(rec *record) viewKey {
 	return k
 }
 
-// viewCache maps tgids to views. It is used by the Run goroutine only, and
-// forgets everything when full, which keeps it bounded under churn.
+// viewCache maps thread ids to views (a Process names its thread, and busy
+// multi-threaded processes would otherwise rebuild it on every switch). It
+// is used by the Run goroutine only and forgets everything when full, which
+// keeps it bounded under churn; a stale entry of a dead thread cannot be
+// mistaken for a new one because the key holds the process start time.
 type viewCache struct {
 	max   int
 	views map[uint32]*processView
@@ -108,12 +111,12 @@ func newViewCache(max int) *viewCache {
 	return &viewCache{max: max, views: make(map[uint32]*processView)}
 }
 
-func (c *viewCache) forget(tgid uint32) { delete(c.views, tgid) }
+func (c *viewCache) forget(tid uint32) { delete(c.views, tid) }
 
 // view returns the shared process view for rec, building it on a miss.
 func (s *Sensor) view(rec *record) *processView {
 	key := keyOf(rec)
-	if v, ok := s.views.views[rec.Tgid]; ok && v.key == key {
+	if v, ok := s.views.views[rec.Pid]; ok && v.key == key {
 		return v
 	}
 	v := &processView{
@@ -136,7 +139,7 @@ func (s *Sensor) view(rec *record) *processView {
 	if len(s.views.views) >= s.views.max {
 		clear(s.views.views)
 	}
-	s.views.views[rec.Tgid] = v
+	s.views.views[rec.Pid] = v
 	return v
 }
 

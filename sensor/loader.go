@@ -141,6 +141,9 @@ type loadOptions struct {
 	selfTgid     uint32
 	cgroupSubsys int32
 	kernel       *btf.Spec
+	// fill populates the maps before any program is attached, so no
+	// program ever runs against an empty filter.
+	fill func(maps map[string]*ebpf.Map) error
 }
 
 // load creates the maps, then loads and attaches each probe on its own so
@@ -174,6 +177,11 @@ func load(opts loadOptions) (*loaded, error) {
 		return nil, fmt.Errorf("create BPF maps: %w", err)
 	}
 	l := &loaded{maps: mapsColl.Maps}
+	if opts.fill != nil {
+		if err := opts.fill(l.maps); err != nil {
+			return nil, errors.Join(err, l.Close())
+		}
+	}
 
 	progOpts := ebpf.ProgramOptions{KernelTypes: opts.kernel}
 	probes := opts.probes

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
@@ -49,6 +50,7 @@ type Stats struct {
 	KernelPathTrunc    uint64            `json:"kernelPathTruncated"`
 	KernelArgsTrunc    uint64            `json:"kernelArgsTruncated"`
 	KernelFileFiltered uint64            `json:"kernelFileFiltered"`
+	KernelDirCacheHits uint64            `json:"kernelDirCacheHits"`
 	// User space.
 	Received     uint64            `json:"received"`
 	DecodeErrors uint64            `json:"decodeErrors"`
@@ -130,7 +132,9 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	s.cgroups = newCgroupResolver(mountpoint, 4096)
 	s.views = newViewCache(cfg.ProcessCacheSize)
 
-	s.kern, err = load(loadOptions{cfg: cfg, selfTgid: uint32(os.Getpid()), cgroupSubsys: subsys, kernel: kernel})
+	s.kern, err = load(loadOptions{
+		cfg: cfg, selfTgid: uint32(os.Getpid()), cgroupSubsys: subsys, kernel: kernel, fill: s.fillMaps,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -141,9 +145,6 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 		}
 	}
 	s.status.RingBufferBytes = cfg.RingBufferBytes
-	if err := s.fillMaps(); err != nil {
-		return nil, errors.Join(err, s.kern.Close())
-	}
 	s.status.WatchPaths = len(cfg.WatchPaths)
 
 	s.reader, err = ringbuf.NewReader(s.kern.maps["events"])
@@ -195,8 +196,8 @@ func bootTime() (time.Time, error) {
 	return time.Now().Add(-time.Duration(ts.Nano())), nil
 }
 
-func (s *Sensor) fillMaps() error {
-	watch := s.kern.maps["watch_paths"]
+func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
+	watch, dirs := maps["watch_paths"], maps["watch_dirs"]
 	for _, p := range s.cfg.WatchPaths {
 		var key lpmKey
 		n := copy(key.Data[:], p)
@@ -204,8 +205,15 @@ func (s *Sensor) fillMaps() error {
 		if err := watch.Put(&key, uint8(1)); err != nil {
 			return fmt.Errorf("add watch path %q: %w", p, err)
 		}
+		for _, d := range dirPrefixes(p) {
+			var dk lpmKey
+			copy(dk.Data[:], d)
+			if err := dirs.Put(&dk, uint8(1)); err != nil {
+				return fmt.Errorf("add watch directory %q: %w", d, err)
+			}
+		}
 	}
-	ids := s.kern.maps["syscall_ids"]
+	ids := maps["syscall_ids"]
 	for nr, sc := range syscallNumbers() {
 		if err := ids.Put(uint32(nr), sc); err != nil {
 			return fmt.Errorf("enable syscall %d: %w", nr, err)
@@ -214,6 +222,19 @@ func (s *Sensor) fillMaps() error {
 	}
 	slices.Sort(s.status.Syscalls)
 	return nil
+}
+
+// dirPrefixes lists the directories (with trailing slash) above a watched
+// prefix: "/etc/ssh/x" gives "/", "/etc/", "/etc/ssh/". The kernel only
+// skips directories not among them, so a watched file is never dismissed.
+func dirPrefixes(p string) []string {
+	var dirs []string
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			dirs = append(dirs, p[:i+1])
+		}
+	}
+	return dirs
 }
 
 // lpmKey mirrors struct lpm_key.
@@ -316,6 +337,7 @@ func (s *Sensor) Stats() (Stats, error) {
 	for slot, dst := range map[uint32]*uint64{
 		statPathTrunc: &st.KernelPathTrunc,
 		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
+		statDirCacheHit: &st.KernelDirCacheHits,
 	} {
 		v, err := sum(slot)
 		if err != nil {
@@ -333,6 +355,7 @@ const (
 	statPathTrunc    = 33
 	statArgsTrunc    = 34
 	statFileFiltered = 35
+	statDirCacheHit  = 36
 )
 
 // Close detaches the programs and frees the kernel objects.

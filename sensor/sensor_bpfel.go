@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorDirKey struct {
+	_      structs.HostLayout
+	Dentry uint64
+	Mnt    uint64
+	Root   uint64
+}
+
+type sensorDirVerdict struct {
+	_   structs.HostLayout
+	Gen uint64
+	Ino uint64
+}
+
 type sensorEvent struct {
 	_ structs.HostLayout
 	H struct {
@@ -51,33 +64,37 @@ type sensorLpmKey struct {
 }
 
 type sensorPathBuf struct {
-	_   structs.HostLayout
-	Buf [8192]int8
+	_        structs.HostLayout
+	Buf      [8192]int8
+	Complete uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sensorMapEventScratch  = "event_scratch"
-	sensorMapEvents        = "events"
-	sensorMapKeyScratch    = "key_scratch"
-	sensorMapPathScratch   = "path_scratch"
-	sensorMapStats         = "stats"
-	sensorMapSyscallIds    = "syscall_ids"
-	sensorMapWatchPaths    = "watch_paths"
-	sensorProgRawTpExec    = "raw_tp_exec"
-	sensorProgRawTpExit    = "raw_tp_exit"
-	sensorProgRawTpFork    = "raw_tp_fork"
-	sensorProgRawTpSysExit = "raw_tp_sys_exit"
-	sensorProgTpBtfExec    = "tp_btf_exec"
-	sensorProgTpBtfExit    = "tp_btf_exit"
-	sensorProgTpBtfFork    = "tp_btf_fork"
-	sensorProgTpBtfSysExit = "tp_btf_sys_exit"
-	sensorVarCgroupSubsys  = "cgroup_subsys"
-	sensorVarSelfTgid      = "self_tgid"
-	sensorVarWakeupBytes   = "wakeup_bytes"
-	sensorVarWatchAllFiles = "watch_all_files"
+	sensorMapDirCache       = "dir_cache"
+	sensorMapEventScratch   = "event_scratch"
+	sensorMapEvents         = "events"
+	sensorMapKeyScratch     = "key_scratch"
+	sensorMapPathGeneration = "path_generation"
+	sensorMapPathScratch    = "path_scratch"
+	sensorMapStats          = "stats"
+	sensorMapSyscallIds     = "syscall_ids"
+	sensorMapWatchDirs      = "watch_dirs"
+	sensorMapWatchPaths     = "watch_paths"
+	sensorProgRawTpExec     = "raw_tp_exec"
+	sensorProgRawTpExit     = "raw_tp_exit"
+	sensorProgRawTpFork     = "raw_tp_fork"
+	sensorProgRawTpSysExit  = "raw_tp_sys_exit"
+	sensorProgTpBtfExec     = "tp_btf_exec"
+	sensorProgTpBtfExit     = "tp_btf_exit"
+	sensorProgTpBtfFork     = "tp_btf_fork"
+	sensorProgTpBtfSysExit  = "tp_btf_sys_exit"
+	sensorVarCgroupSubsys   = "cgroup_subsys"
+	sensorVarSelfTgid       = "self_tgid"
+	sensorVarWakeupBytes    = "wakeup_bytes"
+	sensorVarWatchAllFiles  = "watch_all_files"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -136,13 +153,16 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	EventScratch *ebpf.MapSpec `ebpf:"event_scratch"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	KeyScratch   *ebpf.MapSpec `ebpf:"key_scratch"`
-	PathScratch  *ebpf.MapSpec `ebpf:"path_scratch"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	SyscallIds   *ebpf.MapSpec `ebpf:"syscall_ids"`
-	WatchPaths   *ebpf.MapSpec `ebpf:"watch_paths"`
+	DirCache       *ebpf.MapSpec `ebpf:"dir_cache"`
+	EventScratch   *ebpf.MapSpec `ebpf:"event_scratch"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	KeyScratch     *ebpf.MapSpec `ebpf:"key_scratch"`
+	PathGeneration *ebpf.MapSpec `ebpf:"path_generation"`
+	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	SyscallIds     *ebpf.MapSpec `ebpf:"syscall_ids"`
+	WatchDirs      *ebpf.MapSpec `ebpf:"watch_dirs"`
+	WatchPaths     *ebpf.MapSpec `ebpf:"watch_paths"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -175,23 +195,29 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	EventScratch *ebpf.Map `ebpf:"event_scratch"`
-	Events       *ebpf.Map `ebpf:"events"`
-	KeyScratch   *ebpf.Map `ebpf:"key_scratch"`
-	PathScratch  *ebpf.Map `ebpf:"path_scratch"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	SyscallIds   *ebpf.Map `ebpf:"syscall_ids"`
-	WatchPaths   *ebpf.Map `ebpf:"watch_paths"`
+	DirCache       *ebpf.Map `ebpf:"dir_cache"`
+	EventScratch   *ebpf.Map `ebpf:"event_scratch"`
+	Events         *ebpf.Map `ebpf:"events"`
+	KeyScratch     *ebpf.Map `ebpf:"key_scratch"`
+	PathGeneration *ebpf.Map `ebpf:"path_generation"`
+	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
+	Stats          *ebpf.Map `ebpf:"stats"`
+	SyscallIds     *ebpf.Map `ebpf:"syscall_ids"`
+	WatchDirs      *ebpf.Map `ebpf:"watch_dirs"`
+	WatchPaths     *ebpf.Map `ebpf:"watch_paths"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
+		m.DirCache,
 		m.EventScratch,
 		m.Events,
 		m.KeyScratch,
+		m.PathGeneration,
 		m.PathScratch,
 		m.Stats,
 		m.SyscallIds,
+		m.WatchDirs,
 		m.WatchPaths,
 	)
 }

@@ -437,3 +437,50 @@ func TestProcessCacheBoundedUnderChurn(t *testing.T) {
 	}
 	runtime.GC()
 }
+
+// TestDirCacheInvalidation: opens in a directory that cannot hold watched
+// files are dismissed from a kernel cache without walking the path; moving
+// that directory under a watched prefix must make its files visible again.
+func TestDirCacheInvalidation(t *testing.T) {
+	base := t.TempDir()
+	watched := filepath.Join(base, "watched")
+	sub := filepath.Join(base, "plain", "sub")
+	for _, d := range []string{watched, sub} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(sub, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startSensor(t, Config{WatchPaths: []string{watched + "/"}})
+	for range 3 {
+		if out, err := exec.Command("cat", filepath.Join(sub, "f")).CombinedOutput(); err != nil {
+			t.Fatalf("cat: %v %s", err, out)
+		}
+	}
+	st, err := c.s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KernelDirCacheHits == 0 {
+		t.Errorf("repeated opens in an unwatched directory never hit the cache: %+v", st)
+	}
+	c.none(t, "open in the unwatched directory", func(ev *api.Event) bool {
+		return strings.HasPrefix(ev.GetFileOpen().GetPath(), base)
+	})
+
+	// mv runs in a child: the sensor ignores its own process.
+	if out, err := exec.Command("mv", filepath.Join(base, "plain"), watched+"/").CombinedOutput(); err != nil {
+		t.Fatalf("mv: %v %s", err, out)
+	}
+	moved := filepath.Join(watched, "plain", "sub", "f")
+	cat := exec.Command("cat", moved)
+	if out, err := cat.CombinedOutput(); err != nil {
+		t.Fatalf("cat: %v %s", err, out)
+	}
+	c.waitFor(t, "open after the directory moved under a watched prefix", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, cat.Process.Pid) &&
+			ev.GetFileOpen().GetPath() == moved
+	})
+}

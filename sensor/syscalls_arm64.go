@@ -16,5 +16,7 @@ func syscallNumbers() map[int]uint32 {
 		unix.SYS_SETUID:       scSetuid, unix.SYS_SETGID: scSetgid, unix.SYS_SETREUID: scSetreuid, unix.SYS_SETREGID: scSetregid,
 		unix.SYS_SETRESUID: scSetresuid, unix.SYS_SETRESGID: scSetresgid, unix.SYS_SETFSUID: scSetfsuid,
 		unix.SYS_SETFSGID: scSetfsgid, unix.SYS_CAPSET: scCapset, unix.SYS_MOUNT: scMount,
+		// Reported only as invalidations of the kernel's directory cache.
+		unix.SYS_UMOUNT2: scUmount2, unix.SYS_MOVE_MOUNT: scMoveMount, unix.SYS_PIVOT_ROOT: scPivotRoot,
 	}
 }
