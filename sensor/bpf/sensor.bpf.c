@@ -485,12 +485,14 @@ static __always_inline u32 build_file_path(struct path_buf *pb, struct file *f, 
 	return build_path(pb, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), task);
 }
 
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+/* fd_file returns the current task's open file fd. */
+static __always_inline struct file *fd_file(long fd)
 {
+	struct task_struct *task = bpf_get_current_task_btf();
 	struct file *f = NULL;
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	unsigned int max = BPF_CORE_READ(fdt, max_fds);
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct fdtable *fdt = task->files->fdt;
+	unsigned int max = fdt->max_fds;
+	struct file **fds = fdt->fd;
 	if (fd < 0 || fd >= max)
 		return NULL;
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
@@ -568,7 +570,7 @@ static __always_inline u32 resolve_user_path(struct path_buf *pb, struct task_st
 	if (dfd == AT_FDCWD) {
 		pos = build_path(pb, BPF_CORE_READ(task, fs, pwd.dentry), BPF_CORE_READ(task, fs, pwd.mnt), task);
 	} else {
-		struct file *f = fd_file(task, dfd);
+		struct file *f = fd_file(dfd);
 		if (!f)
 			return PATH_MAX + 1;
 		pos = build_file_path(pb, f, task);
@@ -839,32 +841,35 @@ static __always_inline u32 interest(long nr)
 	return sc ? *sc : 0;
 }
 
+/* The register accessors take the typed pt_regs of the current task (from
+ * bpf_task_pt_regs), so they are plain loads rather than helper calls, in
+ * both the tp_btf and the raw_tp program. */
 static __always_inline void read_args(struct pt_regs *regs, u64 *a)
 {
 	if (bpf_core_field_exists(((struct pt_regs___x86 *)regs)->orig_ax)) {
 		struct pt_regs___x86 *r = (void *)regs;
-		a[0] = BPF_CORE_READ(r, di);
-		a[1] = BPF_CORE_READ(r, si);
-		a[2] = BPF_CORE_READ(r, dx);
-		a[3] = BPF_CORE_READ(r, r10);
-		a[4] = BPF_CORE_READ(r, r8);
-		a[5] = BPF_CORE_READ(r, r9);
+		a[0] = r->di;
+		a[1] = r->si;
+		a[2] = r->dx;
+		a[3] = r->r10;
+		a[4] = r->r8;
+		a[5] = r->r9;
 	} else {
 		struct pt_regs___arm64 *r = (void *)regs;
-		a[0] = BPF_CORE_READ(r, orig_x0);
-		a[1] = BPF_CORE_READ(r, regs[1]);
-		a[2] = BPF_CORE_READ(r, regs[2]);
-		a[3] = BPF_CORE_READ(r, regs[3]);
-		a[4] = BPF_CORE_READ(r, regs[4]);
-		a[5] = BPF_CORE_READ(r, regs[5]);
+		a[0] = r->orig_x0;
+		a[1] = r->regs[1];
+		a[2] = r->regs[2];
+		a[3] = r->regs[3];
+		a[4] = r->regs[4];
+		a[5] = r->regs[5];
 	}
 }
 
 static __always_inline long syscall_nr(struct pt_regs *regs)
 {
 	if (bpf_core_field_exists(((struct pt_regs___x86 *)regs)->orig_ax))
-		return BPF_CORE_READ((struct pt_regs___x86 *)regs, orig_ax);
-	return BPF_CORE_READ((struct pt_regs___arm64 *)regs, syscallno);
+		return ((struct pt_regs___x86 *)regs)->orig_ax;
+	return ((struct pt_regs___arm64 *)regs)->syscallno;
 }
 
 static void dispatch(struct inflight *in, long ret);
@@ -874,8 +879,9 @@ static void dispatch(struct inflight *in, long ret);
  * first in orig_x0), so one program per syscall suffices, with no table of
  * calls in flight. What is read is what the syscall actually ran with, even
  * if a tracer rewrote the registers at entry. */
-static __always_inline int sys_exit(struct pt_regs *regs, long ret)
+static __always_inline int sys_exit(long ret)
 {
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	u32 sc = interest(syscall_nr(regs));
 	if (!sc)
 		return 0;
@@ -903,13 +909,13 @@ static __always_inline int sys_exit(struct pt_regs *regs, long ret)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(tp_btf_sys_exit, struct pt_regs *regs, long ret)
 {
-	return sys_exit(regs, ret);
+	return sys_exit(ret);
 }
 
 SEC("raw_tp/sys_exit")
 int BPF_PROG(raw_tp_sys_exit, struct pt_regs *regs, long ret)
 {
-	return sys_exit(regs, ret);
+	return sys_exit(ret);
 }
 
 /* File opens: on success the path comes from the opened struct file; on
@@ -952,7 +958,7 @@ static __always_inline void on_open(struct inflight *in, long ret)
 	}
 	u32 pos;
 	if (ret >= 0) {
-		struct file *f = fd_file(task, ret);
+		struct file *f = fd_file(ret);
 		if (!f)
 			return;
 		struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
@@ -1097,7 +1103,7 @@ static __always_inline void on_rename(struct inflight *in, long ret)
  * then local address (num[4..5]) and remote address (num[6..7]) as raw bytes. */
 static __always_inline struct sock *fd_sock(struct task_struct *task, long fd)
 {
-	struct file *f = fd_file(task, fd);
+	struct file *f = fd_file(fd);
 	if (!f)
 		return NULL;
 	struct socket *s = BPF_CORE_READ(f, private_data);
@@ -1224,7 +1230,7 @@ static __always_inline void on_module(struct inflight *in, long ret)
 	ev->b.num[0] = in->sc;
 	u32 off = 0;
 	if (in->sc == SC_FINIT_MODULE) {
-		struct file *f = fd_file(task, (int)in->args[0]);
+		struct file *f = fd_file((int)in->args[0]);
 		if (f) {
 			u32 pos = build_file_path(pb, f, task);
 			put_bytes(ev, &off, 0, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
