@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cilium/ebpf"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -139,6 +140,12 @@ func runOnce(ctx context.Context, o options, env *benchEnv, w workload, n int, a
 	h, err := startSensor(ctx, o, env.configPath)
 	if err != nil {
 		return runRecord{}, err
+	}
+	if o.floor {
+		if err := silenceSyscalls(); err != nil {
+			_, stopErr := h.stop()
+			return runRecord{}, errors.Join(err, stopErr)
+		}
 	}
 	lg, lgErr := runLoadgen(ctx, o.loadgen, args)
 	if lgErr == nil {
@@ -353,5 +360,35 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// silenceSyscalls empties the running sensor's syscall table (the BPF map
+// "syscall_ids"), so its sys_exit hook stays attached but returns after one
+// lookup for every syscall. Only one sensor may run during the benchmark.
+func silenceSyscalls() error {
+	var id ebpf.MapID
+	for {
+		next, err := ebpf.MapGetNextID(id)
+		if err != nil {
+			return fmt.Errorf("no BPF map named syscall_ids: is the sensor running? %w", err)
+		}
+		id = next
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue // gone, or not ours to open
+		}
+		info, err := m.Info()
+		if err != nil || info.Name != "syscall_ids" {
+			m.Close()
+			continue
+		}
+		defer m.Close()
+		for nr := uint32(0); nr < info.MaxEntries; nr++ {
+			if err := m.Put(nr, uint32(0)); err != nil {
+				return fmt.Errorf("clear syscall %d: %w", nr, err)
+			}
+		}
+		return nil
 	}
 }
