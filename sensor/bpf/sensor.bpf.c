@@ -156,7 +156,7 @@ struct path_buf {
 };
 
 /* A syscall being reported: its identifier and arguments. */
-struct inflight {
+struct call {
 	u64 args[6];
 	u32 sc;
 	u32 pad;
@@ -872,7 +872,7 @@ static __always_inline long syscall_nr(struct pt_regs *regs)
 	return ((struct pt_regs___arm64 *)regs)->syscallno;
 }
 
-static void dispatch(struct inflight *in, long ret);
+static void dispatch(struct call *in, long ret);
 
 /* sys_exit is the only syscall hook: the argument registers still hold the
  * arguments when the syscall returns (x86-64 preserves them; arm64 keeps the
@@ -887,7 +887,7 @@ static __always_inline int sys_exit(long ret)
 		return 0;
 	if ((u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
 		return 0;
-	struct inflight in = {.sc = sc};
+	struct call in = {.sc = sc};
 	read_args(regs, in.args);
 	if (sc == SC_CLONE || sc == SC_CLONE3) {
 		/* Only namespace creation matters here (the fork event reports
@@ -920,7 +920,7 @@ int BPF_PROG(raw_tp_sys_exit, struct pt_regs *regs, long ret)
 
 /* File opens: on success the path comes from the opened struct file; on
  * failure from the user's string (the file may not exist). */
-static __always_inline void on_open(struct inflight *in, long ret)
+static __always_inline void on_open(struct call *in, long ret)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct path_buf *pb = scratch_path();
@@ -1028,7 +1028,7 @@ static __always_inline bool emit_user_path(struct event *ev, u32 *off, int idx, 
 	return true;
 }
 
-static __always_inline void on_unlink(struct inflight *in, long ret)
+static __always_inline void on_unlink(struct call *in, long ret)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct event *ev = scratch_event();
@@ -1053,7 +1053,7 @@ static __always_inline void on_unlink(struct inflight *in, long ret)
 }
 
 
-static __always_inline void on_rename(struct inflight *in, long ret)
+static __always_inline void on_rename(struct call *in, long ret)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct event *ev = scratch_event();
@@ -1126,7 +1126,7 @@ static __always_inline void fill_sock(struct event *ev, struct sock *sk)
 	}
 }
 
-static __always_inline void on_connect(struct inflight *in, long ret)
+static __always_inline void on_connect(struct call *in, long ret)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct sockaddr_in6 sa = {};
@@ -1156,7 +1156,7 @@ static __always_inline void on_connect(struct inflight *in, long ret)
 }
 
 
-static __always_inline void on_sock_fd(struct inflight *in, long ret, u32 kind, long fd)
+static __always_inline void on_sock_fd(struct call *in, long ret, u32 kind, long fd)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct sock *sk = fd >= 0 ? fd_sock(task, fd) : NULL;
@@ -1180,12 +1180,12 @@ static __always_inline void on_sock_fd(struct inflight *in, long ret, u32 kind, 
 	submit(ev, 0);
 }
 
-static __always_inline void on_listen(struct inflight *in, long ret)
+static __always_inline void on_listen(struct call *in, long ret)
 {
 	on_sock_fd(in, ret, KIND_LISTEN, (int)in->args[0]);
 }
 
-static __always_inline void on_accept(struct inflight *in, long ret)
+static __always_inline void on_accept(struct call *in, long ret)
 {
 	if (ret < 0)
 		return; /* EAGAIN on non-blocking sockets is noise */
@@ -1194,7 +1194,7 @@ static __always_inline void on_accept(struct inflight *in, long ret)
 
 
 /* Events whose interesting data are the numeric arguments. */
-static __always_inline void emit_args(struct inflight *in, long ret, u32 kind, const char *ustr, const char *ustr2)
+static __always_inline void emit_args(struct call *in, long ret, u32 kind, const char *ustr, const char *ustr2)
 {
 	struct event *ev = scratch_event();
 	if (!ev)
@@ -1213,12 +1213,12 @@ static __always_inline void emit_args(struct inflight *in, long ret, u32 kind, c
 	submit(ev, off);
 }
 
-static __always_inline void on_ptrace(struct inflight *in, long ret)
+static __always_inline void on_ptrace(struct call *in, long ret)
 {
 	emit_args(in, ret, KIND_PTRACE, NULL, NULL);
 }
 
-static __always_inline void on_module(struct inflight *in, long ret)
+static __always_inline void on_module(struct call *in, long ret)
 {
 	struct task_struct *task = (void *)bpf_get_current_task();
 	struct event *ev = scratch_event();
@@ -1242,17 +1242,17 @@ static __always_inline void on_module(struct inflight *in, long ret)
 	submit(ev, off);
 }
 
-static __always_inline void on_ns(struct inflight *in, long ret)
+static __always_inline void on_ns(struct call *in, long ret)
 {
 	emit_args(in, ret, KIND_NAMESPACE_CHANGE, NULL, NULL);
 }
 
-static __always_inline void on_memfd(struct inflight *in, long ret)
+static __always_inline void on_memfd(struct call *in, long ret)
 {
 	emit_args(in, ret, KIND_MEMFD_CREATE, (const char *)in->args[0], NULL);
 }
 
-static __always_inline void on_cred(struct inflight *in, long ret)
+static __always_inline void on_cred(struct call *in, long ret)
 {
 	if (in->sc == SC_CAPSET) {
 		/* Replace the data pointer with the first capability words. */
@@ -1265,7 +1265,7 @@ static __always_inline void on_cred(struct inflight *in, long ret)
 	emit_args(in, ret, KIND_CREDENTIAL_CHANGE, NULL, NULL);
 }
 
-static __always_inline void on_mount(struct inflight *in, long ret)
+static __always_inline void on_mount(struct call *in, long ret)
 {
 	struct event *ev = scratch_event();
 	if (!ev)
@@ -1283,7 +1283,7 @@ static __always_inline void on_mount(struct inflight *in, long ret)
 
 /* dispatch is a real BPF-to-BPF function: one copy shared by both exit
  * programs' call sites, verified once per program. */
-static __noinline void dispatch(struct inflight *in, long ret)
+static __noinline void dispatch(struct call *in, long ret)
 {
 	if (ret == 0) {
 		switch (in->sc) {
