@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // The sensor ignores its own process, so behaviour under test is produced by
@@ -184,18 +185,6 @@ func runHelper(action string, args []string) error {
 	return fmt.Errorf("unknown helper action %q", action)
 }
 
-// requireRoot fails in CI and skips elsewhere when the sensor cannot load.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("the sensor tests need root; CI runs them as root")
-	}
-	t.Skip("needs root to load eBPF programs")
-}
-
 // collector runs a sensor and keeps every event it emits.
 type collector struct {
 	s      *Sensor
@@ -205,7 +194,7 @@ type collector struct {
 
 func startSensor(t *testing.T, cfg Config) *collector {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))

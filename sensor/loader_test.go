@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 func kernelOptions(t *testing.T) loadOptions {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	k, err := loadKernelSpec("")
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +78,7 @@ func TestRefusedProgramFallsBackAndIsReported(t *testing.T) {
 }
 
 func TestBTFFile(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if _, err := New(Config{BTFPath: "/nonexistent/vmlinux.btf"}, log); err == nil || !strings.Contains(err.Error(), "/nonexistent/vmlinux.btf") {
 		t.Errorf("bad btfPath: err = %v", err)
@@ -119,7 +120,7 @@ func TestConfigValidation(t *testing.T) {
 // TestRingBufferFull stalls the reader so the smallest ring overflows, and
 // checks the loss is counted in the kernel and the sensor still works after.
 func TestRingBufferFull(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	s, err := New(Config{RingBufferBytes: 64 << 10, WakeupBytes: 4096}, log)
 	if err != nil {

@@ -255,14 +255,19 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	defer stop()
 	var raw ringbuf.Record
 	var rec record
+	// The deadline bounds how long a record waits when the kernel did not
+	// wake us (batched wake-ups). It is re-armed only after it fires: the
+	// reader drains everything pending first.
+	flush := time.Duration(s.cfg.FlushInterval)
+	s.reader.SetDeadline(time.Now().Add(flush))
 	for {
-		s.reader.SetDeadline(time.Now().Add(time.Duration(s.cfg.FlushInterval)))
 		err := s.reader.ReadInto(&raw)
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				if ctx.Err() != nil {
 					return nil
 				}
+				s.reader.SetDeadline(time.Now().Add(flush))
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {

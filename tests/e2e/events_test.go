@@ -19,6 +19,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/runctest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // buildHarrier builds the static binary into a directory anyone can read.
@@ -41,17 +42,6 @@ func buildHarrier(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("end-to-end tests need root; CI runs them as root")
-	}
-	t.Skip("needs root")
 }
 
 // streamEvents starts `harrier events ARGS...`, waits until the sensor is
@@ -112,7 +102,7 @@ func streamEvents(t *testing.T, bin string, act func(), args ...string) []*api.E
 }
 
 func TestEventsCommand(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	bin := buildHarrier(t)
 
 	var truePid int
@@ -157,7 +147,7 @@ func firstLine(b []byte) string {
 }
 
 func TestEventsStatus(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	bin := buildHarrier(t)
 	out, err := exec.Command(bin, "events", "--status").Output()
 	if err != nil {
@@ -196,7 +186,7 @@ func TestEventsStatus(t *testing.T) {
 }
 
 func TestEventsContainerFilter(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	runctest.Require(t)
 	bin := buildHarrier(t)
 	ctr := runctest.Start(t, runctest.Options{})
@@ -227,7 +217,7 @@ func TestEventsContainerFilter(t *testing.T) {
 
 // TestErrorsAreClear checks the messages a user gets for common mistakes.
 func TestErrorsAreClear(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t)
 	bin := buildHarrier(t)
 	dir := t.TempDir()
 	badConfig := filepath.Join(dir, "bad.yaml")
