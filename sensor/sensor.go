@@ -124,7 +124,11 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	subsys := int32(-1)
 	if controller != "" {
 		if subsys, err = cgroupSubsysIndex(kernel, controller); err != nil {
-			return nil, fmt.Errorf("cgroup v1 controller %s: %w", controller, err)
+			// A named hierarchy (name=systemd) has no subsystem the
+			// kernel side can read: use the default hierarchy instead.
+			s.status.Unavailable = append(s.status.Unavailable,
+				fmt.Sprintf("cgroup hierarchy %s: %v; containers resolved from the default hierarchy", controller, err))
+			subsys, mountpoint = -1, hier.V2
 		}
 	}
 	s.status.CgroupMode = hier.Mode()
