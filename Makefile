@@ -12,10 +12,10 @@ BIN      := bin/harrier
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
 
-# The all-in-one command for this node. Until the backend lands this is the
-# live event stream; see the README.
+# The all-in-one command for this node: sensor, spool and the embedded
+# backend with its web UI on http://127.0.0.1:9470/.
 run: build
-	./$(BIN) events --table
+	./$(BIN) run
 
 test: unit fuzz
 
@@ -30,6 +30,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcCgroup$$' -fuzztime $(FUZZTIME) ./sensor/container
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStat$$' -fuzztime $(FUZZTIME) ./sensor/proc
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStatus$$' -fuzztime $(FUZZTIME) ./sensor/proc
+	$(GO) test -run '^$$' -fuzz '^FuzzReadBatch$$' -fuzztime $(FUZZTIME) ./transport
+	$(GO) test -run '^$$' -fuzz '^FuzzReadAck$$' -fuzztime $(FUZZTIME) ./transport
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordKey$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordValue$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeClassMeta$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGap$$' -fuzztime $(FUZZTIME) ./store
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -25,6 +25,7 @@ import (
 
 	"github.com/harrier-sec/harrier/agent"
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/sensor"
 )
 
@@ -45,14 +46,11 @@ func newRootCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newEventsCommand(), newVersionCommand())
+	root.AddCommand(newEventsCommand(), newVersionCommand(), newRunCommand(), newAgentCommand(),
+		newBackendCommand(), newCertsCommand())
 	for _, c := range []struct{ name, short, issue string }{
-		{"run", "All-in-one: agent and embedded backend with its web UI on this node", "the spool/uplink/backend issue"},
-		{"agent", "Node agent: sensor, analytics, spool and uplink", "the spool/uplink/backend issue"},
-		{"backend", "Receive uploads from agents; serve the API and web UI", "the spool/uplink/backend issue"},
 		{"simulate", "Run attack scenarios that must raise known alerts", "the simulation issue"},
 		{"rules", "Validate and test custom detection rules", "the analytics issue"},
-		{"certs", "Make a small CA and agent/backend certificates", "the spool/uplink/backend issue"},
 	} {
 		root.AddCommand(notYet(c.name, c.short, c.issue))
 	}
@@ -309,4 +307,162 @@ func tableRow(ev *api.Event) string {
 	}
 	return fmt.Sprintf("%s\t%s\t%d\t%d\t%s\t%s\t%s",
 		ev.GetTime().AsTime().Local().Format("15:04:05.000"), kind, p.GetTgid(), p.GetUid(), p.GetComm(), cid, detail)
+}
+
+// serviceFlags are the flags the long-running modes share.
+type serviceFlags struct {
+	configPath string
+	dataDir    string
+	logLevel   string
+}
+
+func (f *serviceFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&f.configPath, "config", "c", "", "YAML config file")
+	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "spool, state, certificates and API token (default "+agent.DefaultDataDir+")")
+	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+// load reads the config file (if any) and applies the flags over it.
+func (f *serviceFlags) load(stderr io.Writer) (agent.Config, *slog.Logger, error) {
+	log, err := newLogger(f.logLevel, stderr)
+	if err != nil {
+		return agent.Config{}, nil, err
+	}
+	var cfg agent.Config
+	if f.configPath != "" {
+		if cfg, err = agent.LoadConfig(f.configPath); err != nil {
+			return cfg, nil, err
+		}
+	}
+	if f.dataDir != "" {
+		cfg.DataDir = f.dataDir
+	}
+	return cfg, log, nil
+}
+
+func signalContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+}
+
+func newRunCommand() *cobra.Command {
+	var f serviceFlags
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "All-in-one: sensor, spool and an embedded backend with its web UI on this node (root)",
+		Long: `Runs the agent (sensor → spool → QUIC uplink) and an embedded backend in one process,
+connected over real QUIC on loopback. Certificates are made on first start under <data-dir>/pki;
+the API token is written to <data-dir>/api-token. Open the printed URL in a browser.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := f.load(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return agent.RunAllInOne(ctx, cfg, version, log, func(apiAddr string) {
+				fmt.Fprintf(cmd.OutOrStdout(), "Harrier is running: web UI and API at http://%s/ (token in %s)\n",
+					apiAddr, tokenPath(cfg))
+			})
+		},
+	}
+	f.register(cmd)
+	return cmd
+}
+
+func tokenPath(cfg agent.Config) string {
+	dir := cfg.DataDir
+	if cfg.Backend.TokenDir != "" {
+		dir = cfg.Backend.TokenDir
+	}
+	if dir == "" {
+		dir = agent.DefaultDataDir
+	}
+	return dir + "/api-token"
+}
+
+func newAgentCommand() *cobra.Command {
+	var f serviceFlags
+	var backendAddr string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Node agent: sensor, spool and QUIC uplink to a backend (root)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := f.load(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if backendAddr != "" {
+				cfg.Uplink.Addr = backendAddr
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return agent.Run(ctx, cfg, version, log, nil)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&backendAddr, "backend", "", "backend QUIC address host:port (default 127.0.0.1:9471)")
+	return cmd
+}
+
+func newBackendCommand() *cobra.Command {
+	var f serviceFlags
+	var apiAddr, ingestAddr string
+	cmd := &cobra.Command{
+		Use:   "backend",
+		Short: "Receive agents over QUIC; serve the alert API and web UI",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := f.load(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			cfg = agent.WithDefaults(cfg)
+			if apiAddr != "" {
+				cfg.Backend.APIAddr = apiAddr
+			}
+			if ingestAddr != "" {
+				cfg.Backend.IngestAddr = ingestAddr
+			}
+			svc, err := backend.NewService(cfg.Backend, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			return svc.Run(ctx)
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().StringVar(&apiAddr, "api-addr", "", "API and web UI address (default 127.0.0.1:9470)")
+	cmd.Flags().StringVar(&ingestAddr, "ingest-addr", "", "QUIC ingest address (default 127.0.0.1:9471; use :9471 for remote agents)")
+	return cmd
+}
+
+func newCertsCommand() *cobra.Command {
+	var dir string
+	var hosts, agents []string
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "Make a small CA and backend/agent certificates for sites without a PKI",
+		Long: `Writes ca.crt/ca.key, backend.crt/backend.key and one certificate per agent into --out,
+keeping whatever is already there. The first agent's files are named agent.crt/agent.key;
+copy ca.crt and an agent's pair to each node, and ca.crt with backend.* to the backend.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(hosts) == 0 {
+				return errors.New("--backend-host is required (the names and IPs agents use to reach the backend)")
+			}
+			if err := agent.MakePKI(agent.PKIOptions{Dir: dir, BackendHosts: hosts, AgentIDs: agents}); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "certificates written to %s\n", dir)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&dir, "out", "pki", "directory to write into")
+	cmd.Flags().StringSliceVar(&hosts, "backend-host", nil, "DNS name or IP of the backend (repeatable)")
+	cmd.Flags().StringSliceVar(&agents, "agent", nil, "agent ID to issue a certificate for (repeatable; usually the node name)")
+	return cmd
 }

@@ -1,22 +1,141 @@
-// Package agent wires one node's pipeline and holds its configuration. It
-// has no logic of its own beyond lifecycle.
+// Package agent wires one node's pipeline (sensor → spool → uplink) and, for
+// the all-in-one mode, the embedded backend, and holds their configuration.
+// It has no logic of its own beyond lifecycle.
 package agent
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/sensor"
 )
 
-// Config is the whole node configuration, loaded from one YAML file.
-// Sections for later parts (analytics, spool, uplink, kube) join it as they land.
+// DefaultDataDir holds spool, state, certificates and the API token.
+const DefaultDataDir = "/var/lib/harrier"
+
+// Config is the whole configuration, loaded from one YAML file. Every
+// section is optional.
 type Config struct {
-	Sensor sensor.Config `json:"sensor"`
+	// DataDir holds the spool, the embedded backend's store, generated
+	// certificates and the API token.
+	DataDir string         `json:"dataDir,omitempty"`
+	Sensor  sensor.Config  `json:"sensor"`
+	Spool   SpoolConfig    `json:"spool"`
+	Uplink  UplinkConfig   `json:"uplink"`
+	Backend backend.Config `json:"backend"`
+}
+
+// SpoolConfig sizes the offline spool and says which raw events it keeps.
+type SpoolConfig struct {
+	// QuotaBytes bounds the spool's disk use (default 1 GiB).
+	QuotaBytes int64 `json:"quotaBytes,omitempty"`
+	// EventKinds are the raw event kinds shipped to the backend (default:
+	// every kind but fork and exit, which are high-volume and already
+	// folded into every event's process and ancestry).
+	EventKinds []string `json:"eventKinds,omitempty"`
+}
+
+// DefaultSpoolEventKinds is the default of SpoolConfig.EventKinds.
+func DefaultSpoolEventKinds() []string {
+	return []string{"exec", "file_open", "file_unlink", "file_rename", "connect", "listen", "accept", "ptrace",
+		"module_load", "namespace_change", "memfd_create", "credential_change", "mount"}
+}
+
+// UplinkConfig says where and how the agent delivers to its backend.
+type UplinkConfig struct {
+	// Addr is the backend's QUIC ingest address (host:port, UDP).
+	Addr string `json:"addr,omitempty"`
+	// ServerName is the name the backend's certificate must carry
+	// (default: the host part of Addr).
+	ServerName string `json:"serverName,omitempty"`
+	// AgentID must match the CommonName of the agent certificate
+	// (default: the node name).
+	AgentID string `json:"agentID,omitempty"`
+	// CAFile pins the CA; CertFile and KeyFile are the agent's identity.
+	// Defaults: <dataDir>/pki/{ca.crt,agent.crt,agent.key}.
+	CAFile   string `json:"caFile,omitempty"`
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// BandwidthBytesPerSec caps upload on slow edge links (0: no cap).
+	BandwidthBytesPerSec int64 `json:"bandwidthBytesPerSec,omitempty"`
+}
+
+// WithDefaults returns cfg with every unset path and address filled in.
+func WithDefaults(cfg Config) Config { return cfg.withDefaults() }
+
+func (c Config) withDefaults() Config {
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Sensor.Node == "" {
+		c.Sensor.Node, _ = os.Hostname()
+	}
+	if len(c.Spool.EventKinds) == 0 {
+		c.Spool.EventKinds = DefaultSpoolEventKinds()
+	}
+	pki := filepath.Join(c.DataDir, "pki")
+	if c.Uplink.Addr == "" {
+		c.Uplink.Addr = "127.0.0.1:9471"
+	}
+	if c.Uplink.AgentID == "" {
+		c.Uplink.AgentID = c.Sensor.Node
+	}
+	if c.Uplink.CAFile == "" {
+		c.Uplink.CAFile = filepath.Join(pki, "ca.crt")
+	}
+	if c.Uplink.CertFile == "" {
+		c.Uplink.CertFile = filepath.Join(pki, "agent.crt")
+	}
+	if c.Uplink.KeyFile == "" {
+		c.Uplink.KeyFile = filepath.Join(pki, "agent.key")
+	}
+	if c.Uplink.ServerName == "" {
+		c.Uplink.ServerName = "localhost"
+	}
+	if c.Backend.DataDir == "" {
+		c.Backend.DataDir = filepath.Join(c.DataDir, "backend")
+	}
+	if c.Backend.CAFile == "" {
+		c.Backend.CAFile = filepath.Join(pki, "ca.crt")
+	}
+	if c.Backend.CertFile == "" {
+		c.Backend.CertFile = filepath.Join(pki, "backend.crt")
+	}
+	if c.Backend.KeyFile == "" {
+		c.Backend.KeyFile = filepath.Join(pki, "backend.key")
+	}
+	if c.Backend.TokenDir == "" {
+		c.Backend.TokenDir = c.DataDir
+	}
+	return c
+}
+
+// Validate reports every problem with c at once.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Sensor.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("sensor: %w", err))
+	}
+	if _, err := sensor.ParseKinds(c.Spool.EventKinds); err != nil {
+		errs = append(errs, fmt.Errorf("spool.eventKinds: %w", err))
+	}
+	if c.Spool.QuotaBytes < 0 {
+		errs = append(errs, fmt.Errorf("spool.quotaBytes %d: must not be negative", c.Spool.QuotaBytes))
+	}
+	if c.Uplink.BandwidthBytesPerSec < 0 {
+		errs = append(errs, fmt.Errorf("uplink.bandwidthBytesPerSec %d: must not be negative", c.Uplink.BandwidthBytesPerSec))
+	}
+	if err := c.Backend.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("backend: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // LoadConfig reads path strictly: unknown fields, wrong types and invalid
@@ -36,8 +155,8 @@ func LoadConfig(path string) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
-	if err := cfg.Sensor.Validate(); err != nil {
-		return cfg, fmt.Errorf("config %s: sensor: %w", path, err)
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
 	}
 	return cfg, nil
 }

@@ -239,11 +239,13 @@ func TestErrorsAreClear(t *testing.T) {
 		{"invalid values", []string{"events", "-c", invalid}, 0, []string{"must be absolute", "ringBufferBytes"}},
 		{"missing config", []string{"events", "-c", filepath.Join(dir, "none.yaml")}, 0, []string{"none.yaml"}},
 		{"unknown kind", []string{"events", "--kind", "exec,teleport"}, 0, []string{"teleport", "known:"}},
-		{"part not yet built", []string{"run"}, 0, []string{"not yet available"}},
+		{"part not yet built", []string{"simulate"}, 0, []string{"not yet available"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(bin, tt.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin, tt.args...)
 			if tt.uid != 0 {
 				cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: tt.uid, Gid: tt.uid}}
 			}

@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/store"
+)
+
+// health is what the agent's heartbeats carry: its version, what the sensor
+// attached, drops per stage, spool depth and age, and its own CPU and RSS.
+func health(version, node string, s *sensor.Sensor, spool *store.Spool) *api.AgentHealth {
+	st := s.Status()
+	h := &api.AgentHealth{Version: version, Kernel: st.Kernel, Node: node, Drops: map[string]uint64{}}
+	for _, p := range st.Probes {
+		h.Probes = append(h.Probes, &api.ProbeHealth{Name: p.Name, Attached: p.Attached, Attach: p.Attach, Error: p.Error})
+	}
+	if stats, err := s.Stats(); err == nil {
+		for _, n := range stats.KernelRingFull {
+			h.Drops["kernel_ring_full"] += n
+		}
+		for _, n := range stats.QueueDropped {
+			h.Drops["sensor_queue"] += n
+		}
+		h.Drops["decode_errors"] = stats.DecodeErrors
+	}
+	sp := spool.Stats()
+	h.SpoolBytes = sp.LiveBytes
+	var oldest time.Duration
+	for _, c := range sp.Classes {
+		h.SpoolRecords += c.Depth
+		h.Drops["spool_evicted"] += c.Evicted
+		h.Drops["spool_rejected"] += c.Rejected
+		oldest = max(oldest, c.OldestAge)
+	}
+	if oldest > 0 {
+		h.SpoolOldest = timestamppb.New(time.Now().Add(-oldest))
+	}
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		h.CpuCores = float64(ru.Utime.Nano()+ru.Stime.Nano()) / float64(time.Since(processStart()).Nanoseconds())
+	}
+	h.RssBytes = rssBytes()
+	return h
+}
+
+// processStart is when this process started, from /proc/self/stat.
+func processStart() time.Time {
+	b, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return time.Now()
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(fields) < 20 {
+		return time.Now()
+	}
+	ticks, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return time.Now()
+	}
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return time.Now()
+	}
+	sinceBoot := time.Duration(ts.Nano())
+	return time.Now().Add(-sinceBoot + time.Duration(ticks)*10*time.Millisecond)
+}
+
+// rssBytes reads VmRSS from /proc/self/status.
+func rssBytes() uint64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}

@@ -1,0 +1,475 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// APIConfig configures the HTTP API and web UI.
+type APIConfig struct {
+	// Token is the bearer token every request except /livez and /readyz must
+	// carry (see EnsureToken). Empty is refused by NewAPI's handler: there is
+	// no unauthenticated mode.
+	Token string
+	// Metrics is served on /metrics and counts API requests; pass the one
+	// given to the store. Nil: the API makes its own (requests only).
+	Metrics *Metrics
+	// Now is the clock for "since=1h" (tests set it).
+	Now func() time.Time
+}
+
+// cookieName carries a browser's credential after GET/POST /login.
+const cookieName = "harrier_session"
+
+type apiServer struct {
+	store   Store
+	cfg     APIConfig
+	log     *slog.Logger
+	token   []byte
+	session string // cookie value: derived from the token, not the token itself
+	ui      *ui
+}
+
+// NewAPI returns the handler for the JSON API, health endpoints, metrics and
+// web UI. Routes:
+//
+//	GET /livez, GET /readyz                      no auth
+//	GET /login?token=..., POST /login, GET /logout
+//	GET /metrics
+//	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
+//	GET /, GET /alerts/{id}                      web UI
+func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	sum := sha256.Sum256([]byte("harrier-ui-session\x00" + cfg.Token))
+	s := &apiServer{
+		store:   store,
+		cfg:     cfg,
+		log:     log,
+		token:   []byte(cfg.Token),
+		session: hex.EncodeToString(sum[:]),
+		ui:      newUI(),
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /login", s.login)
+	mux.HandleFunc("POST /login", s.login)
+	mux.HandleFunc("GET /logout", s.logout)
+	mux.Handle("GET /metrics", s.apiAuth(cfg.Metrics))
+	mux.Handle("GET /api/v1/alerts", s.apiAuth(http.HandlerFunc(s.listAlerts)))
+	mux.Handle("GET /api/v1/alerts/{id}", s.apiAuth(http.HandlerFunc(s.getAlert)))
+	mux.Handle("GET /api/v1/agents", s.apiAuth(http.HandlerFunc(s.listAgents)))
+	mux.Handle("GET /api/v1/events", s.apiAuth(http.HandlerFunc(s.listEvents)))
+	mux.Handle("GET /{$}", s.uiAuth(http.HandlerFunc(s.uiAlerts)))
+	mux.Handle("GET /alerts/{id}", s.uiAuth(http.HandlerFunc(s.uiAlert)))
+	return s.countRequests(mux)
+}
+
+// countRequests labels by the matched route pattern, never the raw path, so
+// scanners cannot blow up the number of series.
+func (s *apiServer) countRequests(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		path := "other"
+		if r.Pattern != "" {
+			_, p, _ := strings.Cut(r.Pattern, " ")
+			path = p
+		}
+		s.cfg.Metrics.add(metricAPIRequests, 1, path, strconv.Itoa(rec.code))
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	code        int
+	wroteHeader bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.code, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// authorized accepts "Authorization: Bearer <token>" or the session cookie.
+func (s *apiServer) authorized(r *http.Request) bool {
+	if len(s.token) == 0 {
+		return false // misconfigured: refuse rather than serve everyone
+	}
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		return ok && strings.EqualFold(scheme, "Bearer") &&
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), s.token) == 1
+	}
+	if c, err := r.Cookie(cookieName); err == nil {
+		return subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.session)) == 1
+	}
+	return false
+}
+
+func (s *apiServer) apiAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="harrier"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// uiAuth shows the login form instead of a JSON error.
+func (s *apiServer) uiAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) {
+			s.renderLogin(w, http.StatusUnauthorized, "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// login checks a token given as ?token= (GET, for links a person pastes) or
+// as the form field "token" (POST, from the login form) and sets an HttpOnly
+// session cookie.
+func (s *apiServer) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	if err := r.ParseForm(); err != nil {
+		s.renderLogin(w, http.StatusBadRequest, "The form could not be read.")
+		return
+	}
+	tok := strings.TrimSpace(r.Form.Get("token"))
+	if len(s.token) == 0 || subtle.ConstantTimeCompare([]byte(tok), s.token) != 1 {
+		msg := ""
+		if tok != "" {
+			msg = "That token is not valid."
+		}
+		s.renderLogin(w, http.StatusUnauthorized, msg)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     cookieName,
+		Value:    s.session,
+		Path:     "/",
+		HttpOnly: true,
+		Secure:   r.TLS != nil,
+		SameSite: http.SameSiteLaxMode,
+		MaxAge:   int((30 * 24 * time.Hour).Seconds()),
+	})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+func (s *apiServer) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, MaxAge: -1})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// pinger is implemented by stores with a cheaper readiness check than a
+// query.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+func (s *apiServer) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	var err error
+	if p, ok := s.store.(pinger); ok {
+		err = p.Ping(ctx)
+	} else {
+		_, err = s.store.Agents(ctx)
+	}
+	if err != nil {
+		s.log.Warn("store not ready", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "store not ready")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// paramError names the query parameter that was wrong.
+type paramError struct {
+	param, msg string
+}
+
+func (e *paramError) Error() string { return fmt.Sprintf("parameter %q: %s", e.param, e.msg) }
+
+// queryParams reads a query string, refusing parameters it does not know
+// so that a typo ("sevrity=high") is an error, not a silently wider result.
+type queryParams struct {
+	v   url.Values
+	now time.Time
+	err error
+}
+
+func newQueryParams(r *http.Request, now time.Time, known ...string) *queryParams {
+	q := &queryParams{v: r.URL.Query(), now: now}
+	for k := range q.v {
+		ok := false
+		for _, kn := range known {
+			ok = ok || k == kn
+		}
+		if !ok {
+			q.fail(k, "unknown parameter")
+		}
+	}
+	for k, vs := range q.v {
+		if len(vs) > 1 {
+			q.fail(k, "given more than once")
+		}
+	}
+	return q
+}
+
+func (q *queryParams) fail(param, msg string) {
+	if q.err == nil {
+		q.err = &paramError{param: param, msg: msg}
+	}
+}
+
+func (q *queryParams) str(name string) string { return strings.TrimSpace(q.v.Get(name)) }
+
+func (q *queryParams) limit() int {
+	s := q.str("limit")
+	if s == "" {
+		return DefaultLimit
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > MaxLimit {
+		q.fail("limit", fmt.Sprintf("want an integer from 1 to %d", MaxLimit))
+	}
+	return n
+}
+
+// since accepts RFC 3339 or a positive duration back from now ("1h", "30m").
+func (q *queryParams) since() time.Time {
+	s := q.str("since")
+	if s == "" {
+		return time.Time{}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t
+	}
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		return q.now.Add(-d)
+	}
+	q.fail("since", "want an RFC 3339 time (2006-01-02T15:04:05Z) or a duration (1h, 30m)")
+	return time.Time{}
+}
+
+func (q *queryParams) severity() api.Severity {
+	s := q.str("severity")
+	if s == "" {
+		return api.Severity_SEVERITY_UNSPECIFIED
+	}
+	sev, ok := parseSeverity(s)
+	if !ok {
+		q.fail("severity", "want one of info, low, medium, high, critical")
+	}
+	return sev
+}
+
+func (q *queryParams) kind() api.EventKind {
+	s := q.str("kind")
+	if s == "" {
+		return api.EventKind_EVENT_KIND_UNSPECIFIED
+	}
+	k, ok := api.EventKind_value["EVENT_KIND_"+strings.ToUpper(strings.TrimPrefix(strings.ToUpper(s), "EVENT_KIND_"))]
+	if !ok || k == 0 {
+		q.fail("kind", "want an event kind such as exec, file_open, connect")
+	}
+	return api.EventKind(k)
+}
+
+// parseSeverity takes "high", "HIGH" or "SEVERITY_HIGH".
+func parseSeverity(s string) (api.Severity, bool) {
+	name := "SEVERITY_" + strings.TrimPrefix(strings.ToUpper(s), "SEVERITY_")
+	v, ok := api.Severity_value[name]
+	if !ok || v == 0 {
+		return 0, false
+	}
+	return api.Severity(v), true
+}
+
+func alertQueryFrom(r *http.Request, now time.Time) (AlertQuery, error) {
+	p := newQueryParams(r, now, "detection", "severity", "cluster", "node", "namespace", "since", "limit")
+	q := AlertQuery{
+		Detection: p.str("detection"),
+		Severity:  p.severity(),
+		Cluster:   p.str("cluster"),
+		Node:      p.str("node"),
+		Namespace: p.str("namespace"),
+		Since:     p.since(),
+		Limit:     p.limit(),
+	}
+	return q, p.err
+}
+
+func (s *apiServer) listAlerts(w http.ResponseWriter, r *http.Request) {
+	q, err := alertQueryFrom(r, s.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	alerts, err := s.store.Alerts(r.Context(), q)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeProtoList(w, "alerts", alerts)
+}
+
+func (s *apiServer) getAlert(w http.ResponseWriter, r *http.Request) {
+	a, err := s.store.Alert(r.Context(), r.PathValue("id"))
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "alert not found")
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	b, err := protoJSON.Marshal(a)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeRaw(w, http.StatusOK, append(append([]byte(`{"alert":`), b...), '}'))
+}
+
+func (s *apiServer) listEvents(w http.ResponseWriter, r *http.Request) {
+	p := newQueryParams(r, s.cfg.Now(), "node", "kind", "since", "limit")
+	q := EventQuery{Node: p.str("node"), Kind: p.kind(), Since: p.since(), Limit: p.limit()}
+	if p.err != nil {
+		writeError(w, http.StatusBadRequest, p.err.Error())
+		return
+	}
+	events, err := s.store.Events(r.Context(), q)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	writeProtoList(w, "events", events)
+}
+
+// agentJSON is the API's view of AgentInfo.
+type agentJSON struct {
+	AgentID   string            `json:"agent_id"`
+	FirstSeen time.Time         `json:"first_seen"`
+	LastSeen  time.Time         `json:"last_seen"`
+	Records   uint64            `json:"records"`
+	Gaps      map[string]uint64 `json:"gaps"`
+	Health    json.RawMessage   `json:"health"`
+}
+
+func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
+	if p := newQueryParams(r, s.cfg.Now()); p.err != nil {
+		writeError(w, http.StatusBadRequest, p.err.Error())
+		return
+	}
+	agents, err := s.store.Agents(r.Context())
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	out := make([]agentJSON, 0, len(agents))
+	for _, a := range agents {
+		aj := agentJSON{AgentID: a.ID, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Records: a.Records,
+			Gaps: map[string]uint64{}, Health: json.RawMessage("null")}
+		for c, n := range a.Gaps {
+			aj.Gaps[className(c)] += n
+		}
+		if a.Health != nil {
+			b, err := protoJSON.Marshal(a.Health)
+			if err != nil {
+				s.internalError(w, r, err)
+				return
+			}
+			aj.Health = b
+		}
+		out = append(out, aj)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+func (s *apiServer) internalError(w http.ResponseWriter, r *http.Request, err error) {
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	s.log.Error("api request failed", "path", r.URL.Path, "err", err)
+	writeError(w, http.StatusInternalServerError, "internal error")
+}
+
+// protoJSON is stateless configuration, safe to share.
+var protoJSON = protojson.MarshalOptions{UseProtoNames: true}
+
+// writeProtoList writes {"<name>":[...]} with each element through protojson,
+// which is the only correct JSON form of the api messages.
+func writeProtoList[M proto.Message](w http.ResponseWriter, name string, items []M) {
+	var buf bytes.Buffer
+	buf.WriteString(`{"` + name + `":[`)
+	for i, m := range items {
+		if i > 0 {
+			buf.WriteByte(',')
+		}
+		b, err := protoJSON.Marshal(m)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "internal error")
+			return
+		}
+		buf.Write(b)
+	}
+	buf.WriteString("]}")
+	writeRaw(w, http.StatusOK, buf.Bytes())
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		code, b = http.StatusInternalServerError, []byte(`{"error":"internal error"}`)
+	}
+	writeRaw(w, code, b)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+func writeRaw(w http.ResponseWriter, code int, b []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write(append(b, '\n'))
+}

@@ -1,0 +1,153 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// Config configures the backend service: where it keeps data, where it
+// listens, and its identity.
+type Config struct {
+	// DataDir holds the backend's store.
+	DataDir string `json:"dataDir,omitempty"`
+	// APIAddr serves the API and web UI (TCP, default 127.0.0.1:9470).
+	APIAddr string `json:"apiAddr,omitempty"`
+	// IngestAddr receives agents over QUIC (UDP, default 127.0.0.1:9471;
+	// a central backend listens on all interfaces, e.g. ":9471").
+	IngestAddr string `json:"ingestAddr,omitempty"`
+	// Token protects the API; empty means generate one into
+	// <TokenDir>/api-token (mode 0600).
+	Token    string `json:"token,omitempty"`
+	TokenDir string `json:"tokenDir,omitempty"`
+	// CAFile pins the CA agents' certificates must chain to; CertFile and
+	// KeyFile are the backend's serving identity.
+	CAFile   string `json:"caFile,omitempty"`
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// MaxEvents bounds the recent raw events kept for GET /api/v1/events.
+	MaxEvents int `json:"maxEvents,omitempty"`
+}
+
+// Validate reports problems a config file can have.
+func (c Config) Validate() error {
+	var errs []error
+	for name, addr := range map[string]string{"apiAddr": c.APIAddr, "ingestAddr": c.IngestAddr} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		}
+	}
+	if c.MaxEvents < 0 {
+		errs = append(errs, fmt.Errorf("maxEvents %d: must not be negative", c.MaxEvents))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:9470"
+	}
+	if c.IngestAddr == "" {
+		c.IngestAddr = "127.0.0.1:9471"
+	}
+	if c.TokenDir == "" {
+		c.TokenDir = c.DataDir
+	}
+	return c
+}
+
+// Service is a running backend: store, QUIC ingest and HTTP API.
+type Service struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *BadgerStore
+	ingest *transport.Server
+	http   *http.Server
+	api    net.Listener
+}
+
+// NewService opens the store and binds both listeners, so that a caller
+// knows the backend is reachable once it returns.
+func NewService(cfg Config, log *slog.Logger) (*Service, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	token, err := EnsureToken(cfg.TokenDir, cfg.Token, log)
+	if err != nil {
+		return nil, err
+	}
+	metrics := NewMetrics()
+	st, err := OpenBadgerStoreConfig(BadgerConfig{Dir: cfg.DataDir, MaxEvents: cfg.MaxEvents, Metrics: metrics}, log)
+	if err != nil {
+		return nil, err
+	}
+	tlsConf, err := transport.ServerTLS(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("ingest TLS: %w", err), st.Close())
+	}
+	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf}, NewSink(st), log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("ingest: %w", err), st.Close())
+	}
+	ln, err := net.Listen("tcp", cfg.APIAddr)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("API listen: %w", err), ingest.Close(), st.Close())
+	}
+	s := &Service{
+		cfg: cfg, log: log, store: st, ingest: ingest, api: ln,
+		http: &http.Server{
+			Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics}, log),
+			ReadHeaderTimeout: 10 * time.Second,
+		},
+	}
+	return s, nil
+}
+
+// IngestAddr is where agents connect (resolved, also when configured as port 0).
+func (s *Service) IngestAddr() net.Addr { return s.ingest.Addr() }
+
+// APIAddr is where the API and UI listen.
+func (s *Service) APIAddr() net.Addr { return s.api.Addr() }
+
+// Run serves until ctx is done (or a listener fails), then stops ingest,
+// shuts the API down and closes the store, in that order.
+func (s *Service) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ingestDone := make(chan error, 1)
+	apiDone := make(chan error, 1)
+	go func() { ingestDone <- s.ingest.Serve(ctx) }()
+	go func() {
+		if err := s.http.Serve(s.api); !errors.Is(err, http.ErrServerClosed) {
+			apiDone <- fmt.Errorf("API: %w", err)
+			return
+		}
+		apiDone <- nil
+	}()
+	s.log.Info("backend running", "api", "http://"+s.api.Addr().String()+"/", "ingest", s.cfg.IngestAddr)
+	var ingestErr, apiErr error
+	ingestOver := false
+	select {
+	case <-ctx.Done():
+	case ingestErr = <-ingestDone:
+		ingestOver = true
+	case apiErr = <-apiDone:
+	}
+	cancel()
+	if !ingestOver {
+		ingestErr = <-ingestDone
+	}
+	shut, stop := context.WithTimeout(context.Background(), 5*time.Second)
+	defer stop()
+	return errors.Join(ingestErr, apiErr, s.http.Shutdown(shut), s.store.Close())
+}

@@ -1,0 +1,93 @@
+package backend
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// tokenFile is the name of the generated API token inside the data directory.
+const tokenFile = "api-token"
+
+// EnsureToken returns the API token: configured if it is set, else the one in
+// <dataDir>/api-token, else a new random 32-byte token (hex) written there
+// with mode 0600. The file's path is logged so an operator can find it; the
+// token itself never is.
+func EnsureToken(dataDir, configured string, log *slog.Logger) (string, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if configured = strings.TrimSpace(configured); configured != "" {
+		if len(configured) < 16 {
+			log.Warn("configured API token is short; use at least 32 random characters")
+		}
+		return configured, nil
+	}
+	path := filepath.Join(dataDir, tokenFile)
+	tok, err := readToken(path, log)
+	if err == nil {
+		log.Info("using API token from file", "path", path)
+		return tok, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	tok = hex.EncodeToString(raw)
+	// O_EXCL: if another process wrote the file meanwhile, use its token.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return readToken(path, log)
+	}
+	if err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	_, werr := f.WriteString(tok + "\n")
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		_ = os.Remove(path) // a half-written token would lock everyone out
+		return "", fmt.Errorf("api token: write %s: %w", path, werr)
+	}
+	log.Info("generated API token", "path", path)
+	return tok, nil
+}
+
+func readToken(path string, log *slog.Logger) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		// Readable by others: tighten rather than refuse, and say so.
+		log.Warn("API token file was readable by others; setting mode 0600", "path", path)
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", fmt.Errorf("api token: %w", err)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		return "", fmt.Errorf("api token: %s is empty; delete it to generate a new token", path)
+	}
+	return tok, nil
+}

@@ -1,0 +1,150 @@
+package backend
+
+import (
+	"embed"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+//go:embed ui/*.html
+var uiFiles embed.FS
+
+// ui holds the parsed pages. html/template escapes every value by context;
+// alerts carry attacker-controlled strings (argv, paths, pod names), so
+// nothing here may be marked template.HTML.
+type ui struct {
+	alerts, alert, login *template.Template
+}
+
+func newUI() *ui {
+	funcs := template.FuncMap{
+		"sev":        sevName,
+		"ts":         fmtTime,
+		"args":       func(a []string) string { return strings.Join(a, " ") },
+		"shortID":    shortID,
+		"pathEscape": url.PathEscape,
+		"kind":       func(k api.EventKind) string { return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_")) },
+		"eventJSON":  eventJSON,
+	}
+	parse := func(page string) *template.Template {
+		// Parse errors are programming errors caught by every UI test.
+		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/"+page))
+	}
+	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html")}
+}
+
+func sevName(s api.Severity) string {
+	if s == api.Severity_SEVERITY_UNSPECIFIED {
+		return "unknown"
+	}
+	return strings.ToLower(strings.TrimPrefix(s.String(), "SEVERITY_"))
+}
+
+func fmtTime(t *timestamppb.Timestamp) string {
+	if t == nil {
+		return "—"
+	}
+	return t.AsTime().UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func eventJSON(e *api.Event) string {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, Multiline: true, Indent: "  "}.Marshal(e)
+	if err != nil {
+		return "(cannot show event: " + err.Error() + ")"
+	}
+	return string(b)
+}
+
+type alertsPage struct {
+	Title      string
+	Alerts     []*api.Alert
+	Error      string
+	Severities []string
+	Severity   string
+	Detection  string
+	Node       string
+	Namespace  string
+	Limit      int
+	Now        string
+}
+
+type alertPage struct {
+	Title string
+	Alert *api.Alert
+}
+
+type loginPage struct {
+	Title string
+	Error string
+}
+
+func (s *apiServer) uiAlerts(w http.ResponseWriter, r *http.Request) {
+	p := alertsPage{
+		Title:      "Alerts",
+		Severities: []string{"info", "low", "medium", "high", "critical"},
+		Now:        s.cfg.Now().UTC().Format("2006-01-02 15:04:05Z"),
+	}
+	q, err := alertQueryFrom(r, s.cfg.Now())
+	p.Severity, p.Detection, p.Node, p.Namespace = r.URL.Query().Get("severity"), q.Detection, q.Node, q.Namespace
+	p.Limit = effectiveLimit(q.Limit)
+	code := http.StatusOK
+	if err != nil {
+		p.Error, code = err.Error(), http.StatusBadRequest
+	} else if p.Alerts, err = s.store.Alerts(r.Context(), q); err != nil {
+		s.log.Error("ui: list alerts", "err", err)
+		p.Error, code = "The alerts could not be read; see the backend's log.", http.StatusInternalServerError
+	}
+	s.render(w, code, s.ui.alerts, p)
+}
+
+func (s *apiServer) uiAlert(w http.ResponseWriter, r *http.Request) {
+	a, err := s.store.Alert(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.render(w, http.StatusNotFound, s.ui.alerts, alertsPage{Title: "Not found", Error: "No alert with that ID."})
+		return
+	case err != nil:
+		s.log.Error("ui: get alert", "err", err)
+		s.render(w, http.StatusInternalServerError, s.ui.alerts, alertsPage{Title: "Error", Error: "The alert could not be read; see the backend's log."})
+		return
+	}
+	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a})
+}
+
+func (s *apiServer) renderLogin(w http.ResponseWriter, code int, msg string) {
+	s.render(w, code, s.ui.login, loginPage{Title: "Sign in", Error: msg})
+}
+
+func (s *apiServer) render(w http.ResponseWriter, code int, t *template.Template, data any) {
+	var buf strings.Builder
+	if err := t.Execute(&buf, data); err != nil {
+		s.log.Error("ui: render", "err", err)
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	// No scripts at all; inline CSS only. A hostile string that somehow
+	// escaped the template still could not run.
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte(buf.String()))
+}

@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+func TestQuotaEvictsEventsThenFindingsThenAlerts(t *testing.T) {
+	const quota = MinQuotaBytes // 4 MiB: live limit 3 MiB
+	s := openTest(t, Config{QuotaBytes: quota})
+	batch := func(c Class, n, size int) [][]byte {
+		out := make([][]byte, n)
+		for i := range out {
+			out[i] = payloadFor(c, i, size)
+		}
+		return out
+	}
+	appendN := func(c Class, batches int) error {
+		for range batches {
+			if _, err := s.AppendBatch(c, batch(c, 100, 1024)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// ~0.5 MiB of alerts, ~1 MiB of findings, then 20 MiB of events.
+	if err := appendN(ClassAlert, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendN(ClassFinding, 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := appendN(ClassEvent, 200); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	t.Logf("after events: live %d / limit %d, disk %d / quota %d", st.LiveBytes, st.LiveLimit, st.DiskBytes, st.QuotaBytes)
+	if st.LiveBytes > st.LiveLimit {
+		t.Fatalf("live bytes %d over limit %d", st.LiveBytes, st.LiveLimit)
+	}
+	if a, f := st.Classes[ClassAlert], st.Classes[ClassFinding]; a.Evicted != 0 || f.Evicted != 0 || a.Depth != 500 || f.Depth != 1000 {
+		t.Fatalf("events displaced higher classes: alert %+v finding %+v", a, f)
+	}
+	ev := st.Classes[ClassEvent]
+	if ev.Evicted == 0 || ev.Evicted+ev.Depth != 20000 {
+		t.Fatalf("event stats %+v", ev)
+	}
+
+	// Findings displace events first, then older findings.
+	if err := appendN(ClassFinding, 30); err != nil {
+		t.Fatal(err)
+	}
+	st = s.Stats()
+	if d := st.Classes[ClassEvent].Depth; d != 0 {
+		t.Fatalf("%d events left while findings were evicted", d)
+	}
+	if st.Classes[ClassFinding].Evicted == 0 || st.Classes[ClassAlert].Evicted != 0 {
+		t.Fatalf("stats after findings: %+v", st.Classes)
+	}
+
+	// An event cannot displace findings or alerts.
+	if _, err := s.Append(ClassEvent, make([]byte, 200<<10)); !errors.Is(err, ErrQuotaExceeded) {
+		t.Fatalf("event into a spool full of findings: err = %v", err)
+	}
+	if st := s.Stats().Classes[ClassEvent]; st.Rejected != 1 {
+		t.Fatalf("rejected = %d", st.Rejected)
+	}
+
+	// Alerts displace findings, and alerts only when nothing else is left.
+	if err := appendN(ClassAlert, 40); err != nil {
+		t.Fatal(err)
+	}
+	st = s.Stats()
+	if st.Classes[ClassFinding].Depth != 0 || st.Classes[ClassAlert].Evicted == 0 {
+		t.Fatalf("stats after alerts: %+v", st.Classes)
+	}
+
+	// Every eviction is in a gap; gaps per class cover exactly the evicted count.
+	gaps, err := s.Gaps()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gapped [numClasses + 1]uint64
+	for _, g := range gaps {
+		gapped[g.Class] += g.Count
+		t.Logf("gap %s %d..%d (%d)", g.Class, g.FirstSeq, g.LastSeq, g.Count)
+	}
+	for c := ClassAlert; c <= ClassEvent; c++ {
+		if gapped[c] != st.Classes[c].Evicted {
+			t.Errorf("%s: gaps cover %d, evicted %d", c, gapped[c], st.Classes[c].Evicted)
+		}
+	}
+	// The oldest surviving alert follows the last alert gap.
+	recs, err := s.Next(1, 1<<20)
+	if err != nil || len(recs) != 1 {
+		t.Fatal(recs, err)
+	}
+	var lastAlertGap uint64
+	for _, g := range gaps {
+		if g.Class == ClassAlert {
+			lastAlertGap = g.LastSeq
+		}
+	}
+	if recs[0].Class != ClassAlert || recs[0].Seq != lastAlertGap+1 {
+		t.Fatalf("oldest alert %v, last alert gap ends at %d", recs[0].RecordID, lastAlertGap)
+	}
+
+	if err := s.MarkGapsReported(gaps...); err != nil {
+		t.Fatal(err)
+	}
+	if gaps, err := s.Gaps(); err != nil || len(gaps) != 0 {
+		t.Fatalf("after MarkGapsReported: %v, %v", gaps, err)
+	}
+
+	if err := s.Reclaim(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st = s.Stats()
+	t.Logf("after reclaim: live %d, disk %d / quota %d", st.LiveBytes, st.DiskBytes, st.QuotaBytes)
+	if limit := quota + badgerWorkingSet(quota); st.DiskBytes > limit {
+		t.Errorf("disk %d over quota plus Badger's working set (%d)", st.DiskBytes, limit)
+	}
+}
+
+func TestGapsSurviveRestartAndGrow(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(Config{Dir: dir, QuotaBytes: MinQuotaBytes}, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 100<<10)
+	for range 40 {
+		if _, err := s.Append(ClassEvent, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := s.Gaps()
+	if err != nil || len(before) != 1 || before[0].FirstSeq != 1 {
+		t.Fatalf("gaps = %+v, %v", before, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, Config{Dir: dir, QuotaBytes: MinQuotaBytes})
+	for range 10 {
+		if _, err := s.Append(ClassEvent, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after, err := s.Gaps()
+	if err != nil || len(after) != 1 || after[0].FirstSeq != 1 || after[0].LastSeq <= before[0].LastSeq ||
+		after[0].Count != after[0].LastSeq {
+		t.Fatalf("contiguous evictions across a restart should extend one gap: before %+v after %+v (%v)", before, after, err)
+	}
+	// Marking the stale copy reported keeps the grown gap.
+	if err := s.MarkGapsReported(before...); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.Gaps(); len(g) != 1 {
+		t.Fatalf("grown gap was dropped: %+v", g)
+	}
+}

@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
+)
+
+// startRun starts `harrier run` with its API and ingest on free loopback
+// ports and returns the API base URL and the token.
+func startRun(t *testing.T, bin, dataDir string) (baseURL, token string) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "harrier.yaml")
+	conf := fmt.Sprintf("dataDir: %s\nbackend:\n  apiAddr: 127.0.0.1:0\n  ingestAddr: 127.0.0.1:0\n", dataDir)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "run", "-c", cfg)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 10 * time.Second
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &strings.Builder{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		// A clean exit after SIGINT is reported as the context's error.
+		if err := cmd.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("harrier run exited: %v\n%s", err, logs.String())
+		}
+	})
+	lines := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+	}()
+	select {
+	case line := <-lines:
+		m := regexp.MustCompile(`(http://[0-9.:]+)/ \(token in (\S+)\)`).FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("unexpected first line %q", line)
+		}
+		tok, err := os.ReadFile(m[2])
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(m[2])
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("token file %s mode %v, want 0600", m[2], st.Mode().Perm())
+		}
+		return m[1], strings.TrimSpace(string(tok))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("harrier run did not come up:\n%s", logs.String())
+	}
+	return "", ""
+}
+
+func getJSON(t *testing.T, url, token string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if out != nil && resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+			t.Fatalf("decode %s: %v", url, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestRunAllInOne: the README's first command. Behaviour on this node must
+// reach the embedded backend's API over the real QUIC uplink.
+func TestRunAllInOne(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := buildHarrier(t)
+	base, token := startRun(t, bin, t.TempDir())
+
+	if code := getJSON(t, base+"/api/v1/events", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("API without token: %d, want 401", code)
+	}
+	if code := getJSON(t, base+"/livez", "", nil); code != http.StatusOK {
+		t.Errorf("livez: %d", code)
+	}
+
+	cat := exec.Command("cat", "/etc/shadow")
+	if err := cat.Run(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var found *api.Event
+	for found == nil && time.Now().Before(deadline) {
+		var resp struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		getJSON(t, base+"/api/v1/events?kind=file_open&limit=1000", token, &resp)
+		for _, raw := range resp.Events {
+			ev := &api.Event{}
+			if err := protojson.Unmarshal(raw, ev); err != nil {
+				t.Fatalf("event JSON: %v", err)
+			}
+			if ev.GetProcess().GetTgid() == uint32(cat.Process.Pid) && ev.GetFileOpen().GetPath() == "/etc/shadow" {
+				found = ev
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if found == nil {
+		t.Fatal("the open of /etc/shadow never reached the backend")
+	}
+	if found.GetProcess().GetExe() == "" || len(found.GetAncestry()) == 0 {
+		t.Errorf("event lost its process context on the way: %v", found)
+	}
+
+	var agents struct {
+		Agents []struct {
+			AgentID string `json:"agent_id"`
+			Health  struct {
+				Probes []struct {
+					Name     string `json:"name"`
+					Attached bool   `json:"attached"`
+				} `json:"probes"`
+			} `json:"health"`
+		} `json:"agents"`
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		getJSON(t, base+"/api/v1/agents", token, &agents)
+		if len(agents.Agents) == 1 && len(agents.Agents[0].Health.Probes) > 0 {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(agents.Agents) != 1 || len(agents.Agents[0].Health.Probes) == 0 {
+		t.Fatalf("agents = %+v, want one with heartbeat health", agents)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, base+"/", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(body)), "harrier") {
+		t.Errorf("web UI: %d %.200s", resp.StatusCode, body)
+	}
+}

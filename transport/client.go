@@ -1,0 +1,424 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// Defaults for ClientConfig.
+const (
+	DefaultBatchRecords      = 512
+	DefaultBatchBytes        = 1 << 20
+	DefaultBackoffMin        = 500 * time.Millisecond
+	DefaultBackoffMax        = 30 * time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultPollInterval      = time.Second
+	DefaultAckTimeout        = 2 * time.Minute
+)
+
+// ErrRefused is wrapped when the backend answers a batch with Ack.error; the
+// records stay in the source and are sent again after a backoff.
+var ErrRefused = errors.New("batch refused by backend")
+
+// Source is the agent's spool as the uplink sees it.
+type Source interface {
+	// Pending returns up to maxRecords records of about maxBytes in total,
+	// alerts first, then findings, then events, oldest first within each,
+	// without removing them.
+	Pending(ctx context.Context, maxRecords, maxBytes int) ([]*api.Record, error)
+	// Acked releases records the backend has durably stored.
+	Acked(seqs []uint64) error
+}
+
+// ClientConfig configures the agent's uplink.
+type ClientConfig struct {
+	// Addr is the backend's UDP address, host:port. Required.
+	Addr string
+	// TLS is the client configuration, normally from ClientTLS. Required.
+	// Without a ClientSessionCache one is added, so reconnects use 0-RTT.
+	TLS *tls.Config
+	// AgentID is sent in every batch; it must equal the certificate's ID.
+	// Required.
+	AgentID string
+	// BatchRecords and BatchBytes bound one batch (before compression).
+	// Defaults DefaultBatchRecords and DefaultBatchBytes.
+	BatchRecords int
+	BatchBytes   int
+	// BandwidthBytesPerSec caps the compressed bytes sent (the edge link's
+	// budget). 0 means unlimited.
+	BandwidthBytesPerSec int64
+	// BackoffMin and BackoffMax bound reconnect delays (exponential with
+	// full jitter). Defaults DefaultBackoffMin and DefaultBackoffMax.
+	BackoffMin time.Duration
+	BackoffMax time.Duration
+	// HeartbeatInterval is the period of health-only batches. Default
+	// DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// PollInterval is how often Pending is asked again when it returned
+	// nothing and Notify was not called. Default DefaultPollInterval.
+	PollInterval time.Duration
+	// AckTimeout bounds the wait for an ack after a batch is sent. Default
+	// DefaultAckTimeout.
+	AckTimeout time.Duration
+	// Limits bound the batches sent and the acks read.
+	Limits Limits
+	// Health returns what heartbeats carry. May be nil.
+	Health func() *api.AgentHealth
+	// Gaps returns eviction gaps not reported yet; they ride on the next
+	// batch and are kept until a batch carrying them is acknowledged. May be
+	// nil.
+	Gaps func() []*api.Gap
+}
+
+// ClientStats are the uplink's counters.
+type ClientStats struct {
+	Connected      bool
+	BatchesSent    uint64 // batches acknowledged, heartbeats included
+	HeartbeatsSent uint64 // heartbeats acknowledged
+	RecordsAcked   uint64 // sequence numbers the backend acknowledged
+	BytesSent      uint64 // compressed frame bytes written
+	Reconnects     uint64
+	LastError      string
+}
+
+// Client delivers a Source's records to the backend.
+type Client struct {
+	cfg     ClientConfig
+	src     Source
+	log     *slog.Logger
+	codec   *Codec
+	tlsConf *tls.Config
+	qconf   *quic.Config
+	bucket  *tokenBucket
+	notify  chan struct{}
+	rnd     func(int64) int64
+
+	// gaps taken from cfg.Gaps but not yet acknowledged; Run's goroutine only.
+	gaps []*api.Gap
+
+	mu    sync.Mutex
+	stats ClientStats
+}
+
+// NewClient checks cfg and returns a client that Run drives.
+func NewClient(cfg ClientConfig, src Source, log *slog.Logger) (*Client, error) {
+	switch {
+	case cfg.Addr == "":
+		return nil, errors.New("client address is required")
+	case cfg.TLS == nil:
+		return nil, errors.New("client TLS config is required")
+	case src == nil:
+		return nil, errors.New("client source is required")
+	case cfg.BandwidthBytesPerSec < 0:
+		return nil, errors.New("bandwidth cap must not be negative")
+	}
+	if err := validAgentID(cfg.AgentID); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	setDefault(&cfg.BatchRecords, DefaultBatchRecords)
+	setDefault(&cfg.BatchBytes, DefaultBatchBytes)
+	setDefault(&cfg.BackoffMin, DefaultBackoffMin)
+	setDefault(&cfg.BackoffMax, DefaultBackoffMax)
+	setDefault(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDefault(&cfg.PollInterval, DefaultPollInterval)
+	setDefault(&cfg.AckTimeout, DefaultAckTimeout)
+	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
+	cfg.Limits = cfg.Limits.withDefaults()
+
+	tlsConf := cfg.TLS.Clone()
+	if len(tlsConf.NextProtos) == 0 {
+		tlsConf.NextProtos = []string{ALPN}
+	}
+	tlsConf.MinVersion = tls.VersionTLS13
+	if tlsConf.ClientSessionCache == nil {
+		tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(sessionCacheSize)
+	}
+	codec, err := NewCodec(cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		cfg:     cfg,
+		src:     src,
+		log:     log.With("backend", cfg.Addr),
+		codec:   codec,
+		tlsConf: tlsConf,
+		qconf: &quic.Config{
+			HandshakeIdleTimeout:  handshakeTimeout,
+			MaxIdleTimeout:        DefaultIdleTimeout,
+			KeepAlivePeriod:       keepAlivePeriod,
+			MaxIncomingStreams:    -1, // the backend never opens streams
+			MaxIncomingUniStreams: -1,
+		},
+		notify: make(chan struct{}, 1),
+		rnd:    jitter,
+	}
+	if cfg.BandwidthBytesPerSec > 0 {
+		c.bucket = newTokenBucket(cfg.BandwidthBytesPerSec, time.Now)
+	}
+	return c, nil
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
+}
+
+// Notify tells the client that the source has new records, so it need not
+// wait for the poll interval. It never blocks.
+func (c *Client) Notify() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (c *Client) Stats() ClientStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stats
+}
+
+func (c *Client) update(f func(*ClientStats)) {
+	c.mu.Lock()
+	f(&c.stats)
+	c.mu.Unlock()
+}
+
+// Run delivers records until ctx is done and then returns nil; call it once. Any
+// connection failure leads to a reconnect after an exponential backoff with
+// full jitter; records leave the source only when the backend acks them.
+func (c *Client) Run(ctx context.Context) error {
+	defer c.codec.Close()
+	attempt := 0
+	for {
+		delivered, err := c.session(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if delivered {
+			// The link worked: the next outage starts from the shortest delay.
+			attempt = 0
+		}
+		d := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.rnd)
+		attempt++
+		c.update(func(s *ClientStats) { s.LastError = err.Error() })
+		c.log.Warn("uplink down, reconnecting", "err", err, "delay", d)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		c.update(func(s *ClientStats) { s.Reconnects++ })
+	}
+}
+
+// session dials once and sends until the connection fails or ctx ends. It
+// reports whether any batch was acknowledged, and why it ended.
+func (c *Client) session(ctx context.Context) (delivered bool, err error) {
+	dctx, cancel := context.WithTimeout(ctx, 2*handshakeTimeout)
+	conn, err := quic.DialAddrEarly(dctx, c.cfg.Addr, c.tlsConf, c.qconf)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
+	}
+	defer conn.CloseWithError(CodeOK, "")
+	// Stream calls take no context; closing the connection unblocks them.
+	stop := context.AfterFunc(ctx, func() { _ = conn.CloseWithError(CodeShutdown, "agent stopping") })
+	defer stop()
+	// Connected turns true with the first ack, not at dial: an early (0-RTT)
+	// dial returns before the backend has answered at all.
+	defer c.update(func(s *ClientStats) { s.Connected = false })
+	c.log.Info("uplink dialled", "resuming", conn.ConnectionState().Used0RTT)
+
+	hb := time.NewTicker(c.cfg.HeartbeatInterval)
+	defer hb.Stop()
+	poll := time.NewTimer(c.cfg.PollInterval)
+	defer poll.Stop()
+	heartbeatDue := true // the first heartbeat tells the backend we are back
+	retried0RTT := false
+	for {
+		select {
+		case <-hb.C:
+			heartbeatDue = true
+		default:
+		}
+		var sent bool
+		if heartbeatDue {
+			err = c.sendHeartbeat(ctx, conn)
+			sent = err == nil
+			heartbeatDue = err != nil
+		} else {
+			sent, err = c.sendPending(ctx, conn)
+		}
+		if errors.Is(err, quic.Err0RTTRejected) && !retried0RTT {
+			// The backend restarted (new ticket keys) and refused our 0-RTT
+			// data: finish the handshake and send the same records again.
+			retried0RTT = true
+			if conn, err = conn.NextConnection(ctx); err != nil {
+				return delivered, fmt.Errorf("handshake after 0-RTT rejection: %w", err)
+			}
+			continue
+		}
+		if err != nil {
+			return delivered, err
+		}
+		if sent {
+			if !delivered {
+				delivered = true
+				c.update(func(s *ClientStats) { s.Connected = true })
+				c.log.Info("uplink connected", "0rtt", conn.ConnectionState().Used0RTT)
+			}
+			continue // more may be pending
+		}
+		poll.Reset(c.cfg.PollInterval)
+		select {
+		case <-ctx.Done():
+			return delivered, context.Cause(ctx)
+		case <-conn.Context().Done():
+			return delivered, fmt.Errorf("connection lost: %w", context.Cause(conn.Context()))
+		case <-hb.C:
+			heartbeatDue = true
+		case <-c.notify:
+		case <-poll.C:
+		}
+	}
+}
+
+// sendPending sends one batch of pending records and gaps, if there are any.
+func (c *Client) sendPending(ctx context.Context, conn *quic.Conn) (sent bool, err error) {
+	recs, err := c.src.Pending(ctx, c.cfg.BatchRecords, c.cfg.BatchBytes)
+	if err != nil {
+		// A spool read error is not the link's fault: keep the connection
+		// and ask again after the poll interval.
+		c.update(func(s *ClientStats) { s.LastError = err.Error() })
+		c.log.Error("reading pending records failed", "err", err)
+		return false, nil
+	}
+	gaps := c.takeGaps()
+	if len(recs) == 0 && len(gaps) == 0 {
+		return false, nil
+	}
+	b := &api.Batch{AgentId: c.cfg.AgentID, Records: recs, Gaps: gaps, Sent: timestamppb.Now()}
+	ack, err := c.roundTrip(ctx, conn, b)
+	if err != nil {
+		c.gaps = append(gaps, c.gaps...)
+		return false, err
+	}
+	if len(ack.GetSeqs()) > 0 {
+		if err := c.src.Acked(ack.GetSeqs()); err != nil {
+			// The records stay pending and are sent again; the backend
+			// de-duplicates them.
+			c.update(func(s *ClientStats) { s.LastError = err.Error() })
+			c.log.Error("releasing acked records failed", "err", err)
+		}
+	}
+	c.update(func(s *ClientStats) {
+		s.BatchesSent++
+		s.RecordsAcked += uint64(len(ack.GetSeqs()))
+	})
+	return true, nil
+}
+
+func (c *Client) sendHeartbeat(ctx context.Context, conn *quic.Conn) error {
+	var h *api.AgentHealth
+	if c.cfg.Health != nil {
+		h = c.cfg.Health()
+	}
+	if h == nil {
+		// The health field is what marks a heartbeat, so it is never nil.
+		h = &api.AgentHealth{}
+	}
+	gaps := c.takeGaps()
+	b := &api.Batch{AgentId: c.cfg.AgentID, Health: h, Gaps: gaps, Sent: timestamppb.Now()}
+	if _, err := c.roundTrip(ctx, conn, b); err != nil {
+		c.gaps = append(gaps, c.gaps...)
+		return fmt.Errorf("heartbeat: %w", err)
+	}
+	c.update(func(s *ClientStats) {
+		s.BatchesSent++
+		s.HeartbeatsSent++
+	})
+	return nil
+}
+
+func (c *Client) takeGaps() []*api.Gap {
+	gaps := c.gaps
+	c.gaps = nil
+	if c.cfg.Gaps != nil {
+		gaps = append(gaps, c.cfg.Gaps()...)
+	}
+	return gaps
+}
+
+// encode returns b's frame, dropping the newest records until it fits the
+// frame limits (records are oldest first, so the dropped ones simply wait
+// for the next batch).
+func (c *Client) encode(b *api.Batch) ([]byte, error) {
+	for {
+		frame, err := c.codec.EncodeBatch(b)
+		if errors.Is(err, ErrFrameTooLarge) && len(b.Records) > 1 {
+			b.Records = b.Records[:len(b.Records)/2]
+			continue
+		}
+		return frame, err
+	}
+}
+
+// roundTrip sends b on a new stream and returns the backend's ack.
+func (c *Client) roundTrip(ctx context.Context, conn *quic.Conn, b *api.Batch) (_ *api.Ack, err error) {
+	frame, err := c.encode(b)
+	if err != nil {
+		return nil, err
+	}
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("open stream: %w", err)
+	}
+	defer func() {
+		// After a 0-RTT rejection the stream ID is reused on the resumed
+		// connection: cancelling this stream would reset the next one.
+		if err != nil && !errors.Is(err, quic.Err0RTTRejected) {
+			str.CancelRead(CodeStreamFailed)
+			str.CancelWrite(CodeStreamFailed)
+		}
+	}()
+	if err := writeLimited(ctx, str, c.bucket, frame); err != nil {
+		return nil, fmt.Errorf("send batch: %w", err)
+	}
+	c.update(func(s *ClientStats) { s.BytesSent += uint64(len(frame)) })
+	// One frame per direction: closing our side tells the backend the frame
+	// is complete.
+	if err := str.Close(); err != nil {
+		return nil, fmt.Errorf("close stream: %w", err)
+	}
+	_ = str.SetReadDeadline(time.Now().Add(c.cfg.AckTimeout))
+	ack, err := ReadAck(str, c.cfg.Limits)
+	if err != nil {
+		return nil, fmt.Errorf("read ack: %w", err)
+	}
+	if err := expectEOF(str); err != nil {
+		return nil, fmt.Errorf("after ack: %w", err)
+	}
+	if ack.GetError() != "" {
+		return nil, fmt.Errorf("%w: %s", ErrRefused, ack.GetError())
+	}
+	return ack, nil
+}

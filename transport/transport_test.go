@@ -1,0 +1,361 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+const agent = "agent-1"
+
+// fastClient returns a client config with test-sized timings.
+func fastClient(addr string, tlsConf *tls.Config, id string) ClientConfig {
+	return ClientConfig{
+		Addr:              addr,
+		TLS:               tlsConf,
+		AgentID:           id,
+		BackoffMin:        20 * time.Millisecond,
+		BackoffMax:        200 * time.Millisecond,
+		HeartbeatInterval: time.Hour,
+		PollInterval:      20 * time.Millisecond,
+	}
+}
+
+func TestHappyPathPriorityExactlyOnce(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	// Few streams per connection and many batches: completed streams must
+	// give their credit back or the client would stall.
+	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t), MaxIncomingStreams: 4}, sink)
+
+	const n = 10_000
+	src := newSliceSource(makeRecords(n, nil))
+	cfg := fastClient(srv.Addr().String(), pki.agentTLS(t, agent, pki), agent)
+	cfg.BatchRecords = 100
+	cl, _ := startClient(t, cfg, src)
+	waitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
+
+	order, seen, _, _ := sink.snapshot()
+	if len(order) != n || len(seen) != n {
+		t.Fatalf("sink got %d records, %d distinct; want %d exactly once", len(order), len(seen), n)
+	}
+	for seq, c := range seen {
+		if c != 1 || seq < 1 || seq > n {
+			t.Fatalf("seq %d arrived %d times", seq, c)
+		}
+	}
+	// Arrival order is class order (alerts, findings, events), oldest first within a class.
+	for i := 1; i < len(order); i++ {
+		a, b := order[i-1], order[i]
+		if a.GetClass() > b.GetClass() || (a.GetClass() == b.GetClass() && a.GetSeq() >= b.GetSeq()) {
+			t.Fatalf("record %d (seq %d, %v) arrived after seq %d (%v)", i, b.GetSeq(), b.GetClass(), a.GetSeq(), a.GetClass())
+		}
+	}
+	if order[0].GetClass() != api.RecordClass_RECORD_CLASS_ALERT || order[n-1].GetClass() != api.RecordClass_RECORD_CLASS_EVENT {
+		t.Fatalf("first %v, last %v: want alerts first and events last", order[0].GetClass(), order[n-1].GetClass())
+	}
+	st := cl.Stats()
+	if st.RecordsAcked != n || st.BatchesSent < n/100 || !st.Connected || st.BytesSent == 0 || st.Reconnects != 0 {
+		t.Fatalf("client stats %+v", st)
+	}
+	if ss := srv.Stats(); ss.Records != n || ss.BadFrames != 0 || ss.Unauthenticated != 0 {
+		t.Fatalf("server stats %+v", ss)
+	}
+}
+
+func TestServerRestartLosesNothing(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	sink.delay = 10 * time.Millisecond // keep batches in flight when the server stops
+	srv, stop := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+	addr := srv.Addr().String()
+
+	const n = 3000
+	src := newSliceSource(makeRecords(n, nil))
+	cfg := fastClient(addr, pki.agentTLS(t, agent, pki), agent)
+	cfg.BatchRecords = 50
+	cl, _ := startClient(t, cfg, src)
+
+	waitFor(t, 10*time.Second, "first records stored", func() bool { return sink.records() >= 500 })
+	stop()
+	before := sink.records()
+	if before >= n {
+		t.Fatalf("everything arrived before the restart (%d); the test needs a slower sink", before)
+	}
+	time.Sleep(300 * time.Millisecond) // the backend is down for a while
+	if cl.Stats().Connected {
+		t.Fatal("client reports connected while the backend is down")
+	}
+
+	srv2, _ := startServer(t, ServerConfig{Addr: addr, TLS: pki.serverTLS(t)}, sink)
+	waitFor(t, 20*time.Second, "all records acked after restart", func() bool { return src.left() == 0 })
+
+	_, seen, _, _ := sink.snapshot()
+	dups := 0
+	for seq := uint64(1); seq <= n; seq++ {
+		switch c := seen[seq]; {
+		case c == 0:
+			t.Fatalf("seq %d lost", seq)
+		case c > 1:
+			dups += c - 1
+		}
+	}
+	st := cl.Stats()
+	t.Logf("stored before restart %d, duplicates %d, reconnects %d, after restart %d records", before, dups, st.Reconnects, srv2.Stats().Records)
+	if st.Reconnects == 0 || st.LastError == "" {
+		t.Fatalf("client stats %+v: want a reconnect and its reason", st)
+	}
+	if srv2.Stats().Records == 0 {
+		t.Fatal("nothing arrived at the restarted server")
+	}
+}
+
+func TestAuthentication(t *testing.T) {
+	t.Parallel()
+	site := newTestPKI(t, "site")
+	other := newTestPKI(t, "other")
+	sink := newMemSink()
+	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: site.serverTLS(t)}, sink)
+	addr := srv.Addr().String()
+
+	noCert := site.agentTLS(t, agent, site).Clone()
+	noCert.Certificates = nil
+	// Go's client withholds a certificate the server's CA list does not
+	// name; force it out so the server must reject it itself.
+	forced := other.agentTLS(t, agent, site).Clone()
+	foreign := forced.Certificates[0]
+	forced.Certificates = nil
+	forced.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign, nil }
+
+	tests := []struct {
+		name    string
+		tls     *tls.Config
+		id      string
+		counter func(ServerStats) uint64
+		errPart string
+	}{
+		{"cert from another CA", other.agentTLS(t, agent, site), agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
+		{"cert from another CA, sent anyway", forced, agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
+		{"no client cert", noCert, agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
+		{"agent_id differs from cert", site.agentTLS(t, "agent-2", site), "agent-3", func(s ServerStats) uint64 { return s.Refused }, "does not match"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			before := tc.counter(srv.Stats())
+			src := newSliceSource(makeRecords(20, nil))
+			cl, stop := startClient(t, fastClient(addr, tc.tls, tc.id), src)
+			waitFor(t, 10*time.Second, "server to count the refusal", func() bool { return tc.counter(srv.Stats()) > before })
+			waitFor(t, 5*time.Second, "client to see an error", func() bool { return cl.Stats().LastError != "" })
+			stop()
+			st := cl.Stats()
+			if src.left() != 20 || st.RecordsAcked != 0 {
+				t.Fatalf("%d of 20 records left, stats %+v: nothing may be released", src.left(), st)
+			}
+			if !strings.Contains(st.LastError, tc.errPart) {
+				t.Fatalf("last error %q, want it to contain %q", st.LastError, tc.errPart)
+			}
+			t.Logf("client's last error: %s", st.LastError)
+		})
+	}
+	if order, _, hb, _ := sink.snapshot(); len(order) != 0 || len(hb) != 0 {
+		t.Fatalf("sink stored %d records and %d heartbeats from unauthenticated or refused agents", len(order), len(hb))
+	}
+}
+
+func TestBadFramesCloseOnlyTheStream(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	limits := Limits{MaxFrameBytes: 64 << 10, MaxDecodedBytes: 256 << 10}
+	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t), Limits: limits}, sink)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := quic.DialAddr(ctx, srv.Addr().String(), pki.agentTLS(t, agent, pki), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	garbage := make([]byte, 64)
+	_, _ = rand.Read(garbage)
+	good, err := proto.Marshal(&api.Batch{AgentId: agent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		data []byte
+	}{
+		{"not zstd", frameOf(garbage)},
+		{"zstd but not protobuf", frameOf(enc.EncodeAll(bytes.Repeat([]byte{0xff}, 100), nil))},
+		{"zstd bomb over MaxDecodedBytes", frameOf(enc.EncodeAll(make([]byte, 1<<20), nil))},
+		{"header over MaxFrameBytes", append(header(limits.MaxFrameBytes+1), garbage...)},
+		{"truncated payload", append(header(100), garbage[:10]...)},
+		{"truncated header", []byte{0, 0}},
+		{"empty stream", nil},
+		{"empty frame", header(0)},
+		{"data after the frame", append(frameOf(enc.EncodeAll(good, nil)), 0)},
+	}
+	for _, tc := range tests {
+		str, err := conn.OpenStreamSync(ctx)
+		if err != nil {
+			t.Fatalf("%s: open: %v", tc.name, err)
+		}
+		_, _ = str.Write(tc.data) // the server may stop reading early
+		_ = str.Close()
+		_ = str.SetReadDeadline(time.Now().Add(10 * time.Second))
+		ack, err := ReadAck(str, Limits{})
+		var se *quic.StreamError
+		if !errors.As(err, &se) || se.ErrorCode != CodeBadFrame || !se.Remote {
+			t.Fatalf("%s: got ack %v, err %v; want the stream reset with CodeBadFrame", tc.name, ack, err)
+		}
+	}
+	waitFor(t, 5*time.Second, "bad frames counted", func() bool { return srv.Stats().BadFrames == uint64(len(tests)) })
+
+	// The same connection still delivers a good batch.
+	str, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := NewCodec(Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer codec.Close()
+	if err := codec.WriteBatch(str, &api.Batch{AgentId: agent, Records: makeRecords(3, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = str.Close()
+	_ = str.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ack, err := ReadAck(str, Limits{})
+	if err != nil || ack.GetError() != "" || len(ack.GetSeqs()) != 3 {
+		t.Fatalf("good batch after bad frames: ack %v, err %v", ack, err)
+	}
+	if ss := srv.Stats(); ss.BadFrames != uint64(len(tests)) || ss.Records != 3 || ss.Connections != 1 {
+		t.Fatalf("server stats %+v", ss)
+	}
+}
+
+func header(n int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(n)) }
+
+func frameOf(payload []byte) []byte { return append(header(len(payload)), payload...) }
+
+func TestBandwidthCap(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+
+	// Random base64 compresses to about 3/4: ~100 records of 4 KiB make
+	// ~300 KiB of compressed frames.
+	const rate = 96 << 10
+	recs := makeRecords(100, func(uint64) []string {
+		b := make([]byte, 3<<10)
+		_, _ = rand.Read(b)
+		return []string{base64.StdEncoding.EncodeToString(b)}
+	})
+	src := newSliceSource(recs)
+	cfg := fastClient(srv.Addr().String(), pki.agentTLS(t, agent, pki), agent)
+	cfg.BandwidthBytesPerSec = rate
+	cfg.BatchRecords = 10
+	start := time.Now()
+	cl, _ := startClient(t, cfg, src)
+	waitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
+	elapsed := time.Since(start)
+
+	sent := cl.Stats().BytesSent
+	if sent < 250<<10 {
+		t.Fatalf("only %d bytes sent; the test needs more to measure the cap", sent)
+	}
+	burst := min(max(float64(rate)/10, minBurstBytes), maxBurstBytes)
+	floor := time.Duration((float64(sent) - burst) / rate * 0.9 * float64(time.Second))
+	t.Logf("%d compressed bytes at a cap of %d B/s took %v (floor %v)", sent, rate, elapsed, floor)
+	if elapsed < floor {
+		t.Fatalf("sending %d bytes took %v, faster than the cap allows (%v)", sent, elapsed, floor)
+	}
+}
+
+func TestHeartbeatsAndGaps(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+
+	health := &api.AgentHealth{Version: "test", Node: "edge-17", SpoolRecords: 42, Drops: map[string]uint64{"sensor_queue": 3}}
+	gap := &api.Gap{Class: api.RecordClass_RECORD_CLASS_EVENT, FirstSeq: 10, LastSeq: 19, Count: 10}
+	gapsTaken := false
+	cfg := fastClient(srv.Addr().String(), pki.agentTLS(t, agent, pki), agent)
+	cfg.HeartbeatInterval = 50 * time.Millisecond
+	cfg.Health = func() *api.AgentHealth { return health }
+	cfg.Gaps = func() []*api.Gap { // called only from Run's goroutine
+		if gapsTaken {
+			return nil
+		}
+		gapsTaken = true
+		return []*api.Gap{gap}
+	}
+	cl, stop := startClient(t, cfg, newSliceSource(nil))
+	waitFor(t, 10*time.Second, "three heartbeats", func() bool {
+		_, _, hb, _ := sink.snapshot()
+		return len(hb) >= 3
+	})
+	stop()
+	_, _, hbs, gaps := sink.snapshot()
+	for _, h := range hbs {
+		if !proto.Equal(h, health) {
+			t.Fatalf("heartbeat carried %v, want %v", h, health)
+		}
+	}
+	if len(gaps) != 1 || !proto.Equal(gaps[0], gap) {
+		t.Fatalf("sink got gaps %v, want %v once", gaps, gap)
+	}
+	if st := cl.Stats(); st.HeartbeatsSent < 3 {
+		t.Fatalf("client stats %+v", st)
+	}
+	if ss := srv.Stats(); ss.Heartbeats < 3 || ss.Records != 0 {
+		t.Fatalf("server stats %+v", ss)
+	}
+}
+
+func TestReconnectResumesWith0RTT(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+	tlsConf := pki.agentTLS(t, agent, pki) // one session cache for both runs
+
+	cfg := fastClient(srv.Addr().String(), tlsConf, agent)
+	_, stop := startClient(t, cfg, newSliceSource(makeRecords(10, nil)))
+	waitFor(t, 10*time.Second, "first run delivered", func() bool { return sink.records() == 10 })
+	time.Sleep(100 * time.Millisecond) // let the session ticket arrive
+	stop()
+
+	recs := makeRecords(20, nil)[10:]
+	src := newSliceSource(recs)
+	_, _ = startClient(t, cfg, src)
+	waitFor(t, 10*time.Second, "second run delivered", func() bool { return src.left() == 0 })
+	if ss := srv.Stats(); ss.ZeroRTT == 0 {
+		t.Fatalf("server stats %+v: want the second connection resumed with 0-RTT", ss)
+	}
+}
