@@ -425,12 +425,12 @@ func newBackendCommand() *cobra.Command {
 			if ingestAddr != "" {
 				cfg.Backend.IngestAddr = ingestAddr
 			}
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
 			svc, err := backend.NewService(cfg.Backend, log)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(cmd.Context())
-			defer stop()
 			return svc.Run(ctx)
 		},
 	}

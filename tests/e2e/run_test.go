@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -83,24 +84,33 @@ func startRun(t *testing.T, bin, dataDir string) (baseURL, token string) {
 
 func getJSON(t *testing.T, url, token string, out any) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	code, err := tryGetJSON(url, token, out)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return code
+}
+
+// tryGetJSON is getJSON for a server that may not be up yet.
+func tryGetJSON(url, token string, out any) (int, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return 0, err
 	}
 	defer resp.Body.Close()
 	if out != nil && resp.StatusCode == http.StatusOK {
 		if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
-			t.Fatalf("decode %s: %v", url, err)
+			return resp.StatusCode, fmt.Errorf("decode %s: %w", url, err)
 		}
 	}
-	return resp.StatusCode
+	return resp.StatusCode, nil
 }
 
 // TestRunAllInOne: the README's first command. Behaviour on this node must
@@ -180,4 +190,122 @@ func TestRunAllInOne(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(body)), "harrier") {
 		t.Errorf("web UI: %d %.200s", resp.StatusCode, body)
 	}
+}
+
+// freeAddr reserves a loopback port number for network ("tcp" or "udp").
+func freeAddr(t *testing.T, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// startDaemon starts bin with args and stops it with SIGINT at cleanup.
+func startDaemon(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	logs := &strings.Builder{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s %v: %v\n%s", bin, args[0], err, logs.String())
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("%s %v did not stop on SIGINT\n%s", bin, args[0], logs.String())
+		}
+	})
+	return cmd
+}
+
+// TestAgentSpoolsWhileBackendIsDown: separate agent and backend processes
+// with certificates from `harrier certs`. Behaviour while the backend is
+// down is spooled and delivered once it comes up.
+func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := buildHarrier(t)
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	out, err := exec.Command(bin, "certs", "--out", pki, "--backend-host", "localhost", "--backend-host", "127.0.0.1",
+		"--agent", "edge-1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("certs: %v %s", err, out)
+	}
+	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
+	agentCfg := filepath.Join(dir, "agent.yaml")
+	conf := fmt.Sprintf(`dataDir: %s/agent
+uplink:
+  addr: %s
+  agentID: edge-1
+  caFile: %s/ca.crt
+  certFile: %s/agent.crt
+  keyFile: %s/agent.key
+`, dir, ingest, pki, pki, pki)
+	if err := os.WriteFile(agentCfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backendCfg := filepath.Join(dir, "backend.yaml")
+	conf = fmt.Sprintf(`dataDir: %s/backend
+backend:
+  apiAddr: %s
+  ingestAddr: %s
+  token: e2e-token
+  caFile: %s/ca.crt
+  certFile: %s/backend.crt
+  keyFile: %s/backend.key
+`, dir, apiAddr, ingest, pki, pki, pki)
+	if err := os.WriteFile(backendCfg, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	startDaemon(t, bin, "agent", "-c", agentCfg)
+	time.Sleep(2 * time.Second) // attached and failing to reach the backend
+	cat := exec.Command("cat", "/etc/shadow")
+	if err := cat.Run(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // spooled
+
+	startDaemon(t, bin, "backend", "-c", backendCfg)
+	base := "http://" + apiAddr
+	deadline := time.Now().Add(60 * time.Second) // the agent's backoff is capped at 30 s
+	for time.Now().Before(deadline) {
+		var resp struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if _, err := tryGetJSON(base+"/api/v1/events?kind=file_open&limit=1000", "e2e-token", &resp); err != nil {
+			time.Sleep(500 * time.Millisecond) // the backend is still starting
+			continue
+		}
+		for _, raw := range resp.Events {
+			ev := &api.Event{}
+			if err := protojson.Unmarshal(raw, ev); err != nil {
+				t.Fatal(err)
+			}
+			if ev.GetProcess().GetTgid() == uint32(cat.Process.Pid) && ev.GetFileOpen().GetPath() == "/etc/shadow" {
+				return
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatal("behaviour from while the backend was down never arrived")
 }
