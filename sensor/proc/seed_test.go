@@ -1,12 +1,14 @@
 package proc
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // statLine builds a /proc/PID/stat line with the given comm, ppid and
@@ -229,6 +231,14 @@ func TestSeedRealProc(t *testing.T) {
 		_ = child.Process.Kill()
 		_ = child.Wait()
 	})
+	// Start returns once execve has closed the child's close-on-exec
+	// pipe, which is before the kernel lays out the new argv: wait for it.
+	for range 100 {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child.Process.Pid)); err == nil && len(b) > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 
 	c := New(Config{})
 	n, err := c.Seed("/proc")
