@@ -4,8 +4,10 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -281,4 +283,30 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// expiredAgentTLS is agentTLS with a certificate that expired yesterday.
+func (p *testPKI) expiredAgentTLS(t *testing.T, id string, server *testPKI) *tls.Config {
+	t.Helper()
+	tmpl, err := baseTemplate(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	tmpl.URIs = []*url.URL{agentURI(id)}
+	cert, key, err := issue(p.caCert, p.caKey, tmpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := id + "-expired"
+	if err := WriteFiles(p.dir, name, cert, key); err != nil {
+		t.Fatal(err)
+	}
+	c, err := ClientTLS(p.path(name+".crt"), p.path(name+".key"), server.path("ca.crt"), "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -152,6 +152,7 @@ func TestAuthentication(t *testing.T) {
 		{"cert from another CA", other.agentTLS(t, agent, site), agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
 		{"cert from another CA, sent anyway", forced, agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
 		{"no client cert", noCert, agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
+		{"expired client cert", site.expiredAgentTLS(t, agent, site), agent, func(s ServerStats) uint64 { return s.Unauthenticated }, ""},
 		{"agent_id differs from cert", site.agentTLS(t, "agent-2", site), "agent-3", func(s ServerStats) uint64 { return s.Refused }, "does not match"},
 	}
 	for _, tc := range tests {
