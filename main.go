@@ -442,27 +442,58 @@ func newBackendCommand() *cobra.Command {
 
 func newCertsCommand() *cobra.Command {
 	var dir string
-	var hosts, agents []string
 	cmd := &cobra.Command{
 		Use:   "certs",
 		Short: "Make a small CA and backend/agent certificates for sites without a PKI",
-		Long: `Writes ca.crt/ca.key, backend.crt/backend.key and one certificate per agent into --out,
-keeping whatever is already there. The first agent's files are named agent.crt/agent.key;
-copy ca.crt and an agent's pair to each node, and ca.crt with backend.* to the backend.`,
-		Args: cobra.NoArgs,
+		Long: `For sites without a PKI: "certs init" makes the CA, "certs backend" the backend's serving
+certificate, "certs agent" one certificate per agent. Files go to --out (ca.crt/ca.key, backend.crt/key,
+<agent-id>.crt/key; keys 0600); what already exists is kept. Copy ca.crt and an agent's pair to each node
+(as uplink.caFile/certFile/keyFile), and ca.crt with backend.* to the backend. Keep ca.key offline.`,
+	}
+	cmd.PersistentFlags().StringVar(&dir, "out", "pki", "directory holding the CA and the certificates")
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Make the CA (ca.crt, ca.key)",
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if len(hosts) == 0 {
-				return errors.New("--backend-host is required (the names and IPs agents use to reach the backend)")
-			}
-			if err := agent.MakePKI(agent.PKIOptions{Dir: dir, BackendHosts: hosts, AgentIDs: agents}); err != nil {
+			if _, _, err := agent.InitCA(dir); err != nil {
 				return err
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "certificates written to %s\n", dir)
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "CA in %s\n", dir)
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&dir, "out", "pki", "directory to write into")
-	cmd.Flags().StringSliceVar(&hosts, "backend-host", nil, "DNS name or IP of the backend (repeatable)")
-	cmd.Flags().StringSliceVar(&agents, "agent", nil, "agent ID to issue a certificate for (repeatable; usually the node name)")
+	var hosts []string
+	backendCmd := &cobra.Command{
+		Use:   "backend",
+		Short: "Issue the backend's certificate (backend.crt, backend.key)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(hosts) == 0 {
+				return errors.New("--host is required: the DNS names and IPs agents use to reach the backend")
+			}
+			if err := agent.IssueBackendCert(dir, hosts); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "backend certificate in %s\n", dir)
+			return err
+		},
+	}
+	backendCmd.Flags().StringSliceVar(&hosts, "host", nil, "DNS name or IP of the backend (repeatable)")
+	agentCmd := &cobra.Command{
+		Use:   "agent ID...",
+		Short: "Issue agent certificates (<id>.crt, <id>.key); the ID is usually the node name",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, ids []string) error {
+			for _, id := range ids {
+				if err := agent.IssueAgentCert(dir, id, id); err != nil {
+					return err
+				}
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "agent certificates in %s\n", dir)
+			return err
+		},
+	}
+	cmd.AddCommand(initCmd, backendCmd, agentCmd)
 	return cmd
 }

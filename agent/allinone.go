@@ -21,11 +21,14 @@ func RunAllInOne(ctx context.Context, cfg Config, version string, log *slog.Logg
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	err := MakePKI(PKIOptions{
-		Dir:          filepath.Join(cfg.DataDir, "pki"),
-		BackendHosts: []string{"localhost", "127.0.0.1", "::1"},
-		AgentIDs:     []string{cfg.Uplink.AgentID},
-	})
+	pki := filepath.Join(cfg.DataDir, "pki")
+	_, _, err := InitCA(pki)
+	if err == nil {
+		err = IssueBackendCert(pki, []string{"localhost", "127.0.0.1", "::1"})
+	}
+	if err == nil {
+		err = IssueAgentCert(pki, cfg.Uplink.AgentID, "agent")
+	}
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}

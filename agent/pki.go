@@ -15,55 +15,51 @@ import (
 // with `harrier certs` or their own PKI well before.
 const certValidity = 5 * 365 * 24 * time.Hour
 
-// PKIOptions names what MakePKI issues.
-type PKIOptions struct {
-	Dir          string
-	BackendHosts []string // DNS names and IPs the backend certificate covers
-	AgentIDs     []string // one agent certificate each
+// InitCA creates ca.crt and ca.key in dir unless they exist, and returns
+// the CA either way.
+func InitCA(dir string) (caCert, caKey []byte, err error) {
+	caCert, caKey, err = readPair(dir, "ca")
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return caCert, caKey, err
+	}
+	if caCert, caKey, err = transport.NewCA("Harrier CA", certValidity); err != nil {
+		return nil, nil, fmt.Errorf("make CA: %w", err)
+	}
+	if err := transport.WriteFiles(dir, "ca", caCert, caKey); err != nil {
+		return nil, nil, err
+	}
+	return caCert, caKey, nil
 }
 
-// MakePKI creates a CA (kept if present) and the backend and agent
-// certificates that are missing in o.Dir, as ca.crt/ca.key,
-// backend.crt/backend.key, and <agent>.crt/<agent>.key ("agent" for the
-// first agent, so the all-in-one mode finds it). Keys are written 0600.
-func MakePKI(o PKIOptions) error {
-	caCert, caKey, err := readPair(o.Dir, "ca")
-	if errors.Is(err, fs.ErrNotExist) {
-		if caCert, caKey, err = transport.NewCA("Harrier CA", certValidity); err != nil {
-			return fmt.Errorf("make CA: %w", err)
-		}
-		if err := transport.WriteFiles(o.Dir, "ca", caCert, caKey); err != nil {
-			return err
-		}
-	} else if err != nil {
-		return err
+// IssueBackendCert writes backend.crt/backend.key for hosts, signed by the
+// CA in dir, unless they exist.
+func IssueBackendCert(dir string, hosts []string) error {
+	return issueOnce(dir, "backend", func(caCert, caKey []byte) ([]byte, []byte, error) {
+		return transport.IssueServer(caCert, caKey, hosts, certValidity)
+	})
+}
+
+// IssueAgentCert writes <name>.crt/<name>.key for agentID, signed by the CA
+// in dir, unless they exist.
+func IssueAgentCert(dir, agentID, name string) error {
+	return issueOnce(dir, name, func(caCert, caKey []byte) ([]byte, []byte, error) {
+		return transport.IssueAgent(caCert, caKey, agentID, certValidity)
+	})
+}
+
+func issueOnce(dir, name string, issue func(caCert, caKey []byte) ([]byte, []byte, error)) error {
+	if _, err := os.Stat(filepath.Join(dir, name+".crt")); err == nil {
+		return nil
 	}
-	if !exists(filepath.Join(o.Dir, "backend.crt")) {
-		cert, key, err := transport.IssueServer(caCert, caKey, o.BackendHosts, certValidity)
-		if err != nil {
-			return fmt.Errorf("issue backend certificate: %w", err)
-		}
-		if err := transport.WriteFiles(o.Dir, "backend", cert, key); err != nil {
-			return err
-		}
+	caCert, caKey, err := readPair(dir, "ca")
+	if err != nil {
+		return fmt.Errorf("CA in %s (run `harrier certs init` first): %w", dir, err)
 	}
-	for i, id := range o.AgentIDs {
-		name := id
-		if i == 0 {
-			name = "agent"
-		}
-		if exists(filepath.Join(o.Dir, name+".crt")) {
-			continue
-		}
-		cert, key, err := transport.IssueAgent(caCert, caKey, id, certValidity)
-		if err != nil {
-			return fmt.Errorf("issue agent certificate %s: %w", id, err)
-		}
-		if err := transport.WriteFiles(o.Dir, name, cert, key); err != nil {
-			return err
-		}
+	cert, key, err := issue(caCert, caKey)
+	if err != nil {
+		return fmt.Errorf("issue %s certificate: %w", name, err)
 	}
-	return nil
+	return transport.WriteFiles(dir, name, cert, key)
 }
 
 func readPair(dir, name string) (cert, key []byte, err error) {
@@ -74,9 +70,4 @@ func readPair(dir, name string) (cert, key []byte, err error) {
 		return nil, nil, fmt.Errorf("%s.crt exists but its key does not: %w", name, err)
 	}
 	return cert, key, nil
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }

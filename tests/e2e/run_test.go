@@ -245,10 +245,17 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 	bin := buildHarrier(t)
 	dir := t.TempDir()
 	pki := filepath.Join(dir, "pki")
-	out, err := exec.Command(bin, "certs", "--out", pki, "--backend-host", "localhost", "--backend-host", "127.0.0.1",
-		"--agent", "edge-1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("certs: %v %s", err, out)
+	for _, args := range [][]string{
+		{"certs", "init", "--out", pki},
+		{"certs", "backend", "--out", pki, "--host", "localhost", "--host", "127.0.0.1"},
+		{"certs", "agent", "--out", pki, "edge-1"},
+	} {
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+	}
+	if st, err := os.Stat(filepath.Join(pki, "edge-1.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("agent key: %v %v", st, err)
 	}
 	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
 	agentCfg := filepath.Join(dir, "agent.yaml")
@@ -257,8 +264,8 @@ uplink:
   addr: %s
   agentID: edge-1
   caFile: %s/ca.crt
-  certFile: %s/agent.crt
-  keyFile: %s/agent.key
+  certFile: %s/edge-1.crt
+  keyFile: %s/edge-1.key
 `, dir, ingest, pki, pki, pki)
 	if err := os.WriteFile(agentCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
