@@ -61,14 +61,14 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	}
 
 	agentID := cfg.Uplink.AgentID
-	src := &spoolSource{spool: spool}
+	src := NewSpoolSource(spool)
 	client, err := transport.NewClient(transport.ClientConfig{
 		Addr:                 cfg.Uplink.Addr,
 		TLS:                  tlsConf,
 		AgentID:              agentID,
 		BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
 		Health:               func() *api.AgentHealth { return health(version, cfg.Sensor.Node, sens, spool) },
-		Gaps:                 src.gaps,
+		Gaps:                 src.Gaps,
 	}, src, log)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
@@ -144,12 +144,16 @@ func writeSpool(events <-chan *api.Event, kinds map[api.EventKind]bool, spool *s
 	}
 }
 
-// spoolSource adapts the spool to the uplink. Spool sequence numbers count
-// per class; on the wire the class sits in the top byte so that (agent,
-// seq) stays unique across classes for the backend's de-duplication.
-type spoolSource struct {
+// SpoolSource adapts the spool to the uplink (it is a transport.Source).
+// Spool sequence numbers count per class; on the wire the class sits in the
+// top byte so that (agent, seq) stays unique across classes for the
+// backend's de-duplication.
+type SpoolSource struct {
 	spool *store.Spool
 }
+
+// NewSpoolSource adapts spool for transport.NewClient.
+func NewSpoolSource(spool *store.Spool) *SpoolSource { return &SpoolSource{spool: spool} }
 
 const classShift = 56
 
@@ -159,7 +163,8 @@ func recordID(seq uint64) store.RecordID {
 	return store.RecordID{Class: store.Class(seq >> classShift), Seq: seq & (1<<classShift - 1)}
 }
 
-func (s *spoolSource) Pending(_ context.Context, maxRecords, maxBytes int) ([]*api.Record, error) {
+// Pending returns the next records to send, alerts first.
+func (s *SpoolSource) Pending(_ context.Context, maxRecords, maxBytes int) ([]*api.Record, error) {
 	recs, err := s.spool.Next(maxRecords, maxBytes)
 	if err != nil {
 		return nil, err
@@ -185,7 +190,8 @@ func (s *spoolSource) Pending(_ context.Context, maxRecords, maxBytes int) ([]*a
 	return out, nil
 }
 
-func (s *spoolSource) Acked(seqs []uint64) error {
+// Acked releases what the backend stored.
+func (s *SpoolSource) Acked(seqs []uint64) error {
 	ids := make([]store.RecordID, len(seqs))
 	for i, seq := range seqs {
 		ids[i] = recordID(seq)
@@ -193,10 +199,11 @@ func (s *spoolSource) Acked(seqs []uint64) error {
 	return s.spool.Ack(ids...)
 }
 
-// gaps reports evictions upstream once. They are marked reported when
-// handed to the uplink: a gap report lost with a failed batch is the one
-// thing that may go missing, and the spool's own counters still hold it.
-func (s *spoolSource) gaps() []*api.Gap {
+// Gaps reports evictions upstream once (for transport.ClientConfig.Gaps).
+// They are marked reported when handed to the uplink: a gap report lost with
+// a failed batch is the one thing that may go missing, and the spool's own
+// counters still hold it.
+func (s *SpoolSource) Gaps() []*api.Gap {
 	gaps, err := s.spool.Gaps()
 	if err != nil || len(gaps) == 0 {
 		return nil

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// memSample is this process's memory at one moment. RSS figures come from
+// /proc/self/status (kernel accounting, everything the process maps), heap
+// figures from the Go runtime.
+type memSample struct {
+	VmRSS     uint64 `json:"vm_rss"`
+	VmHWM     uint64 `json:"vm_hwm"`
+	RssAnon   uint64 `json:"rss_anon"`
+	RssFile   uint64 `json:"rss_file"`
+	HeapInuse uint64 `json:"heap_inuse"`
+	HeapAlloc uint64 `json:"heap_alloc"`
+	Sys       uint64 `json:"go_sys"`
+}
+
+func readMem() (memSample, error) {
+	var m memSample
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return m, fmt.Errorf("read memory status: %w", err)
+	}
+	defer f.Close()
+	want := map[string]*uint64{"VmRSS:": &m.VmRSS, "VmHWM:": &m.VmHWM, "RssAnon:": &m.RssAnon, "RssFile:": &m.RssFile}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 2 {
+			continue
+		}
+		if p, ok := want[fields[0]]; ok {
+			kb, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil {
+				return m, fmt.Errorf("parse %s: %w", fields[0], err)
+			}
+			*p = kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return m, fmt.Errorf("read memory status: %w", err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.HeapInuse, m.HeapAlloc, m.Sys = ms.HeapInuse, ms.HeapAlloc, ms.Sys
+	return m, nil
+}
+
+// resetHWM resets VmHWM to the current RSS (clear_refs 5), so a phase's
+// peak is its own. Failure is not fatal: the peak then covers the process.
+func resetHWM() error {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		return fmt.Errorf("reset VmHWM: %w", err)
+	}
+	return nil
+}
+
+// diskUsage sums the allocated blocks (not apparent sizes: Badger's files
+// are sparse) of every regular file under dir.
+func diskUsage(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("disk usage of %s: %w", dir, err)
+	}
+	return total, nil
+}
+
+const mib = 1 << 20
+
+func mibOf(b uint64) float64 { return float64(b) / mib }
+
+// parseSize reads 64MiB, 1GiB, 512KiB or a plain byte count.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}} {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a byte count with an optional KiB/MiB/GiB suffix", s)
+	}
+	return n * mult, nil
+}
