@@ -54,15 +54,17 @@ const (
 )
 
 // applets are the busybox applets linked into /bin of every rootfs.
-var applets = []string{
-	"[", "awk", "base64", "basename", "cat", "chmod", "chown", "cp", "cut",
-	"date", "dd", "dirname", "echo", "env", "false", "find", "grep", "head",
-	"hostname", "id", "ifconfig", "ip", "kill", "ln", "ls", "md5sum",
-	"mkdir", "mkfifo", "mktemp", "mv", "nc", "netstat", "nohup", "nslookup",
-	"ping", "printf", "ps", "pwd", "readlink", "realpath", "rm", "rmdir",
-	"sed", "seq", "setsid", "sh", "sha256sum", "sleep", "sort", "stat",
-	"tail", "tar", "tee", "test", "timeout", "touch", "tr", "true", "uname",
-	"uniq", "wc", "wget", "which", "whoami", "xargs",
+func applets() []string {
+	return []string{
+		"[", "awk", "base64", "basename", "cat", "chmod", "chown", "cp", "cut",
+		"date", "dd", "dirname", "echo", "env", "false", "find", "grep", "head",
+		"hostname", "id", "ifconfig", "ip", "kill", "ln", "ls", "md5sum",
+		"mkdir", "mkfifo", "mktemp", "mv", "nc", "netstat", "nohup", "nslookup",
+		"ping", "printf", "ps", "pwd", "readlink", "realpath", "rm", "rmdir",
+		"sed", "seq", "setsid", "sh", "sha256sum", "sleep", "sort", "stat",
+		"tail", "tar", "tee", "test", "timeout", "touch", "tr", "true", "uname",
+		"uniq", "wc", "wget", "which", "whoami", "xargs",
+	}
 }
 
 // Options describe the container to start.
@@ -351,7 +353,7 @@ func buildLower(lower string) error {
 	if err := copyFile(BusyboxPath, filepath.Join(lower, "bin/busybox"), 0o755); err != nil {
 		return err
 	}
-	for _, a := range applets {
+	for _, a := range applets() {
 		if err := os.Symlink("busybox", filepath.Join(lower, "bin", a)); err != nil {
 			return err
 		}

@@ -77,11 +77,13 @@ type deviceRule struct {
 }
 
 // defaultCaps is Docker's default capability set.
-var defaultCaps = []string{
-	"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
-	"CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE",
-	"CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
-	"CAP_SETUID", "CAP_SYS_CHROOT",
+func defaultCaps() []string {
+	return []string{
+		"CAP_AUDIT_WRITE", "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER",
+		"CAP_FSETID", "CAP_KILL", "CAP_MKNOD", "CAP_NET_BIND_SERVICE",
+		"CAP_NET_RAW", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP",
+		"CAP_SETUID", "CAP_SYS_CHROOT",
+	}
 }
 
 func newSpec(id, rootfs string, opts Options) spec {
@@ -93,7 +95,7 @@ func newSpec(id, rootfs string, opts Options) spec {
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + home,
 	}, opts.Env...)
-	caps := append([]string(nil), defaultCaps...)
+	caps := defaultCaps()
 	return spec{
 		OCIVersion: "1.0.2",
 		Process: process{
