@@ -43,7 +43,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	}
 	tlsConf, err := transport.ClientTLS(cfg.Uplink.CertFile, cfg.Uplink.KeyFile, cfg.Uplink.CAFile, cfg.Uplink.ServerName)
 	if err != nil {
-		return fmt.Errorf("uplink TLS: %w", err)
+		return fmt.Errorf("uplink TLS (make certificates with `harrier certs`, or set uplink.caFile/certFile/keyFile): %w", err)
 	}
 	spool, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "spool"), QuotaBytes: cfg.Spool.QuotaBytes}, log)
 	if err != nil {

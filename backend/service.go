@@ -93,7 +93,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	tlsConf, err := transport.ServerTLS(cfg.CertFile, cfg.KeyFile, cfg.CAFile)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("ingest TLS: %w", err), st.Close())
+		return nil, errors.Join(fmt.Errorf("ingest TLS (make certificates with `harrier certs`, or set backend.caFile/certFile/keyFile): %w", err), st.Close())
 	}
 	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf}, NewSink(st), log)
 	if err != nil {
