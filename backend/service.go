@@ -38,12 +38,12 @@ type Config struct {
 // Validate reports problems a config file can have.
 func (c Config) Validate() error {
 	var errs []error
-	for name, addr := range map[string]string{"apiAddr": c.APIAddr, "ingestAddr": c.IngestAddr} {
-		if addr == "" {
+	for _, a := range []struct{ name, addr string }{{"apiAddr", c.APIAddr}, {"ingestAddr", c.IngestAddr}} {
+		if a.addr == "" {
 			continue
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", name, addr, err))
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.addr, err))
 		}
 	}
 	if c.MaxEvents < 0 {
