@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -370,15 +371,9 @@ the API token is written to <data-dir>/api-token. Open the printed URL in a brow
 	return cmd
 }
 
+// tokenPath is where the backend keeps its generated API token.
 func tokenPath(cfg agent.Config) string {
-	dir := cfg.DataDir
-	if cfg.Backend.TokenDir != "" {
-		dir = cfg.Backend.TokenDir
-	}
-	if dir == "" {
-		dir = agent.DefaultDataDir
-	}
-	return dir + "/api-token"
+	return filepath.Join(agent.WithDefaults(cfg).Backend.TokenDir, "api-token")
 }
 
 func newAgentCommand() *cobra.Command {
