@@ -61,13 +61,14 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	}
 
 	agentID := cfg.Uplink.AgentID
+	started := processStart()
 	src := NewSpoolSource(spool)
 	client, err := transport.NewClient(transport.ClientConfig{
 		Addr:                 cfg.Uplink.Addr,
 		TLS:                  tlsConf,
 		AgentID:              agentID,
 		BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
-		Health:               func() *api.AgentHealth { return health(version, cfg.Sensor.Node, sens, spool) },
+		Health:               func() *api.AgentHealth { return health(version, cfg.Sensor.Node, started, sens, spool) },
 		Gaps:                 src.Gaps,
 	}, src, log)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 
 // health is what the agent's heartbeats carry: its version, what the sensor
 // attached, drops per stage, spool depth and age, and its own CPU and RSS.
-func health(version, node string, s *sensor.Sensor, spool *store.Spool) *api.AgentHealth {
+func health(version, node string, started time.Time, s *sensor.Sensor, spool *store.Spool) *api.AgentHealth {
 	st := s.Status()
 	h := &api.AgentHealth{Version: version, Kernel: st.Kernel, Node: node, Drops: map[string]uint64{}}
 	for _, p := range st.Probes {
@@ -46,7 +46,7 @@ func health(version, node string, s *sensor.Sensor, spool *store.Spool) *api.Age
 	}
 	var ru unix.Rusage
 	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
-		h.CpuCores = float64(ru.Utime.Nano()+ru.Stime.Nano()) / float64(time.Since(processStart()).Nanoseconds())
+		h.CpuCores = float64(ru.Utime.Nano()+ru.Stime.Nano()) / float64(time.Since(started).Nanoseconds())
 	}
 	h.RssBytes = rssBytes()
 	return h

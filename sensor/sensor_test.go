@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -435,7 +434,6 @@ func TestProcessCacheBoundedUnderChurn(t *testing.T) {
 	if execs != n {
 		t.Errorf("got %d exec events for %d processes (kernel stats %+v)", execs, n, st)
 	}
-	runtime.GC()
 }
 
 // TestDirCacheInvalidation: opens in a directory that cannot hold watched

@@ -178,6 +178,18 @@ const recordOverhead = recordKeyLen + recordHeaderLen
 
 func recordSize(payloadLen int) uint64 { return uint64(payloadLen + recordOverhead) }
 
+// itemRecordSize is the accounted size of a stored record. Item.ValueSize is
+// an estimate for values in the value log; the accounting needs the exact
+// length.
+func itemRecordSize(item *badger.Item) (uint64, error) {
+	var size uint64
+	err := item.Value(func(v []byte) error {
+		size = recordSize(len(v) - recordHeaderLen)
+		return nil
+	})
+	return size, err
+}
+
 // txnBudget bounds the estimated bytes of one Badger transaction; Badger's
 // own limit is 15 % of the memtable.
 const txnBudget = memTableSize * 15 / 100 / 2
@@ -541,13 +553,8 @@ func (s *Spool) oldestRecords(c Class, want uint64, max int) ([]RecordID, []uint
 			if err != nil {
 				return err
 			}
-			// Item.ValueSize is an estimate for values in the value log; the
-			// accounting needs the exact length.
-			var size uint64
-			if err := item.Value(func(v []byte) error {
-				size = recordSize(len(v) - recordHeaderLen)
-				return nil
-			}); err != nil {
+			size, err := itemRecordSize(item)
+			if err != nil {
 				return err
 			}
 			ids = append(ids, id)
@@ -641,11 +648,8 @@ func (s *Spool) Ack(ids ...RecordID) error {
 				if err != nil {
 					return err
 				}
-				var size uint64
-				if err := item.Value(func(v []byte) error {
-					size = recordSize(len(v) - recordHeaderLen)
-					return nil
-				}); err != nil {
+				size, err := itemRecordSize(item)
+				if err != nil {
 					return err
 				}
 				if err := txn.Delete(item.KeyCopy(nil)); err != nil {
