@@ -167,8 +167,11 @@ type Alert struct {
 	Ancestry    []*Ancestor            `protobuf:"bytes,15,rep,name=ancestry,proto3" json:"ancestry,omitempty"`
 	// The events that triggered the alert (bounded); the alert can be
 	// reproduced from them.
-	Evidence      []*Event          `protobuf:"bytes,16,rep,name=evidence,proto3" json:"evidence,omitempty"`
-	Tags          map[string]string `protobuf:"bytes,17,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Evidence []*Event          `protobuf:"bytes,16,rep,name=evidence,proto3" json:"evidence,omitempty"`
+	Tags     map[string]string `protobuf:"bytes,17,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// One line saying what happened, with the event's fields (the rule's
+	// output template).
+	Summary       string `protobuf:"bytes,18,opt,name=summary,proto3" json:"summary,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -322,6 +325,13 @@ func (x *Alert) GetTags() map[string]string {
 	return nil
 }
 
+func (x *Alert) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
 var File_alert_proto protoreflect.FileDescriptor
 
 const file_alert_proto_rawDesc = "" +
@@ -331,7 +341,7 @@ const file_alert_proto_rawDesc = "" +
 	"\x05Mitre\x12\x16\n" +
 	"\x06tactic\x18\x01 \x01(\tR\x06tactic\x12!\n" +
 	"\ftechnique_id\x18\x02 \x01(\tR\vtechniqueId\x12\x1c\n" +
-	"\ttechnique\x18\x03 \x01(\tR\ttechnique\"\xd4\x05\n" +
+	"\ttechnique\x18\x03 \x01(\tR\ttechnique\"\xee\x05\n" +
 	"\x05Alert\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
 	"\fdetection_id\x18\x02 \x01(\tR\vdetectionId\x12\x12\n" +
@@ -351,7 +361,8 @@ const file_alert_proto_rawDesc = "" +
 	"\aprocess\x18\x0e \x01(\v2\x13.harrier.v1.ProcessR\aprocess\x120\n" +
 	"\bancestry\x18\x0f \x03(\v2\x14.harrier.v1.AncestorR\bancestry\x12-\n" +
 	"\bevidence\x18\x10 \x03(\v2\x11.harrier.v1.EventR\bevidence\x12/\n" +
-	"\x04tags\x18\x11 \x03(\v2\x1b.harrier.v1.Alert.TagsEntryR\x04tags\x1a7\n" +
+	"\x04tags\x18\x11 \x03(\v2\x1b.harrier.v1.Alert.TagsEntryR\x04tags\x12\x18\n" +
+	"\asummary\x18\x12 \x01(\tR\asummary\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x88\x01\n" +

@@ -1,0 +1,423 @@
+package analytics
+
+import (
+	"path"
+	"strings"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/interpreter"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// Rule conditions read an event through flat, dotted field names
+// (proc.name, file.path, net.port, ...) rather than the protobuf tree: the
+// names stay stable if the wire model grows, read like the Falco fields rule
+// authors already know, and let the engine answer most of a condition natively
+// (see guard.go) without building CEL values.
+
+// fieldType is the CEL type of a field, kept small so native getters stay simple.
+type fieldType int
+
+const (
+	stringField fieldType = iota
+	intField
+	boolField
+	listField
+)
+
+// field is one name a condition can read.
+type field struct {
+	name string
+	typ  fieldType
+	doc  string
+	str  func(*evalContext) string
+	num  func(*evalContext) int64
+	flag func(*evalContext) bool
+	list func(*evalContext) []string
+}
+
+func (f *field) celType() *cel.Type {
+	switch f.typ {
+	case intField:
+		return cel.IntType
+	case boolField:
+		return cel.BoolType
+	case listField:
+		return cel.ListType(cel.StringType)
+	default:
+		return cel.StringType
+	}
+}
+
+// value boxes the field's value for CEL; only called once a native guard
+// passed, so its allocation is off the no-match path.
+func (f *field) value(c *evalContext) any {
+	switch f.typ {
+	case intField:
+		return f.num(c)
+	case boolField:
+		return f.flag(c)
+	case listField:
+		return f.list(c)
+	default:
+		return f.str(c)
+	}
+}
+
+// kindNames maps event kinds to the short names rules use in `kinds:`.
+func kindNames() map[api.EventKind]string {
+	return map[api.EventKind]string{
+		api.EventKind_EVENT_KIND_EXEC:              "exec",
+		api.EventKind_EVENT_KIND_EXIT:              "exit",
+		api.EventKind_EVENT_KIND_FORK:              "fork",
+		api.EventKind_EVENT_KIND_FILE_OPEN:         "open",
+		api.EventKind_EVENT_KIND_FILE_UNLINK:       "unlink",
+		api.EventKind_EVENT_KIND_FILE_RENAME:       "rename",
+		api.EventKind_EVENT_KIND_CONNECT:           "connect",
+		api.EventKind_EVENT_KIND_LISTEN:            "listen",
+		api.EventKind_EVENT_KIND_ACCEPT:            "accept",
+		api.EventKind_EVENT_KIND_PTRACE:            "ptrace",
+		api.EventKind_EVENT_KIND_MODULE_LOAD:       "module_load",
+		api.EventKind_EVENT_KIND_NAMESPACE_CHANGE:  "namespace",
+		api.EventKind_EVENT_KIND_MEMFD_CREATE:      "memfd",
+		api.EventKind_EVENT_KIND_CREDENTIAL_CHANGE: "credential",
+		api.EventKind_EVENT_KIND_MOUNT:             "mount",
+	}
+}
+
+// evalContext is the view of one event that rules read. The engine reuses one
+// across events (it runs on one goroutine); derived values such as command
+// lines and ancestor names are computed on first use and cached, so an event
+// that meets no rule pays only for what its guards read.
+type evalContext struct {
+	ev     *api.Event
+	fields map[string]*field
+	kind   string
+
+	cmdline, parentCmdline    string
+	haveCmdline, haveParentCL bool
+	argNames                  []string
+	haveArgNames              bool
+	ancestorNames             []string
+	ancestorExes              []string
+	ancestorCmdlines          []string
+	haveAncNames, haveAncExes bool
+	haveAncCmdlines           bool
+}
+
+var _ interpreter.Activation = (*evalContext)(nil)
+
+func (c *evalContext) reset(ev *api.Event, kind string) {
+	c.ev, c.kind = ev, kind
+	c.haveCmdline, c.haveParentCL, c.haveArgNames = false, false, false
+	c.argNames = c.argNames[:0]
+	c.haveAncNames, c.haveAncExes, c.haveAncCmdlines = false, false, false
+	c.ancestorNames = c.ancestorNames[:0]
+	c.ancestorExes = c.ancestorExes[:0]
+	c.ancestorCmdlines = c.ancestorCmdlines[:0]
+}
+
+// ResolveName implements interpreter.Activation.
+func (c *evalContext) ResolveName(name string) (any, bool) {
+	f, ok := c.fields[name]
+	if !ok {
+		return nil, false
+	}
+	return f.value(c), true
+}
+
+// Parent implements interpreter.Activation.
+func (c *evalContext) Parent() interpreter.Activation { return nil }
+
+// baseName is the last path element without allocating; "" stays "".
+func baseName(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[i+1:]
+	}
+	return p
+}
+
+// procName is what people call a process: the executable's file name, or
+// the kernel's comm when the exe is unknown. Multi-call binaries (busybox,
+// toybox) are named by the applet they run, as their users see them.
+func procName(p *api.Process) string {
+	n := baseName(p.GetExe())
+	if n == "" {
+		return p.GetComm()
+	}
+	if multiCall(n) {
+		return appletName(p.GetArgs(), p.GetComm())
+	}
+	return n
+}
+
+func multiCall(name string) bool { return name == "busybox" || name == "toybox" }
+
+// appletName picks the applet from argv ("wget ..." via a symlink, or
+// "busybox wget ..."), falling back to comm.
+func appletName(args []string, comm string) string {
+	if len(args) > 0 {
+		// A login shell's argv[0] is "-sh".
+		if n := strings.TrimPrefix(baseName(args[0]), "-"); !multiCall(n) && n != "" {
+			return n
+		}
+		if len(args) > 1 {
+			return baseName(args[1])
+		}
+	}
+	return comm
+}
+
+func (c *evalContext) procCmdline() string {
+	if !c.haveCmdline {
+		c.cmdline = strings.Join(c.ev.GetProcess().GetArgs(), " ")
+		c.haveCmdline = true
+	}
+	return c.cmdline
+}
+
+// maxArgNames bounds proc.arg_names: the names that matter come first.
+const maxArgNames = 8
+
+func (c *evalContext) argNameList() []string {
+	if !c.haveArgNames {
+		args := c.ev.GetProcess().GetArgs()
+		for i := 1; i < len(args) && i <= maxArgNames; i++ {
+			c.argNames = append(c.argNames, baseName(args[i]))
+		}
+		c.haveArgNames = true
+	}
+	return c.argNames
+}
+
+func (c *evalContext) parent() *api.Ancestor {
+	if a := c.ev.GetAncestry(); len(a) > 0 {
+		return a[0]
+	}
+	return nil
+}
+
+func (c *evalContext) parentCmdlineValue() string {
+	if !c.haveParentCL {
+		c.parentCmdline = strings.Join(c.parent().GetArgs(), " ")
+		c.haveParentCL = true
+	}
+	return c.parentCmdline
+}
+
+func ancestorName(a *api.Ancestor) string {
+	n := baseName(a.GetExe())
+	if n == "" || multiCall(n) {
+		return appletName(a.GetArgs(), n)
+	}
+	return n
+}
+
+func (c *evalContext) ancestorNameList() []string {
+	if !c.haveAncNames {
+		for _, a := range c.ev.GetAncestry() {
+			c.ancestorNames = append(c.ancestorNames, ancestorName(a))
+		}
+		c.haveAncNames = true
+	}
+	return c.ancestorNames
+}
+
+func (c *evalContext) ancestorExeList() []string {
+	if !c.haveAncExes {
+		for _, a := range c.ev.GetAncestry() {
+			c.ancestorExes = append(c.ancestorExes, a.GetExe())
+		}
+		c.haveAncExes = true
+	}
+	return c.ancestorExes
+}
+
+func (c *evalContext) ancestorCmdlineList() []string {
+	if !c.haveAncCmdlines {
+		for _, a := range c.ev.GetAncestry() {
+			c.ancestorCmdlines = append(c.ancestorCmdlines, strings.Join(a.GetArgs(), " "))
+		}
+		c.haveAncCmdlines = true
+	}
+	return c.ancestorCmdlines
+}
+
+// filePath is the path of any file-shaped event.
+func filePath(ev *api.Event) string {
+	switch d := ev.GetDetail().(type) {
+	case *api.Event_FileOpen:
+		return d.FileOpen.GetPath()
+	case *api.Event_FileUnlink:
+		return d.FileUnlink.GetPath()
+	case *api.Event_FileRename:
+		return d.FileRename.GetOldPath()
+	case *api.Event_ModuleLoad:
+		return d.ModuleLoad.GetPath()
+	case *api.Event_Exec:
+		return ev.GetProcess().GetExe()
+	}
+	return ""
+}
+
+// result is the syscall's return value for the kinds that have one.
+func result(ev *api.Event) int64 {
+	switch d := ev.GetDetail().(type) {
+	case *api.Event_FileOpen:
+		return d.FileOpen.GetResult()
+	case *api.Event_FileUnlink:
+		return d.FileUnlink.GetResult()
+	case *api.Event_FileRename:
+		return d.FileRename.GetResult()
+	case *api.Event_Connect:
+		return d.Connect.GetResult()
+	case *api.Event_Listen:
+		return d.Listen.GetResult()
+	case *api.Event_Accept:
+		return d.Accept.GetResult()
+	case *api.Event_Ptrace:
+		return d.Ptrace.GetResult()
+	case *api.Event_ModuleLoad:
+		return d.ModuleLoad.GetResult()
+	case *api.Event_NamespaceChange:
+		return d.NamespaceChange.GetResult()
+	case *api.Event_MemfdCreate:
+		return d.MemfdCreate.GetResult()
+	case *api.Event_CredentialChange:
+		return d.CredentialChange.GetResult()
+	case *api.Event_Mount:
+		return d.Mount.GetResult()
+	}
+	return 0
+}
+
+// remote is the network peer of a connect or accept.
+func remote(ev *api.Event) *api.SocketAddress {
+	switch d := ev.GetDetail().(type) {
+	case *api.Event_Connect:
+		return d.Connect.GetDestination()
+	case *api.Event_Accept:
+		return d.Accept.GetRemote()
+	}
+	return nil
+}
+
+func local(ev *api.Event) *api.SocketAddress {
+	switch d := ev.GetDetail().(type) {
+	case *api.Event_Listen:
+		return d.Listen.GetLocal()
+	case *api.Event_Accept:
+		return d.Accept.GetLocal()
+	}
+	return nil
+}
+
+func protocolName(ev *api.Event) string {
+	var p api.Protocol
+	switch d := ev.GetDetail().(type) {
+	case *api.Event_Connect:
+		p = d.Connect.GetProtocol()
+	case *api.Event_Listen:
+		p = d.Listen.GetProtocol()
+	case *api.Event_Accept:
+		p = d.Accept.GetProtocol()
+	default:
+		return ""
+	}
+	switch p {
+	case api.Protocol_PROTOCOL_TCP:
+		return "tcp"
+	case api.Protocol_PROTOCOL_UDP:
+		return "udp"
+	default:
+		return "other"
+	}
+}
+
+// newFields lists every field a condition can read. It is a function, not a
+// package variable, so nothing global is mutable.
+func newFields() map[string]*field {
+	fs := []*field{
+		{name: "kind", doc: "event kind: exec, open, connect, ...", str: func(c *evalContext) string { return c.kind }},
+		{name: "node", doc: "node name", str: func(c *evalContext) string { return c.ev.GetNode() }},
+		{name: "result", typ: intField, doc: "syscall result: >= 0 success, -errno failure", num: func(c *evalContext) int64 { return result(c.ev) }},
+		{name: "failed", typ: boolField, doc: "the syscall failed (result < 0)", flag: func(c *evalContext) bool { return result(c.ev) < 0 }},
+
+		{name: "proc.name", doc: "executable file name (comm when unknown)", str: func(c *evalContext) string { return procName(c.ev.GetProcess()) }},
+		{name: "proc.comm", doc: "kernel comm", str: func(c *evalContext) string { return c.ev.GetProcess().GetComm() }},
+		{name: "proc.exe", doc: "executable path", str: func(c *evalContext) string { return c.ev.GetProcess().GetExe() }},
+		{name: "proc.argv", typ: listField, doc: "argument vector including argv[0]", list: func(c *evalContext) []string { return c.ev.GetProcess().GetArgs() }},
+		{name: "proc.arg_names", typ: listField, doc: "file names of argv[1:] (the script an interpreter runs, the files a tool reads)", list: (*evalContext).argNameList},
+		{name: "proc.cmdline", doc: "argv joined by spaces", str: (*evalContext).procCmdline},
+		{name: "proc.cwd", doc: "working directory", str: func(c *evalContext) string { return c.ev.GetProcess().GetCwd() }},
+		{name: "proc.pid", typ: intField, doc: "process id (tgid)", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetTgid()) }},
+		{name: "proc.ppid", typ: intField, doc: "parent process id", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetPpid()) }},
+		{name: "proc.uid", typ: intField, doc: "real uid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetUid()) }},
+		{name: "proc.euid", typ: intField, doc: "effective uid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetEuid()) }},
+		{name: "proc.gid", typ: intField, doc: "real gid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetGid()) }},
+		{name: "proc.exe_upper", typ: boolField, doc: "executable lives in the container's writable layer", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetOverlayUpper() }},
+		{name: "proc.exe_memfd", typ: boolField, doc: "executable is a memfd", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetMemfd() }},
+		{name: "proc.exe_deleted", typ: boolField, doc: "executable was deleted", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetDeleted() }},
+
+		{name: "parent.name", doc: "parent's executable name", str: func(c *evalContext) string { return ancestorName(c.parent()) }},
+		{name: "parent.exe", doc: "parent's executable path", str: func(c *evalContext) string { return c.parent().GetExe() }},
+		{name: "parent.cmdline", doc: "parent's argv joined", str: (*evalContext).parentCmdlineValue},
+		{name: "ancestors.names", typ: listField, doc: "executable names of all known ancestors, nearest first", list: (*evalContext).ancestorNameList},
+		{name: "ancestors.exes", typ: listField, doc: "executable paths of all known ancestors", list: (*evalContext).ancestorExeList},
+		{name: "ancestors.cmdlines", typ: listField, doc: "command lines of all known ancestors", list: (*evalContext).ancestorCmdlineList},
+
+		{name: "container.id", doc: "container id; empty on the host", str: func(c *evalContext) string { return c.ev.GetContainer().GetId() }},
+		{name: "container.runtime", doc: "container runtime", str: func(c *evalContext) string { return c.ev.GetContainer().GetRuntime() }},
+		{name: "container.name", doc: "container name", str: func(c *evalContext) string { return c.ev.GetContainer().GetName() }},
+		{name: "container.image", doc: "image reference", str: func(c *evalContext) string { return c.ev.GetContainer().GetImage() }},
+		{name: "container.privileged", typ: boolField, doc: "always false until the kube issue fills it", flag: func(*evalContext) bool { return false }},
+		{name: "in_container", typ: boolField, doc: "the process runs in a container", flag: func(c *evalContext) bool { return c.ev.GetContainer().GetId() != "" }},
+		{name: "pod.name", doc: "pod name", str: func(c *evalContext) string { return c.ev.GetContainer().GetPodName() }},
+		{name: "pod.namespace", doc: "pod namespace", str: func(c *evalContext) string { return c.ev.GetContainer().GetPodNamespace() }},
+		{name: "pod.workload", doc: "owning workload name", str: func(c *evalContext) string { return c.ev.GetContainer().GetWorkloadName() }},
+		{name: "pod.service_account", doc: "pod service account", str: func(c *evalContext) string { return c.ev.GetContainer().GetServiceAccount() }},
+
+		{name: "file.path", doc: "path of an open, unlink, rename (old path), module or exec", str: func(c *evalContext) string { return filePath(c.ev) }},
+		{name: "file.name", doc: "file name of file.path", str: func(c *evalContext) string { return baseName(filePath(c.ev)) }},
+		{name: "file.dir", doc: "directory of file.path", str: func(c *evalContext) string { return path.Dir(filePath(c.ev)) }},
+		{name: "file.new_path", doc: "rename target", str: func(c *evalContext) string { return c.ev.GetFileRename().GetNewPath() }},
+		{name: "file.flags", typ: intField, doc: "open(2) flags as passed", num: func(c *evalContext) int64 { return int64(c.ev.GetFileOpen().GetFlags()) }},
+		{name: "file.cloexec", typ: boolField, doc: "opened with O_CLOEXEC (as the dynamic loader and libraries do)", flag: func(c *evalContext) bool { return c.ev.GetFileOpen().GetFlags()&0o2000000 != 0 }},
+		{name: "file.read", typ: boolField, doc: "opened for reading", flag: func(c *evalContext) bool { return c.ev.GetFileOpen().GetRead() }},
+		{name: "file.write", typ: boolField, doc: "opened for writing", flag: func(c *evalContext) bool { return c.ev.GetFileOpen().GetWrite() }},
+		{name: "file.create", typ: boolField, doc: "opened with O_CREAT", flag: func(c *evalContext) bool { return c.ev.GetFileOpen().GetCreate() }},
+		{name: "file.truncate", typ: boolField, doc: "opened with O_TRUNC", flag: func(c *evalContext) bool { return c.ev.GetFileOpen().GetTruncate() }},
+
+		{name: "net.ip", doc: "remote address of a connect/accept", str: func(c *evalContext) string { return remote(c.ev).GetIp() }},
+		{name: "net.port", typ: intField, doc: "remote port of a connect/accept", num: func(c *evalContext) int64 { return int64(remote(c.ev).GetPort()) }},
+		{name: "net.family", doc: "ipv4 or ipv6", str: func(c *evalContext) string {
+			if r := remote(c.ev); r != nil {
+				return r.GetFamily()
+			}
+			return local(c.ev).GetFamily()
+		}},
+		{name: "net.protocol", doc: "tcp, udp or other", str: func(c *evalContext) string { return protocolName(c.ev) }},
+		{name: "net.local_ip", doc: "local address of a listen/accept", str: func(c *evalContext) string { return local(c.ev).GetIp() }},
+		{name: "net.local_port", typ: intField, doc: "local port of a listen/accept", num: func(c *evalContext) int64 { return int64(local(c.ev).GetPort()) }},
+
+		{name: "ptrace.request", typ: intField, doc: "ptrace request number", num: func(c *evalContext) int64 { return c.ev.GetPtrace().GetRequest() }},
+		{name: "ptrace.target_pid", typ: intField, doc: "ptrace target", num: func(c *evalContext) int64 { return int64(c.ev.GetPtrace().GetTargetPid()) }},
+		{name: "module.syscall", doc: "init_module or finit_module", str: func(c *evalContext) string { return c.ev.GetModuleLoad().GetSyscall() }},
+		{name: "module.params", doc: "module parameters", str: func(c *evalContext) string { return c.ev.GetModuleLoad().GetParams() }},
+		{name: "ns.syscall", doc: "unshare, setns or clone", str: func(c *evalContext) string { return c.ev.GetNamespaceChange().GetSyscall() }},
+		{name: "ns.types", typ: listField, doc: "namespaces asked for: mnt, net, user, ...", list: func(c *evalContext) []string { return c.ev.GetNamespaceChange().GetNamespaces() }},
+		{name: "memfd.name", doc: "memfd name", str: func(c *evalContext) string { return c.ev.GetMemfdCreate().GetName() }},
+		{name: "cred.syscall", doc: "setuid, setresuid, capset, ...", str: func(c *evalContext) string { return c.ev.GetCredentialChange().GetSyscall() }},
+		{name: "cred.uid", typ: intField, doc: "uid asked for (-1 unchanged)", num: func(c *evalContext) int64 { return c.ev.GetCredentialChange().GetUid() }},
+		{name: "cred.euid", typ: intField, doc: "euid asked for (-1 unchanged)", num: func(c *evalContext) int64 { return c.ev.GetCredentialChange().GetEuid() }},
+		{name: "mount.source", doc: "mount source", str: func(c *evalContext) string { return c.ev.GetMount().GetSource() }},
+		{name: "mount.target", doc: "mount target", str: func(c *evalContext) string { return c.ev.GetMount().GetTarget() }},
+		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},
+	}
+	m := make(map[string]*field, len(fs))
+	for _, f := range fs {
+		m[f.name] = f
+	}
+	return m
+}
