@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
@@ -26,9 +28,8 @@ const (
 	spoolBatchLimit = 512
 )
 
-// Run runs one node's pipeline until ctx is done: sensor → spool → uplink.
-// (Analytics joins between sensor and spool when it lands; until then the
-// agent ships raw events.) ready is called once the sensor is attached.
+// Run runs one node's pipeline until ctx is done: sensor → analytics →
+// spool → uplink. ready is called once the sensor is attached.
 func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, ready func()) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -51,6 +52,10 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	}
 	defer spool.Close()
 
+	engine, err := NewEngine(cfg, log)
+	if err != nil {
+		return err
+	}
 	sens, err := sensor.New(cfg.Sensor, log)
 	if err != nil {
 		return fmt.Errorf("start sensor: %w", err)
@@ -61,6 +66,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	}
 
 	agentID := cfg.Uplink.AgentID
+	// The pipeline goroutine owns the engine; it publishes its counters here
+	// for the heartbeat.
+	var analyticsStats atomic.Pointer[analytics.Stats]
 	started := processStart()
 	src := NewSpoolSource(spool)
 	client, err := transport.NewClient(transport.ClientConfig{
@@ -68,8 +76,10 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		TLS:                  tlsConf,
 		AgentID:              agentID,
 		BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
-		Health:               func() *api.AgentHealth { return health(version, cfg.Sensor.Node, started, sens, spool) },
-		Gaps:                 src.Gaps,
+		Health: func() *api.AgentHealth {
+			return health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
+		},
+		Gaps: src.Gaps,
 	}, src, log)
 	if err != nil {
 		return fmt.Errorf("uplink: %w", err)
@@ -89,7 +99,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		})
 	}
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
-	run("spool writer", func() error { return writeSpool(events, kinds, spool, client, log) })
+	run("pipeline", func() error {
+		return pipeline(events, engine, kinds, spool, client, &analyticsStats, log)
+	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
 	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
@@ -102,14 +114,67 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	return errors.Join(all...)
 }
 
-// writeSpool appends events to the spool in batches until events closes.
-// The spool is durable when AppendBatch returns; a failed append (full
-// disk) is logged and counted by the spool, and the pipeline keeps going.
-func writeSpool(events <-chan *api.Event, kinds map[api.EventKind]bool, spool *store.Spool, client *transport.Client, log *slog.Logger) error {
+// NewEngine builds the analytics engine from the agent's config. Bad rule
+// files are logged with file, line and reason; the rules that load keep
+// running.
+func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
+	cfg = cfg.withDefaults()
+	rules, rerr := analytics.LoadRules(cfg.Analytics.RuleFiles...)
+	engine, err := analytics.NewEngine(cfg.Analytics, rules, analytics.Options{
+		Node: cfg.Sensor.Node, SelfPIDs: []uint32{uint32(os.Getpid())}, Log: log,
+	})
+	if engine == nil {
+		return nil, fmt.Errorf("analytics: %w", err)
+	}
+	for _, e := range []error{rerr, err} {
+		if e == nil {
+			continue
+		}
+		for _, one := range unjoin(e) {
+			log.Error("rule rejected; the other rules keep running", "error", one)
+		}
+	}
+	st := engine.Stats()
+	log.Info("analytics ready", "rules", st.RulesLoaded, "rejected", st.RuleErrors+len(unjoin(rerr)))
+	return engine, nil
+}
+
+// unjoin splits an errors.Join result.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// pipeline runs every event through analytics and appends alerts and the
+// configured raw event kinds to the spool in batches, until events closes.
+// The spool is durable when AppendBatch returns; a failed append (full disk)
+// is logged and counted by the spool, and the pipeline keeps going.
+func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, spool *store.Spool,
+	client *transport.Client, stats *atomic.Pointer[analytics.Stats], log *slog.Logger) error {
 	tick := time.NewTicker(spoolFlush)
 	defer tick.Stop()
-	var batch [][]byte
+	var batch, alerts [][]byte
+	emit := func(a *api.Alert) {
+		b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: a}})
+		if err != nil {
+			log.Error("encode alert", "detection", a.GetDetectionId(), "error", err)
+			return
+		}
+		alerts = append(alerts, b)
+	}
 	flush := func() {
+		if len(alerts) > 0 {
+			if _, err := spool.AppendBatch(store.ClassAlert, alerts); err != nil {
+				log.Error("spool append failed; alerts dropped", "count", len(alerts), "error", err)
+			}
+			alerts = alerts[:0]
+			client.Notify()
+		}
 		if len(batch) == 0 {
 			return
 		}
@@ -120,12 +185,24 @@ func writeSpool(events <-chan *api.Event, kinds map[api.EventKind]bool, spool *s
 		}
 		batch = batch[:0]
 	}
+	publish := func() {
+		s := engine.Stats()
+		stats.Store(&s)
+	}
 	for {
 		select {
 		case ev, ok := <-events:
 			if !ok {
+				if err := engine.Close(emit); err != nil {
+					log.Warn("analytics close", "error", err)
+				}
 				flush()
+				publish()
 				return nil
+			}
+			engine.Process(ev, emit)
+			if len(alerts) > 0 {
+				flush() // alerts do not wait for the batch timer
 			}
 			if !kinds[ev.GetKind()] {
 				continue
@@ -139,8 +216,10 @@ func writeSpool(events <-chan *api.Event, kinds map[api.EventKind]bool, spool *s
 			if len(batch) >= spoolBatchLimit {
 				flush()
 			}
-		case <-tick.C:
+		case now := <-tick.C:
+			engine.Tick(now, emit)
 			flush()
+			publish()
 		}
 	}
 }

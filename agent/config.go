@@ -13,6 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/sensor"
 )
@@ -25,11 +26,12 @@ const DefaultDataDir = "/var/lib/harrier"
 type Config struct {
 	// DataDir holds the spool, the embedded backend's store, generated
 	// certificates and the API token.
-	DataDir string         `json:"dataDir,omitempty"`
-	Sensor  sensor.Config  `json:"sensor"`
-	Spool   SpoolConfig    `json:"spool"`
-	Uplink  UplinkConfig   `json:"uplink"`
-	Backend backend.Config `json:"backend"`
+	DataDir   string           `json:"dataDir,omitempty"`
+	Sensor    sensor.Config    `json:"sensor"`
+	Analytics analytics.Config `json:"analytics"`
+	Spool     SpoolConfig      `json:"spool"`
+	Uplink    UplinkConfig     `json:"uplink"`
+	Backend   backend.Config   `json:"backend"`
 }
 
 // SpoolConfig sizes the offline spool and says which raw events it keeps.
@@ -77,6 +79,9 @@ func (c Config) withDefaults() Config {
 	if c.Sensor.Node == "" {
 		c.Sensor.Node, _ = os.Hostname()
 	}
+	if c.Analytics.Baseline.Path == "" {
+		c.Analytics.Baseline.Path = filepath.Join(c.DataDir, "baselines.json")
+	}
 	if len(c.Spool.EventKinds) == 0 {
 		c.Spool.EventKinds = DefaultSpoolEventKinds()
 	}
@@ -122,6 +127,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if err := c.Sensor.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("sensor: %w", err))
+	}
+	if err := c.Analytics.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if _, err := sensor.ParseKinds(c.Spool.EventKinds); err != nil {
 		errs = append(errs, fmt.Errorf("spool.eventKinds: %w", err))

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
@@ -17,7 +18,7 @@ import (
 
 // health is what the agent's heartbeats carry: its version, what the sensor
 // attached, drops per stage, spool depth and age, and its own CPU and RSS.
-func health(version, node string, started time.Time, s *sensor.Sensor, spool *store.Spool) *api.AgentHealth {
+func health(version, node string, started time.Time, s *sensor.Sensor, spool *store.Spool, as *analytics.Stats) *api.AgentHealth {
 	st := s.Status()
 	h := &api.AgentHealth{Version: version, Kernel: st.Kernel, Node: node, Drops: map[string]uint64{}}
 	for _, p := range st.Probes {
@@ -31,6 +32,12 @@ func health(version, node string, started time.Time, s *sensor.Sensor, spool *st
 			h.Drops["sensor_queue"] += n
 		}
 		h.Drops["decode_errors"] = stats.DecodeErrors
+	}
+	if as != nil {
+		for _, n := range as.Suppressed {
+			h.Drops["analytics_rate_limited"] += n
+		}
+		h.Drops["analytics_eval_errors"] = as.EvalErrors
 	}
 	sp := spool.Stats()
 	h.SpoolBytes = sp.LiveBytes
