@@ -2265,7 +2265,7 @@ type Chmod struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Absolute path. fchmod (and an empty path with AT_EMPTY_PATH) is resolved
 	// from the open file; other calls join a relative name to the cwd or
-	// directory fd without resolving symlinks or "..".
+	// directory fd and drop "." components, without resolving symlinks or "..".
 	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
 	Mode          uint32 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
 	Result        int64  `protobuf:"varint,3,opt,name=result,proto3" json:"result,omitempty"`

@@ -199,6 +199,12 @@ func TestEnrichExecAndDetails(t *testing.T) {
 			c := ev.GetChmod()
 			return c.GetPath() == "/tmp/payload" && c.GetMode() == 0o755 && ev.GetKind() == api.EventKind_EVENT_KIND_CHMOD
 		}},
+		{"chmod +x ./x", record{Kind: kindChmod, Num: [8]uint64{scFchmodat, 0o700}, Str: [maxStrings][]byte{[]byte("/tmp/./a//x")}}, func(ev *api.Event) bool {
+			return ev.GetChmod().GetPath() == "/tmp/a/x"
+		}},
+		{"chmod keeps ..", record{Kind: kindChmod, Num: [8]uint64{scFchmodat, 0o700}, Str: [maxStrings][]byte{[]byte("/tmp/../x")}}, func(ev *api.Event) bool {
+			return ev.GetChmod().GetPath() == "/tmp/../x"
+		}},
 		{"signal probe", record{Kind: kindSignal, Num: [8]uint64{scKill, 4242, 0}}, func(ev *api.Event) bool {
 			s := ev.GetSignal()
 			return s.GetTargetPid() == 4242 && s.GetSignal() == 0 && ev.GetKind() == api.EventKind_EVENT_KIND_SIGNAL

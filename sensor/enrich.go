@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -269,7 +270,7 @@ func setDetail(ev *api.Event, rec *record) error {
 		}}
 	case kindChmod:
 		ev.Detail = &api.Event_Chmod{Chmod: &api.Chmod{
-			Path: api.Text(rec.Str[0]), Mode: uint32(rec.Num[1]), Result: rec.Result,
+			Path: dropDotSegments(api.Text(rec.Str[0])), Mode: uint32(rec.Num[1]), Result: rec.Result,
 		}}
 	case kindSignal:
 		ev.Detail = &api.Event_Signal{Signal: &api.Signal{
@@ -286,6 +287,29 @@ func setDetail(ev *api.Event, rec *record) error {
 		d.Name, d.Qtype = api.TextString(q.Name), uint32(q.QType)
 	}
 	return nil
+}
+
+// dropDotSegments removes "." components and repeated slashes from a path
+// the kernel joined from the cwd and the name given ("chmod +x ./x" gives
+// "/tmp/./x"), so it compares equal to the exec path of the same file.
+// ".." is left alone: without the file system it cannot be undone safely
+// (a symlinked directory's parent is not the lexical one).
+func dropDotSegments(p string) string {
+	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") {
+		return p
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(p, "/") {
+		if part == "" || part == "." {
+			continue
+		}
+		b.WriteByte('/')
+		b.WriteString(part)
+	}
+	if b.Len() == 0 {
+		return "/"
+	}
+	return b.String()
 }
 
 // stdioSocketSize is the size of struct stdio_sock in the C source.

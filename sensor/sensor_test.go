@@ -535,7 +535,7 @@ func TestChmodInContainer(t *testing.T) {
 	ctr := runctest.Start(t, runctest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if out, err := ctr.Exec(ctx, "sh", "-c", "cd /tmp && echo x > dl && chmod +x dl && chmod 644 dl"); err != nil {
+	if out, err := ctr.Exec(ctx, "sh", "-c", "cd /tmp && echo x > dl && chmod +x ./dl && chmod 644 dl"); err != nil {
 		t.Fatalf("exec in container: %v %s", err, out)
 	}
 	ev := c.waitFor(t, "chmod +x in the container", func(ev *api.Event) bool {
