@@ -25,6 +25,7 @@ unit:
 # A short run of every fuzz target over untrusted input decoders.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime $(FUZZTIME) ./sensor
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDNSQuery$$' -fuzztime $(FUZZTIME) ./sensor
 	$(GO) test -run '^$$' -fuzz '^FuzzParseCgroupPath$$' -fuzztime $(FUZZTIME) ./sensor/container
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMountinfo$$' -fuzztime $(FUZZTIME) ./sensor/container
 	$(GO) test -run '^$$' -fuzz '^FuzzParseProcCgroup$$' -fuzztime $(FUZZTIME) ./sensor/container

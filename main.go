@@ -289,6 +289,12 @@ func tableRow(ev *api.Event) string {
 	switch d := ev.GetDetail().(type) {
 	case *api.Event_Exec:
 		detail = p.GetExe() + " " + strings.Join(p.GetArgs(), " ")
+		for _, s := range d.Exec.GetStdioSockets() {
+			detail += fmt.Sprintf(" fd%d=%s", s.GetFd(), s.GetFamily())
+			if r := s.GetRemote(); r != nil {
+				detail += fmt.Sprintf(":%s:%d", r.GetIp(), r.GetPort())
+			}
+		}
 	case *api.Event_Exit:
 		detail = fmt.Sprintf("code=%d signal=%d", d.Exit.GetCode(), d.Exit.GetSignal())
 	case *api.Event_Fork:
@@ -298,6 +304,13 @@ func tableRow(ev *api.Event) string {
 	case *api.Event_Connect:
 		dst := d.Connect.GetDestination()
 		detail = fmt.Sprintf("%s port %d result=%d", dst.GetIp(), dst.GetPort(), d.Connect.GetResult())
+	case *api.Event_Chmod:
+		detail = fmt.Sprintf("%s mode=%#o result=%d", d.Chmod.GetPath(), d.Chmod.GetMode(), d.Chmod.GetResult())
+	case *api.Event_Signal:
+		detail = fmt.Sprintf("target=%d signal=%d result=%d", d.Signal.GetTargetPid(), d.Signal.GetSignal(), d.Signal.GetResult())
+	case *api.Event_DnsQuery:
+		srv := d.DnsQuery.GetServer()
+		detail = fmt.Sprintf("%q type=%d server %s port %d", d.DnsQuery.GetName(), d.DnsQuery.GetQtype(), srv.GetIp(), srv.GetPort())
 	default:
 		// Everything else prints its detail message compactly.
 		m := ev.ProtoReflect()

@@ -45,6 +45,9 @@ const (
 	EventKind_EVENT_KIND_MEMFD_CREATE      EventKind = 13
 	EventKind_EVENT_KIND_CREDENTIAL_CHANGE EventKind = 14
 	EventKind_EVENT_KIND_MOUNT             EventKind = 15
+	EventKind_EVENT_KIND_CHMOD             EventKind = 16
+	EventKind_EVENT_KIND_SIGNAL            EventKind = 17
+	EventKind_EVENT_KIND_DNS_QUERY         EventKind = 18
 )
 
 // Enum value maps for EventKind.
@@ -66,6 +69,9 @@ var (
 		13: "EVENT_KIND_MEMFD_CREATE",
 		14: "EVENT_KIND_CREDENTIAL_CHANGE",
 		15: "EVENT_KIND_MOUNT",
+		16: "EVENT_KIND_CHMOD",
+		17: "EVENT_KIND_SIGNAL",
+		18: "EVENT_KIND_DNS_QUERY",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":       0,
@@ -84,6 +90,9 @@ var (
 		"EVENT_KIND_MEMFD_CREATE":      13,
 		"EVENT_KIND_CREDENTIAL_CHANGE": 14,
 		"EVENT_KIND_MOUNT":             15,
+		"EVENT_KIND_CHMOD":             16,
+		"EVENT_KIND_SIGNAL":            17,
+		"EVENT_KIND_DNS_QUERY":         18,
 	}
 )
 
@@ -196,6 +205,9 @@ type Event struct {
 	//	*Event_MemfdCreate
 	//	*Event_CredentialChange
 	//	*Event_Mount
+	//	*Event_Chmod
+	//	*Event_Signal
+	//	*Event_DnsQuery
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -429,6 +441,33 @@ func (x *Event) GetMount() *Mount {
 	return nil
 }
 
+func (x *Event) GetChmod() *Chmod {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Chmod); ok {
+			return x.Chmod
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetSignal() *Signal {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Signal); ok {
+			return x.Signal
+		}
+	}
+	return nil
+}
+
+func (x *Event) GetDnsQuery() *DnsQuery {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_DnsQuery); ok {
+			return x.DnsQuery
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -493,6 +532,18 @@ type Event_Mount struct {
 	Mount *Mount `protobuf:"bytes,34,opt,name=mount,proto3,oneof"`
 }
 
+type Event_Chmod struct {
+	Chmod *Chmod `protobuf:"bytes,35,opt,name=chmod,proto3,oneof"`
+}
+
+type Event_Signal struct {
+	Signal *Signal `protobuf:"bytes,36,opt,name=signal,proto3,oneof"`
+}
+
+type Event_DnsQuery struct {
+	DnsQuery *DnsQuery `protobuf:"bytes,37,opt,name=dns_query,json=dnsQuery,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Exit) isEvent_Detail() {}
@@ -522,6 +573,12 @@ func (*Event_MemfdCreate) isEvent_Detail() {}
 func (*Event_CredentialChange) isEvent_Detail() {}
 
 func (*Event_Mount) isEvent_Detail() {}
+
+func (*Event_Chmod) isEvent_Detail() {}
+
+func (*Event_Signal) isEvent_Detail() {}
+
+func (*Event_DnsQuery) isEvent_Detail() {}
 
 // ExeOrigin says where the executable file came from. Binaries written into a
 // container's writable layer, into memory, or deleted after start are a
@@ -1020,7 +1077,11 @@ func (x *Container) GetLabels() map[string]string {
 type Exec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The file name passed to execve, before symlinks are resolved.
-	Filename      string `protobuf:"bytes,1,opt,name=filename,proto3" json:"filename,omitempty"`
+	Filename string `protobuf:"bytes,1,opt,name=filename,proto3" json:"filename,omitempty"`
+	// Which of fd 0, 1 and 2 of the new program are sockets (only those are
+	// listed, lowest fd first). A shell whose stdin and stdout are a TCP
+	// socket is the shape of a reverse shell.
+	StdioSockets  []*StdioSocket `protobuf:"bytes,2,rep,name=stdio_sockets,json=stdioSockets,proto3" json:"stdio_sockets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1062,6 +1123,77 @@ func (x *Exec) GetFilename() string {
 	return ""
 }
 
+func (x *Exec) GetStdioSockets() []*StdioSocket {
+	if x != nil {
+		return x.StdioSockets
+	}
+	return nil
+}
+
+// StdioSocket is a standard stream (fd 0, 1 or 2) that is a socket.
+type StdioSocket struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Fd    uint32                 `protobuf:"varint,1,opt,name=fd,proto3" json:"fd,omitempty"`
+	// "ipv4", "ipv6", "unix", or "af-N" for another address family N.
+	Family string `protobuf:"bytes,2,opt,name=family,proto3" json:"family,omitempty"`
+	// The peer of an inet socket (unset for other families). Port 0 and the
+	// unspecified address mean the socket is not connected.
+	Remote        *SocketAddress `protobuf:"bytes,3,opt,name=remote,proto3" json:"remote,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StdioSocket) Reset() {
+	*x = StdioSocket{}
+	mi := &file_event_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StdioSocket) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StdioSocket) ProtoMessage() {}
+
+func (x *StdioSocket) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StdioSocket.ProtoReflect.Descriptor instead.
+func (*StdioSocket) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StdioSocket) GetFd() uint32 {
+	if x != nil {
+		return x.Fd
+	}
+	return 0
+}
+
+func (x *StdioSocket) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *StdioSocket) GetRemote() *SocketAddress {
+	if x != nil {
+		return x.Remote
+	}
+	return nil
+}
+
 type Exit struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Code          int32                  `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
@@ -1073,7 +1205,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1217,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1230,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{7}
+	return file_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -1134,7 +1266,7 @@ type Fork struct {
 
 func (x *Fork) Reset() {
 	*x = Fork{}
-	mi := &file_event_proto_msgTypes[8]
+	mi := &file_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1278,7 @@ func (x *Fork) String() string {
 func (*Fork) ProtoMessage() {}
 
 func (x *Fork) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[8]
+	mi := &file_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1291,7 @@ func (x *Fork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fork.ProtoReflect.Descriptor instead.
 func (*Fork) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{8}
+	return file_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Fork) GetChildPid() uint32 {
@@ -1200,7 +1332,7 @@ type FileOpen struct {
 
 func (x *FileOpen) Reset() {
 	*x = FileOpen{}
-	mi := &file_event_proto_msgTypes[9]
+	mi := &file_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1212,7 +1344,7 @@ func (x *FileOpen) String() string {
 func (*FileOpen) ProtoMessage() {}
 
 func (x *FileOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[9]
+	mi := &file_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1225,7 +1357,7 @@ func (x *FileOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOpen.ProtoReflect.Descriptor instead.
 func (*FileOpen) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{9}
+	return file_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FileOpen) GetPath() string {
@@ -1295,7 +1427,7 @@ type FileUnlink struct {
 
 func (x *FileUnlink) Reset() {
 	*x = FileUnlink{}
-	mi := &file_event_proto_msgTypes[10]
+	mi := &file_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1439,7 @@ func (x *FileUnlink) String() string {
 func (*FileUnlink) ProtoMessage() {}
 
 func (x *FileUnlink) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[10]
+	mi := &file_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1452,7 @@ func (x *FileUnlink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileUnlink.ProtoReflect.Descriptor instead.
 func (*FileUnlink) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{10}
+	return file_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FileUnlink) GetPath() string {
@@ -1355,7 +1487,7 @@ type FileRename struct {
 
 func (x *FileRename) Reset() {
 	*x = FileRename{}
-	mi := &file_event_proto_msgTypes[11]
+	mi := &file_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1499,7 @@ func (x *FileRename) String() string {
 func (*FileRename) ProtoMessage() {}
 
 func (x *FileRename) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[11]
+	mi := &file_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1512,7 @@ func (x *FileRename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRename.ProtoReflect.Descriptor instead.
 func (*FileRename) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{11}
+	return file_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FileRename) GetOldPath() string {
@@ -1416,7 +1548,7 @@ type SocketAddress struct {
 
 func (x *SocketAddress) Reset() {
 	*x = SocketAddress{}
-	mi := &file_event_proto_msgTypes[12]
+	mi := &file_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1428,7 +1560,7 @@ func (x *SocketAddress) String() string {
 func (*SocketAddress) ProtoMessage() {}
 
 func (x *SocketAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[12]
+	mi := &file_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1441,7 +1573,7 @@ func (x *SocketAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketAddress.ProtoReflect.Descriptor instead.
 func (*SocketAddress) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{12}
+	return file_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SocketAddress) GetFamily() string {
@@ -1477,7 +1609,7 @@ type Connect struct {
 
 func (x *Connect) Reset() {
 	*x = Connect{}
-	mi := &file_event_proto_msgTypes[13]
+	mi := &file_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1621,7 @@ func (x *Connect) String() string {
 func (*Connect) ProtoMessage() {}
 
 func (x *Connect) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[13]
+	mi := &file_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1634,7 @@ func (x *Connect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connect.ProtoReflect.Descriptor instead.
 func (*Connect) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{13}
+	return file_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Connect) GetDestination() *SocketAddress {
@@ -1538,7 +1670,7 @@ type Listen struct {
 
 func (x *Listen) Reset() {
 	*x = Listen{}
-	mi := &file_event_proto_msgTypes[14]
+	mi := &file_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1550,7 +1682,7 @@ func (x *Listen) String() string {
 func (*Listen) ProtoMessage() {}
 
 func (x *Listen) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[14]
+	mi := &file_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1563,7 +1695,7 @@ func (x *Listen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listen.ProtoReflect.Descriptor instead.
 func (*Listen) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{14}
+	return file_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Listen) GetLocal() *SocketAddress {
@@ -1607,7 +1739,7 @@ type Accept struct {
 
 func (x *Accept) Reset() {
 	*x = Accept{}
-	mi := &file_event_proto_msgTypes[15]
+	mi := &file_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1751,7 @@ func (x *Accept) String() string {
 func (*Accept) ProtoMessage() {}
 
 func (x *Accept) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[15]
+	mi := &file_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1764,7 @@ func (x *Accept) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accept.ProtoReflect.Descriptor instead.
 func (*Accept) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{15}
+	return file_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Accept) GetLocal() *SocketAddress {
@@ -1674,7 +1806,7 @@ type Ptrace struct {
 
 func (x *Ptrace) Reset() {
 	*x = Ptrace{}
-	mi := &file_event_proto_msgTypes[16]
+	mi := &file_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1686,7 +1818,7 @@ func (x *Ptrace) String() string {
 func (*Ptrace) ProtoMessage() {}
 
 func (x *Ptrace) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[16]
+	mi := &file_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1699,7 +1831,7 @@ func (x *Ptrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ptrace.ProtoReflect.Descriptor instead.
 func (*Ptrace) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{16}
+	return file_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Ptrace) GetRequest() int64 {
@@ -1737,7 +1869,7 @@ type ModuleLoad struct {
 
 func (x *ModuleLoad) Reset() {
 	*x = ModuleLoad{}
-	mi := &file_event_proto_msgTypes[17]
+	mi := &file_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1749,7 +1881,7 @@ func (x *ModuleLoad) String() string {
 func (*ModuleLoad) ProtoMessage() {}
 
 func (x *ModuleLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[17]
+	mi := &file_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1762,7 +1894,7 @@ func (x *ModuleLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleLoad.ProtoReflect.Descriptor instead.
 func (*ModuleLoad) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{17}
+	return file_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ModuleLoad) GetSyscall() string {
@@ -1807,7 +1939,7 @@ type NamespaceChange struct {
 
 func (x *NamespaceChange) Reset() {
 	*x = NamespaceChange{}
-	mi := &file_event_proto_msgTypes[18]
+	mi := &file_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1951,7 @@ func (x *NamespaceChange) String() string {
 func (*NamespaceChange) ProtoMessage() {}
 
 func (x *NamespaceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[18]
+	mi := &file_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1964,7 @@ func (x *NamespaceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceChange.ProtoReflect.Descriptor instead.
 func (*NamespaceChange) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{18}
+	return file_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *NamespaceChange) GetSyscall() string {
@@ -1874,7 +2006,7 @@ type MemfdCreate struct {
 
 func (x *MemfdCreate) Reset() {
 	*x = MemfdCreate{}
-	mi := &file_event_proto_msgTypes[19]
+	mi := &file_event_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1886,7 +2018,7 @@ func (x *MemfdCreate) String() string {
 func (*MemfdCreate) ProtoMessage() {}
 
 func (x *MemfdCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[19]
+	mi := &file_event_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1899,7 +2031,7 @@ func (x *MemfdCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemfdCreate.ProtoReflect.Descriptor instead.
 func (*MemfdCreate) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{19}
+	return file_event_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *MemfdCreate) GetName() string {
@@ -1945,7 +2077,7 @@ type CredentialChange struct {
 
 func (x *CredentialChange) Reset() {
 	*x = CredentialChange{}
-	mi := &file_event_proto_msgTypes[20]
+	mi := &file_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2089,7 @@ func (x *CredentialChange) String() string {
 func (*CredentialChange) ProtoMessage() {}
 
 func (x *CredentialChange) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[20]
+	mi := &file_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2102,7 @@ func (x *CredentialChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialChange.ProtoReflect.Descriptor instead.
 func (*CredentialChange) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{20}
+	return file_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CredentialChange) GetSyscall() string {
@@ -2063,7 +2195,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_event_proto_msgTypes[21]
+	mi := &file_event_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2207,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[21]
+	mi := &file_event_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2220,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{21}
+	return file_event_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Mount) GetSource() string {
@@ -2126,12 +2258,218 @@ func (x *Mount) GetResult() int64 {
 	return 0
 }
 
+// Chmod is a mode change (chmod, fchmod, fchmodat, fchmodat2). The kernel
+// reports only modes that set an execute bit (mode & 0111) and changes of
+// paths under a watched prefix.
+type Chmod struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Absolute path. fchmod (and an empty path with AT_EMPTY_PATH) is resolved
+	// from the open file; other calls join a relative name to the cwd or
+	// directory fd and drop "." components, without resolving symlinks or "..".
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	Mode          uint32 `protobuf:"varint,2,opt,name=mode,proto3" json:"mode,omitempty"`
+	Result        int64  `protobuf:"varint,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Chmod) Reset() {
+	*x = Chmod{}
+	mi := &file_event_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Chmod) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Chmod) ProtoMessage() {}
+
+func (x *Chmod) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Chmod.ProtoReflect.Descriptor instead.
+func (*Chmod) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Chmod) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Chmod) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+func (x *Chmod) GetResult() int64 {
+	if x != nil {
+		return x.Result
+	}
+	return 0
+}
+
+// Signal is a signal sent (kill, tkill, tgkill) to a protected process:
+// the sensor itself and any pid added with Sensor.ProtectPID.
+type Signal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target as the kernel sees it in the host pid namespace: a process
+	// id for kill and tgkill, a thread id for tkill.
+	TargetPid uint32 `protobuf:"varint,1,opt,name=target_pid,json=targetPid,proto3" json:"target_pid,omitempty"`
+	// 0 is an existence probe.
+	Signal        int32 `protobuf:"varint,2,opt,name=signal,proto3" json:"signal,omitempty"`
+	Result        int64 `protobuf:"varint,3,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Signal) Reset() {
+	*x = Signal{}
+	mi := &file_event_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Signal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Signal) ProtoMessage() {}
+
+func (x *Signal) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Signal.ProtoReflect.Descriptor instead.
+func (*Signal) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Signal) GetTargetPid() uint32 {
+	if x != nil {
+		return x.TargetPid
+	}
+	return 0
+}
+
+func (x *Signal) GetSignal() int32 {
+	if x != nil {
+		return x.Signal
+	}
+	return 0
+}
+
+func (x *Signal) GetResult() int64 {
+	if x != nil {
+		return x.Result
+	}
+	return 0
+}
+
+// DnsQuery is a UDP datagram sent to port 53, decoded as a DNS query.
+type DnsQuery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first question's name, dot separated without the trailing dot ("."
+	// for the root); empty when the payload is not a well-formed query.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The first question's QTYPE (1 A, 28 AAAA, 16 TXT, ...).
+	Qtype uint32 `protobuf:"varint,2,opt,name=qtype,proto3" json:"qtype,omitempty"`
+	// Where the datagram went: the address given to sendto/sendmsg, or the
+	// connected socket's peer.
+	Server        *SocketAddress `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
+	TransactionId uint32         `protobuf:"varint,4,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DnsQuery) Reset() {
+	*x = DnsQuery{}
+	mi := &file_event_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DnsQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DnsQuery) ProtoMessage() {}
+
+func (x *DnsQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DnsQuery.ProtoReflect.Descriptor instead.
+func (*DnsQuery) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DnsQuery) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DnsQuery) GetQtype() uint32 {
+	if x != nil {
+		return x.Qtype
+	}
+	return 0
+}
+
+func (x *DnsQuery) GetServer() *SocketAddress {
+	if x != nil {
+		return x.Server
+	}
+	return nil
+}
+
+func (x *DnsQuery) GetTransactionId() uint32 {
+	if x != nil {
+		return x.TransactionId
+	}
+	return 0
+}
+
 var File_event_proto protoreflect.FileDescriptor
 
 const file_event_proto_rawDesc = "" +
 	"\n" +
 	"\vevent.proto\x12\n" +
-	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\b\n" +
+	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\n" +
+	"\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -2160,7 +2498,10 @@ const file_event_proto_rawDesc = "" +
 	"\x10namespace_change\x18\x1f \x01(\v2\x1b.harrier.v1.NamespaceChangeH\x00R\x0fnamespaceChange\x12<\n" +
 	"\fmemfd_create\x18  \x01(\v2\x17.harrier.v1.MemfdCreateH\x00R\vmemfdCreate\x12K\n" +
 	"\x11credential_change\x18! \x01(\v2\x1c.harrier.v1.CredentialChangeH\x00R\x10credentialChange\x12)\n" +
-	"\x05mount\x18\" \x01(\v2\x11.harrier.v1.MountH\x00R\x05mountB\b\n" +
+	"\x05mount\x18\" \x01(\v2\x11.harrier.v1.MountH\x00R\x05mount\x12)\n" +
+	"\x05chmod\x18# \x01(\v2\x11.harrier.v1.ChmodH\x00R\x05chmod\x12,\n" +
+	"\x06signal\x18$ \x01(\v2\x12.harrier.v1.SignalH\x00R\x06signal\x123\n" +
+	"\tdns_query\x18% \x01(\v2\x14.harrier.v1.DnsQueryH\x00R\bdnsQueryB\b\n" +
 	"\x06detail\"`\n" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
@@ -2213,9 +2554,14 @@ const file_event_proto_rawDesc = "" +
 	"\x06labels\x18\r \x03(\v2!.harrier.v1.Container.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\"\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
 	"\x04Exec\x12\x1a\n" +
-	"\bfilename\x18\x01 \x01(\tR\bfilename\"S\n" +
+	"\bfilename\x18\x01 \x01(\tR\bfilename\x12<\n" +
+	"\rstdio_sockets\x18\x02 \x03(\v2\x17.harrier.v1.StdioSocketR\fstdioSockets\"h\n" +
+	"\vStdioSocket\x12\x0e\n" +
+	"\x02fd\x18\x01 \x01(\rR\x02fd\x12\x16\n" +
+	"\x06family\x18\x02 \x01(\tR\x06family\x121\n" +
+	"\x06remote\x18\x03 \x01(\v2\x19.harrier.v1.SocketAddressR\x06remote\"S\n" +
 	"\x04Exit\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x1f\n" +
@@ -2303,7 +2649,21 @@ const file_event_proto_rawDesc = "" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x16\n" +
 	"\x06fstype\x18\x03 \x01(\tR\x06fstype\x12\x14\n" +
 	"\x05flags\x18\x04 \x01(\x04R\x05flags\x12\x16\n" +
-	"\x06result\x18\x05 \x01(\x03R\x06result*\xa7\x03\n" +
+	"\x06result\x18\x05 \x01(\x03R\x06result\"G\n" +
+	"\x05Chmod\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04mode\x18\x02 \x01(\rR\x04mode\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\x03R\x06result\"W\n" +
+	"\x06Signal\x12\x1d\n" +
+	"\n" +
+	"target_pid\x18\x01 \x01(\rR\ttargetPid\x12\x16\n" +
+	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x16\n" +
+	"\x06result\x18\x03 \x01(\x03R\x06result\"\x8e\x01\n" +
+	"\bDnsQuery\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05qtype\x18\x02 \x01(\rR\x05qtype\x121\n" +
+	"\x06server\x18\x03 \x01(\v2\x19.harrier.v1.SocketAddressR\x06server\x12%\n" +
+	"\x0etransaction_id\x18\x04 \x01(\rR\rtransactionId*\xee\x03\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +
@@ -2321,7 +2681,10 @@ const file_event_proto_rawDesc = "" +
 	"\x1bEVENT_KIND_NAMESPACE_CHANGE\x10\f\x12\x1b\n" +
 	"\x17EVENT_KIND_MEMFD_CREATE\x10\r\x12 \n" +
 	"\x1cEVENT_KIND_CREDENTIAL_CHANGE\x10\x0e\x12\x14\n" +
-	"\x10EVENT_KIND_MOUNT\x10\x0f*\\\n" +
+	"\x10EVENT_KIND_MOUNT\x10\x0f\x12\x14\n" +
+	"\x10EVENT_KIND_CHMOD\x10\x10\x12\x15\n" +
+	"\x11EVENT_KIND_SIGNAL\x10\x11\x12\x18\n" +
+	"\x14EVENT_KIND_DNS_QUERY\x10\x12*\\\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -2341,7 +2704,7 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_event_proto_goTypes = []any{
 	(EventKind)(0),                // 0: harrier.v1.EventKind
 	(Protocol)(0),                 // 1: harrier.v1.Protocol
@@ -2352,62 +2715,72 @@ var file_event_proto_goTypes = []any{
 	(*Namespaces)(nil),            // 6: harrier.v1.Namespaces
 	(*Container)(nil),             // 7: harrier.v1.Container
 	(*Exec)(nil),                  // 8: harrier.v1.Exec
-	(*Exit)(nil),                  // 9: harrier.v1.Exit
-	(*Fork)(nil),                  // 10: harrier.v1.Fork
-	(*FileOpen)(nil),              // 11: harrier.v1.FileOpen
-	(*FileUnlink)(nil),            // 12: harrier.v1.FileUnlink
-	(*FileRename)(nil),            // 13: harrier.v1.FileRename
-	(*SocketAddress)(nil),         // 14: harrier.v1.SocketAddress
-	(*Connect)(nil),               // 15: harrier.v1.Connect
-	(*Listen)(nil),                // 16: harrier.v1.Listen
-	(*Accept)(nil),                // 17: harrier.v1.Accept
-	(*Ptrace)(nil),                // 18: harrier.v1.Ptrace
-	(*ModuleLoad)(nil),            // 19: harrier.v1.ModuleLoad
-	(*NamespaceChange)(nil),       // 20: harrier.v1.NamespaceChange
-	(*MemfdCreate)(nil),           // 21: harrier.v1.MemfdCreate
-	(*CredentialChange)(nil),      // 22: harrier.v1.CredentialChange
-	(*Mount)(nil),                 // 23: harrier.v1.Mount
-	nil,                           // 24: harrier.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*StdioSocket)(nil),           // 9: harrier.v1.StdioSocket
+	(*Exit)(nil),                  // 10: harrier.v1.Exit
+	(*Fork)(nil),                  // 11: harrier.v1.Fork
+	(*FileOpen)(nil),              // 12: harrier.v1.FileOpen
+	(*FileUnlink)(nil),            // 13: harrier.v1.FileUnlink
+	(*FileRename)(nil),            // 14: harrier.v1.FileRename
+	(*SocketAddress)(nil),         // 15: harrier.v1.SocketAddress
+	(*Connect)(nil),               // 16: harrier.v1.Connect
+	(*Listen)(nil),                // 17: harrier.v1.Listen
+	(*Accept)(nil),                // 18: harrier.v1.Accept
+	(*Ptrace)(nil),                // 19: harrier.v1.Ptrace
+	(*ModuleLoad)(nil),            // 20: harrier.v1.ModuleLoad
+	(*NamespaceChange)(nil),       // 21: harrier.v1.NamespaceChange
+	(*MemfdCreate)(nil),           // 22: harrier.v1.MemfdCreate
+	(*CredentialChange)(nil),      // 23: harrier.v1.CredentialChange
+	(*Mount)(nil),                 // 24: harrier.v1.Mount
+	(*Chmod)(nil),                 // 25: harrier.v1.Chmod
+	(*Signal)(nil),                // 26: harrier.v1.Signal
+	(*DnsQuery)(nil),              // 27: harrier.v1.DnsQuery
+	nil,                           // 28: harrier.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_event_proto_depIdxs = []int32{
-	25, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
+	29, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: harrier.v1.Event.kind:type_name -> harrier.v1.EventKind
 	4,  // 2: harrier.v1.Event.process:type_name -> harrier.v1.Process
 	5,  // 3: harrier.v1.Event.ancestry:type_name -> harrier.v1.Ancestor
 	6,  // 4: harrier.v1.Event.namespaces:type_name -> harrier.v1.Namespaces
 	7,  // 5: harrier.v1.Event.container:type_name -> harrier.v1.Container
 	8,  // 6: harrier.v1.Event.exec:type_name -> harrier.v1.Exec
-	9,  // 7: harrier.v1.Event.exit:type_name -> harrier.v1.Exit
-	10, // 8: harrier.v1.Event.fork:type_name -> harrier.v1.Fork
-	11, // 9: harrier.v1.Event.file_open:type_name -> harrier.v1.FileOpen
-	12, // 10: harrier.v1.Event.file_unlink:type_name -> harrier.v1.FileUnlink
-	13, // 11: harrier.v1.Event.file_rename:type_name -> harrier.v1.FileRename
-	15, // 12: harrier.v1.Event.connect:type_name -> harrier.v1.Connect
-	16, // 13: harrier.v1.Event.listen:type_name -> harrier.v1.Listen
-	17, // 14: harrier.v1.Event.accept:type_name -> harrier.v1.Accept
-	18, // 15: harrier.v1.Event.ptrace:type_name -> harrier.v1.Ptrace
-	19, // 16: harrier.v1.Event.module_load:type_name -> harrier.v1.ModuleLoad
-	20, // 17: harrier.v1.Event.namespace_change:type_name -> harrier.v1.NamespaceChange
-	21, // 18: harrier.v1.Event.memfd_create:type_name -> harrier.v1.MemfdCreate
-	22, // 19: harrier.v1.Event.credential_change:type_name -> harrier.v1.CredentialChange
-	23, // 20: harrier.v1.Event.mount:type_name -> harrier.v1.Mount
-	25, // 21: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	3,  // 22: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
-	25, // 23: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
-	24, // 24: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
-	14, // 25: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
-	1,  // 26: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
-	14, // 27: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
-	1,  // 28: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
-	14, // 29: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
-	14, // 30: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
-	1,  // 31: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	10, // 7: harrier.v1.Event.exit:type_name -> harrier.v1.Exit
+	11, // 8: harrier.v1.Event.fork:type_name -> harrier.v1.Fork
+	12, // 9: harrier.v1.Event.file_open:type_name -> harrier.v1.FileOpen
+	13, // 10: harrier.v1.Event.file_unlink:type_name -> harrier.v1.FileUnlink
+	14, // 11: harrier.v1.Event.file_rename:type_name -> harrier.v1.FileRename
+	16, // 12: harrier.v1.Event.connect:type_name -> harrier.v1.Connect
+	17, // 13: harrier.v1.Event.listen:type_name -> harrier.v1.Listen
+	18, // 14: harrier.v1.Event.accept:type_name -> harrier.v1.Accept
+	19, // 15: harrier.v1.Event.ptrace:type_name -> harrier.v1.Ptrace
+	20, // 16: harrier.v1.Event.module_load:type_name -> harrier.v1.ModuleLoad
+	21, // 17: harrier.v1.Event.namespace_change:type_name -> harrier.v1.NamespaceChange
+	22, // 18: harrier.v1.Event.memfd_create:type_name -> harrier.v1.MemfdCreate
+	23, // 19: harrier.v1.Event.credential_change:type_name -> harrier.v1.CredentialChange
+	24, // 20: harrier.v1.Event.mount:type_name -> harrier.v1.Mount
+	25, // 21: harrier.v1.Event.chmod:type_name -> harrier.v1.Chmod
+	26, // 22: harrier.v1.Event.signal:type_name -> harrier.v1.Signal
+	27, // 23: harrier.v1.Event.dns_query:type_name -> harrier.v1.DnsQuery
+	29, // 24: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	3,  // 25: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
+	29, // 26: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
+	28, // 27: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
+	9,  // 28: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
+	15, // 29: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
+	15, // 30: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
+	1,  // 31: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
+	15, // 32: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
+	1,  // 33: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
+	15, // 34: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
+	15, // 35: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
+	1,  // 36: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
+	15, // 37: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
+	38, // [38:38] is the sub-list for method output_type
+	38, // [38:38] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -2431,6 +2804,9 @@ func file_event_proto_init() {
 		(*Event_MemfdCreate)(nil),
 		(*Event_CredentialChange)(nil),
 		(*Event_Mount)(nil),
+		(*Event_Chmod)(nil),
+		(*Event_Signal)(nil),
+		(*Event_DnsQuery)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2438,7 +2814,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

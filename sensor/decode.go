@@ -36,7 +36,10 @@ const (
 	kindMemfdCreate     = 13
 	kindCredential      = 14
 	kindMount           = 15
-	kindMax             = 16
+	kindChmod           = 16
+	kindSignal          = 17
+	kindDNSQuery        = 18
+	kindMax             = 19
 )
 
 // Exe origin flags in body.flags of exec records.
@@ -83,6 +86,16 @@ const (
 	scUmount2
 	scMoveMount
 	scPivotRoot
+	scChmod
+	scFchmod
+	scFchmodat
+	scFchmodat2
+	scKill
+	scTkill
+	scTgkill
+	scSendto
+	scSendmsg
+	scSendmmsg
 )
 
 // syscallName names a syscall identifier for status output.
@@ -91,7 +104,8 @@ func syscallName(sc uint32) string {
 		"renameat2", "renameat", "rename", "connect", "listen", "accept", "accept4", "ptrace",
 		"init_module", "finit_module", "unshare", "setns", "clone", "clone3", "memfd_create",
 		"setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-		"capset", "mount", "umount2", "move_mount", "pivot_root"}
+		"capset", "mount", "umount2", "move_mount", "pivot_root", "chmod", "fchmod", "fchmodat", "fchmodat2",
+		"kill", "tkill", "tgkill", "sendto", "sendmsg", "sendmmsg"}
 	if int(sc) < len(names) {
 		return names[sc]
 	}

@@ -57,6 +57,10 @@ func execRecord() *record {
 	r.Str[2] = []byte("/tmp")
 	r.Str[3] = []byte("/bin/curl")
 	r.Str[4] = []byte("/harrier/abc")
+	// fd 0 a TCP socket to 10.0.0.9:4444, fd 2 a unix socket.
+	stdin := []byte{0, 0, afInet, 0, 0x5c, 0x11, 0, 0, 10, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	stderr := []byte{2, 0, afUnix, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	r.Str[5] = append(stdin, stderr...)
 	return r
 }
 
@@ -136,6 +140,11 @@ func TestEnrichExecAndDetails(t *testing.T) {
 	if ev.GetContainer().GetRuntime() != "runc" || ev.GetContainer().GetId() != "abc" {
 		t.Errorf("container = %v", ev.GetContainer())
 	}
+	ss := ev.GetExec().GetStdioSockets()
+	if len(ss) != 2 || ss[0].GetFd() != 0 || ss[0].GetFamily() != "ipv4" || ss[0].GetRemote().GetIp() != "10.0.0.9" ||
+		ss[0].GetRemote().GetPort() != 4444 || ss[1].GetFd() != 2 || ss[1].GetFamily() != "unix" || ss[1].GetRemote() != nil {
+		t.Errorf("stdio sockets = %v", ss)
+	}
 	if want := time.Unix(1_700_000_005, 0); !ev.GetTime().AsTime().Equal(want) {
 		t.Errorf("time %v, want %v", ev.GetTime().AsTime(), want)
 	}
@@ -186,6 +195,31 @@ func TestEnrichExecAndDetails(t *testing.T) {
 			f := ev.GetFileOpen()
 			return f.GetRead() && f.GetWrite() && f.GetCreate() && !f.GetTruncate() && f.GetMode() == 0o644
 		}},
+		{"chmod +x", record{Kind: kindChmod, Num: [8]uint64{scFchmodat, 0o755}, Str: [maxStrings][]byte{[]byte("/tmp/payload")}}, func(ev *api.Event) bool {
+			c := ev.GetChmod()
+			return c.GetPath() == "/tmp/payload" && c.GetMode() == 0o755 && ev.GetKind() == api.EventKind_EVENT_KIND_CHMOD
+		}},
+		{"chmod +x ./x", record{Kind: kindChmod, Num: [8]uint64{scFchmodat, 0o700}, Str: [maxStrings][]byte{[]byte("/tmp/./a//x")}}, func(ev *api.Event) bool {
+			return ev.GetChmod().GetPath() == "/tmp/a/x"
+		}},
+		{"chmod keeps ..", record{Kind: kindChmod, Num: [8]uint64{scFchmodat, 0o700}, Str: [maxStrings][]byte{[]byte("/tmp/../x")}}, func(ev *api.Event) bool {
+			return ev.GetChmod().GetPath() == "/tmp/../x"
+		}},
+		{"signal probe", record{Kind: kindSignal, Num: [8]uint64{scKill, 4242, 0}}, func(ev *api.Event) bool {
+			s := ev.GetSignal()
+			return s.GetTargetPid() == 4242 && s.GetSignal() == 0 && ev.GetKind() == api.EventKind_EVENT_KIND_SIGNAL
+		}},
+		{"dns query", record{Kind: kindDNSQuery, Num: [8]uint64{afInet, ipprotUDP, 40000, 53, 0, 0, 0x0100007f},
+			Str: [maxStrings][]byte{dnsQueryBytes(0x1234, "harrier-test.example", 1)}}, func(ev *api.Event) bool {
+			d := ev.GetDnsQuery()
+			return d.GetName() == "harrier-test.example" && d.GetQtype() == 1 && d.GetTransactionId() == 0x1234 &&
+				d.GetServer().GetIp() == "127.0.0.1" && d.GetServer().GetPort() == 53
+		}},
+		{"dns payload that is not a query", record{Kind: kindDNSQuery, Num: [8]uint64{afInet, ipprotUDP, 1, 53},
+			Str: [maxStrings][]byte{[]byte("GET / HTTP/1.0")}}, func(ev *api.Event) bool {
+			d := ev.GetDnsQuery()
+			return d != nil && d.GetName() == "" && d.GetServer().GetPort() == 53
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -221,6 +255,10 @@ func FuzzDecodeRecord(f *testing.F) {
 	ren := &record{Kind: kindFileRename}
 	ren.Str[0], ren.Str[1] = []byte("/a"), []byte("/b\xff")
 	f.Add(encodeRecord(ren))
+	dns := &record{Kind: kindDNSQuery}
+	dns.Num[0] = afInet
+	dns.Str[0] = []byte{0xbe, 0xef, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, 'a', 0, 0, 1, 0, 1}
+	f.Add(encodeRecord(dns))
 	f.Add([]byte{})
 	s := testSensor()
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -49,7 +51,7 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 			ArgsTruncated: truncated || rec.Num[1] != 0,
 		})
 		s.views.forget(rec.Pid)
-		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3])}}
+		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3]), StdioSockets: stdioSockets(rec.Str[5])}}
 	case kindFork:
 		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
 	}
@@ -57,7 +59,12 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 	v := s.view(rec)
 	ev.Process, ev.Ancestry, ev.Namespaces, ev.Container = v.process, v.ancestry, v.namespaces, v.container
 	if rec.Kind != kindExec {
-		setDetail(ev, rec)
+		if err := setDetail(ev, rec); err != nil {
+			// The event is kept: that something was sent to port 53
+			// matters even when it is not a DNS query.
+			s.dnsErrors.Add(1)
+			s.log.Debug("undecodable detail", "kind", kindName(rec.Kind), "error", err)
+		}
 	}
 	if rec.Kind == kindExit {
 		s.procs.Exit(rec.Tgid)
@@ -167,8 +174,10 @@ const (
 	ipprotUDP = 17
 )
 
-// setDetail decodes the kind-specific part of a record into ev.
-func setDetail(ev *api.Event, rec *record) {
+// setDetail decodes the kind-specific part of a record into ev. An error
+// means the detail is incomplete (a DNS payload that is not a query); ev is
+// set all the same.
+func setDetail(ev *api.Event, rec *record) error {
 	sc := uint32(rec.Num[0])
 	switch rec.Kind {
 	case kindExit:
@@ -259,7 +268,78 @@ func setDetail(ev *api.Event, rec *record) {
 			Source: api.Text(rec.Str[0]), Target: api.Text(rec.Str[1]), Fstype: api.Text(rec.Str[2]),
 			Flags: rec.Num[1], Result: rec.Result,
 		}}
+	case kindChmod:
+		ev.Detail = &api.Event_Chmod{Chmod: &api.Chmod{
+			Path: dropDotSegments(api.Text(rec.Str[0])), Mode: uint32(rec.Num[1]), Result: rec.Result,
+		}}
+	case kindSignal:
+		ev.Detail = &api.Event_Signal{Signal: &api.Signal{
+			TargetPid: uint32(rec.Num[1]), Signal: int32(rec.Num[2]), Result: rec.Result,
+		}}
+	case kindDNSQuery:
+		d := &api.DnsQuery{Server: sockAddr(rec.Num[0], rec.Num[6], rec.Num[7], rec.Num[3])}
+		ev.Detail = &api.Event_DnsQuery{DnsQuery: d}
+		q, err := parseDNSQuery(rec.Str[0])
+		d.TransactionId = uint32(q.ID)
+		if err != nil {
+			return err
+		}
+		d.Name, d.Qtype = api.TextString(q.Name), uint32(q.QType)
 	}
+	return nil
+}
+
+// dropDotSegments removes "." components and repeated slashes from a path
+// the kernel joined from the cwd and the name given ("chmod +x ./x" gives
+// "/tmp/./x"), so it compares equal to the exec path of the same file.
+// ".." is left alone: without the file system it cannot be undone safely
+// (a symlinked directory's parent is not the lexical one).
+func dropDotSegments(p string) string {
+	if !strings.Contains(p, "/.") && !strings.Contains(p, "//") {
+		return p
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(p, "/") {
+		if part == "" || part == "." {
+			continue
+		}
+		b.WriteByte('/')
+		b.WriteString(part)
+	}
+	if b.Len() == 0 {
+		return "/"
+	}
+	return b.String()
+}
+
+// stdioSocketSize is the size of struct stdio_sock in the C source.
+const stdioSocketSize = 24
+
+// stdioSockets decodes the exec record's list of standard streams that are
+// sockets: fd (u8), pad, family (u16), port (u16), pad, address (16 bytes).
+func stdioSockets(b []byte) []*api.StdioSocket {
+	var out []*api.StdioSocket
+	for ; len(b) >= stdioSocketSize; b = b[stdioSocketSize:] {
+		le := binary.LittleEndian
+		family := uint64(le.Uint16(b[2:]))
+		s := &api.StdioSocket{Fd: uint32(b[0]), Family: familyName(family)}
+		s.Remote = sockAddr(family, le.Uint64(b[8:]), le.Uint64(b[16:]), uint64(le.Uint16(b[4:])))
+		out = append(out, s)
+	}
+	return out
+}
+
+// familyName names a socket address family as StdioSocket.family does.
+func familyName(family uint64) string {
+	switch family {
+	case afInet:
+		return "ipv4"
+	case afInet6:
+		return "ipv6"
+	case afUnix:
+		return "unix"
+	}
+	return "af-" + strconv.FormatUint(family, 10)
 }
 
 // id32 turns a uid/gid syscall argument into an int64 keeping -1 ("unchanged").
@@ -313,6 +393,7 @@ func namespaceNames(flags uint64) []string {
 }
 
 const (
+	afUnix  = 1
 	afInet  = 2
 	afInet6 = 10
 )

@@ -2,6 +2,7 @@ package sensor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -169,6 +171,49 @@ func runHelper(action string, args []string) error {
 			return fmt.Errorf("missing.txt exists")
 		}
 		return os.WriteFile(filepath.Join(args[1], "unwatched.txt"), []byte("x"), 0o600)
+	case "chmod":
+		// In args[0]: +x by a relative name (fchmodat), +x through an fd
+		// (fchmod) and through AT_EMPTY_PATH (fchmodat2), 0644 of an
+		// unwatched file; then 0600 of the watched file args[1].
+		if err := os.Chdir(args[0]); err != nil {
+			return err
+		}
+		if err := unix.Chmod("payload", 0o755); err != nil {
+			return err
+		}
+		f, err := os.Open("fd-payload")
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := unix.Fchmod(int(f.Fd()), 0o700); err != nil {
+			return err
+		}
+		if err := unix.Fchmodat(int(f.Fd()), "", 0o711, unix.AT_EMPTY_PATH); err != nil && !errors.Is(err, unix.ENOSYS) {
+			return err
+		}
+		if err := unix.Chmod("plain", 0o644); err != nil {
+			return err
+		}
+		return unix.Chmod(args[1], 0o600)
+	case "kill":
+		// Pairs of pid and signal.
+		for i := 0; i+1 < len(args); i += 2 {
+			pid, err := strconv.Atoi(args[i])
+			if err != nil {
+				return err
+			}
+			sig, err := strconv.Atoi(args[i+1])
+			if err != nil {
+				return err
+			}
+			if err := unix.Kill(pid, unix.Signal(sig)); err != nil {
+				return fmt.Errorf("kill %d %d: %w", pid, sig, err)
+			}
+		}
+		return nil
+	case "dns":
+		return sendDNSQueries()
 	case "spin":
 		// Fork/exec args[0] times: process churn.
 		n, err := strconv.Atoi(args[0])
@@ -183,6 +228,83 @@ func runHelper(action string, args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown helper action %q", action)
+}
+
+// sendDNSQueries sends DNS queries to 127.0.0.1:53 in every way the sensor
+// hooks, plus a malformed payload and a query to another port. It first
+// moves to a network namespace of its own with only loopback up, so nothing
+// can leave the machine, and binds a server socket there so that no ICMP
+// error refuses the sends on connected sockets.
+func sendDNSQueries() error {
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("unshare net: %w", err)
+	}
+	ctl, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ctl)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	ifr.SetUint16(unix.IFF_UP | unix.IFF_LOOPBACK | unix.IFF_RUNNING)
+	if err := unix.IoctlIfreq(ctl, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("bring lo up: %w", err)
+	}
+	lo := [4]byte{127, 0, 0, 1}
+	srv, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(srv)
+	if err := unix.Bind(srv, &unix.SockaddrInet4{Port: 53, Addr: lo}); err != nil {
+		return fmt.Errorf("bind the stand-in server: %w", err)
+	}
+	dst := &unix.SockaddrInet4{Port: 53, Addr: lo}
+	udp := func() (int, error) { return unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0) }
+
+	fd, err := udp()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := unix.Sendto(fd, dnsQueryBytes(1, "sendto.harrier-test.example", 1), 0, dst); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	if _, err := unix.SendmsgN(fd, dnsQueryBytes(2, "sendmsg.harrier-test.example", 28), nil, dst, 0); err != nil {
+		return fmt.Errorf("sendmsg: %w", err)
+	}
+	if err := unix.Sendto(fd, []byte("not a DNS query at all"), 0, dst); err != nil {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	if err := unix.Sendto(fd, dnsQueryBytes(3, "other-port.harrier-test.example", 1), 0,
+		&unix.SockaddrInet4{Port: 5353, Addr: lo}); err != nil {
+		return fmt.Errorf("sendto 5353: %w", err)
+	}
+
+	// Connected first, then send (sendto without an address), as glibc
+	// and busybox do; and sendmmsg, as glibc does for A and AAAA at once.
+	cfd, err := udp()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(cfd)
+	if err := unix.Connect(cfd, dst); err != nil {
+		return err
+	}
+	if err := unix.Sendto(cfd, dnsQueryBytes(4, "connected.harrier-test.example", 1), 0, nil); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	q := dnsQueryBytes(5, "sendmmsg.harrier-test.example", 1)
+	iov := unix.Iovec{Base: &q[0]}
+	iov.SetLen(len(q))
+	msgs := [1]unix.Mmsghdr{{Hdr: unix.Msghdr{Iov: &iov}}}
+	msgs[0].Hdr.SetIovlen(1)
+	if _, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(cfd), uintptr(unsafe.Pointer(&msgs[0])), 1, 0, 0, 0); e != 0 {
+		return fmt.Errorf("sendmmsg: %w", e)
+	}
+	return nil
 }
 
 // collector runs a sensor and keeps every event it emits.

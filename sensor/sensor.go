@@ -52,12 +52,15 @@ type Stats struct {
 	KernelFileFiltered uint64            `json:"kernelFileFiltered"`
 	KernelDirCacheHits uint64            `json:"kernelDirCacheHits"`
 	// User space.
-	Received     uint64            `json:"received"`
-	DecodeErrors uint64            `json:"decodeErrors"`
-	Emitted      uint64            `json:"emitted"`
-	QueueDropped map[string]uint64 `json:"queueDropped"`
-	ProcessCache proc.Stats        `json:"processCache"`
-	Containers   int               `json:"containersCached"`
+	Received     uint64 `json:"received"`
+	DecodeErrors uint64 `json:"decodeErrors"`
+	// DNSDecodeErrors counts dns_query events whose payload was not a
+	// well-formed query; they are still emitted, with an empty name.
+	DNSDecodeErrors uint64            `json:"dnsDecodeErrors"`
+	Emitted         uint64            `json:"emitted"`
+	QueueDropped    map[string]uint64 `json:"queueDropped"`
+	ProcessCache    proc.Stats        `json:"processCache"`
+	Containers      int               `json:"containersCached"`
 }
 
 // Sensor is a loaded, attached eBPF sensor. Create it with New, consume
@@ -76,6 +79,7 @@ type Sensor struct {
 
 	received     atomic.Uint64
 	decodeErrors atomic.Uint64
+	dnsErrors    atomic.Uint64
 	emitted      atomic.Uint64
 	queueDropped [kindMax]atomic.Uint64
 
@@ -217,6 +221,10 @@ func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
 			}
 		}
 	}
+	// The sensor protects itself: a signal to it is a tamper attempt.
+	if err := maps["protected_pids"].Put(uint32(os.Getpid()), uint8(1)); err != nil {
+		return fmt.Errorf("protect the sensor's pid: %w", err)
+	}
 	ids := maps["syscall_ids"]
 	for nr, sc := range syscallNumbers() {
 		if err := ids.Put(uint32(nr), sc); err != nil {
@@ -245,6 +253,16 @@ func dirPrefixes(p string) []string {
 type lpmKey struct {
 	PrefixLen uint32
 	Data      [256]byte
+}
+
+// ProtectPID adds a process (a host pid; a thread id for tkill) whose
+// incoming signals are reported as signal events, as the sensor's own are.
+// The kernel map holds 64 entries.
+func (s *Sensor) ProtectPID(pid uint32) error {
+	if err := s.kern.maps["protected_pids"].Put(pid, uint8(1)); err != nil {
+		return fmt.Errorf("protect pid %d: %w", pid, err)
+	}
+	return nil
 }
 
 // Status reports what was loaded and what was not.
@@ -306,6 +324,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		QueueDropped:    map[string]uint64{},
 		Received:        s.received.Load(),
 		DecodeErrors:    s.decodeErrors.Load(),
+		DNSDecodeErrors: s.dnsErrors.Load(),
 		Emitted:         s.emitted.Load(),
 		ProcessCache:    s.procs.Stats(),
 		Containers:      s.cgroups.Len(),
@@ -360,11 +379,11 @@ func (s *Sensor) Stats() (Stats, error) {
 // Counter slots of the stats map (enum stat_slot in the C source).
 const (
 	statSubmitted    = 0
-	statRingFull     = 16
-	statPathTrunc    = 33
-	statArgsTrunc    = 34
-	statFileFiltered = 35
-	statDirCacheHit  = 36
+	statRingFull     = 32
+	statPathTrunc    = 64
+	statArgsTrunc    = 65
+	statFileFiltered = 66
+	statDirCacheHit  = 67
 )
 
 // Close detaches the programs and frees the kernel objects.

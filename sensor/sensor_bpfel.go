@@ -79,6 +79,7 @@ const (
 	sensorMapKeyScratch     = "key_scratch"
 	sensorMapPathGeneration = "path_generation"
 	sensorMapPathScratch    = "path_scratch"
+	sensorMapProtectedPids  = "protected_pids"
 	sensorMapStats          = "stats"
 	sensorMapSyscallIds     = "syscall_ids"
 	sensorMapWatchDirs      = "watch_dirs"
@@ -159,6 +160,7 @@ type sensorMapSpecs struct {
 	KeyScratch     *ebpf.MapSpec `ebpf:"key_scratch"`
 	PathGeneration *ebpf.MapSpec `ebpf:"path_generation"`
 	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
+	ProtectedPids  *ebpf.MapSpec `ebpf:"protected_pids"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	SyscallIds     *ebpf.MapSpec `ebpf:"syscall_ids"`
 	WatchDirs      *ebpf.MapSpec `ebpf:"watch_dirs"`
@@ -201,6 +203,7 @@ type sensorMaps struct {
 	KeyScratch     *ebpf.Map `ebpf:"key_scratch"`
 	PathGeneration *ebpf.Map `ebpf:"path_generation"`
 	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
+	ProtectedPids  *ebpf.Map `ebpf:"protected_pids"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	SyscallIds     *ebpf.Map `ebpf:"syscall_ids"`
 	WatchDirs      *ebpf.Map `ebpf:"watch_dirs"`
@@ -215,6 +218,7 @@ func (m *sensorMaps) Close() error {
 		m.KeyScratch,
 		m.PathGeneration,
 		m.PathScratch,
+		m.ProtectedPids,
 		m.Stats,
 		m.SyscallIds,
 		m.WatchDirs,

