@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/harrier-sec/harrier/agent"
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/sensor"
@@ -49,9 +50,9 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newEventsCommand(), newVersionCommand(), newRunCommand(), newAgentCommand(),
 		newBackendCommand(), newCertsCommand())
+	root.AddCommand(newRulesCommand())
 	for _, c := range []struct{ name, short, issue string }{
 		{"simulate", "Run attack scenarios that must raise known alerts", "the simulation issue"},
-		{"rules", "Validate and test custom detection rules", "the analytics issue"},
 	} {
 		root.AddCommand(notYet(c.name, c.short, c.issue))
 	}
@@ -104,6 +105,9 @@ type eventsOptions struct {
 	discard    bool
 	statsOnEnd bool
 	cpuProfile string
+	alerts     bool
+	format     string
+	ruleFiles  []string
 }
 
 func newEventsCommand() *cobra.Command {
@@ -113,7 +117,9 @@ func newEventsCommand() *cobra.Command {
 		Short: "Stream the sensor's events from this node as JSON lines (root)",
 		Long: `Loads the eBPF sensor and prints one JSON object per event per line.
 Filters: --kind exec,connect,file_open ... and --container ID (prefix match).
---status prints what was attached (and what this kernel refused) and exits.`,
+--status prints what was attached (and what this kernel refused) and exits.
+--alerts runs the detections on this node and prints alerts instead of events
+(--format falco prints them in Falco's JSON shape for falcosidekick).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runEvents(cmd.Context(), o, cmd.OutOrStdout(), cmd.ErrOrStderr())
@@ -130,6 +136,9 @@ Filters: --kind exec,connect,file_open ... and --container ID (prefix match).
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
 	f.BoolVar(&o.discard, "discard", false, "read and count events without printing them (for benchmarks)")
 	f.BoolVar(&o.statsOnEnd, "stats", false, "print the sensor's counters as JSON to stderr on exit")
+	f.BoolVar(&o.alerts, "alerts", false, "print alerts (from the built-in and --rules detections) instead of events")
+	f.StringVar(&o.format, "format", "json", "alert format with --alerts: json (Harrier's alert) or falco (Falco's alert JSON)")
+	f.StringSliceVar(&o.ruleFiles, "rules", nil, "extra rule files (after the config's analytics.ruleFiles)")
 	f.StringVar(&o.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file (for benchmarks)")
 	_ = f.MarkHidden("cpuprofile")
 	return cmd
@@ -157,6 +166,19 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 		if cfg, err = agent.LoadConfig(o.configPath); err != nil {
 			return err
 		}
+	}
+	var engine *analytics.Engine
+	var printAlert analytics.Emit
+	if o.alerts {
+		cfg.Analytics.RuleFiles = append(cfg.Analytics.RuleFiles, o.ruleFiles...)
+		if engine, err = agent.NewEngine(cfg, log); err != nil {
+			return err
+		}
+		if printAlert, err = alertPrinter(o.format, stdout, func(err error) { log.Error("print alert", "error", err) }); err != nil {
+			return err
+		}
+	} else if o.format != "json" || len(o.ruleFiles) > 0 {
+		return errors.New("--format and --rules apply to --alerts")
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -212,6 +234,9 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 	defer w.Flush()
 	var print func(*api.Event) error
 	switch {
+	case engine != nil:
+		defer func() { _ = engine.Close(printAlert) }()
+		print = func(ev *api.Event) error { engine.Process(ev, printAlert); return nil }
 	case o.discard:
 		print = func(*api.Event) error { return nil }
 	case o.table:
@@ -245,13 +270,16 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 			if !ok {
 				return <-runErr
 			}
-			if !matches(ev, kinds, o.containers) {
+			if engine == nil && !matches(ev, kinds, o.containers) {
 				continue
 			}
 			if err := print(ev); err != nil {
 				return err
 			}
-		case <-flush.C:
+		case now := <-flush.C:
+			if engine != nil {
+				engine.Tick(now, printAlert)
+			}
 			if err := w.Flush(); err != nil {
 				return err
 			}

@@ -114,14 +114,14 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	return errors.Join(all...)
 }
 
-// NewEngine builds the analytics engine from the agent's config. Bad rule
-// files are logged with file, line and reason; the rules that load keep
-// running.
+// NewEngine builds the analytics engine from the config as given (Run
+// fills in defaults first; `harrier events` leaves the baseline path empty so
+// it learns in memory). Bad rule files are logged with file, line and
+// reason; the rules that load keep running.
 func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
-	cfg = cfg.withDefaults()
 	rules, rerr := analytics.LoadRules(cfg.Analytics.RuleFiles...)
 	engine, err := analytics.NewEngine(cfg.Analytics, rules, analytics.Options{
-		Node: cfg.Sensor.Node, SelfPIDs: []uint32{uint32(os.Getpid())}, Log: log,
+		Node: cfg.Sensor.Node, Supervisors: []uint32{uint32(os.Getppid())}, Log: log,
 	})
 	if engine == nil {
 		return nil, fmt.Errorf("analytics: %w", err)

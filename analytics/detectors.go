@@ -262,7 +262,7 @@ type download struct {
 const maxDownloadsPerContainer = 64
 
 func (*downloadExec) kinds() []api.EventKind {
-	return []api.EventKind{api.EventKind_EVENT_KIND_EXEC, api.EventKind_EVENT_KIND_FILE_OPEN}
+	return []api.EventKind{api.EventKind_EVENT_KIND_EXEC, api.EventKind_EVENT_KIND_FILE_OPEN, api.EventKind_EVENT_KIND_CHMOD}
 }
 
 func (d *downloadExec) observe(c *evalContext, now time.Time) []*api.Event {

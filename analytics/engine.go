@@ -130,9 +130,10 @@ func (c Config) Validate() error {
 // Options are the engine's facts about where it runs.
 type Options struct {
 	Node string
-	// SelfPIDs are Harrier's own process ids (sensor-tamper).
-	SelfPIDs []uint32
-	Log      *slog.Logger
+	// Supervisors are the processes that may signal Harrier without it being
+	// tampering: its parent (service manager, container shim, shell).
+	Supervisors []uint32
+	Log         *slog.Logger
 }
 
 // Stats are the engine's counters since start.
@@ -193,7 +194,10 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 		cfg: cfg, opts: opts, log: opts.Log, rules: map[string]*Rule{},
 		detectors: map[api.EventKind][]*detectorRule{}, kinds: kindNames(),
 		redactor: newRedactor(), limits: map[string]*tokenBucket{},
-		ctx: evalContext{fields: fields},
+		ctx: evalContext{fields: fields, supervisors: map[uint32]bool{}},
+	}
+	for _, p := range opts.Supervisors {
+		e.ctx.supervisors[p] = true
 	}
 	e.dedup = newDedupTable(cfg.MaxOpenAlerts)
 	var reset *BaselineReset

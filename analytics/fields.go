@@ -83,8 +83,14 @@ func kindNames() map[api.EventKind]string {
 		api.EventKind_EVENT_KIND_MEMFD_CREATE:      "memfd",
 		api.EventKind_EVENT_KIND_CREDENTIAL_CHANGE: "credential",
 		api.EventKind_EVENT_KIND_MOUNT:             "mount",
+		api.EventKind_EVENT_KIND_CHMOD:             "chmod",
+		api.EventKind_EVENT_KIND_SIGNAL:            "signal",
+		api.EventKind_EVENT_KIND_DNS_QUERY:         "dns",
 	}
 }
+
+// KindName is the short name rules use for an event kind.
+func KindName(k api.EventKind) string { return kindNames()[k] }
 
 // evalContext is the view of one event that rules read. The engine reuses one
 // across events (it runs on one goroutine); derived values such as command
@@ -94,6 +100,8 @@ type evalContext struct {
 	ev     *api.Event
 	fields map[string]*field
 	kind   string
+	// supervisors are the processes allowed to signal Harrier (its parent).
+	supervisors map[uint32]bool
 
 	cmdline, parentCmdline    string
 	haveCmdline, haveParentCL bool
@@ -255,6 +263,8 @@ func filePath(ev *api.Event) string {
 		return d.FileRename.GetOldPath()
 	case *api.Event_ModuleLoad:
 		return d.ModuleLoad.GetPath()
+	case *api.Event_Chmod:
+		return d.Chmod.GetPath()
 	case *api.Event_Exec:
 		return ev.GetProcess().GetExe()
 	}
@@ -288,6 +298,10 @@ func result(ev *api.Event) int64 {
 		return d.CredentialChange.GetResult()
 	case *api.Event_Mount:
 		return d.Mount.GetResult()
+	case *api.Event_Chmod:
+		return d.Chmod.GetResult()
+	case *api.Event_Signal:
+		return d.Signal.GetResult()
 	}
 	return 0
 }
@@ -411,6 +425,14 @@ func newFields() map[string]*field {
 		{name: "cred.syscall", doc: "setuid, setresuid, capset, ...", str: func(c *evalContext) string { return c.ev.GetCredentialChange().GetSyscall() }},
 		{name: "cred.uid", typ: intField, doc: "uid asked for (-1 unchanged)", num: func(c *evalContext) int64 { return c.ev.GetCredentialChange().GetUid() }},
 		{name: "cred.euid", typ: intField, doc: "euid asked for (-1 unchanged)", num: func(c *evalContext) int64 { return c.ev.GetCredentialChange().GetEuid() }},
+		{name: "chmod.mode", typ: intField, doc: "mode asked for by chmod", num: func(c *evalContext) int64 { return int64(c.ev.GetChmod().GetMode()) }},
+		{name: "signal.number", typ: intField, doc: "signal sent to a protected (Harrier) process; 0 is a probe", num: func(c *evalContext) int64 { return int64(c.ev.GetSignal().GetSignal()) }},
+		{name: "signal.target_pid", typ: intField, doc: "pid the signal was sent to", num: func(c *evalContext) int64 { return int64(c.ev.GetSignal().GetTargetPid()) }},
+		{name: "signal.by_supervisor", typ: boolField, doc: "the sender is Harrier's own parent (its service manager or shell)", flag: func(c *evalContext) bool { return c.supervisors[c.ev.GetProcess().GetTgid()] }},
+		{name: "dns.name", doc: "name asked for in a DNS query", str: func(c *evalContext) string { return c.ev.GetDnsQuery().GetName() }},
+		{name: "dns.qtype", typ: intField, doc: "DNS query type (1 A, 28 AAAA, ...)", num: func(c *evalContext) int64 { return int64(c.ev.GetDnsQuery().GetQtype()) }},
+		{name: "dns.server", doc: "DNS server address", str: func(c *evalContext) string { return c.ev.GetDnsQuery().GetServer().GetIp() }},
+		{name: "exec.stdio_remote", doc: "ip:port of the network peer wired to the new program's stdin/stdout/stderr, if any", str: func(c *evalContext) string { return stdioRemote(c.ev) }},
 		{name: "mount.source", doc: "mount source", str: func(c *evalContext) string { return c.ev.GetMount().GetSource() }},
 		{name: "mount.target", doc: "mount target", str: func(c *evalContext) string { return c.ev.GetMount().GetTarget() }},
 		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},
@@ -420,4 +442,30 @@ func newFields() map[string]*field {
 		m[f.name] = f
 	}
 	return m
+}
+
+// FieldDoc describes a field for `harrier rules fields`.
+type FieldDoc struct{ Name, Type, Doc string }
+
+// Fields lists every field a condition can read.
+func Fields() []FieldDoc {
+	var out []FieldDoc
+	for _, f := range newFields() {
+		t := map[fieldType]string{stringField: "string", intField: "int", boolField: "bool", listField: "list(string)"}[f.typ]
+		out = append(out, FieldDoc{Name: f.name, Type: t, Doc: f.doc})
+	}
+	return out
+}
+
+// Functions lists Harrier's CEL helpers (besides CEL's standard ones:
+// startsWith, endsWith, contains, matches, in, size, exists, ...).
+func Functions() []FieldDoc {
+	return []FieldDoc{
+		{Name: "s.startsWithAny(list)", Doc: "s starts with any item"},
+		{Name: "s.endsWithAny(list)", Doc: "s ends with any item"},
+		{Name: "s.containsAny(list)", Doc: "s contains any item"},
+		{Name: "ip.inCIDR(list)", Doc: "the address is in any of the CIDR ranges"},
+		{Name: "l.hasAny(list)", Doc: "any element of list field l is in list"},
+		{Name: "basename(s)", Doc: "last path element of s"},
+	}
 }
