@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
@@ -131,28 +132,29 @@ func (e *BaselineReset) Error() string {
 
 // observe records entry for the workload and reports whether it is new after
 // the learning period. A new entry is learned when reported, so each one
-// alerts once.
-func (s *baselineStore) observe(workload, entry string, egress bool, now time.Time) bool {
-	w := s.workloads[workload]
+// alerts once. Keys come as bytes: a map lookup with string(b) does not
+// allocate, so a known workload doing known things costs nothing.
+func (s *baselineStore) observe(workload, entry []byte, egress bool, now time.Time) bool {
+	w := s.workloads[string(workload)]
 	if w == nil {
 		if len(s.workloads) >= s.cfg.MaxWorkloads {
 			s.Untracked++
 			return false
 		}
 		w = &workloadBaseline{FirstSeen: now, Exes: map[string]bool{}, Egress: map[string]bool{}}
-		s.workloads[workload] = w
+		s.workloads[string(workload)] = w
 		s.dirty = true
 	}
 	set := w.Exes
 	if egress {
 		set = w.Egress
 	}
-	if set[entry] {
+	if set[string(entry)] {
 		return false
 	}
 	learning := now.Sub(w.FirstSeen) < s.cfg.LearningPeriod.Std()
 	if len(set) < s.cfg.MaxEntries {
-		set[entry] = true
+		set[string(entry)] = true
 		s.dirty = true
 	}
 	return !learning
@@ -198,31 +200,38 @@ func (s *baselineStore) save() error {
 	return nil
 }
 
-// workloadKey names what a baseline belongs to: a pod template (namespace,
-// owner and image) when the kube part knows it, else the image, else the
-// container itself. Host processes have no workload key yet.
-func workloadKey(c *api.Container) string {
+// appendWorkloadKey names what a baseline belongs to: a pod template
+// (namespace, owner and image) when the kube part knows it, else the image,
+// else the container itself. Host processes have no workload key yet.
+func appendWorkloadKey(b []byte, c *api.Container) []byte {
 	switch {
 	case c.GetWorkloadName() != "":
-		return "k8s:" + c.GetPodNamespace() + "/" + c.GetWorkloadKind() + "/" + c.GetWorkloadName() + "@" + c.GetImage()
+		b = append(b, "k8s:"...)
+		b = append(b, c.GetPodNamespace()...)
+		b = append(b, '/')
+		b = append(b, c.GetWorkloadKind()...)
+		b = append(b, '/')
+		b = append(b, c.GetWorkloadName()...)
+		b = append(b, '@')
+		return append(b, c.GetImage()...)
 	case c.GetImage() != "":
-		return "image:" + c.GetImage()
+		return append(append(b, "image:"...), c.GetImage()...)
 	case c.GetId() != "":
-		return "container:" + c.GetId()
+		return append(append(b, "container:"...), c.GetId()...)
 	}
-	return ""
+	return b
 }
 
-// egressClass generalises a destination so baselines stay small: the
+// appendEgressClass generalises a destination so baselines stay small: the
 // address scope and the port, not every IP.
-func egressClass(dst *api.SocketAddress, proto string) string {
+func appendEgressClass(b []byte, dst *api.SocketAddress, proto string) []byte {
 	scope := "public"
 	if a, err := netip.ParseAddr(dst.GetIp()); err == nil {
 		a = a.Unmap()
 		switch {
 		case a.IsLoopback():
 			scope = "loopback"
-		case a == netip.AddrFrom4([4]byte{169, 254, 169, 254}) || a == netip.MustParseAddr("fd00:ec2::254"):
+		case a == netip.AddrFrom4([4]byte{169, 254, 169, 254}) || a == netip.AddrFrom16([16]byte{0xfd, 0, 0x0e, 0xc2, 15: 0x54, 14: 0x02}):
 			scope = "metadata"
 		case a.IsLinkLocalUnicast():
 			scope = "link-local"
@@ -232,13 +241,18 @@ func egressClass(dst *api.SocketAddress, proto string) string {
 			scope = "unspecified"
 		}
 	}
-	return scope + "/" + proto + ":" + portString(dst.GetPort())
+	b = append(b, scope...)
+	b = append(b, '/')
+	b = append(b, proto...)
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(dst.GetPort()), 10)
 }
 
 // baselineDetector raises anomalous-process or anomalous-egress.
 type baselineDetector struct {
-	store  *baselineStore
-	egress bool
+	store      *baselineStore
+	egress     bool
+	key, entry []byte // reused buffers
 }
 
 func (b *baselineDetector) kinds() []api.EventKind {
@@ -250,24 +264,23 @@ func (b *baselineDetector) kinds() []api.EventKind {
 
 func (b *baselineDetector) observe(c *evalContext, now time.Time) []*api.Event {
 	ev := c.ev
-	key := workloadKey(ev.GetContainer())
-	if key == "" {
+	b.key = appendWorkloadKey(b.key[:0], ev.GetContainer())
+	if len(b.key) == 0 {
 		return nil
 	}
-	var entry string
 	if b.egress {
 		dst := ev.GetConnect().GetDestination()
 		if dst.GetIp() == "" {
 			return nil
 		}
-		entry = egressClass(dst, protocolName(ev))
+		b.entry = appendEgressClass(b.entry[:0], dst, protocolName(ev))
 	} else {
-		entry = ev.GetProcess().GetExe()
-		if entry == "" {
+		b.entry = append(b.entry[:0], ev.GetProcess().GetExe()...)
+		if len(b.entry) == 0 {
 			return nil
 		}
 	}
-	if b.store.observe(key, entry, b.egress, now) {
+	if b.store.observe(b.key, b.entry, b.egress, now) {
 		return []*api.Event{ev}
 	}
 	return nil

@@ -11,16 +11,18 @@ import (
 // Replay tests: every detection with at least one positive and one negative
 // case on recorded-shape events. The same detections are exercised through
 // the real sensor in tests/e2e (analytics_test.go).
-func TestDetectionsReplay(t *testing.T) {
+type replayCase struct {
+	name   string
+	events []*api.Event
+	want   string // detection that must fire ("" for none)
+	not    []string
+}
+
+func replayCases() []replayCase {
 	const cid = "c0ffee"
 	ctr := inContainer(cid)
 	sh := "/bin/sh"
-	tests := []struct {
-		name   string
-		events []*api.Event
-		want   string // detection that must fire ("" for none)
-		not    []string
-	}{
+	return []replayCase{
 		{"web-shell: nginx child shell", []*api.Event{execEv(sh, []string{"sh", "-c", "id"}, parents("/usr/sbin/nginx"), ctr)}, "web-shell", nil},
 		{"web-shell: busybox httpd cgi recon", []*api.Event{execEv("/bin/busybox", []string{"whoami"}, ctr, func(e *api.Event) {
 			e.Ancestry = []*api.Ancestor{{Pid: 7, Exe: "/bin/busybox", Args: []string{"sh", "/www/cgi-bin/run"}}, {Pid: 6, Exe: "/bin/busybox", Args: []string{"httpd", "-f"}}}
@@ -154,7 +156,10 @@ func TestDetectionsReplay(t *testing.T) {
 		{"test-alert", []*api.Event{execEv(sh, []string{"sh", "-c", "echo HARRIER-TEST-ALERT"})}, "test-alert", nil},
 		{"no test-alert", []*api.Event{execEv(sh, []string{"sh", "-c", "echo hello"})}, "", []string{"test-alert"}},
 	}
-	for _, tc := range tests {
+}
+
+func TestDetectionsReplay(t *testing.T) {
+	for _, tc := range replayCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newTestEngine(t, Config{})
 			ids, _ := run(e, tc.events...)

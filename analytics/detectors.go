@@ -72,7 +72,7 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			return nil, err
 		}
 		return &networkScan{tools: tools, window: e.cfg.ScanWindow.Std(), threshold: e.cfg.ScanThreshold,
-			maxEvidence: e.cfg.MaxEvidence, procs: map[scanKey]*scanTracker{}}, nil
+			procs: map[scanKey]*scanTracker{}}, nil
 	case "download-exec":
 		tools, err := set("download_tools")
 		if err != nil {
@@ -153,11 +153,10 @@ func (w *webShell) observe(c *evalContext, _ time.Time) []*api.Event {
 
 // networkScan: exec of a scanner, or one process trying many destinations.
 type networkScan struct {
-	tools       map[string]bool
-	window      time.Duration
-	threshold   int
-	maxEvidence int
-	procs       map[scanKey]*scanTracker
+	tools     map[string]bool
+	window    time.Duration
+	threshold int
+	procs     map[scanKey]*scanTracker
 }
 
 type scanKey struct {
@@ -169,8 +168,23 @@ type scanTracker struct {
 	start    time.Time
 	ports    map[string]map[uint32]bool // host → ports tried
 	failedTo map[string]bool            // hosts with a refused or unreachable connect
-	recent   []*api.Event
+	recent   [scanEvidence]*api.Event   // ring of the latest connects
+	next     int
 	reported bool
+}
+
+// scanEvidence is how many connects a scan alert carries.
+const scanEvidence = 8
+
+// evidence returns the ring's events, oldest first.
+func (t *scanTracker) evidence() []*api.Event {
+	var out []*api.Event
+	for i := range scanEvidence {
+		if ev := t.recent[(t.next+i)%scanEvidence]; ev != nil {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 const maxScanTrackers = 4096
@@ -217,19 +231,17 @@ func (s *networkScan) observe(c *evalContext, now time.Time) []*api.Event {
 		ports = map[uint32]bool{}
 		t.ports[dst.GetIp()] = ports
 	}
-	if len(ports) <= s.threshold {
+	if len(ports) <= s.threshold && !ports[dst.GetPort()] {
 		ports[dst.GetPort()] = true
 	}
-	if r := result(ev); r < 0 && r != -115 { // -EINPROGRESS is a normal non-blocking connect
+	if r := result(ev); r < 0 && r != -115 && !t.failedTo[dst.GetIp()] { // -EINPROGRESS is a normal non-blocking connect
 		t.failedTo[dst.GetIp()] = true
 	}
-	t.recent = append(t.recent, ev)
-	if len(t.recent) > s.maxEvidence {
-		t.recent = t.recent[1:]
-	}
+	t.recent[t.next] = ev
+	t.next = (t.next + 1) % scanEvidence
 	if len(ports) >= s.threshold || len(t.ports) >= s.threshold && len(t.failedTo)*2 >= len(t.ports) {
 		t.reported = true
-		return append([]*api.Event(nil), t.recent...)
+		return t.evidence()
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package analytics
 import (
 	"path"
 	"strings"
+	"unsafe"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/interpreter"
@@ -32,9 +33,12 @@ type field struct {
 	typ  fieldType
 	doc  string
 	str  func(*evalContext) string
-	num  func(*evalContext) int64
-	flag func(*evalContext) bool
-	list func(*evalContext) []string
+	// volatile: str returns a view of a buffer reused by the next event, so
+	// values that escape the event (CEL, output) are copied.
+	volatile bool
+	num      func(*evalContext) int64
+	flag     func(*evalContext) bool
+	list     func(*evalContext) []string
 }
 
 func (f *field) celType() *cel.Type {
@@ -61,6 +65,9 @@ func (f *field) value(c *evalContext) any {
 	case listField:
 		return f.list(c)
 	default:
+		if f.volatile {
+			return strings.Clone(f.str(c))
+		}
 		return f.str(c)
 	}
 }
@@ -104,6 +111,7 @@ type evalContext struct {
 	supervisors map[uint32]bool
 
 	cmdline, parentCmdline    string
+	cmdBuf                    []byte
 	haveCmdline, haveParentCL bool
 	argNames                  []string
 	haveArgNames              bool
@@ -177,9 +185,23 @@ func appletName(args []string, comm string) string {
 	return comm
 }
 
+// procCmdline joins argv into a buffer the context reuses, so that the rules
+// reading the command line of every exec (reverse shells, miners, the test
+// marker) cost no allocation. The string is only valid for this event; the
+// field is volatile, so anything that keeps it gets a copy.
 func (c *evalContext) procCmdline() string {
 	if !c.haveCmdline {
-		c.cmdline = strings.Join(c.ev.GetProcess().GetArgs(), " ")
+		c.cmdBuf = c.cmdBuf[:0]
+		for i, a := range c.ev.GetProcess().GetArgs() {
+			if i > 0 {
+				c.cmdBuf = append(c.cmdBuf, ' ')
+			}
+			c.cmdBuf = append(c.cmdBuf, a...)
+		}
+		c.cmdline = ""
+		if len(c.cmdBuf) > 0 {
+			c.cmdline = unsafe.String(&c.cmdBuf[0], len(c.cmdBuf))
+		}
 		c.haveCmdline = true
 	}
 	return c.cmdline
@@ -363,7 +385,7 @@ func newFields() map[string]*field {
 		{name: "proc.exe", doc: "executable path", str: func(c *evalContext) string { return c.ev.GetProcess().GetExe() }},
 		{name: "proc.argv", typ: listField, doc: "argument vector including argv[0]", list: func(c *evalContext) []string { return c.ev.GetProcess().GetArgs() }},
 		{name: "proc.arg_names", typ: listField, doc: "file names of argv[1:] (the script an interpreter runs, the files a tool reads)", list: (*evalContext).argNameList},
-		{name: "proc.cmdline", doc: "argv joined by spaces", str: (*evalContext).procCmdline},
+		{name: "proc.cmdline", doc: "argv joined by spaces", str: (*evalContext).procCmdline, volatile: true},
 		{name: "proc.cwd", doc: "working directory", str: func(c *evalContext) string { return c.ev.GetProcess().GetCwd() }},
 		{name: "proc.pid", typ: intField, doc: "process id (tgid)", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetTgid()) }},
 		{name: "proc.ppid", typ: intField, doc: "parent process id", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetPpid()) }},

@@ -1,0 +1,131 @@
+package analytics
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// benchMix is a busy node's event stream: process churn of shells, daemons
+// and tools (fork, exec, exit), reads of watched configuration by daemons,
+// log appends, outbound connects and accepts — the events every rule sees
+// and almost none matches. Shapes follow `harrier events` on a build host
+// and a small web service.
+func benchMix() []*api.Event {
+	var evs []*api.Event
+	ctr := func(i int) evOpt {
+		return func(e *api.Event) {
+			if i%3 != 0 {
+				e.Container = &api.Container{Runtime: "containerd", Id: fmt.Sprintf("%064d", i%7), Image: "shop/web:1." + itoa(i%3)}
+			}
+		}
+	}
+	web := parents("/bin/sh", "/usr/bin/containerd-shim-runc-v2", "/sbin/init")
+	build := parents("/usr/bin/make", "/bin/bash", "/usr/sbin/sshd", "/sbin/init")
+	for i := 0; i < 200; i++ {
+		d := at(time.Duration(i) * time.Millisecond)
+		switch i % 20 {
+		case 0, 1:
+			evs = append(evs, execEv("/usr/bin/gcc", []string{"gcc", "-O2", "-c", "file" + itoa(i) + ".c", "-o", "file.o"}, build, d, cwd("/home/dev/src")))
+		case 2:
+			evs = append(evs, execEv("/bin/date", []string{"date", "+%s"}, parents("/usr/sbin/cron", "/sbin/init"), d))
+		case 3:
+			evs = append(evs, execEv("/usr/bin/wget", []string{"wget", "-q", "-O-", "http://127.0.0.1:8080/healthz"}, web, d, ctr(i)))
+		case 4, 5:
+			e := base(api.EventKind_EVENT_KIND_FORK, "/bin/bash", []string{"bash"}, []evOpt{build, d})
+			e.Detail = &api.Event_Fork{Fork: &api.Fork{ChildPid: uint32(i), ChildTgid: uint32(i)}}
+			evs = append(evs, e)
+		case 6, 7:
+			e := base(api.EventKind_EVENT_KIND_EXIT, "/usr/bin/gcc", []string{"gcc"}, []evOpt{build, d})
+			e.Detail = &api.Event_Exit{Exit: &api.Exit{}}
+			evs = append(evs, e)
+		case 8:
+			evs = append(evs, openEv("/usr/sbin/nginx", "/etc/passwd", false, d, ctr(i), parents("/usr/sbin/nginx")))
+		case 9:
+			evs = append(evs, openEv("/usr/sbin/nginx", "/var/log/nginx/access.log", true, d, ctr(i), parents("/usr/sbin/nginx")))
+		case 10:
+			evs = append(evs, openEv("/usr/bin/python3", "/etc/hosts", false, d, ctr(i), web))
+		case 11:
+			evs = append(evs, openEv("/usr/sbin/sshd", "/etc/ssh/sshd_config", false, d, parents("/sbin/init")))
+		case 12:
+			evs = append(evs, openEv("/bin/bash", "/home/dev/.bashrc", false, d, build))
+		case 13, 14:
+			evs = append(evs, connectEv("/usr/bin/python3", "10.96.12."+itoa(i%9), 5432, -115, d, ctr(i), web))
+		case 15:
+			evs = append(evs, connectEv("/usr/bin/curl", "203.0.113.7", 443, 0, d, build))
+		case 16:
+			e := base(api.EventKind_EVENT_KIND_ACCEPT, "/usr/sbin/nginx", []string{"nginx: worker process"}, []evOpt{d, ctr(i), parents("/usr/sbin/nginx")})
+			e.Detail = &api.Event_Accept{Accept: &api.Accept{Local: &api.SocketAddress{Ip: "10.0.0.2", Port: 80}, Remote: &api.SocketAddress{Ip: "10.0.0.9", Port: 40000}, Protocol: api.Protocol_PROTOCOL_TCP, Result: 5}}
+			evs = append(evs, e)
+		case 17:
+			evs = append(evs, execEv("/bin/ls", []string{"ls", "-la", "/var/www"}, build, d))
+		case 18:
+			evs = append(evs, execEv("/usr/bin/python3", []string{"python3", "manage.py", "runserver"}, web, d, ctr(i)))
+		case 19:
+			evs = append(evs, openEv("/usr/bin/git", "/home/dev/.gitconfig", false, d, build))
+		}
+	}
+	return evs
+}
+
+// BenchmarkEngine is the engine's throughput with every built-in rule on a
+// realistic mix; report events/s per core as 1e9/ns_op.
+func BenchmarkEngine(b *testing.B) {
+	e := newTestEngine(b, Config{})
+	evs := benchMix()
+	emit := func(*api.Alert) {}
+	// Warm the redaction cache and the dedup table as a running agent has.
+	for _, ev := range evs {
+		e.Process(ev, emit)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		e.Process(evs[i%len(evs)], emit)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// noMatchEvents is the part of the mix that no rule or detector matches.
+func noMatchEvents(t testing.TB, e *Engine) []*api.Event {
+	var out []*api.Event
+	for _, ev := range benchMix() {
+		matched := false
+		e.Process(ev, func(*api.Alert) { matched = true })
+		if !matched {
+			out = append(out, ev)
+		}
+	}
+	if len(out) < 100 {
+		t.Fatalf("only %d no-match events in the mix", len(out))
+	}
+	return out
+}
+
+func BenchmarkEngineNoMatch(b *testing.B) {
+	e := newTestEngine(b, Config{})
+	evs := noMatchEvents(b, e)
+	emit := func(*api.Alert) {}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		e.Process(evs[i%len(evs)], emit)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// TestNoMatchPathAllocationFree pins the engine's promise: an event that
+// matches nothing costs no allocation, whatever its kind.
+func TestNoMatchPathAllocationFree(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	evs := noMatchEvents(t, e)
+	emit := func(*api.Alert) {}
+	for _, ev := range evs {
+		ev := ev
+		if n := testing.AllocsPerRun(50, func() { e.Process(ev, emit) }); n != 0 {
+			t.Errorf("%s %v: %.1f allocations per event", ev.GetKind(), ev.GetProcess().GetArgs(), n)
+		}
+	}
+}
