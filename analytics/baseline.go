@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
@@ -284,14 +283,4 @@ func (b *baselineDetector) observe(c *evalContext, now time.Time) []*api.Event {
 		return []*api.Event{ev}
 	}
 	return nil
-}
-
-// workloads lists the baseline keys, sorted (for status output and tests).
-func (s *baselineStore) workloadKeys() []string {
-	keys := make([]string, 0, len(s.workloads))
-	for k := range s.workloads {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
