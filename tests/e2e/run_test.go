@@ -156,6 +156,33 @@ func TestRunAllInOne(t *testing.T) {
 		t.Errorf("event lost its process context on the way: %v", found)
 	}
 
+	// The node's analytics raise alerts, and they reach the backend.
+	// The cat above read /etc/shadow: its alert is already on its way.
+	shadowAlert := waitAlert(t, base, token, "sensitive-files", func(a *api.Alert) bool {
+		return a.GetProcess().GetTgid() == uint32(cat.Process.Pid)
+	})
+	if shadowAlert.GetEvidence()[0].GetFileOpen().GetPath() != "/etc/shadow" {
+		t.Errorf("sensitive-files evidence: %v", shadowAlert.GetEvidence())
+	}
+	for _, tc := range []struct {
+		detection string
+		cmd       *exec.Cmd
+	}{
+		{"test-alert", exec.Command("sh", "-c", "echo HARRIER-TEST-ALERT >/dev/null")},
+	} {
+		start := time.Now()
+		if err := tc.cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		alert := waitAlert(t, base, token, tc.detection, func(a *api.Alert) bool {
+			return a.GetProcess().GetTgid() == uint32(tc.cmd.Process.Pid)
+		})
+		t.Logf("%s: behaviour → alert at the backend in %v", tc.detection, time.Since(start).Round(time.Millisecond))
+		if alert.GetName() == "" || alert.GetRemediation() == "" || len(alert.GetEvidence()) == 0 || alert.GetNode() == "" {
+			t.Errorf("%s alert lacks context: %v", tc.detection, alert)
+		}
+	}
+
 	var agents struct {
 		Agents []struct {
 			AgentID string `json:"agent_id"`
@@ -190,6 +217,35 @@ func TestRunAllInOne(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(body)), "harrier") {
 		t.Errorf("web UI: %d %.200s", resp.StatusCode, body)
 	}
+}
+
+// waitAlert polls the backend until an alert of the detection that match
+// accepts arrives.
+func waitAlert(t *testing.T, base, token, detection string, match func(*api.Alert) bool) *api.Alert {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var resp struct {
+			Alerts []json.RawMessage `json:"alerts"`
+		}
+		getJSON(t, base+"/api/v1/alerts?detection="+detection, token, &resp)
+		for _, raw := range resp.Alerts {
+			a := &api.Alert{}
+			if err := protojson.Unmarshal(raw, a); err != nil {
+				t.Fatalf("alert JSON: %v", err)
+			}
+			if match(a) {
+				return a
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var all struct {
+		Alerts []json.RawMessage `json:"alerts"`
+	}
+	getJSON(t, base+"/api/v1/alerts", token, &all)
+	t.Fatalf("no matching %s alert reached the backend; alerts there: %s", detection, all.Alerts)
+	return nil
 }
 
 // freeAddr reserves a loopback port number for network ("tcp" or "udp").
