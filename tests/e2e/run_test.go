@@ -51,6 +51,8 @@ func startRun(t *testing.T, bin, dataDir string) (baseURL, token string) {
 		// A clean exit after SIGINT is reported as the context's error.
 		if err := cmd.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("harrier run exited: %v\n%s", err, logs.String())
+		} else if t.Failed() {
+			t.Logf("harrier run's log:\n%s", logs.String())
 		}
 	})
 	lines := make(chan string, 1)
@@ -241,10 +243,16 @@ func waitAlert(t *testing.T, base, token, detection string, match func(*api.Aler
 		time.Sleep(100 * time.Millisecond)
 	}
 	var all struct {
-		Alerts []json.RawMessage `json:"alerts"`
+		Alerts []struct {
+			Detection string `json:"detection_id"`
+			Summary   string `json:"summary"`
+			Process   struct {
+				Tgid int `json:"tgid"`
+			} `json:"process"`
+		} `json:"alerts"`
 	}
 	getJSON(t, base+"/api/v1/alerts", token, &all)
-	t.Fatalf("no matching %s alert reached the backend; alerts there: %s", detection, all.Alerts)
+	t.Fatalf("no matching %s alert reached the backend; alerts there: %+v", detection, all.Alerts)
 	return nil
 }
 
