@@ -48,6 +48,21 @@ func buildHarrier(t *testing.T) string {
 // attached, runs act, and returns the decoded events printed until it stops.
 func streamEvents(t *testing.T, bin string, act func(), args ...string) []*api.Event {
 	t.Helper()
+	var events []*api.Event
+	for _, line := range streamLines(t, bin, act, args...) {
+		ev := &api.Event{}
+		if err := protojson.Unmarshal([]byte(line), ev); err != nil {
+			t.Fatalf("output line is not an event: %v\n%s", err, line)
+		}
+		events = append(events, ev)
+	}
+	return events
+}
+
+// streamLines runs `harrier events ARGS...` around act and returns its
+// non-empty output lines.
+func streamLines(t *testing.T, bin string, act func(), args ...string) []string {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"events"}, args...)...)
@@ -87,18 +102,13 @@ func streamEvents(t *testing.T, bin string, act func(), args ...string) []*api.E
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("harrier events: %v\n%s", err, logs.String())
 	}
-	var events []*api.Event
+	var lines []string
 	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		if line == "" {
-			continue
+		if line != "" {
+			lines = append(lines, line)
 		}
-		ev := &api.Event{}
-		if err := protojson.Unmarshal([]byte(line), ev); err != nil {
-			t.Fatalf("output line is not an event: %v\n%s", err, line)
-		}
-		events = append(events, ev)
 	}
-	return events
+	return lines
 }
 
 func TestEventsCommand(t *testing.T) {
