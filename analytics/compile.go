@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/common/ast"
@@ -25,6 +26,51 @@ type compiledRule struct {
 	guard   guard
 	program cel.Program
 	output  []outputPart
+	rate    *rateCounter
+}
+
+// rateCounter counts a threshold rule's matches per group.
+type rateCounter struct {
+	th     *Threshold
+	by     []*field
+	groups map[string]*rateGroup
+}
+
+type rateGroup struct {
+	start    time.Time
+	n        int
+	evidence []*api.Event
+}
+
+const maxRateGroups = 4096
+
+// observe counts one match and returns the evidence when the threshold is
+// reached (once per window and group).
+func (r *rateCounter) observe(c *evalContext, now time.Time, maxEvidence int) []*api.Event {
+	var b strings.Builder
+	for _, f := range r.by {
+		fmt.Fprint(&b, f.value(c), "|")
+	}
+	key := b.String()
+	g := r.groups[key]
+	if g == nil || now.Sub(g.start) > r.th.Window {
+		if g == nil && len(r.groups) >= maxRateGroups {
+			clear(r.groups)
+		}
+		g = &rateGroup{start: now}
+		r.groups[key] = g
+	}
+	g.n++
+	if len(g.evidence) < maxEvidence {
+		g.evidence = append(g.evidence, c.ev)
+	} else {
+		copy(g.evidence, g.evidence[1:])
+		g.evidence[len(g.evidence)-1] = c.ev
+	}
+	if g.n == r.th.Count {
+		return g.evidence
+	}
+	return nil
 }
 
 // guard is a native, allocation-free test derived from a condition.
@@ -98,6 +144,16 @@ func compileRule(env *cel.Env, rs *RuleSet, fields map[string]*field, r *Rule) (
 	cr := &compiledRule{rule: r, output: out}
 	if r.Condition == "" {
 		return cr, nil
+	}
+	if th := r.Threshold; th != nil {
+		cr.rate = &rateCounter{th: th, groups: map[string]*rateGroup{}}
+		for _, name := range th.By {
+			f := fields[name]
+			if f == nil {
+				return nil, fmt.Errorf("threshold.by: unknown field %q", name)
+			}
+			cr.rate.by = append(cr.rate.by, f)
+		}
 	}
 	text, err := rs.expand(r.Condition)
 	if err != nil {

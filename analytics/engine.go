@@ -295,10 +295,18 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 			e.stats.EvalErrors++
 			continue
 		}
-		if ok {
-			e.stats.RuleMatches++
-			e.raise(cr.rule, ev, []*api.Event{ev}, renderOutput(cr.output, c), emit)
+		if !ok {
+			continue
 		}
+		e.stats.RuleMatches++
+		evidence := []*api.Event{ev}
+		if cr.rate != nil {
+			if evidence = cr.rate.observe(c, e.eventTime(ev), e.cfg.MaxEvidence); evidence == nil {
+				continue
+			}
+			evidence = append([]*api.Event(nil), evidence...)
+		}
+		e.raise(cr.rule, ev, evidence, renderOutput(cr.output, c), emit)
 	}
 	for _, dr := range e.detectors[kind] {
 		if evidence := dr.det.observe(c, e.eventTime(ev)); len(evidence) > 0 {

@@ -431,3 +431,37 @@ func TestAlertCarriesContext(t *testing.T) {
 		t.Fatalf("falco shape: %+v", f)
 	}
 }
+
+func TestThresholdRule(t *testing.T) {
+	p := writeRules(t, `
+rules:
+  - id: shadow-hammering
+    name: Repeated failed reads of password hashes
+    severity: medium
+    kinds: [open]
+    condition: file.path == "/etc/shadow" && failed
+    threshold: {count: 5, window: 10s, by: [container.id]}
+`)
+	e := newTestEngine(t, Config{}, p)
+	var evs []*api.Event
+	for i := 0; i < 4; i++ { // four in one container, then a pause past the window
+		evs = append(evs, openFail("/usr/bin/python3", "/etc/shadow", -13, inContainer("a"), at(time.Duration(i)*time.Second)))
+	}
+	for i := 0; i < 5; i++ { // five within the window
+		evs = append(evs, openFail("/usr/bin/python3", "/etc/shadow", -13, inContainer("a"), at(time.Minute+time.Duration(i)*time.Second)))
+		evs = append(evs, openFail("/usr/bin/python3", "/etc/shadow", -13, inContainer("b"), at(time.Minute+time.Duration(i)*time.Second)))
+	}
+	_, alerts := run(e, evs...)
+	var got []*api.Alert
+	for _, a := range alerts {
+		if a.GetDetectionId() == "shadow-hammering" {
+			got = append(got, a)
+		}
+	}
+	if len(got) != 2 || len(got[0].GetEvidence()) != 5 || got[0].GetContainer().GetId() == got[1].GetContainer().GetId() {
+		t.Fatalf("want one alert per container with 5 evidence events, got %d", len(got))
+	}
+	if _, err := LoadRules(writeRules(t, "rules:\n  - {id: x, name: X, severity: low, kinds: [open], condition: failed, threshold: {count: 1, window: 1s}}\n")); err == nil {
+		t.Fatal("threshold count 1 accepted")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -50,6 +51,9 @@ type Rule struct {
 	Tags       []string
 	Enabled    bool
 	Exceptions []Exception
+	// Threshold turns the rule into a rate: it fires when its condition
+	// matched Count times within Window for the same By fields.
+	Threshold *Threshold
 	// Source is file:line of the rule's definition (and of its last patch).
 	Source string
 }
@@ -63,6 +67,14 @@ type Exception struct {
 	Containers []string `yaml:"containers"`
 	Processes  []string `yaml:"processes"`
 	Paths      []string `yaml:"paths"`
+}
+
+// Threshold is a rule's rate condition.
+type Threshold struct {
+	Count  int           `yaml:"count"`
+	Window time.Duration `yaml:"window"`
+	// By are field names grouping the count (default: container.id, proc.pid).
+	By []string `yaml:"by"`
 }
 
 // list and macro are named building blocks of conditions.
@@ -267,6 +279,7 @@ type ruleYAML struct {
 	Tags        []string    `yaml:"tags"`
 	Enabled     *bool       `yaml:"enabled"`
 	Exceptions  []Exception `yaml:"exceptions"`
+	Threshold   *Threshold  `yaml:"threshold"`
 }
 
 type mitreYAML struct {
@@ -277,7 +290,7 @@ type mitreYAML struct {
 
 func ruleKeys() []string {
 	return []string{"id", "name", "description", "remediation", "severity", "mitre", "kinds", "condition",
-		"detector", "output", "tags", "enabled", "exceptions"}
+		"detector", "output", "tags", "enabled", "exceptions", "threshold"}
 }
 
 func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
@@ -303,7 +316,7 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 		if existing == nil {
 			return fail("no rule with this id to patch, and no condition to define one")
 		}
-		if y.Name != "" || y.Description != "" || len(y.Kinds) > 0 || len(y.Mitre) > 0 || y.Output != "" {
+		if y.Name != "" || y.Description != "" || len(y.Kinds) > 0 || len(y.Mitre) > 0 || y.Output != "" || y.Threshold != nil {
 			return fail("a patch (no condition) may only set enabled, severity, tags and exceptions")
 		}
 		if y.Severity != "" {
@@ -334,7 +347,18 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 	r := &Rule{
 		ID: y.ID, Name: y.Name, Description: y.Description, Remediation: y.Remediation, Severity: sev,
 		Condition: y.Condition, Detector: y.Detector, Output: y.Output, Tags: y.Tags,
-		Enabled: y.Enabled == nil || *y.Enabled, Exceptions: y.Exceptions, Source: source,
+		Enabled: y.Enabled == nil || *y.Enabled, Exceptions: y.Exceptions, Threshold: y.Threshold, Source: source,
+	}
+	if th := y.Threshold; th != nil {
+		if y.Condition == "" {
+			return fail("threshold: only rules with a condition count matches")
+		}
+		if th.Count < 2 || th.Window <= 0 {
+			return fail("threshold: count must be at least 2 and window positive (e.g. 10s)")
+		}
+		if len(th.By) == 0 {
+			th.By = []string{"container.id", "proc.pid"}
+		}
 	}
 	for _, m := range y.Mitre {
 		if m.Tactic == "" {
