@@ -212,7 +212,7 @@ func TestImageAppletsExecAs(t *testing.T) {
 	c := runctest.Start(t, runctest.Options{
 		Applets: []string{"httpd", "cat"},
 		Image: map[string]runctest.File{
-			"/etc/secret":     {Content: "s3cret\n", Mode: 0o600},
+			"/etc/secret":      {Content: "s3cret\n", Mode: 0o600},
 			"/opt/bin/busybox": {Host: runctest.BusyboxPath},
 		},
 	})
