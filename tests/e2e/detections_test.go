@@ -21,6 +21,7 @@ import (
 
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/runctest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/sensor"
@@ -699,4 +700,144 @@ func TestSensorTamperRealSensor(t *testing.T) {
 			t.Errorf("unexpected sensor-tamper (alerts %v)", ids)
 		}
 	})
+}
+
+// TestBaselineDetectionsRealSensor: with a short learning period, a
+// container that keeps doing what it did while learning raises nothing,
+// and a new executable or a new kind of destination afterwards raises
+// anomalous-process or anomalous-egress.
+func TestBaselineDetectionsRealSensor(t *testing.T) {
+	r := startRig(t)
+	const learning = 2 * time.Second
+	cfg := analytics.Config{RateLimitPerMinute: 1000, Baseline: analytics.BaselineConfig{LearningPeriod: confval.Duration(learning)}}
+	x := r.newBox(t, map[string]runctest.File{"/usr/local/bin/app-server": helperCopy(r)})
+	routine := func() {
+		x.sh("httpd -p 127.0.0.1:8080 -h /www 2>/dev/null; waitport 8080 && wget -q -O- http://127.0.0.1:8080/healthz && date")
+		x.exec("detecthelper", "connect", "127.0.0.1:8080")
+	}
+	routine()
+	x.settle()
+	first := r.snapshot(x.scope)[0].GetTime().AsTime()
+	// Not synchronisation: the learning period has to pass on the clock.
+	time.Sleep(time.Until(first.Add(learning + 200*time.Millisecond)))
+
+	t.Run("the learned routine", func(t *testing.T) {
+		routine()
+		x.sh("uname -a; ls /") // busybox applets: the same executable
+		x.settle()
+		ids := detectionIDs(r.alerts(t, cfg, x.scope))
+		for _, id := range []string{"anomalous-process", "anomalous-egress"} {
+			if slices.Contains(ids, id) {
+				t.Errorf("unexpected %s after learning (alerts %v)", id, ids)
+			}
+		}
+	})
+	t.Run("a new executable", func(t *testing.T) {
+		x.exec("app-server")
+		a := r.waitAlert(t, cfg, x.scope, "anomalous-process")
+		if exe := a.GetProcess().GetExe(); exe != "/usr/local/bin/app-server" {
+			t.Errorf("anomalous-process for %q, want /usr/local/bin/app-server", exe)
+		}
+	})
+	t.Run("a new destination port", func(t *testing.T) {
+		x.exec("detecthelper", "connect", "127.0.0.1:9090") // refused: the attempt counts
+		a := r.waitAlert(t, cfg, x.scope, "anomalous-egress")
+		if dst := a.GetEvidence()[0].GetConnect().GetDestination(); dst.GetPort() != 9090 {
+			t.Errorf("anomalous-egress for %v, want port 9090", dst)
+		}
+	})
+}
+
+// TestBenignCorpusRealSensor: everyday workloads raise no alert at all.
+// Every false positive found is fixed in the rules and kept here.
+func TestBenignCorpusRealSensor(t *testing.T) {
+	r := startRig(t)
+	var scopes []func(*api.Event) bool
+	workload := func(name string, run func(x *box)) {
+		t.Run(name, func(t *testing.T) {
+			x := r.newBox(t, nil)
+			run(x)
+			x.settle()
+			// The container goes with the subtest; its events stay.
+			scopes = append(scopes, x.scope)
+		})
+	}
+	workload("web server serving static pages", func(x *box) {
+		x.sh("httpd -p 127.0.0.1:8080 -h /www && waitport 8080 && " +
+			"for i in $(seq 30); do wget -q -O /dev/null http://127.0.0.1:8080/index.html; done")
+	})
+	workload("health checks", func(x *box) {
+		x.sh("httpd -p 127.0.0.1:8080 -h /www && waitport 8080 && " +
+			"for i in $(seq 10); do wget -q -O- http://127.0.0.1:8080/healthz >/dev/null; done")
+	})
+	workload("cron-like job", func(x *box) {
+		x.sh("for i in 1 2 3 4 5; do date >> /var/log/cron.log; usleep 50000; done; tail -n 2 /var/log/cron.log")
+	})
+	workload("operator shell session", func(x *box) {
+		x.sh("ls -la / >/dev/null; ps; cat /etc/hostname; id; uname -a; hostname; " +
+			"grep root /etc/passwd; grep -c user /etc/group; cat /proc/sys/vm/nr_hugepages; " +
+			"netstat -ltn; env | wc -l; tail -n 5 /var/log/messages; find /etc -name '*.conf'; " +
+			"cat /root/.ash_history >/dev/null; echo done")
+	})
+	workload("package extraction", func(x *box) {
+		x.sh("mkdir -p /opt/app && cd /opt/app && tar -cf /tmp/app.tar -C /www . && tar -xf /tmp/app.tar && ls /opt/app >/dev/null")
+	})
+	t.Run("go build on the host", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() { println(\"hi\") }\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module example.com/hi\n\ngo 1.22\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "hi"), ".")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build: %v %s", err, out)
+		}
+		run := exec.Command(filepath.Join(dir, "hi"))
+		if out, err := run.CombinedOutput(); err != nil {
+			t.Fatalf("run: %v %s", err, out)
+		}
+		r.settled(t, func(args ...string) {
+			if out, err := exec.Command(runctest.BusyboxPath, args...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v %s", args, err, out)
+			}
+		})
+		pids := []uint32{uint32(cmd.Process.Pid), uint32(run.Process.Pid)}
+		scope := func(ev *api.Event) bool {
+			if slices.Contains(pids, ev.GetProcess().GetTgid()) {
+				return true
+			}
+			for _, a := range ev.GetAncestry() {
+				if slices.Contains(pids, a.GetPid()) {
+					return true
+				}
+			}
+			return false
+		}
+		if n := len(r.snapshot(scope)); n < 3 {
+			t.Fatalf("only %d events from go build", n)
+		}
+		scopes = append(scopes, scope)
+	})
+
+	all := func(ev *api.Event) bool {
+		for _, s := range scopes {
+			if s(ev) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(scopes) != 6 {
+		t.Fatalf("%d of 6 workloads ran", len(scopes))
+	}
+	events := r.snapshot(all)
+	for _, a := range r.alerts(t, analytics.Config{}, all) {
+		t.Errorf("benign workload raised %s: %s (process %v, container %s)", a.GetDetectionId(), a.GetSummary(),
+			a.GetProcess().GetArgs(), a.GetContainer().GetId())
+	}
+	t.Logf("%d events from %d benign workloads", len(events), len(scopes))
 }
