@@ -78,6 +78,23 @@ type Options struct {
 	UID, GID uint32
 	// Timeout bounds Run; zero means DefaultTimeout. Start ignores it.
 	Timeout time.Duration
+	// Applets are busybox applets linked into /bin in addition to the
+	// default set (for example "httpd" or "unshare").
+	Applets []string
+	// Image adds files to the read-only lower layer, as if they were part
+	// of the container's image: container path → file. Their parent
+	// directories are created.
+	Image map[string]File
+}
+
+// File is a file of the image: a copy of the host file Host, or Content.
+type File struct {
+	Host    string
+	Content string
+	// Mode defaults to 0755 for a host file and 0644 for Content.
+	Mode os.FileMode
+	// UID and GID own the file (default root).
+	UID, GID int
 }
 
 // Container is one runc container and the files that make it.
@@ -305,7 +322,7 @@ func create(t testing.TB, opts Options) (*Container, error) {
 			return nil, fmt.Errorf("create bundle: %w", err)
 		}
 	}
-	if err := buildLower(l.lower); err != nil {
+	if err := buildLower(l.lower, opts.Applets, opts.Image); err != nil {
 		return nil, fmt.Errorf("build rootfs: %w", err)
 	}
 	if err := l.mount(); err != nil {
@@ -336,7 +353,7 @@ func newID() (string, error) {
 
 // buildLower fills the lower layer: busybox, its applets, /etc and the
 // mount points.
-func buildLower(lower string) error {
+func buildLower(lower string, extra []string, image map[string]File) error {
 	for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys", "root", "home/user", "var/tmp", "run"} {
 		if err := os.MkdirAll(filepath.Join(lower, d), 0o755); err != nil {
 			return err
@@ -353,7 +370,12 @@ func buildLower(lower string) error {
 	if err := copyFile(BusyboxPath, filepath.Join(lower, "bin/busybox"), 0o755); err != nil {
 		return err
 	}
-	for _, a := range applets() {
+	linked := map[string]bool{}
+	for _, a := range append(applets(), extra...) {
+		if linked[a] {
+			continue
+		}
+		linked[a] = true
 		if err := os.Symlink("busybox", filepath.Join(lower, "bin", a)); err != nil {
 			return err
 		}
@@ -370,7 +392,39 @@ func buildLower(lower string) error {
 			return err
 		}
 	}
+	for name, f := range image {
+		if err := addImageFile(lower, name, f); err != nil {
+			return fmt.Errorf("image file %s: %w", name, err)
+		}
+	}
 	return nil
+}
+
+func addImageFile(lower, name string, f File) error {
+	dst := filepath.Join(lower, filepath.Clean("/"+name))
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	mode := f.Mode
+	if f.Host != "" {
+		if mode == 0 {
+			mode = 0o755
+		}
+		if err := copyFile(f.Host, dst, mode); err != nil {
+			return err
+		}
+	} else {
+		if mode == 0 {
+			mode = 0o644
+		}
+		if err := os.WriteFile(dst, []byte(f.Content), mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(dst, mode); err != nil { // WriteFile's mode is subject to the umask
+			return err
+		}
+	}
+	return os.Chown(dst, f.UID, f.GID)
 }
 
 func copyFile(src, dst string, mode os.FileMode) (err error) {
@@ -430,15 +484,25 @@ func (c *Container) runDetached() error {
 // their combined output. Cancelling ctx sends SIGTERM, which runc forwards
 // to the process, and kills runc 2s later.
 func (c *Container) Exec(ctx context.Context, args ...string) (string, error) {
+	return c.exec(ctx, nil, args)
+}
+
+// ExecAs is Exec as the user uid:gid.
+func (c *Container) ExecAs(ctx context.Context, uid, gid uint32, args ...string) (string, error) {
+	return c.exec(ctx, []string{"--user", fmt.Sprintf("%d:%d", uid, gid)}, args)
+}
+
+func (c *Container) exec(ctx context.Context, flags, args []string) (string, error) {
 	if len(args) == 0 {
 		return "", errors.New("runctest: Exec needs a command")
 	}
-	cmd := c.command(ctx, append([]string{"exec", c.ID}, args...)...)
+	runcArgs := append(append([]string{"exec"}, flags...), c.ID)
+	cmd := c.command(ctx, append(runcArgs, args...)...)
 	cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGTERM) }
 	cmd.WaitDelay = 2 * time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("runctest: runc exec %s %q: %w", c.ID, args, err)
+		return string(out), fmt.Errorf("runctest: runc exec %s %s %q: %w", strings.Join(flags, " "), c.ID, args, err)
 	}
 	return string(out), nil
 }

@@ -205,3 +205,31 @@ func TestTeardown(t *testing.T) {
 		t.Errorf("overlay %s still mounted", c.Rootfs)
 	}
 }
+
+func TestImageAppletsExecAs(t *testing.T) {
+	runctest.Require(t)
+	t.Parallel()
+	c := runctest.Start(t, runctest.Options{
+		Applets: []string{"httpd", "cat"},
+		Image: map[string]runctest.File{
+			"/etc/secret":      {Content: "s3cret\n", Mode: 0o600},
+			"/opt/bin/busybox": {Host: runctest.BusyboxPath},
+		},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := c.Exec(ctx, "sh", "-c", "cat /etc/secret; stat -c %a /etc/secret; readlink /bin/httpd; /opt/bin/busybox echo ok")
+	if err != nil {
+		t.Fatal(err, out)
+	}
+	if want := "s3cret\n600\nbusybox\nok\n"; out != want {
+		t.Errorf("output = %q, want %q", out, want)
+	}
+	if _, err := os.Stat(c.UpperPath("/etc/secret")); !os.IsNotExist(err) {
+		t.Errorf("image file is in the upper layer: %v", err)
+	}
+	out, err = c.ExecAs(ctx, 1000, 1000, "sh", "-c", "id -u; cat /etc/secret")
+	if err == nil || !strings.HasPrefix(out, "1000\n") {
+		t.Errorf("non-root read of a 0600 root file: %v %q", err, out)
+	}
+}
