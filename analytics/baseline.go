@@ -274,9 +274,14 @@ func (b *baselineDetector) observe(c *evalContext, now time.Time) []*api.Event {
 		}
 		b.entry = appendEgressClass(b.entry[:0], dst, protocolName(ev))
 	} else {
-		b.entry = append(b.entry[:0], ev.GetProcess().GetExe()...)
+		p := ev.GetProcess()
+		b.entry = append(b.entry[:0], p.GetExe()...)
 		if len(b.entry) == 0 {
 			return nil
+		}
+		if multiCall(baseName(p.GetExe())) {
+			// Every busybox applet is the same file: learn the applet.
+			b.entry = append(append(b.entry, ':'), procName(p)...)
 		}
 	}
 	if b.store.observe(b.key, b.entry, b.egress, now) {

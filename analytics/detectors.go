@@ -78,7 +78,18 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &downloadExec{tools: tools, window: seqWindow, downloads: map[string]map[string]*download{}}, nil
+		interp, err := set("shells")
+		if err != nil {
+			return nil, err
+		}
+		more, err := set("interpreters")
+		if err != nil {
+			return nil, err
+		}
+		for k := range more {
+			interp[k] = true
+		}
+		return &downloadExec{tools: tools, interpreters: interp, window: seqWindow, downloads: map[string]map[string]*download{}}, nil
 	case "k8s-api-from-container":
 		tokens, err := set("sa_token_dirs")
 		if err != nil {
@@ -260,9 +271,10 @@ func hasArg(args []string, want string) bool {
 // the tool's arguments (and from its file writes when those are watched), so
 // the detection does not depend on the download path being watched.
 type downloadExec struct {
-	tools     map[string]bool
-	window    time.Duration
-	downloads map[string]map[string]*download // container → path → download
+	tools        map[string]bool
+	interpreters map[string]bool // shells and interpreters: their argv[1] is what they run
+	window       time.Duration
+	downloads    map[string]map[string]*download // container → path → download
 }
 
 type download struct {
@@ -305,7 +317,7 @@ func (d *downloadExec) observe(c *evalContext, now time.Time) []*api.Event {
 	if len(m) == 0 {
 		return nil
 	}
-	for _, cand := range execCandidates(ev) {
+	for _, cand := range d.execCandidates(ev) {
 		dl := m[cand]
 		if dl == nil {
 			continue
@@ -345,16 +357,17 @@ func (d *downloadExec) remember(cid, p string, ev *api.Event, now time.Time) {
 	m[p] = &download{ev: ev, at: now}
 }
 
-// execCandidates are the paths an exec may run: the executable, and the
-// script an interpreter was asked to run.
-func execCandidates(ev *api.Event) []string {
+// execCandidates are the paths an exec may run: the executable, the name it
+// was called by, and — for a shell or interpreter only — the script it was
+// asked to run (`sh ./x`); `cat ./x` reads x, it does not run it.
+func (d *downloadExec) execCandidates(ev *api.Event) []string {
 	p := ev.GetProcess()
 	out := []string{p.GetExe()}
 	args := p.GetArgs()
 	if len(args) > 0 {
 		out = append(out, absPath(args[0], p.GetCwd()))
 	}
-	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
+	if len(args) > 1 && !strings.HasPrefix(args[1], "-") && d.interpreters[procName(p)] {
 		out = append(out, absPath(args[1], p.GetCwd()))
 	}
 	if f := ev.GetExec().GetFilename(); f != "" {

@@ -465,3 +465,21 @@ rules:
 		t.Fatal("threshold count 1 accepted")
 	}
 }
+
+func TestBaselineKnowsBusyboxApplets(t *testing.T) {
+	e := newTestEngine(t, Config{Baseline: BaselineConfig{LearningPeriod: confval.Duration(time.Minute)}})
+	ids, _ := run(e,
+		execEv("/bin/busybox", []string{"httpd", "-f"}, inContainer("c1")),
+		execEv("/bin/busybox", []string{"nc", "10.0.0.1", "80"}, inContainer("c1"), at(2*time.Minute)),
+		execEv("/bin/busybox", []string{"httpd", "-f"}, inContainer("c1"), at(3*time.Minute)),
+	)
+	n := 0
+	for _, id := range ids {
+		if id == "anomalous-process" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("want one anomalous-process for the new applet, got %v", ids)
+	}
+}

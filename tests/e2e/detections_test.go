@@ -351,9 +351,6 @@ type detectionCase struct {
 	fire, quiet []string
 	// check inspects the alert of fire[0].
 	check func(t *testing.T, a *api.Alert)
-	// knownFP are quiet detections that do fire because of an engine bug
-	// reported but not fixed here: logged, not failed, until it is fixed.
-	knownFP map[string]string
 }
 
 // evidenceOf returns the alert's evidence events of kind k.
@@ -492,9 +489,7 @@ func TestDetectionsRealSensor(t *testing.T) {
 		}, fire: []string{"miner-download", "download-exec", "drift-binary", "mining"}},
 		{name: "a report downloaded and read", run: func(x *box) {
 			x.sh("httpd -p 127.0.0.1:8081 -h /srv/dl && waitport 8081 && cd /tmp && wget -q http://127.0.0.1:8081/report.txt && cat report.txt")
-		}, quiet: []string{"miner-download", "download-exec", "drift-binary", "mining"},
-			knownFP: map[string]string{"download-exec": "analytics/detectors.go execCandidates takes argv[1] of every " +
-				"exec as the script it runs, so `cat report.txt` after `wget .../report.txt` is a download-and-run"}},
+		}, quiet: []string{"miner-download", "download-exec", "drift-binary", "mining"}},
 		{name: "connect to a mining pool port", run: func(x *box) {
 			x.addAddress(poolIP)
 			x.sh("httpd -p " + poolIP + ":3333 -h /www && waitport 3333")
@@ -631,10 +626,6 @@ func TestDetectionsRealSensor(t *testing.T) {
 				ids := detectionIDs(r.alerts(t, cfg, x.scope))
 				for _, id := range tc.quiet {
 					if !slices.Contains(ids, id) {
-						continue
-					}
-					if bug, ok := tc.knownFP[id]; ok {
-						t.Logf("KNOWN BUG, not failed: %s fired: %s", id, bug)
 						continue
 					}
 					t.Errorf("unexpected %s alert (alerts: %v)", id, ids)
