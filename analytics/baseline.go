@@ -201,8 +201,9 @@ func (s *baselineStore) save() error {
 
 // appendWorkloadKey names what a baseline belongs to: a pod template
 // (namespace, owner and image) when the kube part knows it, else the image,
-// else the container itself. Host processes have no workload key yet.
-func appendWorkloadKey(b []byte, c *api.Container) []byte {
+// else the container itself; on the host, the systemd service (svc).
+// Interactive host sessions have no workload and no baseline.
+func appendWorkloadKey(b []byte, c *api.Container, svc string) []byte {
 	switch {
 	case c.GetWorkloadName() != "":
 		b = append(b, "k8s:"...)
@@ -217,6 +218,9 @@ func appendWorkloadKey(b []byte, c *api.Container) []byte {
 		return append(append(b, "image:"...), c.GetImage()...)
 	case c.GetId() != "":
 		return append(append(b, "container:"...), c.GetId()...)
+	}
+	if svc != "" {
+		return append(append(b, "host:"...), svc...)
 	}
 	return b
 }
@@ -263,7 +267,11 @@ func (b *baselineDetector) kinds() []api.EventKind {
 
 func (b *baselineDetector) observe(c *evalContext, now time.Time) []*api.Event {
 	ev := c.ev
-	b.key = appendWorkloadKey(b.key[:0], ev.GetContainer())
+	svc := ""
+	if ev.GetContainer().GetId() == "" {
+		svc = hostService(ev)
+	}
+	b.key = appendWorkloadKey(b.key[:0], ev.GetContainer(), svc)
 	if len(b.key) == 0 {
 		return nil
 	}

@@ -483,3 +483,19 @@ func TestBaselineKnowsBusyboxApplets(t *testing.T) {
 		t.Fatalf("want one anomalous-process for the new applet, got %v", ids)
 	}
 }
+
+func TestBaselineHostService(t *testing.T) {
+	e := newTestEngine(t, Config{Baseline: BaselineConfig{LearningPeriod: confval.Duration(time.Minute)}})
+	svc := func(cg string) evOpt { return func(ev *api.Event) { ev.Process.Cgroup = cg } }
+	ids, _ := run(e,
+		execEv("/usr/sbin/nginx", []string{"nginx"}, svc("/system.slice/nginx.service")),
+		execEv("/usr/bin/curl", []string{"curl"}, svc("/system.slice/nginx.service"), at(2*time.Minute)),
+		execEv("/usr/bin/curl", []string{"curl"}, svc("/user.slice/user-0.slice/session-4.scope"), at(2*time.Minute)),
+	)
+	if !slices.Equal(ids, []string{"anomalous-process"}) {
+		t.Fatalf("want one anomaly, in the service only; got %v", ids)
+	}
+	if got := hostService(execEv("/bin/x", nil, svc("/system.slice/cron.service/sub"))); got != "cron.service" {
+		t.Fatalf("hostService = %q", got)
+	}
+}

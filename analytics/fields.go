@@ -274,6 +274,21 @@ func (c *evalContext) ancestorCmdlineList() []string {
 	return c.ancestorCmdlines
 }
 
+// hostService names the systemd service a host process runs in, from its
+// cgroup path: the innermost "*.service" element. Interactive sessions and
+// containers have none.
+func hostService(ev *api.Event) string {
+	p := ev.GetProcess().GetCgroup()
+	for p != "" && p != "/" {
+		name := baseName(p)
+		if strings.HasSuffix(name, ".service") {
+			return name
+		}
+		p = p[:len(p)-len(name)-1]
+	}
+	return ""
+}
+
 // filePath is the path of any file-shaped event.
 func filePath(ev *api.Event) string {
 	switch d := ev.GetDetail().(type) {
@@ -392,6 +407,7 @@ func newFields() map[string]*field {
 		{name: "proc.uid", typ: intField, doc: "real uid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetUid()) }},
 		{name: "proc.euid", typ: intField, doc: "effective uid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetEuid()) }},
 		{name: "proc.gid", typ: intField, doc: "real gid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetGid()) }},
+		{name: "proc.service", doc: "host processes: the systemd service (unit) they belong to, e.g. nginx.service", str: func(c *evalContext) string { return hostService(c.ev) }},
 		{name: "proc.exe_upper", typ: boolField, doc: "executable lives in the container's writable layer", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetOverlayUpper() }},
 		{name: "proc.exe_memfd", typ: boolField, doc: "executable is a memfd", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetMemfd() }},
 		{name: "proc.exe_deleted", typ: boolField, doc: "executable was deleted", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetDeleted() }},

@@ -662,6 +662,10 @@ type Process struct {
 	Cwd           string                 `protobuf:"bytes,12,opt,name=cwd,proto3" json:"cwd,omitempty"`
 	StartTime     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	ExeOrigin     *ExeOrigin             `protobuf:"bytes,14,opt,name=exe_origin,json=exeOrigin,proto3" json:"exe_origin,omitempty"`
+	// Host processes only: the cgroup path (e.g. /system.slice/nginx.service),
+	// which names the service the process belongs to. Container processes carry
+	// theirs in Container.cgroup.
+	Cgroup        string `protobuf:"bytes,15,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -792,6 +796,13 @@ func (x *Process) GetExeOrigin() *ExeOrigin {
 		return x.ExeOrigin
 	}
 	return nil
+}
+
+func (x *Process) GetCgroup() string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return ""
 }
 
 // Ancestor is one parent in a process's ancestry chain.
@@ -2506,7 +2517,7 @@ const file_event_proto_rawDesc = "" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
 	"\x05memfd\x18\x02 \x01(\bR\x05memfd\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted\"\xf3\x02\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\"\x8b\x03\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04tgid\x18\x02 \x01(\rR\x04tgid\x12\x12\n" +
@@ -2524,7 +2535,8 @@ const file_event_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x124\n" +
 	"\n" +
-	"exe_origin\x18\x0e \x01(\v2\x15.harrier.v1.ExeOriginR\texeOrigin\"\x8f\x01\n" +
+	"exe_origin\x18\x0e \x01(\v2\x15.harrier.v1.ExeOriginR\texeOrigin\x12\x16\n" +
+	"\x06cgroup\x18\x0f \x01(\tR\x06cgroup\"\x8f\x01\n" +
 	"\bAncestor\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03exe\x18\x02 \x01(\tR\x03exe\x12\x12\n" +

@@ -142,6 +142,8 @@ func (s *Sensor) view(rec *record) *processView {
 	p.Comm = api.Text(rec.Comm)
 	if c := s.cgroups.resolve(rec.CgroupID); c.InContainer() || c.PodUID != "" {
 		v.container = &api.Container{Runtime: c.Runtime, Id: c.ID, Cgroup: c.Cgroup, PodUid: c.PodUID}
+	} else {
+		p.Cgroup = c.Cgroup // names the host service
 	}
 	if len(s.views.views) >= s.views.max {
 		clear(s.views.views)

@@ -65,6 +65,9 @@ func TestExecForkExit(t *testing.T) {
 	if ev.GetContainer() != nil && ev.GetContainer().GetRuntime() != "" {
 		t.Errorf("host process got container %v", ev.GetContainer())
 	}
+	if want := unifiedCgroup(t); p.GetCgroup() != want {
+		t.Errorf("host process cgroup %q, want %q (the test's own)", p.GetCgroup(), want)
+	}
 	if ns := ev.GetNamespaces(); ns.GetPid() == 0 || ns.GetMnt() == 0 || ns.GetNet() == 0 {
 		t.Errorf("namespaces not filled: %v", ns)
 	}
@@ -681,4 +684,20 @@ func TestExecStdioSockets(t *testing.T) {
 	if got := first.GetExec().GetStdioSockets(); len(got) != 0 {
 		t.Errorf("nc started with pipes, got stdio sockets %v", got)
 	}
+}
+
+// unifiedCgroup is this process's cgroup v2 path from /proc/self/cgroup.
+func unifiedCgroup(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p
+		}
+	}
+	t.Fatal("no cgroup v2 line in /proc/self/cgroup")
+	return ""
 }
