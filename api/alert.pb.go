@@ -150,7 +150,7 @@ type Alert struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stable identity of this alert (detection + node + container + lineage).
 	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Stable detection identifier, e.g. "HAR-CRED-001".
+	// Stable detection identifier, e.g. "sensitive-files".
 	DetectionId string                 `protobuf:"bytes,2,opt,name=detection_id,json=detectionId,proto3" json:"detection_id,omitempty"`
 	Name        string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	Severity    Severity               `protobuf:"varint,4,opt,name=severity,proto3,enum=harrier.v1.Severity" json:"severity,omitempty"`

@@ -370,7 +370,7 @@ func TestUIRendersAlerts(t *testing.T) {
 		wantCode int
 		want     []string
 	}{
-		{"list", "/", 200, []string{`class="sev sev-critical"`, `href="/alerts/evil"`, "HAR-CRED-001", "node-1", "shop / web-1",
+		{"list", "/", 200, []string{`class="sev sev-critical"`, `href="/alerts/evil"`, "sensitive-files", "node-1", "shop / web-1",
 			"/usr/bin/cat", "cat /etc/shadow", "2026-11-22 16:00:00Z", "&lt;script&gt;alert(1)&lt;/script&gt;",
 			"&#34;&gt;&lt;img src=x onerror=alert(2)&gt;"}},
 		{"filtered", "/?severity=critical&namespace=shop", 200, []string{`href="/alerts/crit-shop"`, `<option value="critical" selected>`}},

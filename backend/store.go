@@ -39,7 +39,7 @@ type Store interface {
 
 // AlertQuery selects alerts. Zero fields do not filter.
 type AlertQuery struct {
-	Detection string       // detection ID, e.g. "HAR-CRED-001"
+	Detection string       // detection ID, e.g. "sensitive-files"
 	Severity  api.Severity // minimum severity
 	Cluster   string
 	Node      string

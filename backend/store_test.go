@@ -35,7 +35,7 @@ type alertOpt func(*api.Alert)
 
 func mkAlert(id string, opts ...alertOpt) *api.Alert {
 	a := &api.Alert{
-		Id: id, DetectionId: "HAR-CRED-001", Name: "Read of shadow file", Severity: api.Severity_SEVERITY_HIGH,
+		Id: id, DetectionId: "sensitive-files", Name: "Read of shadow file", Severity: api.Severity_SEVERITY_HIGH,
 		Node: "node-1", Cluster: "edge", Count: 1,
 		FirstSeen: timestamppb.New(t0), LastSeen: timestamppb.New(t0),
 		Container: &api.Container{Runtime: "containerd", Id: "3f2a9c0d1e2f3a4b5c6d", PodName: "web-1", PodNamespace: "shop"},

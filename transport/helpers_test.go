@@ -218,7 +218,7 @@ func makeRecords(n int, args func(seq uint64) []string) []*api.Record {
 			p.Args = args(seq)
 		}
 		if r.Class == api.RecordClass_RECORD_CLASS_ALERT {
-			r.Payload = &api.Record_Alert{Alert: &api.Alert{Id: fmt.Sprintf("alert-%d", seq), DetectionId: "HAR-CRED-001", Process: p}}
+			r.Payload = &api.Record_Alert{Alert: &api.Alert{Id: fmt.Sprintf("alert-%d", seq), DetectionId: "sensitive-files", Process: p}}
 		} else {
 			r.Payload = &api.Record_Event{Event: &api.Event{Seq: seq, Node: "edge-17", Process: p}}
 		}
