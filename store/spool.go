@@ -206,6 +206,9 @@ type Spool struct {
 	db        *badger.DB
 	liveLimit uint64
 
+	// syncMu keeps Close from closing the database under an fsync that runs
+	// outside mu (readers: the syncs; writer: Close).
+	syncMu   sync.RWMutex
 	mu       sync.Mutex
 	closed   bool
 	meta     [numClasses + 1]classMeta // indexed by Class
@@ -361,6 +364,21 @@ func (s *Spool) AppendBatch(class Class, payloads [][]byte) (uint64, error) {
 		need += recordSize(len(p))
 	}
 
+	first, err := s.appendLocked(class, payloads, need)
+	if err != nil {
+		return 0, err
+	}
+	// The fsync runs outside the lock: Next and Ack (the uplink) must not wait
+	// for the disk behind an append. Sync covers everything committed so far,
+	// so when it returns this batch is durable.
+	if err := s.sync(); err != nil {
+		return 0, err
+	}
+	return first, nil
+}
+
+// appendLocked commits the batch (not yet synced) under s.mu.
+func (s *Spool) appendLocked(class Class, payloads [][]byte, need uint64) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -404,9 +422,6 @@ func (s *Spool) AppendBatch(class Class, payloads [][]byte) (uint64, error) {
 		}
 		s.meta[class] = m
 		start = end
-	}
-	if err := s.db.Sync(); err != nil {
-		return 0, s.writeError("sync", err)
 	}
 	s.appendedSinceDisk += int64(need)
 	if s.appendedSinceDisk > s.cfg.QuotaBytes/32 {
@@ -626,6 +641,32 @@ func (s *Spool) Ack(ids ...RecordID) error {
 			return fmt.Errorf("%w: ack of class %d", ErrInvalid, id.Class)
 		}
 	}
+	if err := s.ackLocked(ids); err != nil {
+		return err
+	}
+	// As in AppendBatch, the fsync does not hold up the other side.
+	return s.sync()
+}
+
+// sync makes every committed write durable, unless the spool was closed
+// meanwhile (closing flushes and syncs the database itself).
+func (s *Spool) sync() error {
+	s.syncMu.RLock()
+	defer s.syncMu.RUnlock()
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
+	if err := s.db.Sync(); err != nil {
+		return s.writeError("sync", err)
+	}
+	return nil
+}
+
+// ackLocked deletes the records (not yet synced) under s.mu.
+func (s *Spool) ackLocked(ids []RecordID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -683,9 +724,6 @@ func (s *Spool) Ack(ids ...RecordID) error {
 				return fmt.Errorf("store: ack in %s: %w", s.cfg.Dir, err)
 			}
 		}
-	}
-	if err := s.db.Sync(); err != nil {
-		return s.writeError("sync", err)
 	}
 	return nil
 }
@@ -901,6 +939,8 @@ func (s *Spool) enforceDiskQuota() error {
 
 // Close closes the spool. Records appended are already durable.
 func (s *Spool) Close() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
