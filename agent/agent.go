@@ -104,6 +104,11 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
+	if cfg.MetricsAddr != "off" {
+		queue := func() (int, int) { return len(events), cap(events) }
+		collector := newPipelineCollector(sens, queue, &analyticsStats, spool, client)
+		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, collector, log) })
+	}
 	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
 	wg.Wait()
 	close(errs)

@@ -32,6 +32,9 @@ type Config struct {
 	Spool     SpoolConfig      `json:"spool"`
 	Uplink    UplinkConfig     `json:"uplink"`
 	Backend   backend.Config   `json:"backend"`
+	// MetricsAddr is where the agent serves Prometheus /metrics (default
+	// 127.0.0.1:9472; "off" disables it).
+	MetricsAddr string `json:"metricsAddr,omitempty"`
 }
 
 // SpoolConfig sizes the offline spool and says which raw events it keeps.
@@ -78,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Sensor.Node == "" {
 		c.Sensor.Node, _ = os.Hostname()
+	}
+	if c.MetricsAddr == "" {
+		c.MetricsAddr = DefaultMetricsAddr
 	}
 	if c.Analytics.Baseline.Path == "" {
 		c.Analytics.Baseline.Path = filepath.Join(c.DataDir, "baselines.json")

@@ -26,10 +26,10 @@ import (
 
 // startRun starts `harrier run` with its API and ingest on free loopback
 // ports and returns the API base URL and the token.
-func startRun(t *testing.T, bin, dataDir string) (baseURL, token string) {
+func startRun(t *testing.T, bin, dataDir, extra string) (baseURL, token string) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "harrier.yaml")
-	conf := fmt.Sprintf("dataDir: %s\nbackend:\n  apiAddr: 127.0.0.1:0\n  ingestAddr: 127.0.0.1:0\n", dataDir)
+	conf := fmt.Sprintf("dataDir: %s\nbackend:\n  apiAddr: 127.0.0.1:0\n  ingestAddr: 127.0.0.1:0\n", dataDir) + extra
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,8 @@ func tryGetJSON(url, token string, out any) (int, error) {
 func TestRunAllInOne(t *testing.T) {
 	testenv.RequireRoot(t)
 	bin := buildHarrier(t)
-	base, token := startRun(t, bin, t.TempDir())
+	metricsAddr := freeAddr(t, "tcp")
+	base, token := startRun(t, bin, t.TempDir(), "metricsAddr: "+metricsAddr+"\n")
 
 	if code := getJSON(t, base+"/api/v1/events", "", nil); code != http.StatusUnauthorized {
 		t.Errorf("API without token: %d, want 401", code)
@@ -185,6 +186,23 @@ func TestRunAllInOne(t *testing.T) {
 		}
 	}
 
+	// The agent's own metrics cover every stage.
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, re := range []string{
+		`harrier_sensor_emitted_total [1-9]`, `harrier_sensor_queue_capacity [1-9]`, `harrier_sensor_kernel_events_total\{kind="exec"\} [1-9]`,
+		`harrier_analytics_events_total [1-9]`, `harrier_analytics_alerts_total [2-9]`, `harrier_spool_appended_total\{class="alert"\} [1-9]`,
+		`harrier_uplink_connected 1`, `harrier_uplink_records_acked_total [1-9]`, `go_goroutines`,
+	} {
+		if !regexp.MustCompile(re).Match(metrics) {
+			t.Errorf("agent /metrics lacks %s", re)
+		}
+	}
+
 	var agents struct {
 		Agents []struct {
 			AgentID string `json:"agent_id"`
@@ -210,7 +228,7 @@ func TestRunAllInOne(t *testing.T) {
 
 	req, _ := http.NewRequest(http.MethodGet, base+"/", nil)
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,6 +342,7 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
 	agentCfg := filepath.Join(dir, "agent.yaml")
 	conf := fmt.Sprintf(`dataDir: %s/agent
+metricsAddr: "off"
 uplink:
   addr: %s
   agentID: edge-1
@@ -405,6 +424,7 @@ func TestAgentKill9LosesNothing(t *testing.T) {
 	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
 	agentCfg := filepath.Join(dir, "agent.yaml")
 	conf := fmt.Sprintf(`dataDir: %s/agent
+metricsAddr: "off"
 sensor:
   watchPaths: [%s/]
 spool:

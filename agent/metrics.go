@@ -1,0 +1,172 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/store"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// DefaultMetricsAddr is where the agent serves /metrics unless configured.
+const DefaultMetricsAddr = "127.0.0.1:9472"
+
+// pipelineCollector reads every stage's counters at scrape time, so the hot
+// paths keep their own cheap counters and nothing is double-counted.
+type pipelineCollector struct {
+	sensor    *sensor.Sensor
+	queue     func() (depth, capacity int)
+	analytics *atomic.Pointer[analytics.Stats]
+	spool     *store.Spool
+	uplink    *transport.Client
+	descs     map[string]*prometheus.Desc
+}
+
+func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.Pointer[analytics.Stats], sp *store.Spool, up *transport.Client) *pipelineCollector {
+	c := &pipelineCollector{sensor: s, queue: queue, analytics: as, spool: sp, uplink: up, descs: map[string]*prometheus.Desc{}}
+	for _, d := range []struct {
+		name, help string
+		labels     []string
+	}{
+		{"harrier_sensor_kernel_events_total", "Records the BPF programs submitted to the ring buffer, by event kind.", []string{"kind"}},
+		{"harrier_sensor_kernel_ring_full_total", "Records lost in the kernel because the ring buffer was full, by event kind.", []string{"kind"}},
+		{"harrier_sensor_kernel_file_filtered_total", "File events dismissed in the kernel (path not watched).", nil},
+		{"harrier_sensor_received_total", "Records read from the ring buffer.", nil},
+		{"harrier_sensor_decode_errors_total", "Records that could not be decoded.", nil},
+		{"harrier_sensor_emitted_total", "Events handed to the pipeline.", nil},
+		{"harrier_sensor_queue_dropped_total", "Events dropped because the pipeline queue was full, by event kind.", []string{"kind"}},
+		{"harrier_sensor_queue_depth", "Events waiting in the sensor → analytics queue.", nil},
+		{"harrier_sensor_queue_capacity", "Capacity of the sensor → analytics queue.", nil},
+		{"harrier_analytics_events_total", "Events evaluated by the detection engine.", nil},
+		{"harrier_analytics_matches_total", "Rule and detector matches (before de-duplication).", nil},
+		{"harrier_analytics_alerts_total", "New alerts raised.", nil},
+		{"harrier_analytics_alert_updates_total", "Updates of open alerts sent (count and last seen grew).", nil},
+		{"harrier_analytics_deduplicated_total", "Matches folded into an open alert.", nil},
+		{"harrier_analytics_rate_limited_total", "New alerts suppressed by the per-detection rate limit.", []string{"detection"}},
+		{"harrier_analytics_excepted_total", "Matches silenced by a rule exception.", nil},
+		{"harrier_analytics_eval_errors_total", "Rule evaluations that failed.", nil},
+		{"harrier_spool_records", "Records in the spool, by class.", []string{"class"}},
+		{"harrier_spool_bytes", "Live bytes in the spool, by class.", []string{"class"}},
+		{"harrier_spool_oldest_age_seconds", "Age of the oldest spooled record, by class.", []string{"class"}},
+		{"harrier_spool_appended_total", "Records appended, by class.", []string{"class"}},
+		{"harrier_spool_acked_total", "Records acknowledged by the backend and deleted, by class.", []string{"class"}},
+		{"harrier_spool_evicted_total", "Records evicted over the disk quota (reported upstream as gaps), by class.", []string{"class"}},
+		{"harrier_spool_rejected_total", "Appends refused for lack of quota, by class.", []string{"class"}},
+		{"harrier_spool_disk_bytes", "Disk space the spool's files occupy.", nil},
+		{"harrier_spool_quota_bytes", "The spool's disk quota.", nil},
+		{"harrier_uplink_connected", "1 while the uplink is connected to the backend.", nil},
+		{"harrier_uplink_records_acked_total", "Records the backend acknowledged.", nil},
+		{"harrier_uplink_batches_total", "Batches acknowledged (heartbeats included).", nil},
+		{"harrier_uplink_bytes_sent_total", "Compressed bytes written to the backend.", nil},
+		{"harrier_uplink_reconnects_total", "Reconnections to the backend.", nil},
+	} {
+		c.descs[d.name] = prometheus.NewDesc(d.name, d.help, d.labels, nil)
+	}
+	return c
+}
+
+// Describe implements prometheus.Collector.
+func (c *pipelineCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(name string, t prometheus.ValueType, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], t, v, labels...)
+	}
+	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
+	if st, err := c.sensor.Stats(); err == nil {
+		for k, v := range st.KernelSubmitted {
+			emit("harrier_sensor_kernel_events_total", counter, float64(v), k)
+		}
+		for k, v := range st.KernelRingFull {
+			emit("harrier_sensor_kernel_ring_full_total", counter, float64(v), k)
+		}
+		for k, v := range st.QueueDropped {
+			emit("harrier_sensor_queue_dropped_total", counter, float64(v), k)
+		}
+		emit("harrier_sensor_kernel_file_filtered_total", counter, float64(st.KernelFileFiltered))
+		emit("harrier_sensor_received_total", counter, float64(st.Received))
+		emit("harrier_sensor_decode_errors_total", counter, float64(st.DecodeErrors))
+		emit("harrier_sensor_emitted_total", counter, float64(st.Emitted))
+	}
+	depth, capacity := c.queue()
+	emit("harrier_sensor_queue_depth", gauge, float64(depth))
+	emit("harrier_sensor_queue_capacity", gauge, float64(capacity))
+	if as := c.analytics.Load(); as != nil {
+		emit("harrier_analytics_events_total", counter, float64(as.Events))
+		emit("harrier_analytics_matches_total", counter, float64(as.RuleMatches))
+		emit("harrier_analytics_alerts_total", counter, float64(as.Alerts))
+		emit("harrier_analytics_alert_updates_total", counter, float64(as.Updates))
+		emit("harrier_analytics_deduplicated_total", counter, float64(as.Deduplicated))
+		emit("harrier_analytics_excepted_total", counter, float64(as.Excepted))
+		emit("harrier_analytics_eval_errors_total", counter, float64(as.EvalErrors))
+		for id, n := range as.Suppressed {
+			emit("harrier_analytics_rate_limited_total", counter, float64(n), id)
+		}
+	}
+	sp := c.spool.Stats()
+	for class, cs := range sp.Classes {
+		name := class.String()
+		emit("harrier_spool_records", gauge, float64(cs.Depth), name)
+		emit("harrier_spool_bytes", gauge, float64(cs.Bytes), name)
+		emit("harrier_spool_oldest_age_seconds", gauge, cs.OldestAge.Seconds(), name)
+		emit("harrier_spool_appended_total", counter, float64(cs.Appended), name)
+		emit("harrier_spool_acked_total", counter, float64(cs.Acked), name)
+		emit("harrier_spool_evicted_total", counter, float64(cs.Evicted), name)
+		emit("harrier_spool_rejected_total", counter, float64(cs.Rejected), name)
+	}
+	emit("harrier_spool_disk_bytes", gauge, float64(sp.DiskBytes))
+	emit("harrier_spool_quota_bytes", gauge, float64(sp.QuotaBytes))
+	us := c.uplink.Stats()
+	connected := 0.0
+	if us.Connected {
+		connected = 1
+	}
+	emit("harrier_uplink_connected", gauge, connected)
+	emit("harrier_uplink_records_acked_total", counter, float64(us.RecordsAcked))
+	emit("harrier_uplink_batches_total", counter, float64(us.BatchesSent))
+	emit("harrier_uplink_bytes_sent_total", counter, float64(us.BytesSent))
+	emit("harrier_uplink_reconnects_total", counter, float64(us.Reconnects))
+}
+
+// serveMetrics serves /metrics on addr until ctx is done. A port that cannot
+// be bound is logged, not fatal: detection matters more than its metrics.
+func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, log *slog.Logger) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Error("agent metrics not served; the agent keeps running", "addr", addr, "error", err)
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	log.Info("agent metrics", "url", fmt.Sprintf("http://%s/metrics", ln.Addr()))
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	return nil
+}
