@@ -25,7 +25,8 @@ import (
 )
 
 // startRun starts `harrier run` with its API and ingest on free loopback
-// ports and returns the API base URL and the token.
+// ports (plus extra top-level YAML in its config) and returns the API base
+// URL and the token.
 func startRun(t *testing.T, bin, dataDir, extra string) (baseURL, token string) {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "harrier.yaml")
