@@ -379,6 +379,14 @@ func (f *serviceFlags) load(stderr io.Writer) (agent.Config, *slog.Logger, error
 	if f.dataDir != "" {
 		cfg.DataDir = f.dataDir
 	}
+	// A long-running service keeps its Go heap under its cgroup's memory
+	// limit (a DaemonSet's limits.memory, systemd's MemoryMax).
+	switch limit, source, err := agent.ApplyMemoryLimit("/"); {
+	case err != nil:
+		log.Warn("memory limit not derived from the cgroup", "error", err)
+	case limit > 0:
+		log.Info("Go memory limit from the cgroup", "bytes", limit, "source", source)
+	}
 	return cfg, log, nil
 }
 
