@@ -31,6 +31,9 @@ func health(version, node string, started time.Time, s *sensor.Sensor, spool *st
 		for _, n := range stats.QueueDropped {
 			h.Drops["sensor_queue"] += n
 		}
+		for _, n := range stats.QueueShed {
+			h.Drops["sensor_shed"] += n
+		}
 		h.Drops["decode_errors"] = stats.DecodeErrors
 	}
 	if as != nil {

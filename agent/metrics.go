@@ -47,6 +47,7 @@ func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.
 		{"harrier_sensor_decode_errors_total", "Records that could not be decoded.", nil},
 		{"harrier_sensor_emitted_total", "Events handed to the pipeline.", nil},
 		{"harrier_sensor_queue_dropped_total", "Events dropped because the pipeline queue was full, by event kind.", []string{"kind"}},
+		{"harrier_sensor_queue_shed_total", "Events of the shed kinds (fork, exit) dropped first under overload, by event kind.", []string{"kind"}},
 		{"harrier_sensor_queue_depth", "Events waiting in the sensor → analytics queue.", nil},
 		{"harrier_sensor_queue_capacity", "Capacity of the sensor → analytics queue.", nil},
 		{"harrier_analytics_events_total", "Events evaluated by the detection engine.", nil},
@@ -99,6 +100,9 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for k, v := range st.QueueDropped {
 			emit("harrier_sensor_queue_dropped_total", counter, float64(v), k)
+		}
+		for k, v := range st.QueueShed {
+			emit("harrier_sensor_queue_shed_total", counter, float64(v), k)
 		}
 		emit("harrier_sensor_kernel_file_filtered_total", counter, float64(st.KernelFileFiltered))
 		emit("harrier_sensor_received_total", counter, float64(st.Received))

@@ -35,6 +35,14 @@ type Config struct {
 	// QueueSize bounds decoded events waiting for the consumer; beyond it
 	// events are dropped and counted.
 	QueueSize int `json:"queueSize,omitempty"`
+	// ShedKinds are shed first under overload: once the queue is ShedAt
+	// full (a fraction, default 0.5), new events of these kinds are dropped
+	// and counted as shed, keeping the rest of the queue for the events
+	// detections need. Default: fork and exit, the high-volume kinds whose
+	// content the process cache (and so every event's process and ancestry)
+	// already holds. Other kinds are dropped only when the queue is full.
+	ShedKinds []string `json:"shedKinds,omitempty"`
+	ShedAt    float64  `json:"shedAt,omitempty"`
 	// ProcRoot is where /proc is mounted (a DaemonSet mounts the host's at /host/proc).
 	ProcRoot string `json:"procRoot,omitempty"`
 	// BTFPath points at a vmlinux BTF file for kernels without /sys/kernel/btf/vmlinux.
@@ -97,6 +105,12 @@ func (c Config) withDefaults() Config {
 	if c.AncestryDepth == 0 {
 		c.AncestryDepth = defaultAncestryDepth
 	}
+	if len(c.ShedKinds) == 0 {
+		c.ShedKinds = []string{"fork", "exit"}
+	}
+	if c.ShedAt == 0 {
+		c.ShedAt = 0.5
+	}
 	if c.QueueSize == 0 {
 		c.QueueSize = defaultQueueSize
 	}
@@ -121,6 +135,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.WatchPaths) > maxWatchPaths {
 		errs = append(errs, fmt.Errorf("watchPaths: %d entries, at most %d", len(c.WatchPaths), maxWatchPaths))
+	}
+	if c.ShedAt <= 0 || c.ShedAt > 1 {
+		errs = append(errs, fmt.Errorf("shedAt %v: must be in (0, 1]", c.ShedAt))
+	}
+	if _, err := ParseKinds(c.ShedKinds); err != nil {
+		errs = append(errs, fmt.Errorf("shedKinds: %w", err))
 	}
 	for i, p := range c.WatchPaths {
 		switch {

@@ -59,8 +59,11 @@ type Stats struct {
 	DNSDecodeErrors uint64            `json:"dnsDecodeErrors"`
 	Emitted         uint64            `json:"emitted"`
 	QueueDropped    map[string]uint64 `json:"queueDropped"`
-	ProcessCache    proc.Stats        `json:"processCache"`
-	Containers      int               `json:"containersCached"`
+	// QueueShed counts events of the shed kinds dropped under overload
+	// (queue past shedAt) to keep room for the others.
+	QueueShed    map[string]uint64 `json:"queueShed"`
+	ProcessCache proc.Stats        `json:"processCache"`
+	Containers   int               `json:"containersCached"`
 }
 
 // Sensor is a loaded, attached eBPF sensor. Create it with New, consume
@@ -82,6 +85,9 @@ type Sensor struct {
 	dnsErrors    atomic.Uint64
 	emitted      atomic.Uint64
 	queueDropped [kindMax]atomic.Uint64
+	queueShed    [kindMax]atomic.Uint64
+	shed         [kindMax]bool // kinds shed first under overload
+	shedAt       int           // queue length from which they are
 
 	closeOnce sync.Once
 }
@@ -106,6 +112,16 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 		return nil, err
 	}
 	s := &Sensor{cfg: cfg, log: log}
+	shed, err := ParseKinds(cfg.ShedKinds)
+	if err != nil {
+		return nil, fmt.Errorf("sensor config: shedKinds: %w", err)
+	}
+	for k := range shed {
+		if int(k) < len(s.shed) {
+			s.shed[k] = true
+		}
+	}
+	s.shedAt = max(1, int(float64(cfg.QueueSize)*cfg.ShedAt))
 
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err == nil {
@@ -304,6 +320,10 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			continue
 		}
 		ev := s.enrich(&rec)
+		if int(rec.Kind) < len(s.shed) && s.shed[rec.Kind] && len(out) >= s.shedAt {
+			s.queueShed[rec.Kind].Add(1)
+			continue
+		}
 		select {
 		case out <- ev:
 			s.emitted.Add(1)
@@ -322,6 +342,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		KernelSubmitted: map[string]uint64{},
 		KernelRingFull:  map[string]uint64{},
 		QueueDropped:    map[string]uint64{},
+		QueueShed:       map[string]uint64{},
 		Received:        s.received.Load(),
 		DecodeErrors:    s.decodeErrors.Load(),
 		DNSDecodeErrors: s.dnsErrors.Load(),
@@ -330,6 +351,9 @@ func (s *Sensor) Stats() (Stats, error) {
 		Containers:      s.cgroups.Len(),
 	}
 	for k := 1; k < kindMax; k++ {
+		if n := s.queueShed[k].Load(); n > 0 {
+			st.QueueShed[kindName(uint32(k))] = n
+		}
 		if n := s.queueDropped[k].Load(); n > 0 {
 			st.QueueDropped[kindName(uint32(k))] = n
 		}

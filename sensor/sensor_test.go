@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/runctest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // These tests load the real sensor into the running kernel and produce real
@@ -700,4 +702,54 @@ func unifiedCgroup(t *testing.T) string {
 	}
 	t.Fatal("no cgroup v2 line in /proc/self/cgroup")
 	return ""
+}
+
+// TestShedOrderUnderOverload: with nobody reading, fork and exit stop
+// entering the queue once it is half full, and the rest of it goes to the
+// other kinds; every shed and drop is counted.
+func TestShedOrderUnderOverload(t *testing.T) {
+	testenv.RequireRoot(t)
+	s, err := New(Config{QueueSize: 64}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out := make(chan *api.Event, s.QueueSize())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		for i := 0; i < 20; i++ {
+			_ = exec.Command("/bin/true").Run()
+		}
+		st, err := s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.QueueShed["fork"] > 0 && st.QueueShed["exit"] > 0 && st.QueueDropped["exec"] > 0 {
+			if st.QueueShed["exec"] != 0 {
+				t.Errorf("exec events were shed: %v", st.QueueShed)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no shedding after 20 s: shed %v dropped %v", st.QueueShed, st.QueueDropped)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	close(out)
+	i := 0
+	for ev := range out {
+		if i >= s.QueueSize()/2 && (ev.GetKind() == api.EventKind_EVENT_KIND_FORK || ev.GetKind() == api.EventKind_EVENT_KIND_EXIT) {
+			t.Fatalf("a %s entered the queue at position %d, past the shed mark", ev.GetKind(), i)
+		}
+		i++
+	}
+	if i != s.QueueSize() {
+		t.Fatalf("queue holds %d events, want it full (%d)", i, s.QueueSize())
+	}
 }
