@@ -69,6 +69,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	// The pipeline goroutine owns the engine; it publishes its counters here
 	// for the heartbeat.
 	var analyticsStats atomic.Pointer[analytics.Stats]
+	var eventsCapped atomic.Uint64 // raw events not spooled over spool.maxEventsPerSec
 	started := processStart()
 	src := NewSpoolSource(spool)
 	client, err := transport.NewClient(transport.ClientConfig{
@@ -77,7 +78,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		AgentID:              agentID,
 		BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
 		Health: func() *api.AgentHealth {
-			return health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
+			h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
+			h.Drops["spool_events_capped"] = eventsCapped.Load()
+			return h
 		},
 		Gaps: src.Gaps,
 	}, src, log)
@@ -100,13 +103,13 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	}
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, engine, kinds, spool, client, &analyticsStats, log)
+		return pipeline(events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, log)
 	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
 	if cfg.MetricsAddr != "off" {
 		queue := func() (int, int) { return len(events), cap(events) }
-		collector := newPipelineCollector(sens, queue, &analyticsStats, spool, client)
+		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, client)
 		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, collector, log) })
 	}
 	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
@@ -159,10 +162,26 @@ func unjoin(err error) []error {
 // configured raw event kinds to the spool in batches, until events closes.
 // The spool is durable when AppendBatch returns; a failed append (full disk)
 // is logged and counted by the spool, and the pipeline keeps going.
-func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, spool *store.Spool,
-	client *transport.Client, stats *atomic.Pointer[analytics.Stats], log *slog.Logger) error {
+func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
+	client *transport.Client, stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, log *slog.Logger) error {
 	tick := time.NewTicker(spoolFlush)
 	defer tick.Stop()
+	// A one-second window is enough for a cap on raw events; alerts bypass it.
+	windowStart, inWindow := time.Now(), 0
+	allow := func() bool {
+		if maxPerSec < 0 {
+			return true
+		}
+		if now := time.Now(); now.Sub(windowStart) >= time.Second {
+			windowStart, inWindow = now, 0
+		}
+		if inWindow >= maxPerSec {
+			capped.Add(1)
+			return false
+		}
+		inWindow++
+		return true
+	}
 	var batch, alerts [][]byte
 	emit := func(a *api.Alert) {
 		b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: a}})
@@ -209,7 +228,7 @@ func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.
 			if len(alerts) > 0 {
 				flush() // alerts do not wait for the batch timer
 			}
-			if !kinds[ev.GetKind()] {
+			if !kinds[ev.GetKind()] || !allow() {
 				continue
 			}
 			b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}})

@@ -45,6 +45,12 @@ type SpoolConfig struct {
 	// every kind but fork and exit, which are high-volume and already
 	// folded into every event's process and ancestry).
 	EventKinds []string `json:"eventKinds,omitempty"`
+	// MaxEventsPerSec caps the raw events spooled per second (default
+	// 1000; -1 for no cap). Shipping a raw event costs far more than
+	// detecting on it (encode, two Badger writes, compression, QUIC), so
+	// under load raw events are the first thing to go: alerts, which carry
+	// their evidence events, are never capped. What is skipped is counted.
+	MaxEventsPerSec int `json:"maxEventsPerSec,omitempty"`
 }
 
 // DefaultSpoolEventKinds is the default of SpoolConfig.EventKinds.
@@ -87,6 +93,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Analytics.Baseline.Path == "" {
 		c.Analytics.Baseline.Path = filepath.Join(c.DataDir, "baselines.json")
+	}
+	if c.Spool.MaxEventsPerSec == 0 {
+		c.Spool.MaxEventsPerSec = 1000
 	}
 	if len(c.Spool.EventKinds) == 0 {
 		c.Spool.EventKinds = DefaultSpoolEventKinds()
@@ -139,6 +148,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := sensor.ParseKinds(c.Spool.EventKinds); err != nil {
 		errs = append(errs, fmt.Errorf("spool.eventKinds: %w", err))
+	}
+	if c.Spool.MaxEventsPerSec < -1 {
+		errs = append(errs, fmt.Errorf("spool.maxEventsPerSec %d: must be positive, or -1 for no cap", c.Spool.MaxEventsPerSec))
 	}
 	if c.Spool.QuotaBytes < 0 {
 		errs = append(errs, fmt.Errorf("spool.quotaBytes %d: must not be negative", c.Spool.QuotaBytes))

@@ -29,13 +29,14 @@ type pipelineCollector struct {
 	sensor    *sensor.Sensor
 	queue     func() (depth, capacity int)
 	analytics *atomic.Pointer[analytics.Stats]
+	capped    *atomic.Uint64
 	spool     *store.Spool
 	uplink    *transport.Client
 	descs     map[string]*prometheus.Desc
 }
 
-func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.Pointer[analytics.Stats], sp *store.Spool, up *transport.Client) *pipelineCollector {
-	c := &pipelineCollector{sensor: s, queue: queue, analytics: as, spool: sp, uplink: up, descs: map[string]*prometheus.Desc{}}
+func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, sp *store.Spool, up *transport.Client) *pipelineCollector {
+	c := &pipelineCollector{sensor: s, queue: queue, analytics: as, capped: capped, spool: sp, uplink: up, descs: map[string]*prometheus.Desc{}}
 	for _, d := range []struct {
 		name, help string
 		labels     []string
@@ -58,6 +59,7 @@ func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.
 		{"harrier_analytics_rate_limited_total", "New alerts suppressed by the per-detection rate limit.", []string{"detection"}},
 		{"harrier_analytics_excepted_total", "Matches silenced by a rule exception.", nil},
 		{"harrier_analytics_eval_errors_total", "Rule evaluations that failed.", nil},
+		{"harrier_spool_events_capped_total", "Raw events not spooled because of spool.maxEventsPerSec (detection still saw them).", nil},
 		{"harrier_spool_records", "Records in the spool, by class.", []string{"class"}},
 		{"harrier_spool_bytes", "Live bytes in the spool, by class.", []string{"class"}},
 		{"harrier_spool_oldest_age_seconds", "Age of the oldest spooled record, by class.", []string{"class"}},
@@ -124,6 +126,7 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 			emit("harrier_analytics_rate_limited_total", counter, float64(n), id)
 		}
 	}
+	emit("harrier_spool_events_capped_total", counter, float64(c.capped.Load()))
 	sp := c.spool.Stats()
 	for class, cs := range sp.Classes {
 		name := class.String()

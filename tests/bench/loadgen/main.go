@@ -2,6 +2,7 @@
 // one process and prints one JSON object with the time it took:
 //
 //	loadgen -workload exec|open-unwatched|open-watched|connect -n N [-dir DIR] [-addr 127.0.0.1:PORT]
+//	loadgen -workload ... -rate OPS_PER_SEC -duration 20s   (paced: the budget benchmark's rate steps)
 //
 // It is the load half of the overhead benchmark in tests/bench/overhead; the
 // workloads are chosen to hit the sensor's hot paths:
@@ -48,6 +49,11 @@ type result struct {
 	N         int     `json:"n"`
 	Seconds   float64 `json:"seconds"`
 	OpsPerSec float64 `json:"ops_per_sec"`
+	// Paced runs: the rate asked for, and the CPU time loadgen (and its
+	// children) spent per operation — with and without the agent, the
+	// workload's slowdown.
+	TargetRate float64 `json:"target_rate,omitempty"`
+	CPUPerOpUs float64 `json:"cpu_per_op_us,omitempty"`
 }
 
 type options struct {
@@ -56,6 +62,8 @@ type options struct {
 	dir      string
 	addr     string
 	bin      string
+	rate     float64
+	duration time.Duration
 }
 
 func main() {
@@ -79,13 +87,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.dir, "dir", "", "directory for the open workloads (created if missing; open-unwatched defaults to a temporary one)")
 	fs.StringVar(&o.addr, "addr", "", "connect: 127.0.0.1:PORT of a listener (default: one started in-process)")
 	fs.StringVar(&o.bin, "bin", "/bin/true", "exec: the program to run")
+	fs.Float64Var(&o.rate, "rate", 0, "paced mode: operations per second (with -duration instead of -n)")
+	fs.DurationVar(&o.duration, "duration", 0, "paced mode: how long to run")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.n <= 0 {
+	paced := o.rate > 0 || o.duration > 0
+	switch {
+	case paced && (o.rate <= 0 || o.duration <= 0 || o.n != 0):
+		return errors.New("paced mode needs -rate and -duration, and no -n")
+	case !paced && o.n <= 0:
 		return fmt.Errorf("-n %d: must be positive", o.n)
 	}
 
@@ -112,6 +126,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// One OS thread does all the work; pinning the goroutine keeps the Go
 	// scheduler from migrating it mid-storm.
 	runtime.LockOSThread()
+	if paced {
+		res, err := runPaced(ctx, o, op)
+		runtime.UnlockOSThread()
+		if err != nil {
+			return err
+		}
+		return json.NewEncoder(stdout).Encode(res)
+	}
 	start := time.Now()
 	for i := range o.n {
 		if i%checkEvery == 0 && ctx.Err() != nil {
@@ -130,6 +152,51 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Seconds:   elapsed.Seconds(),
 		OpsPerSec: float64(o.n) / elapsed.Seconds(),
 	})
+}
+
+// runPaced runs op at o.rate for o.duration: each millisecond it catches up
+// with the schedule, so a slow operation shows as a lower achieved rate rather
+// than a burst later.
+func runPaced(ctx context.Context, o options, op func() error) (result, error) {
+	cpu0 := cpuTime()
+	start := time.Now()
+	done := 0
+	for {
+		elapsed := time.Since(start)
+		if elapsed >= o.duration {
+			break
+		}
+		if ctx.Err() != nil {
+			return result{}, fmt.Errorf("%s: interrupted: %w", o.workload, ctx.Err())
+		}
+		due := int(o.rate * elapsed.Seconds())
+		if done >= due {
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		for ; done < due && time.Since(start) < o.duration; done++ {
+			if err := op(); err != nil {
+				return result{}, fmt.Errorf("%s: operation %d: %w", o.workload, done, err)
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	res := result{Workload: o.workload, N: done, Seconds: elapsed.Seconds(), OpsPerSec: float64(done) / elapsed.Seconds(), TargetRate: o.rate}
+	if done > 0 {
+		res.CPUPerOpUs = (cpuTime() - cpu0).Seconds() * 1e6 / float64(done)
+	}
+	return res, nil
+}
+
+// cpuTime is the user+system time of this process and its waited-for children.
+func cpuTime() time.Duration {
+	var self, kids unix.Rusage
+	_ = unix.Getrusage(unix.RUSAGE_SELF, &self)
+	_ = unix.Getrusage(unix.RUSAGE_CHILDREN, &kids)
+	t := func(r unix.Rusage) time.Duration {
+		return time.Duration(r.Utime.Nano() + r.Stime.Nano())
+	}
+	return t(self) + t(kids)
 }
 
 // setupExec returns an operation that forks, execs bin with no arguments and

@@ -1,0 +1,632 @@
+// Command budget runs `harrier run` inside a cgroup limited like the
+// DaemonSet (360m CPU, 296 MiB) and offers it load in rate steps, recording
+// per step: the agent's CPU and memory, events through the pipeline, drops
+// per stage, alert latency (behaviour → alert at the backend API) and the
+// workload's slowdown against the same paced load without the agent. It
+// prints a Markdown table and writes JSON. Run it with tests/bench/budget.sh.
+//
+// Traffic stays on 127.0.0.1; files are written only under a temporary
+// directory; the cgroup it creates is removed at the end.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/harrier-sec/harrier/sensor"
+)
+
+type step struct {
+	Workload string  `json:"workload"`
+	Rate     float64 `json:"offered_rate"` // operations per second asked of loadgen
+}
+
+// stepResult is one row of the report.
+type stepResult struct {
+	step
+	AchievedRate    float64            `json:"achieved_rate"`
+	EventsPerSec    float64            `json:"pipeline_events_per_sec"`
+	AgentCores      float64            `json:"agent_cpu_cores"`
+	RSSPeakMiB      float64            `json:"rss_peak_mib"`
+	HeapPeakMiB     float64            `json:"heap_peak_mib"`
+	Drops           map[string]float64 `json:"drops"`
+	AlertP50Ms      float64            `json:"alert_latency_p50_ms"`
+	AlertP99Ms      float64            `json:"alert_latency_p99_ms"`
+	AlertsMissing   int                `json:"alerts_missing"`
+	CPUPerOpBase    float64            `json:"cpu_per_op_us_without_agent"`
+	CPUPerOpAgent   float64            `json:"cpu_per_op_us_with_agent"`
+	Slowdown        float64            `json:"slowdown"`
+	OOMKills        int                `json:"oom_kills"`
+	AgentAliveAfter bool               `json:"agent_alive_after"`
+}
+
+type options struct {
+	harrier, loadgen string
+	steps            string
+	stepDuration     time.Duration
+	cpu              float64
+	memBytes         int64
+	out              string
+	baseline         bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		slog.New(slog.NewTextHandler(os.Stderr, nil)).Error("budget benchmark failed", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	var o options
+	fs := flag.NewFlagSet("budget", flag.ContinueOnError)
+	fs.StringVar(&o.harrier, "harrier", "bin/harrier", "the harrier binary")
+	fs.StringVar(&o.loadgen, "loadgen", "tests/bench/bin/loadgen", "the loadgen binary")
+	fs.StringVar(&o.steps, "steps", "open-unwatched:100000,open-unwatched:300000,open-watched:10000,open-watched:25000,open-watched:50000,exec:200,exec:500,connect:5000,storm:0",
+		"workload:rate steps; storm:0 is a 10x overload of watched opens and execs with an attack in the middle")
+	fs.DurationVar(&o.stepDuration, "step", 15*time.Second, "duration of each step")
+	fs.Float64Var(&o.cpu, "cpu", 0.36, "CPU limit in cores")
+	fs.Int64Var(&o.memBytes, "mem", 296<<20, "memory limit in bytes")
+	fs.StringVar(&o.out, "out", "tests/bench/results/budget.json", "JSON result file")
+	fs.BoolVar(&o.baseline, "baseline", true, "also run each step without the agent (workload slowdown)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	steps, err := parseSteps(o.steps)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "harrier-budget-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+
+	base := map[step]float64{}
+	if o.baseline {
+		for _, s := range steps {
+			if s.Workload == "storm" {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "budget: baseline %s at %.0f/s\n", s.Workload, s.Rate)
+			res, err := loadgen(ctx, o, work, s, o.stepDuration/2)
+			if err != nil {
+				return err
+			}
+			base[s] = res.CPUPerOpUs
+		}
+	}
+
+	cg, err := newCgroup(o.cpu, o.memBytes)
+	if err != nil {
+		return err
+	}
+	defer cg.remove()
+	ag, err := startAgent(ctx, o, work, cg)
+	if err != nil {
+		return err
+	}
+	defer ag.stop()
+	idle, err := ag.measureIdle(ctx, cg, 10*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "budget: idle: %.1f m CPU, RSS %.1f MiB\n", idle.AgentCores*1000, idle.RSSPeakMiB)
+
+	var results []stepResult
+	for _, s := range steps {
+		fmt.Fprintf(os.Stderr, "budget: step %s at %.0f/s\n", s.Workload, s.Rate)
+		r, err := ag.runStep(ctx, o, work, cg, s)
+		if err != nil {
+			return err
+		}
+		if b, ok := base[s]; ok && b > 0 {
+			r.CPUPerOpBase, r.Slowdown = b, r.CPUPerOpAgent/b
+		}
+		results = append(results, r)
+		if !r.AgentAliveAfter {
+			fmt.Fprintln(os.Stderr, "budget: the agent died; stopping")
+			break
+		}
+	}
+	report(os.Stdout, o, idle, results)
+	b, err := json.MarshalIndent(map[string]any{"cpu_limit": o.cpu, "mem_limit": o.memBytes, "idle": idle, "steps": results}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(o.out, b, 0o644)
+}
+
+func parseSteps(spec string) ([]step, error) {
+	var out []step
+	for _, part := range strings.Split(spec, ",") {
+		w, r, ok := strings.Cut(strings.TrimSpace(part), ":")
+		rate, err := strconv.ParseFloat(r, 64)
+		if !ok || err != nil || !slices.Contains([]string{"exec", "open-unwatched", "open-watched", "connect", "storm"}, w) {
+			return nil, fmt.Errorf("-steps: bad step %q", part)
+		}
+		out = append(out, step{Workload: w, Rate: rate})
+	}
+	return out, nil
+}
+
+// loadgen runs paced load for d, in as many processes as one core can pace.
+func loadgen(ctx context.Context, o options, work string, s step, d time.Duration) (loadResult, error) {
+	perProc := map[string]float64{"exec": 1000, "open-unwatched": 150000, "open-watched": 100000, "connect": 10000}[s.Workload]
+	n := int(math.Max(1, math.Ceil(s.Rate/perProc)))
+	type out struct {
+		res loadResult
+		err error
+	}
+	ch := make(chan out, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			args := []string{"-workload", s.Workload, "-rate", strconv.FormatFloat(s.Rate/float64(n), 'f', 0, 64), "-duration", d.String()}
+			if s.Workload == "open-watched" {
+				args = append(args, "-dir", filepath.Join(work, "watched"))
+			}
+			b, err := exec.CommandContext(ctx, o.loadgen, args...).Output()
+			var r loadResult
+			if err == nil {
+				err = json.Unmarshal(b, &r)
+			}
+			ch <- out{r, err}
+		}()
+	}
+	var total loadResult
+	for i := 0; i < n; i++ {
+		o := <-ch
+		if o.err != nil {
+			return total, fmt.Errorf("loadgen %s: %w", s.Workload, o.err)
+		}
+		total.OpsPerSec += o.res.OpsPerSec
+		total.CPUPerOpUs += o.res.CPUPerOpUs / float64(n)
+	}
+	return total, nil
+}
+
+type loadResult struct {
+	OpsPerSec  float64 `json:"ops_per_sec"`
+	CPUPerOpUs float64 `json:"cpu_per_op_us"`
+}
+
+// cgroup is a v1 (cpu, cpuacct, memory) or v2 cgroup for the agent.
+type cgroup struct {
+	v1         bool
+	dirs       []string
+	cpuUsage   func() (time.Duration, error)
+	memPeak    func() int64
+	oomKills   func() int
+	procsFiles []string
+}
+
+func newCgroup(cores float64, mem int64) (*cgroup, error) {
+	name := fmt.Sprintf("harrier-budget-%d", os.Getpid())
+	quota := strconv.Itoa(int(cores * 100000))
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
+		cg := &cgroup{v1: true}
+		cpu, memd := filepath.Join("/sys/fs/cgroup/cpu,cpuacct", name), filepath.Join("/sys/fs/cgroup/memory", name)
+		if _, err := os.Stat("/sys/fs/cgroup/cpu,cpuacct"); err != nil {
+			cpu = filepath.Join("/sys/fs/cgroup/cpu", name)
+		}
+		acct := filepath.Join("/sys/fs/cgroup/cpuacct", name)
+		cg.dirs = []string{cpu, memd}
+		if acct != cpu && !strings.Contains(cpu, "cpuacct") {
+			cg.dirs = append(cg.dirs, acct)
+		}
+		for _, d := range cg.dirs {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return nil, fmt.Errorf("cgroup: %w", err)
+			}
+			cg.procsFiles = append(cg.procsFiles, filepath.Join(d, "cgroup.procs"))
+		}
+		if err := writeAll(map[string]string{
+			filepath.Join(cpu, "cpu.cfs_period_us"):          "100000",
+			filepath.Join(cpu, "cpu.cfs_quota_us"):           quota,
+			filepath.Join(memd, "memory.limit_in_bytes"):     strconv.FormatInt(mem, 10),
+			filepath.Join(memd, "memory.max_usage_in_bytes"): "0",
+		}); err != nil {
+			cg.remove()
+			return nil, err
+		}
+		acctDir := cg.dirs[len(cg.dirs)-1]
+		if strings.Contains(cpu, "cpuacct") {
+			acctDir = cpu
+		}
+		cg.cpuUsage = func() (time.Duration, error) {
+			n, err := readInt(filepath.Join(acctDir, "cpuacct.usage"))
+			return time.Duration(n), err
+		}
+		cg.memPeak = func() int64 { n, _ := readInt(filepath.Join(memd, "memory.max_usage_in_bytes")); return n }
+		cg.oomKills = func() int { return keyedInt(filepath.Join(memd, "memory.oom_control"), "oom_kill") }
+		return cg, nil
+	}
+	d := filepath.Join("/sys/fs/cgroup", name)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		return nil, fmt.Errorf("cgroup: %w", err)
+	}
+	cg := &cgroup{dirs: []string{d}, procsFiles: []string{filepath.Join(d, "cgroup.procs")}}
+	if err := writeAll(map[string]string{filepath.Join(d, "cpu.max"): quota + " 100000", filepath.Join(d, "memory.max"): strconv.FormatInt(mem, 10)}); err != nil {
+		cg.remove()
+		return nil, err
+	}
+	cg.cpuUsage = func() (time.Duration, error) {
+		return time.Duration(keyedInt(filepath.Join(d, "cpu.stat"), "usage_usec")) * time.Microsecond, nil
+	}
+	cg.memPeak = func() int64 { n, _ := readInt(filepath.Join(d, "memory.peak")); return n }
+	cg.oomKills = func() int { return keyedInt(filepath.Join(d, "memory.events"), "oom_kill") }
+	return cg, nil
+}
+
+func (c *cgroup) remove() {
+	for _, d := range c.dirs {
+		for i := 0; i < 50; i++ {
+			if err := syscall.Rmdir(d); err == nil || errors.Is(err, os.ErrNotExist) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func writeAll(files map[string]string) error {
+	for f, v := range files {
+		if err := os.WriteFile(f, []byte(v), 0o644); err != nil {
+			return fmt.Errorf("cgroup %s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+func readInt(path string) (int64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+}
+
+func keyedInt(path, key string) int {
+	b, _ := os.ReadFile(path)
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == key {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
+		}
+	}
+	return 0
+}
+
+// agent is `harrier run` in the cgroup.
+type agent struct {
+	cmd     *exec.Cmd
+	api     string
+	token   string
+	metrics string
+	markers string
+	markerN int
+	exited  chan struct{}
+}
+
+func freePort() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent, error) {
+	api, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	watched := filepath.Join(work, "watched")
+	if err := os.MkdirAll(watched, 0o755); err != nil {
+		return nil, err
+	}
+	paths, _ := json.Marshal(append(sensor.DefaultWatchPaths(), watched+"/"))
+	cfg := filepath.Join(work, "harrier.yaml")
+	conf := fmt.Sprintf("dataDir: %s/data\nmetricsAddr: %s\nsensor:\n  watchPaths: %s\nbackend:\n  apiAddr: %s\n  ingestAddr: 127.0.0.1:0\n",
+		work, metrics, paths, api)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		return nil, err
+	}
+	// The shell moves itself into the cgroup, then becomes harrier.
+	script := joinProcs(cg.procsFiles) + `exec "$0" run -c "$CFG"`
+	cmd := exec.CommandContext(ctx, "sh", "-c", script, o.harrier)
+	cmd.Env = append(os.Environ(), "CFG="+cfg, "GOMEMLIMIT=")
+	logf, err := os.Create(filepath.Join(work, "harrier.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGINT) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	a := &agent{cmd: cmd, api: "http://" + api, metrics: "http://" + metrics + "/metrics", markers: filepath.Join(work, "markers"), exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(a.exited) }()
+	if err := os.MkdirAll(a.markers, 0o755); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if tok, err := os.ReadFile(filepath.Join(work, "data", "api-token")); err == nil {
+			if _, err := a.scrape(); err == nil {
+				a.token = strings.TrimSpace(string(tok))
+				time.Sleep(2 * time.Second) // the uplink connects
+				return a, nil
+			}
+		}
+		select {
+		case <-a.exited:
+			log, _ := os.ReadFile(filepath.Join(work, "harrier.log"))
+			return nil, fmt.Errorf("harrier run exited at start:\n%s", log)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil, errors.New("harrier run did not come up in 60 s")
+}
+
+func joinProcs(files []string) string {
+	var b strings.Builder
+	for _, f := range files {
+		fmt.Fprintf(&b, "echo $$ > %q && ", f)
+	}
+	return b.String()
+}
+
+func (a *agent) stop() {
+	_ = a.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-a.exited:
+	case <-time.After(15 * time.Second):
+		_ = a.cmd.Process.Kill()
+	}
+}
+
+func (a *agent) alive() bool {
+	select {
+	case <-a.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+var metricLine = regexp.MustCompile(`^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$`)
+
+// scrape reads the agent's metrics, summing label sets per name.
+func (a *agent) scrape() (map[string]float64, error) {
+	resp, err := http.Get(a.metrics)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if m := metricLine.FindStringSubmatch(sc.Text()); m != nil {
+			v, _ := strconv.ParseFloat(m[3], 64)
+			out[m[1]] += v
+		}
+	}
+	return out, sc.Err()
+}
+
+func (a *agent) measureIdle(ctx context.Context, cg *cgroup, d time.Duration) (stepResult, error) {
+	cpu0, _ := cg.cpuUsage()
+	start := time.Now()
+	var rss, heap float64
+	for time.Since(start) < d {
+		if m, err := a.scrape(); err == nil {
+			rss = math.Max(rss, m["process_resident_memory_bytes"]/(1<<20))
+			heap = math.Max(heap, m["go_memstats_heap_inuse_bytes"]/(1<<20))
+		}
+		select {
+		case <-ctx.Done():
+			return stepResult{}, ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	cpu1, _ := cg.cpuUsage()
+	return stepResult{step: step{Workload: "idle"}, AgentCores: (cpu1 - cpu0).Seconds() / time.Since(start).Seconds(), RSSPeakMiB: rss, HeapPeakMiB: heap, AgentAliveAfter: a.alive()}, nil
+}
+
+// marker execs a fresh copy of /bin/true with the test-alert marker: a new
+// executable each time, so every marker is a new alert (not a repeat).
+func (a *agent) marker() (string, time.Time, error) {
+	a.markerN++
+	name := filepath.Join(a.markers, fmt.Sprintf("m%d", a.markerN))
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		return "", time.Time{}, err
+	}
+	if err := os.WriteFile(name, b, 0o755); err != nil {
+		return "", time.Time{}, err
+	}
+	at := time.Now()
+	return name, at, exec.Command(name, "HARRIER-TEST-ALERT").Run()
+}
+
+// seenMarkers returns, per marker exe, when the backend first listed its alert.
+func (a *agent) pollAlerts(ctx context.Context, want map[string]time.Time, seen map[string]time.Time) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/api/v1/alerts?detection=test-alert&limit=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Alerts []struct {
+			Process struct {
+				Exe string `json:"exe"`
+			} `json:"process"`
+		} `json:"alerts"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if json.Unmarshal(b, &body) != nil {
+		return
+	}
+	now := time.Now()
+	for _, al := range body.Alerts {
+		if _, ok := want[al.Process.Exe]; ok {
+			if _, done := seen[al.Process.Exe]; !done {
+				seen[al.Process.Exe] = now
+			}
+		}
+	}
+}
+
+func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup, s step) (stepResult, error) {
+	r := stepResult{step: s, Drops: map[string]float64{}}
+	before, err := a.scrape()
+	if err != nil {
+		return r, fmt.Errorf("scrape: %w", err)
+	}
+	oom0 := cg.oomKills()
+	cpu0, _ := cg.cpuUsage()
+	start := time.Now()
+
+	type lg struct {
+		res loadResult
+		err error
+	}
+	done := make(chan lg, 2)
+	launch := func(st step) {
+		go func() { res, err := loadgen(ctx, o, work, st, o.stepDuration); done <- lg{res, err} }()
+	}
+	loads := 1
+	if s.Workload == "storm" {
+		// Ten times what the pipeline handles, in watched opens, plus an exec storm.
+		launch(step{Workload: "open-watched", Rate: 500000})
+		launch(step{Workload: "exec", Rate: 5000})
+		loads = 2
+	} else {
+		launch(s)
+	}
+	want := map[string]time.Time{}
+	seen := map[string]time.Time{}
+	nextMarker := time.Now().Add(time.Second)
+	var rss, heap float64
+	finished := 0
+	var load loadResult
+	for finished < loads {
+		select {
+		case l := <-done:
+			finished++
+			if l.err != nil {
+				return r, l.err
+			}
+			load.OpsPerSec += l.res.OpsPerSec
+			load.CPUPerOpUs = l.res.CPUPerOpUs
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(nextMarker) && time.Since(start) < o.stepDuration-time.Second {
+			// One marker every 3 s stays under the per-detection rate limit.
+			name, at, err := a.marker()
+			if err == nil {
+				want[name] = at
+			}
+			nextMarker = time.Now().Add(3 * time.Second)
+		}
+		a.pollAlerts(ctx, want, seen)
+		if m, err := a.scrape(); err == nil {
+			rss = math.Max(rss, m["process_resident_memory_bytes"]/(1<<20))
+			heap = math.Max(heap, m["go_memstats_heap_inuse_bytes"]/(1<<20))
+		}
+	}
+	elapsed := time.Since(start)
+	cpu1, _ := cg.cpuUsage()
+	// Give late alerts up to 10 s.
+	for wait := time.Now().Add(10 * time.Second); len(seen) < len(want) && time.Now().Before(wait); time.Sleep(100 * time.Millisecond) {
+		a.pollAlerts(ctx, want, seen)
+	}
+	after, err := a.scrape()
+	if err != nil {
+		r.AgentAliveAfter = a.alive()
+		return r, nil
+	}
+	var lat []float64
+	for name, at := range want {
+		if t, ok := seen[name]; ok {
+			lat = append(lat, float64(t.Sub(at).Milliseconds()))
+		}
+	}
+	slices.Sort(lat)
+	r.AlertsMissing = len(want) - len(lat)
+	r.AlertP50Ms, r.AlertP99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
+	r.AchievedRate = load.OpsPerSec
+	r.CPUPerOpAgent = load.CPUPerOpUs
+	r.AgentCores = (cpu1 - cpu0).Seconds() / elapsed.Seconds()
+	r.EventsPerSec = (after["harrier_sensor_emitted_total"] - before["harrier_sensor_emitted_total"]) / elapsed.Seconds()
+	r.RSSPeakMiB, r.HeapPeakMiB = rss, heap
+	for name, key := range map[string]string{
+		"harrier_sensor_kernel_ring_full_total": "kernel_ring", "harrier_sensor_queue_shed_total": "shed_fork_exit",
+		"harrier_sensor_queue_dropped_total": "queue", "harrier_analytics_rate_limited_total": "alert_rate_limited",
+		"harrier_spool_evicted_total": "spool_evicted", "harrier_spool_rejected_total": "spool_rejected",
+		"harrier_spool_events_capped_total": "spool_capped",
+	} {
+		r.Drops[key] = after[name] - before[name]
+	}
+	r.OOMKills = cg.oomKills() - oom0
+	r.AgentAliveAfter = a.alive()
+	return r, nil
+}
+
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[int(math.Min(float64(len(sorted)-1), math.Floor(p*float64(len(sorted)))))]
+}
+
+func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
+	fmt.Fprintf(w, "## Budget benchmark: `harrier run` in a cgroup of %.0fm CPU and %d MiB\n\n", o.cpu*1000, o.memBytes>>20)
+	fmt.Fprintf(w, "Idle: %.1fm CPU, RSS %.1f MiB, Go heap %.1f MiB.\n\n", idle.AgentCores*1000, idle.RSSPeakMiB, idle.HeapPeakMiB)
+	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed fork+exit | raw events not spooled (cap) | alert p50 / p99 (missing) | workload slowdown | OOM |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range rs {
+		slow := "—"
+		if r.Slowdown > 0 {
+			slow = fmt.Sprintf("%.2f×", r.Slowdown)
+		}
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f | %.0f | %.0f / %.0f ms (%d) | %s | %d |\n",
+			r.Workload, r.Rate, r.AchievedRate, r.EventsPerSec, r.AgentCores*1000, r.RSSPeakMiB, r.HeapPeakMiB,
+			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
+			r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
+	}
+}
