@@ -35,6 +35,9 @@ func (b backendClient) alerts(ctx context.Context, since time.Time) ([]*api.Aler
 	}
 	req.Header.Set("Authorization", "Bearer "+b.token)
 	resp, err := b.http.Do(req)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("simulation stopped: %w", context.Cause(ctx))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("no Harrier backend answers at %s (start `harrier run`, or pass --api and --token-file): %w", b.base, err)
 	}

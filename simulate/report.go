@@ -18,6 +18,8 @@ type Report struct {
 	Unexpected []AlertRef `json:"unexpected"`
 	// Notes say what was not checked and why.
 	Notes []string `json:"notes,omitempty"`
+	// Error says why the run stopped early; the report is partial then.
+	Error string `json:"error,omitempty"`
 }
 
 // ScenarioReport is one scenario's alerts.
@@ -126,6 +128,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, "Note:", n)
+	}
+	if r.Error != "" {
+		fmt.Fprintln(w, "INCOMPLETE:", r.Error)
+		return nil
 	}
 	if m := r.Missing(); m > 0 {
 		fmt.Fprintf(w, "FAIL: %d expected alert(s) missing\n", m)

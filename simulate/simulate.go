@@ -80,7 +80,12 @@ func RunLocal(ctx context.Context, o Options) (rep *Report, err error) {
 		return nil, err
 	}
 	var undo cleanups
-	defer func() { err = errors.Join(err, undo.run()) }()
+	defer func() {
+		err = errors.Join(err, undo.run())
+		if err != nil && rep != nil {
+			rep.Error = err.Error()
+		}
+	}()
 
 	dir, err := os.MkdirTemp("", "harrier-simulate-")
 	if err != nil {
