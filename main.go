@@ -29,12 +29,18 @@ import (
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/simulate"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// Served into the simulation sandbox as "xmrig", this binary is the
+	// harmless stand-in miner (see harrier simulate).
+	if filepath.Base(os.Args[0]) == simulate.MinerName {
+		os.Exit(simulate.StandInMiner(os.Args[1:], os.Stdout))
+	}
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "harrier:", err)
 		os.Exit(1)
@@ -50,26 +56,9 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newEventsCommand(), newVersionCommand(), newRunCommand(), newAgentCommand(),
 		newBackendCommand(), newCertsCommand())
-	root.AddCommand(newRulesCommand())
-	for _, c := range []struct{ name, short, issue string }{
-		{"simulate", "Run attack scenarios that must raise known alerts", "the simulation issue"},
-	} {
-		root.AddCommand(notYet(c.name, c.short, c.issue))
-	}
+	root.AddCommand(newRulesCommand(), newSimulateCommand())
+	root.AddCommand(newSimulateHelpers()...)
 	return root
-}
-
-// notYet is a command whose part has not landed; it says so rather than
-// pretending to work.
-func notYet(name, short, issue string) *cobra.Command {
-	return &cobra.Command{
-		Use:                name,
-		Short:              short + " (not yet available)",
-		DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error {
-			return fmt.Errorf("%q is not yet available in this build: it arrives with %s", name, issue)
-		},
-	}
 }
 
 func newVersionCommand() *cobra.Command {

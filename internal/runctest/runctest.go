@@ -1,143 +1,52 @@
 // Package runctest starts real OCI containers with runc for integration
-// tests of the sensor.
+// tests of the sensor. The runc plumbing lives in internal/ocirun, which
+// the attack simulation shares; this package ties it to testing.TB: a
+// private temporary directory per container and teardown in t.Cleanup.
 //
-// Every container gets a busybox-static root filesystem assembled in the
-// test's temporary directory and mounted as an overlayfs: the lower layer
-// holds /bin/busybox and its applet symlinks, and everything written from
-// inside the container (or through [Container.CopyIn]) lands in the upper
-// layer, exactly as with a container engine. The container runs in fresh
-// pid, mount, ipc, uts and network namespaces, in the cgroup
-// "/harrier/<ID>".
+// Every container gets a busybox-static root filesystem mounted as an
+// overlayfs (see internal/ocirun) and runs in fresh pid, mount, ipc, uts
+// and network namespaces, in the cgroup "/harrier/<ID>".
 //
-// The helpers need root, runc, a statically linked /bin/busybox and
-// overlayfs; [Available] reports what is missing and [Require] skips the
-// test (or fails it when the CI environment variable is set).
+// [Require] skips the test when containers cannot run here (or fails it
+// when the CI environment variable is set).
 package runctest
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"debug/elf"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/harrier-sec/harrier/internal/ocirun"
 )
 
 const (
 	// BusyboxPath is the statically linked busybox copied into every
 	// container as /bin/busybox.
-	BusyboxPath = "/bin/busybox"
+	BusyboxPath = ocirun.BusyboxPath
 
 	// CgroupParent is the cgroup (relative to each hierarchy's root) under
 	// which every container gets its own cgroup named after its ID.
-	CgroupParent = "/harrier"
+	CgroupParent = ocirun.CgroupParent
 
 	// IDPrefix starts every container ID.
 	IDPrefix = "harrier-test-"
 
 	// DefaultTimeout bounds [Run] when Options.Timeout is zero.
-	DefaultTimeout = 20 * time.Second
-
-	// cmdTimeout bounds the runc calls made during setup and cleanup.
-	cmdTimeout = 30 * time.Second
+	DefaultTimeout = ocirun.DefaultTimeout
 )
 
-// applets are the busybox applets linked into /bin of every rootfs.
-func applets() []string {
-	return []string{
-		"[", "awk", "base64", "basename", "cat", "chmod", "chown", "cp", "cut",
-		"date", "dd", "dirname", "echo", "env", "false", "find", "grep", "head",
-		"hostname", "id", "ifconfig", "ip", "kill", "ln", "ls", "md5sum",
-		"mkdir", "mkfifo", "mktemp", "mv", "nc", "netstat", "nohup", "nslookup",
-		"ping", "printf", "ps", "pwd", "readlink", "realpath", "rm", "rmdir",
-		"sed", "seq", "setsid", "sh", "sha256sum", "sleep", "sort", "stat",
-		"tail", "tar", "tee", "test", "timeout", "touch", "tr", "true", "uname",
-		"uniq", "wc", "wget", "which", "whoami", "xargs",
-	}
-}
-
-// Options describe the container to start.
-type Options struct {
-	// Args is the container's process. Start defaults to "sleep 3600";
-	// Run requires it.
-	Args []string
-	// Env is appended to the default PATH and HOME.
-	Env []string
-	// UID and GID run the process as that user; zero means root.
-	UID, GID uint32
-	// Timeout bounds Run; zero means DefaultTimeout. Start ignores it.
-	Timeout time.Duration
-	// Applets are busybox applets linked into /bin in addition to the
-	// default set (for example "httpd" or "unshare").
-	Applets []string
-	// Image adds files to the read-only lower layer, as if they were part
-	// of the container's image: container path → file. Their parent
-	// directories are created.
-	Image map[string]File
-}
-
-// File is a file of the image: a copy of the host file Host, or Content.
-type File struct {
-	Host    string
-	Content string
-	// Mode defaults to 0755 for a host file and 0644 for Content.
-	Mode os.FileMode
-	// UID and GID own the file (default root).
-	UID, GID int
-}
-
-// Container is one runc container and the files that make it.
-type Container struct {
-	// ID is the runc container ID, "harrier-test-<random hex>".
-	ID string
-	// Bundle is the OCI bundle directory holding config.json, and the
-	// stdout and stderr logs of a container started with Start.
-	Bundle string
-	// Rootfs is the merged overlay mount, the container's "/".
-	Rootfs string
-	// Lower is the read-only lower layer (busybox and /etc).
-	Lower string
-	// Upper is the overlay's upper layer: what the container wrote.
-	Upper string
-
-	runc      string
-	stateRoot string
-}
+// Options, File and Container are ocirun's.
+type (
+	Options   = ocirun.Options
+	File      = ocirun.File
+	Container = ocirun.Container
+)
 
 // Available reports nil when containers can be started here, or an error
 // naming everything that is missing.
-func Available() error {
-	var errs []error
-	if os.Geteuid() != 0 {
-		errs = append(errs, errors.New("not running as root"))
-	}
-	if _, err := runcPath(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := checkStatic(BusyboxPath); err != nil {
-		errs = append(errs, fmt.Errorf("busybox-static: %w", err))
-	}
-	if len(errs) == 0 { // mounting needs root; don't report it twice
-		if err := checkOverlay(); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("runctest unavailable (apt-get install runc busybox-static, run as root): %w", err)
-	}
-	return nil
-}
+func Available() error { return ocirun.Available() }
 
 // Require skips the test when Available reports an error, or fails it when
 // the CI environment variable is set, where the helpers must work.
@@ -149,89 +58,6 @@ func Require(t testing.TB) {
 		}
 		t.Skip(err)
 	}
-}
-
-func runcPath() (string, error) {
-	if p, err := exec.LookPath("runc"); err == nil {
-		return p, nil
-	}
-	const p = "/usr/sbin/runc"
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("runc not found on PATH or at %s: %w", p, err)
-	}
-	return p, nil
-}
-
-// checkStatic returns an error unless path is a statically linked ELF
-// executable (one without a program interpreter).
-func checkStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("%s is dynamically linked", path)
-		}
-	}
-	return nil
-}
-
-// checkOverlay mounts and unmounts a throwaway overlayfs.
-func checkOverlay() error {
-	dir, err := os.MkdirTemp("", "runctest-overlay-")
-	if err != nil {
-		return fmt.Errorf("overlayfs check: %w", err)
-	}
-	defer os.RemoveAll(dir)
-	l, err := newLayers(dir)
-	if err != nil {
-		return fmt.Errorf("overlayfs check: %w", err)
-	}
-	if err := l.mount(); err != nil {
-		return fmt.Errorf("overlayfs check: %w", err)
-	}
-	if err := l.unmount(); err != nil {
-		return fmt.Errorf("overlayfs check: %w", err)
-	}
-	return nil
-}
-
-type layers struct{ lower, upper, work, merged string }
-
-func newLayers(dir string) (layers, error) {
-	l := layers{
-		lower:  filepath.Join(dir, "lower"),
-		upper:  filepath.Join(dir, "upper"),
-		work:   filepath.Join(dir, "work"),
-		merged: filepath.Join(dir, "merged"),
-	}
-	for _, d := range []string{l.lower, l.upper, l.work, l.merged} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return l, err
-		}
-	}
-	return l, nil
-}
-
-func (l layers) mount() error {
-	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", l.lower, l.upper, l.work)
-	if err := unix.Mount("overlay", l.merged, "overlay", 0, data); err != nil {
-		return fmt.Errorf("mount overlay at %s: %w", l.merged, err)
-	}
-	return nil
-}
-
-func (l layers) unmount() error {
-	err := unix.Unmount(l.merged, 0)
-	if errors.Is(err, unix.EBUSY) {
-		err = unix.Unmount(l.merged, unix.MNT_DETACH)
-	}
-	if err != nil && !errors.Is(err, unix.EINVAL) { // EINVAL: not mounted
-		return fmt.Errorf("unmount %s: %w", l.merged, err)
-	}
-	return nil
 }
 
 // Start starts a detached container running opts.Args (default
@@ -246,7 +72,7 @@ func Start(t testing.TB, opts Options) *Container {
 	if err != nil {
 		t.Fatalf("runctest: %v", err)
 	}
-	if err := c.runDetached(); err != nil {
+	if err := c.Start(); err != nil {
 		t.Fatalf("runctest: %v", err)
 	}
 	return c
@@ -269,367 +95,27 @@ func Run(t testing.TB, opts Options) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("runctest: %w", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeoutCause(context.Background(), timeout,
+		fmt.Errorf("%w after %v", context.DeadlineExceeded, timeout))
 	defer cancel()
-	var stdout, stderr bytes.Buffer
-	cmd := c.command(ctx, "run", "--bundle", c.Bundle, c.ID)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	// runc forwards signals to the container's init, which as pid 1
-	// ignores SIGTERM; kill the container itself instead of runc.
-	cmd.Cancel = func() error {
-		kctx, kcancel := context.WithTimeout(context.Background(), cmdTimeout)
-		defer kcancel()
-		return c.command(kctx, "kill", c.ID, "KILL").Run()
+	out, err := c.Run(ctx)
+	if err != nil {
+		return out, fmt.Errorf("runctest: %w", err)
 	}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w after %v (%w)", ctx.Err(), timeout, err)
-		}
-		return stdout.String(), fmt.Errorf("runctest: runc run %s: %w; stderr: %s",
-			c.ID, err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return out, nil
 }
 
-// create builds the bundle and root filesystem, mounts the overlay and
-// registers the teardown; it does not start the container.
+// create makes the container in a test temporary directory and registers
+// its teardown; it does not start it.
 func create(t testing.TB, opts Options) (*Container, error) {
-	runc, err := runcPath()
+	c, err := ocirun.Create(t.TempDir(), IDPrefix, opts)
 	if err != nil {
-		return nil, err
-	}
-	id, err := newID()
-	if err != nil {
-		return nil, err
-	}
-	dir := t.TempDir()
-	l, err := newLayers(filepath.Join(dir, "rootfs"))
-	if err != nil {
-		return nil, fmt.Errorf("create layers: %w", err)
-	}
-	c := &Container{
-		ID:        id,
-		Bundle:    filepath.Join(dir, "bundle"),
-		Rootfs:    l.merged,
-		Lower:     l.lower,
-		Upper:     l.upper,
-		runc:      runc,
-		stateRoot: filepath.Join(dir, "runc-state"),
-	}
-	for _, d := range []string{c.Bundle, c.stateRoot} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return nil, fmt.Errorf("create bundle: %w", err)
-		}
-	}
-	if err := buildLower(l.lower, opts.Applets, opts.Image); err != nil {
-		return nil, fmt.Errorf("build rootfs: %w", err)
-	}
-	if err := l.mount(); err != nil {
 		return nil, err
 	}
 	t.Cleanup(func() {
-		if err := c.teardown(l); err != nil {
+		if err := c.Teardown(); err != nil {
 			t.Errorf("runctest: teardown of %s: %v", c.ID, err)
 		}
 	})
-	spec, err := json.MarshalIndent(newSpec(c.ID, c.Rootfs, opts), "", "\t")
-	if err != nil {
-		return nil, fmt.Errorf("marshal config.json: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(c.Bundle, "config.json"), spec, 0o600); err != nil {
-		return nil, fmt.Errorf("write config.json: %w", err)
-	}
 	return c, nil
-}
-
-func newID() (string, error) {
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("container ID: %w", err)
-	}
-	return IDPrefix + hex.EncodeToString(b), nil
-}
-
-// buildLower fills the lower layer: busybox, its applets, /etc and the
-// mount points.
-func buildLower(lower string, extra []string, image map[string]File) error {
-	for _, d := range []string{"bin", "etc", "tmp", "proc", "dev", "sys", "root", "home/user", "var/tmp", "run"} {
-		if err := os.MkdirAll(filepath.Join(lower, d), 0o755); err != nil {
-			return err
-		}
-	}
-	for _, d := range []string{"tmp", "var/tmp"} {
-		if err := os.Chmod(filepath.Join(lower, d), 0o1777); err != nil {
-			return err
-		}
-	}
-	if err := os.Chown(filepath.Join(lower, "home/user"), 1000, 1000); err != nil {
-		return err
-	}
-	if err := copyFile(BusyboxPath, filepath.Join(lower, "bin/busybox"), 0o755); err != nil {
-		return err
-	}
-	linked := map[string]bool{}
-	for _, a := range append(applets(), extra...) {
-		if linked[a] {
-			continue
-		}
-		linked[a] = true
-		if err := os.Symlink("busybox", filepath.Join(lower, "bin", a)); err != nil {
-			return err
-		}
-	}
-	files := map[string]string{
-		"etc/passwd": "root:x:0:0:root:/root:/bin/sh\n" +
-			"user:x:1000:1000:user:/home/user:/bin/sh\n" +
-			"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
-		"etc/group": "root:x:0:\nuser:x:1000:\nnogroup:x:65534:\n",
-		"etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost\n",
-	}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(lower, name), []byte(content), 0o644); err != nil {
-			return err
-		}
-	}
-	for name, f := range image {
-		if err := addImageFile(lower, name, f); err != nil {
-			return fmt.Errorf("image file %s: %w", name, err)
-		}
-	}
-	return nil
-}
-
-func addImageFile(lower, name string, f File) error {
-	dst := filepath.Join(lower, filepath.Clean("/"+name))
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
-	}
-	mode := f.Mode
-	if f.Host != "" {
-		if mode == 0 {
-			mode = 0o755
-		}
-		if err := copyFile(f.Host, dst, mode); err != nil {
-			return err
-		}
-	} else {
-		if mode == 0 {
-			mode = 0o644
-		}
-		if err := os.WriteFile(dst, []byte(f.Content), mode); err != nil {
-			return err
-		}
-		if err := os.Chmod(dst, mode); err != nil { // WriteFile's mode is subject to the umask
-			return err
-		}
-	}
-	return os.Chown(dst, f.UID, f.GID)
-}
-
-func copyFile(src, dst string, mode os.FileMode) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-	}()
-	if _, err := io.Copy(out, in); err != nil {
-		return err
-	}
-	// OpenFile's mode is subject to the umask and ignored for an
-	// existing file.
-	return out.Chmod(mode)
-}
-
-// command returns a runc command using the container's private state root.
-func (c *Container) command(ctx context.Context, args ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, c.runc, append([]string{"--root", c.stateRoot}, args...)...)
-}
-
-// runDetached starts the container with "runc run --detach". runc hands
-// its own stdio to the container's process, so they are files in the
-// bundle: pipes would keep Wait blocked for the container's lifetime.
-func (c *Container) runDetached() error {
-	stdout, err := os.Create(filepath.Join(c.Bundle, "stdout.log"))
-	if err != nil {
-		return err
-	}
-	defer stdout.Close()
-	stderr, err := os.Create(filepath.Join(c.Bundle, "stderr.log"))
-	if err != nil {
-		return err
-	}
-	defer stderr.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := c.command(ctx, "run", "--detach", "--bundle", c.Bundle, c.ID)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Run(); err != nil {
-		msg, _ := os.ReadFile(stderr.Name())
-		return fmt.Errorf("runc run --detach %s: %w: %s", c.ID, err, strings.TrimSpace(string(msg)))
-	}
-	return nil
-}
-
-// Exec runs args inside the running container with "runc exec" and returns
-// their combined output. Cancelling ctx sends SIGTERM, which runc forwards
-// to the process, and kills runc 2s later.
-func (c *Container) Exec(ctx context.Context, args ...string) (string, error) {
-	return c.exec(ctx, nil, args)
-}
-
-// ExecAs is Exec as the user uid:gid.
-func (c *Container) ExecAs(ctx context.Context, uid, gid uint32, args ...string) (string, error) {
-	return c.exec(ctx, []string{"--user", fmt.Sprintf("%d:%d", uid, gid)}, args)
-}
-
-func (c *Container) exec(ctx context.Context, flags, args []string) (string, error) {
-	if len(args) == 0 {
-		return "", errors.New("runctest: Exec needs a command")
-	}
-	runcArgs := append(append([]string{"exec"}, flags...), c.ID)
-	cmd := c.command(ctx, append(runcArgs, args...)...)
-	cmd.Cancel = func() error { return cmd.Process.Signal(unix.SIGTERM) }
-	cmd.WaitDelay = 2 * time.Second
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("runctest: runc exec %s %s %q: %w", strings.Join(flags, " "), c.ID, args, err)
-	}
-	return string(out), nil
-}
-
-// State is the part of "runc state" used here.
-type State struct {
-	ID     string `json:"id"`
-	PID    int    `json:"pid"`
-	Status string `json:"status"`
-}
-
-// State returns "runc state" of the container.
-func (c *Container) State() (State, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := c.command(ctx, "state", c.ID)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return State{}, fmt.Errorf("runctest: runc state %s: %w: %s", c.ID, err, strings.TrimSpace(stderr.String()))
-	}
-	var s State
-	if err := json.Unmarshal(out, &s); err != nil {
-		return State{}, fmt.Errorf("runctest: runc state %s: %w", c.ID, err)
-	}
-	return s, nil
-}
-
-// InitPID returns the host PID of the container's init process.
-func (c *Container) InitPID() (int, error) {
-	s, err := c.State()
-	if err != nil {
-		return 0, err
-	}
-	if s.PID <= 0 || s.Status != "running" {
-		return 0, fmt.Errorf("runctest: container %s is %s (pid %d)", c.ID, s.Status, s.PID)
-	}
-	return s.PID, nil
-}
-
-// Path returns the host path of containerPath in the merged root
-// filesystem.
-func (c *Container) Path(containerPath string) string {
-	return filepath.Join(c.Rootfs, filepath.Clean("/"+containerPath))
-}
-
-// UpperPath returns where containerPath lives in the upper layer once the
-// container (or CopyIn) has written it.
-func (c *Container) UpperPath(containerPath string) string {
-	return filepath.Join(c.Upper, filepath.Clean("/"+containerPath))
-}
-
-// CopyIn copies the host file hostPath to containerPath in the container's
-// root filesystem, creating parent directories. The copy lands in the
-// overlay's upper layer.
-func (c *Container) CopyIn(hostPath, containerPath string, mode os.FileMode) error {
-	dst := c.Path(containerPath)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("runctest: copy %s into %s: %w", hostPath, c.ID, err)
-	}
-	if err := copyFile(hostPath, dst, mode); err != nil {
-		return fmt.Errorf("runctest: copy %s into %s: %w", hostPath, c.ID, err)
-	}
-	return nil
-}
-
-// Stdout returns what a container started with Start has written to its
-// standard output so far.
-func (c *Container) Stdout() (string, error) {
-	b, err := os.ReadFile(filepath.Join(c.Bundle, "stdout.log"))
-	return string(b), err
-}
-
-// teardown kills and deletes the container, unmounts the overlay and
-// removes the container's cgroups. It tries every step.
-func (c *Container) teardown(l layers) error {
-	var errs []error
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	// Kill fails when the container has exited or was never created;
-	// delete -f covers both.
-	_ = c.command(ctx, "kill", c.ID, "KILL").Run()
-	if out, err := c.command(ctx, "delete", "--force", c.ID).CombinedOutput(); err != nil &&
-		!strings.Contains(string(out), "does not exist") {
-		errs = append(errs, fmt.Errorf("runc delete: %w: %s", err, strings.TrimSpace(string(out))))
-	}
-	if err := l.unmount(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := removeCgroups(c.ID); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-// removeCgroups removes CgroupParent/id from every cgroup hierarchy. The
-// shared parent is left alone: other tests may be creating siblings.
-func removeCgroups(id string) error {
-	dirs, err := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", CgroupParent, id))
-	if err != nil {
-		return err
-	}
-	// cgroup2 mounted directly at /sys/fs/cgroup.
-	dirs = append(dirs, filepath.Join("/sys/fs/cgroup", CgroupParent, id))
-	var errs []error
-	for _, d := range dirs {
-		if err := rmdirRetry(d); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// rmdirRetry removes an empty cgroup, waiting briefly for killed
-// processes to leave it.
-func rmdirRetry(dir string) error {
-	var err error
-	for range 50 {
-		err = unix.Rmdir(dir)
-		if err == nil || errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		if !errors.Is(err, unix.EBUSY) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("remove cgroup %s: %w", dir, err)
 }

@@ -1,4 +1,4 @@
-package runctest
+package ocirun
 
 import "fmt"
 
@@ -87,15 +87,38 @@ func defaultCaps() []string {
 }
 
 func newSpec(id, rootfs string, opts Options) spec {
-	home := "/root"
-	if opts.UID != 0 {
+	home := opts.Home
+	switch {
+	case home != "":
+	case opts.UID != 0:
 		home = "/home/user"
+	default:
+		home = "/root"
 	}
 	env := append([]string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + home,
 	}, opts.Env...)
 	caps := defaultCaps()
+	mounts := []mount{
+		{Destination: "/proc", Type: "proc", Source: "proc",
+			Options: []string{"nosuid", "noexec", "nodev"}},
+		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs",
+			Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
+		{Destination: "/dev/pts", Type: "devpts", Source: "devpts",
+			Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
+		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
+			Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs",
+			Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	}
+	for _, b := range opts.Mounts {
+		o := []string{"rbind", "nosuid", "nodev"}
+		if b.ReadOnly {
+			o = append(o, "ro")
+		}
+		mounts = append(mounts, mount{Destination: b.Destination, Type: "bind", Source: b.Source, Options: o})
+	}
 	return spec{
 		OCIVersion: "1.0.2",
 		Process: process{
@@ -112,18 +135,7 @@ func newSpec(id, rootfs string, opts Options) spec {
 		},
 		Root:     root{Path: rootfs},
 		Hostname: id,
-		Mounts: []mount{
-			{Destination: "/proc", Type: "proc", Source: "proc",
-				Options: []string{"nosuid", "noexec", "nodev"}},
-			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs",
-				Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
-			{Destination: "/dev/pts", Type: "devpts", Source: "devpts",
-				Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
-			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm",
-				Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
-			{Destination: "/sys", Type: "sysfs", Source: "sysfs",
-				Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		},
+		Mounts:   mounts,
 		Linux: linux{
 			CgroupsPath: fmt.Sprintf("%s/%s", CgroupParent, id),
 			Namespaces: []namespace{

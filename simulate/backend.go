@@ -1,0 +1,137 @@
+package simulate
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// backendClient reads alerts from a Harrier backend's API.
+type backendClient struct {
+	base, token string
+	http        *http.Client
+}
+
+// check fails with a clear message when no backend answers or the token is
+// refused.
+func (b backendClient) check(ctx context.Context) error {
+	_, err := b.alerts(ctx, time.Now())
+	return err
+}
+
+func (b backendClient) alerts(ctx context.Context, since time.Time) ([]*api.Alert, error) {
+	u := b.base + "/api/v1/alerts?limit=1000&since=" + url.QueryEscape(since.UTC().Format(time.RFC3339Nano))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	resp, err := b.http.Do(req)
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("simulation stopped: %w", context.Cause(ctx))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("no Harrier backend answers at %s (start `harrier run`, or pass --api and --token-file): %w", b.base, err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusOK:
+	case http.StatusUnauthorized:
+		return nil, fmt.Errorf("the backend at %s refused the API token (--token-file)", b.base)
+	default:
+		return nil, fmt.Errorf("the backend at %s answered %s", b.base, resp.Status)
+	}
+	var list struct {
+		Alerts []json.RawMessage `json:"alerts"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		return nil, fmt.Errorf("alerts from %s: %w", b.base, err)
+	}
+	out := make([]*api.Alert, 0, len(list.Alerts))
+	opts := protojson.UnmarshalOptions{DiscardUnknown: true}
+	for _, raw := range list.Alerts {
+		a := &api.Alert{}
+		if err := opts.Unmarshal(raw, a); err != nil {
+			return nil, fmt.Errorf("alert from %s: %w", b.base, err)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// sighting is an alert and when the simulator first saw it at the API.
+type sighting struct {
+	alert *api.Alert
+	seen  time.Time
+}
+
+// watcher polls the backend and remembers when each alert of the sandbox's
+// containers first became visible.
+type watcher struct {
+	b      backendClient
+	since  time.Time
+	prefix string // the sandbox's container ID prefix
+	seen   map[string]sighting
+	order  []string
+}
+
+func (w *watcher) poll(ctx context.Context) error {
+	alerts, err := w.b.alerts(ctx, w.since)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, a := range alerts {
+		if !strings.HasPrefix(a.GetContainer().GetId(), w.prefix) {
+			continue
+		}
+		if _, ok := w.seen[a.GetId()]; !ok {
+			w.seen[a.GetId()] = sighting{alert: a, seen: now}
+			w.order = append(w.order, a.GetId())
+		}
+	}
+	return nil
+}
+
+// find returns the first-seen alert of detection in container, if any.
+func (w *watcher) find(container, detection string) (sighting, bool) {
+	for _, id := range w.order {
+		s := w.seen[id]
+		if s.alert.GetContainer().GetId() == container && s.alert.GetDetectionId() == detection {
+			return s, true
+		}
+	}
+	return sighting{}, false
+}
+
+// waitFor polls until every detection has an alert in container or the
+// deadline passes.
+func (w *watcher) waitFor(ctx context.Context, container string, detections []string, deadline time.Time) error {
+	for {
+		if err := w.poll(ctx); err != nil {
+			return err
+		}
+		missing := false
+		for _, d := range detections {
+			if _, ok := w.find(container, d); !ok {
+				missing = true
+			}
+		}
+		if !missing || time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
