@@ -31,7 +31,7 @@ func TestSimulateLocalAcceptance(t *testing.T) {
 	start := time.Now()
 	bin := buildHarrier(t)
 	dataDir := t.TempDir()
-	base, token := startRun(t, bin, dataDir)
+	base, token := startRun(t, bin, dataDir, "metricsAddr: \"off\"\n")
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
