@@ -24,6 +24,11 @@ type Config struct {
 	// Empty means DefaultWatchPaths. WatchAllFiles disables the filter (debugging only).
 	WatchPaths    []string `json:"watchPaths,omitempty"`
 	WatchAllFiles bool     `json:"watchAllFiles,omitempty"`
+	// HomeWatchPaths are watched inside every home directory: each is
+	// matched against what follows /root or /home/<user> (also inside
+	// containers), e.g. "/.ssh/" or "/.bash_history". Empty means
+	// DefaultHomeWatchPaths.
+	HomeWatchPaths []string `json:"homeWatchPaths,omitempty"`
 	// ProcessCacheSize bounds the live-process cache; ExitedProcesses bounds the
 	// recently-exited entries kept for late events and ancestry.
 	ProcessCacheSize int `json:"processCacheSize,omitempty"`
@@ -57,7 +62,6 @@ func DefaultWatchPaths() []string {
 		"/etc/ld.so.preload", "/etc/ld.so.conf", "/etc/pam.d/", "/etc/ssh/",
 		"/etc/crontab", "/etc/cron.", "/var/spool/cron/", "/etc/systemd/system/",
 		"/etc/kubernetes/", "/var/lib/kubelet/", "/etc/rancher/", "/var/lib/rancher/k3s/server/",
-		"/root/", "/home/",
 		"/var/run/secrets/", "/run/secrets/",
 		"/var/log/", "/boot/", "/lib/modules/",
 		"/proc/sys/vm/nr_hugepages", "/dev/cpu/", "/sys/module/msr/",
@@ -65,6 +69,22 @@ func DefaultWatchPaths() []string {
 		"/var/run/docker.sock", "/run/containerd/containerd.sock", "/var/run/crio/crio.sock",
 	}
 }
+
+// DefaultHomeWatchPaths are the credential, history and login files of a
+// home directory (/root and /home/<user>): keys, cloud and registry
+// credentials, kubeconfigs, shell histories and start-up files. The rest of
+// a home directory (sources, build caches) is not watched.
+func DefaultHomeWatchPaths() []string {
+	return []string{
+		"/.ssh/", "/.aws/", "/.kube/", "/.docker/", "/.gnupg/", "/.azure/", "/.config/gcloud/",
+		"/.git-credentials", "/.netrc", "/.pgpass", "/.my.cnf", "/.vault-token", "/.npmrc", "/.pypirc",
+		"/.bash_history", "/.zsh_history", "/.ash_history", "/.sh_history", "/.history", "/.python_history",
+		"/.mysql_history", "/.psql_history", "/.node_repl_history", "/.lesshst", "/.viminfo",
+		"/.local/share/fish/", "/.bashrc", "/.bash_profile", "/.profile", "/.zshrc", "/.config/autostart/",
+	}
+}
+
+const maxHomeWatchPaths = 128 // the home_paths map's size
 
 const (
 	defaultRingBufferBytes = 8 << 20
@@ -92,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if len(c.WatchPaths) == 0 {
 		c.WatchPaths = DefaultWatchPaths()
+	}
+	if len(c.HomeWatchPaths) == 0 {
+		c.HomeWatchPaths = DefaultHomeWatchPaths()
 	}
 	if c.ProcessCacheSize == 0 {
 		c.ProcessCacheSize = defaultProcessCache
@@ -141,6 +164,17 @@ func (c Config) Validate() error {
 	}
 	if _, err := ParseKinds(c.ShedKinds); err != nil {
 		errs = append(errs, fmt.Errorf("shedKinds: %w", err))
+	}
+	if len(c.HomeWatchPaths) > maxHomeWatchPaths {
+		errs = append(errs, fmt.Errorf("homeWatchPaths: %d entries, at most %d", len(c.HomeWatchPaths), maxHomeWatchPaths))
+	}
+	for i, p := range c.HomeWatchPaths {
+		switch {
+		case !strings.HasPrefix(p, "/") || len(p) < 2:
+			errs = append(errs, fmt.Errorf("homeWatchPaths[%d] %q: must start with / (relative to the home directory)", i, p))
+		case len(p) > maxWatchPrefixBytes:
+			errs = append(errs, fmt.Errorf("homeWatchPaths[%d]: longer than %d bytes", i, maxWatchPrefixBytes))
+		}
 	}
 	for i, p := range c.WatchPaths {
 		switch {

@@ -33,6 +33,7 @@ type Status struct {
 	CgroupHierarchy string        `json:"cgroupHierarchy"`
 	RingBufferBytes int           `json:"ringBufferBytes"`
 	WatchPaths      int           `json:"watchPaths"`
+	HomeWatchPaths  int           `json:"homeWatchPaths"`
 	SeededProcesses int           `json:"seededProcesses"`
 	Probes          []ProbeStatus `json:"probes"`
 	// Syscalls the dispatcher reports on this architecture.
@@ -170,6 +171,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	}
 	s.status.RingBufferBytes = cfg.RingBufferBytes
 	s.status.WatchPaths = len(cfg.WatchPaths)
+	s.status.HomeWatchPaths = len(cfg.HomeWatchPaths)
 
 	s.reader, err = ringbuf.NewReader(s.kern.maps["events"])
 	if err != nil {
@@ -235,6 +237,14 @@ func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
 			if err := dirs.Put(&dk, uint8(1)); err != nil {
 				return fmt.Errorf("add watch directory %q: %w", d, err)
 			}
+		}
+	}
+	for _, p := range s.cfg.HomeWatchPaths {
+		var key lpmKey
+		n := copy(key.Data[:], p)
+		key.PrefixLen = uint32(n * 8)
+		if err := maps["home_paths"].Put(&key, uint8(1)); err != nil {
+			return fmt.Errorf("add home watch path %q: %w", p, err)
 		}
 	}
 	// The sensor protects itself: a signal to it is a tamper attempt.

@@ -76,6 +76,7 @@ const (
 	sensorMapDirCache       = "dir_cache"
 	sensorMapEventScratch   = "event_scratch"
 	sensorMapEvents         = "events"
+	sensorMapHomePaths      = "home_paths"
 	sensorMapKeyScratch     = "key_scratch"
 	sensorMapPathGeneration = "path_generation"
 	sensorMapPathScratch    = "path_scratch"
@@ -157,6 +158,7 @@ type sensorMapSpecs struct {
 	DirCache       *ebpf.MapSpec `ebpf:"dir_cache"`
 	EventScratch   *ebpf.MapSpec `ebpf:"event_scratch"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	HomePaths      *ebpf.MapSpec `ebpf:"home_paths"`
 	KeyScratch     *ebpf.MapSpec `ebpf:"key_scratch"`
 	PathGeneration *ebpf.MapSpec `ebpf:"path_generation"`
 	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
@@ -200,6 +202,7 @@ type sensorMaps struct {
 	DirCache       *ebpf.Map `ebpf:"dir_cache"`
 	EventScratch   *ebpf.Map `ebpf:"event_scratch"`
 	Events         *ebpf.Map `ebpf:"events"`
+	HomePaths      *ebpf.Map `ebpf:"home_paths"`
 	KeyScratch     *ebpf.Map `ebpf:"key_scratch"`
 	PathGeneration *ebpf.Map `ebpf:"path_generation"`
 	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
@@ -215,6 +218,7 @@ func (m *sensorMaps) Close() error {
 		m.DirCache,
 		m.EventScratch,
 		m.Events,
+		m.HomePaths,
 		m.KeyScratch,
 		m.PathGeneration,
 		m.PathScratch,

@@ -753,3 +753,37 @@ func TestShedOrderUnderOverload(t *testing.T) {
 		t.Fatalf("queue holds %d events, want it full (%d)", i, s.QueueSize())
 	}
 }
+
+// TestHomeWatchPaths: inside a home directory only the credential, history
+// and login files are watched, for /root and every /home/<user>, in a
+// container as on the host; sources and caches next to them are not.
+func TestHomeWatchPaths(t *testing.T) {
+	runctest.Require(t)
+	c := startSensor(t, Config{})
+	files := map[string]runctest.File{}
+	for _, p := range []string{"/home/app/.aws/credentials", "/home/app/src/main.go", "/root/.ssh/known_hosts",
+		"/root/.cache/go-build/x", "/home/app/.bash_history", "/home/app/.cache/pip/x", "/homely/.ssh/id_rsa"} {
+		files[p] = runctest.File{Content: "x\n"}
+	}
+	ctr := runctest.Start(t, runctest.Options{Image: files})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var script strings.Builder
+	for p := range files {
+		script.WriteString("cat " + p + " >/dev/null; ")
+	}
+	if out, err := ctr.Exec(ctx, "sh", "-c", script.String()); err != nil {
+		t.Fatalf("exec in container: %v %s", err, out)
+	}
+	opened := func(path string) func(*api.Event) bool {
+		return func(ev *api.Event) bool {
+			return ev.GetContainer().GetId() == ctr.ID && ev.GetFileOpen().GetPath() == path
+		}
+	}
+	for _, p := range []string{"/home/app/.aws/credentials", "/root/.ssh/known_hosts", "/home/app/.bash_history"} {
+		c.waitFor(t, "open of "+p, opened(p))
+	}
+	for _, p := range []string{"/home/app/src/main.go", "/root/.cache/go-build/x", "/home/app/.cache/pip/x", "/homely/.ssh/id_rsa"} {
+		c.none(t, "open of "+p, opened(p))
+	}
+}

@@ -246,6 +246,17 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } watch_paths SEC(".maps");
 
+/* Paths watched inside every home directory ("/.ssh/", "/.bash_history"),
+ * matched against what follows "/root" or "/home/<user>". Watching whole home
+ * directories would report every build, cache and editor file in them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 128);
+	__type(key, struct lpm_key);
+	__type(value, u8);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} home_paths SEC(".maps");
+
 /* Every directory prefix ("/", "/etc/") of a watched path, so the kernel can
  * tell a directory that may hold watched files from one that cannot. */
 struct {
@@ -530,8 +541,37 @@ static __always_inline struct file *fd_file(long fd)
 	return f;
 }
 
+/* HOME_USER_MAX bounds the user name component of /home/<user>/. */
+#define HOME_USER_MAX 64
+
+/* home_rest returns the offset in pb->buf of what follows the home directory
+ * of the path at pos ("/root/x" gives the offset of "/x", as does
+ * "/home/bob/x"), or PATH_MAX when the path is not inside a home directory. */
+static __always_inline u32 home_rest(struct path_buf *pb, u32 pos)
+{
+	char head[6];
+	if (pos + sizeof(head) >= PATH_MAX)
+		return PATH_MAX;
+	if (bpf_probe_read_kernel(head, sizeof(head), &pb->buf[pos & (PATH_MAX - 1)]) != 0)
+		return PATH_MAX;
+	if (head[0] != '/')
+		return PATH_MAX;
+	if (head[1] == 'r' && head[2] == 'o' && head[3] == 'o' && head[4] == 't' && head[5] == '/')
+		return pos + 5;
+	if (!(head[1] == 'h' && head[2] == 'o' && head[3] == 'm' && head[4] == 'e' && head[5] == '/'))
+		return PATH_MAX;
+	for (u32 i = 6; i < 6 + HOME_USER_MAX; i++) {
+		u32 off = pos + i;
+		if (off >= PATH_MAX)
+			return PATH_MAX;
+		if (pb->buf[off & (PATH_MAX - 1)] == '/')
+			return i == 6 ? PATH_MAX : off;
+	}
+	return PATH_MAX;
+}
+
 /* watched reports whether the path at pb->buf[pos..PATH_MAX) starts with a
- * watched prefix. */
+ * watched prefix, or lies under a watched path of a home directory. */
 static __always_inline bool watched(struct path_buf *pb, u32 pos)
 {
 	u32 zero = 0;
@@ -549,7 +589,19 @@ static __always_inline bool watched(struct path_buf *pb, u32 pos)
 	if (bpf_probe_read_kernel(key->data, len, &pb->buf[pos & (PATH_MAX - 1)]) != 0)
 		return false;
 	key->prefixlen = len * 8;
-	return bpf_map_lookup_elem(&watch_paths, key) != NULL;
+	if (bpf_map_lookup_elem(&watch_paths, key) != NULL)
+		return true;
+	u32 rest = home_rest(pb, pos);
+	if (rest >= PATH_MAX)
+		return false;
+	len = PATH_MAX - rest;
+	if (len > LPM_DATA - 1)
+		len = LPM_DATA - 1;
+	asm volatile("%[l] &= 0xff" : [l] "+r"(len));
+	if (bpf_probe_read_kernel(key->data, len, &pb->buf[rest & (PATH_MAX - 1)]) != 0)
+		return false;
+	key->prefixlen = len * 8;
+	return bpf_map_lookup_elem(&home_paths, key) != NULL;
 }
 
 /* dir_unwatchable reports whether no file directly in the directory of the
@@ -563,6 +615,9 @@ static __always_inline bool dir_unwatchable(struct path_buf *pb, u32 pos, u32 le
 		return false;
 	u32 dlen = PATH_MAX - pos - leaf; /* includes the trailing '/' */
 	if (dlen == 0 || dlen > LPM_DATA - 1)
+		return false;
+	/* Any directory in a home directory may hold a watched home path. */
+	if (home_rest(pb, pos) < PATH_MAX)
 		return false;
 	struct lpm_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
 	if (!key)
