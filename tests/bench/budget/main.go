@@ -43,20 +43,24 @@ type step struct {
 // stepResult is one row of the report.
 type stepResult struct {
 	step
-	AchievedRate    float64            `json:"achieved_rate"`
-	EventsPerSec    float64            `json:"pipeline_events_per_sec"`
-	AgentCores      float64            `json:"agent_cpu_cores"`
-	RSSPeakMiB      float64            `json:"rss_peak_mib"`
-	HeapPeakMiB     float64            `json:"heap_peak_mib"`
-	Drops           map[string]float64 `json:"drops"`
-	AlertP50Ms      float64            `json:"alert_latency_p50_ms"`
-	AlertP99Ms      float64            `json:"alert_latency_p99_ms"`
-	AlertsMissing   int                `json:"alerts_missing"`
-	CPUPerOpBase    float64            `json:"cpu_per_op_us_without_agent"`
-	CPUPerOpAgent   float64            `json:"cpu_per_op_us_with_agent"`
-	Slowdown        float64            `json:"slowdown"`
-	OOMKills        int                `json:"oom_kills"`
-	AgentAliveAfter bool               `json:"agent_alive_after"`
+	AchievedRate  float64            `json:"achieved_rate"`
+	EventsPerSec  float64            `json:"pipeline_events_per_sec"`
+	AgentCores    float64            `json:"agent_cpu_cores"`
+	RSSPeakMiB    float64            `json:"rss_peak_mib"`
+	HeapPeakMiB   float64            `json:"heap_peak_mib"`
+	Drops         map[string]float64 `json:"drops"`
+	AlertP50Ms    float64            `json:"alert_latency_p50_ms"`
+	AlertP99Ms    float64            `json:"alert_latency_p99_ms"`
+	AlertsMissing int                `json:"alerts_missing"`
+	CPUPerOpBase  float64            `json:"cpu_per_op_us_without_agent"`
+	CPUPerOpAgent float64            `json:"cpu_per_op_us_with_agent"`
+	Slowdown      float64            `json:"slowdown"`
+	OOMKills      int                `json:"oom_kills"`
+	// Storm only: `harrier simulate --local` played during the storm; did
+	// every expected alert arrive within its timeout?
+	AttackDetected  *bool  `json:"attack_detected_during_storm,omitempty"`
+	AttackReport    string `json:"attack_report,omitempty"`
+	AgentAliveAfter bool   `json:"agent_alive_after"`
 }
 
 type options struct {
@@ -538,6 +542,19 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	} else {
 		launch(s)
 	}
+	var attack chan error
+	var attackOut strings.Builder
+	if s.Workload == "storm" {
+		// The attack starts once the storm is on.
+		attack = make(chan error, 1)
+		go func() {
+			time.Sleep(2 * time.Second)
+			cmd := exec.CommandContext(ctx, o.harrier, "simulate", "--local", "--scenario", "webshell,secrets,mining",
+				"--api", a.api, "--token-file", filepath.Join(work, "data", "api-token"), "--timeout", "15s")
+			cmd.Stdout, cmd.Stderr = &attackOut, &attackOut
+			attack <- cmd.Run()
+		}()
+	}
 	want := map[string]time.Time{}
 	seen := map[string]time.Time{}
 	nextMarker := time.Now().Add(time.Second)
@@ -604,6 +621,11 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	}
 	r.OOMKills = cg.oomKills() - oom0
 	r.AgentAliveAfter = a.alive()
+	if attack != nil {
+		err := <-attack
+		ok := err == nil
+		r.AttackDetected, r.AttackReport = &ok, attackOut.String()
+	}
 	return r, nil
 }
 
@@ -628,5 +650,10 @@ func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
 			r.Workload, r.Rate, r.AchievedRate, r.EventsPerSec, r.AgentCores*1000, r.RSSPeakMiB, r.HeapPeakMiB,
 			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
 			r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
+	}
+	for _, r := range rs {
+		if r.AttackDetected != nil {
+			fmt.Fprintf(w, "\nAttack during the storm (`harrier simulate --local --scenario webshell,secrets,mining`): detected = %t\n\n```\n%s```\n", *r.AttackDetected, r.AttackReport)
+		}
 	}
 }
