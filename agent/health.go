@@ -35,6 +35,7 @@ func health(version, node string, started time.Time, s *sensor.Sensor, spool *st
 			h.Drops["sensor_shed"] += n
 		}
 		h.Drops["decode_errors"] = stats.DecodeErrors
+		h.Drops["kernel_shed_reads"] = stats.KernelShedReads
 	}
 	if as != nil {
 		for _, n := range as.Suppressed {

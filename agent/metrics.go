@@ -44,6 +44,7 @@ func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.
 		{"harrier_sensor_kernel_events_total", "Records the BPF programs submitted to the ring buffer, by event kind.", []string{"kind"}},
 		{"harrier_sensor_kernel_ring_full_total", "Records lost in the kernel because the ring buffer was full, by event kind.", []string{"kind"}},
 		{"harrier_sensor_kernel_file_filtered_total", "File events dismissed in the kernel (path not watched).", nil},
+		{"harrier_sensor_kernel_shed_reads_total", "Read-only opens of ordinary watched paths shed in the kernel while the ring buffer was over half full.", nil},
 		{"harrier_sensor_received_total", "Records read from the ring buffer.", nil},
 		{"harrier_sensor_decode_errors_total", "Records that could not be decoded.", nil},
 		{"harrier_sensor_emitted_total", "Events handed to the pipeline.", nil},
@@ -107,6 +108,7 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 			emit("harrier_sensor_queue_shed_total", counter, float64(v), k)
 		}
 		emit("harrier_sensor_kernel_file_filtered_total", counter, float64(st.KernelFileFiltered))
+		emit("harrier_sensor_kernel_shed_reads_total", counter, float64(st.KernelShedReads))
 		emit("harrier_sensor_received_total", counter, float64(st.Received))
 		emit("harrier_sensor_decode_errors_total", counter, float64(st.DecodeErrors))
 		emit("harrier_sensor_emitted_total", counter, float64(st.Emitted))

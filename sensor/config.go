@@ -24,6 +24,12 @@ type Config struct {
 	// Empty means DefaultWatchPaths. WatchAllFiles disables the filter (debugging only).
 	WatchPaths    []string `json:"watchPaths,omitempty"`
 	WatchAllFiles bool     `json:"watchAllFiles,omitempty"`
+	// SensitivePaths are watched too, and their events are never shed
+	// under overload (credentials, tokens, kubelet and runtime files, miner
+	// tuning knobs). WatchPaths are ordinary: read-only opens of them are
+	// the first file events shed when the pipeline falls behind. Empty means
+	// DefaultSensitivePaths.
+	SensitivePaths []string `json:"sensitivePaths,omitempty"`
 	// HomeWatchPaths are watched inside every home directory: each is
 	// matched against what follows /root or /home/<user> (also inside
 	// containers), e.g. "/.ssh/" or "/.bash_history". Empty means
@@ -54,18 +60,27 @@ type Config struct {
 	BTFPath string `json:"btfPath,omitempty"`
 }
 
-// DefaultWatchPaths are the file prefixes an attacker touches when stealing
-// credentials, persisting, or covering tracks.
+// DefaultWatchPaths are ordinary watched prefixes: files an attacker changes
+// to persist or cover tracks, and files every process reads (whose reads are
+// shed first under overload).
 func DefaultWatchPaths() []string {
 	return []string{
-		"/etc/shadow", "/etc/gshadow", "/etc/passwd", "/etc/group", "/etc/sudoers",
-		"/etc/ld.so.preload", "/etc/ld.so.conf", "/etc/pam.d/", "/etc/ssh/",
+		"/etc/passwd", "/etc/group", "/etc/ld.so.conf", "/etc/pam.d/",
 		"/etc/crontab", "/etc/cron.", "/var/spool/cron/", "/etc/systemd/system/",
+		"/var/log/", "/boot/", "/lib/modules/",
+		"/etc/hosts", "/etc/resolv.conf",
+	}
+}
+
+// DefaultSensitivePaths are watched and never shed: credentials, tokens,
+// kubelet and container runtime files, the dynamic loader's preload list,
+// and the knobs a miner turns.
+func DefaultSensitivePaths() []string {
+	return []string{
+		"/etc/shadow", "/etc/gshadow", "/etc/sudoers", "/etc/ld.so.preload", "/etc/ssh/",
 		"/etc/kubernetes/", "/var/lib/kubelet/", "/etc/rancher/", "/var/lib/rancher/k3s/server/",
 		"/var/run/secrets/", "/run/secrets/",
-		"/var/log/", "/boot/", "/lib/modules/",
 		"/proc/sys/vm/nr_hugepages", "/dev/cpu/", "/sys/module/msr/",
-		"/etc/hosts", "/etc/resolv.conf",
 		"/var/run/docker.sock", "/run/containerd/containerd.sock", "/var/run/crio/crio.sock",
 	}
 }
@@ -113,6 +128,9 @@ func (c Config) withDefaults() Config {
 	if len(c.WatchPaths) == 0 {
 		c.WatchPaths = DefaultWatchPaths()
 	}
+	if len(c.SensitivePaths) == 0 {
+		c.SensitivePaths = DefaultSensitivePaths()
+	}
 	if len(c.HomeWatchPaths) == 0 {
 		c.HomeWatchPaths = DefaultHomeWatchPaths()
 	}
@@ -156,8 +174,16 @@ func (c Config) Validate() error {
 	if d := time.Duration(c.FlushInterval); d < time.Millisecond || d > 5*time.Second {
 		errs = append(errs, fmt.Errorf("flushInterval %s: must be between 1ms and 5s", d))
 	}
-	if len(c.WatchPaths) > maxWatchPaths {
-		errs = append(errs, fmt.Errorf("watchPaths: %d entries, at most %d", len(c.WatchPaths), maxWatchPaths))
+	if n := len(c.WatchPaths) + len(c.SensitivePaths); n > maxWatchPaths {
+		errs = append(errs, fmt.Errorf("watchPaths and sensitivePaths: %d entries, at most %d", n, maxWatchPaths))
+	}
+	for i, p := range c.SensitivePaths {
+		switch {
+		case !strings.HasPrefix(p, "/"):
+			errs = append(errs, fmt.Errorf("sensitivePaths[%d] %q: must be absolute", i, p))
+		case len(p) > maxWatchPrefixBytes:
+			errs = append(errs, fmt.Errorf("sensitivePaths[%d]: longer than %d bytes", i, maxWatchPrefixBytes))
+		}
 	}
 	if c.ShedAt <= 0 || c.ShedAt > 1 {
 		errs = append(errs, fmt.Errorf("shedAt %v: must be in (0, 1]", c.ShedAt))

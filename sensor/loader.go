@@ -162,6 +162,7 @@ func load(opts loadOptions) (*loaded, error) {
 		"wakeup_bytes":    uint32(opts.cfg.WakeupBytes),
 		"cgroup_subsys":   opts.cgroupSubsys,
 		"watch_all_files": opts.cfg.WatchAllFiles,
+		"ring_size":       uint64(opts.cfg.RingBufferBytes),
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {

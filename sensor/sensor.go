@@ -52,6 +52,10 @@ type Stats struct {
 	KernelArgsTrunc    uint64            `json:"kernelArgsTruncated"`
 	KernelFileFiltered uint64            `json:"kernelFileFiltered"`
 	KernelDirCacheHits uint64            `json:"kernelDirCacheHits"`
+	// KernelShedReads counts read-only opens of ordinary (not sensitive)
+	// watched paths shed in the kernel while the ring buffer was over half
+	// full.
+	KernelShedReads uint64 `json:"kernelShedReads"`
 	// User space.
 	Received     uint64 `json:"received"`
 	DecodeErrors uint64 `json:"decodeErrors"`
@@ -228,8 +232,25 @@ func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
 		var key lpmKey
 		n := copy(key.Data[:], p)
 		key.PrefixLen = uint32(n * 8)
-		if err := watch.Put(&key, uint8(1)); err != nil {
+		if err := watch.Put(&key, watchOrdinary); err != nil {
 			return fmt.Errorf("add watch path %q: %w", p, err)
+		}
+		for _, d := range dirPrefixes(p) {
+			var dk lpmKey
+			copy(dk.Data[:], d)
+			if err := dirs.Put(&dk, uint8(1)); err != nil {
+				return fmt.Errorf("add watch directory %q: %w", d, err)
+			}
+		}
+	}
+	// Sensitive paths go in last: for a prefix in both lists the sensitive
+	// class wins.
+	for _, p := range s.cfg.SensitivePaths {
+		var key lpmKey
+		n := copy(key.Data[:], p)
+		key.PrefixLen = uint32(n * 8)
+		if err := watch.Put(&key, watchSensitive); err != nil {
+			return fmt.Errorf("add sensitive path %q: %w", p, err)
 		}
 		for _, d := range dirPrefixes(p) {
 			var dk lpmKey
@@ -261,6 +282,13 @@ func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
 	slices.Sort(s.status.Syscalls)
 	return nil
 }
+
+// Classes of watched paths (WATCH_* in the C source): events of sensitive
+// paths are never shed.
+const (
+	watchOrdinary  uint8 = 1
+	watchSensitive uint8 = 2
+)
 
 // dirPrefixes lists the directories (with trailing slash) above a watched
 // prefix: "/etc/ssh/x" gives "/", "/etc/", "/etc/ssh/". The kernel only
@@ -330,7 +358,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			continue
 		}
 		ev := s.enrich(&rec)
-		if int(rec.Kind) < len(s.shed) && s.shed[rec.Kind] && len(out) >= s.shedAt {
+		if len(out) >= s.shedAt && (int(rec.Kind) < len(s.shed) && s.shed[rec.Kind] || ordinaryRead(&rec)) {
 			s.queueShed[rec.Kind].Add(1)
 			continue
 		}
@@ -341,6 +369,16 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			s.queueDropped[rec.Kind].Add(1)
 		}
 	}
+}
+
+// ordinaryRead is a read-only open of a watched path that is not sensitive:
+// the bulk of file events (every process reads /etc/passwd and /etc/hosts),
+// shed with fork and exit under overload. The kernel marks sensitive paths.
+func ordinaryRead(rec *record) bool {
+	if rec.Kind != kindFileOpen || rec.Num[3] != 0 {
+		return false
+	}
+	return uint32(rec.Num[1])&(oAccMode|oCreat|oTrunc) == 0
 }
 
 // QueueSize is the capacity Run's consumers should give their channel.
@@ -399,7 +437,7 @@ func (s *Sensor) Stats() (Stats, error) {
 	for slot, dst := range map[uint32]*uint64{
 		statPathTrunc: &st.KernelPathTrunc,
 		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
-		statDirCacheHit: &st.KernelDirCacheHits,
+		statDirCacheHit: &st.KernelDirCacheHits, statShedReads: &st.KernelShedReads,
 	} {
 		v, err := sum(slot)
 		if err != nil {
@@ -418,6 +456,7 @@ const (
 	statArgsTrunc    = 65
 	statFileFiltered = 66
 	statDirCacheHit  = 67
+	statShedReads    = 68
 )
 
 // Close detaches the programs and frees the kernel objects.

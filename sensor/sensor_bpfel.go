@@ -94,6 +94,7 @@ const (
 	sensorProgTpBtfFork     = "tp_btf_fork"
 	sensorProgTpBtfSysExit  = "tp_btf_sys_exit"
 	sensorVarCgroupSubsys   = "cgroup_subsys"
+	sensorVarRingSize       = "ring_size"
 	sensorVarSelfTgid       = "self_tgid"
 	sensorVarWakeupBytes    = "wakeup_bytes"
 	sensorVarWatchAllFiles  = "watch_all_files"
@@ -174,6 +175,7 @@ type sensorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
 	CgroupSubsys  *ebpf.VariableSpec `ebpf:"cgroup_subsys"`
+	RingSize      *ebpf.VariableSpec `ebpf:"ring_size"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WatchAllFiles *ebpf.VariableSpec `ebpf:"watch_all_files"`
@@ -235,6 +237,7 @@ func (m *sensorMaps) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
 	CgroupSubsys  *ebpf.Variable `ebpf:"cgroup_subsys"`
+	RingSize      *ebpf.Variable `ebpf:"ring_size"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WatchAllFiles *ebpf.Variable `ebpf:"watch_all_files"`

@@ -787,3 +787,61 @@ func TestHomeWatchPaths(t *testing.T) {
 		c.none(t, "open of "+p, opened(p))
 	}
 }
+
+// TestKernelShedsOrdinaryReadsUnderPressure: with the ring buffer over half
+// full, the kernel drops read-only opens of ordinary watched paths, and keeps
+// room for sensitive paths and writes, which still arrive.
+func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	plain, secret, written := filepath.Join(dir, "plain"), filepath.Join(dir, "secret"), filepath.Join(dir, "written")
+	for _, p := range []string{plain, secret} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(Config{RingBufferBytes: 64 << 10, WakeupBytes: 60 << 10, WatchPaths: []string{dir + "/"},
+		SensitivePaths: []string{secret}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Nobody reads the ring yet: ordinary reads (by a child: the sensor
+	// ignores its own process) fill it past half.
+	if out, err := exec.Command("sh", "-c", `i=0; while [ $i -lt 3000 ]; do read x < "$1"; i=$((i+1)); done`, "sh", plain).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KernelShedReads == 0 {
+		t.Fatalf("no ordinary read shed with the ring full: %+v", st)
+	}
+	if out, err := exec.Command("sh", "-c", `read x < "$1"; echo y > "$2"`, "sh", secret, written).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	out := make(chan *api.Event, 1<<16)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	var gotSecret, gotWrite bool
+	deadline := time.After(10 * time.Second)
+	for !gotSecret || !gotWrite {
+		select {
+		case ev := <-out:
+			switch ev.GetFileOpen().GetPath() {
+			case secret:
+				gotSecret = true
+			case written:
+				gotWrite = gotWrite || ev.GetFileOpen().GetWrite()
+			}
+		case <-deadline:
+			t.Fatalf("under pressure: sensitive read seen %v, write seen %v", gotSecret, gotWrite)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

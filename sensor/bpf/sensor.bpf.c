@@ -97,6 +97,7 @@ enum stat_slot {
 	STAT_ARGS_TRUNCATED = 65,
 	STAT_FILE_FILTERED = 66,    /* file events dropped by the watch filter */
 	STAT_DIR_CACHE_HIT = 67,    /* of those, dismissed by dir_cache without a path walk */
+	STAT_SHED_READS = 68,       /* read-only opens of ordinary watched paths shed under ring pressure */
 	STAT_SLOTS = 80,
 };
 
@@ -121,6 +122,8 @@ enum stat_slot {
 #define DNS_MAX 256
 #define O_WRONLY 01
 #define O_RDWR 02
+#define O_ACCMODE 03
+#define O_RDONLY 00
 #define O_CREAT 0100
 #define O_TRUNC 01000
 #define AF_INET 2
@@ -193,6 +196,7 @@ const volatile u32 self_tgid = 0;
 const volatile u32 wakeup_bytes = 256 * 1024;
 const volatile s32 cgroup_subsys = -1; /* -1: default (v2) hierarchy */
 const volatile bool watch_all_files = false;
+const volatile u64 ring_size = 8 * 1024 * 1024; /* the events ring's size, for its fill level */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -237,7 +241,11 @@ struct {
 	__type(value, struct lpm_key);
 } key_scratch SEC(".maps");
 
-/* Watched path prefixes; value unused (1). Filled by user space from config. */
+/* Watched path prefixes. The value is the path's class: WATCH_ORDINARY, or
+ * WATCH_SENSITIVE for credentials and the like, whose events are never shed.
+ * Filled by user space from config. */
+#define WATCH_ORDINARY 1
+#define WATCH_SENSITIVE 2
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, 1024);
@@ -570,16 +578,17 @@ static __always_inline u32 home_rest(struct path_buf *pb, u32 pos)
 	return PATH_MAX;
 }
 
-/* watched reports whether the path at pb->buf[pos..PATH_MAX) starts with a
- * watched prefix, or lies under a watched path of a home directory. */
-static __always_inline bool watched(struct path_buf *pb, u32 pos)
+/* watched returns the class of the watched prefix the path at
+ * pb->buf[pos..PATH_MAX) starts with (home directory paths are sensitive),
+ * or 0 when it is not watched. */
+static __always_inline u8 watched(struct path_buf *pb, u32 pos)
 {
 	u32 zero = 0;
 	if (watch_all_files)
-		return true;
+		return WATCH_ORDINARY;
 	struct lpm_key *key = bpf_map_lookup_elem(&key_scratch, &zero);
 	if (!key || pos >= PATH_MAX)
-		return false;
+		return 0;
 	/* Paths longer than the key compare on their first LPM_DATA-1 bytes. */
 	u32 len = PATH_MAX - pos;
 	if (len > LPM_DATA - 1)
@@ -587,21 +596,30 @@ static __always_inline bool watched(struct path_buf *pb, u32 pos)
 	/* Mask in asm: clang otherwise reuses the unclamped register. */
 	asm volatile("%[l] &= 0xff" : [l] "+r"(len));
 	if (bpf_probe_read_kernel(key->data, len, &pb->buf[pos & (PATH_MAX - 1)]) != 0)
-		return false;
+		return 0;
 	key->prefixlen = len * 8;
-	if (bpf_map_lookup_elem(&watch_paths, key) != NULL)
-		return true;
+	u8 *class = bpf_map_lookup_elem(&watch_paths, key);
+	if (class)
+		return *class;
 	u32 rest = home_rest(pb, pos);
 	if (rest >= PATH_MAX)
-		return false;
+		return 0;
 	len = PATH_MAX - rest;
 	if (len > LPM_DATA - 1)
 		len = LPM_DATA - 1;
 	asm volatile("%[l] &= 0xff" : [l] "+r"(len));
 	if (bpf_probe_read_kernel(key->data, len, &pb->buf[rest & (PATH_MAX - 1)]) != 0)
-		return false;
+		return 0;
 	key->prefixlen = len * 8;
-	return bpf_map_lookup_elem(&home_paths, key) != NULL;
+	return bpf_map_lookup_elem(&home_paths, key) ? WATCH_SENSITIVE : 0;
+}
+
+/* ring_pressed reports whether the events ring is more than half full. Past
+ * that, the bulk of ordinary reads is shed so the room left goes to what
+ * detections need: execs, writes, credentials, network. */
+static __always_inline bool ring_pressed(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > ring_size / 2;
 }
 
 /* dir_unwatchable reports whether no file directly in the directory of the
@@ -1103,6 +1121,7 @@ static __always_inline void on_open(struct call *in, long ret)
 		mode = in->args[2];
 	}
 	u32 pos;
+	u8 class;
 	if (ret >= 0) {
 		struct file *f = fd_file(ret);
 		if (!f)
@@ -1125,7 +1144,8 @@ static __always_inline void on_open(struct call *in, long ret)
 		pos = build_file_path(pb, f, task);
 		if (pos >= PATH_MAX)
 			return;
-		if (!watched(pb, pos)) {
+		class = watched(pb, pos);
+		if (!class) {
 			stat_inc(STAT_FILE_FILTERED);
 			u32 leaf = BPF_CORE_READ(d, d_name.len);
 			if (pb->complete && d != dir && dir_unwatchable(pb, pos, leaf)) {
@@ -1138,15 +1158,22 @@ static __always_inline void on_open(struct call *in, long ret)
 		pos = resolve_user_path(pb, task, dfd, name);
 		if (pos >= PATH_MAX)
 			return;
-		if (!watched(pb, pos)) {
+		class = watched(pb, pos);
+		if (!class) {
 			stat_inc(STAT_FILE_FILTERED);
 			return;
 		}
+	}
+	bool read_only = (flags & (O_ACCMODE | O_CREAT | O_TRUNC)) == O_RDONLY;
+	if (read_only && class == WATCH_ORDINARY && ring_pressed()) {
+		stat_inc(STAT_SHED_READS);
+		return;
 	}
 	struct event *ev = scratch_event();
 	if (!ev)
 		return;
 	fill_header(ev, KIND_FILE_OPEN);
+	ev->b.num[3] = class == WATCH_SENSITIVE;
 	ev->b.result = ret;
 	ev->b.num[0] = in->sc;
 	ev->b.num[1] = flags;

@@ -613,7 +613,8 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	r.RSSPeakMiB, r.HeapPeakMiB = rss, heap
 	for name, key := range map[string]string{
 		"harrier_sensor_kernel_ring_full_total": "kernel_ring", "harrier_sensor_queue_shed_total": "shed_fork_exit",
-		"harrier_sensor_queue_dropped_total": "queue", "harrier_analytics_rate_limited_total": "alert_rate_limited",
+		"harrier_sensor_kernel_shed_reads_total": "kernel_shed_reads",
+		"harrier_sensor_queue_dropped_total":     "queue", "harrier_analytics_rate_limited_total": "alert_rate_limited",
 		"harrier_spool_evicted_total": "spool_evicted", "harrier_spool_rejected_total": "spool_rejected",
 		"harrier_spool_events_capped_total": "spool_capped",
 	} {
@@ -639,16 +640,16 @@ func percentile(sorted []float64, p float64) float64 {
 func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
 	fmt.Fprintf(w, "## Budget benchmark: `harrier run` in a cgroup of %.0fm CPU and %d MiB\n\n", o.cpu*1000, o.memBytes>>20)
 	fmt.Fprintf(w, "Idle: %.1fm CPU, RSS %.1f MiB, Go heap %.1f MiB.\n\n", idle.AgentCores*1000, idle.RSSPeakMiB, idle.HeapPeakMiB)
-	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed fork+exit | raw events not spooled (cap) | alert p50 / p99 (missing) | workload slowdown | OOM |")
+	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert p50 / p99 (missing) | workload slowdown | OOM |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		slow := "—"
 		if r.Slowdown > 0 {
 			slow = fmt.Sprintf("%.2f×", r.Slowdown)
 		}
-		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f | %.0f | %.0f / %.0f ms (%d) | %s | %d |\n",
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f / %.0f | %.0f | %.0f / %.0f ms (%d) | %s | %d |\n",
 			r.Workload, r.Rate, r.AchievedRate, r.EventsPerSec, r.AgentCores*1000, r.RSSPeakMiB, r.HeapPeakMiB,
-			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
+			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["kernel_shed_reads"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
 			r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
 	}
 	for _, r := range rs {
