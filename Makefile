@@ -19,8 +19,12 @@ run: build
 
 test: unit fuzz
 
+# packaging/ is its own Go module (Helm, Kubernetes, nfpm and
+# go-containerregistry stay out of the agent's dependency graph), so its
+# tests run from there.
 unit:
 	$(GO) test -count=1 -timeout 30m ./...
+	cd packaging && $(GO) test -count=1 -timeout 20m ./...
 
 # A short run of every fuzz target over untrusted input decoders.
 fuzz:
@@ -41,6 +45,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	cd packaging && $(GO) vet ./... && $(GO) tool staticcheck ./...
 
 # Regenerate the committed BPF object, its Go bindings and the protobuf code.
 generate:
@@ -50,11 +55,13 @@ generate:
 check-generated: generate
 	@git diff --exit-code -- api sensor || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 
-# Debian packages the build, tests and code generation need.
+# Debian packages the build, tests and code generation need. systemd gives
+# systemd-analyze (unit checks), util-linux setpriv (capability checks).
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		make git ca-certificates runc busybox-static iproute2 \
-		clang llvm libbpf-dev bpftool protobuf-compiler
+		clang llvm libbpf-dev bpftool protobuf-compiler \
+		systemd util-linux
 
 ci: deps lint check-generated build test

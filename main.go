@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -361,14 +362,33 @@ the API token is written to <data-dir>/api-token. Open the printed URL in a brow
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			context.AfterFunc(ctx, func() { notifyStopping(log) })
 			return agent.RunAllInOne(ctx, cfg, version, log, func(apiAddr string) {
 				fmt.Fprintf(cmd.OutOrStdout(), "Harrier is running: web UI and API at http://%s/ (token in %s)\n",
 					apiAddr, tokenPath(cfg))
+				notifyReady(log)
 			})
 		},
 	}
 	f.register(cmd)
 	return cmd
+}
+
+// notifyReady tells systemd (Type=notify units) that the service is up: for
+// the agent, the spool is open and the sensor attached. Outside systemd
+// NOTIFY_SOCKET is unset and this does nothing.
+func notifyReady(log *slog.Logger) {
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY=1 failed", "error", err)
+	}
+}
+
+// notifyStopping tells systemd that shutdown has begun (it is called when the
+// signal context ends), so a slow spool flush is not mistaken for a hang.
+func notifyStopping(log *slog.Logger) {
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyStopping); err != nil {
+		log.Warn("sd_notify STOPPING=1 failed", "error", err)
+	}
 }
 
 // tokenPath is where the backend keeps its generated API token.
@@ -393,7 +413,8 @@ func newAgentCommand() *cobra.Command {
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			return agent.Run(ctx, cfg, version, log, nil)
+			context.AfterFunc(ctx, func() { notifyStopping(log) })
+			return agent.Run(ctx, cfg, version, log, func() { notifyReady(log) })
 		},
 	}
 	f.register(cmd)
@@ -426,6 +447,10 @@ func newBackendCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// NewService has opened the store and bound both listeners, so
+			// agents and API clients can connect from here on.
+			notifyReady(log)
+			context.AfterFunc(ctx, func() { notifyStopping(log) })
 			return svc.Run(ctx)
 		},
 	}
