@@ -6,11 +6,28 @@ GO       ?= go
 # that fails a clean run with "context deadline exceeded" (go.dev/issue/75804).
 FUZZTIME ?= 200000x
 BIN      := bin/harrier
+# Version stamped into release binaries, packages, image and chart (semver).
+VERSION  ?= 0.1.0
+ARCHES   ?= amd64 arm64
+DIST     := dist
+# Packages and image layers carry the last commit's time, not the build's.
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps ci
+.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
+
+# Static release binaries for every architecture a site may run.
+dist-bin:
+	@for a in $(ARCHES); do echo "build linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+			-o $(DIST)/bin/linux-$$a/harrier . || exit 1; done
+
+# deb and rpm for each architecture -> dist/packages/.
+package: dist-bin
+	$(PKGTOOL) package --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
 
 # The all-in-one command for this node: sensor, spool and the embedded
 # backend with its web UI on http://127.0.0.1:9470/.
@@ -56,12 +73,13 @@ check-generated: generate
 	@git diff --exit-code -- api sensor || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 
 # Debian packages the build, tests and code generation need. systemd gives
-# systemd-analyze (unit checks), util-linux setpriv (capability checks).
+# systemd-analyze (unit checks), util-linux setpriv (capability checks),
+# rpm reads the built rpm back.
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		make git ca-certificates runc busybox-static iproute2 \
 		clang llvm libbpf-dev bpftool protobuf-compiler \
-		systemd util-linux
+		systemd util-linux rpm
 
 ci: deps lint check-generated build test

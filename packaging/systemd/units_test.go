@@ -4,7 +4,6 @@
 package systemd_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,29 +19,6 @@ import (
 )
 
 var units = []string{"harrier-agent.service", "harrier-backend.service"}
-
-// directives returns the values of key in the [Service] section of unit,
-// in order.
-func directives(t *testing.T, unit, key string) []string {
-	t.Helper()
-	f, err := os.Open(unit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var vals []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), "=")
-		if ok && k == key {
-			vals = append(vals, v)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return vals
-}
 
 // TestUnitsVerify runs `systemd-analyze verify` on each unit. It works
 // offline (systemd need not be PID 1). verify exits 0 on unknown keys and bad
@@ -74,14 +50,14 @@ func TestUnitsVerify(t *testing.T) {
 			if out := verify(t, u); out != "" {
 				t.Errorf("systemd-analyze verify %s:\n%s", u, out)
 			}
-			if got := directives(t, u, "Type"); !slices.Equal(got, []string{"notify"}) {
+			if got := pkgtest.UnitDirectives(t, u, "Type"); !slices.Equal(got, []string{"notify"}) {
 				t.Errorf("Type=%v, want notify (the binary sends READY=1)", got)
 			}
-			exec := directives(t, u, "ExecStart")
+			exec := pkgtest.UnitDirectives(t, u, "ExecStart")
 			if len(exec) != 1 || !strings.HasPrefix(exec[0], "/usr/bin/harrier ") {
 				t.Errorf("ExecStart=%v, want the packaged /usr/bin/harrier", exec)
 			}
-			if got := directives(t, u, "NoNewPrivileges"); !slices.Equal(got, []string{"yes"}) {
+			if got := pkgtest.UnitDirectives(t, u, "NoNewPrivileges"); !slices.Equal(got, []string{"yes"}) {
 				t.Errorf("NoNewPrivileges=%v, want yes", got)
 			}
 		})
@@ -94,29 +70,6 @@ func TestUnitsVerify(t *testing.T) {
 	if out, _ := exec.Command(analyze, "verify", bad).CombinedOutput(); !strings.Contains(string(out), "maybe") {
 		t.Errorf("systemd-analyze verify did not flag a bad value:\n%s", out)
 	}
-}
-
-// capSet turns CapabilityBoundingSet=CAP_BPF CAP_PERFMON into setpriv's
-// "bpf", "perfmon".
-func capSet(t *testing.T, unit string) []string {
-	t.Helper()
-	var caps []string
-	for _, v := range directives(t, unit, "CapabilityBoundingSet") {
-		for c := range strings.FieldsSeq(v) {
-			caps = append(caps, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
-		}
-	}
-	return caps
-}
-
-// setpriv runs bin as root with only caps in its bounding set (what
-// CapabilityBoundingSet= does for a root service) and no new privileges.
-func setpriv(caps []string, args ...string) *exec.Cmd {
-	bounding := "-all"
-	for _, c := range caps {
-		bounding += ",+" + c
-	}
-	return exec.Command("setpriv", append([]string{"--no-new-privs", "--bounding-set=" + bounding, "--inh-caps=-all", "--"}, args...)...)
 }
 
 type sensorStatus struct {
@@ -139,7 +92,7 @@ func status(t *testing.T, bin string, caps []string) (sensorStatus, error) {
 	t.Helper()
 	cmd := exec.Command(bin, "events", "--status")
 	if caps != nil {
-		cmd = setpriv(caps, bin, "events", "--status")
+		cmd = pkgtest.Setpriv(caps, bin, "events", "--status")
 	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -161,11 +114,11 @@ func TestAgentCapabilities(t *testing.T) {
 	testenv.RequireRoot(t)
 	pkgtest.RequireTool(t, "setpriv", "util-linux")
 	bin := pkgtest.BuildHarrier(t)
-	caps := capSet(t, "harrier-agent.service")
+	caps := pkgtest.UnitCaps(t, "harrier-agent.service")
 	if want := []string{"bpf", "perfmon", "sys_ptrace"}; !slices.Equal(caps, want) {
 		t.Fatalf("agent bounding set %v; this test knows the effect of %v", caps, want)
 	}
-	if got := directives(t, "harrier-agent.service", "LimitMEMLOCK"); !slices.Equal(got, []string{"infinity"}) {
+	if got := pkgtest.UnitDirectives(t, "harrier-agent.service", "LimitMEMLOCK"); !slices.Equal(got, []string{"infinity"}) {
 		t.Errorf("LimitMEMLOCK=%v: without CAP_SYS_RESOURCE it must be infinity for kernels before 5.11", got)
 	}
 
@@ -235,7 +188,7 @@ func TestAgentCapabilities(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if ok, logs := pkgtest.StartUntilReady(t, setpriv(caps, bin, "agent", "-c", cfg), 30*time.Second); !ok {
+	if ok, logs := pkgtest.StartUntilReady(t, pkgtest.Setpriv(caps, bin, "agent", "-c", cfg), 30*time.Second); !ok {
 		t.Errorf("harrier agent with %v did not become ready:\n%s", caps, logs)
 	}
 }
@@ -245,7 +198,7 @@ func TestAgentCapabilities(t *testing.T) {
 func TestBackendNeedsNoCapabilities(t *testing.T) {
 	testenv.RequireRoot(t)
 	pkgtest.RequireTool(t, "setpriv", "util-linux")
-	if got := capSet(t, "harrier-backend.service"); len(got) != 0 {
+	if got := pkgtest.UnitCaps(t, "harrier-backend.service"); len(got) != 0 {
 		t.Fatalf("backend bounding set %v, want empty", got)
 	}
 	bin := pkgtest.BuildHarrier(t)

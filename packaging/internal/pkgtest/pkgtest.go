@@ -181,3 +181,44 @@ func StartUntilReady(t testing.TB, cmd *exec.Cmd, d time.Duration) (bool, *Buffe
 		return false, logs
 	}
 }
+
+// UnitDirectives returns the values of key (e.g. ExecStart) in a systemd
+// unit file, in order.
+func UnitDirectives(t testing.TB, unit, key string) []string {
+	t.Helper()
+	raw, err := os.ReadFile(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals []string
+	for line := range strings.Lines(string(raw)) {
+		k, v, ok := strings.Cut(strings.TrimRight(line, "\n"), "=")
+		if ok && k == key {
+			vals = append(vals, v)
+		}
+	}
+	return vals
+}
+
+// UnitCaps turns a unit's CapabilityBoundingSet=CAP_BPF CAP_PERFMON into
+// setpriv's names: bpf, perfmon.
+func UnitCaps(t testing.TB, unit string) []string {
+	t.Helper()
+	var caps []string
+	for _, v := range UnitDirectives(t, unit, "CapabilityBoundingSet") {
+		for c := range strings.FieldsSeq(v) {
+			caps = append(caps, strings.ToLower(strings.TrimPrefix(c, "CAP_")))
+		}
+	}
+	return caps
+}
+
+// Setpriv runs args as root with only caps in the bounding set (what
+// CapabilityBoundingSet= does for a root service) and no new privileges.
+func Setpriv(caps []string, args ...string) *exec.Cmd {
+	bounding := "-all"
+	for _, c := range caps {
+		bounding += ",+" + c
+	}
+	return exec.Command("setpriv", append([]string{"--no-new-privs", "--bounding-set=" + bounding, "--inh-caps=-all", "--"}, args...)...)
+}
