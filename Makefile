@@ -14,7 +14,7 @@ DIST     := dist
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package
+.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package image
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
@@ -28,6 +28,10 @@ dist-bin:
 # deb and rpm for each architecture -> dist/packages/.
 package: dist-bin
 	$(PKGTOOL) package --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
+
+# OCI layout tarball (amd64+arm64 index) and Docker archives -> dist/image/.
+image: dist-bin
+	$(PKGTOOL) image --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
 
 # The all-in-one command for this node: sensor, spool and the embedded
 # backend with its web UI on http://127.0.0.1:9470/.
@@ -74,12 +78,12 @@ check-generated: generate
 
 # Debian packages the build, tests and code generation need. systemd gives
 # systemd-analyze (unit checks), util-linux setpriv (capability checks),
-# rpm reads the built rpm back.
+# rpm reads the built rpm back, containerd (with ctr) imports and runs the image.
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		make git ca-certificates runc busybox-static iproute2 \
 		clang llvm libbpf-dev bpftool protobuf-compiler \
-		systemd util-linux rpm
+		systemd util-linux rpm containerd
 
 ci: deps lint check-generated build test

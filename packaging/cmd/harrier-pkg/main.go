@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/packaging/internal/nfpkg"
+	"github.com/harrier-sec/harrier/packaging/internal/ociimage"
 )
 
 func main() {
@@ -25,7 +26,8 @@ func main() {
 }
 
 const usage = `usage: harrier-pkg COMMAND [flags]
-  package   deb and rpm per architecture from dist/bin/linux-<arch>/harrier`
+  package   deb and rpm per architecture from dist/bin/linux-<arch>/harrier
+  image     OCI layout tarball (multi-arch index) and Docker archives per architecture`
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -34,6 +36,8 @@ func run(args []string) error {
 	switch args[0] {
 	case "package":
 		return cmdPackage(args[1:])
+	case "image":
+		return cmdImage(args[1:])
 	default:
 		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 	}
@@ -95,6 +99,33 @@ func cmdPackage(args []string) error {
 			}
 			fmt.Println(out)
 		}
+	}
+	return nil
+}
+
+func cmdImage(args []string) error {
+	fs := flag.NewFlagSet("image", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mt, err := mtime()
+	if err != nil {
+		return err
+	}
+	bins := map[string]string{}
+	for _, arch := range c.archList() {
+		bins[arch] = c.binary(arch)
+	}
+	res, err := ociimage.Build(ociimage.Options{Version: c.version, Binaries: bins, MTime: mt, OutDir: filepath.Join(c.dist, "image")})
+	if err != nil {
+		return err
+	}
+	fmt.Println(res.Ref)
+	fmt.Println(res.OCI)
+	for _, arch := range c.archList() {
+		fmt.Println(res.Docker[arch])
 	}
 	return nil
 }
