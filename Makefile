@@ -14,7 +14,7 @@ DIST     := dist
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package image
+.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package image manifests
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
@@ -32,6 +32,10 @@ package: dist-bin
 # OCI layout tarball (amd64+arm64 index) and Docker archives -> dist/image/.
 image: dist-bin
 	$(PKGTOOL) image --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
+
+# packaging/kubernetes/harrier.yaml from the Helm chart (a test checks it is current).
+manifests:
+	$(PKGTOOL) manifests
 
 # The all-in-one command for this node: sensor, spool and the embedded
 # backend with its web UI on http://127.0.0.1:9470/.

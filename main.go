@@ -398,7 +398,7 @@ func tokenPath(cfg agent.Config) string {
 
 func newAgentCommand() *cobra.Command {
 	var f serviceFlags
-	var backendAddr string
+	var backendAddr, node string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Node agent: sensor, spool and QUIC uplink to a backend (root)",
@@ -411,6 +411,9 @@ func newAgentCommand() *cobra.Command {
 			if backendAddr != "" {
 				cfg.Uplink.Addr = backendAddr
 			}
+			if node != "" {
+				cfg.Sensor.Node = node
+			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			context.AfterFunc(ctx, func() { notifyStopping(log) })
@@ -419,6 +422,9 @@ func newAgentCommand() *cobra.Command {
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&backendAddr, "backend", "", "backend QUIC address host:port (default 127.0.0.1:9471)")
+	// In a DaemonSet the host name is the pod's; the chart passes the
+	// Kubernetes node name here, which also picks the node's certificate.
+	cmd.Flags().StringVar(&node, "node", "", "node name for events and the default agent ID (default: host name)")
 	return cmd
 }
 

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/harrier-sec/harrier/packaging/internal/chart"
 	"github.com/harrier-sec/harrier/packaging/internal/nfpkg"
 	"github.com/harrier-sec/harrier/packaging/internal/ociimage"
 )
@@ -27,7 +28,8 @@ func main() {
 
 const usage = `usage: harrier-pkg COMMAND [flags]
   package   deb and rpm per architecture from dist/bin/linux-<arch>/harrier
-  image     OCI layout tarball (multi-arch index) and Docker archives per architecture`
+  image     OCI layout tarball (multi-arch index) and Docker archives per architecture
+  manifests kubernetes/harrier.yaml rendered from the Helm chart (--check: fail if stale)`
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -38,6 +40,8 @@ func run(args []string) error {
 		return cmdPackage(args[1:])
 	case "image":
 		return cmdImage(args[1:])
+	case "manifests":
+		return cmdManifests(args[1:])
 	default:
 		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 	}
@@ -127,5 +131,38 @@ func cmdImage(args []string) error {
 	for _, arch := range c.archList() {
 		fmt.Println(res.Docker[arch])
 	}
+	return nil
+}
+
+// PlainManifestsFile is where the generated manifests are committed.
+const plainManifestsFile = "kubernetes/harrier.yaml"
+
+func cmdManifests(args []string) error {
+	fs := flag.NewFlagSet("manifests", flag.ContinueOnError)
+	check := fs.Bool("check", false, "do not write; fail if "+plainManifestsFile+" differs from the chart")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	text, err := chart.PlainManifests("helm/harrier")
+	if err != nil {
+		return err
+	}
+	if *check {
+		cur, err := os.ReadFile(plainManifestsFile)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", plainManifestsFile, err)
+		}
+		if string(cur) != text {
+			return fmt.Errorf("%s is stale: run `make manifests` and commit", plainManifestsFile)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(plainManifestsFile), 0o755); err != nil {
+		return fmt.Errorf("manifests dir: %w", err)
+	}
+	if err := os.WriteFile(plainManifestsFile, []byte(text), 0o644); err != nil {
+		return fmt.Errorf("write manifests: %w", err)
+	}
+	fmt.Println(plainManifestsFile)
 	return nil
 }
