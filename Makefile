@@ -14,7 +14,7 @@ DIST     := dist
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package image manifests
+.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package image manifests bundle
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
@@ -36,6 +36,11 @@ image: dist-bin
 # packaging/kubernetes/harrier.yaml from the Helm chart (a test checks it is current).
 manifests:
 	$(PKGTOOL) manifests
+
+# The air-gapped bundle -> dist/harrier-$(VERSION)-bundle.tar.gz: binaries,
+# deb/rpm, image archives, chart, manifests, SBOMs, INSTALL.md, SHA256SUMS.
+bundle: dist-bin
+	$(PKGTOOL) bundle --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
 
 # The all-in-one command for this node: sensor, spool and the embedded
 # backend with its web UI on http://127.0.0.1:9470/.

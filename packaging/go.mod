@@ -3,6 +3,7 @@ module github.com/harrier-sec/harrier/packaging
 go 1.26.8
 
 require (
+	github.com/CycloneDX/cyclonedx-go v0.10.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/goreleaser/nfpm/v2 v2.45.2
 	github.com/harrier-sec/harrier v0.0.0

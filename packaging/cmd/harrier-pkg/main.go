@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/harrier-sec/harrier/packaging/internal/bundle"
 	"github.com/harrier-sec/harrier/packaging/internal/chart"
 	"github.com/harrier-sec/harrier/packaging/internal/nfpkg"
 	"github.com/harrier-sec/harrier/packaging/internal/ociimage"
@@ -29,7 +30,8 @@ func main() {
 const usage = `usage: harrier-pkg COMMAND [flags]
   package   deb and rpm per architecture from dist/bin/linux-<arch>/harrier
   image     OCI layout tarball (multi-arch index) and Docker archives per architecture
-  manifests kubernetes/harrier.yaml rendered from the Helm chart (--check: fail if stale)`
+  manifests kubernetes/harrier.yaml rendered from the Helm chart (--check: fail if stale)
+  bundle    the air-gapped bundle: all of the above, chart, SBOMs, INSTALL.md, SHA256SUMS`
 
 func run(args []string) error {
 	if len(args) == 0 {
@@ -42,6 +44,8 @@ func run(args []string) error {
 		return cmdImage(args[1:])
 	case "manifests":
 		return cmdManifests(args[1:])
+	case "bundle":
+		return cmdBundle(args[1:])
 	default:
 		return fmt.Errorf("unknown command %q\n%s", args[0], usage)
 	}
@@ -143,7 +147,7 @@ func cmdManifests(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	text, err := chart.PlainManifests("helm/harrier")
+	text, err := chart.PlainManifests("helm/harrier", "")
 	if err != nil {
 		return err
 	}
@@ -164,5 +168,28 @@ func cmdManifests(args []string) error {
 		return fmt.Errorf("write manifests: %w", err)
 	}
 	fmt.Println(plainManifestsFile)
+	return nil
+}
+
+func cmdBundle(args []string) error {
+	fs := flag.NewFlagSet("bundle", flag.ContinueOnError)
+	var c common
+	c.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mt, err := mtime()
+	if err != nil {
+		return err
+	}
+	bins := map[string]string{}
+	for _, arch := range c.archList() {
+		bins[arch] = c.binary(arch)
+	}
+	out, err := bundle.Build(bundle.Options{Version: c.version, Binaries: bins, SrcDir: ".", Readme: "../README.md", MTime: mt, OutDir: c.dist})
+	if err != nil {
+		return err
+	}
+	fmt.Println(out)
 	return nil
 }

@@ -30,9 +30,18 @@ type Manifest struct {
 // values.yaml (and checked against values.schema.json), in Helm's install
 // order.
 func Render(dir, namespace string, values map[string]any) ([]Manifest, error) {
+	return render(dir, "", namespace, values)
+}
+
+// render is Render with the chart's version and appVersion replaced by
+// version unless it is empty.
+func render(dir, version, namespace string, values map[string]any) ([]Manifest, error) {
 	ch, err := loader.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("load chart: %w", err)
+	}
+	if version != "" {
+		ch.Metadata.Version, ch.Metadata.AppVersion = version, version
 	}
 	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{
 		Name: ReleaseName, Namespace: namespace, Revision: 1, IsInstall: true,
@@ -67,9 +76,10 @@ func Render(dir, namespace string, values map[string]any) ([]Manifest, error) {
 const Namespace = "harrier"
 
 // PlainManifests is the chart rendered with its defaults, plus the
-// Namespace object, as one multi-document YAML file.
-func PlainManifests(dir string) (string, error) {
-	ms, err := Render(dir, Namespace, map[string]any{"namespace": map[string]any{"create": true}})
+// Namespace object, as one multi-document YAML file. A non-empty version
+// replaces the chart's appVersion (the image tag and version labels).
+func PlainManifests(dir, version string) (string, error) {
+	ms, err := render(dir, version, Namespace, map[string]any{"namespace": map[string]any{"create": true}})
 	if err != nil {
 		return "", err
 	}

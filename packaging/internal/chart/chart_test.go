@@ -27,7 +27,7 @@ func chartDir(t *testing.T) string {
 // TestPlainManifestsCurrent: packaging/kubernetes/harrier.yaml is the chart
 // rendered with its defaults (`make manifests` regenerates it).
 func TestPlainManifestsCurrent(t *testing.T) {
-	want, err := chart.PlainManifests(chartDir(t))
+	want, err := chart.PlainManifests(chartDir(t), "")
 	if err != nil {
 		t.Fatal(err)
 	}
