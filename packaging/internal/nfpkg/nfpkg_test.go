@@ -1,12 +1,14 @@
 package nfpkg_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,28 +46,58 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// TestDebLifecycle installs the deb with dpkg on this machine, starts the
-// agent as its unit would, upgrades, removes and purges, checking what each
-// step leaves behind. systemd is not PID 1 here, which the maintainer
-// scripts must cope with.
+// sandboxEnv marks the re-executed test process that runs inside its own
+// mount namespace.
+const sandboxEnv = "HARRIER_DEB_SANDBOX"
+
+// TestDebLifecycle installs the deb with dpkg, starts the agent as its
+// unit would, upgrades, removes and purges, checking what each step leaves
+// behind. systemd is not PID 1 here, which the maintainer scripts must cope
+// with.
+//
+// It runs in a private mount namespace with /etc, /usr and /var/lib
+// overlaid by throw-away directories: dpkg, useradd and the scripts act on
+// the real system's files as they would on a site's, but nothing they do
+// (and nothing already there, such as someone's /var/lib/harrier) leaks in
+// either direction.
 func TestDebLifecycle(t *testing.T) {
 	testenv.RequireRoot(t)
 	pkgtest.RequireTool(t, "dpkg", "dpkg")
 	pkgtest.RequireTool(t, "setpriv", "util-linux")
-	if exec.Command("dpkg-query", "-W", "harrier").Run() == nil || exists("/var/lib/harrier") || exists("/etc/harrier") {
-		// Never clobber a real installation; CI machines are fresh.
-		if os.Getenv("CI") != "" {
-			t.Fatal("harrier is already installed or /var/lib/harrier exists on a CI machine")
+	if os.Getenv(sandboxEnv) == "" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDebLifecycle$", "-test.v", "-test.count=1")
+		cmd.Env = append(os.Environ(), sandboxEnv+"="+t.TempDir())
+		// Go makes the new namespace's mounts private, so the overlays
+		// below never propagate to the host.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS: TestDebLifecycle") {
+			t.Fatalf("sandboxed run: %v\n%s", err, out)
 		}
-		t.Skip("harrier is installed here (or /var/lib/harrier, /etc/harrier exist); not touching it")
+		t.Logf("sandboxed run:\n%s", out)
+		return
 	}
-	userExisted := exec.Command("getent", "passwd", "harrier").Run() == nil
-	t.Cleanup(func() {
-		_ = exec.Command("dpkg", "--purge", "harrier").Run()
-		if !userExisted {
-			_ = exec.Command("userdel", "harrier").Run()
+	scratch := os.Getenv(sandboxEnv)
+	for i, dir := range []string{"/etc", "/usr", "/var/lib"} {
+		upper, work := filepath.Join(scratch, fmt.Sprint(i), "upper"), filepath.Join(scratch, fmt.Sprint(i), "work")
+		for _, d := range []string{upper, work} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
 		}
-	})
+		opts := "lowerdir=" + dir + ",upperdir=" + upper + ",workdir=" + work
+		if err := syscall.Mount("overlay", dir, "overlay", 0, opts); err != nil {
+			t.Fatalf("overlay on %s: %v", dir, err)
+		}
+	}
+	// Start from a machine without Harrier, whatever the real one has.
+	_ = exec.Command("dpkg", "--purge", "harrier").Run()
+	for _, p := range []string{"/var/lib/harrier", "/var/lib/harrier-backend", "/etc/harrier"} {
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_ = exec.Command("userdel", "harrier").Run()
 
 	bin := pkgtest.BuildHarrier(t)
 	v1 := build(t, "deb", "0.1.0", bin)
