@@ -1,3 +1,7 @@
+// Packaging tools and their tests, a module of their own so that Helm,
+// Kubernetes, nfpm and go-containerregistry stay out of the agent's module
+// graph and SBOM. Tidy with `go mod tidy -e`: nfpm's own tests import a
+// module the proxy does not serve.
 module github.com/harrier-sec/harrier/packaging
 
 go 1.26.8
