@@ -18,8 +18,6 @@ import (
 	"github.com/harrier-sec/harrier/packaging/internal/pkgtest"
 )
 
-var units = []string{"harrier-agent.service", "harrier-backend.service"}
-
 // TestUnitsVerify runs `systemd-analyze verify` on each unit. It works
 // offline (systemd need not be PID 1). verify exits 0 on unknown keys and bad
 // values and only prints them, so any output fails the test.
@@ -45,7 +43,7 @@ func TestUnitsVerify(t *testing.T) {
 		}
 		return string(out)
 	}
-	for _, u := range units {
+	for _, u := range []string{"harrier-agent.service", "harrier-backend.service"} {
 		t.Run(u, func(t *testing.T) {
 			if out := verify(t, u); out != "" {
 				t.Errorf("systemd-analyze verify %s:\n%s", u, out)

@@ -16,10 +16,17 @@ import (
 	_ "github.com/goreleaser/nfpm/v2/rpm" // registers the rpm packager
 )
 
-// Formats are the package formats Build knows.
-var formats = map[string]nfpm.Scripts{
-	"deb": {PostInstall: "scripts/deb/postinst", PreRemove: "scripts/deb/prerm", PostRemove: "scripts/deb/postrm"},
-	"rpm": {PreInstall: "scripts/rpm/pre", PostInstall: "scripts/rpm/post", PreRemove: "scripts/rpm/preun", PostRemove: "scripts/rpm/postun"},
+// scriptsFor gives the maintainer scripts (relative to packaging/) of a
+// format Build knows. deb and rpm call them with different arguments, so
+// each has its own.
+func scriptsFor(format string) (nfpm.Scripts, bool) {
+	switch format {
+	case "deb":
+		return nfpm.Scripts{PostInstall: "scripts/deb/postinst", PreRemove: "scripts/deb/prerm", PostRemove: "scripts/deb/postrm"}, true
+	case "rpm":
+		return nfpm.Scripts{PreInstall: "scripts/rpm/pre", PostInstall: "scripts/rpm/post", PreRemove: "scripts/rpm/preun", PostRemove: "scripts/rpm/postun"}, true
+	}
+	return nfpm.Scripts{}, false
 }
 
 // Options says what to package.
@@ -42,7 +49,7 @@ type Options struct {
 
 // Build writes the package and returns its path.
 func Build(o Options) (string, error) {
-	scripts, ok := formats[o.Format]
+	scripts, ok := scriptsFor(o.Format)
 	if !ok {
 		return "", fmt.Errorf("package format %q: want deb or rpm", o.Format)
 	}
