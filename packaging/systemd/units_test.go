@@ -186,7 +186,7 @@ func TestAgentCapabilities(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if ok, logs := pkgtest.StartUntilReady(t, pkgtest.Setpriv(caps, bin, "agent", "-c", cfg), 30*time.Second); !ok {
+	if ok, logs, _ := pkgtest.StartUntilReady(t, pkgtest.Setpriv(caps, bin, "agent", "-c", cfg), 30*time.Second); !ok {
 		t.Errorf("harrier agent with %v did not become ready:\n%s", caps, logs)
 	}
 }
@@ -223,7 +223,7 @@ func TestBackendNeedsNoCapabilities(t *testing.T) {
 	}
 	cmd := exec.Command("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--no-new-privs",
 		"--bounding-set=-all", "--inh-caps=-all", "--", bin, "backend", "-c", cfg)
-	if ok, logs := pkgtest.StartUntilReady(t, cmd, 30*time.Second); !ok {
+	if ok, logs, _ := pkgtest.StartUntilReady(t, cmd, 30*time.Second); !ok {
 		t.Errorf("harrier backend without capabilities did not become ready:\n%s", logs)
 	}
 }

@@ -65,7 +65,7 @@ func TestDebLifecycle(t *testing.T) {
 	pkgtest.RequireTool(t, "dpkg", "dpkg")
 	pkgtest.RequireTool(t, "setpriv", "util-linux")
 	if os.Getenv(sandboxEnv) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestDebLifecycle$", "-test.v", "-test.count=1")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDebLifecycle$", "-test.v", "-test.count=1", "-test.timeout=5m")
 		cmd.Env = append(os.Environ(), sandboxEnv+"="+t.TempDir())
 		// Go makes the new namespace's mounts private, so the overlays
 		// below never propagate to the host.
@@ -142,11 +142,11 @@ func TestDebLifecycle(t *testing.T) {
 		t.Fatalf("ExecStart=%v", execStart)
 	}
 	cmd := pkgtest.Setpriv(pkgtest.UnitCaps(t, unit), strings.Fields(execStart[0])...)
-	if ok, logs := pkgtest.StartUntilReady(t, cmd, 30*time.Second); !ok {
+	ok, logs, stop := pkgtest.StartUntilReady(t, cmd, 30*time.Second)
+	if !ok {
 		t.Fatalf("installed agent did not become ready:\n%s", logs)
 	}
-	_ = cmd.Process.Signal(os.Interrupt)
-	_ = cmd.Wait()
+	stop()
 	if !exists("/var/lib/harrier/spool") {
 		t.Error("the agent made no spool under /var/lib/harrier")
 	}

@@ -149,10 +149,12 @@ func (s *Buffer) String() string {
 	return s.b.String()
 }
 
-// StartUntilReady starts cmd with NOTIFY_SOCKET set, waits for READY=1 and
-// stops it with SIGTERM at cleanup. It reports whether READY=1 arrived and
-// what the process printed.
-func StartUntilReady(t testing.TB, cmd *exec.Cmd, d time.Duration) (bool, *Buffer) {
+// StartUntilReady starts cmd with NOTIFY_SOCKET set and waits for READY=1.
+// It reports whether READY=1 arrived, what the process printed, and a stop
+// function (SIGTERM, then wait) that is also registered as a cleanup. The
+// process is waited for in one place only: exec.Cmd.Wait must not be called
+// twice.
+func StartUntilReady(t testing.TB, cmd *exec.Cmd, d time.Duration) (bool, *Buffer, func()) {
 	t.Helper()
 	n := ListenNotify(t)
 	cmd.Env = append(cmd.Environ(), "NOTIFY_SOCKET="+n.Path)
@@ -163,22 +165,26 @@ func StartUntilReady(t testing.TB, cmd *exec.Cmd, d time.Duration) (bool, *Buffe
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				_ = cmd.Process.Kill()
+				<-exited
+			}
+		})
+	}
+	t.Cleanup(stop)
 	ready := make(chan bool, 1)
 	go func() { ready <- n.Await("READY=1", d) }()
 	select {
 	case ok := <-ready:
-		return ok, logs
+		return ok, logs, stop
 	case <-exited:
-		return false, logs
+		return false, logs, stop
 	}
 }
 
