@@ -9,11 +9,41 @@ FUZZTIME ?= 200000x
 # than the byte decoders.
 RULEFUZZTIME ?= 5000x
 BIN      := bin/harrier
+# Version stamped into release binaries, packages, image and chart (semver).
+VERSION  ?= 0.1.0
+ARCHES   ?= amd64 arm64
+DIST     := dist
+# Packages and image layers carry the last commit's time, not the build's.
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
+PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps ci
+.PHONY: build run test unit fuzz lint generate check-generated deps ci dist-bin package image manifests bundle
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
+
+# Static release binaries for every architecture a site may run.
+dist-bin:
+	@for a in $(ARCHES); do echo "build linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+			-o $(DIST)/bin/linux-$$a/harrier . || exit 1; done
+
+# deb and rpm for each architecture -> dist/packages/.
+package: dist-bin
+	$(PKGTOOL) package --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
+
+# OCI layout tarball (amd64+arm64 index) and Docker archives -> dist/image/.
+image: dist-bin
+	$(PKGTOOL) image --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
+
+# packaging/kubernetes/harrier.yaml from the Helm chart (a test checks it is current).
+manifests:
+	$(PKGTOOL) manifests
+
+# The air-gapped bundle -> dist/harrier-$(VERSION)-bundle.tar.gz: binaries,
+# deb/rpm, image archives, chart, manifests, SBOMs, INSTALL.md, SHA256SUMS.
+bundle: dist-bin
+	$(PKGTOOL) bundle --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
 
 # The all-in-one command for this node: sensor, spool and the embedded
 # backend with its web UI on http://127.0.0.1:9470/.
@@ -22,8 +52,12 @@ run: build
 
 test: unit fuzz
 
+# packaging/ is its own Go module (Helm, Kubernetes, nfpm and
+# go-containerregistry stay out of the agent's dependency graph), so its
+# tests run from there.
 unit:
 	$(GO) test -count=1 -timeout 30m ./...
+	cd packaging && $(GO) test -count=1 -timeout 20m ./...
 
 # A short run of every fuzz target over untrusted input decoders.
 fuzz:
@@ -47,6 +81,7 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	cd packaging && $(GO) vet ./... && $(GO) tool staticcheck ./...
 
 # Regenerate the committed BPF object, its Go bindings and the protobuf code.
 generate:
@@ -56,11 +91,14 @@ generate:
 check-generated: generate
 	@git diff --exit-code -- api sensor || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 
-# Debian packages the build, tests and code generation need.
+# Debian packages the build, tests and code generation need. systemd gives
+# systemd-analyze (unit checks), util-linux setpriv (capability checks),
+# rpm reads the built rpm back, containerd (with ctr) imports and runs the image.
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		make git ca-certificates runc busybox-static iproute2 \
-		clang llvm libbpf-dev bpftool protobuf-compiler
+		clang llvm libbpf-dev bpftool protobuf-compiler \
+		systemd util-linux rpm containerd
 
 ci: deps lint check-generated build test

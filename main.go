@@ -21,6 +21,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -399,14 +400,33 @@ the API token is written to <data-dir>/api-token. Open the printed URL in a brow
 			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
+			context.AfterFunc(ctx, func() { notifyStopping(log) })
 			return agent.RunAllInOne(ctx, cfg, version, log, func(apiAddr string) {
 				fmt.Fprintf(cmd.OutOrStdout(), "Harrier is running: web UI and API at http://%s/ (token in %s)\n",
 					apiAddr, tokenPath(cfg))
+				notifyReady(log)
 			})
 		},
 	}
 	f.register(cmd)
 	return cmd
+}
+
+// notifyReady tells systemd (Type=notify units) that the service is up: for
+// the agent, the spool is open and the sensor attached. Outside systemd
+// NOTIFY_SOCKET is unset and this does nothing.
+func notifyReady(log *slog.Logger) {
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY=1 failed", "error", err)
+	}
+}
+
+// notifyStopping tells systemd that shutdown has begun (it is called when the
+// signal context ends), so a slow spool flush is not mistaken for a hang.
+func notifyStopping(log *slog.Logger) {
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyStopping); err != nil {
+		log.Warn("sd_notify STOPPING=1 failed", "error", err)
+	}
 }
 
 // tokenPath is where the backend keeps its generated API token.
@@ -416,7 +436,7 @@ func tokenPath(cfg agent.Config) string {
 
 func newAgentCommand() *cobra.Command {
 	var f serviceFlags
-	var backendAddr string
+	var backendAddr, node string
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Node agent: sensor, spool and QUIC uplink to a backend (root)",
@@ -429,13 +449,20 @@ func newAgentCommand() *cobra.Command {
 			if backendAddr != "" {
 				cfg.Uplink.Addr = backendAddr
 			}
+			if node != "" {
+				cfg.Sensor.Node = node
+			}
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
-			return agent.Run(ctx, cfg, version, log, nil)
+			context.AfterFunc(ctx, func() { notifyStopping(log) })
+			return agent.Run(ctx, cfg, version, log, func() { notifyReady(log) })
 		},
 	}
 	f.register(cmd)
 	cmd.Flags().StringVar(&backendAddr, "backend", "", "backend QUIC address host:port (default 127.0.0.1:9471)")
+	// In a DaemonSet the host name is the pod's; the chart passes the
+	// Kubernetes node name here, which also picks the node's certificate.
+	cmd.Flags().StringVar(&node, "node", "", "node name for events and the default agent ID (default: host name)")
 	return cmd
 }
 
@@ -464,6 +491,10 @@ func newBackendCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// NewService has opened the store and bound both listeners, so
+			// agents and API clients can connect from here on.
+			notifyReady(log)
+			context.AfterFunc(ctx, func() { notifyStopping(log) })
 			return svc.Run(ctx)
 		},
 	}

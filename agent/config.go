@@ -33,7 +33,7 @@ type Config struct {
 	Uplink    UplinkConfig     `json:"uplink"`
 	Backend   backend.Config   `json:"backend"`
 	// MetricsAddr is where the agent serves Prometheus /metrics (default
-	// 127.0.0.1:9472; "off" disables it).
+	// 127.0.0.1:9473; "off" disables it).
 	MetricsAddr string `json:"metricsAddr,omitempty"`
 }
 

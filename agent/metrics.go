@@ -21,7 +21,7 @@ import (
 )
 
 // DefaultMetricsAddr is where the agent serves /metrics unless configured.
-const DefaultMetricsAddr = "127.0.0.1:9472"
+const DefaultMetricsAddr = "127.0.0.1:9473"
 
 // pipelineCollector reads every stage's counters at scrape time, so the hot
 // paths keep their own cheap counters and nothing is double-counted.

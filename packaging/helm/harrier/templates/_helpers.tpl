@@ -1,0 +1,15 @@
+{{/* Labels every object carries; component is agent or backend. */}}
+{{- define "harrier.labels" -}}
+app.kubernetes.io/name: harrier
+app.kubernetes.io/part-of: harrier
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+{{- end }}
+
+{{- define "harrier.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The backend's in-cluster name: agents dial it and its certificate names it. */}}
+{{- define "harrier.backendHost" -}}
+harrier-backend.{{ .Release.Namespace }}.svc
+{{- end }}
