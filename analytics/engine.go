@@ -33,8 +33,8 @@ type Config struct {
 	// UpdateInterval: how often an alert with new repeats is re-sent with
 	// its count and last-seen time (default 30s).
 	UpdateInterval confval.Duration `json:"updateInterval,omitempty"`
-	// RateLimitPerMinute caps new alerts per detection (default 30); the
-	// rest are counted as suppressed.
+	// RateLimitPerMinute caps new alerts per detection and container
+	// (default 30); the rest are counted as suppressed.
 	RateLimitPerMinute int `json:"rateLimitPerMinute,omitempty"`
 	// MaxEvidence bounds the events kept in one alert (default 8).
 	MaxEvidence int `json:"maxEvidence,omitempty"`
@@ -353,10 +353,16 @@ func (e *Engine) raise(r *Rule, trigger *api.Event, evidence []*api.Event, outpu
 		e.stats.Deduplicated++
 		return
 	}
-	lim := e.limits[r.ID]
+	// One bucket per detection and container: a noisy container must not use
+	// up the alerts of the same detection elsewhere on the node.
+	limKey := r.ID + "|" + trigger.GetContainer().GetId()
+	lim := e.limits[limKey]
 	if lim == nil {
+		if len(e.limits) >= maxRateBuckets {
+			clear(e.limits)
+		}
 		lim = newTokenBucket(e.cfg.RateLimitPerMinute, now)
-		e.limits[r.ID] = lim
+		e.limits[limKey] = lim
 	}
 	if !lim.take(now) {
 		e.stats.Suppressed[r.ID]++
@@ -487,7 +493,10 @@ func matchAny(patterns []string, s string) bool {
 	return false
 }
 
-// tokenBucket limits new alerts per detection.
+// maxRateBuckets bounds the rate-limit table.
+const maxRateBuckets = 4096
+
+// tokenBucket limits new alerts per detection and container.
 type tokenBucket struct {
 	perMinute int
 	tokens    float64

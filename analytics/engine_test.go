@@ -225,15 +225,19 @@ func TestDedupUpdatesAndWindows(t *testing.T) {
 func TestRateLimitCountsSuppressed(t *testing.T) {
 	e := newTestEngine(t, Config{RateLimitPerMinute: 3})
 	var evs []*api.Event
-	for i := 0; i < 10; i++ { // ten different containers: ten distinct alerts
-		evs = append(evs, openEv("/bin/cat", "/etc/shadow", false, inContainer("c"+itoa(i)), at(time.Duration(i)*time.Millisecond)))
+	for i := 0; i < 10; i++ { // ten lineages in one container: ten distinct alerts
+		evs = append(evs, openEv("/bin/cat", "/etc/shadow", false, inContainer("noisy"), parents("/bin/p"+itoa(i)), at(time.Duration(i)*time.Millisecond)))
 	}
 	ids, _ := run(e, evs...)
 	if len(ids) != 3 || e.Stats().Suppressed["sensitive-files"] != 7 {
 		t.Fatalf("alerts %d, suppressed %v", len(ids), e.Stats().Suppressed)
 	}
+	// Another container is not starved by the noisy one.
+	if ids, _ = run(e, openEv("/bin/cat", "/etc/shadow", false, inContainer("quiet"), at(10*time.Millisecond))); len(ids) != 1 {
+		t.Fatal("the noisy container used up another container's alerts")
+	}
 	// Tokens come back with time.
-	ids, _ = run(e, openEv("/bin/cat", "/etc/shadow", false, inContainer("late"), at(time.Minute)))
+	ids, _ = run(e, openEv("/bin/cat", "/etc/shadow", false, inContainer("noisy"), parents("/bin/late"), at(time.Minute)))
 	if len(ids) != 1 {
 		t.Fatal("no alert after the rate window")
 	}
