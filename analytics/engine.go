@@ -448,10 +448,20 @@ func dedupKey(id string, ev *api.Event) string {
 	b.WriteByte('|')
 	b.WriteString(ev.GetContainer().GetId())
 	b.WriteByte('|')
-	b.WriteString(ev.GetProcess().GetExe())
+	p := ev.GetProcess()
+	b.WriteString(p.GetExe())
+	if multiCall(baseName(p.GetExe())) {
+		// busybox applets share one executable; the applet tells them apart.
+		b.WriteByte(':')
+		b.WriteString(procName(p))
+	}
 	for _, a := range ev.GetAncestry() {
 		b.WriteByte('<')
 		b.WriteString(a.GetExe())
+		if multiCall(baseName(a.GetExe())) {
+			b.WriteByte(':')
+			b.WriteString(ancestorName(a))
+		}
 	}
 	return b.String()
 }

@@ -503,3 +503,21 @@ func TestBaselineHostService(t *testing.T) {
 		t.Fatalf("hostService = %q", got)
 	}
 }
+
+func TestDedupTellsBusyboxAppletsApart(t *testing.T) {
+	e := newTestEngine(t, Config{})
+	ids, _ := run(e,
+		execEv("/bin/busybox", []string{"modprobe", "msr", "allow_writes=on"}, inContainer("c1"), parents("/bin/busybox")),
+		execEv("/bin/busybox", []string{"sh", "-c", "echo 1 > /sys/module/msr/parameters/allow_writes"}, inContainer("c1"), parents("/bin/busybox")),
+		execEv("/bin/busybox", []string{"modprobe", "msr", "allow_writes=on"}, inContainer("c1"), parents("/bin/busybox"), at(time.Second)),
+	)
+	n := 0
+	for _, id := range ids {
+		if id == "cpu-optimization" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("want two cpu-optimization alerts (modprobe, sh) and the repeat folded, got %v", ids)
+	}
+}
