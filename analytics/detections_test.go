@@ -136,6 +136,7 @@ func replayCases() []replayCase {
 		{"no attack-tool", []*api.Event{execEv("/bin/ls", []string{"ls", "-l"}, ctr)}, "", []string{"attack-tool"}},
 
 		{"fileless: memfd", []*api.Event{execEv("/memfd:x (deleted)", []string{"x"}, origin(&api.ExeOrigin{Memfd: true}))}, "fileless", nil},
+		{"no fileless: runc init as the sensor sees it (exe /)", []*api.Event{execEv("/", []string{"/usr/sbin/runc", "init"}, origin(&api.ExeOrigin{Deleted: true}), ctr)}, "", []string{"fileless", "drift-binary"}},
 		{"no fileless: runc clone", []*api.Event{execEv("/memfd:runc_cloned:/proc/self/exe (deleted)", []string{"runc", "init"}, origin(&api.ExeOrigin{Memfd: true}))}, "", []string{"fileless"}},
 
 		{"kernel-module: finit_module in container", []*api.Event{moduleEv(ctr)}, "kernel-module", nil},
