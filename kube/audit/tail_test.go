@@ -12,7 +12,9 @@ import (
 	"github.com/harrier-sec/harrier/api"
 )
 
-func line(id string) string { return strings.Replace(sampleEvent, `"auditID":"a1"`, `"auditID":"`+id+`"`, 1) + "\n" }
+func line(id string) string {
+	return strings.Replace(sampleEvent, `"auditID":"a1"`, `"auditID":"`+id+`"`, 1) + "\n"
+}
 
 func appendTo(t *testing.T, path, s string) {
 	t.Helper()
