@@ -196,6 +196,7 @@ func start(t testing.TB, opts Options) (*Server, error) {
 		"--authorization-mode=RBAC", "--allow-privileged=true",
 		"--audit-policy-file=" + files["audit-policy.yaml"],
 		"--audit-log-path=" + s.AuditLog, "--audit-log-format=json",
+		"--endpoint-reconciler-type=none", // no kubernetes Service endpoints: the address is loopback
 		"--profiling=false", "--v=0",
 	}
 	if opts.AuditWebhookURL != "" {
