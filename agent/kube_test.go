@@ -22,6 +22,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/internal/testpki"
 	"github.com/harrier-sec/harrier/kube"
 )
 
@@ -95,11 +96,11 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir := t.TempDir()
 
-	ca, err := kubetest.NewCA()
+	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := ca.Issue(kubetest.Cert{CommonName: "harrier-audit", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	serving, err := ca.Issue(testpki.Cert{CommonName: "harrier-audit", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
 // The versions build.sh builds; TestVersionsMatchBuild keeps them in step
@@ -63,7 +65,7 @@ rules:
 type Options struct {
 	// CA signs every certificate; nil makes a new one. Pass one to make
 	// an audit webhook receiver's serving certificate from the same CA.
-	CA *CA
+	CA *testpki.CA
 	// AuditWebhookURL, when set, is where the API server sends audit
 	// event lists (audit.k8s.io/v1 EventList), presenting a client
 	// certificate from CA with CommonName "kube-apiserver-audit" and
@@ -82,7 +84,7 @@ type Server struct {
 	Kubeconfig string
 	// AuditLog is the API server's JSON audit log.
 	AuditLog string
-	CA       *CA
+	CA       *testpki.CA
 	// URL is the API server's address (https://127.0.0.1:PORT).
 	URL string
 	// StartTime is how long etcd and the API server took to become ready.
@@ -159,7 +161,7 @@ func start(t testing.TB, opts Options) (*Server, error) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	ca := opts.CA
 	if ca == nil {
-		if ca, err = NewCA(); err != nil {
+		if ca, err = testpki.NewCA(); err != nil {
 			return nil, err
 		}
 	}
@@ -209,7 +211,7 @@ func start(t testing.TB, opts Options) (*Server, error) {
 	}
 	stopOnCleanup(t, apiserver)
 
-	admin, err := ca.Issue(Cert{CommonName: "harrier-test-admin", Organization: []string{"system:masters"}})
+	admin, err := ca.Issue(testpki.Cert{CommonName: "harrier-test-admin", Organization: []string{"system:masters"}})
 	if err != nil {
 		return nil, err
 	}
@@ -335,12 +337,12 @@ func stopOnCleanup(t testing.TB, cmd *exec.Cmd) {
 }
 
 func (s *Server) writeFiles(opts Options) (map[string]string, error) {
-	serving, err := s.CA.Issue(Cert{CommonName: "kube-apiserver", IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
+	serving, err := s.CA.Issue(testpki.Cert{CommonName: "kube-apiserver", IPs: []net.IP{net.IPv4(127, 0, 0, 1)},
 		DNSNames: []string{"localhost", "kubernetes.default.svc"}, Server: true})
 	if err != nil {
 		return nil, err
 	}
-	saKey, saPub, err := serviceAccountKeys()
+	saKey, saPub, err := testpki.ServiceAccountKeys()
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +355,7 @@ func (s *Server) writeFiles(opts Options) (map[string]string, error) {
 		"sa.key": saKey, "sa.pub": saPub, "audit-policy.yaml": []byte(policy),
 	}
 	if opts.AuditWebhookURL != "" {
-		client, err := s.CA.Issue(Cert{CommonName: "kube-apiserver-audit"})
+		client, err := s.CA.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
 		if err != nil {
 			return nil, err
 		}
@@ -372,7 +374,7 @@ func (s *Server) writeFiles(opts Options) (map[string]string, error) {
 
 // kubeconfig is a one-cluster, one-user kubeconfig (also the format of the
 // audit webhook configuration).
-func kubeconfig(server string, caPEM []byte, user KeyPair) []byte {
+func kubeconfig(server string, caPEM []byte, user testpki.KeyPair) []byte {
 	return fmt.Appendf(nil, `apiVersion: v1
 kind: Config
 clusters:

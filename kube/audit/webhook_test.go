@@ -12,17 +12,17 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
-	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
 func TestReceiver(t *testing.T) {
-	ca, err := kubetest.NewCA()
+	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvPair, _ := ca.Issue(kubetest.Cert{CommonName: "harrier", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	srvPair, _ := ca.Issue(testpki.Cert{CommonName: "harrier", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
 	srvCert, _ := srvPair.TLS()
-	clientPair, _ := ca.Issue(kubetest.Cert{CommonName: "kube-apiserver-audit"})
+	clientPair, _ := ca.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
 	clientCert, _ := clientPair.TLS()
 	out := make(chan *api.Event, 16)
 	r := &Receiver{Out: out, MaxBodyBytes: 4096, Log: slog.New(slog.DiscardHandler)}

@@ -1,4 +1,7 @@
-package kubetest
+// Package testpki makes throw-away certificate authorities and certificates
+// for tests (the test API server, audit webhook receivers). It has no
+// dependencies beyond the standard library, so fuzz builds stay small.
+package testpki
 
 import (
 	"crypto/ecdsa"
@@ -112,9 +115,9 @@ func (ca *CA) Issue(req Cert) (KeyPair, error) {
 	}, nil
 }
 
-// serviceAccountKeys makes the key pair the API server signs and checks
+// ServiceAccountKeys makes the key pair the API server signs and checks
 // service-account tokens with.
-func serviceAccountKeys() (priv, pub []byte, err error) {
+func ServiceAccountKeys() (priv, pub []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("sa key: %w", err)
