@@ -90,6 +90,32 @@ type Server struct {
 	// StartTime is how long etcd and the API server took to become ready.
 	StartTime time.Duration
 	dir       string
+	t         testing.TB
+	apiArgs   []string
+	stopAPI   func()
+}
+
+func (s *Server) startAPIServer() (*exec.Cmd, error) {
+	cmd := s.command(s.t, "kube-apiserver", filepath.Join(BinDir(), "kube-apiserver"), s.apiArgs...)
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start kube-apiserver: %w", err)
+	}
+	s.stopAPI = stopOnCleanup(s.t, cmd)
+	return cmd, nil
+}
+
+// StopAPIServer stops the kube-apiserver (etcd keeps running), to test
+// what clients do while it is unreachable.
+func (s *Server) StopAPIServer() { s.stopAPI() }
+
+// RestartAPIServer starts the stopped kube-apiserver again on the same
+// address and waits until it is ready.
+func (s *Server) RestartAPIServer(ctx context.Context) error {
+	cmd, err := s.startAPIServer()
+	if err != nil {
+		return err
+	}
+	return s.waitReady(ctx, cmd)
 }
 
 // BinDir is where build.sh leaves kube-apiserver and kubectl.
@@ -180,7 +206,7 @@ func start(t testing.TB, opts Options) (*Server, error) {
 	if err := etcd.Start(); err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	stopOnCleanup(t, etcd)
+	_ = stopOnCleanup(t, etcd)
 
 	files, err := s.writeFiles(opts)
 	if err != nil {
@@ -205,11 +231,11 @@ func start(t testing.TB, opts Options) (*Server, error) {
 		args = append(args, "--audit-webhook-config-file="+files["audit-webhook.kubeconfig"],
 			"--audit-webhook-batch-max-wait=1s")
 	}
-	apiserver := s.command(t, "kube-apiserver", filepath.Join(BinDir(), "kube-apiserver"), args...)
-	if err := apiserver.Start(); err != nil {
-		return nil, fmt.Errorf("start kube-apiserver: %w", err)
+	s.t, s.apiArgs = t, args
+	apiserver, err := s.startAPIServer()
+	if err != nil {
+		return nil, err
 	}
-	stopOnCleanup(t, apiserver)
 
 	admin, err := ca.Issue(testpki.Cert{CommonName: "harrier-test-admin", Organization: []string{"system:masters"}})
 	if err != nil {
@@ -318,12 +344,12 @@ func (s *Server) command(t testing.TB, name, path string, args ...string) *exec.
 }
 
 // stopOnCleanup stops cmd with SIGTERM (SIGKILL after 10 s) when the test
-// ends.
-func stopOnCleanup(t testing.TB, cmd *exec.Cmd) {
+// ends, or earlier when the returned function is called.
+func stopOnCleanup(t testing.TB, cmd *exec.Cmd) func() {
 	var once sync.Once
 	done := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
+	stop := func() {
 		once.Do(func() {
 			_ = cmd.Process.Signal(syscall.SIGTERM)
 			select {
@@ -333,7 +359,9 @@ func stopOnCleanup(t testing.TB, cmd *exec.Cmd) {
 				<-done
 			}
 		})
-	})
+	}
+	t.Cleanup(stop)
+	return stop
 }
 
 func (s *Server) writeFiles(opts Options) (map[string]string, error) {
