@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/kubetest"
 	"github.com/harrier-sec/harrier/internal/testpki"
 	"github.com/harrier-sec/harrier/kube"
@@ -34,7 +35,10 @@ type alertSink struct {
 }
 
 func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event) *alertSink {
-	engine, err := NewEngine(Config{}, slog.New(slog.DiscardHandler))
+	// A short learning period, so that sa-anomalous-op can fire within the test.
+	var cfg Config
+	cfg.Analytics.Baseline.LearningPeriod = confval.Duration(time.Second)
+	engine, err := NewEngine(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +159,8 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 
 	want := []string{"privileged-container", "sensitive-mount", "exposed-dashboard", "exposed-service", "high-priv-role",
 		"cluster-admin-binding", "kube-system-container", "events-deleted", "admission-webhook", "coredns-modified",
-		"sa-suspicious-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod", "anonymous-access"}
+		"sa-suspicious-op", "sa-anomalous-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod",
+		"anonymous-access"}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mh, mf := viaHook.missing(want), viaFile.missing(want)
@@ -171,6 +176,9 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 	a := viaHook.ids["cluster-admin-binding"]
 	if ev := a.GetEvidence()[0].GetAudit(); ev.GetUser() != "harrier-test-admin" || ev.GetResource() != "clusterrolebindings" {
 		t.Errorf("cluster-admin-binding evidence %v", ev)
+	}
+	if ev := viaHook.ids["sa-anomalous-op"].GetEvidence()[0].GetAudit(); ev.GetResource() != "selfsubjectrulesreviews" {
+		t.Errorf("sa-anomalous-op evidence %v, want the rules review", ev)
 	}
 	t.Logf("webhook: %+v; tailer: %+v; alerts %v", hook.receiver.Stats(), tail.tailer.Stats(), viaHook.all())
 }
@@ -266,6 +274,13 @@ func makeRequests(t *testing.T, ctx context.Context, srv *kubetest.Server) {
 		Spec: authzv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authzv1.ResourceAttributes{Verb: "list", Resource: "secrets"}},
 	}, metav1.CreateOptions{})
 	must("self subject access review", err)
+
+	// After the learning period (1 s here), the same account does
+	// something it never did.
+	time.Sleep(1500 * time.Millisecond)
+	_, err = sa.AuthorizationV1().SelfSubjectRulesReviews().Create(ctx, &authzv1.SelfSubjectRulesReview{
+		Spec: authzv1.SelfSubjectRulesReviewSpec{Namespace: "default"}}, metav1.CreateOptions{})
+	must("self subject rules review", err)
 
 	// A penetration testing tool.
 	hunterCfg := rest.CopyConfig(srv.Config)

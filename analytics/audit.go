@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/harrier-sec/harrier/api"
 )
@@ -172,4 +173,35 @@ func auditFields() []*field {
 		{name: "audit.role_resources", typ: listField, doc: "Kubernetes audit: resources of a Role/ClusterRole's rules", list: func(c *evalContext) []string { return c.audit().roleResources }},
 		{name: "audit.role_ref", doc: "Kubernetes audit: the role a (Cluster)RoleBinding refers to", str: func(c *evalContext) string { return c.audit().roleRef }},
 	}
+}
+
+// saBaseline raises sa-anomalous-op: after its learning period, a service
+// account makes a kind of request (verb on group/resource/subresource) it
+// never made. Its baseline lives with the workloads' (key "k8s-sa:<user>").
+type saBaseline struct {
+	store      *baselineStore
+	key, entry []byte // reused buffers
+}
+
+func (b *saBaseline) kinds() []api.EventKind { return []api.EventKind{api.EventKind_EVENT_KIND_AUDIT} }
+
+func (b *saBaseline) observe(c *evalContext, now time.Time) []*api.Event {
+	a := c.ev.GetAudit()
+	user := a.GetUser()
+	if !strings.HasPrefix(user, "system:serviceaccount:") || a.GetCode() == 401 || a.GetCode() == 403 || a.GetResource() == "" {
+		return nil
+	}
+	b.key = append(append(b.key[:0], "k8s-sa:"...), user...)
+	b.entry = append(b.entry[:0], a.GetVerb()...)
+	b.entry = append(b.entry, ' ')
+	b.entry = append(b.entry, a.GetApiGroup()...)
+	b.entry = append(b.entry, '/')
+	b.entry = append(b.entry, a.GetResource()...)
+	if s := a.GetSubresource(); s != "" {
+		b.entry = append(append(b.entry, '/'), s...)
+	}
+	if b.store.observe(b.key, b.entry, false, now) {
+		return []*api.Event{c.ev}
+	}
+	return nil
 }

@@ -3,8 +3,10 @@ package analytics
 import (
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 )
 
 // auditEv is an audit event of a successful request by a user.
@@ -102,5 +104,26 @@ rules:
 		auditEv("create", "deployments", "d", "y", `{"spec":{"replicas":1}}`), auditEv("create", "deployments", "d", "z", ``))
 	if !slices.Equal(ids, []string{"t"}) {
 		t.Fatalf("alerts %v", ids)
+	}
+}
+
+func TestSAAnomalousOp(t *testing.T) {
+	e := newTestEngine(t, Config{Baseline: BaselineConfig{LearningPeriod: confval.Duration(time.Minute)}})
+	sa := func(verb, resource string, d time.Duration) *api.Event {
+		ev := auditEv(verb, resource, "default", "", "", func(a *api.Audit) {
+			a.User, a.Code, a.UserAgent = "system:serviceaccount:shop:web", 200, "web/1.0"
+		})
+		at(d)(ev)
+		return ev
+	}
+	ids, _ := run(e,
+		sa("get", "configmaps", 0),                                                         // learning
+		sa("get", "configmaps", 2*time.Minute),                                             // known
+		sa("list", "secrets", 2*time.Minute),                                               // new after learning
+		sa("list", "secrets", 3*time.Minute),                                               // learned when reported
+		auditEv("delete", "pods", "default", "p", "", func(a *api.Audit) { a.Code = 200 }), // a user, not an SA
+	)
+	if !slices.Equal(ids, []string{"sa-anomalous-op"}) {
+		t.Fatalf("alerts %v, want one sa-anomalous-op", ids)
 	}
 }
