@@ -46,11 +46,11 @@ func TestPodsAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	client, err := kubernetes.NewForConfig(srv.Config)
+	source, err := NewPodSource(srv.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods, err := NewPods(client, "node-a", slog.New(slog.DiscardHandler))
+	pods, err := NewPods(source, "node-a", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,12 +129,12 @@ func TestPodsMemory(t *testing.T) {
 		runtime.ReadMemStats(&m)
 		return m.HeapAlloc
 	}
-	client, err := kubernetes.NewForConfig(srv.Config)
+	source, err := NewPodSource(srv.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := heap()
-	pods, err := NewPods(client, "node-a", slog.New(slog.DiscardHandler))
+	pods, err := NewPods(source, "node-a", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

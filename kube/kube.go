@@ -17,8 +17,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
@@ -123,17 +124,75 @@ type Pods struct {
 	log   *slog.Logger
 }
 
+// PodSource lists and watches pods across namespaces; client-go's typed
+// PodInterface is one (tests use the fake clientset's), NewPodSource another.
+type PodSource interface {
+	List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error)
+	Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error)
+}
+
+// restPods is a PodSource over a REST client whose scheme knows core/v1
+// only: client-go's clientset, typed clients and informer factory all link
+// the scheme of every API group, which would add ~40 MB to the agent.
+type restPods struct {
+	c      rest.Interface
+	params runtime.ParameterCodec
+}
+
+// NewPodSource connects to the API server rc names.
+func NewPodSource(rc *rest.Config) (PodSource, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("kube scheme: %w", err)
+	}
+	cfg := rest.CopyConfig(rc)
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.APIPath = "/api"
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
+	}
+	c, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("kube client: %w", err)
+	}
+	return restPods{c: c, params: runtime.NewParameterCodec(scheme)}, nil
+}
+
+func (r restPods) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
+	out := &corev1.PodList{}
+	err := r.c.Get().Resource("pods").VersionedParams(&opts, r.params).Do(ctx).Into(out)
+	return out, err
+}
+
+func (r restPods) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return r.c.Get().Resource("pods").VersionedParams(&opts, r.params).Watch(ctx)
+}
+
 // NewPods prepares the informer for pods bound to node; Run starts it.
-func NewPods(client kubernetes.Interface, node string, log *slog.Logger) (*Pods, error) {
+func NewPods(pods PodSource, node string, log *slog.Logger) (*Pods, error) {
 	if node == "" {
 		return nil, errors.New("kube: node name is empty")
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
-		}),
-		informers.WithTransform(StripPod))
-	inf := factory.Core().V1().Pods().Informer()
+	selector := fields.OneTermEqualSelector("spec.nodeName", node).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return pods.Watch(ctx, o)
+		},
+	}
+	// A source that cannot stream the initial list over a watch (the fake
+	// clientset) says so; the API server can.
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, pods),
+		&corev1.Pod{}, cache.SharedIndexInformerOptions{})
+	if err := inf.SetTransform(StripPod); err != nil {
+		return nil, fmt.Errorf("pod informer: %w", err)
+	}
 	p := &Pods{Index: NewPodIndex(), node: node, inf: inf, log: log}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { p.upsert(obj) },
@@ -249,9 +308,9 @@ func New(cfg Config, log *slog.Logger) (*Pods, error) {
 		return nil, err
 	}
 	rc.UserAgent = "harrier-agent"
-	client, err := kubernetes.NewForConfig(rc)
+	client, err := NewPodSource(rc)
 	if err != nil {
-		return nil, fmt.Errorf("kube client: %w", err)
+		return nil, err
 	}
 	node := cfg.Node
 	if node == "" {

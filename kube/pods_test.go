@@ -153,7 +153,7 @@ func TestEnricher(t *testing.T) {
 // scope): adds, updates and deletes reach the index.
 func TestPodsInformer(t *testing.T) {
 	client := fake.NewClientset()
-	p, err := NewPods(client, "node-a", slog.New(slog.DiscardHandler))
+	p, err := NewPods(fakePods{client.CoreV1().Pods("")}, "node-a", slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +181,12 @@ func TestPodsInformer(t *testing.T) {
 	}
 	waitFor(t, func() bool { return p.Index.Len() == 0 })
 }
+
+// fakePods tells the informer that the fake cannot stream the initial
+// list over a watch (the fake clientset says so, its typed clients do not).
+type fakePods struct{ PodSource }
+
+func (fakePods) IsWatchListSemanticsUnSupported() bool { return true }
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
