@@ -29,6 +29,7 @@ import (
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/simulate"
 )
@@ -207,6 +208,17 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 		}{s.Status(), stats})
 	}
 
+	// Pod context, when the config's kube section asks for it.
+	pods, err := kube.New(cfg.Kube, log)
+	if err != nil {
+		return fmt.Errorf("kube: %w", err)
+	}
+	enrich := func(*api.Event) {}
+	if pods != nil {
+		pods.Start(ctx, cfg.Kube.SyncTimeout.Std(), func(_ string, f func() error) { go func() { _ = f() }() })
+		enrich = kube.NewEnricher(pods.Index).Enrich
+	}
+
 	events := make(chan *api.Event, s.QueueSize())
 	runErr := make(chan error, 1)
 	go func() {
@@ -260,6 +272,7 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 			if !ok {
 				return <-runErr
 			}
+			enrich(ev)
 			if engine == nil && !matches(ev, kinds, o.containers) {
 				continue
 			}

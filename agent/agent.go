@@ -101,9 +101,13 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 			}
 		})
 	}
+	kp, err := startKube(ctx, cfg, run, log)
+	if err != nil {
+		return err
+	}
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, log)
+		return pipeline(events, kp.enrich, kp.audit, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, log)
 	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
@@ -158,11 +162,12 @@ func unjoin(err error) []error {
 	return []error{err}
 }
 
-// pipeline runs every event through analytics and appends alerts and the
+// pipeline gives every event its pod context (enrich), runs it and the
+// Kubernetes audit events (audit, nil when off) through analytics and appends alerts and the
 // configured raw event kinds to the spool in batches, until events closes.
 // The spool is durable when AppendBatch returns; a failed append (full disk)
 // is logged and counted by the spool, and the pipeline keeps going.
-func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
+func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
 	client *transport.Client, stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, log *slog.Logger) error {
 	tick := time.NewTicker(spoolFlush)
 	defer tick.Stop()
@@ -224,6 +229,7 @@ func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.
 				publish()
 				return nil
 			}
+			enrich(ev)
 			engine.Process(ev, emit)
 			if len(alerts) > 0 {
 				flush() // alerts do not wait for the batch timer
@@ -239,6 +245,18 @@ func pipeline(events <-chan *api.Event, engine *analytics.Engine, kinds map[api.
 			batch = append(batch, b)
 			if len(batch) >= spoolBatchLimit {
 				flush()
+			}
+		case ev := <-audit:
+			// Audit events are analysed and, like raw events, spooled
+			// when their kind is configured.
+			engine.Process(ev, emit)
+			if len(alerts) > 0 {
+				flush()
+			}
+			if kinds[ev.GetKind()] && allow() {
+				if b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}}); err == nil {
+					batch = append(batch, b)
+				}
 			}
 		case now := <-tick.C:
 			engine.Tick(now, emit)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/sensor"
 )
 
@@ -32,6 +33,8 @@ type Config struct {
 	Spool     SpoolConfig      `json:"spool"`
 	Uplink    UplinkConfig     `json:"uplink"`
 	Backend   backend.Config   `json:"backend"`
+	// Kube gives events their pod context (see the kube package).
+	Kube kube.Config `json:"kube"`
 	// MetricsAddr is where the agent serves Prometheus /metrics (default
 	// 127.0.0.1:9473; "off" disables it).
 	MetricsAddr string `json:"metricsAddr,omitempty"`
@@ -87,6 +90,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Sensor.Node == "" {
 		c.Sensor.Node, _ = os.Hostname()
+	}
+	if c.Kube.Node == "" {
+		c.Kube.Node = c.Sensor.Node
 	}
 	if c.MetricsAddr == "" {
 		c.MetricsAddr = DefaultMetricsAddr
@@ -157,6 +163,9 @@ func (c Config) Validate() error {
 	}
 	if c.Uplink.BandwidthBytesPerSec < 0 {
 		errs = append(errs, fmt.Errorf("uplink.bandwidthBytesPerSec %d: must not be negative", c.Uplink.BandwidthBytesPerSec))
+	}
+	if err := c.Kube.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Backend.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("backend: %w", err))

@@ -112,6 +112,8 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 		return &baselineDetector{store: e.baseline, egress: false}, nil
 	case "anomalous-egress":
 		return &baselineDetector{store: e.baseline, egress: true}, nil
+	case "sa-anomalous-op":
+		return &saBaseline{store: e.baseline}, nil
 	}
 	return nil, fmt.Errorf("unknown detector %q", r.Detector)
 }

@@ -455,6 +455,13 @@ func dedupKey(id string, ev *api.Event) string {
 		b.WriteByte(':')
 		b.WriteString(procName(p))
 	}
+	if a := ev.GetAudit(); a != nil {
+		// Audit alerts repeat per actor and object, not per process.
+		for _, s := range []string{a.GetUser(), a.GetVerb(), a.GetResource(), a.GetNamespace(), a.GetName()} {
+			b.WriteByte('|')
+			b.WriteString(s)
+		}
+	}
 	for _, a := range ev.GetAncestry() {
 		b.WriteByte('<')
 		b.WriteString(a.GetExe())

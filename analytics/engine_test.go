@@ -25,7 +25,11 @@ func TestBuiltinRulesCompile(t *testing.T) {
 		"sensitive-files", "secret-recon", "cpu-optimization", "ld-preload", "miner-download", "drift-binary", "mining",
 		"download-exec", "reverse-shell", "base64-exec", "user-added", "history-cleared", "new-namespace",
 		"kubelet-kubeconfig", "ssh-keys", "attack-tool", "fileless", "kernel-module", "ptrace-injection", "sensor-tamper",
-		"ioc-domain", "db-spawns-shell", "test-alert", "anomalous-process", "anomalous-egress"} {
+		"ioc-domain", "db-spawns-shell", "test-alert", "anomalous-process", "anomalous-egress",
+		// Control plane (Kubernetes audit events).
+		"privileged-container", "sensitive-mount", "exposed-dashboard", "exposed-service", "high-priv-role",
+		"cluster-admin-binding", "kube-system-container", "events-deleted", "admission-webhook", "coredns-modified",
+		"sa-suspicious-op", "sa-anomalous-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod", "anonymous-access"} {
 		r := e.Rule(id)
 		if r == nil {
 			t.Errorf("detection %s missing", id)

@@ -25,6 +25,8 @@ const (
 	intField
 	boolField
 	listField
+	// dynField is a parsed JSON value (the audit request object).
+	dynField
 )
 
 // field is one name a condition can read.
@@ -39,6 +41,7 @@ type field struct {
 	num      func(*evalContext) int64
 	flag     func(*evalContext) bool
 	list     func(*evalContext) []string
+	dyn      func(*evalContext) any
 }
 
 func (f *field) celType() *cel.Type {
@@ -49,6 +52,8 @@ func (f *field) celType() *cel.Type {
 		return cel.BoolType
 	case listField:
 		return cel.ListType(cel.StringType)
+	case dynField:
+		return cel.DynType
 	default:
 		return cel.StringType
 	}
@@ -64,6 +69,8 @@ func (f *field) value(c *evalContext) any {
 		return f.flag(c)
 	case listField:
 		return f.list(c)
+	case dynField:
+		return f.dyn(c)
 	default:
 		if f.volatile {
 			return strings.Clone(f.str(c))
@@ -93,6 +100,7 @@ func kindNames() map[api.EventKind]string {
 		api.EventKind_EVENT_KIND_CHMOD:             "chmod",
 		api.EventKind_EVENT_KIND_SIGNAL:            "signal",
 		api.EventKind_EVENT_KIND_DNS_QUERY:         "dns",
+		api.EventKind_EVENT_KIND_AUDIT:             "audit",
 	}
 }
 
@@ -120,6 +128,7 @@ type evalContext struct {
 	ancestorCmdlines          []string
 	haveAncNames, haveAncExes bool
 	haveAncCmdlines           bool
+	auditV                    auditView
 }
 
 var _ interpreter.Activation = (*evalContext)(nil)
@@ -132,6 +141,7 @@ func (c *evalContext) reset(ev *api.Event, kind string) {
 	c.ancestorNames = c.ancestorNames[:0]
 	c.ancestorExes = c.ancestorExes[:0]
 	c.ancestorCmdlines = c.ancestorCmdlines[:0]
+	c.auditV.parsed = false
 }
 
 // ResolveName implements interpreter.Activation.
@@ -475,6 +485,7 @@ func newFields() map[string]*field {
 		{name: "mount.target", doc: "mount target", str: func(c *evalContext) string { return c.ev.GetMount().GetTarget() }},
 		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},
 	}
+	fs = append(fs, auditFields()...)
 	m := make(map[string]*field, len(fs))
 	for _, f := range fs {
 		m[f.name] = f
@@ -489,7 +500,7 @@ type FieldDoc struct{ Name, Type, Doc string }
 func Fields() []FieldDoc {
 	var out []FieldDoc
 	for _, f := range newFields() {
-		t := map[fieldType]string{stringField: "string", intField: "int", boolField: "bool", listField: "list(string)"}[f.typ]
+		t := map[fieldType]string{stringField: "string", intField: "int", boolField: "bool", listField: "list(string)", dynField: "dyn"}[f.typ]
 		out = append(out, FieldDoc{Name: f.name, Type: t, Doc: f.doc})
 	}
 	return out

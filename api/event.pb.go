@@ -48,6 +48,9 @@ const (
 	EventKind_EVENT_KIND_CHMOD             EventKind = 16
 	EventKind_EVENT_KIND_SIGNAL            EventKind = 17
 	EventKind_EVENT_KIND_DNS_QUERY         EventKind = 18
+	// A Kubernetes API server audit event (from the audit webhook or the
+	// audit log); the process fields are empty.
+	EventKind_EVENT_KIND_AUDIT EventKind = 19
 )
 
 // Enum value maps for EventKind.
@@ -72,6 +75,7 @@ var (
 		16: "EVENT_KIND_CHMOD",
 		17: "EVENT_KIND_SIGNAL",
 		18: "EVENT_KIND_DNS_QUERY",
+		19: "EVENT_KIND_AUDIT",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":       0,
@@ -93,6 +97,7 @@ var (
 		"EVENT_KIND_CHMOD":             16,
 		"EVENT_KIND_SIGNAL":            17,
 		"EVENT_KIND_DNS_QUERY":         18,
+		"EVENT_KIND_AUDIT":             19,
 	}
 )
 
@@ -208,6 +213,7 @@ type Event struct {
 	//	*Event_Chmod
 	//	*Event_Signal
 	//	*Event_DnsQuery
+	//	*Event_Audit
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -468,6 +474,15 @@ func (x *Event) GetDnsQuery() *DnsQuery {
 	return nil
 }
 
+func (x *Event) GetAudit() *Audit {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Audit); ok {
+			return x.Audit
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -544,6 +559,10 @@ type Event_DnsQuery struct {
 	DnsQuery *DnsQuery `protobuf:"bytes,37,opt,name=dns_query,json=dnsQuery,proto3,oneof"`
 }
 
+type Event_Audit struct {
+	Audit *Audit `protobuf:"bytes,38,opt,name=audit,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Exit) isEvent_Detail() {}
@@ -579,6 +598,8 @@ func (*Event_Chmod) isEvent_Detail() {}
 func (*Event_Signal) isEvent_Detail() {}
 
 func (*Event_DnsQuery) isEvent_Detail() {}
+
+func (*Event_Audit) isEvent_Detail() {}
 
 // ExeOrigin says where the executable file came from. Binaries written into a
 // container's writable layer, into memory, or deleted after start are a
@@ -2474,12 +2495,220 @@ func (x *DnsQuery) GetTransactionId() uint32 {
 	return 0
 }
 
+// Audit is one Kubernetes API server audit event (audit.k8s.io/v1 Event),
+// reduced to what detections read.
+type Audit struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	AuditId string                 `protobuf:"bytes,1,opt,name=audit_id,json=auditId,proto3" json:"audit_id,omitempty"`
+	// RequestReceived, ResponseStarted, ResponseComplete or Panic.
+	Stage string `protobuf:"bytes,2,opt,name=stage,proto3" json:"stage,omitempty"`
+	// get, list, watch, create, update, patch, delete, deletecollection.
+	Verb       string   `protobuf:"bytes,3,opt,name=verb,proto3" json:"verb,omitempty"`
+	RequestUri string   `protobuf:"bytes,4,opt,name=request_uri,json=requestUri,proto3" json:"request_uri,omitempty"`
+	User       string   `protobuf:"bytes,5,opt,name=user,proto3" json:"user,omitempty"`
+	Groups     []string `protobuf:"bytes,6,rep,name=groups,proto3" json:"groups,omitempty"`
+	UserAgent  string   `protobuf:"bytes,7,opt,name=user_agent,json=userAgent,proto3" json:"user_agent,omitempty"`
+	SourceIps  []string `protobuf:"bytes,8,rep,name=source_ips,json=sourceIps,proto3" json:"source_ips,omitempty"`
+	// The object acted on.
+	Resource    string `protobuf:"bytes,9,opt,name=resource,proto3" json:"resource,omitempty"`
+	Subresource string `protobuf:"bytes,10,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	Namespace   string `protobuf:"bytes,11,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name        string `protobuf:"bytes,12,opt,name=name,proto3" json:"name,omitempty"`
+	ApiGroup    string `protobuf:"bytes,13,opt,name=api_group,json=apiGroup,proto3" json:"api_group,omitempty"`
+	ApiVersion  string `protobuf:"bytes,14,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	// HTTP status code of the response (0 when not yet answered).
+	Code int32 `protobuf:"varint,15,opt,name=code,proto3" json:"code,omitempty"`
+	// The request body as compact JSON, when the audit policy records it
+	// (level Request or RequestResponse), cut at a bound: see
+	// object_truncated.
+	RequestObject   string                 `protobuf:"bytes,16,opt,name=request_object,json=requestObject,proto3" json:"request_object,omitempty"`
+	ObjectTruncated bool                   `protobuf:"varint,17,opt,name=object_truncated,json=objectTruncated,proto3" json:"object_truncated,omitempty"`
+	RequestReceived *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=request_received,json=requestReceived,proto3" json:"request_received,omitempty"`
+	// The user a request impersonated, if any.
+	ImpersonatedUser string `protobuf:"bytes,19,opt,name=impersonated_user,json=impersonatedUser,proto3" json:"impersonated_user,omitempty"`
+	// The authorizer's decision: "allow" or "forbid" (from the
+	// authorization.k8s.io/decision annotation).
+	Decision      string `protobuf:"bytes,20,opt,name=decision,proto3" json:"decision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Audit) Reset() {
+	*x = Audit{}
+	mi := &file_event_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Audit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Audit) ProtoMessage() {}
+
+func (x *Audit) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Audit.ProtoReflect.Descriptor instead.
+func (*Audit) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *Audit) GetAuditId() string {
+	if x != nil {
+		return x.AuditId
+	}
+	return ""
+}
+
+func (x *Audit) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *Audit) GetVerb() string {
+	if x != nil {
+		return x.Verb
+	}
+	return ""
+}
+
+func (x *Audit) GetRequestUri() string {
+	if x != nil {
+		return x.RequestUri
+	}
+	return ""
+}
+
+func (x *Audit) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Audit) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Audit) GetUserAgent() string {
+	if x != nil {
+		return x.UserAgent
+	}
+	return ""
+}
+
+func (x *Audit) GetSourceIps() []string {
+	if x != nil {
+		return x.SourceIps
+	}
+	return nil
+}
+
+func (x *Audit) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *Audit) GetSubresource() string {
+	if x != nil {
+		return x.Subresource
+	}
+	return ""
+}
+
+func (x *Audit) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Audit) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Audit) GetApiGroup() string {
+	if x != nil {
+		return x.ApiGroup
+	}
+	return ""
+}
+
+func (x *Audit) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *Audit) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Audit) GetRequestObject() string {
+	if x != nil {
+		return x.RequestObject
+	}
+	return ""
+}
+
+func (x *Audit) GetObjectTruncated() bool {
+	if x != nil {
+		return x.ObjectTruncated
+	}
+	return false
+}
+
+func (x *Audit) GetRequestReceived() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RequestReceived
+	}
+	return nil
+}
+
+func (x *Audit) GetImpersonatedUser() string {
+	if x != nil {
+		return x.ImpersonatedUser
+	}
+	return ""
+}
+
+func (x *Audit) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
 var File_event_proto protoreflect.FileDescriptor
 
 const file_event_proto_rawDesc = "" +
 	"\n" +
 	"\vevent.proto\x12\n" +
-	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\n" +
+	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\n" +
 	"\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
@@ -2512,7 +2741,8 @@ const file_event_proto_rawDesc = "" +
 	"\x05mount\x18\" \x01(\v2\x11.harrier.v1.MountH\x00R\x05mount\x12)\n" +
 	"\x05chmod\x18# \x01(\v2\x11.harrier.v1.ChmodH\x00R\x05chmod\x12,\n" +
 	"\x06signal\x18$ \x01(\v2\x12.harrier.v1.SignalH\x00R\x06signal\x123\n" +
-	"\tdns_query\x18% \x01(\v2\x14.harrier.v1.DnsQueryH\x00R\bdnsQueryB\b\n" +
+	"\tdns_query\x18% \x01(\v2\x14.harrier.v1.DnsQueryH\x00R\bdnsQuery\x12)\n" +
+	"\x05audit\x18& \x01(\v2\x11.harrier.v1.AuditH\x00R\x05auditB\b\n" +
 	"\x06detail\"`\n" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
@@ -2675,7 +2905,33 @@ const file_event_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05qtype\x18\x02 \x01(\rR\x05qtype\x121\n" +
 	"\x06server\x18\x03 \x01(\v2\x19.harrier.v1.SocketAddressR\x06server\x12%\n" +
-	"\x0etransaction_id\x18\x04 \x01(\rR\rtransactionId*\xee\x03\n" +
+	"\x0etransaction_id\x18\x04 \x01(\rR\rtransactionId\"\xfb\x04\n" +
+	"\x05Audit\x12\x19\n" +
+	"\baudit_id\x18\x01 \x01(\tR\aauditId\x12\x14\n" +
+	"\x05stage\x18\x02 \x01(\tR\x05stage\x12\x12\n" +
+	"\x04verb\x18\x03 \x01(\tR\x04verb\x12\x1f\n" +
+	"\vrequest_uri\x18\x04 \x01(\tR\n" +
+	"requestUri\x12\x12\n" +
+	"\x04user\x18\x05 \x01(\tR\x04user\x12\x16\n" +
+	"\x06groups\x18\x06 \x03(\tR\x06groups\x12\x1d\n" +
+	"\n" +
+	"user_agent\x18\a \x01(\tR\tuserAgent\x12\x1d\n" +
+	"\n" +
+	"source_ips\x18\b \x03(\tR\tsourceIps\x12\x1a\n" +
+	"\bresource\x18\t \x01(\tR\bresource\x12 \n" +
+	"\vsubresource\x18\n" +
+	" \x01(\tR\vsubresource\x12\x1c\n" +
+	"\tnamespace\x18\v \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\f \x01(\tR\x04name\x12\x1b\n" +
+	"\tapi_group\x18\r \x01(\tR\bapiGroup\x12\x1f\n" +
+	"\vapi_version\x18\x0e \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04code\x18\x0f \x01(\x05R\x04code\x12%\n" +
+	"\x0erequest_object\x18\x10 \x01(\tR\rrequestObject\x12)\n" +
+	"\x10object_truncated\x18\x11 \x01(\bR\x0fobjectTruncated\x12E\n" +
+	"\x10request_received\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x0frequestReceived\x12+\n" +
+	"\x11impersonated_user\x18\x13 \x01(\tR\x10impersonatedUser\x12\x1a\n" +
+	"\bdecision\x18\x14 \x01(\tR\bdecision*\x84\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +
@@ -2696,7 +2952,8 @@ const file_event_proto_rawDesc = "" +
 	"\x10EVENT_KIND_MOUNT\x10\x0f\x12\x14\n" +
 	"\x10EVENT_KIND_CHMOD\x10\x10\x12\x15\n" +
 	"\x11EVENT_KIND_SIGNAL\x10\x11\x12\x18\n" +
-	"\x14EVENT_KIND_DNS_QUERY\x10\x12*\\\n" +
+	"\x14EVENT_KIND_DNS_QUERY\x10\x12\x12\x14\n" +
+	"\x10EVENT_KIND_AUDIT\x10\x13*\\\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -2716,7 +2973,7 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_event_proto_goTypes = []any{
 	(EventKind)(0),                // 0: harrier.v1.EventKind
 	(Protocol)(0),                 // 1: harrier.v1.Protocol
@@ -2746,11 +3003,12 @@ var file_event_proto_goTypes = []any{
 	(*Chmod)(nil),                 // 25: harrier.v1.Chmod
 	(*Signal)(nil),                // 26: harrier.v1.Signal
 	(*DnsQuery)(nil),              // 27: harrier.v1.DnsQuery
-	nil,                           // 28: harrier.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*Audit)(nil),                 // 28: harrier.v1.Audit
+	nil,                           // 29: harrier.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_event_proto_depIdxs = []int32{
-	29, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
+	30, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: harrier.v1.Event.kind:type_name -> harrier.v1.EventKind
 	4,  // 2: harrier.v1.Event.process:type_name -> harrier.v1.Process
 	5,  // 3: harrier.v1.Event.ancestry:type_name -> harrier.v1.Ancestor
@@ -2774,25 +3032,27 @@ var file_event_proto_depIdxs = []int32{
 	25, // 21: harrier.v1.Event.chmod:type_name -> harrier.v1.Chmod
 	26, // 22: harrier.v1.Event.signal:type_name -> harrier.v1.Signal
 	27, // 23: harrier.v1.Event.dns_query:type_name -> harrier.v1.DnsQuery
-	29, // 24: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	3,  // 25: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
-	29, // 26: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
-	28, // 27: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
-	9,  // 28: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
-	15, // 29: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
-	15, // 30: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
-	1,  // 31: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
-	15, // 32: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
-	1,  // 33: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
-	15, // 34: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
-	15, // 35: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
-	1,  // 36: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
-	15, // 37: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
-	38, // [38:38] is the sub-list for method output_type
-	38, // [38:38] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	28, // 24: harrier.v1.Event.audit:type_name -> harrier.v1.Audit
+	30, // 25: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	3,  // 26: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
+	30, // 27: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
+	29, // 28: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
+	9,  // 29: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
+	15, // 30: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
+	15, // 31: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
+	1,  // 32: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
+	15, // 33: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
+	1,  // 34: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
+	15, // 35: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
+	15, // 36: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
+	1,  // 37: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
+	15, // 38: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
+	30, // 39: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
+	40, // [40:40] is the sub-list for method output_type
+	40, // [40:40] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -2819,6 +3079,7 @@ func file_event_proto_init() {
 		(*Event_Chmod)(nil),
 		(*Event_Signal)(nil),
 		(*Event_DnsQuery)(nil),
+		(*Event_Audit)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2826,7 +3087,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
