@@ -67,23 +67,11 @@ func loadEngine(files []string, stderr io.Writer) (*analytics.Engine, int, error
 	if engine == nil {
 		return nil, 0, compileErr
 	}
-	problems := 0
-	for _, err := range []error{loadErr, compileErr} {
-		if err == nil {
-			continue
-		}
-		var errs []error
-		if j, ok := err.(interface{ Unwrap() []error }); ok {
-			errs = j.Unwrap()
-		} else {
-			errs = []error{err}
-		}
-		for _, e := range errs {
-			fmt.Fprintln(stderr, e)
-			problems++
-		}
+	problems := analytics.Problems(loadErr, compileErr)
+	for _, e := range problems {
+		fmt.Fprintln(stderr, e)
 	}
-	return engine, problems, nil
+	return engine, len(problems), nil
 }
 
 func newRulesValidateCommand() *cobra.Command {

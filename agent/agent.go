@@ -138,28 +138,12 @@ func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
 	if engine == nil {
 		return nil, fmt.Errorf("analytics: %w", err)
 	}
-	for _, e := range []error{rerr, err} {
-		if e == nil {
-			continue
-		}
-		for _, one := range unjoin(e) {
-			log.Error("rule rejected; the other rules keep running", "error", one)
-		}
+	for _, one := range analytics.Problems(rerr, err) {
+		log.Error("rule rejected; the other rules keep running", "error", one)
 	}
 	st := engine.Stats()
-	log.Info("analytics ready", "rules", st.RulesLoaded, "rejected", st.RuleErrors+len(unjoin(rerr)))
+	log.Info("analytics ready", "rules", st.RulesLoaded, "rejected", st.RuleErrors+len(analytics.Problems(rerr)))
 	return engine, nil
-}
-
-// unjoin splits an errors.Join result.
-func unjoin(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
 }
 
 // pipeline gives every event its pod context (enrich), runs it and the

@@ -218,7 +218,7 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 		if r.Detector != "" {
 			d, err := e.newDetector(r, rs)
 			if err != nil {
-				errs = append(errs, &RuleError{File: sourceFile(r.Source), Line: sourceLine(r.Source), RuleID: r.ID, Err: err})
+				errs = append(errs, &RuleError{File: r.File, Line: r.Line, RuleID: r.ID, Err: err})
 				continue
 			}
 			dr := &detectorRule{rule: r, det: d}
@@ -231,7 +231,7 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 		}
 		cr, err := compileRule(env, rs, fields, r)
 		if err != nil {
-			errs = append(errs, &RuleError{File: sourceFile(r.Source), Line: sourceLine(r.Source), RuleID: r.ID, Err: err})
+			errs = append(errs, &RuleError{File: r.File, Line: r.Line, RuleID: r.ID, Err: err})
 			continue
 		}
 		compiled = append(compiled, cr)
@@ -241,23 +241,6 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 	e.stats.RuleErrors = len(errs)
 	e.stats.Suppressed = map[string]uint64{}
 	return e, errors.Join(errs...)
-}
-
-func sourceFile(src string) string {
-	src, _, _ = strings.Cut(src, ", patched")
-	if i := strings.LastIndexByte(src, ':'); i > 0 {
-		return src[:i]
-	}
-	return src
-}
-
-func sourceLine(src string) int {
-	src, _, _ = strings.Cut(src, ", patched")
-	if i := strings.LastIndexByte(src, ':'); i > 0 {
-		n, _ := strconv.Atoi(src[i+1:])
-		return n
-	}
-	return 0
 }
 
 // Rule returns a loaded rule by id (enabled or not), or nil.

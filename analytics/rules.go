@@ -54,7 +54,10 @@ type Rule struct {
 	// Threshold turns the rule into a rate: it fires when its condition
 	// matched Count times within Window for the same By fields.
 	Threshold *Threshold
-	// Source is file:line of the rule's definition (and of its last patch).
+	// File and Line are where the rule was defined; Source says so as
+	// file:line and adds where it was patched.
+	File   string
+	Line   int
 	Source string
 }
 
@@ -116,6 +119,23 @@ func (e *RuleError) Error() string {
 }
 
 func (e *RuleError) Unwrap() error { return e.Err }
+
+// Problems flattens errors as LoadRules and NewEngine return them (joined)
+// into one error per rejected entry.
+func Problems(errs ...error) []error {
+	var out []error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			out = append(out, j.Unwrap()...)
+			continue
+		}
+		out = append(out, err)
+	}
+	return out
+}
 
 // LoadRules reads the built-in rules and then each file in order. Bad
 // entries are skipped and reported (each a *RuleError, joined); everything
@@ -347,7 +367,7 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 	r := &Rule{
 		ID: y.ID, Name: y.Name, Description: y.Description, Remediation: y.Remediation, Severity: sev,
 		Condition: y.Condition, Detector: y.Detector, Output: y.Output, Tags: y.Tags,
-		Enabled: y.Enabled == nil || *y.Enabled, Exceptions: y.Exceptions, Threshold: y.Threshold, Source: source,
+		Enabled: y.Enabled == nil || *y.Enabled, Exceptions: y.Exceptions, Threshold: y.Threshold, File: file, Line: n.Line, Source: source,
 	}
 	if th := y.Threshold; th != nil {
 		if y.Condition == "" {

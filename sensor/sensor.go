@@ -227,44 +227,27 @@ func bootTime() (time.Time, error) {
 }
 
 func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
-	watch, dirs := maps["watch_paths"], maps["watch_dirs"]
-	for _, p := range s.cfg.WatchPaths {
-		var key lpmKey
-		n := copy(key.Data[:], p)
-		key.PrefixLen = uint32(n * 8)
-		if err := watch.Put(&key, watchOrdinary); err != nil {
-			return fmt.Errorf("add watch path %q: %w", p, err)
-		}
-		for _, d := range dirPrefixes(p) {
-			var dk lpmKey
-			copy(dk.Data[:], d)
-			if err := dirs.Put(&dk, uint8(1)); err != nil {
-				return fmt.Errorf("add watch directory %q: %w", d, err)
+	// Sensitive paths go in after ordinary ones: for a prefix in both lists
+	// the sensitive class wins.
+	for _, list := range []struct {
+		paths []string
+		class uint8
+	}{{s.cfg.WatchPaths, watchOrdinary}, {s.cfg.SensitivePaths, watchSensitive}} {
+		for _, p := range list.paths {
+			if err := maps["watch_paths"].Put(prefixKey(p), list.class); err != nil {
+				return fmt.Errorf("add watch path %q: %w", p, err)
 			}
-		}
-	}
-	// Sensitive paths go in last: for a prefix in both lists the sensitive
-	// class wins.
-	for _, p := range s.cfg.SensitivePaths {
-		var key lpmKey
-		n := copy(key.Data[:], p)
-		key.PrefixLen = uint32(n * 8)
-		if err := watch.Put(&key, watchSensitive); err != nil {
-			return fmt.Errorf("add sensitive path %q: %w", p, err)
-		}
-		for _, d := range dirPrefixes(p) {
-			var dk lpmKey
-			copy(dk.Data[:], d)
-			if err := dirs.Put(&dk, uint8(1)); err != nil {
-				return fmt.Errorf("add watch directory %q: %w", d, err)
+			for _, d := range dirPrefixes(p) {
+				dk := prefixKey(d)
+				dk.PrefixLen = 0 // watch_dirs keys are exact strings, zero padded
+				if err := maps["watch_dirs"].Put(dk, uint8(1)); err != nil {
+					return fmt.Errorf("add watch directory %q: %w", d, err)
+				}
 			}
 		}
 	}
 	for _, p := range s.cfg.HomeWatchPaths {
-		var key lpmKey
-		n := copy(key.Data[:], p)
-		key.PrefixLen = uint32(n * 8)
-		if err := maps["home_paths"].Put(&key, uint8(1)); err != nil {
+		if err := maps["home_paths"].Put(prefixKey(p), uint8(1)); err != nil {
 			return fmt.Errorf("add home watch path %q: %w", p, err)
 		}
 	}
@@ -289,6 +272,14 @@ const (
 	watchOrdinary  uint8 = 1
 	watchSensitive uint8 = 2
 )
+
+// prefixKey is the LPM key matching every path that starts with p.
+func prefixKey(p string) *lpmKey {
+	var key lpmKey
+	n := copy(key.Data[:], p)
+	key.PrefixLen = uint32(n * 8)
+	return &key
+}
 
 // dirPrefixes lists the directories (with trailing slash) above a watched
 // prefix: "/etc/ssh/x" gives "/", "/etc/", "/etc/ssh/". The kernel only
