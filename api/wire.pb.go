@@ -89,6 +89,7 @@ type Record struct {
 	//
 	//	*Record_Event
 	//	*Record_Alert
+	//	*Record_Inventory
 	Payload       isRecord_Payload `protobuf_oneof:"payload"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -163,6 +164,15 @@ func (x *Record) GetAlert() *Alert {
 	return nil
 }
 
+func (x *Record) GetInventory() *InventoryChunk {
+	if x != nil {
+		if x, ok := x.Payload.(*Record_Inventory); ok {
+			return x.Inventory
+		}
+	}
+	return nil
+}
+
 type isRecord_Payload interface {
 	isRecord_Payload()
 }
@@ -175,9 +185,16 @@ type Record_Alert struct {
 	Alert *Alert `protobuf:"bytes,11,opt,name=alert,proto3,oneof"`
 }
 
+type Record_Inventory struct {
+	// Class FINDING: a part of an inventory snapshot with its findings.
+	Inventory *InventoryChunk `protobuf:"bytes,12,opt,name=inventory,proto3,oneof"`
+}
+
 func (*Record_Event) isRecord_Payload() {}
 
 func (*Record_Alert) isRecord_Payload() {}
+
+func (*Record_Inventory) isRecord_Payload() {}
 
 // Gap reports records the agent's spool had to evict (disk quota) before
 // they could be delivered.
@@ -589,13 +606,14 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"wire.proto\x12\n" +
-	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\valert.proto\x1a\vevent.proto\"\xaa\x01\n" +
+	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\valert.proto\x1a\vevent.proto\x1a\rposture.proto\"\xe6\x01\n" +
 	"\x06Record\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12-\n" +
 	"\x05class\x18\x02 \x01(\x0e2\x17.harrier.v1.RecordClassR\x05class\x12)\n" +
 	"\x05event\x18\n" +
 	" \x01(\v2\x11.harrier.v1.EventH\x00R\x05event\x12)\n" +
-	"\x05alert\x18\v \x01(\v2\x11.harrier.v1.AlertH\x00R\x05alertB\t\n" +
+	"\x05alert\x18\v \x01(\v2\x11.harrier.v1.AlertH\x00R\x05alert\x12:\n" +
+	"\tinventory\x18\f \x01(\v2\x1a.harrier.v1.InventoryChunkH\x00R\tinventoryB\t\n" +
 	"\apayload\"\xb2\x01\n" +
 	"\x03Gap\x12-\n" +
 	"\x05class\x18\x01 \x01(\x0e2\x17.harrier.v1.RecordClassR\x05class\x12\x1b\n" +
@@ -666,26 +684,28 @@ var file_wire_proto_goTypes = []any{
 	nil,                           // 7: harrier.v1.AgentHealth.DropsEntry
 	(*Event)(nil),                 // 8: harrier.v1.Event
 	(*Alert)(nil),                 // 9: harrier.v1.Alert
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*InventoryChunk)(nil),        // 10: harrier.v1.InventoryChunk
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: harrier.v1.Record.class:type_name -> harrier.v1.RecordClass
 	8,  // 1: harrier.v1.Record.event:type_name -> harrier.v1.Event
 	9,  // 2: harrier.v1.Record.alert:type_name -> harrier.v1.Alert
-	0,  // 3: harrier.v1.Gap.class:type_name -> harrier.v1.RecordClass
-	10, // 4: harrier.v1.Gap.time:type_name -> google.protobuf.Timestamp
-	3,  // 5: harrier.v1.AgentHealth.probes:type_name -> harrier.v1.ProbeHealth
-	7,  // 6: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
-	10, // 7: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
-	1,  // 8: harrier.v1.Batch.records:type_name -> harrier.v1.Record
-	2,  // 9: harrier.v1.Batch.gaps:type_name -> harrier.v1.Gap
-	4,  // 10: harrier.v1.Batch.health:type_name -> harrier.v1.AgentHealth
-	10, // 11: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	10, // 3: harrier.v1.Record.inventory:type_name -> harrier.v1.InventoryChunk
+	0,  // 4: harrier.v1.Gap.class:type_name -> harrier.v1.RecordClass
+	11, // 5: harrier.v1.Gap.time:type_name -> google.protobuf.Timestamp
+	3,  // 6: harrier.v1.AgentHealth.probes:type_name -> harrier.v1.ProbeHealth
+	7,  // 7: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
+	11, // 8: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
+	1,  // 9: harrier.v1.Batch.records:type_name -> harrier.v1.Record
+	2,  // 10: harrier.v1.Batch.gaps:type_name -> harrier.v1.Gap
+	4,  // 11: harrier.v1.Batch.health:type_name -> harrier.v1.AgentHealth
+	11, // 12: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -695,9 +715,11 @@ func file_wire_proto_init() {
 	}
 	file_alert_proto_init()
 	file_event_proto_init()
+	file_posture_proto_init()
 	file_wire_proto_msgTypes[0].OneofWrappers = []any{
 		(*Record_Event)(nil),
 		(*Record_Alert)(nil),
+		(*Record_Inventory)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
