@@ -55,6 +55,12 @@ func startKube(ctx context.Context, cfg Config, run func(string, func() error), 
 			return nil, fmt.Errorf("kube.audit.webhookAddr: %w", err)
 		}
 		parts.receiver = &audit.Receiver{Decoder: dec, Out: out, MaxBodyBytes: ac.MaxBodyBytes, Log: log}
+		if ac.TokenFile != "" {
+			parts.receiver.Token = &audit.TokenFile{Path: ac.TokenFile}
+			if _, err := parts.receiver.Token.Load(); err != nil {
+				return nil, fmt.Errorf("kube.audit.tokenFile: %w", err)
+			}
+		}
 		run("audit webhook", func() error { return parts.receiver.Serve(ctx, l, tlsConf) })
 		log.Info("kube: audit webhook listening", "addr", l.Addr().String())
 	}
@@ -71,13 +77,16 @@ func webhookTLS(ac kube.AuditConfig) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube.audit certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(ac.ClientCAFile)
-	if err != nil {
-		return nil, fmt.Errorf("kube.audit.clientCAFile: %w", err)
+	var pool *x509.CertPool
+	if ac.ClientCAFile != "" {
+		caPEM, err := os.ReadFile(ac.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("kube.audit.clientCAFile: %w", err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(caPEM) {
+			return nil, errors.New("kube.audit.clientCAFile: no PEM certificate in it")
+		}
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, errors.New("kube.audit.clientCAFile: no PEM certificate in it")
-	}
-	return audit.ServerTLS(cert, pool), nil
+	return audit.ServerTLS(cert, pool, ac.TokenFile != ""), nil
 }

@@ -313,3 +313,75 @@ func makeRequests(t *testing.T, ctx context.Context, srv *kubetest.Server) {
 	}
 	must("anonymous list namespaces", lastErr)
 }
+
+// TestAuditWebhookTokenAPIServer has the real API server authenticate to
+// the audit webhook with a bearer token (a webhook kubeconfig user with a
+// token, as clusters whose API server has no client certificate for it
+// do), and the receiver require it.
+func TestAuditWebhookTokenAPIServer(t *testing.T) {
+	kubetest.Require(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	dir := t.TempDir()
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := ca.Issue(testpki.Cert{CommonName: "harrier-audit", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const token = "audit-webhook-token-0123456789"
+	files := map[string][]byte{"audit.crt": serving.CertPEM, "audit.key": serving.KeyPEM, "token": []byte(token + "\n")}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	run := func(name string, f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil && ctx.Err() == nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		})
+	}
+	cfg := Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: addr,
+		CertFile: filepath.Join(dir, "audit.crt"), KeyFile: filepath.Join(dir, "audit.key"), TokenFile: filepath.Join(dir, "token")}}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Sensor.Node = "cp-1"
+	hook, err := startKube(ctx, cfg, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := newAlertSink(t, ctx, hook.audit)
+	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + addr + "/", AuditWebhookToken: token})
+	yes := true
+	_, err = srv.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "priv"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox",
+			SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(sink.missing([]string{"privileged-container"})) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no privileged-container alert through the token-authenticated webhook; receiver %+v", hook.receiver.Stats())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if st := hook.receiver.Stats(); st.Rejected != 0 {
+		t.Errorf("receiver rejected %d posts from the API server", st.Rejected)
+	}
+}

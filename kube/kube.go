@@ -53,12 +53,16 @@ type AuditConfig struct {
 	// "127.0.0.1:9473"); empty: off. The API server's
 	// --audit-webhook-config-file points at https://ADDR/.
 	WebhookAddr string `json:"webhookAddr,omitempty"`
-	// CertFile and KeyFile are the webhook's serving certificate;
-	// ClientCAFile the CA that signed the API server's client certificate
-	// (required: the receiver accepts no unauthenticated posts).
-	CertFile     string `json:"certFile,omitempty"`
-	KeyFile      string `json:"keyFile,omitempty"`
+	// CertFile and KeyFile are the webhook's serving certificate.
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// ClientCAFile is the CA that signed the API server's client
+	// certificate, and TokenFile holds the bearer token it sends (the
+	// webhook kubeconfig user's token/tokenFile; re-read when it changes).
+	// At least one is required: the receiver accepts no unauthenticated
+	// posts. With both, either authenticates.
 	ClientCAFile string `json:"clientCAFile,omitempty"`
+	TokenFile    string `json:"tokenFile,omitempty"`
 	// MaxBodyBytes bounds one webhook request (default 16 MiB).
 	MaxBodyBytes int64 `json:"maxBodyBytes,omitempty"`
 	// LogPath is the API server's JSON audit log to follow (its
@@ -86,8 +90,8 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("kube.mode %q: must be auto, on or off", c.Mode)
 	}
-	if a := c.Audit; a.WebhookAddr != "" && (a.CertFile == "" || a.KeyFile == "" || a.ClientCAFile == "") {
-		return errors.New("kube.audit: webhookAddr needs certFile, keyFile and clientCAFile")
+	if a := c.Audit; a.WebhookAddr != "" && (a.CertFile == "" || a.KeyFile == "" || (a.ClientCAFile == "" && a.TokenFile == "")) {
+		return errors.New("kube.audit: webhookAddr needs certFile, keyFile, and clientCAFile and/or tokenFile")
 	}
 	if c.Audit.MaxBodyBytes < 0 || c.Audit.MaxObjectBytes < 0 {
 		return errors.New("kube.audit: maxBodyBytes and maxObjectBytes must not be negative")

@@ -71,6 +71,10 @@ type Options struct {
 	// certificate from CA with CommonName "kube-apiserver-audit" and
 	// trusting CA for the receiver's certificate.
 	AuditWebhookURL string
+	// AuditWebhookToken, when set, makes the API server authenticate to
+	// the audit webhook with this bearer token instead of a client
+	// certificate.
+	AuditWebhookToken string
 	// AuditPolicy replaces DefaultAuditPolicy.
 	AuditPolicy string
 }
@@ -388,6 +392,9 @@ func (s *Server) writeFiles(opts Options) (map[string]string, error) {
 			return nil, err
 		}
 		content["audit-webhook.kubeconfig"] = kubeconfig(opts.AuditWebhookURL, s.CA.PEM, client)
+		if opts.AuditWebhookToken != "" {
+			content["audit-webhook.kubeconfig"] = tokenKubeconfig(opts.AuditWebhookURL, s.CA.PEM, opts.AuditWebhookToken)
+		}
 	}
 	files := map[string]string{}
 	for name, b := range content {
@@ -420,6 +427,26 @@ contexts:
   context: {cluster: c, user: u}
 current-context: c
 `, server, b64(caPEM), b64(user.CertPEM), b64(user.KeyPEM))
+}
+
+// tokenKubeconfig is kubeconfig with a bearer token for the user.
+func tokenKubeconfig(server string, caPEM []byte, token string) []byte {
+	return fmt.Appendf(nil, `apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: %q
+    certificate-authority-data: %s
+users:
+- name: u
+  user:
+    token: %q
+contexts:
+- name: c
+  context: {cluster: c, user: u}
+current-context: c
+`, server, b64(caPEM), token)
 }
 
 // freePorts picks n free loopback TCP ports.

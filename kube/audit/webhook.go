@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -10,6 +12,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,16 +40,78 @@ func (c *counters) stats() Stats {
 
 // Receiver is the audit webhook: an HTTPS endpoint the API server posts
 // EventLists to (its --audit-webhook-config-file names it), authenticated
-// by a client certificate from ClientCAs. Every accepted event is sent on
-// Out; the receiver blocks (and so back-pressures the API server's
-// batching) while Out is full.
+// by a client certificate (see ServerTLS) and/or a bearer token. Every
+// accepted event is sent on Out; the receiver blocks (and so
+// back-pressures the API server's batching) while Out is full.
 type Receiver struct {
 	Decoder Decoder
 	Out     chan<- *api.Event
 	// MaxBodyBytes bounds a request (default DefaultMaxBodyBytes).
 	MaxBodyBytes int64
-	Log          *slog.Logger
-	n            counters
+	// Token, when set, is the bearer token the API server presents (the
+	// `token`/`tokenFile` of the webhook kubeconfig's user). A request
+	// with a verified client certificate needs no token.
+	Token *TokenFile
+	Log   *slog.Logger
+	n     counters
+}
+
+// TokenFile is a bearer token read from a file and re-read when the file
+// changes, so a token can be rotated without a restart.
+type TokenFile struct {
+	Path    string
+	mu      sync.Mutex
+	modTime time.Time
+	size    int64
+	token   []byte
+}
+
+// Load reads the token; callers check it once at start for a clear error.
+func (f *TokenFile) Load() ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st, err := os.Stat(f.Path)
+	if err != nil {
+		return nil, fmt.Errorf("audit webhook token: %w", err)
+	}
+	if f.token != nil && st.ModTime().Equal(f.modTime) && st.Size() == f.size {
+		return f.token, nil
+	}
+	raw, err := os.ReadFile(f.Path)
+	if err != nil {
+		return nil, fmt.Errorf("audit webhook token: %w", err)
+	}
+	tok := bytes.TrimSpace(raw)
+	if len(tok) == 0 {
+		return nil, fmt.Errorf("audit webhook token: %s is empty", f.Path)
+	}
+	f.token, f.modTime, f.size = tok, st.ModTime(), st.Size()
+	return tok, nil
+}
+
+// authorized says whether req comes from the API server: a verified client
+// certificate (the TLS layer checked it against the client CA) or the
+// bearer token.
+func (r *Receiver) authorized(req *http.Request) (bool, string) {
+	if req.TLS != nil && len(req.TLS.VerifiedChains) > 0 {
+		return true, ""
+	}
+	if r.Token == nil {
+		return false, "no verified client certificate"
+	}
+	want, err := r.Token.Load()
+	if err != nil {
+		r.Log.Error("audit webhook: cannot check the bearer token", "error", err)
+		return false, "token unavailable"
+	}
+	got, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false, "no bearer token"
+	}
+	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
+		return false, "wrong bearer token"
+	}
+	return true, ""
 }
 
 // Stats returns the receiver's counters.
@@ -55,6 +122,12 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		http.Error(w, "POST an audit.k8s.io/v1 EventList", http.StatusMethodNotAllowed)
+		return
+	}
+	if ok, why := r.authorized(req); !ok {
+		r.n.rejected.Add(1)
+		r.Log.Warn("audit webhook: unauthenticated request", "remote", req.RemoteAddr, "reason", why)
+		http.Error(w, "unauthorized: "+why, http.StatusUnauthorized)
 		return
 	}
 	max := r.MaxBodyBytes
@@ -92,15 +165,19 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// ServerTLS is the receiver's TLS configuration: its own certificate, and
-// client certificates required and verified against clientCAs.
-func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool) *tls.Config {
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    clientCAs,
+// ServerTLS is the receiver's TLS configuration: its own certificate and,
+// with clientCAs, client certificates verified against them — required
+// when there is no bearer token to fall back on (tokenAuth false), checked
+// when given otherwise.
+func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool, tokenAuth bool) *tls.Config {
+	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	switch {
+	case clientCAs != nil && tokenAuth:
+		c.ClientAuth, c.ClientCAs = tls.VerifyClientCertIfGiven, clientCAs
+	case clientCAs != nil:
+		c.ClientAuth, c.ClientCAs = tls.RequireAndVerifyClientCert, clientCAs
 	}
+	return c
 }
 
 // Serve serves r on l with tlsConf until ctx is done.
