@@ -523,8 +523,9 @@ func newCertsCommand() *cobra.Command {
 		Use:   "certs",
 		Short: "Make a small CA and backend/agent certificates for sites without a PKI",
 		Long: `For sites without a PKI: "certs init" makes the CA, "certs backend" the backend's serving
-certificate, "certs agent" one certificate per agent. Files go to --out (ca.crt/ca.key, backend.crt/key,
-<agent-id>.crt/key; keys 0600); what already exists is kept. Copy ca.crt and an agent's pair to each node
+certificate, "certs agent" one certificate per agent, "certs webhook" the serving certificate of the agent's
+audit or admission webhook. Files go to --out (ca.crt/ca.key, backend.crt/key, <agent-id>.crt/key,
+<name>.crt/key; keys 0600); what already exists is kept. Copy ca.crt and an agent's pair to each node
 (as uplink.caFile/certFile/keyFile), and ca.crt with backend.* to the backend. Keep ca.key offline.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "out", "pki", "directory holding the CA and the certificates")
@@ -571,6 +572,27 @@ certificate, "certs agent" one certificate per agent. Files go to --out (ca.crt/
 			return err
 		},
 	}
-	cmd.AddCommand(initCmd, backendCmd, agentCmd)
+	var webhookHosts []string
+	webhookCmd := &cobra.Command{
+		Use:   "webhook NAME",
+		Short: "Issue a webhook serving certificate (NAME.crt, NAME.key), e.g. NAME audit or admission",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(webhookHosts) == 0 {
+				return errors.New("--host is required: the DNS names and IPs the API server uses to reach the webhook")
+			}
+			switch args[0] {
+			case "ca", "backend":
+				return fmt.Errorf("webhook name %q would overwrite the %s certificate; pick another", args[0], args[0])
+			}
+			if err := agent.IssueServerCert(dir, args[0], webhookHosts); err != nil {
+				return err
+			}
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s certificate in %s\n", args[0], dir)
+			return err
+		},
+	}
+	webhookCmd.Flags().StringSliceVar(&webhookHosts, "host", nil, "DNS name or IP of the webhook (repeatable)")
+	cmd.AddCommand(initCmd, backendCmd, agentCmd, webhookCmd)
 	return cmd
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/harrier-sec/harrier/internal/kubetest"
 	"github.com/harrier-sec/harrier/internal/testpki"
 	"github.com/harrier-sec/harrier/kube"
+	"github.com/harrier-sec/harrier/kube/audit"
 )
 
 // alertSink runs one engine over an audit event channel and records the
@@ -138,7 +139,8 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + addr + "/"})
+	// The policy the chart ships, so that this test proves it.
+	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + addr + "/", AuditPolicy: audit.RecommendedPolicy()})
 	fileCfg := Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}
 	tail, err := startKube(ctx, fileCfg, run, log)
 	if err != nil {

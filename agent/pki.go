@@ -34,7 +34,14 @@ func InitCA(dir string) (caCert, caKey []byte, err error) {
 // IssueBackendCert writes backend.crt/backend.key for hosts, signed by the
 // CA in dir, unless they exist.
 func IssueBackendCert(dir string, hosts []string) error {
-	return issueOnce(dir, "backend", func(caCert, caKey []byte) ([]byte, []byte, error) {
+	return IssueServerCert(dir, "backend", hosts)
+}
+
+// IssueServerCert writes <name>.crt/<name>.key, a serving certificate for
+// hosts signed by the CA in dir, unless they exist: the backend's, or the
+// agent's audit or admission webhook's.
+func IssueServerCert(dir, name string, hosts []string) error {
+	return issueOnce(dir, name, func(caCert, caKey []byte) ([]byte, []byte, error) {
 		return transport.IssueServer(caCert, caKey, hosts, certValidity)
 	})
 }

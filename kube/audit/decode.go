@@ -6,6 +6,7 @@ package audit
 
 import (
 	"bytes"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -152,3 +153,10 @@ func (d Decoder) object(raw json.RawMessage) (string, bool) {
 	}
 	return b.String(), false
 }
+
+//go:embed policy.yaml
+var recommendedPolicy string
+
+// RecommendedPolicy is the audit policy (audit.k8s.io/v1 YAML) the
+// control-plane detections are tested with; the Helm chart ships the same.
+func RecommendedPolicy() string { return recommendedPolicy }

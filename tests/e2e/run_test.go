@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -335,6 +337,7 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 		{"certs", "init", "--out", pki},
 		{"certs", "backend", "--out", pki, "--host", "localhost", "--host", "127.0.0.1"},
 		{"certs", "agent", "--out", pki, "edge-1"},
+		{"certs", "webhook", "audit", "--out", pki, "--host", "10.96.0.250", "--host", "harrier-audit.harrier.svc"},
 	} {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v %s", args, err, out)
@@ -343,6 +346,7 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(pki, "edge-1.key")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("agent key: %v %v", st, err)
 	}
+	checkServingCert(t, pki, "audit", "harrier-audit.harrier.svc", "10.96.0.250")
 	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
 	agentCfg := filepath.Join(dir, "agent.yaml")
 	// Only /etc/shadow is watched: the node's other activity (a Go build reads
@@ -535,4 +539,28 @@ uplink:
 		t.Error("none of the burst made before SIGKILL arrived after the restart")
 	}
 	t.Logf("burst opens delivered across the SIGKILL: %d of %d (any others were not yet spooled when it died)", burstSeen, n)
+}
+
+// checkServingCert verifies <name>.crt against the CA in dir for each host.
+func checkServingCert(t *testing.T, dir, name string, hosts ...string) {
+	t.Helper()
+	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: h}); err != nil {
+			t.Errorf("%s certificate for %s: %v", name, h, err)
+		}
+	}
 }

@@ -22,6 +22,7 @@ func TestServerSideDryRun(t *testing.T) {
 	for _, values := range []map[string]any{
 		nil,
 		{"agent": map[string]any{"privileged": true}},
+		auditValues,
 	} {
 		ms, err := chart.Render(chartDir(t), "harrier", values)
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/harrier-sec/harrier/agent"
+	"github.com/harrier-sec/harrier/kube/audit"
 	"github.com/harrier-sec/harrier/packaging/internal/chart"
 	"github.com/harrier-sec/harrier/packaging/internal/pkgtest"
 )
@@ -51,7 +52,7 @@ func TestValuesSchema(t *testing.T) {
 		"no backend": {"backend": map[string]any{"enabled": false}},
 		"registry":   {"image": map[string]any{"repository": "registry.site.lan/harrier", "tag": "0.1.0"}},
 		"nodeport":   {"backend": map[string]any{"service": map[string]any{"type": "NodePort"}}},
-		"audit":      {"auditWebhook": map[string]any{"enabled": true}, "agent": map[string]any{"auditLogHostPath": "/var/log/kubernetes/audit"}},
+		"audit":      auditValues,
 	}
 	for name, v := range good {
 		if _, err := chart.Render(chartDir(t), "harrier", v); err != nil {
@@ -59,16 +60,18 @@ func TestValuesSchema(t *testing.T) {
 		}
 	}
 	bad := map[string]map[string]any{
-		"unknown field":      {"agent": map[string]any{"privilegd": true}},
-		"unknown top level":  {"agents": map[string]any{}},
-		"wrong type":         {"agent": map[string]any{"privileged": "yes"}},
-		"capability case":    {"agent": map[string]any{"capabilities": []any{"cap_bpf"}}},
-		"two backends":       {"backend": map[string]any{"replicas": 2}},
-		"bad quantity":       {"agent": map[string]any{"resources": map[string]any{"limits": map[string]any{"cpu": "lots", "memory": "296Mi"}, "requests": map[string]any{"cpu": "1", "memory": "1Gi"}}}},
-		"relative spool":     {"agent": map[string]any{"spoolHostPath": "var/lib/harrier"}},
-		"port out of range":  {"backend": map[string]any{"service": map[string]any{"ingestPort": 70000}}},
-		"plain http webhook": {"auditWebhook": map[string]any{"enabled": true, "server": "http://backend/audit"}},
-		"bad pull policy":    {"image": map[string]any{"pullPolicy": "Sometimes"}},
+		"unknown field":       {"agent": map[string]any{"privilegd": true}},
+		"unknown top level":   {"agents": map[string]any{}},
+		"wrong type":          {"agent": map[string]any{"privileged": "yes"}},
+		"capability case":     {"agent": map[string]any{"capabilities": []any{"cap_bpf"}}},
+		"two backends":        {"backend": map[string]any{"replicas": 2}},
+		"bad quantity":        {"agent": map[string]any{"resources": map[string]any{"limits": map[string]any{"cpu": "lots", "memory": "296Mi"}, "requests": map[string]any{"cpu": "1", "memory": "1Gi"}}}},
+		"relative spool":      {"agent": map[string]any{"spoolHostPath": "var/lib/harrier"}},
+		"port out of range":   {"backend": map[string]any{"service": map[string]any{"ingestPort": 70000}}},
+		"plain http webhook":  {"auditWebhook": map[string]any{"enabled": true, "server": "http://backend/audit"}},
+		"audit log directory": {"agent": map[string]any{"auditLogPath": "/var/log/kubernetes/audit/"}},
+		"cluster name":        {"clusterName": "prod east"},
+		"bad pull policy":     {"image": map[string]any{"pullPolicy": "Sometimes"}},
 	}
 	for name, v := range bad {
 		_, err := chart.Render(chartDir(t), "harrier", v)
@@ -116,7 +119,8 @@ func TestRenderedObjectsDecode(t *testing.T) {
 		"privileged":     {"agent": map[string]any{"privileged": true}},
 		"no persistence": {"backend": map[string]any{"persistence": map[string]any{"enabled": false, "size": "1Gi"}}},
 		"no backend":     {"backend": map[string]any{"enabled": false}},
-		"audit":          {"auditWebhook": map[string]any{"enabled": true}, "agent": map[string]any{"auditLogHostPath": "/var/log/kubernetes/audit", "priorityClassName": "system-node-critical", "nodeSelector": map[string]any{"kubernetes.io/os": "linux"}}},
+		"audit":          auditValues,
+		"placement":      {"agent": map[string]any{"priorityClassName": "system-node-critical", "nodeSelector": map[string]any{"kubernetes.io/os": "linux"}}},
 	} {
 		t.Run(name, func(t *testing.T) { decode(t, v) })
 	}
@@ -193,13 +197,51 @@ func TestAgentDaemonSet(t *testing.T) {
 // TestAgentConfigLoads: the agent config the chart ships is one the agent
 // accepts (strict loading, like at start-up).
 func TestAgentConfigLoads(t *testing.T) {
-	for _, cm := range find[*corev1.ConfigMap](decode(t, nil)) {
+	for _, values := range []map[string]any{nil, auditValues, {"clusterName": "edge-7"}} {
+		for _, cm := range find[*corev1.ConfigMap](decode(t, values)) {
+			if cm.Name != "harrier-agent" {
+				continue
+			}
+			text := cm.Data["agent.yaml"]
+			p := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := agent.LoadConfig(p)
+			if err != nil {
+				t.Errorf("values %v: %v", values, err)
+				continue
+			}
+			if cfg.Kube.Mode != "on" {
+				t.Errorf("values %v: kube.mode %q, want on", values, cfg.Kube.Mode)
+			}
+			if values["clusterName"] != nil && cfg.Analytics.Cluster != values["clusterName"] {
+				t.Errorf("analytics.cluster %q", cfg.Analytics.Cluster)
+			}
+			if values["auditWebhook"] != nil {
+				a := cfg.Kube.Audit
+				if a.WebhookAddr != ":9474" || a.TokenFile != "/etc/harrier/audit/token" || a.CertFile != "/etc/harrier/audit/tls.crt" ||
+					a.LogPath != "/var/log/kubernetes/audit/audit.log" {
+					t.Errorf("kube.audit %+v", a)
+				}
+			}
+		}
+	}
+}
+
+// TestOtherConfigMapsLoad: every other ConfigMap key is valid YAML.
+func TestOtherConfigMapsLoad(t *testing.T) {
+	for _, cm := range find[*corev1.ConfigMap](decode(t, auditValues)) {
+		if cm.Name == "harrier-agent" {
+			continue
+		}
 		for key, text := range cm.Data {
 			p := filepath.Join(t.TempDir(), key)
 			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := agent.LoadConfig(p); err != nil {
+			var v map[string]any
+			if err := yaml.Unmarshal([]byte(text), &v); err != nil || len(v) == 0 {
 				t.Errorf("ConfigMap %s key %s: %v", cm.Name, key, err)
 			}
 		}
@@ -254,25 +296,97 @@ func TestBackendService(t *testing.T) {
 	}
 }
 
-// TestAuditWebhookConfig: the optional kubeconfig for the API server's
-// audit webhook is valid YAML pointing at https.
+// auditValues turn on the audit webhook and the audit log follower.
+var auditValues = map[string]any{
+	"auditWebhook": map[string]any{"enabled": true, "clusterIP": "10.96.0.250"},
+	"agent":        map[string]any{"auditLogPath": "/var/log/kubernetes/audit/audit.log"},
+}
+
+// TestAuditWebhookConfig: the API server's audit webhook kubeconfig points
+// at the harrier-audit Service with a token; the Service reaches the agent
+// on the same node; the audit policy is the one the detections are tested
+// with; the agent mounts the receiver's Secret and the log's directory.
 func TestAuditWebhookConfig(t *testing.T) {
-	for _, cm := range find[*corev1.ConfigMap](decode(t, map[string]any{"auditWebhook": map[string]any{"enabled": true}})) {
-		if cm.Name != "harrier-audit-webhook" {
-			continue
-		}
-		var kubeconfig struct {
-			Clusters []struct {
-				Cluster struct {
-					Server string `json:"server"`
-				} `json:"cluster"`
-			} `json:"clusters"`
-		}
-		if err := yaml.Unmarshal([]byte(cm.Data["audit-webhook.yaml"]), &kubeconfig); err != nil || len(kubeconfig.Clusters) != 1 ||
-			!strings.HasPrefix(kubeconfig.Clusters[0].Cluster.Server, "https://") {
-			t.Errorf("audit webhook kubeconfig: %v %+v", err, kubeconfig)
-		}
-		return
+	if got := find[*corev1.Service](decode(t, nil)); len(got) != 1 {
+		t.Errorf("audit off: %d Services, want only the backend's", len(got))
 	}
-	t.Error("auditWebhook.enabled rendered no harrier-audit-webhook ConfigMap")
+	for _, tt := range []struct {
+		name   string
+		values map[string]any
+		server string
+	}{
+		{"cluster IP", auditValues, "https://10.96.0.250:9474/"},
+		{"DNS name", map[string]any{"auditWebhook": map[string]any{"enabled": true}}, "https://harrier-audit.harrier.svc:9474/"},
+		{"explicit", map[string]any{"auditWebhook": map[string]any{"enabled": true, "server": "https://audit.site.lan:443/"}}, "https://audit.site.lan:443/"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			objs := decode(t, tt.values)
+			var cm *corev1.ConfigMap
+			for _, c := range find[*corev1.ConfigMap](objs) {
+				if c.Name == "harrier-audit-webhook" {
+					cm = c
+				}
+			}
+			if cm == nil {
+				t.Fatal("auditWebhook.enabled rendered no harrier-audit-webhook ConfigMap")
+			}
+			var kubeconfig struct {
+				Clusters []struct {
+					Cluster struct {
+						Server string `json:"server"`
+						CA     string `json:"certificate-authority"`
+					} `json:"cluster"`
+				} `json:"clusters"`
+				Users []struct {
+					User map[string]string `json:"user"`
+				} `json:"users"`
+			}
+			if err := yaml.Unmarshal([]byte(cm.Data["audit-webhook.yaml"]), &kubeconfig); err != nil || len(kubeconfig.Clusters) != 1 || len(kubeconfig.Users) != 1 {
+				t.Fatalf("audit webhook kubeconfig: %v %+v", err, kubeconfig)
+			}
+			if got := kubeconfig.Clusters[0].Cluster.Server; got != tt.server {
+				t.Errorf("server %q, want %q", got, tt.server)
+			}
+			if u := kubeconfig.Users[0].User; u["tokenFile"] == "" {
+				t.Errorf("webhook user %v: no tokenFile", u)
+			}
+			if strings.TrimSpace(cm.Data["audit-policy.yaml"]) != strings.TrimSpace(audit.RecommendedPolicy()) {
+				t.Errorf("the chart's audit policy differs from kube/audit/policy.yaml:\n%s", cm.Data["audit-policy.yaml"])
+			}
+			var svc *corev1.Service
+			for _, s := range find[*corev1.Service](objs) {
+				if s.Name == "harrier-audit" {
+					svc = s
+				}
+			}
+			if svc == nil {
+				t.Fatal("no harrier-audit Service")
+			}
+			if p := svc.Spec.InternalTrafficPolicy; p == nil || *p != corev1.ServiceInternalTrafficPolicyLocal {
+				t.Errorf("internalTrafficPolicy %v, want Local", p)
+			}
+			if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 9474 || svc.Spec.Ports[0].TargetPort.String() != "audit-webhook" ||
+				svc.Spec.Selector["app.kubernetes.io/component"] != "agent" {
+				t.Errorf("harrier-audit Service %+v", svc.Spec)
+			}
+			ds := find[*appsv1.DaemonSet](objs)[0]
+			c := ds.Spec.Template.Spec.Containers[0]
+			if len(c.Ports) != 1 || c.Ports[0].Name != "audit-webhook" || c.Ports[0].ContainerPort != 9474 {
+				t.Errorf("agent ports %+v", c.Ports)
+			}
+			mounts := map[string]string{}
+			for _, m := range c.VolumeMounts {
+				mounts[m.Name] = m.MountPath
+			}
+			if mounts["audit-webhook"] != "/etc/harrier/audit" {
+				t.Errorf("mounts %v", mounts)
+			}
+		})
+	}
+	ds := find[*appsv1.DaemonSet](decode(t, auditValues))[0]
+	for _, v := range ds.Spec.Template.Spec.Volumes {
+		if v.Name == "audit-log" && (v.HostPath == nil || v.HostPath.Path != "/var/log/kubernetes/audit") {
+			t.Errorf("audit-log volume %+v", v)
+		}
+	}
 }

@@ -13,3 +13,12 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- define "harrier.backendHost" -}}
 harrier-backend.{{ .Release.Namespace }}.svc
 {{- end }}
+
+{{/* Where the API server posts audit events: the harrier-audit Service. */}}
+{{- define "harrier.auditWebhookURL" -}}
+{{- if .Values.auditWebhook.server -}}
+{{ .Values.auditWebhook.server }}
+{{- else -}}
+https://{{ .Values.auditWebhook.clusterIP | default (printf "harrier-audit.%s.svc" .Release.Namespace) }}:{{ .Values.auditWebhook.port }}/
+{{- end -}}
+{{- end }}
