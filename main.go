@@ -209,14 +209,9 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 	}
 
 	// Pod context, when the config's kube section asks for it.
-	pods, err := kube.New(cfg.Kube, log)
+	enrich, _, err := kube.StartEnrichment(ctx, cfg.Kube, log, func(_ string, f func() error) { go func() { _ = f() }() })
 	if err != nil {
 		return fmt.Errorf("kube: %w", err)
-	}
-	enrich := func(*api.Event) {}
-	if pods != nil {
-		pods.Start(ctx, cfg.Kube.SyncTimeout.Std(), func(_ string, f func() error) { go func() { _ = f() }() })
-		enrich = kube.NewEnricher(pods.Index).Enrich
 	}
 
 	events := make(chan *api.Event, s.QueueSize())

@@ -29,15 +29,11 @@ type kubeParts struct {
 
 // startKube starts what cfg.Kube asks for, each part under run.
 func startKube(ctx context.Context, cfg Config, run func(string, func() error), log *slog.Logger) (*kubeParts, error) {
-	parts := &kubeParts{enrich: func(*api.Event) {}}
-	pods, err := kube.New(cfg.Kube, log)
+	enrich, _, err := kube.StartEnrichment(ctx, cfg.Kube, log, run)
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
-	if pods != nil {
-		pods.Start(ctx, cfg.Kube.SyncTimeout.Std(), run)
-		parts.enrich = kube.NewEnricher(pods.Index).Enrich
-	}
+	parts := &kubeParts{enrich: enrich}
 	ac := cfg.Kube.Audit
 	if ac.WebhookAddr == "" && ac.LogPath == "" {
 		return parts, nil

@@ -44,6 +44,9 @@ type Config struct {
 	SyncTimeout confval.Duration `json:"syncTimeout,omitempty"`
 	// Audit receives the API server's audit events (control-plane nodes).
 	Audit AuditConfig `json:"audit"`
+	// NodeState reads pod context from the container runtime's state on
+	// the node when the API server cannot give it.
+	NodeState NodeStateConfig `json:"nodeState"`
 }
 
 // AuditConfig turns on the audit webhook receiver and/or the audit log
@@ -99,7 +102,7 @@ func (c Config) Validate() error {
 	if c.SyncTimeout < 0 {
 		return errors.New("kube.syncTimeout: must not be negative")
 	}
-	return nil
+	return c.NodeState.Validate()
 }
 
 // RESTConfig loads the client configuration the config names.
@@ -244,7 +247,8 @@ func (p *Pods) WaitSynced(ctx context.Context, timeout time.Duration) bool {
 // Enricher fills the pod fields of events' containers. It is owned by one
 // goroutine (the pipeline's); the index it reads is shared.
 type Enricher struct {
-	index *PodIndex
+	index *PodIndex  // nil without an API server
+	state *NodeState // nil when kube.nodeState is off
 	// The sensor shares one *api.Container among a process's events, so
 	// the enriched copy is cached per source container and index version.
 	cache map[*api.Container]enriched
@@ -257,9 +261,11 @@ type enriched struct {
 
 const maxEnrichCache = 4096
 
-// NewEnricher reads index.
-func NewEnricher(index *PodIndex) *Enricher {
-	return &Enricher{index: index, cache: map[*api.Container]enriched{}}
+// NewEnricher reads index first and, for containers it does not know
+// (the API server is away, or has not told the informer yet), state.
+// Either may be nil.
+func NewEnricher(index *PodIndex, state *NodeState) *Enricher {
+	return &Enricher{index: index, state: state, cache: map[*api.Container]enriched{}}
 }
 
 // Enrich replaces ev's container with one carrying its pod's fields, when
@@ -269,14 +275,24 @@ func (e *Enricher) Enrich(ev *api.Event) {
 	if src == nil || (src.Id == "" && src.PodUid == "") {
 		return
 	}
-	gen := e.index.Generation()
+	var gen uint64
+	if e.index != nil {
+		gen = e.index.Generation()
+	}
 	if c, ok := e.cache[src]; ok && c.gen == gen {
 		if c.out != nil {
 			ev.Container = c.out
 		}
 		return
 	}
-	pod, ok := e.index.Lookup(src.Id, src.PodUid)
+	var pod *api.Container
+	ok := false
+	if e.index != nil {
+		pod, ok = e.index.Lookup(src.Id, src.PodUid)
+	}
+	if !ok && e.state != nil {
+		pod, ok = e.state.Lookup(src.Id)
+	}
 	var out *api.Container
 	if ok {
 		out = &api.Container{
@@ -292,6 +308,36 @@ func (e *Enricher) Enrich(ev *api.Event) {
 		clear(e.cache)
 	}
 	e.cache[src] = enriched{gen: gen, out: out}
+}
+
+// StartEnrichment starts what cfg asks for to give events their pod
+// context — the pod informer (under run) and the runtime's node state —
+// and returns the enrichment function (a no-op when both are off) and the
+// informer (nil when off). It waits up to cfg.SyncTimeout for the first
+// pod list.
+func StartEnrichment(ctx context.Context, cfg Config, log *slog.Logger, run func(name string, f func() error)) (func(*api.Event), *Pods, error) {
+	pods, err := New(cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	var state *NodeState
+	switch cfg.NodeState.Mode {
+	case "on":
+		state = NewNodeState(cfg.NodeState)
+	case "", "auto":
+		if pods != nil {
+			state = NewNodeState(cfg.NodeState)
+		}
+	}
+	if pods == nil && state == nil {
+		return func(*api.Event) {}, nil, nil
+	}
+	var index *PodIndex
+	if pods != nil {
+		pods.Start(ctx, cfg.SyncTimeout.Std(), run)
+		index = pods.Index
+	}
+	return NewEnricher(index, state).Enrich, pods, nil
 }
 
 // DefaultSyncTimeout is Config.SyncTimeout's default.

@@ -105,7 +105,7 @@ func TestEnricher(t *testing.T) {
 	owner := &metav1.OwnerReference{Kind: "ReplicaSet", Name: "web-abc", Controller: isController()}
 	ix.Upsert(testPod("web-1", "node-a", "uid-1", owner, map[string]string{"app": "web", "pod-template-hash": "abc"},
 		"containerd://c1", "containerd://c2"))
-	e := NewEnricher(ix)
+	e := NewEnricher(ix, nil)
 
 	src := &api.Container{Runtime: "containerd", Id: "c2", Cgroup: "/kubepods/x"}
 	ev := &api.Event{Container: src}

@@ -87,6 +87,8 @@ type Options struct {
 	// Mounts are bind mounts of host files or directories into the
 	// container (for example a service-account token).
 	Mounts []Bind
+	// Annotations go into config.json, as a CRI runtime's would.
+	Annotations map[string]string
 }
 
 // Bind is a bind mount of the host path Source at Destination.

@@ -13,6 +13,8 @@ type spec struct {
 	Hostname   string  `json:"hostname"`
 	Mounts     []mount `json:"mounts"`
 	Linux      linux   `json:"linux"`
+	// Annotations are what CRI runtimes record the pod context in.
+	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 type process struct {
@@ -133,9 +135,10 @@ func newSpec(id, rootfs string, opts Options) spec {
 			},
 			Rlimits: []rlimit{{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024}},
 		},
-		Root:     root{Path: rootfs},
-		Hostname: id,
-		Mounts:   mounts,
+		Root:        root{Path: rootfs},
+		Hostname:    id,
+		Annotations: opts.Annotations,
+		Mounts:      mounts,
 		Linux: linux{
 			CgroupsPath: fmt.Sprintf("%s/%s", CgroupParent, id),
 			Namespaces: []namespace{

@@ -101,3 +101,74 @@ func TestPodContext(t *testing.T) {
 		t.Fatalf("no exec of id among %d events from container %s", len(events), ctr.ID)
 	}
 }
+
+// TestPodContextFromNodeState: with the API server unreachable, a real runc
+// container whose OCI bundle carries containerd's CRI annotations (laid out
+// where containerd keeps its bundles) still gets its pod's fields, read
+// from the node.
+func TestPodContextFromNodeState(t *testing.T) {
+	testenv.RequireRoot(t)
+	runctest.Require(t)
+	bin := buildHarrier(t)
+	ann := map[string]string{
+		"io.kubernetes.cri.container-type":    "container",
+		"io.kubernetes.cri.container-name":    "api",
+		"io.kubernetes.cri.image-name":        "registry.example/api:2.3",
+		"io.kubernetes.cri.sandbox-name":      "api-5f7d8-q9z2k",
+		"io.kubernetes.cri.sandbox-namespace": "payments",
+		"io.kubernetes.cri.sandbox-uid":       "5d0c3c4e-0000-4000-8000-00000000abcd",
+	}
+	ctr := runctest.Start(t, runctest.Options{Annotations: ann})
+	root := t.TempDir()
+	bundle := filepath.Join(root, "io.containerd.runtime.v2.task", "k8s.io", ctr.ID)
+	if err := os.MkdirAll(bundle, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := os.ReadFile(filepath.Join(ctr.Bundle, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// An API server that is not there: a closed loopback port.
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1", insecure-skip-tls-verify: true}}]
+users: [{name: u, user: {token: x}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "harrier.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "kube:\n  kubeconfig: %s\n  node: n1\n  syncTimeout: 1s\n  nodeState:\n    containerdRoot: %s\n",
+		kubeconfig, root), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	events := streamEvents(t, bin, func() {
+		ectx, ecancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer ecancel()
+		if out, err := ctr.Exec(ectx, "id"); err != nil {
+			t.Fatalf("exec in container: %v %s", err, out)
+		}
+	}, "--config", cfg, "--container", ctr.ID, "--kind", "exec")
+	found := false
+	for _, ev := range events {
+		if ev.GetProcess().GetComm() != "id" {
+			continue
+		}
+		found = true
+		c := ev.GetContainer()
+		if c.GetPodName() != ann["io.kubernetes.cri.sandbox-name"] || c.GetPodNamespace() != "payments" ||
+			c.GetPodUid() != ann["io.kubernetes.cri.sandbox-uid"] || c.GetName() != "api" || c.GetImage() != "registry.example/api:2.3" ||
+			c.GetId() != ctr.ID || c.GetRuntime() != "runc" {
+			t.Errorf("container of the exec: %v", c)
+		}
+	}
+	if !found {
+		t.Fatalf("no exec of id among %d events from container %s", len(events), ctr.ID)
+	}
+}

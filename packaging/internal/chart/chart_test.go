@@ -150,6 +150,9 @@ func TestAgentDaemonSet(t *testing.T) {
 	}
 	for mountPath, hostPath := range map[string]string{
 		"/sys/kernel/btf": "/sys/kernel/btf", "/sys/fs/bpf": "/sys/fs/bpf", "/host/proc": "/proc", "/var/lib/harrier": "/var/lib/harrier",
+		// The runtimes' bundles, for pod context while the API server is away.
+		"/host/run/containerd/io.containerd.runtime.v2.task": "/run/containerd/io.containerd.runtime.v2.task",
+		"/host/run/containers/storage/overlay-containers":     "/run/containers/storage/overlay-containers",
 	} {
 		if got := hostPaths[mounts[mountPath]]; got != hostPath {
 			t.Errorf("%s is mounted from host %q, want %q", mountPath, got, hostPath)
@@ -214,6 +217,9 @@ func TestAgentConfigLoads(t *testing.T) {
 			}
 			if cfg.Kube.Mode != "on" {
 				t.Errorf("values %v: kube.mode %q, want on", values, cfg.Kube.Mode)
+			}
+			if ns := cfg.Kube.NodeState; ns.ContainerdRoot != "/host/run/containerd" || ns.CRIORoot != "/host/run/containers/storage" {
+				t.Errorf("values %v: kube.nodeState %+v", values, ns)
 			}
 			if values["clusterName"] != nil && cfg.Analytics.Cluster != values["clusterName"] {
 				t.Errorf("analytics.cluster %q", cfg.Analytics.Cluster)
