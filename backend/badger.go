@@ -490,7 +490,8 @@ func (w *txnWriter) commit() error {
 		return fmt.Errorf("ingest: commit: %w", err)
 	}
 	w.s.evHead, w.s.evTail = w.head, w.tail
-	w.s.pendingBytes = w.pendingBytes
+	// Sizes of values in the value log are approximate: never below zero.
+	w.s.pendingBytes = max(0, w.pendingBytes)
 	return nil
 }
 

@@ -630,7 +630,7 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 			return fmt.Errorf("clean up: %w", err)
 		}
 	}
-	s.pendingBytes -= p.bytes
+	s.pendingBytes = max(0, s.pendingBytes-p.bytes)
 	if hasOld {
 		if err := deleteGeneration(rt2, d, p.ref.cluster, old.Gen); err != nil {
 			return fmt.Errorf("clean up: %w", err)
@@ -647,7 +647,7 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 		if err := deletePending(rt2, d, q.ref); err != nil {
 			return fmt.Errorf("clean up: %w", err)
 		}
-		s.pendingBytes -= q.bytes
+		s.pendingBytes = max(0, s.pendingBytes-q.bytes)
 		s.cfg.Metrics.add(metricInventoryDropped, uint64(q.chunks), dropSuperseded)
 		s.log.Info("pending inventory snapshot dropped", "reason", dropSuperseded, "cluster", q.ref.cluster,
 			"snapshot", q.ref.id, "chunks", q.chunks, "parts", q.meta.Parts)
@@ -668,7 +668,7 @@ func (s *BadgerStore) dropPendingNow(rt *badger.Txn, p pendingSnapshot, reason s
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("drop pending snapshot: %w", err)
 	}
-	s.pendingBytes -= p.bytes
+	s.pendingBytes = max(0, s.pendingBytes-p.bytes)
 	s.cfg.Metrics.add(metricInventoryDropped, uint64(p.chunks), reason)
 	s.log.Info("pending inventory snapshot dropped", "reason", reason, "cluster", p.ref.cluster, "snapshot", p.ref.id)
 	return nil

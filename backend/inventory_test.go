@@ -500,3 +500,12 @@ func FuzzParseGenKey(f *testing.F) {
 		_, _ = decodeClusterMeta(k)
 	})
 }
+
+func TestConfigValidatesPendingInventoryBytes(t *testing.T) {
+	if err := (Config{MaxPendingInventoryBytes: -1}).Validate(); err == nil || !strings.Contains(err.Error(), "maxPendingInventoryBytes") {
+		t.Errorf("negative maxPendingInventoryBytes: %v", err)
+	}
+	if err := (Config{MaxPendingInventoryBytes: 1 << 20}).Validate(); err != nil {
+		t.Errorf("valid config: %v", err)
+	}
+}
