@@ -54,7 +54,8 @@ type apiServer struct {
 //	GET /login?token=..., POST /login, GET /logout
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
-//	GET /, GET /alerts/{id}                      web UI
+//	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
+//	GET /, GET /alerts/{id}, /findings, /inventory   web UI
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -87,8 +88,13 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /api/v1/alerts/{id}", s.apiAuth(http.HandlerFunc(s.getAlert)))
 	mux.Handle("GET /api/v1/agents", s.apiAuth(http.HandlerFunc(s.listAgents)))
 	mux.Handle("GET /api/v1/events", s.apiAuth(http.HandlerFunc(s.listEvents)))
+	mux.Handle("GET /api/v1/inventory", s.apiAuth(http.HandlerFunc(s.listInventory)))
+	mux.Handle("GET /api/v1/findings", s.apiAuth(http.HandlerFunc(s.listFindings)))
+	mux.Handle("GET /api/v1/findings/{id}", s.apiAuth(http.HandlerFunc(s.getFinding)))
 	mux.Handle("GET /{$}", s.uiAuth(http.HandlerFunc(s.uiAlerts)))
 	mux.Handle("GET /alerts/{id}", s.uiAuth(http.HandlerFunc(s.uiAlert)))
+	mux.Handle("GET /findings", s.uiAuth(http.HandlerFunc(s.uiFindings)))
+	mux.Handle("GET /inventory", s.uiAuth(http.HandlerFunc(s.uiInventory)))
 	return s.countRequests(mux)
 }
 

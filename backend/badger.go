@@ -33,6 +33,10 @@ type BadgerConfig struct {
 	Metrics *Metrics
 	// Now is the clock for agents' first/last seen (tests set it).
 	Now func() time.Time
+	// MaxPendingInventoryBytes bounds the chunks of inventory snapshots
+	// still waiting for their other parts; beyond it whole pending snapshots
+	// are dropped, oldest first. Default 256 MiB.
+	MaxPendingInventoryBytes int64
 }
 
 const (
@@ -53,11 +57,18 @@ type BadgerStore struct {
 	mu sync.Mutex
 	// Ring positions: events occupy keys [evTail, evHead).
 	evHead, evTail uint64
+	// Inventory state (inventory.go), guarded by mu: the next snapshot
+	// generation, the bytes of pending chunks, and the current findings per
+	// cluster per severity name (for the gauges).
+	nextGen      uint64
+	pendingBytes int64
+	severities   map[string]map[string]int
 }
 
 var _ Store = (*BadgerStore)(nil)
 
-// Key layout. Every key starts with a one-byte kind and a slash.
+// Key layout. Every key starts with a one-byte kind and a slash; the
+// inventory's keys are described in inventory.go.
 const (
 	prefixSeen   = "s/" // s/<agent>\x00<seq BE64> → empty, with TTL
 	prefixGap    = "p/" // p/<agent>\x00<class BE32><first><last><count BE64> → empty, with TTL
@@ -93,6 +104,9 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxPendingInventoryBytes <= 0 {
+		cfg.MaxPendingInventoryBytes = defaultMaxPendingInventoryBytes
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -134,6 +148,10 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 			return nil
 		})
 	}); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
+	}
+	if err := s.openInventory(); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
@@ -202,7 +220,9 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 
 	st.records = map[api.RecordClass]uint64{}
 	st.gaps = map[api.RecordClass]uint64{}
-	w := &txnWriter{s: s, txn: s.db.NewTransaction(true), head: s.evHead, tail: s.evTail}
+	st.invRejected = map[string]uint64{}
+	st.invDropped = map[string]uint64{}
+	w := &txnWriter{s: s, txn: s.db.NewTransaction(true), head: s.evHead, tail: s.evTail, pendingBytes: s.pendingBytes}
 	defer func() { w.txn.Discard() }()
 
 	agent, err := s.loadAgent(w.txn, agentID)
@@ -229,6 +249,11 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 		if dup {
 			st.duplicates++
 			acked = append(acked, r.GetSeq())
+			if c := r.GetInventory(); c != nil {
+				if reason, _ := validateChunk(c); reason == "" {
+					w.touch(snapRef{cluster: c.GetCluster(), id: c.GetSnapshotId()}) // retry a switch that failed
+				}
+			}
 			continue
 		}
 		if err := s.storeRecord(w, agentID, r, st); err != nil {
@@ -276,6 +301,15 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	if err := w.commit(); err != nil {
 		return nil, err
 	}
+	// The chunks are durable; a snapshot they complete becomes current now.
+	// If that fails the batch is refused, the agent resends it, the resent
+	// chunks are acked as duplicates and the switch is tried again.
+	if len(w.touched) > 0 {
+		if err := s.completeSnapshots(ctx, w.touched); err != nil {
+			s.log.Error("inventory snapshot could not be made current", "err", err)
+			return nil, err
+		}
+	}
 	return acked, nil
 }
 
@@ -285,6 +319,8 @@ func (s *BadgerStore) storeRecord(w *txnWriter, agentID string, r *api.Record, s
 		return s.storeAlert(w, agentID, r.GetSeq(), p.Alert, st)
 	case *api.Record_Event:
 		return s.storeEvent(w, p.Event, st)
+	case *api.Record_Inventory:
+		return s.storeChunk(w, agentID, r.GetSeq(), p.Inventory, st)
 	default:
 		// Nothing we can store (e.g. a class this backend does not know yet):
 		// ack it anyway, or the agent would resend it forever.
@@ -401,6 +437,16 @@ type txnWriter struct {
 	s          *BadgerStore
 	txn        *badger.Txn
 	head, tail uint64
+	// pendingBytes follows the inventory chunks written and dropped.
+	pendingBytes int64
+	// touched lists the snapshots whose chunks this batch carried.
+	touched []snapRef
+}
+
+func (w *txnWriter) touch(r snapRef) {
+	if !slices.Contains(w.touched, r) {
+		w.touched = append(w.touched, r)
+	}
 }
 
 func (w *txnWriter) set(e *badger.Entry) error {
@@ -444,6 +490,8 @@ func (w *txnWriter) commit() error {
 		return fmt.Errorf("ingest: commit: %w", err)
 	}
 	w.s.evHead, w.s.evTail = w.head, w.tail
+	// Sizes of values in the value log are approximate: never below zero.
+	w.s.pendingBytes = max(0, w.pendingBytes)
 	return nil
 }
 

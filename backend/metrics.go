@@ -23,6 +23,7 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	counters map[string]*prometheus.CounterVec
 	ingest   prometheus.Histogram
+	findings *prometheus.GaugeVec
 }
 
 // Metric names, one place so tests and docs agree.
@@ -37,6 +38,12 @@ const (
 	metricIngestErrors  = "harrier_backend_ingest_errors_total"
 	metricAPIRequests   = "harrier_backend_api_requests_total"
 	metricIngestSeconds = "harrier_backend_ingest_duration_seconds"
+
+	metricInventoryChunks    = "harrier_backend_inventory_chunks_total"
+	metricInventoryRejected  = "harrier_backend_inventory_chunks_rejected_total"
+	metricInventoryDropped   = "harrier_backend_inventory_pending_dropped_total"
+	metricSnapshotsCompleted = "harrier_backend_inventory_snapshots_completed_total"
+	metricFindings           = "harrier_backend_findings"
 )
 
 // NewMetrics makes an empty metrics set. Pass the same one to the store and
@@ -52,12 +59,24 @@ func NewMetrics() *Metrics {
 	m.def(metricGaps, "Records agents reported evicted before delivery, by class.", "class")
 	m.def(metricIngestErrors, "Batches refused or failed.")
 	m.def(metricAPIRequests, "HTTP requests, by route pattern and status code.", "path", "code")
+	m.def(metricInventoryChunks, "Inventory chunks received (duplicates of a record not included).")
+	m.def(metricInventoryRejected, "Malformed inventory chunks, acked and not stored, by reason.", "reason")
+	m.def(metricInventoryDropped, "Inventory chunks dropped before their snapshot became current, by reason (stale, superseded, pending_bytes).", "reason")
+	m.def(metricSnapshotsCompleted, "Inventory snapshots that became a cluster's current one.")
+	m.findings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: metricFindings,
+		Help: "Findings in the clusters' current snapshots, by severity.",
+	}, []string{"severity"})
+	for _, sev := range []api.Severity{api.Severity_SEVERITY_INFO, api.Severity_SEVERITY_LOW, api.Severity_SEVERITY_MEDIUM,
+		api.Severity_SEVERITY_HIGH, api.Severity_SEVERITY_CRITICAL} {
+		m.findings.WithLabelValues(sevName(sev)) // show every severity from the start
+	}
 	m.ingest = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    metricIngestSeconds,
 		Help:    "Time to store one batch durably.",
 		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 	})
-	m.reg.MustRegister(m.ingest, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.ingest, m.findings, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -96,6 +115,9 @@ type ingestStats struct {
 	alertsNew     uint64
 	alertsUpdated uint64
 	events        uint64
+	invChunks     uint64
+	invRejected   map[string]uint64 // by reason
+	invDropped    map[string]uint64 // by reason
 }
 
 func (m *Metrics) recordIngest(st ingestStats, d time.Duration, err error) {
@@ -117,7 +139,36 @@ func (m *Metrics) recordIngest(st ingestStats, d time.Duration, err error) {
 	m.add(metricAlertsNew, st.alertsNew)
 	m.add(metricAlertsUpdated, st.alertsUpdated)
 	m.add(metricEvents, st.events)
+	m.add(metricInventoryChunks, st.invChunks)
+	for reason, n := range st.invRejected {
+		m.add(metricInventoryRejected, n, reason)
+	}
+	for reason, n := range st.invDropped {
+		m.add(metricInventoryDropped, n, reason)
+	}
 	m.observeIngest(d)
+}
+
+// setFindings sets the findings gauges from the per-cluster counts by
+// severity name ("SEVERITY_HIGH").
+func (m *Metrics) setFindings(byCluster map[string]map[string]int) {
+	if m == nil {
+		return
+	}
+	sum := map[string]int{}
+	for _, sevs := range byCluster {
+		for name, n := range sevs {
+			sum[sevName(api.Severity(api.Severity_value[name]))] += n
+		}
+	}
+	m.findings.Reset()
+	for _, sev := range []api.Severity{api.Severity_SEVERITY_INFO, api.Severity_SEVERITY_LOW, api.Severity_SEVERITY_MEDIUM,
+		api.Severity_SEVERITY_HIGH, api.Severity_SEVERITY_CRITICAL} {
+		sum[sevName(sev)] += 0
+	}
+	for label, n := range sum {
+		m.findings.WithLabelValues(label).Set(float64(n))
+	}
 }
 
 // className is the label value for a record class: "alert", "event", ...

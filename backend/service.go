@@ -33,6 +33,9 @@ type Config struct {
 	KeyFile  string `json:"keyFile,omitempty"`
 	// MaxEvents bounds the recent raw events kept for GET /api/v1/events.
 	MaxEvents int `json:"maxEvents,omitempty"`
+	// MaxPendingInventoryBytes bounds the inventory chunks kept while their
+	// snapshot is incomplete (default 256 MiB).
+	MaxPendingInventoryBytes int64 `json:"maxPendingInventoryBytes,omitempty"`
 }
 
 // Validate reports problems a config file can have.
@@ -48,6 +51,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxEvents < 0 {
 		errs = append(errs, fmt.Errorf("maxEvents %d: must not be negative", c.MaxEvents))
+	}
+	if c.MaxPendingInventoryBytes < 0 {
+		errs = append(errs, fmt.Errorf("maxPendingInventoryBytes %d: must not be negative", c.MaxPendingInventoryBytes))
 	}
 	return errors.Join(errs...)
 }
@@ -87,7 +93,8 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	metrics := NewMetrics()
-	st, err := OpenBadgerStoreConfig(BadgerConfig{Dir: cfg.DataDir, MaxEvents: cfg.MaxEvents, Metrics: metrics}, log)
+	st, err := OpenBadgerStoreConfig(BadgerConfig{Dir: cfg.DataDir, MaxEvents: cfg.MaxEvents,
+		MaxPendingInventoryBytes: cfg.MaxPendingInventoryBytes, Metrics: metrics}, log)
 	if err != nil {
 		return nil, err
 	}

@@ -16,12 +16,15 @@ import (
 	"github.com/harrier-sec/harrier/api"
 )
 
-// ErrNotFound is returned by Store.Alert for an unknown alert ID.
+// ErrNotFound is returned by Store.Alert and Store.Finding for an unknown ID.
 var ErrNotFound = errors.New("not found")
 
 // Store is the backend's storage seam. Ingest must be idempotent on
 // (agentID, record seq) and durable before it returns: the agent deletes from
-// its spool what Ingest acks.
+// its spool what Ingest acks. Inventory chunks (api.InventoryChunk) are kept
+// until all parts of their snapshot arrived; the complete snapshot then
+// replaces the cluster's inventory and findings at once, and an incomplete
+// one never does.
 type Store interface {
 	// Ingest stores a batch and returns the sequence numbers now durably
 	// stored, including those that were already stored before.
@@ -34,6 +37,18 @@ type Store interface {
 	Agents(ctx context.Context) ([]AgentInfo, error)
 	// Events lists recent raw events matching q, newest first.
 	Events(ctx context.Context, q EventQuery) ([]*api.Event, error)
+	// Snapshots describes each cluster's current inventory snapshot,
+	// ordered by cluster.
+	Snapshots(ctx context.Context) ([]SnapshotInfo, error)
+	// Inventory lists items of the current snapshots matching q, ordered by
+	// cluster, kind, namespace and name.
+	Inventory(ctx context.Context, q InventoryQuery) ([]InventoryEntry, error)
+	// Findings lists findings of the current snapshots matching q, most
+	// severe first, then by cluster and object.
+	Findings(ctx context.Context, q FindingQuery) ([]*api.Finding, error)
+	// Finding returns one current finding by ID, or an error wrapping
+	// ErrNotFound.
+	Finding(ctx context.Context, id string) (*api.Finding, error)
 	Close() error
 }
 

@@ -22,6 +22,7 @@ var uiFiles embed.FS
 // nothing here may be marked template.HTML.
 type ui struct {
 	alerts, alert, login *template.Template
+	findings, inventory  *template.Template
 }
 
 func newUI() *ui {
@@ -38,7 +39,8 @@ func newUI() *ui {
 		// Parse errors are programming errors caught by every UI test.
 		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/"+page))
 	}
-	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html")}
+	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
+		findings: parse("findings.html"), inventory: parse("inventory.html")}
 }
 
 func sevName(s api.Severity) string {
