@@ -144,7 +144,7 @@ func (ns *NodeState) Lookup(id string) (*api.Container, bool) {
 // read tries containerd's layout, then CRI-O's.
 func (ns *NodeState) read(id string) *api.Container {
 	for _, try := range []struct {
-		path                                  string
+		path                                   string
 		name, namespace, uid, container, image string
 	}{
 		{filepath.Join(ns.containerdRoot, "io.containerd.runtime.v2.task", "k8s.io", id, "config.json"),
