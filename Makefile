@@ -75,7 +75,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeClassMeta$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGap$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBundleAnnotations$$' -fuzztime $(FUZZTIME) ./kube
-	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./kube/vulndb
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./backend/vulndb
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEventList$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadRules$$' -fuzztime $(RULEFUZZTIME) ./analytics

@@ -37,6 +37,9 @@ type BadgerConfig struct {
 	// still waiting for their other parts; beyond it whole pending snapshots
 	// are dropped, oldest first. Default 256 MiB.
 	MaxPendingInventoryBytes int64
+	// Evaluator, if set, adds the backend's own findings (known
+	// vulnerabilities of running images) to each snapshot.
+	Evaluator SnapshotEvaluator
 }
 
 const (

@@ -543,6 +543,37 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	sevOf := map[string]api.Severity{} // finding IDs written, for counting duplicates once
+	writeFinding := func(f *api.Finding) error {
+		normaliseFinding(f, p, meta.Time)
+		if hasOld {
+			prev, err := getFinding(rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return err
+			}
+			if prev.GetFirstSeen() != nil && prev.GetFirstSeen().AsTime().Before(f.GetFirstSeen().AsTime()) {
+				f.FirstSeen = prev.GetFirstSeen()
+			}
+		}
+		if sev, dup := sevOf[f.GetId()]; dup {
+			meta.Severities[sev.String()]--
+		} else {
+			meta.Findings++
+		}
+		sevOf[f.GetId()] = f.GetSeverity()
+		meta.Severities[f.GetSeverity().String()]++
+		v, err := proto.Marshal(f)
+		if err != nil {
+			return fmt.Errorf("marshal finding: %w", err)
+		}
+		if err := wb.Set(findingKey(p.ref.cluster, gen, f.GetId()), v); err != nil {
+			return fmt.Errorf("write finding: %w", err)
+		}
+		return nil
+	}
+	eval := s.cfg.Evaluator
+	if eval != nil {
+		eval.Refresh()
+	}
 	for part := uint32(0); part < p.meta.Parts; part++ {
 		c, err := getChunk(rt, pendingChunkKey(p.ref, part))
 		if err != nil {
@@ -561,32 +592,18 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 			}
 			meta.Items++
 			meta.Kinds[cmp.Or(it.GetObject().GetKind(), "unknown")]++
-		}
-		for _, f := range c.GetFindings() {
-			f = proto.CloneOf(f)
-			normaliseFinding(f, p, meta.Time)
-			if hasOld {
-				prev, err := getFinding(rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
-				if err != nil && !errors.Is(err, ErrNotFound) {
+			if eval == nil {
+				continue
+			}
+			for _, f := range eval.ItemFindings(it) {
+				if err := writeFinding(f); err != nil {
 					return err
 				}
-				if prev.GetFirstSeen() != nil && prev.GetFirstSeen().AsTime().Before(f.GetFirstSeen().AsTime()) {
-					f.FirstSeen = prev.GetFirstSeen()
-				}
 			}
-			if sev, dup := sevOf[f.GetId()]; dup {
-				meta.Severities[sev.String()]--
-			} else {
-				meta.Findings++
-			}
-			sevOf[f.GetId()] = f.GetSeverity()
-			meta.Severities[f.GetSeverity().String()]++
-			v, err := proto.Marshal(f)
-			if err != nil {
-				return fmt.Errorf("marshal finding: %w", err)
-			}
-			if err := wb.Set(findingKey(p.ref.cluster, gen, f.GetId()), v); err != nil {
-				return fmt.Errorf("write finding: %w", err)
+		}
+		for _, f := range c.GetFindings() {
+			if err := writeFinding(proto.CloneOf(f)); err != nil {
+				return err
 			}
 		}
 	}

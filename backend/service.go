@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
+	"github.com/harrier-sec/harrier/backend/vulndb"
 	"github.com/harrier-sec/harrier/transport"
 )
 
@@ -36,6 +38,20 @@ type Config struct {
 	// MaxPendingInventoryBytes bounds the inventory chunks kept while their
 	// snapshot is incomplete (default 256 MiB).
 	MaxPendingInventoryBytes int64 `json:"maxPendingInventoryBytes,omitempty"`
+	// VulnDB is the offline vulnerability database for the image-vulnerable
+	// posture check.
+	VulnDB VulnDBConfig `json:"vulnDB"`
+}
+
+// VulnDBConfig points at the site's image scan reports.
+type VulnDBConfig struct {
+	// Dir holds Trivy (`trivy image -f json`) and Grype (`grype -o json`)
+	// reports, one image per *.json file, re-read when they change
+	// (default <dataDir>/vulndb).
+	Dir string `json:"dir,omitempty"`
+	// MinSeverity is the lowest severity that makes a finding: low,
+	// medium, high (default) or critical.
+	MinSeverity string `json:"minSeverity,omitempty"`
 }
 
 // Validate reports problems a config file can have.
@@ -55,6 +71,11 @@ func (c Config) Validate() error {
 	if c.MaxPendingInventoryBytes < 0 {
 		errs = append(errs, fmt.Errorf("maxPendingInventoryBytes %d: must not be negative", c.MaxPendingInventoryBytes))
 	}
+	switch c.VulnDB.MinSeverity {
+	case "", "low", "medium", "high", "critical":
+	default:
+		errs = append(errs, fmt.Errorf("vulnDB.minSeverity %q: must be low, medium, high or critical", c.VulnDB.MinSeverity))
+	}
 	return errors.Join(errs...)
 }
 
@@ -67,6 +88,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TokenDir == "" {
 		c.TokenDir = c.DataDir
+	}
+	if c.VulnDB.Dir == "" {
+		c.VulnDB.Dir = filepath.Join(c.DataDir, "vulndb")
+	}
+	if c.VulnDB.MinSeverity == "" {
+		c.VulnDB.MinSeverity = "high"
 	}
 	return c
 }
@@ -93,8 +120,9 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, err
 	}
 	metrics := NewMetrics()
+	vulns := NewImageVulnChecker(cfg.VulnDB.Dir, vulndb.ParseSeverity(cfg.VulnDB.MinSeverity), log)
 	st, err := OpenBadgerStoreConfig(BadgerConfig{Dir: cfg.DataDir, MaxEvents: cfg.MaxEvents,
-		MaxPendingInventoryBytes: cfg.MaxPendingInventoryBytes, Metrics: metrics}, log)
+		MaxPendingInventoryBytes: cfg.MaxPendingInventoryBytes, Metrics: metrics, Evaluator: vulns}, log)
 	if err != nil {
 		return nil, err
 	}
