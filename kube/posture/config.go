@@ -41,7 +41,9 @@ type Config struct {
 
 // DefaultExemptNamespaces is ExemptNamespaces' default: the control
 // plane's own namespaces, whose components legitimately run privileged.
-func DefaultExemptNamespaces() []string { return []string{"kube-system", "kube-public", "kube-node-lease"} }
+func DefaultExemptNamespaces() []string {
+	return []string{"kube-system", "kube-public", "kube-node-lease"}
+}
 
 // Validate reports unknown check IDs and empty list entries.
 func (c Config) Validate() error {

@@ -71,7 +71,9 @@ func TestCheckPodSpec(t *testing.T) {
 		{name: "hostPath ancestor of sensitive", edit: func(s *corev1.PodSpec) {
 			s.Volumes = []corev1.Volume{{Name: "var", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/var/lib/"}}}}
 		}, want: []string{"pss-host-path[]=HIGH"}},
-		{name: "host port", edit: func(s *corev1.PodSpec) { s.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}} },
+		{name: "host port", edit: func(s *corev1.PodSpec) {
+			s.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 80, HostPort: 8080}}
+		},
 			want: []string{"pss-host-ports[app]=MEDIUM"}},
 		{name: "baseline capability only fails restricted", edit: func(s *corev1.PodSpec) { sc(s).Capabilities.Add = []corev1.Capability{"CHOWN"} },
 			want: []string{"pss-capabilities-drop-all[app]=LOW"}},
