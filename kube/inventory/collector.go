@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -226,8 +227,16 @@ func stripMeta(m metav1.Object) {
 	}
 }
 
+// Stats count a Collector's work since it was made.
+type Stats struct {
+	Snapshots  uint64 // Collect calls that returned a snapshot
+	KindErrors uint64 // kinds that could not be listed, summed over snapshots
+}
+
 // Collector takes snapshots. It is safe for one Collect at a time.
 type Collector struct {
+	snapshots, kindErrors atomic.Uint64
+
 	clients  map[schema.GroupVersion]rest.Interface
 	params   runtime.ParameterCodec
 	pageSize int64
@@ -314,10 +323,17 @@ func (c *Collector) Collect(ctx context.Context) (*Snapshot, error) {
 		s.Errors = append(s.Errors, ke)
 	}
 	s.Duration = time.Since(s.Time)
+	c.snapshots.Add(1)
+	c.kindErrors.Add(uint64(len(s.Errors)))
 	if len(s.Errors) == len(c.kinds) {
 		return s, fmt.Errorf("inventory: no kind could be listed: %w", s.Errors[0])
 	}
 	return s, nil
+}
+
+// Stats returns the counters.
+func (c *Collector) Stats() Stats {
+	return Stats{Snapshots: c.snapshots.Load(), KindErrors: c.kindErrors.Load()}
 }
 
 func reason(err error) string {

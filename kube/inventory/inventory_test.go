@@ -77,6 +77,12 @@ func TestCollectGroupsNotServed(t *testing.T) {
 	if !snap.Failed("Job") || snap.Failed("Pod") {
 		t.Error("Failed()")
 	}
+	if _, err := col.Collect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := col.Stats(); st.Snapshots != 2 || st.KindErrors != 2*uint64(len(want)) {
+		t.Errorf("stats %+v", st)
+	}
 }
 
 // TestCollectUnreachable: nothing listed is an error, with the snapshot

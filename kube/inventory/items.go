@@ -88,6 +88,23 @@ func (o *Owners) Controller(m metav1.Object) *api.ObjectRef {
 	return &api.ObjectRef{ApiVersion: ref.APIVersion, Kind: ref.Kind, Namespace: ns, Name: ref.Name, Uid: string(ref.UID)}
 }
 
+// ControlledInSnapshot reports whether any controller in m's chain
+// (ReplicaSet, Deployment, Job, CronJob, ...) is in the snapshot: its pod
+// template then stands for m, even when the top of the chain could not be
+// listed.
+func (o *Owners) ControlledInSnapshot(m metav1.Object) bool {
+	ref := metav1.GetControllerOfNoCopy(m)
+	ns := m.GetNamespace()
+	for depth := 0; ref != nil && depth < 4; depth++ {
+		k := key(ref.Kind, ns, ref.Name)
+		if o.present[k] {
+			return true
+		}
+		ref = o.parent[k]
+	}
+	return false
+}
+
 // InSnapshot reports whether the workload ref names is in the snapshot.
 func (o *Owners) InSnapshot(ref *api.ObjectRef) bool {
 	return ref != nil && o.present[key(ref.GetKind(), ref.GetNamespace(), ref.GetName())]

@@ -212,6 +212,9 @@ func TestPostureAPIServer(t *testing.T) {
 	}
 	ids := map[string]bool{}
 	for _, f := range findings {
+		if f.Object.Name == "compliant" || strings.HasPrefix(f.Object.Name, "web-abc12") {
+			t.Errorf("finding on a compliant pod or on a pod of a Deployment: %v", f)
+		}
 		if ids[f.Id] || f.Cluster != "test" || f.Node != "node-1" || f.Remediation == "" || f.Title == "" || f.Detail == "" {
 			t.Errorf("bad finding %v", f)
 		}

@@ -52,13 +52,13 @@ func Evaluate(snap *inventory.Snapshot, cluster, node string, cfg Config) []*api
 	}
 	for i := range snap.ReplicaSets {
 		d := &snap.ReplicaSets[i]
-		if !owners.InSnapshot(owners.Controller(d)) {
+		if !owners.ControlledInSnapshot(d) {
 			template("apps/v1", "ReplicaSet", &d.ObjectMeta, &d.Spec.Template)
 		}
 	}
 	for i := range snap.Jobs {
 		d := &snap.Jobs[i]
-		if !owners.InSnapshot(owners.Controller(d)) {
+		if !owners.ControlledInSnapshot(d) {
 			template("batch/v1", "Job", &d.ObjectMeta, &d.Spec.Template)
 		}
 	}
@@ -70,7 +70,7 @@ func Evaluate(snap *inventory.Snapshot, cluster, node string, cfg Config) []*api
 	for i := range snap.Pods {
 		p := &snap.Pods[i]
 		podsByNS[p.Namespace]++
-		if owners.InSnapshot(owners.Controller(p)) {
+		if owners.ControlledInSnapshot(p) {
 			continue
 		}
 		e.podSpec(&p.ObjectMeta, &p.Spec, inventory.Ref("v1", "Pod", p))

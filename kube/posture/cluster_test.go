@@ -49,6 +49,8 @@ func TestEvaluateWorkloadsOnce(t *testing.T) {
 		ReplicaSets: []appsv1.ReplicaSet{
 			{ObjectMeta: meta("web-1", controller("Deployment", "web", "uid-web")), Spec: appsv1.ReplicaSetSpec{Template: tmpl}},
 			{ObjectMeta: meta("lonely", nil), Spec: appsv1.ReplicaSetSpec{Template: tmpl}},
+			// Its Deployment is not in the snapshot (e.g. not listable).
+			{ObjectMeta: meta("half-1", controller("Deployment", "half", "uid-half")), Spec: appsv1.ReplicaSetSpec{Template: tmpl}},
 		},
 		CronJobs: []batchv1.CronJob{{ObjectMeta: meta("nightly", nil), Spec: batchv1.CronJobSpec{JobTemplate: batchv1.JobTemplateSpec{Spec: batchv1.JobSpec{Template: tmpl}}}}},
 		Jobs:     []batchv1.Job{{ObjectMeta: meta("nightly-123", controller("CronJob", "nightly", "uid-nightly")), Spec: batchv1.JobSpec{Template: tmpl}}},
@@ -58,6 +60,7 @@ func TestEvaluateWorkloadsOnce(t *testing.T) {
 			{ObjectMeta: meta("lonely-a", controller("ReplicaSet", "lonely", "uid-lonely")), Spec: privSpec()},
 			{ObjectMeta: meta("nightly-123-x", controller("Job", "nightly-123", "uid-nightly-123")), Spec: privSpec()},
 			{ObjectMeta: meta("bare", nil), Spec: privSpec()},
+			{ObjectMeta: meta("half-1-a", controller("ReplicaSet", "half-1", "uid-half-1")), Spec: privSpec()},
 			{ObjectMeta: meta("static-node-1", controller("Node", "node-1", "uid-node")), Spec: privSpec()},
 			{ObjectMeta: meta("orphan", controller("ReplicaSet", "gone", "uid-gone")), Spec: privSpec()},
 			{ObjectMeta: meta("empty", nil)}, // partial object: no containers
@@ -71,6 +74,7 @@ func TestEvaluateWorkloadsOnce(t *testing.T) {
 		"Pod/apps/bare pss-privileged[app]",
 		"Pod/apps/orphan pss-privileged[app]",
 		"Pod/apps/static-node-1 pss-privileged[app]",
+		"ReplicaSet/apps/half-1 pss-privileged[app]",
 		"ReplicaSet/apps/lonely pss-privileged[app]",
 	}
 	if got := objKeys(fs); !slices.Equal(got, want) {
