@@ -1,6 +1,8 @@
 package posture
 
 import (
+	"bytes"
+	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
@@ -9,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/harrier-sec/harrier/api"
 )
@@ -312,5 +316,33 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("check %+v", c)
 		}
 		seen[c.ID] = true
+	}
+}
+
+// TestConfigStrictYAML decodes the section as the agent does (YAML → JSON,
+// unknown fields rejected): absent exemptNamespaces means the defaults, []
+// means none.
+func TestConfigStrictYAML(t *testing.T) {
+	decode := func(src string) (Config, error) {
+		js, err := yaml.YAMLToJSON([]byte(src))
+		if err != nil {
+			return Config{}, err
+		}
+		dec := json.NewDecoder(bytes.NewReader(js))
+		dec.DisallowUnknownFields()
+		var c Config
+		err = dec.Decode(&c)
+		return c, err
+	}
+	c, err := decode("disabled: [image-no-digest]\nallowedRegistries: [r.example]\n")
+	if err != nil || c.Validate() != nil || !c.exempt("kube-system") || c.enabled(CheckImageDigest) || !c.enabled(CheckImageRegistry) {
+		t.Errorf("%+v %v", c, err)
+	}
+	c, err = decode("exemptNamespaces: []\n")
+	if err != nil || c.exempt("kube-system") {
+		t.Errorf("[]: %+v %v", c, err)
+	}
+	if _, err := decode("exemptNamespace: [a]\n"); err == nil {
+		t.Error("unknown field accepted")
 	}
 }
