@@ -25,8 +25,7 @@ const MaxChunkBytes = 512 << 10
 // items first. All chunks share snapshotID, cluster, node and t, and carry
 // part (0-based) and parts. There is always at least one chunk, so an
 // empty snapshot still replaces the previous one. Findings get snapshotID
-// as their snapshot_id. The caller sets chunks[0].Errors from
-// Snapshot.ErrorMap.
+// as their snapshot_id. Snapshot.Chunks also sets chunks[0].Errors.
 func Chunks(cluster, node, snapshotID string, t time.Time, items []*api.InventoryItem, findings []*api.Finding, maxPerChunk int) []*api.InventoryChunk {
 	if maxPerChunk <= 0 {
 		maxPerChunk = DefaultMaxPerChunk
@@ -65,5 +64,14 @@ func Chunks(cluster, node, snapshotID string, t time.Time, items []*api.Inventor
 	for i, c := range chunks {
 		c.Part, c.Parts = uint32(i), uint32(len(chunks))
 	}
+	return chunks
+}
+
+// Chunks is the whole snapshot as chunks: its items and the findings
+// evaluated on it, stamped with the snapshot's time, and the kinds that
+// could not be listed on part 0.
+func (s *Snapshot) Chunks(cluster, node, snapshotID string, findings []*api.Finding, maxPerChunk int) []*api.InventoryChunk {
+	chunks := Chunks(cluster, node, snapshotID, s.Time, s.Items(), findings, maxPerChunk)
+	chunks[0].Errors = s.ErrorMap()
 	return chunks
 }

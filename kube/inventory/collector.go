@@ -48,8 +48,11 @@ type Options struct {
 }
 
 // Snapshot is one collection of the cluster. Objects keep their spec and
-// status; managed fields and the last-applied-configuration annotation are
-// dropped.
+// status except what neither the inventory nor the posture checks read and
+// can be large: managed fields, the last-applied-configuration annotation,
+// and in pods and pod templates the containers' commands, arguments,
+// probes, lifecycle hooks and volume mounts, affinity, tolerations,
+// topology spread constraints, pod conditions and container states.
 type Snapshot struct {
 	// Time is when the collection started; Duration how long it took.
 	Time     time.Time
@@ -208,9 +211,7 @@ func listAll[L any, PL interface {
 		}
 		got := items(page)
 		for i := range got {
-			if m, ok := any(&got[i]).(metav1.Object); ok {
-				stripMeta(m)
-			}
+			strip(any(&got[i]))
 		}
 		out = append(out, got...)
 		if opts.Continue = page.GetContinue(); opts.Continue == "" {
@@ -219,11 +220,50 @@ func listAll[L any, PL interface {
 	}
 }
 
-// stripMeta drops what no check or inventory item reads and can be large.
-func stripMeta(m metav1.Object) {
-	m.SetManagedFields(nil)
-	if a := m.GetAnnotations(); a != nil {
-		delete(a, corev1.LastAppliedConfigAnnotation)
+// strip drops what no check or inventory item reads and can be large.
+func strip(obj any) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+		if a := m.GetAnnotations(); a != nil {
+			delete(a, corev1.LastAppliedConfigAnnotation)
+		}
+	}
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		stripPodSpec(&o.Spec)
+		o.Status.Conditions = nil
+		for _, list := range [][]corev1.ContainerStatus{o.Status.InitContainerStatuses, o.Status.ContainerStatuses, o.Status.EphemeralContainerStatuses} {
+			for i := range list {
+				list[i].State, list[i].LastTerminationState = corev1.ContainerState{}, corev1.ContainerState{}
+			}
+		}
+	case *appsv1.Deployment:
+		stripPodSpec(&o.Spec.Template.Spec)
+	case *appsv1.StatefulSet:
+		stripPodSpec(&o.Spec.Template.Spec)
+	case *appsv1.DaemonSet:
+		stripPodSpec(&o.Spec.Template.Spec)
+	case *appsv1.ReplicaSet:
+		stripPodSpec(&o.Spec.Template.Spec)
+	case *batchv1.Job:
+		stripPodSpec(&o.Spec.Template.Spec)
+	case *batchv1.CronJob:
+		stripPodSpec(&o.Spec.JobTemplate.Spec.Template.Spec)
+	}
+}
+
+func stripPodSpec(s *corev1.PodSpec) {
+	s.Affinity, s.Tolerations, s.TopologySpreadConstraints = nil, nil, nil
+	for _, list := range [][]corev1.Container{s.InitContainers, s.Containers} {
+		for i := range list {
+			c := &list[i]
+			c.Command, c.Args, c.VolumeMounts, c.VolumeDevices = nil, nil, nil, nil
+			c.LivenessProbe, c.ReadinessProbe, c.StartupProbe, c.Lifecycle = nil, nil, nil, nil
+		}
+	}
+	for i := range s.EphemeralContainers {
+		c := &s.EphemeralContainers[i]
+		c.Command, c.Args, c.VolumeMounts, c.VolumeDevices = nil, nil, nil, nil
 	}
 }
 

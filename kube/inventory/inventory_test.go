@@ -29,6 +29,13 @@ func coreOnly(t *testing.T) *httptest.Server {
 		res, ok := strings.CutPrefix(r.URL.Path, "/api/v1/")
 		if kind := lists[res]; ok && kind != "" {
 			items := "[]"
+			if res == "pods" {
+				items = `[{"metadata":{"name":"p","namespace":"default"},"spec":{"tolerations":[{"operator":"Exists"}],
+				"containers":[{"name":"c","image":"i:1","command":["sh"],"livenessProbe":{"exec":{"command":["true"]}},
+				"securityContext":{"privileged":true},"volumeMounts":[{"name":"v","mountPath":"/v"}]}]},
+				"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True"}],
+				"containerStatuses":[{"name":"c","imageID":"i@sha256:aa","state":{"running":{}}}]}}]`
+			}
 			if res == "namespaces" {
 				items = `[{"metadata":{"name":"default","uid":"u1","managedFields":[{"manager":"x"}],
 				"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{}","keep":"1"}},"status":{"phase":"Active"}}]`
@@ -61,6 +68,16 @@ func TestCollectGroupsNotServed(t *testing.T) {
 	ns := snap.Namespaces[0]
 	if ns.ManagedFields != nil || ns.Annotations[corev1.LastAppliedConfigAnnotation] != "" || ns.Annotations["keep"] != "1" {
 		t.Errorf("metadata not stripped as intended: %+v", ns.ObjectMeta)
+	}
+	p := snap.Pods[0]
+	c := p.Spec.Containers[0]
+	if c.Command != nil || c.LivenessProbe != nil || c.VolumeMounts != nil || p.Spec.Tolerations != nil || p.Status.Conditions != nil ||
+		p.Status.ContainerStatuses[0].State.Running != nil {
+		t.Errorf("pod not stripped: %+v", p)
+	}
+	if c.Image != "i:1" || c.SecurityContext == nil || !*c.SecurityContext.Privileged || p.Status.Phase != corev1.PodRunning ||
+		p.Status.ContainerStatuses[0].ImageID != "i@sha256:aa" {
+		t.Errorf("pod stripped of what the checks read: %+v", p)
 	}
 	var failed []string
 	for _, e := range snap.Errors {

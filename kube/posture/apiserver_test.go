@@ -333,6 +333,9 @@ func TestCollectLimitedRBAC(t *testing.T) {
 		t.Errorf("error map %v", m)
 	}
 	findings := posture.Evaluate(snap, "test", "n", posture.Config{})
+	if ch := snap.Chunks("test", "n", "s", findings, 0); len(ch[0].Errors) != len(want) || !strings.Contains(ch[0].Errors["ClusterRole"], "forbidden") {
+		t.Errorf("chunk errors %v", ch[0].Errors)
+	}
 	for _, f := range findings {
 		if f.CheckId == posture.CheckNetworkPolicy {
 			t.Errorf("network-policy-missing without NetworkPolicies listed: %v", f)
