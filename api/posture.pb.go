@@ -366,15 +366,19 @@ func (x *InventoryItem) GetCreated() *timestamppb.Timestamp {
 // the cluster's inventory and findings with the snapshot's at once, so a
 // lost chunk (spool eviction) leaves the previous snapshot in place.
 type InventoryChunk struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
-	SnapshotId    string                 `protobuf:"bytes,2,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
-	Part          uint32                 `protobuf:"varint,4,opt,name=part,proto3" json:"part,omitempty"` // 0-based
-	Parts         uint32                 `protobuf:"varint,5,opt,name=parts,proto3" json:"parts,omitempty"`
-	Node          string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"` // the agent (leader) that took it
-	Items         []*InventoryItem       `protobuf:"bytes,7,rep,name=items,proto3" json:"items,omitempty"`
-	Findings      []*Finding             `protobuf:"bytes,8,rep,name=findings,proto3" json:"findings,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Cluster    string                 `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	SnapshotId string                 `protobuf:"bytes,2,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3" json:"time,omitempty"`
+	Part       uint32                 `protobuf:"varint,4,opt,name=part,proto3" json:"part,omitempty"` // 0-based
+	Parts      uint32                 `protobuf:"varint,5,opt,name=parts,proto3" json:"parts,omitempty"`
+	Node       string                 `protobuf:"bytes,6,opt,name=node,proto3" json:"node,omitempty"` // the agent (leader) that took it
+	Items      []*InventoryItem       `protobuf:"bytes,7,rep,name=items,proto3" json:"items,omitempty"`
+	Findings   []*Finding             `protobuf:"bytes,8,rep,name=findings,proto3" json:"findings,omitempty"`
+	// Kinds the leader could not list (its RBAC forbids it, or the server
+	// does not serve the group), kind → reason; set on part 0. A failed
+	// kind's objects are absent from the snapshot: unknown, not deleted.
+	Errors        map[string]string `protobuf:"bytes,9,rep,name=errors,proto3" json:"errors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -465,6 +469,13 @@ func (x *InventoryChunk) GetFindings() []*Finding {
 	return nil
 }
 
+func (x *InventoryChunk) GetErrors() map[string]string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
 var File_posture_proto protoreflect.FileDescriptor
 
 const file_posture_proto_rawDesc = "" +
@@ -512,7 +523,7 @@ const file_posture_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a=\n" +
 	"\x0fAttributesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9b\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x96\x03\n" +
 	"\x0eInventoryChunk\x12\x18\n" +
 	"\acluster\x18\x01 \x01(\tR\acluster\x12\x1f\n" +
 	"\vsnapshot_id\x18\x02 \x01(\tR\n" +
@@ -522,7 +533,11 @@ const file_posture_proto_rawDesc = "" +
 	"\x05parts\x18\x05 \x01(\rR\x05parts\x12\x12\n" +
 	"\x04node\x18\x06 \x01(\tR\x04node\x12/\n" +
 	"\x05items\x18\a \x03(\v2\x19.harrier.v1.InventoryItemR\x05items\x12/\n" +
-	"\bfindings\x18\b \x03(\v2\x13.harrier.v1.FindingR\bfindingsB(Z&github.com/harrier-sec/harrier/api;apib\x06proto3"
+	"\bfindings\x18\b \x03(\v2\x13.harrier.v1.FindingR\bfindings\x12>\n" +
+	"\x06errors\x18\t \x03(\v2&.harrier.v1.InventoryChunk.ErrorsEntryR\x06errors\x1a9\n" +
+	"\vErrorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B(Z&github.com/harrier-sec/harrier/api;apib\x06proto3"
 
 var (
 	file_posture_proto_rawDescOnce sync.Once
@@ -536,7 +551,7 @@ func file_posture_proto_rawDescGZIP() []byte {
 	return file_posture_proto_rawDescData
 }
 
-var file_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_posture_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_posture_proto_goTypes = []any{
 	(*ObjectRef)(nil),             // 0: harrier.v1.ObjectRef
 	(*Finding)(nil),               // 1: harrier.v1.Finding
@@ -544,27 +559,29 @@ var file_posture_proto_goTypes = []any{
 	(*InventoryChunk)(nil),        // 3: harrier.v1.InventoryChunk
 	nil,                           // 4: harrier.v1.InventoryItem.LabelsEntry
 	nil,                           // 5: harrier.v1.InventoryItem.AttributesEntry
-	(Severity)(0),                 // 6: harrier.v1.Severity
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	nil,                           // 6: harrier.v1.InventoryChunk.ErrorsEntry
+	(Severity)(0),                 // 7: harrier.v1.Severity
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_posture_proto_depIdxs = []int32{
-	6,  // 0: harrier.v1.Finding.severity:type_name -> harrier.v1.Severity
+	7,  // 0: harrier.v1.Finding.severity:type_name -> harrier.v1.Severity
 	0,  // 1: harrier.v1.Finding.object:type_name -> harrier.v1.ObjectRef
-	7,  // 2: harrier.v1.Finding.first_seen:type_name -> google.protobuf.Timestamp
-	7,  // 3: harrier.v1.Finding.last_seen:type_name -> google.protobuf.Timestamp
+	8,  // 2: harrier.v1.Finding.first_seen:type_name -> google.protobuf.Timestamp
+	8,  // 3: harrier.v1.Finding.last_seen:type_name -> google.protobuf.Timestamp
 	0,  // 4: harrier.v1.InventoryItem.object:type_name -> harrier.v1.ObjectRef
 	4,  // 5: harrier.v1.InventoryItem.labels:type_name -> harrier.v1.InventoryItem.LabelsEntry
 	0,  // 6: harrier.v1.InventoryItem.owner:type_name -> harrier.v1.ObjectRef
 	5,  // 7: harrier.v1.InventoryItem.attributes:type_name -> harrier.v1.InventoryItem.AttributesEntry
-	7,  // 8: harrier.v1.InventoryItem.created:type_name -> google.protobuf.Timestamp
-	7,  // 9: harrier.v1.InventoryChunk.time:type_name -> google.protobuf.Timestamp
+	8,  // 8: harrier.v1.InventoryItem.created:type_name -> google.protobuf.Timestamp
+	8,  // 9: harrier.v1.InventoryChunk.time:type_name -> google.protobuf.Timestamp
 	2,  // 10: harrier.v1.InventoryChunk.items:type_name -> harrier.v1.InventoryItem
 	1,  // 11: harrier.v1.InventoryChunk.findings:type_name -> harrier.v1.Finding
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 12: harrier.v1.InventoryChunk.errors:type_name -> harrier.v1.InventoryChunk.ErrorsEntry
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_posture_proto_init() }
@@ -579,7 +596,7 @@ func file_posture_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_posture_proto_rawDesc), len(file_posture_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -137,6 +137,9 @@ func ContainerID(s string) string {
 	return s
 }
 
+// ImageDigest is the digest part of a container status imageID, or "".
+func ImageDigest(imageID string) string { return imageDigest(imageID) }
+
 // imageDigest is the digest part of a status imageID
 // ("docker.io/library/nginx@sha256:...", "sha256:...").
 func imageDigest(imageID string) string {
