@@ -26,6 +26,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
+	"github.com/harrier-sec/harrier/kube/admission"
 )
 
 // Config is the `kube:` section of the agent's configuration.
@@ -44,6 +45,8 @@ type Config struct {
 	SyncTimeout confval.Duration `json:"syncTimeout,omitempty"`
 	// Audit receives the API server's audit events (control-plane nodes).
 	Audit AuditConfig `json:"audit"`
+	// Admission is the optional admission guard (off by default).
+	Admission admission.Config `json:"admission"`
 }
 
 // AuditConfig turns on the audit webhook receiver and/or the audit log
@@ -95,7 +98,7 @@ func (c Config) Validate() error {
 	if c.SyncTimeout < 0 {
 		return errors.New("kube.syncTimeout: must not be negative")
 	}
-	return nil
+	return c.Admission.Validate()
 }
 
 // RESTConfig loads the client configuration the config names.
