@@ -31,7 +31,7 @@ const (
 // review wraps an object in an AdmissionReview request.
 func review(op, group, version, kind, namespace, object string) string {
 	req := map[string]any{"uid": "u-1", "operation": op, "namespace": namespace, "name": "x",
-		"kind": map[string]string{"group": group, "version": version, "kind": kind},
+		"kind":     map[string]string{"group": group, "version": version, "kind": kind},
 		"resource": map[string]string{"group": group, "version": version, "resource": strings.ToLower(kind) + "s"}}
 	if object != "" {
 		req["object"] = json.RawMessage(object)
