@@ -294,6 +294,57 @@ func TestAdmissionAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("concurrent agents apply once", func(t *testing.T) {
+		cfg := Config{URL: "https://127.0.0.1:1/validate", Mode: ModeDeny}
+		vwc, err := WebhookConfiguration(cfg, e.ks.CA.PEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		for range 8 {
+			wg.Go(func() {
+				r, err := NewRegistrar(e.ks.Config)
+				if err == nil {
+					err = r.Apply(ctx, vwc)
+				}
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Errorf("concurrent Apply: %v", err)
+			}
+		}
+		first, err := e.reg.Get(ctx, DefaultWebhookName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.reg.Apply(ctx, vwc); err != nil {
+			t.Fatal(err)
+		}
+		again, err := e.reg.Get(ctx, DefaultWebhookName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.ResourceVersion != first.ResourceVersion {
+			t.Errorf("re-applying the same webhooks wrote the object (%s -> %s)", first.ResourceVersion, again.ResourceVersion)
+		}
+		cfg.TimeoutSeconds = 7
+		if err := Register(ctx, e.ks.Config, cfg, e.ks.CA.PEM); err != nil {
+			t.Fatal(err)
+		}
+		changed, err := e.reg.Get(ctx, DefaultWebhookName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *changed.Webhooks[0].TimeoutSeconds != 7 {
+			t.Errorf("changed config not applied: timeout %d", *changed.Webhooks[0].TimeoutSeconds)
+		}
+	})
+
 	t.Run("unregister", func(t *testing.T) {
 		if err := Unregister(ctx, e.ks.Config, Config{}); err != nil {
 			t.Fatal(err)

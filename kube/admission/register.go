@@ -2,6 +2,9 @@ package admission
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -155,24 +158,52 @@ func NewRegistrar(rc *rest.Config) (*Registrar, error) {
 
 const vwcResource = "validatingwebhookconfigurations"
 
-// Apply creates vwc, or replaces the existing object of that name.
+// specHashAnnotation holds a hash of the webhooks as built, so that the
+// agents of every node applying the same object at start-up write it once
+// instead of racing to replace it.
+const specHashAnnotation = "harrier.io/webhook-hash"
+
+// Apply creates vwc, or replaces the existing object of that name unless
+// it already holds these webhooks. A conflicting concurrent write (another
+// node's agent) is retried.
 func (r *Registrar) Apply(ctx context.Context, vwc *admissionregv1.ValidatingWebhookConfiguration) error {
+	spec, err := json.Marshal(vwc.Webhooks)
+	if err != nil {
+		return fmt.Errorf("validatingwebhookconfiguration %s: %w", vwc.Name, err)
+	}
+	sum := sha256.Sum256(spec)
+	want := vwc.DeepCopy()
+	if want.Annotations == nil {
+		want.Annotations = map[string]string{}
+	}
+	want.Annotations[specHashAnnotation] = hex.EncodeToString(sum[:])
+	for attempt := 0; ; attempt++ {
+		err := r.apply(ctx, want)
+		if !apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err) || attempt == 4 {
+			return err
+		}
+	}
+}
+
+func (r *Registrar) apply(ctx context.Context, want *admissionregv1.ValidatingWebhookConfiguration) error {
 	existing := &admissionregv1.ValidatingWebhookConfiguration{}
-	err := r.c.Get().Resource(vwcResource).Name(vwc.Name).Do(ctx).Into(existing)
+	err := r.c.Get().Resource(vwcResource).Name(want.Name).Do(ctx).Into(existing)
 	switch {
 	case apierrors.IsNotFound(err):
-		err = r.c.Post().Resource(vwcResource).Body(vwc).Do(ctx).Error()
-		if err != nil {
-			return fmt.Errorf("create validatingwebhookconfiguration %s: %w", vwc.Name, err)
+		if err := r.c.Post().Resource(vwcResource).Body(want).Do(ctx).Error(); err != nil {
+			return fmt.Errorf("create validatingwebhookconfiguration %s: %w", want.Name, err)
 		}
 		return nil
 	case err != nil:
-		return fmt.Errorf("get validatingwebhookconfiguration %s: %w", vwc.Name, err)
+		return fmt.Errorf("get validatingwebhookconfiguration %s: %w", want.Name, err)
 	}
-	update := vwc.DeepCopy()
+	if existing.Annotations[specHashAnnotation] == want.Annotations[specHashAnnotation] {
+		return nil
+	}
+	update := want.DeepCopy()
 	update.ResourceVersion = existing.ResourceVersion
-	if err := r.c.Put().Resource(vwcResource).Name(vwc.Name).Body(update).Do(ctx).Error(); err != nil {
-		return fmt.Errorf("update validatingwebhookconfiguration %s: %w", vwc.Name, err)
+	if err := r.c.Put().Resource(vwcResource).Name(want.Name).Body(update).Do(ctx).Error(); err != nil {
+		return fmt.Errorf("update validatingwebhookconfiguration %s: %w", want.Name, err)
 	}
 	return nil
 }
