@@ -196,6 +196,18 @@ func TestAdmissionAPIServer(t *testing.T) {
 			t.Fatalf("compliant pod: %v", err)
 		}
 		privileged := true
+		// kubectl debug: a privileged ephemeral container added to it.
+		compliant, err := e.client.CoreV1().Pods("apps").Get(ctx, "compliant", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		compliant.Spec.EphemeralContainers = append(compliant.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debugger", Image: "busybox",
+				SecurityContext: &corev1.SecurityContext{Privileged: &privileged}}})
+		_, err = e.client.CoreV1().Pods("apps").UpdateEphemeralContainers(ctx, "compliant", compliant, metav1.UpdateOptions{})
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `container "debugger"`) {
+			t.Fatalf("privileged ephemeral container: %v", err)
+		}
 		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "apps"},
 			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
@@ -215,7 +227,8 @@ func TestAdmissionAPIServer(t *testing.T) {
 		if got := g.srv.Handler.Stats().Reviews; got != before {
 			t.Errorf("exempt objects reached the webhook (%d reviews): the selectors did not exclude them", got-before)
 		}
-		if v := g.violations.list(); len(v) != 2 || v[0] != "pss-privileged Pod apps/privileged CREATE" || v[1] != "pss-privileged Deployment apps/web CREATE" {
+		if v := g.violations.list(); len(v) != 3 || v[0] != "pss-privileged Pod apps/privileged CREATE" ||
+			v[1] != "pss-privileged Pod apps/compliant UPDATE" || v[2] != "pss-privileged Deployment apps/web CREATE" {
 			t.Errorf("violations %q", v)
 		}
 		// The object as registered.

@@ -25,6 +25,9 @@ func (c testChecker) CheckPodSpec(meta metav1.ObjectMeta, spec *corev1.PodSpec, 
 	}
 	var out []*api.Finding
 	all := append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...)
+	for _, e := range spec.EphemeralContainers {
+		all = append(all, corev1.Container{Name: e.Name, SecurityContext: e.SecurityContext})
+	}
 	for _, ctr := range all {
 		if sc := ctr.SecurityContext; sc != nil && sc.Privileged != nil && *sc.Privileged {
 			out = append(out, &api.Finding{CheckId: "pss-privileged", Title: "Privileged container",

@@ -65,6 +65,9 @@ func TestHandler(t *testing.T) {
 		"namespace":"apps","kind":{"group":"","version":"v1","kind":"Pod"},"object":` + privilegedPod + `,"oldObject":` + privilegedPod + `}}`
 	updatedPrivileged := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","operation":"UPDATE",
 		"namespace":"apps","kind":{"group":"","version":"v1","kind":"Pod"},"object":` + privilegedPod + `,"oldObject":` + compliantPod + `}}`
+	debuggedPod := strings.Replace(compliantPod, `"containers":[`, `"ephemeralContainers":[{"name":"debugger","image":"busybox","securityContext":{"privileged":true}}],"containers":[`, 1)
+	debugged := `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u-1","operation":"UPDATE","subResource":"ephemeralcontainers",
+		"namespace":"apps","kind":{"group":"","version":"v1","kind":"Pod"},"object":` + debuggedPod + `,"oldObject":` + compliantPod + `}}`
 	tests := []struct {
 		name     string
 		cfg      Config
@@ -91,6 +94,9 @@ func TestHandler(t *testing.T) {
 		{"unknown kind", base, testChecker{}, review("CREATE", "", "v1", "ConfigMap", "apps", `{"data":{}}`), 200, true, "", func(s Stats) uint64 { return s.Unchecked }},
 		{"delete", base, testChecker{}, review("DELETE", "", "v1", "Pod", "apps", ""), 200, true, "", func(s Stats) uint64 { return s.Unchecked }},
 		{"update leaving the spec", base, testChecker{}, updatedSame, 200, true, "", func(s Stats) uint64 { return s.Unchecked }},
+		{"ephemeral container", base, testChecker{}, debugged, 200, false, `[pss-privileged] container "debugger"`, func(s Stats) uint64 { return s.Denied }},
+		{"status subresource", base, testChecker{}, strings.Replace(updatedPrivileged, `"operation":"UPDATE"`, `"operation":"UPDATE","subResource":"status"`, 1), 200, true, "",
+			func(s Stats) uint64 { return s.Unchecked }},
 		{"update changing the spec", base, testChecker{}, updatedPrivileged, 200, false, "pss-privileged", func(s Stats) uint64 { return s.Denied }},
 		{"undecodable object fails open", base, testChecker{}, review("CREATE", "", "v1", "Pod", "apps", `{"spec":{"containers":"nope"}}`), 200, true,
 			"could not decode the object", func(s Stats) uint64 { return s.BadObjects }},

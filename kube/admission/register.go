@@ -82,7 +82,7 @@ func WebhookConfiguration(cfg Config, caBundle []byte) (*admissionregv1.Validati
 			Name:         cfg.WebhookName + ".harrier.io",
 			ClientConfig: client,
 			Rules: []admissionregv1.RuleWithOperations{
-				rule("", "pods"),
+				rule("", "pods", "pods/ephemeralcontainers"),
 				rule("apps", "deployments", "statefulsets", "daemonsets", "replicasets"),
 				rule("batch", "jobs", "cronjobs"),
 			},
