@@ -79,6 +79,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEventList$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKubeletConfig$$' -fuzztime $(FUZZTIME) ./kube/posture
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeReview$$' -fuzztime $(FUZZTIME) ./kube/admission
 	$(GO) test -run '^$$' -fuzz '^FuzzLoadRules$$' -fuzztime $(RULEFUZZTIME) ./analytics
 	$(GO) test -run '^$$' -fuzz '^FuzzRedact$$' -fuzztime $(RULEFUZZTIME) ./analytics
 

@@ -26,6 +26,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
+	"github.com/harrier-sec/harrier/kube/admission"
 )
 
 // Config is the `kube:` section of the agent's configuration.
@@ -47,6 +48,8 @@ type Config struct {
 	// NodeState reads pod context from the container runtime's state on
 	// the node when the API server cannot give it.
 	NodeState NodeStateConfig `json:"nodeState"`
+	// Admission is the optional admission guard (off by default).
+	Admission admission.Config `json:"admission"`
 }
 
 // AuditConfig turns on the audit webhook receiver and/or the audit log
@@ -102,7 +105,7 @@ func (c Config) Validate() error {
 	if c.SyncTimeout < 0 {
 		return errors.New("kube.syncTimeout: must not be negative")
 	}
-	return c.NodeState.Validate()
+	return errors.Join(c.NodeState.Validate(), c.Admission.Validate())
 }
 
 // RESTConfig loads the client configuration the config names.

@@ -1,13 +1,18 @@
 package chart_test
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
 
 	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/kube/admission"
 	"github.com/harrier-sec/harrier/packaging/internal/chart"
 )
 
@@ -23,6 +28,7 @@ func TestServerSideDryRun(t *testing.T) {
 		nil,
 		{"agent": map[string]any{"privileged": true}},
 		auditValues,
+		{"admission": map[string]any{"enabled": true, "mode": "deny", "exemptLabels": "harrier.io/admission=exempt"}},
 	} {
 		ms, err := chart.Render(chartDir(t), "harrier", values)
 		if err != nil {
@@ -57,4 +63,71 @@ func TestServerSideDryRun(t *testing.T) {
 			t.Fatalf("values %v: %d of %d objects accepted:\n%s", values, n, len(docs), out)
 		}
 	}
+}
+
+// TestAdmissionRBAC: with the chart's ClusterRole applied to a real API
+// server, the agent's identity can register its admission webhook object
+// (admission on) and delete it (admission on or off), and nothing more:
+// with admission off it cannot create one, and it cannot touch another
+// webhook object.
+func TestAdmissionRBAC(t *testing.T) {
+	srv := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kubectl := filepath.Join(kubetest.BinDir(), "kubectl")
+	apply := func(values map[string]any) {
+		ms, err := chart.Render(chartDir(t), "harrier", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var docs []string
+		for _, m := range ms {
+			if m.Kind == "ClusterRole" || m.Kind == "ClusterRoleBinding" {
+				docs = append(docs, m.Content)
+			}
+		}
+		file := filepath.Join(t.TempDir(), "rbac.yaml")
+		if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(kubectl, "--kubeconfig", srv.Kubeconfig, "apply", "-f", file).CombinedOutput(); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+	}
+	asAgent := rest.CopyConfig(srv.Config)
+	asAgent.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:harrier:harrier-agent",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:harrier", "system:authenticated"}}
+	cfg := admission.Config{URL: "https://127.0.0.1:1/validate"}
+	ca := srv.CA.PEM
+	// RBAC changes reach the authorizer through its informer: retry briefly.
+	eventually := func(what string, f func() error, wantOK bool) {
+		t.Helper()
+		var err error
+		for range 50 {
+			if err = f(); (err == nil) == wantOK {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: %v (want success %v)", what, err, wantOK)
+	}
+
+	apply(map[string]any{"admission": map[string]any{"enabled": true}})
+	eventually("register with admission on", func() error { return admission.Register(ctx, asAgent, cfg, ca) }, true)
+	cfg.TimeoutSeconds = 5 // an update
+	eventually("update with admission on", func() error { return admission.Register(ctx, asAgent, cfg, ca) }, true)
+	other := cfg
+	other.WebhookName = "someone-elses"
+	if err := admission.Register(ctx, srv.Config, other, ca); err != nil {
+		t.Fatal(err)
+	}
+	if err := admission.Unregister(ctx, asAgent, other); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("deleting another webhook object: %v, want forbidden", err)
+	}
+
+	apply(nil) // admission off: get and delete only
+	if err := admission.Unregister(ctx, asAgent, cfg); err != nil {
+		t.Errorf("unregister with admission off: %v", err)
+	}
+	eventually("register with admission off", func() error { return admission.Register(ctx, asAgent, cfg, ca) }, false)
 }

@@ -53,6 +53,7 @@ func TestValuesSchema(t *testing.T) {
 		"registry":   {"image": map[string]any{"repository": "registry.site.lan/harrier", "tag": "0.1.0"}},
 		"nodeport":   {"backend": map[string]any{"service": map[string]any{"type": "NodePort"}}},
 		"audit":      auditValues,
+		"admission":  {"admission": admissionValues},
 	}
 	for name, v := range good {
 		if _, err := chart.Render(chartDir(t), "harrier", v); err != nil {
@@ -72,6 +73,10 @@ func TestValuesSchema(t *testing.T) {
 		"audit log directory": {"agent": map[string]any{"auditLogPath": "/var/log/kubernetes/audit/"}},
 		"cluster name":        {"clusterName": "prod east"},
 		"bad pull policy":     {"image": map[string]any{"pullPolicy": "Sometimes"}},
+		"admission mode":     {"admission": map[string]any{"mode": "block"}},
+		"admission timeout":  {"admission": map[string]any{"timeoutSeconds": 30}},
+		"admission policy":   {"admission": map[string]any{"failurePolicy": "ignore"}},
+		"admission ns":       {"admission": map[string]any{"exemptNamespaces": []any{"Kube-System"}}},
 	}
 	for name, v := range bad {
 		_, err := chart.Render(chartDir(t), "harrier", v)
@@ -121,6 +126,7 @@ func TestRenderedObjectsDecode(t *testing.T) {
 		"no backend":     {"backend": map[string]any{"enabled": false}},
 		"audit":          auditValues,
 		"placement":      {"agent": map[string]any{"priorityClassName": "system-node-critical", "nodeSelector": map[string]any{"kubernetes.io/os": "linux"}}},
+		"admission":      {"admission": admissionValues},
 	} {
 		t.Run(name, func(t *testing.T) { decode(t, v) })
 	}
@@ -200,7 +206,7 @@ func TestAgentDaemonSet(t *testing.T) {
 // TestAgentConfigLoads: the agent config the chart ships is one the agent
 // accepts (strict loading, like at start-up).
 func TestAgentConfigLoads(t *testing.T) {
-	for _, values := range []map[string]any{nil, auditValues, {"clusterName": "edge-7"}} {
+	for _, values := range []map[string]any{nil, auditValues, {"clusterName": "edge-7"}, {"admission": admissionValues}} {
 		for _, cm := range find[*corev1.ConfigMap](decode(t, values)) {
 			if cm.Name != "harrier-agent" {
 				continue
@@ -235,6 +241,28 @@ func TestAgentConfigLoads(t *testing.T) {
 	}
 }
 
+// agentConfigs returns the agent's config as the chart renders it with
+// values, loaded as the agent loads it.
+func agentConfigs(t *testing.T, values map[string]any) agent.Config {
+	t.Helper()
+	for _, cm := range find[*corev1.ConfigMap](decode(t, values)) {
+		if cm.Name != "harrier-agent" {
+			continue
+		}
+		p := filepath.Join(t.TempDir(), "agent.yaml")
+		if err := os.WriteFile(p, []byte(cm.Data["agent.yaml"]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := agent.LoadConfig(p)
+		if err != nil {
+			t.Fatalf("values %v: %v", values, err)
+		}
+		return cfg
+	}
+	t.Fatal("no harrier-agent ConfigMap")
+	return agent.Config{}
+}
+
 // TestOtherConfigMapsLoad: every other ConfigMap key is valid YAML.
 func TestOtherConfigMapsLoad(t *testing.T) {
 	for _, cm := range find[*corev1.ConfigMap](decode(t, auditValues)) {
@@ -242,10 +270,6 @@ func TestOtherConfigMapsLoad(t *testing.T) {
 			continue
 		}
 		for key, text := range cm.Data {
-			p := filepath.Join(t.TempDir(), key)
-			if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
-				t.Fatal(err)
-			}
 			var v map[string]any
 			if err := yaml.Unmarshal([]byte(text), &v); err != nil || len(v) == 0 {
 				t.Errorf("ConfigMap %s key %s: %v", cm.Name, key, err)
@@ -254,8 +278,10 @@ func TestOtherConfigMapsLoad(t *testing.T) {
 	}
 }
 
-// TestRBACLeastPrivilege: the agent reads pods, nodes and namespaces; the
-// backend manages leases in its namespace. Nothing else.
+// TestRBACLeastPrivilege: the agent reads pods, nodes and namespaces, and
+// may read and delete its own admission webhook object (by name, so that
+// turning the guard off removes it); the backend manages leases in its
+// namespace. Nothing else.
 func TestRBACLeastPrivilege(t *testing.T) {
 	objs := decode(t, nil)
 	type rule struct{ group, resource, verbs string }
@@ -277,6 +303,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 	}
 	want := []rule{
 		{"", "pods", "get,list,watch"}, {"", "nodes", "get,list,watch"}, {"", "namespaces", "get,list,watch"},
+		{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "get,delete"},
 		{"coordination.k8s.io", "leases", "get,create,update"},
 	}
 	if !slices.Equal(got, want) {
@@ -393,6 +420,67 @@ func TestAuditWebhookConfig(t *testing.T) {
 	for _, v := range ds.Spec.Template.Spec.Volumes {
 		if v.Name == "audit-log" && (v.HostPath == nil || v.HostPath.Path != "/var/log/kubernetes/audit") {
 			t.Errorf("audit-log volume %+v", v)
+		}
+	}
+}
+
+var admissionValues = map[string]any{"enabled": true, "mode": "deny", "checks": []any{"pss-privileged"},
+	"exemptLabels": "harrier.io/admission=exempt", "failurePolicy": "Fail", "timeoutSeconds": 5}
+
+// TestAdmissionGuard: admission.enabled gives the agents the guard's
+// config (loaded strictly by the agent), its certificate Secret mounted
+// whole, a port behind Service harrier-admission, and RBAC for its own
+// webhook object only.
+func TestAdmissionGuard(t *testing.T) {
+	cfg := agentConfigs(t, map[string]any{"admission": admissionValues}).Kube.Admission
+	if !cfg.Enabled || cfg.Mode != "deny" || cfg.FailurePolicy != "Fail" || cfg.TimeoutSeconds != 5 || cfg.Addr != ":9475" ||
+		!slices.Equal(cfg.Checks, []string{"pss-privileged"}) || cfg.ExemptLabels != "harrier.io/admission=exempt" ||
+		!slices.Equal(cfg.ExemptNamespaces, []string{"kube-system", "harrier"}) ||
+		cfg.Service == nil || cfg.Service.Name != "harrier-admission" || cfg.Service.Namespace != "harrier" || cfg.Service.Port != 443 {
+		t.Errorf("kube.admission %+v", cfg)
+	}
+	if def := agentConfigs(t, nil).Kube.Admission; def.Enabled {
+		t.Error("admission on by default")
+	}
+	objs := decode(t, map[string]any{"admission": admissionValues})
+	var svc *corev1.Service
+	for _, s := range find[*corev1.Service](objs) {
+		if s.Name == "harrier-admission" {
+			svc = s
+		}
+	}
+	if svc == nil || svc.Spec.Selector["app.kubernetes.io/component"] != "agent" || svc.Spec.Ports[0].Port != 443 ||
+		svc.Spec.Ports[0].TargetPort.String() != "admission" {
+		t.Fatalf("admission Service %+v", svc)
+	}
+	ds := find[*appsv1.DaemonSet](objs)[0]
+	c := ds.Spec.Template.Spec.Containers[0]
+	if len(c.Ports) != 1 || c.Ports[0].Name != "admission" || c.Ports[0].ContainerPort != 9475 {
+		t.Errorf("agent ports %+v", c.Ports)
+	}
+	mounted := false
+	for _, m := range c.VolumeMounts {
+		if m.Name == "admission-certs" && m.MountPath == "/etc/harrier/admission" && m.SubPath == "" {
+			mounted = true
+		}
+	}
+	if !mounted {
+		t.Errorf("admission Secret not mounted as a directory: %+v", c.VolumeMounts)
+	}
+	var rules []string
+	for _, cr := range find[*rbacv1.ClusterRole](objs) {
+		for _, r := range cr.Rules {
+			if slices.Contains(r.APIGroups, "admissionregistration.k8s.io") {
+				rules = append(rules, strings.Join(r.Verbs, ",")+" "+strings.Join(r.ResourceNames, ","))
+			}
+		}
+	}
+	if !slices.Equal(rules, []string{"get,update,patch,delete harrier-admission", "create "}) {
+		t.Errorf("admission RBAC %q", rules)
+	}
+	for _, s := range find[*corev1.Service](decode(t, nil)) {
+		if s.Name == "harrier-admission" {
+			t.Error("admission Service rendered while off")
 		}
 	}
 }
