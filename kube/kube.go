@@ -26,6 +26,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
+	"github.com/harrier-sec/harrier/kube/leader"
 )
 
 // Config is the `kube:` section of the agent's configuration.
@@ -44,6 +45,9 @@ type Config struct {
 	SyncTimeout confval.Duration `json:"syncTimeout,omitempty"`
 	// Audit receives the API server's audit events (control-plane nodes).
 	Audit AuditConfig `json:"audit"`
+	// LeaderElection elects the one agent of the cluster that runs the
+	// cluster-level tasks.
+	LeaderElection leader.Config `json:"leaderElection"`
 }
 
 // AuditConfig turns on the audit webhook receiver and/or the audit log
@@ -95,7 +99,7 @@ func (c Config) Validate() error {
 	if c.SyncTimeout < 0 {
 		return errors.New("kube.syncTimeout: must not be negative")
 	}
-	return nil
+	return c.LeaderElection.Validate()
 }
 
 // RESTConfig loads the client configuration the config names.
