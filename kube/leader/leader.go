@@ -177,9 +177,9 @@ func (r restLeases) Update(ctx context.Context, lease *coordinationv1.Lease) (*c
 
 // Elector campaigns for one Lease on behalf of one identity.
 type Elector struct {
-	leases   Leases
-	name     string
-	identity string
+	leases                                    Leases
+	name                                      string
+	identity                                  string
 	leaseDuration, renewDeadline, retryPeriod time.Duration
 	// ReleaseOnCancel hands the lease over when Run's context ends, so that
 	// another candidate takes over at once instead of after LeaseDuration
