@@ -24,6 +24,8 @@ type clusterTask struct {
 	// lost or the agent stops. Returning nil means done for this term of
 	// leadership; an error is logged and Run is called again after a
 	// backoff while leadership lasts. Run starts again on every new term.
+	// It must return promptly once ctx ends: within leaseDuration −
+	// renewDeadline (5s by default) another agent may take over.
 	Run func(ctx context.Context) error
 }
 

@@ -320,6 +320,8 @@ func (e *Elector) renew(ctx context.Context) {
 func (e *Elector) attempt(ctx context.Context) bool {
 	ok, err := e.tryAcquireOrRenew(ctx)
 	switch {
+	case errors.Is(err, context.Canceled):
+		// Stopping: not worth a warning.
 	case err != nil && (apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)):
 		// Another candidate wrote the lease first: not a failure.
 		e.log.Debug("leader election: lease changed meanwhile", "lease", e.name, "error", err)
