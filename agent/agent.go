@@ -39,6 +39,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return fmt.Errorf("spool.eventKinds: %w", err)
 	}
+	defer routeKlog(log)()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
@@ -72,6 +73,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	var eventsCapped atomic.Uint64 // raw events not spooled over spool.maxEventsPerSec
 	started := processStart()
 	src := NewSpoolSource(spool)
+	leaders := newLeaderRunner(log)
 	client, err := transport.NewClient(transport.ClientConfig{
 		Addr:                 cfg.Uplink.Addr,
 		TLS:                  tlsConf,
@@ -80,6 +82,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		Health: func() *api.AgentHealth {
 			h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
 			h.Drops["spool_events_capped"] = eventsCapped.Load()
+			h.Leader = leaders.Leading()
 			return h
 		},
 		Gaps: src.Gaps,
@@ -105,6 +108,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return err
 	}
+	if err := startLeader(ctx, cfg, leaders, clusterEnv{cfg: cfg, spool: spool, notify: client.Notify, log: log}, run); err != nil {
+		return err
+	}
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
 		return pipeline(events, kp.enrich, kp.audit, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, log)
@@ -114,7 +120,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if cfg.MetricsAddr != "off" {
 		queue := func() (int, int) { return len(events), cap(events) }
 		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, client)
-		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, collector, log) })
+		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, collector, leaders) })
 	}
 	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
 	wg.Wait()

@@ -96,6 +96,11 @@ func TestLoadConfig(t *testing.T) {
 		{"bad event kind", "spool:\n  eventKinds: [exec, teleport]\n", "teleport"},
 		{"bad address", "backend:\n  apiAddr: nowhere\n", "apiAddr"},
 		{"wrong type", "spool:\n  quotaBytes: lots\n", "quotaBytes"},
+		{"leader election", "kube:\n  leaderElection:\n    namespace: sec\n    leaseDuration: 30s\n    renewDeadline: 20s\n    retryPeriod: 4s\n", ""},
+		{"leader election off", "kube:\n  leaderElection:\n    enabled: false\n", ""},
+		{"renew past lease", "kube:\n  leaderElection:\n    renewDeadline: 20s\n", "renewDeadline 20s: must be shorter than leaseDuration 15s"},
+		{"leader election unknown field", "kube:\n  leaderElection:\n    leaseSeconds: 15\n", "leaseSeconds"},
+		{"leader election bad duration", "kube:\n  leaderElection:\n    retryPeriod: 2\n", "duration"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

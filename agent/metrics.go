@@ -156,9 +156,10 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 
 // serveMetrics serves /metrics on addr until ctx is done. A port that cannot
 // be bound is logged, not fatal: detection matters more than its metrics.
-func serveMetrics(ctx context.Context, addr string, c prometheus.Collector, log *slog.Logger) error {
+func serveMetrics(ctx context.Context, addr string, log *slog.Logger, cs ...prometheus.Collector) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(cs...)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		log.Error("agent metrics not served; the agent keeps running", "addr", addr, "error", err)

@@ -349,14 +349,17 @@ type AgentHealth struct {
 	Kernel  string                 `protobuf:"bytes,2,opt,name=kernel,proto3" json:"kernel,omitempty"`
 	Probes  []*ProbeHealth         `protobuf:"bytes,3,rep,name=probes,proto3" json:"probes,omitempty"`
 	// Drops per stage, e.g. "kernel_ring_full", "sensor_queue", "spool_evicted".
-	Drops         map[string]uint64      `protobuf:"bytes,4,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	SpoolRecords  uint64                 `protobuf:"varint,5,opt,name=spool_records,json=spoolRecords,proto3" json:"spool_records,omitempty"`
-	SpoolBytes    uint64                 `protobuf:"varint,6,opt,name=spool_bytes,json=spoolBytes,proto3" json:"spool_bytes,omitempty"`
-	SpoolOldest   *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=spool_oldest,json=spoolOldest,proto3" json:"spool_oldest,omitempty"`
-	CpuCores      float64                `protobuf:"fixed64,8,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
-	RssBytes      uint64                 `protobuf:"varint,9,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
-	Node          string                 `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`
-	Cluster       string                 `protobuf:"bytes,11,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Drops        map[string]uint64      `protobuf:"bytes,4,rep,name=drops,proto3" json:"drops,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	SpoolRecords uint64                 `protobuf:"varint,5,opt,name=spool_records,json=spoolRecords,proto3" json:"spool_records,omitempty"`
+	SpoolBytes   uint64                 `protobuf:"varint,6,opt,name=spool_bytes,json=spoolBytes,proto3" json:"spool_bytes,omitempty"`
+	SpoolOldest  *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=spool_oldest,json=spoolOldest,proto3" json:"spool_oldest,omitempty"`
+	CpuCores     float64                `protobuf:"fixed64,8,opt,name=cpu_cores,json=cpuCores,proto3" json:"cpu_cores,omitempty"`
+	RssBytes     uint64                 `protobuf:"varint,9,opt,name=rss_bytes,json=rssBytes,proto3" json:"rss_bytes,omitempty"`
+	Node         string                 `protobuf:"bytes,10,opt,name=node,proto3" json:"node,omitempty"`
+	Cluster      string                 `protobuf:"bytes,11,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// True while this agent holds the cluster's leader lease and runs the
+	// cluster-level tasks (inventory, posture).
+	Leader        bool `protobuf:"varint,12,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -466,6 +469,13 @@ func (x *AgentHealth) GetCluster() string {
 		return x.Cluster
 	}
 	return ""
+}
+
+func (x *AgentHealth) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
 }
 
 type Batch struct {
@@ -625,7 +635,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\battached\x18\x02 \x01(\bR\battached\x12\x16\n" +
 	"\x06attach\x18\x03 \x01(\tR\x06attach\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xd1\x03\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xe9\x03\n" +
 	"\vAgentHealth\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12/\n" +
@@ -639,7 +649,8 @@ const file_wire_proto_rawDesc = "" +
 	"\trss_bytes\x18\t \x01(\x04R\brssBytes\x12\x12\n" +
 	"\x04node\x18\n" +
 	" \x01(\tR\x04node\x12\x18\n" +
-	"\acluster\x18\v \x01(\tR\acluster\x1a8\n" +
+	"\acluster\x18\v \x01(\tR\acluster\x12\x16\n" +
+	"\x06leader\x18\f \x01(\bR\x06leader\x1a8\n" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

@@ -27,6 +27,7 @@ import (
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/kube/admission"
+	"github.com/harrier-sec/harrier/kube/leader"
 )
 
 // Config is the `kube:` section of the agent's configuration.
@@ -50,6 +51,9 @@ type Config struct {
 	NodeState NodeStateConfig `json:"nodeState"`
 	// Admission is the optional admission guard (off by default).
 	Admission admission.Config `json:"admission"`
+	// LeaderElection elects the one agent of the cluster that runs the
+	// cluster-level tasks.
+	LeaderElection leader.Config `json:"leaderElection"`
 }
 
 // AuditConfig turns on the audit webhook receiver and/or the audit log
@@ -105,7 +109,7 @@ func (c Config) Validate() error {
 	if c.SyncTimeout < 0 {
 		return errors.New("kube.syncTimeout: must not be negative")
 	}
-	return errors.Join(c.NodeState.Validate(), c.Admission.Validate())
+	return errors.Join(c.NodeState.Validate(), c.Admission.Validate(), c.LeaderElection.Validate())
 }
 
 // RESTConfig loads the client configuration the config names.

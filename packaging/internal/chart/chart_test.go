@@ -278,33 +278,39 @@ func TestOtherConfigMapsLoad(t *testing.T) {
 	}
 }
 
-// TestRBACLeastPrivilege: the agent reads pods, nodes and namespaces, and
-// may read and delete its own admission webhook object (by name, so that
-// turning the guard off removes it); the backend manages leases in its
-// namespace. Nothing else.
+// TestRBACLeastPrivilege: the agent reads pods, nodes and namespaces,
+// manages its leader Lease in its namespace, and may read and delete its own
+// admission webhook object (by name, so that turning the guard off removes
+// it); the backend manages leases in its namespace. Nothing else.
 func TestRBACLeastPrivilege(t *testing.T) {
 	objs := decode(t, nil)
-	type rule struct{ group, resource, verbs string }
+	type rule struct{ role, group, resource, verbs string }
 	var got []rule
-	collect := func(rules []rbacv1.PolicyRule) {
+	collect := func(role string, rules []rbacv1.PolicyRule) {
 		for _, r := range rules {
 			for _, g := range r.APIGroups {
 				for _, res := range r.Resources {
-					got = append(got, rule{g, res, strings.Join(r.Verbs, ",")})
+					got = append(got, rule{role, g, res, strings.Join(r.Verbs, ",")})
 				}
 			}
 		}
 	}
 	for _, cr := range find[*rbacv1.ClusterRole](objs) {
-		collect(cr.Rules)
+		collect("ClusterRole/"+cr.Name, cr.Rules)
 	}
 	for _, r := range find[*rbacv1.Role](objs) {
-		collect(r.Rules)
+		if r.Namespace != "harrier" {
+			t.Errorf("Role %s in namespace %q, not the release's", r.Name, r.Namespace)
+		}
+		collect("Role/"+r.Name, r.Rules)
 	}
 	want := []rule{
-		{"", "pods", "get,list,watch"}, {"", "nodes", "get,list,watch"}, {"", "namespaces", "get,list,watch"},
-		{"admissionregistration.k8s.io", "validatingwebhookconfigurations", "get,delete"},
-		{"coordination.k8s.io", "leases", "get,create,update"},
+		{"ClusterRole/harrier-agent", "", "pods", "get,list,watch"},
+		{"ClusterRole/harrier-agent", "", "nodes", "get,list,watch"},
+		{"ClusterRole/harrier-agent", "", "namespaces", "get,list,watch"},
+		{"ClusterRole/harrier-agent", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "get,delete"},
+		{"Role/harrier-agent", "coordination.k8s.io", "leases", "get,create,update"},
+		{"Role/harrier-backend", "coordination.k8s.io", "leases", "get,create,update"},
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("RBAC rules\n got %v\nwant %v", got, want)
