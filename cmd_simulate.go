@@ -130,9 +130,9 @@ func runSimulate(cmd *cobra.Command, o simulateOptions) error {
 	token := strings.TrimSpace(string(tok))
 	var rep *simulate.Report
 	if o.local {
-		self, err := os.Executable()
-		if err != nil {
-			return err
+		self, serr := os.Executable()
+		if serr != nil {
+			return serr
 		}
 		opts := simulate.Options{Scenarios: scenarios, APIURL: o.apiURL, Token: token,
 			Timeout: o.timeout, Rootfs: o.rootfs, Self: self, Log: log}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -698,12 +699,14 @@ func followDriver(ctx context.Context, k *kubeClient, ns string, timeout time.Du
 				return sent, time.Now(), nil
 			}
 		case err := <-ended:
-			p, perr := k.getPod(ctx, ns, attackerName)
-			status := ""
-			if perr == nil {
+			if err == nil {
+				err = io.EOF
+			}
+			status := "status unknown"
+			if p, perr := k.getPod(ctx, ns, attackerName); perr == nil {
 				status = podStatus(p)
 			}
-			return nil, time.Time{}, fmt.Errorf("the attacker's log ended before the play did (%v): %s", err, status)
+			return nil, time.Time{}, fmt.Errorf("the attacker's log ended before the play did (%w): pod %s/%s: %s", err, ns, attackerName, status)
 		case <-ticker.C:
 			if err := tick(ctx); err != nil {
 				return nil, time.Time{}, err

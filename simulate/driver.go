@@ -51,7 +51,8 @@ type ClusterPlan struct {
 // PlanScenario is one scenario's victim and the commands injected into it.
 type PlanScenario struct {
 	Name string `json:"name"`
-	// Victim is the victim Service's address (an IP; port victimPort).
+	// Victim is the victim Service's address: an IP (port victimPort) or
+	// IP:PORT.
 	Victim string   `json:"victim"`
 	Steps  []string `json:"steps"`
 }
@@ -69,8 +70,8 @@ func ParsePlan(b []byte) (ClusterPlan, error) {
 		return p, errors.New("plan: no scenarios")
 	}
 	for i, s := range p.Scenarios {
-		if _, err := netip.ParseAddr(s.Victim); err != nil {
-			return p, fmt.Errorf("plan: scenario %d (%s): victim: %w", i, s.Name, err)
+		if _, err := victimAddr(s.Victim); err != nil {
+			return p, fmt.Errorf("plan: scenario %d (%s): %w", i, s.Name, err)
 		}
 		if s.Name == "" || len(s.Steps) == 0 {
 			return p, fmt.Errorf("plan: scenario %d: needs a name and steps", i)
@@ -149,13 +150,25 @@ func Drive(ctx context.Context, plan ClusterPlan, podIP netip.Addr, client *http
 	return enc.Encode(DriverLine{Event: "done"})
 }
 
-// hostPort is the victim's web server address: ip:victimPort, IPv6 in
-// brackets.
-func hostPort(ip string) string {
-	if a, err := netip.ParseAddr(ip); err == nil {
-		return netip.AddrPortFrom(a, victimPort).String()
+// victimAddr reads a plan's victim: IP (port victimPort) or IP:PORT.
+func victimAddr(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.AddrPortFrom(a, victimPort), nil
 	}
-	return ip
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return ap, fmt.Errorf("victim %q is not an IP address (with or without a port)", s)
+	}
+	return ap, nil
+}
+
+// hostPort is the victim's web server address (IPv6 in brackets).
+func hostPort(victim string) string {
+	ap, err := victimAddr(victim)
+	if err != nil {
+		return victim // ParsePlan refused it already
+	}
+	return ap.String()
 }
 
 // inPod checks the environment the simulator's pod specs set: the cluster
