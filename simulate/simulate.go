@@ -184,7 +184,7 @@ func RunLocal(ctx context.Context, o Options) (rep *Report, err error) {
 		return rep, err
 	}
 	explain(rep, w)
-	rep.Notes = append(rep.Notes, "sa-suspicious-op is a Kubernetes audit detection: it needs a cluster (--kubeconfig, not yet available) and is not checked locally")
+	rep.Notes = append(rep.Notes, "sa-suspicious-op is a Kubernetes audit detection: it needs a cluster (harrier simulate --kubeconfig) and is not checked locally")
 	if o.Keep != nil {
 		o.Keep(containers)
 	}
