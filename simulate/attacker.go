@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -64,67 +65,21 @@ func ServeAttacker(ctx context.Context, in io.Reader, out io.Writer, miner strin
 	defer cancel()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	serve := func(addr string, h http.Handler) error {
-		ln, err := net.Listen("tcp4", addr)
-		if err != nil {
-			return fmt.Errorf("attacker: listen %s: %w", addr, err)
-		}
-		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
-		wg.Add(2)
-		go func() { defer wg.Done(); _ = srv.Serve(ln) }()
-		go func() { defer wg.Done(); <-ctx.Done(); _ = srv.Close() }()
-		return nil
-	}
-	metadata := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		log.Info("metadata request", "path", r.URL.Path)
-		fmt.Fprintln(w, "harrier-simulate-fake-role")
-	})
-	apiServer := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		log.Info("API server request", "method", r.Method, "path", r.URL.Path,
-			"token", strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "))
-		w.Header().Set("Content-Type", "application/json")
-		fmt.Fprintln(w, `{"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","status":{"resourceRules":[],"incomplete":true,"evaluationError":"harrier simulate: fake API server"}}`)
-	})
-	downloads := http.NewServeMux()
-	downloads.HandleFunc("/"+MinerName, func(w http.ResponseWriter, r *http.Request) {
-		log.Info("miner download")
-		http.ServeFile(w, r, miner)
-	})
-	downloads.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "harrier simulate: threat-intel test host")
-	})
+	srv := fakeServices{ctx: ctx, wg: &wg, log: log}
 	for _, s := range []struct {
 		addr string
 		h    http.Handler
-	}{{metadataIP + ":80", metadata}, {":6443", apiServer}, {":8000", downloads}} {
-		if err := serve(s.addr, s.h); err != nil {
+	}{{metadataIP + ":80", srv.metadata()}, {":6443", srv.apiServer()}, {":8000", srv.downloads(miner)}} {
+		if err := srv.http(s.addr, s.h); err != nil {
 			return err
 		}
 	}
-	pool, err := net.Listen("tcp4", ":3333")
-	if err != nil {
-		return fmt.Errorf("attacker: pool: %w", err)
+	if err := srv.pool(":3333"); err != nil {
+		return err
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); <-ctx.Done(); _ = pool.Close() }()
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := pool.Accept()
-			if err != nil {
-				return
-			}
-			log.Info("pool connection", "from", c.RemoteAddr().String())
-			_ = c.Close()
-		}
-	}()
-	dns, err := net.ListenPacket("udp4", ":53")
-	if err != nil {
-		return fmt.Errorf("attacker: dns: %w", err)
+	if err := srv.dns(":53", sandboxAnswer); err != nil {
+		return err
 	}
-	wg.Add(2)
-	go func() { defer wg.Done(); <-ctx.Done(); _ = dns.Close() }()
-	go func() { defer wg.Done(); serveDNS(dns, log) }()
 
 	enc := json.NewEncoder(out)
 	if err := enc.Encode(reply{Ready: true}); err != nil {
@@ -161,10 +116,93 @@ func fetch(ctx context.Context, client *http.Client, url string) reply {
 	return reply{Status: resp.StatusCode, Body: string(body)}
 }
 
+// fakeServices starts the attacker's fake services; they stop when ctx
+// ends, and wg waits for them.
+type fakeServices struct {
+	ctx context.Context
+	wg  *sync.WaitGroup
+	log *slog.Logger
+}
+
+func (f fakeServices) http(addr string, h http.Handler) error {
+	ln, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return fmt.Errorf("attacker: listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	f.wg.Add(2)
+	go func() { defer f.wg.Done(); _ = srv.Serve(ln) }()
+	go func() { defer f.wg.Done(); <-f.ctx.Done(); _ = srv.Close() }()
+	return nil
+}
+
+func (f fakeServices) metadata() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.log.Info("metadata request", "path", r.URL.Path)
+		fmt.Fprintln(w, "harrier-simulate-fake-role")
+	})
+}
+
+func (f fakeServices) apiServer() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.log.Info("API server request", "method", r.Method, "path", r.URL.Path,
+			"token", strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","status":{"resourceRules":[],"incomplete":true,"evaluationError":"harrier simulate: fake API server"}}`)
+	})
+}
+
+func (f fakeServices) downloads(miner string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/"+MinerName, func(w http.ResponseWriter, r *http.Request) {
+		f.log.Info("miner download")
+		http.ServeFile(w, r, miner)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "harrier simulate: threat-intel test host")
+	})
+	return mux
+}
+
+// pool accepts connections and closes them: a mining pool that is none.
+func (f fakeServices) pool(addr string) error {
+	pool, err := net.Listen("tcp4", addr)
+	if err != nil {
+		return fmt.Errorf("attacker: pool: %w", err)
+	}
+	f.wg.Add(2)
+	go func() { defer f.wg.Done(); <-f.ctx.Done(); _ = pool.Close() }()
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := pool.Accept()
+			if err != nil {
+				return
+			}
+			f.log.Info("pool connection", "from", c.RemoteAddr().String())
+			_ = c.Close()
+		}
+	}()
+	return nil
+}
+
+// dns serves the test domain on UDP addr; answer gives the address a
+// querier gets (invalid: none).
+func (f fakeServices) dns(addr string, answer func(from netip.Addr) netip.Addr) error {
+	dns, err := net.ListenPacket("udp4", addr)
+	if err != nil {
+		return fmt.Errorf("attacker: dns: %w", err)
+	}
+	f.wg.Add(2)
+	go func() { defer f.wg.Done(); <-f.ctx.Done(); _ = dns.Close() }()
+	go func() { defer f.wg.Done(); serveDNS(dns, answer, f.log) }()
+	return nil
+}
+
 // serveDNS answers A queries for the test domain (and names under it) with
-// the attacker's address on the asking victim's link; everything else is
-// NXDOMAIN. Nothing is ever forwarded.
-func serveDNS(c net.PacketConn, log *slog.Logger) {
+// the address answer gives for the querier; everything else is NXDOMAIN.
+// Nothing is ever forwarded.
+func serveDNS(c net.PacketConn, answer func(from netip.Addr) netip.Addr, log *slog.Logger) {
 	buf := make([]byte, 512)
 	for {
 		n, from, err := c.ReadFrom(buf)
@@ -175,7 +213,7 @@ func serveDNS(c net.PacketConn, log *slog.Logger) {
 		if !ok {
 			continue
 		}
-		resp, name, err := dnsAnswer(buf[:n], ua.AddrPort().Addr().Unmap())
+		resp, name, err := dnsReply(buf[:n], answer(ua.AddrPort().Addr().Unmap()))
 		if err != nil {
 			continue
 		}
@@ -184,8 +222,26 @@ func serveDNS(c net.PacketConn, log *slog.Logger) {
 	}
 }
 
-// dnsAnswer builds the reply to query q from the victim at from.
+// sandboxAnswer is the local sandbox's answer: the attacker's end of the
+// asking victim's link, nothing for an asker outside the sandbox.
+func sandboxAnswer(from netip.Addr) netip.Addr {
+	if !from.Is4() || !sandboxNet().Contains(from) {
+		return netip.Addr{}
+	}
+	b := from.As4()
+	b[3] = 1
+	return netip.AddrFrom4(b)
+}
+
+// dnsAnswer builds the local sandbox's reply to query q from the victim at
+// from.
 func dnsAnswer(q []byte, from netip.Addr) ([]byte, string, error) {
+	return dnsReply(q, sandboxAnswer(from))
+}
+
+// dnsReply builds the reply to query q: for the test domain, an A record
+// with answer (when valid, IPv4); NXDOMAIN for any other name.
+func dnsReply(q []byte, answer netip.Addr) ([]byte, string, error) {
 	if len(q) < 12 || binary.BigEndian.Uint16(q[4:6]) != 1 {
 		return nil, "", errors.New("not a one-question query")
 	}
@@ -221,12 +277,11 @@ func dnsAnswer(q []byte, from netip.Addr) ([]byte, string, error) {
 	binary.BigEndian.PutUint16(resp[2:4], flags)
 	binary.BigEndian.PutUint16(resp[8:10], 0)  // no authority
 	binary.BigEndian.PutUint16(resp[10:12], 0) // no additional
-	if !known || qtype != 1 || !from.Is4() || !sandboxNet().Contains(from) {
+	if !known || qtype != 1 || !answer.Is4() {
 		binary.BigEndian.PutUint16(resp[6:8], 0)
 		return resp, name, nil
 	}
-	b := from.As4()
-	b[3] = 1 // the attacker's end of that victim's link
+	b := answer.As4()
 	binary.BigEndian.PutUint16(resp[6:8], 1)
 	resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 5, 0, 4)
 	resp = append(resp, b[:]...)
@@ -320,9 +375,15 @@ func (a *attacker) stop() error {
 	}
 }
 
+// PoolEnv names the one pool address (IP:PORT) the stand-in miner may also
+// contact: in a cluster the simulator sets it in the victim pod to the
+// attacker Service's pool.
+const PoolEnv = "HARRIER_SIMULATE_POOL"
+
 // StandInMiner is what the served "xmrig" does when it runs: it says what
 // it is and connects once to the pool given with -o, only if that pool is
-// inside the sandbox range, then exits. It mines nothing.
+// inside the sandbox range (or is the private address PoolEnv names), then
+// exits. It mines nothing.
 func StandInMiner(args []string, out io.Writer) int {
 	fmt.Fprintf(out, "xmrig stand-in from harrier simulate: mines nothing (args: %s)\n", strings.Join(args, " "))
 	for i, a := range args {
@@ -331,7 +392,7 @@ func StandInMiner(args []string, out io.Writer) int {
 		}
 		pool := strings.TrimPrefix(args[i+1], "stratum+tcp://")
 		ap, err := netip.ParseAddrPort(pool)
-		if err != nil || !sandboxNet().Contains(ap.Addr()) {
+		if err != nil || !sandboxNet().Contains(ap.Addr()) && !allowedPool(ap) {
 			fmt.Fprintf(out, "pool %q is outside the simulation sandbox: not contacted\n", pool)
 			return 0
 		}
@@ -341,4 +402,11 @@ func StandInMiner(args []string, out io.Writer) int {
 		}
 	}
 	return 0
+}
+
+// allowedPool says whether ap is the pool the simulator named in PoolEnv, a
+// private address.
+func allowedPool(ap netip.AddrPort) bool {
+	want, err := netip.ParseAddrPort(os.Getenv(PoolEnv))
+	return err == nil && want == ap && ap.Addr().IsPrivate()
 }

@@ -74,13 +74,27 @@ type sighting struct {
 }
 
 // watcher polls the backend and remembers when each alert of the sandbox's
-// containers first became visible.
+// victims first became visible.
 type watcher struct {
-	b      backendClient
-	since  time.Time
-	prefix string // the sandbox's container ID prefix
+	b     backendClient
+	since time.Time
+	// victim names the sandbox victim an alert is about ("" when the
+	// alert is not the sandbox's): a container ID locally, namespace/pod
+	// in a cluster.
+	victim func(*api.Alert) string
 	seen   map[string]sighting
 	order  []string
+}
+
+// containerPrefix is the local sandbox's victim function: containers whose
+// ID starts with prefix.
+func containerPrefix(prefix string) func(*api.Alert) string {
+	return func(a *api.Alert) string {
+		if id := a.GetContainer().GetId(); strings.HasPrefix(id, prefix) {
+			return id
+		}
+		return ""
+	}
 }
 
 func (w *watcher) poll(ctx context.Context) error {
@@ -90,7 +104,7 @@ func (w *watcher) poll(ctx context.Context) error {
 	}
 	now := time.Now()
 	for _, a := range alerts {
-		if !strings.HasPrefix(a.GetContainer().GetId(), w.prefix) {
+		if w.victim(a) == "" {
 			continue
 		}
 		if _, ok := w.seen[a.GetId()]; !ok {
@@ -101,11 +115,11 @@ func (w *watcher) poll(ctx context.Context) error {
 	return nil
 }
 
-// find returns the first-seen alert of detection in container, if any.
-func (w *watcher) find(container, detection string) (sighting, bool) {
+// find returns the first-seen alert of detection about victim, if any.
+func (w *watcher) find(victim, detection string) (sighting, bool) {
 	for _, id := range w.order {
 		s := w.seen[id]
-		if s.alert.GetContainer().GetId() == container && s.alert.GetDetectionId() == detection {
+		if s.alert.GetDetectionId() == detection && w.victim(s.alert) == victim {
 			return s, true
 		}
 	}

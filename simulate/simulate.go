@@ -144,7 +144,7 @@ func RunLocal(ctx context.Context, o Options) (rep *Report, err error) {
 	undo.push(attackerProc.stop)
 	o.Log.Info("sandbox up", "attacker", att.ID, "curl", tl.curl, "nmap", tl.nmap, "miner", miner)
 
-	w := &watcher{b: b, since: time.Now().Add(-time.Second), prefix: IDPrefix, seen: map[string]sighting{}}
+	w := &watcher{b: b, since: time.Now().Add(-time.Second), victim: containerPrefix(IDPrefix), seen: map[string]sighting{}}
 	rep = &Report{}
 	containers := []string{att.ID}
 	for i, sc := range o.Scenarios {
@@ -184,7 +184,7 @@ func RunLocal(ctx context.Context, o Options) (rep *Report, err error) {
 		return rep, err
 	}
 	explain(rep, w)
-	rep.Notes = append(rep.Notes, "sa-suspicious-op is a Kubernetes audit detection: it needs a cluster (--kubeconfig, not yet available) and is not checked locally")
+	rep.Notes = append(rep.Notes, "sa-suspicious-op is a Kubernetes audit detection: it needs a cluster (harrier simulate --kubeconfig) and is not checked locally")
 	if o.Keep != nil {
 		o.Keep(containers)
 	}
@@ -226,6 +226,11 @@ func link(ctx context.Context, att, victim netns, n int, c *ocirun.Container) er
 
 // inject is the URL that makes the victim's ping page run cmd.
 func inject(victimIP, cmd string) string {
+	return fmt.Sprintf("http://%s:%d%s", victimIP, victimPort, injectPath(cmd))
+}
+
+// injectPath is the path and query that make the ping page run cmd.
+func injectPath(cmd string) string {
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder
 	for _, c := range []byte(";" + cmd) {
@@ -237,7 +242,7 @@ func inject(victimIP, cmd string) string {
 		b.WriteByte(hex[c>>4])
 		b.WriteByte(hex[c&15])
 	}
-	return fmt.Sprintf("http://%s:%d/cgi-bin/ping?host=%s", victimIP, victimPort, b.String())
+	return "/cgi-bin/ping?host=" + b.String()
 }
 
 // play runs one scenario's steps through the web shell and waits for its
@@ -312,7 +317,7 @@ func explain(rep *Report, w *watcher) {
 	}
 	for _, id := range w.order {
 		a := w.seen[id].alert
-		if !slices.Contains(allowed[a.GetContainer().GetId()], a.GetDetectionId()) {
+		if !slices.Contains(allowed[w.victim(a)], a.GetDetectionId()) {
 			rep.Unexpected = append(rep.Unexpected, *refOf(a))
 		}
 	}
