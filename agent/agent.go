@@ -74,6 +74,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	started := processStart()
 	src := NewSpoolSource(spool)
 	leaders := newLeaderRunner(log)
+	nodeFindings := newNodePosture(cfg, log)
 	client, err := transport.NewClient(transport.ClientConfig{
 		Addr:                 cfg.Uplink.Addr,
 		TLS:                  tlsConf,
@@ -83,6 +84,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 			h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
 			h.Drops["spool_events_capped"] = eventsCapped.Load()
 			h.Leader = leaders.Leading()
+			h.NodeFindings = nodeFindings.Findings(time.Now())
 			return h
 		},
 		Gaps: src.Gaps,
@@ -109,6 +111,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		return err
 	}
 	if err := startLeader(ctx, cfg, leaders, clusterEnv{cfg: cfg, spool: spool, notify: client.Notify, log: log}, run); err != nil {
+		return err
+	}
+	if _, err := startAdmission(ctx, cfg, run, log); err != nil {
 		return err
 	}
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })

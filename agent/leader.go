@@ -41,10 +41,17 @@ type clusterEnv struct {
 	log    *slog.Logger
 }
 
-// clusterTasks are the tasks the leader runs; add a cluster-level
-// collector here.
-func clusterTasks(clusterEnv) []clusterTask {
-	return nil
+// clusterTasks are the tasks the leader runs.
+func clusterTasks(env clusterEnv) ([]clusterTask, error) {
+	var tasks []clusterTask
+	if env.cfg.Kube.Inventory.On() {
+		t, err := inventoryTask(env)
+		if err != nil {
+			return nil, err
+		}
+		tasks = append(tasks, t)
+	}
+	return tasks, nil
 }
 
 // Backoff of a failing cluster task: first retry after taskRetry, doubling
@@ -144,7 +151,11 @@ func startLeader(ctx context.Context, cfg Config, r *leaderRunner, env clusterEn
 		return fmt.Errorf("kube.leaderElection: %w", err)
 	}
 	env.rest = rc
-	r.tasks = append(r.tasks, clusterTasks(env)...)
+	tasks, err := clusterTasks(env)
+	if err != nil {
+		return err
+	}
+	r.tasks = append(r.tasks, tasks...)
 	r.elected = true
 	run("kube leader election", func() error { el.Run(ctx, r.lead); return nil })
 	r.log.Info("kube: leader election", "namespace", le.Namespace, "lease", le.LeaseName, "identity", el.Identity())

@@ -198,7 +198,8 @@ func startTestAgent(t *testing.T, kubeconfig, node string) *testAgent {
 	cfg := WithDefaults(Config{DataDir: t.TempDir(), Kube: kube.Config{Kubeconfig: kubeconfig, Node: node,
 		LeaderElection: leader.Config{Namespace: "harrier", LeaseName: "agents",
 			LeaseDuration: confval.Duration(2 * time.Second), RenewDeadline: confval.Duration(1500 * time.Millisecond),
-			RetryPeriod: confval.Duration(300 * time.Millisecond)}}})
+			RetryPeriod: confval.Duration(300 * time.Millisecond)},
+		Inventory: kube.InventoryConfig{Mode: "off"}}})
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -359,7 +359,11 @@ type AgentHealth struct {
 	Cluster      string                 `protobuf:"bytes,11,opt,name=cluster,proto3" json:"cluster,omitempty"`
 	// True while this agent holds the cluster's leader lease and runs the
 	// cluster-level tasks (inventory, posture).
-	Leader        bool `protobuf:"varint,12,opt,name=leader,proto3" json:"leader,omitempty"`
+	Leader bool `protobuf:"varint,12,opt,name=leader,proto3" json:"leader,omitempty"`
+	// This node's own posture findings (its kubelet's settings), current as
+	// of this heartbeat: the backend lists them with the cluster's findings,
+	// and a heartbeat without one means it is fixed.
+	NodeFindings  []*Finding `protobuf:"bytes,13,rep,name=node_findings,json=nodeFindings,proto3" json:"node_findings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -476,6 +480,13 @@ func (x *AgentHealth) GetLeader() bool {
 		return x.Leader
 	}
 	return false
+}
+
+func (x *AgentHealth) GetNodeFindings() []*Finding {
+	if x != nil {
+		return x.NodeFindings
+	}
+	return nil
 }
 
 type Batch struct {
@@ -635,7 +646,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\battached\x18\x02 \x01(\bR\battached\x12\x16\n" +
 	"\x06attach\x18\x03 \x01(\tR\x06attach\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xe9\x03\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\xa3\x04\n" +
 	"\vAgentHealth\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12/\n" +
@@ -650,7 +661,8 @@ const file_wire_proto_rawDesc = "" +
 	"\x04node\x18\n" +
 	" \x01(\tR\x04node\x12\x18\n" +
 	"\acluster\x18\v \x01(\tR\acluster\x12\x16\n" +
-	"\x06leader\x18\f \x01(\bR\x06leader\x1a8\n" +
+	"\x06leader\x18\f \x01(\bR\x06leader\x128\n" +
+	"\rnode_findings\x18\r \x03(\v2\x13.harrier.v1.FindingR\fnodeFindings\x1a8\n" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -697,6 +709,7 @@ var file_wire_proto_goTypes = []any{
 	(*Alert)(nil),                 // 9: harrier.v1.Alert
 	(*InventoryChunk)(nil),        // 10: harrier.v1.InventoryChunk
 	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*Finding)(nil),               // 12: harrier.v1.Finding
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: harrier.v1.Record.class:type_name -> harrier.v1.RecordClass
@@ -708,15 +721,16 @@ var file_wire_proto_depIdxs = []int32{
 	3,  // 6: harrier.v1.AgentHealth.probes:type_name -> harrier.v1.ProbeHealth
 	7,  // 7: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
 	11, // 8: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
-	1,  // 9: harrier.v1.Batch.records:type_name -> harrier.v1.Record
-	2,  // 10: harrier.v1.Batch.gaps:type_name -> harrier.v1.Gap
-	4,  // 11: harrier.v1.Batch.health:type_name -> harrier.v1.AgentHealth
-	11, // 12: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 9: harrier.v1.AgentHealth.node_findings:type_name -> harrier.v1.Finding
+	1,  // 10: harrier.v1.Batch.records:type_name -> harrier.v1.Record
+	2,  // 11: harrier.v1.Batch.gaps:type_name -> harrier.v1.Gap
+	4,  // 12: harrier.v1.Batch.health:type_name -> harrier.v1.AgentHealth
+	11, // 13: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }

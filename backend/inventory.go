@@ -991,6 +991,15 @@ func (s *BadgerStore) Findings(ctx context.Context, q FindingQuery) ([]*api.Find
 			}
 			it.Close()
 		}
+		nodes, err := s.nodeFindings(txn)
+		if err != nil {
+			return err
+		}
+		for _, f := range nodes {
+			if (q.Cluster == "" || f.GetCluster() == q.Cluster) && findingMatches(f, q) {
+				out = append(out, f)
+			}
+		}
 		return nil
 	})
 	if err != nil {
@@ -1048,10 +1057,54 @@ func (s *BadgerStore) Finding(ctx context.Context, id string) (*api.Finding, err
 				return err
 			}
 		}
+		nodes, err := s.nodeFindings(txn)
+		if err != nil {
+			return err
+		}
+		for _, nf := range nodes {
+			if nf.GetId() == id {
+				f = nf
+				return nil
+			}
+		}
 		return ErrNotFound
 	})
 	if err != nil {
 		return nil, fmt.Errorf("finding %q: %w", id, err)
 	}
 	return f, nil
+}
+
+// nodeFindingsMaxAge is how long a silent agent's node findings are still
+// listed: a node that has not sent a heartbeat for a day is likely gone.
+const nodeFindingsMaxAge = 24 * time.Hour
+
+// nodeFindings are the findings agents report about their own node (the
+// kubelet's settings) in their last heartbeat, which replaces the previous
+// heartbeat's.
+func (s *BadgerStore) nodeFindings(txn *badger.Txn) ([]*api.Finding, error) {
+	var out []*api.Finding
+	now := s.cfg.Now()
+	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixAgent)})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		var rec agentRecord
+		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
+			return nil, fmt.Errorf("agent %q: %w", it.Item().Key(), err)
+		}
+		if len(rec.Health) == 0 || now.Sub(rec.LastSeen) > nodeFindingsMaxAge {
+			continue
+		}
+		h := &api.AgentHealth{}
+		if err := proto.Unmarshal(rec.Health, h); err != nil {
+			return nil, fmt.Errorf("agent %q health: %w", it.Item().Key(), err)
+		}
+		for _, f := range h.GetNodeFindings() {
+			if f.GetId() == "" {
+				f.Id = fallbackFindingID(f)
+			}
+			out = append(out, f)
+		}
+	}
+	return out, nil
 }

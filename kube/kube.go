@@ -28,6 +28,7 @@ import (
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/kube/admission"
 	"github.com/harrier-sec/harrier/kube/leader"
+	"github.com/harrier-sec/harrier/kube/posture"
 )
 
 // Config is the `kube:` section of the agent's configuration.
@@ -54,6 +55,57 @@ type Config struct {
 	// LeaderElection elects the one agent of the cluster that runs the
 	// cluster-level tasks.
 	LeaderElection leader.Config `json:"leaderElection"`
+	// Inventory is the leader's periodic snapshot of the cluster, shipped
+	// with the posture findings evaluated on it.
+	Inventory InventoryConfig `json:"inventory"`
+	// Posture selects and tunes the posture checks (inventory snapshots,
+	// this node's kubelet settings and the admission guard).
+	Posture posture.Config `json:"posture"`
+	// KubeletConfig is this node's KubeletConfiguration file, checked for
+	// anonymous auth, the read-only port and AlwaysAllow authorization
+	// (default /var/lib/kubelet/config.yaml; "off" disables; a missing
+	// file means no kubelet here).
+	KubeletConfig string `json:"kubeletConfig,omitempty"`
+}
+
+// InventoryConfig is `kube.inventory`.
+type InventoryConfig struct {
+	// Mode is "auto" (default: on where leader election runs) or "off".
+	Mode string `json:"mode,omitempty"`
+	// Interval between snapshots (default 10m, at least 1m).
+	Interval confval.Duration `json:"interval,omitempty"`
+	// PageSize is the LIST page size (default 500).
+	PageSize int64 `json:"pageSize,omitempty"`
+}
+
+// DefaultInventoryInterval is InventoryConfig.Interval's default.
+const DefaultInventoryInterval = 10 * time.Minute
+
+// On says whether the leader takes snapshots.
+func (c InventoryConfig) On() bool { return c.Mode != "off" }
+
+// IntervalOrDefault is the interval with the default filled in.
+func (c InventoryConfig) IntervalOrDefault() time.Duration {
+	if c.Interval <= 0 {
+		return DefaultInventoryInterval
+	}
+	return c.Interval.Std()
+}
+
+func (c InventoryConfig) validate() error {
+	var errs []error
+	switch c.Mode {
+	case "", "auto", "off":
+	default:
+		errs = append(errs, fmt.Errorf("kube.inventory.mode %q: must be auto or off", c.Mode))
+	}
+	if c.Interval != 0 && c.Interval.Std() < time.Minute {
+		errs = append(errs, fmt.Errorf("kube.inventory.interval %s: must be at least 1m", c.Interval.Std()))
+	}
+	if c.PageSize < 0 {
+		errs = append(errs, errors.New("kube.inventory.pageSize: must not be negative"))
+	}
+	return errors.Join(errs...)
 }
 
 // AuditConfig turns on the audit webhook receiver and/or the audit log
@@ -109,7 +161,8 @@ func (c Config) Validate() error {
 	if c.SyncTimeout < 0 {
 		return errors.New("kube.syncTimeout: must not be negative")
 	}
-	return errors.Join(c.NodeState.Validate(), c.Admission.Validate(), c.LeaderElection.Validate())
+	return errors.Join(c.NodeState.Validate(), c.Admission.Validate(), c.LeaderElection.Validate(),
+		c.Inventory.validate(), c.Posture.Validate())
 }
 
 // RESTConfig loads the client configuration the config names.

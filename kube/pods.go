@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/kube/kubeid"
 )
 
 // PodIndex maps the container IDs of this node's pods to their pod context.
@@ -61,12 +62,12 @@ func (ix *PodIndex) Upsert(pod *corev1.Pod) {
 	ids := map[string]*api.Container{}
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 		for _, cs := range list {
-			id := ContainerID(cs.ContainerID)
+			id := kubeid.ContainerID(cs.ContainerID)
 			if id == "" {
 				continue
 			}
 			c := cloneContext(base)
-			c.Name, c.Image, c.ImageDigest = cs.Name, cs.Image, imageDigest(cs.ImageID)
+			c.Name, c.Image, c.ImageDigest = cs.Name, cs.Image, kubeid.ImageDigest(cs.ImageID)
 			ids[id] = c
 		}
 	}
@@ -126,31 +127,6 @@ func cloneContext(c *api.Container) *api.Container {
 		WorkloadKind: c.WorkloadKind, WorkloadName: c.WorkloadName,
 		ServiceAccount: c.ServiceAccount, Labels: c.Labels,
 	}
-}
-
-// ContainerID strips the runtime scheme from a container status ID
-// ("containerd://<id>", "cri-o://<id>", "docker://<id>").
-func ContainerID(s string) string {
-	if i := strings.Index(s, "://"); i >= 0 {
-		return s[i+3:]
-	}
-	return s
-}
-
-// ImageDigest is the digest part of a container status imageID, or "".
-func ImageDigest(imageID string) string { return imageDigest(imageID) }
-
-// imageDigest is the digest part of a status imageID
-// ("docker.io/library/nginx@sha256:...", "sha256:...").
-func imageDigest(imageID string) string {
-	imageID = ContainerID(imageID) // "docker-pullable://..."
-	if i := strings.LastIndexByte(imageID, '@'); i >= 0 {
-		return imageID[i+1:]
-	}
-	if strings.HasPrefix(imageID, "sha256:") {
-		return imageID
-	}
-	return ""
 }
 
 // Workload names the pod's top-level controller: a ReplicaSet made by a

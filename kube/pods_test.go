@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/kube/kubeid"
 )
 
 func isController() *bool { b := true; return &b }
@@ -73,10 +74,10 @@ func TestIDs(t *testing.T) {
 		{"sha256:2", "sha256:2", "sha256:2"},
 		{"", "", ""},
 	} {
-		if got := ContainerID(tt.in); got != tt.id {
+		if got := kubeid.ContainerID(tt.in); got != tt.id {
 			t.Errorf("ContainerID(%q) = %q, want %q", tt.in, got, tt.id)
 		}
-		if got := imageDigest(tt.in); got != tt.digest {
+		if got := kubeid.ImageDigest(tt.in); got != tt.digest {
 			t.Errorf("imageDigest(%q) = %q, want %q", tt.in, got, tt.digest)
 		}
 	}

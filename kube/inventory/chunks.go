@@ -15,10 +15,11 @@ import (
 // when they do not.
 const DefaultMaxPerChunk = 200
 
-// MaxChunkBytes bounds the encoded size of one chunk's items and findings
-// (well under the 1 MiB a record should stay below). A single item or
-// finding larger than this still gets a chunk of its own.
-const MaxChunkBytes = 512 << 10
+// MaxChunkBytes bounds the encoded size of one chunk's items and findings,
+// below the agent spool's 256 KiB record limit (store.DefaultMaxRecordBytes)
+// with room for the record's framing. A single item or finding larger than
+// this still gets a chunk of its own.
+const MaxChunkBytes = 192 << 10
 
 // Chunks cuts a snapshot's items and findings into chunks of at most
 // maxPerChunk entries (<= 0: DefaultMaxPerChunk) and about MaxChunkBytes,

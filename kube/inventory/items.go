@@ -12,7 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/harrier-sec/harrier/api"
-	"github.com/harrier-sec/harrier/kube"
+	"github.com/harrier-sec/harrier/kube/kubeid"
 )
 
 // ImageKind is the kind of the synthetic items that list the running
@@ -116,7 +116,7 @@ func PodImages(pod *corev1.Pod) []string {
 	digests := map[string]string{}
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 		for _, cs := range list {
-			if d := kube.ImageDigest(cs.ImageID); d != "" {
+			if d := kubeid.ImageDigest(cs.ImageID); d != "" {
 				digests[cs.Name] = d
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/harrier-sec/harrier/internal/kubetest"
 	"github.com/harrier-sec/harrier/kube/admission"
+	"github.com/harrier-sec/harrier/kube/inventory"
 	"github.com/harrier-sec/harrier/packaging/internal/chart"
 )
 
@@ -130,4 +132,72 @@ func TestAdmissionRBAC(t *testing.T) {
 		t.Errorf("unregister with admission off: %v", err)
 	}
 	eventually("register with admission off", func() error { return admission.Register(ctx, asAgent, cfg, ca) }, false)
+}
+
+// TestInventoryRBAC: with the chart's RBAC, the agent's service account
+// takes a complete inventory snapshot (no kind forbidden); with inventory
+// off, the workloads are out of its reach.
+func TestInventoryRBAC(t *testing.T) {
+	srv := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kubectl := filepath.Join(kubetest.BinDir(), "kubectl")
+	apply := func(values map[string]any) {
+		ms, err := chart.Render(chartDir(t), "harrier", values)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var docs []string
+		for _, m := range ms {
+			if m.Kind == "ClusterRole" || m.Kind == "ClusterRoleBinding" {
+				docs = append(docs, m.Content)
+			}
+		}
+		file := filepath.Join(t.TempDir(), "rbac.yaml")
+		if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(kubectl, "--kubeconfig", srv.Kubeconfig, "apply", "-f", file).CombinedOutput(); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out)
+		}
+	}
+	asAgent := rest.CopyConfig(srv.Config)
+	asAgent.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:harrier:harrier-agent",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:harrier", "system:authenticated"}}
+	col, err := inventory.NewCollector(asAgent, inventory.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	errorsOf := func() []string {
+		snap, err := col.Collect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var kinds []string
+		for _, e := range snap.Errors {
+			kinds = append(kinds, e.Kind+":"+e.Reason)
+		}
+		return kinds
+	}
+	apply(nil)
+	var got []string
+	for range 50 { // RBAC reaches the authorizer through its informer
+		if got = errorsOf(); len(got) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(got) != 0 {
+		t.Fatalf("with the chart's RBAC the snapshot misses %v", got)
+	}
+	apply(map[string]any{"inventory": map[string]any{"enabled": false, "interval": "10m"}})
+	for range 50 {
+		if got = errorsOf(); len(got) > 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !slices.Contains(got, "Deployment:Forbidden") {
+		t.Fatalf("inventory off: errors %v, want Deployment forbidden", got)
+	}
 }

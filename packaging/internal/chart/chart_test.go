@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -73,10 +74,10 @@ func TestValuesSchema(t *testing.T) {
 		"audit log directory": {"agent": map[string]any{"auditLogPath": "/var/log/kubernetes/audit/"}},
 		"cluster name":        {"clusterName": "prod east"},
 		"bad pull policy":     {"image": map[string]any{"pullPolicy": "Sometimes"}},
-		"admission mode":     {"admission": map[string]any{"mode": "block"}},
-		"admission timeout":  {"admission": map[string]any{"timeoutSeconds": 30}},
-		"admission policy":   {"admission": map[string]any{"failurePolicy": "ignore"}},
-		"admission ns":       {"admission": map[string]any{"exemptNamespaces": []any{"Kube-System"}}},
+		"admission mode":      {"admission": map[string]any{"mode": "block"}},
+		"admission timeout":   {"admission": map[string]any{"timeoutSeconds": 30}},
+		"admission policy":    {"admission": map[string]any{"failurePolicy": "ignore"}},
+		"admission ns":        {"admission": map[string]any{"exemptNamespaces": []any{"Kube-System"}}},
 	}
 	for name, v := range bad {
 		_, err := chart.Render(chartDir(t), "harrier", v)
@@ -158,7 +159,7 @@ func TestAgentDaemonSet(t *testing.T) {
 		"/sys/kernel/btf": "/sys/kernel/btf", "/sys/fs/bpf": "/sys/fs/bpf", "/host/proc": "/proc", "/var/lib/harrier": "/var/lib/harrier",
 		// The runtimes' bundles, for pod context while the API server is away.
 		"/host/run/containerd/io.containerd.runtime.v2.task": "/run/containerd/io.containerd.runtime.v2.task",
-		"/host/run/containers/storage/overlay-containers":     "/run/containers/storage/overlay-containers",
+		"/host/run/containers/storage/overlay-containers":    "/run/containers/storage/overlay-containers",
 	} {
 		if got := hostPaths[mounts[mountPath]]; got != hostPath {
 			t.Errorf("%s is mounted from host %q, want %q", mountPath, got, hostPath)
@@ -227,6 +228,12 @@ func TestAgentConfigLoads(t *testing.T) {
 			if ns := cfg.Kube.NodeState; ns.ContainerdRoot != "/host/run/containerd" || ns.CRIORoot != "/host/run/containers/storage" {
 				t.Errorf("values %v: kube.nodeState %+v", values, ns)
 			}
+			if inv := cfg.Kube.Inventory; !inv.On() || inv.IntervalOrDefault() != 10*time.Minute {
+				t.Errorf("values %v: kube.inventory %+v", values, inv)
+			}
+			if !slices.Equal(cfg.Kube.Posture.ExemptNamespaces, []string{"kube-system", "kube-public", "kube-node-lease"}) || cfg.Kube.KubeletConfig != "off" {
+				t.Errorf("values %v: kube.posture %+v, kubeletConfig %q", values, cfg.Kube.Posture, cfg.Kube.KubeletConfig)
+			}
 			if values["clusterName"] != nil && cfg.Analytics.Cluster != values["clusterName"] {
 				t.Errorf("analytics.cluster %q", cfg.Analytics.Cluster)
 			}
@@ -261,6 +268,49 @@ func agentConfigs(t *testing.T, values map[string]any) agent.Config {
 	}
 	t.Fatal("no harrier-agent ConfigMap")
 	return agent.Config{}
+}
+
+// TestInventoryPostureValues: the values reach the agent's config, and the
+// kubelet's config file is mounted where the config says.
+func TestInventoryPostureValues(t *testing.T) {
+	values := map[string]any{
+		"inventory": map[string]any{"enabled": false},
+		"posture": map[string]any{"disabled": []any{"image-no-digest"}, "allowedRegistries": []any{"registry.site.lan"},
+			"exemptNamespaces": []any{}},
+		"agent": map[string]any{"kubeletConfigPath": "/var/lib/kubelet/config.yaml"},
+	}
+	cfg := agentConfigs(t, values)
+	if cfg.Kube.Inventory.On() || !slices.Equal(cfg.Kube.Posture.Disabled, []string{"image-no-digest"}) ||
+		!slices.Equal(cfg.Kube.Posture.AllowedRegistries, []string{"registry.site.lan"}) ||
+		cfg.Kube.Posture.ExemptNamespaces == nil || len(cfg.Kube.Posture.ExemptNamespaces) != 0 ||
+		cfg.Kube.KubeletConfig != "/host/var/lib/kubelet/config.yaml" {
+		t.Errorf("kube config %+v", cfg.Kube)
+	}
+	objs := decode(t, values)
+	for _, cr := range find[*rbacv1.ClusterRole](objs) {
+		for _, r := range cr.Rules {
+			if slices.Contains(r.Resources, "deployments") {
+				t.Errorf("inventory off still grants %v", r)
+			}
+		}
+	}
+	ds := find[*appsv1.DaemonSet](objs)[0]
+	var mounted bool
+	for _, m := range ds.Spec.Template.Spec.Containers[0].VolumeMounts {
+		mounted = mounted || (m.Name == "kubelet-config" && m.MountPath == "/host/var/lib/kubelet/config.yaml" && m.ReadOnly)
+	}
+	if !mounted {
+		t.Error("kubelet config not mounted read-only")
+	}
+	bad := map[string]map[string]any{
+		"interval":     {"inventory": map[string]any{"enabled": true, "interval": "often"}},
+		"posture kind": {"posture": map[string]any{"disabled": []any{"Not An ID"}}},
+	}
+	for name, v := range bad {
+		if _, err := chart.Render(chartDir(t), "harrier", v); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
 }
 
 // TestOtherConfigMapsLoad: every other ConfigMap key is valid YAML.
@@ -308,6 +358,20 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		{"ClusterRole/harrier-agent", "", "pods", "get,list,watch"},
 		{"ClusterRole/harrier-agent", "", "nodes", "get,list,watch"},
 		{"ClusterRole/harrier-agent", "", "namespaces", "get,list,watch"},
+		{"ClusterRole/harrier-agent", "", "services", "list"},
+		{"ClusterRole/harrier-agent", "", "serviceaccounts", "list"},
+		{"ClusterRole/harrier-agent", "apps", "deployments", "list"},
+		{"ClusterRole/harrier-agent", "apps", "statefulsets", "list"},
+		{"ClusterRole/harrier-agent", "apps", "daemonsets", "list"},
+		{"ClusterRole/harrier-agent", "apps", "replicasets", "list"},
+		{"ClusterRole/harrier-agent", "batch", "jobs", "list"},
+		{"ClusterRole/harrier-agent", "batch", "cronjobs", "list"},
+		{"ClusterRole/harrier-agent", "networking.k8s.io", "ingresses", "list"},
+		{"ClusterRole/harrier-agent", "networking.k8s.io", "networkpolicies", "list"},
+		{"ClusterRole/harrier-agent", "rbac.authorization.k8s.io", "roles", "list"},
+		{"ClusterRole/harrier-agent", "rbac.authorization.k8s.io", "clusterroles", "list"},
+		{"ClusterRole/harrier-agent", "rbac.authorization.k8s.io", "rolebindings", "list"},
+		{"ClusterRole/harrier-agent", "rbac.authorization.k8s.io", "clusterrolebindings", "list"},
 		{"ClusterRole/harrier-agent", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "get,delete"},
 		{"Role/harrier-agent", "coordination.k8s.io", "leases", "get,create,update"},
 		{"Role/harrier-backend", "coordination.k8s.io", "leases", "get,create,update"},
