@@ -574,6 +574,9 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 	if eval != nil {
 		eval.Refresh()
 	}
+	// Kinds the leader could not list (RBAC, a group not served): their
+	// objects are unknown, not gone.
+	kindErrors := map[string]bool{}
 	for part := uint32(0); part < p.meta.Parts; part++ {
 		c, err := getChunk(rt, pendingChunkKey(p.ref, part))
 		if err != nil {
@@ -581,6 +584,9 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 		}
 		if meta.Node == "" {
 			meta.Node = c.GetNode()
+		}
+		for kind := range c.GetErrors() {
+			kindErrors[kind] = true
 		}
 		for i, it := range c.GetItems() {
 			v, err := proto.Marshal(it)
@@ -605,6 +611,11 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 			if err := writeFinding(proto.CloneOf(f)); err != nil {
 				return err
 			}
+		}
+	}
+	if hasOld && len(kindErrors) > 0 {
+		if err := carryOver(rt, wb, p.ref.cluster, old.Gen, gen, p.meta.Parts, kindErrors, &meta, writeFinding); err != nil {
+			return err
 		}
 	}
 	for name, n := range meta.Severities {
@@ -1107,4 +1118,60 @@ func (s *BadgerStore) nodeFindings(txn *badger.Txn) ([]*api.Finding, error) {
 		}
 	}
 	return out, nil
+}
+
+// carryOver copies into generation gen the previous generation's items and
+// findings of the kinds the new snapshot could not list, so that a
+// partial snapshot does not look like deletions. Carried items take the
+// part number after the snapshot's last.
+func carryOver(rt *badger.Txn, wb *badger.WriteBatch, cluster string, oldGen, gen uint64, part uint32,
+	kinds map[string]bool, meta *clusterMeta, writeFinding func(*api.Finding) error) error {
+	it := rt.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixItem, cluster, oldGen)})
+	defer it.Close()
+	var index uint32
+	for it.Rewind(); it.Valid(); it.Next() {
+		item := &api.InventoryItem{}
+		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, item) }); err != nil {
+			return fmt.Errorf("carry over item: %w", err)
+		}
+		kind := item.GetObject().GetKind()
+		if !kinds[kind] {
+			continue
+		}
+		v, err := proto.Marshal(item)
+		if err != nil {
+			return fmt.Errorf("carry over item: %w", err)
+		}
+		if err := wb.Set(itemKey(cluster, gen, part, index), v); err != nil {
+			return fmt.Errorf("carry over item: %w", err)
+		}
+		index++
+		meta.Items++
+		meta.Kinds[kind]++
+	}
+	fit := rt.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixFinding, cluster, oldGen)})
+	defer fit.Close()
+	for fit.Rewind(); fit.Valid(); fit.Next() {
+		f := &api.Finding{}
+		if err := fit.Item().Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
+			return fmt.Errorf("carry over finding: %w", err)
+		}
+		if !kinds[f.GetObject().GetKind()] {
+			continue
+		}
+		// Keep the time it was last evaluated: it was not re-checked.
+		last := f.GetLastSeen()
+		if err := writeFinding(f); err != nil {
+			return err
+		}
+		f.LastSeen = last
+		v, err := proto.Marshal(f)
+		if err != nil {
+			return fmt.Errorf("carry over finding: %w", err)
+		}
+		if err := wb.Set(findingKey(cluster, gen, f.GetId()), v); err != nil {
+			return fmt.Errorf("carry over finding: %w", err)
+		}
+	}
+	return nil
 }

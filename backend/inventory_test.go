@@ -509,3 +509,38 @@ func TestConfigValidatesPendingInventoryBytes(t *testing.T) {
 		t.Errorf("valid config: %v", err)
 	}
 }
+
+// TestPartialSnapshotKeepsUnlistedKinds: a snapshot whose leader could not
+// list a kind keeps the previous snapshot's objects and findings of that
+// kind (unknown, not deleted); the next complete snapshot decides.
+func TestPartialSnapshotKeepsUnlistedKinds(t *testing.T) {
+	s := openTestStore(t, BadgerConfig{})
+	dep := mkItem("Deployment", "shop", "web", "nginx:1.27")
+	pod := mkItem("Pod", "shop", "web-1", "nginx:1.27")
+	f := mkFinding("f-dep", "pss-privileged", api.Severity_SEVERITY_HIGH, "Deployment", "shop", "web")
+	ingestChunks(t, s, "leader-1", chunkRec(1, mkChunk("edge", "s1", 0, 1, t0, []*api.InventoryItem{dep, pod}, []*api.Finding{f})))
+
+	partial := mkChunk("edge", "s2", 0, 1, t0.Add(time.Hour), []*api.InventoryItem{pod}, nil)
+	partial.Errors = map[string]string{"Deployment": "Forbidden"}
+	ingestChunks(t, s, "leader-1", chunkRec(2, partial))
+	if got := currentSnapshot(t, s, "edge"); got != "s2" {
+		t.Fatalf("current snapshot %q", got)
+	}
+	if got := itemNames(t, s, InventoryQuery{}); !slices.Equal(sorted(got), []string{"edge/web", "edge/web-1"}) {
+		t.Fatalf("items after a partial snapshot: %v", got)
+	}
+	fs, err := s.Findings(context.Background(), FindingQuery{})
+	if err != nil || len(fs) != 1 || fs[0].GetId() != "f-dep" || !fs[0].GetLastSeen().AsTime().Equal(t0) {
+		t.Fatalf("findings after a partial snapshot: %v %v (want f-dep, last seen %v)", fs, err, t0)
+	}
+
+	ingestChunks(t, s, "leader-1", chunkRec(3, mkChunk("edge", "s3", 0, 1, t0.Add(2*time.Hour), []*api.InventoryItem{pod}, nil)))
+	if got := itemNames(t, s, InventoryQuery{}); !slices.Equal(got, []string{"edge/web-1"}) {
+		t.Fatalf("items after a complete snapshot: %v", got)
+	}
+	if got := findingIDs(t, s, FindingQuery{}); len(got) != 0 {
+		t.Fatalf("findings after a complete snapshot: %v", got)
+	}
+}
+
+func sorted(s []string) []string { slices.Sort(s); return s }
