@@ -249,7 +249,7 @@ func TestErrorsAreClear(t *testing.T) {
 		{"invalid values", []string{"events", "-c", invalid}, 0, []string{"must be absolute", "ringBufferBytes"}},
 		{"missing config", []string{"events", "-c", filepath.Join(dir, "none.yaml")}, 0, []string{"none.yaml"}},
 		{"unknown kind", []string{"events", "--kind", "exec,teleport"}, 0, []string{"teleport", "known:"}},
-		{"part not yet built", []string{"simulate"}, 0, []string{"not yet available"}},
+		{"simulate without a mode", []string{"simulate"}, 0, []string{"choose one mode", "--local", "--kubeconfig"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
