@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Budget benchmark: `harrier run` in a cgroup limited like the DaemonSet
+# Budget benchmark: `harrier agent` (the backend outside; -mode run: the
+# all-in-one) in a cgroup limited like the DaemonSet
 # (360m CPU, 296 MiB), offered load in rate steps (paced loadgen), with
 # per-step CPU, memory, pipeline throughput, drops per stage, alert latency
 # and workload slowdown. Extra arguments go to the driver, e.g.:

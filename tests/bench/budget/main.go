@@ -1,4 +1,4 @@
-// Command budget runs `harrier run` inside a cgroup limited like the
+// Command budget runs `harrier agent` (backend outside) or `harrier run` inside a cgroup limited like the
 // DaemonSet (360m CPU, 296 MiB) and offers it load in rate steps, recording
 // per step: the agent's CPU and memory, events through the pipeline, drops
 // per stage, alert latency (behaviour → alert at the backend API) and the
@@ -71,6 +71,9 @@ type options struct {
 	memBytes         int64
 	out              string
 	baseline         bool
+	// mode is "agent" (the DaemonSet's shape: `harrier agent` in the cgroup,
+	// `harrier backend` outside it) or "run" (the all-in-one, both inside).
+	mode string
 }
 
 func main() {
@@ -95,12 +98,16 @@ func run(ctx context.Context, args []string) error {
 	fs.Int64Var(&o.memBytes, "mem", 296<<20, "memory limit in bytes")
 	fs.StringVar(&o.out, "out", "tests/bench/results/budget.json", "JSON result file")
 	fs.BoolVar(&o.baseline, "baseline", true, "also run each step without the agent (workload slowdown)")
+	fs.StringVar(&o.mode, "mode", "agent", "agent: `harrier agent` in the cgroup and the backend outside it, as a DaemonSet runs; run: `harrier run` (agent and backend) in the cgroup")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	steps, err := parseSteps(o.steps)
 	if err != nil {
 		return err
+	}
+	if o.mode != "agent" && o.mode != "run" {
+		return fmt.Errorf("-mode %q: want agent or run", o.mode)
 	}
 	work, err := os.MkdirTemp("", "harrier-budget-")
 	if err != nil {
@@ -326,9 +333,10 @@ func keyedInt(path, key string) int {
 	return 0
 }
 
-// agent is `harrier run` in the cgroup.
+// agent is `harrier agent` (or `harrier run`) in the cgroup.
 type agent struct {
 	cmd     *exec.Cmd
+	backend *exec.Cmd // outside the cgroup; nil in run mode
 	api     string
 	token   string
 	metrics string
@@ -363,11 +371,19 @@ func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent
 	cfg := filepath.Join(work, "harrier.yaml")
 	conf := fmt.Sprintf("dataDir: %s/data\nmetricsAddr: %s\nsensor:\n  watchPaths: %s\nbackend:\n  apiAddr: %s\n  ingestAddr: 127.0.0.1:0\n",
 		work, metrics, paths, api)
+	var backend *exec.Cmd
+	if o.mode == "agent" {
+		var err error
+		if backend, conf, err = startBackend(ctx, o, work, api); err != nil {
+			return nil, err
+		}
+		conf = fmt.Sprintf("dataDir: %s/data\nmetricsAddr: %s\nsensor:\n  watchPaths: %s\n", work, metrics, paths) + conf
+	}
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
 	// The shell moves itself into the cgroup, then becomes harrier.
-	script := joinProcs(cg.procsFiles) + `exec "$0" run -c "$CFG"`
+	script := joinProcs(cg.procsFiles) + `exec "$0" ` + o.mode + ` -c "$CFG"`
 	cmd := exec.CommandContext(ctx, "sh", "-c", script, o.harrier)
 	cmd.Env = append(os.Environ(), "CFG="+cfg, "GOMEMLIMIT=")
 	logf, err := os.Create(filepath.Join(work, "harrier.log"))
@@ -380,14 +396,18 @@ func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	a := &agent{cmd: cmd, api: "http://" + api, metrics: "http://" + metrics + "/metrics", markers: filepath.Join(work, "markers"), exited: make(chan struct{})}
+	a := &agent{cmd: cmd, backend: backend, api: "http://" + api, metrics: "http://" + metrics + "/metrics", markers: filepath.Join(work, "markers"), exited: make(chan struct{})}
 	go func() { _ = cmd.Wait(); close(a.exited) }()
 	if err := os.MkdirAll(a.markers, 0o755); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
-		if tok, err := os.ReadFile(filepath.Join(work, "data", "api-token")); err == nil {
+		tokenFile := filepath.Join(work, "data", "api-token")
+		if o.mode == "agent" {
+			tokenFile = filepath.Join(work, "backend", "api-token")
+		}
+		if tok, err := os.ReadFile(tokenFile); err == nil {
 			if _, err := a.scrape(); err == nil {
 				a.token = strings.TrimSpace(string(tok))
 				time.Sleep(2 * time.Second) // the uplink connects
@@ -397,11 +417,11 @@ func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent
 		select {
 		case <-a.exited:
 			log, _ := os.ReadFile(filepath.Join(work, "harrier.log"))
-			return nil, fmt.Errorf("harrier run exited at start:\n%s", log)
+			return nil, fmt.Errorf("harrier %s exited at start:\n%s", o.mode, log)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	return nil, errors.New("harrier run did not come up in 60 s")
+	return nil, fmt.Errorf("harrier %s did not come up in 60 s", o.mode)
 }
 
 func joinProcs(files []string) string {
@@ -419,6 +439,63 @@ func (a *agent) stop() {
 	case <-time.After(15 * time.Second):
 		_ = a.cmd.Process.Kill()
 	}
+	if a.backend != nil {
+		_ = a.backend.Process.Signal(syscall.SIGINT)
+		done := make(chan struct{})
+		go func() { _ = a.backend.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			_ = a.backend.Process.Kill()
+		}
+	}
+}
+
+// startBackend makes a PKI with `harrier certs` and starts `harrier
+// backend` outside the agent's cgroup, API on api; it returns the agent's
+// uplink config section.
+func startBackend(ctx context.Context, o options, work, api string) (*exec.Cmd, string, error) {
+	pki := filepath.Join(work, "pki")
+	for _, args := range [][]string{
+		{"certs", "init", "--out", pki},
+		{"certs", "backend", "--out", pki, "--host", "127.0.0.1"},
+		{"certs", "agent", "--out", pki, "bench-node"},
+	} {
+		if out, err := exec.CommandContext(ctx, o.harrier, args...).CombinedOutput(); err != nil {
+			return nil, "", fmt.Errorf("harrier %v: %w: %s", args, err, out)
+		}
+	}
+	ingest, err := freeUDPPort()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := filepath.Join(work, "backend.yaml")
+	conf := fmt.Sprintf("dataDir: %s/backend\nbackend:\n  apiAddr: %s\n  ingestAddr: %s\n  caFile: %s/ca.crt\n  certFile: %s/backend.crt\n  keyFile: %s/backend.key\n",
+		work, api, ingest, pki, pki, pki)
+	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
+		return nil, "", err
+	}
+	logf, err := os.Create(filepath.Join(work, "backend.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	cmd := exec.Command(o.harrier, "backend", "-c", cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, "", err
+	}
+	uplink := fmt.Sprintf("uplink:\n  addr: %s\n  serverName: 127.0.0.1\n  agentID: bench-node\n  caFile: %s/ca.crt\n  certFile: %s/bench-node.crt\n  keyFile: %s/bench-node.key\n",
+		ingest, pki, pki, pki)
+	return cmd, uplink, nil
+}
+
+func freeUDPPort() (string, error) {
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.LocalAddr().String(), nil
 }
 
 func (a *agent) alive() bool {
@@ -638,7 +715,7 @@ func percentile(sorted []float64, p float64) float64 {
 }
 
 func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
-	fmt.Fprintf(w, "## Budget benchmark: `harrier run` in a cgroup of %.0fm CPU and %d MiB\n\n", o.cpu*1000, o.memBytes>>20)
+	fmt.Fprintf(w, "## Budget benchmark: `harrier %s` in a cgroup of %.0fm CPU and %d MiB\n\n", o.mode, o.cpu*1000, o.memBytes>>20)
 	fmt.Fprintf(w, "Idle: %.1fm CPU, RSS %.1f MiB, Go heap %.1f MiB.\n\n", idle.AgentCores*1000, idle.RSSPeakMiB, idle.HeapPeakMiB)
 	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert p50 / p99 (missing) | workload slowdown | OOM |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
