@@ -25,6 +25,7 @@ import (
 // spool; one fsync covers everything gathered meanwhile.
 const (
 	spoolFlush      = 100 * time.Millisecond
+	idleTickFactor  = 8
 	spoolBatchLimit = 512
 )
 
@@ -164,8 +165,12 @@ func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
 // is logged and counted by the spool, and the pipeline keeps going.
 func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
 	client *transport.Client, stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, log *slog.Logger) error {
-	tick := time.NewTicker(spoolFlush)
+	// The flush timer runs every spoolFlush while events flow and backs off
+	// (doubling, up to idleTickFactor × spoolFlush) on a quiet node, so an
+	// idle agent does not wake ten times a second; alerts never wait for it.
+	tick := time.NewTimer(spoolFlush)
 	defer tick.Stop()
+	wait, busy := spoolFlush, false
 	// A one-second window is enough for a cap on raw events; alerts bypass it.
 	windowStart, inWindow := time.Now(), 0
 	allow := func() bool {
@@ -224,6 +229,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 				publish()
 				return nil
 			}
+			busy = true
 			enrich(ev)
 			engine.Process(ev, emit)
 			if len(alerts) > 0 {
@@ -244,6 +250,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 		case ev := <-audit:
 			// Audit events are analysed and, like raw events, spooled
 			// when their kind is configured.
+			busy = true
 			engine.Process(ev, emit)
 			if len(alerts) > 0 {
 				flush()
@@ -257,6 +264,13 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 			engine.Tick(now, emit)
 			flush()
 			publish()
+			if busy {
+				wait = spoolFlush
+			} else {
+				wait = min(2*wait, idleTickFactor*spoolFlush)
+			}
+			busy = false
+			tick.Reset(wait)
 		}
 	}
 }

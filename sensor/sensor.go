@@ -313,6 +313,11 @@ func (s *Sensor) ProtectPID(pid uint32) error {
 // Status reports what was loaded and what was not.
 func (s *Sensor) Status() Status { return s.status }
 
+// idleFlushFactor bounds the idle back-off of the ring buffer poll: with
+// the default 25ms FlushInterval, the first record after a quiet spell
+// waits at most 200ms (unless it fills the wake-up threshold).
+const idleFlushFactor = 8
+
 // Run reads the ring buffer until ctx is done, and sends each event to out.
 // When out is full the event is dropped and counted (the process cache is
 // updated first, so ancestry stays right); the caller sizes out with
@@ -325,8 +330,12 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// The deadline bounds how long a record waits when the kernel did not
 	// wake us (batched wake-ups). It is re-armed only after it fires: the
 	// reader drains everything pending first.
+	// On a quiet node the deadline backs off (doubling up to
+	// idleFlushFactor × FlushInterval) so that an idle sensor does not wake
+	// 40 times a second; the first record after a quiet spell resets it.
 	flush := time.Duration(s.cfg.FlushInterval)
-	s.reader.SetDeadline(time.Now().Add(flush))
+	wait, readSince := flush, false
+	s.reader.SetDeadline(time.Now().Add(wait))
 	for {
 		err := s.reader.ReadInto(&raw)
 		if err != nil {
@@ -334,7 +343,13 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				s.reader.SetDeadline(time.Now().Add(flush))
+				if readSince {
+					wait = flush
+				} else {
+					wait = min(2*wait, idleFlushFactor*flush)
+				}
+				readSince = false
+				s.reader.SetDeadline(time.Now().Add(wait))
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {
@@ -343,6 +358,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		s.received.Add(1)
+		readSince = true
 		if err := decodeRecord(raw.RawSample, &rec); err != nil {
 			s.decodeErrors.Add(1)
 			s.log.Debug("dropping undecodable record", "error", err)

@@ -337,6 +337,8 @@ func keyedInt(path, key string) int {
 type agent struct {
 	cmd     *exec.Cmd
 	backend *exec.Cmd // outside the cgroup; nil in run mode
+	// tokenFile holds the backend's API token.
+	tokenFile string
 	api     string
 	token   string
 	metrics string
@@ -409,7 +411,7 @@ func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent
 		}
 		if tok, err := os.ReadFile(tokenFile); err == nil {
 			if _, err := a.scrape(); err == nil {
-				a.token = strings.TrimSpace(string(tok))
+				a.token, a.tokenFile = strings.TrimSpace(string(tok)), tokenFile
 				time.Sleep(2 * time.Second) // the uplink connects
 				return a, nil
 			}
@@ -627,7 +629,7 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 		go func() {
 			time.Sleep(2 * time.Second)
 			cmd := exec.CommandContext(ctx, o.harrier, "simulate", "--local", "--scenario", "webshell,secrets,mining",
-				"--api", a.api, "--token-file", filepath.Join(work, "data", "api-token"), "--timeout", "15s")
+				"--api", a.api, "--token-file", a.tokenFile, "--timeout", "15s")
 			cmd.Stdout, cmd.Stderr = &attackOut, &attackOut
 			attack <- cmd.Run()
 		}()
