@@ -196,6 +196,10 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 		}
 		alerts = append(alerts, b)
 	}
+	publish := func() {
+		s := engine.Stats()
+		stats.Store(&s)
+	}
 	flush := func() {
 		if len(alerts) > 0 {
 			if _, err := spool.AppendBatch(store.ClassAlert, alerts); err != nil {
@@ -203,6 +207,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 			}
 			alerts = alerts[:0]
 			client.Notify()
+			publish() // the metrics count an alert as soon as it is spooled
 		}
 		if len(batch) == 0 {
 			return
@@ -214,10 +219,6 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 		}
 		batch = batch[:0]
 	}
-	publish := func() {
-		s := engine.Stats()
-		stats.Store(&s)
-	}
 	for {
 		select {
 		case ev, ok := <-events:
@@ -228,6 +229,12 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 				flush()
 				publish()
 				return nil
+			}
+			if !busy && wait > spoolFlush {
+				// The first event after a quiet spell: back to the busy pace
+				// at once, so counters and raw events do not lag.
+				wait = spoolFlush
+				tick.Reset(wait)
 			}
 			busy = true
 			enrich(ev)
