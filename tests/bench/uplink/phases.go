@@ -23,6 +23,14 @@ type phaseOpts struct {
 	drainTimeout time.Duration
 	seed         uint64
 	verbose      bool
+	// heapProfile writes a heap profile named after point; nil: none.
+	heapProfile func(point string)
+}
+
+func (o phaseOpts) profileHeap(point string) {
+	if o.heapProfile != nil {
+		o.heapProfile(point)
+	}
 }
 
 // throughputResult: spool append and drain, no network.
@@ -135,18 +143,24 @@ func runThroughput(ctx context.Context, o phaseOpts, log *slog.Logger) (*through
 // sustainedResult: fixed-rate producer while the uplink drains to a real
 // backend in a child process.
 type sustainedResult struct {
-	TargetRate        int           `json:"target_rate"`
-	WindowSeconds     float64       `json:"window_seconds"`
-	Appended          uint64        `json:"appended"`
-	AppendFailed      uint64        `json:"append_failed"`
-	AppendPerSec      float64       `json:"append_records_per_sec"`
-	DeliveredInWindow uint64        `json:"delivered_in_window"`
-	DeliveredPerSec   float64       `json:"delivered_records_per_sec"`
-	DepthAtWindowEnd  uint64        `json:"depth_at_window_end"`
-	MaxDepth          uint64        `json:"max_depth"`
-	DepthSlope        float64       `json:"depth_slope_second_half_records_per_sec"`
-	Bounded           bool          `json:"backlog_bounded"`
-	TailDrainSeconds  float64       `json:"tail_drain_seconds"`
+	TargetRate        int     `json:"target_rate"`
+	WindowSeconds     float64 `json:"window_seconds"`
+	Appended          uint64  `json:"appended"`
+	AppendFailed      uint64  `json:"append_failed"`
+	AppendPerSec      float64 `json:"append_records_per_sec"`
+	DeliveredInWindow uint64  `json:"delivered_in_window"`
+	DeliveredPerSec   float64 `json:"delivered_records_per_sec"`
+	DepthAtWindowEnd  uint64  `json:"depth_at_window_end"`
+	MaxDepth          uint64  `json:"max_depth"`
+	DepthSlope        float64 `json:"depth_slope_second_half_records_per_sec"`
+	Bounded           bool    `json:"backlog_bounded"`
+	TailDrainSeconds  float64 `json:"tail_drain_seconds"`
+	// Where the window's time went: in AppendBatch (the writer), and in the
+	// uplink's spool reads (Pending) and releases (Acked, AckedCalls batches).
+	AppendSeconds     float64       `json:"append_seconds"`
+	PendingSeconds    float64       `json:"pending_seconds"`
+	AckedSeconds      float64       `json:"acked_seconds"`
+	AckedCalls        int64         `json:"acked_calls"`
 	TotalAcked        uint64        `json:"total_acked"`
 	WireBytes         uint64        `json:"wire_bytes"`
 	WireBytesPerEvent float64       `json:"wire_bytes_per_event"`
@@ -218,11 +232,16 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 		return nil, err
 	}
 	window := time.Since(t0)
+	o.profileHeap("window")
 	res := &sustainedResult{TargetRate: o.rate, WindowSeconds: window.Seconds(), Appended: app.count, AppendFailed: app.failed}
 	res.AppendPerSec = float64(app.count) / window.Seconds()
 	res.DeliveredInWindow = client.Stats().RecordsAcked - acked0
 	res.DeliveredPerSec = float64(res.DeliveredInWindow) / window.Seconds()
 	res.DepthAtWindowEnd = eventDepth(sp)
+	res.PendingSeconds = time.Duration(src.pendingNanos.Load()).Seconds()
+	res.AckedSeconds = time.Duration(src.ackedNanos.Load()).Seconds()
+	res.AckedCalls = src.ackedCalls.Load()
+	res.AppendSeconds = app.busy.Seconds()
 	t0 = time.Now()
 	if err := waitUntil(ctx, o.drainTimeout, "drain after the window", func() bool { return eventDepth(sp) == 0 }); err != nil {
 		return nil, err
@@ -385,6 +404,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 		return nil, err
 	}
 	res.BacklogPeaks = smp.peaks()
+	o.profileHeap("backlog")
 	smp.resetPeaks()
 	if err := resetHWM(); err != nil {
 		log.Warn("drain peak RSS includes the backlog phase", "error", err)
@@ -428,6 +448,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	}
 	stopSmp()
 	res.DrainPeaks = smp.peaks()
+	o.profileHeap("end")
 	if res.End, err = readMem(); err != nil {
 		return nil, err
 	}

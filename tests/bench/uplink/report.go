@@ -70,6 +70,7 @@ func writeTable(w io.Writer, r *results) {
 		t.section(fmt.Sprintf("2. sustained %s/s for %.0f s, spool → QUIC mTLS → backend BadgerStore (child process)", thousands(uint64(x.TargetRate)), x.WindowSeconds))
 		t.row("achieved append rate", "%s (%s appended, %d failed)", rate(x.AppendPerSec), thousands(x.Appended), x.AppendFailed)
 		t.row("delivered (acked by backend) during the window", "%s", rate(x.DeliveredPerSec))
+		t.row("time in the window: writer in AppendBatch / uplink in Pending / in Acked", "%.1f s / %.1f s / %.1f s (%d acks)", x.AppendSeconds, x.PendingSeconds, x.AckedSeconds, x.AckedCalls)
 		t.row("spool depth max / at window end / slope (2nd half)", "%s / %s / %+.0f records/s", thousands(x.MaxDepth), thousands(x.DepthAtWindowEnd), x.DepthSlope)
 		t.row("backlog bounded", "%s (tail drained in %.1f s)", yesNo(x.Bounded), x.TailDrainSeconds)
 		t.row("depth every 1 s", "%s", depthSeries(x.Samples))
