@@ -159,3 +159,47 @@ func startCPUProfile(path string) (stop func(), err error) {
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
+
+// rssByMapping splits this process's resident memory by what is mapped:
+// Badger's table files (sst), value log (vlog), memtable logs (mem), other
+// files (the binary, libraries), and anonymous memory (the Go heap, stacks,
+// runtime). From /proc/self/smaps.
+func rssByMapping() (map[string]uint64, error) {
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return nil, fmt.Errorf("read smaps: %w", err)
+	}
+	defer f.Close()
+	out := map[string]uint64{}
+	kind := "anon"
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(fields[0], ":") { // a mapping's header line
+			kind = "anon"
+			if len(fields) >= 6 && strings.HasPrefix(fields[5], "/") {
+				switch filepath.Ext(fields[5]) {
+				case ".sst", ".vlog", ".mem":
+					kind = filepath.Ext(fields[5])[1:]
+				default:
+					kind = "other files"
+				}
+			}
+			continue
+		}
+		if fields[0] == "Rss:" && len(fields) >= 2 {
+			kb, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("parse smaps Rss: %w", err)
+			}
+			out[kind] += kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read smaps: %w", err)
+	}
+	return out, nil
+}

@@ -309,32 +309,34 @@ func depthTrend(s []sample, window float64) (maxDepth uint64, slope float64) {
 
 // outageResult: a backlog built with no backend, then drained.
 type outageResult struct {
-	QuotaBytes        int64         `json:"quota_bytes"`
-	MemLimitBytes     int64         `json:"mem_limit_bytes"`
-	BacklogTarget     int           `json:"backlog_target"`
-	Appended          uint64        `json:"appended"`
-	AppendFailed      uint64        `json:"append_failed"`
-	AppendSeconds     float64       `json:"append_seconds"`
-	Evicted           uint64        `json:"evicted"`
-	Rejected          uint64        `json:"rejected"`
-	GapRuns           int           `json:"gap_runs"`
-	GapRecords        uint64        `json:"gap_records"`
-	DepthAfterBacklog uint64        `json:"depth_after_backlog"`
-	LiveBytes         uint64        `json:"live_bytes_after_backlog"`
-	DiskAfterBacklog  int64         `json:"disk_bytes_after_backlog"`
-	PeakSpoolDisk     int64         `json:"peak_spool_disk_bytes_as_measured_by_spool"`
-	MemAfterBacklog   memSample     `json:"mem_after_backlog"`
-	BacklogPeaks      memPeaks      `json:"mem_peaks_backlog"`
-	ReconnectSeconds  float64       `json:"backend_up_to_first_ack_seconds"`
-	DrainSeconds      float64       `json:"drain_seconds"`
-	DrainPerSec       float64       `json:"drain_records_per_sec"`
-	Extrapolated1h    float64       `json:"extrapolated_1h_outage_drain_seconds"`
-	Delivered         uint64        `json:"delivered"`
-	Lost              int64         `json:"unaccounted"`
-	DrainPeaks        memPeaks      `json:"mem_peaks_drain"`
-	End               memSample     `json:"mem_end"`
-	Samples           []sample      `json:"samples"`
-	Backend           backendResult `json:"backend"`
+	QuotaBytes        int64     `json:"quota_bytes"`
+	MemLimitBytes     int64     `json:"mem_limit_bytes"`
+	BacklogTarget     int       `json:"backlog_target"`
+	Appended          uint64    `json:"appended"`
+	AppendFailed      uint64    `json:"append_failed"`
+	AppendSeconds     float64   `json:"append_seconds"`
+	Evicted           uint64    `json:"evicted"`
+	Rejected          uint64    `json:"rejected"`
+	GapRuns           int       `json:"gap_runs"`
+	GapRecords        uint64    `json:"gap_records"`
+	DepthAfterBacklog uint64    `json:"depth_after_backlog"`
+	LiveBytes         uint64    `json:"live_bytes_after_backlog"`
+	DiskAfterBacklog  int64     `json:"disk_bytes_after_backlog"`
+	PeakSpoolDisk     int64     `json:"peak_spool_disk_bytes_as_measured_by_spool"`
+	MemAfterBacklog   memSample `json:"mem_after_backlog"`
+	// RSS after the backlog by mapping: sst, vlog, mem (Badger's files), other files, anon.
+	RSSByMappingAfterBacklog map[string]uint64 `json:"rss_by_mapping_after_backlog"`
+	BacklogPeaks             memPeaks          `json:"mem_peaks_backlog"`
+	ReconnectSeconds         float64           `json:"backend_up_to_first_ack_seconds"`
+	DrainSeconds             float64           `json:"drain_seconds"`
+	DrainPerSec              float64           `json:"drain_records_per_sec"`
+	Extrapolated1h           float64           `json:"extrapolated_1h_outage_drain_seconds"`
+	Delivered                uint64            `json:"delivered"`
+	Lost                     int64             `json:"unaccounted"`
+	DrainPeaks               memPeaks          `json:"mem_peaks_drain"`
+	End                      memSample         `json:"mem_end"`
+	Samples                  []sample          `json:"samples"`
+	Backend                  backendResult     `json:"backend"`
 }
 
 // oneHourAt1k is the backlog of a one-hour outage at 1 000 events/s.
@@ -403,6 +405,9 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	if res.MemAfterBacklog, err = readMem(); err != nil {
 		return nil, err
 	}
+	if res.RSSByMappingAfterBacklog, err = rssByMapping(); err != nil {
+		return nil, err
+	}
 	res.BacklogPeaks = smp.peaks()
 	o.profileHeap("backlog")
 	smp.resetPeaks()
@@ -453,11 +458,15 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 		return nil, err
 	}
 	res.Samples, _ = smp.result()
-	res.Lost = int64(res.Appended) - int64(res.Delivered) - int64(res.Evicted)
 	cancel()
 	if err := bg.Wait(); err != nil {
 		return nil, err
 	}
+	// The client counts an ack after the spool has released the records, so
+	// the count read when the spool emptied may miss the last batch; the
+	// balance uses the final count.
+	res.Delivered = client.Stats().RecordsAcked
+	res.Lost = int64(res.Appended) - int64(res.Delivered) - int64(res.Evicted)
 	backendStopped = true
 	if res.Backend, err = be.stop(); err != nil {
 		return nil, err

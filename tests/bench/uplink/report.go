@@ -104,6 +104,10 @@ func writeTable(w io.Writer, r *results) {
 		t.row("spool after backlog: depth / live / disk", "%s / %s / %s", thousands(x.DepthAfterBacklog), mibStr(x.LiveBytes), mibStrI(x.DiskAfterBacklog))
 		t.row("evicted; gaps (runs / records)", "%s; %d / %s", thousands(x.Evicted), x.GapRuns, thousands(x.GapRecords))
 		t.row("agent RSS during backlog: peak (VmHWM) / end", "%s / %s — %s", mibStr(x.BacklogPeaks.VmHWM), mibStr(x.MemAfterBacklog.VmRSS), underTarget(x.BacklogPeaks.VmHWM))
+		if m := x.RSSByMappingAfterBacklog; m != nil {
+			t.row("  RSS at the end of the backlog by mapping", "anon %s, Badger .sst %s, .vlog %s, .mem %s, other files %s",
+				mibStr(m["anon"]), mibStr(m["sst"]), mibStr(m["vlog"]), mibStr(m["mem"]), mibStr(m["other files"]))
+		}
 		t.row("  of which anon (sampled peak) / Go heap in use (sampled peak)", "%s / %s", mibStr(x.BacklogPeaks.SampledRssAnon), mibStr(x.BacklogPeaks.SampledHeapInuse))
 		t.row("backend up → first ack", "%.2f s", x.ReconnectSeconds)
 		t.row("drain backlog (first ack → spool empty)", "%s records in %.1f s = %s", thousands(x.Delivered), x.DrainSeconds, rate(x.DrainPerSec))
