@@ -161,3 +161,55 @@ func TestGapsSurviveRestartAndGrow(t *testing.T) {
 		t.Fatalf("grown gap was dropped: %+v", g)
 	}
 }
+
+// TestSteadyFlowStaysInQuotaWithoutEvicting streams ten quotas' worth of
+// records through a small spool, acknowledging each batch soon after it is
+// appended (a working uplink), with Reclaim running as Maintain would. Live
+// data stays far below the limit, so nothing may be evicted: space held by
+// acknowledged records must come back by itself. This is what rules out
+// storing payloads in Badger's value log (see badgerOptions): there, dead
+// value-log files outgrow the working set and the disk check evicts live
+// records.
+func TestSteadyFlowStaysInQuotaWithoutEvicting(t *testing.T) {
+	const quota = 8 << 20
+	s := openTest(t, Config{QuotaBytes: quota})
+	const batch, size, lag = 100, 1024, 5 // ack the batch appended lag batches ago
+	var pending [][]RecordID
+	rounds := 10 * quota / (batch * size)
+	for r := range rounds {
+		payloads := make([][]byte, batch)
+		for i := range payloads {
+			payloads[i] = payloadFor(ClassEvent, r*batch+i, size)
+		}
+		first, err := s.AppendBatch(ClassEvent, payloads)
+		if err != nil {
+			t.Fatalf("round %d: %v", r, err)
+		}
+		ids := make([]RecordID, batch)
+		for i := range ids {
+			ids[i] = RecordID{Class: ClassEvent, Seq: first + uint64(i)}
+		}
+		pending = append(pending, ids)
+		if len(pending) > lag {
+			if err := s.Ack(pending[0]...); err != nil {
+				t.Fatalf("round %d: ack: %v", r, err)
+			}
+			pending = pending[1:]
+		}
+		if r%100 == 99 {
+			if err := s.Reclaim(context.Background()); err != nil {
+				t.Fatalf("round %d: reclaim: %v", r, err)
+			}
+		}
+	}
+	st := s.Stats()
+	ev := st.Classes[ClassEvent]
+	t.Logf("appended %d, acked %d, evicted %d; disk %d (quota %d + working set %d)",
+		ev.Appended, ev.Acked, ev.Evicted, st.DiskBytes, quota, badgerWorkingSet(quota))
+	if ev.Evicted != 0 {
+		t.Errorf("%d records evicted although at most %d were live", ev.Evicted, (lag+1)*batch)
+	}
+	if limit := int64(quota) + badgerWorkingSet(quota); st.DiskBytes > limit {
+		t.Errorf("disk %d over quota plus working set %d", st.DiskBytes, limit)
+	}
+}

@@ -339,12 +339,12 @@ type agent struct {
 	backend *exec.Cmd // outside the cgroup; nil in run mode
 	// tokenFile holds the backend's API token.
 	tokenFile string
-	api     string
-	token   string
-	metrics string
-	markers string
-	markerN int
-	exited  chan struct{}
+	api       string
+	token     string
+	metrics   string
+	markers   string
+	markerN   int
+	exited    chan struct{}
 }
 
 func freePort() (string, error) {

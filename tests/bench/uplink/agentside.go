@@ -29,6 +29,8 @@ const (
 type countingSource struct {
 	*agent.SpoolSource
 	rawRecs, rawBytes atomic.Uint64
+	// Time the uplink spends reading the spool and releasing acked records.
+	pendingNanos, ackedNanos, ackedCalls atomic.Int64
 }
 
 func newCountingSource(sp *store.Spool) *countingSource {
@@ -36,12 +38,22 @@ func newCountingSource(sp *store.Spool) *countingSource {
 }
 
 func (c *countingSource) Pending(ctx context.Context, maxRecords, maxBytes int) ([]*api.Record, error) {
+	t0 := time.Now()
 	recs, err := c.SpoolSource.Pending(ctx, maxRecords, maxBytes)
+	c.pendingNanos.Add(int64(time.Since(t0)))
 	for _, r := range recs {
 		c.rawBytes.Add(uint64(proto.Size(r)))
 		c.rawRecs.Add(1)
 	}
 	return recs, err
+}
+
+func (c *countingSource) Acked(seqs []uint64) error {
+	t0 := time.Now()
+	err := c.SpoolSource.Acked(seqs)
+	c.ackedNanos.Add(int64(time.Since(t0)))
+	c.ackedCalls.Add(1)
+	return err
 }
 
 // sample is one 1 s observation of the agent side.
@@ -145,9 +157,10 @@ type appender struct {
 	gen     *eventGen
 	notify  func()
 	batch   [][]byte
-	payload uint64 // payload bytes appended
-	count   uint64 // records appended
-	failed  uint64 // records whose append failed (quota refusal, full disk)
+	payload uint64        // payload bytes appended
+	count   uint64        // records appended
+	failed  uint64        // records whose append failed (quota refusal, full disk)
+	busy    time.Duration // time spent in AppendBatch
 	lastErr error
 	log     *slog.Logger
 }
@@ -172,7 +185,10 @@ func (a *appender) flush() {
 	if len(a.batch) == 0 {
 		return
 	}
-	if _, err := a.spool.AppendBatch(store.ClassEvent, a.batch); err != nil {
+	t0 := time.Now()
+	_, err := a.spool.AppendBatch(store.ClassEvent, a.batch)
+	a.busy += time.Since(t0)
+	if err != nil {
 		a.failed += uint64(len(a.batch))
 		if a.lastErr == nil || err.Error() != a.lastErr.Error() {
 			a.log.Warn("spool append failed; events dropped", "count", len(a.batch), "error", err)

@@ -70,6 +70,8 @@ type options struct {
 	drainTimeout time.Duration
 	seed         uint64
 	verbose      bool
+	cpuProfile   string
+	memProfile   string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -90,6 +92,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "give up waiting for a drain after this long")
 	fs.Uint64Var(&o.seed, "seed", 1, "event generator seed")
 	fs.BoolVar(&o.verbose, "v", false, "log at info level (default: warnings)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write each phase's agent-side CPU profile to this path, suffixed .<phase>")
+	fs.StringVar(&o.memProfile, "memprofile", "", "write agent-side heap profiles to this path, suffixed .<phase>.<point> (quota/outage: after the backlog and at the end; others: at the end)")
 	// Internal: how the binary re-executes itself.
 	fs.StringVar(&o.role, "role", "run", "internal: run | phase | backend")
 	fs.StringVar(&o.phase, "phase", "", "internal: the phase a -role phase process runs")
@@ -157,6 +161,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func runPhase(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
 	po := phaseOpts{dir: o.phaseDir, pkiDir: o.pkiDir, n: o.n, rate: o.rate, duration: o.duration, backlog: o.backlog,
 		drainTimeout: o.drainTimeout, seed: o.seed, verbose: o.verbose}
+	if o.memProfile != "" {
+		po.heapProfile = func(point string) {
+			if err := writeHeapProfile(profilePath(o.memProfile, o.phase, point)); err != nil {
+				log.Warn("heap profile", "error", err)
+			}
+		}
+	}
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(profilePath(o.cpuProfile, o.phase, ""))
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	var (
 		res any
 		err error
@@ -277,7 +295,7 @@ func runPhaseProcess(ctx context.Context, o options, phase, base string, dst any
 		"-n", strconv.Itoa(o.n), "-rate", strconv.Itoa(o.rate), "-duration", o.duration.String(),
 		"-backlog", strconv.Itoa(o.backlog), "-quota", strconv.FormatInt(o.quota, 10),
 		"-memlimit", strconv.FormatInt(o.memLimit, 10), "-drain-timeout", o.drainTimeout.String(),
-		"-seed", strconv.FormatUint(o.seed, 10)}
+		"-seed", strconv.FormatUint(o.seed, 10), "-cpuprofile", o.cpuProfile, "-memprofile", o.memProfile}
 	if o.verbose {
 		args = append(args, "-v")
 	}

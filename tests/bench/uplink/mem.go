@@ -2,11 +2,13 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -69,14 +71,20 @@ func resetHWM() error {
 // are sparse) of every regular file under dir.
 func diskUsage(dir string) (int64, error) {
 	var total int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) && path != dir {
+				return nil // removed by compaction while we walked
+			}
 			return err
 		}
 		if !d.Type().IsRegular() {
 			return nil
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -113,4 +121,85 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("size %q: want a byte count with an optional KiB/MiB/GiB suffix", s)
 	}
 	return n * mult, nil
+}
+
+// profilePath is base suffixed with the phase ("+" spelled "-") and, if
+// given, the point in the phase.
+func profilePath(base, phase, point string) string {
+	p := base + "." + strings.ReplaceAll(phase, "+", "-")
+	if point != "" {
+		p += "." + point
+	}
+	return p
+}
+
+// writeHeapProfile writes the live heap (after a GC) to path.
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("heap profile: %w", err)
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return fmt.Errorf("heap profile %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// startCPUProfile profiles the process's CPU into path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// rssByMapping splits this process's resident memory by what is mapped:
+// Badger's table files (sst), value log (vlog), memtable logs (mem), other
+// files (the binary, libraries), and anonymous memory (the Go heap, stacks,
+// runtime). From /proc/self/smaps.
+func rssByMapping() (map[string]uint64, error) {
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return nil, fmt.Errorf("read smaps: %w", err)
+	}
+	defer f.Close()
+	out := map[string]uint64{}
+	kind := "anon"
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) == 0 {
+			continue
+		}
+		if !strings.HasSuffix(fields[0], ":") { // a mapping's header line
+			kind = "anon"
+			if len(fields) >= 6 && strings.HasPrefix(fields[5], "/") {
+				switch filepath.Ext(fields[5]) {
+				case ".sst", ".vlog", ".mem":
+					kind = filepath.Ext(fields[5])[1:]
+				default:
+					kind = "other files"
+				}
+			}
+			continue
+		}
+		if fields[0] == "Rss:" && len(fields) >= 2 {
+			kb, err := strconv.ParseUint(fields[1], 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("parse smaps Rss: %w", err)
+			}
+			out[kind] += kb << 10
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read smaps: %w", err)
+	}
+	return out, nil
 }

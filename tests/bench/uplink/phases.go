@@ -23,6 +23,14 @@ type phaseOpts struct {
 	drainTimeout time.Duration
 	seed         uint64
 	verbose      bool
+	// heapProfile writes a heap profile named after point; nil: none.
+	heapProfile func(point string)
+}
+
+func (o phaseOpts) profileHeap(point string) {
+	if o.heapProfile != nil {
+		o.heapProfile(point)
+	}
 }
 
 // throughputResult: spool append and drain, no network.
@@ -135,18 +143,24 @@ func runThroughput(ctx context.Context, o phaseOpts, log *slog.Logger) (*through
 // sustainedResult: fixed-rate producer while the uplink drains to a real
 // backend in a child process.
 type sustainedResult struct {
-	TargetRate        int           `json:"target_rate"`
-	WindowSeconds     float64       `json:"window_seconds"`
-	Appended          uint64        `json:"appended"`
-	AppendFailed      uint64        `json:"append_failed"`
-	AppendPerSec      float64       `json:"append_records_per_sec"`
-	DeliveredInWindow uint64        `json:"delivered_in_window"`
-	DeliveredPerSec   float64       `json:"delivered_records_per_sec"`
-	DepthAtWindowEnd  uint64        `json:"depth_at_window_end"`
-	MaxDepth          uint64        `json:"max_depth"`
-	DepthSlope        float64       `json:"depth_slope_second_half_records_per_sec"`
-	Bounded           bool          `json:"backlog_bounded"`
-	TailDrainSeconds  float64       `json:"tail_drain_seconds"`
+	TargetRate        int     `json:"target_rate"`
+	WindowSeconds     float64 `json:"window_seconds"`
+	Appended          uint64  `json:"appended"`
+	AppendFailed      uint64  `json:"append_failed"`
+	AppendPerSec      float64 `json:"append_records_per_sec"`
+	DeliveredInWindow uint64  `json:"delivered_in_window"`
+	DeliveredPerSec   float64 `json:"delivered_records_per_sec"`
+	DepthAtWindowEnd  uint64  `json:"depth_at_window_end"`
+	MaxDepth          uint64  `json:"max_depth"`
+	DepthSlope        float64 `json:"depth_slope_second_half_records_per_sec"`
+	Bounded           bool    `json:"backlog_bounded"`
+	TailDrainSeconds  float64 `json:"tail_drain_seconds"`
+	// Where the window's time went: in AppendBatch (the writer), and in the
+	// uplink's spool reads (Pending) and releases (Acked, AckedCalls batches).
+	AppendSeconds     float64       `json:"append_seconds"`
+	PendingSeconds    float64       `json:"pending_seconds"`
+	AckedSeconds      float64       `json:"acked_seconds"`
+	AckedCalls        int64         `json:"acked_calls"`
 	TotalAcked        uint64        `json:"total_acked"`
 	WireBytes         uint64        `json:"wire_bytes"`
 	WireBytesPerEvent float64       `json:"wire_bytes_per_event"`
@@ -218,11 +232,16 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 		return nil, err
 	}
 	window := time.Since(t0)
+	o.profileHeap("window")
 	res := &sustainedResult{TargetRate: o.rate, WindowSeconds: window.Seconds(), Appended: app.count, AppendFailed: app.failed}
 	res.AppendPerSec = float64(app.count) / window.Seconds()
 	res.DeliveredInWindow = client.Stats().RecordsAcked - acked0
 	res.DeliveredPerSec = float64(res.DeliveredInWindow) / window.Seconds()
 	res.DepthAtWindowEnd = eventDepth(sp)
+	res.PendingSeconds = time.Duration(src.pendingNanos.Load()).Seconds()
+	res.AckedSeconds = time.Duration(src.ackedNanos.Load()).Seconds()
+	res.AckedCalls = src.ackedCalls.Load()
+	res.AppendSeconds = app.busy.Seconds()
 	t0 = time.Now()
 	if err := waitUntil(ctx, o.drainTimeout, "drain after the window", func() bool { return eventDepth(sp) == 0 }); err != nil {
 		return nil, err
@@ -290,32 +309,34 @@ func depthTrend(s []sample, window float64) (maxDepth uint64, slope float64) {
 
 // outageResult: a backlog built with no backend, then drained.
 type outageResult struct {
-	QuotaBytes        int64         `json:"quota_bytes"`
-	MemLimitBytes     int64         `json:"mem_limit_bytes"`
-	BacklogTarget     int           `json:"backlog_target"`
-	Appended          uint64        `json:"appended"`
-	AppendFailed      uint64        `json:"append_failed"`
-	AppendSeconds     float64       `json:"append_seconds"`
-	Evicted           uint64        `json:"evicted"`
-	Rejected          uint64        `json:"rejected"`
-	GapRuns           int           `json:"gap_runs"`
-	GapRecords        uint64        `json:"gap_records"`
-	DepthAfterBacklog uint64        `json:"depth_after_backlog"`
-	LiveBytes         uint64        `json:"live_bytes_after_backlog"`
-	DiskAfterBacklog  int64         `json:"disk_bytes_after_backlog"`
-	PeakSpoolDisk     int64         `json:"peak_spool_disk_bytes_as_measured_by_spool"`
-	MemAfterBacklog   memSample     `json:"mem_after_backlog"`
-	BacklogPeaks      memPeaks      `json:"mem_peaks_backlog"`
-	ReconnectSeconds  float64       `json:"backend_up_to_first_ack_seconds"`
-	DrainSeconds      float64       `json:"drain_seconds"`
-	DrainPerSec       float64       `json:"drain_records_per_sec"`
-	Extrapolated1h    float64       `json:"extrapolated_1h_outage_drain_seconds"`
-	Delivered         uint64        `json:"delivered"`
-	Lost              int64         `json:"unaccounted"`
-	DrainPeaks        memPeaks      `json:"mem_peaks_drain"`
-	End               memSample     `json:"mem_end"`
-	Samples           []sample      `json:"samples"`
-	Backend           backendResult `json:"backend"`
+	QuotaBytes        int64     `json:"quota_bytes"`
+	MemLimitBytes     int64     `json:"mem_limit_bytes"`
+	BacklogTarget     int       `json:"backlog_target"`
+	Appended          uint64    `json:"appended"`
+	AppendFailed      uint64    `json:"append_failed"`
+	AppendSeconds     float64   `json:"append_seconds"`
+	Evicted           uint64    `json:"evicted"`
+	Rejected          uint64    `json:"rejected"`
+	GapRuns           int       `json:"gap_runs"`
+	GapRecords        uint64    `json:"gap_records"`
+	DepthAfterBacklog uint64    `json:"depth_after_backlog"`
+	LiveBytes         uint64    `json:"live_bytes_after_backlog"`
+	DiskAfterBacklog  int64     `json:"disk_bytes_after_backlog"`
+	PeakSpoolDisk     int64     `json:"peak_spool_disk_bytes_as_measured_by_spool"`
+	MemAfterBacklog   memSample `json:"mem_after_backlog"`
+	// RSS after the backlog by mapping: sst, vlog, mem (Badger's files), other files, anon.
+	RSSByMappingAfterBacklog map[string]uint64 `json:"rss_by_mapping_after_backlog"`
+	BacklogPeaks             memPeaks          `json:"mem_peaks_backlog"`
+	ReconnectSeconds         float64           `json:"backend_up_to_first_ack_seconds"`
+	DrainSeconds             float64           `json:"drain_seconds"`
+	DrainPerSec              float64           `json:"drain_records_per_sec"`
+	Extrapolated1h           float64           `json:"extrapolated_1h_outage_drain_seconds"`
+	Delivered                uint64            `json:"delivered"`
+	Lost                     int64             `json:"unaccounted"`
+	DrainPeaks               memPeaks          `json:"mem_peaks_drain"`
+	End                      memSample         `json:"mem_end"`
+	Samples                  []sample          `json:"samples"`
+	Backend                  backendResult     `json:"backend"`
 }
 
 // oneHourAt1k is the backlog of a one-hour outage at 1 000 events/s.
@@ -384,7 +405,11 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	if res.MemAfterBacklog, err = readMem(); err != nil {
 		return nil, err
 	}
+	if res.RSSByMappingAfterBacklog, err = rssByMapping(); err != nil {
+		return nil, err
+	}
 	res.BacklogPeaks = smp.peaks()
+	o.profileHeap("backlog")
 	smp.resetPeaks()
 	if err := resetHWM(); err != nil {
 		log.Warn("drain peak RSS includes the backlog phase", "error", err)
@@ -428,15 +453,20 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	}
 	stopSmp()
 	res.DrainPeaks = smp.peaks()
+	o.profileHeap("end")
 	if res.End, err = readMem(); err != nil {
 		return nil, err
 	}
 	res.Samples, _ = smp.result()
-	res.Lost = int64(res.Appended) - int64(res.Delivered) - int64(res.Evicted)
 	cancel()
 	if err := bg.Wait(); err != nil {
 		return nil, err
 	}
+	// The client counts an ack after the spool has released the records, so
+	// the count read when the spool emptied may miss the last batch; the
+	// balance uses the final count.
+	res.Delivered = client.Stats().RecordsAcked
+	res.Lost = int64(res.Appended) - int64(res.Delivered) - int64(res.Evicted)
 	backendStopped = true
 	if res.Backend, err = be.stop(); err != nil {
 		return nil, err

@@ -70,6 +70,7 @@ func writeTable(w io.Writer, r *results) {
 		t.section(fmt.Sprintf("2. sustained %s/s for %.0f s, spool → QUIC mTLS → backend BadgerStore (child process)", thousands(uint64(x.TargetRate)), x.WindowSeconds))
 		t.row("achieved append rate", "%s (%s appended, %d failed)", rate(x.AppendPerSec), thousands(x.Appended), x.AppendFailed)
 		t.row("delivered (acked by backend) during the window", "%s", rate(x.DeliveredPerSec))
+		t.row("time in the window: writer in AppendBatch / uplink in Pending / in Acked", "%.1f s / %.1f s / %.1f s (%d acks)", x.AppendSeconds, x.PendingSeconds, x.AckedSeconds, x.AckedCalls)
 		t.row("spool depth max / at window end / slope (2nd half)", "%s / %s / %+.0f records/s", thousands(x.MaxDepth), thousands(x.DepthAtWindowEnd), x.DepthSlope)
 		t.row("backlog bounded", "%s (tail drained in %.1f s)", yesNo(x.Bounded), x.TailDrainSeconds)
 		t.row("depth every 1 s", "%s", depthSeries(x.Samples))
@@ -103,6 +104,10 @@ func writeTable(w io.Writer, r *results) {
 		t.row("spool after backlog: depth / live / disk", "%s / %s / %s", thousands(x.DepthAfterBacklog), mibStr(x.LiveBytes), mibStrI(x.DiskAfterBacklog))
 		t.row("evicted; gaps (runs / records)", "%s; %d / %s", thousands(x.Evicted), x.GapRuns, thousands(x.GapRecords))
 		t.row("agent RSS during backlog: peak (VmHWM) / end", "%s / %s — %s", mibStr(x.BacklogPeaks.VmHWM), mibStr(x.MemAfterBacklog.VmRSS), underTarget(x.BacklogPeaks.VmHWM))
+		if m := x.RSSByMappingAfterBacklog; m != nil {
+			t.row("  RSS at the end of the backlog by mapping", "anon %s, Badger .sst %s, .vlog %s, .mem %s, other files %s",
+				mibStr(m["anon"]), mibStr(m["sst"]), mibStr(m["vlog"]), mibStr(m["mem"]), mibStr(m["other files"]))
+		}
 		t.row("  of which anon (sampled peak) / Go heap in use (sampled peak)", "%s / %s", mibStr(x.BacklogPeaks.SampledRssAnon), mibStr(x.BacklogPeaks.SampledHeapInuse))
 		t.row("backend up → first ack", "%.2f s", x.ReconnectSeconds)
 		t.row("drain backlog (first ack → spool empty)", "%s records in %.1f s = %s", thousands(x.Delivered), x.DrainSeconds, rate(x.DrainPerSec))
