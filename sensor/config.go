@@ -109,9 +109,13 @@ const (
 	defaultExitedKeep      = 4096
 	defaultMaxArgBytes     = 1024
 	defaultAncestryDepth   = 8
-	defaultQueueSize       = 16384
-	maxWatchPrefixBytes    = 255 // the LPM trie key size in the BPF program, less one
-	maxWatchPaths          = 1024
+	// In a cgroup with a CPU quota the reader and the consumer are throttled
+	// together and then drain the ring in a burst: at 75 000 events/s in
+	// 360m a 16 384 queue shed 3 % of ordinary reads, 65 536 shed none (and
+	// holds at most ~40 MiB of events).
+	defaultQueueSize    = 65536
+	maxWatchPrefixBytes = 255 // the LPM trie key size in the BPF program, less one
+	maxWatchPaths       = 1024
 )
 
 // withDefaults returns c with every unset field filled in.
