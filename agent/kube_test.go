@@ -99,41 +99,19 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
-
 	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := ca.Issue(testpki.Cert{CommonName: "harrier-audit", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{"ca.crt": ca.PEM, "audit.crt": serving.CertPEM, "audit.key": serving.KeyPEM}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	hookFiles := newWebhookFiles(t, ca)
+	dir, addr := hookFiles.dir, hookFiles.addr
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	run := func(name string, f func() error) {
-		wg.Go(func() {
-			if err := f(); err != nil && ctx.Err() == nil {
-				t.Errorf("%s: %v", name, err)
-			}
-		})
-	}
+	run := goRunner(t, ctx, &wg)
 	cfg := Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: addr,
-		CertFile: filepath.Join(dir, "audit.crt"), KeyFile: filepath.Join(dir, "audit.key"), ClientCAFile: filepath.Join(dir, "ca.crt")}}}
+		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
 	cfg.Sensor.Node = "cp-1"
 	hook, err := startKube(ctx, cfg, run, log)
 	if err != nil {
@@ -325,40 +303,22 @@ func TestAuditWebhookTokenAPIServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	dir := t.TempDir()
 	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	serving, err := ca.Issue(testpki.Cert{CommonName: "harrier-audit", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hookFiles := newWebhookFiles(t, ca)
+	dir, addr := hookFiles.dir, hookFiles.addr
 	const token = "audit-webhook-token-0123456789"
-	files := map[string][]byte{"audit.crt": serving.CertPEM, "audit.key": serving.KeyPEM, "token": []byte(token + "\n")}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	run := func(name string, f func() error) {
-		wg.Go(func() {
-			if err := f(); err != nil && ctx.Err() == nil {
-				t.Errorf("%s: %v", name, err)
-			}
-		})
-	}
+	run := goRunner(t, ctx, &wg)
 	cfg := Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: addr,
-		CertFile: filepath.Join(dir, "audit.crt"), KeyFile: filepath.Join(dir, "audit.key"), TokenFile: filepath.Join(dir, "token")}}}
+		CertFile: hookFiles.cert, KeyFile: hookFiles.key, TokenFile: filepath.Join(dir, "token")}}}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -385,5 +345,44 @@ func TestAuditWebhookTokenAPIServer(t *testing.T) {
 	}
 	if st := hook.receiver.Stats(); st.Rejected != 0 {
 		t.Errorf("receiver rejected %d posts from the API server", st.Rejected)
+	}
+}
+
+// webhookFiles are a webhook's serving certificate for 127.0.0.1 (signed
+// by the test CA), the CA, the directory holding them and a free loopback
+// address to serve on.
+type webhookFiles struct{ dir, cert, key, ca, addr string }
+
+func newWebhookFiles(t *testing.T, ca *testpki.CA) webhookFiles {
+	t.Helper()
+	dir := t.TempDir()
+	serving, err := ca.Issue(testpki.Cert{CommonName: "harrier-webhook", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := webhookFiles{dir: dir, cert: filepath.Join(dir, "tls.crt"), key: filepath.Join(dir, "tls.key"), ca: filepath.Join(dir, "ca.crt")}
+	for path, b := range map[string][]byte{w.cert: serving.CertPEM, w.key: serving.KeyPEM, w.ca: ca.PEM} {
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.addr = l.Addr().String()
+	l.Close()
+	return w
+}
+
+// goRunner is the agent's run function for tests: each part on wg, an
+// error that is not ctx's fails t.
+func goRunner(t *testing.T, ctx context.Context, wg *sync.WaitGroup) func(string, func() error) {
+	return func(name string, f func() error) {
+		wg.Go(func() {
+			if err := f(); err != nil && ctx.Err() == nil {
+				t.Errorf("%s: %v", name, err)
+			}
+		})
 	}
 }

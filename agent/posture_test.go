@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -220,39 +219,18 @@ func TestAdmissionGuardWiring(t *testing.T) {
 	srv := kubetest.Start(t, kubetest.Options{CA: ca})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	serving, err := ca.Issue(testpki.Cert{CommonName: "harrier-admission", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"tls.crt": serving.CertPEM, "tls.key": serving.KeyPEM, "ca.crt": ca.PEM} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := WithDefaults(Config{DataDir: dir, Kube: kube.Config{Kubeconfig: srv.Kubeconfig, Node: "node-a",
-		Admission: admission.Config{Enabled: true, Addr: addr, CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"),
-			CAFile: filepath.Join(dir, "ca.crt"), Mode: "deny", Checks: []string{"pss-privileged", "pss-host-path"},
-			URL: "https://" + addr + admission.ValidatePath}}})
+	hook := newWebhookFiles(t, ca)
+	cfg := WithDefaults(Config{DataDir: hook.dir, Kube: kube.Config{Kubeconfig: srv.Kubeconfig, Node: "node-a",
+		Admission: admission.Config{Enabled: true, Addr: hook.addr, CertFile: hook.cert, KeyFile: hook.key,
+			CAFile: hook.ca, Mode: "deny", Checks: []string{"pss-privileged", "pss-host-path"},
+			URL: "https://" + hook.addr + admission.ValidatePath}}})
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	gctx, gcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	run := func(name string, f func() error) {
-		wg.Go(func() {
-			if err := f(); err != nil {
-				t.Errorf("%s: %v", name, err)
-			}
-		})
-	}
+	run := goRunner(t, ctx, &wg)
 	guard, err := startAdmission(gctx, cfg, run, log)
 	if err != nil || guard == nil {
 		t.Fatalf("startAdmission: %v %v", guard, err)

@@ -591,23 +591,9 @@ func (s *BadgerStore) Agents(ctx context.Context) ([]AgentInfo, error) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			id := string(bytes.TrimPrefix(it.Item().Key(), key(prefixAgent)))
-			var rec agentRecord
-			if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
-				return fmt.Errorf("agent %q: %w", id, err)
-			}
-			info := AgentInfo{ID: id, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen, Records: rec.Records}
-			if len(rec.Gaps) > 0 {
-				info.Gaps = make(map[api.RecordClass]uint64, len(rec.Gaps))
-				for name, n := range rec.Gaps {
-					info.Gaps[api.RecordClass(api.RecordClass_value[name])] += n
-				}
-			}
-			if len(rec.Health) > 0 {
-				info.Health = &api.AgentHealth{}
-				if err := proto.Unmarshal(rec.Health, info.Health); err != nil {
-					return fmt.Errorf("agent %q health: %w", id, err)
-				}
+			info, err := readAgent(it.Item())
+			if err != nil {
+				return err
 			}
 			out = append(out, info)
 		}
@@ -708,3 +694,26 @@ func (l badgerLogger) Warningf(f string, a ...any) {
 }
 func (badgerLogger) Infof(string, ...any)  {}
 func (badgerLogger) Debugf(string, ...any) {}
+
+// readAgent decodes one agent record (its key under prefixAgent).
+func readAgent(item *badger.Item) (AgentInfo, error) {
+	id := string(bytes.TrimPrefix(item.Key(), key(prefixAgent)))
+	var rec agentRecord
+	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
+		return AgentInfo{}, fmt.Errorf("agent %q: %w", id, err)
+	}
+	info := AgentInfo{ID: id, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen, Records: rec.Records}
+	if len(rec.Gaps) > 0 {
+		info.Gaps = make(map[api.RecordClass]uint64, len(rec.Gaps))
+		for name, n := range rec.Gaps {
+			info.Gaps[api.RecordClass(api.RecordClass_value[name])] += n
+		}
+	}
+	if len(rec.Health) > 0 {
+		info.Health = &api.AgentHealth{}
+		if err := proto.Unmarshal(rec.Health, info.Health); err != nil {
+			return AgentInfo{}, fmt.Errorf("agent %q health: %w", id, err)
+		}
+	}
+	return info, nil
+}

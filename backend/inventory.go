@@ -543,8 +543,15 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	sevOf := map[string]api.Severity{} // finding IDs written, for counting duplicates once
-	writeFinding := func(f *api.Finding) error {
+	// writeFinding stores one finding of the new generation; a carried
+	// finding (its kind was not listed this time) keeps the time it was last
+	// evaluated.
+	writeFinding := func(f *api.Finding, carried bool) error {
+		last := f.GetLastSeen()
 		normaliseFinding(f, p, meta.Time)
+		if carried && last != nil {
+			f.LastSeen = last
+		}
 		if hasOld {
 			prev, err := getFinding(rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
 			if err != nil && !errors.Is(err, ErrNotFound) {
@@ -602,13 +609,13 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 				continue
 			}
 			for _, f := range eval.ItemFindings(it) {
-				if err := writeFinding(f); err != nil {
+				if err := writeFinding(f, false); err != nil {
 					return err
 				}
 			}
 		}
 		for _, f := range c.GetFindings() {
-			if err := writeFinding(proto.CloneOf(f)); err != nil {
+			if err := writeFinding(proto.CloneOf(f), false); err != nil {
 				return err
 			}
 		}
@@ -1099,18 +1106,14 @@ func (s *BadgerStore) nodeFindings(txn *badger.Txn) ([]*api.Finding, error) {
 	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixAgent)})
 	defer it.Close()
 	for it.Rewind(); it.Valid(); it.Next() {
-		var rec agentRecord
-		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
-			return nil, fmt.Errorf("agent %q: %w", it.Item().Key(), err)
+		info, err := readAgent(it.Item())
+		if err != nil {
+			return nil, err
 		}
-		if len(rec.Health) == 0 || now.Sub(rec.LastSeen) > nodeFindingsMaxAge {
+		if now.Sub(info.LastSeen) > nodeFindingsMaxAge {
 			continue
 		}
-		h := &api.AgentHealth{}
-		if err := proto.Unmarshal(rec.Health, h); err != nil {
-			return nil, fmt.Errorf("agent %q health: %w", it.Item().Key(), err)
-		}
-		for _, f := range h.GetNodeFindings() {
+		for _, f := range info.Health.GetNodeFindings() {
 			if f.GetId() == "" {
 				f.Id = fallbackFindingID(f)
 			}
@@ -1125,7 +1128,7 @@ func (s *BadgerStore) nodeFindings(txn *badger.Txn) ([]*api.Finding, error) {
 // partial snapshot does not look like deletions. Carried items take the
 // part number after the snapshot's last.
 func carryOver(rt *badger.Txn, wb *badger.WriteBatch, cluster string, oldGen, gen uint64, part uint32,
-	kinds map[string]bool, meta *clusterMeta, writeFinding func(*api.Finding) error) error {
+	kinds map[string]bool, meta *clusterMeta, writeFinding func(*api.Finding, bool) error) error {
 	it := rt.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixItem, cluster, oldGen)})
 	defer it.Close()
 	var index uint32
@@ -1159,18 +1162,8 @@ func carryOver(rt *badger.Txn, wb *badger.WriteBatch, cluster string, oldGen, ge
 		if !kinds[f.GetObject().GetKind()] {
 			continue
 		}
-		// Keep the time it was last evaluated: it was not re-checked.
-		last := f.GetLastSeen()
-		if err := writeFinding(f); err != nil {
+		if err := writeFinding(f, true); err != nil {
 			return err
-		}
-		f.LastSeen = last
-		v, err := proto.Marshal(f)
-		if err != nil {
-			return fmt.Errorf("carry over finding: %w", err)
-		}
-		if err := wb.Set(findingKey(cluster, gen, f.GetId()), v); err != nil {
-			return fmt.Errorf("carry over finding: %w", err)
 		}
 	}
 	return nil

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/harrier-sec/harrier/api"
@@ -105,8 +105,8 @@ func vulnFinding(it *api.InventoryItem, ref string, im *vulndb.Image, worst []vu
 	if len(worst) > 5 {
 		top = append(top, fmt.Sprintf("and %d more", len(worst)-5))
 	}
-	sort.Strings(fixes)
-	fixes = compactStrings(fixes)
+	slices.Sort(fixes)
+	fixes = slices.Compact(fixes)
 	remediation := "Rebuild the image on patched base layers and packages, redeploy, and replace its scan report in the vulnerability database."
 	if len(fixes) > 0 {
 		if len(fixes) > 5 {
@@ -139,16 +139,6 @@ func severityOf(s vulndb.Severity) api.Severity {
 		return api.Severity_SEVERITY_LOW
 	}
 	return api.Severity_SEVERITY_INFO
-}
-
-func compactStrings(s []string) []string {
-	out := s[:0]
-	for i, v := range s {
-		if i == 0 || v != s[i-1] {
-			out = append(out, v)
-		}
-	}
-	return out
 }
 
 // dirSignature changes whenever a file in dir is added, removed or

@@ -387,13 +387,14 @@ func (s *Server) writeFiles(opts Options) (map[string]string, error) {
 		"sa.key": saKey, "sa.pub": saPub, "audit-policy.yaml": []byte(policy),
 	}
 	if opts.AuditWebhookURL != "" {
-		client, err := s.CA.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
-		if err != nil {
-			return nil, err
-		}
-		content["audit-webhook.kubeconfig"] = kubeconfig(opts.AuditWebhookURL, s.CA.PEM, client)
 		if opts.AuditWebhookToken != "" {
 			content["audit-webhook.kubeconfig"] = tokenKubeconfig(opts.AuditWebhookURL, s.CA.PEM, opts.AuditWebhookToken)
+		} else {
+			client, err := s.CA.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
+			if err != nil {
+				return nil, err
+			}
+			content["audit-webhook.kubeconfig"] = kubeconfig(opts.AuditWebhookURL, s.CA.PEM, client)
 		}
 	}
 	files := map[string]string{}
@@ -408,29 +409,18 @@ func (s *Server) writeFiles(opts Options) (map[string]string, error) {
 }
 
 // kubeconfig is a one-cluster, one-user kubeconfig (also the format of the
-// audit webhook configuration).
+// audit webhook configuration) whose user has a client certificate.
 func kubeconfig(server string, caPEM []byte, user testpki.KeyPair) []byte {
-	return fmt.Appendf(nil, `apiVersion: v1
-kind: Config
-clusters:
-- name: c
-  cluster:
-    server: %q
-    certificate-authority-data: %s
-users:
-- name: u
-  user:
-    client-certificate-data: %s
-    client-key-data: %s
-contexts:
-- name: c
-  context: {cluster: c, user: u}
-current-context: c
-`, server, b64(caPEM), b64(user.CertPEM), b64(user.KeyPEM))
+	return kubeconfigWithUser(server, caPEM, fmt.Sprintf("client-certificate-data: %s\n    client-key-data: %s",
+		b64(user.CertPEM), b64(user.KeyPEM)))
 }
 
 // tokenKubeconfig is kubeconfig with a bearer token for the user.
 func tokenKubeconfig(server string, caPEM []byte, token string) []byte {
+	return kubeconfigWithUser(server, caPEM, fmt.Sprintf("token: %q", token))
+}
+
+func kubeconfigWithUser(server string, caPEM []byte, user string) []byte {
 	return fmt.Appendf(nil, `apiVersion: v1
 kind: Config
 clusters:
@@ -441,12 +431,12 @@ clusters:
 users:
 - name: u
   user:
-    token: %q
+    %s
 contexts:
 - name: c
   context: {cluster: c, user: u}
 current-context: c
-`, server, b64(caPEM), token)
+`, server, b64(caPEM), user)
 }
 
 // freePorts picks n free loopback TCP ports.

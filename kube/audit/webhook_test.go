@@ -18,15 +18,35 @@ import (
 	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
-func TestReceiver(t *testing.T) {
+// receiverPKI is a CA, the receiver's serving certificate for 127.0.0.1
+// and the API server's client certificate, both from that CA.
+func receiverPKI(t *testing.T) (*testpki.CA, tls.Certificate, tls.Certificate) {
+	t.Helper()
 	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvPair, _ := ca.Issue(testpki.Cert{CommonName: "harrier", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
-	srvCert, _ := srvPair.TLS()
-	clientPair, _ := ca.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
-	clientCert, _ := clientPair.TLS()
+	srvPair, err := ca.Issue(testpki.Cert{CommonName: "harrier", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, err := srvPair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientPair, err := ca.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := clientPair.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca, srvCert, clientCert
+}
+
+func TestReceiver(t *testing.T) {
+	ca, srvCert, clientCert := receiverPKI(t)
 	out := make(chan *api.Event, 16)
 	r := &Receiver{Out: out, MaxBodyBytes: 4096, Log: slog.New(slog.DiscardHandler)}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -93,14 +113,7 @@ func TestReceiver(t *testing.T) {
 // TestReceiverAuth checks each way the API server may authenticate: a
 // client certificate, a bearer token, or either.
 func TestReceiverAuth(t *testing.T) {
-	ca, err := testpki.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvPair, _ := ca.Issue(testpki.Cert{CommonName: "harrier", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
-	srvCert, _ := srvPair.TLS()
-	clientPair, _ := ca.Issue(testpki.Cert{CommonName: "kube-apiserver-audit"})
-	clientCert, _ := clientPair.TLS()
+	ca, srvCert, clientCert := receiverPKI(t)
 	otherCA, _ := testpki.NewCA()
 	strangerPair, _ := otherCA.Issue(testpki.Cert{CommonName: "stranger"})
 	strangerCert, _ := strangerPair.TLS()

@@ -71,34 +71,18 @@ func TestPodContext(t *testing.T) {
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, "kube:\n  kubeconfig: %s\n  node: %s\n", srv.Kubeconfig, node), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	events := streamEvents(t, bin, func() {
-		ectx, ecancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer ecancel()
-		if out, err := ctr.Exec(ectx, "id"); err != nil {
-			t.Fatalf("exec in container: %v %s", err, out)
-		}
-	}, "--config", cfg, "--container", ctr.ID, "--kind", "exec")
 	want := &api.Container{
 		Runtime: "runc", Id: ctr.ID, Name: "app", Image: "registry.example/web:1.0", ImageDigest: digest,
 		PodName: pod.Name, PodNamespace: "default", PodUid: string(created.UID),
 		WorkloadKind: "Deployment", WorkloadName: "web", ServiceAccount: "default",
 	}
-	found := false
-	for _, ev := range events {
-		c := ev.GetContainer()
-		if ev.GetProcess().GetComm() != "id" {
-			continue
-		}
-		found = true
+	for _, c := range execContainers(t, bin, ctr, cfg) {
 		if c.GetName() != want.Name || c.GetImage() != want.Image || c.GetImageDigest() != want.ImageDigest ||
 			c.GetPodName() != want.PodName || c.GetPodNamespace() != want.PodNamespace || c.GetPodUid() != want.PodUid ||
 			c.GetWorkloadKind() != want.WorkloadKind || c.GetWorkloadName() != want.WorkloadName ||
 			c.GetServiceAccount() != want.ServiceAccount || c.GetLabels()["app"] != "web" || c.GetRuntime() != "runc" {
 			t.Errorf("container of the exec:\n got  %v\n want %v (labels app=web)", c, want)
 		}
-	}
-	if !found {
-		t.Fatalf("no exec of id among %d events from container %s", len(events), ctr.ID)
 	}
 }
 
@@ -148,6 +132,19 @@ current-context: c
 		kubeconfig, root), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	for _, c := range execContainers(t, bin, ctr, cfg) {
+		if c.GetPodName() != ann["io.kubernetes.cri.sandbox-name"] || c.GetPodNamespace() != "payments" ||
+			c.GetPodUid() != ann["io.kubernetes.cri.sandbox-uid"] || c.GetName() != "api" || c.GetImage() != "registry.example/api:2.3" ||
+			c.GetId() != ctr.ID || c.GetRuntime() != "runc" {
+			t.Errorf("container of the exec: %v", c)
+		}
+	}
+}
+
+// execContainers runs `id` in ctr under `harrier events --config cfg` and
+// returns the container block of each exec event of it (at least one).
+func execContainers(t *testing.T, bin string, ctr *runctest.Container, cfg string) []*api.Container {
+	t.Helper()
 	events := streamEvents(t, bin, func() {
 		ectx, ecancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer ecancel()
@@ -155,20 +152,14 @@ current-context: c
 			t.Fatalf("exec in container: %v %s", err, out)
 		}
 	}, "--config", cfg, "--container", ctr.ID, "--kind", "exec")
-	found := false
+	var out []*api.Container
 	for _, ev := range events {
-		if ev.GetProcess().GetComm() != "id" {
-			continue
-		}
-		found = true
-		c := ev.GetContainer()
-		if c.GetPodName() != ann["io.kubernetes.cri.sandbox-name"] || c.GetPodNamespace() != "payments" ||
-			c.GetPodUid() != ann["io.kubernetes.cri.sandbox-uid"] || c.GetName() != "api" || c.GetImage() != "registry.example/api:2.3" ||
-			c.GetId() != ctr.ID || c.GetRuntime() != "runc" {
-			t.Errorf("container of the exec: %v", c)
+		if ev.GetProcess().GetComm() == "id" {
+			out = append(out, ev.GetContainer())
 		}
 	}
-	if !found {
+	if len(out) == 0 {
 		t.Fatalf("no exec of id among %d events from container %s", len(events), ctr.ID)
 	}
+	return out
 }

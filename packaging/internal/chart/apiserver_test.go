@@ -76,29 +76,8 @@ func TestAdmissionRBAC(t *testing.T) {
 	srv := kubetest.Start(t, kubetest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kubectl := filepath.Join(kubetest.BinDir(), "kubectl")
-	apply := func(values map[string]any) {
-		ms, err := chart.Render(chartDir(t), "harrier", values)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var docs []string
-		for _, m := range ms {
-			if m.Kind == "ClusterRole" || m.Kind == "ClusterRoleBinding" {
-				docs = append(docs, m.Content)
-			}
-		}
-		file := filepath.Join(t.TempDir(), "rbac.yaml")
-		if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command(kubectl, "--kubeconfig", srv.Kubeconfig, "apply", "-f", file).CombinedOutput(); err != nil {
-			t.Fatalf("kubectl apply: %v\n%s", err, out)
-		}
-	}
-	asAgent := rest.CopyConfig(srv.Config)
-	asAgent.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:harrier:harrier-agent",
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:harrier", "system:authenticated"}}
+	apply := func(values map[string]any) { applyClusterRBAC(t, srv, values) }
+	asAgent := asAgentServiceAccount(srv)
 	cfg := admission.Config{URL: "https://127.0.0.1:1/validate"}
 	ca := srv.CA.PEM
 	// RBAC changes reach the authorizer through its informer: retry briefly.
@@ -141,29 +120,8 @@ func TestInventoryRBAC(t *testing.T) {
 	srv := kubetest.Start(t, kubetest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	kubectl := filepath.Join(kubetest.BinDir(), "kubectl")
-	apply := func(values map[string]any) {
-		ms, err := chart.Render(chartDir(t), "harrier", values)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var docs []string
-		for _, m := range ms {
-			if m.Kind == "ClusterRole" || m.Kind == "ClusterRoleBinding" {
-				docs = append(docs, m.Content)
-			}
-		}
-		file := filepath.Join(t.TempDir(), "rbac.yaml")
-		if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := exec.Command(kubectl, "--kubeconfig", srv.Kubeconfig, "apply", "-f", file).CombinedOutput(); err != nil {
-			t.Fatalf("kubectl apply: %v\n%s", err, out)
-		}
-	}
-	asAgent := rest.CopyConfig(srv.Config)
-	asAgent.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:harrier:harrier-agent",
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:harrier", "system:authenticated"}}
+	apply := func(values map[string]any) { applyClusterRBAC(t, srv, values) }
+	asAgent := asAgentServiceAccount(srv)
 	col, err := inventory.NewCollector(asAgent, inventory.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -200,4 +158,37 @@ func TestInventoryRBAC(t *testing.T) {
 	if !slices.Contains(got, "Deployment:Forbidden") {
 		t.Fatalf("inventory off: errors %v, want Deployment forbidden", got)
 	}
+}
+
+// applyClusterRBAC applies the chart's ClusterRoles and ClusterRoleBindings,
+// rendered with values, to the test API server.
+func applyClusterRBAC(t *testing.T, srv *kubetest.Server, values map[string]any) {
+	t.Helper()
+	ms, err := chart.Render(chartDir(t), "harrier", values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var docs []string
+	for _, m := range ms {
+		if m.Kind == "ClusterRole" || m.Kind == "ClusterRoleBinding" {
+			docs = append(docs, m.Content)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "rbac.yaml")
+	if err := os.WriteFile(file, []byte(strings.Join(docs, "\n---\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := filepath.Join(kubetest.BinDir(), "kubectl")
+	if out, err := exec.Command(kubectl, "--kubeconfig", srv.Kubeconfig, "apply", "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
+// asAgentServiceAccount is an admin client configuration impersonating the
+// chart's agent service account in namespace harrier.
+func asAgentServiceAccount(srv *kubetest.Server) *rest.Config {
+	c := rest.CopyConfig(srv.Config)
+	c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:harrier:harrier-agent",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:harrier", "system:authenticated"}}
+	return c
 }
