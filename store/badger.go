@@ -13,50 +13,35 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
-// Low-memory Badger profile. Badger's defaults (64 MiB memtables ×5, 256 MiB
-// block cache, unbounded index memory) cost ~600 MB; the agent's whole budget
-// is 296 MiB. The figures measured with these settings are in README.md and on
-// BenchmarkSpoolMemory.
+// metaDirName is the Badger directory inside the spool's Dir.
+const metaDirName = "meta"
+
+// Badger keeps only the spool's metadata: a few keys per class, an acked
+// key per record acknowledged out of order, and unreported gaps — kilobytes.
+// Its profile is therefore the smallest it accepts: 1 MiB memtables (a
+// transaction may then hold ~150 KiB, ~1 600 entries), tiny tables, no
+// block cache. Badger's defaults (64 MiB memtables ×5, 256 MiB block cache)
+// cost ~600 MB.
 const (
-	memTableSize     = 4 << 20 // each memtable's arena and WAL; also bounds a transaction to ~600 KiB
-	numMemtables     = 2       // one being written, one being flushed
-	numL0Tables      = 2       // compact L0 early: fewer tables to consult and keep indexes for
+	memTableSize     = 1 << 20
+	numMemtables     = 2
+	numL0Tables      = 2
 	numL0TablesStall = 4
-	baseTableSize    = 1 << 20
-	baseLevelSize    = 8 << 20
-	blockCacheSize   = 4 << 20 // decompressed SST blocks for Next; reads are sequential, so small is enough
-	indexCacheSize   = 2 << 20 // table indexes and bloom filters live here instead of on the heap
-	// Payloads stay in the LSM tree (ValueThreshold above MaxRecordBytes), so
-	// compaction drops acked and evicted records together with their
-	// tombstones. With payloads in the value log, space only comes back once
-	// compaction has produced discard statistics for value-log GC: measured
-	// with a 4 MiB quota, 20 MiB of dead value log piled up behind 0.1 MiB of
-	// live records; TestSteadyFlowStaysInQuotaWithoutEvicting fails that way
-	// (37k of 82k records evicted with a threshold of 64 B). The price is
-	// compaction write amplification: it bounds the append rate (README.md,
-	// "Spool and uplink").
-	valueThreshold     = 512 << 10
-	minValueLogFile    = 1 << 20 // Badger's minimum
-	maxValueLogFile    = 16 << 20
-	valueLogQuotaShare = 64 // a value-log file is at most quota/64, so GC can give back space in small steps
+	baseTableSize    = 256 << 10
+	baseLevelSize    = 1 << 20
+	// Values (≤ 49 bytes) stay in the LSM tree.
+	valueThreshold  = 1 << 10
+	valueLogFile    = 1 << 20 // Badger's minimum
+	metadataReserve = 16 << 20
 )
 
-// badgerWorkingSet is disk Badger uses regardless of how much is spooled:
-// memtable WALs, level-0 tables up to the write stall, the output of an
-// L0→L1 compaction before its inputs are deleted, and the open value-log
-// file. The quota bounds the spool's data; the files may exceed it by this
-// (33 MiB with these settings). Without the compaction term, transient peaks
-// made the disk check evict findings to make room for events.
-func badgerWorkingSet(quota int64) int64 {
-	return (numMemtables+numL0TablesStall)*memTableSize + baseLevelSize + valueLogFileSize(quota)
-}
+// metadataAllowance bounds what Badger's files take on disk on top of the
+// segment quota: two memtable WALs, the level-0 tables up to the write
+// stall, a compaction's output and the value-log file, with room to spare.
+func metadataAllowance() int64 { return metadataReserve }
 
-func valueLogFileSize(quota int64) int64 {
-	return min(max(quota/valueLogQuotaShare, minValueLogFile), maxValueLogFile)
-}
-
-// badgerOptions is the low-memory profile for a spool in dir with the given quota.
-func badgerOptions(dir string, quota int64, log *slog.Logger) badger.Options {
+// badgerOptions is the metadata profile for a Badger directory.
+func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
 		WithLogger(slogLogger{log: log}).
 		WithLoggingLevel(badger.WARNING).
@@ -67,21 +52,17 @@ func badgerOptions(dir string, quota int64, log *slog.Logger) badger.Options {
 		WithNumLevelZeroTablesStall(numL0TablesStall).
 		WithBaseTableSize(baseTableSize).
 		WithBaseLevelSize(baseLevelSize).
-		WithBlockCacheSize(blockCacheSize).
-		WithIndexCacheSize(indexCacheSize).
+		WithBlockCacheSize(0).
+		WithIndexCacheSize(0).
 		WithValueThreshold(valueThreshold).
-		WithValueLogFileSize(valueLogFileSize(quota)).
-		// No compression: ZSTD in the table builder keeps a compressed copy of
-		// every block of the tables a compaction is building; measured, it took
-		// peak live heap under write load from 106 to 193 MiB. The uplink
-		// compresses batches with zstd anyway.
+		WithValueLogFileSize(valueLogFile).
 		WithCompression(options.None).
 		WithNumCompactors(2).
-		WithNumGoroutines(2).
+		WithNumGoroutines(1).
 		WithNumVersionsToKeep(1).
 		// The spool serialises its own writes; conflict tracking would only cost memory.
 		WithDetectConflicts(false).
-		// Durability comes from an explicit db.Sync per append batch (one fsync for many records).
+		// Durability comes from an explicit db.Sync after each metadata change.
 		WithSyncWrites(false)
 }
 
@@ -105,15 +86,15 @@ func (l slogLogger) Infof(f string, a ...any) {
 
 func (l slogLogger) Debugf(string, ...any) {}
 
-// diskUsage is the space the spool's files occupy on disk: allocated blocks,
-// not apparent sizes, because Badger keeps its open memtable WAL and value log
-// as sparse files of twice their nominal size.
+// diskUsage is the space the files under dir occupy on disk: allocated
+// blocks, not apparent sizes, because Badger keeps its open memtable WAL and
+// value log as sparse files of twice their nominal size.
 func diskUsage(dir string) (int64, error) {
 	var total int64
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			if os.IsNotExist(err) && path != dir {
-				return nil // removed by compaction or GC while we walked
+				return nil // removed while we walked
 			}
 			return err
 		}

@@ -7,26 +7,29 @@ import (
 	"time"
 )
 
-// On-disk layout. Every key starts with a one-byte kind so record keys of one
-// class are a contiguous, prefix-addressable range ordered by sequence number:
+// Metadata layout in Badger (payloads are in segment files, segment.go).
+// Every key starts with a one-byte kind:
 //
-//	record: 'r' class seq(8, big-endian)           → recordVersion appendedAt(8) payload
-//	meta:   'm' class                              → classMeta (fixed size)
-//	gap:    'g' class firstSeq(8, big-endian)      → gapVersion lastSeq(8) count(8) evictedAt(8)
+//	meta:  'm' class                          → classMeta (fixed size)
+//	acked: 'a' class seq(8, big-endian)       → ackedVersion frameSize(4)
+//	gap:   'g' class firstSeq(8, big-endian)  → gapVersion lastSeq(8) count(8) evictedAt(8)
+//
+// An acked key marks a record acknowledged out of order, above its class's
+// head; it is deleted when the head passes it.
 const (
-	kindRecord = 'r'
-	kindMeta   = 'm'
-	kindGap    = 'g'
+	kindMeta  = 'm'
+	kindAcked = 'a'
+	kindGap   = 'g'
 
-	recordKeyLen = 1 + 1 + 8
-	metaKeyLen   = 1 + 1
-	gapKeyLen    = 1 + 1 + 8
+	metaKeyLen  = 1 + 1
+	ackedKeyLen = 1 + 1 + 8
+	gapKeyLen   = 1 + 1 + 8
 
-	recordVersion   = 1
-	recordHeaderLen = 1 + 8
+	metaVersion  = 2
+	classMetaLen = 1 + 8*6
 
-	metaVersion  = 1
-	classMetaLen = 1 + 8*7
+	ackedVersion  = 1
+	ackedValueLen = 1 + 4
 
 	gapVersion  = 1
 	gapValueLen = 1 + 8*3
@@ -35,54 +38,16 @@ const (
 // errCorrupt marks bytes read from disk that this package did not write.
 var errCorrupt = errors.New("corrupt spool data")
 
-func recordPrefix(c Class) []byte { return []byte{kindRecord, byte(c)} }
-
-func recordKey(c Class, seq uint64) []byte {
-	k := make([]byte, recordKeyLen)
-	k[0], k[1] = kindRecord, byte(c)
-	binary.BigEndian.PutUint64(k[2:], seq)
-	return k
-}
-
-func decodeRecordKey(k []byte) (RecordID, error) {
-	if len(k) != recordKeyLen || k[0] != kindRecord {
-		return RecordID{}, fmt.Errorf("record key %x: %w", k, errCorrupt)
-	}
-	c := Class(k[1])
-	if !c.valid() {
-		return RecordID{}, fmt.Errorf("record key %x: class %d: %w", k, k[1], errCorrupt)
-	}
-	return RecordID{Class: c, Seq: binary.BigEndian.Uint64(k[2:])}, nil
-}
-
-func encodeRecordValue(appendedAt time.Time, payload []byte) []byte {
-	v := make([]byte, recordHeaderLen+len(payload))
-	v[0] = recordVersion
-	binary.BigEndian.PutUint64(v[1:], uint64(appendedAt.UnixNano()))
-	copy(v[recordHeaderLen:], payload)
-	return v
-}
-
-// decodeRecordValue returns the append time and the payload, which aliases v.
-func decodeRecordValue(v []byte) (time.Time, []byte, error) {
-	if len(v) < recordHeaderLen || v[0] != recordVersion {
-		return time.Time{}, nil, fmt.Errorf("record value of %d bytes: %w", len(v), errCorrupt)
-	}
-	ns := int64(binary.BigEndian.Uint64(v[1:]))
-	return time.Unix(0, ns), v[recordHeaderLen:], nil
-}
-
-// classMeta is what the spool persists per class, in the same transaction as
-// the records it describes, so counters and sequence numbers never disagree
-// with the records after a crash.
+// classMeta is what the spool persists per class on every acknowledgement
+// and eviction. The append position is not in it: the segment files are the
+// truth for what was appended (next is a floor for when they are all gone).
 type classMeta struct {
-	next      uint64 // sequence number the next append gets
-	head      uint64 // no live record has a lower sequence number (the ack/evict position)
-	liveCount uint64
-	liveBytes uint64 // sum of recordSize over live records
-	appended  uint64
-	acked     uint64
-	evicted   uint64
+	next    uint64 // next sequence number, as of the write
+	head    uint64 // no live record has a lower sequence number (the ack/evict position)
+	headSeg uint64 // first seq of the segment holding head (a hint, checked at Open)
+	headOff uint64 // offset of head's frame in that segment (a hint)
+	acked   uint64
+	evicted uint64
 }
 
 func metaKey(c Class) []byte { return []byte{kindMeta, byte(c)} }
@@ -90,7 +55,7 @@ func metaKey(c Class) []byte { return []byte{kindMeta, byte(c)} }
 func (m classMeta) encode() []byte {
 	v := make([]byte, classMetaLen)
 	v[0] = metaVersion
-	for i, n := range []uint64{m.next, m.head, m.liveCount, m.liveBytes, m.appended, m.acked, m.evicted} {
+	for i, n := range []uint64{m.next, m.head, m.headSeg, m.headOff, m.acked, m.evicted} {
 		binary.BigEndian.PutUint64(v[1+8*i:], n)
 	}
 	return v
@@ -101,11 +66,43 @@ func decodeClassMeta(v []byte) (classMeta, error) {
 		return classMeta{}, fmt.Errorf("class metadata of %d bytes: %w", len(v), errCorrupt)
 	}
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(v[1+8*i:]) }
-	m := classMeta{next: u(0), head: u(1), liveCount: u(2), liveBytes: u(3), appended: u(4), acked: u(5), evicted: u(6)}
-	if m.head > m.next || m.liveCount > m.next-m.head {
-		return classMeta{}, fmt.Errorf("class metadata next=%d head=%d live=%d: %w", m.next, m.head, m.liveCount, errCorrupt)
+	m := classMeta{next: u(0), head: u(1), headSeg: u(2), headOff: u(3), acked: u(4), evicted: u(5)}
+	if m.head == 0 || m.head > m.next || m.acked+m.evicted > m.next-1 {
+		return classMeta{}, fmt.Errorf("class metadata next=%d head=%d acked=%d evicted=%d: %w", m.next, m.head, m.acked, m.evicted, errCorrupt)
 	}
 	return m, nil
+}
+
+func ackedPrefix(c Class) []byte { return []byte{kindAcked, byte(c)} }
+
+func ackedKey(c Class, seq uint64) []byte {
+	k := make([]byte, ackedKeyLen)
+	k[0], k[1] = kindAcked, byte(c)
+	binary.BigEndian.PutUint64(k[2:], seq)
+	return k
+}
+
+func encodeAckedValue(frameSize uint32) []byte {
+	v := make([]byte, ackedValueLen)
+	v[0] = ackedVersion
+	binary.BigEndian.PutUint32(v[1:], frameSize)
+	return v
+}
+
+// decodeAcked decodes an acked key and value.
+func decodeAcked(k, v []byte) (RecordID, uint32, error) {
+	if len(k) != ackedKeyLen || k[0] != kindAcked || !Class(k[1]).valid() {
+		return RecordID{}, 0, fmt.Errorf("acked key %x: %w", k, errCorrupt)
+	}
+	if len(v) != ackedValueLen || v[0] != ackedVersion {
+		return RecordID{}, 0, fmt.Errorf("acked value of %d bytes: %w", len(v), errCorrupt)
+	}
+	id := RecordID{Class: Class(k[1]), Seq: binary.BigEndian.Uint64(k[2:])}
+	size := binary.BigEndian.Uint32(v[1:])
+	if id.Seq == 0 || size < frameHeaderLen {
+		return RecordID{}, 0, fmt.Errorf("acked record %s/%d of %d bytes: %w", id.Class, id.Seq, size, errCorrupt)
+	}
+	return id, size, nil
 }
 
 func gapPrefix() []byte { return []byte{kindGap} }

@@ -20,48 +20,60 @@ func TestEncodingRoundTrip(t *testing.T) {
 		{"event max seq", ClassEvent, ^uint64(0), bytes.Repeat([]byte{0xff}, 1024)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id, err := decodeRecordKey(recordKey(tc.class, tc.seq))
-			if err != nil || id != (RecordID{tc.class, tc.seq}) {
-				t.Fatalf("decodeRecordKey = %v, %v", id, err)
+			frame := appendFrame([]byte("prefix"), tc.seq, at.UnixNano(), tc.payload)[len("prefix"):]
+			h, payload, err := decodeFrame(frame, 2048)
+			if err != nil || h.seq != tc.seq || !frameTime(h.appendedAt).Equal(at) || !bytes.Equal(payload, tc.payload) ||
+				h.size() != int64(len(frame)) || uint64(len(frame)) != recordSize(len(tc.payload)) {
+				t.Fatalf("decodeFrame = %+v, %q, %v", h, payload, err)
 			}
-			gotAt, payload, err := decodeRecordValue(encodeRecordValue(at, tc.payload))
-			if err != nil || !gotAt.Equal(at) || !bytes.Equal(payload, tc.payload) {
-				t.Fatalf("decodeRecordValue = %v, %q, %v", gotAt, payload, err)
-			}
-			m := classMeta{next: tc.seq, head: tc.seq / 2, liveCount: tc.seq / 4, liveBytes: 7, appended: 8, acked: 9, evicted: 10}
+			m := classMeta{next: max(tc.seq, 10), head: max(tc.seq/2, 1), headSeg: 3, headOff: 77, acked: 1, evicted: 2}
 			if got, err := decodeClassMeta(m.encode()); err != nil || got != m {
 				t.Fatalf("decodeClassMeta = %+v, %v", got, err)
+			}
+			id, size, err := decodeAcked(ackedKey(tc.class, tc.seq), encodeAckedValue(30))
+			if err != nil || id != (RecordID{tc.class, tc.seq}) || size != 30 {
+				t.Fatalf("decodeAcked = %v, %d, %v", id, size, err)
 			}
 			g := Gap{Class: tc.class, FirstSeq: tc.seq / 2, LastSeq: tc.seq, Count: 1, EvictedAt: at}
 			if got, err := decodeGap(gapKey(g.Class, g.FirstSeq), g.encodeValue()); err != nil || got != g {
 				t.Fatalf("decodeGap = %+v, %v", got, err)
 			}
+			if c, first, ok := parseSegmentName(segmentName(tc.class, tc.seq)); !ok || c != tc.class || first != tc.seq {
+				t.Fatalf("parseSegmentName(%s) = %v %d %v", segmentName(tc.class, tc.seq), c, first, ok)
+			}
 		})
 	}
 }
 
-func TestRecordKeysSortBySeq(t *testing.T) {
-	for _, pair := range [][2]uint64{{1, 2}, {255, 256}, {1 << 32, 1<<32 + 1}} {
-		if bytes.Compare(recordKey(ClassEvent, pair[0]), recordKey(ClassEvent, pair[1])) >= 0 {
-			t.Errorf("key(%d) does not sort before key(%d)", pair[0], pair[1])
+func TestSegmentNamesSortBySeq(t *testing.T) {
+	for _, pair := range [][2]uint64{{1, 2}, {9, 10}, {255, 256}, {1 << 32, 1<<32 + 1}} {
+		if segmentName(ClassEvent, pair[0]) >= segmentName(ClassEvent, pair[1]) {
+			t.Errorf("name(%d) does not sort before name(%d)", pair[0], pair[1])
 		}
 	}
 }
 
 func TestDecodeRejectsForeignBytes(t *testing.T) {
+	good := appendFrame(nil, 5, 1, []byte("payload"))
+	flipped := bytes.Clone(good)
+	flipped[len(flipped)-1] ^= 1
 	for _, tc := range []struct {
 		name string
 		err  error
 	}{
-		{"short record key", func() error { _, err := decodeRecordKey([]byte{kindRecord, 1}); return err }()},
-		{"record key class 0", func() error { _, err := decodeRecordKey(recordKey(0, 1)); return err }()},
-		{"record key class 4", func() error { _, err := decodeRecordKey(recordKey(4, 1)); return err }()},
-		{"record value version", func() error { _, _, err := decodeRecordValue(make([]byte, 20)); return err }()},
+		{"short frame", func() error { _, _, err := decodeFrame(good[:10], 100); return err }()},
+		{"truncated payload", func() error { _, _, err := decodeFrame(good[:len(good)-1], 100); return err }()},
+		{"frame version", func() error { b := bytes.Clone(good); b[0] = 9; _, _, err := decodeFrame(b, 100); return err }()},
+		{"frame over the limit", func() error { _, _, err := decodeFrame(good, 3); return err }()},
+		{"frame checksum", func() error { _, _, err := decodeFrame(flipped, 100); return err }()},
 		{"meta short", func() error { _, err := decodeClassMeta([]byte{metaVersion}); return err }()},
 		{"meta head after next", func() error {
 			_, err := decodeClassMeta(classMeta{next: 1, head: 2}.encode())
 			return err
 		}()},
+		{"meta head zero", func() error { _, err := decodeClassMeta(classMeta{next: 1}.encode()); return err }()},
+		{"acked class 4", func() error { _, _, err := decodeAcked(ackedKey(4, 1), encodeAckedValue(30)); return err }()},
+		{"acked size below a header", func() error { _, _, err := decodeAcked(ackedKey(1, 1), encodeAckedValue(3)); return err }()},
 		{"gap count zero", func() error {
 			_, err := decodeGap(gapKey(ClassEvent, 5), Gap{LastSeq: 6}.encodeValue())
 			return err
@@ -75,40 +87,63 @@ func TestDecodeRejectsForeignBytes(t *testing.T) {
 			t.Errorf("%s: err = %v, want errCorrupt", tc.name, tc.err)
 		}
 	}
+	for _, name := range []string{"event-1.seg", "event-00000000000000000000.seg", "metric-00000000000000000001.seg", "event-00000000000000000001.tmp"} {
+		if _, _, ok := parseSegmentName(name); ok {
+			t.Errorf("parseSegmentName(%q) accepted it", name)
+		}
+	}
 }
 
 // The decoders read bytes from disk: they must reject anything they did not
 // write without panicking, and what they accept must re-encode identically.
 
-func FuzzDecodeRecordKey(f *testing.F) {
-	f.Add(recordKey(ClassEvent, 7))
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, k []byte) {
-		id, err := decodeRecordKey(k)
-		if err == nil && !bytes.Equal(recordKey(id.Class, id.Seq), k) {
-			t.Fatalf("accepted %x, re-encodes as %x", k, recordKey(id.Class, id.Seq))
+func FuzzDecodeFrame(f *testing.F) {
+	f.Add(appendFrame(nil, 7, 99, []byte("x")))
+	f.Add(appendFrame(nil, 1, 0, nil))
+	f.Add([]byte{frameVersion})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, payload, err := decodeFrame(b, 1<<16)
+		if err != nil {
+			return
 		}
-	})
-}
-
-func FuzzDecodeRecordValue(f *testing.F) {
-	f.Add(encodeRecordValue(time.Unix(1, 2), []byte("x")))
-	f.Add([]byte{recordVersion})
-	f.Fuzz(func(t *testing.T, v []byte) {
-		at, payload, err := decodeRecordValue(v)
-		if err == nil && !bytes.Equal(encodeRecordValue(at, payload), v) {
-			t.Fatalf("accepted %x, re-encodes differently", v)
+		if re := appendFrame(nil, h.seq, h.appendedAt, payload); !bytes.Equal(re, b[:h.size()]) {
+			t.Fatalf("accepted %x, re-encodes as %x", b[:h.size()], re)
 		}
 	})
 }
 
 func FuzzDecodeClassMeta(f *testing.F) {
-	f.Add(classMeta{next: 10, head: 3, liveCount: 7, liveBytes: 100}.encode())
+	f.Add(classMeta{next: 10, head: 3, headSeg: 1, headOff: 100, acked: 2}.encode())
 	f.Add([]byte{metaVersion, 0})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		m, err := decodeClassMeta(v)
 		if err == nil && !bytes.Equal(m.encode(), v) {
 			t.Fatalf("accepted %x, re-encodes as %x", v, m.encode())
+		}
+	})
+}
+
+func FuzzDecodeAcked(f *testing.F) {
+	f.Add(ackedKey(ClassEvent, 7), encodeAckedValue(40))
+	f.Add([]byte{kindAcked}, []byte{ackedVersion})
+	f.Fuzz(func(t *testing.T, k, v []byte) {
+		id, size, err := decodeAcked(k, v)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(ackedKey(id.Class, id.Seq), k) || !bytes.Equal(encodeAckedValue(size), v) {
+			t.Fatalf("accepted %x=%x, re-encodes differently", k, v)
+		}
+	})
+}
+
+func FuzzParseSegmentName(f *testing.F) {
+	f.Add(segmentName(ClassAlert, 12))
+	f.Add("event-x.seg")
+	f.Fuzz(func(t *testing.T, name string) {
+		c, first, ok := parseSegmentName(name)
+		if ok && segmentName(c, first) != name {
+			t.Fatalf("accepted %q, re-encodes as %q", name, segmentName(c, first))
 		}
 	})
 }

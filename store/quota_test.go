@@ -59,12 +59,19 @@ func TestQuotaEvictsEventsThenFindingsThenAlerts(t *testing.T) {
 		t.Fatalf("stats after findings: %+v", st.Classes)
 	}
 
-	// An event cannot displace findings or alerts.
+	// An event cannot displace findings or alerts: top the spool up with
+	// findings to just below the quota, then offer an event.
+	for s.Stats().SegmentBytes+2*int64(recordSize(1024)) <= quota {
+		if _, err := s.Append(ClassFinding, payloadFor(ClassFinding, 0, 1024)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evictedFindings := s.Stats().Classes[ClassFinding].Evicted
 	if _, err := s.Append(ClassEvent, make([]byte, 200<<10)); !errors.Is(err, ErrQuotaExceeded) {
 		t.Fatalf("event into a spool full of findings: err = %v", err)
 	}
-	if st := s.Stats().Classes[ClassEvent]; st.Rejected != 1 {
-		t.Fatalf("rejected = %d", st.Rejected)
+	if st := s.Stats(); st.Classes[ClassEvent].Rejected != 1 || st.Classes[ClassFinding].Evicted != evictedFindings {
+		t.Fatalf("rejected = %d, findings evicted %d then %d", st.Classes[ClassEvent].Rejected, evictedFindings, st.Classes[ClassFinding].Evicted)
 	}
 
 	// Alerts displace findings, and alerts only when nothing else is left.
@@ -118,7 +125,7 @@ func TestQuotaEvictsEventsThenFindingsThenAlerts(t *testing.T) {
 	}
 	st = s.Stats()
 	t.Logf("after reclaim: live %d, disk %d / quota %d", st.LiveBytes, st.DiskBytes, st.QuotaBytes)
-	if limit := quota + badgerWorkingSet(quota); st.DiskBytes > limit {
+	if limit := quota + metadataAllowance(); st.DiskBytes > limit {
 		t.Errorf("disk %d over quota plus Badger's working set (%d)", st.DiskBytes, limit)
 	}
 }
@@ -130,7 +137,7 @@ func TestGapsSurviveRestartAndGrow(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := make([]byte, 100<<10)
-	for range 40 {
+	for range 45 { // 41 of them fill the 4 MiB quota
 		if _, err := s.Append(ClassEvent, p); err != nil {
 			t.Fatal(err)
 		}
@@ -205,11 +212,11 @@ func TestSteadyFlowStaysInQuotaWithoutEvicting(t *testing.T) {
 	st := s.Stats()
 	ev := st.Classes[ClassEvent]
 	t.Logf("appended %d, acked %d, evicted %d; disk %d (quota %d + working set %d)",
-		ev.Appended, ev.Acked, ev.Evicted, st.DiskBytes, quota, badgerWorkingSet(quota))
+		ev.Appended, ev.Acked, ev.Evicted, st.DiskBytes, quota, metadataAllowance())
 	if ev.Evicted != 0 {
 		t.Errorf("%d records evicted although at most %d were live", ev.Evicted, (lag+1)*batch)
 	}
-	if limit := int64(quota) + badgerWorkingSet(quota); st.DiskBytes > limit {
+	if limit := int64(quota) + metadataAllowance(); st.DiskBytes > limit {
 		t.Errorf("disk %d over quota plus working set %d", st.DiskBytes, limit)
 	}
 }

@@ -1,6 +1,5 @@
 // Package store is the agent's offline spool: everything the node produced
-// while the uplink is down, kept on disk in Badger v4 until the backend
-// acknowledges it.
+// while the uplink is down, kept on disk until the backend acknowledges it.
 //
 // Guarantees:
 //   - An Append or AppendBatch that returns nil has been fsync'd (one fsync per
@@ -13,22 +12,28 @@
 //   - The spool stays within Config.QuotaBytes by evicting the oldest events,
 //     then the oldest findings, and alerts only when nothing else is left.
 //
-// Badger runs in a low-memory profile (see badgerOptions and README.md).
-// Measured on the project's 2-core VM, BenchmarkSpoolMemory (200k
-// incompressible 1 KiB records in fsync'd batches of 100, 200 MiB on disk)
-// peaks at 99–133 MiB Go heap in use, 153–173 MiB runtime Sys and
-// 132–143 MiB anonymous RSS; total RSS peaks at 340–369 MiB because Badger
-// mmaps its tables and the written pages count as file-backed RSS (page
-// cache the kernel can reclaim). Badger's defaults take ~600 MB. Most of the
-// heap is compaction's table builders, transient while a compaction runs.
+// Payloads are appended to per-class segment files (segment.go); Badger v4
+// keeps the metadata: each class's acknowledged position, out-of-order
+// acknowledgements, counters and unreported gaps. A segment is deleted whole
+// once everything in it is acknowledged or evicted. Why not payloads in
+// Badger: its compactions rewrote every payload several times, which capped
+// appends at ~9 000 records/s on the project's VM and took the agent to
+// 300+ MiB RSS at quota; payloads in its value log came back only after
+// compaction produced discard statistics, so a spool with a working uplink
+// evicted live records (README.md, "Why segment files").
 package store
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -68,27 +73,19 @@ const (
 	DefaultQuotaBytes     = 1 << 30
 	DefaultMaxRecordBytes = 256 << 10
 	// DefaultMinFreeBytes is the free space Append leaves on the file system.
-	// Badger writes its logs and tables through mmap'd sparse files; a write
-	// to one on a full disk is a SIGBUS that kills the process rather than an
-	// error. The reserve covers two memtable flushes, an L0→L1 compaction and
-	// a value-log GC rewrite.
+	// Segment writes fail cleanly with ENOSPC, but Badger writes its
+	// metadata through mmap'd files, where a full disk is a SIGBUS that kills
+	// the process rather than an error.
 	DefaultMinFreeBytes = 48 << 20
 	MinQuotaBytes       = 4 << 20
-)
-
-// Live records may use liveShareNum/liveShareDen of the quota; the rest is
-// headroom for what Badger keeps besides live records (value-log garbage
-// until GC, memtable WALs, the LSM tree).
-const (
-	liveShareNum = 3
-	liveShareDen = 4
 )
 
 // Config configures a spool.
 type Config struct {
 	// Dir holds the spool; it is created if missing.
 	Dir string
-	// QuotaBytes bounds the disk the spool uses (default 1 GiB, minimum 4 MiB).
+	// QuotaBytes bounds the disk the spool's segment files use (default
+	// 1 GiB, minimum 4 MiB). Badger's metadata comes on top (a few MiB).
 	QuotaBytes int64
 	// MaxRecordBytes bounds one payload (default 256 KiB).
 	MaxRecordBytes int
@@ -146,7 +143,7 @@ type Gap struct {
 // ClassStats are the counters of one class.
 type ClassStats struct {
 	Depth     uint64        // live records
-	Bytes     uint64        // live bytes (payload plus per-record overhead)
+	Bytes     uint64        // live bytes (payload plus frame header)
 	OldestAge time.Duration // age of the oldest live record; 0 when empty
 	NextSeq   uint64
 	Appended  uint64 // since the spool was created
@@ -157,10 +154,15 @@ type ClassStats struct {
 
 // Stats is a snapshot of the spool.
 type Stats struct {
-	Classes    map[Class]ClassStats
-	LiveBytes  uint64
-	LiveLimit  uint64 // live bytes above which Append evicts
-	DiskBytes  int64  // space the spool's files occupy, as last measured
+	Classes   map[Class]ClassStats
+	LiveBytes uint64
+	// LiveLimit is the segment bytes above which Append evicts (the quota).
+	LiveLimit uint64
+	// SegmentBytes is the size of the segment files: live records plus the
+	// acknowledged part of segments not yet wholly acknowledged.
+	SegmentBytes int64
+	// DiskBytes is SegmentBytes plus Badger's metadata files, as last measured.
+	DiskBytes  int64
 	QuotaBytes int64
 }
 
@@ -172,53 +174,72 @@ var (
 	ErrInvalid       = errors.New("store: invalid record")
 )
 
-// recordOverhead is what a record costs besides its payload in the live-byte
-// accounting: its key and value header.
-const recordOverhead = recordKeyLen + recordHeaderLen
+// recordSize is what a record costs on disk: its payload and frame header.
+func recordSize(payloadLen int) uint64 { return uint64(payloadLen + frameHeaderLen) }
 
-func recordSize(payloadLen int) uint64 { return uint64(payloadLen + recordOverhead) }
+// metaTxnEntries bounds the writes of one metadata transaction (Badger's
+// limit with 1 MiB memtables is ~1 600 entries).
+const metaTxnEntries = 500
 
-// itemRecordSize is the accounted size of a stored record. Item.ValueSize is
-// an estimate for values in the value log; the accounting needs the exact
-// length.
-func itemRecordSize(item *badger.Item) (uint64, error) {
-	var size uint64
-	err := item.Value(func(v []byte) error {
-		size = recordSize(len(v) - recordHeaderLen)
-		return nil
-	})
-	return size, err
+// windowMax bounds the frame positions a class remembers ahead of its head.
+const windowMax = 1 << 16
+
+// frameLoc is where a frame is: its segment (by first seq), offset and size.
+type frameLoc struct {
+	seg        uint64
+	off        int64
+	appendedAt int64
+	size       uint32
 }
 
-// txnBudget bounds the estimated bytes of one Badger transaction; Badger's
-// own limit is 15 % of the memtable.
-const txnBudget = memTableSize * 15 / 100 / 2
+// ackEntry is a record acknowledged above its class's head.
+type ackEntry struct {
+	size   uint32
+	stored bool // its acked key is in Badger
+}
 
-// txnMaxEntries bounds the entries of one transaction (Badger's count limit
-// is about 6 000 with these memtables).
-const txnMaxEntries = 2000
+// classState is one class's segments and positions, under Spool.mu.
+type classState struct {
+	segs   []*segment // oldest first; the last one is open for appending
+	writer *os.File   // the last segment
+	next   uint64     // seq the next append gets
+	head   uint64     // lowest seq that may be live; everything below is gone
+	// headSeg and headOff locate head's frame (or the end of the data when
+	// the class is empty); segs[0].first == headSeg.
+	headSeg uint64
+	headOff int64
+	acked   map[uint64]ackEntry
+	// window[i] is the position of frame head+i, as far as Next or Ack walked.
+	window    []frameLoc
+	liveBytes uint64
+	ackedN    uint64
+	evictedN  uint64
+	oldest    time.Time // append time of the record at head; zero when empty
+	lastGap   *Gap      // latest unreported gap, extended by contiguous evictions
+	rejected  uint64
+}
 
-// Spool is the on-disk spool. Its methods are safe for concurrent use; writes
-// are serialised.
+func (cs *classState) live() uint64 { return cs.next - cs.head - uint64(len(cs.acked)) }
+
+func (cs *classState) last() *segment { return cs.segs[len(cs.segs)-1] }
+
+// Spool is the on-disk spool. Its methods are safe for concurrent use; they
+// are serialised, fsyncs included (an fsync is a millisecond or two; the
+// agent appends in batches).
 type Spool struct {
-	cfg       Config
-	log       *slog.Logger
-	db        *badger.DB
-	liveLimit uint64
+	cfg      Config
+	log      *slog.Logger
+	db       *badger.DB
+	segDir   string
+	segBytes int64 // size of every class's segment files
+	segSize  int64 // size at which a segment is closed and a new one started
 
-	// syncMu keeps Close from closing the database under an fsync that runs
-	// outside mu (readers: the syncs; writer: Close).
-	syncMu   sync.RWMutex
 	mu       sync.Mutex
 	closed   bool
-	meta     [numClasses + 1]classMeta // indexed by Class
-	oldest   [numClasses + 1]time.Time // append time of the record at head; zero when empty
-	lastGap  [numClasses + 1]*Gap      // latest unreported gap, extended by contiguous evictions
-	dirty    [numClasses + 1]bool      // records were deleted since the class's prefix was last dropped
-	rejected [numClasses + 1]uint64
-	disk     int64
-	// appendedSinceDisk counts bytes appended since disk usage was last measured.
-	appendedSinceDisk int64
+	cls      [numClasses + 1]classState // indexed by Class
+	metaDisk int64                      // Badger's files, as last measured
+	wbuf     []byte
+	rbuf     *bufio.Reader
 }
 
 // Open opens (or creates) the spool in cfg.Dir.
@@ -234,35 +255,51 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: create spool directory %s: %w", cfg.Dir, err)
 	}
-	db, err := badger.Open(badgerOptions(cfg.Dir, cfg.QuotaBytes, log))
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "MANIFEST")); err == nil {
+		return nil, fmt.Errorf("store: %s holds a spool of the earlier layout (records in Badger); drain it with the version that wrote it, or remove the directory", cfg.Dir)
+	}
+	segDir := filepath.Join(cfg.Dir, segmentDirName)
+	if err := os.MkdirAll(segDir, 0o700); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", segDir, err)
+	}
+	metaDir := filepath.Join(cfg.Dir, metaDirName)
+	db, err := badger.Open(badgerOptions(metaDir, log))
 	if err != nil {
-		return nil, fmt.Errorf("store: open spool in %s: %w", cfg.Dir, err)
+		return nil, fmt.Errorf("store: open spool metadata in %s: %w", metaDir, err)
 	}
 	s := &Spool{
-		cfg:       cfg,
-		log:       log,
-		db:        db,
-		liveLimit: uint64(cfg.QuotaBytes) * liveShareNum / liveShareDen,
+		cfg:     cfg,
+		log:     log,
+		db:      db,
+		segDir:  segDir,
+		segSize: segmentBytes(cfg.QuotaBytes),
+		rbuf:    bufio.NewReaderSize(nil, 256<<10),
 	}
 	if err := s.load(); err != nil {
+		s.closeFiles()
 		_ = db.Close()
 		return nil, fmt.Errorf("store: load spool in %s: %w", cfg.Dir, err)
 	}
-	if s.disk, err = diskUsage(cfg.Dir); err != nil {
+	if s.metaDisk, err = diskUsage(metaDir); err != nil {
+		s.closeFiles()
 		_ = db.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	return s, nil
 }
 
-// load reads the per-class metadata and unreported gaps, and finds each
-// class's head.
+// load reads the metadata and the segment files and settles every class's
+// positions, cutting off a torn tail left by a crash.
 func (s *Spool) load() error {
+	var metas [numClasses + 1]*classMeta
+	var acked [numClasses + 1]map[uint64]ackEntry
+	for c := ClassAlert; c <= ClassEvent; c++ {
+		acked[c] = map[uint64]ackEntry{}
+	}
 	err := s.db.View(func(txn *badger.Txn) error {
 		for c := ClassAlert; c <= ClassEvent; c++ {
 			item, err := txn.Get(metaKey(c))
 			if errors.Is(err, badger.ErrKeyNotFound) {
-				s.meta[c] = classMeta{next: 1, head: 1}
 				continue
 			}
 			if err != nil {
@@ -270,24 +307,33 @@ func (s *Spool) load() error {
 			}
 			if err := item.Value(func(v []byte) error {
 				m, err := decodeClassMeta(v)
-				s.meta[c] = m
+				metas[c] = &m
 				return err
 			}); err != nil {
 				return fmt.Errorf("%s metadata: %w", c, err)
 			}
 		}
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: gapPrefix()})
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true})
 		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			if err := item.Value(func(v []byte) error {
-				g, err := decodeGap(item.Key(), v)
-				if err == nil {
-					s.lastGap[g.Class] = &g // keys sort by first seq: the last one wins
+		for _, prefix := range [][]byte{gapPrefix(), {kindAcked}} {
+			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+				item := it.Item()
+				if err := item.Value(func(v []byte) error {
+					if prefix[0] == kindGap {
+						g, err := decodeGap(item.Key(), v)
+						if err == nil {
+							s.cls[g.Class].lastGap = &g // keys sort by first seq: the last one wins
+						}
+						return err
+					}
+					id, size, err := decodeAcked(item.Key(), v)
+					if err == nil {
+						acked[id.Class][id.Seq] = ackEntry{size: size, stored: true}
+					}
+					return err
+				}); err != nil {
+					return err
 				}
-				return err
-			}); err != nil {
-				return err
 			}
 		}
 		return nil
@@ -295,47 +341,269 @@ func (s *Spool) load() error {
 	if err != nil {
 		return err
 	}
+	entries, err := os.ReadDir(s.segDir)
+	if err != nil {
+		return err
+	}
+	var firsts [numClasses + 1][]uint64
+	for _, e := range entries {
+		c, first, ok := parseSegmentName(e.Name())
+		if !ok || !e.Type().IsRegular() {
+			s.log.Warn("ignoring a foreign file among the spool's segments", "path", filepath.Join(s.segDir, e.Name()))
+			continue
+		}
+		firsts[c] = append(firsts[c], first)
+	}
 	for c := ClassAlert; c <= ClassEvent; c++ {
-		if err := s.advanceHead(c); err != nil {
-			return err
+		slices.Sort(firsts[c])
+		if err := s.loadClass(c, metas[c], firsts[c], acked[c]); err != nil {
+			return fmt.Errorf("%s: %w", c, err)
 		}
 	}
 	return nil
 }
 
-// advanceHead moves the class's head to its first live record (the stored
-// head is a lower bound) and refreshes the oldest-record time. Seeking from
-// the head skips the tombstones of everything acknowledged or evicted, which
-// keeps Next fast on a drained spool before compaction removes them.
-func (s *Spool) advanceHead(c Class) error {
-	m := &s.meta[c]
-	if m.liveCount == 0 {
-		m.head = m.next
-		s.oldest[c] = time.Time{}
-		return nil
+// loadClass settles one class from its metadata (nil for a new class) and
+// the first seqs of its segment files.
+func (s *Spool) loadClass(c Class, m *classMeta, firsts []uint64, acked map[uint64]ackEntry) error {
+	cs := &s.cls[c]
+	cs.head, cs.next = 1, 1
+	var hint classMeta
+	if m != nil {
+		hint = *m
+		cs.head, cs.next, cs.ackedN, cs.evictedN = m.head, m.next, m.acked, m.evicted
 	}
-	return s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: recordPrefix(c)})
-		defer it.Close()
-		it.Seek(recordKey(c, m.head))
-		if !it.Valid() {
-			return fmt.Errorf("%s: %d live records counted but none at or after seq %d: %w", c, m.liveCount, m.head, errCorrupt)
+	// Segments the head passed were deleted after the metadata said so; a
+	// crash may have left them.
+	for len(firsts) > 1 && firsts[1] <= cs.head {
+		if err := os.Remove(segmentPath(s.segDir, c, firsts[0])); err != nil && !os.IsNotExist(err) {
+			return err
 		}
-		item := it.Item()
-		id, err := decodeRecordKey(item.Key())
+		firsts = firsts[1:]
+	}
+	for i, first := range firsts {
+		path := segmentPath(s.segDir, c, first)
+		st, err := os.Stat(path)
 		if err != nil {
 			return err
 		}
-		return item.Value(func(v []byte) error {
-			at, _, err := decodeRecordValue(v)
-			if err != nil {
-				return fmt.Errorf("record %s/%d: %w", c, id.Seq, err)
+		seg := &segment{first: first, dataEnd: st.Size(), size: st.Size()}
+		if i+1 < len(firsts) {
+			seg.end = firsts[i+1]
+		} else {
+			// The newest segment may end in a frame cut short by a crash: it
+			// was never acknowledged to the caller, so it is cut off.
+			if seg.end, seg.dataEnd, err = scanSegment(path, first, s.cfg.MaxRecordBytes, s.rbuf); err != nil {
+				return err
 			}
-			m.head = id.Seq
-			s.oldest[c] = at
+			if seg.dataEnd < seg.size {
+				s.log.Warn("cutting a torn tail off the newest segment", "path", path, "bytes", seg.size-seg.dataEnd)
+				if err := truncateSync(path, seg.dataEnd); err != nil {
+					return err
+				}
+				seg.size = seg.dataEnd
+			}
+		}
+		cs.segs = append(cs.segs, seg)
+	}
+	floor := cs.next // as of the last acknowledgement or eviction
+	startHead := cs.head
+	if len(cs.segs) == 0 || cs.last().end < floor {
+		// Records the metadata saw are missing from disk (or none were ever
+		// written). Never reuse their sequence numbers: the backend
+		// de-duplicates on them.
+		if len(cs.segs) > 0 {
+			s.log.Error("spool segments end before records the metadata saw", "class", c.String(),
+				"segments_end", cs.last().end, "metadata_next", floor)
+		}
+		s.markLost(c, acked, cs.head, floor, "segment files missing")
+		for _, seg := range cs.segs {
+			if err := os.Remove(segmentPath(s.segDir, c, seg.first)); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+		}
+		cs.segs, cs.next = nil, floor
+		if err := s.newSegment(c); err != nil {
+			return err
+		}
+	} else {
+		cs.next = cs.last().end
+		if err := s.openWriter(c); err != nil {
+			return err
+		}
+	}
+	if first := cs.segs[0].first; cs.head < first {
+		s.markLost(c, acked, cs.head, first, "segment files missing")
+	}
+	cs.acked = map[uint64]ackEntry{}
+	for seq, a := range acked {
+		if seq >= cs.head && seq < cs.next {
+			cs.acked[seq] = a
+		}
+	}
+	if err := s.findHead(c, hint); err != nil {
+		return err
+	}
+	var stale []uint64
+	for seq, a := range acked {
+		if _, ok := cs.acked[seq]; !ok && a.stored {
+			stale = append(stale, seq)
+		}
+	}
+	for _, seg := range cs.segs {
+		s.segBytes += seg.size
+		cs.liveBytes += uint64(seg.dataEnd)
+	}
+	cs.liveBytes -= min(cs.liveBytes, uint64(cs.headOff))
+	for _, a := range cs.acked {
+		cs.liveBytes -= min(cs.liveBytes, uint64(a.size))
+	}
+	s.refreshOldest(c)
+	if len(stale) > 0 || cs.head != startHead {
+		if err := s.persist(c, stale, nil, nil); err != nil {
+			return err
+		}
+	}
+	return s.dropPassed(c)
+}
+
+// findHead locates head's frame in segs[0], trying the stored position first.
+func (s *Spool) findHead(c Class, hint classMeta) error {
+	cs := &s.cls[c]
+	seg := cs.segs[0]
+	cs.headSeg, cs.window = seg.first, nil
+	if cs.head >= seg.end {
+		cs.headOff = seg.dataEnd
+		return nil
+	}
+	if hint.headSeg == seg.first && hint.headOff < uint64(seg.dataEnd) {
+		cs.headOff = int64(hint.headOff)
+		if loc, err := s.locate(c, cs.head); err == nil && loc.off == int64(hint.headOff) {
 			return nil
-		})
-	})
+		}
+		cs.window = nil
+	}
+	// Walk the segment from its start.
+	f, err := os.Open(segmentPath(s.segDir, c, seg.first))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := newFrameReader(f, 0, seg.dataEnd, s.cfg.MaxRecordBytes, s.rbuf)
+	for {
+		off := r.off
+		h, _, err := r.next(false)
+		if err != nil {
+			break
+		}
+		if h.seq == cs.head {
+			cs.headOff = off
+			return nil
+		}
+	}
+	// The head's frame is unreadable: what is left of the segment is lost.
+	cs.headOff = seg.dataEnd
+	s.markLost(c, cs.acked, cs.head, seg.end, "segment damaged")
+	for seq := range cs.acked {
+		if seq < cs.head {
+			delete(cs.acked, seq)
+		}
+	}
+	return nil
+}
+
+// markLost counts the unacknowledged records in [from, to) as evicted (a
+// crash or a damaged disk took them), records the gap and moves head to to.
+// It is for Open; the caller persists the metadata.
+func (s *Spool) markLost(c Class, acked map[uint64]ackEntry, from, to uint64, reason string) {
+	cs := &s.cls[c]
+	if to <= from {
+		return
+	}
+	n := to - from
+	for seq := range acked {
+		if seq >= from && seq < to {
+			n--
+		}
+	}
+	cs.head = max(cs.head, to)
+	cs.evictedN += n
+	if n == 0 {
+		return
+	}
+	s.log.Error("spool records lost", "class", c.String(), "reason", reason, "first_seq", from, "last_seq", to-1, "count", n)
+	g := s.extendGap(c, from, to-1, n)
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set(gapKey(c, g.FirstSeq), g.encodeValue()) }); err != nil {
+		s.log.Error("recording a gap", "class", c.String(), "err", err)
+	}
+}
+
+// extendGap makes the gap for evicted records first..last (count of them),
+// merging it into the class's last unreported gap when contiguous.
+func (s *Spool) extendGap(c Class, first, last, count uint64) Gap {
+	cs := &s.cls[c]
+	g := Gap{Class: c, FirstSeq: first, LastSeq: last, Count: count, EvictedAt: time.Now()}
+	if lg := cs.lastGap; lg != nil && lg.LastSeq+1 >= first {
+		g.FirstSeq, g.Count = lg.FirstSeq, lg.Count+count
+	}
+	cs.lastGap = &g
+	return g
+}
+
+func truncateSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// openWriter opens the class's last segment for appending.
+func (s *Spool) openWriter(c Class) error {
+	cs := &s.cls[c]
+	f, err := os.OpenFile(segmentPath(s.segDir, c, cs.last().first), os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	cs.writer = f
+	return nil
+}
+
+// newSegment starts a new segment at next and makes it the one appended to.
+// An empty last segment is reused.
+func (s *Spool) newSegment(c Class) error {
+	cs := &s.cls[c]
+	if len(cs.segs) > 0 && cs.last().first == cs.next && cs.writer != nil {
+		// Nothing was appended to it (a failed write may have left bytes).
+		if err := cs.writer.Truncate(0); err != nil {
+			return err
+		}
+		s.segBytes -= cs.last().size
+		cs.last().size, cs.last().dataEnd = 0, 0
+		return nil
+	}
+	path := segmentPath(s.segDir, c, cs.next)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := syncDir(s.segDir); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if cs.writer != nil {
+		_ = cs.writer.Close()
+	}
+	cs.writer = f
+	cs.segs = append(cs.segs, &segment{first: cs.next, end: cs.next})
+	if len(cs.segs) == 1 {
+		cs.headSeg, cs.headOff = cs.next, 0
+	}
+	return nil
 }
 
 // Append stores one record and returns its sequence number once it is on
@@ -356,29 +624,13 @@ func (s *Spool) AppendBatch(class Class, payloads [][]byte) (uint64, error) {
 	if len(payloads) == 0 {
 		return 0, fmt.Errorf("%w: empty batch", ErrInvalid)
 	}
-	var need uint64
+	var need int64
 	for i, p := range payloads {
 		if len(p) > s.cfg.MaxRecordBytes {
 			return 0, fmt.Errorf("%w: payload %d is %d bytes, the limit is %d", ErrInvalid, i, len(p), s.cfg.MaxRecordBytes)
 		}
-		need += recordSize(len(p))
+		need += int64(recordSize(len(p)))
 	}
-
-	first, err := s.appendLocked(class, payloads, need)
-	if err != nil {
-		return 0, err
-	}
-	// The fsync runs outside the lock: Next and Ack (the uplink) must not wait
-	// for the disk behind an append. Sync covers everything committed so far,
-	// so when it returns this batch is durable.
-	if err := s.sync(); err != nil {
-		return 0, err
-	}
-	return first, nil
-}
-
-// appendLocked commits the batch (not yet synced) under s.mu.
-func (s *Spool) appendLocked(class Class, payloads [][]byte, need uint64) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -390,48 +642,64 @@ func (s *Spool) appendLocked(class Class, payloads [][]byte, need uint64) (uint6
 	if err := s.makeRoom(class, need); err != nil {
 		return 0, err
 	}
-
+	cs := &s.cls[class]
+	if seg := cs.last(); seg.size > 0 && seg.size+need > s.segSize {
+		if err := s.newSegment(class); err != nil {
+			return 0, s.writeError("start a segment", err)
+		}
+		if err := s.dropPassed(class); err != nil {
+			return 0, err
+		}
+	}
 	now := time.Now()
-	m := s.meta[class] // committed in chunks; s.meta follows each commit
-	first := m.next
-	for start := 0; start < len(payloads); {
-		txn := s.db.NewTransaction(true)
-		var est int
-		end := start
-		for end < len(payloads) && end-start < txnMaxEntries && (end == start || est+len(payloads[end])+64 <= txnBudget) {
-			if err := txn.Set(recordKey(class, m.next), encodeRecordValue(now, payloads[end])); err != nil {
-				txn.Discard()
-				return 0, s.writeError("append", err)
-			}
-			est += len(payloads[end]) + 64
-			m.next++
-			m.liveCount++
-			m.liveBytes += recordSize(len(payloads[end]))
-			m.appended++
-			end++
-		}
-		if err := txn.Set(metaKey(class), m.encode()); err != nil {
-			txn.Discard()
-			return 0, s.writeError("append", err)
-		}
-		if err := txn.Commit(); err != nil {
-			return 0, s.writeError("append", err)
-		}
-		if s.meta[class].liveCount == 0 {
-			s.oldest[class] = now
-		}
-		s.meta[class] = m
-		start = end
+	buf := s.wbuf[:0]
+	for i, p := range payloads {
+		buf = appendFrame(buf, cs.next+uint64(i), now.UnixNano(), p)
 	}
-	s.appendedSinceDisk += int64(need)
-	if s.appendedSinceDisk > s.cfg.QuotaBytes/32 {
-		if err := s.enforceDiskQuota(); err != nil {
-			// The records are durable; the quota is enforced again by the next
-			// append or Maintain.
-			s.log.Warn("enforcing disk quota", "err", err)
-		}
+	if cap(buf) <= 4<<20 {
+		s.wbuf = buf
 	}
+	seg := cs.last()
+	if _, err := cs.writer.WriteAt(buf, seg.size); err != nil {
+		return 0, s.writeError("append", s.undoWrite(class, err))
+	}
+	if err := unix.Fdatasync(int(cs.writer.Fd())); err != nil {
+		return 0, s.writeError("sync", s.undoWrite(class, err))
+	}
+	first := cs.next
+	if cs.live() == 0 {
+		cs.oldest = now
+	}
+	seg.size += need
+	seg.dataEnd = seg.size
+	cs.next += uint64(len(payloads))
+	seg.end = cs.next
+	cs.liveBytes += uint64(need)
+	s.segBytes += need
 	return first, nil
+}
+
+// undoWrite cuts a failed append off the segment. If that fails too, later
+// appends go to a new segment, so that a segment never holds records after
+// garbage.
+func (s *Spool) undoWrite(c Class, cause error) error {
+	cs := &s.cls[c]
+	seg := cs.last()
+	if err := cs.writer.Truncate(seg.size); err == nil {
+		return cause
+	}
+	if seg.first == cs.next {
+		return cause // empty: newSegment truncates it before reuse
+	}
+	st, err := cs.writer.Stat()
+	if err == nil {
+		s.segBytes += st.Size() - seg.size
+		seg.size = st.Size()
+	}
+	if err := s.newSegment(c); err != nil {
+		s.log.Error("starting a segment after a failed write", "class", c.String(), "err", err)
+	}
+	return cause
 }
 
 // writeError wraps a failed write, naming ENOSPC as ErrDiskFull.
@@ -444,7 +712,7 @@ func (s *Spool) writeError(op string, err error) error {
 
 // checkFreeSpace refuses a write that would leave less than MinFreeBytes free
 // on the spool's file system.
-func (s *Spool) checkFreeSpace(need uint64) error {
+func (s *Spool) checkFreeSpace(need int64) error {
 	if s.cfg.MinFreeBytes < 0 {
 		return nil
 	}
@@ -453,132 +721,277 @@ func (s *Spool) checkFreeSpace(need uint64) error {
 		return fmt.Errorf("store: statfs %s: %w", s.cfg.Dir, err)
 	}
 	free := int64(st.Bavail) * st.Bsize
-	if free-int64(need) < s.cfg.MinFreeBytes {
+	if free-need < s.cfg.MinFreeBytes {
 		return fmt.Errorf("%w: append in %s: %d bytes free, %d needed plus a reserve of %d: %w",
 			ErrDiskFull, s.cfg.Dir, free, need, s.cfg.MinFreeBytes, syscall.ENOSPC)
 	}
 	return nil
 }
 
-func (s *Spool) totalLive() uint64 {
-	var n uint64
-	for c := ClassAlert; c <= ClassEvent; c++ {
-		n += s.meta[c].liveBytes
-	}
-	return n
-}
-
-// makeRoom evicts so that need more live bytes fit under the live limit. An
-// incoming record may evict records of its own or a lower priority, never a
+// makeRoom makes need more bytes fit under the quota. Drained classes give
+// back their last segment first (nothing is lost); then an incoming record
+// may evict whole segments of its own class or a lower priority, never a
 // higher one: an event never displaces a finding or an alert. It evicts down
-// to 15/16 of the limit so that a full spool does not evict on every append.
-func (s *Spool) makeRoom(class Class, need uint64) error {
-	live := s.totalLive()
-	if live+need <= s.liveLimit {
+// to 15/16 of the quota so that a full spool does not evict on every append.
+func (s *Spool) makeRoom(class Class, need int64) error {
+	limit := s.cfg.QuotaBytes
+	if s.segBytes+need <= limit {
 		return nil
 	}
-	if need > s.liveLimit {
-		s.rejected[class]++
-		return fmt.Errorf("%w: a batch of %d bytes exceeds the live limit %d", ErrQuotaExceeded, need, s.liveLimit)
+	if need > limit {
+		s.cls[class].rejected++
+		return fmt.Errorf("%w: a batch of %d bytes exceeds the quota %d", ErrQuotaExceeded, need, limit)
 	}
-	target := s.liveLimit - s.liveLimit/16
+	if err := s.releaseDrained(); err != nil {
+		return err
+	}
+	target := limit - limit/16
 	if need > target {
-		target = s.liveLimit
+		target = limit
 	}
 	target -= need
-	for c := ClassEvent; c >= class && live > target; c-- {
-		freed, err := s.evict(c, live-target)
-		if err != nil {
-			return err
+	for c := ClassEvent; c >= class && s.segBytes > target; c-- {
+		for s.segBytes > target && s.cls[c].live() > 0 {
+			if err := s.evictHead(c, "over quota"); err != nil {
+				return err
+			}
 		}
-		live -= freed
 	}
-	if live+need > s.liveLimit {
-		s.rejected[class]++
-		return fmt.Errorf("%w: %d live bytes of higher priority than %s leave no room for %d more (limit %d)",
-			ErrQuotaExceeded, live, class, need, s.liveLimit)
+	if s.segBytes+need > limit {
+		s.cls[class].rejected++
+		return fmt.Errorf("%w: %d bytes of records of higher priority than %s leave no room for %d more (quota %d)",
+			ErrQuotaExceeded, s.segBytes, class, need, limit)
 	}
 	return nil
 }
 
-// evict deletes the oldest records of class c until at least want bytes are
-// freed or the class is empty, records the run as a gap, and returns the bytes
-// freed.
-func (s *Spool) evict(c Class, want uint64) (uint64, error) {
-	var freed uint64
-	for freed < want && s.meta[c].liveCount > 0 {
-		ids, sizes, err := s.oldestRecords(c, want-freed, txnMaxEntries)
-		if err != nil {
-			return freed, err
+// releaseDrained replaces the last segment of every class that has nothing
+// live by an empty one. The head is already durable past it.
+func (s *Spool) releaseDrained() error {
+	for c := ClassAlert; c <= ClassEvent; c++ {
+		cs := &s.cls[c]
+		if cs.live() > 0 || cs.last().size == 0 {
+			continue
 		}
-		if len(ids) == 0 {
-			return freed, fmt.Errorf("store: %s: %d live records counted but none found: %w", c, s.meta[c].liveCount, errCorrupt)
+		if err := s.newSegment(c); err != nil {
+			return s.writeError("start a segment", err)
 		}
-		m := s.meta[c]
-		gap := Gap{Class: c, FirstSeq: ids[0].Seq, LastSeq: ids[len(ids)-1].Seq, EvictedAt: time.Now()}
-		if lg := s.lastGap[c]; lg != nil && lg.LastSeq+1 == gap.FirstSeq {
-			gap.FirstSeq, gap.Count = lg.FirstSeq, lg.Count
-		}
-		var chunk uint64
-		err = s.db.Update(func(txn *badger.Txn) error {
-			for i, id := range ids {
-				if err := txn.Delete(recordKey(c, id.Seq)); err != nil {
-					return err
-				}
-				m.liveCount--
-				m.liveBytes -= sizes[i]
-				m.evicted++
-				chunk += sizes[i]
-			}
-			gap.Count += uint64(len(ids))
-			m.head = gap.LastSeq + 1
-			if err := txn.Set(gapKey(c, gap.FirstSeq), gap.encodeValue()); err != nil {
-				return err
-			}
-			return txn.Set(metaKey(c), m.encode())
-		})
-		if err != nil {
-			return freed, s.writeError("evict", err)
-		}
-		s.meta[c] = m
-		s.lastGap[c] = &gap
-		s.dirty[c] = true
-		freed += chunk
-		s.log.Warn("spool over quota: evicted records", "class", c.String(), "first_seq", ids[0].Seq,
-			"last_seq", gap.LastSeq, "count", len(ids), "bytes", chunk)
-		if err := s.advanceHead(c); err != nil {
-			return freed, err
+		if err := s.dropPassed(c); err != nil {
+			return err
 		}
 	}
-	return freed, nil
+	return nil
 }
 
-// oldestRecords lists the oldest live records of c (with their accounted
-// sizes) until want bytes or max records.
-func (s *Spool) oldestRecords(c Class, want uint64, max int) ([]RecordID, []uint64, error) {
-	var ids []RecordID
-	var sizes []uint64
-	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: recordPrefix(c)})
-		defer it.Close()
-		var got uint64
-		for it.Seek(recordKey(c, s.meta[c].head)); it.Valid() && got < want && len(ids) < max; it.Next() {
-			item := it.Item()
-			id, err := decodeRecordKey(item.Key())
-			if err != nil {
-				return err
-			}
-			size, err := itemRecordSize(item)
-			if err != nil {
-				return err
-			}
-			ids = append(ids, id)
-			sizes = append(sizes, size)
-			got += size
+// dropPassed deletes the segments that the head has passed. Call it only
+// once the head's position is durable.
+func (s *Spool) dropPassed(c Class) error {
+	cs := &s.cls[c]
+	for len(cs.segs) > 1 && cs.segs[0].end <= cs.head {
+		seg := cs.segs[0]
+		if err := os.Remove(segmentPath(s.segDir, c, seg.first)); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("store: delete segment in %s: %w", s.segDir, err)
 		}
-		return nil
-	})
-	return ids, sizes, err
+		s.segBytes -= seg.size
+		cs.segs = cs.segs[1:]
+		if cs.headSeg == seg.first { // head sat at its end
+			cs.headSeg, cs.headOff = cs.segs[0].first, 0
+		}
+	}
+	return nil
+}
+
+// evictHead evicts what is left of the class's oldest segment, records the
+// gap, and deletes the file.
+func (s *Spool) evictHead(c Class, reason string) error {
+	cs := &s.cls[c]
+	seg := cs.segs[0]
+	from, to := cs.head, seg.end
+	n := to - from
+	live := uint64(max(seg.dataEnd-cs.headOff, 0))
+	var passed []uint64
+	for seq, a := range cs.acked {
+		if seq < to {
+			n--
+			live -= min(live, uint64(a.size))
+			if a.stored {
+				passed = append(passed, seq)
+			}
+			delete(cs.acked, seq)
+		}
+	}
+	if seg == cs.last() {
+		if err := s.newSegment(c); err != nil {
+			return s.writeError("start a segment", err)
+		}
+	}
+	cs.head = to
+	cs.evictedN += n
+	cs.liveBytes -= min(cs.liveBytes, live)
+	cs.window = nil
+	var gap *Gap
+	if n > 0 {
+		g := s.extendGap(c, from, to-1, n)
+		gap = &g
+	}
+	if err := s.persist(c, passed, nil, gap); err != nil {
+		return err
+	}
+	// The whole segment goes: its acknowledged part was dead already.
+	cs.headOff = seg.dataEnd
+	if err := s.dropPassed(c); err != nil {
+		return err
+	}
+	s.refreshOldest(c)
+	if n > 0 {
+		logf := s.log.Warn
+		if reason != "over quota" {
+			logf = s.log.Error
+		}
+		logf("spool evicted records", "class", c.String(), "reason", reason, "first_seq", from, "last_seq", to-1,
+			"count", n, "bytes", live)
+	}
+	return nil
+}
+
+// persist writes the class's metadata, the acked keys to delete and to add,
+// and a gap, then syncs.
+func (s *Spool) persist(c Class, del []uint64, add map[uint64]uint32, gap *Gap) error {
+	cs := &s.cls[c]
+	type op struct {
+		key, val []byte
+	}
+	ops := make([]op, 0, len(del)+len(add)+2)
+	for _, seq := range del {
+		ops = append(ops, op{key: ackedKey(c, seq)})
+	}
+	for seq, size := range add {
+		ops = append(ops, op{key: ackedKey(c, seq), val: encodeAckedValue(size)})
+	}
+	if gap != nil {
+		ops = append(ops, op{gapKey(c, gap.FirstSeq), gap.encodeValue()})
+	}
+	m := classMeta{next: cs.next, head: cs.head, headSeg: cs.headSeg, headOff: uint64(cs.headOff), acked: cs.ackedN, evicted: cs.evictedN}
+	ops = append(ops, op{metaKey(c), m.encode()})
+	for start := 0; start < len(ops); start += metaTxnEntries {
+		chunk := ops[start:min(start+metaTxnEntries, len(ops))]
+		err := s.db.Update(func(txn *badger.Txn) error {
+			for _, o := range chunk {
+				var err error
+				if o.val == nil {
+					err = txn.Delete(o.key)
+				} else {
+					err = txn.Set(o.key, o.val)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return s.writeError("write metadata", err)
+		}
+	}
+	if err := s.db.Sync(); err != nil {
+		return s.writeError("sync metadata", err)
+	}
+	return nil
+}
+
+// locate returns the position of frame seq (head <= seq < next), walking
+// frame headers from the end of the class's window as far as needed.
+func (s *Spool) locate(c Class, seq uint64) (frameLoc, error) {
+	cs := &s.cls[c]
+	if seq < cs.head || seq >= cs.next {
+		return frameLoc{}, fmt.Errorf("seq %d outside %d..%d", seq, cs.head, cs.next)
+	}
+	if i := seq - cs.head; i < uint64(len(cs.window)) {
+		return cs.window[i], nil
+	}
+	idx, off, at := s.afterWindow(c)
+	for ; idx < len(cs.segs); idx, off = idx+1, 0 {
+		seg := cs.segs[idx]
+		if at >= seg.end {
+			continue
+		}
+		f, closeFile, err := s.segmentFile(c, idx)
+		if err != nil {
+			return frameLoc{}, err
+		}
+		r := newFrameReader(f, off, seg.dataEnd, s.cfg.MaxRecordBytes, s.rbuf)
+		for at < seg.end {
+			start := r.off
+			h, _, err := r.next(false)
+			if err == nil && h.seq != at {
+				err = fmt.Errorf("frame at offset %d has seq %d, want %d: %w", start, h.seq, at, errCorrupt)
+			}
+			if err != nil {
+				closeFile()
+				return frameLoc{}, fmt.Errorf("%s segment %d: %w", c, seg.first, err)
+			}
+			loc := frameLoc{seg: seg.first, off: start, appendedAt: h.appendedAt, size: uint32(h.size())}
+			if at == cs.head+uint64(len(cs.window)) && len(cs.window) < windowMax {
+				cs.window = append(cs.window, loc)
+			}
+			if at == seq {
+				closeFile()
+				return loc, nil
+			}
+			at++
+		}
+		closeFile()
+	}
+	return frameLoc{}, fmt.Errorf("%s: seq %d not found in its segments: %w", c, seq, errCorrupt)
+}
+
+// afterWindow is the position after the class's window: segment index,
+// offset and seq.
+func (s *Spool) afterWindow(c Class) (int, int64, uint64) {
+	cs := &s.cls[c]
+	if len(cs.window) == 0 {
+		return s.segIndex(c, cs.headSeg), cs.headOff, cs.head
+	}
+	last := cs.window[len(cs.window)-1]
+	at := cs.head + uint64(len(cs.window))
+	idx := s.segIndex(c, last.seg)
+	if at >= cs.segs[idx].end {
+		return idx + 1, 0, at
+	}
+	return idx, last.off + int64(last.size), at
+}
+
+func (s *Spool) segIndex(c Class, first uint64) int {
+	segs := s.cls[c].segs
+	return sort.Search(len(segs), func(i int) bool { return segs[i].first >= first })
+}
+
+// segmentFile returns segment idx of c open for reading and how to release it.
+func (s *Spool) segmentFile(c Class, idx int) (*os.File, func(), error) {
+	cs := &s.cls[c]
+	if idx == len(cs.segs)-1 {
+		return cs.writer, func() {}, nil
+	}
+	f, err := os.Open(segmentPath(s.segDir, c, cs.segs[idx].first))
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { _ = f.Close() }, nil
+}
+
+// refreshOldest sets the append time of the record at head.
+func (s *Spool) refreshOldest(c Class) {
+	cs := &s.cls[c]
+	if cs.live() == 0 {
+		cs.oldest = time.Time{}
+		return
+	}
+	loc, err := s.locate(c, cs.head)
+	if err != nil {
+		cs.oldest = time.Now() // unreadable; Next will deal with it
+		return
+	}
+	cs.oldest = frameTime(loc.appendedAt)
 }
 
 // Next returns up to max records, oldest first, from the highest-priority
@@ -595,136 +1008,177 @@ func (s *Spool) Next(max, maxBytes int) ([]Record, error) {
 		return nil, ErrClosed
 	}
 	for c := ClassAlert; c <= ClassEvent; c++ {
-		if s.meta[c].liveCount == 0 {
-			continue
-		}
-		var recs []Record
-		var bytes int
-		err := s.db.View(func(txn *badger.Txn) error {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: recordPrefix(c)})
-			defer it.Close()
-			for it.Seek(recordKey(c, s.meta[c].head)); it.Valid() && len(recs) < max; it.Next() {
-				item := it.Item()
-				id, err := decodeRecordKey(item.Key())
-				if err != nil {
-					return err
-				}
-				v, err := item.ValueCopy(nil)
-				if err != nil {
-					return fmt.Errorf("read %s/%d: %w", c, id.Seq, err)
-				}
-				at, payload, err := decodeRecordValue(v)
-				if err != nil {
-					return fmt.Errorf("record %s/%d: %w", c, id.Seq, err)
-				}
-				if len(recs) > 0 && bytes+len(payload) > maxBytes {
-					break
-				}
-				bytes += len(payload)
-				recs = append(recs, Record{RecordID: id, AppendedAt: at, Payload: payload})
+		for s.cls[c].live() > 0 {
+			recs, err := s.readHead(c, max, maxBytes)
+			if err == nil || (errors.Is(err, errCorrupt) && len(recs) > 0) {
+				return recs, nil
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, fmt.Errorf("store: next in %s: %w", s.cfg.Dir, err)
+			if !errors.Is(err, errCorrupt) {
+				return nil, fmt.Errorf("store: next in %s: %w", s.cfg.Dir, err)
+			}
+			// The frame at head is damaged: the rest of its segment is lost.
+			s.log.Error("spool segment damaged", "class", c.String(), "err", err)
+			if err := s.evictHead(c, "segment damaged"); err != nil {
+				return nil, err
+			}
 		}
-		return recs, nil
 	}
 	return nil, nil
+}
+
+// readHead reads records from the class's head on, skipping acknowledged
+// ones, and rebuilds its window on the way.
+func (s *Spool) readHead(c Class, max, maxBytes int) ([]Record, error) {
+	cs := &s.cls[c]
+	cs.window = cs.window[:0]
+	var recs []Record
+	var bytes int
+	at := cs.head
+	first := s.segIndex(c, cs.headSeg)
+	for idx := first; idx < len(cs.segs) && len(recs) < max; idx++ {
+		seg := cs.segs[idx]
+		off := int64(0)
+		if idx == first {
+			off = cs.headOff
+		}
+		if at >= seg.end {
+			continue
+		}
+		f, closeFile, err := s.segmentFile(c, idx)
+		if err != nil {
+			return recs, err
+		}
+		r := newFrameReader(f, off, seg.dataEnd, s.cfg.MaxRecordBytes, s.rbuf)
+		for at < seg.end && len(recs) < max {
+			_, skip := cs.acked[at]
+			start := r.off
+			h, payload, err := r.next(!skip)
+			if err == nil && h.seq != at {
+				err = fmt.Errorf("frame at offset %d has seq %d, want %d: %w", start, h.seq, at, errCorrupt)
+			}
+			if err != nil {
+				closeFile()
+				return recs, fmt.Errorf("%s segment %d: %w", c, seg.first, err)
+			}
+			if !skip {
+				if len(recs) > 0 && bytes+len(payload) > maxBytes {
+					closeFile()
+					return recs, nil
+				}
+				bytes += len(payload)
+				recs = append(recs, Record{RecordID: RecordID{Class: c, Seq: at}, AppendedAt: frameTime(h.appendedAt), Payload: payload})
+			}
+			if len(cs.window) < windowMax {
+				cs.window = append(cs.window, frameLoc{seg: seg.first, off: start, appendedAt: h.appendedAt, size: uint32(h.size())})
+			}
+			at++
+		}
+		closeFile()
+	}
+	return recs, nil
 }
 
 // Ack deletes acknowledged records. Unknown, already acknowledged or evicted
 // IDs are ignored. It fsyncs, so a restart does not resend them.
 func (s *Spool) Ack(ids ...RecordID) error {
+	var byClass [numClasses + 1][]uint64
 	for _, id := range ids {
 		if !id.Class.valid() {
 			return fmt.Errorf("%w: ack of class %d", ErrInvalid, id.Class)
 		}
+		byClass[id.Class] = append(byClass[id.Class], id.Seq)
 	}
-	if err := s.ackLocked(ids); err != nil {
-		return err
-	}
-	// As in AppendBatch, the fsync does not hold up the other side.
-	return s.sync()
-}
-
-// sync makes every committed write durable, unless the spool was closed
-// meanwhile (closing flushes and syncs the database itself).
-func (s *Spool) sync() error {
-	s.syncMu.RLock()
-	defer s.syncMu.RUnlock()
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		return ErrClosed
-	}
-	if err := s.db.Sync(); err != nil {
-		return s.writeError("sync", err)
-	}
-	return nil
-}
-
-// ackLocked deletes the records (not yet synced) under s.mu.
-func (s *Spool) ackLocked(ids []RecordID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	var touched [numClasses + 1]bool
-	for start := 0; start < len(ids); start += txnMaxEntries {
-		chunk := ids[start:min(start+txnMaxEntries, len(ids))]
-		meta := s.meta
-		err := s.db.Update(func(txn *badger.Txn) error {
-			var changed [numClasses + 1]bool
-			for _, id := range chunk {
-				if id.Seq == 0 { // never assigned; the drop marker lives there
-					continue
-				}
-				item, err := txn.Get(recordKey(id.Class, id.Seq))
-				if errors.Is(err, badger.ErrKeyNotFound) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				size, err := itemRecordSize(item)
-				if err != nil {
-					return err
-				}
-				if err := txn.Delete(item.KeyCopy(nil)); err != nil {
-					return err
-				}
-				m := &meta[id.Class]
-				m.liveCount--
-				m.liveBytes -= size
-				m.acked++
-				changed[id.Class] = true
-			}
-			for c := ClassAlert; c <= ClassEvent; c++ {
-				if changed[c] {
-					touched[c] = true
-					if err := txn.Set(metaKey(c), meta[c].encode()); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return s.writeError("ack", err)
-		}
-		s.meta = meta
-	}
 	for c := ClassAlert; c <= ClassEvent; c++ {
-		if touched[c] {
-			s.dirty[c] = true
-			if err := s.advanceHead(c); err != nil {
-				return fmt.Errorf("store: ack in %s: %w", s.cfg.Dir, err)
+		if len(byClass[c]) > 0 {
+			if err := s.ackClass(c, byClass[c]); err != nil {
+				return err
 			}
 		}
 	}
+	return nil
+}
+
+func (s *Spool) ackClass(c Class, seqs []uint64) error {
+	cs := &s.cls[c]
+	slices.Sort(seqs)
+	seqs = slices.Compact(seqs)
+	changed := false
+	for _, seq := range seqs {
+		if seq < cs.head || seq >= cs.next {
+			continue
+		}
+		if _, done := cs.acked[seq]; done {
+			continue
+		}
+		loc, err := s.locate(c, seq)
+		if err != nil {
+			if errors.Is(err, errCorrupt) {
+				// Next evicts the damaged segment; the ack cannot matter.
+				s.log.Error("acknowledging a record in a damaged segment", "class", c.String(), "seq", seq, "err", err)
+				continue
+			}
+			return fmt.Errorf("store: ack in %s: %w", s.cfg.Dir, err)
+		}
+		cs.acked[seq] = ackEntry{size: loc.size}
+		cs.ackedN++
+		cs.liveBytes -= min(cs.liveBytes, uint64(loc.size))
+		changed = true
+	}
+	if !changed {
+		return nil
+	}
+	// Move the head over the acknowledged run at its front.
+	var passed []uint64
+	for cs.head < cs.next {
+		a, ok := cs.acked[cs.head]
+		if !ok {
+			break
+		}
+		loc, err := s.locate(c, cs.head)
+		if err != nil {
+			break
+		}
+		if a.stored {
+			passed = append(passed, cs.head)
+		}
+		delete(cs.acked, cs.head)
+		cs.head++
+		cs.window = cs.window[1:]
+		cs.headSeg, cs.headOff = loc.seg, loc.off+int64(loc.size)
+		if idx := s.segIndex(c, loc.seg); cs.head >= cs.segs[idx].end && idx+1 < len(cs.segs) {
+			cs.headSeg, cs.headOff = cs.segs[idx+1].first, 0
+		}
+	}
+	if len(cs.window) == 0 {
+		cs.window = nil // let a large walk's array go
+	}
+	add := map[uint64]uint32{}
+	for seq, a := range cs.acked {
+		if !a.stored {
+			add[seq] = a.size
+			cs.acked[seq] = ackEntry{size: a.size, stored: true}
+		}
+	}
+	if err := s.persist(c, passed, add, nil); err != nil {
+		return err
+	}
+	// Segments wholly below the head go now that the head is durable; a
+	// drained class keeps its last segment until it grows past a quarter of
+	// a segment, so a fast uplink does not create a file per batch.
+	if err := s.dropPassed(c); err != nil {
+		return err
+	}
+	if cs.live() == 0 && cs.last().size >= s.segSize/4 {
+		if err := s.releaseDrained(); err != nil {
+			return err
+		}
+	}
+	s.refreshOldest(c)
 	return nil
 }
 
@@ -734,20 +1188,21 @@ func (s *Spool) Stats() Stats {
 	defer s.mu.Unlock()
 	now := time.Now()
 	st := Stats{
-		Classes:    make(map[Class]ClassStats, numClasses),
-		LiveLimit:  s.liveLimit,
-		DiskBytes:  s.disk,
-		QuotaBytes: s.cfg.QuotaBytes,
+		Classes:      make(map[Class]ClassStats, numClasses),
+		LiveLimit:    uint64(s.cfg.QuotaBytes),
+		SegmentBytes: s.segBytes,
+		DiskBytes:    s.segBytes + s.metaDisk,
+		QuotaBytes:   s.cfg.QuotaBytes,
 	}
 	for c := ClassAlert; c <= ClassEvent; c++ {
-		m := s.meta[c]
-		cs := ClassStats{Depth: m.liveCount, Bytes: m.liveBytes, NextSeq: m.next, Appended: m.appended,
-			Acked: m.acked, Evicted: m.evicted, Rejected: s.rejected[c]}
-		if m.liveCount > 0 {
-			cs.OldestAge = now.Sub(s.oldest[c])
+		cs := &s.cls[c]
+		out := ClassStats{Depth: cs.live(), Bytes: cs.liveBytes, NextSeq: cs.next, Appended: cs.next - 1,
+			Acked: cs.ackedN, Evicted: cs.evictedN, Rejected: cs.rejected}
+		if out.Depth > 0 {
+			out.OldestAge = now.Sub(cs.oldest)
 		}
-		st.Classes[c] = cs
-		st.LiveBytes += m.liveBytes
+		st.Classes[c] = out
+		st.LiveBytes += cs.liveBytes
 	}
 	return st
 }
@@ -795,7 +1250,7 @@ func (s *Spool) MarkGapsReported(gaps ...Gap) error {
 			if !g.Class.valid() {
 				return fmt.Errorf("%w: gap of class %d", ErrInvalid, g.Class)
 			}
-			if lg := s.lastGap[g.Class]; lg != nil && lg.FirstSeq == g.FirstSeq && lg.LastSeq != g.LastSeq {
+			if lg := s.cls[g.Class].lastGap; lg != nil && lg.FirstSeq == g.FirstSeq && lg.LastSeq != g.LastSeq {
 				continue
 			}
 			if err := txn.Delete(gapKey(g.Class, g.FirstSeq)); err != nil {
@@ -808,8 +1263,8 @@ func (s *Spool) MarkGapsReported(gaps ...Gap) error {
 		return s.writeError("mark gaps reported", err)
 	}
 	for _, g := range gaps {
-		if lg := s.lastGap[g.Class]; lg != nil && lg.FirstSeq == g.FirstSeq && lg.LastSeq == g.LastSeq {
-			s.lastGap[g.Class] = nil
+		if lg := s.cls[g.Class].lastGap; lg != nil && lg.FirstSeq == g.FirstSeq && lg.LastSeq == g.LastSeq {
+			s.cls[g.Class].lastGap = nil
 		}
 	}
 	return nil
@@ -835,118 +1290,79 @@ func (s *Spool) Maintain(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// Reclaim gives disk space back after acks and evictions: it drops the key
-// range (records and tombstones) of every class that has emptied since the
-// last call, runs value-log GC until there is nothing to rewrite, and then
-// evicts if the files still exceed the quota.
+// Reclaim gives back the last segment of every drained class, runs Badger's
+// value-log GC on the metadata and measures its files.
 func (s *Spool) Reclaim(ctx context.Context) error {
-	// Everything under s.mu: an append to a class being dropped would be lost,
-	// and Close must not run under Badger's GC. Payloads live in the LSM tree,
-	// so value-log GC has little to do and holds writers up only briefly.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return ErrClosed
 	}
-	var drop [][]byte
-	for c := ClassAlert; c <= ClassEvent; c++ {
-		if s.dirty[c] && s.meta[c].liveCount == 0 {
-			drop = append(drop, recordPrefix(c))
-		}
-	}
-	if len(drop) > 0 {
-		// Badger skips a prefix with no live key, however many tombstones and
-		// dead versions it has; a marker at seq 0 (never assigned, and below
-		// every head) makes it drop them.
-		if err := s.db.Update(func(txn *badger.Txn) error {
-			for _, p := range drop {
-				if err := txn.Set(recordKey(Class(p[1]), 0), nil); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
-			return s.writeError("mark drained classes", err)
-		}
-		if err := s.db.DropPrefix(drop...); err != nil {
-			return fmt.Errorf("store: drop drained classes in %s: %w", s.cfg.Dir, err)
-		}
-		for _, p := range drop {
-			s.dirty[p[1]] = false
-		}
-	}
-	if err := s.runValueLogGC(ctx); err != nil {
+	if err := s.releaseDrained(); err != nil {
 		return err
 	}
-	return s.enforceDiskQuota()
-}
-
-// valueLogGCDiscardRatio: rewrite a value-log file once half of it is garbage.
-const valueLogGCDiscardRatio = 0.5
-
-func (s *Spool) runValueLogGC(ctx context.Context) error {
 	for ctx.Err() == nil {
-		err := s.db.RunValueLogGC(valueLogGCDiscardRatio)
-		switch {
-		case err == nil:
+		err := s.db.RunValueLogGC(0.5)
+		if err == nil {
 			continue
-		case errors.Is(err, badger.ErrNoRewrite), errors.Is(err, badger.ErrRejected):
-			return nil
-		case errors.Is(err, badger.ErrDBClosed):
-			return ErrClosed
-		default:
-			return fmt.Errorf("store: value-log GC in %s: %w", s.cfg.Dir, err)
 		}
+		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
+			return fmt.Errorf("store: metadata value-log GC in %s: %w", s.cfg.Dir, err)
+		}
+		break
 	}
-	return nil
-}
-
-// enforceDiskQuota measures the spool's files and, when they exceed the quota
-// plus Badger's working set although live records are within their limit
-// (garbage not yet compacted outgrew the headroom), runs value-log GC and then
-// evicts as many live bytes as the excess, events first. The caller holds s.mu.
-func (s *Spool) enforceDiskQuota() error {
-	disk, err := diskUsage(s.cfg.Dir)
+	disk, err := diskUsage(filepath.Join(s.cfg.Dir, metaDirName))
 	if err != nil {
 		return err
 	}
-	s.disk, s.appendedSinceDisk = disk, 0
-	limit := s.cfg.QuotaBytes + badgerWorkingSet(s.cfg.QuotaBytes)
-	if disk <= limit {
-		return nil
-	}
-	if err := s.runValueLogGC(context.Background()); err != nil {
-		return err
-	}
-	if s.disk, err = diskUsage(s.cfg.Dir); err != nil {
-		return err
-	}
-	if s.disk <= limit {
-		return nil
-	}
-	excess := uint64(s.disk - limit)
-	s.log.Warn("spool files exceed quota", "disk_bytes", s.disk, "limit_bytes", limit,
-		"live_bytes", s.totalLive())
-	for c := ClassEvent; c >= ClassAlert && excess > 0; c-- {
-		freed, err := s.evict(c, excess)
-		if err != nil {
-			return err
-		}
-		excess -= min(freed, excess)
-	}
+	s.metaDisk = disk
 	return nil
+}
+
+// get reads one record by ID; ok is false when it is gone. For tests and
+// tools: it walks from the head.
+func (s *Spool) get(id RecordID) (payload []byte, ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := &s.cls[id.Class]
+	if _, gone := cs.acked[id.Seq]; gone || id.Seq < cs.head || id.Seq >= cs.next {
+		return nil, false, nil
+	}
+	loc, err := s.locate(id.Class, id.Seq)
+	if err != nil {
+		return nil, false, err
+	}
+	f, closeFile, err := s.segmentFile(id.Class, s.segIndex(id.Class, loc.seg))
+	if err != nil {
+		return nil, false, err
+	}
+	defer closeFile()
+	b := make([]byte, loc.size)
+	if _, err := f.ReadAt(b, loc.off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	_, payload, err = decodeFrame(b, s.cfg.MaxRecordBytes)
+	return payload, err == nil, err
+}
+
+func (s *Spool) closeFiles() {
+	for c := ClassAlert; c <= ClassEvent; c++ {
+		if w := s.cls[c].writer; w != nil {
+			_ = w.Close()
+			s.cls[c].writer = nil
+		}
+	}
 }
 
 // Close closes the spool. Records appended are already durable.
 func (s *Spool) Close() error {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil
 	}
 	s.closed = true
+	s.closeFiles()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("store: close spool in %s: %w", s.cfg.Dir, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/dgraph-io/badger/v4"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -44,27 +43,6 @@ func payloadFor(c Class, i, size int) []byte {
 		p = append(p, byte('a'+len(p)%26))
 	}
 	return p
-}
-
-// get reads one record by ID; ok is false when it is gone.
-func (s *Spool) get(id RecordID) (payload []byte, ok bool, err error) {
-	err = s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get(recordKey(id.Class, id.Seq))
-		if errors.Is(err, badger.ErrKeyNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		v, err := item.ValueCopy(nil)
-		if err != nil {
-			return err
-		}
-		_, payload, err = decodeRecordValue(v)
-		ok = err == nil
-		return err
-	})
-	return payload, ok, err
 }
 
 func mustAppend(t testing.TB, s *Spool, c Class, p []byte) uint64 {
@@ -269,7 +247,7 @@ func TestOpenBadDirectoryNamesIt(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), bytes.Repeat([]byte{0xde, 0xad}, 64), 0o600); err != nil {
+			if err := os.WriteFile(filepath.Join(dir, metaDirName, "MANIFEST"), bytes.Repeat([]byte{0xde, 0xad}, 64), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			return dir
