@@ -70,8 +70,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseStatus$$' -fuzztime $(FUZZTIME) ./sensor/proc
 	$(GO) test -run '^$$' -fuzz '^FuzzReadBatch$$' -fuzztime $(FUZZTIME) ./transport
 	$(GO) test -run '^$$' -fuzz '^FuzzReadAck$$' -fuzztime $(FUZZTIME) ./transport
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordKey$$' -fuzztime $(FUZZTIME) ./store
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordValue$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAcked$$' -fuzztime $(FUZZTIME) ./store
+	$(GO) test -run '^$$' -fuzz '^FuzzParseSegmentName$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeClassMeta$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeGap$$' -fuzztime $(FUZZTIME) ./store
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBundleAnnotations$$' -fuzztime $(FUZZTIME) ./kube
