@@ -354,12 +354,32 @@ type serviceFlags struct {
 	configPath string
 	dataDir    string
 	logLevel   string
+	cpuProfile string
 }
 
 func (f *serviceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVarP(&f.configPath, "config", "c", "", "YAML config file")
 	cmd.Flags().StringVar(&f.dataDir, "data-dir", "", "spool, state, certificates and API token (default "+agent.DefaultDataDir+")")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cmd.Flags().StringVar(&f.cpuProfile, "cpuprofile", "", "write a Go CPU profile to this file until exit (for benchmarks)")
+	_ = cmd.Flags().MarkHidden("cpuprofile")
+}
+
+// profile starts the CPU profile --cpuprofile asks for; the returned func
+// stops it.
+func (f *serviceFlags) profile() (func(), error) {
+	if f.cpuProfile == "" {
+		return func() {}, nil
+	}
+	out, err := os.Create(f.cpuProfile)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(out); err != nil {
+		_ = out.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = out.Close() }, nil
 }
 
 // load reads the config file (if any) and applies the flags over it.
@@ -406,6 +426,11 @@ the API token is written to <data-dir>/api-token. Open the printed URL in a brow
 			if err != nil {
 				return err
 			}
+			stopProfile, err := f.profile()
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			context.AfterFunc(ctx, func() { notifyStopping(log) })
@@ -460,6 +485,11 @@ func newAgentCommand() *cobra.Command {
 			if node != "" {
 				cfg.Sensor.Node = node
 			}
+			stopProfile, err := f.profile()
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			context.AfterFunc(ctx, func() { notifyStopping(log) })
