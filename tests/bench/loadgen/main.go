@@ -532,6 +532,10 @@ func setupContainers(ctx context.Context, dir string, parallel int) (op, drain f
 		wg.Wait()
 		return failed()
 	}
+	// Containers still in flight when a run fails are torn down before
+	// their directory goes.
+	removeDir := cleanup
+	cleanup = func() { wg.Wait(); removeDir() }
 	return op, drain, cleanup, nil
 }
 
