@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -126,7 +127,11 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if cfg.MetricsAddr != "off" {
 		queue := func() (int, int) { return len(events), cap(events) }
 		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, client)
-		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, collector, leaders) })
+		collectors := []prometheus.Collector{collector, leaders}
+		if kp.audit != nil {
+			collectors = append(collectors, newAuditCollector(kp.receiver, kp.tailer, func() (int, int) { return len(kp.audit), cap(kp.audit) }))
+		}
+		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, collectors...) })
 	}
 	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
 	wg.Wait()

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/kube/audit"
 	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
 	"github.com/harrier-sec/harrier/transport"
@@ -48,6 +49,7 @@ func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.
 		{"harrier_sensor_received_total", "Records read from the ring buffer.", nil},
 		{"harrier_sensor_decode_errors_total", "Records that could not be decoded.", nil},
 		{"harrier_sensor_emitted_total", "Events handed to the pipeline.", nil},
+		{"harrier_sensor_container_events_total", "Events handed to the pipeline that the sensor attributed to a container (they carry its ID), by event kind.", []string{"kind"}},
 		{"harrier_sensor_queue_dropped_total", "Events dropped because the pipeline queue was full, by event kind.", []string{"kind"}},
 		{"harrier_sensor_queue_shed_total", "Events of the shed kinds (fork, exit) dropped first under overload, by event kind.", []string{"kind"}},
 		{"harrier_sensor_queue_depth", "Events waiting in the sensor → analytics queue.", nil},
@@ -107,6 +109,9 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 		for k, v := range st.QueueShed {
 			emit("harrier_sensor_queue_shed_total", counter, float64(v), k)
 		}
+		for k, v := range st.InContainer {
+			emit("harrier_sensor_container_events_total", counter, float64(v), k)
+		}
 		emit("harrier_sensor_kernel_file_filtered_total", counter, float64(st.KernelFileFiltered))
 		emit("harrier_sensor_kernel_shed_reads_total", counter, float64(st.KernelShedReads))
 		emit("harrier_sensor_received_total", counter, float64(st.Received))
@@ -152,6 +157,57 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	emit("harrier_uplink_batches_total", counter, float64(us.BatchesSent))
 	emit("harrier_uplink_bytes_sent_total", counter, float64(us.BytesSent))
 	emit("harrier_uplink_reconnects_total", counter, float64(us.Reconnects))
+}
+
+// auditCollector reads the counters of the audit webhook receiver and the
+// audit log tailer (either may be nil) and the depth of their queue to
+// analytics, at scrape time.
+type auditCollector struct {
+	receiver *audit.Receiver
+	tailer   *audit.Tailer
+	queue    func() (depth, capacity int)
+	events   *prometheus.Desc
+	rejected *prometheus.Desc
+	dropped  *prometheus.Desc
+	depth    *prometheus.Desc
+	capacity *prometheus.Desc
+}
+
+func newAuditCollector(r *audit.Receiver, t *audit.Tailer, queue func() (int, int)) *auditCollector {
+	src := []string{"source"}
+	return &auditCollector{
+		receiver: r, tailer: t, queue: queue,
+		events:   prometheus.NewDesc("harrier_audit_events_total", "Kubernetes audit events accepted and queued for analytics, by source (webhook, log).", src, nil),
+		rejected: prometheus.NewDesc("harrier_audit_rejected_total", "Audit webhook requests (unauthenticated, malformed, too large) or log lines refused, by source.", src, nil),
+		dropped:  prometheus.NewDesc("harrier_audit_dropped_total", "Accepted audit events lost before analytics (the agent was stopping), by source.", src, nil),
+		depth:    prometheus.NewDesc("harrier_audit_queue_depth", "Audit events waiting for analytics; a full queue makes the webhook wait (back-pressure), not drop.", nil, nil),
+		capacity: prometheus.NewDesc("harrier_audit_queue_capacity", "Capacity of the audit → analytics queue.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.events, c.rejected, c.dropped, c.depth, c.capacity} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
+	emit := func(source string, st audit.Stats) {
+		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(st.Events), source)
+		ch <- prometheus.MustNewConstMetric(c.rejected, prometheus.CounterValue, float64(st.Rejected), source)
+		ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped), source)
+	}
+	if c.receiver != nil {
+		emit("webhook", c.receiver.Stats())
+	}
+	if c.tailer != nil {
+		emit("log", c.tailer.Stats())
+	}
+	depth, capacity := c.queue()
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(depth))
+	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(capacity))
 }
 
 // serveMetrics serves /metrics on addr until ctx is done. A port that cannot

@@ -66,7 +66,11 @@ type Stats struct {
 	QueueDropped    map[string]uint64 `json:"queueDropped"`
 	// QueueShed counts events of the shed kinds dropped under overload
 	// (queue past shedAt) to keep room for the others.
-	QueueShed    map[string]uint64 `json:"queueShed"`
+	QueueShed map[string]uint64 `json:"queueShed"`
+	// InContainer counts emitted events the sensor attributed to a
+	// container (they carry its ID), by event kind: under container churn,
+	// whether the container context keeps up.
+	InContainer  map[string]uint64 `json:"inContainer"`
 	ProcessCache proc.Stats        `json:"processCache"`
 	Containers   int               `json:"containersCached"`
 }
@@ -91,6 +95,7 @@ type Sensor struct {
 	emitted      atomic.Uint64
 	queueDropped [kindMax]atomic.Uint64
 	queueShed    [kindMax]atomic.Uint64
+	inContainer  [kindMax]atomic.Uint64
 	shed         [kindMax]bool // kinds shed first under overload
 	shedAt       int           // queue length from which they are
 
@@ -369,9 +374,14 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			s.queueShed[rec.Kind].Add(1)
 			continue
 		}
+		// Read before the send: the consumer owns ev afterwards.
+		inContainer := ev.GetContainer().GetId() != ""
 		select {
 		case out <- ev:
 			s.emitted.Add(1)
+			if inContainer {
+				s.inContainer[rec.Kind].Add(1)
+			}
 		default:
 			s.queueDropped[rec.Kind].Add(1)
 		}
@@ -398,6 +408,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		KernelRingFull:  map[string]uint64{},
 		QueueDropped:    map[string]uint64{},
 		QueueShed:       map[string]uint64{},
+		InContainer:     map[string]uint64{},
 		Received:        s.received.Load(),
 		DecodeErrors:    s.decodeErrors.Load(),
 		DNSDecodeErrors: s.dnsErrors.Load(),
@@ -411,6 +422,9 @@ func (s *Sensor) Stats() (Stats, error) {
 		}
 		if n := s.queueDropped[k].Load(); n > 0 {
 			st.QueueDropped[kindName(uint32(k))] = n
+		}
+		if n := s.inContainer[k].Load(); n > 0 {
+			st.InContainer[kindName(uint32(k))] = n
 		}
 	}
 	stats := s.kern.maps["stats"]

@@ -359,6 +359,20 @@ func TestContainerEvents(t *testing.T) {
 	if got := ex.GetContainer(); got.GetRuntime() != "runc" || !strings.HasSuffix(got.GetCgroup(), "/harrier/"+ctr.ID) {
 		t.Errorf("container = %v, want runc %s", got, ctr.ID)
 	}
+	// The exec was counted as attributed to a container (the sensor counts
+	// right after the send, so allow it a moment).
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := c.s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.InContainer["exec"] > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Stats().InContainer = %v after an exec in a container, want exec > 0", st.InContainer)
+		}
+	}
 	if p := ex.GetProcess(); p.GetExe() != "/bin/busybox" || p.GetExeOrigin().GetOverlayUpper() {
 		t.Errorf("image binary: exe %q origin %v, want /bin/busybox from the image", p.GetExe(), p.GetExeOrigin())
 	}

@@ -12,6 +12,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -33,6 +35,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/tests/bench/internal/auditgen"
 )
 
 type step struct {
@@ -61,6 +64,38 @@ type stepResult struct {
 	AttackDetected  *bool  `json:"attack_detected_during_storm,omitempty"`
 	AttackReport    string `json:"attack_report,omitempty"`
 	AgentAliveAfter bool   `json:"agent_alive_after"`
+	// Containers steps: the containers run, and what the sensor attributed
+	// to a container meanwhile (harrier_sensor_container_events_total).
+	Containers *containerResult `json:"containers,omitempty"`
+	// Audit steps: the receiver's counters and the marker's alert latency.
+	Audit *auditResult `json:"audit,omitempty"`
+}
+
+type containerResult struct {
+	Run int `json:"containers_run"`
+	// EventsPerSec are events of any kind carrying a container ID.
+	EventsPerSec float64 `json:"container_events_per_sec"`
+	// ExecsPerContainer is exec events attributed to a container per
+	// container run: each runs sh and /bin/hostname, so at least 2 when the
+	// container context keeps up (other containers on the host add to it).
+	ExecsPerContainer float64 `json:"container_execs_per_container"`
+}
+
+type auditResult struct {
+	PostedPerSec   float64 `json:"events_posted_per_sec"`
+	AcceptedPerSec float64 `json:"events_accepted_per_sec"`
+	Accepted       float64 `json:"events_accepted"`
+	Posted         int     `json:"events_posted"`
+	Rejected       float64 `json:"requests_rejected"`
+	Dropped        float64 `json:"events_dropped"`
+	QueuePeak      float64 `json:"queue_depth_peak"`
+	BatchSize      int     `json:"batch_size"`
+	// The cluster-admin-binding marker: audit event posted → alert listed
+	// by the backend API.
+	MarkerP50Ms    float64 `json:"marker_alert_latency_p50_ms"`
+	MarkerP99Ms    float64 `json:"marker_alert_latency_p99_ms"`
+	MarkersMissing int     `json:"markers_missing"`
+	Markers        int     `json:"markers"`
 }
 
 type options struct {
@@ -74,6 +109,13 @@ type options struct {
 	// mode is "agent" (the DaemonSet's shape: `harrier agent` in the cgroup,
 	// `harrier backend` outside it) or "run" (the all-in-one, both inside).
 	mode string
+	// audit is the agent's audit webhook, set once the agent runs with it.
+	audit *auditTarget
+}
+
+// auditTarget is where and how the audit steps post.
+type auditTarget struct {
+	addr, caFile, tokenFile string
 }
 
 func main() {
@@ -91,8 +133,8 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("budget", flag.ContinueOnError)
 	fs.StringVar(&o.harrier, "harrier", "bin/harrier", "the harrier binary")
 	fs.StringVar(&o.loadgen, "loadgen", "tests/bench/bin/loadgen", "the loadgen binary")
-	fs.StringVar(&o.steps, "steps", "open-unwatched:100000,open-unwatched:300000,open-watched:10000,open-watched:25000,open-watched:50000,exec:200,exec:500,connect:5000,storm:0",
-		"workload:rate steps; storm:0 is a 10x overload of watched opens and execs with an attack in the middle")
+	fs.StringVar(&o.steps, "steps", defaultSteps,
+		"workload:rate steps ("+strings.Join(workloads(), ", ")+"); storm:0 is a 10x overload of watched opens and execs with an attack in the middle")
 	fs.DurationVar(&o.stepDuration, "step", 15*time.Second, "duration of each step")
 	fs.Float64Var(&o.cpu, "cpu", 0.36, "CPU limit in cores")
 	fs.Int64Var(&o.memBytes, "mem", 296<<20, "memory limit in bytes")
@@ -118,8 +160,8 @@ func run(ctx context.Context, args []string) error {
 	base := map[step]float64{}
 	if o.baseline {
 		for _, s := range steps {
-			if s.Workload == "storm" {
-				continue
+			if s.Workload == "storm" || s.Workload == "audit" {
+				continue // no storm without the agent; no receiver to post audit events to
 			}
 			fmt.Fprintf(os.Stderr, "budget: baseline %s at %.0f/s\n", s.Workload, s.Rate)
 			res, err := loadgen(ctx, o, work, s, o.stepDuration/2)
@@ -135,11 +177,12 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer cg.remove()
-	ag, err := startAgent(ctx, o, work, cg)
+	ag, err := startAgent(ctx, o, work, cg, hasWorkload(steps, "audit"))
 	if err != nil {
 		return err
 	}
 	defer ag.stop()
+	o.audit = ag.audit
 	idle, err := ag.measureIdle(ctx, cg, 10*time.Second)
 	if err != nil {
 		return err
@@ -173,22 +216,44 @@ func run(ctx context.Context, args []string) error {
 	return os.WriteFile(o.out, b, 0o644)
 }
 
+// defaultSteps are rates a 2-core VM sustains, the storm apart: it runs
+// about 10 containers/s flat out (≈ 200 ms of CPU each, runc included; ≈ 6/s
+// beside the agent), and the agent takes ≈ 24 000 audit events/s at its
+// CPU limit.
+const defaultSteps = "open-unwatched:100000,open-unwatched:300000,open-watched:10000,open-watched:25000,open-watched:50000," +
+	"exec:200,exec:500,connect:5000,containers:2,containers:5,audit:1000,audit:5000,audit:20000,storm:0"
+
+// workloads are the step workloads: loadgen's, and the storm.
+func workloads() []string {
+	return []string{"exec", "open-unwatched", "open-watched", "connect", "containers", "audit", "storm"}
+}
+
 func parseSteps(spec string) ([]step, error) {
 	var out []step
 	for _, part := range strings.Split(spec, ",") {
 		w, r, ok := strings.Cut(strings.TrimSpace(part), ":")
 		rate, err := strconv.ParseFloat(r, 64)
-		if !ok || err != nil || !slices.Contains([]string{"exec", "open-unwatched", "open-watched", "connect", "storm"}, w) {
-			return nil, fmt.Errorf("-steps: bad step %q", part)
+		switch {
+		case !ok || err != nil || !slices.Contains(workloads(), w):
+			return nil, fmt.Errorf("-steps: bad step %q: want WORKLOAD:RATE, WORKLOAD one of %s", part, strings.Join(workloads(), ", "))
+		case math.IsNaN(rate) || math.IsInf(rate, 0) || rate < 0 || (rate == 0 && w != "storm"):
+			return nil, fmt.Errorf("-steps: step %q: the rate must be a positive number", part)
 		}
 		out = append(out, step{Workload: w, Rate: rate})
 	}
 	return out, nil
 }
 
+// hasWorkload says whether steps include workload w.
+func hasWorkload(steps []step, w string) bool {
+	return slices.ContainsFunc(steps, func(s step) bool { return s.Workload == w })
+}
+
 // loadgen runs paced load for d, in as many processes as one core can pace.
 func loadgen(ctx context.Context, o options, work string, s step, d time.Duration) (loadResult, error) {
-	perProc := map[string]float64{"exec": 1000, "open-unwatched": 150000, "open-watched": 100000, "connect": 10000}[s.Workload]
+	// containers: one process runs -parallel containers at once.
+	perProc := map[string]float64{"exec": 1000, "open-unwatched": 150000, "open-watched": 100000, "connect": 10000,
+		"containers": 1000, "audit": 20000}[s.Workload]
 	n := int(math.Max(1, math.Ceil(s.Rate/perProc)))
 	type out struct {
 		res loadResult
@@ -198,8 +263,17 @@ func loadgen(ctx context.Context, o options, work string, s step, d time.Duratio
 	for i := 0; i < n; i++ {
 		go func() {
 			args := []string{"-workload", s.Workload, "-rate", strconv.FormatFloat(s.Rate/float64(n), 'f', 0, 64), "-duration", d.String()}
-			if s.Workload == "open-watched" {
+			switch s.Workload {
+			case "open-watched":
 				args = append(args, "-dir", filepath.Join(work, "watched"))
+			case "containers":
+				args = append(args, "-dir", filepath.Join(work, "containers"))
+			case "audit":
+				if o.audit == nil {
+					ch <- out{err: errors.New("audit step without the agent's audit receiver")}
+					return
+				}
+				args = append(args, "-addr", o.audit.addr, "-ca-file", o.audit.caFile, "-token-file", o.audit.tokenFile)
 			}
 			b, err := exec.CommandContext(ctx, o.loadgen, args...).Output()
 			var r loadResult
@@ -217,11 +291,13 @@ func loadgen(ctx context.Context, o options, work string, s step, d time.Duratio
 		}
 		total.OpsPerSec += o.res.OpsPerSec
 		total.CPUPerOpUs += o.res.CPUPerOpUs / float64(n)
+		total.N += o.res.N
 	}
 	return total, nil
 }
 
 type loadResult struct {
+	N          int     `json:"n"`
 	OpsPerSec  float64 `json:"ops_per_sec"`
 	CPUPerOpUs float64 `json:"cpu_per_op_us"`
 }
@@ -345,6 +421,8 @@ type agent struct {
 	markers   string
 	markerN   int
 	exited    chan struct{}
+	// audit is the audit webhook receiver, when the agent runs one.
+	audit *auditTarget
 }
 
 func freePort() (string, error) {
@@ -356,7 +434,10 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent, error) {
+// startAgent starts the agent in cg; withAudit also turns on its audit
+// webhook receiver (kube.audit, with kube.mode off: the receiver needs no
+// API server).
+func startAgent(ctx context.Context, o options, work string, cg *cgroup, withAudit bool) (*agent, error) {
 	api, err := freePort()
 	if err != nil {
 		return nil, err
@@ -381,6 +462,14 @@ func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent
 		}
 		conf = fmt.Sprintf("dataDir: %s/data\nmetricsAddr: %s\nsensor:\n  watchPaths: %s\n", work, metrics, paths) + conf
 	}
+	var target *auditTarget
+	if withAudit {
+		var kubeConf string
+		if target, kubeConf, err = auditReceiver(ctx, o, work); err != nil {
+			return nil, err
+		}
+		conf += kubeConf
+	}
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
@@ -398,7 +487,8 @@ func startAgent(ctx context.Context, o options, work string, cg *cgroup) (*agent
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	a := &agent{cmd: cmd, backend: backend, api: "http://" + api, metrics: "http://" + metrics + "/metrics", markers: filepath.Join(work, "markers"), exited: make(chan struct{})}
+	a := &agent{cmd: cmd, backend: backend, api: "http://" + api, metrics: "http://" + metrics + "/metrics", markers: filepath.Join(work, "markers"),
+		exited: make(chan struct{}), audit: target}
 	go func() { _ = cmd.Wait(); close(a.exited) }()
 	if err := os.MkdirAll(a.markers, 0o755); err != nil {
 		return nil, err
@@ -457,9 +547,11 @@ func (a *agent) stop() {
 // backend` outside the agent's cgroup, API on api; it returns the agent's
 // uplink config section.
 func startBackend(ctx context.Context, o options, work, api string) (*exec.Cmd, string, error) {
-	pki := filepath.Join(work, "pki")
+	pki, err := ensurePKI(ctx, o, work)
+	if err != nil {
+		return nil, "", err
+	}
 	for _, args := range [][]string{
-		{"certs", "init", "--out", pki},
 		{"certs", "backend", "--out", pki, "--host", "127.0.0.1"},
 		{"certs", "agent", "--out", pki, "bench-node"},
 	} {
@@ -489,6 +581,46 @@ func startBackend(ctx context.Context, o options, work, api string) (*exec.Cmd, 
 	uplink := fmt.Sprintf("uplink:\n  addr: %s\n  serverName: 127.0.0.1\n  agentID: bench-node\n  caFile: %s/ca.crt\n  certFile: %s/bench-node.crt\n  keyFile: %s/bench-node.key\n",
 		ingest, pki, pki, pki)
 	return cmd, uplink, nil
+}
+
+// ensurePKI makes the bench's CA with `harrier certs init` once.
+func ensurePKI(ctx context.Context, o options, work string) (string, error) {
+	pki := filepath.Join(work, "pki")
+	if _, err := os.Stat(filepath.Join(pki, "ca.crt")); err == nil {
+		return pki, nil
+	}
+	if out, err := exec.CommandContext(ctx, o.harrier, "certs", "init", "--out", pki).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("harrier certs init: %w: %s", err, out)
+	}
+	return pki, nil
+}
+
+// auditReceiver makes the audit webhook's serving certificate (`harrier
+// certs webhook audit`) and bearer token, and returns where to post and the
+// agent's kube config section.
+func auditReceiver(ctx context.Context, o options, work string) (*auditTarget, string, error) {
+	pki, err := ensurePKI(ctx, o, work)
+	if err != nil {
+		return nil, "", err
+	}
+	if out, err := exec.CommandContext(ctx, o.harrier, "certs", "webhook", "audit", "--out", pki, "--host", "127.0.0.1").CombinedOutput(); err != nil {
+		return nil, "", fmt.Errorf("harrier certs webhook audit: %w: %s", err, out)
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	tok := make([]byte, 24)
+	if _, err := rand.Read(tok); err != nil {
+		return nil, "", err
+	}
+	t := &auditTarget{addr: addr, caFile: filepath.Join(pki, "ca.crt"), tokenFile: filepath.Join(work, "audit-token")}
+	if err := os.WriteFile(t.tokenFile, []byte(hex.EncodeToString(tok)+"\n"), 0o600); err != nil {
+		return nil, "", err
+	}
+	conf := fmt.Sprintf("kube:\n  mode: \"off\"\n  audit:\n    webhookAddr: %s\n    certFile: %s/audit.crt\n    keyFile: %s/audit.key\n    tokenFile: %s\n",
+		addr, pki, pki, t.tokenFile)
+	return t, conf, nil
 }
 
 func freeUDPPort() (string, error) {
@@ -524,6 +656,9 @@ func (a *agent) scrape() (map[string]float64, error) {
 		if m := metricLine.FindStringSubmatch(sc.Text()); m != nil {
 			v, _ := strconv.ParseFloat(m[3], 64)
 			out[m[1]] += v
+			if m[2] != "" {
+				out[m[1]+m[2]] = v // one label set, e.g. name{kind="exec"}
+			}
 		}
 	}
 	return out, sc.Err()
@@ -594,6 +729,91 @@ func (a *agent) pollAlerts(ctx context.Context, want map[string]time.Time, seen 
 	}
 }
 
+// auditMarkers posts the audit steps' attack markers and sees their alerts
+// arrive at the backend.
+type auditMarkers struct {
+	poster *auditgen.Poster
+	gen    auditgen.Generator
+	n      int
+	want   map[string]time.Time // marker binding name → posted at
+	seen   map[string]time.Time // → first listed by the backend
+}
+
+func newAuditMarkers(t *auditTarget) (*auditMarkers, error) {
+	if t == nil {
+		return nil, errors.New("audit step without the agent's audit receiver")
+	}
+	p, err := auditgen.NewPoster(t.addr, t.caFile, t.tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	return &auditMarkers{poster: p, want: map[string]time.Time{}, seen: map[string]time.Time{}}, nil
+}
+
+// post sends one batch of benign events with a marker in the middle, as
+// the API server would deliver it.
+func (m *auditMarkers) post(ctx context.Context) error {
+	m.n++
+	name := fmt.Sprintf("bench-marker-%d-%d", os.Getpid(), m.n)
+	now := time.Now()
+	batch := make([]auditgen.Event, 0, 20)
+	for range 10 {
+		batch = append(batch, m.gen.Next(now))
+	}
+	batch = append(batch, auditgen.Marker(name, now))
+	for range 9 {
+		batch = append(batch, m.gen.Next(now))
+	}
+	m.want[name] = now
+	return m.poster.Post(ctx, batch)
+}
+
+// poll records when the backend first lists each marker's alert.
+func (m *auditMarkers) poll(ctx context.Context, a *agent) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/api/v1/alerts?detection="+auditgen.MarkerDetection+"&limit=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Alerts []struct {
+			Evidence []struct {
+				Audit struct {
+					Name string `json:"name"`
+				} `json:"audit"`
+			} `json:"evidence"`
+		} `json:"alerts"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if json.Unmarshal(b, &body) != nil {
+		return
+	}
+	now := time.Now()
+	for _, al := range body.Alerts {
+		for _, ev := range al.Evidence {
+			if _, ok := m.want[ev.Audit.Name]; ok {
+				if _, done := m.seen[ev.Audit.Name]; !done {
+					m.seen[ev.Audit.Name] = now
+				}
+			}
+		}
+	}
+}
+
+// latencies returns the sorted marker latencies in ms and how many are missing.
+func latencies(want, seen map[string]time.Time) ([]float64, int) {
+	var lat []float64
+	for name, at := range want {
+		if t, ok := seen[name]; ok {
+			lat = append(lat, float64(t.Sub(at).Milliseconds()))
+		}
+	}
+	slices.Sort(lat)
+	return lat, len(want) - len(lat)
+}
+
 func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup, s step) (stepResult, error) {
 	r := stepResult{step: s, Drops: map[string]float64{}}
 	before, err := a.scrape()
@@ -637,6 +857,15 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	want := map[string]time.Time{}
 	seen := map[string]time.Time{}
 	nextMarker := time.Now().Add(time.Second)
+	var am *auditMarkers
+	var auditQueuePeak float64
+	if s.Workload == "audit" {
+		if am, err = newAuditMarkers(o.audit); err != nil {
+			return r, err
+		}
+		defer am.poster.Close()
+	}
+	nextAuditMarker := time.Now().Add(1500 * time.Millisecond)
 	var rss, heap float64
 	finished := 0
 	var load loadResult
@@ -649,6 +878,7 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 			}
 			load.OpsPerSec += l.res.OpsPerSec
 			load.CPUPerOpUs = l.res.CPUPerOpUs
+			load.N += l.res.N
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(nextMarker) && time.Since(start) < o.stepDuration-time.Second {
@@ -659,32 +889,58 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 			}
 			nextMarker = time.Now().Add(3 * time.Second)
 		}
+		if am != nil && time.Now().After(nextAuditMarker) && time.Since(start) < o.stepDuration-time.Second {
+			// Like the exec markers: one every 3 s, under the rate limit.
+			if err := am.post(ctx); err != nil {
+				return r, fmt.Errorf("audit marker: %w", err)
+			}
+			nextAuditMarker = time.Now().Add(3 * time.Second)
+		}
 		a.pollAlerts(ctx, want, seen)
+		if am != nil {
+			am.poll(ctx, a)
+		}
 		if m, err := a.scrape(); err == nil {
 			rss = math.Max(rss, m["process_resident_memory_bytes"]/(1<<20))
 			heap = math.Max(heap, m["go_memstats_heap_inuse_bytes"]/(1<<20))
+			auditQueuePeak = math.Max(auditQueuePeak, m["harrier_audit_queue_depth"])
 		}
 	}
 	elapsed := time.Since(start)
 	cpu1, _ := cg.cpuUsage()
 	// Give late alerts up to 10 s.
-	for wait := time.Now().Add(10 * time.Second); len(seen) < len(want) && time.Now().Before(wait); time.Sleep(100 * time.Millisecond) {
+	for wait := time.Now().Add(10 * time.Second); (len(seen) < len(want) || am != nil && len(am.seen) < len(am.want)) && time.Now().Before(wait); time.Sleep(100 * time.Millisecond) {
 		a.pollAlerts(ctx, want, seen)
+		if am != nil {
+			am.poll(ctx, a)
+		}
 	}
 	after, err := a.scrape()
 	if err != nil {
 		r.AgentAliveAfter = a.alive()
 		return r, nil
 	}
-	var lat []float64
-	for name, at := range want {
-		if t, ok := seen[name]; ok {
-			lat = append(lat, float64(t.Sub(at).Milliseconds()))
+	lat, missing := latencies(want, seen)
+	r.AlertsMissing = missing
+	r.AlertP50Ms, r.AlertP99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
+	delta := func(name string) float64 { return after[name] - before[name] }
+	switch s.Workload {
+	case "containers":
+		c := &containerResult{Run: load.N, EventsPerSec: delta("harrier_sensor_container_events_total") / elapsed.Seconds()}
+		if load.N > 0 {
+			c.ExecsPerContainer = delta(`harrier_sensor_container_events_total{kind="exec"}`) / float64(load.N)
+		}
+		r.Containers = c
+	case "audit":
+		alat, amissing := latencies(am.want, am.seen)
+		r.Audit = &auditResult{
+			PostedPerSec: load.OpsPerSec, Posted: load.N + 20*len(am.want),
+			Accepted: delta("harrier_audit_events_total"), AcceptedPerSec: delta("harrier_audit_events_total") / elapsed.Seconds(),
+			Rejected: delta("harrier_audit_rejected_total"), Dropped: delta("harrier_audit_dropped_total"),
+			QueuePeak: auditQueuePeak, BatchSize: auditgen.BatchSize(s.Rate),
+			MarkerP50Ms: percentile(alat, 0.5), MarkerP99Ms: percentile(alat, 0.99), MarkersMissing: amissing, Markers: len(am.want),
 		}
 	}
-	slices.Sort(lat)
-	r.AlertsMissing = len(want) - len(lat)
-	r.AlertP50Ms, r.AlertP99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	r.AchievedRate = load.OpsPerSec
 	r.CPUPerOpAgent = load.CPUPerOpUs
 	r.AgentCores = (cpu1 - cpu0).Seconds() / elapsed.Seconds()
@@ -709,6 +965,13 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	return r, nil
 }
 
+func slowdown(r stepResult) string {
+	if r.Slowdown > 0 {
+		return fmt.Sprintf("%.2f×", r.Slowdown)
+	}
+	return "—"
+}
+
 func percentile(sorted []float64, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
@@ -722,14 +985,41 @@ func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
 	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert p50 / p99 (missing) | workload slowdown | OOM |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
-		slow := "—"
-		if r.Slowdown > 0 {
-			slow = fmt.Sprintf("%.2f×", r.Slowdown)
-		}
+		slow := slowdown(r)
 		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f / %.0f | %.0f | %.0f / %.0f ms (%d) | %s | %d |\n",
 			r.Workload, r.Rate, r.AchievedRate, r.EventsPerSec, r.AgentCores*1000, r.RSSPeakMiB, r.HeapPeakMiB,
 			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["kernel_shed_reads"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
 			r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
+	}
+	var ctrs, audits []stepResult
+	for _, r := range rs {
+		if r.Containers != nil {
+			ctrs = append(ctrs, r)
+		}
+		if r.Audit != nil {
+			audits = append(audits, r)
+		}
+	}
+	if len(ctrs) > 0 {
+		fmt.Fprintln(w, "\nContainer churn (runc containers created, run to exit and deleted; container context kept up when execs in containers per container ≥ 2):")
+		fmt.Fprintln(w, "\n| containers/s offered | run/s | containers | events with a container ID/s | execs in containers per container | agent CPU | RSS peak | workload slowdown |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+		for _, r := range ctrs {
+			c := r.Containers
+			fmt.Fprintf(w, "| %.0f | %.1f | %d | %.0f | %.2f | %.0fm | %.0f MiB | %s |\n",
+				r.Rate, r.AchievedRate, c.Run, c.EventsPerSec, c.ExecsPerContainer, r.AgentCores*1000, r.RSSPeakMiB, slowdown(r))
+		}
+	}
+	if len(audits) > 0 {
+		fmt.Fprintf(w, "\nAudit-event stream (EventLists over HTTPS to the audit webhook; marker: a ClusterRoleBinding to cluster-admin, %s):\n", auditgen.MarkerDetection)
+		fmt.Fprintln(w, "\n| events/s offered | posted/s | batch | accepted/s | accepted / posted | rejected requests | dropped | queue peak | agent CPU | RSS peak | marker alert p50 / p99 (missing of n) |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|")
+		for _, r := range audits {
+			a := r.Audit
+			fmt.Fprintf(w, "| %.0f | %.0f | %d | %.0f | %.0f / %d | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f / %.0f ms (%d of %d) |\n",
+				r.Rate, a.PostedPerSec, a.BatchSize, a.AcceptedPerSec, a.Accepted, a.Posted, a.Rejected, a.Dropped, a.QueuePeak,
+				r.AgentCores*1000, r.RSSPeakMiB, a.MarkerP50Ms, a.MarkerP99Ms, a.MarkersMissing, a.Markers)
+		}
 	}
 	for _, r := range rs {
 		if r.AttackDetected != nil {

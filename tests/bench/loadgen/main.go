@@ -1,7 +1,8 @@
 // Command loadgen performs N operations of one workload as fast as it can in
 // one process and prints one JSON object with the time it took:
 //
-//	loadgen -workload exec|open-unwatched|open-watched|connect -n N [-dir DIR] [-addr 127.0.0.1:PORT]
+//	loadgen -workload exec|open-unwatched|open-watched|connect|containers -n N [-dir DIR] [-addr 127.0.0.1:PORT]
+//	loadgen -workload audit -addr 127.0.0.1:PORT -ca-file CA -token-file TOKEN -n N
 //	loadgen -workload ... -rate OPS_PER_SEC -duration 20s   (paced: the budget benchmark's rate steps)
 //
 // It is the load half of the overhead benchmark in tests/bench/overhead; the
@@ -13,7 +14,16 @@
 //   - open-watched: the same under a DIR the sensor's watchPaths cover, so every
 //     open crosses to user space;
 //   - connect: TCP connect+close to a listener on 127.0.0.1 that loadgen starts
-//     itself, or to -addr, which must also be on 127.0.0.1.
+//     itself, or to -addr, which must also be on 127.0.0.1;
+//   - containers: one runc container (busybox rootfs on an overlay, built
+//     under DIR) created, run with `sh -c 'echo hi; /bin/hostname'`
+//     until it exits, then deleted; up to -parallel at once, as a node's
+//     container runtime starts pods. Its CPU time includes runc's and the
+//     containers' (they are waited-for children);
+//   - audit: one Kubernetes audit event, batched into audit.k8s.io/v1
+//     EventLists as the API server's webhook backend does and posted over
+//     HTTPS with a bearer token to the agent's audit receiver at -addr
+//     (127.0.0.1 only).
 //
 // Only the operations are timed, not the setup.
 package main
@@ -38,6 +48,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/harrier-sec/harrier/internal/ocirun"
+	"github.com/harrier-sec/harrier/tests/bench/internal/auditgen"
 )
 
 // checkEvery is how many operations run between checks for cancellation.
@@ -64,6 +77,11 @@ type options struct {
 	bin      string
 	rate     float64
 	duration time.Duration
+	// containers
+	parallel int
+	// audit
+	caFile, tokenFile string
+	batch             int
 }
 
 func main() {
@@ -82,10 +100,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var o options
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.workload, "workload", "", "exec, open-unwatched, open-watched or connect")
+	fs.StringVar(&o.workload, "workload", "", "exec, open-unwatched, open-watched, connect, containers or audit")
 	fs.IntVar(&o.n, "n", 0, "number of operations")
 	fs.StringVar(&o.dir, "dir", "", "directory for the open workloads (created if missing; open-unwatched defaults to a temporary one)")
-	fs.StringVar(&o.addr, "addr", "", "connect: 127.0.0.1:PORT of a listener (default: one started in-process)")
+	fs.StringVar(&o.addr, "addr", "", "connect: 127.0.0.1:PORT of a listener (default: one started in-process); audit: the receiver's 127.0.0.1:PORT")
+	fs.IntVar(&o.parallel, "parallel", 8, "containers: containers in flight at once")
+	fs.StringVar(&o.caFile, "ca-file", "", "audit: CA of the receiver's serving certificate")
+	fs.StringVar(&o.tokenFile, "token-file", "", "audit: the receiver's bearer token")
+	fs.IntVar(&o.batch, "batch", 0, "audit: events per POST (default: rate/10 within 50..400, as the API server batches)")
 	fs.StringVar(&o.bin, "bin", "/bin/true", "exec: the program to run")
 	fs.Float64Var(&o.rate, "rate", 0, "paced mode: operations per second (with -duration instead of -n)")
 	fs.DurationVar(&o.duration, "duration", 0, "paced mode: how long to run")
@@ -107,6 +129,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		op      func() error
 		cleanup func()
 		err     error
+		// drain, for workloads whose operations finish asynchronously,
+		// waits for them; it runs before the time and CPU are taken.
+		drain = func() error { return nil }
 	)
 	switch o.workload {
 	case "exec":
@@ -115,8 +140,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		op, cleanup, err = setupOpen(o.workload, o.dir)
 	case "connect":
 		op, cleanup, err = setupConnect(ctx, o.addr)
+	case "containers":
+		op, drain, cleanup, err = setupContainers(ctx, o.dir, o.parallel)
+	case "audit":
+		batch := o.batch
+		if batch <= 0 {
+			batch = auditgen.BatchSize(o.rate)
+		}
+		op, drain, cleanup, err = setupAudit(ctx, o.addr, o.caFile, o.tokenFile, batch)
 	default:
-		return fmt.Errorf("-workload %q: want exec, open-unwatched, open-watched or connect", o.workload)
+		return fmt.Errorf("-workload %q: want exec, open-unwatched, open-watched, connect, containers or audit", o.workload)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: setup: %w", o.workload, err)
@@ -127,7 +160,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// scheduler from migrating it mid-storm.
 	runtime.LockOSThread()
 	if paced {
-		res, err := runPaced(ctx, o, op)
+		res, err := runPaced(ctx, o, op, drain)
 		runtime.UnlockOSThread()
 		if err != nil {
 			return err
@@ -143,6 +176,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s: operation %d: %w", o.workload, i, err)
 		}
 	}
+	if err := drain(); err != nil {
+		return fmt.Errorf("%s: %w", o.workload, err)
+	}
 	elapsed := time.Since(start)
 	runtime.UnlockOSThread()
 
@@ -157,7 +193,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // runPaced runs op at o.rate for o.duration: each millisecond it catches up
 // with the schedule, so a slow operation shows as a lower achieved rate rather
 // than a burst later.
-func runPaced(ctx context.Context, o options, op func() error) (result, error) {
+func runPaced(ctx context.Context, o options, op, drain func() error) (result, error) {
 	cpu0 := cpuTime()
 	start := time.Now()
 	done := 0
@@ -179,6 +215,9 @@ func runPaced(ctx context.Context, o options, op func() error) (result, error) {
 				return result{}, fmt.Errorf("%s: operation %d: %w", o.workload, done, err)
 			}
 		}
+	}
+	if err := drain(); err != nil {
+		return result{}, fmt.Errorf("%s: %w", o.workload, err)
 	}
 	elapsed := time.Since(start)
 	res := result{Workload: o.workload, N: done, Seconds: elapsed.Seconds(), OpsPerSec: float64(done) / elapsed.Seconds(), TargetRate: o.rate}
@@ -427,4 +466,129 @@ func (l *listener) close() {
 	_ = unix.Shutdown(l.fd, unix.SHUT_RDWR) // wakes blocked accept4 calls with EINVAL
 	l.wg.Wait()
 	_ = unix.Close(l.fd)
+}
+
+// containerTimeout bounds one container's run.
+const containerTimeout = 30 * time.Second
+
+// setupContainers returns an operation that starts one container's life
+// (create, run to exit, delete) in the background, waiting while parallel
+// are in flight, and a drain that waits for them all. A failed container
+// fails the next operation.
+func setupContainers(ctx context.Context, dir string, parallel int) (op, drain func() error, cleanup func(), err error) {
+	if err := ocirun.Available(); err != nil {
+		return nil, nil, nil, err
+	}
+	if parallel < 1 {
+		return nil, nil, nil, fmt.Errorf("-parallel %d: must be positive", parallel)
+	}
+	cleanup = func() {}
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "loadgen-containers-")
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("temporary directory: %w", err)
+		}
+		dir = tmp
+		cleanup = func() { _ = os.RemoveAll(tmp) }
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	var (
+		wg    sync.WaitGroup
+		slots = make(chan struct{}, parallel)
+		mu    sync.Mutex
+		first error
+		n     int
+	)
+	failed := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return first
+	}
+	op = func() error {
+		if err := failed(); err != nil {
+			return err
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		n++
+		cdir := filepath.Join(dir, fmt.Sprintf("c%d", n))
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if err := runContainer(ctx, cdir); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		})
+		return nil
+	}
+	drain = func() error {
+		wg.Wait()
+		return failed()
+	}
+	// Containers still in flight when a run fails are torn down before
+	// their directory goes.
+	removeDir := cleanup
+	cleanup = func() { wg.Wait(); removeDir() }
+	return op, drain, cleanup, nil
+}
+
+// runContainer creates a container in dir, runs it until its command
+// exits, checks what it printed, and removes it.
+func runContainer(ctx context.Context, dir string) (err error) {
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return fmt.Errorf("container directory: %w", err)
+	}
+	defer func() {
+		if rerr := os.RemoveAll(dir); err == nil && rerr != nil {
+			err = fmt.Errorf("remove %s: %w", dir, rerr)
+		}
+	}()
+	c, err := ocirun.Create(dir, "bench-", ocirun.Options{Args: []string{"sh", "-c", "echo hi; /bin/hostname"}})
+	if err != nil {
+		return fmt.Errorf("create container: %w", err)
+	}
+	defer func() {
+		if terr := c.Teardown(); err == nil && terr != nil {
+			err = fmt.Errorf("teardown %s: %w", c.ID, terr)
+		}
+	}()
+	rctx, cancel := context.WithTimeout(ctx, containerTimeout)
+	defer cancel()
+	out, err := c.Run(rctx)
+	if err != nil {
+		return err
+	}
+	if want := "hi\n" + c.ID + "\n"; out != want {
+		return fmt.Errorf("container %s printed %q, want %q", c.ID, out, want)
+	}
+	return nil
+}
+
+// auditMaxWait is how long an event waits for its batch to fill, as the
+// API server's webhook batch wait (which defaults to 30 s; shorter here so
+// that low rates still post within a step).
+const auditMaxWait = time.Second
+
+// setupAudit returns an operation that adds one benign audit event to the
+// current batch, posting it when full, and a drain that posts the rest.
+func setupAudit(ctx context.Context, addr, caFile, tokenFile string, batch int) (op, drain func() error, cleanup func(), err error) {
+	if addr == "" || caFile == "" || tokenFile == "" {
+		return nil, nil, nil, errors.New("-addr, -ca-file and -token-file are required")
+	}
+	p, err := auditgen.NewPoster(addr, caFile, tokenFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var g auditgen.Generator
+	b := &auditgen.Batcher{Poster: p, Size: batch, MaxWait: auditMaxWait}
+	op = func() error { return b.Add(ctx, g.Next(time.Now())) }
+	drain = func() error { return b.Flush(ctx) }
+	return op, drain, p.Close, nil
 }

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseSteps(t *testing.T) {
+	tests := []struct {
+		spec    string
+		want    []step
+		wantErr string
+	}{
+		{"containers:5,audit:2000", []step{{"containers", 5}, {"audit", 2000}}, ""},
+		{" exec:200 , storm:0", []step{{"exec", 200}, {"storm", 0}}, ""},
+		{"containers:0.5", []step{{"containers", 0.5}}, ""},
+		{"audit", nil, "bad step"},
+		{"audit:fast", nil, "bad step"},
+		{"kubelet:5", nil, "bad step"},
+		{"audit:0", nil, "positive"},
+		{"containers:-1", nil, "positive"},
+		{"audit:NaN", nil, "positive"},
+		{"audit:+Inf", nil, "positive"},
+		{"", nil, "bad step"},
+	}
+	for _, tt := range tests {
+		got, err := parseSteps(tt.spec)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("parseSteps(%q) = %v, %v; want an error with %q", tt.spec, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("parseSteps(%q) = %v, %v; want %v", tt.spec, got, err, tt.want)
+		}
+	}
+}
+
+// TestDefaultSteps: the default list parses and offers both new workloads.
+func TestDefaultSteps(t *testing.T) {
+	steps, err := parseSteps(defaultSteps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"containers", "audit", "storm"} {
+		if !hasWorkload(steps, w) {
+			t.Errorf("default steps lack %s: %v", w, steps)
+		}
+	}
+}
+
+func TestLatencies(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	want := map[string]time.Time{"a": t0, "b": t0, "c": t0}
+	seen := map[string]time.Time{"a": t0.Add(300 * time.Millisecond), "b": t0.Add(100 * time.Millisecond), "x": t0}
+	lat, missing := latencies(want, seen)
+	if !reflect.DeepEqual(lat, []float64{100, 300}) || missing != 1 {
+		t.Errorf("latencies = %v, %d missing; want [100 300], 1", lat, missing)
+	}
+	if p := percentile(lat, 0.99); p != 300 {
+		t.Errorf("p99 = %v, want 300", p)
+	}
+}
