@@ -896,6 +896,9 @@ func (s *Spool) persist(c Class, del []uint64, add map[uint64]uint32, gap *Gap) 
 	if err := s.db.Sync(); err != nil {
 		return s.writeError("sync metadata", err)
 	}
+	if err := compactIfNeeded(s.db); err != nil {
+		s.log.Warn("spool metadata", "err", err) // the write is durable; the next one retries
+	}
 	return nil
 }
 
@@ -1261,6 +1264,9 @@ func (s *Spool) MarkGapsReported(gaps ...Gap) error {
 	})
 	if err != nil {
 		return s.writeError("mark gaps reported", err)
+	}
+	if err := compactIfNeeded(s.db); err != nil {
+		s.log.Warn("spool metadata", "err", err)
 	}
 	for _, g := range gaps {
 		if lg := s.cls[g.Class].lastGap; lg != nil && lg.FirstSeq == g.FirstSeq && lg.LastSeq == g.LastSeq {
