@@ -67,8 +67,8 @@ func decodeClassMeta(v []byte) (classMeta, error) {
 	}
 	u := func(i int) uint64 { return binary.BigEndian.Uint64(v[1+8*i:]) }
 	m := classMeta{next: u(0), head: u(1), headSeg: u(2), headOff: u(3), acked: u(4), evicted: u(5)}
-	if m.head == 0 || m.head > m.next || m.acked+m.evicted > m.next-1 {
-		return classMeta{}, fmt.Errorf("class metadata next=%d head=%d acked=%d evicted=%d: %w", m.next, m.head, m.acked, m.evicted, errCorrupt)
+	if m.head == 0 || m.head > m.next {
+		return classMeta{}, fmt.Errorf("class metadata next=%d head=%d: %w", m.next, m.head, errCorrupt)
 	}
 	return m, nil
 }

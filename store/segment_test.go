@@ -193,14 +193,19 @@ func TestAckedSegmentsAreDeleted(t *testing.T) {
 	}
 }
 
-func TestOpenRefusesTheEarlierLayout(t *testing.T) {
+// A directory that looks like the earlier layout but is not a Badger
+// database fails Open with an error naming it, and is left in place.
+func TestOpenReportsABrokenEarlierLayout(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), []byte("badger"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Open(Config{Dir: dir}, nil)
-	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "earlier layout") {
+	if err == nil || !strings.Contains(err.Error(), filepath.Join(dir, legacyDirName)) {
 		t.Fatalf("Open = %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, legacyDirName, "MANIFEST")); err != nil || string(b) != "badger" {
+		t.Fatalf("the earlier files were not kept: %q, %v", b, err)
 	}
 }
 

@@ -255,8 +255,9 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("store: create spool directory %s: %w", cfg.Dir, err)
 	}
-	if _, err := os.Stat(filepath.Join(cfg.Dir, "MANIFEST")); err == nil {
-		return nil, fmt.Errorf("store: %s holds a spool of the earlier layout (records in Badger); drain it with the version that wrote it, or remove the directory", cfg.Dir)
+	legacy, err := moveLegacy(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("store: move the earlier spool layout in %s aside: %w", cfg.Dir, err)
 	}
 	segDir := filepath.Join(cfg.Dir, segmentDirName)
 	if err := os.MkdirAll(segDir, 0o700); err != nil {
@@ -275,10 +276,33 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 		segSize: segmentBytes(cfg.QuotaBytes),
 		rbuf:    bufio.NewReaderSize(nil, 256<<10),
 	}
+	var old *badger.DB
+	var oldMetas [numClasses + 1]legacyMeta
+	if legacy {
+		if old, err = openLegacy(filepath.Join(cfg.Dir, legacyDirName), log); err == nil {
+			if oldMetas, err = s.seedFromLegacy(old); err != nil {
+				_ = old.Close()
+			}
+		}
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("store: read the earlier spool layout in %s: %w", filepath.Join(cfg.Dir, legacyDirName), err)
+		}
+	}
 	if err := s.load(); err != nil {
 		s.closeFiles()
 		_ = db.Close()
+		if old != nil {
+			_ = old.Close()
+		}
 		return nil, fmt.Errorf("store: load spool in %s: %w", cfg.Dir, err)
+	}
+	if old != nil {
+		if err := s.finishLegacy(old, oldMetas); err != nil {
+			_ = old.Close()
+			_ = s.Close()
+			return nil, fmt.Errorf("store: %w", err)
+		}
 	}
 	if s.metaDisk, err = diskUsage(metaDir); err != nil {
 		s.closeFiles()
@@ -618,6 +642,12 @@ func (s *Spool) Append(class Class, payload []byte) (uint64, error) {
 // acknowledged, but a prefix of the batch may have been stored and will be
 // delivered (at least once).
 func (s *Spool) AppendBatch(class Class, payloads [][]byte) (uint64, error) {
+	return s.appendBatch(class, payloads, nil)
+}
+
+// appendBatch is AppendBatch with each record's append time (unix ns) given;
+// nil means now.
+func (s *Spool) appendBatch(class Class, payloads [][]byte, times []int64) (uint64, error) {
 	if !class.valid() {
 		return 0, fmt.Errorf("%w: class %d", ErrInvalid, class)
 	}
@@ -654,7 +684,11 @@ func (s *Spool) AppendBatch(class Class, payloads [][]byte) (uint64, error) {
 	now := time.Now()
 	buf := s.wbuf[:0]
 	for i, p := range payloads {
-		buf = appendFrame(buf, cs.next+uint64(i), now.UnixNano(), p)
+		at := now.UnixNano()
+		if times != nil {
+			at = times[i]
+		}
+		buf = appendFrame(buf, cs.next+uint64(i), at, p)
 	}
 	if cap(buf) <= 4<<20 {
 		s.wbuf = buf
@@ -669,6 +703,9 @@ func (s *Spool) AppendBatch(class Class, payloads [][]byte) (uint64, error) {
 	first := cs.next
 	if cs.live() == 0 {
 		cs.oldest = now
+		if times != nil {
+			cs.oldest = frameTime(times[0])
+		}
 	}
 	seg.size += need
 	seg.dataEnd = seg.size
