@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/harrier-sec/harrier/internal/benchevents"
 	"github.com/harrier-sec/harrier/store"
 )
 
@@ -60,7 +61,7 @@ func runThroughput(ctx context.Context, o phaseOpts, log *slog.Logger) (*through
 		return nil, err
 	}
 	defer sp.Close()
-	gen := newEventGen(o.seed, "node-bench-1")
+	gen := benchevents.New(o.seed, "node-bench-1")
 	res := &throughputResult{AppendBatch: spoolBatchLimit, PayloadMin: 1 << 30}
 
 	smp := newSampler(sp, nil)
@@ -80,7 +81,7 @@ func runThroughput(ctx context.Context, o phaseOpts, log *slog.Logger) (*through
 		t0 := time.Now()
 		batch = batch[:0]
 		for range min(spoolBatchLimit, o.n-done) {
-			b, err := gen.payload()
+			b, err := gen.Payload()
 			if err != nil {
 				return nil, err
 			}
@@ -225,7 +226,7 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 	defer stopSmp()
 	go smp.run(sctx)
 
-	app := &appender{spool: sp, gen: newEventGen(o.seed, "node-bench-1"), notify: client.Notify, log: log}
+	app := &appender{spool: sp, gen: benchevents.New(o.seed, "node-bench-1"), notify: client.Notify, log: log}
 	acked0 := client.Stats().RecordsAcked
 	t0 := time.Now()
 	if err := app.produceAtRate(ctx, o.rate, o.duration); err != nil {
@@ -374,7 +375,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	go smp.run(sctx)
 
 	res := &outageResult{QuotaBytes: sp.Stats().QuotaBytes, MemLimitBytes: o.memLimit, BacklogTarget: o.backlog}
-	app := &appender{spool: sp, gen: newEventGen(o.seed, "node-bench-1"), notify: client.Notify, log: log}
+	app := &appender{spool: sp, gen: benchevents.New(o.seed, "node-bench-1"), notify: client.Notify, log: log}
 	t0 := time.Now()
 	for done := 0; done < o.backlog; done += spoolBatchLimit {
 		if err := ctx.Err(); err != nil {
