@@ -44,8 +44,6 @@ const (
 	metricInventoryDropped   = "harrier_backend_inventory_pending_dropped_total"
 	metricSnapshotsCompleted = "harrier_backend_inventory_snapshots_completed_total"
 	metricFindings           = "harrier_backend_findings"
-
-	metricValueLogGC = "harrier_backend_value_log_files_rewritten_total"
 )
 
 // NewMetrics makes an empty metrics set. Pass the same one to the store and
@@ -65,7 +63,6 @@ func NewMetrics() *Metrics {
 	m.def(metricInventoryRejected, "Malformed inventory chunks, acked and not stored, by reason.", "reason")
 	m.def(metricInventoryDropped, "Inventory chunks dropped before their snapshot became current, by reason (stale, superseded, pending_bytes).", "reason")
 	m.def(metricSnapshotsCompleted, "Inventory snapshots that became a cluster's current one.")
-	m.def(metricValueLogGC, "Value-log files rewritten by GC to reclaim deleted events.")
 	m.findings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: metricFindings,
 		Help: "Findings in the clusters' current snapshots, by severity.",

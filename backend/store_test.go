@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -204,8 +204,10 @@ func TestEventRingBound(t *testing.T) {
 		if got := evs[0].GetTime().AsTime().Sub(t0); got != time.Duration(wantNewest)*time.Second {
 			t.Errorf("newest event at +%v, want +%ds", got, wantNewest)
 		}
-		if got := countKeys(t, s, prefixEvent); got != 5 {
-			t.Errorf("%d event keys in the database, want 5", got)
+		// Whole pages (one per batch) are dropped: what is stored is the
+		// newest MaxEvents plus less than the oldest page kept.
+		if got := storedEvents(t, s); got < 5 || got >= 5+4 {
+			t.Errorf("%d events stored, want 5 to 8", got)
 		}
 	}
 	check(s, 12)
@@ -216,6 +218,39 @@ func TestEventRingBound(t *testing.T) {
 	check(s2, 12)
 	mustIngest(t, s2, "a", &api.Batch{Records: []*api.Record{eventRec(13, mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0.Add(13*time.Second)))}})
 	check(s2, 13)
+}
+
+// storedEvents counts the events in the stored pages.
+func storedEvents(t *testing.T, s *BadgerStore) int {
+	t.Helper()
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		pages := &pageReader{dir: filepath.Join(s.cfg.Dir, eventsDirName)}
+		defer pages.close()
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			if err := it.Item().Value(func(v []byte) error {
+				if v[0] == locVersion {
+					loc, err := decodePageLocation(v)
+					if err != nil {
+						return err
+					}
+					if v, err = pages.read(loc); err != nil {
+						return err
+					}
+				}
+				return eachPageEvent(v, func(int, []byte) error { n++; return nil })
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 func countKeys(t *testing.T, s *BadgerStore, prefix string) int {
@@ -248,8 +283,19 @@ func TestLargeBatchSpansTransactions(t *testing.T) {
 	if len(acked) != 1500 {
 		t.Fatalf("acked %d, want 1500", len(acked))
 	}
-	if got := countKeys(t, s, prefixEvent); got != 500 {
-		t.Errorf("%d event keys, want 500", got)
+	// 4 KiB events: 256 to a page; pages are dropped whole.
+	if got := storedEvents(t, s); got < 500 || got >= 500+256 {
+		t.Errorf("%d events stored, want 500 to 755", got)
+	}
+	if got := countKeys(t, s, prefixEvent); got != 3 {
+		t.Errorf("%d event pages, want 3", got)
+	}
+	evs, err := s.Events(context.Background(), EventQuery{Limit: MaxLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 500 {
+		t.Errorf("Events lists %d, want the newest MaxEvents (500)", len(evs))
 	}
 	if got := countKeys(t, s, prefixSeen); got != 1500 {
 		t.Errorf("%d dedup markers, want 1500", got)
@@ -456,20 +502,19 @@ func metricsText(t *testing.T, m *Metrics) string {
 	return b.String()
 }
 
-// TestValueLogGCBoundsDisk turns the event ring many times over with events
-// big enough for the value log: GC must give the deleted events' space back,
-// so the value log stops growing however much more is received.
-func TestValueLogGCBoundsDisk(t *testing.T) {
+// TestEventSegmentsBoundDisk turns the event ring many times over: whole
+// segments are deleted as the ring moves past them, so the events' files
+// hold the ring and about one segment more, however much was received.
+func TestEventSegmentsBoundDisk(t *testing.T) {
 	const (
 		maxEvents = 10_000
-		vlogFile  = 1 << 20 // Badger's smallest value-log file
+		segment   = 1 << 20
 		perBatch  = 500
 		rounds    = 3
-		batches   = 100 // per round: 50k events, ~47 MiB
+		batches   = 60 // per round: 30k events, ~28 MiB
 	)
 	dir := t.TempDir()
-	m := NewMetrics()
-	s := openTestStore(t, BadgerConfig{Dir: dir, MaxEvents: maxEvents, Metrics: m, valueLogFileSize: vlogFile})
+	s := openTestStore(t, BadgerConfig{Dir: dir, MaxEvents: maxEvents, eventSegmentBytes: segment})
 	arg := strings.Repeat("x", 900)
 	seq := uint64(0)
 	var sizes []int64
@@ -484,29 +529,109 @@ func TestValueLogGCBoundsDisk(t *testing.T) {
 			}
 			mustIngest(t, s, "a", &api.Batch{Records: recs})
 		}
-		if err := s.RunValueLogGC(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		sizes = append(sizes, dirBytes(t, dir, ".vlog"))
+		sizes = append(sizes, dirBytes(t, filepath.Join(dir, eventsDirName), segmentSuffix))
 	}
 	written := int64(seq) * 950
-	t.Logf("written %d MiB; value log after each round %v MiB; files rewritten %v",
-		written>>20, mibs(sizes), counterValue(t, m, metricValueLogGC))
-	// GC trails the ring by what compaction has not yet merged (a few
-	// memtables' worth of deletes), not by everything ever written.
-	// Without GC the rounds would read 47, 94, 141 MiB.
-	if last := sizes[len(sizes)-1]; last > written/2 {
-		t.Errorf("value log holds %d bytes after GC of %d written", last, written)
-	}
-	if grew := sizes[len(sizes)-1] - sizes[len(sizes)-2]; grew > 4*vlogFile {
-		t.Errorf("value log grew %d bytes in the last round: GC does not keep up", grew)
+	live := int64(maxEvents) * 950
+	t.Logf("written %d MiB, live %.1f MiB; event segments after each round %v MiB", written>>20, float64(live)/(1<<20), mibs(sizes))
+	// The ring, the oldest page kept (a batch), a segment being filled and
+	// one the ring is moving through.
+	limit := live + perBatch*950 + 2*segment
+	for i, sz := range sizes {
+		if sz > limit {
+			t.Errorf("round %d: event segments hold %d bytes, want at most %d", i+1, sz, limit)
+		}
 	}
 	evs, err := s.Events(context.Background(), EventQuery{Limit: MaxLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(evs) != MaxLimit || !evs[0].GetTime().AsTime().Equal(t0.Add(time.Duration(seq)*time.Millisecond)) {
-		t.Fatalf("after GC: %d events, newest at %v; want %d, newest at seq %d", len(evs), evs[0].GetTime().AsTime(), MaxLimit, seq)
+		t.Fatalf("%d events, newest at %v; want %d, newest at seq %d", len(evs), evs[0].GetTime().AsTime(), MaxLimit, seq)
+	}
+	if got := storedEvents(t, s); got < maxEvents || got >= maxEvents+perBatch {
+		t.Errorf("%d events stored, want %d to %d", got, maxEvents, maxEvents+perBatch-1)
+	}
+}
+
+// TestEventLogCutsUnindexedTail: a page written to its segment but never
+// indexed (the process died between the two) is cut off at Open, and the
+// ring goes on from the last indexed page.
+func TestEventLogCutsUnindexedTail(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenBadgerStoreConfig(BadgerConfig{Dir: dir, MaxEvents: 100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint64(3) {
+		mustIngest(t, s, "a", &api.Batch{Records: []*api.Record{eventRec(i+1, mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0.Add(time.Duration(i)*time.Second)))}})
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, err := listSegments(filepath.Join(dir, eventsDirName))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments %v, %v; want one", segs, err)
+	}
+	path := filepath.Join(dir, eventsDirName, segmentName(segs[0]))
+	before, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{pageVersion, 5, 'j', 'u', 'n', 'k', '!'}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A segment of pages that were never indexed at all.
+	if err := os.WriteFile(filepath.Join(dir, eventsDirName, segmentName(segs[0]+1000)), []byte("unindexed"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openTestStore(t, BadgerConfig{Dir: dir, MaxEvents: 100})
+	after, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Size() != before.Size() {
+		t.Errorf("segment is %d bytes after Open, want the indexed %d", after.Size(), before.Size())
+	}
+	if segs, _ := listSegments(filepath.Join(dir, eventsDirName)); len(segs) != 1 {
+		t.Errorf("segments after Open: %v, want the unindexed one removed", segs)
+	}
+	mustIngest(t, s2, "a", &api.Batch{Records: []*api.Record{eventRec(4, mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0.Add(3*time.Second)))}})
+	evs, err := s2.Events(context.Background(), EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 4 || !evs[0].GetTime().AsTime().Equal(t0.Add(3*time.Second)) || !evs[3].GetTime().AsTime().Equal(t0) {
+		t.Fatalf("after reopen: %d events (newest %v), want 4 from +0s to +3s", len(evs), evs[0].GetTime().AsTime())
+	}
+}
+
+// TestOpenRefusesMissingSegment: the index naming a segment that is gone
+// is damage Open reports, not an empty ring it silently starts over.
+func TestOpenRefusesMissingSegment(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenBadgerStoreConfig(BadgerConfig{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustIngest(t, s, "a", &api.Batch{Records: []*api.Record{eventRec(1, mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0))}})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, eventsDirName)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenBadgerStoreConfig(BadgerConfig{Dir: dir}, nil)
+	if err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("Open with the segment gone: %v, want an error naming the missing segment", err)
 	}
 }
 
@@ -539,14 +664,4 @@ func dirBytes(t testing.TB, dir, ext string) int64 {
 		}
 	}
 	return n
-}
-
-// counterValue reads an unlabelled counter.
-func counterValue(t *testing.T, m *Metrics, name string) float64 {
-	t.Helper()
-	var pb dto.Metric
-	if err := m.counters[name].WithLabelValues().Write(&pb); err != nil {
-		t.Fatal(err)
-	}
-	return pb.GetCounter().GetValue()
 }
