@@ -177,7 +177,7 @@ type backendProc struct {
 
 // startBackend re-executes this binary as the backend on addr and waits
 // until it listens.
-func startBackend(ctx context.Context, pkiDir, storeDir, addr string, verbose bool) (*backendProc, error) {
+func startBackend(ctx context.Context, pkiDir, storeDir, addr string, verbose bool, cpuProfile string) (*backendProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -185,6 +185,9 @@ func startBackend(ctx context.Context, pkiDir, storeDir, addr string, verbose bo
 	args := []string{"-role", "backend", "-pki", pkiDir, "-store", storeDir, "-addr", addr}
 	if verbose {
 		args = append(args, "-v")
+	}
+	if cpuProfile != "" {
+		args = append(args, "-cpuprofile", cpuProfile)
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr

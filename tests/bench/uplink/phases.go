@@ -26,6 +26,9 @@ type phaseOpts struct {
 	verbose      bool
 	// heapProfile writes a heap profile named after point; nil: none.
 	heapProfile func(point string)
+	// backendCPUProfile is where the backend child writes its CPU
+	// profile; "": none.
+	backendCPUProfile string
 }
 
 func (o phaseOpts) profileHeap(point string) {
@@ -180,7 +183,7 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 	if err != nil {
 		return nil, err
 	}
-	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose)
+	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose, o.backendCPUProfile)
 	if err != nil {
 		return nil, err
 	}
@@ -416,7 +419,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 		log.Warn("drain peak RSS includes the backlog phase", "error", err)
 	}
 
-	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose)
+	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose, o.backendCPUProfile)
 	if err != nil {
 		return nil, err
 	}
