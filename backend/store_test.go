@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -664,4 +665,79 @@ func dirBytes(t testing.TB, dir, ext string) int64 {
 		}
 	}
 	return n
+}
+
+// TestReadsEventsOfTheEarlierLayout: a store written with one inline Badger
+// value per event is read after the upgrade, and its events age out of the
+// ring like pages.
+func TestReadsEventsOfTheEarlierLayout(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenBadgerStoreConfig(BadgerConfig{Dir: dir, MaxEvents: 4}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for pos := range uint64(3) {
+			e := mkEvent("node-old", api.EventKind_EVENT_KIND_EXEC, t0.Add(time.Duration(pos)*time.Second))
+			body, err := proto.Marshal(e)
+			if err != nil {
+				return err
+			}
+			if err := txn.Set(eventKey(pos), append(eventHeader(nil, e), body...)); err != nil {
+				return err
+			}
+		}
+		return txn.Set(key(keyRingState), binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 0), 3))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s2 := openTestStore(t, BadgerConfig{Dir: dir, MaxEvents: 4})
+	evs, err := s2.Events(context.Background(), EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 || evs[0].GetNode() != "node-old" || !evs[0].GetTime().AsTime().Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("earlier layout: %d events (%v), want the 3 stored, newest first", len(evs), evs)
+	}
+	mustIngest(t, s2, "a", &api.Batch{Records: []*api.Record{
+		eventRec(1, mkEvent("node-new", api.EventKind_EVENT_KIND_EXEC, t0.Add(10*time.Second))),
+		eventRec(2, mkEvent("node-new", api.EventKind_EVENT_KIND_EXEC, t0.Add(11*time.Second))),
+	}})
+	evs, err = s2.Events(context.Background(), EventQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nodes []string
+	for _, e := range evs {
+		nodes = append(nodes, e.GetNode())
+	}
+	if want := []string{"node-new", "node-new", "node-old", "node-old"}; !slices.Equal(nodes, want) {
+		t.Errorf("after a new page: %v, want %v", nodes, want)
+	}
+	if got := countKeys(t, s2, prefixEvent); got != 3 {
+		t.Errorf("%d event keys, want 3 (the oldest inline event dropped, 2 kept, 1 page)", got)
+	}
+}
+
+// TestDuplicateWithinBatch: an event's marker waits with its page until the
+// page is written, so a repeat inside the same batch must still be caught.
+func TestDuplicateWithinBatch(t *testing.T) {
+	m := NewMetrics()
+	s := openTestStore(t, BadgerConfig{Metrics: m})
+	e := mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0)
+	acked := mustIngest(t, s, "a", &api.Batch{Records: []*api.Record{eventRec(7, e), eventRec(7, e), eventRec(8, e)}})
+	if !slices.Equal(acked, []uint64{7, 7, 8}) {
+		t.Errorf("acked %v, want [7 7 8]", acked)
+	}
+	if got := storedEvents(t, s); got != 2 {
+		t.Errorf("%d events stored, want 2", got)
+	}
+	if got := countKeys(t, s, prefixSeen); got != 2 {
+		t.Errorf("%d markers, want 2", got)
+	}
 }
