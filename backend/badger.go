@@ -66,8 +66,8 @@ type BadgerStore struct {
 	// fsync, not the lock, is the limit.
 	mu sync.Mutex
 	// Ring positions: events occupy positions [evTail, evHead), stored in
-	// pages (one value per batch, see eventPage) keyed by the position of
-	// their first event; pages lists those first positions, oldest first.
+	// pages (one per batch, in segment files: eventlog.go) indexed by the
+	// position of their first event; pages lists them, oldest first.
 	evHead, evTail uint64
 	pages          []pageRef
 	events         *eventLog
@@ -455,11 +455,12 @@ func parseEventHeader(v []byte) (parsedHeader, error) {
 	}, nil
 }
 
-// Event pages. The events of one batch are stored as one value, a page:
-// version 2, then per event its length (BE32) and eventHeader + body. A
-// value starting with version 1 is a single event (the earlier layout,
-// still read). One value per batch instead of one per event is 512 times
-// fewer keys to write, compact, look up in value-log GC and delete.
+// Event pages. The events of one batch are stored as one page in a segment
+// file (eventlog.go): version 2, then per event its length (BE32) and
+// eventHeader + body. A Badger value starting with version 1 is a single
+// inline event (the earlier layout, still read). One index key per batch
+// instead of one value per event is 512 times fewer keys to write, compact
+// and delete, and no event byte is rewritten by compaction.
 const (
 	pageVersion = 2
 	// A page is cut at maxPageEvents events or maxPageBytes, so that it and
