@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -40,11 +42,16 @@ type BadgerConfig struct {
 	// Evaluator, if set, adds the backend's own findings (known
 	// vulnerabilities of running images) to each snapshot.
 	Evaluator SnapshotEvaluator
+	// eventSegmentBytes overrides the event segment size (tests).
+	eventSegmentBytes int64
 }
 
 const (
 	defaultMaxEvents   = 100_000
 	defaultDedupWindow = 7 * 24 * time.Hour
+	// valueThreshold: values this long go to Badger's value log, shorter
+	// ones stay in the LSM tree (Badger's default, named for entrySize).
+	valueThreshold = 1 << 20
 )
 
 // BadgerStore is the embedded Store for one site: Badger in a low-memory
@@ -58,8 +65,12 @@ type BadgerStore struct {
 	// memory and avoids Badger transaction conflicts; at one site the
 	// fsync, not the lock, is the limit.
 	mu sync.Mutex
-	// Ring positions: events occupy keys [evTail, evHead).
+	// Ring positions: events occupy positions [evTail, evHead), stored in
+	// pages (one per batch, in segment files: eventlog.go) indexed by the
+	// position of their first event; pages lists them, oldest first.
 	evHead, evTail uint64
+	pages          []pageRef
+	events         *eventLog
 	// Inventory state (inventory.go), guarded by mu: the next snapshot
 	// generation, the bytes of pending chunks, and the current findings per
 	// cluster per severity name (for the gauges).
@@ -76,7 +87,7 @@ const (
 	prefixSeen   = "s/" // s/<agent>\x00<seq BE64> → empty, with TTL
 	prefixGap    = "p/" // p/<agent>\x00<class BE32><first><last><count BE64> → empty, with TTL
 	prefixAlert  = "a/" // a/<alert id> → api.Alert
-	prefixEvent  = "e/" // e/<ring pos BE64> → eventHeader + api.Event
+	prefixEvent  = "e/" // e/<ring pos of its first event BE64> → event page
 	prefixAgent  = "g/" // g/<agent> → JSON agentRecord
 	keyRingState = "m/ring"
 )
@@ -111,6 +122,9 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 	if cfg.MaxPendingInventoryBytes <= 0 {
 		cfg.MaxPendingInventoryBytes = defaultMaxPendingInventoryBytes
 	}
+	if cfg.eventSegmentBytes <= 0 {
+		cfg.eventSegmentBytes = defaultEventSegmentMax
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -124,6 +138,7 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 		WithNumLevelZeroTablesStall(4).
 		WithBaseTableSize(4 << 20).
 		WithValueLogFileSize(64 << 20).
+		WithValueThreshold(valueThreshold).
 		WithBlockCacheSize(8 << 20).
 		WithIndexCacheSize(8 << 20).
 		WithNumCompactors(2).
@@ -154,16 +169,24 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 		_ = db.Close()
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
-	if err := s.openInventory(); err != nil {
+	newestEnd, err := s.loadPages()
+	if err == nil {
+		s.events, err = openEventLog(filepath.Join(cfg.Dir, eventsDirName), cfg.eventSegmentBytes, s.pages, newestEnd)
+	}
+	if err != nil {
 		_ = db.Close()
+		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
+	}
+	if err := s.openInventory(); err != nil {
+		_ = errors.Join(s.events.close(), db.Close())
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
 	return s, nil
 }
 
-// Close closes the database.
+// Close closes the event log and the database.
 func (s *BadgerStore) Close() error {
-	if err := s.db.Close(); err != nil {
+	if err := errors.Join(s.events.close(), s.db.Close()); err != nil {
 		return fmt.Errorf("close badger store: %w", err)
 	}
 	return nil
@@ -225,7 +248,8 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	st.gaps = map[api.RecordClass]uint64{}
 	st.invRejected = map[string]uint64{}
 	st.invDropped = map[string]uint64{}
-	w := &txnWriter{s: s, txn: s.db.NewTransaction(true), head: s.evHead, tail: s.evTail, pendingBytes: s.pendingBytes}
+	w := &txnWriter{s: s, txn: s.db.NewTransaction(true), head: s.evHead, tail: s.evTail, pendingBytes: s.pendingBytes,
+		inBatch: make(map[uint64]struct{}, len(b.GetRecords()))}
 	defer func() { w.txn.Discard() }()
 
 	agent, err := s.loadAgent(w.txn, agentID)
@@ -245,10 +269,16 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 		}
 		st.records[r.GetClass()]++
 		seen := seenKey(agentID, r.GetSeq())
-		dup, err := exists(w.txn, seen)
-		if err != nil {
-			return nil, err
+		// An event's marker waits in the writer with its page, so a repeat
+		// within this batch is caught here rather than by the lookup.
+		_, dup := w.inBatch[r.GetSeq()]
+		if !dup {
+			var err error
+			if dup, err = exists(w.txn, seen); err != nil {
+				return nil, err
+			}
 		}
+		w.inBatch[r.GetSeq()] = struct{}{}
 		if dup {
 			st.duplicates++
 			acked = append(acked, r.GetSeq())
@@ -259,10 +289,7 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 			}
 			continue
 		}
-		if err := s.storeRecord(w, agentID, r, st); err != nil {
-			return nil, err
-		}
-		if err := w.set(badger.NewEntry(seen, nil).WithTTL(s.cfg.DedupWindow)); err != nil {
+		if err := s.storeRecord(w, agentID, r, seen, st); err != nil {
 			return nil, err
 		}
 		agent.Records++
@@ -301,6 +328,9 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	if err := w.set(badger.NewEntry(agentKey(agentID), ab)); err != nil {
 		return nil, err
 	}
+	if err := w.flushPage(); err != nil {
+		return nil, err
+	}
 	if err := w.commit(); err != nil {
 		return nil, err
 	}
@@ -316,20 +346,28 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	return acked, nil
 }
 
-func (s *BadgerStore) storeRecord(w *txnWriter, agentID string, r *api.Record, st *ingestStats) error {
+// storeRecord stores r and its de-dup marker seen in the same transaction.
+func (s *BadgerStore) storeRecord(w *txnWriter, agentID string, r *api.Record, seen []byte, st *ingestStats) error {
+	marker := badger.NewEntry(seen, nil).WithTTL(s.cfg.DedupWindow)
+	var err error
 	switch p := r.GetPayload().(type) {
 	case *api.Record_Alert:
-		return s.storeAlert(w, agentID, r.GetSeq(), p.Alert, st)
+		err = s.storeAlert(w, agentID, r.GetSeq(), p.Alert, st)
 	case *api.Record_Event:
-		return s.storeEvent(w, p.Event, st)
+		if p.Event != nil {
+			return s.storeEvent(w, p.Event, marker, st) // the page carries the marker
+		}
 	case *api.Record_Inventory:
-		return s.storeChunk(w, agentID, r.GetSeq(), p.Inventory, st)
+		err = s.storeChunk(w, agentID, r.GetSeq(), p.Inventory, st)
 	default:
 		// Nothing we can store (e.g. a class this backend does not know yet):
 		// ack it anyway, or the agent would resend it forever.
 		s.log.Debug("record without a known payload", "agent", agentID, "seq", r.GetSeq(), "class", r.GetClass().String())
-		return nil
 	}
+	if err != nil {
+		return err
+	}
+	return w.set(marker)
 }
 
 func (s *BadgerStore) storeAlert(w *txnWriter, agentID string, seq uint64, a *api.Alert, st *ingestStats) error {
@@ -375,18 +413,23 @@ func mergeAlert(a, old *api.Alert) {
 
 // eventHeader precedes each stored event so queries can filter on time, kind
 // and node without unmarshalling the event: version(1) time-ns(8) kind(4)
-// node-len(2) node.
-func eventHeader(e *api.Event) []byte {
+// node-len(2) node. It is appended to h.
+func eventHeader(h []byte, e *api.Event) []byte {
+	h = append(h, 1)
+	h = binary.BigEndian.AppendUint64(h, uint64(e.GetTime().AsTime().UnixNano()))
+	h = binary.BigEndian.AppendUint32(h, uint32(e.GetKind()))
+	node := eventNode(e)
+	h = binary.BigEndian.AppendUint16(h, uint16(len(node)))
+	return append(h, node...)
+}
+
+// eventNode is the node name as the header holds it.
+func eventNode(e *api.Event) string {
 	node := e.GetNode()
 	if len(node) > 0xffff {
 		node = node[:0xffff]
 	}
-	h := make([]byte, 0, 15+len(node))
-	h = append(h, 1)
-	h = binary.BigEndian.AppendUint64(h, uint64(e.GetTime().AsTime().UnixNano()))
-	h = binary.BigEndian.AppendUint32(h, uint32(e.GetKind()))
-	h = binary.BigEndian.AppendUint16(h, uint16(len(node)))
-	return append(h, node...)
+	return node
 }
 
 type parsedHeader struct {
@@ -412,24 +455,76 @@ func parseEventHeader(v []byte) (parsedHeader, error) {
 	}, nil
 }
 
-func (s *BadgerStore) storeEvent(w *txnWriter, e *api.Event, st *ingestStats) error {
-	if e == nil {
-		return nil
+// Event pages. The events of one batch are stored as one page in a segment
+// file (eventlog.go): version 2, then per event its length (BE32) and
+// eventHeader + body. A Badger value starting with version 1 is a single
+// inline event (the earlier layout, still read). One index key per batch
+// instead of one value per event is 512 times fewer keys to write, compact
+// and delete, and no event byte is rewritten by compaction.
+const (
+	pageVersion = 2
+	// A page is cut at maxPageEvents events or maxPageBytes, so that it and
+	// its events' markers always fit in one Badger transaction.
+	maxPageEvents = 1024
+	maxPageBytes  = 1 << 20
+)
+
+// storeEvent adds e to the batch's page; its marker is written with the page.
+func (s *BadgerStore) storeEvent(w *txnWriter, e *api.Event, marker *badger.Entry, st *ingestStats) error {
+	if w.pageN == 0 {
+		// Each page gets its own buffer: it is written at the commit.
+		w.page = append(make([]byte, 0, 512<<10), pageVersion)
 	}
-	body, err := proto.Marshal(e)
+	// The length is filled in after marshalling: no separate size pass.
+	at := len(w.page)
+	page := eventHeader(append(w.page, 0, 0, 0, 0), e)
+	page, err := proto.MarshalOptions{}.MarshalAppend(page, e)
 	if err != nil {
 		return fmt.Errorf("marshal event: %w", err)
 	}
-	if err := w.set(badger.NewEntry(eventKey(w.head), append(eventHeader(e), body...))); err != nil {
-		return err
-	}
-	w.head++
-	st.events++
-	for w.head-w.tail > uint64(s.cfg.MaxEvents) {
-		if err := w.del(eventKey(w.tail)); err != nil {
+	n := len(page) - at - 4
+	if w.pageN > 0 && (w.pageN >= maxPageEvents || len(page) > maxPageBytes) {
+		// Full: this event starts the next page.
+		rec := slices.Clone(page[at+4:])
+		w.page = page[:at]
+		if err := w.flushPage(); err != nil {
 			return err
 		}
-		w.tail++
+		page = binary.BigEndian.AppendUint32(append(make([]byte, 0, max(512<<10, 1+4+n)), pageVersion), uint32(n))
+		page = append(page, rec...)
+	} else {
+		binary.BigEndian.PutUint32(page[at:], uint32(n))
+	}
+	w.page = page
+	w.pageN++
+	w.pageMarkers = append(w.pageMarkers, marker)
+	st.events++
+	return nil
+}
+
+// eachPageEvent calls fn with the ring offset in the page and the stored
+// form (eventHeader + body) of each event of page v, oldest first.
+func eachPageEvent(v []byte, fn func(i int, rec []byte) error) error {
+	if len(v) == 0 {
+		return errors.New("empty event value")
+	}
+	switch v[0] {
+	case 1: // a single event
+		return fn(0, v)
+	case pageVersion:
+	default:
+		return fmt.Errorf("event page version %d", v[0])
+	}
+	v = v[1:]
+	for i := 0; len(v) > 0; i++ {
+		if len(v) < 4 || int(binary.BigEndian.Uint32(v)) > len(v)-4 {
+			return errors.New("truncated event page")
+		}
+		n := int(binary.BigEndian.Uint32(v))
+		if err := fn(i, v[4:4+n]); err != nil {
+			return err
+		}
+		v = v[4+n:]
 	}
 	return nil
 }
@@ -444,6 +539,92 @@ type txnWriter struct {
 	pendingBytes int64
 	// touched lists the snapshots whose chunks this batch carried.
 	touched []snapRef
+	// inBatch holds the sequence numbers seen in this batch.
+	inBatch map[uint64]struct{}
+
+	// The page being filled, its event count and its events' markers.
+	page        []byte
+	pageN       uint64
+	pageMarkers []*badger.Entry
+	// count and size follow Badger's accounting of the open transaction,
+	// so that a page and its markers go into one.
+	count, size int64
+	// Changes to s.pages not committed yet: pages dropped from the front,
+	// pages added.
+	dropped  int
+	newPages []pageRef
+}
+
+// entrySize is Badger's estimate of what an entry takes in a transaction
+// (Txn.checkSize), plus a margin.
+func entrySize(e *badger.Entry) int64 {
+	if len(e.Value) < valueThreshold {
+		return int64(len(e.Key)+len(e.Value)) + 2 + 10 + 8
+	}
+	return int64(len(e.Key)) + 12 + 2 + 10 + 8
+}
+
+// pageStart is the first position of the i-th page of the ring as this
+// writer sees it (committed pages not dropped, then new ones).
+func (w *txnWriter) pageStart(i int) (uint64, bool) {
+	old := len(w.s.pages) - w.dropped
+	switch {
+	case i < old:
+		return w.s.pages[w.dropped+i].first, true
+	case i-old < len(w.newPages):
+		return w.newPages[i-old].first, true
+	}
+	return 0, false
+}
+
+// flushPage writes the pending page and its markers into one transaction,
+// committing what came before first if they might not fit, then drops the
+// oldest pages while the newer ones still hold MaxEvents.
+func (w *txnWriter) flushPage() error {
+	if w.pageN == 0 {
+		return nil
+	}
+	loc, err := w.s.events.append(w.head, w.page)
+	if err != nil {
+		return err
+	}
+	page := badger.NewEntry(eventKey(w.head), loc.encode())
+	count, size := int64(2+len(w.pageMarkers)), entrySize(page)+64 // +1 and 64: the ring state
+	for _, m := range w.pageMarkers {
+		size += entrySize(m)
+	}
+	if w.count+count >= w.s.db.MaxBatchCount() || w.size+size >= w.s.db.MaxBatchSize() {
+		if err := w.commit(); err != nil {
+			return err
+		}
+		w.txn = w.s.db.NewTransaction(true)
+		w.count, w.size = 0, 0
+	}
+	for _, e := range append([]*badger.Entry{page}, w.pageMarkers...) {
+		if err := w.txn.SetEntry(e); err != nil {
+			return fmt.Errorf("ingest: event page: %w", err)
+		}
+		w.size += entrySize(e)
+	}
+	w.count += count - 1
+	w.newPages = append(w.newPages, pageRef{first: w.head, seg: loc.seg})
+	w.head += w.pageN
+	w.page, w.pageN, w.pageMarkers = nil, 0, nil
+	for {
+		next, ok := w.pageStart(1)
+		if !ok || w.head-next < uint64(w.s.cfg.MaxEvents) {
+			return nil
+		}
+		if err := w.del(eventKey(w.tail)); err != nil {
+			return err
+		}
+		if w.dropped < len(w.s.pages) {
+			w.dropped++
+		} else {
+			w.newPages = w.newPages[1:]
+		}
+		w.tail = next
+	}
 }
 
 func (w *txnWriter) touch(r snapRef) {
@@ -452,6 +633,9 @@ func (w *txnWriter) touch(r snapRef) {
 	}
 }
 
+// set adds e to the transaction, committing first if it is full. A page
+// waiting in the writer is not in the transaction, so a commit here never
+// separates an event from its marker.
 func (w *txnWriter) set(e *badger.Entry) error {
 	err := w.txn.SetEntry(e)
 	if errors.Is(err, badger.ErrTxnTooBig) {
@@ -459,11 +643,14 @@ func (w *txnWriter) set(e *badger.Entry) error {
 			return err
 		}
 		w.txn = w.s.db.NewTransaction(true)
+		w.count, w.size = 0, 0
 		err = w.txn.SetEntry(e)
 	}
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	w.count++
+	w.size += entrySize(e)
 	return nil
 }
 
@@ -474,11 +661,14 @@ func (w *txnWriter) del(k []byte) error {
 			return err
 		}
 		w.txn = w.s.db.NewTransaction(true)
+		w.count, w.size = 0, 0
 		err = w.txn.Delete(k)
 	}
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	w.count++
+	w.size += int64(len(k)) + 2 + 10 + 8
 	return nil
 }
 
@@ -489,10 +679,23 @@ func (w *txnWriter) commit() error {
 	if err := w.txn.Set(key(keyRingState), v); err != nil {
 		return fmt.Errorf("ingest: ring state: %w", err)
 	}
+	// The pages the transaction indexes are durable before it is.
+	if err := w.s.events.sync(); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
 	if err := w.txn.Commit(); err != nil {
 		return fmt.Errorf("ingest: commit: %w", err)
 	}
 	w.s.evHead, w.s.evTail = w.head, w.tail
+	dropped := w.dropped > 0
+	w.s.pages = append(w.s.pages[w.dropped:], w.newPages...)
+	w.dropped, w.newPages = 0, nil
+	if dropped && len(w.s.pages) > 0 && w.s.pages[0].seg != 0 {
+		// Open removes what a failure here leaves behind.
+		if err := w.s.events.dropBefore(w.s.pages[0].seg); err != nil {
+			w.s.log.Warn("old event segments not removed", "err", err)
+		}
+	}
 	// Sizes of values in the value log are approximate: never below zero.
 	w.s.pendingBytes = max(0, w.pendingBytes)
 	return nil
@@ -605,37 +808,77 @@ func (s *BadgerStore) Agents(ctx context.Context) ([]AgentInfo, error) {
 	return out, nil
 }
 
-// Events walks the ring newest first.
+// Events walks the ring newest first. Only the newest MaxEvents are
+// visible: the ring drops whole pages, so it may hold up to a page more.
 func (s *BadgerStore) Events(ctx context.Context, q EventQuery) ([]*api.Event, error) {
 	limit := effectiveLimit(q.Limit)
 	var out []*api.Event
+	pages := &pageReader{dir: filepath.Join(s.cfg.Dir, eventsDirName)}
+	defer pages.close()
 	err := s.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixEvent), Reverse: true})
 		defer it.Close()
+		var oldest uint64 // positions below this are beyond MaxEvents
+		newest := true
 		// A reverse iterator must seek past the last key of the prefix.
 		for it.Seek(key(prefixEvent, "\xff")); it.Valid() && len(out) < limit; it.Next() {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
+			k := it.Item().Key()
+			if len(k) != len(prefixEvent)+8 {
+				return fmt.Errorf("event key %x: bad length", k)
+			}
+			first := binary.BigEndian.Uint64(k[len(prefixEvent):])
 			err := it.Item().Value(func(v []byte) error {
-				h, err := parseEventHeader(v)
-				if err != nil {
+				if len(v) > 0 && v[0] == locVersion {
+					loc, err := decodePageLocation(v)
+					if err != nil {
+						return err
+					}
+					if v, err = pages.read(loc); err != nil {
+						return err
+					}
+				}
+				var recs [][]byte
+				if err := eachPageEvent(v, func(_ int, rec []byte) error { recs = append(recs, rec); return nil }); err != nil {
 					return err
 				}
-				if (q.Node != "" && h.node != q.Node) ||
-					(q.Kind != api.EventKind_EVENT_KIND_UNSPECIFIED && h.kind != q.Kind) ||
-					(!q.Since.IsZero() && h.time.Before(q.Since)) {
-					return nil
+				if newest {
+					if end := first + uint64(len(recs)); end > uint64(s.cfg.MaxEvents) {
+						oldest = end - uint64(s.cfg.MaxEvents)
+					}
+					newest = false
 				}
-				e := &api.Event{}
-				if err := proto.Unmarshal(h.body, e); err != nil {
-					return err
+				for i := len(recs) - 1; i >= 0 && len(out) < limit; i-- {
+					if first+uint64(i) < oldest {
+						return nil
+					}
+					h, err := parseEventHeader(recs[i])
+					if err != nil {
+						return err
+					}
+					if (q.Node != "" && h.node != q.Node) ||
+						(q.Kind != api.EventKind_EVENT_KIND_UNSPECIFIED && h.kind != q.Kind) ||
+						(!q.Since.IsZero() && h.time.Before(q.Since)) {
+						continue
+					}
+					e := &api.Event{}
+					if err := proto.Unmarshal(h.body, e); err != nil {
+						return err
+					}
+					out = append(out, e)
 				}
-				out = append(out, e)
 				return nil
 			})
+			if errors.Is(err, fs.ErrNotExist) {
+				break // the ring moved past this segment while we read
+			}
 			if err != nil {
-				return fmt.Errorf("event %x: %w", it.Item().Key(), err)
+				return fmt.Errorf("event page %x: %w", k, err)
+			}
+			if first < oldest {
+				break
 			}
 		}
 		return nil
@@ -644,6 +887,38 @@ func (s *BadgerStore) Events(ctx context.Context, q EventQuery) ([]*api.Event, e
 		return nil, fmt.Errorf("list events: %w", err)
 	}
 	return out, nil
+}
+
+// loadPages lists the stored event pages, oldest first, and returns where
+// the newest one ends in its segment.
+func (s *BadgerStore) loadPages() (newestEnd uint64, err error) {
+	err = s.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixEvent)})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(prefixEvent)+8 {
+				return fmt.Errorf("event key %x: bad length", k)
+			}
+			p := pageRef{first: binary.BigEndian.Uint64(k[len(prefixEvent):])}
+			if err := it.Item().Value(func(v []byte) error {
+				if len(v) == 0 || v[0] != locVersion {
+					return nil // an inline event of the earlier layout
+				}
+				loc, err := decodePageLocation(v)
+				if err != nil {
+					return err
+				}
+				p.seg, newestEnd = loc.seg, loc.off+uint64(loc.len)
+				return nil
+			}); err != nil {
+				return fmt.Errorf("event page %x: %w", k, err)
+			}
+			s.pages = append(s.pages, p)
+		}
+		return nil
+	})
+	return newestEnd, err
 }
 
 func exists(txn *badger.Txn, k []byte) (bool, error) {

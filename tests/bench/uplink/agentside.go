@@ -14,6 +14,7 @@ import (
 
 	"github.com/harrier-sec/harrier/agent"
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/benchevents"
 	"github.com/harrier-sec/harrier/store"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -154,7 +155,7 @@ func (s *sampler) peaks() memPeaks {
 // appender appends generated events in agent-sized batches.
 type appender struct {
 	spool   *store.Spool
-	gen     *eventGen
+	gen     *benchevents.Gen
 	notify  func()
 	batch   [][]byte
 	payload uint64        // payload bytes appended
@@ -167,7 +168,7 @@ type appender struct {
 
 func (a *appender) add(n int) error {
 	for range n {
-		b, err := a.gen.payload()
+		b, err := a.gen.Payload()
 		if err != nil {
 			return err
 		}
@@ -243,7 +244,7 @@ func (a *appender) produceAtRate(ctx context.Context, rate int, d time.Duration)
 const queueSize = 8192
 
 // generate sends rate events/s into queue until d has passed.
-func generate(ctx context.Context, gen *eventGen, queue chan<- []byte, rate int, d time.Duration) error {
+func generate(ctx context.Context, gen *benchevents.Gen, queue chan<- []byte, rate int, d time.Duration) error {
 	start := time.Now()
 	deadline := start.Add(d)
 	tick := time.NewTicker(2 * time.Millisecond)
@@ -258,7 +259,7 @@ func generate(ctx context.Context, gen *eventGen, queue chan<- []byte, rate int,
 				return nil
 			}
 			for due := int(float64(rate)*now.Sub(start).Seconds()) - produced; due > 0; due-- {
-				b, err := gen.payload()
+				b, err := gen.Payload()
 				if err != nil {
 					return err
 				}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/harrier-sec/harrier/backend"
@@ -78,6 +79,11 @@ type backendResult struct {
 	AgentRecords uint64            `json:"agent_records_stored"`
 	AgentGaps    map[string]uint64 `json:"agent_gaps"`
 	VmHWM        uint64            `json:"vm_hwm"`
+	// RssAnonPeak is the peak of anonymous RSS sampled every 250 ms: the
+	// part of VmHWM that is not Badger's file pages.
+	RssAnonPeak uint64 `json:"rss_anon_peak"`
+	// RSSByMapping splits the RSS at the end of serving by mapping.
+	RSSByMapping map[string]uint64 `json:"rss_by_mapping"`
 	StoreDisk    int64             `json:"store_disk_bytes"`
 }
 
@@ -109,11 +115,32 @@ func runBackend(ctx context.Context, pkiDir, storeDir, addr string, stdin io.Rea
 		_ = srv.Close()
 		return fmt.Errorf("report address: %w", err)
 	}
+	var anonPeak atomic.Uint64
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if m, err := readMem(); err == nil && m.RssAnon > anonPeak.Load() {
+				anonPeak.Store(m.RssAnon)
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	if err := srv.Serve(ctx); err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	<-sampled
 	ss := srv.Stats()
-	res := backendResult{Records: ss.Records, Batches: ss.Batches, Heartbeats: ss.Heartbeats, StoreErrors: ss.StoreErrors, AgentGaps: map[string]uint64{}}
+	res := backendResult{Records: ss.Records, Batches: ss.Batches, Heartbeats: ss.Heartbeats, StoreErrors: ss.StoreErrors, AgentGaps: map[string]uint64{}, RssAnonPeak: anonPeak.Load()}
+	if res.RSSByMapping, err = rssByMapping(); err != nil {
+		return err
+	}
 	agents, err := st.Agents(context.Background())
 	if err != nil {
 		return fmt.Errorf("list agents: %w", err)
@@ -150,7 +177,7 @@ type backendProc struct {
 
 // startBackend re-executes this binary as the backend on addr and waits
 // until it listens.
-func startBackend(ctx context.Context, pkiDir, storeDir, addr string, verbose bool) (*backendProc, error) {
+func startBackend(ctx context.Context, pkiDir, storeDir, addr string, verbose bool, cpuProfile string) (*backendProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
@@ -158,6 +185,9 @@ func startBackend(ctx context.Context, pkiDir, storeDir, addr string, verbose bo
 	args := []string{"-role", "backend", "-pki", pkiDir, "-store", storeDir, "-addr", addr}
 	if verbose {
 		args = append(args, "-v")
+	}
+	if cpuProfile != "" {
+		args = append(args, "-cpuprofile", cpuProfile)
 	}
 	cmd := exec.CommandContext(ctx, self, args...)
 	cmd.Stderr = os.Stderr

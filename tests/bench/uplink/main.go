@@ -92,7 +92,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.drainTimeout, "drain-timeout", 5*time.Minute, "give up waiting for a drain after this long")
 	fs.Uint64Var(&o.seed, "seed", 1, "event generator seed")
 	fs.BoolVar(&o.verbose, "v", false, "log at info level (default: warnings)")
-	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write each phase's agent-side CPU profile to this path, suffixed .<phase>")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write each phase's agent-side CPU profile to this path, suffixed .<phase>, and the backend child's to .<phase>.backend")
 	fs.StringVar(&o.memProfile, "memprofile", "", "write agent-side heap profiles to this path, suffixed .<phase>.<point> (quota/outage: after the backlog and at the end; others: at the end)")
 	// Internal: how the binary re-executes itself.
 	fs.StringVar(&o.role, "role", "run", "internal: run | phase | backend")
@@ -148,6 +148,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})).With("role", o.role)
 	switch o.role {
 	case "backend":
+		if o.cpuProfile != "" {
+			stop, err := startCPUProfile(o.cpuProfile)
+			if err != nil {
+				return err
+			}
+			defer stop()
+		}
 		return runBackend(ctx, o.pkiDir, o.storeDir, o.addr, stdin, stdout, log)
 	case "phase":
 		return runPhase(ctx, o, stdout, log.With("phase", o.phase))
@@ -161,6 +168,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func runPhase(ctx context.Context, o options, stdout io.Writer, log *slog.Logger) error {
 	po := phaseOpts{dir: o.phaseDir, pkiDir: o.pkiDir, n: o.n, rate: o.rate, duration: o.duration, backlog: o.backlog,
 		drainTimeout: o.drainTimeout, seed: o.seed, verbose: o.verbose}
+	if o.cpuProfile != "" {
+		po.backendCPUProfile = profilePath(o.cpuProfile, o.phase, "backend")
+	}
 	if o.memProfile != "" {
 		po.heapProfile = func(point string) {
 			if err := writeHeapProfile(profilePath(o.memProfile, o.phase, point)); err != nil {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/harrier-sec/harrier/internal/benchevents"
 	"github.com/harrier-sec/harrier/store"
 )
 
@@ -25,6 +26,9 @@ type phaseOpts struct {
 	verbose      bool
 	// heapProfile writes a heap profile named after point; nil: none.
 	heapProfile func(point string)
+	// backendCPUProfile is where the backend child writes its CPU
+	// profile; "": none.
+	backendCPUProfile string
 }
 
 func (o phaseOpts) profileHeap(point string) {
@@ -60,7 +64,7 @@ func runThroughput(ctx context.Context, o phaseOpts, log *slog.Logger) (*through
 		return nil, err
 	}
 	defer sp.Close()
-	gen := newEventGen(o.seed, "node-bench-1")
+	gen := benchevents.New(o.seed, "node-bench-1")
 	res := &throughputResult{AppendBatch: spoolBatchLimit, PayloadMin: 1 << 30}
 
 	smp := newSampler(sp, nil)
@@ -80,7 +84,7 @@ func runThroughput(ctx context.Context, o phaseOpts, log *slog.Logger) (*through
 		t0 := time.Now()
 		batch = batch[:0]
 		for range min(spoolBatchLimit, o.n-done) {
-			b, err := gen.payload()
+			b, err := gen.Payload()
 			if err != nil {
 				return nil, err
 			}
@@ -179,7 +183,7 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 	if err != nil {
 		return nil, err
 	}
-	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose)
+	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose, o.backendCPUProfile)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +229,7 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 	defer stopSmp()
 	go smp.run(sctx)
 
-	app := &appender{spool: sp, gen: newEventGen(o.seed, "node-bench-1"), notify: client.Notify, log: log}
+	app := &appender{spool: sp, gen: benchevents.New(o.seed, "node-bench-1"), notify: client.Notify, log: log}
 	acked0 := client.Stats().RecordsAcked
 	t0 := time.Now()
 	if err := app.produceAtRate(ctx, o.rate, o.duration); err != nil {
@@ -374,7 +378,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	go smp.run(sctx)
 
 	res := &outageResult{QuotaBytes: sp.Stats().QuotaBytes, MemLimitBytes: o.memLimit, BacklogTarget: o.backlog}
-	app := &appender{spool: sp, gen: newEventGen(o.seed, "node-bench-1"), notify: client.Notify, log: log}
+	app := &appender{spool: sp, gen: benchevents.New(o.seed, "node-bench-1"), notify: client.Notify, log: log}
 	t0 := time.Now()
 	for done := 0; done < o.backlog; done += spoolBatchLimit {
 		if err := ctx.Err(); err != nil {
@@ -415,7 +419,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 		log.Warn("drain peak RSS includes the backlog phase", "error", err)
 	}
 
-	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose)
+	be, err := startBackend(ctx, o.pkiDir, filepath.Join(o.dir, "backend"), addr, o.verbose, o.backendCPUProfile)
 	if err != nil {
 		return nil, err
 	}

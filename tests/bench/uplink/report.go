@@ -77,6 +77,7 @@ func writeTable(w io.Writer, r *results) {
 		t.row("agent RSS peak (VmHWM) / sampled peak / end", "%s / %s / %s", mibStr(x.Peaks.VmHWM), mibStr(x.Peaks.SampledRSS), mibStr(x.End.VmRSS))
 		t.row("agent anon RSS sampled peak; Go heap in use peak / end", "%s; %s / %s", mibStr(x.Peaks.SampledRssAnon), mibStr(x.Peaks.SampledHeapInuse), mibStr(x.End.HeapInuse))
 		t.row("backend (child) VmHWM; store on disk", "%s; %s", mibStr(x.Backend.VmHWM), mibStrI(x.Backend.StoreDisk))
+		backendMem(t, x.Backend)
 		t.row("backend records stored / client acked", "%s / %s (store errors %d, reconnects %d)", thousands(x.Backend.AgentRecords), thousands(x.TotalAcked), x.Backend.StoreErrors, x.Reconnects)
 		t.section("3. bytes per event")
 		t.row("on the wire (zstd frames: BytesSent / records acked)", "%.1f B", x.WireBytesPerEvent)
@@ -110,6 +111,7 @@ func writeTable(w io.Writer, r *results) {
 		}
 		t.row("  of which anon (sampled peak) / Go heap in use (sampled peak)", "%s / %s", mibStr(x.BacklogPeaks.SampledRssAnon), mibStr(x.BacklogPeaks.SampledHeapInuse))
 		t.row("backend up → first ack", "%.2f s", x.ReconnectSeconds)
+		backendMem(t, x.Backend)
 		t.row("drain backlog (first ack → spool empty)", "%s records in %.1f s = %s", thousands(x.Delivered), x.DrainSeconds, rate(x.DrainPerSec))
 		if x.Evicted == 0 {
 			t.row("1 h outage at 1k/s (3.6M events), **extrapolated**", "%.0f s (%.1f min) = 3.6M / measured drain rate", x.Extrapolated1h, x.Extrapolated1h/60)
@@ -134,4 +136,15 @@ func depthSeries(s []sample) string {
 		parts = append(parts, fmt.Sprintf("%.1fk", float64(p.Depth)/1000))
 	}
 	return strings.Join(parts, " ")
+}
+
+// backendMem reports the backend child's anonymous RSS peak and its RSS at
+// the end split by mapping (Badger's file pages are page cache the kernel
+// can reclaim; anon is the backend's own).
+func backendMem(t table, b backendResult) {
+	t.row("  backend anon RSS sampled peak", "%s", mibStr(b.RssAnonPeak))
+	if m := b.RSSByMapping; m != nil {
+		t.row("  backend RSS at the end by mapping", "anon %s, Badger .sst %s, .vlog %s, .mem %s, other files %s",
+			mibStr(m["anon"]), mibStr(m["sst"]), mibStr(m["vlog"]), mibStr(m["mem"]), mibStr(m["other files"]))
+	}
 }

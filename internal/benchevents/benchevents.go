@@ -1,4 +1,7 @@
-package main
+// Package benchevents builds events that look like the sensor's, for
+// benchmarks that need realistic payloads (the uplink bench, the backend's
+// BenchmarkIngest). Marshaled as the agent spools them they are 820-920 bytes.
+package benchevents
 
 import (
 	"fmt"
@@ -13,12 +16,12 @@ import (
 	"github.com/harrier-sec/harrier/api"
 )
 
-// eventGen builds events that look like what the sensor emits on a busy
+// Gen builds events that look like what the sensor emits on a busy
 // Kubernetes node: exec, file_open and connect from a handful of containers,
 // each with a full process, cwd, an ancestry of four and a container block.
 // Every event varies (pids, times, arguments, paths, ports), so compression
 // sees realistic redundancy, not copies. It is not safe for concurrent use.
-type eventGen struct {
+type Gen struct {
 	rnd        *rand.Rand
 	node       string
 	containers []*api.Container
@@ -32,9 +35,9 @@ type eventGen struct {
 	next int
 }
 
-// poolSize exceeds a batch (512) several times over: no batch, and so no
+// PoolSize exceeds a batch (512) several times over: no batch, and so no
 // compressed frame, sees the same event twice.
-const poolSize = 4096
+const PoolSize = 4096
 
 type program struct {
 	exe  string
@@ -79,9 +82,10 @@ func newTables() tables {
 	}
 }
 
-func newEventGen(seed uint64, node string) *eventGen {
+// New returns a generator; the same seed gives the same events.
+func New(seed uint64, node string) *Gen {
 	rnd := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	g := &eventGen{rnd: rnd, node: node, pid: 20000, tables: newTables()}
+	g := &Gen{rnd: rnd, node: node, pid: 20000, tables: newTables()}
 	for i := range 6 {
 		id := fmt.Sprintf("%016x%016x%016x%016x", rnd.Uint64(), rnd.Uint64(), rnd.Uint64(), rnd.Uint64())
 		image := g.images[i%len(g.images)]
@@ -100,10 +104,10 @@ func newEventGen(seed uint64, node string) *eventGen {
 	return g
 }
 
-func (g *eventGen) pick(n int) int { return g.rnd.IntN(n) }
+func (g *Gen) pick(n int) int { return g.rnd.IntN(n) }
 
-// next returns a new event: 40 % exec, 40 % file_open, 20 % connect.
-func (g *eventGen) build() *api.Event {
+// build returns a new event: 40 % exec, 40 % file_open, 20 % connect.
+func (g *Gen) build() *api.Event {
 	g.seq++
 	g.pid += 1 + uint32(g.pick(7))
 	now := time.Now()
@@ -165,12 +169,12 @@ func (g *eventGen) build() *api.Event {
 	return ev
 }
 
-// payload returns the next event as the agent spools it: a marshaled
-// api.Record of class EVENT. Events come from the pool with a fresh sequence
-// number and time.
-func (g *eventGen) payload() ([]byte, error) {
+// Event returns the next event from the pool with a fresh sequence number and
+// time. The event is shared with the pool: it is valid until the pool comes
+// round again (PoolSize calls later), so marshal or clone it before then.
+func (g *Gen) Event() *api.Event {
 	if g.pool == nil {
-		g.pool = make([]*api.Event, poolSize)
+		g.pool = make([]*api.Event, PoolSize)
 		for i := range g.pool {
 			g.pool[i] = g.build()
 		}
@@ -180,6 +184,13 @@ func (g *eventGen) payload() ([]byte, error) {
 	g.seq++
 	ev.Seq = g.seq
 	ev.Time = timestamppb.Now()
+	return ev
+}
+
+// Payload returns the next event as the agent spools it: a marshaled
+// api.Record of class EVENT.
+func (g *Gen) Payload() ([]byte, error) {
+	ev := g.Event()
 	b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}})
 	if err != nil {
 		return nil, fmt.Errorf("marshal event: %w", err)
