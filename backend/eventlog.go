@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/harrier-sec/harrier/internal/fsync"
 )
 
 // The event ring's pages live in segment files beside Badger, not in it:
@@ -178,7 +180,7 @@ func (l *eventLog) rotate(id uint64) error {
 	if err != nil {
 		return fmt.Errorf("event segment: %w", err)
 	}
-	if err := syncDir(l.dir); err != nil {
+	if err := fsync.Dir(l.dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -269,17 +271,4 @@ func (r *pageReader) close() {
 	for _, f := range r.files {
 		_ = f.Close()
 	}
-}
-
-// syncDir makes a file's creation or removal in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }

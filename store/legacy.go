@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/harrier-sec/harrier/internal/fsync"
 )
 
 // The first spool layout kept records in Badger, directly in Dir:
@@ -57,7 +58,7 @@ func moveLegacy(dir string) (bool, error) {
 		if err := os.Rename(filepath.Join(dir, "MANIFEST"), filepath.Join(legacy, "MANIFEST")); err != nil {
 			return false, err
 		}
-		if err := syncDir(dir); err != nil {
+		if err := fsync.Dir(dir); err != nil {
 			return false, err
 		}
 	}

@@ -225,16 +225,6 @@ func scanSegment(path string, first uint64, maxPayload int, buf *bufio.Reader) (
 	}
 }
 
-// syncDir makes a directory's entries (created and removed files) durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
-}
-
 func segmentPath(dir string, c Class, first uint64) string {
 	return filepath.Join(dir, segmentName(c, first))
 }

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/harrier-sec/harrier/internal/fsync"
 	"golang.org/x/sys/unix"
 )
 
@@ -615,7 +616,7 @@ func (s *Spool) newSegment(c Class) error {
 	if err != nil {
 		return err
 	}
-	if err := syncDir(s.segDir); err != nil {
+	if err := fsync.Dir(s.segDir); err != nil {
 		_ = f.Close()
 		return err
 	}
