@@ -1,5 +1,5 @@
 // Command uplink measures the agent → backend path with the real pieces:
-// the Badger spool on disk (store), the QUIC uplink with mutual TLS over
+// the spool on disk (store), the QUIC uplink with mutual TLS over
 // 127.0.0.1 (transport, certificates made with its PKI functions) and the
 // backend's BadgerStore as the server's Sink. It reports spool append and
 // drain throughput, a sustained fixed-rate load, bytes per event on the wire

@@ -59,7 +59,7 @@ func writeTable(w io.Writer, r *results) {
 	fmt.Fprintln(w, "| figure | value |")
 	fmt.Fprintln(w, "|---|---|")
 	if x := r.Throughput; x != nil {
-		t.section("1. spool throughput (Badger on disk, no network)")
+		t.section("1. spool throughput (segment files and Badger metadata on disk, no network)")
 		t.row("event payload (marshaled api.Record)", "mean %.0f B, min %d, max %d", x.PayloadMean, x.PayloadMin, x.PayloadMax)
 		t.row("append, batches of 512, one fsync each", "%s (%.1f MiB/s; %s records in %.2f s)", rate(x.AppendPerSec), x.AppendMiBPerSec, thousands(x.Records), x.AppendSeconds)
 		t.row("drain, Next(512, 1 MiB) + Ack", "%s (%.2f s)", rate(x.DrainPerSec), x.DrainSeconds)
