@@ -73,8 +73,6 @@ func decodeClassMeta(v []byte) (classMeta, error) {
 	return m, nil
 }
 
-func ackedPrefix(c Class) []byte { return []byte{kindAcked, byte(c)} }
-
 func ackedKey(c Class, seq uint64) []byte {
 	k := make([]byte, ackedKeyLen)
 	k[0], k[1] = kindAcked, byte(c)
