@@ -118,16 +118,17 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if _, err := startAdmission(ctx, cfg, run, log); err != nil {
 		return err
 	}
+	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, kp.enrich, kp.audit, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, log)
+		return pipeline(events, kp.enrich, kp.audit, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, alertLatency, log)
 	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
 	if cfg.MetricsAddr != "off" {
 		queue := func() (int, int) { return len(events), cap(events) }
 		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, client)
-		collectors := []prometheus.Collector{collector, leaders}
+		collectors := []prometheus.Collector{collector, leaders, alertLatency}
 		if kp.audit != nil {
 			collectors = append(collectors, newAuditCollector(kp.receiver, kp.tailer, func() (int, int) { return len(kp.audit), cap(kp.audit) }))
 		}
@@ -169,7 +170,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
 // The spool is durable when AppendBatch returns; a failed append (full disk)
 // is logged and counted by the spool, and the pipeline keeps going.
 func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
-	client *transport.Client, stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, log *slog.Logger) error {
+	client *transport.Client, stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, alertLatency prometheus.Observer, log *slog.Logger) error {
 	// The flush timer runs every spoolFlush while events flow and backs off
 	// (doubling, up to idleTickFactor × spoolFlush) on a quiet node, so an
 	// idle agent does not wake ten times a second; alerts never wait for it.
@@ -193,6 +194,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 		return true
 	}
 	var batch, alerts [][]byte
+	var behaviourAt []time.Time // per new alert: the event that raised it (zero for updates)
 	emit := func(a *api.Alert) {
 		b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: a}})
 		if err != nil {
@@ -200,6 +202,11 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 			return
 		}
 		alerts = append(alerts, b)
+		var at time.Time // updates of open alerts are sent on a timer: not a latency
+		if a.GetCount() == 1 {
+			at = a.GetFirstSeen().AsTime()
+		}
+		behaviourAt = append(behaviourAt, at)
 	}
 	publish := func() {
 		s := engine.Stats()
@@ -209,8 +216,15 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 		if len(alerts) > 0 {
 			if _, err := spool.AppendBatch(store.ClassAlert, alerts); err != nil {
 				log.Error("spool append failed; alerts dropped", "count", len(alerts), "error", err)
+			} else {
+				now := time.Now()
+				for _, at := range behaviourAt {
+					if !at.IsZero() {
+						alertLatency.Observe(max(now.Sub(at), 0).Seconds())
+					}
+				}
 			}
-			alerts = alerts[:0]
+			alerts, behaviourAt = alerts[:0], behaviourAt[:0]
 			client.Notify()
 			publish() // the metrics count an alert as soon as it is spooled
 		}

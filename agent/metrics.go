@@ -210,6 +210,17 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(capacity))
 }
 
+// newAlertLatency is the histogram of the time from the behaviour (the
+// event that raised a new alert) to the alert being durable in the spool:
+// detection latency on the node, before the uplink.
+func newAlertLatency() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "harrier_alert_spool_latency_seconds",
+		Help:    "Time from the event that raised a new alert to the alert being durable in the spool.",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	})
+}
+
 // serveMetrics serves /metrics on addr until ctx is done. A port that cannot
 // be bound is logged, not fatal: detection matters more than its metrics.
 func serveMetrics(ctx context.Context, addr string, log *slog.Logger, cs ...prometheus.Collector) error {

@@ -203,6 +203,8 @@ func TestRunAllInOne(t *testing.T) {
 		`harrier_sensor_emitted_total [1-9]`, `harrier_sensor_queue_capacity [1-9]`, `harrier_sensor_kernel_events_total\{kind="exec"\} [1-9]`,
 		`harrier_analytics_events_total [1-9]`, `harrier_analytics_alerts_total [2-9]`, `harrier_spool_appended_total\{class="alert"\} [1-9]`,
 		`harrier_uplink_connected 1`, `harrier_uplink_records_acked_total [1-9]`, `go_goroutines`,
+		// The test alert took well under 5 s from its exec to the spool.
+		`harrier_alert_spool_latency_seconds_count [1-9]`, `harrier_alert_spool_latency_seconds_bucket\{le="5"\} [1-9]`,
 	} {
 		if !regexp.MustCompile(re).Match(metrics) {
 			t.Errorf("agent /metrics lacks %s", re)

@@ -11,6 +11,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -46,19 +47,25 @@ type step struct {
 // stepResult is one row of the report.
 type stepResult struct {
 	step
-	AchievedRate  float64            `json:"achieved_rate"`
-	EventsPerSec  float64            `json:"pipeline_events_per_sec"`
-	AgentCores    float64            `json:"agent_cpu_cores"`
-	RSSPeakMiB    float64            `json:"rss_peak_mib"`
-	HeapPeakMiB   float64            `json:"heap_peak_mib"`
-	Drops         map[string]float64 `json:"drops"`
-	AlertP50Ms    float64            `json:"alert_latency_p50_ms"`
-	AlertP99Ms    float64            `json:"alert_latency_p99_ms"`
-	AlertsMissing int                `json:"alerts_missing"`
-	CPUPerOpBase  float64            `json:"cpu_per_op_us_without_agent"`
-	CPUPerOpAgent float64            `json:"cpu_per_op_us_with_agent"`
-	Slowdown      float64            `json:"slowdown"`
-	OOMKills      int                `json:"oom_kills"`
+	AchievedRate float64            `json:"achieved_rate"`
+	EventsPerSec float64            `json:"pipeline_events_per_sec"`
+	AgentCores   float64            `json:"agent_cpu_cores"`
+	RSSPeakMiB   float64            `json:"rss_peak_mib"`
+	HeapPeakMiB  float64            `json:"heap_peak_mib"`
+	Drops        map[string]float64 `json:"drops"`
+	AlertP50Ms   float64            `json:"alert_latency_p50_ms"`
+	AlertP99Ms   float64            `json:"alert_latency_p99_ms"`
+	// Behaviour → alert durable in the agent's spool, for every new alert
+	// of the step (harrier_alert_spool_latency_seconds): bucket upper
+	// bounds, so "≤".
+	SpoolAlertP50Ms float64 `json:"alert_in_spool_p50_ms"`
+	SpoolAlertP99Ms float64 `json:"alert_in_spool_p99_ms"`
+	SpoolAlerts     float64 `json:"alerts_in_spool"`
+	AlertsMissing   int     `json:"alerts_missing"`
+	CPUPerOpBase    float64 `json:"cpu_per_op_us_without_agent"`
+	CPUPerOpAgent   float64 `json:"cpu_per_op_us_with_agent"`
+	Slowdown        float64 `json:"slowdown"`
+	OOMKills        int     `json:"oom_kills"`
 	// Storm only: `harrier simulate --local` played during the storm; did
 	// every expected alert arrive within its timeout?
 	AttackDetected  *bool  `json:"attack_detected_during_storm,omitempty"`
@@ -924,6 +931,8 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	r.AlertsMissing = missing
 	r.AlertP50Ms, r.AlertP99Ms = percentile(lat, 0.5), percentile(lat, 0.99)
 	delta := func(name string) float64 { return after[name] - before[name] }
+	r.SpoolAlerts = delta(alertSpoolLatency + "_count")
+	r.SpoolAlertP50Ms, r.SpoolAlertP99Ms = histogramQuantile(before, after, alertSpoolLatency, 0.5)*1000, histogramQuantile(before, after, alertSpoolLatency, 0.99)*1000
 	switch s.Workload {
 	case "containers":
 		c := &containerResult{Run: load.N, EventsPerSec: delta("harrier_sensor_container_events_total") / elapsed.Seconds()}
@@ -972,6 +981,40 @@ func slowdown(r stepResult) string {
 	return "—"
 }
 
+// alertSpoolLatency is the agent's histogram of behaviour → alert in spool.
+const alertSpoolLatency = "harrier_alert_spool_latency_seconds"
+
+// histogramQuantile is the upper bound of the bucket holding quantile q of
+// the observations a Prometheus histogram gained between two scrapes
+// (+Inf: the largest finite bound is reported; 0 when nothing was observed).
+func histogramQuantile(before, after map[string]float64, name string, q float64) float64 {
+	type bucket struct{ le, n float64 }
+	var bs []bucket
+	prefix := name + `_bucket{le="`
+	for k, v := range after {
+		rest, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		le, err := strconv.ParseFloat(strings.TrimSuffix(rest, `"}`), 64)
+		if err != nil {
+			continue // +Inf
+		}
+		bs = append(bs, bucket{le, v - before[k]})
+	}
+	total := after[name+"_count"] - before[name+"_count"]
+	if total <= 0 || len(bs) == 0 {
+		return 0
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	for _, b := range bs {
+		if b.n >= q*total {
+			return b.le
+		}
+	}
+	return bs[len(bs)-1].le
+}
+
 func percentile(sorted []float64, p float64) float64 {
 	if len(sorted) == 0 {
 		return 0
@@ -982,14 +1025,14 @@ func percentile(sorted []float64, p float64) float64 {
 func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
 	fmt.Fprintf(w, "## Budget benchmark: `harrier %s` in a cgroup of %.0fm CPU and %d MiB\n\n", o.mode, o.cpu*1000, o.memBytes>>20)
 	fmt.Fprintf(w, "Idle: %.1fm CPU, RSS %.1f MiB, Go heap %.1f MiB.\n\n", idle.AgentCores*1000, idle.RSSPeakMiB, idle.HeapPeakMiB)
-	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert p50 / p99 (missing) | workload slowdown | OOM |")
-	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert in spool p50 / p99 (alerts) | alert at backend p50 / p99 (missing) | workload slowdown | OOM |")
+	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		slow := slowdown(r)
-		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f / %.0f | %.0f | %.0f / %.0f ms (%d) | %s | %d |\n",
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f / %.0f | %.0f | ≤ %.0f / ≤ %.0f ms (%.0f) | %.0f / %.0f ms (%d) | %s | %d |\n",
 			r.Workload, r.Rate, r.AchievedRate, r.EventsPerSec, r.AgentCores*1000, r.RSSPeakMiB, r.HeapPeakMiB,
 			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["kernel_shed_reads"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
-			r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
+			r.SpoolAlertP50Ms, r.SpoolAlertP99Ms, r.SpoolAlerts, r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
 	}
 	var ctrs, audits []stepResult
 	for _, r := range rs {

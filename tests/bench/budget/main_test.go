@@ -64,3 +64,18 @@ func TestLatencies(t *testing.T) {
 		t.Errorf("p99 = %v, want 300", p)
 	}
 }
+
+func TestHistogramQuantile(t *testing.T) {
+	key := func(le string) string { return alertSpoolLatency + `_bucket{le="` + le + `"}` }
+	before := map[string]float64{key("0.1"): 5, key("0.5"): 5, key("1"): 5, key("+Inf"): 5, alertSpoolLatency + "_count": 5}
+	// Between the scrapes: 90 observations ≤ 0.1 s, 8 in (0.1, 0.5], 2 in (0.5, 1].
+	after := map[string]float64{key("0.1"): 95, key("0.5"): 103, key("1"): 105, key("+Inf"): 105, alertSpoolLatency + "_count": 105}
+	for _, tc := range []struct{ q, want float64 }{{0.5, 0.1}, {0.9, 0.1}, {0.95, 0.5}, {0.99, 1}} {
+		if got := histogramQuantile(before, after, alertSpoolLatency, tc.q); got != tc.want {
+			t.Errorf("q%.2f = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := histogramQuantile(after, after, alertSpoolLatency, 0.5); got != 0 {
+		t.Errorf("no observations: %v, want 0", got)
+	}
+}
