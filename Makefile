@@ -78,6 +78,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBundleAnnotations$$' -fuzztime $(FUZZTIME) ./kube
 	$(GO) test -run '^$$' -fuzz '^FuzzParseReport$$' -fuzztime $(FUZZTIME) ./backend/vulndb
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePageLocation$$' -fuzztime $(FUZZTIME) ./backend
+	$(GO) test -run '^$$' -fuzz '^FuzzEachPageEvent$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEventList$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKubeletConfig$$' -fuzztime $(FUZZTIME) ./kube/posture

@@ -30,15 +30,14 @@ const (
 	baseTableSize    = 256 << 10
 	baseLevelSize    = 1 << 20
 	// Values (≤ 49 bytes) stay in the LSM tree.
-	valueThreshold  = 1 << 10
-	valueLogFile    = 1 << 20 // Badger's minimum
-	metadataReserve = 16 << 20
+	valueThreshold = 1 << 10
+	valueLogFile   = 1 << 20 // Badger's minimum
 )
 
 // metadataAllowance bounds what Badger's files take on disk on top of the
 // segment quota: two memtable WALs, the level-0 tables up to the write
 // stall, a compaction's output and the value-log file, with room to spare.
-func metadataAllowance() int64 { return metadataReserve }
+const metadataAllowance int64 = 16 << 20
 
 // badgerOptions is the metadata profile for a Badger directory.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {

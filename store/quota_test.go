@@ -35,9 +35,9 @@ func TestQuotaEvictsEventsThenFindingsThenAlerts(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := s.Stats()
-	t.Logf("after events: live %d / limit %d, disk %d / quota %d", st.LiveBytes, st.LiveLimit, st.DiskBytes, st.QuotaBytes)
-	if st.LiveBytes > st.LiveLimit {
-		t.Fatalf("live bytes %d over limit %d", st.LiveBytes, st.LiveLimit)
+	t.Logf("after events: live %d, segments %d, disk %d / quota %d", st.LiveBytes, st.SegmentBytes, st.DiskBytes, st.QuotaBytes)
+	if st.LiveBytes > uint64(st.SegmentBytes) || st.SegmentBytes > st.QuotaBytes {
+		t.Fatalf("live bytes %d, segment bytes %d: over the quota %d", st.LiveBytes, st.SegmentBytes, st.QuotaBytes)
 	}
 	if a, f := st.Classes[ClassAlert], st.Classes[ClassFinding]; a.Evicted != 0 || f.Evicted != 0 || a.Depth != 500 || f.Depth != 1000 {
 		t.Fatalf("events displaced higher classes: alert %+v finding %+v", a, f)
@@ -125,7 +125,7 @@ func TestQuotaEvictsEventsThenFindingsThenAlerts(t *testing.T) {
 	}
 	st = s.Stats()
 	t.Logf("after reclaim: live %d, disk %d / quota %d", st.LiveBytes, st.DiskBytes, st.QuotaBytes)
-	if limit := quota + metadataAllowance(); st.DiskBytes > limit {
+	if limit := quota + metadataAllowance; st.DiskBytes > limit {
 		t.Errorf("disk %d over quota plus Badger's working set (%d)", st.DiskBytes, limit)
 	}
 }
@@ -212,11 +212,11 @@ func TestSteadyFlowStaysInQuotaWithoutEvicting(t *testing.T) {
 	st := s.Stats()
 	ev := st.Classes[ClassEvent]
 	t.Logf("appended %d, acked %d, evicted %d; disk %d (quota %d + working set %d)",
-		ev.Appended, ev.Acked, ev.Evicted, st.DiskBytes, quota, metadataAllowance())
+		ev.Appended, ev.Acked, ev.Evicted, st.DiskBytes, quota, metadataAllowance)
 	if ev.Evicted != 0 {
 		t.Errorf("%d records evicted although at most %d were live", ev.Evicted, (lag+1)*batch)
 	}
-	if limit := int64(quota) + metadataAllowance(); st.DiskBytes > limit {
+	if limit := int64(quota) + metadataAllowance; st.DiskBytes > limit {
 		t.Errorf("disk %d over quota plus working set %d", st.DiskBytes, limit)
 	}
 }

@@ -200,6 +200,17 @@ func (r *frameReader) next(withPayload bool) (frameHeader, []byte, error) {
 	return h, payload, nil
 }
 
+// nextAt reads the next frame, which must be seq want (frames run in
+// sequence), and returns it with the offset it started at.
+func (r *frameReader) nextAt(want uint64, withPayload bool) (frameHeader, []byte, int64, error) {
+	start := r.off
+	h, payload, err := r.next(withPayload)
+	if err == nil && h.seq != want {
+		err = fmt.Errorf("frame at offset %d has seq %d, want %d: %w", start, h.seq, want, errCorrupt)
+	}
+	return h, payload, start, err
+}
+
 // scanSegment reads a segment from the start and returns how far its valid
 // frames reach: the seq after the last one and its end offset. It stops at
 // the first frame that is torn, corrupt or out of sequence.
@@ -216,8 +227,7 @@ func scanSegment(path string, first uint64, maxPayload int, buf *bufio.Reader) (
 	r := newFrameReader(f, 0, st.Size(), maxPayload, buf)
 	end = first
 	for {
-		h, _, err := r.next(true)
-		if err != nil || h.seq != end {
+		if _, _, _, err := r.nextAt(end, true); err != nil {
 			return end, dataEnd, nil
 		}
 		end++

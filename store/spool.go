@@ -28,7 +28,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -157,13 +156,12 @@ type ClassStats struct {
 type Stats struct {
 	Classes   map[Class]ClassStats
 	LiveBytes uint64
-	// LiveLimit is the segment bytes above which Append evicts (the quota).
-	LiveLimit uint64
 	// SegmentBytes is the size of the segment files: live records plus the
 	// acknowledged part of segments not yet wholly acknowledged.
 	SegmentBytes int64
 	// DiskBytes is SegmentBytes plus Badger's metadata files, as last measured.
-	DiskBytes  int64
+	DiskBytes int64
+	// QuotaBytes bounds SegmentBytes: above it, Append evicts.
 	QuotaBytes int64
 }
 
@@ -401,7 +399,7 @@ func (s *Spool) loadClass(c Class, m *classMeta, firsts []uint64, acked map[uint
 	// Segments the head passed were deleted after the metadata said so; a
 	// crash may have left them.
 	for len(firsts) > 1 && firsts[1] <= cs.head {
-		if err := os.Remove(segmentPath(s.segDir, c, firsts[0])); err != nil && !os.IsNotExist(err) {
+		if err := s.removeSegmentFile(c, firsts[0]); err != nil {
 			return err
 		}
 		firsts = firsts[1:]
@@ -441,9 +439,9 @@ func (s *Spool) loadClass(c Class, m *classMeta, firsts []uint64, acked map[uint
 			s.log.Error("spool segments end before records the metadata saw", "class", c.String(),
 				"segments_end", cs.last().end, "metadata_next", floor)
 		}
-		s.markLost(c, acked, cs.head, floor, "segment files missing")
+		s.markLost(c, acked, cs.head, floor, reasonMissing)
 		for _, seg := range cs.segs {
-			if err := os.Remove(segmentPath(s.segDir, c, seg.first)); err != nil && !os.IsNotExist(err) {
+			if err := s.removeSegmentFile(c, seg.first); err != nil {
 				return err
 			}
 		}
@@ -458,7 +456,7 @@ func (s *Spool) loadClass(c Class, m *classMeta, firsts []uint64, acked map[uint
 		}
 	}
 	if first := cs.segs[0].first; cs.head < first {
-		s.markLost(c, acked, cs.head, first, "segment files missing")
+		s.markLost(c, acked, cs.head, first, reasonMissing)
 	}
 	cs.acked = map[uint64]ackEntry{}
 	for seq, a := range acked {
@@ -509,11 +507,11 @@ func (s *Spool) findHead(c Class, hint classMeta) error {
 		cs.window = nil
 	}
 	// Walk the segment from its start.
-	f, err := os.Open(segmentPath(s.segDir, c, seg.first))
+	f, closeFile, err := s.segmentFile(c, 0)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer closeFile()
 	r := newFrameReader(f, 0, seg.dataEnd, s.cfg.MaxRecordBytes, s.rbuf)
 	for {
 		off := r.off
@@ -528,7 +526,7 @@ func (s *Spool) findHead(c Class, hint classMeta) error {
 	}
 	// The head's frame is unreadable: what is left of the segment is lost.
 	cs.headOff = seg.dataEnd
-	s.markLost(c, cs.acked, cs.head, seg.end, "segment damaged")
+	s.markLost(c, cs.acked, cs.head, seg.end, reasonDamaged)
 	for seq := range cs.acked {
 		if seq < cs.head {
 			delete(cs.acked, seq)
@@ -790,7 +788,7 @@ func (s *Spool) makeRoom(class Class, need int64) error {
 	target -= need
 	for c := ClassEvent; c >= class && s.segBytes > target; c-- {
 		for s.segBytes > target && s.cls[c].live() > 0 {
-			if err := s.evictHead(c, "over quota"); err != nil {
+			if err := s.evictHead(c, reasonOverQuota); err != nil {
 				return err
 			}
 		}
@@ -827,14 +825,30 @@ func (s *Spool) dropPassed(c Class) error {
 	cs := &s.cls[c]
 	for len(cs.segs) > 1 && cs.segs[0].end <= cs.head {
 		seg := cs.segs[0]
-		if err := os.Remove(segmentPath(s.segDir, c, seg.first)); err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("store: delete segment in %s: %w", s.segDir, err)
+		if err := s.removeSegmentFile(c, seg.first); err != nil {
+			return fmt.Errorf("store: %w", err)
 		}
 		s.segBytes -= seg.size
 		cs.segs = cs.segs[1:]
 		if cs.headSeg == seg.first { // head sat at its end
 			cs.headSeg, cs.headOff = cs.segs[0].first, 0
 		}
+	}
+	return nil
+}
+
+// Why records were evicted, for the log.
+const (
+	reasonOverQuota = "over quota"
+	reasonDamaged   = "segment damaged"
+	reasonMissing   = "segment files missing"
+)
+
+// removeSegmentFile deletes a segment file; one already gone is fine (a
+// crash between the metadata and the delete leaves either state).
+func (s *Spool) removeSegmentFile(c Class, first uint64) error {
+	if err := os.Remove(segmentPath(s.segDir, c, first)); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("delete segment: %w", err)
 	}
 	return nil
 }
@@ -882,11 +896,11 @@ func (s *Spool) evictHead(c Class, reason string) error {
 	}
 	s.refreshOldest(c)
 	if n > 0 {
-		logf := s.log.Warn
-		if reason != "over quota" {
-			logf = s.log.Error
+		level := slog.LevelWarn // the quota doing its job
+		if reason == reasonDamaged {
+			level = slog.LevelError
 		}
-		logf("spool evicted records", "class", c.String(), "reason", reason, "first_seq", from, "last_seq", to-1,
+		s.log.Log(context.Background(), level, "spool evicted records", "class", c.String(), "reason", reason, "first_seq", from, "last_seq", to-1,
 			"count", n, "bytes", live)
 	}
 	return nil
@@ -962,11 +976,7 @@ func (s *Spool) locate(c Class, seq uint64) (frameLoc, error) {
 		}
 		r := newFrameReader(f, off, seg.dataEnd, s.cfg.MaxRecordBytes, s.rbuf)
 		for at < seg.end {
-			start := r.off
-			h, _, err := r.next(false)
-			if err == nil && h.seq != at {
-				err = fmt.Errorf("frame at offset %d has seq %d, want %d: %w", start, h.seq, at, errCorrupt)
-			}
+			h, _, start, err := r.nextAt(at, false)
 			if err != nil {
 				closeFile()
 				return frameLoc{}, fmt.Errorf("%s segment %d: %w", c, seg.first, err)
@@ -1059,7 +1069,7 @@ func (s *Spool) Next(max, maxBytes int) ([]Record, error) {
 			}
 			// The frame at head is damaged: the rest of its segment is lost.
 			s.log.Error("spool segment damaged", "class", c.String(), "err", err)
-			if err := s.evictHead(c, "segment damaged"); err != nil {
+			if err := s.evictHead(c, reasonDamaged); err != nil {
 				return nil, err
 			}
 		}
@@ -1092,11 +1102,7 @@ func (s *Spool) readHead(c Class, max, maxBytes int) ([]Record, error) {
 		r := newFrameReader(f, off, seg.dataEnd, s.cfg.MaxRecordBytes, s.rbuf)
 		for at < seg.end && len(recs) < max {
 			_, skip := cs.acked[at]
-			start := r.off
-			h, payload, err := r.next(!skip)
-			if err == nil && h.seq != at {
-				err = fmt.Errorf("frame at offset %d has seq %d, want %d: %w", start, h.seq, at, errCorrupt)
-			}
+			h, payload, start, err := r.nextAt(at, !skip)
 			if err != nil {
 				closeFile()
 				return recs, fmt.Errorf("%s segment %d: %w", c, seg.first, err)
@@ -1230,7 +1236,6 @@ func (s *Spool) Stats() Stats {
 	now := time.Now()
 	st := Stats{
 		Classes:      make(map[Class]ClassStats, numClasses),
-		LiveLimit:    uint64(s.cfg.QuotaBytes),
 		SegmentBytes: s.segBytes,
 		DiskBytes:    s.segBytes + s.metaDisk,
 		QuotaBytes:   s.cfg.QuotaBytes,
@@ -1361,32 +1366,6 @@ func (s *Spool) Reclaim(ctx context.Context) error {
 	}
 	s.metaDisk = disk
 	return nil
-}
-
-// get reads one record by ID; ok is false when it is gone. For tests and
-// tools: it walks from the head.
-func (s *Spool) get(id RecordID) (payload []byte, ok bool, err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cs := &s.cls[id.Class]
-	if _, gone := cs.acked[id.Seq]; gone || id.Seq < cs.head || id.Seq >= cs.next {
-		return nil, false, nil
-	}
-	loc, err := s.locate(id.Class, id.Seq)
-	if err != nil {
-		return nil, false, err
-	}
-	f, closeFile, err := s.segmentFile(id.Class, s.segIndex(id.Class, loc.seg))
-	if err != nil {
-		return nil, false, err
-	}
-	defer closeFile()
-	b := make([]byte, loc.size)
-	if _, err := f.ReadAt(b, loc.off); err != nil && !errors.Is(err, io.EOF) {
-		return nil, false, err
-	}
-	_, payload, err = decodeFrame(b, s.cfg.MaxRecordBytes)
-	return payload, err == nil, err
 }
 
 func (s *Spool) closeFiles() {

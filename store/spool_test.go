@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -42,6 +43,32 @@ func payloadFor(c Class, i, size int) []byte {
 		p = append(p, byte('a'+len(p)%26))
 	}
 	return p
+}
+
+// get reads one record by ID; ok is false when it is gone. It walks
+// frame headers from the head.
+func (s *Spool) get(id RecordID) (payload []byte, ok bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cs := &s.cls[id.Class]
+	if _, gone := cs.acked[id.Seq]; gone || id.Seq < cs.head || id.Seq >= cs.next {
+		return nil, false, nil
+	}
+	loc, err := s.locate(id.Class, id.Seq)
+	if err != nil {
+		return nil, false, err
+	}
+	f, closeFile, err := s.segmentFile(id.Class, s.segIndex(id.Class, loc.seg))
+	if err != nil {
+		return nil, false, err
+	}
+	defer closeFile()
+	b := make([]byte, loc.size)
+	if _, err := f.ReadAt(b, loc.off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, false, err
+	}
+	_, payload, err = decodeFrame(b, s.cfg.MaxRecordBytes)
+	return payload, err == nil, err
 }
 
 func mustAppend(t testing.TB, s *Spool, c Class, p []byte) uint64 {

@@ -706,15 +706,31 @@ func (a *agent) marker() (string, time.Time, error) {
 	return name, at, exec.Command(name, "HARRIER-TEST-ALERT").Run()
 }
 
-// seenMarkers returns, per marker exe, when the backend first listed its alert.
-func (a *agent) pollAlerts(ctx context.Context, want map[string]time.Time, seen map[string]time.Time) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/api/v1/alerts?detection=test-alert&limit=1000", nil)
+// listAlerts decodes the backend's alerts of one detection into body; a
+// failed request or a body that does not decode is just a poll that saw
+// nothing yet.
+func (a *agent) listAlerts(ctx context.Context, detection string, body any) bool {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/api/v1/alerts?detection="+detection+"&limit=1000", nil)
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return
+		return false
 	}
 	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(body) == nil
+}
+
+// markSeen records now as when name was first seen, if it is wanted.
+func markSeen(want, seen map[string]time.Time, name string, now time.Time) {
+	if _, ok := want[name]; ok {
+		if _, done := seen[name]; !done {
+			seen[name] = now
+		}
+	}
+}
+
+// pollAlerts records, per marker exe, when the backend first listed its alert.
+func (a *agent) pollAlerts(ctx context.Context, want map[string]time.Time, seen map[string]time.Time) {
 	var body struct {
 		Alerts []struct {
 			Process struct {
@@ -722,17 +738,12 @@ func (a *agent) pollAlerts(ctx context.Context, want map[string]time.Time, seen 
 			} `json:"process"`
 		} `json:"alerts"`
 	}
-	b, _ := io.ReadAll(resp.Body)
-	if json.Unmarshal(b, &body) != nil {
+	if !a.listAlerts(ctx, "test-alert", &body) {
 		return
 	}
 	now := time.Now()
 	for _, al := range body.Alerts {
-		if _, ok := want[al.Process.Exe]; ok {
-			if _, done := seen[al.Process.Exe]; !done {
-				seen[al.Process.Exe] = now
-			}
-		}
+		markSeen(want, seen, al.Process.Exe, now)
 	}
 }
 
@@ -777,13 +788,6 @@ func (m *auditMarkers) post(ctx context.Context) error {
 
 // poll records when the backend first lists each marker's alert.
 func (m *auditMarkers) poll(ctx context.Context, a *agent) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, a.api+"/api/v1/alerts?detection="+auditgen.MarkerDetection+"&limit=1000", nil)
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return
-	}
-	defer resp.Body.Close()
 	var body struct {
 		Alerts []struct {
 			Evidence []struct {
@@ -793,18 +797,13 @@ func (m *auditMarkers) poll(ctx context.Context, a *agent) {
 			} `json:"evidence"`
 		} `json:"alerts"`
 	}
-	b, _ := io.ReadAll(resp.Body)
-	if json.Unmarshal(b, &body) != nil {
+	if !a.listAlerts(ctx, auditgen.MarkerDetection, &body) {
 		return
 	}
 	now := time.Now()
 	for _, al := range body.Alerts {
 		for _, ev := range al.Evidence {
-			if _, ok := m.want[ev.Audit.Name]; ok {
-				if _, done := m.seen[ev.Audit.Name]; !done {
-					m.seen[ev.Audit.Name] = now
-				}
-			}
+			markSeen(m.want, m.seen, ev.Audit.Name, now)
 		}
 	}
 }
