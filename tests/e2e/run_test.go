@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -327,6 +328,47 @@ func startDaemon(t *testing.T, bin string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// spooledEvents reads harrier_spool_appended_total{class="event"} from the
+// agent's metrics: records counted there are already fsynced.
+func spooledEvents(t *testing.T, metricsAddr string) (float64, bool) {
+	t.Helper()
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false
+	}
+	m := regexp.MustCompile(`(?m)^harrier_spool_appended_total\{class="event"\} (\S+)$`).FindSubmatch(body)
+	if m == nil {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	return v, err == nil
+}
+
+// waitSpooling opens files named prefix-N under dir until the agent's spool
+// counts more events than it did before: the sensor is attached and the
+// pipeline runs. A fixed sleep was not enough on every machine.
+func waitSpooling(t *testing.T, metricsAddr, dir, prefix string) float64 {
+	t.Helper()
+	before, _ := spooledEvents(t, metricsAddr)
+	deadline := time.Now().Add(60 * time.Second)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d", prefix, i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := spooledEvents(t, metricsAddr); ok && n > before {
+			return n
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the agent spooled no %s opens within 60 s", prefix)
+	return 0
+}
+
 // TestAgentSpoolsWhileBackendIsDown: separate agent and backend processes
 // with certificates from `harrier certs`. Behaviour while the backend is
 // down is spooled and delivered once it comes up.
@@ -349,15 +391,19 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 		t.Fatalf("agent key: %v %v", st, err)
 	}
 	checkServingCert(t, pki, "audit", "harrier-audit.harrier.svc", "10.96.0.250")
-	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
+	ingest, apiAddr, agentMetrics := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
+	readyDir := filepath.Join(dir, "ready")
+	if err := os.MkdirAll(readyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	agentCfg := filepath.Join(dir, "agent.yaml")
-	// Only /etc/shadow is watched: the node's other activity (a Go build reads
+	// Only /etc/shadow and a directory of readiness markers are watched: the node's other activity (a Go build reads
 	// thousands of watched files under /root/) must not crowd the marker out
 	// of the raw-event cap or the API's page.
 	conf := fmt.Sprintf(`dataDir: %s/agent
-metricsAddr: "off"
+metricsAddr: %s
 sensor:
-  watchPaths: [/etc/shadow]
+  watchPaths: [/etc/shadow, %s/]
 spool:
   eventKinds: [file_open]
 uplink:
@@ -366,7 +412,7 @@ uplink:
   caFile: %s/ca.crt
   certFile: %s/edge-1.crt
   keyFile: %s/edge-1.key
-`, dir, ingest, pki, pki, pki)
+`, dir, agentMetrics, readyDir, ingest, pki, pki, pki)
 	if err := os.WriteFile(agentCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -385,12 +431,20 @@ backend:
 	}
 
 	startDaemon(t, bin, "agent", "-c", agentCfg)
-	time.Sleep(2 * time.Second) // attached and failing to reach the backend
+	spooled := waitSpooling(t, agentMetrics, readyDir, "ready") // attached, backend unreachable
 	cat := exec.Command("cat", "/etc/shadow")
 	if err := cat.Run(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second) // spooled
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if n, _ := spooledEvents(t, agentMetrics); n > spooled {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cat /etc/shadow was never spooled")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	startDaemon(t, bin, "backend", "-c", backendCfg)
 	base := "http://" + apiAddr
@@ -438,10 +492,10 @@ func TestAgentKill9LosesNothing(t *testing.T) {
 			t.Fatalf("%v: %v %s", args, err, out)
 		}
 	}
-	ingest, apiAddr := freeAddr(t, "udp"), freeAddr(t, "tcp")
+	ingest, apiAddr, agentMetrics := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
 	agentCfg := filepath.Join(dir, "agent.yaml")
 	conf := fmt.Sprintf(`dataDir: %s/agent
-metricsAddr: "off"
+metricsAddr: %s
 sensor:
   watchPaths: [%s/]
 spool:
@@ -453,7 +507,7 @@ uplink:
   caFile: %s/ca.crt
   certFile: %s/edge-2.crt
   keyFile: %s/edge-2.key
-`, dir, markers, ingest, pki, pki, pki)
+`, dir, agentMetrics, markers, ingest, pki, pki, pki)
 	if err := os.WriteFile(agentCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -465,20 +519,28 @@ uplink:
 	}
 	startDaemon(t, bin, "backend", "-c", backendCfg)
 
-	// The first agent: killed with SIGKILL in the middle of the burst.
+	// The first agent: killed with SIGKILL in the middle of the burst, once
+	// its spool has counted (so fsynced) some of the burst.
 	first := exec.Command(bin, "agent", "-c", agentCfg)
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
-	const n = 400
+	ready := waitSpooling(t, agentMetrics, markers, "ready")
+	const n = 600 // with the markers, within one page of the events API
 	// Opens by a child: the agent ignores nothing but itself.
 	script := fmt.Sprintf("for i in $(seq 1 %d); do : > %s/m-$i; done", n, markers)
 	burst := exec.Command("sh", "-c", script)
 	if err := burst.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	var spooled float64
+	for deadline := time.Now().Add(30 * time.Second); spooled < ready+50; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent spooled %v of the burst within 30 s", spooled-ready)
+		}
+		time.Sleep(5 * time.Millisecond)
+		spooled, _ = spooledEvents(t, agentMetrics)
+	}
 	_ = first.Process.Kill()
 	_ = first.Wait()
 	if err := burst.Wait(); err != nil {
@@ -488,7 +550,7 @@ uplink:
 	// agent ran are not the agent's to deliver, so redo the tail under the
 	// restarted agent.
 	startDaemon(t, bin, "agent", "-c", agentCfg)
-	time.Sleep(2 * time.Second)
+	waitSpooling(t, agentMetrics, markers, "ready-again")
 	redo := exec.Command("sh", "-c", fmt.Sprintf("for i in $(seq 1 %d); do : > %s/again-$i; done", 50, markers))
 	if err := redo.Run(); err != nil {
 		t.Fatal(err)
@@ -528,19 +590,22 @@ uplink:
 			t.Errorf("again-%d missing after the restart", i)
 		}
 	}
-	burstSeen := 0
-	for i := 1; i <= n; i++ {
-		if counts[filepath.Join(markers, fmt.Sprintf("m-%d", i))] == 1 {
+	burstSeen, readySeen := 0, 0
+	for path := range counts {
+		switch name := filepath.Base(path); {
+		case strings.HasPrefix(name, "m-"):
 			burstSeen++
+		case strings.HasPrefix(name, "ready-") && !strings.HasPrefix(name, "ready-again-"):
+			readySeen++
 		}
 	}
-	// Every open the first agent saw before SIGKILL was fsynced to its spool
-	// within 100 ms; what it saw is at least the opens made during the 300 ms
-	// it ran alongside the burst.
-	if burstSeen == 0 {
-		t.Error("none of the burst made before SIGKILL arrived after the restart")
+	// Everything the first agent's spool had counted before SIGKILL was
+	// fsynced: the readiness markers and burst opens it counted must all
+	// arrive after the restart.
+	if got := float64(burstSeen + readySeen); got < spooled {
+		t.Errorf("%v records were spooled before SIGKILL, only %v arrived (%d of the burst)", spooled, got, burstSeen)
 	}
-	t.Logf("burst opens delivered across the SIGKILL: %d of %d (any others were not yet spooled when it died)", burstSeen, n)
+	t.Logf("burst opens delivered across the SIGKILL: %d of %d (the spool had counted %v records, %v of them before the burst; the rest of the burst came while no agent ran)", burstSeen, n, spooled, ready)
 }
 
 // checkServingCert verifies <name>.crt against the CA in dir for each host.
