@@ -340,6 +340,13 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// 40 times a second; the first record after a quiet spell resets it.
 	flush := time.Duration(s.cfg.FlushInterval)
 	wait, readSince := flush, false
+	// Overload is the queue past shedAt, or its head older than
+	// maxQueueDelay: checked every stride records, which costs one clock
+	// read per stride.
+	clock := newQueueClock(cap(out))
+	maxDelay := time.Duration(s.cfg.MaxQueueDelay)
+	var received, enqueued uint64
+	lagging := false
 	s.reader.SetDeadline(time.Now().Add(wait))
 	for {
 		err := s.reader.ReadInto(&raw)
@@ -369,8 +376,23 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			s.log.Debug("dropping undecodable record", "error", err)
 			continue
 		}
+		received++
+		queued := len(out)
+		switch {
+		case queued == 0:
+			lagging = false
+		case received%queueClockStride == 0:
+			lagging = clock.headAge(enqueued, queued, time.Now()) > maxDelay
+		}
+		overloaded := queued >= s.shedAt || lagging
+		// An ordinary read is shed before enrichment, which it would waste;
+		// the shed kinds after it, which keeps their process-cache updates.
+		if overloaded && ordinaryRead(&rec) {
+			s.queueShed[rec.Kind].Add(1)
+			continue
+		}
 		ev := s.enrich(&rec)
-		if len(out) >= s.shedAt && (int(rec.Kind) < len(s.shed) && s.shed[rec.Kind] || ordinaryRead(&rec)) {
+		if overloaded && int(rec.Kind) < len(s.shed) && s.shed[rec.Kind] {
 			s.queueShed[rec.Kind].Add(1)
 			continue
 		}
@@ -378,6 +400,10 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 		inContainer := ev.GetContainer().GetId() != ""
 		select {
 		case out <- ev:
+			if closesBlock(enqueued) {
+				clock.enqueued(enqueued, time.Now())
+			}
+			enqueued++
 			s.emitted.Add(1)
 			if inContainer {
 				s.inContainer[rec.Kind].Add(1)

@@ -859,3 +859,103 @@ func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShedWhenTheQueueIsOld: far below shedAt, once the oldest queued event
+// has waited longer than maxQueueDelay, ordinary reads are shed, while a
+// sensitive read and a write still enter the queue; once the consumer has
+// caught up, ordinary reads enter again.
+func TestShedWhenTheQueueIsOld(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	plain, secret, written := filepath.Join(dir, "plain"), filepath.Join(dir, "secret"), filepath.Join(dir, "written")
+	for _, p := range []string{plain, secret} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := New(Config{QueueSize: 8192, MaxQueueDelay: Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
+		SensitivePaths: []string{secret}}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out := make(chan *api.Event, s.QueueSize())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	// reads opens plain n times (by a child: the sensor ignores its own
+	// process) and waits until the sensor has received them all.
+	reads := func(n int) {
+		t.Helper()
+		before, err := s.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do read x < "$1"; i=$((i+1)); done`, n)
+		if out, err := exec.Command("sh", "-c", script, "sh", plain).CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			st, err := s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Received-before.Received >= uint64(n) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the sensor received %d of %d reads", st.Received-before.Received, n)
+			}
+		}
+	}
+	// Nobody consumes: 300 reads wait in the queue, far below shedAt.
+	reads(300)
+	if st, _ := s.Stats(); st.QueueShed["file_open"] != 0 || len(out) < 300 {
+		t.Fatalf("shed %v with a young queue of %d", st.QueueShed, len(out))
+	}
+	time.Sleep(100 * time.Millisecond) // the head is now older than 50 ms
+	queued := len(out)
+	reads(300)
+	st, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The check runs every 64 records: at most that many entered after the
+	// queue grew old.
+	if shed := st.QueueShed["file_open"]; shed < 300-queueClockStride || len(out) > queued+queueClockStride {
+		t.Fatalf("old queue: %d ordinary reads shed, the queue grew from %d to %d", shed, queued, len(out))
+	}
+	if out, err := exec.Command("sh", "-c", `read x < "$1"; echo y > "$2"`, "sh", secret, written).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	// The consumer catches up; the sensitive read and the write were queued.
+	var gotSecret, gotWrite bool
+	deadline := time.After(10 * time.Second)
+	for !gotSecret || !gotWrite {
+		select {
+		case ev := <-out:
+			switch ev.GetFileOpen().GetPath() {
+			case secret:
+				gotSecret = true
+			case written:
+				gotWrite = gotWrite || ev.GetFileOpen().GetWrite()
+			}
+		case <-deadline:
+			t.Fatalf("old queue: sensitive read queued %v, write queued %v", gotSecret, gotWrite)
+		}
+	}
+	for len(out) > 0 {
+		<-out
+	}
+	shedBefore := st.QueueShed["file_open"]
+	reads(200)
+	if st, _ := s.Stats(); st.QueueShed["file_open"] != shedBefore {
+		t.Fatalf("with the queue drained, %d more ordinary reads were shed", st.QueueShed["file_open"]-shedBefore)
+	}
+}

@@ -97,7 +97,7 @@ func streamLines(t *testing.T, bin string, act func(), args ...string) []string 
 		t.Fatalf("sensor not ready after 10s; log:\n%s", logs.String())
 	}
 	act()
-	time.Sleep(300 * time.Millisecond) // more than the flush interval
+	time.Sleep(time.Second) // the flush interval with room for a loaded machine
 	_ = cmd.Process.Signal(syscall.SIGINT)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("harrier events: %v\n%s", err, logs.String())
