@@ -51,7 +51,8 @@ func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.
 		{"harrier_sensor_emitted_total", "Events handed to the pipeline.", nil},
 		{"harrier_sensor_container_events_total", "Events handed to the pipeline that the sensor attributed to a container (they carry its ID), by event kind.", []string{"kind"}},
 		{"harrier_sensor_queue_dropped_total", "Events dropped because the pipeline queue was full, by event kind.", []string{"kind"}},
-		{"harrier_sensor_queue_shed_total", "Events of the shed kinds (fork, exit) dropped first under overload, by event kind.", []string{"kind"}},
+		{"harrier_sensor_queue_shed_total", "Events shed first under overload (the queue past sensor.shedAt or older than sensor.maxQueueDelay): fork, exit and read-only opens of ordinary paths, by event kind.", []string{"kind"}},
+		{"harrier_sensor_queue_age_seconds", "How long the oldest event in the sensor → analytics queue has waited (0 when the queue is empty).", nil},
 		{"harrier_sensor_queue_depth", "Events waiting in the sensor → analytics queue.", nil},
 		{"harrier_sensor_queue_capacity", "Capacity of the sensor → analytics queue.", nil},
 		{"harrier_analytics_events_total", "Events evaluated by the detection engine.", nil},
@@ -96,7 +97,13 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.descs[name], t, v, labels...)
 	}
 	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
+	depth, capacity := c.queue()
 	if st, err := c.sensor.Stats(); err == nil {
+		age := st.QueueHeadAge
+		if depth == 0 {
+			age = 0 // the sensor's last look is stale
+		}
+		emit("harrier_sensor_queue_age_seconds", gauge, age.Seconds())
 		for k, v := range st.KernelSubmitted {
 			emit("harrier_sensor_kernel_events_total", counter, float64(v), k)
 		}
@@ -118,7 +125,6 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 		emit("harrier_sensor_decode_errors_total", counter, float64(st.DecodeErrors))
 		emit("harrier_sensor_emitted_total", counter, float64(st.Emitted))
 	}
-	depth, capacity := c.queue()
 	emit("harrier_sensor_queue_depth", gauge, float64(depth))
 	emit("harrier_sensor_queue_capacity", gauge, float64(capacity))
 	if as := c.analytics.Load(); as != nil {

@@ -64,9 +64,13 @@ type Stats struct {
 	DNSDecodeErrors uint64            `json:"dnsDecodeErrors"`
 	Emitted         uint64            `json:"emitted"`
 	QueueDropped    map[string]uint64 `json:"queueDropped"`
-	// QueueShed counts events of the shed kinds dropped under overload
-	// (queue past shedAt) to keep room for the others.
+	// QueueShed counts events of the shed kinds and ordinary reads dropped
+	// under overload (queue past shedAt or older than maxQueueDelay) to
+	// keep room and time for the others.
 	QueueShed map[string]uint64 `json:"queueShed"`
+	// QueueHeadAge is how long the oldest queued event had waited when the
+	// sensor last looked (every 64 records); stale once the queue is empty.
+	QueueHeadAge time.Duration `json:"queueHeadAgeNs"`
 	// InContainer counts emitted events the sensor attributed to a
 	// container (they carry its ID), by event kind: under container churn,
 	// whether the container context keeps up.
@@ -95,6 +99,7 @@ type Sensor struct {
 	emitted      atomic.Uint64
 	queueDropped [kindMax]atomic.Uint64
 	queueShed    [kindMax]atomic.Uint64
+	queueAge     atomic.Int64 // QueueHeadAge, ns
 	inContainer  [kindMax]atomic.Uint64
 	shed         [kindMax]bool // kinds shed first under overload
 	shedAt       int           // queue length from which they are
@@ -382,7 +387,9 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 		case queued == 0:
 			lagging = false
 		case received%queueClockStride == 0:
-			lagging = clock.headAge(enqueued, queued, time.Now()) > maxDelay
+			age := clock.headAge(enqueued, queued, time.Now())
+			s.queueAge.Store(int64(age))
+			lagging = age > maxDelay
 		}
 		overloaded := queued >= s.shedAt || lagging
 		// An ordinary read is shed before enrichment, which it would waste;
@@ -439,6 +446,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		DecodeErrors:    s.decodeErrors.Load(),
 		DNSDecodeErrors: s.dnsErrors.Load(),
 		Emitted:         s.emitted.Load(),
+		QueueHeadAge:    time.Duration(s.queueAge.Load()),
 		ProcessCache:    s.procs.Stats(),
 		Containers:      s.cgroups.Len(),
 	}

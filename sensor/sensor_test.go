@@ -931,6 +931,9 @@ func TestShedWhenTheQueueIsOld(t *testing.T) {
 	if shed := st.QueueShed["file_open"]; shed < 300-queueClockStride || len(out) > queued+queueClockStride {
 		t.Fatalf("old queue: %d ordinary reads shed, the queue grew from %d to %d", shed, queued, len(out))
 	}
+	if st.QueueHeadAge < 50*time.Millisecond {
+		t.Errorf("old queue: reported head age %v", st.QueueHeadAge)
+	}
 	if out, err := exec.Command("sh", "-c", `read x < "$1"; echo y > "$2"`, "sh", secret, written).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}

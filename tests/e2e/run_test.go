@@ -201,7 +201,7 @@ func TestRunAllInOne(t *testing.T) {
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	for _, re := range []string{
-		`harrier_sensor_emitted_total [1-9]`, `harrier_sensor_queue_capacity [1-9]`, `harrier_sensor_kernel_events_total\{kind="exec"\} [1-9]`,
+		`harrier_sensor_emitted_total [1-9]`, `harrier_sensor_queue_capacity [1-9]`, `harrier_sensor_queue_age_seconds [0-9]`, `harrier_sensor_kernel_events_total\{kind="exec"\} [1-9]`,
 		`harrier_analytics_events_total [1-9]`, `harrier_analytics_alerts_total [2-9]`, `harrier_spool_appended_total\{class="alert"\} [1-9]`,
 		`harrier_uplink_connected 1`, `harrier_uplink_records_acked_total [1-9]`, `go_goroutines`,
 		// The test alert took well under 5 s from its exec to the spool.

@@ -29,6 +29,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -113,6 +114,10 @@ type options struct {
 	memBytes         int64
 	out              string
 	baseline         bool
+	// requests gives the agent's cgroup the CPU weight the kubelet gives a
+	// Guaranteed pod for its request, and runs the workload in a sibling
+	// cgroup weighted with the rest of the node's CPUs, as other pods are.
+	requests bool
 	// mode is "agent" (the DaemonSet's shape: `harrier agent` in the cgroup,
 	// `harrier backend` outside it) or "run" (the all-in-one, both inside).
 	mode string
@@ -144,6 +149,8 @@ func run(ctx context.Context, args []string) error {
 		"workload:rate steps ("+strings.Join(workloads(), ", ")+"); storm:0 is a 10x overload of watched opens and execs with an attack in the middle")
 	fs.DurationVar(&o.stepDuration, "step", 15*time.Second, "duration of each step")
 	fs.Float64Var(&o.cpu, "cpu", 0.36, "CPU limit in cores")
+	fs.BoolVar(&o.requests, "requests", false,
+		"weight the agent's cgroup by its CPU request (= the limit) the way the kubelet does for a Guaranteed pod, and run the workload in a sibling cgroup weighted with the rest of the node's CPUs (default: the workload in the root cgroup)")
 	fs.Int64Var(&o.memBytes, "mem", 296<<20, "memory limit in bytes")
 	fs.StringVar(&o.out, "out", "tests/bench/results/budget.json", "JSON result file")
 	fs.BoolVar(&o.baseline, "baseline", true, "also run each step without the agent (workload slowdown)")
@@ -179,11 +186,21 @@ func run(ctx context.Context, args []string) error {
 		}
 	}
 
-	cg, err := newCgroup(o.cpu, o.memBytes)
+	cg, err := newCgroup(o.cpu, o.memBytes, o.requests)
 	if err != nil {
 		return err
 	}
 	defer cg.remove()
+	if o.requests {
+		// Everything this process starts from now on (the load, the
+		// attack, the markers, the backend) runs there; the agent moves
+		// itself into its own cgroup.
+		leave, err := joinWorkloadCgroup(float64(runtime.NumCPU()) - o.cpu)
+		if err != nil {
+			return err
+		}
+		defer leave()
+	}
 	ag, err := startAgent(ctx, o, work, cg, hasWorkload(steps, "audit"))
 	if err != nil {
 		return err
@@ -319,9 +336,22 @@ type cgroup struct {
 	procsFiles []string
 }
 
-func newCgroup(cores float64, mem int64) (*cgroup, error) {
+// cpuShares is the v1 weight the kubelet derives from a CPU request
+// (milliCPU × 1024 / 1000, at least 2).
+func cpuShares(cores float64) int { return max(2, int(cores*1024)) }
+
+// cpuWeight is the v2 weight for the same shares (the kubelet's mapping).
+func cpuWeight(shares int) int { return 1 + (shares-2)*9999/262142 }
+
+// newCgroup makes the agent's cgroup: quota cores, mem bytes, and with
+// requested the weight of a request of cores.
+func newCgroup(cores float64, mem int64, requested bool) (*cgroup, error) {
 	name := fmt.Sprintf("harrier-budget-%d", os.Getpid())
 	quota := strconv.Itoa(int(cores * 100000))
+	shares := 1024 // the default weight
+	if requested {
+		shares = cpuShares(cores)
+	}
 	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
 		cg := &cgroup{v1: true}
 		cpu, memd := filepath.Join("/sys/fs/cgroup/cpu,cpuacct", name), filepath.Join("/sys/fs/cgroup/memory", name)
@@ -342,6 +372,7 @@ func newCgroup(cores float64, mem int64) (*cgroup, error) {
 		if err := writeAll(map[string]string{
 			filepath.Join(cpu, "cpu.cfs_period_us"):          "100000",
 			filepath.Join(cpu, "cpu.cfs_quota_us"):           quota,
+			filepath.Join(cpu, "cpu.shares"):                 strconv.Itoa(shares),
 			filepath.Join(memd, "memory.limit_in_bytes"):     strconv.FormatInt(mem, 10),
 			filepath.Join(memd, "memory.max_usage_in_bytes"): "0",
 		}); err != nil {
@@ -365,7 +396,8 @@ func newCgroup(cores float64, mem int64) (*cgroup, error) {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	cg := &cgroup{dirs: []string{d}, procsFiles: []string{filepath.Join(d, "cgroup.procs")}}
-	if err := writeAll(map[string]string{filepath.Join(d, "cpu.max"): quota + " 100000", filepath.Join(d, "memory.max"): strconv.FormatInt(mem, 10)}); err != nil {
+	if err := writeAll(map[string]string{filepath.Join(d, "cpu.max"): quota + " 100000", filepath.Join(d, "cpu.weight"): strconv.Itoa(cpuWeight(shares)),
+		filepath.Join(d, "memory.max"): strconv.FormatInt(mem, 10)}); err != nil {
 		cg.remove()
 		return nil, err
 	}
@@ -375,6 +407,63 @@ func newCgroup(cores float64, mem int64) (*cgroup, error) {
 	cg.memPeak = func() int64 { n, _ := readInt(filepath.Join(d, "memory.peak")); return n }
 	cg.oomKills = func() int { return keyedInt(filepath.Join(d, "memory.events"), "oom_kill") }
 	return cg, nil
+}
+
+// joinWorkloadCgroup moves this process into a new CPU cgroup weighted
+// like requests of cores (the node's other pods), beside the agent's; leave
+// moves it back and removes the cgroup.
+func joinWorkloadCgroup(cores float64) (leave func(), err error) {
+	name := fmt.Sprintf("harrier-budget-%d-workload", os.Getpid())
+	root, weightFile, weight := "/sys/fs/cgroup", "cpu.weight", strconv.Itoa(cpuWeight(cpuShares(cores)))
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
+		root, weightFile, weight = "/sys/fs/cgroup/cpu", "cpu.shares", strconv.Itoa(cpuShares(cores))
+		if _, err := os.Stat("/sys/fs/cgroup/cpu,cpuacct"); err == nil {
+			root = "/sys/fs/cgroup/cpu,cpuacct"
+		}
+	}
+	back, err := ownCgroup(root != "/sys/fs/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	back = filepath.Join(root, back)
+	d := filepath.Join(root, name)
+	if err := os.Mkdir(d, 0o755); err != nil {
+		return nil, fmt.Errorf("workload cgroup: %w", err)
+	}
+	self := strconv.Itoa(os.Getpid())
+	if err := writeAll(map[string]string{filepath.Join(d, weightFile): weight}); err != nil {
+		_ = syscall.Rmdir(d)
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(self), 0o644); err != nil {
+		_ = syscall.Rmdir(d)
+		return nil, fmt.Errorf("workload cgroup: %w", err)
+	}
+	return func() {
+		if err := os.WriteFile(filepath.Join(back, "cgroup.procs"), []byte(self), 0o644); err != nil {
+			fmt.Fprintf(os.Stderr, "budget: leaving %s: %v\n", d, err)
+		}
+		(&cgroup{dirs: []string{d}}).remove()
+	}, nil
+}
+
+// ownCgroup is this process's cgroup path: in the v1 cpu hierarchy, or the
+// unified one.
+func ownCgroup(v1 bool) (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("own cgroup: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if !v1 && parts[0] == "0" && parts[1] == "" || v1 && slices.Contains(strings.Split(parts[1], ","), "cpu") {
+			return parts[2], nil
+		}
+	}
+	return "", fmt.Errorf("own cgroup: no %s line in /proc/self/cgroup", map[bool]string{true: "cpu", false: "unified"}[v1])
 }
 
 func (c *cgroup) remove() {
@@ -1023,6 +1112,12 @@ func percentile(sorted []float64, p float64) float64 {
 
 func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
 	fmt.Fprintf(w, "## Budget benchmark: `harrier %s` in a cgroup of %.0fm CPU and %d MiB\n\n", o.mode, o.cpu*1000, o.memBytes>>20)
+	if o.requests {
+		fmt.Fprintf(w, "CPU weights as the kubelet sets them: the agent's cgroup for a %.0fm request (%d shares), the workload's for the other %.0fm of the node's %d CPUs.\n\n",
+			o.cpu*1000, cpuShares(o.cpu), (float64(runtime.NumCPU())-o.cpu)*1000, runtime.NumCPU())
+	} else {
+		fmt.Fprint(w, "No CPU weights: the workload runs in the root cgroup.\n\n")
+	}
 	fmt.Fprintf(w, "Idle: %.1fm CPU, RSS %.1f MiB, Go heap %.1f MiB.\n\n", idle.AgentCores*1000, idle.RSSPeakMiB, idle.HeapPeakMiB)
 	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert in spool p50 / p99 (alerts) | alert at backend p50 / p99 (missing) | workload slowdown | OOM |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -79,3 +79,22 @@ func TestHistogramQuantile(t *testing.T) {
 		t.Errorf("no observations: %v, want 0", got)
 	}
 }
+
+func TestCPUWeights(t *testing.T) {
+	for _, tc := range []struct {
+		cores          float64
+		shares, weight int
+	}{
+		{0.36, 368, 14}, // the DaemonSet's request
+		{1.64, 1679, 64},
+		{1, 1024, 39},
+		{0.001, 2, 1}, // the kubelet's floor
+	} {
+		if got := cpuShares(tc.cores); got != tc.shares {
+			t.Errorf("cpuShares(%v) = %d, want %d", tc.cores, got, tc.shares)
+		}
+		if got := cpuWeight(cpuShares(tc.cores)); got != tc.weight {
+			t.Errorf("cpuWeight(%d) = %d, want %d", cpuShares(tc.cores), got, tc.weight)
+		}
+	}
+}
