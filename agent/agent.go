@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -64,6 +65,10 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		return fmt.Errorf("start sensor: %w", err)
 	}
 	defer sens.Close()
+	// Loading the programs parsed the kernel's BTF (tens of MiB, garbage
+	// now); hand those pages back at once rather than over the scavenger's
+	// minutes, so that an idle agent's RSS is its working set.
+	debug.FreeOSMemory()
 	if ready != nil {
 		ready()
 	}
