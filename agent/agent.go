@@ -86,6 +86,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		Addr:                 cfg.Uplink.Addr,
 		TLS:                  tlsConf,
 		AgentID:              agentID,
+		SpoolID:              spool.ID(),
 		BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
 		Health: func() *api.AgentHealth {
 			h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())

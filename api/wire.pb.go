@@ -496,8 +496,13 @@ type Batch struct {
 	Records []*Record `protobuf:"bytes,2,rep,name=records,proto3" json:"records,omitempty"`
 	Gaps    []*Gap    `protobuf:"bytes,3,rep,name=gaps,proto3" json:"gaps,omitempty"`
 	// Set on heartbeat frames (which may carry no records).
-	Health        *AgentHealth           `protobuf:"bytes,4,opt,name=health,proto3" json:"health,omitempty"`
-	Sent          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=sent,proto3" json:"sent,omitempty"`
+	Health *AgentHealth           `protobuf:"bytes,4,opt,name=health,proto3" json:"health,omitempty"`
+	Sent   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=sent,proto3" json:"sent,omitempty"`
+	// The agent's spool ID (32 hex digits, or empty for a spool older than
+	// spool IDs). A spool made afresh (a reinstall, a wiped data directory)
+	// numbers its records from 1 again under a new ID, so the backend
+	// de-duplicates on (agent ID, spool ID, seq).
+	SpoolId       string `protobuf:"bytes,6,opt,name=spool_id,json=spoolId,proto3" json:"spool_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -565,6 +570,13 @@ func (x *Batch) GetSent() *timestamppb.Timestamp {
 		return x.Sent
 	}
 	return nil
+}
+
+func (x *Batch) GetSpoolId() string {
+	if x != nil {
+		return x.SpoolId
+	}
+	return ""
 }
 
 type Ack struct {
@@ -666,13 +678,14 @@ const file_wire_proto_rawDesc = "" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xd6\x01\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xf1\x01\n" +
 	"\x05Batch\x12\x19\n" +
 	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12,\n" +
 	"\arecords\x18\x02 \x03(\v2\x12.harrier.v1.RecordR\arecords\x12#\n" +
 	"\x04gaps\x18\x03 \x03(\v2\x0f.harrier.v1.GapR\x04gaps\x12/\n" +
 	"\x06health\x18\x04 \x01(\v2\x17.harrier.v1.AgentHealthR\x06health\x12.\n" +
-	"\x04sent\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\"/\n" +
+	"\x04sent\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04sent\x12\x19\n" +
+	"\bspool_id\x18\x06 \x01(\tR\aspoolId\"/\n" +
 	"\x03Ack\x12\x12\n" +
 	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error*u\n" +

@@ -84,7 +84,7 @@ var _ Store = (*BadgerStore)(nil)
 // Key layout. Every key starts with a one-byte kind and a slash; the
 // inventory's keys are described in inventory.go.
 const (
-	prefixSeen   = "s/" // s/<agent>\x00<seq BE64> → empty, with TTL
+	prefixSeen   = "s/" // s/<agent>\x00[<spool ID>\x00]<seq BE64> → empty, with TTL
 	prefixGap    = "p/" // p/<agent>\x00<class BE32><first><last><count BE64> → empty, with TTL
 	prefixAlert  = "a/" // a/<alert id> → api.Alert
 	prefixEvent  = "e/" // e/<ring pos of its first event BE64> → event page
@@ -268,7 +268,7 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 			return nil, fmt.Errorf("ingest: %w", err)
 		}
 		st.records[r.GetClass()]++
-		seen := seenKey(agentID, r.GetSeq())
+		seen := seenKey(agentID, b.GetSpoolId(), r.GetSeq())
 		// An event's marker waits in the writer with its page, so a repeat
 		// within this batch is caught here rather than by the lookup.
 		_, dup := w.inBatch[r.GetSeq()]
@@ -940,8 +940,15 @@ func agentPart(prefix, agentID string) []byte {
 	return append(k, 0)
 }
 
-func seenKey(agentID string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(agentPart(prefixSeen, agentID), seq)
+// seenKey is the de-duplication marker of one record. A spool made afresh
+// numbers from 1 again under a new spool ID; the empty ID (spools older
+// than IDs) keeps the key it always had.
+func seenKey(agentID, spoolID string, seq uint64) []byte {
+	k := agentPart(prefixSeen, agentID)
+	if spoolID != "" {
+		k = append(append(k, spoolID...), 0)
+	}
+	return binary.BigEndian.AppendUint64(k, seq)
 }
 
 func gapKey(agentID string, g *api.Gap) []byte {

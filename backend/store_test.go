@@ -741,3 +741,33 @@ func TestDuplicateWithinBatch(t *testing.T) {
 		t.Errorf("%d markers, want 2", got)
 	}
 }
+
+// TestFreshSpoolIsNotDeduplicatedAway: an agent whose spool was made afresh
+// numbers its records from 1 again under a new spool ID; those records are
+// new, not repeats. Within one spool ID (and for the empty ID of spools from
+// before IDs) a repeat is still a repeat.
+func TestFreshSpoolIsNotDeduplicatedAway(t *testing.T) {
+	s := openTestStore(t, BadgerConfig{})
+	e := mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0)
+	const first, second = "0123456789abcdef0123456789abcdef", "fedcba9876543210fedcba9876543210"
+	for _, tc := range []struct {
+		spoolID string
+		stored  int // events stored after this batch
+	}{
+		{"", 2},     // a spool from before IDs
+		{"", 2},     // its repeat
+		{first, 4},  // the same numbers from a new spool
+		{first, 4},  // its repeat
+		{second, 6}, // wiped again
+		{"", 6},     // the old spool's numbers are still known
+		{second, 6}, // and so are the second spool's
+	} {
+		b := &api.Batch{SpoolId: tc.spoolID, Records: []*api.Record{eventRec(1, e), eventRec(2, e)}}
+		if acked := mustIngest(t, s, "a", b); !slices.Equal(acked, []uint64{1, 2}) {
+			t.Fatalf("spool %q: acked %v, want [1 2]", tc.spoolID, acked)
+		}
+		if got := storedEvents(t, s); got != tc.stored {
+			t.Fatalf("spool %q: %d events stored, want %d", tc.spoolID, got, tc.stored)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 //	meta:  'm' class                          → classMeta (fixed size)
 //	acked: 'a' class seq(8, big-endian)       → ackedVersion frameSize(4)
 //	gap:   'g' class firstSeq(8, big-endian)  → gapVersion lastSeq(8) count(8) evictedAt(8)
+//	id:    'i'                                → the spool's ID (spoolIDLen random bytes)
 //
 // An acked key marks a record acknowledged out of order, above its class's
 // head; it is deleted when the head passes it.
@@ -20,6 +21,9 @@ const (
 	kindMeta  = 'm'
 	kindAcked = 'a'
 	kindGap   = 'g'
+	kindID    = 'i'
+
+	spoolIDLen = 16
 
 	metaKeyLen  = 1 + 1
 	ackedKeyLen = 1 + 1 + 8

@@ -26,6 +26,8 @@ package store
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -237,6 +239,7 @@ type Spool struct {
 	closed   bool
 	cls      [numClasses + 1]classState // indexed by Class
 	metaDisk int64                      // Badger's files, as last measured
+	id       string                     // see ID
 	wbuf     []byte
 	rbuf     *bufio.Reader
 }
@@ -303,12 +306,68 @@ func Open(cfg Config, log *slog.Logger) (*Spool, error) {
 			return nil, fmt.Errorf("store: %w", err)
 		}
 	}
+	if err := s.loadID(); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("store: spool ID in %s: %w", cfg.Dir, err)
+	}
 	if s.metaDisk, err = diskUsage(metaDir); err != nil {
 		s.closeFiles()
 		_ = db.Close()
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	return s, nil
+}
+
+// ID names this spool's sequence numbers: a spool made afresh (a reinstall,
+// a wiped data directory) starts them at 1 again, and a receiver that
+// de-duplicates on sequence numbers must key them by ID too. It is 32 hex
+// digits, made when the spool is created. A spool that already held records
+// when IDs were introduced has the empty ID: its numbers simply continue.
+func (s *Spool) ID() string { return s.id }
+
+// loadID reads the spool's ID, or makes one for a spool that has never
+// held a record.
+func (s *Spool) loadID() error {
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte{kindID})
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != spoolIDLen {
+				return fmt.Errorf("%d bytes, want %d: %w", len(v), spoolIDLen, errCorrupt)
+			}
+			s.id = hex.EncodeToString(v)
+			return nil
+		})
+	})
+	switch {
+	case errors.Is(err, errCorrupt):
+		// A new ID costs at most repeats of records sent but not acked;
+		// refusing to open would cost everything.
+		s.log.Error("spool ID damaged: making a new one; the backend may store unacknowledged records twice", "err", err)
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return err
+	default:
+		for c := ClassAlert; c <= ClassEvent; c++ {
+			if s.cls[c].next != 1 {
+				return nil // records from before spool IDs
+			}
+		}
+	}
+	id := make([]byte, spoolIDLen)
+	if _, err := rand.Read(id); err != nil {
+		return err
+	}
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte{kindID}, id) }); err != nil {
+		return err
+	}
+	// Durable before any record is numbered under it.
+	if err := s.db.Sync(); err != nil {
+		return err
+	}
+	s.id = hex.EncodeToString(id)
+	return nil
 }
 
 // load reads the metadata and the segment files and settles every class's

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -295,5 +297,61 @@ func TestOpenBadDirectoryNamesIt(t *testing.T) {
 			}
 			t.Log(err)
 		})
+	}
+}
+
+// TestSpoolID: a new spool gets an ID that survives reopening; a spool made
+// afresh in the same place gets another; a spool that held records before
+// IDs existed keeps the empty ID, so its numbering continues unchanged.
+func TestSpoolID(t *testing.T) {
+	dir := t.TempDir()
+	open := func() *Spool {
+		t.Helper()
+		s, err := Open(Config{Dir: dir}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := open()
+	first := s.ID()
+	if len(first) != 2*spoolIDLen {
+		t.Fatalf("ID %q, want %d hex digits", first, 2*spoolIDLen)
+	}
+	if _, err := s.Append(ClassAlert, []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = open()
+	if s.ID() != first {
+		t.Fatalf("reopened: ID %q, want %q", s.ID(), first)
+	}
+	// Before IDs: records but no ID key.
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Delete([]byte{kindID}) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = open()
+	if s.ID() != "" {
+		t.Fatalf("a spool with records from before IDs got ID %q", s.ID())
+	}
+	// A damaged ID is replaced, not fatal.
+	if err := s.db.Update(func(txn *badger.Txn) error { return txn.Set([]byte{kindID}, []byte("short")) }); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	s = open()
+	if len(s.ID()) != 2*spoolIDLen || s.ID() == first {
+		t.Fatalf("a damaged ID was replaced by %q", s.ID())
+	}
+	_ = s.Close()
+	// Wiped and made afresh.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	defer s.Close()
+	if s.ID() == "" || s.ID() == first {
+		t.Fatalf("a fresh spool got ID %q (the first was %q)", s.ID(), first)
 	}
 }

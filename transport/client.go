@@ -50,6 +50,9 @@ type ClientConfig struct {
 	// AgentID is sent in every batch; it must equal the certificate's ID.
 	// Required.
 	AgentID string
+	// SpoolID is sent in every batch: the source's sequence numbers are
+	// unique per (AgentID, SpoolID). Empty or 32 hex digits (store.Spool.ID).
+	SpoolID string
 	// BatchRecords and BatchBytes bound one batch (before compression).
 	// Defaults DefaultBatchRecords and DefaultBatchBytes.
 	BatchRecords int
@@ -123,6 +126,9 @@ func NewClient(cfg ClientConfig, src Source, log *slog.Logger) (*Client, error) 
 		return nil, errors.New("bandwidth cap must not be negative")
 	}
 	if err := validAgentID(cfg.AgentID); err != nil {
+		return nil, err
+	}
+	if err := ValidSpoolID(cfg.SpoolID); err != nil {
 		return nil, err
 	}
 	if log == nil {
@@ -316,7 +322,7 @@ func (c *Client) sendPending(ctx context.Context, conn *quic.Conn) (sent bool, e
 	if len(recs) == 0 && len(gaps) == 0 {
 		return false, nil
 	}
-	b := &api.Batch{AgentId: c.cfg.AgentID, Records: recs, Gaps: gaps, Sent: timestamppb.Now()}
+	b := &api.Batch{AgentId: c.cfg.AgentID, SpoolId: c.cfg.SpoolID, Records: recs, Gaps: gaps, Sent: timestamppb.Now()}
 	ack, err := c.roundTrip(ctx, conn, b)
 	if err != nil {
 		c.gaps = append(gaps, c.gaps...)
@@ -347,7 +353,7 @@ func (c *Client) sendHeartbeat(ctx context.Context, conn *quic.Conn) error {
 		h = &api.AgentHealth{}
 	}
 	gaps := c.takeGaps()
-	b := &api.Batch{AgentId: c.cfg.AgentID, Health: h, Gaps: gaps, Sent: timestamppb.Now()}
+	b := &api.Batch{AgentId: c.cfg.AgentID, SpoolId: c.cfg.SpoolID, Health: h, Gaps: gaps, Sent: timestamppb.Now()}
 	if _, err := c.roundTrip(ctx, conn, b); err != nil {
 		c.gaps = append(gaps, c.gaps...)
 		return fmt.Errorf("heartbeat: %w", err)

@@ -260,3 +260,20 @@ func validAgentID(id string) error {
 	}
 	return nil
 }
+
+// ValidSpoolID accepts what a spool's ID can be: empty (a spool older than
+// spool IDs) or 32 lowercase hex digits. The backend puts it in keys.
+func ValidSpoolID(id string) error {
+	if id == "" {
+		return nil
+	}
+	if len(id) != 32 {
+		return fmt.Errorf("spool_id %q: want 32 hex digits", id)
+	}
+	for _, r := range id {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return fmt.Errorf("spool_id %q: want 32 hex digits", id)
+		}
+	}
+	return nil
+}

@@ -256,6 +256,43 @@ func TestBadFramesCloseOnlyTheStream(t *testing.T) {
 	if ss := srv.Stats(); ss.BadFrames != uint64(len(tests)) || ss.Records != 3 || ss.Connections != 1 {
 		t.Fatalf("server stats %+v", ss)
 	}
+
+	// A well-formed frame whose spool_id could not be a spool's is refused
+	// with a clear error, and nothing in it is stored.
+	str, err = conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := codec.WriteBatch(str, &api.Batch{AgentId: agent, SpoolId: "../../x", Records: makeRecords(3, nil)}); err != nil {
+		t.Fatal(err)
+	}
+	_ = str.Close()
+	_ = str.SetReadDeadline(time.Now().Add(10 * time.Second))
+	ack, err = ReadAck(str, Limits{})
+	if err != nil || !strings.Contains(ack.GetError(), "spool_id") || len(ack.GetSeqs()) != 0 {
+		t.Fatalf("batch with a malformed spool_id: ack %v, err %v", ack, err)
+	}
+	if ss := srv.Stats(); ss.Refused != 1 || ss.Records != 3 {
+		t.Fatalf("server stats after the malformed spool_id %+v", ss)
+	}
+}
+
+func TestValidSpoolID(t *testing.T) {
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"", true},
+		{"0123456789abcdef0123456789abcdef", true},
+		{"0123456789ABCDEF0123456789abcdef", false},
+		{"0123456789abcdef0123456789abcde", false},
+		{"0123456789abcdef0123456789abcdef0", false},
+		{"0123456789abcdef\x00123456789abcdef", false},
+	} {
+		if err := ValidSpoolID(tc.id); (err == nil) != tc.ok {
+			t.Errorf("ValidSpoolID(%q) = %v, want ok %v", tc.id, err, tc.ok)
+		}
+	}
 }
 
 func header(n int) []byte { return binary.BigEndian.AppendUint32(nil, uint32(n)) }

@@ -474,26 +474,34 @@ backend:
 // TestAgentKill9LosesNothing kills the agent with SIGKILL while it uploads a
 // burst, restarts it, and checks that every marker file open reaches the
 // backend exactly once.
-func TestAgentKill9LosesNothing(t *testing.T) {
-	testenv.RequireRoot(t)
-	bin := buildHarrier(t)
-	dir := t.TempDir()
-	pki := filepath.Join(dir, "pki")
-	markers := filepath.Join(dir, "markers")
-	if err := os.MkdirAll(markers, 0o755); err != nil {
+// edgeNode is `harrier backend` running and `harrier agent`'s config, with
+// certificates from `harrier certs`, the agent watching only markers/ and
+// spooling its file opens.
+type edgeNode struct {
+	bin, dir, markers, agentCfg string
+	api, agentMetrics           string // addresses
+}
+
+func newEdgeNode(t *testing.T, agentID string) *edgeNode {
+	t.Helper()
+	e := &edgeNode{bin: buildHarrier(t), dir: t.TempDir()}
+	pki := filepath.Join(e.dir, "pki")
+	e.markers = filepath.Join(e.dir, "markers")
+	if err := os.MkdirAll(e.markers, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{
 		{"certs", "init", "--out", pki},
 		{"certs", "backend", "--out", pki, "--host", "127.0.0.1"},
-		{"certs", "agent", "--out", pki, "edge-2"},
+		{"certs", "agent", "--out", pki, agentID},
 	} {
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(e.bin, args...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v %s", args, err, out)
 		}
 	}
-	ingest, apiAddr, agentMetrics := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
-	agentCfg := filepath.Join(dir, "agent.yaml")
+	var ingest string
+	ingest, e.api, e.agentMetrics = freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
+	e.agentCfg = filepath.Join(e.dir, "agent.yaml")
 	conf := fmt.Sprintf(`dataDir: %s/agent
 metricsAddr: %s
 sensor:
@@ -503,21 +511,98 @@ spool:
 uplink:
   addr: %s
   serverName: 127.0.0.1
-  agentID: edge-2
+  agentID: %s
   caFile: %s/ca.crt
-  certFile: %s/edge-2.crt
-  keyFile: %s/edge-2.key
-`, dir, agentMetrics, markers, ingest, pki, pki, pki)
-	if err := os.WriteFile(agentCfg, []byte(conf), 0o600); err != nil {
+  certFile: %s/%s.crt
+  keyFile: %s/%s.key
+`, e.dir, e.agentMetrics, e.markers, ingest, agentID, pki, pki, agentID, pki, agentID)
+	if err := os.WriteFile(e.agentCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	backendCfg := filepath.Join(dir, "backend.yaml")
+	backendCfg := filepath.Join(e.dir, "backend.yaml")
 	conf = fmt.Sprintf("dataDir: %s/backend\nbackend:\n  apiAddr: %s\n  ingestAddr: %s\n  token: t\n  caFile: %s/ca.crt\n  certFile: %s/backend.crt\n  keyFile: %s/backend.key\n",
-		dir, apiAddr, ingest, pki, pki, pki)
+		e.dir, e.api, ingest, pki, pki, pki)
 	if err := os.WriteFile(backendCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startDaemon(t, bin, "backend", "-c", backendCfg)
+	startDaemon(t, e.bin, "backend", "-c", backendCfg)
+	return e
+}
+
+// opens makes files prefix-1..prefix-n under markers/ (by a child: the agent
+// ignores nothing but itself).
+func (e *edgeNode) opens(t *testing.T, prefix string, n int) {
+	t.Helper()
+	script := fmt.Sprintf("for i in $(seq 1 %d); do : > %s/%s-$i; done", n, e.markers, prefix)
+	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+}
+
+// arrived polls the backend's file-open events until last has arrived (or
+// a minute has passed) and returns how often each path arrived.
+func (e *edgeNode) arrived(t *testing.T, last string) map[string]int {
+	t.Helper()
+	var counts map[string]int
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		var resp struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if _, err := tryGetJSON("http://"+e.api+"/api/v1/events?kind=file_open&limit=1000", "t", &resp); err != nil {
+			continue
+		}
+		counts = map[string]int{}
+		for _, raw := range resp.Events {
+			ev := &api.Event{}
+			if err := protojson.Unmarshal(raw, ev); err != nil {
+				t.Fatal(err)
+			}
+			counts[ev.GetFileOpen().GetPath()]++
+		}
+		if counts[filepath.Join(e.markers, last)] > 0 {
+			break
+		}
+	}
+	return counts
+}
+
+// TestReinstalledAgentIsHeard: an agent whose data directory was wiped (a
+// reinstall) numbers its records from 1 again; the backend must take them
+// as new, not as repeats of what the old spool sent under the same numbers.
+func TestReinstalledAgentIsHeard(t *testing.T) {
+	testenv.RequireRoot(t)
+	e := newEdgeNode(t, "edge-3")
+	first := exec.Command(e.bin, "agent", "-c", e.agentCfg)
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitSpooling(t, e.agentMetrics, e.markers, "ready")
+	e.opens(t, "old", 20)
+	if got := e.arrived(t, "old-20"); got[filepath.Join(e.markers, "old-20")] != 1 {
+		t.Fatalf("the first install's opens did not arrive: %v", got)
+	}
+	_ = first.Process.Signal(syscall.SIGINT)
+	if err := first.Wait(); err != nil {
+		t.Fatalf("the first install's agent: %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(e.dir, "agent")); err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, e.bin, "agent", "-c", e.agentCfg)
+	waitSpooling(t, e.agentMetrics, e.markers, "ready-again")
+	e.opens(t, "new", 20)
+	counts := e.arrived(t, "new-20")
+	for i := 1; i <= 20; i++ {
+		if c := counts[filepath.Join(e.markers, fmt.Sprintf("new-%d", i))]; c != 1 {
+			t.Errorf("new-%d arrived %d times after the reinstall", i, c)
+		}
+	}
+}
+
+func TestAgentKill9LosesNothing(t *testing.T) {
+	testenv.RequireRoot(t)
+	e := newEdgeNode(t, "edge-2")
+	bin, markers, agentCfg, agentMetrics := e.bin, e.markers, e.agentCfg, e.agentMetrics
 
 	// The first agent: killed with SIGKILL in the middle of the burst, once
 	// its spool has counted (so fsynced) some of the burst.
@@ -556,30 +641,7 @@ uplink:
 		t.Fatal(err)
 	}
 
-	base := "http://" + apiAddr
-	deadline := time.Now().Add(60 * time.Second)
-	var counts map[string]int
-	for time.Now().Before(deadline) {
-		var resp struct {
-			Events []json.RawMessage `json:"events"`
-		}
-		if _, err := tryGetJSON(base+"/api/v1/events?kind=file_open&limit=1000", "t", &resp); err != nil {
-			time.Sleep(500 * time.Millisecond)
-			continue
-		}
-		counts = map[string]int{}
-		for _, raw := range resp.Events {
-			ev := &api.Event{}
-			if err := protojson.Unmarshal(raw, ev); err != nil {
-				t.Fatal(err)
-			}
-			counts[ev.GetFileOpen().GetPath()]++
-		}
-		if counts[filepath.Join(markers, "again-50")] > 0 {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	counts := e.arrived(t, "again-50")
 	for path, c := range counts {
 		if c != 1 {
 			t.Errorf("%s arrived %d times", path, c)
