@@ -723,15 +723,8 @@ func unifiedCgroup(t *testing.T) string {
 // other kinds; every shed and drop is counted.
 func TestShedOrderUnderOverload(t *testing.T) {
 	testenv.RequireRoot(t)
-	s, err := New(Config{QueueSize: 64}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out := make(chan *api.Event, s.QueueSize())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
+	s := newRawSensor(t, Config{QueueSize: 64})
+	out, stop := runRaw(t, s, s.QueueSize())
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		for i := 0; i < 20; i++ {
@@ -751,8 +744,7 @@ func TestShedOrderUnderOverload(t *testing.T) {
 			t.Fatalf("no shedding after 20 s: shed %v dropped %v", st.QueueShed, st.QueueDropped)
 		}
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	close(out)
@@ -807,19 +799,9 @@ func TestHomeWatchPaths(t *testing.T) {
 // room for sensitive paths and writes, which still arrive.
 func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
 	testenv.RequireRoot(t)
-	dir := t.TempDir()
-	plain, secret, written := filepath.Join(dir, "plain"), filepath.Join(dir, "secret"), filepath.Join(dir, "written")
-	for _, p := range []string{plain, secret} {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := New(Config{RingBufferBytes: 64 << 10, WakeupBytes: 60 << 10, WatchPaths: []string{dir + "/"},
-		SensitivePaths: []string{secret}}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	dir, plain, secret, written := shedFiles(t)
+	s := newRawSensor(t, Config{RingBufferBytes: 64 << 10, WakeupBytes: 60 << 10, WatchPaths: []string{dir + "/"},
+		SensitivePaths: []string{secret}})
 	// Nobody reads the ring yet: ordinary reads (by a child: the sensor
 	// ignores its own process) fill it past half.
 	if out, err := exec.Command("sh", "-c", `i=0; while [ $i -lt 3000 ]; do read x < "$1"; i=$((i+1)); done`, "sh", plain).CombinedOutput(); err != nil {
@@ -835,27 +817,9 @@ func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
 	if out, err := exec.Command("sh", "-c", `read x < "$1"; echo y > "$2"`, "sh", secret, written).CombinedOutput(); err != nil {
 		t.Fatalf("%v %s", err, out)
 	}
-	out := make(chan *api.Event, 1<<16)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
-	var gotSecret, gotWrite bool
-	deadline := time.After(10 * time.Second)
-	for !gotSecret || !gotWrite {
-		select {
-		case ev := <-out:
-			switch ev.GetFileOpen().GetPath() {
-			case secret:
-				gotSecret = true
-			case written:
-				gotWrite = gotWrite || ev.GetFileOpen().GetWrite()
-			}
-		case <-deadline:
-			t.Fatalf("under pressure: sensitive read seen %v, write seen %v", gotSecret, gotWrite)
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
+	out, stop := runRaw(t, s, 1<<16)
+	waitSecretAndWrite(t, "under pressure", out, secret, written)
+	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -866,26 +830,12 @@ func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
 // caught up, ordinary reads enter again.
 func TestShedWhenTheQueueIsOld(t *testing.T) {
 	testenv.RequireRoot(t)
-	dir := t.TempDir()
-	plain, secret, written := filepath.Join(dir, "plain"), filepath.Join(dir, "secret"), filepath.Join(dir, "written")
-	for _, p := range []string{plain, secret} {
-		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	s, err := New(Config{QueueSize: 8192, MaxQueueDelay: Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
-		SensitivePaths: []string{secret}}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out := make(chan *api.Event, s.QueueSize())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx, out) }()
+	dir, plain, secret, written := shedFiles(t)
+	s := newRawSensor(t, Config{QueueSize: 8192, MaxQueueDelay: Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
+		SensitivePaths: []string{secret}})
+	out, stop := runRaw(t, s, s.QueueSize())
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -938,6 +888,21 @@ func TestShedWhenTheQueueIsOld(t *testing.T) {
 		t.Fatalf("%v %s", err, out)
 	}
 	// The consumer catches up; the sensitive read and the write were queued.
+	waitSecretAndWrite(t, "old queue", out, secret, written)
+	for len(out) > 0 {
+		<-out
+	}
+	shedBefore := st.QueueShed["file_open"]
+	reads(200)
+	if st, _ := s.Stats(); st.QueueShed["file_open"] != shedBefore {
+		t.Fatalf("with the queue drained, %d more ordinary reads were shed", st.QueueShed["file_open"]-shedBefore)
+	}
+}
+
+// waitSecretAndWrite reads out until it has seen an open of secret and a
+// write open of written: what overload must never shed.
+func waitSecretAndWrite(t *testing.T, when string, out <-chan *api.Event, secret, written string) {
+	t.Helper()
 	var gotSecret, gotWrite bool
 	deadline := time.After(10 * time.Second)
 	for !gotSecret || !gotWrite {
@@ -950,15 +915,43 @@ func TestShedWhenTheQueueIsOld(t *testing.T) {
 				gotWrite = gotWrite || ev.GetFileOpen().GetWrite()
 			}
 		case <-deadline:
-			t.Fatalf("old queue: sensitive read queued %v, write queued %v", gotSecret, gotWrite)
+			t.Fatalf("%s: sensitive read seen %v, write seen %v", when, gotSecret, gotWrite)
 		}
 	}
-	for len(out) > 0 {
-		<-out
+}
+
+// newRawSensor is a sensor with cfg, closed at the end of the test.
+func newRawSensor(t *testing.T, cfg Config) *Sensor {
+	t.Helper()
+	s, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
 	}
-	shedBefore := st.QueueShed["file_open"]
-	reads(200)
-	if st, _ := s.Stats(); st.QueueShed["file_open"] != shedBefore {
-		t.Fatalf("with the queue drained, %d more ordinary reads were shed", st.QueueShed["file_open"]-shedBefore)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// runRaw runs s into a channel of the given size that nobody reads until
+// the test does; stop ends Run and returns its error.
+func runRaw(t *testing.T, s *Sensor, size int) (out chan *api.Event, stop func() error) {
+	t.Helper()
+	out = make(chan *api.Event, size)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, out) }()
+	return out, func() error { cancel(); return <-done }
+}
+
+// shedFiles makes a directory with an ordinary file and a sensitive one
+// (both existing) and the path of a file to write.
+func shedFiles(t *testing.T) (dir, plain, secret, written string) {
+	t.Helper()
+	dir = t.TempDir()
+	plain, secret, written = filepath.Join(dir, "plain"), filepath.Join(dir, "secret"), filepath.Join(dir, "written")
+	for _, p := range []string{plain, secret} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
+	return dir, plain, secret, written
 }
