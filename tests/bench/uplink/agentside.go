@@ -285,7 +285,9 @@ func openSpool(dir string, quota int64, log *slog.Logger) (*store.Spool, error) 
 	return sp, nil
 }
 
-func newClient(pkiDir, addr string, src *countingSource, log *slog.Logger) (*transport.Client, error) {
+// newClient is the agent's uplink: spoolID is the spool's ID, as the agent
+// sends it.
+func newClient(pkiDir, addr, spoolID string, src *countingSource, log *slog.Logger) (*transport.Client, error) {
 	tlsConf, err := transport.ClientTLS(filepath.Join(pkiDir, agentID+".crt"), filepath.Join(pkiDir, agentID+".key"), filepath.Join(pkiDir, "ca.crt"), "127.0.0.1")
 	if err != nil {
 		return nil, fmt.Errorf("agent TLS: %w", err)
@@ -294,6 +296,7 @@ func newClient(pkiDir, addr string, src *countingSource, log *slog.Logger) (*tra
 		Addr:    addr,
 		TLS:     tlsConf,
 		AgentID: agentID,
+		SpoolID: spoolID,
 		// Short backoff so "backend back" is noticed within about a second;
 		// the drain rate is measured from the first ack anyway.
 		BackoffMin: 100 * time.Millisecond,

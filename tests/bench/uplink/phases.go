@@ -199,7 +199,7 @@ func runSustained(ctx context.Context, o phaseOpts, log *slog.Logger) (*sustaine
 	}
 	defer sp.Close()
 	src := newCountingSource(sp)
-	client, err := newClient(o.pkiDir, be.Addr, src, log)
+	client, err := newClient(o.pkiDir, be.Addr, sp.ID(), src, log)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,7 @@ func runOutage(ctx context.Context, o phaseOpts, log *slog.Logger) (*outageResul
 	src := newCountingSource(sp)
 	// The uplink runs from the start and keeps failing to reach the backend,
 	// as an agent does during an outage.
-	client, err := newClient(o.pkiDir, addr, src, log)
+	client, err := newClient(o.pkiDir, addr, sp.ID(), src, log)
 	if err != nil {
 		return nil, err
 	}
