@@ -523,6 +523,11 @@ func newBackendCommand() *cobra.Command {
 			if ingestAddr != "" {
 				cfg.Backend.IngestAddr = ingestAddr
 			}
+			stopProfile, err := f.profile()
+			if err != nil {
+				return err
+			}
+			defer stopProfile()
 			ctx, stop := signalContext(cmd.Context())
 			defer stop()
 			svc, err := backend.NewService(cfg.Backend, log)

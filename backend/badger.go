@@ -71,6 +71,9 @@ type BadgerStore struct {
 	evHead, evTail uint64
 	pages          []pageRef
 	events         *eventLog
+	// pageBuf is the page buffer Ingest fills and reuses: a page is
+	// written to its segment before the next one starts.
+	pageBuf []byte
 	// Inventory state (inventory.go), guarded by mu: the next snapshot
 	// generation, the bytes of pending chunks, and the current findings per
 	// cluster per severity name (for the gauges).
@@ -249,8 +252,8 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	st.invRejected = map[string]uint64{}
 	st.invDropped = map[string]uint64{}
 	w := &txnWriter{s: s, txn: s.db.NewTransaction(true), head: s.evHead, tail: s.evTail, pendingBytes: s.pendingBytes,
-		inBatch: make(map[uint64]struct{}, len(b.GetRecords()))}
-	defer func() { w.txn.Discard() }()
+		inBatch: make(map[uint64]struct{}, len(b.GetRecords())), page: s.pageBuf[:0]}
+	defer func() { w.txn.Discard(); s.pageBuf = w.page[:0] }()
 
 	agent, err := s.loadAgent(w.txn, agentID)
 	if err != nil {
@@ -263,12 +266,13 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	agent.LastSeen = now
 
 	acked := make([]uint64, 0, len(b.GetRecords()))
+	seenAt := seenPrefix(agentID, b.GetSpoolId())
 	for _, r := range b.GetRecords() {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("ingest: %w", err)
 		}
 		st.records[r.GetClass()]++
-		seen := seenKey(agentID, b.GetSpoolId(), r.GetSeq())
+		seen := seenKey(seenAt, r.GetSeq())
 		// An event's marker waits in the writer with its page, so a repeat
 		// within this batch is caught here rather than by the lookup.
 		_, dup := w.inBatch[r.GetSeq()]
@@ -467,13 +471,17 @@ const (
 	// its events' markers always fit in one Badger transaction.
 	maxPageEvents = 1024
 	maxPageBytes  = 1 << 20
+	// pageBufBytes is a page buffer's first capacity: a batch's page.
+	pageBufBytes = 512 << 10
 )
 
 // storeEvent adds e to the batch's page; its marker is written with the page.
 func (s *BadgerStore) storeEvent(w *txnWriter, e *api.Event, marker *badger.Entry, st *ingestStats) error {
 	if w.pageN == 0 {
-		// Each page gets its own buffer: it is written at the commit.
-		w.page = append(make([]byte, 0, 512<<10), pageVersion)
+		if cap(w.page) == 0 {
+			w.page = make([]byte, 0, pageBufBytes)
+		}
+		w.page = append(w.page[:0], pageVersion)
 	}
 	// The length is filled in after marshalling: no separate size pass.
 	at := len(w.page)
@@ -484,14 +492,16 @@ func (s *BadgerStore) storeEvent(w *txnWriter, e *api.Event, marker *badger.Entr
 	}
 	n := len(page) - at - 4
 	if w.pageN > 0 && (w.pageN >= maxPageEvents || len(page) > maxPageBytes) {
-		// Full: this event starts the next page.
-		rec := slices.Clone(page[at+4:])
+		// Full: this event starts the next page, moved to the front of the
+		// same buffer once the page before it is written.
 		w.page = page[:at]
 		if err := w.flushPage(); err != nil {
 			return err
 		}
-		page = binary.BigEndian.AppendUint32(append(make([]byte, 0, max(512<<10, 1+4+n)), pageVersion), uint32(n))
-		page = append(page, rec...)
+		page[0] = pageVersion
+		binary.BigEndian.PutUint32(page[1:], uint32(n))
+		copy(page[5:], page[at+4:at+4+n])
+		page = page[:5+n]
 	} else {
 		binary.BigEndian.PutUint32(page[at:], uint32(n))
 	}
@@ -502,26 +512,25 @@ func (s *BadgerStore) storeEvent(w *txnWriter, e *api.Event, marker *badger.Entr
 	return nil
 }
 
-// eachPageEvent calls fn with the ring offset in the page and the stored
-// form (eventHeader + body) of each event of page v, oldest first.
-func eachPageEvent(v []byte, fn func(i int, rec []byte) error) error {
+// eachPageEvent calls fn with the stored form (eventHeader + body) of each
+// event of page v, oldest first.
+func eachPageEvent(v []byte, fn func(rec []byte) error) error {
 	if len(v) == 0 {
 		return errors.New("empty event value")
 	}
 	switch v[0] {
 	case 1: // a single event
-		return fn(0, v)
+		return fn(v)
 	case pageVersion:
 	default:
 		return fmt.Errorf("event page version %d", v[0])
 	}
-	v = v[1:]
-	for i := 0; len(v) > 0; i++ {
+	for v = v[1:]; len(v) > 0; {
 		if len(v) < 4 || int(binary.BigEndian.Uint32(v)) > len(v)-4 {
 			return errors.New("truncated event page")
 		}
 		n := int(binary.BigEndian.Uint32(v))
-		if err := fn(i, v[4:4+n]); err != nil {
+		if err := fn(v[4 : 4+n]); err != nil {
 			return err
 		}
 		v = v[4+n:]
@@ -600,7 +609,11 @@ func (w *txnWriter) flushPage() error {
 		w.txn = w.s.db.NewTransaction(true)
 		w.count, w.size = 0, 0
 	}
-	for _, e := range append([]*badger.Entry{page}, w.pageMarkers...) {
+	if err := w.txn.SetEntry(page); err != nil {
+		return fmt.Errorf("ingest: event page: %w", err)
+	}
+	w.size += entrySize(page)
+	for _, e := range w.pageMarkers {
 		if err := w.txn.SetEntry(e); err != nil {
 			return fmt.Errorf("ingest: event page: %w", err)
 		}
@@ -609,7 +622,7 @@ func (w *txnWriter) flushPage() error {
 	w.count += count - 1
 	w.newPages = append(w.newPages, pageRef{first: w.head, seg: loc.seg})
 	w.head += w.pageN
-	w.page, w.pageN, w.pageMarkers = nil, 0, nil
+	w.page, w.pageN, w.pageMarkers = w.page[:0], 0, w.pageMarkers[:0]
 	for {
 		next, ok := w.pageStart(1)
 		if !ok || w.head-next < uint64(w.s.cfg.MaxEvents) {
@@ -668,7 +681,7 @@ func (w *txnWriter) del(k []byte) error {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	w.count++
-	w.size += int64(len(k)) + 2 + 10 + 8
+	w.size += entrySize(&badger.Entry{Key: k})
 	return nil
 }
 
@@ -687,10 +700,18 @@ func (w *txnWriter) commit() error {
 		return fmt.Errorf("ingest: commit: %w", err)
 	}
 	w.s.evHead, w.s.evTail = w.head, w.tail
-	dropped := w.dropped > 0
+	firstSeg := func() uint64 {
+		if len(w.s.pages) == 0 {
+			return 0
+		}
+		return w.s.pages[0].seg
+	}
+	before := firstSeg()
 	w.s.pages = append(w.s.pages[w.dropped:], w.newPages...)
 	w.dropped, w.newPages = 0, nil
-	if dropped && len(w.s.pages) > 0 && w.s.pages[0].seg != 0 {
+	// A segment can go only once the oldest page has moved out of it: most
+	// commits drop a page or two inside the same segment.
+	if after := firstSeg(); after != 0 && after != before {
 		// Open removes what a failure here leaves behind.
 		if err := w.s.events.dropBefore(w.s.pages[0].seg); err != nil {
 			w.s.log.Warn("old event segments not removed", "err", err)
@@ -841,7 +862,7 @@ func (s *BadgerStore) Events(ctx context.Context, q EventQuery) ([]*api.Event, e
 					}
 				}
 				var recs [][]byte
-				if err := eachPageEvent(v, func(_ int, rec []byte) error { recs = append(recs, rec); return nil }); err != nil {
+				if err := eachPageEvent(v, func(rec []byte) error { recs = append(recs, rec); return nil }); err != nil {
 					return err
 				}
 				if newest {
@@ -940,15 +961,20 @@ func agentPart(prefix, agentID string) []byte {
 	return append(k, 0)
 }
 
-// seenKey is the de-duplication marker of one record. A spool made afresh
-// numbers from 1 again under a new spool ID; the empty ID (spools older
-// than IDs) keeps the key it always had.
-func seenKey(agentID, spoolID string, seq uint64) []byte {
+// seenPrefix starts the de-duplication markers of one agent's spool. A
+// spool made afresh numbers from 1 again under a new spool ID; the empty ID
+// (spools older than IDs) keeps the key it always had.
+func seenPrefix(agentID, spoolID string) []byte {
 	k := agentPart(prefixSeen, agentID)
 	if spoolID != "" {
 		k = append(append(k, spoolID...), 0)
 	}
-	return binary.BigEndian.AppendUint64(k, seq)
+	return k
+}
+
+// seenKey is the marker of record seq under prefix (seenPrefix).
+func seenKey(prefix []byte, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, len(prefix)+8), prefix...), seq)
 }
 
 func gapKey(agentID string, g *api.Gap) []byte {

@@ -26,7 +26,7 @@ func FuzzEachPageEvent(f *testing.F) {
 	f.Add([]byte{pageVersion, 0, 0, 0, 9})
 	f.Fuzz(func(t *testing.T, v []byte) {
 		total := 0
-		_ = eachPageEvent(v, func(_ int, rec []byte) error {
+		_ = eachPageEvent(v, func(rec []byte) error {
 			total += len(rec)
 			return nil
 		})

@@ -241,7 +241,7 @@ func storedEvents(t *testing.T, s *BadgerStore) int {
 						return err
 					}
 				}
-				return eachPageEvent(v, func(int, []byte) error { n++; return nil })
+				return eachPageEvent(v, func([]byte) error { n++; return nil })
 			}); err != nil {
 				return err
 			}

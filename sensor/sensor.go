@@ -350,7 +350,6 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// read per stride.
 	clock := newQueueClock(cap(out))
 	maxDelay := time.Duration(s.cfg.MaxQueueDelay)
-	var received, enqueued uint64
 	lagging := false
 	s.reader.SetDeadline(time.Now().Add(wait))
 	for {
@@ -374,20 +373,19 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			}
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
-		s.received.Add(1)
+		received := s.received.Add(1)
 		readSince = true
 		if err := decodeRecord(raw.RawSample, &rec); err != nil {
 			s.decodeErrors.Add(1)
 			s.log.Debug("dropping undecodable record", "error", err)
 			continue
 		}
-		received++
 		queued := len(out)
 		switch {
 		case queued == 0:
 			lagging = false
 		case received%queueClockStride == 0:
-			age := clock.headAge(enqueued, queued, time.Now())
+			age := clock.headAge(s.emitted.Load(), queued, time.Now())
 			s.queueAge.Store(int64(age))
 			lagging = age > maxDelay
 		}
@@ -407,11 +405,11 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 		inContainer := ev.GetContainer().GetId() != ""
 		select {
 		case out <- ev:
-			if closesBlock(enqueued) {
-				clock.enqueued(enqueued, time.Now())
+			// Emitted counts what entered the queue: this event's index is
+			// one less.
+			if i := s.emitted.Add(1) - 1; closesBlock(i) {
+				clock.enqueued(i, time.Now())
 			}
-			enqueued++
-			s.emitted.Add(1)
 			if inContainer {
 				s.inContainer[rec.Kind].Add(1)
 			}

@@ -308,16 +308,16 @@ func (s *Server) handleStream(ctx context.Context, str *quic.Stream, id string, 
 	}
 
 	ack := &api.Ack{}
+	spoolErr := ValidSpoolID(b.GetSpoolId())
 	switch {
 	case b.GetAgentId() != id:
 		s.refused.Add(1)
 		log.Warn("batch refused: agent_id differs from the certificate", "batch_agent", b.GetAgentId())
 		ack.Error = fmt.Sprintf("agent_id %q does not match the client certificate", b.GetAgentId())
-	case ValidSpoolID(b.GetSpoolId()) != nil:
+	case spoolErr != nil:
 		s.refused.Add(1)
-		err := ValidSpoolID(b.GetSpoolId())
-		log.Warn("batch refused: malformed spool_id", "err", err)
-		ack.Error = err.Error()
+		log.Warn("batch refused: malformed spool_id", "err", spoolErr)
+		ack.Error = spoolErr.Error()
 	default:
 		seqs, err := s.sink.Store(ctx, id, b)
 		if err != nil {

@@ -28,7 +28,7 @@ type Gen struct {
 	seq        uint64
 	pid        uint32
 	tables
-	// pool holds pre-built events that payload cycles through, so that the
+	// pool holds pre-built events that Event cycles through, so that the
 	// benchmark spends its CPU on what the agent does (marshal, spool,
 	// uplink) rather than on inventing events.
 	pool []*api.Event

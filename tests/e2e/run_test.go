@@ -369,6 +369,19 @@ func waitSpooling(t *testing.T, metricsAddr, dir, prefix string) float64 {
 	return 0
 }
 
+// waitSpooledPast waits until the agent's spool counts more than past
+// events and returns the count; what names them for the failure.
+func waitSpooledPast(t *testing.T, metricsAddr string, past float64, what string) float64 {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if n, ok := spooledEvents(t, metricsAddr); ok && n > past {
+			return n
+		}
+	}
+	t.Fatalf("%s: not spooled within 30 s", what)
+	return 0
+}
+
 // TestAgentSpoolsWhileBackendIsDown: separate agent and backend processes
 // with certificates from `harrier certs`. Behaviour while the backend is
 // down is spooled and delivered once it comes up.
@@ -397,9 +410,10 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentCfg := filepath.Join(dir, "agent.yaml")
-	// Only /etc/shadow and a directory of readiness markers are watched: the node's other activity (a Go build reads
-	// thousands of watched files under /root/) must not crowd the marker out
-	// of the raw-event cap or the API's page.
+	// Only /etc/shadow and a directory of readiness markers are watched: the
+	// node's other activity (a Go build reads thousands of watched files
+	// under /root/) must not crowd the marker out of the raw-event cap or the
+	// API's page.
 	conf := fmt.Sprintf(`dataDir: %s/agent
 metricsAddr: %s
 sensor:
@@ -436,15 +450,7 @@ backend:
 	if err := cat.Run(); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if n, _ := spooledEvents(t, agentMetrics); n > spooled {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("cat /etc/shadow was never spooled")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitSpooledPast(t, agentMetrics, spooled, "cat /etc/shadow")
 
 	startDaemon(t, bin, "backend", "-c", backendCfg)
 	base := "http://" + apiAddr
@@ -471,9 +477,6 @@ backend:
 	t.Fatal("behaviour from while the backend was down never arrived")
 }
 
-// TestAgentKill9LosesNothing kills the agent with SIGKILL while it uploads a
-// burst, restarts it, and checks that every marker file open reaches the
-// backend exactly once.
 // edgeNode is `harrier backend` running and `harrier agent`'s config, with
 // certificates from `harrier certs`, the agent watching only markers/ and
 // spooling its file opens.
@@ -599,6 +602,9 @@ func TestReinstalledAgentIsHeard(t *testing.T) {
 	}
 }
 
+// TestAgentKill9LosesNothing kills the agent with SIGKILL while it uploads a
+// burst, restarts it, and checks that every marker file open reaches the
+// backend exactly once.
 func TestAgentKill9LosesNothing(t *testing.T) {
 	testenv.RequireRoot(t)
 	e := newEdgeNode(t, "edge-2")
@@ -618,14 +624,7 @@ func TestAgentKill9LosesNothing(t *testing.T) {
 	if err := burst.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var spooled float64
-	for deadline := time.Now().Add(30 * time.Second); spooled < ready+50; {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent spooled %v of the burst within 30 s", spooled-ready)
-		}
-		time.Sleep(5 * time.Millisecond)
-		spooled, _ = spooledEvents(t, agentMetrics)
-	}
+	spooled := waitSpooledPast(t, agentMetrics, ready+49, "50 of the burst")
 	_ = first.Process.Kill()
 	_ = first.Wait()
 	if err := burst.Wait(); err != nil {
@@ -636,10 +635,7 @@ func TestAgentKill9LosesNothing(t *testing.T) {
 	// restarted agent.
 	startDaemon(t, bin, "agent", "-c", agentCfg)
 	waitSpooling(t, agentMetrics, markers, "ready-again")
-	redo := exec.Command("sh", "-c", fmt.Sprintf("for i in $(seq 1 %d); do : > %s/again-$i; done", 50, markers))
-	if err := redo.Run(); err != nil {
-		t.Fatal(err)
-	}
+	e.opens(t, "again", 50)
 
 	counts := e.arrived(t, "again-50")
 	for path, c := range counts {

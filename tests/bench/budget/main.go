@@ -336,6 +336,19 @@ type cgroup struct {
 	procsFiles []string
 }
 
+// cpuHierarchy is where CPU cgroups are made: the v1 cpu controller's
+// hierarchy when the memory controller is on v1 (hybrid), else the unified
+// one.
+func cpuHierarchy() (root string, v1 bool) {
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err != nil {
+		return "/sys/fs/cgroup", false
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/cpu,cpuacct"); err == nil {
+		return "/sys/fs/cgroup/cpu,cpuacct", true
+	}
+	return "/sys/fs/cgroup/cpu", true
+}
+
 // cpuShares is the v1 weight the kubelet derives from a CPU request
 // (milliCPU × 1024 / 1000, at least 2).
 func cpuShares(cores float64) int { return max(2, int(cores*1024)) }
@@ -352,12 +365,9 @@ func newCgroup(cores float64, mem int64, requested bool) (*cgroup, error) {
 	if requested {
 		shares = cpuShares(cores)
 	}
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
+	if cpuRoot, v1 := cpuHierarchy(); v1 {
 		cg := &cgroup{v1: true}
-		cpu, memd := filepath.Join("/sys/fs/cgroup/cpu,cpuacct", name), filepath.Join("/sys/fs/cgroup/memory", name)
-		if _, err := os.Stat("/sys/fs/cgroup/cpu,cpuacct"); err != nil {
-			cpu = filepath.Join("/sys/fs/cgroup/cpu", name)
-		}
+		cpu, memd := filepath.Join(cpuRoot, name), filepath.Join("/sys/fs/cgroup/memory", name)
 		acct := filepath.Join("/sys/fs/cgroup/cpuacct", name)
 		cg.dirs = []string{cpu, memd}
 		if acct != cpu && !strings.Contains(cpu, "cpuacct") {
@@ -414,14 +424,12 @@ func newCgroup(cores float64, mem int64, requested bool) (*cgroup, error) {
 // moves it back and removes the cgroup.
 func joinWorkloadCgroup(cores float64) (leave func(), err error) {
 	name := fmt.Sprintf("harrier-budget-%d-workload", os.Getpid())
-	root, weightFile, weight := "/sys/fs/cgroup", "cpu.weight", strconv.Itoa(cpuWeight(cpuShares(cores)))
-	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.limit_in_bytes"); err == nil {
-		root, weightFile, weight = "/sys/fs/cgroup/cpu", "cpu.shares", strconv.Itoa(cpuShares(cores))
-		if _, err := os.Stat("/sys/fs/cgroup/cpu,cpuacct"); err == nil {
-			root = "/sys/fs/cgroup/cpu,cpuacct"
-		}
+	root, v1 := cpuHierarchy()
+	weightFile, weight := "cpu.weight", strconv.Itoa(cpuWeight(cpuShares(cores)))
+	if v1 {
+		weightFile, weight = "cpu.shares", strconv.Itoa(cpuShares(cores))
 	}
-	back, err := ownCgroup(root != "/sys/fs/cgroup")
+	back, err := ownCgroup(v1)
 	if err != nil {
 		return nil, err
 	}

@@ -24,6 +24,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/harrier-sec/harrier/kube/audit"
 )
 
 // MarkerDetection is the detection the marker event fires.
@@ -200,14 +202,12 @@ func NewPoster(addr, caFile, tokenFile string) (*Poster, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("audit webhook CA %s: no PEM certificate", caFile)
 	}
-	tok, err := os.ReadFile(tokenFile)
+	// The receiver's own reader: the same trimming and empty-file error.
+	tok, err := (&audit.TokenFile{Path: tokenFile}).Load()
 	if err != nil {
-		return nil, fmt.Errorf("audit webhook token: %w", err)
+		return nil, err
 	}
-	token := strings.TrimSpace(string(tok))
-	if token == "" {
-		return nil, fmt.Errorf("audit webhook token %s is empty", tokenFile)
-	}
+	token := string(tok)
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, MaxIdleConnsPerHost: 4}
 	return &Poster{url: (&url.URL{Scheme: "https", Host: addr, Path: "/"}).String(), token: token,
 		client: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
