@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -164,4 +165,22 @@ func FuzzDecodeGap(f *testing.F) {
 			t.Fatalf("accepted gap %+v with more records than seqs", g)
 		}
 	})
+}
+
+// decodeFrame (tests only; the spool reads frames with frameReader)
+// decodes one whole frame at the start of b and returns its
+// header, its payload (aliasing b) and its size.
+func decodeFrame(b []byte, maxPayload int) (frameHeader, []byte, error) {
+	h, err := decodeFrameHeader(b, maxPayload)
+	if err != nil {
+		return h, nil, err
+	}
+	if int64(len(b)) < h.size() {
+		return h, nil, fmt.Errorf("frame seq %d: %d of %d bytes: %w", h.seq, len(b), h.size(), errCorrupt)
+	}
+	payload := b[frameHeaderLen:h.size()]
+	if err := verifyFrame(h, b[:frameHeaderLen], payload); err != nil {
+		return h, nil, err
+	}
+	return h, payload, nil
 }

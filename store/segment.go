@@ -102,23 +102,6 @@ func verifyFrame(h frameHeader, header, payload []byte) error {
 	return nil
 }
 
-// decodeFrame decodes one whole frame at the start of b and returns its
-// header, its payload (aliasing b) and its size.
-func decodeFrame(b []byte, maxPayload int) (frameHeader, []byte, error) {
-	h, err := decodeFrameHeader(b, maxPayload)
-	if err != nil {
-		return h, nil, err
-	}
-	if int64(len(b)) < h.size() {
-		return h, nil, fmt.Errorf("frame seq %d: %d of %d bytes: %w", h.seq, len(b), h.size(), errCorrupt)
-	}
-	payload := b[frameHeaderLen:h.size()]
-	if err := verifyFrame(h, b[:frameHeaderLen], payload); err != nil {
-		return h, nil, err
-	}
-	return h, payload, nil
-}
-
 // segment is one segment file of a class.
 type segment struct {
 	first uint64 // seq of its first frame (and its name)
@@ -170,15 +153,16 @@ func newFrameReader(f *os.File, off, limit int64, maxPayload int, buf *bufio.Rea
 
 // next reads the next frame. With withPayload it returns a verified copy of
 // the payload; without, it skips the payload unverified (walking headers to
-// find a record's position). io.EOF means a clean end; anything else is a
-// torn or corrupt frame.
+// find a record's position). io.EOF means a clean end; errCorrupt a torn or
+// corrupt frame; anything else a failed read, which says nothing about the
+// data and must not be taken for damage.
 func (r *frameReader) next(withPayload bool) (frameHeader, []byte, error) {
 	n, err := io.ReadFull(r.br, r.header[:])
 	if err != nil {
 		if errors.Is(err, io.EOF) && n == 0 {
 			return frameHeader{}, nil, io.EOF
 		}
-		return frameHeader{}, nil, fmt.Errorf("frame header at offset %d: %w", r.off, errCorrupt)
+		return frameHeader{}, nil, fmt.Errorf("frame header at offset %d: %w", r.off, shortRead(err))
 	}
 	h, err := decodeFrameHeader(r.header[:], r.max)
 	if err != nil {
@@ -188,16 +172,25 @@ func (r *frameReader) next(withPayload bool) (frameHeader, []byte, error) {
 	if withPayload {
 		payload = make([]byte, h.length)
 		if _, err := io.ReadFull(r.br, payload); err != nil {
-			return h, nil, fmt.Errorf("frame seq %d at offset %d: short payload: %w", h.seq, r.off, errCorrupt)
+			return h, nil, fmt.Errorf("frame seq %d at offset %d: payload: %w", h.seq, r.off, shortRead(err))
 		}
 		if err := verifyFrame(h, r.header[:], payload); err != nil {
 			return h, nil, fmt.Errorf("offset %d: %w", r.off, err)
 		}
 	} else if _, err := r.br.Discard(int(h.length)); err != nil {
-		return h, nil, fmt.Errorf("frame seq %d at offset %d: short payload: %w", h.seq, r.off, errCorrupt)
+		return h, nil, fmt.Errorf("frame seq %d at offset %d: payload: %w", h.seq, r.off, shortRead(err))
 	}
 	r.off += h.size()
 	return h, payload, nil
+}
+
+// shortRead classifies a failed read inside a frame: the file ending early is
+// a torn frame (errCorrupt); any other error is the read's own.
+func shortRead(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("cut short: %w", errCorrupt)
+	}
+	return err
 }
 
 // nextAt reads the next frame, which must be seq want (frames run in
@@ -228,7 +221,10 @@ func scanSegment(path string, first uint64, maxPayload int, buf *bufio.Reader) (
 	end = first
 	for {
 		if _, _, _, err := r.nextAt(end, true); err != nil {
-			return end, dataEnd, nil
+			if errors.Is(err, io.EOF) || errors.Is(err, errCorrupt) {
+				return end, dataEnd, nil // the end, or a torn tail to cut
+			}
+			return end, dataEnd, fmt.Errorf("%s: %w", path, err)
 		}
 		end++
 		dataEnd = r.off

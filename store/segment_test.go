@@ -1,7 +1,9 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -217,7 +219,15 @@ func TestMetadataStaysCompactWithoutCompactors(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		for round := range 6 {
-			appendSeqPayloads(t, s, ClassEvent, 20_000, 10)
+			// Not appendSeqPayloads: t.Fatal must not run in this goroutine.
+			batch := make([][]byte, 20_000)
+			for i := range batch {
+				batch[i] = payloadFor(ClassEvent, round*20_000+i+1, 10)
+			}
+			if _, err := s.AppendBatch(ClassEvent, batch); err != nil {
+				done <- fmt.Errorf("round %d: append: %w", round, err)
+				return
+			}
 			st := s.Stats().Classes[ClassEvent]
 			first := st.NextSeq - 20_000
 			var odd, even []RecordID
@@ -255,4 +265,35 @@ func TestMetadataStaysCompactWithoutCompactors(t *testing.T) {
 		t.Fatalf("level 0 holds %d tables; the spool flattens at %d (Badger stalls writes at %d)", l0, numL0Tables, numL0TablesStall)
 	}
 	t.Logf("metadata: %s", s.db.LevelsToString())
+}
+
+// TestReadErrorIsNotDamage: a frame cut short is damage (errCorrupt), but a
+// read that fails for another reason is returned as it is, so that a
+// transient I/O error never gets a segment cut or evicted as torn.
+func TestReadErrorIsNotDamage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	whole := appendFrame(appendFrame(nil, 1, 1, []byte("one")), 2, 1, []byte("two"))
+	if err := os.WriteFile(path, whole[:len(whole)-2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newFrameReader(f, 0, st.Size(), 1<<20, bufio.NewReader(nil))
+	if _, _, err := r.next(true); err != nil {
+		t.Fatalf("first frame: %v", err)
+	}
+	if _, _, err := r.next(true); !errors.Is(err, errCorrupt) {
+		t.Fatalf("a frame cut short: %v, want errCorrupt", err)
+	}
+	_ = f.Close()
+	r = newFrameReader(f, 0, st.Size(), 1<<20, bufio.NewReader(nil))
+	if _, _, err := r.next(true); err == nil || errors.Is(err, errCorrupt) || !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("a failed read: %v, want the read's own error, not errCorrupt", err)
+	}
 }

@@ -1398,9 +1398,13 @@ func (s *Spool) Maintain(ctx context.Context, interval time.Duration) error {
 	}
 }
 
-// Reclaim gives back the last segment of every drained class, runs Badger's
-// value-log GC on the metadata and measures its files.
+// Reclaim gives back the last segment of every drained class and measures
+// the metadata's files. The metadata needs no value-log GC: its values are
+// far below valueThreshold, so they live in the LSM tree.
 func (s *Spool) Reclaim(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -1408,16 +1412,6 @@ func (s *Spool) Reclaim(ctx context.Context) error {
 	}
 	if err := s.releaseDrained(); err != nil {
 		return err
-	}
-	for ctx.Err() == nil {
-		err := s.db.RunValueLogGC(0.5)
-		if err == nil {
-			continue
-		}
-		if !errors.Is(err, badger.ErrNoRewrite) && !errors.Is(err, badger.ErrRejected) {
-			return fmt.Errorf("store: metadata value-log GC in %s: %w", s.cfg.Dir, err)
-		}
-		break
 	}
 	disk, err := diskUsage(filepath.Join(s.cfg.Dir, metaDirName))
 	if err != nil {
