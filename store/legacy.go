@@ -31,6 +31,20 @@ const (
 	legacyRecordHeader  = 1 + 8
 )
 
+// legacyRecordKey is the old layout's key of record seq of class c:
+// kind, class, seq (big-endian).
+func legacyRecordKey(c Class, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{legacyRecordKind, byte(c)}, seq)
+}
+
+// legacyRecordSeq is the seq in an old record key, if k is one.
+func legacyRecordSeq(k []byte) (uint64, bool) {
+	if len(k) != 2+8 || k[0] != legacyRecordKind {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[2:]), true
+}
+
 // legacyMeta is what migration needs of a class's old metadata.
 type legacyMeta struct{ next, head, acked, evicted uint64 }
 
@@ -119,10 +133,9 @@ func (s *Spool) seedFromLegacy(old *badger.DB) ([numClasses + 1]legacyMeta, erro
 			m := &metas[c]
 			first := m.next
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{legacyRecordKind, byte(c)}})
-			seek := binary.BigEndian.AppendUint64([]byte{legacyRecordKind, byte(c)}, m.head)
-			if it.Seek(seek); it.Valid() {
-				if k := it.Item().Key(); len(k) == 10 {
-					first = min(binary.BigEndian.Uint64(k[2:]), m.next)
+			if it.Seek(legacyRecordKey(c, m.head)); it.Valid() {
+				if seq, ok := legacyRecordSeq(it.Item().Key()); ok {
+					first = min(seq, m.next)
 				}
 			}
 			it.Close()
@@ -196,11 +209,10 @@ func (s *Spool) copyLegacyRecords(old *badger.DB, metas [numClasses + 1]legacyMe
 			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
 			defer it.Close()
 			for it.Rewind(); it.Valid(); it.Next() {
-				k := it.Item().Key()
-				if len(k) != 10 {
-					return fmt.Errorf("%s record key %x: %w", c, k, errCorrupt)
+				seq, ok := legacyRecordSeq(it.Item().Key())
+				if !ok {
+					return fmt.Errorf("%s record key %x: %w", c, it.Item().Key(), errCorrupt)
 				}
-				seq := binary.BigEndian.Uint64(k[2:])
 				if seq < want || seq >= metas[c].next {
 					continue // acknowledged or evicted, not yet compacted away
 				}

@@ -30,9 +30,7 @@ func writeLegacySpool(t *testing.T, dir string, at time.Time) {
 		return v
 	}
 	record := func(c Class, seq uint64) ([]byte, []byte) {
-		k := make([]byte, 10)
-		k[0], k[1] = legacyRecordKind, byte(c)
-		binary.BigEndian.PutUint64(k[2:], seq)
+		k := legacyRecordKey(c, seq)
 		v := binary.BigEndian.AppendUint64([]byte{legacyRecordVersion}, uint64(at.UnixNano()))
 		return k, append(v, payloadFor(c, int(seq), 40)...)
 	}
