@@ -2,6 +2,10 @@
 # command and what CI runs; it needs root (eBPF, runc containers).
 
 GO       ?= go
+# Recipes are bash with pipefail, so a test run piped into its report still
+# fails when go test does.
+SHELL       := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 # Count-based: a duration-based -fuzztime hits a Go 1.26 coordinator race
 # that fails a clean run with "context deadline exceeded" (go.dev/issue/75804).
 FUZZTIME ?= 200000x
@@ -50,14 +54,20 @@ bundle: dist-bin
 run: build
 	./$(BIN) run
 
-test: unit fuzz
+# Everything the tests need is installed or built first (quietly when it is
+# already there): Debian packages, then the test control plane.
+test: deps kubeapi unit fuzz
 
 # packaging/ is its own Go module (Helm, Kubernetes, nfpm and
 # go-containerregistry stay out of the agent's dependency graph), so its
-# tests run from there.
-unit: kubeapi
-	$(GO) test -count=1 -timeout 30m ./...
-	cd packaging && $(GO) test -count=1 -timeout 20m ./...
+# tests run from there. tests/testreport prints failures, lists every skipped
+# test with its reason and ends with "N passed, N failed, N skipped"; with CI
+# set, a skip fails the run (CI runs as root with every dependency installed,
+# so a skipped test is one that never ran).
+unit:
+	{ $(GO) test -json -count=1 -timeout 30m ./... ; \
+	  cd packaging && $(GO) test -json -count=1 -timeout 20m ./... ; } \
+	  | $(GO) run ./tests/testreport $(if $(CI),-fail-on-skip)
 
 # A short run of every fuzz target over untrusted input decoders.
 fuzz:
@@ -103,12 +113,19 @@ check-generated: generate
 # Debian packages the build, tests and code generation need. systemd gives
 # systemd-analyze (unit checks), util-linux setpriv (capability checks),
 # rpm reads the built rpm back, containerd (with ctr) imports and runs the image.
+DEB_PACKAGES := make git ca-certificates runc busybox-static iproute2 \
+	clang llvm libbpf-dev bpftool protobuf-compiler \
+	systemd util-linux rpm containerd
+
+# Installs only the packages that are missing, and says nothing when none is.
 deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		make git ca-certificates runc busybox-static iproute2 \
-		clang llvm libbpf-dev bpftool protobuf-compiler \
-		systemd util-linux rpm containerd
+	@missing=; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 # The test control plane (etcd, kube-apiserver, kubectl) built from the Go
 # module proxy into a version-keyed cache outside the repository
