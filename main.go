@@ -148,7 +148,7 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	kinds, err := sensor.ParseKinds(o.kinds)
+	kinds, err := api.ParseKinds(o.kinds)
 	if err != nil {
 		return fmt.Errorf("--kind: %w", err)
 	}
