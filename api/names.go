@@ -136,14 +136,7 @@ func ParseKinds(names []string) (map[EventKind]bool, error) {
 func (k EventKind) MarshalText() ([]byte, error) { return []byte(k.Name()), nil }
 
 // UnmarshalText reads what ParseKind reads.
-func (k *EventKind) UnmarshalText(b []byte) error {
-	v, err := ParseKind(string(b))
-	if err != nil {
-		return err
-	}
-	*k = v
-	return nil
-}
+func (k *EventKind) UnmarshalText(b []byte) error { return parseInto(k, ParseKind, b) }
 
 // Severity names, lowest first. "unknown" is the zero value's name: shown for
 // a severity that was never set, never accepted as input.
@@ -203,11 +196,14 @@ func ParseSeverity(s string) (Severity, error) {
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.Name()), nil }
 
 // UnmarshalText reads what ParseSeverity reads.
-func (s *Severity) UnmarshalText(b []byte) error {
-	v, err := ParseSeverity(string(b))
+func (s *Severity) UnmarshalText(b []byte) error { return parseInto(s, ParseSeverity, b) }
+
+// parseInto sets *dst from text, leaving it as it was on an error.
+func parseInto[T any](dst *T, parse func(string) (T, error), b []byte) error {
+	v, err := parse(string(b))
 	if err != nil {
 		return err
 	}
-	*s = v
+	*dst = v
 	return nil
 }
