@@ -194,11 +194,11 @@ func newRulesListCommand() *cobra.Command {
 				if r.Detector == "" {
 					var kinds []string
 					for _, k := range r.Kinds {
-						kinds = append(kinds, analytics.KindName(k))
+						kinds = append(kinds, k.ShortName())
 					}
 					trigger = strings.Join(kinds, ",")
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%t\t%s\t%s\n", r.ID, analytics.SeverityName(r.Severity), r.Enabled, trigger, r.Name)
+				fmt.Fprintf(tw, "%s\t%s\t%t\t%s\t%s\n", r.ID, r.Severity.Name(), r.Enabled, trigger, r.Name)
 			}
 			return tw.Flush()
 		},

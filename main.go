@@ -121,7 +121,7 @@ Filters: --kind exec,connect,file_open ... and --container ID (prefix match).
 	f.BoolVar(&o.json, "json", true, "print JSON lines (default)")
 	f.BoolVar(&o.table, "table", false, "print a human-readable table instead of JSON")
 	f.BoolVar(&o.status, "status", false, "print attach points, kernel features and counters as JSON, then exit")
-	f.StringSliceVar(&o.kinds, "kind", nil, "only these event kinds (exec, exit, fork, file_open, file_unlink, file_rename, connect, listen, accept, ptrace, module_load, namespace_change, memfd_create, credential_change, mount)")
+	f.StringSliceVar(&o.kinds, "kind", nil, "only these event kinds ("+strings.Join(api.KindNames(), ", ")+")")
 	f.StringSliceVar(&o.containers, "container", nil, "only events from these container IDs (prefixes allowed)")
 	f.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until interrupted)")
@@ -148,7 +148,7 @@ func runEvents(ctx context.Context, o eventsOptions, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	kinds, err := sensor.ParseKinds(o.kinds)
+	kinds, err := api.ParseKinds(o.kinds)
 	if err != nil {
 		return fmt.Errorf("--kind: %w", err)
 	}
@@ -310,7 +310,7 @@ func tableRow(ev *api.Event) string {
 	if cid == "" {
 		cid = "-"
 	}
-	kind := strings.ToLower(strings.TrimPrefix(ev.GetKind().String(), "EVENT_KIND_"))
+	kind := ev.GetKind().Name()
 	var detail string
 	switch d := ev.GetDetail().(type) {
 	case *api.Event_Exec:

@@ -38,7 +38,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	kinds, err := sensor.ParseKinds(cfg.Spool.EventKinds)
+	kinds, err := api.ParseKinds(cfg.Spool.EventKinds)
 	if err != nil {
 		return fmt.Errorf("spool.eventKinds: %w", err)
 	}

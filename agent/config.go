@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/sensor"
@@ -152,7 +153,7 @@ func (c Config) Validate() error {
 	if err := c.Analytics.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := sensor.ParseKinds(c.Spool.EventKinds); err != nil {
+	if _, err := api.ParseKinds(c.Spool.EventKinds); err != nil {
 		errs = append(errs, fmt.Errorf("spool.eventKinds: %w", err))
 	}
 	if c.Spool.MaxEventsPerSec < -1 {

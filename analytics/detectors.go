@@ -30,11 +30,6 @@ type detectorRule struct {
 	det  detector
 }
 
-// IOCTestDomain is always on the threat list, so operators (and `harrier
-// simulate`) can check the path end to end. .invalid never resolves on the
-// internet (RFC 2606).
-const IOCTestDomain = "ioc-test.harrier.invalid"
-
 func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 	set := func(name string) (map[string]bool, error) {
 		if rs.lists[name] == nil {
@@ -51,8 +46,9 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 		return m, nil
 	}
 	seqWindow := e.cfg.SequenceWindow.Std()
-	switch r.Detector {
-	case "web-shell":
+	// Each detector is named after the built-in detection it runs.
+	switch api.DetectionID(r.Detector) {
+	case api.DetectionWebShell:
 		servers, err := set("web_servers")
 		if err != nil {
 			return nil, err
@@ -66,14 +62,14 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			return nil, err
 		}
 		return &webShell{servers: servers, interpreters: interp, tools: tools, listeners: map[uint32]bool{}}, nil
-	case "network-scan":
+	case api.DetectionNetworkScan:
 		tools, err := set("scanner_tools")
 		if err != nil {
 			return nil, err
 		}
 		return &networkScan{tools: tools, window: e.cfg.ScanWindow.Std(), threshold: e.cfg.ScanThreshold,
 			procs: map[scanKey]*scanTracker{}}, nil
-	case "download-exec":
+	case api.DetectionDownloadExec:
 		tools, err := set("download_tools")
 		if err != nil {
 			return nil, err
@@ -90,7 +86,7 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			interp[k] = true
 		}
 		return &downloadExec{tools: tools, interpreters: interp, window: seqWindow, downloads: map[string]map[string]*download{}}, nil
-	case "k8s-api-from-container":
+	case api.DetectionK8sAPIFromContainer:
 		tokens, err := set("sa_token_dirs")
 		if err != nil {
 			return nil, err
@@ -106,13 +102,13 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			}
 		}
 		return d, nil
-	case "ioc-domain":
+	case api.DetectionIOCDomain:
 		return loadIOCs(e.cfg.IOCFiles)
-	case "anomalous-process":
+	case api.DetectionAnomalousProcess:
 		return &baselineDetector{store: e.baseline, egress: false}, nil
-	case "anomalous-egress":
+	case api.DetectionAnomalousEgress:
 		return &baselineDetector{store: e.baseline, egress: true}, nil
-	case "sa-anomalous-op":
+	case api.DetectionSAAnomalousOp:
 		return &saBaseline{store: e.baseline}, nil
 	}
 	return nil, fmt.Errorf("unknown detector %q", r.Detector)
@@ -543,7 +539,7 @@ type iocMatcher struct {
 }
 
 func loadIOCs(files []string) (*iocMatcher, error) {
-	m := &iocMatcher{domains: map[string]bool{IOCTestDomain: true}}
+	m := &iocMatcher{domains: map[string]bool{api.IOCTestDomain: true}}
 	for _, f := range files {
 		if err := m.loadFile(f); err != nil {
 			return nil, err

@@ -165,7 +165,6 @@ type Engine struct {
 	detectors map[api.EventKind][]*detectorRule
 	allDet    []*detectorRule
 	ctx       evalContext
-	kinds     map[api.EventKind]string
 	redactor  *redactor
 	dedup     *dedupTable
 	limits    map[string]*tokenBucket
@@ -192,8 +191,8 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		cfg: cfg, opts: opts, log: opts.Log, rules: map[string]*Rule{},
-		detectors: map[api.EventKind][]*detectorRule{}, kinds: kindNames(),
-		redactor: newRedactor(), limits: map[string]*tokenBucket{},
+		detectors: map[api.EventKind][]*detectorRule{},
+		redactor:  newRedactor(), limits: map[string]*tokenBucket{},
 		ctx: evalContext{fields: fields, supervisors: map[uint32]bool{}},
 	}
 	for _, p := range opts.Supervisors {
@@ -271,7 +270,7 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 	}
 	kind := ev.GetKind()
 	c := &e.ctx
-	c.reset(ev, e.kinds[kind])
+	c.reset(ev, kind.ShortName())
 	for _, cr := range e.byKind[kind] {
 		ok, err := cr.matches(c)
 		if err != nil {

@@ -62,7 +62,7 @@ func TestRuleFileErrors(t *testing.T) {
 		{"yaml syntax", "rules:\n  - id: x\n    name: [unclosed\n", 0, "not valid YAML"},
 		{"unknown field", "rules:\n  - id: x\n    name: X\n    severity: high\n    kinds: [exec]\n    conditon: kind == \"exec\"\n", 2, `unknown field "conditon"`},
 		{"bad severity", "rules:\n  - id: x\n    name: X\n    severity: severe\n    kinds: [exec]\n    condition: 'true'\n", 2, "severity"},
-		{"bad kind", "rules:\n  - id: x\n    name: X\n    severity: low\n    kinds: [exek]\n    condition: 'true'\n", 2, `unknown kind "exek"`},
+		{"bad kind", "rules:\n  - id: x\n    name: X\n    severity: low\n    kinds: [exek]\n    condition: 'true'\n", 2, `kinds: unknown event kind "exek" (want one of exec,`},
 		{"no kinds", "rules:\n  - id: x\n    name: X\n    severity: low\n    condition: 'true'\n", 2, "kinds is required"},
 		{"patch of nothing", "rules:\n  - id: nope\n    enabled: false\n", 2, "no rule with this id"},
 		{"empty exception", "rules:\n  - id: web-shell\n    exceptions: [{name: all}]\n", 2, "sets no field"},
@@ -284,12 +284,12 @@ func TestGuardsAgreeWithCEL(t *testing.T) {
 		}
 		c := &evalContext{fields: fields, supervisors: map[uint32]bool{}}
 		for i, ev := range corpus {
-			c.reset(ev, kindNames()[ev.GetKind()])
+			c.reset(ev, ev.GetKind().ShortName())
 			got, err := cr.matches(c)
 			if err != nil {
 				t.Fatalf("%s event %d: %v", r.ID, i, err)
 			}
-			c.reset(ev, kindNames()[ev.GetKind()])
+			c.reset(ev, ev.GetKind().ShortName())
 			v, _, err := plain.Eval(c)
 			if err != nil {
 				t.Fatalf("%s event %d: plain CEL: %v", r.ID, i, err)

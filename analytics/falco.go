@@ -60,13 +60,13 @@ func ToFalco(a *api.Alert) FalcoAlert {
 		"harrier.detection_id":  a.GetDetectionId(),
 		"harrier.count":         a.GetCount(),
 		"harrier.first_seen":    a.GetFirstSeen().AsTime().Format(time.RFC3339Nano),
-		"harrier.severity":      SeverityName(a.GetSeverity()),
+		"harrier.severity":      a.GetSeverity().Name(),
 		"harrier.cluster":       a.GetCluster(),
 		"harrier.container_rt":  c.GetRuntime(),
 		"harrier.ancestor_exes": ancestorExes(a.GetAncestry()),
 	}
 	if ev := lastEvidence(a); ev != nil {
-		fields["evt.type"] = kindNames()[ev.GetKind()]
+		fields["evt.type"] = ev.GetKind().ShortName()
 		if fp := filePath(ev); fp != "" {
 			fields["fd.name"] = fp
 		}

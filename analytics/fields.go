@@ -79,34 +79,6 @@ func (f *field) value(c *evalContext) any {
 	}
 }
 
-// kindNames maps event kinds to the short names rules use in `kinds:`.
-func kindNames() map[api.EventKind]string {
-	return map[api.EventKind]string{
-		api.EventKind_EVENT_KIND_EXEC:              "exec",
-		api.EventKind_EVENT_KIND_EXIT:              "exit",
-		api.EventKind_EVENT_KIND_FORK:              "fork",
-		api.EventKind_EVENT_KIND_FILE_OPEN:         "open",
-		api.EventKind_EVENT_KIND_FILE_UNLINK:       "unlink",
-		api.EventKind_EVENT_KIND_FILE_RENAME:       "rename",
-		api.EventKind_EVENT_KIND_CONNECT:           "connect",
-		api.EventKind_EVENT_KIND_LISTEN:            "listen",
-		api.EventKind_EVENT_KIND_ACCEPT:            "accept",
-		api.EventKind_EVENT_KIND_PTRACE:            "ptrace",
-		api.EventKind_EVENT_KIND_MODULE_LOAD:       "module_load",
-		api.EventKind_EVENT_KIND_NAMESPACE_CHANGE:  "namespace",
-		api.EventKind_EVENT_KIND_MEMFD_CREATE:      "memfd",
-		api.EventKind_EVENT_KIND_CREDENTIAL_CHANGE: "credential",
-		api.EventKind_EVENT_KIND_MOUNT:             "mount",
-		api.EventKind_EVENT_KIND_CHMOD:             "chmod",
-		api.EventKind_EVENT_KIND_SIGNAL:            "signal",
-		api.EventKind_EVENT_KIND_DNS_QUERY:         "dns",
-		api.EventKind_EVENT_KIND_AUDIT:             "audit",
-	}
-}
-
-// KindName is the short name rules use for an event kind.
-func KindName(k api.EventKind) string { return kindNames()[k] }
-
 // evalContext is the view of one event that rules read. The engine reuses one
 // across events (it runs on one goroutine); derived values such as command
 // lines and ancestor names are computed on first use and cached, so an event
@@ -400,7 +372,7 @@ func protocolName(ev *api.Event) string {
 // package variable, so nothing global is mutable.
 func newFields() map[string]*field {
 	fs := []*field{
-		{name: "kind", doc: "event kind: exec, open, connect, ...", str: func(c *evalContext) string { return c.kind }},
+		{name: "kind", doc: "event kind, by its short name: exec, open, connect, dns, ...", str: func(c *evalContext) string { return c.kind }},
 		{name: "node", doc: "node name", str: func(c *evalContext) string { return c.ev.GetNode() }},
 		{name: "result", typ: intField, doc: "syscall result: >= 0 success, -errno failure", num: func(c *evalContext) int64 { return result(c.ev) }},
 		{name: "failed", typ: boolField, doc: "the syscall failed (result < 0)", flag: func(c *evalContext) bool { return result(c.ev) < 0 }},

@@ -340,9 +340,9 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 			return fail("a patch (no condition) may only set enabled, severity, tags and exceptions")
 		}
 		if y.Severity != "" {
-			s, err := parseSeverity(y.Severity)
+			s, err := api.ParseSeverity(y.Severity)
 			if err != nil {
-				return fail("%w", err)
+				return fail("severity: %w", err)
 			}
 			existing.Severity = s
 		}
@@ -357,12 +357,21 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 	if y.Condition != "" && y.Detector != "" {
 		return fail("set either condition or detector, not both")
 	}
+	// A built-in detection's name, severity and MITRE techniques come from
+	// the catalogue in api unless the entry sets them.
+	builtin, isBuiltin := api.LookupDetection(api.DetectionID(y.ID))
+	if y.Name == "" && isBuiltin {
+		y.Name = builtin.Name
+	}
 	if y.Name == "" {
 		return fail("name is required")
 	}
-	sev, err := parseSeverity(y.Severity)
-	if err != nil {
-		return fail("%w", err)
+	sev := builtin.Severity
+	if y.Severity != "" || !isBuiltin {
+		var err error
+		if sev, err = api.ParseSeverity(y.Severity); err != nil {
+			return fail("severity: %w", err)
+		}
 	}
 	r := &Rule{
 		ID: y.ID, Name: y.Name, Description: y.Description, Remediation: y.Remediation, Severity: sev,
@@ -386,18 +395,17 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 		}
 		r.Mitre = append(r.Mitre, &api.Mitre{Tactic: m.Tactic, TechniqueId: m.TechniqueID, Technique: m.Technique})
 	}
+	if len(y.Mitre) == 0 && isBuiltin {
+		r.Mitre = builtin.Mitre
+	}
 	if y.Condition != "" {
 		if len(y.Kinds) == 0 {
-			return fail("kinds is required: the event kinds the condition applies to (%s)", strings.Join(allKindNames(), ", "))
-		}
-		byName := map[string]api.EventKind{}
-		for k, name := range kindNames() {
-			byName[name] = k
+			return fail("kinds is required: the event kinds the condition applies to (%s)", strings.Join(api.KindNames(), ", "))
 		}
 		for _, k := range y.Kinds {
-			kind, ok := byName[k]
-			if !ok {
-				return fail("kinds: unknown kind %q (want one of %s)", k, strings.Join(allKindNames(), ", "))
+			kind, err := api.ParseKind(k)
+			if err != nil {
+				return fail("kinds: %w", err)
 			}
 			r.Kinds = append(r.Kinds, kind)
 		}
@@ -414,48 +422,6 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 
 func (e Exception) empty() bool {
 	return len(e.Namespaces)+len(e.Images)+len(e.Containers)+len(e.Processes)+len(e.Paths) == 0
-}
-
-func allKindNames() []string {
-	var names []string
-	for _, n := range kindNames() {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return names
-}
-
-func parseSeverity(s string) (api.Severity, error) {
-	switch strings.ToLower(s) {
-	case "critical":
-		return api.Severity_SEVERITY_CRITICAL, nil
-	case "high":
-		return api.Severity_SEVERITY_HIGH, nil
-	case "medium":
-		return api.Severity_SEVERITY_MEDIUM, nil
-	case "low":
-		return api.Severity_SEVERITY_LOW, nil
-	case "info", "informational":
-		return api.Severity_SEVERITY_INFO, nil
-	}
-	return 0, fmt.Errorf("severity %q: want critical, high, medium, low or info", s)
-}
-
-// SeverityName is the lower-case name rule files use.
-func SeverityName(s api.Severity) string {
-	switch s {
-	case api.Severity_SEVERITY_CRITICAL:
-		return "critical"
-	case api.Severity_SEVERITY_HIGH:
-		return "high"
-	case api.Severity_SEVERITY_MEDIUM:
-		return "medium"
-	case api.Severity_SEVERITY_LOW:
-		return "low"
-	case api.Severity_SEVERITY_INFO:
-		return "info"
-	}
-	return "unspecified"
 }
 
 // decodeStrict decodes a mapping node, rejecting keys not in allowed:

@@ -299,9 +299,9 @@ func (q *queryParams) severity() api.Severity {
 	if s == "" {
 		return api.Severity_SEVERITY_UNSPECIFIED
 	}
-	sev, ok := parseSeverity(s)
-	if !ok {
-		q.fail("severity", "want one of info, low, medium, high, critical")
+	sev, err := api.ParseSeverity(s)
+	if err != nil {
+		q.fail("severity", "want one of "+strings.Join(api.SeverityNames(), ", "))
 	}
 	return sev
 }
@@ -311,21 +311,11 @@ func (q *queryParams) kind() api.EventKind {
 	if s == "" {
 		return api.EventKind_EVENT_KIND_UNSPECIFIED
 	}
-	k, ok := api.EventKind_value["EVENT_KIND_"+strings.ToUpper(strings.TrimPrefix(strings.ToUpper(s), "EVENT_KIND_"))]
-	if !ok || k == 0 {
-		q.fail("kind", "want an event kind such as exec, file_open, connect")
+	k, err := api.ParseKind(s)
+	if err != nil {
+		q.fail("kind", "want one of "+strings.Join(api.KindNames(), ", "))
 	}
-	return api.EventKind(k)
-}
-
-// parseSeverity takes "high", "HIGH" or "SEVERITY_HIGH".
-func parseSeverity(s string) (api.Severity, bool) {
-	name := "SEVERITY_" + strings.TrimPrefix(strings.ToUpper(s), "SEVERITY_")
-	v, ok := api.Severity_value[name]
-	if !ok || v == 0 {
-		return 0, false
-	}
-	return api.Severity(v), true
+	return k
 }
 
 func alertQueryFrom(r *http.Request, now time.Time) (AlertQuery, error) {

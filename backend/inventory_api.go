@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/harrier-sec/harrier/api"
 )
 
 // Filter values are checked against what Kubernetes allows, so a typo or a
@@ -146,7 +148,7 @@ func snapshotToJSON(si SnapshotInfo) snapshotJSON {
 		sj.Kinds = map[string]int{}
 	}
 	for sev, n := range si.Severities {
-		sj.FindingsBySeverity[sevName(sev)] += n
+		sj.FindingsBySeverity[sev.Name()] += n
 	}
 	return sj
 }
@@ -292,7 +294,7 @@ func clusterNames(snaps []SnapshotInfo) []string {
 func (s *apiServer) uiFindings(w http.ResponseWriter, r *http.Request) {
 	p := findingsPage{
 		Title:      "Findings",
-		Severities: []string{"info", "low", "medium", "high", "critical"},
+		Severities: api.SeverityNames(),
 		Now:        s.cfg.Now().UTC().Format("2006-01-02 15:04:05Z"),
 	}
 	q, err := findingQueryFrom(r, s.cfg.Now())
@@ -307,7 +309,7 @@ func (s *apiServer) uiFindings(w http.ResponseWriter, r *http.Request) {
 		for _, f := range fs {
 			o := f.GetObject()
 			p.Findings = append(p.Findings, &findingRow{
-				Severity: sevName(f.GetSeverity()), Check: f.GetCheckId(), Title: f.GetTitle(), Cluster: f.GetCluster(),
+				Severity: f.GetSeverity().Name(), Check: f.GetCheckId(), Title: f.GetTitle(), Cluster: f.GetCluster(),
 				Object: objectName(o.GetKind(), o.GetNamespace(), o.GetName()), Container: f.GetContainer(),
 				Detail: f.GetDetail(), Remediation: f.GetRemediation(), LastSeen: fmtTime(f.GetLastSeen()),
 			})

@@ -67,9 +67,8 @@ func NewMetrics() *Metrics {
 		Name: metricFindings,
 		Help: "Findings in the clusters' current snapshots, by severity.",
 	}, []string{"severity"})
-	for _, sev := range []api.Severity{api.Severity_SEVERITY_INFO, api.Severity_SEVERITY_LOW, api.Severity_SEVERITY_MEDIUM,
-		api.Severity_SEVERITY_HIGH, api.Severity_SEVERITY_CRITICAL} {
-		m.findings.WithLabelValues(sevName(sev)) // show every severity from the start
+	for _, sev := range api.SeverityNames() {
+		m.findings.WithLabelValues(sev) // show every severity from the start
 	}
 	m.ingest = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    metricIngestSeconds,
@@ -158,13 +157,14 @@ func (m *Metrics) setFindings(byCluster map[string]map[string]int) {
 	sum := map[string]int{}
 	for _, sevs := range byCluster {
 		for name, n := range sevs {
-			sum[sevName(api.Severity(api.Severity_value[name]))] += n
+			// A name this version does not know counts as unknown.
+			sev, _ := api.ParseSeverity(name)
+			sum[sev.Name()] += n
 		}
 	}
 	m.findings.Reset()
-	for _, sev := range []api.Severity{api.Severity_SEVERITY_INFO, api.Severity_SEVERITY_LOW, api.Severity_SEVERITY_MEDIUM,
-		api.Severity_SEVERITY_HIGH, api.Severity_SEVERITY_CRITICAL} {
-		sum[sevName(sev)] += 0
+	for _, sev := range api.SeverityNames() {
+		sum[sev] += 0
 	}
 	for label, n := range sum {
 		m.findings.WithLabelValues(label).Set(float64(n))

@@ -27,12 +27,12 @@ type ui struct {
 
 func newUI() *ui {
 	funcs := template.FuncMap{
-		"sev":        sevName,
+		"sev":        api.Severity.Name,
 		"ts":         fmtTime,
 		"args":       func(a []string) string { return strings.Join(a, " ") },
 		"shortID":    shortID,
 		"pathEscape": url.PathEscape,
-		"kind":       func(k api.EventKind) string { return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_")) },
+		"kind":       api.EventKind.Name,
 		"eventJSON":  eventJSON,
 	}
 	parse := func(page string) *template.Template {
@@ -41,13 +41,6 @@ func newUI() *ui {
 	}
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html")}
-}
-
-func sevName(s api.Severity) string {
-	if s == api.Severity_SEVERITY_UNSPECIFIED {
-		return "unknown"
-	}
-	return strings.ToLower(strings.TrimPrefix(s.String(), "SEVERITY_"))
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
@@ -98,7 +91,7 @@ type loginPage struct {
 func (s *apiServer) uiAlerts(w http.ResponseWriter, r *http.Request) {
 	p := alertsPage{
 		Title:      "Alerts",
-		Severities: []string{"info", "low", "medium", "high", "critical"},
+		Severities: api.SeverityNames(),
 		Now:        s.cfg.Now().UTC().Format("2006-01-02 15:04:05Z"),
 	}
 	q, err := alertQueryFrom(r, s.cfg.Now())

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/harrier-sec/harrier/api"
 )
 
 // Config is the sensor's typed configuration. The zero value of every field
@@ -208,7 +210,7 @@ func (c Config) Validate() error {
 	if c.ShedAt <= 0 || c.ShedAt > 1 {
 		errs = append(errs, fmt.Errorf("shedAt %v: must be in (0, 1]", c.ShedAt))
 	}
-	if _, err := ParseKinds(c.ShedKinds); err != nil {
+	if _, err := api.ParseKinds(c.ShedKinds); err != nil {
 		errs = append(errs, fmt.Errorf("shedKinds: %w", err))
 	}
 	if len(c.HomeWatchPaths) > maxHomeWatchPaths {

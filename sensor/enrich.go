@@ -63,7 +63,7 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 			// The event is kept: that something was sent to port 53
 			// matters even when it is not a DNS query.
 			s.dnsErrors.Add(1)
-			s.log.Debug("undecodable detail", "kind", kindName(rec.Kind), "error", err)
+			s.log.Debug("undecodable detail", "kind", api.EventKind(rec.Kind).Name(), "error", err)
 		}
 	}
 	if rec.Kind == kindExit {

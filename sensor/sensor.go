@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,7 +126,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 		return nil, err
 	}
 	s := &Sensor{cfg: cfg, log: log}
-	shed, err := ParseKinds(cfg.ShedKinds)
+	shed, err := api.ParseKinds(cfg.ShedKinds)
 	if err != nil {
 		return nil, fmt.Errorf("sensor config: shedKinds: %w", err)
 	}
@@ -450,13 +449,13 @@ func (s *Sensor) Stats() (Stats, error) {
 	}
 	for k := 1; k < kindMax; k++ {
 		if n := s.queueShed[k].Load(); n > 0 {
-			st.QueueShed[kindName(uint32(k))] = n
+			st.QueueShed[api.EventKind(k).Name()] = n
 		}
 		if n := s.queueDropped[k].Load(); n > 0 {
-			st.QueueDropped[kindName(uint32(k))] = n
+			st.QueueDropped[api.EventKind(k).Name()] = n
 		}
 		if n := s.inContainer[k].Load(); n > 0 {
-			st.InContainer[kindName(uint32(k))] = n
+			st.InContainer[api.EventKind(k).Name()] = n
 		}
 	}
 	stats := s.kern.maps["stats"]
@@ -481,10 +480,10 @@ func (s *Sensor) Stats() (Stats, error) {
 			return st, err
 		}
 		if sub > 0 {
-			st.KernelSubmitted[kindName(k)] = sub
+			st.KernelSubmitted[api.EventKind(k).Name()] = sub
 		}
 		if full > 0 {
-			st.KernelRingFull[kindName(k)] = full
+			st.KernelRingFull[api.EventKind(k).Name()] = full
 		}
 	}
 	for slot, dst := range map[uint32]*uint64{
@@ -522,31 +521,4 @@ func (s *Sensor) Close() error {
 		err = errors.Join(err, s.kern.Close())
 	})
 	return err
-}
-
-// kindName is the short name used in counters and CLI filters: "exec",
-// "file_open", ... derived from the api enum so there is one list.
-func kindName(k uint32) string {
-	return strings.ToLower(strings.TrimPrefix(api.EventKind(k).String(), "EVENT_KIND_"))
-}
-
-// ParseKinds maps short kind names ("exec", "connect", "file_open") to kinds.
-func ParseKinds(names []string) (map[api.EventKind]bool, error) {
-	kinds := map[api.EventKind]bool{}
-	for _, n := range names {
-		n = strings.TrimSpace(strings.ToLower(n))
-		if n == "" {
-			continue
-		}
-		v, ok := api.EventKind_value["EVENT_KIND_"+strings.ToUpper(n)]
-		if !ok || v == 0 {
-			var all []string
-			for k := uint32(1); k < kindMax; k++ {
-				all = append(all, kindName(k))
-			}
-			return nil, fmt.Errorf("unknown event kind %q (known: %s)", n, strings.Join(all, ", "))
-		}
-		kinds[api.EventKind(v)] = true
-	}
-	return kinds, nil
 }

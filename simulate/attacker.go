@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/api"
 )
 
 // Addresses of the sandbox. They exist only inside the namespaces the
@@ -269,7 +269,7 @@ func dnsReply(q []byte, answer netip.Addr) ([]byte, string, error) {
 	off += 4
 	name := strings.ToLower(strings.Join(labels, "."))
 	resp := append([]byte(nil), q[:off]...)
-	known := name == analytics.IOCTestDomain || strings.HasSuffix(name, "."+analytics.IOCTestDomain)
+	known := name == api.IOCTestDomain || strings.HasSuffix(name, "."+api.IOCTestDomain)
 	flags := uint16(0x8180) // response, recursion desired and available
 	if !known {
 		flags |= 3 // NXDOMAIN

@@ -116,10 +116,10 @@ func (w *watcher) poll(ctx context.Context) error {
 }
 
 // find returns the first-seen alert of detection about victim, if any.
-func (w *watcher) find(victim, detection string) (sighting, bool) {
+func (w *watcher) find(victim string, detection api.DetectionID) (sighting, bool) {
 	for _, id := range w.order {
 		s := w.seen[id]
-		if s.alert.GetDetectionId() == detection && w.victim(s.alert) == victim {
+		if api.DetectionID(s.alert.GetDetectionId()) == detection && w.victim(s.alert) == victim {
 			return s, true
 		}
 	}
@@ -128,7 +128,7 @@ func (w *watcher) find(victim, detection string) (sighting, bool) {
 
 // waitFor polls until every detection has an alert in container or the
 // deadline passes.
-func (w *watcher) waitFor(ctx context.Context, container string, detections []string, deadline time.Time) error {
+func (w *watcher) waitFor(ctx context.Context, container string, detections []api.DetectionID, deadline time.Time) error {
 	for {
 		if err := w.poll(ctx); err != nil {
 			return err

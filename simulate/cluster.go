@@ -508,7 +508,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) (rep *Report, err error) 
 			return rep, err
 		}
 		steps := s.Steps(clusterStepEnv(e.attackerIP))
-		at := map[string]time.Time{}
+		at := map[api.DetectionID]time.Time{}
 		for i, st := range steps {
 			t, ok := sent[stepKey{s.Name, i + 1}]
 			if !ok {
@@ -541,7 +541,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) (rep *Report, err error) 
 
 // results are the report lines of detections about victim; at holds when
 // the behaviour of each was sent.
-func results(w *watcher, victim, role string, detections []string, at map[string]time.Time) []AlertResult {
+func results(w *watcher, victim, role string, detections []api.DetectionID, at map[api.DetectionID]time.Time) []AlertResult {
 	var out []AlertResult
 	for _, d := range detections {
 		res := AlertResult{Detection: d, Role: role}

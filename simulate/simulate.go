@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/ocirun"
 )
 
@@ -261,7 +262,7 @@ func play(ctx context.Context, o Options, a *attacker, w *watcher, sc Scenario, 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	sent := map[string]time.Time{}
+	sent := map[api.DetectionID]time.Time{}
 	first := time.Now()
 	for _, st := range sc.Steps(env) {
 		at := time.Now()
@@ -288,7 +289,7 @@ func play(ctx context.Context, o Options, a *attacker, w *watcher, sc Scenario, 
 	if err := w.waitFor(ctx, container, sc.Expected, time.Now().Add(o.Timeout)); err != nil {
 		return sr, err
 	}
-	add := func(role string, ids []string) {
+	add := func(role string, ids []api.DetectionID) {
 		for _, d := range ids {
 			res := AlertResult{Detection: d, Role: role}
 			if s, ok := w.find(container, d); ok {
@@ -309,7 +310,7 @@ func play(ctx context.Context, o Options, a *attacker, w *watcher, sc Scenario, 
 
 // explain lists the alerts of the sandbox that no scenario accounts for.
 func explain(rep *Report, w *watcher) {
-	allowed := map[string][]string{}
+	allowed := map[string][]api.DetectionID{}
 	for _, s := range rep.Scenarios {
 		for _, a := range s.Alerts {
 			allowed[s.Container] = append(allowed[s.Container], a.Detection)
@@ -317,7 +318,7 @@ func explain(rep *Report, w *watcher) {
 	}
 	for _, id := range w.order {
 		a := w.seen[id].alert
-		if !slices.Contains(allowed[w.victim(a)], a.GetDetectionId()) {
+		if !slices.Contains(allowed[w.victim(a)], api.DetectionID(a.GetDetectionId())) {
 			rep.Unexpected = append(rep.Unexpected, *refOf(a))
 		}
 	}

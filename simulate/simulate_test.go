@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/api"
 )
 
 func TestParseScenarios(t *testing.T) {
@@ -60,11 +60,11 @@ func TestDNSAnswer(t *testing.T) {
 		answers uint16
 		addr    string
 	}{
-		{"test domain", query(analytics.IOCTestDomain, 1), victim, 0, 1, "10.213.3.1"},
-		{"under the test domain", query("c2."+analytics.IOCTestDomain, 1), victim, 0, 1, "10.213.3.1"},
-		{"AAAA of the test domain", query(analytics.IOCTestDomain, 28), victim, 0, 0, ""},
+		{"test domain", query(api.IOCTestDomain, 1), victim, 0, 1, "10.213.3.1"},
+		{"under the test domain", query("c2."+api.IOCTestDomain, 1), victim, 0, 1, "10.213.3.1"},
+		{"AAAA of the test domain", query(api.IOCTestDomain, 28), victim, 0, 0, ""},
 		{"another name", query("example.org", 1), victim, 3, 0, ""},
-		{"asker outside the sandbox", query(analytics.IOCTestDomain, 1), netip.MustParseAddr("192.0.2.1"), 0, 0, ""},
+		{"asker outside the sandbox", query(api.IOCTestDomain, 1), netip.MustParseAddr("192.0.2.1"), 0, 0, ""},
 	} {
 		resp, _, err := dnsAnswer(tc.q, tc.from)
 		if err != nil {

@@ -571,7 +571,7 @@ func TestDetectionsRealSensor(t *testing.T) {
 		}, quiet: []string{"ptrace-injection"}},
 
 		{name: "query for the IOC test domain", run: func(x *box) {
-			x.exec("detecthelper", "dns", analytics.IOCTestDomain)
+			x.exec("detecthelper", "dns", api.IOCTestDomain)
 		}, fire: []string{"ioc-domain"}, check: hasEvidence(api.EventKind_EVENT_KIND_DNS_QUERY)},
 		{name: "query for another domain", run: func(x *box) {
 			x.exec("detecthelper", "dns", "harrier-test.example")

@@ -105,7 +105,7 @@ func TestSimulateLocalAcceptance(t *testing.T) {
 		}
 		allowed := false
 		for _, r := range s.Alerts {
-			allowed = allowed || r.Detection == a.GetDetectionId()
+			allowed = allowed || string(r.Detection) == a.GetDetectionId()
 		}
 		if !allowed {
 			t.Errorf("%s: unexpected %s alert: %s (%v)", s.Name, a.GetDetectionId(), a.GetSummary(), a.GetProcess().GetArgs())
@@ -122,7 +122,7 @@ func TestSimulateLocalAcceptance(t *testing.T) {
 	}
 	for _, s := range rep.Scenarios {
 		for _, a := range s.Alerts {
-			if a.Role == simulate.RoleExpected && !slices.Contains(seen[s.Name], a.Detection) {
+			if a.Role == simulate.RoleExpected && !slices.Contains(seen[s.Name], string(a.Detection)) {
 				t.Errorf("%s: %s reported seen but not at the backend", s.Name, a.Detection)
 			}
 		}
