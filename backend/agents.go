@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // agentRecord is the stored form of AgentInfo; health stays protobuf.
@@ -42,22 +43,28 @@ func (s *BadgerStore) loadAgent(txn *badger.Txn, id string) (agentRecord, error)
 func (s *BadgerStore) Agents(ctx context.Context) ([]AgentInfo, error) {
 	var out []AgentInfo
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixAgent)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			info, err := readAgent(it.Item())
-			if err != nil {
-				return err
-			}
-			out = append(out, info)
-		}
-		return nil
+		var err error
+		out, err = readAgents(ctx, txn)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
+// readAgents decodes every agent record.
+func readAgents(ctx context.Context, txn *badger.Txn) ([]AgentInfo, error) {
+	var out []AgentInfo
+	for item := range badgerkv.Prefix(txn, key(prefixAgent)) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		info, err := readAgent(item)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, info)
 	}
 	return out, nil
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 func (s *BadgerStore) storeAlert(w *txnWriter, agentID string, seq uint64, a *api.Alert, st *ingestStats) error {
@@ -59,15 +60,13 @@ func mergeAlert(a, old *api.Alert) {
 func (s *BadgerStore) Alerts(ctx context.Context, q AlertQuery) ([]*api.Alert, error) {
 	var out []*api.Alert
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixAlert)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for item := range badgerkv.Prefix(txn, key(prefixAlert)) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
 			a := &api.Alert{}
-			if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, a) }); err != nil {
-				return fmt.Errorf("alert %q: %w", it.Item().Key(), err)
+			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, a) }); err != nil {
+				return fmt.Errorf("alert %q: %w", item.Key(), err)
 			}
 			if alertMatches(a, q) {
 				out = append(out, a)

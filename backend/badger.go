@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // BadgerConfig configures a BadgerStore. Zero fields take the defaults.
@@ -69,7 +69,7 @@ type BadgerStore struct {
 	// pageBuf is the page buffer Ingest fills and reuses: a page is
 	// written to its segment before the next one starts.
 	pageBuf []byte
-	// Inventory state (inventory.go), guarded by mu: the next snapshot
+	// Inventory state (inventory*.go), guarded by mu: the next snapshot
 	// generation, the bytes of pending chunks, and the current findings per
 	// cluster per severity name (for the gauges).
 	nextGen      uint64
@@ -128,7 +128,7 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 	}
 	// Badger's defaults need ~600 MB; this profile stays well under 100 MB.
 	opts := badger.DefaultOptions(cfg.Dir).
-		WithLogger(badgerLogger{log: log.With("component", "badger")}).
+		WithLogger(badgerkv.Logger(log.With("component", "badger"))).
 		WithSyncWrites(true). // an ack promises durability
 		WithMemTableSize(16 << 20).
 		WithNumMemtables(2).
@@ -240,16 +240,3 @@ func agentKey(id string) []byte { return key(prefixAgent, id) }
 func eventKey(pos uint64) []byte {
 	return binary.BigEndian.AppendUint64(key(prefixEvent), pos)
 }
-
-// badgerLogger sends Badger's log to slog; Info and Debug are dropped
-// because Badger is chatty at those levels.
-type badgerLogger struct{ log *slog.Logger }
-
-func (l badgerLogger) Errorf(f string, a ...any) {
-	l.log.Error("badger", "detail", strings.TrimSpace(fmt.Sprintf(f, a...)))
-}
-func (l badgerLogger) Warningf(f string, a ...any) {
-	l.log.Warn("badger", "detail", strings.TrimSpace(fmt.Sprintf(f, a...)))
-}
-func (badgerLogger) Infof(string, ...any)  {}
-func (badgerLogger) Debugf(string, ...any) {}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // eventHeader precedes each stored event so queries can filter on time, kind
@@ -146,29 +147,24 @@ func (s *BadgerStore) Events(ctx context.Context, q EventQuery) ([]*api.Event, e
 	pages := &pageReader{dir: filepath.Join(s.cfg.Dir, eventsDirName)}
 	defer pages.close()
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixEvent), Reverse: true})
-		defer it.Close()
 		var oldest uint64 // positions below this are beyond MaxEvents
 		newest := true
-		// A reverse iterator must seek past the last key of the prefix.
-		for it.Seek(key(prefixEvent, "\xff")); it.Valid() && len(out) < limit; it.Next() {
+		for item := range badgerkv.PrefixReverse(txn, key(prefixEvent)) {
+			if len(out) >= limit {
+				break
+			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			k := it.Item().Key()
+			k := item.Key()
 			if len(k) != len(prefixEvent)+8 {
 				return fmt.Errorf("event key %x: bad length", k)
 			}
 			first := binary.BigEndian.Uint64(k[len(prefixEvent):])
-			err := it.Item().Value(func(v []byte) error {
-				if len(v) > 0 && v[0] == locVersion {
-					loc, err := decodePageLocation(v)
-					if err != nil {
-						return err
-					}
-					if v, err = pages.read(loc); err != nil {
-						return err
-					}
+			err := item.Value(func(v []byte) error {
+				v, err := pages.page(v)
+				if err != nil {
+					return err
 				}
 				var recs [][]byte
 				if err := eachPageEvent(v, func(rec []byte) error { recs = append(recs, rec); return nil }); err != nil {
@@ -223,15 +219,13 @@ func (s *BadgerStore) Events(ctx context.Context, q EventQuery) ([]*api.Event, e
 // the newest one ends in its segment.
 func (s *BadgerStore) loadPages() (newestEnd uint64, err error) {
 	err = s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixEvent)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			k := it.Item().Key()
+		for item := range badgerkv.Prefix(txn, key(prefixEvent)) {
+			k := item.Key()
 			if len(k) != len(prefixEvent)+8 {
 				return fmt.Errorf("event key %x: bad length", k)
 			}
 			p := pageRef{first: binary.BigEndian.Uint64(k[len(prefixEvent):])}
-			if err := it.Item().Value(func(v []byte) error {
+			if err := item.Value(func(v []byte) error {
 				if len(v) == 0 || v[0] != locVersion {
 					return nil // an inline event of the earlier layout
 				}

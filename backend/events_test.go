@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 func TestEventRingBound(t *testing.T) {
@@ -65,18 +66,11 @@ func storedEvents(t *testing.T, s *BadgerStore) int {
 	err := s.db.View(func(txn *badger.Txn) error {
 		pages := &pageReader{dir: filepath.Join(s.cfg.Dir, eventsDirName)}
 		defer pages.close()
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefixEvent)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			if err := it.Item().Value(func(v []byte) error {
-				if v[0] == locVersion {
-					loc, err := decodePageLocation(v)
-					if err != nil {
-						return err
-					}
-					if v, err = pages.read(loc); err != nil {
-						return err
-					}
+		for item := range badgerkv.Prefix(txn, []byte(prefixEvent)) {
+			if err := item.Value(func(v []byte) error {
+				v, err := pages.page(v)
+				if err != nil {
+					return err
 				}
 				return eachPageEvent(v, func([]byte) error { n++; return nil })
 			}); err != nil {

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // storeChunk keeps one chunk until its snapshot is complete. Every outcome
@@ -103,20 +104,19 @@ func pendingSnapshots(txn *badger.Txn, cluster *string) ([]pendingSnapshot, erro
 		prefix = append(key(prefixPendingMeta, *cluster), 0)
 	}
 	var out []pendingSnapshot
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		ref, ok := parsePendingMetaKey(it.Item().Key())
+	// The scan ends (its iterator closed) before pendingSize opens one:
+	// an ingest transaction allows one iterator at a time.
+	for item := range badgerkv.Prefix(txn, prefix) {
+		ref, ok := parsePendingMetaKey(item.Key())
 		if !ok {
-			return nil, fmt.Errorf("pending snapshot key %q: malformed", it.Item().Key())
+			return nil, fmt.Errorf("pending snapshot key %q: malformed", item.Key())
 		}
 		p := pendingSnapshot{ref: ref}
-		if err := it.Item().Value(func(v []byte) error { return json.Unmarshal(v, &p.meta) }); err != nil {
+		if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &p.meta) }); err != nil {
 			return nil, fmt.Errorf("pending snapshot %q/%q: %w", ref.cluster, ref.id, err)
 		}
 		out = append(out, p)
 	}
-	it.Close()
 	for i := range out {
 		out[i].bytes, out[i].chunks = pendingSize(txn, out[i].ref)
 	}
@@ -129,10 +129,8 @@ func pendingSnapshots(txn *badger.Txn, cluster *string) ([]pendingSnapshot, erro
 
 // pendingSize sums the chunks stored for a pending snapshot, from keys only.
 func pendingSize(txn *badger.Txn, ref snapRef) (size int64, chunks int) {
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: pendingChunkPrefix(ref)})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		size += it.Item().ValueSize()
+	for item := range badgerkv.Prefix(txn, pendingChunkPrefix(ref)) {
+		size += item.ValueSize()
 		chunks++
 	}
 	return size, chunks
@@ -213,10 +211,8 @@ func deletePending(txn *badger.Txn, d deleter, ref snapRef) error {
 
 func collectKeys(txn *badger.Txn, prefix []byte) [][]byte {
 	var keys [][]byte
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: prefix})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		keys = append(keys, it.Item().KeyCopy(nil))
+	for item := range badgerkv.Prefix(txn, prefix) {
+		keys = append(keys, item.KeyCopy(nil))
 	}
 	return keys
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // currentMetas reads every cluster's current snapshot meta (one cluster
@@ -27,11 +28,9 @@ func currentMetas(txn *badger.Txn, cluster string) (map[string]clusterMeta, erro
 		}
 		return out, err
 	}
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: key(prefixCluster)})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		cl := string(bytes.TrimPrefix(it.Item().Key(), key(prefixCluster)))
-		err := it.Item().Value(func(v []byte) error {
+	for item := range badgerkv.Prefix(txn, key(prefixCluster)) {
+		cl := string(bytes.TrimPrefix(item.Key(), key(prefixCluster)))
+		err := item.Value(func(v []byte) error {
 			m, err := decodeClusterMeta(v)
 			out[cl] = m
 			return err
@@ -72,25 +71,11 @@ func (s *BadgerStore) Inventory(ctx context.Context, q InventoryQuery) ([]Invent
 		if err != nil {
 			return err
 		}
-		for cl, m := range metas {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixItem, cl, m.Gen)})
-			for it.Rewind(); it.Valid(); it.Next() {
-				if err := ctx.Err(); err != nil {
-					it.Close()
-					return err
-				}
-				item := &api.InventoryItem{}
-				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, item) }); err != nil {
-					it.Close()
-					return fmt.Errorf("item %q: %w", it.Item().Key(), err)
-				}
-				if inventoryMatches(item, q) {
-					out = append(out, InventoryEntry{Cluster: cl, Item: item})
-				}
+		return eachCurrent(ctx, txn, metas, prefixItem, func(cl string, item *api.InventoryItem) {
+			if inventoryMatches(item, q) {
+				out = append(out, InventoryEntry{Cluster: cl, Item: item})
 			}
-			it.Close()
-		}
-		return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list inventory: %w", err)
@@ -140,25 +125,14 @@ func (s *BadgerStore) Findings(ctx context.Context, q FindingQuery) ([]*api.Find
 		if err != nil {
 			return err
 		}
-		for cl, m := range metas {
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixFinding, cl, m.Gen)})
-			for it.Rewind(); it.Valid(); it.Next() {
-				if err := ctx.Err(); err != nil {
-					it.Close()
-					return err
-				}
-				f := &api.Finding{}
-				if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
-					it.Close()
-					return fmt.Errorf("finding %q: %w", it.Item().Key(), err)
-				}
-				if findingMatches(f, q) {
-					out = append(out, f)
-				}
+		if err := eachCurrent(ctx, txn, metas, prefixFinding, func(_ string, f *api.Finding) {
+			if findingMatches(f, q) {
+				out = append(out, f)
 			}
-			it.Close()
+		}); err != nil {
+			return err
 		}
-		nodes, err := s.nodeFindings(txn)
+		nodes, err := s.nodeFindings(ctx, txn)
 		if err != nil {
 			return err
 		}
@@ -224,7 +198,7 @@ func (s *BadgerStore) Finding(ctx context.Context, id string) (*api.Finding, err
 				return err
 			}
 		}
-		nodes, err := s.nodeFindings(txn)
+		nodes, err := s.nodeFindings(ctx, txn)
 		if err != nil {
 			return err
 		}
@@ -249,16 +223,14 @@ const nodeFindingsMaxAge = 24 * time.Hour
 // nodeFindings are the findings agents report about their own node (the
 // kubelet's settings) in their last heartbeat, which replaces the previous
 // heartbeat's.
-func (s *BadgerStore) nodeFindings(txn *badger.Txn) ([]*api.Finding, error) {
+func (s *BadgerStore) nodeFindings(ctx context.Context, txn *badger.Txn) ([]*api.Finding, error) {
+	agents, err := readAgents(ctx, txn)
+	if err != nil {
+		return nil, err
+	}
 	var out []*api.Finding
 	now := s.cfg.Now()
-	it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefixAgent)})
-	defer it.Close()
-	for it.Rewind(); it.Valid(); it.Next() {
-		info, err := readAgent(it.Item())
-		if err != nil {
-			return nil, err
-		}
+	for _, info := range agents {
 		if now.Sub(info.LastSeen) > nodeFindingsMaxAge {
 			continue
 		}
@@ -270,4 +242,34 @@ func (s *BadgerStore) nodeFindings(txn *badger.Txn) ([]*api.Finding, error) {
 		}
 	}
 	return out, nil
+}
+
+// eachCurrent decodes every entry under prefix (prefixItem: items,
+// prefixFinding: findings) of each cluster's current generation, as metas
+// names them, and passes it to fn with its cluster.
+func eachCurrent[M any, PM interface {
+	*M
+	proto.Message
+}](ctx context.Context, txn *badger.Txn, metas map[string]clusterMeta, prefix string, fn func(cluster string, m PM)) error {
+	for cl, meta := range metas {
+		for item := range badgerkv.Prefix(txn, genPrefix(prefix, cl, meta.Gen)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			m := PM(new(M))
+			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, m) }); err != nil {
+				return fmt.Errorf("%s %q: %w", entryNoun(prefix), item.Key(), err)
+			}
+			fn(cl, m)
+		}
+	}
+	return nil
+}
+
+// entryNoun names what a generation's keys under prefix hold, for errors.
+func entryNoun(prefix string) string {
+	if prefix == prefixItem {
+		return "item"
+	}
+	return "finding"
 }

@@ -1,7 +1,6 @@
 package backend
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -17,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // completeSnapshots makes every complete pending snapshot of the touched
@@ -277,24 +277,13 @@ func fallbackFindingID(f *api.Finding) string {
 // snapshot that is complete.
 func (s *BadgerStore) openInventory() error {
 	s.severities = map[string]map[string]int{}
-	metas := map[string]clusterMeta{}
+	var metas map[string]clusterMeta
 	var pend []pendingSnapshot
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: key(prefixCluster)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			cl := string(bytes.TrimPrefix(it.Item().Key(), key(prefixCluster)))
-			err := it.Item().Value(func(v []byte) error {
-				m, err := decodeClusterMeta(v)
-				metas[cl] = m
-				return err
-			})
-			if err != nil {
-				return fmt.Errorf("snapshot meta %q: %w", cl, err)
-			}
-		}
-		it.Close()
 		var err error
+		if metas, err = currentMetas(txn, ""); err != nil {
+			return err
+		}
 		pend, err = pendingSnapshots(txn, nil)
 		return err
 	})
@@ -315,22 +304,19 @@ func (s *BadgerStore) openInventory() error {
 	defer wb.Cancel()
 	orphans := 0
 	for _, prefix := range []string{prefixItem, prefixFinding} {
-		it := rt.NewIterator(badger.IteratorOptions{PrefetchValues: false, Prefix: key(prefix)})
-		for it.Rewind(); it.Valid(); it.Next() {
-			cl, gen, ok := parseGenKey(prefix, it.Item().Key())
+		for item := range badgerkv.Prefix(rt, key(prefix)) {
+			cl, gen, ok := parseGenKey(prefix, item.Key())
 			if m, cur := metas[cl]; ok && cur && m.Gen == gen {
 				continue
 			}
 			if ok {
 				s.nextGen = max(s.nextGen, gen+1)
 			}
-			if err := wb.Delete(it.Item().KeyCopy(nil)); err != nil {
-				it.Close()
+			if err := wb.Delete(item.KeyCopy(nil)); err != nil {
 				return fmt.Errorf("inventory: delete orphan: %w", err)
 			}
 			orphans++
 		}
-		it.Close()
 	}
 	s.pendingBytes = 0
 	var complete []pendingSnapshot
@@ -367,12 +353,10 @@ func (s *BadgerStore) openInventory() error {
 // part number after the snapshot's last.
 func carryOver(rt *badger.Txn, wb *badger.WriteBatch, cluster string, oldGen, gen uint64, part uint32,
 	kinds map[string]bool, meta *clusterMeta, writeFinding func(*api.Finding, bool) error) error {
-	it := rt.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixItem, cluster, oldGen)})
-	defer it.Close()
 	var index uint32
-	for it.Rewind(); it.Valid(); it.Next() {
+	for kv := range badgerkv.Prefix(rt, genPrefix(prefixItem, cluster, oldGen)) {
 		item := &api.InventoryItem{}
-		if err := it.Item().Value(func(v []byte) error { return proto.Unmarshal(v, item) }); err != nil {
+		if err := kv.Value(func(v []byte) error { return proto.Unmarshal(v, item) }); err != nil {
 			return fmt.Errorf("carry over item: %w", err)
 		}
 		kind := item.GetObject().GetKind()
@@ -390,11 +374,9 @@ func carryOver(rt *badger.Txn, wb *badger.WriteBatch, cluster string, oldGen, ge
 		meta.Items++
 		meta.Kinds[kind]++
 	}
-	fit := rt.NewIterator(badger.IteratorOptions{Prefix: genPrefix(prefixFinding, cluster, oldGen)})
-	defer fit.Close()
-	for fit.Rewind(); fit.Valid(); fit.Next() {
+	for kv := range badgerkv.Prefix(rt, genPrefix(prefixFinding, cluster, oldGen)) {
 		f := &api.Finding{}
-		if err := fit.Item().Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
+		if err := kv.Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
 			return fmt.Errorf("carry over finding: %w", err)
 		}
 		if !kinds[f.GetObject().GetKind()] {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 var t0 = time.Date(2026, 11, 22, 16, 0, 0, 0, time.UTC)
@@ -181,9 +182,7 @@ func countKeys(t *testing.T, s *BadgerStore, prefix string) int {
 	t.Helper()
 	n := 0
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte(prefix)})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
+		for range badgerkv.Prefix(txn, []byte(prefix)) {
 			n++
 		}
 		return nil

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // extendGap makes the gap for evicted records first..last (count of them),
@@ -28,19 +30,9 @@ func (s *Spool) Gaps() ([]Gap, error) {
 	}
 	var gaps []Gap
 	err := s.db.View(func(txn *badger.Txn) error {
-		it := txn.NewIterator(badger.IteratorOptions{Prefix: gapPrefix()})
-		defer it.Close()
-		for it.Rewind(); it.Valid(); it.Next() {
-			item := it.Item()
-			if err := item.Value(func(v []byte) error {
-				g, err := decodeGap(item.Key(), v)
-				gaps = append(gaps, g)
-				return err
-			}); err != nil {
-				return err
-			}
-		}
-		return nil
+		var err error
+		gaps, err = readGaps(txn)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: gaps in %s: %w", s.cfg.Dir, err)
@@ -83,4 +75,19 @@ func (s *Spool) MarkGapsReported(gaps ...Gap) error {
 		}
 	}
 	return nil
+}
+
+// readGaps decodes the stored gaps, by class and first seq.
+func readGaps(txn *badger.Txn) ([]Gap, error) {
+	var gaps []Gap
+	for item := range badgerkv.Prefix(txn, gapPrefix()) {
+		if err := item.Value(func(v []byte) error {
+			g, err := decodeGap(item.Key(), v)
+			gaps = append(gaps, g)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return gaps, nil
 }

@@ -8,6 +8,8 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // load reads the metadata and the segment files and settles every class's
@@ -35,27 +37,22 @@ func (s *Spool) load() error {
 				return fmt.Errorf("%s metadata: %w", c, err)
 			}
 		}
-		it := txn.NewIterator(badger.IteratorOptions{PrefetchValues: true})
-		defer it.Close()
-		for _, prefix := range [][]byte{gapPrefix(), {kindAcked}} {
-			for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
-				item := it.Item()
-				if err := item.Value(func(v []byte) error {
-					if prefix[0] == kindGap {
-						g, err := decodeGap(item.Key(), v)
-						if err == nil {
-							s.cls[g.Class].lastGap = &g // keys sort by first seq: the last one wins
-						}
-						return err
-					}
-					id, size, err := decodeAcked(item.Key(), v)
-					if err == nil {
-						acked[id.Class][id.Seq] = ackEntry{size: size, stored: true}
-					}
-					return err
-				}); err != nil {
-					return err
+		gaps, err := readGaps(txn)
+		if err != nil {
+			return err
+		}
+		for _, g := range gaps {
+			s.cls[g.Class].lastGap = &g // keys sort by first seq: the last one wins
+		}
+		for item := range badgerkv.Prefix(txn, []byte{kindAcked}) {
+			if err := item.Value(func(v []byte) error {
+				id, size, err := decodeAcked(item.Key(), v)
+				if err == nil {
+					acked[id.Class][id.Seq] = ackEntry{size: size, stored: true}
 				}
+				return err
+			}); err != nil {
+				return err
 			}
 		}
 		return nil
