@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Environment of the child process the crash tests start from this test
@@ -25,7 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "append" {
 		os.Exit(appendHelper())
 	}
-	os.Exit(m.Run())
+	// Every spool a test opens must be closed by it: a goroutine that
+	// outlives the tests fails them.
+	goleak.VerifyTestMain(m)
 }
 
 // appendHelper appends records forever, mixing single appends and batches

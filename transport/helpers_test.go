@@ -273,18 +273,6 @@ func startClient(t *testing.T, cfg ClientConfig, src Source) (cl *Client, stop f
 	return cl, stop
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // expiredAgentTLS is agentTLS with a certificate that expired yesterday.
 func (p *testPKI) expiredAgentTLS(t *testing.T, id string, server *testPKI) *tls.Config {
 	t.Helper()
