@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -26,14 +25,7 @@ type agentRecord struct {
 
 func (s *BadgerStore) loadAgent(txn *badger.Txn, id string) (agentRecord, error) {
 	var a agentRecord
-	item, err := txn.Get(agentKey(id))
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return a, nil
-	}
-	if err != nil {
-		return a, fmt.Errorf("load agent %q: %w", id, err)
-	}
-	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &a) }); err != nil {
+	if _, err := getJSON(txn, agentKey(id), &a); err != nil {
 		return a, fmt.Errorf("load agent %q: %w", id, err)
 	}
 	return a, nil

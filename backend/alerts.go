@@ -23,7 +23,7 @@ func (s *BadgerStore) storeAlert(w *txnWriter, agentID string, seq uint64, a *ap
 		a.Id = fmt.Sprintf("%s-%d", agentID, seq) // keyless alerts still need an address
 	}
 	k := key(prefixAlert, a.GetId())
-	old, err := getAlert(w.txn, k)
+	old, err := getProto[api.Alert](w.txn, k)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		st.alertsNew++
@@ -97,26 +97,11 @@ func (s *BadgerStore) Alert(ctx context.Context, id string) (*api.Alert, error) 
 	var a *api.Alert
 	err := s.db.View(func(txn *badger.Txn) error {
 		var err error
-		a, err = getAlert(txn, key(prefixAlert, id))
+		a, err = getProto[api.Alert](txn, key(prefixAlert, id))
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("alert %q: %w", id, err)
-	}
-	return a, nil
-}
-
-func getAlert(txn *badger.Txn, key []byte) (*api.Alert, error) {
-	item, err := txn.Get(key)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	a := &api.Alert{}
-	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, a) }); err != nil {
-		return nil, fmt.Errorf("decode alert: %w", err)
 	}
 	return a, nil
 }

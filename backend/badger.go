@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/badgerkv"
@@ -239,4 +241,39 @@ func agentKey(id string) []byte { return key(prefixAgent, id) }
 
 func eventKey(pos uint64) []byte {
 	return binary.BigEndian.AppendUint64(key(prefixEvent), pos)
+}
+
+// getProto reads the message stored at k; the error wraps ErrNotFound when
+// there is none.
+func getProto[M any, PM interface {
+	*M
+	proto.Message
+}](txn *badger.Txn, k []byte) (PM, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	m := PM(new(M))
+	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, m) }); err != nil {
+		return nil, fmt.Errorf("decode %q: %w", k, err)
+	}
+	return m, nil
+}
+
+// getJSON decodes the JSON value at k into v and reports whether there was one.
+func getJSON[T any](txn *badger.Txn, k []byte, v *T) (bool, error) {
+	item, err := txn.Get(k)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := item.Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
+		return false, fmt.Errorf("decode %q: %w", k, err)
+	}
+	return true, nil
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
 )
@@ -235,20 +234,6 @@ func validateChunk(c *api.InventoryChunk) (reason, detail string) {
 	return "", ""
 }
 
-func getJSON[T any](txn *badger.Txn, k []byte, v *T) (bool, error) {
-	item, err := txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	if err := item.Value(func(b []byte) error { return json.Unmarshal(b, v) }); err != nil {
-		return false, fmt.Errorf("decode %q: %w", k, err)
-	}
-	return true, nil
-}
-
 func loadClusterMeta(txn *badger.Txn, cluster string) (clusterMeta, bool, error) {
 	item, err := txn.Get(clusterKey(cluster))
 	if errors.Is(err, badger.ErrKeyNotFound) {
@@ -269,28 +254,9 @@ func loadClusterMeta(txn *badger.Txn, cluster string) (clusterMeta, bool, error)
 }
 
 func getChunk(txn *badger.Txn, k []byte) (*api.InventoryChunk, error) {
-	item, err := txn.Get(k)
+	c, err := getProto[api.InventoryChunk](txn, k)
 	if err != nil {
-		return nil, fmt.Errorf("read chunk %q: %w", k, err)
-	}
-	c := &api.InventoryChunk{}
-	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, c) }); err != nil {
-		return nil, fmt.Errorf("decode chunk %q: %w", k, err)
+		return nil, fmt.Errorf("chunk %q: %w", k, err)
 	}
 	return c, nil
-}
-
-func getFinding(txn *badger.Txn, k []byte) (*api.Finding, error) {
-	item, err := txn.Get(k)
-	if errors.Is(err, badger.ErrKeyNotFound) {
-		return nil, ErrNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	f := &api.Finding{}
-	if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
-		return nil, fmt.Errorf("decode finding: %w", err)
-	}
-	return f, nil
 }

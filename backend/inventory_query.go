@@ -193,7 +193,7 @@ func (s *BadgerStore) Finding(ctx context.Context, id string) (*api.Finding, err
 		}
 		slices.Sort(clusters)
 		for _, cl := range clusters {
-			f, err = getFinding(txn, findingKey(cl, metas[cl].Gen, id))
+			f, err = getProto[api.Finding](txn, findingKey(cl, metas[cl].Gen, id))
 			if !errors.Is(err, ErrNotFound) {
 				return err
 			}

@@ -90,7 +90,7 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 			f.LastSeen = last
 		}
 		if hasOld {
-			prev, err := getFinding(rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
+			prev, err := getProto[api.Finding](rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return err
 			}

@@ -74,11 +74,9 @@ func (w *txnWriter) flushPage() error {
 		size += entrySize(m)
 	}
 	if w.count+count >= w.s.db.MaxBatchCount() || w.size+size >= w.s.db.MaxBatchSize() {
-		if err := w.commit(); err != nil {
+		if err := w.commitAndContinue(); err != nil {
 			return err
 		}
-		w.txn = w.s.db.NewTransaction(true)
-		w.count, w.size = 0, 0
 	}
 	if err := w.txn.SetEntry(page); err != nil {
 		return fmt.Errorf("ingest: event page: %w", err)
@@ -121,38 +119,38 @@ func (w *txnWriter) touch(r snapRef) {
 // waiting in the writer is not in the transaction, so a commit here never
 // separates an event from its marker.
 func (w *txnWriter) set(e *badger.Entry) error {
-	err := w.txn.SetEntry(e)
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		if err := w.commit(); err != nil {
-			return err
-		}
-		w.txn = w.s.db.NewTransaction(true)
-		w.count, w.size = 0, 0
-		err = w.txn.SetEntry(e)
-	}
-	if err != nil {
-		return fmt.Errorf("ingest: %w", err)
-	}
-	w.count++
-	w.size += entrySize(e)
-	return nil
+	return w.write(func(txn *badger.Txn) error { return txn.SetEntry(e) }, entrySize(e))
 }
 
 func (w *txnWriter) del(k []byte) error {
-	err := w.txn.Delete(k)
+	return w.write(func(txn *badger.Txn) error { return txn.Delete(k) }, entrySize(&badger.Entry{Key: k}))
+}
+
+// write applies op, an entry of size bytes, to the transaction; when the
+// transaction is full it commits it and applies op to the next one.
+func (w *txnWriter) write(op func(*badger.Txn) error, size int64) error {
+	err := op(w.txn)
 	if errors.Is(err, badger.ErrTxnTooBig) {
-		if err := w.commit(); err != nil {
+		if err := w.commitAndContinue(); err != nil {
 			return err
 		}
-		w.txn = w.s.db.NewTransaction(true)
-		w.count, w.size = 0, 0
-		err = w.txn.Delete(k)
+		err = op(w.txn)
 	}
 	if err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	w.count++
-	w.size += entrySize(&badger.Entry{Key: k})
+	w.size += size
+	return nil
+}
+
+// commitAndContinue commits the open transaction and starts the next.
+func (w *txnWriter) commitAndContinue() error {
+	if err := w.commit(); err != nil {
+		return err
+	}
+	w.txn = w.s.db.NewTransaction(true)
+	w.count, w.size = 0, 0
 	return nil
 }
 
