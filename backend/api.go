@@ -348,20 +348,26 @@ func (s *apiServer) listAlerts(w http.ResponseWriter, r *http.Request) {
 
 func (s *apiServer) getAlert(w http.ResponseWriter, r *http.Request) {
 	a, err := s.store.Alert(r.Context(), r.PathValue("id"))
+	s.writeProtoOne(w, r, "alert", a, err)
+}
+
+// writeProtoOne answers a request for one object: {"<name>": m}, 404 when
+// err wraps ErrNotFound, 500 for another error.
+func (s *apiServer) writeProtoOne(w http.ResponseWriter, r *http.Request, name string, m proto.Message, err error) {
 	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "alert not found")
+		writeError(w, http.StatusNotFound, name+" not found")
 		return
 	}
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	b, err := protoJSON.Marshal(a)
+	b, err := protoJSON.Marshal(m)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
-	writeRaw(w, http.StatusOK, append(append([]byte(`{"alert":`), b...), '}'))
+	writeRaw(w, http.StatusOK, append(append([]byte(`{"`+name+`":`), b...), '}'))
 }
 
 func (s *apiServer) listEvents(w http.ResponseWriter, r *http.Request) {

@@ -267,6 +267,19 @@ func (r *pageReader) read(loc pageLocation) ([]byte, error) {
 	return b, nil
 }
 
+// page returns the events an e/ value holds: the page its location names,
+// or the value itself when it is an inline event of the earlier layout.
+func (r *pageReader) page(v []byte) ([]byte, error) {
+	if len(v) == 0 || v[0] != locVersion {
+		return v, nil
+	}
+	loc, err := decodePageLocation(v)
+	if err != nil {
+		return nil, err
+	}
+	return r.read(loc)
+}
+
 func (r *pageReader) close() {
 	for _, f := range r.files {
 		_ = f.Close()

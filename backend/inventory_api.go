@@ -2,7 +2,6 @@ package backend
 
 import (
 	"encoding/json"
-	"errors"
 	"maps"
 	"net/http"
 	"slices"
@@ -212,20 +211,7 @@ func (s *apiServer) listFindings(w http.ResponseWriter, r *http.Request) {
 
 func (s *apiServer) getFinding(w http.ResponseWriter, r *http.Request) {
 	f, err := s.store.Finding(r.Context(), r.PathValue("id"))
-	if errors.Is(err, ErrNotFound) {
-		writeError(w, http.StatusNotFound, "finding not found")
-		return
-	}
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	b, err := protoJSON.Marshal(f)
-	if err != nil {
-		s.internalError(w, r, err)
-		return
-	}
-	writeRaw(w, http.StatusOK, append(append([]byte(`{"finding":`), b...), '}'))
+	s.writeProtoOne(w, r, "finding", f, err)
 }
 
 // UI pages.

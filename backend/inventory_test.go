@@ -138,16 +138,12 @@ func TestSnapshotReplacesOnlyWhenComplete(t *testing.T) {
 		}
 	}
 	out := metricsText(t, m)
-	for _, w := range []string{
+	wantMetricLines(t, out,
 		"harrier_backend_inventory_chunks_total 4",
 		"harrier_backend_inventory_snapshots_completed_total 2",
 		`harrier_backend_records_total{class="finding"} 4`,
 		`harrier_backend_findings{severity="critical"} 0`,
-	} {
-		if !strings.Contains(out, w+"\n") {
-			t.Errorf("metrics lack %q", w)
-		}
-	}
+	)
 }
 
 func TestLostChunkKeepsPreviousSnapshot(t *testing.T) {
@@ -178,14 +174,10 @@ func TestLostChunkKeepsPreviousSnapshot(t *testing.T) {
 		t.Fatalf("items after resend of current %v", got)
 	}
 	out := metricsText(t, m)
-	for _, w := range []string{
+	wantMetricLines(t, out,
 		`harrier_backend_inventory_pending_dropped_total{reason="superseded"} 1`,
 		`harrier_backend_inventory_pending_dropped_total{reason="stale"} 2`,
-	} {
-		if !strings.Contains(out, w+"\n") {
-			t.Errorf("metrics lack %q", w)
-		}
-	}
+	)
 }
 
 func TestDuplicateChunkIsIdempotent(t *testing.T) {
@@ -283,10 +275,7 @@ func TestMalformedChunksRejected(t *testing.T) {
 			if n := countKeys(t, s, prefixPendingChunk); n != pendingBefore {
 				t.Errorf("pending chunks %d → %d: the malformed chunk was stored", pendingBefore, n)
 			}
-			want := `harrier_backend_inventory_chunks_rejected_total{reason="` + tc.reason + `"} 1`
-			if out := metricsText(t, m); !strings.Contains(out, want+"\n") {
-				t.Errorf("metrics lack %q", want)
-			}
+			wantMetricLines(t, metricsText(t, m), `harrier_backend_inventory_chunks_rejected_total{reason="`+tc.reason+`"} 1`)
 			if !strings.Contains(logBuf.String(), "inventory chunk rejected") || !strings.Contains(logBuf.String(), "reason="+tc.reason) {
 				t.Errorf("log lacks the rejection:\n%s", logBuf.String())
 			}

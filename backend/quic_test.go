@@ -6,12 +6,14 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/transport"
 )
 
@@ -45,27 +47,7 @@ func (s *recordSource) left() int {
 // BadgerStore, and reads the result back through the HTTP API.
 func TestInventoryOverQUIC(t *testing.T) {
 	dir := t.TempDir()
-	pki := filepath.Join(dir, "pki")
-	caCert, caKey, err := transport.NewCA("test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey, err := transport.IssueServer(caCert, caKey, []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	agentCert, agentKey, err := transport.IssueAgent(caCert, caKey, "leader-1", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []struct {
-		name      string
-		cert, key []byte
-	}{{"ca", caCert, nil}, {"server", srvCert, srvKey}, {"leader-1", agentCert, agentKey}} {
-		if err := transport.WriteFiles(pki, f.name, f.cert, f.key); err != nil {
-			t.Fatal(err)
-		}
-	}
+	pki := writeTestPKI(t, filepath.Join(dir, "pki"), "leader-1")
 	serverTLS, err := transport.ServerTLS(filepath.Join(pki, "server.crt"), filepath.Join(pki, "server.key"), filepath.Join(pki, "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
@@ -84,9 +66,8 @@ func TestInventoryOverQUIC(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = srv.Serve(ctx) }()
+	var g errgroup.Group
+	g.Go(func() error { return srv.Serve(ctx) })
 
 	// Snapshot s1 in 3 chunks, s2 missing its part 1 (as after a spool
 	// eviction), plus one malformed chunk: s1 must become current and stay.
@@ -106,16 +87,12 @@ func TestInventoryOverQUIC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { defer wg.Done(); _ = cl.Run(ctx) }()
-	deadline := time.Now().Add(20 * time.Second)
-	for src.left() > 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d records not acked after 20s", src.left())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	g.Go(func() error { return cl.Run(ctx) })
+	testenv.WaitFor(t, 20*time.Second, "every record acked", func() bool { return src.left() == 0 })
 	cancel()
-	wg.Wait()
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
 
 	apiSrv := httptest.NewServer(NewAPI(st, APIConfig{Token: testToken, Metrics: m}, nil))
 	defer apiSrv.Close()
@@ -136,18 +113,41 @@ func TestInventoryOverQUIC(t *testing.T) {
 		t.Errorf("findings over QUIC: %+v", fs.Findings)
 	}
 	metrics := ts.authGet(t, "/metrics").body
-	for _, w := range []string{
+	wantMetricLines(t, metrics,
 		"harrier_backend_inventory_chunks_total 5",
 		"harrier_backend_inventory_snapshots_completed_total 1",
 		`harrier_backend_inventory_chunks_rejected_total{reason="part_out_of_range"} 1`,
 		`harrier_backend_findings{severity="high"} 1`,
-	} {
-		if !containsLine(metrics, w) {
-			t.Errorf("metrics lack %q", w)
-		}
-	}
+	)
 }
 
-func containsLine(text, line string) bool {
-	return slices.Contains(strings.Split(text, "\n"), line)
+// writeTestPKI writes, the way `harrier certs` does, a CA (ca.crt), a
+// backend certificate for 127.0.0.1 (server.crt, server.key) and one for
+// each agent (<id>.crt, <id>.key) into dir, and returns dir.
+func writeTestPKI(t *testing.T, dir string, agents ...string) string {
+	t.Helper()
+	caCert, caKey, err := transport.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteFiles(dir, "ca", caCert, nil); err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := transport.IssueServer(caCert, caKey, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteFiles(dir, "server", srvCert, srvKey); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range agents {
+		cert, key, err := transport.IssueAgent(caCert, caKey, id, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := transport.WriteFiles(dir, id, cert, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }

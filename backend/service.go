@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/harrier-sec/harrier/backend/vulndb"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -155,34 +157,31 @@ func (s *Service) IngestAddr() net.Addr { return s.ingest.Addr() }
 func (s *Service) APIAddr() net.Addr { return s.api.Addr() }
 
 // Run serves until ctx is done (or a listener fails), then stops ingest,
-// shuts the API down and closes the store, in that order.
+// shuts the API down and closes the store, in that order. Every goroutine it
+// starts has returned when it does.
 func (s *Service) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ingestDone := make(chan error, 1)
-	apiDone := make(chan error, 1)
-	go func() { ingestDone <- s.ingest.Serve(ctx) }()
-	go func() {
-		if err := s.http.Serve(s.api); !errors.Is(err, http.ErrServerClosed) {
-			apiDone <- fmt.Errorf("API: %w", err)
-			return
+	g, ctx := errgroup.WithContext(ctx)
+	ingestDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(ingestDone)
+		if err := s.ingest.Serve(ctx); err != nil {
+			return fmt.Errorf("ingest: %w", err)
 		}
-		apiDone <- nil
-	}()
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.http.Serve(s.api); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done() // the caller's, or a failure of either server
+		<-ingestDone
+		shut, stop := context.WithTimeout(context.Background(), 5*time.Second)
+		defer stop()
+		return s.http.Shutdown(shut)
+	})
 	s.log.Info("backend running", "api", "http://"+s.api.Addr().String()+"/", "ingest", s.cfg.IngestAddr)
-	var ingestErr, apiErr error
-	ingestOver := false
-	select {
-	case <-ctx.Done():
-	case ingestErr = <-ingestDone:
-		ingestOver = true
-	case apiErr = <-apiDone:
-	}
-	cancel()
-	if !ingestOver {
-		ingestErr = <-ingestDone
-	}
-	shut, stop := context.WithTimeout(context.Background(), 5*time.Second)
-	defer stop()
-	return errors.Join(ingestErr, apiErr, s.http.Shutdown(shut), s.store.Close())
+	return errors.Join(g.Wait(), s.store.Close())
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
+
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
 // metaDirName is the Badger directory inside the spool's Dir.
@@ -42,8 +43,7 @@ const metadataAllowance int64 = 16 << 20
 // badgerOptions is the metadata profile for a Badger directory.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
 	return badger.DefaultOptions(dir).
-		WithLogger(slogLogger{log: log}).
-		WithLoggingLevel(badger.WARNING).
+		WithLogger(badgerkv.Logger(log)).
 		WithMetricsEnabled(false).
 		WithMemTableSize(memTableSize).
 		WithNumMemtables(numMemtables).
@@ -81,26 +81,6 @@ func compactIfNeeded(db *badger.DB) error {
 	}
 	return nil
 }
-
-// slogLogger routes Badger's log to slog. Badger logs at info level on every
-// compaction; only warnings and errors reach the agent's log.
-type slogLogger struct{ log *slog.Logger }
-
-func (l slogLogger) Errorf(f string, a ...any) {
-	l.log.Error("badger", "detail", fmt.Sprintf(f, a...))
-}
-
-func (l slogLogger) Warningf(f string, a ...any) {
-	l.log.Warn("badger", "detail", fmt.Sprintf(f, a...))
-}
-
-func (l slogLogger) Infof(f string, a ...any) {
-	if l.log.Enabled(context.Background(), slog.LevelDebug) {
-		l.log.Debug("badger", "detail", fmt.Sprintf(f, a...))
-	}
-}
-
-func (l slogLogger) Debugf(string, ...any) {}
 
 // diskUsage is the space the files under dir occupy on disk: allocated
 // blocks, not apparent sizes, because Badger keeps its open memtable WAL and

@@ -99,18 +99,7 @@ func fillAndDrain(tb testing.TB, s *Spool) (full, drained int64) {
 	if full, err = diskUsage(s.cfg.Dir); err != nil {
 		tb.Fatal(err)
 	}
-	for {
-		recs, err := s.Next(1000, 4<<20)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if len(recs) == 0 {
-			break
-		}
-		if err := s.Ack(ids(recs)...); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	drainEach(tb, s, 1000, 4<<20, nil)
 	if err := s.Reclaim(context.Background()); err != nil {
 		tb.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // Environment of the child process the crash tests start from this test
@@ -25,7 +27,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) == "append" {
 		os.Exit(appendHelper())
 	}
-	os.Exit(m.Run())
+	// Every spool a test opens must be closed by it: a goroutine that
+	// outlives the tests fails them.
+	goleak.VerifyTestMain(m)
 }
 
 // appendHelper appends records forever, mixing single appends and batches
@@ -158,19 +162,7 @@ func TestSurvivesKill9(t *testing.T) {
 		depth += cs.Depth
 	}
 	var n uint64
-	for {
-		recs, err := s.Next(1000, 64<<20)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(recs) == 0 {
-			break
-		}
-		n += uint64(len(recs))
-		if err := s.Ack(ids(recs)...); err != nil {
-			t.Fatal(err)
-		}
-	}
+	drainEach(t, s, 1000, 64<<20, func(Record) { n++ })
 	if n != depth || n < uint64(len(all)) {
 		t.Fatalf("drained %d records, stats said %d, %d acknowledged", n, depth, len(all))
 	}

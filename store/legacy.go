@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/harrier-sec/harrier/internal/badgerkv"
 	"github.com/harrier-sec/harrier/internal/fsync"
 )
 
@@ -132,13 +134,12 @@ func (s *Spool) seedFromLegacy(old *badger.DB) ([numClasses + 1]legacyMeta, erro
 			// live record, or after the last one when none is left.
 			m := &metas[c]
 			first := m.next
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{legacyRecordKind, byte(c)}})
-			if it.Seek(legacyRecordKey(c, m.head)); it.Valid() {
-				if seq, ok := legacyRecordSeq(it.Item().Key()); ok {
+			for item := range badgerkv.PrefixFrom(txn, []byte{legacyRecordKind, byte(c)}, legacyRecordKey(c, m.head)) {
+				if seq, ok := legacyRecordSeq(item.Key()); ok {
 					first = min(seq, m.next)
 				}
+				break
 			}
-			it.Close()
 			m.head = first
 		}
 		return s.db.Update(func(w *badger.Txn) error {
@@ -149,17 +150,15 @@ func (s *Spool) seedFromLegacy(old *badger.DB) ([numClasses + 1]legacyMeta, erro
 					return err
 				}
 			}
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: gapPrefix(), PrefetchValues: true})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				v, err := it.Item().ValueCopy(nil)
+			for item := range badgerkv.Prefix(txn, gapPrefix()) {
+				v, err := item.ValueCopy(nil)
 				if err != nil {
 					return err
 				}
-				if _, err := decodeGap(it.Item().Key(), v); err != nil {
+				if _, err := decodeGap(item.Key(), v); err != nil {
 					return err
 				}
-				if err := w.Set(it.Item().KeyCopy(nil), v); err != nil {
+				if err := w.Set(item.KeyCopy(nil), v); err != nil {
 					return err
 				}
 			}
@@ -205,18 +204,15 @@ func (s *Spool) copyLegacyRecords(old *badger.DB, metas [numClasses + 1]legacyMe
 		}
 		want := metas[c].head
 		err := old.View(func(txn *badger.Txn) error {
-			prefix := []byte{legacyRecordKind, byte(c)}
-			it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix, PrefetchValues: true})
-			defer it.Close()
-			for it.Rewind(); it.Valid(); it.Next() {
-				seq, ok := legacyRecordSeq(it.Item().Key())
+			for item := range badgerkv.Prefix(txn, []byte{legacyRecordKind, byte(c)}) {
+				seq, ok := legacyRecordSeq(item.Key())
 				if !ok {
-					return fmt.Errorf("%s record key %x: %w", c, it.Item().Key(), errCorrupt)
+					return fmt.Errorf("%s record key %x: %w", c, item.Key(), errCorrupt)
 				}
 				if seq < want || seq >= metas[c].next {
 					continue // acknowledged or evicted, not yet compacted away
 				}
-				v, err := it.Item().ValueCopy(nil)
+				v, err := item.ValueCopy(nil)
 				if err != nil {
 					return err
 				}

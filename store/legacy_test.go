@@ -84,24 +84,12 @@ func TestOpenMovesTheEarlierLayout(t *testing.T) {
 		t.Fatalf("a new finding got seq %d, want 8 (sequences continue)", seq)
 	}
 	var got []string
-	for {
-		recs, err := s.Next(100, 1<<20)
-		if err != nil {
-			t.Fatal(err)
+	drainEach(t, s, 100, 1<<20, func(r Record) {
+		if r.Class != ClassFinding && (!r.AppendedAt.Equal(at) || string(r.Payload) != string(payloadFor(r.Class, int(r.Seq), 40))) {
+			t.Fatalf("%v: at %v payload %q", r.RecordID, r.AppendedAt, r.Payload)
 		}
-		if len(recs) == 0 {
-			break
-		}
-		for _, r := range recs {
-			if r.Class != ClassFinding && (!r.AppendedAt.Equal(at) || string(r.Payload) != string(payloadFor(r.Class, int(r.Seq), 40))) {
-				t.Fatalf("%v: at %v payload %q", r.RecordID, r.AppendedAt, r.Payload)
-			}
-			got = append(got, fmt.Sprintf("%s/%d", r.Class, r.Seq))
-		}
-		if err := s.Ack(ids(recs)...); err != nil {
-			t.Fatal(err)
-		}
-	}
+		got = append(got, fmt.Sprintf("%s/%d", r.Class, r.Seq))
+	})
 	if want := "[alert/1 alert/2 finding/8 event/5 event/6 event/8 event/9]"; fmt.Sprint(got) != want {
 		t.Fatalf("delivered %v, want %s", got, want)
 	}

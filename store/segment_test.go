@@ -28,24 +28,13 @@ func segmentFiles(t *testing.T, dir string, c Class) []string {
 func drain(t *testing.T, s *Spool) map[Class][]uint64 {
 	t.Helper()
 	out := map[Class][]uint64{}
-	for {
-		recs, err := s.Next(64, 1<<20)
-		if err != nil {
-			t.Fatal(err)
+	drainEach(t, s, 64, 1<<20, func(r Record) {
+		if !bytes.Equal(r.Payload, payloadFor(r.Class, int(r.Seq), len(r.Payload))) {
+			t.Fatalf("%v: payload %.40q", r.RecordID, r.Payload)
 		}
-		if len(recs) == 0 {
-			return out
-		}
-		for _, r := range recs {
-			if !bytes.Equal(r.Payload, payloadFor(r.Class, int(r.Seq), len(r.Payload))) {
-				t.Fatalf("%v: payload %.40q", r.RecordID, r.Payload)
-			}
-			out[r.Class] = append(out[r.Class], r.Seq)
-		}
-		if err := s.Ack(ids(recs)...); err != nil {
-			t.Fatal(err)
-		}
-	}
+		out[r.Class] = append(out[r.Class], r.Seq)
+	})
+	return out
 }
 
 func appendSeqPayloads(t *testing.T, s *Spool, c Class, n, size int) {

@@ -82,6 +82,30 @@ func mustAppend(t testing.TB, s *Spool, c Class, p []byte) uint64 {
 	return seq
 }
 
+// drainEach reads batches of up to max records and maxBytes until the spool
+// is empty, calls each (if not nil) with every record of a batch, then
+// acknowledges the batch.
+func drainEach(tb testing.TB, s *Spool, max, maxBytes int, each func(Record)) {
+	tb.Helper()
+	for {
+		recs, err := s.Next(max, maxBytes)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if len(recs) == 0 {
+			return
+		}
+		if each != nil {
+			for _, r := range recs {
+				each(r)
+			}
+		}
+		if err := s.Ack(ids(recs)...); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
 func ids(recs []Record) []RecordID {
 	out := make([]RecordID, len(recs))
 	for i, r := range recs {

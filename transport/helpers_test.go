@@ -67,10 +67,17 @@ func (p *testPKI) agentTLS(t *testing.T, id string, server *testPKI) *tls.Config
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := WriteFiles(p.dir, id, cert, key); err != nil {
+	return p.clientTLS(t, id, cert, key, server)
+}
+
+// clientTLS writes an agent's certificate and key as name.crt and name.key
+// and returns the client config that uses them and trusts server's CA.
+func (p *testPKI) clientTLS(t *testing.T, name string, cert, key []byte, server *testPKI) *tls.Config {
+	t.Helper()
+	if err := WriteFiles(p.dir, name, cert, key); err != nil {
 		t.Fatal(err)
 	}
-	c, err := ClientTLS(p.path(id+".crt"), p.path(id+".key"), server.path("ca.crt"), "127.0.0.1")
+	c, err := ClientTLS(p.path(name+".crt"), p.path(name+".key"), server.path("ca.crt"), "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,54 +242,38 @@ func startServer(t *testing.T, cfg ServerConfig, sink Sink) (srv *Server, stop f
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		})
-	}
-	t.Cleanup(stop)
-	return srv, stop
+	return srv, runUntilStopped(t, "Serve", srv.Serve)
 }
 
+// startClient runs a client until the test ends or stop is called; stop
+// waits for Run to return.
 func startClient(t *testing.T, cfg ClientConfig, src Source) (cl *Client, stop func()) {
 	t.Helper()
 	cl, err := NewClient(cfg, src, testLogger(t).With("side", "client", "agent_id", cfg.AgentID))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return cl, runUntilStopped(t, "Run", cl.Run)
+}
+
+// runUntilStopped runs run in a goroutine until the returned stop (also
+// called when the test ends) cancels its context; stop waits for run to
+// return and fails t if it returned an error.
+func runUntilStopped(t *testing.T, name string, run func(context.Context) error) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- cl.Run(ctx) }()
+	go func() { done <- run(ctx) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
-				t.Errorf("Run: %v", err)
+				t.Errorf("%s: %v", name, err)
 			}
 		})
 	}
 	t.Cleanup(stop)
-	return cl, stop
-}
-
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return stop
 }
 
 // expiredAgentTLS is agentTLS with a certificate that expired yesterday.
@@ -300,13 +291,5 @@ func (p *testPKI) expiredAgentTLS(t *testing.T, id string, server *testPKI) *tls
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := id + "-expired"
-	if err := WriteFiles(p.dir, name, cert, key); err != nil {
-		t.Fatal(err)
-	}
-	c, err := ClientTLS(p.path(name+".crt"), p.path(name+".key"), server.path("ca.crt"), "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return p.clientTLS(t, id+"-expired", cert, key, server)
 }

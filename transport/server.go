@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/harrier-sec/harrier/api"
 )
@@ -220,25 +221,32 @@ func (s *Server) Close() error {
 // Serve accepts connections until ctx is done, then closes every connection
 // (telling agents so, which makes them reconnect at once), waits for the
 // handlers and releases the socket. It returns nil after ctx ends; call it
-// once.
+// once. If accepting fails, it closes the connections the same way and
+// returns the error.
 func (s *Server) Serve(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer func() {
-		wg.Wait()
-		_ = s.Close()
-	}()
+	defer s.Close()
 	s.log.Info("transport server listening", "addr", s.Addr().String(), "alpn", ALPN)
-	for {
-		conn, err := s.ln.Accept(ctx)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+	// The handlers run under the group's context: an accept error cancels
+	// it, which closes their connections, so Wait does not sit out the
+	// agents' idle timeouts.
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		for {
+			conn, err := s.ln.Accept(gctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("accept: %w", err)
 			}
-			return fmt.Errorf("accept: %w", err)
+			s.connections.Add(1)
+			g.Go(func() error {
+				s.handleConn(gctx, conn)
+				return nil
+			})
 		}
-		s.connections.Add(1)
-		wg.Go(func() { s.handleConn(ctx, conn) })
-	}
+	})
+	return g.Wait()
 }
 
 func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
@@ -271,8 +279,8 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 	}
 	log.Info("agent connected", "0rtt", used0RTT)
 
-	var wg sync.WaitGroup
-	defer wg.Wait()
+	var streams errgroup.Group
+	defer func() { _ = streams.Wait() }()
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
@@ -281,7 +289,10 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 			}
 			return
 		}
-		wg.Go(func() { s.handleStream(ctx, str, id, log) })
+		streams.Go(func() error {
+			s.handleStream(ctx, str, id, log)
+			return nil
+		})
 	}
 }
 

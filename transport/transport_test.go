@@ -9,6 +9,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 const agent = "agent-1"
@@ -47,7 +49,7 @@ func TestHappyPathPriorityExactlyOnce(t *testing.T) {
 	cfg := fastClient(srv.Addr().String(), pki.agentTLS(t, agent, pki), agent)
 	cfg.BatchRecords = 100
 	cl, _ := startClient(t, cfg, src)
-	waitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
+	testenv.WaitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
 
 	order, seen, _, _ := sink.snapshot()
 	if len(order) != n || len(seen) != n {
@@ -91,19 +93,20 @@ func TestServerRestartLosesNothing(t *testing.T) {
 	cfg.BatchRecords = 50
 	cl, _ := startClient(t, cfg, src)
 
-	waitFor(t, 10*time.Second, "first records stored", func() bool { return sink.records() >= 500 })
+	testenv.WaitFor(t, 10*time.Second, "first records stored", func() bool { return sink.records() >= 500 })
 	stop()
 	before := sink.records()
 	if before >= n {
 		t.Fatalf("everything arrived before the restart (%d); the test needs a slower sink", before)
 	}
-	time.Sleep(300 * time.Millisecond) // the backend is down for a while
-	if cl.Stats().Connected {
-		t.Fatal("client reports connected while the backend is down")
-	}
+	// The backend stays down until the client has noticed and begun to redial.
+	testenv.WaitFor(t, 10*time.Second, "the client to report the backend down and redial", func() bool {
+		st := cl.Stats()
+		return !st.Connected && st.Reconnects > 0
+	})
 
 	srv2, _ := startServer(t, ServerConfig{Addr: addr, TLS: pki.serverTLS(t)}, sink)
-	waitFor(t, 20*time.Second, "all records acked after restart", func() bool { return src.left() == 0 })
+	testenv.WaitFor(t, 20*time.Second, "all records acked after restart", func() bool { return src.left() == 0 })
 
 	_, seen, _, _ := sink.snapshot()
 	dups := 0
@@ -160,8 +163,8 @@ func TestAuthentication(t *testing.T) {
 			before := tc.counter(srv.Stats())
 			src := newSliceSource(makeRecords(20, nil))
 			cl, stop := startClient(t, fastClient(addr, tc.tls, tc.id), src)
-			waitFor(t, 10*time.Second, "server to count the refusal", func() bool { return tc.counter(srv.Stats()) > before })
-			waitFor(t, 5*time.Second, "client to see an error", func() bool { return cl.Stats().LastError != "" })
+			testenv.WaitFor(t, 10*time.Second, "server to count the refusal", func() bool { return tc.counter(srv.Stats()) > before })
+			testenv.WaitFor(t, 5*time.Second, "client to see an error", func() bool { return cl.Stats().LastError != "" })
 			stop()
 			st := cl.Stats()
 			if src.left() != 20 || st.RecordsAcked != 0 {
@@ -232,7 +235,7 @@ func TestBadFramesCloseOnlyTheStream(t *testing.T) {
 			t.Fatalf("%s: got ack %v, err %v; want the stream reset with CodeBadFrame", tc.name, ack, err)
 		}
 	}
-	waitFor(t, 5*time.Second, "bad frames counted", func() bool { return srv.Stats().BadFrames == uint64(len(tests)) })
+	testenv.WaitFor(t, 5*time.Second, "bad frames counted", func() bool { return srv.Stats().BadFrames == uint64(len(tests)) })
 
 	// The same connection still delivers a good batch.
 	str, err := conn.OpenStreamSync(ctx)
@@ -319,7 +322,7 @@ func TestBandwidthCap(t *testing.T) {
 	cfg.BatchRecords = 10
 	start := time.Now()
 	cl, _ := startClient(t, cfg, src)
-	waitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
+	testenv.WaitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
 	elapsed := time.Since(start)
 
 	sent := cl.Stats().BytesSent
@@ -354,7 +357,7 @@ func TestHeartbeatsAndGaps(t *testing.T) {
 		return []*api.Gap{gap}
 	}
 	cl, stop := startClient(t, cfg, newSliceSource(nil))
-	waitFor(t, 10*time.Second, "three heartbeats", func() bool {
+	testenv.WaitFor(t, 10*time.Second, "three heartbeats", func() bool {
 		_, _, hb, _ := sink.snapshot()
 		return len(hb) >= 3
 	})
@@ -382,18 +385,33 @@ func TestReconnectResumesWith0RTT(t *testing.T) {
 	sink := newMemSink()
 	srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
 	tlsConf := pki.agentTLS(t, agent, pki) // one session cache for both runs
+	tickets := &ticketCache{ClientSessionCache: tlsConf.ClientSessionCache}
+	tlsConf.ClientSessionCache = tickets
 
 	cfg := fastClient(srv.Addr().String(), tlsConf, agent)
 	_, stop := startClient(t, cfg, newSliceSource(makeRecords(10, nil)))
-	waitFor(t, 10*time.Second, "first run delivered", func() bool { return sink.records() == 10 })
-	time.Sleep(100 * time.Millisecond) // let the session ticket arrive
+	testenv.WaitFor(t, 10*time.Second, "first run delivered", func() bool { return sink.records() == 10 })
+	testenv.WaitFor(t, 10*time.Second, "a session ticket", func() bool { return tickets.stored.Load() > 0 })
 	stop()
 
 	recs := makeRecords(20, nil)[10:]
 	src := newSliceSource(recs)
 	_, _ = startClient(t, cfg, src)
-	waitFor(t, 10*time.Second, "second run delivered", func() bool { return src.left() == 0 })
+	testenv.WaitFor(t, 10*time.Second, "second run delivered", func() bool { return src.left() == 0 })
 	if ss := srv.Stats(); ss.ZeroRTT == 0 {
 		t.Fatalf("server stats %+v: want the second connection resumed with 0-RTT", ss)
 	}
+}
+
+// ticketCache counts the session tickets the client stores.
+type ticketCache struct {
+	tls.ClientSessionCache
+	stored atomic.Int64
+}
+
+func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
+	if cs != nil {
+		c.stored.Add(1)
+	}
+	c.ClientSessionCache.Put(key, cs)
 }

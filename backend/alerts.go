@@ -1,0 +1,107 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
+)
+
+func (s *BadgerStore) storeAlert(w *txnWriter, agentID string, seq uint64, a *api.Alert, st *ingestStats) error {
+	if a == nil {
+		return nil
+	}
+	a = proto.CloneOf(a)
+	if a.GetId() == "" {
+		a.Id = fmt.Sprintf("%s-%d", agentID, seq) // keyless alerts still need an address
+	}
+	k := key(prefixAlert, a.GetId())
+	old, err := getProto[api.Alert](w.txn, k)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		st.alertsNew++
+	case err != nil:
+		return err
+	default:
+		mergeAlert(a, old)
+		st.alertsUpdated++
+	}
+	v, err := proto.Marshal(a)
+	if err != nil {
+		return fmt.Errorf("marshal alert %s: %w", a.GetId(), err)
+	}
+	return w.set(badger.NewEntry(k, v))
+}
+
+// mergeAlert makes the incoming repeat a of an alert keep what the stored one
+// knew: updates can arrive out of order after an outage.
+func mergeAlert(a, old *api.Alert) {
+	a.Count = max(a.GetCount(), old.GetCount())
+	if old.GetLastSeen() != nil && (a.GetLastSeen() == nil || old.GetLastSeen().AsTime().After(a.GetLastSeen().AsTime())) {
+		a.LastSeen = old.GetLastSeen()
+	}
+	if old.GetFirstSeen() != nil && (a.GetFirstSeen() == nil || old.GetFirstSeen().AsTime().Before(a.GetFirstSeen().AsTime())) {
+		a.FirstSeen = old.GetFirstSeen()
+	}
+	if len(a.GetEvidence()) == 0 {
+		a.Evidence = old.GetEvidence()
+	}
+}
+
+// Alerts scans every alert. Alerts are de-duplicated on the nodes, so even a
+// busy site holds thousands, not millions; a fleet store would index.
+func (s *BadgerStore) Alerts(ctx context.Context, q AlertQuery) ([]*api.Alert, error) {
+	var out []*api.Alert
+	err := s.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.Prefix(txn, key(prefixAlert)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			a := &api.Alert{}
+			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, a) }); err != nil {
+				return fmt.Errorf("alert %q: %w", item.Key(), err)
+			}
+			if alertMatches(a, q) {
+				out = append(out, a)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list alerts: %w", err)
+	}
+	slices.SortFunc(out, func(x, y *api.Alert) int {
+		if c := y.GetLastSeen().AsTime().Compare(x.GetLastSeen().AsTime()); c != 0 {
+			return c
+		}
+		return strings.Compare(x.GetId(), y.GetId())
+	})
+	if l := effectiveLimit(q.Limit); len(out) > l {
+		out = out[:l]
+	}
+	return out, nil
+}
+
+// Alert returns one alert.
+func (s *BadgerStore) Alert(ctx context.Context, id string) (*api.Alert, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var a *api.Alert
+	err := s.db.View(func(txn *badger.Txn) error {
+		var err error
+		a, err = getProto[api.Alert](txn, key(prefixAlert, id))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("alert %q: %w", id, err)
+	}
+	return a, nil
+}
