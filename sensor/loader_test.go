@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
@@ -105,7 +106,7 @@ func TestConfigValidation(t *testing.T) {
 		{"relative watch path", Config{WatchPaths: []string{"etc/shadow"}}, "must be absolute"},
 		{"long watch path", Config{WatchPaths: []string{"/" + strings.Repeat("a", 300)}}, "longer than"},
 		{"negative queue", Config{QueueSize: -1}, "queueSize"},
-		{"flush too long", Config{FlushInterval: Duration(time.Minute)}, "flushInterval"},
+		{"flush too long", Config{FlushInterval: confval.Duration(time.Minute)}, "flushInterval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -343,13 +343,13 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// On a quiet node the deadline backs off (doubling up to
 	// idleFlushFactor × FlushInterval) so that an idle sensor does not wake
 	// 40 times a second; the first record after a quiet spell resets it.
-	flush := time.Duration(s.cfg.FlushInterval)
+	flush := s.cfg.FlushInterval.Std()
 	wait, readSince := flush, false
 	// Overload is the queue past shedAt, or its head older than
 	// maxQueueDelay: checked every stride records, which costs one clock
 	// read per stride.
 	clock := newQueueClock(cap(out))
-	maxDelay := time.Duration(s.cfg.MaxQueueDelay)
+	maxDelay := s.cfg.MaxQueueDelay.Std()
 	lagging := false
 	s.reader.SetDeadline(time.Now().Add(wait))
 	for {

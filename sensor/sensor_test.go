@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/runctest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
@@ -831,7 +832,7 @@ func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
 func TestShedWhenTheQueueIsOld(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir, plain, secret, written := shedFiles(t)
-	s := newRawSensor(t, Config{QueueSize: 8192, MaxQueueDelay: Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
+	s := newRawSensor(t, Config{QueueSize: 8192, MaxQueueDelay: confval.Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
 		SensitivePaths: []string{secret}})
 	out, stop := runRaw(t, s, s.QueueSize())
 	defer func() {
