@@ -126,7 +126,7 @@ const (
 	// 250 ms is well above that at sustainable rates, and leaves most of
 	// the 1 s alert-latency target to the rest of the pipeline in a storm.
 	defaultMaxQueueDelay = 250 * time.Millisecond
-	maxWatchPrefixBytes  = 255 // the LPM trie key size in the BPF program, less one
+	maxWatchPrefixBytes  = len(sensorLpmKey{}.Data) - 1 // the LPM trie key size in the BPF program, less one
 	maxWatchPaths        = 1024
 )
 
