@@ -107,7 +107,7 @@ deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 		make git ca-certificates runc busybox-static iproute2 \
-		clang llvm libbpf-dev bpftool protobuf-compiler \
+		clang llvm libbpf-dev bpftool protobuf-compiler libprotobuf-dev \
 		systemd util-linux rpm containerd
 
 # The test control plane (etcd, kube-apiserver, kubectl) built from the Go
