@@ -89,6 +89,9 @@ type Sensor struct {
 	cgroups  *cgroupResolver
 	views    *viewCache
 	bootTime time.Time
+	// queueNow reads the clock that ages queued events; tests substitute
+	// one they advance.
+	queueNow func() time.Time
 	status   Status
 	seq      atomic.Uint64
 
@@ -125,7 +128,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
-	s := &Sensor{cfg: cfg, log: log}
+	s := &Sensor{cfg: cfg, log: log, queueNow: time.Now}
 	shed, err := ParseKinds(cfg.ShedKinds)
 	if err != nil {
 		return nil, fmt.Errorf("sensor config: shedKinds: %w", err)
@@ -340,7 +343,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// Overload is the queue past shedAt, or its head older than
 	// maxQueueDelay: checked every stride records, which costs one clock
 	// read per stride.
-	clock := newQueueClock(cap(out))
+	clock := newQueueClock(cap(out), s.queueNow())
 	maxDelay := s.cfg.MaxQueueDelay.Std()
 	lagging := false
 	s.reader.SetDeadline(time.Now().Add(wait))
@@ -377,7 +380,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 		case queued == 0:
 			lagging = false
 		case received%queueClockStride == 0:
-			age := clock.headAge(s.emitted.Load(), queued, time.Now())
+			age := clock.headAge(s.emitted.Load(), queued, s.queueNow())
 			s.queueAge.Store(int64(age))
 			lagging = age > maxDelay
 		}
@@ -400,7 +403,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			// Emitted counts what entered the queue: this event's index is
 			// one less.
 			if i := s.emitted.Add(1) - 1; closesBlock(i) {
-				clock.enqueued(i, time.Now())
+				clock.enqueued(i, s.queueNow())
 			}
 			if inContainer {
 				s.inContainer[rec.Kind].Add(1)
