@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"sigs.k8s.io/yaml"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
@@ -204,5 +205,21 @@ func TestRingBufferFull(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigDurations: durations in the YAML config are Go duration strings.
+func TestConfigDurations(t *testing.T) {
+	var cfg Config
+	if err := yaml.UnmarshalStrict([]byte("flushInterval: 10ms\nmaxQueueDelay: 1s\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.FlushInterval.Std() != 10*time.Millisecond || cfg.MaxQueueDelay.Std() != time.Second {
+		t.Errorf("decoded %v, %v", cfg.FlushInterval.Std(), cfg.MaxQueueDelay.Std())
+	}
+	for _, bad := range []string{"flushInterval: 10\n", "flushInterval: soon\n"} {
+		if err := yaml.UnmarshalStrict([]byte(bad), &cfg); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }
