@@ -114,7 +114,7 @@ check-generated: generate
 # systemd-analyze (unit checks), util-linux setpriv (capability checks),
 # rpm reads the built rpm back, containerd (with ctr) imports and runs the image.
 DEB_PACKAGES := make git ca-certificates runc busybox-static iproute2 \
-	clang llvm libbpf-dev bpftool protobuf-compiler \
+	clang llvm libbpf-dev bpftool protobuf-compiler libprotobuf-dev \
 	systemd util-linux rpm containerd
 
 # Installs only the packages that are missing, and says nothing when none is.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 )
 
 // Config is the sensor's typed configuration. The zero value of every field
@@ -21,7 +22,7 @@ type Config struct {
 	// keeps the cost of an event storm low.
 	WakeupBytes int `json:"wakeupBytes,omitempty"`
 	// FlushInterval bounds how long an event can wait in the ring buffer.
-	FlushInterval Duration `json:"flushInterval,omitempty"`
+	FlushInterval confval.Duration `json:"flushInterval,omitempty"`
 	// WatchPaths are the path prefixes whose file events cross to user space.
 	// Empty means DefaultWatchPaths. WatchAllFiles disables the filter (debugging only).
 	WatchPaths    []string `json:"watchPaths,omitempty"`
@@ -61,7 +62,7 @@ type Config struct {
 	// has waited longer, read-only opens of ordinary paths and ShedKinds are
 	// shed until the consumer catches up. ShedAt bounds the queue's memory;
 	// this bounds the delay an alert waits behind the bulk in a storm.
-	MaxQueueDelay Duration `json:"maxQueueDelay,omitempty"`
+	MaxQueueDelay confval.Duration `json:"maxQueueDelay,omitempty"`
 	// ProcRoot is where /proc is mounted (a DaemonSet mounts the host's at /host/proc).
 	ProcRoot string `json:"procRoot,omitempty"`
 	// BTFPath points at a vmlinux BTF file for kernels without /sys/kernel/btf/vmlinux.
@@ -126,7 +127,7 @@ const (
 	// 250 ms is well above that at sustainable rates, and leaves most of
 	// the 1 s alert-latency target to the rest of the pipeline in a storm.
 	defaultMaxQueueDelay = 250 * time.Millisecond
-	maxWatchPrefixBytes  = 255 // the LPM trie key size in the BPF program, less one
+	maxWatchPrefixBytes  = len(sensorLpmKey{}.Data) - 1 // the LPM trie key size in the BPF program, less one
 	maxWatchPaths        = 1024
 )
 
@@ -139,7 +140,7 @@ func (c Config) withDefaults() Config {
 		c.WakeupBytes = defaultWakeupBytes
 	}
 	if c.FlushInterval == 0 {
-		c.FlushInterval = Duration(defaultFlushInterval)
+		c.FlushInterval = confval.Duration(defaultFlushInterval)
 	}
 	if len(c.WatchPaths) == 0 {
 		c.WatchPaths = DefaultWatchPaths()
@@ -172,7 +173,7 @@ func (c Config) withDefaults() Config {
 		c.QueueSize = defaultQueueSize
 	}
 	if c.MaxQueueDelay == 0 {
-		c.MaxQueueDelay = Duration(defaultMaxQueueDelay)
+		c.MaxQueueDelay = confval.Duration(defaultMaxQueueDelay)
 	}
 	if c.ProcRoot == "" {
 		c.ProcRoot = "/proc"
@@ -190,7 +191,7 @@ func (c Config) Validate() error {
 	if c.WakeupBytes < 0 || c.WakeupBytes >= c.RingBufferBytes {
 		errs = append(errs, fmt.Errorf("wakeupBytes %d: must be between 0 and ringBufferBytes", c.WakeupBytes))
 	}
-	if d := time.Duration(c.FlushInterval); d < time.Millisecond || d > 5*time.Second {
+	if d := c.FlushInterval.Std(); d < time.Millisecond || d > 5*time.Second {
 		errs = append(errs, fmt.Errorf("flushInterval %s: must be between 1ms and 5s", d))
 	}
 	if n := len(c.WatchPaths) + len(c.SensitivePaths); n > maxWatchPaths {
@@ -204,7 +205,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("sensitivePaths[%d]: longer than %d bytes", i, maxWatchPrefixBytes))
 		}
 	}
-	if d := time.Duration(c.MaxQueueDelay); d < time.Millisecond || d > time.Minute {
+	if d := c.MaxQueueDelay.Std(); d < time.Millisecond || d > time.Minute {
 		errs = append(errs, fmt.Errorf("maxQueueDelay %s: must be between 1ms and 1m", d))
 	}
 	if c.ShedAt <= 0 || c.ShedAt > 1 {

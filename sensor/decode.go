@@ -4,45 +4,72 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 )
 
-// Wire layout of a ring-buffer record, mirroring struct event_header and
-// struct event_body in bpf/sensor.bpf.c.
+// Wire layout of a ring-buffer record: struct event_header, struct
+// event_body, then the strings. Sizes and offsets come from the types bpf2go
+// generates from the object's BTF (sensor_bpfel.go), so they follow the C
+// source; decodeRecord reads fields at these offsets rather than through
+// binary.Read, which reflects and allocates on every record.
 const (
-	headerSize = 88
-	bodySize   = 88
+	headerSize = int(unsafe.Sizeof(sensorEventHeader{}))
+	bodySize   = int(unsafe.Sizeof(sensorEventBody{}))
 	fixedSize  = headerSize + bodySize
-	maxStrings = 6
-	numWords   = 8
+	maxStrings = len(sensorEventBody{}.StrLen)
+	numWords   = len(sensorEventBody{}.Num)
+	commSize   = len(sensorEventHeader{}.Comm)
 	// maxRecordSize bounds what the kernel can send: the fixed part plus the
-	// data area (DATA_SIZE in the C source).
+	// data area (DATA_SIZE in the C source; struct event's data array adds
+	// slack that is never sent).
 	maxRecordSize = fixedSize + 16384
+
+	offTsBootNs    = int(unsafe.Offsetof(sensorEventHeader{}.TsBootNs))
+	offStartBootNs = int(unsafe.Offsetof(sensorEventHeader{}.StartBootNs))
+	offCgroupID    = int(unsafe.Offsetof(sensorEventHeader{}.CgroupId))
+	offKind        = int(unsafe.Offsetof(sensorEventHeader{}.Kind))
+	offLen         = int(unsafe.Offsetof(sensorEventHeader{}.Len))
+	offPid         = int(unsafe.Offsetof(sensorEventHeader{}.Pid))
+	offTgid        = int(unsafe.Offsetof(sensorEventHeader{}.Tgid))
+	offPpid        = int(unsafe.Offsetof(sensorEventHeader{}.Ppid))
+	offUID         = int(unsafe.Offsetof(sensorEventHeader{}.Uid))
+	offGID         = int(unsafe.Offsetof(sensorEventHeader{}.Gid))
+	offEUID        = int(unsafe.Offsetof(sensorEventHeader{}.Euid))
+	offEGID        = int(unsafe.Offsetof(sensorEventHeader{}.Egid))
+	offPidNS       = int(unsafe.Offsetof(sensorEventHeader{}.Pidns))
+	offMntNS       = int(unsafe.Offsetof(sensorEventHeader{}.Mntns))
+	offNetNS       = int(unsafe.Offsetof(sensorEventHeader{}.Netns))
+	offComm        = int(unsafe.Offsetof(sensorEventHeader{}.Comm))
+	offResult      = headerSize + int(unsafe.Offsetof(sensorEventBody{}.Result))
+	offNum         = headerSize + int(unsafe.Offsetof(sensorEventBody{}.Num))
+	offStrLen      = headerSize + int(unsafe.Offsetof(sensorEventBody{}.StrLen))
+	offFlags       = headerSize + int(unsafe.Offsetof(sensorEventBody{}.Flags))
 )
 
-// Kinds as numbered on the wire (equal to api.EventKind).
+// Kinds as numbered on the wire (enum event_kind, equal to api.EventKind).
 const (
-	kindExec            = 1
-	kindExit            = 2
-	kindFork            = 3
-	kindFileOpen        = 4
-	kindFileUnlink      = 5
-	kindFileRename      = 6
-	kindConnect         = 7
-	kindListen          = 8
-	kindAccept          = 9
-	kindPtrace          = 10
-	kindModuleLoad      = 11
-	kindNamespaceChange = 12
-	kindMemfdCreate     = 13
-	kindCredential      = 14
-	kindMount           = 15
-	kindChmod           = 16
-	kindSignal          = 17
-	kindDNSQuery        = 18
-	kindMax             = 19
+	kindExec            = uint32(sensorEventKindKIND_EXEC)
+	kindExit            = uint32(sensorEventKindKIND_EXIT)
+	kindFork            = uint32(sensorEventKindKIND_FORK)
+	kindFileOpen        = uint32(sensorEventKindKIND_FILE_OPEN)
+	kindFileUnlink      = uint32(sensorEventKindKIND_FILE_UNLINK)
+	kindFileRename      = uint32(sensorEventKindKIND_FILE_RENAME)
+	kindConnect         = uint32(sensorEventKindKIND_CONNECT)
+	kindListen          = uint32(sensorEventKindKIND_LISTEN)
+	kindAccept          = uint32(sensorEventKindKIND_ACCEPT)
+	kindPtrace          = uint32(sensorEventKindKIND_PTRACE)
+	kindModuleLoad      = uint32(sensorEventKindKIND_MODULE_LOAD)
+	kindNamespaceChange = uint32(sensorEventKindKIND_NAMESPACE_CHANGE)
+	kindMemfdCreate     = uint32(sensorEventKindKIND_MEMFD_CREATE)
+	kindCredential      = uint32(sensorEventKindKIND_CREDENTIAL_CHANGE)
+	kindMount           = uint32(sensorEventKindKIND_MOUNT)
+	kindChmod           = uint32(sensorEventKindKIND_CHMOD)
+	kindSignal          = uint32(sensorEventKindKIND_SIGNAL)
+	kindDNSQuery        = uint32(sensorEventKindKIND_DNS_QUERY)
+	kindMax             = uint32(sensorEventKindKIND_MAX)
 )
 
-// Exe origin flags in body.flags of exec records.
+// Exe origin flags in body.flags of exec records (ORIGIN_* in the C source).
 const (
 	originOverlayUpper = 1 << 0
 	originMemfd        = 1 << 1
@@ -51,68 +78,78 @@ const (
 
 // Syscall identifiers in num[0] (enum syscall_id in the C source).
 const (
-	scOpenat = iota + 1
-	scOpenat2
-	scOpen
-	scCreat
-	scUnlinkat
-	scUnlink
-	scRmdir
-	scRenameat2
-	scRenameat
-	scRename
-	scConnect
-	scListen
-	scAccept
-	scAccept4
-	scPtrace
-	scInitModule
-	scFinitModule
-	scUnshare
-	scSetns
-	scClone
-	scClone3
-	scMemfdCreate
-	scSetuid
-	scSetgid
-	scSetreuid
-	scSetregid
-	scSetresuid
-	scSetresgid
-	scSetfsuid
-	scSetfsgid
-	scCapset
-	scMount
-	scUmount2
-	scMoveMount
-	scPivotRoot
-	scChmod
-	scFchmod
-	scFchmodat
-	scFchmodat2
-	scKill
-	scTkill
-	scTgkill
-	scSendto
-	scSendmsg
-	scSendmmsg
+	scOpenat      = sensorSyscallIdSC_OPENAT
+	scOpenat2     = sensorSyscallIdSC_OPENAT2
+	scOpen        = sensorSyscallIdSC_OPEN
+	scCreat       = sensorSyscallIdSC_CREAT
+	scUnlinkat    = sensorSyscallIdSC_UNLINKAT
+	scUnlink      = sensorSyscallIdSC_UNLINK
+	scRmdir       = sensorSyscallIdSC_RMDIR
+	scRenameat2   = sensorSyscallIdSC_RENAMEAT2
+	scRenameat    = sensorSyscallIdSC_RENAMEAT
+	scRename      = sensorSyscallIdSC_RENAME
+	scConnect     = sensorSyscallIdSC_CONNECT
+	scListen      = sensorSyscallIdSC_LISTEN
+	scAccept      = sensorSyscallIdSC_ACCEPT
+	scAccept4     = sensorSyscallIdSC_ACCEPT4
+	scPtrace      = sensorSyscallIdSC_PTRACE
+	scInitModule  = sensorSyscallIdSC_INIT_MODULE
+	scFinitModule = sensorSyscallIdSC_FINIT_MODULE
+	scUnshare     = sensorSyscallIdSC_UNSHARE
+	scSetns       = sensorSyscallIdSC_SETNS
+	scClone       = sensorSyscallIdSC_CLONE
+	scClone3      = sensorSyscallIdSC_CLONE3
+	scMemfdCreate = sensorSyscallIdSC_MEMFD_CREATE
+	scSetuid      = sensorSyscallIdSC_SETUID
+	scSetgid      = sensorSyscallIdSC_SETGID
+	scSetreuid    = sensorSyscallIdSC_SETREUID
+	scSetregid    = sensorSyscallIdSC_SETREGID
+	scSetresuid   = sensorSyscallIdSC_SETRESUID
+	scSetresgid   = sensorSyscallIdSC_SETRESGID
+	scSetfsuid    = sensorSyscallIdSC_SETFSUID
+	scSetfsgid    = sensorSyscallIdSC_SETFSGID
+	scCapset      = sensorSyscallIdSC_CAPSET
+	scMount       = sensorSyscallIdSC_MOUNT
+	scUmount2     = sensorSyscallIdSC_UMOUNT2
+	scMoveMount   = sensorSyscallIdSC_MOVE_MOUNT
+	scPivotRoot   = sensorSyscallIdSC_PIVOT_ROOT
+	scChmod       = sensorSyscallIdSC_CHMOD
+	scFchmod      = sensorSyscallIdSC_FCHMOD
+	scFchmodat    = sensorSyscallIdSC_FCHMODAT
+	scFchmodat2   = sensorSyscallIdSC_FCHMODAT2
+	scKill        = sensorSyscallIdSC_KILL
+	scTkill       = sensorSyscallIdSC_TKILL
+	scTgkill      = sensorSyscallIdSC_TGKILL
+	scSendto      = sensorSyscallIdSC_SENDTO
+	scSendmsg     = sensorSyscallIdSC_SENDMSG
+	scSendmmsg    = sensorSyscallIdSC_SENDMMSG
 )
 
 // syscallName names a syscall identifier for status output.
-func syscallName(sc uint32) string {
-	names := [...]string{"", "openat", "openat2", "open", "creat", "unlinkat", "unlink", "rmdir",
-		"renameat2", "renameat", "rename", "connect", "listen", "accept", "accept4", "ptrace",
-		"init_module", "finit_module", "unshare", "setns", "clone", "clone3", "memfd_create",
-		"setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
-		"capset", "mount", "umount2", "move_mount", "pivot_root", "chmod", "fchmod", "fchmodat", "fchmodat2",
-		"kill", "tkill", "tgkill", "sendto", "sendmsg", "sendmmsg"}
-	if int(sc) < len(names) {
+func syscallName(sc sensorSyscallId) string {
+	names := [...]string{
+		scOpenat: "openat", scOpenat2: "openat2", scOpen: "open", scCreat: "creat",
+		scUnlinkat: "unlinkat", scUnlink: "unlink", scRmdir: "rmdir",
+		scRenameat2: "renameat2", scRenameat: "renameat", scRename: "rename",
+		scConnect: "connect", scListen: "listen", scAccept: "accept", scAccept4: "accept4",
+		scPtrace: "ptrace", scInitModule: "init_module", scFinitModule: "finit_module",
+		scUnshare: "unshare", scSetns: "setns", scClone: "clone", scClone3: "clone3", scMemfdCreate: "memfd_create",
+		scSetuid: "setuid", scSetgid: "setgid", scSetreuid: "setreuid", scSetregid: "setregid",
+		scSetresuid: "setresuid", scSetresgid: "setresgid", scSetfsuid: "setfsuid", scSetfsgid: "setfsgid",
+		scCapset: "capset", scMount: "mount", scUmount2: "umount2", scMoveMount: "move_mount", scPivotRoot: "pivot_root",
+		scChmod: "chmod", scFchmod: "fchmod", scFchmodat: "fchmodat", scFchmodat2: "fchmodat2",
+		scKill: "kill", scTkill: "tkill", scTgkill: "tgkill",
+		scSendto: "sendto", scSendmsg: "sendmsg", scSendmmsg: "sendmmsg",
+	}
+	if int(sc) < len(names) && names[sc] != "" {
 		return names[sc]
 	}
 	return fmt.Sprintf("syscall-%d", sc)
 }
 
-// record is one decoded ring-buffer record. Strings alias the input buffer;
+// record is one decoded ring-buffer record: the fields of the generated
+// sensorEventHeader and sensorEventBody (TestRecordLayout holds the decoder to
+// them), with comm and the strings as slices. Those alias the input buffer;
 // copy them before the buffer is reused.
 type record struct {
 	TsBootNs    uint64
@@ -144,38 +181,38 @@ func decodeRecord(b []byte, r *record) error {
 		return fmt.Errorf("%w: %d bytes, need at least %d", ErrMalformed, len(b), fixedSize)
 	}
 	le := binary.LittleEndian
-	length := le.Uint32(b[28:])
-	if int(length) > len(b) || length < fixedSize || length > maxRecordSize {
+	length := int(le.Uint32(b[offLen:]))
+	if length > len(b) || length < fixedSize || length > maxRecordSize {
 		return fmt.Errorf("%w: length field %d, buffer %d", ErrMalformed, length, len(b))
 	}
 	b = b[:length]
-	r.TsBootNs = le.Uint64(b[0:])
-	r.StartBootNs = le.Uint64(b[8:])
-	r.CgroupID = le.Uint64(b[16:])
-	r.Kind = le.Uint32(b[24:])
+	r.TsBootNs = le.Uint64(b[offTsBootNs:])
+	r.StartBootNs = le.Uint64(b[offStartBootNs:])
+	r.CgroupID = le.Uint64(b[offCgroupID:])
+	r.Kind = le.Uint32(b[offKind:])
 	if r.Kind == 0 || r.Kind >= kindMax {
 		return fmt.Errorf("%w: unknown kind %d", ErrMalformed, r.Kind)
 	}
-	r.Pid = le.Uint32(b[32:])
-	r.Tgid = le.Uint32(b[36:])
-	r.Ppid = le.Uint32(b[40:])
-	r.Uid = le.Uint32(b[44:])
-	r.Gid = le.Uint32(b[48:])
-	r.Euid = le.Uint32(b[52:])
-	r.Egid = le.Uint32(b[56:])
-	r.PidNS = le.Uint32(b[60:])
-	r.MntNS = le.Uint32(b[64:])
-	r.NetNS = le.Uint32(b[68:])
-	r.Comm = cString(b[72:88])
-	r.Result = int64(le.Uint64(b[88:]))
+	r.Pid = le.Uint32(b[offPid:])
+	r.Tgid = le.Uint32(b[offTgid:])
+	r.Ppid = le.Uint32(b[offPpid:])
+	r.Uid = le.Uint32(b[offUID:])
+	r.Gid = le.Uint32(b[offGID:])
+	r.Euid = le.Uint32(b[offEUID:])
+	r.Egid = le.Uint32(b[offEGID:])
+	r.PidNS = le.Uint32(b[offPidNS:])
+	r.MntNS = le.Uint32(b[offMntNS:])
+	r.NetNS = le.Uint32(b[offNetNS:])
+	r.Comm = cString(b[offComm : offComm+commSize])
+	r.Result = int64(le.Uint64(b[offResult:]))
 	for i := range r.Num {
-		r.Num[i] = le.Uint64(b[96+8*i:])
+		r.Num[i] = le.Uint64(b[offNum+8*i:])
 	}
-	r.Flags = le.Uint32(b[172:])
+	r.Flags = le.Uint32(b[offFlags:])
 	data := b[fixedSize:]
 	off := 0
 	for i := range r.Str {
-		n := int(le.Uint16(b[160+2*i:]))
+		n := int(le.Uint16(b[offStrLen+2*i:]))
 		if n > len(data)-off {
 			return fmt.Errorf("%w: string %d of %d bytes overruns %d bytes of data", ErrMalformed, i, n, len(data)-off)
 		}

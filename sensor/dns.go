@@ -1,10 +1,11 @@
 package sensor
 
 import (
-	"encoding/binary"
+	"bytes"
 	"errors"
 	"fmt"
-	"strings"
+
+	"golang.org/x/net/dns/dnsmessage"
 )
 
 // dnsQuestion is the part of a DNS query the sensor reports.
@@ -19,88 +20,62 @@ var errDNS = errors.New("malformed DNS query")
 
 const (
 	dnsHeaderSize = 12
-	// dnsMaxName is the longest name on the wire (RFC 1035 2.3.4), and so
-	// also bounds how many labels and pointers a parse can visit.
-	dnsMaxName  = 255
-	dnsMaxLabel = 63
+	// dnsMaxName is the longest name on the wire (RFC 1035 2.3.4).
+	dnsMaxName = 255
 )
 
 // parseDNSQuery decodes the header and the first question of a DNS query
-// from the (possibly truncated) payload the kernel copied. It reads only
-// within b, and compression pointers must point strictly backwards, so a
-// crafted packet cannot make it loop: each hop lowers the offset.
+// from the (possibly truncated) payload the kernel copied; the rest of the
+// message is not read. dnsmessage bounds the name (255 bytes, 63 a label, no
+// dots inside a label) and the pointers it follows. A query's first name has
+// no earlier name to point to, so a compression pointer in it can only lead
+// into the header, into the name itself or past it: such a payload is
+// rejected, as a resolver never writes one.
 func parseDNSQuery(b []byte) (dnsQuestion, error) {
 	var q dnsQuestion
-	if len(b) < dnsHeaderSize {
-		return q, fmt.Errorf("%w: %d bytes, shorter than the header", errDNS, len(b))
+	var p dnsmessage.Parser
+	h, err := p.Start(b)
+	if err != nil {
+		return q, fmt.Errorf("%w: %d bytes: %w", errDNS, len(b), err)
 	}
-	q.ID = binary.BigEndian.Uint16(b[0:])
-	flags := binary.BigEndian.Uint16(b[2:])
-	if flags&0x8000 != 0 {
+	q.ID = h.ID
+	if h.Response {
 		return q, fmt.Errorf("%w: a response, not a query", errDNS)
 	}
-	if qd := binary.BigEndian.Uint16(b[4:]); qd == 0 {
+	question, err := p.Question()
+	if errors.Is(err, dnsmessage.ErrSectionDone) {
 		return q, fmt.Errorf("%w: no question", errDNS)
 	}
-	var name strings.Builder
-	off := dnsHeaderSize
-	// end is where the question continues after the name: the byte after
-	// its terminating zero, or after the first compression pointer.
-	end := -1
-	// limit is the offset every later position must stay below once a
-	// pointer has been followed.
-	limit := len(b)
-	wire := 0
-	for {
-		if off >= limit {
-			return q, fmt.Errorf("%w: name runs past the data at offset %d", errDNS, off)
-		}
-		l := int(b[off])
-		switch {
-		case l == 0:
-			if end < 0 {
-				end = off + 1
-			}
-			if name.Len() == 0 {
-				name.WriteByte('.')
-			}
-			if end+4 > len(b) {
-				return q, fmt.Errorf("%w: question truncated after the name", errDNS)
-			}
-			q.Name = name.String()
-			q.QType = binary.BigEndian.Uint16(b[end:])
-			return q, nil
-		case l&0xc0 == 0xc0:
-			if off+1 >= limit {
-				return q, fmt.Errorf("%w: truncated compression pointer at %d", errDNS, off)
-			}
-			target := int(binary.BigEndian.Uint16(b[off:]) & 0x3fff)
-			if target >= off || target < dnsHeaderSize {
-				return q, fmt.Errorf("%w: compression pointer at %d to %d does not point back into the questions", errDNS, off, target)
-			}
-			if end < 0 {
-				end = off + 2
-			}
-			limit = off
-			off = target
-		case l&0xc0 != 0:
-			return q, fmt.Errorf("%w: reserved label type %#x at %d", errDNS, l&0xc0, off)
-		default:
-			if l > dnsMaxLabel {
-				return q, fmt.Errorf("%w: label of %d bytes", errDNS, l)
-			}
-			if off+1+l > limit {
-				return q, fmt.Errorf("%w: label at %d runs past the data", errDNS, off)
-			}
-			wire += l + 1
-			if wire+1 > dnsMaxName {
-				return q, fmt.Errorf("%w: name longer than %d bytes", errDNS, dnsMaxName)
-			}
-			if name.Len() > 0 {
-				name.WriteByte('.')
-			}
-			name.Write(b[off+1 : off+1+l])
-			off += 1 + l
-		}
+	if err != nil {
+		return q, fmt.Errorf("%w: question: %w", errDNS, err)
 	}
+	name := question.Name.Data[:question.Name.Length]
+	if !writtenOut(b[dnsHeaderSize:], name) {
+		return q, fmt.Errorf("%w: compression pointer in the first question", errDNS)
+	}
+	if len(name) > 1 {
+		name = name[:len(name)-1] // the root keeps its "."; other names lose the final one
+	}
+	q.Name = string(name)
+	q.QType = uint16(question.Type)
+	return q, nil
+}
+
+// writtenOut reports whether questions starts with name (as dnsmessage
+// gives it: dot-terminated, no dot inside a label) written out label by
+// label up to its terminating zero, with no compression pointer.
+func writtenOut(questions, name []byte) bool {
+	off := 0
+	for rest := name; len(rest) > 1; {
+		n := bytes.IndexByte(rest, '.')
+		if n <= 0 {
+			return false
+		}
+		end := off + 1 + n
+		if end > len(questions) || int(questions[off]) != n || !bytes.Equal(questions[off+1:end], rest[:n]) {
+			return false
+		}
+		off, rest = end, rest[n+1:]
+	}
+	return off < len(questions) && questions[off] == 0
 }

@@ -1,8 +1,10 @@
 package sensor
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -51,6 +53,16 @@ func TestParseDNSQuery(t *testing.T) {
 		{"reserved label type", append(dnsQueryBytes(1, ".", 1)[:12], 0x40, 0, 1, 0, 1), "", 0, true},
 		{"label over 63 bytes", dnsQueryBytes(1, strings.Repeat("a", 64), 1), "", 0, true},
 		{"name over 255 bytes", dnsQueryBytes(1, strings.Repeat(strings.Repeat("a", 60)+".", 5)+"x", 1), "", 0, true},
+		{"name of 253 characters, the longest", dnsQueryBytes(1, strings.Repeat(strings.Repeat("a", 62)+".", 4)+"x", 1),
+			strings.Repeat(strings.Repeat("a", 62)+".", 4) + "x", 1, false},
+		{"label of 63 bytes", dnsQueryBytes(1, strings.Repeat("a", 63), 16), strings.Repeat("a", 63), 16, false},
+		{"case and odd bytes kept", dnsQueryBytes(1, "ExAmple.\x00\xff", 1), "ExAmple.\x00\xff", 1, false},
+		// A dot inside a label would make the name ambiguous.
+		{"label holding a dot", append(dnsQueryBytes(1, ".", 1)[:12], 3, 'a', '.', 'b', 0, 0, 1, 0, 1), "", 0, true},
+		// A pointer forward to a well-formed name is still not a query a resolver writes.
+		{"pointer forward to a name", append(dnsQueryBytes(1, ".", 1)[:12], 0xc0, 14, 1, 'a', 0, 0, 1, 0, 1), "", 0, true},
+		{"class missing", good[:len(good)-2], "", 0, true},
+		{"trailing answers ignored", append(slices.Clone(good), 0xff, 0xff, 0xff), "harrier-test.example", 28, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,6 +90,8 @@ func FuzzParseDNSQuery(f *testing.F) {
 	f.Add(dnsQueryBytes(1, ".", 2))
 	f.Add(append(dnsQueryBytes(1, ".", 1)[:12], 0xc0, 12, 0, 1, 0, 1))
 	f.Add(append(dnsQueryBytes(1, "a", 1)[:15], 0xc0, 12, 0, 1, 0, 1))
+	f.Add(append(dnsQueryBytes(1, ".", 1)[:12], 3, 'a', '.', 'b', 0, 0, 1, 0, 1))
+	f.Add(append(dnsQueryBytes(1, ".", 1)[:12], 0xc0, 14, 1, 'a', 0, 0, 1, 0, 1))
 	f.Add([]byte{})
 	s := testSensor()
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -86,8 +100,16 @@ func FuzzParseDNSQuery(f *testing.F) {
 			if !errors.Is(err, errDNS) {
 				t.Fatalf("error %v does not wrap errDNS", err)
 			}
-		} else if q.Name == "" || len(q.Name) > dnsMaxName {
-			t.Fatalf("accepted name of %d bytes", len(q.Name))
+		} else {
+			if q.Name == "" || len(q.Name) > dnsMaxName {
+				t.Fatalf("accepted name of %d bytes", len(q.Name))
+			}
+			// What is accepted is exactly what the payload spells out:
+			// the name written label by label, then the type.
+			want := dnsQueryBytes(q.ID, q.Name, q.QType)
+			if n := len(want) - 2; len(b) < n || !bytes.Equal(b[dnsHeaderSize:n], want[dnsHeaderSize:n]) {
+				t.Fatalf("accepted %q type %d from a payload that does not spell it: %x", q.Name, q.QType, b)
+			}
 		}
 		rec := record{Kind: kindDNSQuery, Tgid: 1}
 		rec.Num[0], rec.Num[3] = afInet, 53
@@ -96,4 +118,15 @@ func FuzzParseDNSQuery(f *testing.F) {
 			t.Fatalf("marshal: %v", err)
 		}
 	})
+}
+
+// BenchmarkParseDNSQuery is the user-space cost of decoding one query.
+func BenchmarkParseDNSQuery(b *testing.B) {
+	raw := dnsQueryBytes(0xbeef, "harrier-test.example", 28)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := parseDNSQuery(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -180,7 +180,7 @@ const (
 // means the detail is incomplete (a DNS payload that is not a query); ev is
 // set all the same.
 func setDetail(ev *api.Event, rec *record) error {
-	sc := uint32(rec.Num[0])
+	sc := sensorSyscallId(rec.Num[0])
 	switch rec.Kind {
 	case kindExit:
 		status := uint32(rec.Num[0])
@@ -347,7 +347,7 @@ func familyName(family uint64) string {
 // id32 turns a uid/gid syscall argument into an int64 keeping -1 ("unchanged").
 func id32(v uint64) int64 { return int64(int32(uint32(v))) }
 
-func credential(sc uint32, rec *record) *api.CredentialChange {
+func credential(sc sensorSyscallId, rec *record) *api.CredentialChange {
 	a := rec.Num[1:7]
 	c := &api.CredentialChange{Uid: -1, Euid: -1, Suid: -1, Gid: -1, Egid: -1, Sgid: -1, Result: rec.Result}
 	switch sc {

@@ -92,6 +92,10 @@ func runHelper(action string, args []string) error {
 		if err := unix.Listen(fd, 7); err != nil {
 			return err
 		}
+		// The test dials once it reads this.
+		if _, err := fmt.Println("listening"); err != nil {
+			return err
+		}
 		nfd, _, err := unix.Accept(fd)
 		if err != nil {
 			return err
@@ -312,6 +316,8 @@ type collector struct {
 	s      *Sensor
 	mu     sync.Mutex
 	events []*api.Event
+	// grew is closed, and replaced, whenever events grows.
+	grew chan struct{}
 }
 
 func startSensor(t *testing.T, cfg Config) *collector {
@@ -325,7 +331,7 @@ func startSensor(t *testing.T, cfg Config) *collector {
 	if err != nil {
 		t.Fatalf("start sensor: %v", err)
 	}
-	c := &collector{s: s}
+	c := &collector{s: s, grew: make(chan struct{})}
 	out := make(chan *api.Event, s.QueueSize())
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(context.Background())
@@ -334,6 +340,8 @@ func startSensor(t *testing.T, cfg Config) *collector {
 		for ev := range out {
 			c.mu.Lock()
 			c.events = append(c.events, ev)
+			close(c.grew)
+			c.grew = make(chan struct{})
 			c.mu.Unlock()
 		}
 	}()
@@ -352,21 +360,25 @@ func startSensor(t *testing.T, cfg Config) *collector {
 // waitFor returns the first event matching pred, waiting up to 5 s.
 func (c *collector) waitFor(t *testing.T, what string, pred func(*api.Event) bool) *api.Event {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	seen := 0
 	for {
 		c.mu.Lock()
-		for _, ev := range c.events {
+		for _, ev := range c.events[seen:] {
 			if pred(ev) {
 				c.mu.Unlock()
 				return ev
 			}
 		}
-		n := len(c.events)
+		seen = len(c.events)
+		grew := c.grew
 		c.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s event among %d events", what, n)
+		select {
+		case <-grew:
+		case <-timeout.C:
+			t.Fatalf("no %s event among %d events", what, seen)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 
@@ -32,7 +33,7 @@ type ProbeStatus struct {
 type attachVariant struct {
 	kind string
 	// programs to load and attach together; all must succeed.
-	programs []string
+	programs []*ebpf.ProgramSpec
 	// hooks name the tracepoint each program attaches to, in the same order
 	// as programs.
 	hooks []string
@@ -44,23 +45,34 @@ type probeSpec struct {
 }
 
 // schedProbe is a scheduler event with tp_btf and raw_tp variants.
-func schedProbe(name, event string) probeSpec {
+func schedProbe(name, event string, tpBTF, rawTP *ebpf.ProgramSpec) probeSpec {
 	return probeSpec{name: name, variants: []attachVariant{
-		{kind: AttachTPBTF, programs: []string{"tp_btf_" + name}, hooks: []string{event}},
-		{kind: AttachRawTP, programs: []string{"raw_tp_" + name}, hooks: []string{event}},
+		{kind: AttachTPBTF, programs: []*ebpf.ProgramSpec{tpBTF}, hooks: []string{event}},
+		{kind: AttachRawTP, programs: []*ebpf.ProgramSpec{rawTP}, hooks: []string{event}},
 	}}
 }
 
-func probeSpecs() []probeSpec {
-	specs := []probeSpec{
-		schedProbe("exec", "sched_process_exec"),
-		schedProbe("fork", "sched_process_fork"),
-		schedProbe("exit", "sched_process_exit"),
+// probeSpecs lists the probes, best variant first, over the programs of
+// the parsed object.
+func probeSpecs(p *sensorProgramSpecs) []probeSpec {
+	return []probeSpec{
+		schedProbe("exec", "sched_process_exec", p.TpBtfExec, p.RawTpExec),
+		schedProbe("fork", "sched_process_fork", p.TpBtfFork, p.RawTpFork),
+		schedProbe("exit", "sched_process_exit", p.TpBtfExit, p.RawTpExit),
+		{name: "syscalls", variants: []attachVariant{
+			{kind: AttachTPBTF, programs: []*ebpf.ProgramSpec{p.TpBtfSysExit}, hooks: []string{"sys_exit"}},
+			{kind: AttachRawTP, programs: []*ebpf.ProgramSpec{p.RawTpSysExit}, hooks: []string{"sys_exit"}},
+		}},
 	}
-	return append(specs, probeSpec{name: "syscalls", variants: []attachVariant{
-		{kind: AttachTPBTF, programs: []string{"tp_btf_sys_exit"}, hooks: []string{"sys_exit"}},
-		{kind: AttachRawTP, programs: []string{"raw_tp_sys_exit"}, hooks: []string{"sys_exit"}},
-	}})
+}
+
+// programNames names a variant's programs for status output.
+func programNames(progs []*ebpf.ProgramSpec) []string {
+	names := make([]string, len(progs))
+	for i, p := range progs {
+		names[i] = p.Name
+	}
+	return names
 }
 
 // requiredProbes must attach for the sensor to be useful at all: they feed
@@ -69,7 +81,12 @@ func requiredProbes() []string { return []string{"exec", "fork", "exit"} }
 
 // loaded holds the kernel objects of a running sensor.
 type loaded struct {
-	maps   map[string]*ebpf.Map
+	// maps is the typed view of the sensor's maps; shared owns them.
+	maps sensorMaps
+	// shared holds every map of the object by its ELF name, the read-only
+	// data of the configuration variables included: what each program is
+	// loaded against, so that all of them share one set.
+	shared map[string]*ebpf.Map
 	progs  []*ebpf.Program
 	links  []link.Link
 	status []ProbeStatus
@@ -83,7 +100,7 @@ func (l *loaded) Close() error {
 	for _, p := range l.progs {
 		errs = append(errs, p.Close())
 	}
-	for _, m := range l.maps {
+	for _, m := range l.shared {
 		errs = append(errs, m.Close())
 	}
 	return errors.Join(errs...)
@@ -135,15 +152,16 @@ func cgroupSubsysIndex(kernel *btf.Spec, controller string) (int32, error) {
 }
 
 type loadOptions struct {
-	// probes defaults to probeSpecs(); tests substitute their own.
-	probes       []probeSpec
+	// probes defaults to probeSpecs over the embedded object; tests
+	// substitute their own.
+	probes       func(*sensorProgramSpecs) []probeSpec
 	cfg          Config
 	selfTgid     uint32
 	cgroupSubsys int32
 	kernel       *btf.Spec
 	// fill populates the maps before any program is attached, so no
 	// program ever runs against an empty filter.
-	fill func(maps map[string]*ebpf.Map) error
+	fill func(maps *sensorMaps) error
 }
 
 // load creates the maps, then loads and attaches each probe on its own so
@@ -157,19 +175,22 @@ func load(opts loadOptions) (*loaded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parse embedded BPF object: %w", err)
 	}
-	vars := map[string]any{
-		"self_tgid":       opts.selfTgid,
-		"wakeup_bytes":    uint32(opts.cfg.WakeupBytes),
-		"cgroup_subsys":   opts.cgroupSubsys,
-		"watch_all_files": opts.cfg.WatchAllFiles,
-		"ring_size":       uint64(opts.cfg.RingBufferBytes),
+	var specs sensorSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("embedded BPF object: %w", err)
 	}
-	for name, v := range vars {
-		if err := spec.Variables[name].Set(v); err != nil {
-			return nil, fmt.Errorf("set BPF variable %s: %w", name, err)
+	for v, val := range map[*ebpf.VariableSpec]any{
+		specs.SelfTgid:      opts.selfTgid,
+		specs.WakeupBytes:   uint32(opts.cfg.WakeupBytes),
+		specs.CgroupSubsys:  opts.cgroupSubsys,
+		specs.WatchAllFiles: opts.cfg.WatchAllFiles,
+		specs.RingSize:      uint64(opts.cfg.RingBufferBytes),
+	} {
+		if err := v.Set(val); err != nil {
+			return nil, fmt.Errorf("set BPF variable %s: %w", v.Name, err)
 		}
 	}
-	spec.Maps["events"].MaxEntries = uint32(opts.cfg.RingBufferBytes)
+	specs.Events.MaxEntries = uint32(opts.cfg.RingBufferBytes)
 
 	btfCache := btf.NewCache()
 	mapOnly := &ebpf.CollectionSpec{Maps: spec.Maps, Variables: spec.Variables, Types: spec.Types, ByteOrder: spec.ByteOrder}
@@ -177,29 +198,34 @@ func load(opts loadOptions) (*loaded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create BPF maps: %w", err)
 	}
-	l := &loaded{maps: mapsColl.Maps}
+	l := &loaded{shared: mapsColl.Maps}
+	// Assign on a copy: it hands the typed maps over by taking them out of
+	// the collection, and shared keeps them all.
+	if err := (&ebpf.Collection{Maps: maps.Clone(l.shared)}).Assign(&l.maps); err != nil {
+		return nil, errors.Join(fmt.Errorf("embedded BPF object: %w", err), l.Close())
+	}
 	if opts.fill != nil {
-		if err := opts.fill(l.maps); err != nil {
+		if err := opts.fill(&l.maps); err != nil {
 			return nil, errors.Join(err, l.Close())
 		}
 	}
 
 	progOpts := ebpf.ProgramOptions{KernelTypes: opts.kernel}
-	probes := opts.probes
-	if probes == nil {
-		probes = probeSpecs()
+	probesOf := opts.probes
+	if probesOf == nil {
+		probesOf = probeSpecs
 	}
-	for _, ps := range probes {
+	for _, ps := range probesOf(&specs.sensorProgramSpecs) {
 		st := ProbeStatus{Name: ps.name}
 		for _, v := range ps.variants {
-			progs, links, err := loadVariant(spec, v, l.maps, progOpts, btfCache)
+			progs, links, err := loadVariant(spec, v, l.shared, progOpts, btfCache)
 			if err != nil {
 				st.Tried = append(st.Tried, fmt.Sprintf("%s: %v", v.kind, err))
 				continue
 			}
 			l.progs = append(l.progs, progs...)
 			l.links = append(l.links, links...)
-			st.Attached, st.Attach, st.Programs = true, v.kind, v.programs
+			st.Attached, st.Attach, st.Programs = true, v.kind, programNames(v.programs)
 			break
 		}
 		if !st.Attached {
@@ -219,7 +245,7 @@ func load(opts loadOptions) (*loaded, error) {
 	return l, nil
 }
 
-func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, maps map[string]*ebpf.Map,
+func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, shared map[string]*ebpf.Map,
 	progOpts ebpf.ProgramOptions, cache *btf.Cache) ([]*ebpf.Program, []link.Link, error) {
 	var progs []*ebpf.Program
 	var links []link.Link
@@ -232,11 +258,8 @@ func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, maps map[string]*eb
 		}
 		return nil, nil, err
 	}
-	for i, name := range v.programs {
-		ps, ok := spec.Programs[name]
-		if !ok {
-			return fail(fmt.Errorf("program %s missing from the BPF object", name))
-		}
+	for i, ps := range v.programs {
+		name := ps.Name
 		if v.kind == AttachTPBTF {
 			// The BTF target is fixed at load time; take it from the
 			// variant so the table above is the one place that names it.
@@ -251,7 +274,7 @@ func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, maps map[string]*eb
 			ByteOrder: spec.ByteOrder,
 		}
 		coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
-			MapReplacements: maps, Programs: progOpts, Cache: cache,
+			MapReplacements: shared, Programs: progOpts, Cache: cache,
 		})
 		if err != nil {
 			return fail(fmt.Errorf("load %s: %w", name, err))

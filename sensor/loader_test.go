@@ -5,11 +5,16 @@ import (
 	"io"
 	"log/slog"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"sigs.k8s.io/yaml"
+
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
@@ -23,17 +28,35 @@ func kernelOptions(t *testing.T) loadOptions {
 	return loadOptions{cfg: Config{}.withDefaults(), cgroupSubsys: -1, kernel: k}
 }
 
+// programSpecs parses the embedded object, for tests that name its programs.
+func programSpecs(t *testing.T) *sensorProgramSpecs {
+	t.Helper()
+	spec, err := loadSensor()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p sensorProgramSpecs
+	if err := spec.Assign(&p); err != nil {
+		t.Fatal(err)
+	}
+	return &p
+}
+
 // TestEveryVariantLoads proves each fallback program passes this kernel's
 // verifier and attaches, not only the first choice.
 func TestEveryVariantLoads(t *testing.T) {
 	opts := kernelOptions(t)
-	for _, ps := range probeSpecs() {
-		for _, v := range ps.variants {
+	for i, ps := range probeSpecs(programSpecs(t)) {
+		for j, v := range ps.variants {
 			t.Run(ps.name+"/"+v.kind, func(t *testing.T) {
 				opts := opts
-				opts.probes = []probeSpec{{name: ps.name, variants: []attachVariant{v}}}
-				if ps.name != "exec" {
-					opts.probes = append(opts.probes, probeSpecs()[:3]...) // the required ones
+				opts.probes = func(p *sensorProgramSpecs) []probeSpec {
+					all := probeSpecs(p)
+					probes := []probeSpec{{name: ps.name, variants: []attachVariant{all[i].variants[j]}}}
+					if ps.name != "exec" {
+						probes = append(probes, all[:3]...) // the required ones
+					}
+					return probes
 				}
 				l, err := load(opts)
 				if err != nil {
@@ -50,13 +73,18 @@ func TestEveryVariantLoads(t *testing.T) {
 
 func TestRefusedProgramFallsBackAndIsReported(t *testing.T) {
 	opts := kernelOptions(t)
-	bogus := attachVariant{kind: AttachTPBTF, programs: []string{"tp_btf_exec"}, hooks: []string{"no_such_tracepoint"}}
-	exec := probeSpecs()[0]
-	exec.variants = append([]attachVariant{bogus}, exec.variants[1:]...)
-	blind := probeSpec{name: "nothing", variants: []attachVariant{
-		{kind: AttachRawTP, programs: []string{"raw_tp_fork"}, hooks: []string{"no_such_tracepoint"}},
-	}}
-	opts.probes = append([]probeSpec{exec, blind}, probeSpecs()[1:3]...)
+	bogusExec := func(p *sensorProgramSpecs) attachVariant {
+		return attachVariant{kind: AttachTPBTF, programs: []*ebpf.ProgramSpec{p.TpBtfExec}, hooks: []string{"no_such_tracepoint"}}
+	}
+	opts.probes = func(p *sensorProgramSpecs) []probeSpec {
+		all := probeSpecs(p)
+		exec := all[0]
+		exec.variants = append([]attachVariant{bogusExec(p)}, exec.variants[1:]...)
+		blind := probeSpec{name: "nothing", variants: []attachVariant{
+			{kind: AttachRawTP, programs: []*ebpf.ProgramSpec{p.RawTpFork}, hooks: []string{"no_such_tracepoint"}},
+		}}
+		return append([]probeSpec{exec, blind}, all[1:3]...)
+	}
 	l, err := load(opts)
 	if err != nil {
 		t.Fatalf("one refused probe must not stop the sensor: %v", err)
@@ -66,12 +94,17 @@ func TestRefusedProgramFallsBackAndIsReported(t *testing.T) {
 	if !st.Attached || st.Attach != AttachRawTP || len(st.Tried) != 1 || !strings.Contains(st.Tried[0], "tp_btf") {
 		t.Errorf("exec status = %+v, want raw_tp after a failed tp_btf", st)
 	}
+	if !slices.Equal(st.Programs, []string{"raw_tp_exec"}) {
+		t.Errorf("exec programs = %v", st.Programs)
+	}
 	if l.status[1].Attached || !strings.Contains(l.status[1].Error, "no_such_tracepoint") {
 		t.Errorf("unattachable probe status = %+v", l.status[1])
 	}
 
 	// Without exec the sensor would be blind: that is an error, clearly said.
-	opts.probes = []probeSpec{{name: "exec", variants: []attachVariant{bogus}}}
+	opts.probes = func(p *sensorProgramSpecs) []probeSpec {
+		return []probeSpec{{name: "exec", variants: []attachVariant{bogusExec(p)}}}
+	}
 	if _, err := load(opts); err == nil || !strings.Contains(err.Error(), "required probe exec") {
 		t.Errorf("load without exec = %v", err)
 	}
@@ -105,7 +138,7 @@ func TestConfigValidation(t *testing.T) {
 		{"relative watch path", Config{WatchPaths: []string{"etc/shadow"}}, "must be absolute"},
 		{"long watch path", Config{WatchPaths: []string{"/" + strings.Repeat("a", 300)}}, "longer than"},
 		{"negative queue", Config{QueueSize: -1}, "queueSize"},
-		{"flush too long", Config{FlushInterval: Duration(time.Minute)}, "flushInterval"},
+		{"flush too long", Config{FlushInterval: confval.Duration(time.Minute)}, "flushInterval"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -172,5 +205,21 @@ func TestRingBufferFull(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestConfigDurations: durations in the YAML config are Go duration strings.
+func TestConfigDurations(t *testing.T) {
+	var cfg Config
+	if err := yaml.UnmarshalStrict([]byte("flushInterval: 10ms\nmaxQueueDelay: 1s\n"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.FlushInterval.Std() != 10*time.Millisecond || cfg.MaxQueueDelay.Std() != time.Second {
+		t.Errorf("decoded %v, %v", cfg.FlushInterval.Std(), cfg.MaxQueueDelay.Std())
+	}
+	for _, bad := range []string{"flushInterval: 10\n", "flushInterval: soon\n"} {
+		if err := yaml.UnmarshalStrict([]byte(bad), &cfg); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
 	}
 }

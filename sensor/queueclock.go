@@ -19,8 +19,8 @@ type queueClock struct {
 
 // newQueueClock sizes the clock for a queue of capacity events: the blocks
 // in the queue plus one partly gone and one partly filled.
-func newQueueClock(capacity int) *queueClock {
-	return &queueClock{start: time.Now(), times: make([]time.Duration, capacity/queueClockStride+2)}
+func newQueueClock(capacity int, start time.Time) *queueClock {
+	return &queueClock{start: start, times: make([]time.Duration, capacity/queueClockStride+2)}
 }
 
 // closesBlock says whether index i is the last of its block: only then does

@@ -7,7 +7,7 @@ import (
 
 func TestQueueClockHeadAge(t *testing.T) {
 	const capacity = 256
-	q := newQueueClock(capacity)
+	q := newQueueClock(capacity, time.Now())
 	t0 := q.start
 	var enqueued uint64
 	// enqueue n events, one per millisecond from at.

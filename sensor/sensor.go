@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
@@ -89,6 +88,9 @@ type Sensor struct {
 	cgroups  *cgroupResolver
 	views    *viewCache
 	bootTime time.Time
+	// queueNow reads the clock that ages queued events; tests substitute
+	// one they advance.
+	queueNow func() time.Time
 	status   Status
 	seq      atomic.Uint64
 
@@ -125,7 +127,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err := checkPrivileges(); err != nil {
 		return nil, err
 	}
-	s := &Sensor{cfg: cfg, log: log}
+	s := &Sensor{cfg: cfg, log: log, queueNow: time.Now}
 	shed, err := api.ParseKinds(cfg.ShedKinds)
 	if err != nil {
 		return nil, fmt.Errorf("sensor config: shedKinds: %w", err)
@@ -186,7 +188,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	s.status.WatchPaths = len(cfg.WatchPaths)
 	s.status.HomeWatchPaths = len(cfg.HomeWatchPaths)
 
-	s.reader, err = ringbuf.NewReader(s.kern.maps["events"])
+	s.reader, err = ringbuf.NewReader(s.kern.maps.Events)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open ring buffer: %w", err), s.kern.Close())
 	}
@@ -235,7 +237,7 @@ func bootTime() (time.Time, error) {
 	return time.Now().Add(-time.Duration(ts.Nano())), nil
 }
 
-func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
+func (s *Sensor) fillMaps(maps *sensorMaps) error {
 	// Sensitive paths go in after ordinary ones: for a prefix in both lists
 	// the sensitive class wins.
 	for _, list := range []struct {
@@ -243,30 +245,29 @@ func (s *Sensor) fillMaps(maps map[string]*ebpf.Map) error {
 		class uint8
 	}{{s.cfg.WatchPaths, watchOrdinary}, {s.cfg.SensitivePaths, watchSensitive}} {
 		for _, p := range list.paths {
-			if err := maps["watch_paths"].Put(prefixKey(p), list.class); err != nil {
+			if err := maps.WatchPaths.Put(prefixKey(p), list.class); err != nil {
 				return fmt.Errorf("add watch path %q: %w", p, err)
 			}
 			for _, d := range dirPrefixes(p) {
 				dk := prefixKey(d)
-				dk.PrefixLen = 0 // watch_dirs keys are exact strings, zero padded
-				if err := maps["watch_dirs"].Put(dk, uint8(1)); err != nil {
+				dk.Prefixlen = 0 // watch_dirs keys are exact strings, zero padded
+				if err := maps.WatchDirs.Put(dk, uint8(1)); err != nil {
 					return fmt.Errorf("add watch directory %q: %w", d, err)
 				}
 			}
 		}
 	}
 	for _, p := range s.cfg.HomeWatchPaths {
-		if err := maps["home_paths"].Put(prefixKey(p), uint8(1)); err != nil {
+		if err := maps.HomePaths.Put(prefixKey(p), uint8(1)); err != nil {
 			return fmt.Errorf("add home watch path %q: %w", p, err)
 		}
 	}
 	// The sensor protects itself: a signal to it is a tamper attempt.
-	if err := maps["protected_pids"].Put(uint32(os.Getpid()), uint8(1)); err != nil {
+	if err := maps.ProtectedPids.Put(uint32(os.Getpid()), uint8(1)); err != nil {
 		return fmt.Errorf("protect the sensor's pid: %w", err)
 	}
-	ids := maps["syscall_ids"]
 	for nr, sc := range syscallNumbers() {
-		if err := ids.Put(uint32(nr), sc); err != nil {
+		if err := maps.SyscallIds.Put(uint32(nr), sc); err != nil {
 			return fmt.Errorf("enable syscall %d: %w", nr, err)
 		}
 		s.status.Syscalls = append(s.status.Syscalls, syscallName(sc))
@@ -283,10 +284,10 @@ const (
 )
 
 // prefixKey is the LPM key matching every path that starts with p.
-func prefixKey(p string) *lpmKey {
-	var key lpmKey
+func prefixKey(p string) *sensorLpmKey {
+	var key sensorLpmKey
 	n := copy(key.Data[:], p)
-	key.PrefixLen = uint32(n * 8)
+	key.Prefixlen = uint32(n * 8)
 	return &key
 }
 
@@ -303,17 +304,11 @@ func dirPrefixes(p string) []string {
 	return dirs
 }
 
-// lpmKey mirrors struct lpm_key.
-type lpmKey struct {
-	PrefixLen uint32
-	Data      [256]byte
-}
-
 // ProtectPID adds a process (a host pid; a thread id for tkill) whose
 // incoming signals are reported as signal events, as the sensor's own are.
 // The kernel map holds 64 entries.
 func (s *Sensor) ProtectPID(pid uint32) error {
-	if err := s.kern.maps["protected_pids"].Put(pid, uint8(1)); err != nil {
+	if err := s.kern.maps.ProtectedPids.Put(pid, uint8(1)); err != nil {
 		return fmt.Errorf("protect pid %d: %w", pid, err)
 	}
 	return nil
@@ -342,13 +337,13 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// On a quiet node the deadline backs off (doubling up to
 	// idleFlushFactor × FlushInterval) so that an idle sensor does not wake
 	// 40 times a second; the first record after a quiet spell resets it.
-	flush := time.Duration(s.cfg.FlushInterval)
+	flush := s.cfg.FlushInterval.Std()
 	wait, readSince := flush, false
 	// Overload is the queue past shedAt, or its head older than
 	// maxQueueDelay: checked every stride records, which costs one clock
 	// read per stride.
-	clock := newQueueClock(cap(out))
-	maxDelay := time.Duration(s.cfg.MaxQueueDelay)
+	clock := newQueueClock(cap(out), s.queueNow())
+	maxDelay := s.cfg.MaxQueueDelay.Std()
 	lagging := false
 	s.reader.SetDeadline(time.Now().Add(wait))
 	for {
@@ -384,7 +379,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 		case queued == 0:
 			lagging = false
 		case received%queueClockStride == 0:
-			age := clock.headAge(s.emitted.Load(), queued, time.Now())
+			age := clock.headAge(s.emitted.Load(), queued, s.queueNow())
 			s.queueAge.Store(int64(age))
 			lagging = age > maxDelay
 		}
@@ -407,7 +402,7 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 			// Emitted counts what entered the queue: this event's index is
 			// one less.
 			if i := s.emitted.Add(1) - 1; closesBlock(i) {
-				clock.enqueued(i, time.Now())
+				clock.enqueued(i, s.queueNow())
 			}
 			if inContainer {
 				s.inContainer[rec.Kind].Add(1)
@@ -447,7 +442,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		ProcessCache:    s.procs.Stats(),
 		Containers:      s.cgroups.Len(),
 	}
-	for k := 1; k < kindMax; k++ {
+	for k := uint32(1); k < kindMax; k++ {
 		if n := s.queueShed[k].Load(); n > 0 {
 			st.QueueShed[api.EventKind(k).Name()] = n
 		}
@@ -458,8 +453,8 @@ func (s *Sensor) Stats() (Stats, error) {
 			st.InContainer[api.EventKind(k).Name()] = n
 		}
 	}
-	stats := s.kern.maps["stats"]
-	sum := func(slot uint32) (uint64, error) {
+	stats := s.kern.maps.Stats
+	sum := func(slot sensorStatSlot) (uint64, error) {
 		var perCPU []uint64
 		if err := stats.Lookup(slot, &perCPU); err != nil {
 			return 0, fmt.Errorf("read kernel counter %d: %w", slot, err)
@@ -471,11 +466,11 @@ func (s *Sensor) Stats() (Stats, error) {
 		return total, nil
 	}
 	for k := uint32(1); k < kindMax; k++ {
-		sub, err := sum(statSubmitted + k)
+		sub, err := sum(statSubmitted + sensorStatSlot(k))
 		if err != nil {
 			return st, err
 		}
-		full, err := sum(statRingFull + k)
+		full, err := sum(statRingFull + sensorStatSlot(k))
 		if err != nil {
 			return st, err
 		}
@@ -486,7 +481,7 @@ func (s *Sensor) Stats() (Stats, error) {
 			st.KernelRingFull[api.EventKind(k).Name()] = full
 		}
 	}
-	for slot, dst := range map[uint32]*uint64{
+	for slot, dst := range map[sensorStatSlot]*uint64{
 		statPathTrunc: &st.KernelPathTrunc,
 		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
 		statDirCacheHit: &st.KernelDirCacheHits, statShedReads: &st.KernelShedReads,
@@ -502,13 +497,13 @@ func (s *Sensor) Stats() (Stats, error) {
 
 // Counter slots of the stats map (enum stat_slot in the C source).
 const (
-	statSubmitted    = 0
-	statRingFull     = 32
-	statPathTrunc    = 64
-	statArgsTrunc    = 65
-	statFileFiltered = 66
-	statDirCacheHit  = 67
-	statShedReads    = 68
+	statSubmitted    = sensorStatSlotSTAT_SUBMITTED
+	statRingFull     = sensorStatSlotSTAT_RINGBUF_FULL
+	statPathTrunc    = sensorStatSlotSTAT_PATH_TRUNCATED
+	statArgsTrunc    = sensorStatSlotSTAT_ARGS_TRUNCATED
+	statFileFiltered = sensorStatSlotSTAT_FILE_FILTERED
+	statDirCacheHit  = sensorStatSlotSTAT_DIR_CACHE_HIT
+	statShedReads    = sensorStatSlotSTAT_SHED_READS
 )
 
 // Close detaches the programs and frees the kernel objects.

@@ -27,35 +27,63 @@ type sensorDirVerdict struct {
 }
 
 type sensorEvent struct {
-	_ structs.HostLayout
-	H struct {
-		_           structs.HostLayout
-		TsBootNs    uint64
-		StartBootNs uint64
-		CgroupId    uint64
-		Kind        uint32
-		Len         uint32
-		Pid         uint32
-		Tgid        uint32
-		Ppid        uint32
-		Uid         uint32
-		Gid         uint32
-		Euid        uint32
-		Egid        uint32
-		Pidns       uint32
-		Mntns       uint32
-		Netns       uint32
-		Comm        [16]int8
-	}
-	B struct {
-		_      structs.HostLayout
-		Result int64
-		Num    [8]uint64
-		StrLen [6]uint16
-		Flags  uint32
-	}
+	_    structs.HostLayout
+	H    sensorEventHeader
+	B    sensorEventBody
 	Data [20480]int8
 }
+
+type sensorEventBody struct {
+	_      structs.HostLayout
+	Result int64
+	Num    [8]uint64
+	StrLen [6]uint16
+	Flags  uint32
+}
+
+type sensorEventHeader struct {
+	_           structs.HostLayout
+	TsBootNs    uint64
+	StartBootNs uint64
+	CgroupId    uint64
+	Kind        sensorEventKind
+	Len         uint32
+	Pid         uint32
+	Tgid        uint32
+	Ppid        uint32
+	Uid         uint32
+	Gid         uint32
+	Euid        uint32
+	Egid        uint32
+	Pidns       uint32
+	Mntns       uint32
+	Netns       uint32
+	Comm        [16]int8
+}
+
+type sensorEventKind uint32
+
+const (
+	sensorEventKindKIND_EXEC              sensorEventKind = 1
+	sensorEventKindKIND_EXIT              sensorEventKind = 2
+	sensorEventKindKIND_FORK              sensorEventKind = 3
+	sensorEventKindKIND_FILE_OPEN         sensorEventKind = 4
+	sensorEventKindKIND_FILE_UNLINK       sensorEventKind = 5
+	sensorEventKindKIND_FILE_RENAME       sensorEventKind = 6
+	sensorEventKindKIND_CONNECT           sensorEventKind = 7
+	sensorEventKindKIND_LISTEN            sensorEventKind = 8
+	sensorEventKindKIND_ACCEPT            sensorEventKind = 9
+	sensorEventKindKIND_PTRACE            sensorEventKind = 10
+	sensorEventKindKIND_MODULE_LOAD       sensorEventKind = 11
+	sensorEventKindKIND_NAMESPACE_CHANGE  sensorEventKind = 12
+	sensorEventKindKIND_MEMFD_CREATE      sensorEventKind = 13
+	sensorEventKindKIND_CREDENTIAL_CHANGE sensorEventKind = 14
+	sensorEventKindKIND_MOUNT             sensorEventKind = 15
+	sensorEventKindKIND_CHMOD             sensorEventKind = 16
+	sensorEventKindKIND_SIGNAL            sensorEventKind = 17
+	sensorEventKindKIND_DNS_QUERY         sensorEventKind = 18
+	sensorEventKindKIND_MAX               sensorEventKind = 19
+)
 
 type sensorLpmKey struct {
 	_         structs.HostLayout
@@ -68,6 +96,69 @@ type sensorPathBuf struct {
 	Buf      [8192]int8
 	Complete uint32
 }
+
+type sensorStatSlot uint32
+
+const (
+	sensorStatSlotSTAT_SUBMITTED      sensorStatSlot = 0
+	sensorStatSlotSTAT_RINGBUF_FULL   sensorStatSlot = 32
+	sensorStatSlotSTAT_PATH_TRUNCATED sensorStatSlot = 64
+	sensorStatSlotSTAT_ARGS_TRUNCATED sensorStatSlot = 65
+	sensorStatSlotSTAT_FILE_FILTERED  sensorStatSlot = 66
+	sensorStatSlotSTAT_DIR_CACHE_HIT  sensorStatSlot = 67
+	sensorStatSlotSTAT_SHED_READS     sensorStatSlot = 68
+	sensorStatSlotSTAT_SLOTS          sensorStatSlot = 80
+)
+
+type sensorSyscallId uint32
+
+const (
+	sensorSyscallIdSC_OPENAT       sensorSyscallId = 1
+	sensorSyscallIdSC_OPENAT2      sensorSyscallId = 2
+	sensorSyscallIdSC_OPEN         sensorSyscallId = 3
+	sensorSyscallIdSC_CREAT        sensorSyscallId = 4
+	sensorSyscallIdSC_UNLINKAT     sensorSyscallId = 5
+	sensorSyscallIdSC_UNLINK       sensorSyscallId = 6
+	sensorSyscallIdSC_RMDIR        sensorSyscallId = 7
+	sensorSyscallIdSC_RENAMEAT2    sensorSyscallId = 8
+	sensorSyscallIdSC_RENAMEAT     sensorSyscallId = 9
+	sensorSyscallIdSC_RENAME       sensorSyscallId = 10
+	sensorSyscallIdSC_CONNECT      sensorSyscallId = 11
+	sensorSyscallIdSC_LISTEN       sensorSyscallId = 12
+	sensorSyscallIdSC_ACCEPT       sensorSyscallId = 13
+	sensorSyscallIdSC_ACCEPT4      sensorSyscallId = 14
+	sensorSyscallIdSC_PTRACE       sensorSyscallId = 15
+	sensorSyscallIdSC_INIT_MODULE  sensorSyscallId = 16
+	sensorSyscallIdSC_FINIT_MODULE sensorSyscallId = 17
+	sensorSyscallIdSC_UNSHARE      sensorSyscallId = 18
+	sensorSyscallIdSC_SETNS        sensorSyscallId = 19
+	sensorSyscallIdSC_CLONE        sensorSyscallId = 20
+	sensorSyscallIdSC_CLONE3       sensorSyscallId = 21
+	sensorSyscallIdSC_MEMFD_CREATE sensorSyscallId = 22
+	sensorSyscallIdSC_SETUID       sensorSyscallId = 23
+	sensorSyscallIdSC_SETGID       sensorSyscallId = 24
+	sensorSyscallIdSC_SETREUID     sensorSyscallId = 25
+	sensorSyscallIdSC_SETREGID     sensorSyscallId = 26
+	sensorSyscallIdSC_SETRESUID    sensorSyscallId = 27
+	sensorSyscallIdSC_SETRESGID    sensorSyscallId = 28
+	sensorSyscallIdSC_SETFSUID     sensorSyscallId = 29
+	sensorSyscallIdSC_SETFSGID     sensorSyscallId = 30
+	sensorSyscallIdSC_CAPSET       sensorSyscallId = 31
+	sensorSyscallIdSC_MOUNT        sensorSyscallId = 32
+	sensorSyscallIdSC_UMOUNT2      sensorSyscallId = 33
+	sensorSyscallIdSC_MOVE_MOUNT   sensorSyscallId = 34
+	sensorSyscallIdSC_PIVOT_ROOT   sensorSyscallId = 35
+	sensorSyscallIdSC_CHMOD        sensorSyscallId = 36
+	sensorSyscallIdSC_FCHMOD       sensorSyscallId = 37
+	sensorSyscallIdSC_FCHMODAT     sensorSyscallId = 38
+	sensorSyscallIdSC_FCHMODAT2    sensorSyscallId = 39
+	sensorSyscallIdSC_KILL         sensorSyscallId = 40
+	sensorSyscallIdSC_TKILL        sensorSyscallId = 41
+	sensorSyscallIdSC_TGKILL       sensorSyscallId = 42
+	sensorSyscallIdSC_SENDTO       sensorSyscallId = 43
+	sensorSyscallIdSC_SENDMSG      sensorSyscallId = 44
+	sensorSyscallIdSC_SENDMMSG     sensorSyscallId = 45
+)
 
 // Names of all BPF objects in the ELF.
 //

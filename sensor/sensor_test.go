@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/runctest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
@@ -237,16 +240,17 @@ func TestConnectListenAccept(t *testing.T) {
 	port := freePort(t)
 	srv := exec.Command(os.Args[0], strconv.Itoa(port))
 	srv.Env = append(os.Environ(), helperEnv+"=listen-accept")
+	srvOut, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var conn net.Conn
-	for range 100 {
-		if conn, err = net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
+	if line, err := bufio.NewReader(srvOut).ReadString('\n'); line != "listening\n" {
+		t.Fatalf("listen helper said %q: %v", line, err)
 	}
+	conn, err := net.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port))
 	if err != nil {
 		t.Fatalf("dial the helper: %v", err)
 	}
@@ -831,8 +835,13 @@ func TestKernelShedsOrdinaryReadsUnderPressure(t *testing.T) {
 func TestShedWhenTheQueueIsOld(t *testing.T) {
 	testenv.RequireRoot(t)
 	dir, plain, secret, written := shedFiles(t)
-	s := newRawSensor(t, Config{QueueSize: 8192, MaxQueueDelay: Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
+	s := newRawSensor(t, Config{QueueSize: 8192, MaxQueueDelay: confval.Duration(50 * time.Millisecond), WatchPaths: []string{dir + "/"},
 		SensitivePaths: []string{secret}})
+	// Queue ages are read from a clock that stands still until the test
+	// moves it, so no read can age the queue but the test's step.
+	start := time.Now()
+	var elapsed atomic.Int64
+	s.queueNow = func() time.Time { return start.Add(time.Duration(elapsed.Load())) }
 	out, stop := runRaw(t, s, s.QueueSize())
 	defer func() {
 		if err := stop(); err != nil {
@@ -869,7 +878,7 @@ func TestShedWhenTheQueueIsOld(t *testing.T) {
 	if st, _ := s.Stats(); st.QueueShed["file_open"] != 0 || len(out) < 300 {
 		t.Fatalf("shed %v with a young queue of %d", st.QueueShed, len(out))
 	}
-	time.Sleep(100 * time.Millisecond) // the head is now older than 50 ms
+	elapsed.Add(int64(100 * time.Millisecond)) // the head is now older than 50 ms
 	queued := len(out)
 	reads(300)
 	st, err := s.Stats()

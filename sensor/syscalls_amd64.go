@@ -4,8 +4,8 @@ import "golang.org/x/sys/unix"
 
 // syscallNumbers maps this architecture's syscall numbers to the sensor's
 // syscall identifiers; the dispatcher ignores every number not listed.
-func syscallNumbers() map[int]uint32 {
-	return map[int]uint32{
+func syscallNumbers() map[int]sensorSyscallId {
+	return map[int]sensorSyscallId{
 		unix.SYS_OPENAT: scOpenat, unix.SYS_OPENAT2: scOpenat2, unix.SYS_OPEN: scOpen, unix.SYS_CREAT: scCreat,
 		unix.SYS_UNLINKAT: scUnlinkat, unix.SYS_UNLINK: scUnlink, unix.SYS_RMDIR: scRmdir,
 		unix.SYS_RENAMEAT2: scRenameat2, unix.SYS_RENAMEAT: scRenameat, unix.SYS_RENAME: scRename,

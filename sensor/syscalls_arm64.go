@@ -5,8 +5,8 @@ import "golang.org/x/sys/unix"
 // syscallNumbers maps this architecture's syscall numbers to the sensor's
 // syscall identifiers; the dispatcher ignores every number not listed.
 // arm64 has no open, creat, unlink, rmdir, rename or chmod: libc uses the *at forms.
-func syscallNumbers() map[int]uint32 {
-	return map[int]uint32{
+func syscallNumbers() map[int]sensorSyscallId {
+	return map[int]sensorSyscallId{
 		unix.SYS_OPENAT: scOpenat, unix.SYS_OPENAT2: scOpenat2,
 		unix.SYS_UNLINKAT: scUnlinkat, unix.SYS_RENAMEAT2: scRenameat2, unix.SYS_RENAMEAT: scRenameat,
 		unix.SYS_CONNECT: scConnect, unix.SYS_LISTEN: scListen, unix.SYS_ACCEPT: scAccept, unix.SYS_ACCEPT4: scAccept4,

@@ -2,7 +2,9 @@
 /*
  * Harrier's node sensor. Every record starts with struct event_header and a
  * struct event_body, followed by up to MAX_STRINGS strings whose lengths are
- * in body.str_len. The layout is mirrored in sensor/decode.go; change both.
+ * in body.str_len. bpf2go generates the Go side of every type user space
+ * shares (the -type list in sensor/gen.go), so a change here reaches Go on
+ * `make generate`; sensor/decode.go reads records at the generated offsets.
  *
  * Attach points: tp_btf (preferred) or raw_tp for the scheduler events and
  * for one sys_exit dispatcher that serves every syscall, because hardened
@@ -142,7 +144,7 @@ struct event_header {
 	u64 ts_boot_ns;
 	u64 start_boot_ns;
 	u64 cgroup_id;
-	u32 kind;
+	enum event_kind kind;
 	u32 len;
 	u32 pid;
 	u32 tgid;
@@ -156,6 +158,10 @@ struct event_header {
 	u32 netns;
 	char comm[16];
 };
+
+/* The enums stand in for u32 fields and map keys and values. */
+_Static_assert(sizeof(enum event_kind) == 4 && sizeof(enum syscall_id) == 4 && sizeof(enum stat_slot) == 4,
+	       "enums shared with user space are 32 bits");
 
 struct event_body {
 	s64 result;
@@ -182,7 +188,7 @@ struct path_buf {
 /* A syscall being reported: its identifier and arguments. */
 struct call {
 	u64 args[6];
-	u32 sc;
+	enum syscall_id sc;
 	u32 pad;
 };
 
@@ -206,7 +212,7 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_SLOTS);
-	__type(key, u32);
+	__type(key, enum stat_slot);
 	__type(value, u64);
 } stats SEC(".maps");
 
@@ -993,7 +999,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_SYSCALL_NR);
 	__type(key, u32);
-	__type(value, u32);
+	__type(value, enum syscall_id);
 } syscall_ids SEC(".maps");
 
 static __always_inline u32 interest(long nr)
@@ -1664,6 +1670,8 @@ static __noinline void dispatch(struct call *in, long ret)
 		case SC_UNLINKAT:
 			if (in->args[2] & AT_REMOVEDIR)
 				bump_generation();
+			break;
+		default:
 			break;
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 func inode(t *testing.T, path string) uint64 {
@@ -79,19 +81,17 @@ func TestFindCgroupByIDMissingMount(t *testing.T) {
 // TestFindCgroupByIDReal creates a cgroup on this machine's preferred
 // hierarchy and finds it by its ID.
 func TestFindCgroupByIDReal(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("creating cgroups needs root")
-	}
+	testenv.RequireRoot(t) // creating cgroups needs root
 	h := realHierarchies(t)
 	ctrl, mp := h.Preferred()
 	if mp == "" {
-		t.Skip("no cgroup filesystem mounted")
+		t.Fatal("no cgroup filesystem mounted: the sensor needs one")
 	}
 	rel := fmt.Sprintf("/harrier-container-test-%d", os.Getpid())
 	parent := filepath.Join(mp, rel)
 	child := filepath.Join(parent, "child")
 	if err := os.Mkdir(parent, 0o755); err != nil {
-		t.Skipf("cannot create cgroup under %s (%q): %v", mp, ctrl, err)
+		t.Fatalf("cannot create cgroup under %s (%q): %v", mp, ctrl, err)
 	}
 	t.Cleanup(func() {
 		// Cgroups are removed with rmdir, innermost first.

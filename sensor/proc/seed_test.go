@@ -1,14 +1,16 @@
 package proc
 
 import (
-	"fmt"
+	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // statLine builds a /proc/PID/stat line with the given comm, ppid and
@@ -149,7 +151,7 @@ func TestSeedFakeTree(t *testing.T) {
 
 func TestSeedPermissionDenied(t *testing.T) {
 	if os.Geteuid() == 0 {
-		t.Skip("root reads files regardless of mode")
+		withoutFileOverride(t)
 	}
 	root := t.TempDir()
 	writeFakeProc(t, root, "7", fakeProc{stat: statLine("7", "x", "1", "5"), status: statusText})
@@ -162,6 +164,25 @@ func TestSeedPermissionDenied(t *testing.T) {
 	}
 	if s := c.Stats(); s.SeedPermissionDenied != 1 || s.SeedFailed != 0 {
 		t.Fatalf("stats = %+v", s)
+	}
+}
+
+// withoutFileOverride makes the rest of the test read files as root reads
+// them without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH: by their mode, like
+// any other user. Capabilities belong to a thread, so the test's goroutine is
+// locked to its thread, and is never unlocked: the runtime then ends the
+// thread with the goroutine instead of reusing it.
+func withoutFileOverride(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var caps [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &caps[0]); err != nil {
+		t.Fatalf("capget: %v", err)
+	}
+	caps[0].Effective &^= 1<<unix.CAP_DAC_OVERRIDE | 1<<unix.CAP_DAC_READ_SEARCH
+	if err := unix.Capset(&hdr, &caps[0]); err != nil {
+		t.Fatalf("capset: %v", err)
 	}
 }
 
@@ -221,23 +242,29 @@ func TestParseStat(t *testing.T) {
 
 func TestSeedRealProc(t *testing.T) {
 	if _, err := os.Stat("/proc/self/stat"); err != nil {
-		t.Skip("no procfs")
+		t.Fatalf("no procfs: %v", err)
 	}
-	child := exec.Command("sleep", "5")
+	// The child says it is running once its argv is in place (Start
+	// returns before execve lays it out), then waits for its stdin.
+	script := "echo running; read x"
+	child := exec.Command("sh", "-c", script)
+	stdin, err := child.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := child.Start(); err != nil {
-		t.Skip("cannot start sleep:", err)
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = child.Process.Kill()
+		_ = stdin.Close()
 		_ = child.Wait()
 	})
-	// Start returns once execve has closed the child's close-on-exec
-	// pipe, which is before the kernel lays out the new argv: wait for it.
-	for range 100 {
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", child.Process.Pid)); err == nil && len(b) > 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "running\n" {
+		t.Fatalf("child said %q: %v", line, err)
 	}
 
 	c := New(Config{})
@@ -272,7 +299,7 @@ func TestSeedRealProc(t *testing.T) {
 	if !ok {
 		t.Fatal("child not seeded")
 	}
-	if !slices.Equal(kid.Args, []string{"sleep", "5"}) || kid.Ppid != uint32(os.Getpid()) || kid.Comm != "sleep" {
+	if !slices.Equal(kid.Args, []string{"sh", "-c", script}) || kid.Ppid != uint32(os.Getpid()) || kid.Comm != "sh" {
 		t.Errorf("child = %+v", kid)
 	}
 	if kid.StartBootNs < self.StartBootNs {
