@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/harrier-sec/harrier/internal/confval/confvaltest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -17,33 +19,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // backend's in one file, strictly, and puts the backend's paths under the
 // shared dataDir.
 func TestLoadConfig(t *testing.T) {
-	tests := []struct {
-		name string
-		yaml string
-		want string // substring of the error; empty for success
-	}{
-		{"empty", "", ""},
-		{"all sections", "dataDir: /x\nspool:\n  quotaBytes: 1000000\n  eventKinds: [exec]\nuplink:\n  addr: b:9471\nbackend:\n  apiAddr: 127.0.0.1:1\n", ""},
-		{"unknown field", "backend:\n  apiAdr: 127.0.0.1:1\n", "apiAdr"},
-		{"unknown agent field", "uplink:\n  adress: b:9471\n", "adress"},
-		{"bad address", "backend:\n  apiAddr: nowhere\n", "apiAddr"},
-		{"bad event kind", "spool:\n  eventKinds: [exec, teleport]\n", "teleport"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "h.yaml")
-			if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			_, err := LoadConfig(path)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Errorf("LoadConfig: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path)):
-				t.Errorf("LoadConfig = %v, want an error naming %s and %q", err, path, tt.want)
-			}
-		})
-	}
+	confvaltest.CheckLoad(t, func(path string) error { _, err := LoadConfig(path); return err }, []confvaltest.Case{
+		{Name: "empty", YAML: ""},
+		{Name: "all sections", YAML: "dataDir: /x\nspool:\n  quotaBytes: 1000000\n  eventKinds: [exec]\nuplink:\n  addr: b:9471\nbackend:\n  apiAddr: 127.0.0.1:1\n"},
+		{Name: "unknown field", YAML: "backend:\n  apiAdr: 127.0.0.1:1\n", Want: "apiAdr"},
+		{Name: "unknown agent field", YAML: "uplink:\n  adress: b:9471\n", Want: "adress"},
+		{Name: "bad address", YAML: "backend:\n  apiAddr: nowhere\n", Want: "apiAddr"},
+		{Name: "bad event kind", YAML: "spool:\n  eventKinds: [exec, teleport]\n", Want: "teleport"},
+	})
 	var cfg Config
 	cfg.DataDir = "/d"
 	cfg = cfg.WithDefaults()

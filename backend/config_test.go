@@ -4,45 +4,25 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/harrier-sec/harrier/internal/confval/confvaltest"
 	"github.com/harrier-sec/harrier/transport"
 )
 
 // TestLoadConfig: `harrier backend -c` reads dataDir and the backend
 // section strictly, and puts what the section leaves unset under dataDir.
 func TestLoadConfig(t *testing.T) {
-	tests := []struct {
-		name string
-		yaml string
-		want string // substring of the error; empty for success
-	}{
-		{"empty", "", ""},
-		{"shipped shape", "dataDir: /var/lib/harrier-backend\nbackend:\n  apiAddr: 127.0.0.1:9470\n  ingestAddr: \":9471\"\n  caFile: /etc/harrier/pki/ca.crt\n", ""},
-		{"unknown field", "backend:\n  apiAdr: 127.0.0.1:1\n", "apiAdr"},
-		{"bad address", "backend:\n  apiAddr: nowhere\n", "apiAddr"},
-		{"bad severity", "backend:\n  vulnDB:\n    minSeverity: dire\n", "minSeverity"},
+	confvaltest.CheckLoad(t, func(path string) error { _, err := LoadConfig(path); return err }, []confvaltest.Case{
+		{Name: "empty", YAML: ""},
+		{Name: "shipped shape", YAML: "dataDir: /var/lib/harrier-backend\nbackend:\n  apiAddr: 127.0.0.1:9470\n  ingestAddr: \":9471\"\n  caFile: /etc/harrier/pki/ca.crt\n"},
+		{Name: "unknown field", YAML: "backend:\n  apiAdr: 127.0.0.1:1\n", Want: "apiAdr"},
+		{Name: "bad address", YAML: "backend:\n  apiAddr: nowhere\n", Want: "apiAddr"},
+		{Name: "bad severity", YAML: "backend:\n  vulnDB:\n    minSeverity: dire\n", Want: "minSeverity"},
 		// The agent's sections belong to `harrier agent` and `harrier run`.
-		{"agent section", "uplink:\n  addr: b:9471\n", "uplink"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "backend.yaml")
-			if err := os.WriteFile(path, []byte(tt.yaml), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			_, err := LoadConfig(path)
-			switch {
-			case tt.want == "" && err != nil:
-				t.Errorf("LoadConfig: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path)):
-				t.Errorf("LoadConfig = %v, want an error naming %s and %q", err, path, tt.want)
-			}
-		})
-	}
+		{Name: "agent section", YAML: "uplink:\n  addr: b:9471\n", Want: "uplink"},
+	})
 	cfg := FileConfig{DataDir: "/d", Backend: Config{CertFile: "/etc/b.crt"}}.Resolved()
 	want := Config{DataDir: "/d/backend", TokenDir: "/d", CAFile: "/d/pki/ca.crt", CertFile: "/etc/b.crt", KeyFile: "/d/pki/backend.key"}
 	if cfg != want {
