@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 
-	"github.com/harrier-sec/harrier/agent"
+	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/simulate"
 )
@@ -73,7 +73,7 @@ The exit code is non-zero when an expected alert is missing.`,
 	f.BoolVar(&o.cleanup, "cleanup", false, "cluster mode: delete the namespaces an interrupted run left behind, then exit")
 	f.StringSliceVar(&o.scenarios, "scenario", []string{"all"}, "all, or some of recon,lateral,secrets,mining,webshell,threat-intel")
 	f.StringVar(&o.apiURL, "api", "http://127.0.0.1:9470", "backend API base URL")
-	f.StringVar(&o.tokenFile, "token-file", "", "file holding the API token (default "+agent.DefaultDataDir+"/api-token)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the API token (default "+backend.FileConfig{}.Resolved().TokenFile()+")")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long each expected alert may take after its behaviour")
 	f.BoolVar(&o.keep, "keep", false, "leave the sandbox (or namespace) up after the run until Ctrl-C, for inspection")
 	f.StringVar(&o.rootfs, "rootfs", "", "directory of tools laid over the busybox image instead of the host's curl and nmap")
@@ -121,7 +121,7 @@ func runSimulate(cmd *cobra.Command, o simulateOptions) error {
 		}
 	}
 	if o.tokenFile == "" {
-		o.tokenFile = agent.DefaultDataDir + "/api-token"
+		o.tokenFile = backend.FileConfig{}.Resolved().TokenFile()
 	}
 	tok, err := os.ReadFile(o.tokenFile)
 	if err != nil {

@@ -8,11 +8,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -32,7 +32,9 @@ const (
 )
 
 // Run runs one node's pipeline until ctx is done: sensor → analytics →
-// spool → uplink. ready is called once the sensor is attached.
+// spool → uplink. ready is called once the spool is open, the sensor
+// attached and every part started; the metrics server's /readyz answers
+// ready from then on.
 func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, ready func()) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -69,9 +71,6 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	// now); hand those pages back at once rather than over the scavenger's
 	// minutes, so that an idle agent's RSS is its working set.
 	debug.FreeOSMemory()
-	if ready != nil {
-		ready()
-	}
 
 	agentID := cfg.Uplink.AgentID
 	// The pipeline goroutine owns the engine; it publishes its counters here
@@ -101,29 +100,34 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		return fmt.Errorf("uplink: %w", err)
 	}
 
+	// Every part runs in g: the first to fail stops the others, and Run
+	// returns only once all have ended, also when starting one fails.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := make(chan *api.Event, sens.QueueSize())
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
+	g, ctx := errgroup.WithContext(ctx)
 	run := func(name string, f func() error) {
-		wg.Go(func() {
+		g.Go(func() error {
 			if err := f(); err != nil && ctx.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				cancel()
+				return fmt.Errorf("%s: %w", name, err)
 			}
+			return nil
 		})
+	}
+	fail := func(err error) error {
+		cancel()
+		return errors.Join(err, g.Wait())
 	}
 	kp, err := startKube(ctx, cfg, run, log)
 	if err != nil {
-		return err
+		return fail(err)
 	}
 	if err := startLeader(ctx, cfg, leaders, clusterEnv{cfg: cfg, spool: spool, notify: client.Notify, log: log}, run); err != nil {
-		return err
+		return fail(err)
 	}
 	if _, err := startAdmission(ctx, cfg, run, log); err != nil {
-		return err
+		return fail(err)
 	}
+	events := make(chan *api.Event, sens.QueueSize())
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
@@ -131,6 +135,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
+	// Ready: the spool is open, the sensor attached (what happens from now
+	// on waits in its ring buffer) and every part started.
+	var isReady atomic.Bool
 	if cfg.MetricsAddr != "off" {
 		queue := func() (int, int) { return len(events), cap(events) }
 		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, client)
@@ -138,16 +145,14 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		if kp.audit != nil {
 			collectors = append(collectors, newAuditCollector(kp.receiver, kp.tailer, func() (int, int) { return len(kp.audit), cap(kp.audit) }))
 		}
-		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, collectors...) })
+		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, isReady.Load, collectors...) })
+	}
+	isReady.Store(true)
+	if ready != nil {
+		ready()
 	}
 	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
-	wg.Wait()
-	close(errs)
-	var all []error
-	for err := range errs {
-		all = append(all, err)
-	}
-	return errors.Join(all...)
+	return g.Wait()
 }
 
 // NewEngine builds the analytics engine from the config as given (Run

@@ -1,39 +1,35 @@
-// Package agent wires one node's pipeline (sensor → spool → uplink) and, for
-// the all-in-one mode, the embedded backend, and holds their configuration.
-// It has no logic of its own beyond lifecycle.
+// Package agent wires one node's pipeline (sensor → analytics → spool →
+// uplink) and holds its configuration. It knows nothing of the backend
+// beyond the uplink's address: the all-in-one mode, which embeds one, is
+// package allinone.
 package agent
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 
-	"sigs.k8s.io/yaml"
-
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
-	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/sensor"
 )
 
-// DefaultDataDir holds spool, state, certificates and the API token.
+// DefaultDataDir holds the spool, state and certificates.
 const DefaultDataDir = "/var/lib/harrier"
 
-// Config is the whole configuration, loaded from one YAML file. Every
-// section is optional.
+// Config is the agent's configuration, loaded from one YAML file (`harrier
+// agent -c`). Every section is optional.
 type Config struct {
-	// DataDir holds the spool, the embedded backend's store, generated
-	// certificates and the API token.
+	// DataDir holds the spool, the agent's state and, by default, its
+	// certificates (pki/).
 	DataDir   string           `json:"dataDir,omitempty"`
 	Sensor    sensor.Config    `json:"sensor"`
 	Analytics analytics.Config `json:"analytics"`
 	Spool     SpoolConfig      `json:"spool"`
 	Uplink    UplinkConfig     `json:"uplink"`
-	Backend   backend.Config   `json:"backend"`
 	// Kube gives events their pod context (see the kube package).
 	Kube kube.Config `json:"kube"`
 	// MetricsAddr is where the agent serves Prometheus /metrics (default
@@ -126,21 +122,6 @@ func (c Config) withDefaults() Config {
 	if c.Uplink.ServerName == "" {
 		c.Uplink.ServerName = "localhost"
 	}
-	if c.Backend.DataDir == "" {
-		c.Backend.DataDir = filepath.Join(c.DataDir, "backend")
-	}
-	if c.Backend.CAFile == "" {
-		c.Backend.CAFile = filepath.Join(pki, "ca.crt")
-	}
-	if c.Backend.CertFile == "" {
-		c.Backend.CertFile = filepath.Join(pki, "backend.crt")
-	}
-	if c.Backend.KeyFile == "" {
-		c.Backend.KeyFile = filepath.Join(pki, "backend.key")
-	}
-	if c.Backend.TokenDir == "" {
-		c.Backend.TokenDir = c.DataDir
-	}
 	return c
 }
 
@@ -168,9 +149,6 @@ func (c Config) Validate() error {
 	if err := c.Kube.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.Backend.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("backend: %w", err))
-	}
 	return errors.Join(errs...)
 }
 
@@ -178,21 +156,6 @@ func (c Config) Validate() error {
 // values are errors that name the file and the problem.
 func LoadConfig(path string) (Config, error) {
 	var cfg Config
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return cfg, fmt.Errorf("read config: %w", err)
-	}
-	js, err := yaml.YAMLToJSON(raw)
-	if err != nil {
-		return cfg, fmt.Errorf("config %s: %w", path, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil {
-		return cfg, fmt.Errorf("config %s: %w", path, err)
-	}
-	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("config %s: %w", path, err)
-	}
-	return cfg, nil
+	err := confval.LoadYAML(path, &cfg)
+	return cfg, err
 }

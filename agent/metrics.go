@@ -227,29 +227,49 @@ func newAlertLatency() prometheus.Histogram {
 	})
 }
 
-// serveMetrics serves /metrics on addr until ctx is done. A port that cannot
-// be bound is logged, not fatal: detection matters more than its metrics.
-func serveMetrics(ctx context.Context, addr string, log *slog.Logger, cs ...prometheus.Collector) error {
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(cs...)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+// serveMetrics serves metricsHandler on addr until ctx is done. A port
+// that cannot be bound is logged, not fatal: detection matters more than
+// its metrics.
+func serveMetrics(ctx context.Context, addr string, log *slog.Logger, ready func() bool, cs ...prometheus.Collector) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		log.Error("agent metrics not served; the agent keeps running", "addr", addr, "error", err)
 		return nil
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
+	srv := &http.Server{Handler: metricsHandler(ready, cs...), ReadHeaderTimeout: 5 * time.Second}
+	shutDown := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(shutDown)
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-	}()
+	})
 	log.Info("agent metrics", "url", fmt.Sprintf("http://%s/metrics", ln.Addr()))
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Serve(ln)
+	if !stop() {
+		<-shutDown // Serve returns as Shutdown begins: wait for it to end
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
+}
+
+// metricsHandler serves /metrics (cs and the Go runtime's and process's
+// collectors), /livez, and /readyz: 200 once ready says so, 503 before.
+func metricsHandler(ready func() bool, cs ...prometheus.Collector) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(cs...)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready() {
+			http.Error(w, "starting: the sensor is not attached yet", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	return mux
 }

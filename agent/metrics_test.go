@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -73,5 +74,27 @@ func TestAuditCollector(t *testing.T) {
 	}
 	if _, ok := got["harrier_audit_events_total{source=log}"]; ok {
 		t.Errorf("a log source is reported without a tailer: %v", got)
+	}
+}
+
+// TestMetricsReadyz: the agent's /readyz answers 503 until the pipeline is
+// ready, 200 after; /livez and /metrics answer throughout.
+func TestMetricsReadyz(t *testing.T) {
+	var ready atomic.Bool
+	h := metricsHandler(ready.Load, newAlertLatency())
+	get := func(path string) int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		return rec.Code
+	}
+	if got := get("/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("readyz before ready: %d, want 503", got)
+	}
+	if got, gotMetrics := get("/livez"), get("/metrics"); got != http.StatusOK || gotMetrics != http.StatusOK {
+		t.Errorf("livez %d, metrics %d before ready, want 200", got, gotMetrics)
+	}
+	ready.Store(true)
+	if got := get("/readyz"); got != http.StatusOK {
+		t.Errorf("readyz once ready: %d, want 200", got)
 	}
 }

@@ -33,6 +33,10 @@ type APIConfig struct {
 	Metrics *Metrics
 	// Now is the clock for "since=1h" (tests set it).
 	Now func() time.Time
+	// Ready, when set, is asked by /readyz once the store answers: an error
+	// makes it answer 503 with the error (the all-in-one is not ready until
+	// its agent's sensor is attached).
+	Ready func() error
 }
 
 // cookieName carries a browser's credential after GET/POST /login.
@@ -220,6 +224,12 @@ func (s *apiServer) readyz(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("store not ready", "err", err)
 		writeError(w, http.StatusServiceUnavailable, "store not ready")
 		return
+	}
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

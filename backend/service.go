@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -15,90 +14,6 @@ import (
 	"github.com/harrier-sec/harrier/backend/vulndb"
 	"github.com/harrier-sec/harrier/transport"
 )
-
-// Config configures the backend service: where it keeps data, where it
-// listens, and its identity.
-type Config struct {
-	// DataDir holds the backend's store.
-	DataDir string `json:"dataDir,omitempty"`
-	// APIAddr serves the API and web UI (TCP, default 127.0.0.1:9470).
-	APIAddr string `json:"apiAddr,omitempty"`
-	// IngestAddr receives agents over QUIC (UDP, default 127.0.0.1:9471;
-	// a central backend listens on all interfaces, e.g. ":9471").
-	IngestAddr string `json:"ingestAddr,omitempty"`
-	// Token protects the API; empty means generate one into
-	// <TokenDir>/api-token (mode 0600).
-	Token    string `json:"token,omitempty"`
-	TokenDir string `json:"tokenDir,omitempty"`
-	// CAFile pins the CA agents' certificates must chain to; CertFile and
-	// KeyFile are the backend's serving identity.
-	CAFile   string `json:"caFile,omitempty"`
-	CertFile string `json:"certFile,omitempty"`
-	KeyFile  string `json:"keyFile,omitempty"`
-	// MaxEvents bounds the recent raw events kept for GET /api/v1/events.
-	MaxEvents int `json:"maxEvents,omitempty"`
-	// MaxPendingInventoryBytes bounds the inventory chunks kept while their
-	// snapshot is incomplete (default 256 MiB).
-	MaxPendingInventoryBytes int64 `json:"maxPendingInventoryBytes,omitempty"`
-	// VulnDB is the offline vulnerability database for the image-vulnerable
-	// posture check.
-	VulnDB VulnDBConfig `json:"vulnDB"`
-}
-
-// VulnDBConfig points at the site's image scan reports.
-type VulnDBConfig struct {
-	// Dir holds Trivy (`trivy image -f json`) and Grype (`grype -o json`)
-	// reports, one image per *.json file, re-read when they change
-	// (default <dataDir>/vulndb).
-	Dir string `json:"dir,omitempty"`
-	// MinSeverity is the lowest severity that makes a finding: low,
-	// medium, high (default) or critical.
-	MinSeverity string `json:"minSeverity,omitempty"`
-}
-
-// Validate reports problems a config file can have.
-func (c Config) Validate() error {
-	var errs []error
-	for _, a := range []struct{ name, addr string }{{"apiAddr", c.APIAddr}, {"ingestAddr", c.IngestAddr}} {
-		if a.addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(a.addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.addr, err))
-		}
-	}
-	if c.MaxEvents < 0 {
-		errs = append(errs, fmt.Errorf("maxEvents %d: must not be negative", c.MaxEvents))
-	}
-	if c.MaxPendingInventoryBytes < 0 {
-		errs = append(errs, fmt.Errorf("maxPendingInventoryBytes %d: must not be negative", c.MaxPendingInventoryBytes))
-	}
-	switch c.VulnDB.MinSeverity {
-	case "", "low", "medium", "high", "critical":
-	default:
-		errs = append(errs, fmt.Errorf("vulnDB.minSeverity %q: must be low, medium, high or critical", c.VulnDB.MinSeverity))
-	}
-	return errors.Join(errs...)
-}
-
-func (c Config) withDefaults() Config {
-	if c.APIAddr == "" {
-		c.APIAddr = "127.0.0.1:9470"
-	}
-	if c.IngestAddr == "" {
-		c.IngestAddr = "127.0.0.1:9471"
-	}
-	if c.TokenDir == "" {
-		c.TokenDir = c.DataDir
-	}
-	if c.VulnDB.Dir == "" {
-		c.VulnDB.Dir = filepath.Join(c.DataDir, "vulndb")
-	}
-	if c.VulnDB.MinSeverity == "" {
-		c.VulnDB.MinSeverity = "high"
-	}
-	return c
-}
 
 // Service is a running backend: store, QUIC ingest and HTTP API.
 type Service struct {
@@ -108,6 +23,9 @@ type Service struct {
 	ingest *transport.Server
 	http   *http.Server
 	api    net.Listener
+	// readyAfter, when set, holds /readyz at 503 until it is closed (see
+	// ReadyAfter).
+	readyAfter <-chan struct{}
 }
 
 // NewService opens the store and binds both listeners, so that a caller
@@ -140,14 +58,29 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("API listen: %w", err), ingest.Close(), st.Close())
 	}
-	s := &Service{
-		cfg: cfg, log: log, store: st, ingest: ingest, api: ln,
-		http: &http.Server{
-			Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics}, log),
-			ReadHeaderTimeout: 10 * time.Second,
-		},
+	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln}
+	s.http = &http.Server{
+		Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready}, log),
+		ReadHeaderTimeout: 10 * time.Second,
 	}
 	return s, nil
+}
+
+// ReadyAfter makes /readyz answer 503 until ready is closed: a process that
+// embeds the backend is ready only when its other parts are. Call it before
+// Run.
+func (s *Service) ReadyAfter(ready <-chan struct{}) { s.readyAfter = ready }
+
+func (s *Service) ready() error {
+	if s.readyAfter == nil {
+		return nil
+	}
+	select {
+	case <-s.readyAfter:
+		return nil
+	default:
+		return errors.New("starting: the rest of the process is not ready yet")
+	}
 }
 
 // IngestAddr is where agents connect (resolved, also when configured as port 0).

@@ -1,4 +1,4 @@
-package agent
+package transport
 
 import (
 	"errors"
@@ -7,9 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-
-	"github.com/harrier-sec/harrier/transport"
 )
+
+// The functions of this file make and keep a small PKI in one directory, for sites
+// without their own: `harrier certs` and the all-in-one's first start.
 
 // certValidity is how long generated certificates last. Sites replace them
 // with `harrier certs` or their own PKI well before.
@@ -22,10 +23,10 @@ func InitCA(dir string) (caCert, caKey []byte, err error) {
 	if err == nil || !errors.Is(err, fs.ErrNotExist) {
 		return caCert, caKey, err
 	}
-	if caCert, caKey, err = transport.NewCA("Harrier CA", certValidity); err != nil {
+	if caCert, caKey, err = NewCA("Harrier CA", certValidity); err != nil {
 		return nil, nil, fmt.Errorf("make CA: %w", err)
 	}
-	if err := transport.WriteFiles(dir, "ca", caCert, caKey); err != nil {
+	if err := WriteFiles(dir, "ca", caCert, caKey); err != nil {
 		return nil, nil, err
 	}
 	return caCert, caKey, nil
@@ -42,7 +43,7 @@ func IssueBackendCert(dir string, hosts []string) error {
 // agent's audit or admission webhook's.
 func IssueServerCert(dir, name string, hosts []string) error {
 	return issueOnce(dir, name, func(caCert, caKey []byte) ([]byte, []byte, error) {
-		return transport.IssueServer(caCert, caKey, hosts, certValidity)
+		return IssueServer(caCert, caKey, hosts, certValidity)
 	})
 }
 
@@ -50,7 +51,7 @@ func IssueServerCert(dir, name string, hosts []string) error {
 // in dir, unless they exist.
 func IssueAgentCert(dir, agentID, name string) error {
 	return issueOnce(dir, name, func(caCert, caKey []byte) ([]byte, []byte, error) {
-		return transport.IssueAgent(caCert, caKey, agentID, certValidity)
+		return IssueAgent(caCert, caKey, agentID, certValidity)
 	})
 }
 
@@ -66,7 +67,7 @@ func issueOnce(dir, name string, issue func(caCert, caKey []byte) ([]byte, []byt
 	if err != nil {
 		return fmt.Errorf("issue %s certificate: %w", name, err)
 	}
-	return transport.WriteFiles(dir, name, cert, key)
+	return WriteFiles(dir, name, cert, key)
 }
 
 func readPair(dir, name string) (cert, key []byte, err error) {

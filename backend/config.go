@@ -1,0 +1,162 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+
+	"github.com/harrier-sec/harrier/internal/confval"
+)
+
+// DefaultDataDir holds the backend's store, certificates and API token
+// unless its file or --data-dir says otherwise. It is the agent's default
+// too, so the all-in-one keeps both under one directory.
+const DefaultDataDir = "/var/lib/harrier"
+
+// FileConfig is the file `harrier backend -c` reads: a data directory and
+// the backend section, the all-in-one's file without the agent's sections.
+type FileConfig struct {
+	// DataDir holds what the backend section leaves unset (see
+	// Config.InDataDir).
+	DataDir string `json:"dataDir,omitempty"`
+	Backend Config `json:"backend"`
+}
+
+// Validate reports every problem with f at once.
+func (f FileConfig) Validate() error {
+	if err := f.Backend.Validate(); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	return nil
+}
+
+// Resolved is the backend section with the paths it leaves unset under
+// DataDir (default DefaultDataDir).
+func (f FileConfig) Resolved() Config {
+	if f.DataDir == "" {
+		f.DataDir = DefaultDataDir
+	}
+	return f.Backend.InDataDir(f.DataDir)
+}
+
+// LoadConfig reads the backend's file at path strictly: unknown fields,
+// wrong types and invalid values are errors that name the file and the
+// problem.
+func LoadConfig(path string) (FileConfig, error) {
+	var f FileConfig
+	err := confval.LoadYAML(path, &f)
+	return f, err
+}
+
+// Config configures the backend service: where it keeps data, where it
+// listens, and its identity.
+type Config struct {
+	// DataDir holds the backend's store.
+	DataDir string `json:"dataDir,omitempty"`
+	// APIAddr serves the API and web UI (TCP, default 127.0.0.1:9470).
+	APIAddr string `json:"apiAddr,omitempty"`
+	// IngestAddr receives agents over QUIC (UDP, default 127.0.0.1:9471;
+	// a central backend listens on all interfaces, e.g. ":9471").
+	IngestAddr string `json:"ingestAddr,omitempty"`
+	// Token protects the API; empty means generate one into
+	// <TokenDir>/api-token (mode 0600).
+	Token    string `json:"token,omitempty"`
+	TokenDir string `json:"tokenDir,omitempty"`
+	// CAFile pins the CA agents' certificates must chain to; CertFile and
+	// KeyFile are the backend's serving identity.
+	CAFile   string `json:"caFile,omitempty"`
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+	// MaxEvents bounds the recent raw events kept for GET /api/v1/events.
+	MaxEvents int `json:"maxEvents,omitempty"`
+	// MaxPendingInventoryBytes bounds the inventory chunks kept while their
+	// snapshot is incomplete (default 256 MiB).
+	MaxPendingInventoryBytes int64 `json:"maxPendingInventoryBytes,omitempty"`
+	// VulnDB is the offline vulnerability database for the image-vulnerable
+	// posture check.
+	VulnDB VulnDBConfig `json:"vulnDB"`
+}
+
+// VulnDBConfig points at the site's image scan reports.
+type VulnDBConfig struct {
+	// Dir holds Trivy (`trivy image -f json`) and Grype (`grype -o json`)
+	// reports, one image per *.json file, re-read when they change
+	// (default <dataDir>/vulndb).
+	Dir string `json:"dir,omitempty"`
+	// MinSeverity is the lowest severity that makes a finding: low,
+	// medium, high (default) or critical.
+	MinSeverity string `json:"minSeverity,omitempty"`
+}
+
+// Validate reports problems a config file can have.
+func (c Config) Validate() error {
+	var errs []error
+	for _, a := range []struct{ name, addr string }{{"apiAddr", c.APIAddr}, {"ingestAddr", c.IngestAddr}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.addr, err))
+		}
+	}
+	if c.MaxEvents < 0 {
+		errs = append(errs, fmt.Errorf("maxEvents %d: must not be negative", c.MaxEvents))
+	}
+	if c.MaxPendingInventoryBytes < 0 {
+		errs = append(errs, fmt.Errorf("maxPendingInventoryBytes %d: must not be negative", c.MaxPendingInventoryBytes))
+	}
+	switch c.VulnDB.MinSeverity {
+	case "", "low", "medium", "high", "critical":
+	default:
+		errs = append(errs, fmt.Errorf("vulnDB.minSeverity %q: must be low, medium, high or critical", c.VulnDB.MinSeverity))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.APIAddr == "" {
+		c.APIAddr = "127.0.0.1:9470"
+	}
+	if c.IngestAddr == "" {
+		c.IngestAddr = "127.0.0.1:9471"
+	}
+	if c.TokenDir == "" {
+		c.TokenDir = c.DataDir
+	}
+	if c.VulnDB.Dir == "" {
+		c.VulnDB.Dir = filepath.Join(c.DataDir, "vulndb")
+	}
+	if c.VulnDB.MinSeverity == "" {
+		c.VulnDB.MinSeverity = "high"
+	}
+	return c
+}
+
+// TokenFile is where the backend keeps its generated API token (when
+// Token is not set).
+func (c Config) TokenFile() string { return filepath.Join(c.withDefaults().TokenDir, tokenFile) }
+
+// InDataDir returns c with the paths it leaves unset under dataDir, the
+// layout `harrier backend` and the all-in-one share: the store in
+// <dataDir>/backend, the CA and the backend's certificate in <dataDir>/pki
+// (where `harrier run` makes them), the generated API token in
+// <dataDir>/api-token.
+func (c Config) InDataDir(dataDir string) Config {
+	pki := filepath.Join(dataDir, "pki")
+	for _, p := range []struct {
+		field *string
+		path  string
+	}{
+		{&c.DataDir, filepath.Join(dataDir, "backend")},
+		{&c.CAFile, filepath.Join(pki, "ca.crt")},
+		{&c.CertFile, filepath.Join(pki, "backend.crt")},
+		{&c.KeyFile, filepath.Join(pki, "backend.key")},
+		{&c.TokenDir, dataDir},
+	} {
+		if *p.field == "" {
+			*p.field = p.path
+		}
+	}
+	return c
+}

@@ -1,0 +1,82 @@
+package backend
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"testing"
+
+	"github.com/harrier-sec/harrier/internal/confval/confvaltest"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// TestLoadConfig: `harrier backend -c` reads dataDir and the backend
+// section strictly, and puts what the section leaves unset under dataDir.
+func TestLoadConfig(t *testing.T) {
+	confvaltest.CheckLoad(t, func(path string) error { _, err := LoadConfig(path); return err }, []confvaltest.Case{
+		{Name: "empty", YAML: ""},
+		{Name: "shipped shape", YAML: "dataDir: /var/lib/harrier-backend\nbackend:\n  apiAddr: 127.0.0.1:9470\n  ingestAddr: \":9471\"\n  caFile: /etc/harrier/pki/ca.crt\n"},
+		{Name: "unknown field", YAML: "backend:\n  apiAdr: 127.0.0.1:1\n", Want: "apiAdr"},
+		{Name: "bad address", YAML: "backend:\n  apiAddr: nowhere\n", Want: "apiAddr"},
+		{Name: "bad severity", YAML: "backend:\n  vulnDB:\n    minSeverity: dire\n", Want: "minSeverity"},
+		// The agent's sections belong to `harrier agent` and `harrier run`.
+		{Name: "agent section", YAML: "uplink:\n  addr: b:9471\n", Want: "uplink"},
+	})
+	cfg := FileConfig{DataDir: "/d", Backend: Config{CertFile: "/etc/b.crt"}}.Resolved()
+	want := Config{DataDir: "/d/backend", TokenDir: "/d", CAFile: "/d/pki/ca.crt", CertFile: "/etc/b.crt", KeyFile: "/d/pki/backend.key"}
+	if cfg != want {
+		t.Errorf("resolved = %+v, want %+v", cfg, want)
+	}
+	if got := (FileConfig{}).Resolved().TokenFile(); got != "/var/lib/harrier/api-token" {
+		t.Errorf("default token file %s", got)
+	}
+}
+
+// TestServiceReadyAfter: a process embedding the backend holds /readyz at
+// 503 until its other parts are up, while /livez answers at once.
+func TestServiceReadyAfter(t *testing.T) {
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	if _, _, err := transport.InitCA(pki); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueBackendCert(pki, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := FileConfig{DataDir: dir, Backend: Config{APIAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Token: testToken}}.Resolved()
+	svc, err := NewService(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	svc.ReadyAfter(ready)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	status := func(path string) int {
+		t.Helper()
+		resp, err := http.Get("http://" + svc.APIAddr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := status("/livez"); got != http.StatusOK {
+		t.Errorf("livez before ready: %d", got)
+	}
+	if got := status("/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("readyz before ready: %d, want 503", got)
+	}
+	close(ready)
+	if got := status("/readyz"); got != http.StatusOK {
+		t.Errorf("readyz after ready: %d, want 200", got)
+	}
+}
