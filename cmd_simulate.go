@@ -16,7 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/harrier-sec/harrier/backend"
-	"github.com/harrier-sec/harrier/kube"
+	"github.com/harrier-sec/harrier/kube/kubeclient"
 	"github.com/harrier-sec/harrier/simulate"
 )
 
@@ -97,7 +97,7 @@ func runSimulate(cmd *cobra.Command, o simulateOptions) error {
 	defer stop()
 	var kubeConfig *rest.Config
 	if o.kubeconfig != "" {
-		if kubeConfig, err = (kube.Config{Kubeconfig: o.kubeconfig}).RESTConfig(); err != nil {
+		if kubeConfig, err = kubeclient.Load(o.kubeconfig, "harrier-simulate"); err != nil {
 			return err
 		}
 		if o.cleanup {

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/httpsserve"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/kube/audit"
 )
@@ -42,7 +43,7 @@ func startKube(ctx context.Context, cfg Config, run func(string, func() error), 
 	parts.audit = out
 	dec := audit.Decoder{Node: cfg.Sensor.Node, MaxObjectBytes: ac.MaxObjectBytes}
 	if ac.WebhookAddr != "" {
-		tlsConf, err := webhookTLS(ac)
+		tlsConf, err := webhookTLS(ac, log)
 		if err != nil {
 			return nil, err
 		}
@@ -68,8 +69,8 @@ func startKube(ctx context.Context, cfg Config, run func(string, func() error), 
 	return parts, nil
 }
 
-func webhookTLS(ac kube.AuditConfig) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(ac.CertFile, ac.KeyFile)
+func webhookTLS(ac kube.AuditConfig, log *slog.Logger) (*tls.Config, error) {
+	certs, err := httpsserve.LoadCertFiles(ac.CertFile, ac.KeyFile, log)
 	if err != nil {
 		return nil, fmt.Errorf("kube.audit certificate: %w", err)
 	}
@@ -84,5 +85,5 @@ func webhookTLS(ac kube.AuditConfig) (*tls.Config, error) {
 			return nil, errors.New("kube.audit.clientCAFile: no PEM certificate in it")
 		}
 	}
-	return audit.ServerTLS(cert, pool, ac.TokenFile != ""), nil
+	return audit.ServerTLS(certs.GetCertificate, pool, ac.TokenFile != ""), nil
 }

@@ -141,7 +141,6 @@ func startLeader(ctx context.Context, cfg Config, r *leaderRunner, env clusterEn
 	if err != nil {
 		return fmt.Errorf("kube: %w", err)
 	}
-	rc.UserAgent = "harrier-agent"
 	leases, err := leader.NewLeases(rc, le.Namespace)
 	if err != nil {
 		return fmt.Errorf("kube.leaderElection: %w", err)

@@ -168,7 +168,6 @@ func startAdmission(ctx context.Context, cfg Config, run func(string, func() err
 	if err != nil {
 		return nil, fmt.Errorf("kube: %w", err)
 	}
-	rc.UserAgent = "harrier-agent"
 	if !ac.Enabled {
 		run("admission clean-up", func() error {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

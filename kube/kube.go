@@ -18,15 +18,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/kube/admission"
+	"github.com/harrier-sec/harrier/kube/kubeclient"
 	"github.com/harrier-sec/harrier/kube/leader"
 	"github.com/harrier-sec/harrier/kube/posture"
 )
@@ -165,20 +164,12 @@ func (c Config) Validate() error {
 		c.Inventory.validate(), c.Posture.Validate())
 }
 
+// UserAgent names the agent's requests to the API server.
+const UserAgent = "harrier-agent"
+
 // RESTConfig loads the client configuration the config names.
 func (c Config) RESTConfig() (*rest.Config, error) {
-	if c.Kubeconfig != "" {
-		rc, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-		if err != nil {
-			return nil, fmt.Errorf("kubeconfig %s: %w", c.Kubeconfig, err)
-		}
-		return rc, nil
-	}
-	rc, err := rest.InClusterConfig()
-	if err != nil {
-		return nil, fmt.Errorf("in-cluster config: %w", err)
-	}
-	return rc, nil
+	return kubeclient.Load(c.Kubeconfig, UserAgent)
 }
 
 // Pods runs the pod informer of one node and serves lookups from its
@@ -199,8 +190,7 @@ type PodSource interface {
 }
 
 // restPods is a PodSource over a REST client whose scheme knows core/v1
-// only: client-go's clientset, typed clients and informer factory all link
-// the scheme of every API group, which would add ~40 MB to the agent.
+// only (see package kubeclient).
 type restPods struct {
 	c      rest.Interface
 	params runtime.ParameterCodec
@@ -208,22 +198,15 @@ type restPods struct {
 
 // NewPodSource connects to the API server rc names.
 func NewPodSource(rc *rest.Config) (PodSource, error) {
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("kube scheme: %w", err)
-	}
-	cfg := rest.CopyConfig(rc)
-	cfg.GroupVersion = &corev1.SchemeGroupVersion
-	cfg.APIPath = "/api"
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
-	c, err := rest.RESTClientFor(cfg)
+	cs, err := kubeclient.New(rc, corev1.AddToScheme)
 	if err != nil {
-		return nil, fmt.Errorf("kube client: %w", err)
+		return nil, err
 	}
-	return restPods{c: c, params: runtime.NewParameterCodec(scheme)}, nil
+	c, err := cs.For(corev1.SchemeGroupVersion)
+	if err != nil {
+		return nil, err
+	}
+	return restPods{c: c, params: cs.Params}, nil
 }
 
 func (r restPods) List(ctx context.Context, opts metav1.ListOptions) (*corev1.PodList, error) {
@@ -417,7 +400,6 @@ func New(cfg Config, log *slog.Logger) (*Pods, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc.UserAgent = "harrier-agent"
 	client, err := NewPodSource(rc)
 	if err != nil {
 		return nil, err

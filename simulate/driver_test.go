@@ -16,16 +16,14 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/internal/confval"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // busyboxVictim serves the victim's real CGI page with busybox httpd on a
 // loopback port, as the victim pod does, and returns its address.
 func busyboxVictim(t *testing.T) string {
 	t.Helper()
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("busybox not installed (apt-get install busybox-static)")
-	}
+	bb := testenv.RequireCommand(t, "busybox", "`make deps` installs busybox-static")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "bin")
 	www := filepath.Join(dir, "www")

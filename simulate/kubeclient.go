@@ -13,52 +13,33 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
+
+	"github.com/harrier-sec/harrier/kube/kubeclient"
 )
 
 // kubeClient reaches the API server with REST clients whose scheme holds
-// core/v1, networking/v1 and discovery/v1 only: the clientset would link every API
-// group's scheme into the harrier binary (see kube/kube.go).
+// core/v1, networking/v1 and discovery/v1 only (see package kubeclient).
 type kubeClient struct {
 	core, networking, discovery rest.Interface
 	params                      runtime.ParameterCodec
 }
 
 func newKubeClient(rc *rest.Config) (*kubeClient, error) {
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, networkingv1.AddToScheme, discoveryv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			return nil, fmt.Errorf("simulate: scheme: %w", err)
+	cs, err := kubeclient.New(rc, corev1.AddToScheme, networkingv1.AddToScheme, discoveryv1.AddToScheme)
+	if err != nil {
+		return nil, fmt.Errorf("simulate: %w", err)
+	}
+	k := &kubeClient{params: cs.Params}
+	for _, c := range []struct {
+		gv     schema.GroupVersion
+		client *rest.Interface
+	}{{corev1.SchemeGroupVersion, &k.core}, {networkingv1.SchemeGroupVersion, &k.networking}, {discoveryv1.SchemeGroupVersion, &k.discovery}} {
+		if *c.client, err = cs.For(c.gv); err != nil {
+			return nil, fmt.Errorf("simulate: %w", err)
 		}
 	}
-	client := func(gv schema.GroupVersion, path string) (rest.Interface, error) {
-		cfg := rest.CopyConfig(rc)
-		cfg.GroupVersion = &gv
-		cfg.APIPath = path
-		cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-		if cfg.UserAgent == "" {
-			cfg.UserAgent = "harrier-simulate"
-		}
-		c, err := rest.RESTClientFor(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("simulate: kube client: %w", err)
-		}
-		return c, nil
-	}
-	core, err := client(corev1.SchemeGroupVersion, "/api")
-	if err != nil {
-		return nil, err
-	}
-	networking, err := client(networkingv1.SchemeGroupVersion, "/apis")
-	if err != nil {
-		return nil, err
-	}
-	discovery, err := client(discoveryv1.SchemeGroupVersion, "/apis")
-	if err != nil {
-		return nil, err
-	}
-	return &kubeClient{core: core, networking: networking, discovery: discovery, params: runtime.NewParameterCodec(scheme)}, nil
+	return k, nil
 }
 
 // kubeObject is an object the simulator creates.

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
@@ -160,10 +161,7 @@ func Available() error {
 func Require(t testing.TB) {
 	t.Helper()
 	if err := Available(); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("CI is set but %v", err)
-		}
-		t.Skip(err)
+		testenv.Missing(t, err.Error())
 	}
 }
 

@@ -2,20 +2,39 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 )
 
-// RequireRoot skips t when not running as root, and fails it instead when
-// the CI environment variable is set: CI runs as root, so a skip there would
-// hide tests that never ran.
+// Missing ends t for want of what the machine lacks: it skips t on a
+// developer's machine, and fails it when the CI environment variable is
+// set, because CI runs as root with `make deps` done, where a skip would
+// hide a test that never ran.
+func Missing(t testing.TB, what string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatal("CI is set but " + what)
+	}
+	t.Skip(what)
+}
+
+// RequireRoot ends t (see Missing) unless it runs as root.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
+	if os.Geteuid() != 0 {
+		Missing(t, "this test needs root (eBPF, containers)")
 	}
-	if os.Getenv("CI") != "" {
-		t.Fatal("this test needs root; CI runs as root")
+}
+
+// RequireCommand returns the path of the command name, or ends t (see
+// Missing) when it is not installed; hint says how to install it.
+func RequireCommand(t testing.TB, name, hint string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		Missing(t, fmt.Sprintf("%s is not installed (%s)", name, hint))
 	}
-	t.Skip("needs root (eBPF, containers)")
+	return p
 }

@@ -12,10 +12,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/rest"
+
+	"github.com/harrier-sec/harrier/kube/kubeclient"
 )
 
 // namespaceNameLabel is set on every namespace by the API server.
@@ -138,18 +138,11 @@ type Registrar struct {
 
 // NewRegistrar connects to the API server rc names.
 func NewRegistrar(rc *rest.Config) (*Registrar, error) {
-	scheme := runtime.NewScheme()
-	if err := admissionregv1.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("admission scheme: %w", err)
+	cs, err := kubeclient.New(rc, admissionregv1.AddToScheme)
+	if err != nil {
+		return nil, fmt.Errorf("admission client: %w", err)
 	}
-	cfg := rest.CopyConfig(rc)
-	cfg.GroupVersion = &admissionregv1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
-	c, err := rest.RESTClientFor(cfg)
+	c, err := cs.For(admissionregv1.SchemeGroupVersion)
 	if err != nil {
 		return nil, fmt.Errorf("admission client: %w", err)
 	}

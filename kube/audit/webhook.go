@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/httpsserve"
 )
 
 // DefaultMaxBodyBytes bounds one webhook request (the API server's
@@ -165,12 +166,13 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// ServerTLS is the receiver's TLS configuration: its own certificate and,
-// with clientCAs, client certificates verified against them — required
-// when there is no bearer token to fall back on (tokenAuth false), checked
-// when given otherwise.
-func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool, tokenAuth bool) *tls.Config {
-	c := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+// ServerTLS is the receiver's TLS configuration: its own certificate
+// (from getCert, such as httpsserve.CertFiles.GetCertificate) and, with
+// clientCAs, client certificates verified against them — required when
+// there is no bearer token to fall back on (tokenAuth false), checked when
+// given otherwise.
+func ServerTLS(getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error), clientCAs *x509.CertPool, tokenAuth bool) *tls.Config {
+	c := httpsserve.TLSConfig(getCert)
 	switch {
 	case clientCAs != nil && tokenAuth:
 		c.ClientAuth, c.ClientCAs = tls.VerifyClientCertIfGiven, clientCAs
@@ -182,24 +184,5 @@ func ServerTLS(cert tls.Certificate, clientCAs *x509.CertPool, tokenAuth bool) *
 
 // Serve serves r on l with tlsConf until ctx is done.
 func (r *Receiver) Serve(ctx context.Context, l net.Listener, tlsConf *tls.Config) error {
-	srv := &http.Server{
-		Handler:           r,
-		TLSConfig:         tlsConf,
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(r.Log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
-	stop := context.AfterFunc(ctx, func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	})
-	defer stop()
-	err := srv.ServeTLS(l, "", "")
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return fmt.Errorf("audit webhook: %w", err)
+	return httpsserve.Serve(ctx, "audit webhook", l, r, tlsConf, httpsserve.Timeouts{Read: time.Minute}, r.Log)
 }

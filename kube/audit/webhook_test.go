@@ -19,8 +19,9 @@ import (
 )
 
 // receiverPKI is a CA, the receiver's serving certificate for 127.0.0.1
-// and the API server's client certificate, both from that CA.
-func receiverPKI(t *testing.T) (*testpki.CA, tls.Certificate, tls.Certificate) {
+// (as tls.Config.GetCertificate) and the API server's client certificate,
+// both from that CA.
+func receiverPKI(t *testing.T) (*testpki.CA, func(*tls.ClientHelloInfo) (*tls.Certificate, error), tls.Certificate) {
 	t.Helper()
 	ca, err := testpki.NewCA()
 	if err != nil {
@@ -42,7 +43,7 @@ func receiverPKI(t *testing.T) (*testpki.CA, tls.Certificate, tls.Certificate) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ca, srvCert, clientCert
+	return ca, func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &srvCert, nil }, clientCert
 }
 
 func TestReceiver(t *testing.T) {

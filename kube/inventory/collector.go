@@ -29,8 +29,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
+
+	"github.com/harrier-sec/harrier/kube/kubeclient"
 )
 
 // DefaultPageSize is the LIST page size (Options.PageSize's default).
@@ -311,35 +312,21 @@ func NewCollector(rc *rest.Config, opts Options) (*Collector, error) {
 			c.kinds = append(c.kinds, kinds[i])
 		}
 	}
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme,
-		networkingv1.AddToScheme, rbacv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			return nil, fmt.Errorf("inventory scheme: %w", err)
-		}
+	cs, err := kubeclient.New(rc, corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme,
+		networkingv1.AddToScheme, rbacv1.AddToScheme)
+	if err != nil {
+		return nil, fmt.Errorf("inventory: %w", err)
 	}
-	c.params = runtime.NewParameterCodec(scheme)
-	codecs := serializer.NewCodecFactory(scheme).WithoutConversion()
+	c.params = cs.Params
 	for _, k := range c.kinds {
 		if _, ok := c.clients[k.gv]; ok {
 			continue
 		}
-		cfg := rest.CopyConfig(rc)
-		gv := k.gv
-		cfg.GroupVersion = &gv
-		cfg.APIPath = "/apis"
-		if gv.Group == "" {
-			cfg.APIPath = "/api"
-		}
-		cfg.NegotiatedSerializer = codecs
-		if cfg.UserAgent == "" {
-			cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-		}
-		r, err := rest.RESTClientFor(cfg)
+		r, err := cs.For(k.gv)
 		if err != nil {
-			return nil, fmt.Errorf("inventory client %s: %w", gv, err)
+			return nil, fmt.Errorf("inventory: %w", err)
 		}
-		c.clients[gv] = r
+		c.clients[k.gv] = r
 	}
 	return c, nil
 }

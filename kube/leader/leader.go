@@ -23,11 +23,10 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 
 	"github.com/harrier-sec/harrier/internal/confval"
+	"github.com/harrier-sec/harrier/kube/kubeclient"
 )
 
 // Defaults of Config.
@@ -139,18 +138,11 @@ type restLeases struct {
 
 // NewLeases connects to the Leases of namespace on the API server rc names.
 func NewLeases(rc *rest.Config, namespace string) (Leases, error) {
-	scheme := runtime.NewScheme()
-	if err := coordinationv1.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("lease scheme: %w", err)
+	cs, err := kubeclient.New(rc, coordinationv1.AddToScheme)
+	if err != nil {
+		return nil, fmt.Errorf("lease client: %w", err)
 	}
-	cfg := rest.CopyConfig(rc)
-	cfg.GroupVersion = &coordinationv1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
-	if cfg.UserAgent == "" {
-		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
-	}
-	c, err := rest.RESTClientFor(cfg)
+	c, err := cs.For(coordinationv1.SchemeGroupVersion)
 	if err != nil {
 		return nil, fmt.Errorf("lease client: %w", err)
 	}

@@ -2,6 +2,7 @@ package auditgen
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"os"
@@ -146,7 +147,9 @@ func TestPosterToReceiver(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Serve(ctx, l, audit.ServerTLS(cert, nil, true)) }()
+	go func() {
+		done <- r.Serve(ctx, l, audit.ServerTLS(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &cert, nil }, nil, true))
+	}()
 	defer func() { cancel(); <-done }()
 
 	p, err := NewPoster(l.Addr().String(), caFile, tokenFile)
