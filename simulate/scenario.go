@@ -21,7 +21,7 @@ import (
 	"github.com/harrier-sec/harrier/api"
 )
 
-// Scenario is one attack story of DETECTIONS.md's simulation table.
+// Scenario is one attack story: the steps an attacker takes and the alerts each must raise.
 type Scenario struct {
 	// Name is what --scenario takes.
 	Name string
