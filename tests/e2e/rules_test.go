@@ -97,7 +97,7 @@ func TestRulesRecordAndReplay(t *testing.T) {
 		}
 	}, func(lines []string) bool { // the last behaviour: cat opening /etc/shadow
 		return slices.ContainsFunc(lines, func(l string) bool {
-			return strings.Contains(l, `"fileOpen"`) && strings.Contains(l, `"/etc/shadow"`)
+			return strings.Contains(l, `"file_open"`) && strings.Contains(l, `"/etc/shadow"`)
 		})
 	}, "--kind", "exec,file_open")
 	rec := filepath.Join(dir, "recorded.jsonl")
