@@ -70,7 +70,17 @@ func TestPodsAPIServer(t *testing.T) {
 	}
 
 	srv.StopAPIServer()
-	time.Sleep(3 * time.Second) // the watch breaks and relists fail
+	// Down means refusing connections. The informer's open watch notices
+	// only through HTTP/2's health check (tens of seconds), so there is no
+	// earlier sign from it to wait for.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, err := srv.Client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{Limit: 1}); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the API server still answers after StopAPIServer")
+		}
+	}
 	if _, ok := pods.Index.Lookup("aaa", ""); !ok {
 		t.Fatal("the last known pods are gone while the API server is down")
 	}
@@ -148,6 +158,9 @@ func BenchmarkPodsMemory(b *testing.B) {
 		t.Fatal("not synced")
 	}
 	for pods.Index.Len() < n {
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d pods indexed when the test's time ran out", pods.Index.Len(), n)
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	synced := time.Since(began)

@@ -58,13 +58,27 @@ func startTailer(t *testing.T, dir string, out chan *api.Event) (stop func(), tl
 	}, tl
 }
 
+// waitSaved waits until the position tl saved satisfies cond: the tailer's
+// only outward sign of having opened the log or noticed a truncation.
+func waitSaved(t *testing.T, tl *Tailer, what string, cond func(position) bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if p, ok := tl.load(); ok && cond(p) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tailer: %s: not within 10 s", what)
+		}
+	}
+}
+
 func TestTailer(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "audit.log")
 	appendTo(t, log, line("old")) // before the first start: not replayed
 	out := make(chan *api.Event, 64)
 	stop, tl := startTailer(t, dir, out)
-	time.Sleep(100 * time.Millisecond)
+	waitSaved(t, tl, "open the log at its end", func(p position) bool { return p.Offset == int64(len(line("old"))) })
 	appendTo(t, log, line("1")+`{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"2"`) // partial line
 	if got := collect(t, out, 1); got[0] != "1" {
 		t.Fatalf("got %v", got)
@@ -87,12 +101,12 @@ func TestTailer(t *testing.T) {
 	if err := os.Truncate(log, 0); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	waitSaved(t, tl, "notice the truncation", func(p position) bool { return p.Offset == 0 })
 	appendTo(t, log, line("7"))
 	if got := collect(t, out, 1); got[0] != "7" {
 		t.Fatalf("after truncation got %v", got)
 	}
-	time.Sleep(100 * time.Millisecond)
+	waitSaved(t, tl, "save the position after 7", func(p position) bool { return p.Offset == int64(len(line("7"))) })
 	stop()
 	if st := tl.Stats(); st.Events != 7 || st.Rejected != 2 {
 		t.Fatalf("stats %+v, want 7 events, 2 rejected", st)

@@ -10,7 +10,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,29 +47,38 @@ func buildHarrier(t *testing.T) string {
 }
 
 // streamEvents starts `harrier events ARGS...`, waits until the sensor is
-// attached, runs act, and returns the decoded events printed until it stops.
-func streamEvents(t *testing.T, bin string, act func(), args ...string) []*api.Event {
+// attached, runs act, and returns the decoded events printed until one
+// satisfies last, the event act's behaviour ends with.
+func streamEvents(t *testing.T, bin string, act func(), last func(*api.Event) bool, args ...string) []*api.Event {
 	t.Helper()
-	var events []*api.Event
-	for _, line := range streamLines(t, bin, act, args...) {
+	decode := func(line string) *api.Event {
 		ev := &api.Event{}
 		if err := protojson.Unmarshal([]byte(line), ev); err != nil {
 			t.Fatalf("output line is not an event: %v\n%s", err, line)
 		}
-		events = append(events, ev)
+		return ev
+	}
+	var events []*api.Event
+	for _, line := range streamLines(t, bin, act, func(lines []string) bool {
+		return slices.ContainsFunc(lines, func(l string) bool { return last(decode(l)) })
+	}, args...) {
+		events = append(events, decode(line))
 	}
 	return events
 }
 
 // streamLines runs `harrier events ARGS...` around act and returns its
-// non-empty output lines.
-func streamLines(t *testing.T, bin string, act func(), args ...string) []string {
+// non-empty output lines, once done says the lines printed so far are all
+// it waits for.
+func streamLines(t *testing.T, bin string, act func(), done func([]string) bool, args ...string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"events"}, args...)...)
-	var stdout bytes.Buffer
-	cmd.Stdout = &stdout
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -75,10 +86,29 @@ func streamLines(t *testing.T, bin string, act func(), args ...string) []string 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var (
+		mu    sync.Mutex
+		lines []string
+	)
+	outDone := make(chan struct{})
+	go func() {
+		defer close(outDone)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if line := strings.TrimSpace(sc.Text()); line != "" {
+				mu.Lock()
+				lines = append(lines, line)
+				mu.Unlock()
+			}
+		}
+	}()
 	started := time.Now()
 	ready := make(chan struct{})
 	var logs bytes.Buffer
+	logsDone := make(chan struct{})
 	go func() {
+		defer close(logsDone)
 		sc := bufio.NewScanner(stderr)
 		once := false
 		for sc.Scan() {
@@ -97,16 +127,24 @@ func streamLines(t *testing.T, bin string, act func(), args ...string) []string 
 		t.Fatalf("sensor not ready after 10s; log:\n%s", logs.String())
 	}
 	act()
-	time.Sleep(time.Second) // the flush interval with room for a loaded machine
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		mu.Lock()
+		ok := done(lines)
+		mu.Unlock()
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("what the test waits for was not printed within 30 s; printed:\n%s", strings.Join(lines, "\n"))
+		}
+	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
+	<-outDone
+	<-logsDone
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("harrier events: %v\n%s", err, logs.String())
-	}
-	var lines []string
-	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
-		if line != "" {
-			lines = append(lines, line)
-		}
 	}
 	return lines
 }
@@ -125,7 +163,7 @@ func TestEventsCommand(t *testing.T) {
 		if err := exec.Command("cat", "/etc/passwd").Run(); err != nil {
 			t.Fatal(err)
 		}
-	}, "--kind", "exec")
+	}, execOf("cat"), "--kind", "exec")
 	found := false
 	for _, ev := range events {
 		if ev.GetKind() != api.EventKind_EVENT_KIND_EXEC {
@@ -201,13 +239,15 @@ func TestEventsContainerFilter(t *testing.T) {
 	bin := buildHarrier(t)
 	ctr := runctest.Start(t, runctest.Options{})
 	events := streamEvents(t, bin, func() {
+		// First a host process the filter must drop: it is past the filter
+		// by the time the container's exec, which ends the wait, is printed.
+		_ = exec.Command("/bin/true").Run()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		if out, err := ctr.Exec(ctx, "id"); err != nil {
 			t.Fatalf("exec in container: %v %s", err, out)
 		}
-		_ = exec.Command("/bin/true").Run() // a host process the filter must drop
-	}, "--container", ctr.ID[:16])
+	}, execOf("id"), "--container", ctr.ID[:16])
 	if len(events) == 0 {
 		t.Fatal("no events from the container")
 	}
@@ -277,5 +317,12 @@ func TestVersion(t *testing.T) {
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "harrier ") {
 		t.Errorf("version: %v %q", err, out)
+	}
+}
+
+// execOf matches the exec event of comm.
+func execOf(comm string) func(*api.Event) bool {
+	return func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ev.GetProcess().GetComm() == comm
 	}
 }

@@ -151,7 +151,7 @@ func execContainers(t *testing.T, bin string, ctr *runctest.Container, cfg strin
 		if out, err := ctr.Exec(ectx, "id"); err != nil {
 			t.Fatalf("exec in container: %v %s", err, out)
 		}
-	}, "--config", cfg, "--container", ctr.ID, "--kind", "exec")
+	}, execOf("id"), "--config", cfg, "--container", ctr.ID, "--kind", "exec")
 	var out []*api.Container
 	for _, ev := range events {
 		if ev.GetProcess().GetComm() == "id" {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +29,20 @@ func TestEventsAlertsFalcoShape(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}, func(lines []string) bool { // the alert of each process printed
+		alerted := func(pid int) bool {
+			return slices.ContainsFunc(lines, func(l string) bool {
+				var f struct {
+					OutputFields map[string]any `json:"output_fields"`
+				}
+				if json.Unmarshal([]byte(l), &f) != nil {
+					return false
+				}
+				p, _ := f.OutputFields["proc.pid"].(float64)
+				return int(p) == pid
+			})
+		}
+		return alerted(marker.Process.Pid) && alerted(shadow.Process.Pid)
 	}, "--alerts", "--format", "falco")
 	type falco struct {
 		Rule, Priority, Output, Time, Hostname, Source string
@@ -80,6 +95,10 @@ func TestRulesRecordAndReplay(t *testing.T) {
 				t.Fatalf("%v: %v %s", args, err, out)
 			}
 		}
+	}, func(lines []string) bool { // the last behaviour: cat opening /etc/shadow
+		return slices.ContainsFunc(lines, func(l string) bool {
+			return strings.Contains(l, `"file_open"`) && strings.Contains(l, `"/etc/shadow"`)
+		})
 	}, "--kind", "exec,file_open")
 	rec := filepath.Join(dir, "recorded.jsonl")
 	// A damaged line in the middle must be reported and skipped, not stop the replay.
