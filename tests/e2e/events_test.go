@@ -288,7 +288,7 @@ func TestErrorsAreClear(t *testing.T) {
 		{"unknown config field", []string{"events", "-c", badConfig}, 0, []string{badConfig, "watchPahts"}},
 		{"invalid values", []string{"events", "-c", invalid}, 0, []string{"must be absolute", "ringBufferBytes"}},
 		{"missing config", []string{"events", "-c", filepath.Join(dir, "none.yaml")}, 0, []string{"none.yaml"}},
-		{"unknown kind", []string{"events", "--kind", "exec,teleport"}, 0, []string{"teleport", "known:"}},
+		{"unknown kind", []string{"events", "--kind", "exec,teleport"}, 0, []string{"teleport", "want one of", "file_open"}},
 		{"simulate without a mode", []string{"simulate"}, 0, []string{"choose one mode", "--local", "--kubeconfig"}},
 	}
 	for _, tt := range tests {
