@@ -18,6 +18,7 @@ import (
 
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/kube/leader"
 )
@@ -46,15 +47,6 @@ func (p *probeTask) task(name string) clusterTask {
 		<-ctx.Done()
 		return ctx.Err()
 	}}
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for end := time.Now().Add(within); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(end) {
-			t.Fatalf("not within %v: %s", within, what)
-		}
-	}
 }
 
 // gather returns the runner's metrics by name.
@@ -96,7 +88,7 @@ func TestLeaderRunner(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { defer close(done); r.lead(ctx) }()
-		eventually(t, 2*time.Second, "tasks running", func() bool {
+		testenv.WaitFor(t, 2*time.Second, "tasks running", func() bool {
 			return steady.running.Load() == 1 && flaky.running.Load() == 1
 		})
 		if !r.Leading() {
@@ -232,7 +224,7 @@ func (a *testAgent) leading() bool { return a.runner.Leading() && a.task.running
 func oneLeader(t *testing.T, within time.Duration, agents ...*testAgent) *testAgent {
 	t.Helper()
 	var got *testAgent
-	eventually(t, within, "exactly one leader", func() bool {
+	testenv.WaitFor(t, within, "exactly one leader", func() bool {
 		n := 0
 		for _, a := range agents {
 			if a.leading() {
@@ -266,7 +258,7 @@ func TestLeaderElectionAgentsAPIServer(t *testing.T) {
 	}
 
 	srv.StopAPIServer()
-	eventually(t, 5*time.Second, "leadership ends without the API server", func() bool {
+	testenv.WaitFor(t, 5*time.Second, "leadership ends without the API server", func() bool {
 		return !a.runner.Leading() && !b.runner.Leading()
 	})
 	if first.task.running.Load() != 0 {

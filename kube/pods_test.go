@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/kube/kubeid"
 )
 
@@ -168,19 +169,19 @@ func TestPodsInformer(t *testing.T) {
 	if _, err := pods.Create(ctx, testPod("web-1", "node-a", "uid-1", nil, nil, "containerd://c1"), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, ok := p.Index.Lookup("c1", ""); return ok })
+	testenv.WaitFor(t, 10*time.Second, "pod c1 indexed", func() bool { _, ok := p.Index.Lookup("c1", ""); return ok })
 	upd := testPod("web-1", "node-a", "uid-1", nil, nil, "containerd://c3")
 	if _, err := pods.Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { _, ok := p.Index.Lookup("c3", ""); return ok })
+	testenv.WaitFor(t, 10*time.Second, "pod c3 indexed", func() bool { _, ok := p.Index.Lookup("c3", ""); return ok })
 	if _, ok := p.Index.Lookup("c1", ""); ok {
 		t.Fatal("old container ID still indexed")
 	}
 	if err := pods.Delete(ctx, "web-1", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return p.Index.Len() == 0 })
+	testenv.WaitFor(t, 10*time.Second, "the index emptied", func() bool { return p.Index.Len() == 0 })
 }
 
 // fakePods tells the informer that the fake cannot stream the initial
@@ -188,14 +189,3 @@ func TestPodsInformer(t *testing.T) {
 type fakePods struct{ PodSource }
 
 func (fakePods) IsWatchListSemanticsUnSupported() bool { return true }
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 10s")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
