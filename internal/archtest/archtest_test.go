@@ -40,6 +40,8 @@ var rules = []struct {
 	{"kube", []string{"backend", "agent", "allinone"}},
 	{"agent", []string{"backend", "allinone"}},
 	{"backend", []string{"sensor", "agent", "allinone"}},
+	// The simulator sees Harrier as a user does: through its API and the alerts it raises.
+	{"simulate", []string{"sensor", "analytics", "store", "transport", "backend", "agent", "allinone"}},
 }
 
 // under reports whether the import path pkg is the module's part or below it.
