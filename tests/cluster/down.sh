@@ -30,7 +30,7 @@ stop() {
 # The kubelet first, so nothing restarts what follows stops.
 stop kubelet
 sock="$dir/run/containerd.sock"
-tool="$(ls -d /var/cache/harrier-test/clustertool-*/clustertool "${XDG_CACHE_HOME:-$HOME/.cache}"/harrier-test/clustertool-*/clustertool 2>/dev/null | head -1)"
+tool="$(cat "$dir/clustertool-path" 2>/dev/null)"
 if [ -S "$sock" ] && [ -n "$tool" ]; then
 	# Every pod's sandbox stopped and removed through the CRI: containers
 	# killed, CNI DEL (veth, IPAM), network namespace and shm unmounted.

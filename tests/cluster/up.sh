@@ -37,6 +37,7 @@ fi
 root="$(GO="$go" "$here/build.sh")"
 cache_paths
 
+trap 'echo "up.sh failed: logs in $dir/logs; make cluster-down (tests/cluster/down.sh) cleans up" >&2' ERR
 mkdir -p "$dir"/{pki,etcd,logs,run,harrier,kubelet,pod-logs,cni/net.d,cni/ipam,containerd/root,containerd/state,containerd/opt}
 chmod 700 "$dir"
 
@@ -49,6 +50,7 @@ chmod 700 "$dir"
 	true
 } >"$dir/host-state"
 
+echo "$tdir/clustertool" >"$dir/clustertool-path"
 node="$(hostname | tr 'A-Z' 'a-z')"
 echo "$node" >"$dir/node-name"
 
@@ -73,7 +75,8 @@ iptables -I FORWARD 1 -j HARRIER-CLUSTER
 pki="$dir/pki"
 openssl_quiet() { openssl "$@" 2>/dev/null; }
 openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-	-subj "/CN=harrier-test-cluster-ca" -keyout "$pki/ca.key" -out "$pki/ca.crt"
+	-subj "/CN=harrier-test-cluster-ca" -addext basicConstraints=critical,CA:TRUE \
+	-addext keyUsage=critical,keyCertSign,cRLSign -keyout "$pki/ca.key" -out "$pki/ca.crt"
 # issue NAME CN [O] [SANs]
 issue() {
 	local name="$1" cn="$2" o="${3:-}" san="${4:-}" subj="/CN=$2"
@@ -268,7 +271,7 @@ EOF
 start containerd containerd --config "$dir/containerd.toml" --log-level warn
 wait_for containerd 30 ctr --address "$sock" version
 for tar in "$pause_tar" "$busybox_tar" "$coredns_tar"; do
-	ctr --address "$sock" -n k8s.io images import --no-unpack "$tar" >/dev/null
+	ctr --address "$sock" -n k8s.io images import "$tar" >/dev/null
 done
 # Harrier's own image (make image); the chart's default repository and tag.
 make -C "$repo" --no-print-directory image ARCHES=amd64 >"$dir/logs/make-image.log" 2>&1 ||
