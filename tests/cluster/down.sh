@@ -13,15 +13,15 @@ dir="$cluster_dir"
 failed=0
 warn() { echo "down.sh: $*" >&2; failed=1; }
 
-# stop NAME: TERM, then KILL after 20 s, the daemon up.sh started as NAME
-# (only if the pid still runs a binary up.sh would have started).
+# stop NAME [SECONDS]: TERM, then KILL after SECONDS (default 20), the daemon
+# up.sh started as NAME (only if the pid still runs what up.sh started).
 stop() {
-	local pidfile="$dir/run/$1.pid" pid
+	local pidfile="$dir/run/$1.pid" pid tenths=$((${2:-20} * 10))
 	[ -f "$pidfile" ] || return 0
 	pid="$(cat "$pidfile")"
 	if [ -d "/proc/$pid" ] && grep -qF -- "$1" "/proc/$pid/cmdline" 2>/dev/null; then
 		kill -TERM "$pid" 2>/dev/null
-		for _ in $(seq 200); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+		for _ in $(seq "$tenths"); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
 		if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
 	fi
 	rm -f "$pidfile"
@@ -44,8 +44,10 @@ for p in /proc/[0-9]*; do
 done
 stop kube-scheduler
 stop kube-controller-manager
-stop kube-apiserver
-stop etcd
+# The API server would spend its grace period flushing audit batches to a
+# webhook that may never have answered; its state dies with etcd's anyway.
+stop kube-apiserver 2
+stop etcd 5
 
 # Mounts under the state directory, deepest first (volumes of pods the
 # kubelet had no time to unmount, overlay rootfs, netns, shm).

@@ -220,13 +220,16 @@ root = "$dir/containerd/root"
 state = "$dir/containerd/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
-  "io.containerd.runtime.v1.linux", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+  "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
 [grpc]
   address = "$sock"
 [ttrpc]
   address = "$sock.ttrpc"
 [metrics]
   address = ""
+# containerd 1.6's task service needs the v1 runtime loaded; no task uses it.
+[plugins."io.containerd.runtime.v1.linux"]
+  runtime_root = "$dir/run/runc-v1"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$dir/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
