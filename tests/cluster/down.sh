@@ -47,7 +47,7 @@ stop kube-controller-manager
 # The API server would spend its grace period flushing audit batches to a
 # webhook that may never have answered; its state dies with etcd's anyway.
 stop kube-apiserver 2
-stop etcd 5
+stop etcd 1
 
 # Mounts under the state directory, deepest first (volumes of pods the
 # kubelet had no time to unmount, overlay rootfs, netns, shm).
