@@ -21,7 +21,8 @@ DIST     := dist
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps kubeapi ci dist-bin package image manifests bundle
+.PHONY: build run test unit fuzz lint generate check-generated deps kubeapi ci dist-bin package image manifests bundle \
+	cluster-up cluster-down test-cluster
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) .
@@ -132,5 +133,20 @@ deps:
 # (/var/cache/harrier-test as root): ~10 min cold on 2 cores, instant warm.
 kubeapi:
 	GO=$(GO) tests/kubeapi/build.sh >/dev/null
+
+# A real one-node Kubernetes cluster on this machine (tests/cluster): the
+# control plane, containerd, the kubelet, kube-proxy and CoreDNS, binaries
+# built into the same cache as kubeapi, images imported (no registry).
+# Prints the admin kubeconfig's path. Needs root.
+cluster-up: deps
+	GO=$(GO) tests/cluster/up.sh
+
+cluster-down:
+	tests/cluster/down.sh
+
+# Brings the cluster up, checks scheduling, pod networking, cluster DNS and
+# the controllers, tears it down and checks nothing is left behind.
+test-cluster: deps
+	$(GO) test -tags cluster -count=1 -timeout 60m -v ./tests/cluster/
 
 ci: deps lint check-generated build test

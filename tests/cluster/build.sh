@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Builds everything the test cluster runs that Debian does not ship, into the
+# version-keyed cache tests/kubeapi/build.sh already fills, and prints the
+# cache root. A warm cache returns at once.
+#
+#   kube-<version>/      etcd's sibling: kube-apiserver, kubectl (../kubeapi/build.sh),
+#                        kube-controller-manager, kube-scheduler, kubelet, kube-proxy
+#                        (the same k8s.io/kubernetes module, ../kubeapi/k8s)
+#   coredns-<version>/   coredns (./coredns/go.mod)
+#   clustertool-<hash>/  clustertool (./tool), keyed by its source
+#   cluster-images/      Docker archives: pause-<hash>.tar (./images/pause.c),
+#                        busybox-<deb version>.tar, coredns-<version>.tar
+#
+# Cold, on 2 shared cores, the node binaries take about 15 minutes after the
+# API server's build and CoreDNS about 10.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+go="${GO:-go}"
+
+root="$(GO="$go" "$here/../kubeapi/build.sh")"
+
+. "$here/lib.sh"
+cache_paths
+
+missing=()
+for b in kube-controller-manager kube-scheduler kubelet kube-proxy; do
+	[ -x "$kdir/$b" ] || missing+=("k8s.io/kubernetes/cmd/$b")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+	echo "building ${missing[*]##*/} $kube_version into $kdir" >&2
+	mkdir -p "$kdir/tmp-node"
+	(cd "$here/../kubeapi/k8s" && CGO_ENABLED=0 "$go" build -trimpath -o "$kdir/tmp-node/" "${missing[@]}")
+	mv "$kdir"/tmp-node/* "$kdir/"
+	rmdir "$kdir/tmp-node"
+fi
+
+if [ ! -x "$cdir/coredns" ]; then
+	echo "building coredns $coredns_version into $cdir" >&2
+	mkdir -p "$cdir"
+	(cd "$here/coredns" && CGO_ENABLED=0 "$go" build -trimpath -o "$cdir/coredns.tmp" github.com/coredns/coredns)
+	mv "$cdir/coredns.tmp" "$cdir/coredns"
+fi
+
+if [ ! -x "$tdir/clustertool" ]; then
+	echo "building clustertool into $tdir" >&2
+	mkdir -p "$tdir"
+	(cd "$here/tool" && CGO_ENABLED=0 "$go" build -trimpath -o "$tdir/clustertool.tmp" .)
+	mv "$tdir/clustertool.tmp" "$tdir/clustertool"
+fi
+
+mkdir -p "$idir"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+if [ ! -s "$pause_tar" ]; then
+	echo "building the pause image" >&2
+	mkdir -p "$scratch/pause"
+	gcc -static -Os -Wall -Wextra -Werror -o "$scratch/pause/pause" "$here/images/pause.c"
+	strip "$scratch/pause/pause"
+	"$tdir/clustertool" image -ref "$pause_ref" -rootfs "$scratch/pause" \
+		-entrypoint /pause -out "$pause_tar"
+fi
+
+if [ ! -s "$busybox_tar" ]; then
+	echo "building the busybox image" >&2
+	mkdir -p "$scratch/busybox/bin" "$scratch/busybox/tmp" "$scratch/busybox/etc"
+	chmod 1777 "$scratch/busybox/tmp"
+	cp /bin/busybox "$scratch/busybox/bin/busybox"
+	for applet in $(/bin/busybox --list); do
+		[ "$applet" = busybox ] || ln -s busybox "$scratch/busybox/bin/$applet"
+	done
+	printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$scratch/busybox/etc/passwd"
+	printf 'root:x:0:\nnobody:x:65534:\n' >"$scratch/busybox/etc/group"
+	"$tdir/clustertool" image -ref "$busybox_ref" -rootfs "$scratch/busybox" \
+		-cmd /bin/sh -out "$busybox_tar"
+fi
+
+if [ ! -s "$coredns_tar" ]; then
+	echo "building the coredns image" >&2
+	mkdir -p "$scratch/coredns"
+	cp "$cdir/coredns" "$scratch/coredns/coredns"
+	"$tdir/clustertool" image -ref "$coredns_ref" -rootfs "$scratch/coredns" \
+		-entrypoint /coredns -out "$coredns_tar"
+fi
+
+echo "$root"

@@ -1,0 +1,47 @@
+# Sourced by build.sh, up.sh and down.sh: where things are. Needs $here (this
+# directory) and $root (the cache root ../kubeapi/build.sh prints).
+
+# The version a go.mod requires module $1 at.
+required() { awk -v m="$1" '{for (i = 1; i < NF; i++) if ($i == m && $(i+1) ~ /^v[0-9]/) {print $(i+1); exit}}' "$2"; }
+
+cache_paths() {
+	kube_version="$(required k8s.io/kubernetes "$here/../kubeapi/k8s/go.mod")"
+	etcd_version="$(required go.etcd.io/etcd/server/v3 "$here/../kubeapi/etcd/go.mod")"
+	coredns_version="$(required github.com/coredns/coredns "$here/coredns/go.mod")"
+	kdir="$root/kube-$kube_version"
+	edir="$root/etcd-$etcd_version"
+	cdir="$root/coredns-$coredns_version"
+	tdir="$root/clustertool-$(cat "$here"/tool/go.mod "$here"/tool/go.sum "$here"/tool/*.go | sha256sum | cut -c1-12)"
+	idir="$root/cluster-images"
+	local pause_hash busybox_version
+	pause_hash="$(sha256sum "$here/images/pause.c" | cut -c1-12)"
+	busybox_version="$(dpkg-query -W -f='${Version}' busybox-static | tr -c 'A-Za-z0-9_.\n-' _)"
+	pause_ref="harrier.test/pause:$pause_hash"
+	pause_tar="$idir/pause-$pause_hash.tar"
+	busybox_ref="harrier.test/busybox:$busybox_version"
+	busybox_tar="$idir/busybox-$busybox_version.tar"
+	coredns_ref="harrier.test/coredns:$coredns_version"
+	coredns_tar="$idir/coredns-$coredns_version.tar"
+}
+
+# The cluster's state: every file, mount and socket it makes is under $dir
+# (HARRIER_CLUSTER_DIR), except what the kubelet and containerd make at
+# fixed places, which up.sh records and down.sh removes.
+cluster_dir="${HARRIER_CLUSTER_DIR:-/var/lib/harrier-cluster}"
+bridge=harrier0
+node_ip=10.244.0.1
+pod_cidr=10.244.0.0/24
+service_cidr=10.96.0.0/24
+dns_ip=10.96.0.10
+# The chart's auditWebhook.clusterIP for this cluster (the API server does
+# not resolve cluster DNS names).
+audit_ip=10.96.0.250
+etcd_port=12379
+# iptables chains matching this are the cluster's: kube-proxy's and the
+# kubelet's (KUBE-), the CNI portmap plugin's (CNI-) and up.sh's own.
+chain_pattern='^(KUBE-|CNI-|HARRIER-CLUSTER)'
+# Kernel settings the kubelet changes (setupKernelTunables) and down.sh restores.
+kubelet_sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
+# Fixed places the kubelet (whatever --root-dir says) and containerd's shims
+# write to; down.sh removes those that did not exist before up.sh.
+fixed_dirs="/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd"
