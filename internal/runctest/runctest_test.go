@@ -228,8 +228,8 @@ func TestImageAppletsExecAs(t *testing.T) {
 	if _, err := os.Stat(c.UpperPath("/etc/secret")); !os.IsNotExist(err) {
 		t.Errorf("image file is in the upper layer: %v", err)
 	}
-	out, err = c.ExecAs(ctx, 1000, 1000, "sh", "-c", "id -u; cat /etc/secret")
-	if err == nil || !strings.HasPrefix(out, "1000\n") {
+	out, err = c.ExecAs(ctx, 1000, 1000, "sh", "-c", "id -u; cat /etc/secret 2>&1")
+	if err == nil || !strings.HasPrefix(out, "1000\n") || !strings.Contains(out, "Permission denied") {
 		t.Errorf("non-root read of a 0600 root file: %v %q", err, out)
 	}
 }
