@@ -65,9 +65,11 @@ test: deps kubeapi unit fuzz
 # test with its reason and ends with "N passed, N failed, N skipped"; with CI
 # set, a skip fails the run (CI runs as root with every dependency installed,
 # so a skipped test is one that never ran).
+# The group exits with the first go test's failure too, so an error that
+# go test prints outside its JSON (a broken go.mod) still fails the run.
 unit:
-	{ $(GO) test -json -count=1 -timeout 30m ./... ; \
-	  cd packaging && $(GO) test -json -count=1 -timeout 20m ./... ; } \
+	{ rc=0; $(GO) test -json -count=1 -timeout 30m ./... || rc=$$?; \
+	  (cd packaging && $(GO) test -json -count=1 -timeout 20m ./...) || rc=$$?; exit $$rc; } \
 	  | $(GO) run ./tests/testreport $(if $(CI),-fail-on-skip)
 
 # A short run of every fuzz target over untrusted input decoders.
