@@ -424,15 +424,18 @@ func TestEnsureToken(t *testing.T) {
 	if err != nil || again != tok {
 		t.Errorf("second call: %q %v, want the same token", again, err)
 	}
-	// A file loosened by hand is tightened.
-	if err := os.Chmod(path, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := EnsureToken(dir, "", nil); err != nil {
-		t.Fatal(err)
-	}
-	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
-		t.Errorf("mode after reuse %v, want 0600", fi.Mode().Perm())
+	// World access is removed; group access (a Secret volume's 0440 for the
+	// pod's fsGroup, the packages' group harrier) is how the file is shared.
+	for _, m := range []struct{ set, want os.FileMode }{{0o644, 0o640}, {0o604, 0o600}, {0o440, 0o440}, {0o600, 0o600}} {
+		if err := os.Chmod(path, m.set); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := EnsureToken(dir, "", nil); err != nil {
+			t.Fatal(err)
+		}
+		if fi, _ := os.Stat(path); fi.Mode().Perm() != m.want {
+			t.Errorf("mode %v after reuse: %v, want %v", m.set, fi.Mode().Perm(), m.want)
+		}
 	}
 	if got, err := EnsureToken(dir, " configured-token-value ", nil); err != nil || got != "configured-token-value" {
 		t.Errorf("configured: %q %v", got, err)

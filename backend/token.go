@@ -74,11 +74,17 @@ func readToken(path string, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("api token: %w", err)
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		// Readable by others: tighten rather than refuse, and say so.
-		log.Warn("API token file was readable by others; setting mode 0600", "path", path)
-		if err := os.Chmod(path, 0o600); err != nil {
-			return "", fmt.Errorf("api token: %w", err)
+	// Group access is how a Secret volume (0440, the pod's fsGroup) or the
+	// packages (group harrier) share the file with the service; only world
+	// access is a leak.
+	if fi.Mode().Perm()&0o007 != 0 {
+		// Tighten rather than refuse, and say so. A read-only file (a mounted
+		// Secret or ConfigMap) cannot be tightened: warn and go on, since
+		// refusing would only turn a leak into an outage.
+		if err := os.Chmod(path, fi.Mode().Perm()&0o770); err != nil {
+			log.Warn("API token file is readable by every user and cannot be tightened; fix its mode", "path", path, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()), "err", err)
+		} else {
+			log.Warn("API token file was readable by every user; removed their access", "path", path)
 		}
 	}
 	b, err := os.ReadFile(path)

@@ -333,6 +333,14 @@ func (e *Enricher) Enrich(ev *api.Event) {
 	if e.index != nil {
 		pod, ok = e.index.Lookup(src.Id, src.PodUid)
 	}
+	// A container the informer does not know yet (a restart while the API
+	// server is away, so the pod's status is stale) matches its pod by UID,
+	// with pod fields only: its name and image come from the runtime's
+	// bundle instead.
+	var named *api.Container
+	if ok && pod.Name == "" && e.state != nil {
+		named, _ = e.state.Lookup(src.Id)
+	}
 	if !ok && e.state != nil {
 		pod, ok = e.state.Lookup(src.Id)
 	}
@@ -344,6 +352,9 @@ func (e *Enricher) Enrich(ev *api.Event) {
 			PodName: pod.PodName, PodNamespace: pod.PodNamespace, PodUid: pod.PodUid,
 			WorkloadKind: pod.WorkloadKind, WorkloadName: pod.WorkloadName,
 			ServiceAccount: pod.ServiceAccount, Labels: pod.Labels,
+		}
+		if named != nil {
+			out.Name, out.Image = named.Name, named.Image
 		}
 		ev.Container = out
 	}

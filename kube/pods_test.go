@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -189,3 +190,31 @@ func TestPodsInformer(t *testing.T) {
 type fakePods struct{ PodSource }
 
 func (fakePods) IsWatchListSemanticsUnSupported() bool { return true }
+
+// TestEnricherRestartWhileAPIAway: a container restarted while the API
+// server is away is not in the informer's (stale) pod status; it gets the
+// pod's fields (labels, workload) from the informer by pod UID and its own
+// name and image from the runtime's bundle.
+func TestEnricherRestartWhileAPIAway(t *testing.T) {
+	ix := NewPodIndex()
+	ix.Upsert(testPod("web-1", "node-a", "uid-1", nil, map[string]string{"app": "web"}, "containerd://c1"))
+	root := t.TempDir()
+	writeBundle(t, filepath.Join(root, "io.containerd.runtime.v2.task", "k8s.io", "c7", "config.json"), `{"annotations":{
+		"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"app",
+		"io.kubernetes.cri.image-name":"docker.io/library/nginx:1.28","io.kubernetes.cri.sandbox-name":"web-1",
+		"io.kubernetes.cri.sandbox-namespace":"shop","io.kubernetes.cri.sandbox-uid":"uid-1"}}`)
+	e := NewEnricher(ix, NewNodeState(NodeStateConfig{ContainerdRoot: root}))
+	ev := &api.Event{Container: &api.Container{Runtime: "containerd", Id: "c7", PodUid: "uid-1"}}
+	e.Enrich(ev)
+	c := ev.GetContainer()
+	if c.GetPodName() != "web-1" || c.GetPodNamespace() != "shop" || c.GetLabels()["app"] != "web" ||
+		c.GetName() != "app" || c.GetImage() != "docker.io/library/nginx:1.28" || c.GetId() != "c7" {
+		t.Fatalf("restarted container: %v", c)
+	}
+	// Without a bundle: the pod's fields only.
+	ev = &api.Event{Container: &api.Container{Runtime: "containerd", Id: "c8", PodUid: "uid-1"}}
+	e.Enrich(ev)
+	if c := ev.GetContainer(); c.GetPodName() != "web-1" || c.GetLabels()["app"] != "web" || c.GetName() != "" {
+		t.Fatalf("no bundle: %v", c)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -355,6 +356,36 @@ func TestAdmissionAPIServer(t *testing.T) {
 		}
 		if *changed.Webhooks[0].TimeoutSeconds != 7 {
 			t.Errorf("changed config not applied: timeout %d", *changed.Webhooks[0].TimeoutSeconds)
+		}
+
+		// Owned by a ClusterRole: the reference names the role's UID, and a
+		// new role of the same name (a reinstall) moves it.
+		cs := e.client
+		for round := range 2 {
+			role, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "harrier-agent-owner"}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			owned := cfg
+			owned.OwnerClusterRole = role.Name
+			if err := Register(ctx, e.ks.Config, owned, e.ks.CA.PEM); err != nil {
+				t.Fatal(err)
+			}
+			got, err := e.reg.Get(ctx, DefaultWebhookName)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.OwnerReferences) != 1 || got.OwnerReferences[0].UID != role.UID || got.OwnerReferences[0].Kind != "ClusterRole" {
+				t.Errorf("round %d: owner references %+v, want ClusterRole %s (%s)", round, got.OwnerReferences, role.Name, role.UID)
+			}
+			if err := cs.RbacV1().ClusterRoles().Delete(ctx, role.Name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		missing := cfg
+		missing.OwnerClusterRole = "no-such-role"
+		if err := Register(ctx, e.ks.Config, missing, e.ks.CA.PEM); err == nil || !strings.Contains(err.Error(), "owner clusterrole no-such-role") {
+			t.Errorf("Register with a missing owner: %v, want an error naming it", err)
 		}
 	})
 

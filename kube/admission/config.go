@@ -80,6 +80,11 @@ type Config struct {
 	// WebhookName names the ValidatingWebhookConfiguration (default
 	// "harrier-admission").
 	WebhookName string `json:"webhookName,omitempty"`
+	// OwnerClusterRole names a ClusterRole (the chart's harrier-agent) that
+	// the webhook object is made a dependent of, so the garbage collector
+	// deletes the registration when the installation that owns the role is
+	// removed (helm uninstall), even though an agent, not Helm, created it.
+	OwnerClusterRole string `json:"ownerClusterRole,omitempty"`
 }
 
 // ServiceAddress is an in-cluster Service in front of the webhook.
@@ -174,6 +179,11 @@ func (c Config) Validate() error {
 	}
 	if msgs := validation.IsDNS1123Subdomain(d.WebhookName); len(msgs) > 0 {
 		bad("webhookName %q: not a valid object name", c.WebhookName)
+	}
+	if c.OwnerClusterRole != "" {
+		if msgs := validation.IsDNS1123Subdomain(c.OwnerClusterRole); len(msgs) > 0 {
+			bad("ownerClusterRole %q: not a valid object name", c.OwnerClusterRole)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 
 	admissionregv1 "k8s.io/api/admissionregistration/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -130,15 +131,16 @@ func notSelector(selector string) (*metav1.LabelSelector, error) {
 }
 
 // Registrar creates, updates and deletes the guard's webhook object
-// through a REST client whose scheme knows admissionregistration/v1 only
-// (the clientset would link every API group).
+// through REST clients whose scheme knows admissionregistration/v1 and
+// rbac/v1 only (the clientset would link every API group).
 type Registrar struct {
-	c rest.Interface
+	c    rest.Interface
+	rbac rest.Interface
 }
 
 // NewRegistrar connects to the API server rc names.
 func NewRegistrar(rc *rest.Config) (*Registrar, error) {
-	cs, err := kubeclient.New(rc, admissionregv1.AddToScheme)
+	cs, err := kubeclient.New(rc, admissionregv1.AddToScheme, rbacv1.AddToScheme)
 	if err != nil {
 		return nil, fmt.Errorf("admission client: %w", err)
 	}
@@ -146,7 +148,25 @@ func NewRegistrar(rc *rest.Config) (*Registrar, error) {
 	if err != nil {
 		return nil, fmt.Errorf("admission client: %w", err)
 	}
-	return &Registrar{c: c}, nil
+	rbac, err := cs.For(rbacv1.SchemeGroupVersion)
+	if err != nil {
+		return nil, fmt.Errorf("admission client: %w", err)
+	}
+	return &Registrar{c: c, rbac: rbac}, nil
+}
+
+// OwnedBy makes vwc a dependent of ClusterRole name, so that deleting the
+// role deletes the registration too (the garbage collector does, in the
+// background). The reference does not block the role's deletion.
+func (r *Registrar) OwnedBy(ctx context.Context, vwc *admissionregv1.ValidatingWebhookConfiguration, name string) error {
+	role := &rbacv1.ClusterRole{}
+	if err := r.rbac.Get().Resource("clusterroles").Name(name).Do(ctx).Into(role); err != nil {
+		return fmt.Errorf("admission registration: owner clusterrole %s: %w", name, err)
+	}
+	vwc.OwnerReferences = []metav1.OwnerReference{{
+		APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRole", Name: role.Name, UID: role.UID,
+	}}
+	return nil
 }
 
 const vwcResource = "validatingwebhookconfigurations"
@@ -160,7 +180,11 @@ const specHashAnnotation = "harrier.io/webhook-hash"
 // it already holds these webhooks. A conflicting concurrent write (another
 // node's agent) is retried.
 func (r *Registrar) Apply(ctx context.Context, vwc *admissionregv1.ValidatingWebhookConfiguration) error {
-	spec, err := json.Marshal(vwc.Webhooks)
+	// The owner is part of what is compared: a reinstall makes a new role.
+	spec, err := json.Marshal(struct {
+		Webhooks []admissionregv1.ValidatingWebhook
+		Owners   []metav1.OwnerReference
+	}{vwc.Webhooks, vwc.OwnerReferences})
 	if err != nil {
 		return fmt.Errorf("validatingwebhookconfiguration %s: %w", vwc.Name, err)
 	}
@@ -229,6 +253,11 @@ func Register(ctx context.Context, rc *rest.Config, cfg Config, caBundle []byte)
 	r, err := NewRegistrar(rc)
 	if err != nil {
 		return err
+	}
+	if cfg.OwnerClusterRole != "" {
+		if err := r.OwnedBy(ctx, vwc, cfg.OwnerClusterRole); err != nil {
+			return err
+		}
 	}
 	return r.Apply(ctx, vwc)
 }

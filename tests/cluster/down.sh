@@ -13,20 +13,6 @@ dir="$cluster_dir"
 failed=0
 warn() { echo "down.sh: $*" >&2; failed=1; }
 
-# stop NAME [SECONDS]: TERM, then KILL after SECONDS (default 20), the daemon
-# up.sh started as NAME (only if the pid still runs what up.sh started).
-stop() {
-	local pidfile="$dir/run/$1.pid" pid tenths=$((${2:-20} * 10))
-	[ -f "$pidfile" ] || return 0
-	pid="$(cat "$pidfile")"
-	if [ -d "/proc/$pid" ] && grep -qF -- "$1" "/proc/$pid/cmdline" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null
-		for _ in $(seq "$tenths"); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
-		if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
-	fi
-	rm -f "$pidfile"
-}
-
 # The kubelet first, so nothing restarts what follows stops.
 stop kubelet
 sock="$dir/run/containerd.sock"

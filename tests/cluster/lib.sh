@@ -45,3 +45,39 @@ kubelet_sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic
 # Fixed places the kubelet (whatever --root-dir says) and containerd's shims
 # write to; down.sh removes those that did not exist before up.sh.
 fixed_dirs="/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd"
+
+# start NAME COMMAND ARGS...: a daemon in its own session, logging to
+# logs/NAME.log; down.sh stops it through run/NAME.pid.
+start() {
+	local name="$1"
+	shift
+	setsid "$@" >>"$cluster_dir/logs/$name.log" 2>&1 </dev/null &
+	echo $! >"$cluster_dir/run/$name.pid"
+}
+
+# wait_for WHAT SECONDS COMMAND...: polls until COMMAND succeeds.
+wait_for() {
+	local what="$1" deadline=$((SECONDS + $2))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			echo "timed out waiting for $what; logs in $cluster_dir/logs" >&2
+			exit 1
+		fi
+		sleep 0.5
+	done
+}
+
+# stop NAME [SECONDS]: TERM, then KILL after SECONDS (default 20), the daemon
+# started as NAME (only if the pid still runs what was started).
+stop() {
+	local pidfile="$cluster_dir/run/$1.pid" pid tenths=$((${2:-20} * 10))
+	[ -f "$pidfile" ] || return 0
+	pid="$(cat "$pidfile")"
+	if [ -d "/proc/$pid" ] && grep -qF -- "$1" "/proc/$pid/cmdline" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null
+		for _ in $(seq "$tenths"); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+		if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null; sleep 0.2; fi
+	fi
+	rm -f "$pidfile"
+}

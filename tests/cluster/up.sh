@@ -26,7 +26,7 @@ fi
 
 # Debian packages the node needs beyond `make deps`.
 missing=
-for p in containerd runc containernetworking-plugins iptables conntrack busybox-static iproute2 openssl gcc libc6-dev; do
+for p in containerd runc containernetworking-plugins iptables conntrack busybox-static iproute2 openssl gcc libc6-dev curl; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
@@ -38,7 +38,7 @@ root="$(GO="$go" "$here/build.sh")"
 cache_paths
 
 trap 'echo "up.sh failed: logs in $dir/logs; make cluster-down (tests/cluster/down.sh) cleans up" >&2' ERR
-mkdir -p "$dir"/{pki,etcd,logs,run,harrier,kubelet,pod-logs,cni/net.d,cni/ipam,containerd/root,containerd/state,containerd/opt}
+mkdir -p "$dir"/{pki,etcd,logs,run,harrier,kubelet,pod-logs,cni/net.d,cni/ipam,containerd/root,containerd/state,containerd/opt,volumes}
 chmod 700 "$dir"
 
 # What down.sh restores: the kernel settings the kubelet changes and which
@@ -100,9 +100,6 @@ issue scheduler system:kube-scheduler
 issue kube-proxy system:kube-proxy
 issue kubelet-client "system:node:$node" system:nodes
 issue kubelet "$node" "" "IP:$node_ip,DNS:$node"
-# The audit receiver's serving certificate, for the chart's
-# harrier-audit-webhook Secret (tls.crt, tls.key, token).
-issue audit-webhook harrier-audit "" "IP:$audit_ip,DNS:harrier-audit.harrier.svc"
 openssl_quiet genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key"
 openssl_quiet pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
@@ -130,73 +127,41 @@ kubeconfig kube-proxy kube-proxy
 kubeconfig kubelet kubelet-client
 kubectl() { "$kdir/kubectl" --kubeconfig="$dir/admin.kubeconfig" "$@"; }
 
-# --- Harrier's audit webhook, as the chart documents it --------------------
-# packaging/helm/harrier/templates/audit-webhook.yaml: the policy verbatim and
-# the webhook kubeconfig for auditWebhook.clusterIP, with the files the chart
-# places under /etc/kubernetes/harrier/ kept here instead.
-cp "$repo/packaging/helm/harrier/files/audit-policy.yaml" "$dir/harrier/audit-policy.yaml"
-cp "$pki/ca.crt" "$dir/harrier/ca.crt"
-openssl rand -hex 32 >"$dir/harrier/token"
-cat >"$dir/harrier/audit-webhook.yaml" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-  - name: harrier
-    cluster:
-      server: https://$audit_ip:9474/
-      certificate-authority: $dir/harrier/ca.crt
-users:
-  - name: kube-apiserver
-    user:
-      tokenFile: $dir/harrier/token
-contexts:
-  - name: harrier
-    context: {cluster: harrier, user: kube-apiserver}
-current-context: harrier
-EOF
-
 # --- processes ------------------------------------------------------------
-# start NAME BINARY ARGS...: a daemon in its own session, logging to
-# logs/NAME.log; down.sh stops it through run/NAME.pid.
-start() {
-	local name="$1"
-	shift
-	setsid "$@" >"$dir/logs/$name.log" 2>&1 </dev/null &
-	echo $! >"$dir/run/$name.pid"
-}
-# wait_for WHAT SECONDS COMMAND...: polls until COMMAND succeeds.
-wait_for() {
-	local what="$1" deadline=$((SECONDS + $2))
-	shift 2
-	until "$@" >/dev/null 2>&1; do
-		if [ "$SECONDS" -ge "$deadline" ]; then
-			echo "up.sh: timed out waiting for $what; logs in $dir/logs" >&2
-			exit 1
-		fi
-		sleep 0.5
-	done
-}
-
 etcd_url="http://127.0.0.1:$etcd_port"
 start etcd "$edir/etcd" --name=harrier-test --data-dir="$dir/etcd" --unsafe-no-fsync \
 	--listen-client-urls="$etcd_url" --advertise-client-urls="$etcd_url" \
 	--listen-peer-urls="http://127.0.0.1:$((etcd_port + 1))" --initial-advertise-peer-urls="http://127.0.0.1:$((etcd_port + 1))" \
 	--initial-cluster="harrier-test=http://127.0.0.1:$((etcd_port + 1))" --listen-metrics-urls="" --log-level=warn
 
-start kube-apiserver "$kdir/kube-apiserver" \
-	--etcd-servers="$etcd_url" \
-	--bind-address="$node_ip" --advertise-address="$node_ip" --secure-port=6443 \
-	--tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-	--client-ca-file="$pki/ca.crt" \
-	--kubelet-client-certificate="$pki/apiserver-kubelet-client.crt" --kubelet-client-key="$pki/apiserver-kubelet-client.key" \
-	--kubelet-certificate-authority="$pki/ca.crt" --kubelet-preferred-address-types=InternalIP \
-	--service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-	--service-account-issuer=https://kubernetes.default.svc.cluster.local \
-	--service-cluster-ip-range="$service_cidr" \
-	--authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true \
-	--audit-policy-file="$dir/harrier/audit-policy.yaml" \
-	--audit-webhook-config-file="$dir/harrier/audit-webhook.yaml" --audit-webhook-batch-max-wait=1s \
-	--profiling=false --v=0
+# The API server is started from a script of its own, so apiserver.sh can
+# stop and restart it as a control-plane node's admin would (after adding
+# the audit webhook configuration, or to take the API server away). The
+# audit flags are the ones the chart's harrier-audit-webhook ConfigMap
+# documents, given once its files are in $dir/harrier/ (the kubeadm
+# /etc/kubernetes/harrier/ of this cluster).
+cat >"$dir/run/kube-apiserver.sh" <<EOF
+#!/bin/sh
+audit=
+if [ -f "$dir/harrier/audit-webhook.yaml" ]; then
+	audit="--audit-policy-file=$dir/harrier/audit-policy.yaml --audit-webhook-config-file=$dir/harrier/audit-webhook.yaml --audit-webhook-batch-max-wait=1s"
+fi
+exec "$kdir/kube-apiserver" \\
+	--etcd-servers=$etcd_url \\
+	--bind-address=$node_ip --advertise-address=$node_ip --secure-port=6443 \\
+	--tls-cert-file=$pki/apiserver.crt --tls-private-key-file=$pki/apiserver.key \\
+	--client-ca-file=$pki/ca.crt \\
+	--kubelet-client-certificate=$pki/apiserver-kubelet-client.crt --kubelet-client-key=$pki/apiserver-kubelet-client.key \\
+	--kubelet-certificate-authority=$pki/ca.crt --kubelet-preferred-address-types=InternalIP \\
+	--service-account-key-file=$pki/sa.pub --service-account-signing-key-file=$pki/sa.key \\
+	--service-account-issuer=https://kubernetes.default.svc.cluster.local \\
+	--service-cluster-ip-range=$service_cidr \\
+	--authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction --allow-privileged=true \\
+	--profiling=false --v=0 \\
+	\$audit
+EOF
+chmod 700 "$dir/run/kube-apiserver.sh"
+start kube-apiserver "$dir/run/kube-apiserver.sh"
 wait_for kube-apiserver 60 kubectl get --raw /readyz
 
 start kube-controller-manager "$kdir/kube-controller-manager" \
@@ -276,11 +241,6 @@ wait_for containerd 30 ctr --address "$sock" version
 for tar in "$pause_tar" "$busybox_tar" "$coredns_tar"; do
 	ctr --address "$sock" -n k8s.io images import "$tar" >/dev/null
 done
-# Harrier's own image (make image); the chart's default repository and tag.
-make -C "$repo" --no-print-directory image ARCHES=amd64 >"$dir/logs/make-image.log" 2>&1 ||
-	{ echo "up.sh: make image failed, see $dir/logs/make-image.log" >&2; exit 1; }
-version="${VERSION:-$(awk '$1 == "VERSION" && $2 == "?=" {print $3; exit}' "$repo/Makefile")}"
-ctr --address "$sock" -n k8s.io images import "$repo/dist/image/harrier-image-$version-linux-amd64.docker.tar" >/dev/null
 
 # --- the node -------------------------------------------------------------
 echo "# the test cluster's pods resolve only through cluster DNS" >"$dir/resolv.conf"
@@ -337,5 +297,24 @@ wait_for "node $node Ready" 90 kubectl wait --for=condition=Ready --timeout=5s "
 # --- cluster DNS ----------------------------------------------------------
 sed -e "s|@COREDNS_IMAGE@|$coredns_ref|" -e "s|@DNS_IP@|$dns_ip|" "$here/coredns.yaml" | kubectl apply -f - >/dev/null
 wait_for CoreDNS 90 kubectl -n kube-system rollout status deployment/coredns --timeout=5s
+
+# --- storage --------------------------------------------------------------
+# No provisioner: two statically made volumes on the node, world-writable
+# like the local-path provisioner's, for claims without a storage class
+# (hostPath volumes take no fsGroup ownership).
+for i in 0 1; do
+	mkdir -m 0777 "$dir/volumes/pv$i"
+	chmod 0777 "$dir/volumes/pv$i"
+	kubectl apply -f - >/dev/null <<-EOF
+		apiVersion: v1
+		kind: PersistentVolume
+		metadata: {name: harrier-test-pv$i}
+		spec:
+		  capacity: {storage: 20Gi}
+		  accessModes: [ReadWriteOnce]
+		  persistentVolumeReclaimPolicy: Retain
+		  hostPath: {path: $dir/volumes/pv$i, type: Directory}
+	EOF
+done
 
 echo "$dir/admin.kubeconfig"
