@@ -7,6 +7,7 @@
 #                        kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #                        (the same k8s.io/kubernetes module, ../kubeapi/k8s)
 #   coredns-<version>/   coredns (./coredns/go.mod)
+#   helm-<version>/      helm (the CLI of ../../packaging's helm.sh/helm/v4)
 #   clustertool-<hash>/  clustertool (./tool), keyed by its source
 #   cluster-images/      Docker archives: pause-<hash>.tar (./images/pause.c),
 #                        busybox-<deb version>.tar, coredns-<version>.tar
@@ -39,6 +40,16 @@ if [ ! -x "$cdir/coredns" ]; then
 	mkdir -p "$cdir"
 	(cd "$here/coredns" && CGO_ENABLED=0 "$go" build -trimpath -o "$cdir/coredns.tmp" github.com/coredns/coredns)
 	mv "$cdir/coredns.tmp" "$cdir/coredns"
+fi
+
+# The Helm CLI operators install the chart with, at the version of the SDK
+# packaging/ renders it with (a tool of that module).
+if [ ! -x "$hdir/helm" ]; then
+	echo "building helm $helm_version into $hdir" >&2
+	mkdir -p "$hdir"
+	(cd "$here/../../packaging" && CGO_ENABLED=0 "$go" build -trimpath \
+		-ldflags "-X helm.sh/helm/v4/internal/version.version=$helm_version" -o "$hdir/helm.tmp" helm.sh/helm/v4/cmd/helm)
+	mv "$hdir/helm.tmp" "$hdir/helm"
 fi
 
 if [ ! -x "$tdir/clustertool" ]; then

@@ -72,7 +72,8 @@ func TestCluster(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	kubeconfig := lines[len(lines)-1]
 
-	ok := t.Run("workloads", func(t *testing.T) { checkWorkloads(t, kubeconfig) })
+	ok := t.Run("workloads", func(t *testing.T) { checkWorkloads(t, kubeconfig) }) &&
+		t.Run("harrier", func(t *testing.T) { testHarrierInCluster(t, kubeconfig) })
 	if !ok {
 		dumpLogs(t)
 	}

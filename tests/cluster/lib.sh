@@ -8,6 +8,8 @@ cache_paths() {
 	kube_version="$(required k8s.io/kubernetes "$here/../kubeapi/k8s/go.mod")"
 	etcd_version="$(required go.etcd.io/etcd/server/v3 "$here/../kubeapi/etcd/go.mod")"
 	coredns_version="$(required github.com/coredns/coredns "$here/coredns/go.mod")"
+	helm_version="$(required helm.sh/helm/v4 "$here/../../packaging/go.mod")"
+	hdir="$root/helm-$helm_version"
 	kdir="$root/kube-$kube_version"
 	edir="$root/etcd-$etcd_version"
 	cdir="$root/coredns-$coredns_version"

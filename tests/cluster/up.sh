@@ -51,6 +51,7 @@ chmod 700 "$dir"
 } >"$dir/host-state"
 
 echo "$tdir/clustertool" >"$dir/clustertool-path"
+echo "$hdir/helm" >"$dir/helm-path"
 node="$(hostname | tr 'A-Z' 'a-z')"
 echo "$node" >"$dir/node-name"
 

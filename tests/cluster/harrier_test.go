@@ -1,0 +1,628 @@
+//go:build cluster
+
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/harrier-sec/harrier/internal/kubetest"
+)
+
+// harrier is Harrier installed in the test cluster the way the README's
+// "Install on a cluster" says, and what the tests need to look at it.
+type harrier struct {
+	kubeconfig string
+	cs         *kubernetes.Clientset
+	bundle     string   // the unpacked air-gapped bundle
+	env        []string // PATH with kubectl and helm, KUBECONFIG, CONTAINERD_ADDRESS
+	api        string   // the backend's API, through its Service address
+	token      string
+	node       string
+}
+
+const ns = "harrier"
+
+// testHarrierInCluster installs Harrier as the README says and proves it
+// in the cluster, one part after another (each needs the one before).
+func testHarrierInCluster(t *testing.T, kubeconfig string) {
+	var h *harrier
+	steps := []struct {
+		name string
+		run  func(ctx context.Context, t *testing.T)
+	}{
+		{"install", func(ctx context.Context, t *testing.T) { h = installHarrier(t, kubeconfig) }},
+		{"agent-cgroup", func(ctx context.Context, t *testing.T) { checkAgentCgroup(ctx, t, h) }},
+		{"pod-context", func(ctx context.Context, t *testing.T) { testPodContext(ctx, t, h) }},
+		{"inventory", func(ctx context.Context, t *testing.T) { testInventory(ctx, t, h) }},
+		{"admission", func(ctx context.Context, t *testing.T) { testAdmission(ctx, t, h) }},
+		{"uninstall", func(ctx context.Context, t *testing.T) { testUninstall(ctx, t, h) }},
+	}
+	for _, s := range steps {
+		ok := t.Run(s.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
+			defer cancel()
+			start := time.Now()
+			s.run(ctx, t)
+			t.Logf("%s took %s", s.name, time.Since(start).Round(time.Second))
+		})
+		if !ok {
+			if h != nil {
+				h.dump(t)
+			}
+			t.FailNow()
+		}
+	}
+}
+
+// dump logs what Harrier's pods said, to say why a step failed.
+func (h *harrier) dump(t *testing.T) {
+	out, _ := exec.Command(filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig="+h.kubeconfig,
+		"-n", ns, "get", "pods,events", "-o", "wide").CombinedOutput()
+	t.Logf("--- kubectl -n harrier get pods,events\n%s", out)
+	for _, c := range []string{"daemonset/harrier-agent", "deployment/harrier-backend"} {
+		out, _ := exec.Command(filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig="+h.kubeconfig,
+			"-n", ns, "logs", "--tail=60", c).CombinedOutput()
+		t.Logf("--- logs %s\n%s", c, out)
+	}
+}
+
+// readmeBlock returns the sh code block that follows marker in README.md.
+func readmeBlock(t *testing.T, marker string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(b)
+	i := strings.Index(s, "<!-- test: "+marker)
+	if i < 0 {
+		t.Fatalf("README.md has no block marked %q", marker)
+	}
+	s = s[i:]
+	start := strings.Index(s, "```sh\n")
+	end := strings.Index(s[start+6:], "\n```")
+	if start < 0 || end < 0 {
+		t.Fatalf("README.md: no sh block after %q", marker)
+	}
+	return s[start+6 : start+6+end+1]
+}
+
+// makeVersion is the Makefile's VERSION, which names the bundle.
+func makeVersion(t *testing.T) string {
+	b, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^VERSION\s*\?=\s*(\S+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatal("Makefile: no VERSION")
+	}
+	return string(m[1])
+}
+
+// installHarrier builds the bundle, unpacks it and runs the README's install
+// blocks as an operator would, then restarts the API server with the audit
+// webhook configuration they placed.
+func installHarrier(t *testing.T, kubeconfig string) *harrier {
+	h := &harrier{kubeconfig: kubeconfig}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.cs, err = kubernetes.NewForConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	node, err := os.ReadFile(filepath.Join(clusterDir, "node-name"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.node = strings.TrimSpace(string(node))
+
+	version := makeVersion(t)
+	start := time.Now()
+	if out, err := exec.Command("make", "-C", "../..", "--no-print-directory", "bundle", "ARCHES=amd64").CombinedOutput(); err != nil {
+		t.Fatalf("make bundle: %v\n%s", err, out)
+	}
+	t.Logf("make bundle took %s", time.Since(start).Round(time.Second))
+	work := t.TempDir()
+	tarball, err := filepath.Abs(filepath.Join("../../dist", "harrier-"+version+"-bundle.tar.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("tar", "-xzf", tarball, "-C", work).CombinedOutput(); err != nil {
+		t.Fatalf("unpack the bundle: %v\n%s", err, out)
+	}
+	h.bundle = filepath.Join(work, "harrier-"+version)
+	helm, err := os.ReadFile(filepath.Join(clusterDir, "helm-path"))
+	if err != nil {
+		t.Fatalf("the cluster names no helm binary: %v", err)
+	}
+	helmHome := t.TempDir()
+	h.env = append(os.Environ(),
+		"PATH="+kubetest.BinDir()+":"+filepath.Dir(strings.TrimSpace(string(helm)))+":"+os.Getenv("PATH"),
+		"KUBECONFIG="+kubeconfig,
+		"CONTAINERD_ADDRESS="+filepath.Join(clusterDir, "run", "containerd.sock"),
+		"HELM_CACHE_HOME="+filepath.Join(helmHome, "cache"),
+		"HELM_CONFIG_HOME="+filepath.Join(helmHome, "config"),
+		"HELM_DATA_HOME="+filepath.Join(helmHome, "data"),
+	)
+
+	start = time.Now()
+	h.sh(t, readmeBlock(t, "cluster-install"))
+	t.Logf("the README's install block took %s", time.Since(start).Round(time.Second))
+	// The control-plane node's part, with this cluster's directory for
+	// kubeadm's /etc/kubernetes/harrier, then the API server restarted with it.
+	cp := strings.ReplaceAll(readmeBlock(t, "cluster-control-plane"), "/etc/kubernetes/harrier", filepath.Join(clusterDir, "harrier"))
+	h.sh(t, cp)
+	if out, err := exec.Command("./apiserver.sh", "restart").CombinedOutput(); err != nil {
+		t.Fatalf("apiserver.sh restart: %v\n%s", err, out)
+	}
+
+	svc, err := h.cs.CoreV1().Services(ns).Get(t.Context(), "harrier-backend", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.api = "http://" + svc.Spec.ClusterIP + ":9470"
+	sec, err := h.cs.CoreV1().Secrets(ns).Get(t.Context(), "harrier-api-token", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.token = strings.TrimSpace(string(sec.Data["api-token"]))
+	return h
+}
+
+// sh runs script with bash in the unpacked bundle, as the operator would.
+func (h *harrier) sh(t *testing.T, script string) string {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = h.bundle
+	cmd.Env = h.env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v\n--- script\n%s--- output\n%s", err, script, out)
+	}
+	return string(out)
+}
+
+// alert is what the tests read of the backend's alerts (protojson names).
+type alert struct {
+	ID          string `json:"id"`
+	DetectionID string `json:"detection_id"`
+	Severity    string `json:"severity"`
+	Node        string `json:"node"`
+	Count       string `json:"count"`
+	FirstSeen   time.Time
+	Container   struct {
+		ID           string            `json:"id"`
+		Name         string            `json:"name"`
+		Image        string            `json:"image"`
+		PodName      string            `json:"pod_name"`
+		PodNamespace string            `json:"pod_namespace"`
+		Labels       map[string]string `json:"labels"`
+	} `json:"container"`
+	Process struct {
+		Args []string `json:"args"`
+	} `json:"process"`
+	Raw json.RawMessage `json:"-"`
+}
+
+func (h *harrier) get(ctx context.Context, path string, q url.Values, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, h.api+path+"?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+h.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s: %s", path, resp.Status, buf.Bytes())
+	}
+	return json.Unmarshal(buf.Bytes(), into)
+}
+
+// alerts lists the backend's alerts matching q.
+func (h *harrier) alerts(ctx context.Context, q url.Values) ([]alert, error) {
+	var list struct {
+		Alerts []json.RawMessage `json:"alerts"`
+	}
+	if q.Get("limit") == "" {
+		q.Set("limit", "1000")
+	}
+	if err := h.get(ctx, "/api/v1/alerts", q, &list); err != nil {
+		return nil, err
+	}
+	out := make([]alert, 0, len(list.Alerts))
+	for _, raw := range list.Alerts {
+		var a alert
+		if err := json.Unmarshal(raw, &a); err != nil {
+			return nil, err
+		}
+		var times struct {
+			FirstSeen time.Time `json:"first_seen"`
+		}
+		_ = json.Unmarshal(raw, &times)
+		a.FirstSeen = times.FirstSeen
+		a.Raw = raw
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+// waitAlert polls the backend until an alert matching q and match arrives.
+func (h *harrier) waitAlert(ctx context.Context, t *testing.T, what string, q url.Values, match func(alert) bool) alert {
+	t.Helper()
+	var found alert
+	poll(ctx, t, what, func() (bool, error) {
+		as, err := h.alerts(ctx, q)
+		if err != nil {
+			return false, err
+		}
+		for _, a := range as {
+			if match(a) {
+				found = a
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return found
+}
+
+// agentPod returns the agent pod on the node.
+func (h *harrier) agentPod(ctx context.Context, t *testing.T) *corev1.Pod {
+	t.Helper()
+	pods, err := h.cs.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pods.Items {
+		if pods.Items[i].DeletionTimestamp == nil {
+			return &pods.Items[i]
+		}
+	}
+	t.Fatal("no agent pod")
+	return nil
+}
+
+func containerID(t *testing.T, pod *corev1.Pod, name string) string {
+	t.Helper()
+	for _, c := range pod.Status.ContainerStatuses {
+		if c.Name == name {
+			_, id, ok := strings.Cut(c.ContainerID, "://")
+			if ok && id != "" {
+				return id
+			}
+		}
+	}
+	t.Fatalf("pod %s: no ID for container %s", pod.Name, name)
+	return ""
+}
+
+func readInt(t *testing.T, path string) int64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}
+
+// checkAgentCgroup reads the agent container's cgroup (v1, cgroupfs
+// driver, Guaranteed QoS: kubepods/pod<uid>/<container>): 360m is a CFS
+// quota of 36 ms per 100 ms, 296Mi a memory limit of 310378496 bytes.
+func checkAgentCgroup(ctx context.Context, t *testing.T, h *harrier) {
+	pod := h.agentPod(ctx, t)
+	if pod.Status.QOSClass != corev1.PodQOSGuaranteed {
+		t.Errorf("agent pod QoS %s, want Guaranteed (requests = limits)", pod.Status.QOSClass)
+	}
+	id := containerID(t, pod, "agent")
+	rel := filepath.Join("kubepods", "pod"+string(pod.UID), id)
+	quota := readInt(t, filepath.Join("/sys/fs/cgroup/cpu", rel, "cpu.cfs_quota_us"))
+	period := readInt(t, filepath.Join("/sys/fs/cgroup/cpu", rel, "cpu.cfs_period_us"))
+	if quota*1000/period != 360 {
+		t.Errorf("agent CPU quota %d/%d µs = %dm, want 360m", quota, period, quota*1000/period)
+	}
+	if mem := readInt(t, filepath.Join("/sys/fs/cgroup/memory", rel, "memory.limit_in_bytes")); mem != 296<<20 {
+		t.Errorf("agent memory limit %d bytes, want %d (296Mi)", mem, 296<<20)
+	}
+	// The agent itself runs in that cgroup.
+	procs, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/memory", rel, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, pid := range strings.Fields(string(procs)) {
+		cmdline, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+		found = found || bytes.Contains(cmdline, []byte("agent\x00--config"))
+	}
+	if !found {
+		t.Errorf("no harrier agent process in %s", rel)
+	}
+}
+
+// testPodContext: an alert from a pod names its namespace, pod, container,
+// image and labels; with the API server away, a container the kubelet
+// restarts (new ID, unknown to the informer) still does, from the informer's
+// pod and containerd's bundle.
+func testPodContext(ctx context.Context, t *testing.T, h *harrier) {
+	image := busybox + ":" + busyboxTag(t)
+	labels := map[string]string{"app": "context-probe", "team": "blue"}
+	_, err := h.cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "context-probe", Labels: labels},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: new(int64(1)),
+			Containers: []corev1.Container{{
+				Name: "marker", Image: image, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"sh", "-c", "echo HARRIER-TEST-ALERT; exec sleep 3600"},
+			}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod *corev1.Pod
+	poll(ctx, t, "pod context-probe Running", func() (bool, error) {
+		pod, err = h.cs.CoreV1().Pods("default").Get(ctx, "context-probe", metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodRunning && len(pod.Status.ContainerStatuses) == 1, err
+	})
+	first := containerID(t, pod, "marker")
+	q := url.Values{"detection": {"test-alert"}, "namespace": {"default"}}
+	check := func(a alert, id string) {
+		t.Helper()
+		c := a.Container
+		if c.PodName != "context-probe" || c.PodNamespace != "default" || c.Name != "marker" || c.Image != image ||
+			c.Labels["app"] != "context-probe" || c.Labels["team"] != "blue" || a.Node != h.node {
+			t.Errorf("alert from container %s lacks its pod context: %s", id, a.Raw)
+		}
+	}
+	start := time.Now()
+	a := h.waitAlert(ctx, t, "the test alert of context-probe", q, func(a alert) bool { return a.Container.ID == first })
+	t.Logf("test alert with pod context after %s", time.Since(start).Round(100*time.Millisecond))
+	check(a, first)
+
+	// The API server away: the kubelet restarts the killed container on
+	// its own, and the agent cannot learn the new container's ID.
+	if out, err := exec.Command("./apiserver.sh", "stop").CombinedOutput(); err != nil {
+		t.Fatalf("apiserver.sh stop: %v\n%s", err, out)
+	}
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = exec.Command("./apiserver.sh", "start").Run()
+		}
+	}()
+	killContainer(t, first)
+	start = time.Now()
+	a = h.waitAlert(ctx, t, "the test alert of the restarted container (API server away)", q,
+		func(a alert) bool { return a.Container.ID != first && a.Container.PodName == "context-probe" })
+	t.Logf("restarted container's alert, API server away, after %s", time.Since(start).Round(100*time.Millisecond))
+	check(a, a.Container.ID)
+	restarted = true
+	if out, err := exec.Command("./apiserver.sh", "start").CombinedOutput(); err != nil {
+		t.Fatalf("apiserver.sh start: %v\n%s", err, out)
+	}
+	_ = h.cs.CoreV1().Pods("default").Delete(ctx, "context-probe", metav1.DeleteOptions{})
+}
+
+// killContainer kills a container's processes from the host, as an OOM
+// kill or a crash would.
+func killContainer(t *testing.T, id string) {
+	t.Helper()
+	matches, _ := filepath.Glob("/sys/fs/cgroup/pids/kubepods/*/" + id + "/cgroup.procs")
+	more, _ := filepath.Glob("/sys/fs/cgroup/pids/kubepods/*/*/" + id + "/cgroup.procs")
+	matches = append(matches, more...)
+	if len(matches) == 0 {
+		t.Fatalf("no cgroup for container %s", id)
+	}
+	b, err := os.ReadFile(matches[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pid := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(pid); err == nil {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+	}
+}
+
+// testAdmission: with the guard in deny mode (helm upgrade), the real API
+// server refuses a privileged pod with the guard's message; with Harrier
+// gone (agents and backend scaled away), failurePolicy Ignore keeps the
+// cluster usable.
+func testAdmission(ctx context.Context, t *testing.T, h *harrier) {
+	image := busybox + ":" + busyboxTag(t)
+	privileged := func(name string) *corev1.Pod {
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: corev1.PodSpec{
+				TerminationGracePeriodSeconds: new(int64(1)),
+				Containers: []corev1.Container{{
+					Name: "app", Image: image, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"},
+					SecurityContext: &corev1.SecurityContext{Privileged: new(true)},
+				}},
+			},
+		}
+	}
+	// Audit mode (as installed): admitted, with the guard's warning.
+	out := h.sh(t, "kubectl -n default run audit-mode-pod --image="+image+" --image-pull-policy=Never "+
+		`--overrides='{"spec":{"containers":[{"name":"audit-mode-pod","image":"`+image+`","imagePullPolicy":"Never","command":["sleep","3600"],"securityContext":{"privileged":true}}]}}' 2>&1`)
+	if !strings.Contains(out, "harrier") || !strings.Contains(out, "pss-privileged") {
+		t.Errorf("audit mode: kubectl printed no guard warning for a privileged pod:\n%s", out)
+	}
+	if _, err := h.cs.CoreV1().Pods("default").Get(ctx, "audit-mode-pod", metav1.GetOptions{}); err != nil {
+		t.Errorf("audit mode: the privileged pod was not admitted: %v", err)
+	}
+	h.waitAlert(ctx, t, "the privileged-container alert of audit-mode-pod (from the API server's audit webhook)",
+		url.Values{"detection": {"privileged-container"}}, func(a alert) bool { return bytes.Contains(a.Raw, []byte("audit-mode-pod")) })
+
+	// Deny mode.
+	start := time.Now()
+	h.sh(t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 5m "+
+		"--set admission.mode=deny --set 'admission.checks={pss-privileged}'")
+	t.Logf("helm upgrade to deny mode took %s", time.Since(start).Round(time.Second))
+	var denyErr error
+	poll(ctx, t, "the guard in deny mode refusing a privileged pod", func() (bool, error) {
+		_, denyErr = h.cs.CoreV1().Pods("default").Create(ctx, privileged("deny-mode-pod"), metav1.CreateOptions{})
+		if denyErr == nil {
+			// Still the old agents' audit mode: try again.
+			_ = h.cs.CoreV1().Pods("default").Delete(ctx, "deny-mode-pod", metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
+			return false, nil
+		}
+		return true, nil
+	})
+	msg := denyErr.Error()
+	if !apierrors.IsForbidden(denyErr) && !strings.Contains(msg, "denied the request") || !strings.Contains(msg, "pss-privileged") || !strings.Contains(msg, "privileged") {
+		t.Errorf("deny mode refused with %q, want the guard's message naming pss-privileged and why", msg)
+	}
+	t.Logf("deny mode: %s", msg)
+	if _, err := h.cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "compliant-pod"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Errorf("deny mode refused a compliant pod: %v", err)
+	}
+
+	// Harrier down: no agent, no backend. The registration stays, the
+	// webhook has no endpoint, and Ignore admits.
+	h.sh(t, `kubectl -n harrier patch daemonset harrier-agent -p '{"spec":{"template":{"spec":{"nodeSelector":{"harrier.test/none":"x"}}}}}'
+kubectl -n harrier scale deployment harrier-backend --replicas=0
+kubectl -n harrier wait --for=delete pod -l app.kubernetes.io/name=harrier --timeout=2m`)
+	if _, err := h.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "harrier-admission", metav1.GetOptions{}); err != nil {
+		t.Errorf("the registration should remain while the agents are away: %v", err)
+	}
+	if _, err := h.cs.CoreV1().Pods("default").Create(ctx, privileged("harrier-down-pod"), metav1.CreateOptions{}); err != nil {
+		t.Errorf("with Harrier down a pod was refused (failurePolicy must keep the cluster usable): %v", err)
+	}
+	// Back as it was (deny mode stays for the rest).
+	start = time.Now()
+	h.sh(t, `kubectl -n harrier patch daemonset harrier-agent --type=json -p '[{"op":"remove","path":"/spec/template/spec/nodeSelector"}]'
+kubectl -n harrier scale deployment harrier-backend --replicas=1
+kubectl -n harrier rollout status daemonset/harrier-agent --timeout=3m
+kubectl -n harrier rollout status deployment/harrier-backend --timeout=3m`)
+	t.Logf("agent and backend back after %s", time.Since(start).Round(time.Second))
+	for _, p := range []string{"audit-mode-pod", "deny-mode-pod", "compliant-pod", "harrier-down-pod"} {
+		_ = h.cs.CoreV1().Pods("default").Delete(ctx, p, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
+	}
+}
+
+// testInventory: the leader's inventory of the real objects reaches the
+// backend: this node, the agent's own pod, the chart's RBAC, and the
+// kubelet's configuration file read for the kubelet checks.
+func testInventory(ctx context.Context, t *testing.T, h *harrier) {
+	want := map[string]string{
+		"Node":               h.node,
+		"Pod":                "harrier-agent-",
+		"ClusterRole":        "harrier-agent",
+		"ClusterRoleBinding": "harrier-agent",
+		"DaemonSet":          "harrier-agent",
+		"Deployment":         "coredns",
+		"Service":            "harrier-backend",
+	}
+	poll(ctx, t, "the inventory of the real objects", func() (bool, error) {
+		var inv map[string]any
+		if err := h.get(ctx, "/api/v1/inventory", url.Values{}, &inv); err != nil {
+			return false, err
+		}
+		raw, _ := json.Marshal(inv)
+		for kind, name := range want {
+			if !bytes.Contains(raw, []byte(`"`+kind+`"`)) || !bytes.Contains(raw, []byte(name)) {
+				return false, fmt.Errorf("inventory lacks %s %s", kind, name)
+			}
+		}
+		return true, nil
+	})
+}
+
+// testUninstall: helm uninstall removes every object of the chart — the
+// agents' admission registration too, through its owner — and keeps only
+// the backend's claim, by design.
+func testUninstall(ctx context.Context, t *testing.T, h *harrier) {
+	h.sh(t, "helm uninstall harrier -n harrier --wait --timeout 3m")
+	poll(ctx, t, "the chart's objects gone", func() (bool, error) {
+		var left []string
+		cl := func(kind string, names []string) {
+			for _, n := range names {
+				if strings.HasPrefix(n, "harrier") {
+					left = append(left, kind+"/"+n)
+				}
+			}
+		}
+		vwcs, err := h.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		var names []string
+		for _, o := range vwcs.Items {
+			names = append(names, o.Name)
+		}
+		cl("validatingwebhookconfiguration", names)
+		crs, err := h.cs.RbacV1().ClusterRoles().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		names = nil
+		for _, o := range crs.Items {
+			names = append(names, o.Name)
+		}
+		cl("clusterrole", names)
+		crbs, err := h.cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		names = nil
+		for _, o := range crbs.Items {
+			names = append(names, o.Name)
+		}
+		cl("clusterrolebinding", names)
+		out, err := exec.CommandContext(ctx, filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig="+h.kubeconfig,
+			"-n", ns, "get", "all,configmap,secret,serviceaccount,role,rolebinding,lease,pvc", "-o", "name").Output()
+		if err != nil {
+			return false, err
+		}
+		for _, o := range strings.Fields(string(out)) {
+			switch {
+			case o == "persistentvolumeclaim/harrier-backend":
+				// Kept on purpose (helm.sh/resource-policy: keep).
+			case strings.HasPrefix(o, "secret/"), o == "configmap/kube-root-ca.crt", o == "serviceaccount/default":
+				// The operator's Secrets and the namespace's own objects.
+			default:
+				left = append(left, o)
+			}
+		}
+		if len(left) > 0 {
+			return false, fmt.Errorf("left behind: %v", left)
+		}
+		return true, nil
+	})
+}
