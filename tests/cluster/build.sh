@@ -25,12 +25,12 @@ cache_paths
 
 missing=()
 for b in kube-controller-manager kube-scheduler kubelet kube-proxy; do
-	[ -x "$kdir/$b" ] || missing+=("k8s.io/kubernetes/cmd/$b")
+	stamped "$kdir/$b" "$kube_version" || missing+=("k8s.io/kubernetes/cmd/$b")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "building ${missing[*]##*/} $kube_version into $kdir" >&2
 	mkdir -p "$kdir/tmp-node"
-	(cd "$here/../kubeapi/k8s" && CGO_ENABLED=0 "$go" build -trimpath -o "$kdir/tmp-node/" "${missing[@]}")
+	(cd "$here/../kubeapi/k8s" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "$(kube_ldflags "$kube_version")" -o "$kdir/tmp-node/" "${missing[@]}")
 	mv "$kdir"/tmp-node/* "$kdir/"
 	rmdir "$kdir/tmp-node"
 fi

@@ -1,8 +1,8 @@
 # Sourced by build.sh, up.sh and down.sh: where things are. Needs $here (this
 # directory) and $root (the cache root ../kubeapi/build.sh prints).
 
-# The version a go.mod requires module $1 at.
-required() { awk -v m="$1" '{for (i = 1; i < NF; i++) if ($i == m && $(i+1) ~ /^v[0-9]/) {print $(i+1); exit}}' "$2"; }
+# required, kube_ldflags, stamped
+. "$here/../kubeapi/lib.sh"
 
 cache_paths() {
 	kube_version="$(required k8s.io/kubernetes "$here/../kubeapi/k8s/go.mod")"

@@ -12,8 +12,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 go="${GO:-go}"
 
-# The version a go.mod requires module $1 at.
-required() { awk -v m="$1" '{for (i = 1; i < NF; i++) if ($i == m && $(i+1) ~ /^v[0-9]/) {print $(i+1); exit}}' "$2"; }
+. "$here/lib.sh"
 kube_version="$(required k8s.io/kubernetes "$here/k8s/go.mod")"
 etcd_version="$(required go.etcd.io/etcd/server/v3 "$here/etcd/go.mod")"
 if [ -z "$kube_version" ] || [ -z "$etcd_version" ]; then
@@ -34,10 +33,10 @@ if [ ! -x "$edir/etcd" ]; then
 	(cd "$here/etcd" && CGO_ENABLED=0 "$go" build -trimpath -o "$edir/etcd.tmp" .)
 	mv "$edir/etcd.tmp" "$edir/etcd"
 fi
-if [ ! -x "$kdir/kube-apiserver" ] || [ ! -x "$kdir/kubectl" ]; then
+if ! stamped "$kdir/kube-apiserver" "$kube_version" || [ ! -x "$kdir/kubectl" ]; then
 	echo "building kube-apiserver and kubectl $kube_version into $kdir" >&2
 	mkdir -p "$kdir/tmp"
-	(cd "$here/k8s" && CGO_ENABLED=0 "$go" build -trimpath -o "$kdir/tmp/" \
+	(cd "$here/k8s" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "$(kube_ldflags "$kube_version")" -o "$kdir/tmp/" \
 		k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
 	mv "$kdir/tmp/kube-apiserver" "$kdir/tmp/kubectl" "$kdir/"
 	rmdir "$kdir/tmp"
