@@ -81,6 +81,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	src := NewSpoolSource(spool)
 	leaders := newLeaderRunner(log)
 	nodeFindings := newNodePosture(cfg, log)
+	admissions := newAdmissionSink()
 	client, err := transport.NewClient(transport.ClientConfig{
 		Addr:                 cfg.Uplink.Addr,
 		TLS:                  tlsConf,
@@ -90,6 +91,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		Health: func() *api.AgentHealth {
 			h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
 			h.Drops["spool_events_capped"] = eventsCapped.Load()
+			h.Drops["admission_events_dropped"] = admissions.dropped.Load()
 			h.Leader = leaders.Leading()
 			h.NodeFindings = nodeFindings.Findings(time.Now())
 			return h
@@ -124,14 +126,15 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err := startLeader(ctx, cfg, leaders, clusterEnv{cfg: cfg, spool: spool, notify: client.Notify, log: log}, run); err != nil {
 		return fail(err)
 	}
-	if _, err := startAdmission(ctx, cfg, run, log); err != nil {
+	guard, err := startAdmission(ctx, cfg, run, admissions, log)
+	if err != nil {
 		return fail(err)
 	}
 	events := make(chan *api.Event, sens.QueueSize())
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, kp.enrich, kp.audit, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client, &analyticsStats, &eventsCapped, alertLatency, log)
+		return pipeline(events, kp.enrich, kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client.Notify, &analyticsStats, &eventsCapped, alertLatency, log)
 	})
 	run("uplink", func() error { return client.Run(ctx) })
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
@@ -144,6 +147,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		collectors := []prometheus.Collector{collector, leaders, alertLatency}
 		if kp.audit != nil {
 			collectors = append(collectors, newAuditCollector(kp.receiver, kp.tailer, func() (int, int) { return len(kp.audit), cap(kp.audit) }))
+		}
+		if guard != nil {
+			collectors = append(collectors, newAdmissionCollector(guard.Handler, admissions))
 		}
 		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, isReady.Load, collectors...) })
 	}
@@ -175,13 +181,15 @@ func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
 	return engine, nil
 }
 
-// pipeline gives every event its pod context (enrich), runs it and the
-// Kubernetes audit events (audit, nil when off) through analytics and appends alerts and the
-// configured raw event kinds to the spool in batches, until events closes.
+// pipeline gives every event its pod context (enrich), runs it, the
+// Kubernetes audit events (audit, nil when off) and the admission guard's
+// violations (admissions) through analytics and appends alerts and the
+// configured raw event kinds to the spool in batches, until events closes;
+// notify wakes the uplink.
 // The spool is durable when AppendBatch returns; a failed append (full disk)
 // is logged and counted by the spool, and the pipeline keeps going.
-func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
-	client *transport.Client, stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, alertLatency prometheus.Observer, log *slog.Logger) error {
+func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissions <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
+	notify func(), stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, alertLatency prometheus.Observer, log *slog.Logger) error {
 	// The flush timer runs every spoolFlush while events flow and backs off
 	// (doubling, up to idleTickFactor × spoolFlush) on a quiet node, so an
 	// idle agent does not wake ten times a second; alerts never wait for it.
@@ -236,7 +244,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 				}
 			}
 			alerts, behaviourAt = alerts[:0], behaviourAt[:0]
-			client.Notify()
+			notify()
 			publish() // the metrics count an alert as soon as it is spooled
 		}
 		if len(batch) == 0 {
@@ -245,9 +253,24 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 		if _, err := spool.AppendBatch(store.ClassEvent, batch); err != nil {
 			log.Warn("spool append failed; events dropped", "count", len(batch), "error", err)
 		} else {
-			client.Notify()
+			notify()
 		}
 		batch = batch[:0]
+	}
+	// controlPlane analyses an event from the API server's side (audit,
+	// admission guard) and, like raw events, spools it when its kind is
+	// configured; it has no pod context to add.
+	controlPlane := func(ev *api.Event) {
+		busy = true
+		engine.Process(ev, emit)
+		if len(alerts) > 0 {
+			flush()
+		}
+		if kinds[ev.GetKind()] && allow() {
+			if b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}}); err == nil {
+				batch = append(batch, b)
+			}
+		}
 	}
 	for {
 		select {
@@ -285,18 +308,9 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit <-chan *a
 				flush()
 			}
 		case ev := <-audit:
-			// Audit events are analysed and, like raw events, spooled
-			// when their kind is configured.
-			busy = true
-			engine.Process(ev, emit)
-			if len(alerts) > 0 {
-				flush()
-			}
-			if kinds[ev.GetKind()] && allow() {
-				if b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}}); err == nil {
-					batch = append(batch, b)
-				}
-			}
+			controlPlane(ev)
+		case ev := <-admissions:
+			controlPlane(ev)
 		case now := <-tick.C:
 			engine.Tick(now, emit)
 			flush()

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/kube/admission"
 	"github.com/harrier-sec/harrier/kube/audit"
 	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
@@ -272,4 +273,47 @@ func metricsHandler(ready func() bool, cs ...prometheus.Collector) http.Handler 
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
+}
+
+// admissionCollector exports the admission guard's counters and its queue
+// of violations to analytics.
+type admissionCollector struct {
+	handler  *admission.Handler
+	sink     *admissionSink
+	reviews  *prometheus.Desc
+	dropped  *prometheus.Desc
+	depth    *prometheus.Desc
+	capacity *prometheus.Desc
+}
+
+func newAdmissionCollector(h *admission.Handler, sink *admissionSink) *admissionCollector {
+	return &admissionCollector{
+		handler: h, sink: sink,
+		reviews:  prometheus.NewDesc("harrier_admission_reviews_total", "Admission reviews by outcome (allowed, denied, warned, exempt, unchecked, bad_review, bad_object, timeout, panic; allowed includes warned, exempt and unchecked).", []string{"outcome"}, nil),
+		dropped:  prometheus.NewDesc("harrier_admission_violations_dropped_total", "Failed controls not handed to analytics (no admission-violation alert) because the queue was full: the guard never waits on the API server's request path.", nil, nil),
+		depth:    prometheus.NewDesc("harrier_admission_queue_depth", "Failed controls waiting for analytics.", nil, nil),
+		capacity: prometheus.NewDesc("harrier_admission_queue_capacity", "Capacity of the admission guard → analytics queue.", nil, nil),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *admissionCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.reviews, c.dropped, c.depth, c.capacity} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *admissionCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.handler.Stats()
+	for _, o := range []struct {
+		outcome string
+		n       uint64
+	}{{"allowed", st.Allowed}, {"denied", st.Denied}, {"warned", st.Warned}, {"exempt", st.Exempt}, {"unchecked", st.Unchecked},
+		{"bad_review", st.BadReviews}, {"bad_object", st.BadObjects}, {"timeout", st.Timeouts}, {"panic", st.Panics}} {
+		ch <- prometheus.MustNewConstMetric(c.reviews, prometheus.CounterValue, float64(o.n), o.outcome)
+	}
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(c.sink.dropped.Load()))
+	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(len(c.sink.events)))
+	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(cap(c.sink.events)))
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -156,10 +157,64 @@ func (p postureChecker) CheckPodSpec(meta metav1.ObjectMeta, spec *corev1.PodSpe
 	return fs
 }
 
+// admissionQueue bounds the violations waiting for the pipeline: the guard
+// answers on the API server's request path and never waits for analytics.
+const admissionQueue = 1024
+
+// admissionSink carries the guard's violations to the pipeline as events of
+// kind admission; what does not fit is counted, never waited for.
+type admissionSink struct {
+	events  chan *api.Event
+	dropped atomic.Uint64
+}
+
+func newAdmissionSink() *admissionSink {
+	return &admissionSink{events: make(chan *api.Event, admissionQueue)}
+}
+
+// offer hands ev to the pipeline without blocking.
+func (s *admissionSink) offer(ev *api.Event) {
+	select {
+	case s.events <- ev:
+	default:
+		s.dropped.Add(1)
+	}
+}
+
+// admissionEvent is one failed control of one admission request, as the
+// engine reads it (admission-violation). The guard calls OnViolation only
+// for objects with failed controls, and then refuses them in deny mode and
+// admits them in audit mode.
+func admissionEvent(f *api.Finding, req *admissionv1.AdmissionRequest, mode, node string, now time.Time) *api.Event {
+	obj := f.GetObject()
+	kind, ns, name := obj.GetKind(), obj.GetNamespace(), obj.GetName()
+	if kind == "" {
+		kind = req.Kind.Kind
+	}
+	if ns == "" {
+		ns = req.Namespace
+	}
+	if name == "" {
+		name = req.Name
+	}
+	return &api.Event{Time: timestamppb.New(now), Node: node, Kind: api.EventKind_EVENT_KIND_ADMISSION,
+		Detail: &api.Event_Admission{Admission: &api.Admission{
+			RequestUid: string(req.UID), Operation: string(req.Operation),
+			User: req.UserInfo.Username, Groups: req.UserInfo.Groups,
+			ApiGroup: req.Resource.Group, Resource: req.Resource.Resource, Subresource: req.SubResource,
+			Kind: kind, Namespace: ns, Name: name,
+			Mode: mode, Allowed: mode != admission.ModeDeny, DryRun: req.DryRun != nil && *req.DryRun,
+			CheckId: f.GetCheckId(), Title: f.GetTitle(), Severity: f.GetSeverity().Name(), Container: f.GetContainer(),
+			Detail: f.GetDetail(), Remediation: f.GetRemediation(), FindingId: f.GetId(),
+		}}}
+}
+
 // startAdmission runs the admission guard when kube.admission asks for it
 // and registers its webhook; with the guard off it removes a registration
-// left behind (best effort: the API server may be away).
-func startAdmission(ctx context.Context, cfg Config, run func(string, func() error), log *slog.Logger) (*admission.Server, error) {
+// left behind (best effort: the API server may be away). Every failed
+// control, in both modes, goes to sink as an event for the engine (nil
+// sink: none).
+func startAdmission(ctx context.Context, cfg Config, run func(string, func() error), sink *admissionSink, log *slog.Logger) (*admission.Server, error) {
 	ac := cfg.Kube.Admission
 	if !cfg.Kube.Enabled() {
 		return nil, nil
@@ -183,8 +238,14 @@ func startAdmission(ctx context.Context, cfg Config, run func(string, func() err
 	srv, err := admission.NewServer(ac, admission.Options{
 		Checker: postureChecker{cluster: cfg.Analytics.Cluster, cfg: cfg.Kube.Posture},
 		OnViolation: func(f *api.Finding, req *admissionv1.AdmissionRequest) {
-			log.Info("kube: admission guard violation", "mode", ac.Mode, "check", f.GetCheckId(),
+			// On the API server's request path: no waiting here. The alert
+			// (admission-violation) is the record; the log line is for
+			// debugging only.
+			log.Debug("kube: admission guard violation", "mode", ac.Mode, "check", f.GetCheckId(),
 				"kind", req.Kind.Kind, "namespace", req.Namespace, "name", req.Name, "user", req.UserInfo.Username, "detail", f.GetDetail())
+			if sink != nil {
+				sink.offer(admissionEvent(f, req, ac.Mode, cfg.Sensor.Node, time.Now()))
+			}
 		},
 		Log: log,
 	})

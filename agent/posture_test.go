@@ -8,13 +8,18 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/internal/confval"
@@ -23,6 +28,7 @@ import (
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/kube/admission"
 	"github.com/harrier-sec/harrier/kube/leader"
+	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
 )
 
@@ -231,7 +237,8 @@ func TestAdmissionGuardWiring(t *testing.T) {
 	gctx, gcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	run := goRunner(t, ctx, &wg)
-	guard, err := startAdmission(gctx, cfg, run, log)
+	sink := newAdmissionSink()
+	guard, err := startAdmission(gctx, cfg, run, sink, log)
 	if err != nil || guard == nil {
 		t.Fatalf("startAdmission: %v %v", guard, err)
 	}
@@ -259,6 +266,18 @@ func TestAdmissionGuardWiring(t *testing.T) {
 	if st := guard.Handler.Stats(); st.Denied == 0 || st.Allowed == 0 {
 		t.Errorf("guard stats %+v", st)
 	}
+	// Each refusal was handed to analytics, as refused and a dry run (so
+	// admission-violation leaves it out).
+	select {
+	case ev := <-sink.events:
+		a := ev.GetAdmission()
+		if ev.GetKind() != api.EventKind_EVENT_KIND_ADMISSION || a.GetCheckId() != "pss-privileged" || a.GetAllowed() ||
+			a.GetMode() != "deny" || !a.GetDryRun() || a.GetName() != "priv" || a.GetNamespace() != "default" {
+			t.Errorf("deny-mode violation event %v", ev)
+		}
+	default:
+		t.Error("the refusal reached no event")
+	}
 	gcancel()
 	wg.Wait()
 
@@ -266,11 +285,172 @@ func TestAdmissionGuardWiring(t *testing.T) {
 	cfg.Kube.Admission.Enabled = false
 	octx, ocancel := context.WithCancel(ctx)
 	defer ocancel()
-	if g, err := startAdmission(octx, cfg, run, log); err != nil || g != nil {
+	if g, err := startAdmission(octx, cfg, run, nil, log); err != nil || g != nil {
 		t.Fatalf("startAdmission (off): %v %v", g, err)
 	}
 	wg.Wait()
 	if _, err := srv.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, "harrier-admission", metav1.GetOptions{}); err == nil {
 		t.Error("the registration is still there with the guard off")
+	}
+}
+
+// TestAdmissionAlertThroughPipeline: in audit mode the agent's guard,
+// registered with a real API server, admits a privileged pod that alice
+// creates, and the agent's pipeline (engine → spool) holds one
+// admission-violation alert naming the check, the pod, its namespace and
+// alice. The same pod again (a create that fails AlreadyExists after
+// admission, then a delete and a re-create) folds into that alert rather
+// than raising another; server-side dry runs raise nothing.
+func TestAdmissionAlertThroughPipeline(t *testing.T) {
+	kubetest.Require(t)
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := kubetest.Start(t, kubetest.Options{CA: ca})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := srv.EnsureServiceAccount(ctx, "apps", "default"); err != nil {
+		t.Fatal(err)
+	}
+	hook := newWebhookFiles(t, ca)
+	cfg := WithDefaults(Config{DataDir: hook.dir, Sensor: sensor.Config{Node: "node-a"}, Kube: kube.Config{Kubeconfig: srv.Kubeconfig,
+		Admission: admission.Config{Enabled: true, Addr: hook.addr, CertFile: hook.cert, KeyFile: hook.key,
+			CAFile: hook.ca, Mode: "audit", Checks: []string{"pss-privileged"},
+			URL: "https://" + hook.addr + admission.ValidatePath}}})
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	spool, err := store.Open(store.Config{Dir: filepath.Join(t.TempDir(), "spool")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spool.Close()
+	engine, err := NewEngine(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent's pipeline with no sensor events: only the guard feeds it.
+	events := make(chan *api.Event)
+	sink := newAdmissionSink()
+	var stats atomic.Pointer[analytics.Stats]
+	var capped atomic.Uint64
+	piped := make(chan error, 1)
+	go func() {
+		piped <- pipeline(events, func(*api.Event) {}, nil, sink.events, engine, map[api.EventKind]bool{}, -1, spool,
+			func() {}, &stats, &capped, newAlertLatency(), log)
+	}()
+	gctx, gcancel := context.WithCancel(ctx)
+	defer gcancel()
+	var wg sync.WaitGroup
+	guard, err := startAdmission(gctx, cfg, goRunner(t, ctx, &wg), sink, log)
+	if err != nil || guard == nil {
+		t.Fatalf("startAdmission: %v %v", guard, err)
+	}
+
+	as := rest.CopyConfig(srv.Config)
+	as.Impersonate = rest.ImpersonationConfig{UserName: "alice", Groups: []string{"system:masters"}}
+	alice, err := kubernetes.NewForConfig(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods := alice.CoreV1().Pods("apps")
+	yes := true
+	privileged := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "priv", Namespace: "apps"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox:1.36",
+			SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}}
+	// Dry runs until the registration is in place: the guard warns, and no
+	// alert comes of them.
+	deadline := time.Now().Add(30 * time.Second)
+	for guard.Handler.Stats().Warned == 0 {
+		if _, err := pods.Create(ctx, privileged, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+			t.Fatalf("dry run refused in audit mode: %v", err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the guard never reviewed the privileged pod")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := pods.Create(ctx, privileged, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("audit mode refused the privileged pod: %v", err)
+	}
+	if _, err := pods.Create(ctx, privileged, metav1.CreateOptions{}); !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("second create: %v; want AlreadyExists", err)
+	}
+	zero := int64(0)
+	if err := pods.Delete(ctx, "priv", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pods.Create(ctx, privileged, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("re-create: %v", err)
+	}
+	// OnViolation ran before each answer; wait for the pipeline to take the
+	// last one, then stop it (the engine sends the open alert's update).
+	for len(sink.events) > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(events)
+	if err := <-piped; err != nil {
+		t.Fatal(err)
+	}
+	gcancel()
+	wg.Wait()
+	if n := sink.dropped.Load(); n != 0 {
+		t.Errorf("%d violations dropped", n)
+	}
+
+	recs, err := spool.Next(1000, 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var alerts []*api.Alert
+	for _, r := range recs {
+		rec := &api.Record{}
+		if err := proto.Unmarshal(r.Payload, rec); err != nil {
+			t.Fatal(err)
+		}
+		if a := rec.GetAlert(); a != nil {
+			alerts = append(alerts, a)
+		}
+	}
+	ids := map[string]bool{}
+	var first, last *api.Alert
+	for _, a := range alerts {
+		if a.GetDetectionId() != string(api.DetectionAdmissionViolation) {
+			t.Errorf("unexpected alert %s: %s", a.GetDetectionId(), a.GetSummary())
+			continue
+		}
+		ids[a.GetId()] = true
+		if first == nil {
+			first = a
+		}
+		last = a
+	}
+	if len(ids) != 1 || first == nil {
+		t.Fatalf("%d admission-violation alerts, want 1 (updated): %v", len(ids), alerts)
+	}
+	if first.GetCount() != 1 || last.GetCount() != 3 {
+		t.Errorf("counts: first %d, last %d; want 1 then 3 (three real submissions, dry runs left out)", first.GetCount(), last.GetCount())
+	}
+	if first.GetSeverity() != api.Severity_SEVERITY_HIGH || len(first.GetMitre()) != 2 {
+		t.Errorf("severity %v, MITRE %v", first.GetSeverity(), first.GetMitre())
+	}
+	const want = `alice created Pod apps/priv: [pss-privileged] container "c": `
+	if !strings.HasPrefix(first.GetSummary(), want) || !strings.HasSuffix(first.GetSummary(), "(audit mode: admitted)") {
+		t.Errorf("summary %q", first.GetSummary())
+	}
+	if c := first.GetContainer(); c.GetPodNamespace() != "apps" || c.GetPodName() != "priv" || c.GetName() != "c" {
+		t.Errorf("alert container %v", c)
+	}
+	ev := first.GetEvidence()
+	if len(ev) != 1 {
+		t.Fatalf("evidence %v", ev)
+	}
+	a := ev[0].GetAdmission()
+	if a.GetCheckId() != "pss-privileged" || a.GetUser() != "alice" || a.GetNamespace() != "apps" || a.GetName() != "priv" ||
+		a.GetKind() != "Pod" || a.GetContainer() != "c" || a.GetDetail() == "" || a.GetRemediation() == "" || !a.GetAllowed() ||
+		a.GetDryRun() || a.GetOperation() != "CREATE" || a.GetRequestUid() == "" {
+		t.Errorf("evidence %v", a)
 	}
 }

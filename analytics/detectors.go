@@ -108,6 +108,8 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 		return &baselineDetector{store: e.baseline, egress: true}, nil
 	case api.DetectionSAAnomalousOp:
 		return &saBaseline{store: e.baseline}, nil
+	case api.DetectionAdmissionViolation:
+		return admissionViolation{}, nil
 	}
 	return nil, fmt.Errorf("unknown detector %q", r.Detector)
 }

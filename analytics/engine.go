@@ -288,12 +288,13 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 			}
 			evidence = append([]*api.Event(nil), evidence...)
 		}
-		e.raise(cr.rule, ev, evidence, renderOutput(cr.output, c), emit)
+		e.raise(cr.rule, ev, evidence, renderOutput(cr.output, c), nil, emit)
 	}
 	for _, dr := range e.detectors[kind] {
 		if evidence := dr.det.observe(c, e.eventTime(ev)); len(evidence) > 0 {
 			e.stats.RuleMatches++
-			e.raise(dr.rule, evidence[len(evidence)-1], evidence, "", emit)
+			shaper, _ := dr.det.(alertShaper)
+			e.raise(dr.rule, evidence[len(evidence)-1], evidence, "", shaper, emit)
 		}
 	}
 	c.ev = nil // do not keep the event alive
@@ -306,8 +307,16 @@ func (e *Engine) eventTime(ev *api.Event) time.Time {
 	return e.now
 }
 
-// raise turns a match into a new alert or a repeat of an open one.
-func (e *Engine) raise(r *Rule, trigger *api.Event, evidence []*api.Event, output string, emit Emit) {
+// alertShaper is a detector whose new alerts take facts from the triggering
+// event that the rule cannot state once for all (admission-violation: the
+// failed check's severity and the object under review).
+type alertShaper interface {
+	shape(a *api.Alert, r *Rule, trigger *api.Event)
+}
+
+// raise turns a match into a new alert or a repeat of an open one. shaper
+// (nil for rules) adjusts a new alert.
+func (e *Engine) raise(r *Rule, trigger *api.Event, evidence []*api.Event, output string, shaper alertShaper, emit Emit) {
 	if excepted(r, trigger) {
 		e.stats.Excepted++
 		return
@@ -337,7 +346,7 @@ func (e *Engine) raise(r *Rule, trigger *api.Event, evidence []*api.Event, outpu
 	}
 	// One bucket per detection and container: a noisy container must not use
 	// up the alerts of the same detection elsewhere on the node.
-	limKey := r.ID + "|" + trigger.GetContainer().GetId()
+	limKey := r.ID + "|" + rateScope(trigger)
 	lim := e.limits[limKey]
 	if lim == nil {
 		if len(e.limits) >= maxRateBuckets {
@@ -351,6 +360,9 @@ func (e *Engine) raise(r *Rule, trigger *api.Event, evidence []*api.Event, outpu
 		return
 	}
 	a := e.newAlert(r, trigger, evidence, output, key, now)
+	if shaper != nil {
+		shaper.shape(a, r, trigger)
+	}
 	if evicted := e.dedup.put(key, &openAlert{alert: a, lastSent: now}); evicted != nil && evicted.dirty {
 		e.sendUpdate(evicted, now, emit)
 	}
@@ -444,6 +456,17 @@ func dedupKey(id string, ev *api.Event) string {
 			b.WriteString(s)
 		}
 	}
+	if a := ev.GetAdmission(); a != nil {
+		// Admission alerts repeat per check, object and requester: the
+		// API server's retries, kubectl apply loops and a controller's pods
+		// from one template (one generateName) fold into one alert. The
+		// guard's answer is part of it: an attempt refused and an object
+		// admitted are different facts.
+		for _, s := range []string{a.GetCheckId(), a.GetKind(), a.GetNamespace(), a.GetName(), a.GetContainer(), a.GetUser(), admissionOutcome(a)} {
+			b.WriteByte('|')
+			b.WriteString(s)
+		}
+	}
 	for _, a := range ev.GetAncestry() {
 		b.WriteByte('<')
 		b.WriteString(a.GetExe())
@@ -468,11 +491,33 @@ func excepted(r *Rule, ev *api.Event) bool {
 func (x Exception) covers(ev *api.Event) bool {
 	c := ev.GetContainer()
 	p := ev.GetProcess()
-	return matchAny(x.Namespaces, c.GetPodNamespace()) &&
+	return matchAny(x.Namespaces, eventNamespace(ev)) &&
 		matchAny(x.Images, c.GetImage()) &&
 		(matchAny(x.Containers, c.GetId()) || matchAny(x.Containers, c.GetName())) &&
 		(matchAny(x.Processes, p.GetExe()) || matchAny(x.Processes, procName(p))) &&
 		matchAny(x.Paths, filePath(ev))
+}
+
+// rateScope is what one rate-limit bucket covers: the event's container,
+// or for the admission guard's events (no container yet) the object's
+// namespace, so that one team's rollout cannot use up another's alerts.
+func rateScope(ev *api.Event) string {
+	if a := ev.GetAdmission(); a != nil {
+		return "ns:" + a.GetNamespace()
+	}
+	return ev.GetContainer().GetId()
+}
+
+// eventNamespace is the Kubernetes namespace an event concerns: its pod's,
+// or for control-plane events the object's.
+func eventNamespace(ev *api.Event) string {
+	if ns := ev.GetContainer().GetPodNamespace(); ns != "" {
+		return ns
+	}
+	if a := ev.GetAudit(); a != nil {
+		return a.GetNamespace()
+	}
+	return ev.GetAdmission().GetNamespace()
 }
 
 // matchAny: an empty pattern list matches anything; a pattern ending in "/"

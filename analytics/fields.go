@@ -458,6 +458,7 @@ func newFields() map[string]*field {
 		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},
 	}
 	fs = append(fs, auditFields()...)
+	fs = append(fs, admissionFields()...)
 	m := make(map[string]*field, len(fs))
 	for _, f := range fs {
 		m[f.name] = f

@@ -39,6 +39,10 @@ type Rule struct {
 	Description string
 	Remediation string
 	Severity    api.Severity
+	// SeveritySet: a rule file set the severity. A detector whose alerts
+	// take their severity from the event (admission-violation: the failed
+	// check's) keeps an operator's choice instead.
+	SeveritySet bool
 	Mitre       []*api.Mitre
 	// Kinds are the event kinds the condition can match (rules only).
 	Kinds []api.EventKind
@@ -344,7 +348,7 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 			if err != nil {
 				return fail("severity: %w", err)
 			}
-			existing.Severity = s
+			existing.Severity, existing.SeveritySet = s, true
 		}
 		if y.Enabled != nil {
 			existing.Enabled = *y.Enabled
@@ -374,7 +378,7 @@ func (rs *RuleSet) addRule(file string, n *yaml.Node) error {
 		}
 	}
 	r := &Rule{
-		ID: y.ID, Name: y.Name, Description: y.Description, Remediation: y.Remediation, Severity: sev,
+		ID: y.ID, Name: y.Name, Description: y.Description, Remediation: y.Remediation, Severity: sev, SeveritySet: y.Severity != "",
 		Condition: y.Condition, Detector: y.Detector, Output: y.Output, Tags: y.Tags,
 		Enabled: y.Enabled == nil || *y.Enabled, Exceptions: y.Exceptions, Threshold: y.Threshold, File: file, Line: n.Line, Source: source,
 	}

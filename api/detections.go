@@ -61,6 +61,8 @@ const (
 	DetectionExecIntoPod         DetectionID = "exec-into-pod"
 	DetectionExecIntoSystemPod   DetectionID = "exec-into-system-pod"
 	DetectionAnonymousAccess     DetectionID = "anonymous-access"
+	// Kubernetes admission (the agent's admission guard, kube/admission).
+	DetectionAdmissionViolation DetectionID = "admission-violation"
 )
 
 // Detection is a built-in detection's metadata: its title (the alert's name),
@@ -234,6 +236,11 @@ func Detections() []Detection {
 		}},
 		{ID: DetectionAnonymousAccess, Name: "Anonymous request allowed by the API server", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Initial Access", TechniqueId: "T1078.001", Technique: "Valid Accounts: Default Accounts"},
+		}},
+		// Severity is the fallback: each alert takes its failed check's, and
+		// the checks that open a way to the node add T1611 Escape to Host.
+		{ID: DetectionAdmissionViolation, Name: "Workload failing a security control submitted to the API server", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
+			{Tactic: "Execution", TechniqueId: "T1610", Technique: "Deploy Container"},
 		}},
 	}
 }

@@ -51,6 +51,9 @@ const (
 	// A Kubernetes API server audit event (from the audit webhook or the
 	// audit log); the process fields are empty.
 	EventKind_EVENT_KIND_AUDIT EventKind = 19
+	// A control a pod or workload failed when the agent's admission guard
+	// reviewed it (kube/admission); the process fields are empty.
+	EventKind_EVENT_KIND_ADMISSION EventKind = 20
 )
 
 // Enum value maps for EventKind.
@@ -76,6 +79,7 @@ var (
 		17: "EVENT_KIND_SIGNAL",
 		18: "EVENT_KIND_DNS_QUERY",
 		19: "EVENT_KIND_AUDIT",
+		20: "EVENT_KIND_ADMISSION",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":       0,
@@ -98,6 +102,7 @@ var (
 		"EVENT_KIND_SIGNAL":            17,
 		"EVENT_KIND_DNS_QUERY":         18,
 		"EVENT_KIND_AUDIT":             19,
+		"EVENT_KIND_ADMISSION":         20,
 	}
 )
 
@@ -214,6 +219,7 @@ type Event struct {
 	//	*Event_Signal
 	//	*Event_DnsQuery
 	//	*Event_Audit
+	//	*Event_Admission
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -483,6 +489,15 @@ func (x *Event) GetAudit() *Audit {
 	return nil
 }
 
+func (x *Event) GetAdmission() *Admission {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Admission); ok {
+			return x.Admission
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -563,6 +578,10 @@ type Event_Audit struct {
 	Audit *Audit `protobuf:"bytes,38,opt,name=audit,proto3,oneof"`
 }
 
+type Event_Admission struct {
+	Admission *Admission `protobuf:"bytes,39,opt,name=admission,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Exit) isEvent_Detail() {}
@@ -600,6 +619,8 @@ func (*Event_Signal) isEvent_Detail() {}
 func (*Event_DnsQuery) isEvent_Detail() {}
 
 func (*Event_Audit) isEvent_Detail() {}
+
+func (*Event_Admission) isEvent_Detail() {}
 
 // ExeOrigin says where the executable file came from. Binaries written into a
 // container's writable layer, into memory, or deleted after start are a
@@ -2703,12 +2724,225 @@ func (x *Audit) GetDecision() string {
 	return ""
 }
 
+// Admission is one control that an object failed when the agent's admission
+// guard (kube/admission) reviewed it: who asked for what, the guard's answer
+// and the failed control. The control is a posture finding flattened here,
+// because posture.proto depends on this file (through alert.proto).
+type Admission struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The AdmissionReview request's UID.
+	RequestUid string `protobuf:"bytes,1,opt,name=request_uid,json=requestUid,proto3" json:"request_uid,omitempty"`
+	// CREATE or UPDATE.
+	Operation string   `protobuf:"bytes,2,opt,name=operation,proto3" json:"operation,omitempty"`
+	User      string   `protobuf:"bytes,3,opt,name=user,proto3" json:"user,omitempty"`
+	Groups    []string `protobuf:"bytes,4,rep,name=groups,proto3" json:"groups,omitempty"`
+	ApiGroup  string   `protobuf:"bytes,5,opt,name=api_group,json=apiGroup,proto3" json:"api_group,omitempty"`
+	// pods, deployments, ...; subresource is "ephemeralcontainers" for
+	// kubectl debug.
+	Resource    string `protobuf:"bytes,6,opt,name=resource,proto3" json:"resource,omitempty"`
+	Subresource string `protobuf:"bytes,7,opt,name=subresource,proto3" json:"subresource,omitempty"`
+	// The object: its kind (Pod, Deployment, ...), namespace and name, or its
+	// generateName prefix while the API server has not named it yet.
+	Kind      string `protobuf:"bytes,8,opt,name=kind,proto3" json:"kind,omitempty"`
+	Namespace string `protobuf:"bytes,9,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,10,opt,name=name,proto3" json:"name,omitempty"`
+	// The guard's mode (audit or deny) and its answer: audit admits, deny
+	// refuses.
+	Mode    string `protobuf:"bytes,11,opt,name=mode,proto3" json:"mode,omitempty"`
+	Allowed bool   `protobuf:"varint,12,opt,name=allowed,proto3" json:"allowed,omitempty"`
+	// A server-side dry run (kubectl --dry-run=server, GitOps diffs): nothing
+	// is created.
+	DryRun bool `protobuf:"varint,13,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// The failed control: check ID (e.g. pss-privileged), title, severity as
+	// Severity's text names it ("high"), container, what failed, how to fix
+	// it, and the finding's stable ID.
+	CheckId       string `protobuf:"bytes,14,opt,name=check_id,json=checkId,proto3" json:"check_id,omitempty"`
+	Title         string `protobuf:"bytes,15,opt,name=title,proto3" json:"title,omitempty"`
+	Severity      string `protobuf:"bytes,16,opt,name=severity,proto3" json:"severity,omitempty"`
+	Container     string `protobuf:"bytes,17,opt,name=container,proto3" json:"container,omitempty"`
+	Detail        string `protobuf:"bytes,18,opt,name=detail,proto3" json:"detail,omitempty"`
+	Remediation   string `protobuf:"bytes,19,opt,name=remediation,proto3" json:"remediation,omitempty"`
+	FindingId     string `protobuf:"bytes,20,opt,name=finding_id,json=findingId,proto3" json:"finding_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Admission) Reset() {
+	*x = Admission{}
+	mi := &file_event_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admission) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admission) ProtoMessage() {}
+
+func (x *Admission) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admission.ProtoReflect.Descriptor instead.
+func (*Admission) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Admission) GetRequestUid() string {
+	if x != nil {
+		return x.RequestUid
+	}
+	return ""
+}
+
+func (x *Admission) GetOperation() string {
+	if x != nil {
+		return x.Operation
+	}
+	return ""
+}
+
+func (x *Admission) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *Admission) GetGroups() []string {
+	if x != nil {
+		return x.Groups
+	}
+	return nil
+}
+
+func (x *Admission) GetApiGroup() string {
+	if x != nil {
+		return x.ApiGroup
+	}
+	return ""
+}
+
+func (x *Admission) GetResource() string {
+	if x != nil {
+		return x.Resource
+	}
+	return ""
+}
+
+func (x *Admission) GetSubresource() string {
+	if x != nil {
+		return x.Subresource
+	}
+	return ""
+}
+
+func (x *Admission) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Admission) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Admission) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Admission) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Admission) GetAllowed() bool {
+	if x != nil {
+		return x.Allowed
+	}
+	return false
+}
+
+func (x *Admission) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+func (x *Admission) GetCheckId() string {
+	if x != nil {
+		return x.CheckId
+	}
+	return ""
+}
+
+func (x *Admission) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Admission) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *Admission) GetContainer() string {
+	if x != nil {
+		return x.Container
+	}
+	return ""
+}
+
+func (x *Admission) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *Admission) GetRemediation() string {
+	if x != nil {
+		return x.Remediation
+	}
+	return ""
+}
+
+func (x *Admission) GetFindingId() string {
+	if x != nil {
+		return x.FindingId
+	}
+	return ""
+}
+
 var File_event_proto protoreflect.FileDescriptor
 
 const file_event_proto_rawDesc = "" +
 	"\n" +
 	"\vevent.proto\x12\n" +
-	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\n" +
+	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\n" +
 	"\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
@@ -2742,7 +2976,8 @@ const file_event_proto_rawDesc = "" +
 	"\x05chmod\x18# \x01(\v2\x11.harrier.v1.ChmodH\x00R\x05chmod\x12,\n" +
 	"\x06signal\x18$ \x01(\v2\x12.harrier.v1.SignalH\x00R\x06signal\x123\n" +
 	"\tdns_query\x18% \x01(\v2\x14.harrier.v1.DnsQueryH\x00R\bdnsQuery\x12)\n" +
-	"\x05audit\x18& \x01(\v2\x11.harrier.v1.AuditH\x00R\x05auditB\b\n" +
+	"\x05audit\x18& \x01(\v2\x11.harrier.v1.AuditH\x00R\x05audit\x125\n" +
+	"\tadmission\x18' \x01(\v2\x15.harrier.v1.AdmissionH\x00R\tadmissionB\b\n" +
 	"\x06detail\"`\n" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
@@ -2931,7 +3166,31 @@ const file_event_proto_rawDesc = "" +
 	"\x10object_truncated\x18\x11 \x01(\bR\x0fobjectTruncated\x12E\n" +
 	"\x10request_received\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x0frequestReceived\x12+\n" +
 	"\x11impersonated_user\x18\x13 \x01(\tR\x10impersonatedUser\x12\x1a\n" +
-	"\bdecision\x18\x14 \x01(\tR\bdecision*\x84\x04\n" +
+	"\bdecision\x18\x14 \x01(\tR\bdecision\"\xa2\x04\n" +
+	"\tAdmission\x12\x1f\n" +
+	"\vrequest_uid\x18\x01 \x01(\tR\n" +
+	"requestUid\x12\x1c\n" +
+	"\toperation\x18\x02 \x01(\tR\toperation\x12\x12\n" +
+	"\x04user\x18\x03 \x01(\tR\x04user\x12\x16\n" +
+	"\x06groups\x18\x04 \x03(\tR\x06groups\x12\x1b\n" +
+	"\tapi_group\x18\x05 \x01(\tR\bapiGroup\x12\x1a\n" +
+	"\bresource\x18\x06 \x01(\tR\bresource\x12 \n" +
+	"\vsubresource\x18\a \x01(\tR\vsubresource\x12\x12\n" +
+	"\x04kind\x18\b \x01(\tR\x04kind\x12\x1c\n" +
+	"\tnamespace\x18\t \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\n" +
+	" \x01(\tR\x04name\x12\x12\n" +
+	"\x04mode\x18\v \x01(\tR\x04mode\x12\x18\n" +
+	"\aallowed\x18\f \x01(\bR\aallowed\x12\x17\n" +
+	"\adry_run\x18\r \x01(\bR\x06dryRun\x12\x19\n" +
+	"\bcheck_id\x18\x0e \x01(\tR\acheckId\x12\x14\n" +
+	"\x05title\x18\x0f \x01(\tR\x05title\x12\x1a\n" +
+	"\bseverity\x18\x10 \x01(\tR\bseverity\x12\x1c\n" +
+	"\tcontainer\x18\x11 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06detail\x18\x12 \x01(\tR\x06detail\x12 \n" +
+	"\vremediation\x18\x13 \x01(\tR\vremediation\x12\x1d\n" +
+	"\n" +
+	"finding_id\x18\x14 \x01(\tR\tfindingId*\x9e\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +
@@ -2953,7 +3212,8 @@ const file_event_proto_rawDesc = "" +
 	"\x10EVENT_KIND_CHMOD\x10\x10\x12\x15\n" +
 	"\x11EVENT_KIND_SIGNAL\x10\x11\x12\x18\n" +
 	"\x14EVENT_KIND_DNS_QUERY\x10\x12\x12\x14\n" +
-	"\x10EVENT_KIND_AUDIT\x10\x13*\\\n" +
+	"\x10EVENT_KIND_AUDIT\x10\x13\x12\x18\n" +
+	"\x14EVENT_KIND_ADMISSION\x10\x14*\\\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -2973,7 +3233,7 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_event_proto_goTypes = []any{
 	(EventKind)(0),                // 0: harrier.v1.EventKind
 	(Protocol)(0),                 // 1: harrier.v1.Protocol
@@ -3004,11 +3264,12 @@ var file_event_proto_goTypes = []any{
 	(*Signal)(nil),                // 26: harrier.v1.Signal
 	(*DnsQuery)(nil),              // 27: harrier.v1.DnsQuery
 	(*Audit)(nil),                 // 28: harrier.v1.Audit
-	nil,                           // 29: harrier.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*Admission)(nil),             // 29: harrier.v1.Admission
+	nil,                           // 30: harrier.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_event_proto_depIdxs = []int32{
-	30, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
+	31, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: harrier.v1.Event.kind:type_name -> harrier.v1.EventKind
 	4,  // 2: harrier.v1.Event.process:type_name -> harrier.v1.Process
 	5,  // 3: harrier.v1.Event.ancestry:type_name -> harrier.v1.Ancestor
@@ -3033,26 +3294,27 @@ var file_event_proto_depIdxs = []int32{
 	26, // 22: harrier.v1.Event.signal:type_name -> harrier.v1.Signal
 	27, // 23: harrier.v1.Event.dns_query:type_name -> harrier.v1.DnsQuery
 	28, // 24: harrier.v1.Event.audit:type_name -> harrier.v1.Audit
-	30, // 25: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	3,  // 26: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
-	30, // 27: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
-	29, // 28: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
-	9,  // 29: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
-	15, // 30: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
-	15, // 31: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
-	1,  // 32: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
-	15, // 33: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
-	1,  // 34: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
-	15, // 35: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
-	15, // 36: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
-	1,  // 37: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
-	15, // 38: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
-	30, // 39: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
-	40, // [40:40] is the sub-list for method output_type
-	40, // [40:40] is the sub-list for method input_type
-	40, // [40:40] is the sub-list for extension type_name
-	40, // [40:40] is the sub-list for extension extendee
-	0,  // [0:40] is the sub-list for field type_name
+	29, // 25: harrier.v1.Event.admission:type_name -> harrier.v1.Admission
+	31, // 26: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	3,  // 27: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
+	31, // 28: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
+	30, // 29: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
+	9,  // 30: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
+	15, // 31: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
+	15, // 32: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
+	1,  // 33: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
+	15, // 34: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
+	1,  // 35: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
+	15, // 36: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
+	15, // 37: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
+	1,  // 38: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
+	15, // 39: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
+	31, // 40: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
+	41, // [41:41] is the sub-list for method output_type
+	41, // [41:41] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -3080,6 +3342,7 @@ func file_event_proto_init() {
 		(*Event_Signal)(nil),
 		(*Event_DnsQuery)(nil),
 		(*Event_Audit)(nil),
+		(*Event_Admission)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3087,7 +3350,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

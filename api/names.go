@@ -57,6 +57,8 @@ func kindText(k EventKind) (name, short string) {
 		return "dns_query", "dns"
 	case EventKind_EVENT_KIND_AUDIT:
 		return "audit", ""
+	case EventKind_EVENT_KIND_ADMISSION:
+		return "admission", ""
 	case EventKind_EVENT_KIND_UNSPECIFIED:
 		return "unspecified", ""
 	}

@@ -46,6 +46,7 @@ func TestKindText(t *testing.T) {
 		{"unlink", EventKind_EVENT_KIND_FILE_UNLINK},
 		{"rename", EventKind_EVENT_KIND_FILE_RENAME},
 		{"audit", EventKind_EVENT_KIND_AUDIT},
+		{"admission", EventKind_EVENT_KIND_ADMISSION},
 	}
 	for _, tt := range tests {
 		got, err := ParseKind(tt.in)

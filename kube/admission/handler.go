@@ -68,8 +68,10 @@ type Options struct {
 	// Checker evaluates pod specs (required).
 	Checker PodChecker
 	// OnViolation is called for every failed control of a checked object,
-	// in both modes, before the answer is written (so the agent can spool
-	// it as a finding); it must not block. Optional.
+	// in both modes (the object is then refused in deny mode and admitted
+	// in audit mode), before the answer is written; the agent turns each
+	// into an event for its engine (admission-violation). It runs on the
+	// API server's request path and must not block. Optional.
 	OnViolation func(*api.Finding, *admissionv1.AdmissionRequest)
 	Log         *slog.Logger
 }
