@@ -84,6 +84,8 @@ type watcher struct {
 	victim func(*api.Alert) string
 	seen   map[string]sighting
 	order  []string
+	// pollErrors counts polls the backend did not answer (waited out).
+	pollErrors int
 }
 
 // containerPrefix is the local sandbox's victim function: containers whose
@@ -128,10 +130,23 @@ func (w *watcher) find(victim string, detection api.DetectionID) (sighting, bool
 
 // waitFor polls until every detection has an alert in container or the
 // deadline passes.
+//
+// A backend that does not answer (restarting, or its pod rescheduled) is
+// waited for until the deadline: the agents spool meanwhile, so the alerts
+// still come; only a backend still failing at the deadline is an error.
 func (w *watcher) waitFor(ctx context.Context, container string, detections []api.DetectionID, deadline time.Time) error {
 	for {
 		if err := w.poll(ctx); err != nil {
-			return err
+			if ctx.Err() != nil || time.Now().After(deadline) {
+				return err
+			}
+			w.pollErrors++
+			select {
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			case <-time.After(time.Second):
+			}
+			continue
 		}
 		missing := false
 		for _, d := range detections {

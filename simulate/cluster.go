@@ -212,6 +212,9 @@ func RunCluster(ctx context.Context, o ClusterOptions) (rep *Report, err error) 
 		return rep, err
 	}
 	explain(rep, w)
+	if w.pollErrors > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the backend did not answer %d polls (restarting?); they were waited out", w.pollErrors))
+	}
 	rep.Notes = append(rep.Notes, "latency is measured from the attacker pod's clock to this machine's: keep both in time sync (NTP)")
 	if o.Keep != nil {
 		o.Keep(ns)

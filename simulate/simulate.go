@@ -185,6 +185,9 @@ func RunLocal(ctx context.Context, o Options) (rep *Report, err error) {
 		return rep, err
 	}
 	explain(rep, w)
+	if w.pollErrors > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("the backend did not answer %d polls (restarting?); they were waited out", w.pollErrors))
+	}
 	rep.Notes = append(rep.Notes, "sa-suspicious-op is a Kubernetes audit detection: it needs a cluster (harrier simulate --kubeconfig) and is not checked locally")
 	if o.Keep != nil {
 		o.Keep(containers)

@@ -12,10 +12,20 @@ dir="$cluster_dir"
 [ "$(id -u)" = 0 ] || { echo "apiserver.sh: needs root" >&2; exit 1; }
 [ -x "$dir/run/kube-apiserver.sh" ] || { echo "apiserver.sh: no cluster in $dir (make cluster-up)" >&2; exit 1; }
 
+# ready: the API server answers /readyz, or has died (then its log says why).
+ready() {
+	local pid
+	pid="$(cat "$dir/run/kube-apiserver.pid")"
+	if [ ! -d "/proc/$pid" ]; then
+		echo "apiserver.sh: kube-apiserver exited; the end of $dir/logs/kube-apiserver.log:" >&2
+		tail -n 3 "$dir/logs/kube-apiserver.log" >&2
+		exit 1
+	fi
+	curl -fsk --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" "https://$node_ip:6443/readyz"
+}
 up() {
 	start kube-apiserver "$dir/run/kube-apiserver.sh"
-	wait_for kube-apiserver 60 curl -fsk --cacert "$dir/pki/ca.crt" --cert "$dir/pki/admin.crt" --key "$dir/pki/admin.key" \
-		"https://$node_ip:6443/readyz"
+	wait_for kube-apiserver 60 ready
 }
 case "${1:-}" in
 stop) stop kube-apiserver 2 ;;

@@ -76,14 +76,22 @@ if [ -f "$dir/host-state" ]; then
 	while read -r kind a b; do
 		[ "$kind" = sysctl ] && { sysctl -qw "$a=$b" || warn "cannot restore $a=$b"; }
 	done <"$dir/host-state"
+	# containerd's state (shared with other users of /run/containerd):
+	# mounts under it (rootfs, netns, shm), then what was not there before,
+	# deepest first.
+	if [ -d "$containerd_state" ]; then
+		findmnt -rn -o TARGET | awk -v d="$containerd_state/" 'index($0, d) == 1' | sort -r | while read -r m; do
+			umount "$m" 2>/dev/null || umount -l "$m" || warn "cannot unmount $m"
+		done
+		find "$containerd_state" -mindepth 1 -maxdepth 2 | sort -r | while read -r p; do
+			grep -qxF "state $p" "$dir/host-state" || rm -rf "$p" || warn "cannot remove $p"
+		done
+	fi
 	for d in $fixed_dirs; do
 		grep -qxF "existed $d" "$dir/host-state" && continue
 		[ -e "$d" ] || continue
-		if [ "$d" = /run/containerd ]; then
-			# Shared with the system's containerd, which may have started
-			# since: only the empty shim socket directory, and then the
-			# directory itself if nothing else is in it.
-			rmdir /run/containerd/s /run/containerd 2>/dev/null
+		if [ "$d" = "$containerd_state" ]; then
+			rmdir "$containerd_state" 2>/dev/null
 			continue
 		fi
 		if findmnt -rn -o TARGET | grep -q "^$d/"; then warn "mounts left under $d"; continue; fi

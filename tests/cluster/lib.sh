@@ -47,6 +47,11 @@ kubelet_sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic
 # Fixed places the kubelet (whatever --root-dir says) and containerd's shims
 # write to; down.sh removes those that did not exist before up.sh.
 fixed_dirs="/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd"
+# containerd's state directory is the default one of a real node, so that
+# the chart's default (agent.containerdStateDir) finds the CRI bundles.
+# Other users of /run/containerd may have left things there: up.sh records
+# what is there (two levels deep) and down.sh removes only the rest.
+containerd_state=/run/containerd
 
 # start NAME COMMAND ARGS...: a daemon in its own session, logging to
 # logs/NAME.log; down.sh stops it through run/NAME.pid.

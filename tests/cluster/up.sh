@@ -38,7 +38,11 @@ root="$(GO="$go" "$here/build.sh")"
 cache_paths
 
 trap 'echo "up.sh failed: logs in $dir/logs; make cluster-down (tests/cluster/down.sh) cleans up" >&2' ERR
-mkdir -p "$dir"/{pki,etcd,logs,run,harrier,kubelet,pod-logs,cni/net.d,cni/ipam,containerd/root,containerd/state,containerd/opt,volumes}
+if [ -S "$containerd_state/containerd.sock" ] && ctr --address "$containerd_state/containerd.sock" version >/dev/null 2>&1; then
+	echo "up.sh: a containerd is running on $containerd_state/containerd.sock; the test cluster's needs that state directory: stop it first" >&2
+	exit 1
+fi
+mkdir -p "$dir"/{pki,etcd,logs,run,harrier,kubelet,pod-logs,cni/net.d,cni/ipam,containerd/root,containerd/opt,volumes}
 chmod 700 "$dir"
 
 # What down.sh restores: the kernel settings the kubelet changes and which
@@ -47,6 +51,7 @@ chmod 700 "$dir"
 	for s in $kubelet_sysctls; do echo "sysctl $s $(sysctl -n "$s")"; done
 	for d in $fixed_dirs; do [ -e "$d" ] && echo "existed $d"; done
 	for c in /sys/fs/cgroup/*/kubepods; do [ -e "$c" ] && echo "existed $c"; done
+	[ -d "$containerd_state" ] && find "$containerd_state" -mindepth 1 -maxdepth 2 -printf 'state %p\n'
 	true
 } >"$dir/host-state"
 
@@ -183,7 +188,7 @@ sock="$dir/run/containerd.sock"
 cat >"$dir/containerd.toml" <<EOF
 version = 2
 root = "$dir/containerd/root"
-state = "$dir/containerd/state"
+state = "$containerd_state"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
