@@ -19,8 +19,8 @@ import (
 	"text/template"
 	"time"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	chartutil "helm.sh/helm/v4/pkg/chart/v2/util"
 
 	"github.com/harrier-sec/harrier/packaging/internal/chart"
 	"github.com/harrier-sec/harrier/packaging/internal/nfpkg"
@@ -102,7 +102,8 @@ func (o Options) packages(root string) error {
 }
 
 // chart packages the chart as helm package would (harrier-<v>.tgz), with
-// version and appVersion set to the bundle's, and renders the manifests.
+// version and appVersion set to the bundle's and every entry dated MTime
+// (Helm would use the files' own times), and renders the manifests.
 func (o Options) chart(root string) error {
 	dir := filepath.Join(o.SrcDir, "helm", "harrier")
 	ch, err := loader.Load(dir)
@@ -110,6 +111,7 @@ func (o Options) chart(root string) error {
 		return fmt.Errorf("load chart: %w", err)
 	}
 	ch.Metadata.Version, ch.Metadata.AppVersion = o.Version, o.Version
+	ch.StampModTimes(o.MTime)
 	if err := os.MkdirAll(filepath.Join(root, "helm"), 0o755); err != nil {
 		return err
 	}

@@ -18,7 +18,8 @@ import (
 	"time"
 
 	cdx "github.com/CycloneDX/cyclonedx-go"
-	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v4/pkg/chart/common"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
 
 	"github.com/harrier-sec/harrier/packaging/internal/bundle"
 	"github.com/harrier-sec/harrier/packaging/internal/pkgtest"
@@ -198,7 +199,7 @@ func TestBundle(t *testing.T) {
 				t.Errorf("SBOM %s lacks %s", arch, dep)
 			}
 		}
-		if slices.Contains(names, "helm.sh/helm/v3") {
+		if slices.Contains(names, "helm.sh/helm/v4") {
 			t.Errorf("SBOM %s lists helm, which the binary does not link", arch)
 		}
 	}
@@ -210,6 +211,12 @@ func TestBundle(t *testing.T) {
 	}
 	if ch.Metadata.Version != "9.8.7" || ch.Metadata.AppVersion != "9.8.7" {
 		t.Errorf("chart version %s appVersion %s", ch.Metadata.Version, ch.Metadata.AppVersion)
+	}
+	// Its entries are dated MTime, as the bundle's are, not by the checkout.
+	for _, f := range append(append([]*common.File{{Name: "Chart.yaml", ModTime: ch.ModTime}}, ch.Templates...), ch.Files...) {
+		if !f.ModTime.Equal(time.Unix(1_700_000_000, 0)) {
+			t.Errorf("chart entry %s dated %v, want the bundle's MTime", f.Name, f.ModTime)
+		}
 	}
 	if m, _ := os.ReadFile(filepath.Join(top, "kubernetes", "harrier.yaml")); !strings.Contains(string(m), "image: docker.io/harrier-sec/harrier:9.8.7") {
 		t.Error("bundle manifests do not use the bundle's image tag")

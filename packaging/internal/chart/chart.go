@@ -8,10 +8,11 @@ import (
 	"path"
 	"strings"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
-	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
+	releaseutil "helm.sh/helm/v4/pkg/release/v1/util"
 )
 
 // ReleaseName is the release the plain manifests are rendered as; the
@@ -43,9 +44,9 @@ func render(dir, version, namespace string, values map[string]any) ([]Manifest, 
 	if version != "" {
 		ch.Metadata.Version, ch.Metadata.AppVersion = version, version
 	}
-	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{
+	vals, err := chartutil.ToRenderValues(ch, values, common.ReleaseOptions{
 		Name: ReleaseName, Namespace: namespace, Revision: 1, IsInstall: true,
-	}, chartutil.DefaultCapabilities)
+	}, common.DefaultCapabilities)
 	if err != nil {
 		return nil, fmt.Errorf("values: %w", err)
 	}
@@ -58,7 +59,7 @@ func render(dir, version, namespace string, values map[string]any) ([]Manifest, 
 			delete(files, name)
 		}
 	}
-	hooks, sorted, err := releaseutil.SortManifests(files, chartutil.DefaultVersionSet, releaseutil.InstallOrder)
+	hooks, sorted, err := releaseutil.SortManifests(files, common.DefaultVersionSet, releaseutil.InstallOrder)
 	if err != nil {
 		return nil, fmt.Errorf("split manifests: %w", err)
 	}
