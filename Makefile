@@ -149,6 +149,7 @@ cluster-down:
 # Brings the cluster up, checks scheduling, pod networking, cluster DNS and
 # the controllers, tears it down and checks nothing is left behind.
 test-cluster: deps
-	$(GO) test -tags cluster -count=1 -timeout 60m -v ./tests/cluster/
+	$(GO) test -tags cluster -count=1 -timeout 70m -json ./tests/cluster/ \
+	  | $(GO) run ./tests/testreport -stream $(if $(CI),-fail-on-skip)
 
 ci: deps lint check-generated build test

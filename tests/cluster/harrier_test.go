@@ -46,11 +46,13 @@ const ns = "harrier"
 // in the cluster, one part after another (each needs the one before).
 func testHarrierInCluster(t *testing.T, kubeconfig string) {
 	var h *harrier
+	// The bundle and Helm's home outlive each step.
+	work := t.TempDir()
 	steps := []struct {
 		name string
 		run  func(ctx context.Context, t *testing.T)
 	}{
-		{"install", func(ctx context.Context, t *testing.T) { h = installHarrier(t, kubeconfig) }},
+		{"install", func(ctx context.Context, st *testing.T) { h = installHarrier(st, kubeconfig, work) }},
 		{"agent-cgroup", func(ctx context.Context, t *testing.T) { checkAgentCgroup(ctx, t, h) }},
 		{"quiet", func(ctx context.Context, t *testing.T) { testQuiet(ctx, t, h) }},
 		{"pod-context", func(ctx context.Context, t *testing.T) { testPodContext(ctx, t, h) }},
@@ -125,7 +127,7 @@ func makeVersion(t *testing.T) string {
 // installHarrier builds the bundle, unpacks it and runs the README's install
 // blocks as an operator would, then restarts the API server with the audit
 // webhook configuration they placed.
-func installHarrier(t *testing.T, kubeconfig string) *harrier {
+func installHarrier(t *testing.T, kubeconfig, work string) *harrier {
 	h := &harrier{kubeconfig: kubeconfig}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -146,7 +148,6 @@ func installHarrier(t *testing.T, kubeconfig string) *harrier {
 		t.Fatalf("make bundle: %v\n%s", err, out)
 	}
 	t.Logf("make bundle took %s", time.Since(start).Round(time.Second))
-	work := t.TempDir()
 	tarball, err := filepath.Abs(filepath.Join("../../dist", "harrier-"+version+"-bundle.tar.gz"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +160,7 @@ func installHarrier(t *testing.T, kubeconfig string) *harrier {
 	if err != nil {
 		t.Fatalf("the cluster names no helm binary: %v", err)
 	}
-	helmHome := t.TempDir()
+	helmHome := filepath.Join(work, "helm-home")
 	h.env = append(os.Environ(),
 		"PATH="+kubetest.BinDir()+":"+filepath.Dir(strings.TrimSpace(string(helm)))+":"+os.Getenv("PATH"),
 		"KUBECONFIG="+kubeconfig,
@@ -883,6 +884,15 @@ func logUsage(t *testing.T, what string, a, b usage) {
 func testQuiet(ctx context.Context, t *testing.T, h *harrier) {
 	period := 10 * time.Minute
 	if d, err := time.ParseDuration(os.Getenv("HARRIER_QUIET")); err == nil {
+		// For development runs on a machine that is busy with other work
+		// (whose alerts this test counts: it looks at the whole node).
+		if os.Getenv("CI") != "" {
+			t.Fatal("HARRIER_QUIET is for development runs; CI runs the full quiet period")
+		}
+		if d == 0 {
+			t.Log("HARRIER_QUIET=0: no quiet period in this run")
+			return
+		}
 		period = d
 		t.Logf("HARRIER_QUIET=%s (the issue's figure is 10m)", d)
 	}

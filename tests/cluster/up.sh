@@ -247,6 +247,12 @@ wait_for containerd 30 ctr --address "$sock" version
 for tar in "$pause_tar" "$busybox_tar" "$coredns_tar"; do
 	ctr --address "$sock" -n k8s.io images import "$tar" >/dev/null
 done
+# A pulled image is known by name@digest too; an imported one only by its
+# tag, so pods that pin the digest (as careful sites do) need that name.
+for ref in "$pause_ref" "$busybox_ref" "$coredns_ref"; do
+	digest="$(ctr --address "$sock" -n k8s.io images ls "name==$ref" | awk 'NR == 2 {print $3}')"
+	ctr --address "$sock" -n k8s.io images tag "$ref" "${ref%:*}@$digest" >/dev/null
+done
 
 # --- the node -------------------------------------------------------------
 echo "# the test cluster's pods resolve only through cluster DNS" >"$dir/resolv.conf"

@@ -126,11 +126,25 @@ func skipReason(out *strings.Builder) string {
 	return strings.Join(reason, " | ")
 }
 
-func run(in io.Reader, out io.Writer, failOnSkip bool) error {
+// options are the command's flags.
+type options struct {
+	failOnSkip bool
+	// stream echoes every output line as it arrives (go test -v's view),
+	// for long runs whose logs are the figures.
+	stream bool
+}
+
+func run(in io.Reader, out io.Writer, opts options) error {
 	r := newReport()
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 0, 1<<20), 64<<20)
 	for sc.Scan() {
+		if opts.stream {
+			var ev testEvent
+			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Action == "output" {
+				fmt.Fprint(out, ev.Output)
+			}
+		}
 		r.add(sc.Bytes(), out)
 	}
 	if err := sc.Err(); err != nil {
@@ -160,16 +174,18 @@ func run(in io.Reader, out io.Writer, failOnSkip bool) error {
 	if r.passed+r.failed == 0 {
 		errs = append(errs, errors.New("no test ran"))
 	}
-	if failOnSkip && r.skipped > 0 {
+	if opts.failOnSkip && r.skipped > 0 {
 		errs = append(errs, fmt.Errorf("%d tests skipped: in CI every test must run (see the list above)", r.skipped))
 	}
 	return errors.Join(errs...)
 }
 
 func main() {
-	failOnSkip := flag.Bool("fail-on-skip", false, "fail when any test skipped")
+	var opts options
+	flag.BoolVar(&opts.failOnSkip, "fail-on-skip", false, "fail when any test skipped")
+	flag.BoolVar(&opts.stream, "stream", false, "echo every test's output as it arrives (like go test -v)")
 	flag.Parse()
-	if err := run(os.Stdin, os.Stdout, *failOnSkip); err != nil {
+	if err := run(os.Stdin, os.Stdout, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "testreport:", err)
 		os.Exit(1)
 	}

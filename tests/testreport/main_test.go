@@ -44,7 +44,7 @@ func TestRun(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out strings.Builder
-			err := run(strings.NewReader(tt.in), &out, tt.failOnSkip)
+			err := run(strings.NewReader(tt.in), &out, options{failOnSkip: tt.failOnSkip})
 			switch {
 			case tt.wantErr == "" && err != nil:
 				t.Fatalf("unexpected error: %v", err)
