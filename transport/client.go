@@ -224,7 +224,13 @@ func (c *Client) Run(ctx context.Context) error {
 		d := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.rnd)
 		attempt++
 		c.update(func(s *ClientStats) { s.LastError = err.Error() })
-		c.log.Warn("uplink down, reconnecting", "err", err, "delay", d)
+		if appErr, ok := errors.AsType[*quic.ApplicationError](err); ok && appErr.Remote && appErr.ErrorCode == CodeForbidden {
+			// Revoked: say so plainly. The records stay in the spool and
+			// are delivered if the backend accepts this agent again.
+			c.log.Error("backend refuses this agent; records stay in the spool", "reason", appErr.ErrorMessage, "delay", d)
+		} else {
+			c.log.Warn("uplink down, reconnecting", "err", err, "delay", d)
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
