@@ -373,4 +373,3 @@ func FuzzDecodeEnrollRequest(f *testing.F) {
 		_, _ = transport.ParseCSR([]byte(req.CSR))
 	})
 }
-
