@@ -117,6 +117,13 @@ func WriteFiles(dir, name string, certPEM, keyPEM []byte) error {
 	return writeFileAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600)
 }
 
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory, synced and renamed: a reader (or a crash) sees the old file or
+// the new one, never half of one, and a key is never readable by others.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return writeFileAtomic(path, data, mode)
+}
+
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	// CreateTemp makes the file 0600, so the key is private from its first byte.
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
