@@ -13,7 +13,9 @@ import (
 
 // uplink holds the transport client once it exists, for the parts that
 // start before it (the pipeline's Notify, the metrics' Stats).
-type uplink struct{ c atomic.Pointer[transport.Client] }
+type uplink struct {
+	c atomic.Pointer[transport.Client]
+}
 
 func (u *uplink) Notify() {
 	if c := u.c.Load(); c != nil {
