@@ -218,4 +218,3 @@ renewal and enrollment refused; it keeps spooling. "agents unrevoke NODE" accept
 		setRevoked("unrevoke", "Accept a revoked agent again", "unrevoke"))
 	return cmd
 }
-
