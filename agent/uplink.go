@@ -54,7 +54,7 @@ func newUplinkIdentity(cfg Config, log *slog.Logger) (*uplinkIdentity, error) {
 	}
 	certs, err := httpsserve.LoadCertFiles(cfg.Uplink.CertFile, cfg.Uplink.KeyFile, log)
 	if err != nil {
-		return nil, fmt.Errorf("uplink (make certificates with `harrier certs`, set uplink.caFile/certFile/keyFile, or enroll with uplink.enroll): %w", err)
+		return nil, fmt.Errorf("uplink TLS (make certificates with `harrier certs`, set uplink.caFile/certFile/keyFile, or enroll with uplink.enroll): %w", err)
 	}
 	if err := u.use(certs, cfg); err != nil {
 		return nil, err
