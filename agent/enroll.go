@@ -190,7 +190,7 @@ func checkAgentID(pinned, certID, certFile string) error {
 }
 
 // retry runs f until it succeeds or ctx ends, with exponential backoff;
-// an identityMismatch ends it at once.
+// errPinned ends it at once.
 func (e *Enroller) retry(ctx context.Context, what string, f func() error) error {
 	delay := e.BackoffMin
 	for {
@@ -227,7 +227,10 @@ func (e *Enroller) enroll(ctx context.Context) error {
 		return err
 	}
 	body := map[string]string{"kind": e.cfg.Kind, "token": strings.TrimSpace(string(tok)), "csr": string(csr)}
-	if e.cfg.Kind == EnrollBootstrap || e.pinned != "" {
+	// A bootstrap token names no one, so the agent asks for its ID; with a
+	// service-account token the API server names the node, and a pinned
+	// uplink.agentID is checked against the certificate that comes back.
+	if e.cfg.Kind == EnrollBootstrap {
 		body["agent_id"] = e.requestID
 	}
 	return e.request(ctx, "/api/v1/enroll", body, key)
@@ -284,6 +287,7 @@ func (e *Enroller) request(ctx context.Context, path string, body map[string]str
 		return fmt.Errorf("POST %s: %w", url, err)
 	}
 	if err := checkAgentID(e.pinned, id, "the backend issued"); err != nil {
+		// Not retried: the configuration, not the backend, must change.
 		return fmt.Errorf("%w: %w", errPinned, err)
 	}
 	// The key first: a crash between the two writes leaves a pair that does

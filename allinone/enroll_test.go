@@ -16,12 +16,16 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/harrier-sec/harrier/agent"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/httpsserve"
+	"github.com/harrier-sec/harrier/internal/kubetest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -216,4 +220,100 @@ func storedRecords(t *testing.T, svc *backend.Service, caFile, agentID string) i
 		}
 	}
 	return 0
+}
+
+// TestServiceAccountEnrollAgent: the agent side of Kubernetes enrollment
+// against a real kube-apiserver: the pod's projected token (audience
+// harrier) gets a certificate naming the pod's node, whatever the host is
+// called; an agent whose config pins another ID stops with an error naming
+// both instead of retrying.
+func TestServiceAccountEnrollAgent(t *testing.T) {
+	kube := kubetest.Start(t, kubetest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := kube.EnsureServiceAccount(ctx, "harrier", "harrier-agent"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kube.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "worker-3"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod, err := kube.Client.CoreV1().Pods("harrier").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "harrier-agent-abcde"},
+		Spec: corev1.PodSpec{ServiceAccountName: "harrier-agent", NodeName: "worker-3",
+			Containers: []corev1.Container{{Name: "agent", Image: "harrier"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := kube.Client.CoreV1().ServiceAccounts("harrier").CreateToken(ctx, "harrier-agent", &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
+		Audiences: []string{backend.Audience}, ExpirationSeconds: new(int64(3600)),
+		BoundObjectRef: &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+	}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	if _, _, err := transport.InitCA(pki); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueBackendCert(pki, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	svc, err := backend.NewService(backend.Config{
+		DataDir: filepath.Join(dir, "backend"), APIAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Token: testToken,
+		CAFile: filepath.Join(pki, "ca.crt"), CertFile: filepath.Join(pki, "backend.crt"), KeyFile: filepath.Join(pki, "backend.key"),
+		CAKeyFile: filepath.Join(pki, "ca.key"), APITLS: true,
+		Enroll: backend.EnrollConfig{ServiceAccount: "harrier/harrier-agent", Kubeconfig: kube.Kubeconfig},
+	}, log.With("side", "backend"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g errgroup.Group
+	defer func() {
+		cancel()
+		if err := g.Wait(); err != nil {
+			t.Error(err)
+		}
+	}()
+	g.Go(func() error { return svc.Run(ctx) })
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(tr.Status.Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	enroller := func(name, pinned string) (*agent.Enroller, agent.UplinkConfig) {
+		up := agent.WithDefaults(agent.Config{DataDir: filepath.Join(dir, name), Uplink: agent.UplinkConfig{
+			AgentID: pinned, CAFile: filepath.Join(pki, "ca.crt"), ServerName: "127.0.0.1",
+			Enroll: agent.EnrollConfig{Server: "https://" + svc.APIAddr().String(), TokenFile: tokenFile, Kind: agent.EnrollServiceAccount},
+		}}).Uplink
+		if err := os.MkdirAll(filepath.Dir(up.CertFile), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		e, err := agent.NewEnroller(up, "some-host-name", log.With("side", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.BackoffMin, e.BackoffMax = 50*time.Millisecond, 200*time.Millisecond
+		return e, up
+	}
+	e, up := enroller("agent", "")
+	if err := e.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := transport.CertFileAgentID(up.CertFile)
+	if err != nil || id != "worker-3" {
+		t.Fatalf("enrolled as %q, %v; want the pod's node worker-3", id, err)
+	}
+
+	pinned, up := enroller("pinned", "host-b")
+	err = pinned.Ensure(ctx)
+	if err == nil || !strings.Contains(err.Error(), `uplink.agentID is "host-b"`) || !strings.Contains(err.Error(), `"worker-3"`) {
+		t.Fatalf("Ensure with a pinned ID = %v, want an error naming host-b and worker-3", err)
+	}
+	if _, err := os.Stat(up.CertFile); err == nil {
+		t.Fatal("a certificate for another agent was written")
+	}
 }
