@@ -38,7 +38,8 @@ func newAgentCommand() *cobra.Command {
 	f.register(cmd, "spool, state and certificates", agent.DefaultDataDir)
 	cmd.Flags().StringVar(&backendAddr, "backend", "", "backend QUIC address host:port (default 127.0.0.1:9471)")
 	// In a DaemonSet the host name is the pod's; the chart passes the
-	// Kubernetes node name here, which also picks the node's certificate.
-	cmd.Flags().StringVar(&node, "node", "", "node name for events and the default agent ID (default: host name)")
+	// Kubernetes node name here, which also picks the node's certificate
+	// (agent.certsSecret). The agent ID is the certificate's.
+	cmd.Flags().StringVar(&node, "node", "", "node name for events, and the ID a bootstrap enrollment asks for (default: host name)")
 	return cmd
 }

@@ -17,8 +17,16 @@ func newCertsCommand() *cobra.Command {
 		Long: `For sites without a PKI: "certs init" makes the CA, "certs backend" the backend's serving
 certificate, "certs agent" one certificate per agent, "certs webhook" the serving certificate of the agent's
 audit or admission webhook. Files go to --out (ca.crt/ca.key, backend.crt/key, <agent-id>.crt/key,
-<name>.crt/key; keys 0600); what already exists is kept. Copy ca.crt and an agent's pair to each node
-(as uplink.caFile/certFile/keyFile), and ca.crt with backend.* to the backend. Keep ca.key offline.`,
+<name>.crt/key; keys 0600); what already exists is kept.
+
+With enrollment (the default in the Helm chart), "certs init" and "certs backend" are all that is needed:
+give the backend ca.crt, backend.crt, backend.key and ca.key (backend.caKeyFile, with backend.apiTLS), and
+each node only ca.crt; agents then get and renew their own short-lived certificates (uplink.enroll), with
+their pod's service-account token or a bootstrap token from "harrier tokens create".
+
+Without enrollment, copy ca.crt and an agent's pair to each node (as uplink.caFile/certFile/keyFile), and
+ca.crt with backend.* to the backend, and keep ca.key offline. An agent's ID is the one its certificate
+names: "certs agent node-a" used on host b runs as agent node-a.`,
 	}
 	cmd.PersistentFlags().StringVar(&dir, "out", "pki", "directory holding the CA and the certificates")
 	initCmd := &cobra.Command{

@@ -30,9 +30,13 @@ The config file holds the agent's sections and the backend's (backend:).`,
 				if f.dataDir != "" {
 					cfg.DataDir = f.dataDir
 				}
+				scheme := "http"
+				if cfg.Backend.APITLS {
+					scheme = "https"
+				}
 				return allinone.Run(ctx, cfg, version, log, func(apiAddr string) {
-					fmt.Fprintf(cmd.OutOrStdout(), "Harrier is running: web UI and API at http://%s/ (token in %s)\n",
-						apiAddr, cfg.WithDefaults().Backend.TokenFile())
+					fmt.Fprintf(cmd.OutOrStdout(), "Harrier is running: web UI and API at %s://%s/ (token in %s)\n",
+						scheme, apiAddr, cfg.WithDefaults().Backend.TokenFile())
 					notifyReady(log)
 				})
 			})

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/kube/kubeclient"
 	"github.com/harrier-sec/harrier/simulate"
+	"github.com/harrier-sec/harrier/transport"
 )
 
 type simulateOptions struct {
@@ -25,6 +27,7 @@ type simulateOptions struct {
 	kubeconfig string
 	scenarios  []string
 	apiURL     string
+	caFile     string
 	tokenFile  string
 	timeout    time.Duration
 	keep       bool
@@ -73,6 +76,7 @@ The exit code is non-zero when an expected alert is missing.`,
 	f.BoolVar(&o.cleanup, "cleanup", false, "cluster mode: delete the namespaces an interrupted run left behind, then exit")
 	f.StringSliceVar(&o.scenarios, "scenario", []string{"all"}, "all, or some of recon,lateral,secrets,mining,webshell,threat-intel")
 	f.StringVar(&o.apiURL, "api", "http://127.0.0.1:9470", "backend API base URL")
+	f.StringVar(&o.caFile, "ca-file", "", "CA certificate of an https:// API (a backend with apiTLS, as the Helm chart deploys it)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the API token (default "+backend.FileConfig{}.Resolved().TokenFile()+")")
 	f.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long each expected alert may take after its behaviour")
 	f.BoolVar(&o.keep, "keep", false, "leave the sandbox (or namespace) up after the run until Ctrl-C, for inspection")
@@ -128,13 +132,19 @@ func runSimulate(cmd *cobra.Command, o simulateOptions) error {
 		return fmt.Errorf("API token: %w (pass --token-file)", err)
 	}
 	token := strings.TrimSpace(string(tok))
+	var roots *x509.CertPool
+	if o.caFile != "" {
+		if roots, err = transport.LoadCAPool(o.caFile); err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
+		}
+	}
 	var rep *simulate.Report
 	if o.local {
 		self, serr := os.Executable()
 		if serr != nil {
 			return serr
 		}
-		opts := simulate.Options{Scenarios: scenarios, APIURL: o.apiURL, Token: token,
+		opts := simulate.Options{Scenarios: scenarios, APIURL: o.apiURL, Token: token, RootCAs: roots,
 			Timeout: o.timeout, Rootfs: o.rootfs, Self: self, Log: log}
 		if o.keep {
 			opts.Keep = func(ids []string) {
@@ -144,7 +154,7 @@ func runSimulate(cmd *cobra.Command, o simulateOptions) error {
 		}
 		rep, err = simulate.RunLocal(ctx, opts)
 	} else {
-		opts := simulate.ClusterOptions{Scenarios: scenarios, APIURL: o.apiURL, Token: token, Timeout: o.timeout,
+		opts := simulate.ClusterOptions{Scenarios: scenarios, APIURL: o.apiURL, Token: token, RootCAs: roots, Timeout: o.timeout,
 			Kube: kubeConfig, Namespace: o.namespace, Image: o.image, HarrierImage: o.harrierImage,
 			ReadyTimeout: o.readyTimeout, Log: log}
 		if o.keep {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,10 +49,13 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	tlsConf, err := transport.ClientTLS(cfg.Uplink.CertFile, cfg.Uplink.KeyFile, cfg.Uplink.CAFile, cfg.Uplink.ServerName)
+	// The identity is settled before anything starts: a certificate that
+	// contradicts uplink.agentID is an error now, not a refusal in a loop.
+	ident, err := newUplinkIdentity(cfg, log)
 	if err != nil {
-		return fmt.Errorf("uplink TLS (make certificates with `harrier certs`, or set uplink.caFile/certFile/keyFile): %w", err)
+		return err
 	}
+	agentID := ident.agentID // "" while enrolling
 	spool, err := store.Open(store.Config{Dir: filepath.Join(cfg.DataDir, "spool"), QuotaBytes: cfg.Spool.QuotaBytes}, log)
 	if err != nil {
 		return fmt.Errorf("open spool: %w", err)
@@ -72,7 +76,6 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	// minutes, so that an idle agent's RSS is its working set.
 	debug.FreeOSMemory()
 
-	agentID := cfg.Uplink.AgentID
 	// The pipeline goroutine owns the engine; it publishes its counters here
 	// for the heartbeat.
 	var analyticsStats atomic.Pointer[analytics.Stats]
@@ -82,24 +85,27 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	leaders := newLeaderRunner(log)
 	nodeFindings := newNodePosture(cfg, log)
 	admissions := newAdmissionSink()
-	client, err := transport.NewClient(transport.ClientConfig{
-		Addr:                 cfg.Uplink.Addr,
-		TLS:                  tlsConf,
-		AgentID:              agentID,
-		SpoolID:              spool.ID(),
-		BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
-		Health: func() *api.AgentHealth {
-			h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
-			h.Drops["spool_events_capped"] = eventsCapped.Load()
-			h.Drops["admission_events_dropped"] = admissions.dropped.Load()
-			h.Leader = leaders.Leading()
-			h.NodeFindings = nodeFindings.Findings(time.Now())
-			return h
-		},
-		Gaps: src.Gaps,
-	}, src, log)
-	if err != nil {
-		return fmt.Errorf("uplink: %w", err)
+	// The uplink's client exists once the agent has a certificate; with
+	// enrollment that may be a while, and the sensor, analytics and spool
+	// run meanwhile.
+	up := &uplink{}
+	newClient := func(agentID string, tlsConf *tls.Config) (*transport.Client, error) {
+		return transport.NewClient(transport.ClientConfig{
+			Addr:                 cfg.Uplink.Addr,
+			TLS:                  tlsConf,
+			AgentID:              agentID,
+			SpoolID:              spool.ID(),
+			BandwidthBytesPerSec: cfg.Uplink.BandwidthBytesPerSec,
+			Health: func() *api.AgentHealth {
+				h := health(version, cfg.Sensor.Node, started, sens, spool, analyticsStats.Load())
+				h.Drops["spool_events_capped"] = eventsCapped.Load()
+				h.Drops["admission_events_dropped"] = admissions.dropped.Load()
+				h.Leader = leaders.Leading()
+				h.NodeFindings = nodeFindings.Findings(time.Now())
+				return h
+			},
+			Gaps: src.Gaps,
+		}, src, log)
 	}
 
 	// Every part runs in g: the first to fail stops the others, and Run
@@ -123,7 +129,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return fail(err)
 	}
-	if err := startLeader(ctx, cfg, leaders, clusterEnv{cfg: cfg, spool: spool, notify: client.Notify, log: log}, run); err != nil {
+	if err := startLeader(ctx, cfg, leaders, clusterEnv{cfg: cfg, spool: spool, notify: up.Notify, log: log}, run); err != nil {
 		return fail(err)
 	}
 	guard, err := startAdmission(ctx, cfg, run, admissions, log)
@@ -134,16 +140,23 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, kp.enrich, kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, client.Notify, &analyticsStats, &eventsCapped, alertLatency, log)
+		return pipeline(events, kp.enrich, kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, log)
 	})
-	run("uplink", func() error { return client.Run(ctx) })
+	run("uplink", func() error {
+		client, err := ident.start(ctx, cfg, newClient, run)
+		if err != nil || client == nil {
+			return err
+		}
+		up.c.Store(client)
+		return client.Run(ctx)
+	})
 	run("spool maintenance", func() error { return spool.Maintain(ctx, time.Minute) })
 	// Ready: the spool is open, the sensor attached (what happens from now
 	// on waits in its ring buffer) and every part started.
 	var isReady atomic.Bool
 	if cfg.MetricsAddr != "off" {
 		queue := func() (int, int) { return len(events), cap(events) }
-		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, client)
+		collector := newPipelineCollector(sens, queue, &analyticsStats, &eventsCapped, spool, up)
 		collectors := []prometheus.Collector{collector, leaders, alertLatency}
 		if kp.audit != nil {
 			collectors = append(collectors, newAuditCollector(kp.receiver, kp.tailer, func() (int, int) { return len(kp.audit), cap(kp.audit) }))
@@ -157,7 +170,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if ready != nil {
 		ready()
 	}
-	log.Info("agent running", "agentID", agentID, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
+	log.Info("agent running", "agentID", agentID, "enroll", cfg.Uplink.Enroll.Server, "backend", cfg.Uplink.Addr, "dataDir", cfg.DataDir)
 	return g.Wait()
 }
 

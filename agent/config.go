@@ -15,6 +15,7 @@ import (
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/transport"
 )
 
 // DefaultDataDir holds the spool, state and certificates.
@@ -66,8 +67,11 @@ type UplinkConfig struct {
 	// ServerName is the name the backend's certificate must carry
 	// (default: the host part of Addr).
 	ServerName string `json:"serverName,omitempty"`
-	// AgentID must match the CommonName of the agent certificate
-	// (default: the node name).
+	// AgentID is optional: the agent's identity is the one its certificate
+	// names (URI SAN harrier://agent/<id>, or the CommonName). Set, it pins
+	// the identity: a certificate naming another agent stops the agent at
+	// start with an error naming both. It is also the ID a bootstrap
+	// enrollment asks for (default: the node name).
 	AgentID string `json:"agentID,omitempty"`
 	// CAFile pins the CA; CertFile and KeyFile are the agent's identity.
 	// Defaults: <dataDir>/pki/{ca.crt,agent.crt,agent.key}.
@@ -76,6 +80,9 @@ type UplinkConfig struct {
 	KeyFile  string `json:"keyFile,omitempty"`
 	// BandwidthBytesPerSec caps upload on slow edge links (0: no cap).
 	BandwidthBytesPerSec int64 `json:"bandwidthBytesPerSec,omitempty"`
+	// Enroll, when its server is set, gets CertFile/KeyFile from the
+	// backend when they are missing or expired, and renews them.
+	Enroll EnrollConfig `json:"enroll"`
 }
 
 // WithDefaults returns cfg with every unset path and address filled in.
@@ -106,9 +113,6 @@ func (c Config) withDefaults() Config {
 	pki := filepath.Join(c.DataDir, "pki")
 	if c.Uplink.Addr == "" {
 		c.Uplink.Addr = "127.0.0.1:9471"
-	}
-	if c.Uplink.AgentID == "" {
-		c.Uplink.AgentID = c.Sensor.Node
 	}
 	if c.Uplink.CAFile == "" {
 		c.Uplink.CAFile = filepath.Join(pki, "ca.crt")
@@ -145,6 +149,14 @@ func (c Config) Validate() error {
 	}
 	if c.Uplink.BandwidthBytesPerSec < 0 {
 		errs = append(errs, fmt.Errorf("uplink.bandwidthBytesPerSec %d: must not be negative", c.Uplink.BandwidthBytesPerSec))
+	}
+	if c.Uplink.AgentID != "" {
+		if err := transport.ValidAgentID(c.Uplink.AgentID); err != nil {
+			errs = append(errs, fmt.Errorf("uplink.agentID: %w", err))
+		}
+	}
+	if err := c.Uplink.Enroll.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := c.Kube.Validate(); err != nil {
 		errs = append(errs, err)

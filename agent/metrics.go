@@ -33,11 +33,11 @@ type pipelineCollector struct {
 	analytics *atomic.Pointer[analytics.Stats]
 	capped    *atomic.Uint64
 	spool     *store.Spool
-	uplink    *transport.Client
+	uplink    interface{ Stats() transport.ClientStats }
 	descs     map[string]*prometheus.Desc
 }
 
-func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, sp *store.Spool, up *transport.Client) *pipelineCollector {
+func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, sp *store.Spool, up interface{ Stats() transport.ClientStats }) *pipelineCollector {
 	c := &pipelineCollector{sensor: s, queue: queue, analytics: as, capped: capped, spool: sp, uplink: up, descs: map[string]*prometheus.Desc{}}
 	for _, d := range []struct {
 		name, help string

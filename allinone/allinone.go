@@ -64,7 +64,13 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
-	if err := makeCerts(filepath.Join(cfg.DataDir, "pki"), cfg.Uplink.AgentID); err != nil {
+	// The agent's certificate, made once, names uplink.agentID or the node;
+	// from then on the certificate is the agent's identity.
+	agentID := cfg.Uplink.AgentID
+	if agentID == "" {
+		agentID = cfg.Sensor.Node
+	}
+	if err := makeCerts(filepath.Join(cfg.DataDir, "pki"), agentID); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
 	svc, err := backend.NewService(cfg.Backend, log.With("part", "backend"))

@@ -37,6 +37,9 @@ type APIConfig struct {
 	// makes it answer 503 with the error (the all-in-one is not ready until
 	// its agent's sensor is attached).
 	Ready func() error
+	// Identity serves Enrollment, renewal, bootstrap tokens and
+	// revocation; nil answers those routes 503.
+	Identity *Identity
 }
 
 // cookieName carries a browser's credential after GET/POST /login.
@@ -59,6 +62,9 @@ type apiServer struct {
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
+//	POST /api/v1/enroll                          credential in the body
+//	POST /api/v1/renew                           agent client certificate
+//	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
@@ -95,6 +101,11 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /api/v1/inventory", s.apiAuth(http.HandlerFunc(s.listInventory)))
 	mux.Handle("GET /api/v1/findings", s.apiAuth(http.HandlerFunc(s.listFindings)))
 	mux.Handle("GET /api/v1/findings/{id}", s.apiAuth(http.HandlerFunc(s.getFinding)))
+	mux.Handle("POST /api/v1/enroll", s.withIdentity(s.enroll))
+	mux.Handle("POST /api/v1/renew", s.withIdentity(s.renew))
+	mux.Handle("POST /api/v1/tokens", s.apiAuth(s.withIdentity(s.createToken)))
+	mux.Handle("POST /api/v1/agents/{id}/revoke", s.apiAuth(s.withIdentity(s.revoke)))
+	mux.Handle("POST /api/v1/agents/{id}/unrevoke", s.apiAuth(s.withIdentity(s.unrevoke)))
 	mux.Handle("GET /{$}", s.uiAuth(http.HandlerFunc(s.uiAlerts)))
 	mux.Handle("GET /alerts/{id}", s.uiAuth(http.HandlerFunc(s.uiAlert)))
 	mux.Handle("GET /findings", s.uiAuth(http.HandlerFunc(s.uiFindings)))
@@ -403,6 +414,12 @@ type agentJSON struct {
 	Records   uint64            `json:"records"`
 	Gaps      map[string]uint64 `json:"gaps"`
 	Health    json.RawMessage   `json:"health"`
+	// Revoked agents are refused; RevokedAt says since when.
+	Revoked   bool       `json:"revoked"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// Enrollment is how the agent got its certificate from the backend
+	// (absent for certificates made by hand).
+	Enrollment *Enrollment `json:"Enrollment,omitempty"`
 }
 
 func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -432,7 +449,56 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, aj)
 	}
+	if id := s.cfg.Identity; id != nil {
+		if out, err = s.addIdentity(r, id, out); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"agents": out})
+}
+
+// addIdentity marks revoked and enrolled agents, and lists those that have
+// not uploaded yet, so that a revoked or freshly enrolled agent shows.
+func (s *apiServer) addIdentity(r *http.Request, id *Identity, out []agentJSON) ([]agentJSON, error) {
+	enrolled, err := id.Enrolled(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	revoked := id.Revoked()
+	known := map[string]int{}
+	for i, a := range out {
+		known[a.AgentID] = i
+	}
+	extra := map[string]bool{}
+	for _, m := range []map[string]bool{keysOf(enrolled), keysOf(revoked)} {
+		for k := range m {
+			if _, ok := known[k]; !ok {
+				extra[k] = true
+			}
+		}
+	}
+	for _, k := range sortedKeys(extra) {
+		known[k] = len(out)
+		out = append(out, agentJSON{AgentID: k, Gaps: map[string]uint64{}, Health: json.RawMessage("null")})
+	}
+	for k, i := range known {
+		if at, ok := revoked[k]; ok {
+			out[i].Revoked, out[i].RevokedAt = true, &at
+		}
+		if e, ok := enrolled[k]; ok {
+			out[i].Enrollment = &e
+		}
+	}
+	return out, nil
+}
+
+func keysOf[V any](m map[string]V) map[string]bool {
+	out := make(map[string]bool, len(m))
+	for k := range m {
+		out[k] = true
+	}
+	return out
 }
 
 func (s *apiServer) internalError(w http.ResponseWriter, r *http.Request, err error) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/harrier-sec/harrier/internal/confval"
 )
@@ -68,6 +70,18 @@ type Config struct {
 	CAFile   string `json:"caFile,omitempty"`
 	CertFile string `json:"certFile,omitempty"`
 	KeyFile  string `json:"keyFile,omitempty"`
+	// CAKeyFile is the CA's private key. Set, it turns enrollment on: the
+	// backend signs agents' certificate requests (POST /api/v1/enroll and
+	// /api/v1/renew). Unset (the default), the key stays off the backend
+	// and agents need certificates made by `harrier certs agent`.
+	CAKeyFile string `json:"caKeyFile,omitempty"`
+	// APITLS serves the API and web UI over HTTPS with CertFile/KeyFile
+	// (re-read when they change), and asks clients for an optional
+	// certificate from CAFile: that is how an agent renews. Enrollment
+	// needs it: tokens and requests must not travel in the clear.
+	APITLS bool `json:"apiTLS,omitempty"`
+	// Enroll tunes enrollment.
+	Enroll EnrollConfig `json:"enroll"`
 	// MaxEvents bounds the recent raw events kept for GET /api/v1/events.
 	MaxEvents int `json:"maxEvents,omitempty"`
 	// MaxPendingInventoryBytes bounds the inventory chunks kept while their
@@ -77,6 +91,24 @@ type Config struct {
 	// posture check.
 	VulnDB VulnDBConfig `json:"vulnDB"`
 }
+
+// EnrollConfig tunes how agents get their certificates from the backend.
+type EnrollConfig struct {
+	// CertValidity is the lifetime of the certificates the backend signs
+	// (default 24h); agents renew at two thirds of it.
+	CertValidity confval.Duration `json:"certValidity,omitempty"`
+	// ServiceAccount is the only service account ("namespace/name") whose
+	// pod-bound tokens may enroll (default <the backend's own
+	// namespace>/harrier-agent, or harrier/harrier-agent outside a pod).
+	ServiceAccount string `json:"serviceAccount,omitempty"`
+	// Kubeconfig points at the cluster whose API server reviews agents'
+	// service-account tokens; empty: the in-cluster configuration when the
+	// backend runs in a pod, else service-account enrollment is off.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+}
+
+// DefaultCertValidity is EnrollConfig.CertValidity's default.
+const DefaultCertValidity = 24 * time.Hour
 
 // VulnDBConfig points at the site's image scan reports.
 type VulnDBConfig struct {
@@ -106,6 +138,17 @@ func (c Config) Validate() error {
 	if c.MaxPendingInventoryBytes < 0 {
 		errs = append(errs, fmt.Errorf("maxPendingInventoryBytes %d: must not be negative", c.MaxPendingInventoryBytes))
 	}
+	if c.CAKeyFile != "" && !c.APITLS {
+		errs = append(errs, errors.New("caKeyFile turns enrollment on, which needs apiTLS: true (tokens and certificate requests must not travel in the clear, and renewal authenticates with the agent's certificate)"))
+	}
+	if c.Enroll.CertValidity < 0 {
+		errs = append(errs, fmt.Errorf("enroll.certValidity %v: must be positive", c.Enroll.CertValidity.Std()))
+	}
+	if sa := c.Enroll.ServiceAccount; sa != "" {
+		if ns, name, ok := strings.Cut(sa, "/"); !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			errs = append(errs, fmt.Errorf("enroll.serviceAccount %q: want namespace/name", sa))
+		}
+	}
 	switch c.VulnDB.MinSeverity {
 	case "", "low", "medium", "high", "critical":
 	default:
@@ -129,6 +172,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VulnDB.MinSeverity == "" {
 		c.VulnDB.MinSeverity = "high"
+	}
+	if c.Enroll.CertValidity == 0 {
+		c.Enroll.CertValidity = confval.Duration(DefaultCertValidity)
 	}
 	return c
 }

@@ -2,16 +2,19 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harrier-sec/harrier/backend/vulndb"
+	"github.com/harrier-sec/harrier/internal/httpsserve"
 	"github.com/harrier-sec/harrier/transport"
 )
 
@@ -23,6 +26,9 @@ type Service struct {
 	ingest *transport.Server
 	http   *http.Server
 	api    net.Listener
+	// identity holds revocations and, with the CA key, signs agents'
+	// certificates.
+	identity *Identity
 	// readyAfter, when set, holds /readyz at 503 until it is closed (see
 	// ReadyAfter).
 	readyAfter <-chan struct{}
@@ -50,21 +56,93 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("ingest TLS (make certificates with `harrier certs`, or set backend.caFile/certFile/keyFile): %w", err), st.Close())
 	}
-	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf}, NewSink(st), log)
+	identity, err := newIdentity(cfg, st, log)
+	if err != nil {
+		return nil, errors.Join(err, st.Close())
+	}
+	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf, Authorize: identity.Authorize}, NewSink(st), log)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("ingest: %w", err), st.Close())
+	}
+	identity.OnRevoke(func(agentID string) {
+		if n := ingest.Disconnect(agentID, "agent "+agentID+" is revoked"); n > 0 {
+			log.Info("revoked agent disconnected", "agent", agentID, "connections", n)
+		}
+	})
+	var apiTLS *tls.Config
+	if cfg.APITLS {
+		if apiTLS, err = newAPITLS(cfg, log); err != nil {
+			return nil, errors.Join(err, ingest.Close(), st.Close())
+		}
 	}
 	ln, err := net.Listen("tcp", cfg.APIAddr)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("API listen: %w", err), ingest.Close(), st.Close())
 	}
-	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln}
+	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity}
 	s.http = &http.Server{
-		Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready}, log),
+		Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity}, log),
 		ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig:         apiTLS,
 	}
 	return s, nil
 }
+
+// newIdentity loads revocations and, with backend.caKeyFile, the CA that
+// signs enrolled agents' certificates.
+func newIdentity(cfg Config, st *BadgerStore, log *slog.Logger) (*Identity, error) {
+	icfg := IdentityConfig{Validity: cfg.Enroll.CertValidity.Std(), ServiceAccount: cfg.Enroll.ServiceAccount}
+	if cfg.CAKeyFile != "" {
+		var err error
+		if icfg.CACert, err = os.ReadFile(cfg.CAFile); err != nil {
+			return nil, fmt.Errorf("enrollment CA certificate: %w", err)
+		}
+		if icfg.CAKey, err = os.ReadFile(cfg.CAKeyFile); err != nil {
+			return nil, fmt.Errorf("enrollment CA key (backend.caKeyFile): %w", err)
+		}
+		// Sign once now, so that a key that does not match the CA is an
+		// error at start, not at the first enrollment.
+		csr, _, err := transport.NewAgentCSR("check")
+		if err != nil {
+			return nil, err
+		}
+		if _, err := transport.SignAgentCSR(icfg.CACert, icfg.CAKey, csr, "check", time.Minute); err != nil {
+			return nil, fmt.Errorf("enrollment CA (backend.caFile, backend.caKeyFile): %w", err)
+		}
+		if icfg.ServiceAccount == "" {
+			icfg.ServiceAccount = DefaultServiceAccount()
+		}
+		reviewer, off, err := LoadKubeTokenReviewer(cfg.Enroll.Kubeconfig)
+		if err != nil {
+			return nil, fmt.Errorf("service-account enrollment (backend.enroll.kubeconfig): %w", err)
+		}
+		icfg.Reviewer, icfg.ReviewerOff = reviewer, off
+		log.Info("enrollment on", "certValidity", icfg.Validity, "serviceAccount", icfg.ServiceAccount, "serviceAccountTokens", reviewer != nil)
+	}
+	return NewIdentity(st, icfg, log)
+}
+
+// newAPITLS serves the API with the backend's certificate (re-read when it
+// changes) and accepts, without requiring, client certificates from the
+// agents' CA: only renewal asks for one; everything else keeps its bearer
+// token.
+func newAPITLS(cfg Config, log *slog.Logger) (*tls.Config, error) {
+	certs, err := httpsserve.LoadCertFiles(cfg.CertFile, cfg.KeyFile, log)
+	if err != nil {
+		return nil, fmt.Errorf("API TLS: %w", err)
+	}
+	pool, err := transport.LoadCAPool(cfg.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("API TLS: %w", err)
+	}
+	c := httpsserve.TLSConfig(certs.GetCertificate)
+	c.ClientAuth = tls.VerifyClientCertIfGiven
+	c.ClientCAs = pool
+	return c, nil
+}
+
+// Identity is the backend's enrollment and revocation state.
+func (s *Service) Identity() *Identity { return s.identity }
 
 // ReadyAfter makes /readyz answer 503 until ready is closed: a process that
 // embeds the backend is ready only when its other parts are. Call it before
@@ -103,7 +181,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		if err := s.http.Serve(s.api); !errors.Is(err, http.ErrServerClosed) {
+		serve := s.http.Serve
+		if s.http.TLSConfig != nil {
+			serve = func(l net.Listener) error { return s.http.ServeTLS(l, "", "") }
+		}
+		if err := serve(s.api); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("API: %w", err)
 		}
 		return nil
@@ -115,6 +197,10 @@ func (s *Service) Run(ctx context.Context) error {
 		defer stop()
 		return s.http.Shutdown(shut)
 	})
-	s.log.Info("backend running", "api", "http://"+s.api.Addr().String()+"/", "ingest", s.cfg.IngestAddr)
+	scheme := "http"
+	if s.http.TLSConfig != nil {
+		scheme = "https"
+	}
+	s.log.Info("backend running", "api", scheme+"://"+s.api.Addr().String()+"/", "ingest", s.cfg.IngestAddr)
 	return errors.Join(g.Wait(), s.store.Close())
 }

@@ -2,6 +2,8 @@ package simulate
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -18,6 +20,14 @@ import (
 type backendClient struct {
 	base, token string
 	http        *http.Client
+}
+
+func newBackendClient(base, token string, roots *x509.CertPool) backendClient {
+	c := &http.Client{Timeout: 5 * time.Second}
+	if roots != nil {
+		c.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}
+	}
+	return backendClient{base: strings.TrimSuffix(base, "/"), token: token, http: c}
 }
 
 // check fails with a clear message when no backend answers or the token is

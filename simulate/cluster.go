@@ -2,10 +2,10 @@ package simulate
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -38,6 +38,9 @@ type ClusterOptions struct {
 	Scenarios []Scenario
 	// APIURL and Token reach the backend the alerts are read from.
 	APIURL, Token string
+	// RootCAs, when set, is what an https:// APIURL's certificate must
+	// chain to (a backend with apiTLS, e.g. the Helm chart's).
+	RootCAs *x509.CertPool
 	// Timeout is how long each expected alert may take after its behaviour.
 	Timeout time.Duration
 	// Kube reaches the cluster's API server.
@@ -101,7 +104,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) (rep *Report, err error) 
 	if err != nil {
 		return nil, err
 	}
-	b := backendClient{base: strings.TrimSuffix(o.APIURL, "/"), token: o.Token, http: &http.Client{Timeout: 5 * time.Second}}
+	b := newBackendClient(o.APIURL, o.Token, o.RootCAs)
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}

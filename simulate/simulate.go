@@ -2,6 +2,7 @@ package simulate
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +22,9 @@ type Options struct {
 	Scenarios []Scenario
 	// APIURL and Token reach the backend the alerts are read from.
 	APIURL, Token string
+	// RootCAs, when set, is what an https:// APIURL's certificate must
+	// chain to (a backend with apiTLS, e.g. the Helm chart's).
+	RootCAs *x509.CertPool
 	// Timeout is how long each expected alert may take after its behaviour.
 	Timeout time.Duration
 	// Rootfs, when set, is a directory of tools laid over the busybox
@@ -76,7 +80,7 @@ func RunLocal(ctx context.Context, o Options) (rep *Report, err error) {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
-	b := backendClient{base: strings.TrimSuffix(o.APIURL, "/"), token: o.Token, http: &http.Client{Timeout: 5 * time.Second}}
+	b := newBackendClient(o.APIURL, o.Token, o.RootCAs)
 	if err := b.check(ctx); err != nil {
 		return nil, err
 	}

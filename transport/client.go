@@ -224,7 +224,19 @@ func (c *Client) Run(ctx context.Context) error {
 		d := backoff(attempt, c.cfg.BackoffMin, c.cfg.BackoffMax, c.rnd)
 		attempt++
 		c.update(func(s *ClientStats) { s.LastError = err.Error() })
-		c.log.Warn("uplink down, reconnecting", "err", err, "delay", d)
+		appErr, remote := errors.AsType[*quic.ApplicationError](err)
+		remote = remote && appErr.Remote
+		switch {
+		case remote && appErr.ErrorCode == CodeForbidden:
+			// Revoked: say so plainly. The records stay in the spool and
+			// are delivered if the backend accepts this agent again.
+			c.log.Error("backend refuses this agent; records stay in the spool", "reason", appErr.ErrorMessage, "delay", d)
+		case remote && appErr.ErrorCode == CodeCertExpired:
+			// The routine end of a connection under a rotated certificate.
+			c.log.Info("client certificate of this connection expired; reconnecting with the current one", "delay", d)
+		default:
+			c.log.Warn("uplink down, reconnecting", "err", err, "delay", d)
+		}
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@
 package transport
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -116,6 +117,13 @@ func WriteFiles(dir, name string, certPEM, keyPEM []byte) error {
 	return writeFileAtomic(filepath.Join(dir, name+".key"), keyPEM, 0o600)
 }
 
+// WriteFileAtomic writes data to path through a temporary file in the same
+// directory, synced and renamed: a reader (or a crash) sees the old file or
+// the new one, never half of one, and a key is never readable by others.
+func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
+	return writeFileAtomic(path, data, mode)
+}
+
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 	// CreateTemp makes the file 0600, so the key is private from its first byte.
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
@@ -169,6 +177,23 @@ func baseTemplate(commonName string, validity time.Duration) (*x509.Certificate,
 }
 
 func issue(caCertPEM, caKeyPEM []byte, tmpl *x509.Certificate) (certPEM, keyPEM []byte, err error) {
+	caCert, caKey, err := loadCA(caCertPEM, caKeyPEM)
+	if err != nil {
+		return nil, nil, err
+	}
+	// A leaf must not outlive the CA that vouches for it.
+	if tmpl.NotAfter.After(caCert.NotAfter) {
+		tmpl.NotAfter = caCert.NotAfter
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	return sign(tmpl, caCert, &key.PublicKey, key, caKey)
+}
+
+// loadCA parses a CA pair and checks that the key is the certificate's.
+func loadCA(caCertPEM, caKeyPEM []byte) (*x509.Certificate, *ecdsa.PrivateKey, error) {
 	caCert, err := parseCertPEM(caCertPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA certificate: %w", err)
@@ -183,15 +208,108 @@ func issue(caCertPEM, caKeyPEM []byte, tmpl *x509.Certificate) (certPEM, keyPEM 
 	if !caKey.PublicKey.Equal(caCert.PublicKey) {
 		return nil, nil, errors.New("CA key does not match the CA certificate")
 	}
-	// A leaf must not outlive the CA that vouches for it.
-	if tmpl.NotAfter.After(caCert.NotAfter) {
-		tmpl.NotAfter = caCert.NotAfter
+	return caCert, caKey, nil
+}
+
+// maxCSRBytes bounds a PEM CSR from the network; an ECDSA P-256 request is
+// about 500 bytes.
+const maxCSRBytes = 16 << 10
+
+// NewAgentCSR makes an agent's private key (ECDSA P-256, PKCS#8 PEM) and a
+// certificate request for agentID, for enrollment: the key stays with the
+// agent, only the request travels. The signer decides the identity; the
+// request's names are a hint.
+func NewAgentCSR(agentID string) (csrPEM, keyPEM []byte, err error) {
+	if agentID != "" {
+		if err := validAgentID(agentID); err != nil {
+			return nil, nil, err
+		}
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, fmt.Errorf("generate key: %w", err)
 	}
-	return sign(tmpl, caCert, &key.PublicKey, key, caKey)
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: agentID, Organization: []string{"Harrier"}}}
+	if agentID != "" {
+		tmpl.URIs = []*url.URL{agentURI(agentID)}
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create certificate request: %w", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("marshal key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), nil
+}
+
+// ParseCSR decodes a PEM certificate request from an untrusted peer and
+// checks its self-signature, so that the requester holds the key. Only
+// ECDSA P-256 keys are accepted: what NewAgentCSR makes, and nothing the
+// transport's TLS 1.3 setup would have to think about.
+func ParseCSR(csrPEM []byte) (*x509.CertificateRequest, error) {
+	if len(csrPEM) > maxCSRBytes {
+		return nil, fmt.Errorf("certificate request is larger than %d bytes", maxCSRBytes)
+	}
+	block, rest := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, errors.New("no PEM CERTIFICATE REQUEST block")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, errors.New("data after the certificate request")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parse certificate request: %w", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("certificate request signature: %w", err)
+	}
+	pub, ok := csr.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, errors.New("certificate request key must be ECDSA P-256")
+	}
+	return csr, nil
+}
+
+// SignAgentCSR issues an agent's client certificate for the key in csrPEM,
+// naming agentID (the signer's decision: the names in the request are
+// ignored) with the same profile as IssueAgent: CommonName and URI SAN
+// harrier://agent/<id>, client authentication only. It is what the
+// backend's enrollment and renewal use.
+func SignAgentCSR(caCertPEM, caKeyPEM, csrPEM []byte, agentID string, validity time.Duration) (certPEM []byte, err error) {
+	if err := validAgentID(agentID); err != nil {
+		return nil, err
+	}
+	csr, err := ParseCSR(csrPEM)
+	if err != nil {
+		return nil, err
+	}
+	caCert, caKey, err := loadCA(caCertPEM, caKeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := baseTemplate(agentID, validity)
+	if err != nil {
+		return nil, err
+	}
+	// Short-lived certificates are renewed at two thirds of their life:
+	// backdating by the full skew allowance would eat that margin, so
+	// backdate by at most a tenth of the validity.
+	tmpl.NotBefore = tmpl.NotAfter.Add(-validity).Add(-min(clockSkew, validity/10))
+	if tmpl.NotAfter.After(caCert.NotAfter) {
+		tmpl.NotAfter = caCert.NotAfter
+	}
+	tmpl.URIs = []*url.URL{agentURI(agentID)}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, csr.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("create certificate: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 func sign(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, key, signer *ecdsa.PrivateKey) (certPEM, keyPEM []byte, err error) {

@@ -25,6 +25,12 @@ const (
 	CodeShutdown quic.ApplicationErrorCode = 0x1
 	// CodeUnauthenticated closes a connection whose certificate names no agent.
 	CodeUnauthenticated quic.ApplicationErrorCode = 0x2
+	// CodeForbidden closes a connection of an agent the backend refuses
+	// (revoked); the reason names it.
+	CodeForbidden quic.ApplicationErrorCode = 0x3
+	// CodeCertExpired closes a connection whose client certificate has
+	// expired: the agent reconnects with its renewed one.
+	CodeCertExpired quic.ApplicationErrorCode = 0x4
 
 	// CodeBadFrame cancels a stream whose frame could not be decoded.
 	CodeBadFrame quic.StreamErrorCode = 0x10
@@ -80,6 +86,11 @@ type ServerConfig struct {
 	// de-duplicates on (agent ID, seq), and it saves a round trip on every
 	// reconnect over a slow edge link.
 	Disable0RTT bool
+	// Authorize, when set, is asked after every handshake with the agent ID
+	// of the verified certificate; an error closes the connection with
+	// CodeForbidden and the error as the reason (a revoked agent). See also
+	// Server.Disconnect.
+	Authorize func(agentID string) error
 }
 
 // ServerStats are cumulative counters.
@@ -92,6 +103,8 @@ type ServerStats struct {
 	ZeroRTT         uint64 // authenticated connections resumed with 0-RTT
 	Unauthenticated uint64 // handshakes that failed, or certificates naming no agent
 	Refused         uint64 // batches whose agent_id differs from the certificate
+	Forbidden       uint64 // connections refused by Authorize or closed by Disconnect
+	Expired         uint64 // connections closed when their client certificate expired
 	StoreErrors     uint64 // batches the sink failed to store
 }
 
@@ -109,7 +122,11 @@ type Server struct {
 
 	connections, batches, heartbeats, records  atomic.Uint64
 	badFrames, unauthenticated, refused, store atomic.Uint64
-	zeroRTT                                    atomic.Uint64
+	zeroRTT, forbidden, expired                atomic.Uint64
+
+	// conns are the authenticated connections by agent ID, for Disconnect.
+	connMu sync.Mutex
+	conns  map[string]map[*quic.Conn]struct{}
 }
 
 // NewServer binds the UDP socket (so Addr is known at once) and returns a
@@ -182,7 +199,8 @@ func NewServer(cfg ServerConfig, sink Sink, log *slog.Logger) (*Server, error) {
 		codec.Close()
 		return nil, fmt.Errorf("quic listen %s: %w", cfg.Addr, err)
 	}
-	return &Server{cfg: cfg, sink: sink, log: log, codec: codec, udp: udp, tr: tr, ln: ln}, nil
+	return &Server{cfg: cfg, sink: sink, log: log, codec: codec, udp: udp, tr: tr, ln: ln,
+		conns: map[string]map[*quic.Conn]struct{}{}}, nil
 }
 
 // Addr is the bound UDP address.
@@ -199,6 +217,8 @@ func (s *Server) Stats() ServerStats {
 		ZeroRTT:         s.zeroRTT.Load(),
 		Unauthenticated: s.unauthenticated.Load(),
 		Refused:         s.refused.Load(),
+		Forbidden:       s.forbidden.Load(),
+		Expired:         s.expired.Load(),
 		StoreErrors:     s.store.Load(),
 	}
 }
@@ -273,6 +293,26 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 		return
 	}
 	log := s.log.With("agent", id, "remote", remote)
+	if s.cfg.Authorize != nil {
+		if err := s.cfg.Authorize(id); err != nil {
+			s.forbidden.Add(1)
+			log.Warn("agent refused", "err", err)
+			_ = conn.CloseWithError(CodeForbidden, err.Error())
+			return
+		}
+	}
+	s.track(id, conn, true)
+	defer s.track(id, conn, false)
+	// The certificate vouches for the connection only while it is valid: at
+	// its expiry the connection is closed and the agent reconnects with the
+	// certificate it has renewed meanwhile (or enrolls again).
+	if chains := conn.ConnectionState().TLS.VerifiedChains; len(chains) > 0 {
+		expiry := time.AfterFunc(time.Until(chains[0][0].NotAfter), func() {
+			s.expired.Add(1)
+			_ = conn.CloseWithError(CodeCertExpired, "client certificate expired")
+		})
+		defer expiry.Stop()
+	}
 	used0RTT := conn.ConnectionState().Used0RTT
 	if used0RTT {
 		s.zeroRTT.Add(1)
@@ -294,6 +334,40 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 			return nil
 		})
 	}
+}
+
+func (s *Server) track(id string, conn *quic.Conn, add bool) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if add {
+		if s.conns[id] == nil {
+			s.conns[id] = map[*quic.Conn]struct{}{}
+		}
+		s.conns[id][conn] = struct{}{}
+		return
+	}
+	delete(s.conns[id], conn)
+	if len(s.conns[id]) == 0 {
+		delete(s.conns, id)
+	}
+}
+
+// Disconnect closes every live connection of agentID with CodeForbidden and
+// reason, and returns how many there were: revoking an agent takes effect
+// at once, not at its next reconnect. Batches in flight are not acked, so
+// the agent keeps them.
+func (s *Server) Disconnect(agentID, reason string) int {
+	s.connMu.Lock()
+	conns := make([]*quic.Conn, 0, len(s.conns[agentID]))
+	for c := range s.conns[agentID] {
+		conns = append(conns, c)
+	}
+	s.connMu.Unlock()
+	for _, c := range conns {
+		s.forbidden.Add(1)
+		_ = c.CloseWithError(CodeForbidden, reason)
+	}
+	return len(conns)
 }
 
 func (s *Server) handleStream(ctx context.Context, str *quic.Stream, id string, log *slog.Logger) {

@@ -47,6 +47,19 @@ func ClientTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error
 	if err != nil {
 		return nil, fmt.Errorf("load agent key pair: %w", err)
 	}
+	c, err := ClientTLSWith(nil, caFile, serverName)
+	if err != nil {
+		return nil, err
+	}
+	c.Certificates = []tls.Certificate{cert}
+	return c, nil
+}
+
+// ClientTLSWith is ClientTLS with the client certificate from getCert,
+// asked on every handshake: a certificate renewed on disk (see
+// httpsserve.CertFiles.GetClientCertificate) is used from the next
+// connection on, without a restart.
+func ClientTLSWith(getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error), caFile, serverName string) (*tls.Config, error) {
 	pool, err := loadCAPool(caFile)
 	if err != nil {
 		return nil, err
@@ -55,14 +68,17 @@ func ClientTLS(certFile, keyFile, caFile, serverName string) (*tls.Config, error
 		return nil, errors.New("server name is empty")
 	}
 	return &tls.Config{
-		Certificates:       []tls.Certificate{cert},
-		RootCAs:            pool,
-		ServerName:         serverName,
-		MinVersion:         tls.VersionTLS13,
-		NextProtos:         []string{ALPN},
-		ClientSessionCache: tls.NewLRUClientSessionCache(sessionCacheSize),
+		GetClientCertificate: getCert,
+		RootCAs:              pool,
+		ServerName:           serverName,
+		MinVersion:           tls.VersionTLS13,
+		NextProtos:           []string{ALPN},
+		ClientSessionCache:   tls.NewLRUClientSessionCache(sessionCacheSize),
 	}, nil
 }
+
+// LoadCAPool reads a PEM bundle of CA certificates.
+func LoadCAPool(caFile string) (*x509.CertPool, error) { return loadCAPool(caFile) }
 
 func loadCAPool(caFile string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(caFile)
@@ -76,15 +92,21 @@ func loadCAPool(caFile string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// AgentID returns the agent ID of the verified peer certificate: the
-// harrier://agent/<id> URI SAN, or the CommonName when the certificate has
-// no such URI (a site PKI may not add it). When both are present they must
-// agree. Unverified certificates are refused.
+// AgentID returns the agent ID of the verified peer certificate (see
+// CertAgentID). Unverified certificates are refused.
 func AgentID(state tls.ConnectionState) (string, error) {
 	if len(state.VerifiedChains) == 0 || len(state.VerifiedChains[0]) == 0 {
 		return "", errors.New("peer certificate was not verified")
 	}
-	leaf := state.VerifiedChains[0][0]
+	return CertAgentID(state.VerifiedChains[0][0])
+}
+
+// CertAgentID returns the agent ID a certificate names: the
+// harrier://agent/<id> URI SAN, or the CommonName when the certificate has
+// no such URI (a site PKI may not add it). When both are present they must
+// agree. It does not verify the certificate: AgentID is the check for a
+// peer; an agent uses this on its own certificate.
+func CertAgentID(leaf *x509.Certificate) (string, error) {
 	cn := leaf.Subject.CommonName
 	id := ""
 	for _, u := range leaf.URIs {
@@ -107,3 +129,25 @@ func AgentID(state tls.ConnectionState) (string, error) {
 	}
 	return id, nil
 }
+
+// CertFileAgentID reads the first certificate of a PEM file and returns it
+// with the agent ID it names.
+func CertFileAgentID(certFile string) (string, *x509.Certificate, error) {
+	b, err := os.ReadFile(certFile)
+	if err != nil {
+		return "", nil, err
+	}
+	cert, err := parseCertPEM(b)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", certFile, err)
+	}
+	id, err := CertAgentID(cert)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", certFile, err)
+	}
+	return id, cert, nil
+}
+
+// ValidAgentID reports whether id may name an agent (letters, digits, '-',
+// '_' and '.', at most 128 bytes): the backend checks requested IDs with it.
+func ValidAgentID(id string) error { return validAgentID(id) }

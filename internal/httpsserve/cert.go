@@ -2,6 +2,7 @@ package httpsserve
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"os"
@@ -58,13 +59,13 @@ func (c *CertFiles) load() error {
 	for i, p := range []string{c.certFile, c.keyFile} {
 		st, err := stampOf(p)
 		if err != nil {
-			return fmt.Errorf("serving certificate: %w", err)
+			return fmt.Errorf("certificate: %w", err)
 		}
 		stamp[i] = st
 	}
 	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 	if err != nil {
-		return fmt.Errorf("serving certificate: %w", err)
+		return fmt.Errorf("certificate: %w", err)
 	}
 	c.cert, c.stamp, c.checked = &cert, stamp, time.Now()
 	return nil
@@ -82,12 +83,34 @@ func (c *CertFiles) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, erro
 		st, err := stampOf(p)
 		if err != nil || st != c.stamp[i] {
 			if err := c.load(); err != nil {
-				c.log.Warn("keeping the previous serving certificate", "certFile", c.certFile, "error", err)
+				c.log.Warn("keeping the previous certificate", "certFile", c.certFile, "error", err)
 			} else {
-				c.log.Info("serving certificate reloaded", "certFile", c.certFile)
+				c.log.Info("certificate reloaded", "certFile", c.certFile)
 			}
 			break
 		}
 	}
 	return c.cert, nil
+}
+
+// GetClientCertificate is tls.Config's GetClientCertificate: the same
+// re-read pair presented as a client certificate (the agent's uplink, whose
+// certificate is renewed on disk).
+func (c *CertFiles) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return c.GetCertificate(nil)
+}
+
+// Reload re-reads the pair now, for a writer that has just replaced it and
+// must not wait for CheckInterval. On error the previous pair is kept.
+func (c *CertFiles) Reload() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.load()
+}
+
+// Leaf is the parsed certificate in use.
+func (c *CertFiles) Leaf() *x509.Certificate {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cert.Leaf
 }

@@ -331,7 +331,8 @@ func TestOtherConfigMapsLoad(t *testing.T) {
 // TestRBACLeastPrivilege: the agent reads pods, nodes and namespaces,
 // manages its leader Lease in its namespace, and may read and delete its own
 // admission webhook object (by name, so that turning the guard off removes
-// it); the backend manages leases in its namespace. Nothing else.
+// it); the backend manages leases in its namespace and creates
+// TokenReviews (enrollment). Nothing else.
 func TestRBACLeastPrivilege(t *testing.T) {
 	objs := decode(t, nil)
 	type rule struct{ role, group, resource, verbs string }
@@ -373,6 +374,8 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		{"ClusterRole/harrier-agent", "rbac.authorization.k8s.io", "rolebindings", "list"},
 		{"ClusterRole/harrier-agent", "rbac.authorization.k8s.io", "clusterrolebindings", "list"},
 		{"ClusterRole/harrier-agent", "admissionregistration.k8s.io", "validatingwebhookconfigurations", "get,delete"},
+		// Enrollment: the backend reviews agents' service-account tokens.
+		{"ClusterRole/harrier-backend-tokenreview", "authentication.k8s.io", "tokenreviews", "create"},
 		{"Role/harrier-agent", "coordination.k8s.io", "leases", "get,create,update"},
 		{"Role/harrier-backend", "coordination.k8s.io", "leases", "get,create,update"},
 	}

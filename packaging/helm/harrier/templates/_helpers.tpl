@@ -22,3 +22,13 @@ harrier-backend.{{ .Release.Namespace }}.svc
 https://{{ .Values.auditWebhook.clusterIP | default (printf "harrier-audit.%s.svc" .Release.Namespace) }}:{{ .Values.auditWebhook.port }}/
 {{- end -}}
 {{- end }}
+
+{{/* Whether agents enroll: no per-node Secret, enrollment on. */}}
+{{- define "harrier.agentEnrolls" -}}
+{{- if and (not .Values.agent.certsSecret) .Values.enrollment.enabled -}}true{{- end -}}
+{{- end }}
+
+{{/* The URL agents enroll at. */}}
+{{- define "harrier.enrollServer" -}}
+{{- .Values.enrollment.server | default (printf "https://%s:%v" (include "harrier.backendHost" .) .Values.backend.service.apiPort) | trimSuffix "/" -}}
+{{- end }}
