@@ -5,6 +5,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -35,7 +37,8 @@ type harrier struct {
 	cs         *kubernetes.Clientset
 	bundle     string   // the unpacked air-gapped bundle
 	env        []string // PATH with kubectl and helm, KUBECONFIG, CONTAINERD_ADDRESS
-	api        string   // the backend's API, through its Service address
+	api        string   // the backend's API, through kubectl port-forward
+	client     *http.Client
 	token      string
 	node       string
 }
@@ -52,7 +55,7 @@ func testHarrierInCluster(t *testing.T, kubeconfig string) {
 		name string
 		run  func(ctx context.Context, t *testing.T)
 	}{
-		{"install", func(ctx context.Context, st *testing.T) { h = installHarrier(st, kubeconfig, work) }},
+		{"install", func(ctx context.Context, st *testing.T) { h = installHarrier(st, t.Context(), kubeconfig, work) }},
 		{"agent-cgroup", func(ctx context.Context, t *testing.T) { checkAgentCgroup(ctx, t, h) }},
 		{"quiet", func(ctx context.Context, t *testing.T) { testQuiet(ctx, t, h) }},
 		{"pod-context", func(ctx context.Context, t *testing.T) { testPodContext(ctx, t, h) }},
@@ -127,7 +130,7 @@ func makeVersion(t *testing.T) string {
 // installHarrier builds the bundle, unpacks it and runs the README's install
 // blocks as an operator would, then restarts the API server with the audit
 // webhook configuration they placed.
-func installHarrier(t *testing.T, kubeconfig, work string) *harrier {
+func installHarrier(t *testing.T, life context.Context, kubeconfig, work string) *harrier {
 	h := &harrier{kubeconfig: kubeconfig}
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {
@@ -199,17 +202,41 @@ func installHarrier(t *testing.T, kubeconfig, work string) *harrier {
 	})
 	time.Sleep(15 * time.Second)
 
-	svc, err := h.cs.CoreV1().Services(ns).Get(t.Context(), "harrier-backend", metav1.GetOptions{})
+	// The API as the README says an operator reaches it: port-forward to
+	// localhost, verified against Harrier's CA.
+	caPEM, err := os.ReadFile(filepath.Join(h.bundle, "pki", "ca.crt"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.api = "http://" + svc.Spec.ClusterIP + ":9470"
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	h.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	h.api = "https://localhost:" + apiForwardPort
+	go h.portForward(life)
 	sec, err := h.cs.CoreV1().Secrets(ns).Get(t.Context(), "harrier-api-token", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.token = strings.TrimSpace(string(sec.Data["api-token"]))
 	return h
+}
+
+// apiForwardPort is where the test forwards the backend's API to.
+const apiForwardPort = "19470"
+
+// portForward keeps `kubectl port-forward` to the backend's Service running
+// until life ends: it exits when its pod goes (the outage test deletes it),
+// and is started again.
+func (h *harrier) portForward(life context.Context) {
+	for life.Err() == nil {
+		cmd := exec.CommandContext(life, filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig="+h.kubeconfig,
+			"-n", ns, "port-forward", "svc/harrier-backend", apiForwardPort+":9470")
+		_ = cmd.Run()
+		select {
+		case <-life.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // sh runs script with bash in the unpacked bundle, as the operator would.
@@ -253,7 +280,7 @@ func (h *harrier) get(ctx context.Context, path string, q url.Values, into any) 
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+h.token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		return err
 	}
@@ -584,31 +611,43 @@ kubectl -n harrier rollout status deployment/harrier-backend --timeout=3m`)
 }
 
 // testInventory: the leader's inventory of the real objects reaches the
-// backend: this node, the agent's own pod, the chart's RBAC, and the
-// kubelet's configuration file read for the kubelet checks.
+// backend: this node, the agent's own pod, the chart's RBAC and workloads,
+// and CoreDNS.
 func testInventory(ctx context.Context, t *testing.T, h *harrier) {
-	want := map[string]string{
-		"Node":               h.node,
-		"Pod":                "harrier-agent-",
-		"ClusterRole":        "harrier-agent",
-		"ClusterRoleBinding": "harrier-agent",
-		"DaemonSet":          "harrier-agent",
-		"Deployment":         "coredns",
-		"Service":            "harrier-backend",
+	want := []struct{ kind, name string }{
+		{"Node", h.node},
+		{"Pod", "harrier-agent-"},
+		{"Pod", "harrier-backend-"},
+		{"ClusterRole", "harrier-agent"},
+		{"ClusterRoleBinding", "harrier-agent"},
+		{"DaemonSet", "harrier-agent"},
+		{"Deployment", "coredns"},
+		{"Service", "harrier-backend"},
+		{"ServiceAccount", "harrier-agent"},
 	}
-	poll(ctx, t, "the inventory of the real objects", func() (bool, error) {
-		var inv map[string]any
-		if err := h.get(ctx, "/api/v1/inventory", url.Values{}, &inv); err != nil {
-			return false, err
-		}
-		raw, _ := json.Marshal(inv)
-		for kind, name := range want {
-			if !bytes.Contains(raw, []byte(`"`+kind+`"`)) || !bytes.Contains(raw, []byte(name)) {
-				return false, fmt.Errorf("inventory lacks %s %s", kind, name)
+	for _, w := range want {
+		poll(ctx, t, "inventory item "+w.kind+" "+w.name, func() (bool, error) {
+			var inv struct {
+				Items []struct {
+					Item struct {
+						Object struct {
+							Kind string `json:"kind"`
+							Name string `json:"name"`
+						} `json:"object"`
+					} `json:"item"`
+				} `json:"items"`
 			}
-		}
-		return true, nil
-	})
+			if err := h.get(ctx, "/api/v1/inventory", url.Values{"kind": {w.kind}, "limit": {"1000"}}, &inv); err != nil {
+				return false, err
+			}
+			for _, it := range inv.Items {
+				if it.Item.Object.Kind == w.kind && strings.HasPrefix(it.Item.Object.Name, w.name) {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+	}
 }
 
 // testUninstall: helm uninstall removes every object of the chart — the
@@ -700,7 +739,7 @@ func (h *harrier) backendCounters(ctx context.Context) (records, duplicates floa
 		return 0, 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+h.token)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := h.client.Do(req)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -740,7 +779,7 @@ func testSimulateWithOutage(ctx context.Context, t *testing.T, h *harrier) {
 	}
 	image := busybox + ":" + busyboxTag(t)
 	cmd := exec.CommandContext(ctx, filepath.Join(h.bundle, "bin", "linux-amd64", "harrier"), "simulate",
-		"--kubeconfig", h.kubeconfig, "--api", h.api, "--token-file", tokenFile, "--image", image,
+		"--kubeconfig", h.kubeconfig, "--api", h.api, "--ca-file", filepath.Join(h.bundle, "pki", "ca.crt"), "--token-file", tokenFile, "--image", image,
 		"--harrier-image", "docker.io/harrier-sec/harrier:"+makeVersion(t), "--timeout", "90s", "--json")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
