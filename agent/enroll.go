@@ -132,9 +132,14 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-// clientCert presents the certificate on disk, or none (enrollment needs
-// none).
+// clientCert presents the certificate on disk when it is usable, or none
+// (enrollment needs none). One from another CA or expired (a node whose
+// site made a new CA, a disk that outlived its agent) would fail the
+// handshake before the backend could say anything, so it is not shown.
 func (e *Enroller) clientCert(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	if _, err := e.Current(); err != nil {
+		return &tls.Certificate{}, nil
+	}
 	c, err := tls.LoadX509KeyPair(e.certFile, e.keyFile)
 	if err != nil {
 		return &tls.Certificate{}, nil

@@ -132,11 +132,35 @@ func TestEnrollAndRotate(t *testing.T) {
 	}()
 	g.Go(func() error { return svc.Run(ctx) })
 
+	// A certificate left on the node by another CA (the site made a new
+	// one; the disk outlived the agent): not presented, and replaced.
+	stale := filepath.Join(dir, "stale-pki")
+	if _, _, err := transport.InitCA(stale); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueAgentCert(stale, "node-a", "agent"); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct{ from, to string }{{"agent.crt", up.CertFile}, {"agent.key", up.KeyFile}} {
+		b, err := os.ReadFile(filepath.Join(stale, f.from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Records pile up before the agent has a certificate: nothing is lost.
 	src := &growingSource{}
 	src.add(100)
 	if err := enroller.Ensure(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if leaf, err := enroller.Current(); err != nil {
+		t.Fatalf("after enrolling over another CA's certificate: %v", err)
+	} else if leaf.Issuer.CommonName == "" {
+		t.Fatal("enrolled certificate has no issuer")
 	}
 	certs, err := httpsserve.LoadCertFiles(up.CertFile, up.KeyFile, log)
 	if err != nil {

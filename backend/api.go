@@ -419,7 +419,7 @@ type agentJSON struct {
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
 	// Enrollment is how the agent got its certificate from the backend
 	// (absent for certificates made by hand).
-	Enrollment *Enrollment `json:"Enrollment,omitempty"`
+	Enrollment *Enrollment `json:"enrollment,omitempty"`
 }
 
 func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {

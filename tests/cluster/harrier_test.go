@@ -57,6 +57,7 @@ func testHarrierInCluster(t *testing.T, kubeconfig string) {
 	}{
 		{"install", func(ctx context.Context, st *testing.T) { h = installHarrier(st, t.Context(), kubeconfig, work) }},
 		{"agent-cgroup", func(ctx context.Context, t *testing.T) { checkAgentCgroup(ctx, t, h) }},
+		{"enrollment", func(ctx context.Context, t *testing.T) { testEnrollment(ctx, t, h) }},
 		{"quiet", func(ctx context.Context, t *testing.T) { testQuiet(ctx, t, h) }},
 		{"pod-context", func(ctx context.Context, t *testing.T) { testPodContext(ctx, t, h) }},
 		{"inventory", func(ctx context.Context, t *testing.T) { testInventory(ctx, t, h) }},
@@ -1075,4 +1076,120 @@ spec:` + strings.TrimPrefix(strings.ReplaceAll(spec("echo starting; sleep 5; exi
 	}
 	t.Logf("%d alerts in all, %d above info during the quiet period", len(all), loud)
 	_ = h.cs.CoreV1().Namespaces().Delete(ctx, qns, metav1.DeleteOptions{})
+}
+
+// agentInfo is the part of /api/v1/agents the test reads.
+type agentInfo struct {
+	AgentID    string    `json:"agent_id"`
+	LastSeen   time.Time `json:"last_seen"`
+	Revoked    bool      `json:"revoked"`
+	Enrollment *struct {
+		Kind       string    `json:"kind"`
+		EnrolledAt time.Time `json:"enrolled_at"`
+		NotAfter   time.Time `json:"not_after"`
+	} `json:"enrollment"`
+}
+
+func (h *harrier) agentInfo(ctx context.Context) (agentInfo, error) {
+	var out struct {
+		Agents []agentInfo `json:"agents"`
+	}
+	if err := h.get(ctx, "/api/v1/agents", url.Values{}, &out); err != nil {
+		return agentInfo{}, err
+	}
+	for _, a := range out.Agents {
+		if a.AgentID == h.node {
+			return a, nil
+		}
+	}
+	return agentInfo{}, fmt.Errorf("backend lists no agent %s", h.node)
+}
+
+// markerPod starts a pod whose container runs the test-alert marker and
+// returns its container's ID once it runs.
+func (h *harrier) markerPod(ctx context.Context, t *testing.T, name string) string {
+	t.Helper()
+	image := busybox + ":" + busyboxTag(t)
+	_, err := h.cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "marker"}},
+		Spec: corev1.PodSpec{
+			TerminationGracePeriodSeconds: new(int64(1)),
+			Containers: []corev1.Container{{Name: "marker", Image: image, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"sh", "-c", "echo HARRIER-TEST-ALERT; exec sleep 3600"}}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pod *corev1.Pod
+	poll(ctx, t, "pod "+name+" Running", func() (bool, error) {
+		pod, err = h.cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		return err == nil && pod.Status.Phase == corev1.PodRunning && len(pod.Status.ContainerStatuses) == 1, err
+	})
+	return containerID(t, pod, "marker")
+}
+
+// testEnrollment: the agent got its identity by itself — a certificate
+// naming its node, from its service-account token — with no per-node
+// Secret; a node that (re)joins with nothing on disk enrolls on its own;
+// `harrier agents revoke` refuses it at once (what it sees meanwhile is
+// spooled) and `unrevoke` lets it deliver again.
+func testEnrollment(ctx context.Context, t *testing.T, h *harrier) {
+	a, err := h.agentInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Enrollment == nil || a.Enrollment.Kind != "serviceAccount" {
+		t.Fatalf("agent %s was not enrolled with its service-account token: %+v", h.node, a)
+	}
+	if _, err := h.cs.CoreV1().Secrets(ns).Get(ctx, "harrier-agent-certs", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a per-node agent Secret exists (err %v): enrollment should need none", err)
+	}
+	t.Logf("agent %s enrolled (%s), certificate until %s", h.node, a.Enrollment.Kind, a.Enrollment.NotAfter.Format(time.RFC3339))
+
+	// A node joining: nothing on its disk, a new agent pod.
+	joined := time.Now()
+	if err := os.RemoveAll("/var/lib/harrier/pki"); err != nil {
+		t.Fatal(err)
+	}
+	h.sh(t, "kubectl -n harrier delete pod -l app.kubernetes.io/component=agent --wait=true && "+
+		"kubectl -n harrier rollout status daemonset/harrier-agent --timeout=2m")
+	poll(ctx, t, "the new agent pod enrolled", func() (bool, error) {
+		a, err := h.agentInfo(ctx)
+		return err == nil && a.Enrollment != nil && a.Enrollment.EnrolledAt.After(joined.Add(-time.Second)), err
+	})
+	enrolled := time.Since(joined)
+	id := h.markerPod(ctx, t, "enroll-marker-1")
+	h.waitAlert(ctx, t, "an alert from the re-enrolled agent", url.Values{"detection": {"test-alert"}},
+		func(a alert) bool { return a.Container.ID == id })
+	t.Logf("node join (empty disk, new agent pod) → enrolled in %s, attached and delivering in %s",
+		enrolled.Round(100*time.Millisecond), time.Since(joined).Round(100*time.Millisecond))
+
+	// Revocation, with the CLI from the bundle as an operator would.
+	tokenFile := filepath.Join(h.bundle, "api-token")
+	if err := os.WriteFile(tokenFile, []byte(h.token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := "bin/linux-amd64/harrier agents %s " + h.node + " --api " + h.api + " --ca-file pki/ca.crt --token-file api-token"
+	h.sh(t, fmt.Sprintf(cli, "revoke"))
+	id = h.markerPod(ctx, t, "enroll-marker-2")
+	time.Sleep(10 * time.Second)
+	if as, err := h.alerts(ctx, url.Values{"detection": {"test-alert"}}); err == nil {
+		for _, a := range as {
+			if a.Container.ID == id {
+				t.Errorf("a revoked agent delivered an alert: %s", a.Raw)
+			}
+		}
+	}
+	if a, err := h.agentInfo(ctx); err != nil || !a.Revoked {
+		t.Errorf("agent %s not listed as revoked: %+v %v", h.node, a, err)
+	}
+	h.sh(t, fmt.Sprintf(cli, "unrevoke"))
+	start := time.Now()
+	h.waitAlert(ctx, t, "the alert spooled while revoked, after unrevoke", url.Values{"detection": {"test-alert"}},
+		func(a alert) bool { return a.Container.ID == id })
+	t.Logf("after unrevoke, the alert spooled while revoked arrived in %s", time.Since(start).Round(100*time.Millisecond))
+	for _, p := range []string{"enroll-marker-1", "enroll-marker-2"} {
+		_ = h.cs.CoreV1().Pods("default").Delete(ctx, p, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
+	}
 }

@@ -46,7 +46,9 @@ chain_pattern='^(KUBE-|CNI-|HARRIER-CLUSTER)'
 kubelet_sysctls="kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
 # Fixed places the kubelet (whatever --root-dir says) and containerd's shims
 # write to; down.sh removes those that did not exist before up.sh.
-fixed_dirs="/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd"
+# /var/lib/harrier is the chart's agent.spoolHostPath: the agent's spool,
+# baselines and enrolled certificate on the node.
+fixed_dirs="/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /run/containerd /var/lib/harrier"
 # containerd's state directory is the default one of a real node, so that
 # the chart's default (agent.containerdStateDir) finds the CRI bundles.
 # Other users of /run/containerd may have left things there: up.sh records

@@ -38,6 +38,10 @@ root="$(GO="$go" "$here/build.sh")"
 cache_paths
 
 trap 'echo "up.sh failed: logs in $dir/logs; make cluster-down (tests/cluster/down.sh) cleans up" >&2' ERR
+if [ -e /var/lib/harrier ]; then
+	echo "up.sh: /var/lib/harrier exists (Harrier installed or run on this machine?): the test cluster's agent keeps its data there (the chart's spoolHostPath); move it away first" >&2
+	exit 1
+fi
 if [ -S "$containerd_state/containerd.sock" ] && ctr --address "$containerd_state/containerd.sock" version >/dev/null 2>&1; then
 	echo "up.sh: a containerd is running on $containerd_state/containerd.sock; the test cluster's needs that state directory: stop it first" >&2
 	exit 1
