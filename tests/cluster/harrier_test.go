@@ -214,6 +214,10 @@ func installHarrier(t *testing.T, life context.Context, kubeconfig, work string)
 	h.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	h.api = "https://localhost:" + apiForwardPort
 	go h.portForward(life)
+	poll(t.Context(), t, "the backend's API through port-forward", func() (bool, error) {
+		var out map[string]any
+		return h.get(t.Context(), "/api/v1/agents", url.Values{}, &out) == nil, nil
+	})
 	sec, err := h.cs.CoreV1().Secrets(ns).Get(t.Context(), "harrier-api-token", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -558,6 +562,10 @@ func testAdmission(ctx context.Context, t *testing.T, h *harrier) {
 	if _, err := h.cs.CoreV1().Pods("default").Get(ctx, "audit-mode-pod", metav1.GetOptions{}); err != nil {
 		t.Errorf("audit mode: the privileged pod was not admitted: %v", err)
 	}
+	h.waitAlert(ctx, t, "the guard's admission-violation alert for audit-mode-pod",
+		url.Values{"detection": {"admission-violation"}}, func(a alert) bool {
+			return bytes.Contains(a.Raw, []byte("audit-mode-pod")) && bytes.Contains(a.Raw, []byte("pss-privileged"))
+		})
 	h.waitAlert(ctx, t, "the privileged-container alert of audit-mode-pod (from the API server's audit webhook)",
 		url.Values{"detection": {"privileged-container"}}, func(a alert) bool { return bytes.Contains(a.Raw, []byte("audit-mode-pod")) })
 
@@ -1135,11 +1143,13 @@ func (h *harrier) markerPod(ctx context.Context, t *testing.T, name string) stri
 // `harrier agents revoke` refuses it at once (what it sees meanwhile is
 // spooled) and `unrevoke` lets it deliver again.
 func testEnrollment(ctx context.Context, t *testing.T, h *harrier) {
-	a, err := h.agentInfo(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.Enrollment == nil || a.Enrollment.Kind != "serviceAccount" {
+	var a agentInfo
+	poll(ctx, t, "agent "+h.node+" enrolled", func() (bool, error) {
+		var err error
+		a, err = h.agentInfo(ctx)
+		return err == nil && a.Enrollment != nil, err
+	})
+	if a.Enrollment.Kind != "serviceAccount" {
 		t.Fatalf("agent %s was not enrolled with its service-account token: %+v", h.node, a)
 	}
 	if _, err := h.cs.CoreV1().Secrets(ns).Get(ctx, "harrier-agent-certs", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
