@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -294,6 +295,13 @@ func (e *Enroller) request(ctx context.Context, path string, body map[string]str
 	if err := checkAgentID(e.pinned, id, "the backend issued"); err != nil {
 		// Not retried: the configuration, not the backend, must change.
 		return fmt.Errorf("%w: %w", errPinned, err)
+	}
+	// A fresh node has the data directory (the chart's hostPath) but not
+	// its pki/ yet.
+	for _, f := range []string{e.keyFile, e.certFile} {
+		if err := os.MkdirAll(filepath.Dir(f), 0o700); err != nil {
+			return fmt.Errorf("certificate directory: %w", err)
+		}
 	}
 	// The key first: a crash between the two writes leaves a pair that does
 	// not match, which the next start treats as no certificate and enrolls.

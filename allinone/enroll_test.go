@@ -313,7 +313,9 @@ func TestServiceAccountEnrollAgent(t *testing.T) {
 			AgentID: pinned, CAFile: filepath.Join(pki, "ca.crt"), ServerName: "127.0.0.1",
 			Enroll: agent.EnrollConfig{Server: "https://" + svc.APIAddr().String(), TokenFile: tokenFile, Kind: agent.EnrollServiceAccount},
 		}}).Uplink
-		if err := os.MkdirAll(filepath.Dir(up.CertFile), 0o700); err != nil {
+		// Only the data directory, as on a fresh node (the chart's
+		// hostPath): the enroller makes pki/ itself.
+		if err := os.MkdirAll(filepath.Join(dir, name), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		e, err := agent.NewEnroller(up, "some-host-name", log.With("side", name))

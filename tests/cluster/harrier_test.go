@@ -591,7 +591,7 @@ func testAdmission(ctx context.Context, t *testing.T, h *harrier) {
 	t.Logf("deny mode: %s", msg)
 	if _, err := h.cs.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: "compliant-pod"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: image, ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}}},
 	}, metav1.CreateOptions{}); err != nil {
 		t.Errorf("deny mode refused a compliant pod: %v", err)
 	}
