@@ -214,15 +214,17 @@ func installHarrier(t *testing.T, life context.Context, kubeconfig, work string)
 	h.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 	h.api = "https://localhost:" + apiForwardPort
 	go h.portForward(life)
-	poll(t.Context(), t, "the backend's API through port-forward", func() (bool, error) {
-		var out map[string]any
-		return h.get(t.Context(), "/api/v1/agents", url.Values{}, &out) == nil, nil
-	})
 	sec, err := h.cs.CoreV1().Secrets(ns).Get(t.Context(), "harrier-api-token", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.token = strings.TrimSpace(string(sec.Data["api-token"]))
+	var last error
+	poll(t.Context(), t, "the backend's API through port-forward", func() (bool, error) {
+		var out map[string]any
+		last = h.get(t.Context(), "/api/v1/agents", url.Values{}, &out)
+		return last == nil, nil
+	})
 	return h
 }
 
