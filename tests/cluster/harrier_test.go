@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -37,7 +38,8 @@ type harrier struct {
 	cs         *kubernetes.Clientset
 	bundle     string   // the unpacked air-gapped bundle
 	env        []string // PATH with kubectl and helm, KUBECONFIG, CONTAINERD_ADDRESS
-	api        string   // the backend's API, through kubectl port-forward
+	api        string   // the backend's API (its Service address)
+	forwarded  string   // the same through kubectl port-forward, for the CLI
 	client     *http.Client
 	token      string
 	node       string
@@ -211,19 +213,38 @@ func installHarrier(t *testing.T, life context.Context, kubeconfig, work string)
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	h.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	h.api = "https://localhost:" + apiForwardPort
+	// The test's own reads go to the Service's address under the name the
+	// certificate carries (the host does not resolve cluster DNS), so they
+	// work while the API server is away; the CLI and the simulator use the
+	// port-forward an operator would.
+	svc, err := h.cs.CoreV1().Services(ns).Get(t.Context(), "harrier-backend", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const apiHost = "harrier-backend.harrier.svc:9470"
+	direct := net.JoinHostPort(svc.Spec.ClusterIP, "9470")
+	var dialer net.Dialer
+	h.client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if addr == apiHost {
+				addr = direct
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}}
+	h.api = "https://" + apiHost
+	h.forwarded = "https://localhost:" + apiForwardPort
 	go h.portForward(life)
 	sec, err := h.cs.CoreV1().Secrets(ns).Get(t.Context(), "harrier-api-token", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.token = strings.TrimSpace(string(sec.Data["api-token"]))
-	var last error
 	poll(t.Context(), t, "the backend's API through port-forward", func() (bool, error) {
 		var out map[string]any
-		last = h.get(t.Context(), "/api/v1/agents", url.Values{}, &out)
-		return last == nil, nil
+		err := h.get(t.Context(), "/api/v1/agents", url.Values{}, &out)
+		return err == nil, err
 	})
 	return h
 }
@@ -790,7 +811,7 @@ func testSimulateWithOutage(ctx context.Context, t *testing.T, h *harrier) {
 	}
 	image := busybox + ":" + busyboxTag(t)
 	cmd := exec.CommandContext(ctx, filepath.Join(h.bundle, "bin", "linux-amd64", "harrier"), "simulate",
-		"--kubeconfig", h.kubeconfig, "--api", h.api, "--ca-file", filepath.Join(h.bundle, "pki", "ca.crt"), "--token-file", tokenFile, "--image", image,
+		"--kubeconfig", h.kubeconfig, "--api", h.forwarded, "--ca-file", filepath.Join(h.bundle, "pki", "ca.crt"), "--token-file", tokenFile, "--image", image,
 		"--harrier-image", "docker.io/harrier-sec/harrier:"+makeVersion(t), "--timeout", "90s", "--json")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -1182,7 +1203,7 @@ func testEnrollment(ctx context.Context, t *testing.T, h *harrier) {
 	if err := os.WriteFile(tokenFile, []byte(h.token), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cli := "bin/linux-amd64/harrier agents %s " + h.node + " --api " + h.api + " --ca-file pki/ca.crt --token-file api-token"
+	cli := "bin/linux-amd64/harrier agents %s " + h.node + " --api " + h.forwarded + " --ca-file pki/ca.crt --token-file api-token"
 	h.sh(t, fmt.Sprintf(cli, "revoke"))
 	id = h.markerPod(ctx, t, "enroll-marker-2")
 	time.Sleep(10 * time.Second)
