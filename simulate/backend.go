@@ -127,6 +127,20 @@ func (w *watcher) poll(ctx context.Context) error {
 	return nil
 }
 
+// pollWaiting is poll for the waits of a running simulation: a backend
+// that does not answer (restarting, its pod rescheduled) is counted and
+// waited out, since the agents spool meanwhile; the report's notes say how
+// often. Only the first check of a run must find the backend up.
+func (w *watcher) pollWaiting(ctx context.Context) error {
+	if err := w.poll(ctx); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		w.pollErrors++
+	}
+	return nil
+}
+
 // find returns the first-seen alert of detection about victim, if any.
 func (w *watcher) find(victim string, detection api.DetectionID) (sighting, bool) {
 	for _, id := range w.order {

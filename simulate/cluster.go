@@ -176,11 +176,11 @@ func RunCluster(ctx context.Context, o ClusterOptions) (rep *Report, err error) 
 	}
 	pods = append(pods, attackerName)
 
-	if err := waitReady(ctx, k, ns, pods, o.ReadyTimeout, w.poll); err != nil {
+	if err := waitReady(ctx, k, ns, pods, o.ReadyTimeout, w.pollWaiting); err != nil {
 		return nil, err
 	}
 	o.Log.Info("pods ready", "namespace", ns, "pods", len(pods))
-	sent, done, err := followDriver(ctx, k, ns, o.DriverTimeout, w.poll, o.Log)
+	sent, done, err := followDriver(ctx, k, ns, o.DriverTimeout, w.pollWaiting, o.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +211,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) (rep *Report, err error) 
 		rep.Scenarios = append(rep.Scenarios, sr)
 	}
 	time.Sleep(time.Second)
-	if err := w.poll(ctx); err != nil {
+	if err := w.pollWaiting(ctx); err != nil {
 		return rep, err
 	}
 	explain(rep, w)

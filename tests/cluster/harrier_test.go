@@ -838,14 +838,35 @@ func testSimulateWithOutage(ctx context.Context, t *testing.T, h *harrier) {
 			}
 			return false
 		})
+		// Mid-play: the scenarios' first steps are on their way.
+		time.Sleep(5 * time.Second)
+		sel := metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=backend"}
+		old, err := h.cs.CoreV1().Pods(ns).List(ctx, sel)
+		if err != nil || len(old.Items) == 0 {
+			t.Errorf("the backend pod: %v", err)
+			return
+		}
 		down := time.Now()
-		if err := h.cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{},
-			metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=backend"}); err != nil {
+		if err := h.cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, sel); err != nil {
 			t.Errorf("delete the backend pod: %v", err)
 		}
 		_ = pollUntil(ctx, func() bool {
-			_, err := h.alerts(ctx, url.Values{"limit": {"1"}})
-			return err == nil
+			pods, err := h.cs.CoreV1().Pods(ns).List(ctx, sel)
+			if err != nil {
+				return false
+			}
+			for _, p := range pods.Items {
+				if p.Name == old.Items[0].Name {
+					continue
+				}
+				for _, c := range p.Status.Conditions {
+					if c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue {
+						_, err := h.alerts(ctx, url.Values{"limit": {"1"}})
+						return err == nil
+					}
+				}
+			}
+			return false
 		})
 		outage <- time.Since(down)
 	}()
