@@ -197,7 +197,7 @@ func setDetail(ev *api.Event, rec *record) error {
 		flags := uint32(rec.Num[1])
 		acc := flags & oAccMode
 		ev.Detail = &api.Event_FileOpen{FileOpen: &api.FileOpen{
-			Path:     api.Text(rec.Str[0]),
+			Path:     atomicWriterPath(api.Text(rec.Str[0])),
 			Flags:    int32(flags),
 			Read:     acc == 0 || acc == oRdwr,
 			Write:    acc == oWronly || acc == oRdwr,
@@ -208,7 +208,7 @@ func setDetail(ev *api.Event, rec *record) error {
 		}}
 	case kindFileUnlink:
 		ev.Detail = &api.Event_FileUnlink{FileUnlink: &api.FileUnlink{
-			Path:      api.Text(rec.Str[0]),
+			Path:      atomicWriterPath(api.Text(rec.Str[0])),
 			Directory: sc == scRmdir || (sc == scUnlinkat && rec.Num[1]&atRemDir != 0),
 			Result:    rec.Result,
 		}}
@@ -312,6 +312,48 @@ func dropDotSegments(p string) string {
 		return "/"
 	}
 	return b.String()
+}
+
+// atomicWriterPath gives a file of a Kubernetes Secret, ConfigMap or
+// projected volume the path its process opened. The kubelet's atomic writer
+// keeps the files in a directory named ..<UTC time>.<random> and links
+// <volume>/<name> → ..data/<name> → that directory; the kernel reports the
+// resolved path, /home/app/.aws/..2026_12_06_03_01_02.12345/credentials,
+// which no rule about /.aws/credentials (or a service-account token) would
+// recognise. The timestamped component is dropped.
+func atomicWriterPath(p string) string {
+	i := strings.Index(p, "/..")
+	if i < 0 {
+		return p
+	}
+	rest := p[i+3:]
+	end := strings.IndexByte(rest, '/')
+	if end < 0 || !isAtomicWriterStamp(rest[:end]) {
+		return p
+	}
+	return p[:i] + rest[end:]
+}
+
+// isAtomicWriterStamp reports whether s is 2006_01_02_15_04_05.<digits>.
+func isAtomicWriterStamp(s string) bool {
+	const layout = "dddd_dd_dd_dd_dd_dd."
+	if len(s) <= len(layout) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		want := byte('d')
+		if i < len(layout) {
+			want = layout[i]
+		}
+		switch {
+		case want == 'd' && c >= '0' && c <= '9':
+		case want != 'd' && c == want:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // stdioSocketSize is the size of struct stdio_sock in the C source.

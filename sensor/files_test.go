@@ -245,3 +245,22 @@ func TestHomeWatchPaths(t *testing.T) {
 		c.none(t, "open of "+p, opened(p))
 	}
 }
+
+func TestAtomicWriterPath(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"/home/app/.aws/..2026_12_06_03_01_02.1234567/credentials", "/home/app/.aws/credentials"},
+		{"/var/run/secrets/kubernetes.io/serviceaccount/..2026_01_31_23_59_59.9/token", "/var/run/secrets/kubernetes.io/serviceaccount/token"},
+		{"/home/app/.aws/credentials", "/home/app/.aws/credentials"},
+		{"/home/app/.aws/..data/credentials", "/home/app/.aws/..data/credentials"},
+		{"/home/app/..2026_12_06_03_01_02./x", "/home/app/..2026_12_06_03_01_02./x"},
+		{"/home/app/..2026_12_06_03_01_0x.12/x", "/home/app/..2026_12_06_03_01_0x.12/x"},
+		{"/tmp/..2026_12_06_03_01_02.12", "/tmp/..2026_12_06_03_01_02.12"},
+		{"/..", "/.."},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := atomicWriterPath(tt.in); got != tt.want {
+			t.Errorf("atomicWriterPath(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
