@@ -208,7 +208,12 @@ func victimPod(e clusterEnv, scenario string) *corev1.Pod {
 				PeriodSeconds: 1},
 			VolumeMounts: []corev1.VolumeMount{
 				{Name: "www", MountPath: "/www", ReadOnly: true},
-				{Name: "home", MountPath: "/home/app", ReadOnly: true},
+				// The credentials as sites mount a Secret: a directory at
+				// ~/.aws (the kernel reports its files under the kubelet's
+				// ..<time> directory, which the sensor drops again).
+				{Name: "home", MountPath: "/home/app"},
+				{Name: "aws", MountPath: "/home/app/.aws", ReadOnly: true},
+				{Name: "app-env", MountPath: "/home/app/app.env", SubPath: "app.env", ReadOnly: true},
 			},
 		}, {
 			Name: "fake-metadata-dns", Image: e.harrier,
@@ -221,9 +226,13 @@ func victimPod(e clusterEnv, scenario string) *corev1.Pod {
 			{Name: "www", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: "victim-www"},
 				Items:                []corev1.KeyToPath{{Key: "index.html", Path: "index.html"}, {Key: "ping", Path: "cgi-bin/ping", Mode: &exec}}}}},
-			{Name: "home", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			{Name: "home", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory, SizeLimit: new(resource.MustParse("1Mi"))}}},
+			{Name: "aws", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 				LocalObjectReference: corev1.LocalObjectReference{Name: "victim-home"},
-				Items:                []corev1.KeyToPath{{Key: "credentials", Path: ".aws/credentials", Mode: &secret}, {Key: "app.env", Path: "app.env"}}}}},
+				Items:                []corev1.KeyToPath{{Key: "credentials", Path: "credentials", Mode: &secret}}}}},
+			{Name: "app-env", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: "victim-home"},
+				Items:                []corev1.KeyToPath{{Key: "app.env", Path: "app.env"}}}}},
 		},
 	}}
 }

@@ -88,10 +88,12 @@ openssl_quiet req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days
 	-subj "/CN=harrier-test-cluster-ca" -addext basicConstraints=critical,CA:TRUE \
 	-addext keyUsage=critical,keyCertSign,cRLSign -keyout "$pki/ca.key" -out "$pki/ca.crt"
 # issue NAME CN [O] [SANs]
+# (KEY: newkey argument, default an EC P-256 key)
 issue() {
 	local name="$1" cn="$2" o="${3:-}" san="${4:-}" subj="/CN=$2"
 	[ -n "$o" ] && subj="/O=$o/CN=$cn"
-	openssl_quiet req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "$subj" \
+	# shellcheck disable=SC2086
+	openssl_quiet req -newkey ${KEY:-ec -pkeyopt ec_paramgen_curve:P-256} -nodes -subj "$subj" \
 		-keyout "$pki/$name.key" -out "$pki/$name.csr"
 	{
 		echo "basicConstraints=CA:FALSE"
@@ -102,7 +104,9 @@ issue() {
 		-days 30 -extfile "$pki/$name.ext" -out "$pki/$name.crt"
 	rm "$pki/$name.csr" "$pki/$name.ext"
 }
-issue apiserver kube-apiserver "" "IP:$node_ip,IP:10.96.0.1,IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+# RSA, as kubeadm makes it: busybox wget's TLS (the simulator's victims) does
+# not complete a handshake with an ECDSA server certificate.
+KEY=rsa:2048 issue apiserver kube-apiserver "" "IP:$node_ip,IP:10.96.0.1,IP:127.0.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 issue apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
 issue admin harrier-test-admin system:masters
 issue controller-manager system:kube-controller-manager
