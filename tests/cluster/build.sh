@@ -80,6 +80,13 @@ if [ ! -s "$busybox_tar" ]; then
 	for applet in $(/bin/busybox --list); do
 		[ "$applet" = busybox ] || ln -s busybox "$scratch/busybox/bin/$applet"
 	done
+	# busybox wget does https through `openssl s_client` when there is one;
+	# its own TLS client cannot complete a handshake with the Go API server
+	# (the simulator's recon step asks it with the pod's token).
+	for f in /usr/bin/openssl $(ldd /usr/bin/openssl | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}'); do
+		mkdir -p "$scratch/busybox$(dirname "$f")"
+		cp -L "$f" "$scratch/busybox$f"
+	done
 	printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$scratch/busybox/etc/passwd"
 	printf 'root:x:0:\nnobody:x:65534:\n' >"$scratch/busybox/etc/group"
 	"$tdir/clustertool" image -ref "$busybox_ref" -rootfs "$scratch/busybox" \

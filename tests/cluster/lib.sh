@@ -21,7 +21,8 @@ cache_paths() {
 	pause_ref="harrier.test/pause:$pause_hash"
 	pause_tar="$idir/pause-$pause_hash.tar"
 	busybox_ref="harrier.test/busybox:$busybox_version"
-	busybox_tar="$idir/busybox-$busybox_version.tar"
+	# With the host's openssl, which busybox wget uses for https (see build.sh).
+	busybox_tar="$idir/busybox-$busybox_version-openssl-$(dpkg-query -W -f='${Version}' openssl | tr -c 'A-Za-z0-9_.\n-' _).tar"
 	coredns_ref="harrier.test/coredns:$coredns_version"
 	coredns_tar="$idir/coredns-$coredns_version.tar"
 }
