@@ -736,8 +736,9 @@ func testUninstall(ctx context.Context, t *testing.T, h *harrier) {
 			switch {
 			case o == "persistentvolumeclaim/harrier-backend":
 				// Kept on purpose (helm.sh/resource-policy: keep).
-			case strings.HasPrefix(o, "secret/"), o == "configmap/kube-root-ca.crt", o == "serviceaccount/default":
-				// The operator's Secrets and the namespace's own objects.
+			case strings.HasPrefix(o, "secret/"), o == "configmap/harrier-ca", o == "configmap/kube-root-ca.crt", o == "serviceaccount/default":
+				// The operator's Secrets and CA ConfigMap (the README makes
+				// them before the chart) and the namespace's own objects.
 			default:
 				left = append(left, o)
 			}
@@ -819,6 +820,7 @@ func testSimulateWithOutage(ctx context.Context, t *testing.T, h *harrier) {
 		"--harrier-image", "docker.io/harrier-sec/harrier:"+makeVersion(t), "--timeout", "90s", "--json")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	before := h.agentUsage(ctx, t)
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -876,6 +878,7 @@ func testSimulateWithOutage(ctx context.Context, t *testing.T, h *harrier) {
 	}()
 
 	err := <-done
+	logUsage(t, "during the simulation", before, h.agentUsage(ctx, t))
 	t.Logf("harrier simulate --kubeconfig took %s; stderr:\n%s", time.Since(start).Round(time.Second), stderr.String())
 	select {
 	case d := <-outage:
