@@ -693,40 +693,18 @@ func testUninstall(ctx context.Context, t *testing.T, h *harrier) {
 	h.sh(t, "helm uninstall harrier -n harrier --wait --timeout 3m")
 	poll(ctx, t, "the chart's objects gone", func() (bool, error) {
 		var left []string
-		cl := func(kind string, names []string) {
-			for _, n := range names {
-				if strings.HasPrefix(n, "harrier") {
-					left = append(left, kind+"/"+n)
-				}
+		// The cluster-scoped objects: the chart's RBAC and the agents'
+		// admission registration.
+		global, err := exec.CommandContext(ctx, filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig="+h.kubeconfig,
+			"get", "validatingwebhookconfiguration,clusterrole,clusterrolebinding", "-o", "name").Output()
+		if err != nil {
+			return false, err
+		}
+		for _, o := range strings.Fields(string(global)) {
+			if _, name, _ := strings.Cut(o, "/"); strings.HasPrefix(name, "harrier") {
+				left = append(left, o)
 			}
 		}
-		vwcs, err := h.cs.AdmissionregistrationV1().ValidatingWebhookConfigurations().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		var names []string
-		for _, o := range vwcs.Items {
-			names = append(names, o.Name)
-		}
-		cl("validatingwebhookconfiguration", names)
-		crs, err := h.cs.RbacV1().ClusterRoles().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		names = nil
-		for _, o := range crs.Items {
-			names = append(names, o.Name)
-		}
-		cl("clusterrole", names)
-		crbs, err := h.cs.RbacV1().ClusterRoleBindings().List(ctx, metav1.ListOptions{})
-		if err != nil {
-			return false, err
-		}
-		names = nil
-		for _, o := range crbs.Items {
-			names = append(names, o.Name)
-		}
-		cl("clusterrolebinding", names)
 		out, err := exec.CommandContext(ctx, filepath.Join(kubetest.BinDir(), "kubectl"), "--kubeconfig="+h.kubeconfig,
 			"-n", ns, "get", "all,configmap,secret,serviceaccount,role,rolebinding,lease,pvc", "-o", "name").Output()
 		if err != nil {
