@@ -66,9 +66,15 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return err
 	}
-	sens, err := sensor.New(cfg.Sensor, log)
-	if err != nil {
-		return fmt.Errorf("start sensor: %w", err)
+	// The sensor's config was validated with the agent's: what fails now is
+	// this node (kernel, privileges), and the agent runs what it can.
+	var sens eventSource
+	if s, err := sensor.New(cfg.Sensor, log); err != nil {
+		log.Error("sensor unavailable on this node: no process, file or network events; "+
+			"Kubernetes audit, admission, posture, inventory and the uplink keep running", "error", err)
+		sens = newUnavailableSensor(err)
+	} else {
+		sens = s
 	}
 	defer sens.Close()
 	// Loading the programs parsed the kernel's BTF (tens of MiB, garbage

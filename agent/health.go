@@ -12,13 +12,12 @@ import (
 
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
-	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
 )
 
 // health is what the agent's heartbeats carry: its version, what the sensor
 // attached, drops per stage, spool depth and age, and its own CPU and RSS.
-func health(version, node string, started time.Time, s *sensor.Sensor, spool *store.Spool, as *analytics.Stats) *api.AgentHealth {
+func health(version, node string, started time.Time, s eventSource, spool *store.Spool, as *analytics.Stats) *api.AgentHealth {
 	st := s.Status()
 	h := &api.AgentHealth{Version: version, Kernel: st.Kernel, Node: node, Drops: map[string]uint64{}}
 	for _, p := range st.Probes {

@@ -17,7 +17,6 @@ import (
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/kube/admission"
 	"github.com/harrier-sec/harrier/kube/audit"
-	"github.com/harrier-sec/harrier/sensor"
 	"github.com/harrier-sec/harrier/store"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -28,7 +27,7 @@ const DefaultMetricsAddr = "127.0.0.1:9473"
 // pipelineCollector reads every stage's counters at scrape time, so the hot
 // paths keep their own cheap counters and nothing is double-counted.
 type pipelineCollector struct {
-	sensor    *sensor.Sensor
+	sensor    eventSource
 	queue     func() (depth, capacity int)
 	analytics *atomic.Pointer[analytics.Stats]
 	capped    *atomic.Uint64
@@ -37,7 +36,7 @@ type pipelineCollector struct {
 	descs     map[string]*prometheus.Desc
 }
 
-func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, sp *store.Spool, up interface{ Stats() transport.ClientStats }) *pipelineCollector {
+func newPipelineCollector(s eventSource, queue func() (int, int), as *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, sp *store.Spool, up interface{ Stats() transport.ClientStats }) *pipelineCollector {
 	c := &pipelineCollector{sensor: s, queue: queue, analytics: as, capped: capped, spool: sp, uplink: up, descs: map[string]*prometheus.Desc{}}
 	for _, d := range []struct {
 		name, help string
@@ -57,6 +56,7 @@ func newPipelineCollector(s *sensor.Sensor, queue func() (int, int), as *atomic.
 		{"harrier_sensor_queue_depth", "Events waiting in the sensor → analytics queue.", nil},
 		{"harrier_sensor_queue_capacity", "Capacity of the sensor → analytics queue.", nil},
 		{"harrier_analytics_events_total", "Events evaluated by the detection engine.", nil},
+		{"harrier_sensor_up", "1 while the sensor runs; 0 when this node cannot run it (the reason is in the log and the heartbeat).", nil},
 		{"harrier_analytics_matches_total", "Rule and detector matches (before de-duplication).", nil},
 		{"harrier_analytics_alerts_total", "New alerts raised.", nil},
 		{"harrier_analytics_alert_updates_total", "Updates of open alerts sent (count and last seen grew).", nil},
@@ -99,7 +99,13 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter, gauge := prometheus.CounterValue, prometheus.GaugeValue
 	depth, capacity := c.queue()
-	if st, err := c.sensor.Stats(); err == nil {
+	st, err := c.sensor.Stats()
+	up := 0.0
+	if _, down := c.sensor.(unavailableSensor); !down {
+		up = 1
+	}
+	emit("harrier_sensor_up", gauge, up)
+	if err == nil {
 		age := st.QueueHeadAge
 		if depth == 0 {
 			age = 0 // the sensor's last look is stale

@@ -235,6 +235,13 @@ func startAdmission(ctx context.Context, cfg Config, run func(string, func() err
 		return nil, nil
 	}
 	ac = ac.WithDefaults()
+	// A certificate the API server would refuse leaves every object
+	// admitted unchecked; say so here, where the operator looks, and keep
+	// the rest of the agent running.
+	if err := ac.VerifyServingCert(); err != nil {
+		log.Error("kube: admission guard not started; the API server admits without it (failurePolicy Ignore)", "error", err)
+		return nil, nil
+	}
 	srv, err := admission.NewServer(ac, admission.Options{
 		Checker: postureChecker{cluster: cfg.Analytics.Cluster, cfg: cfg.Kube.Posture},
 		OnViolation: func(f *api.Finding, req *admissionv1.AdmissionRequest) {

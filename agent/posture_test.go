@@ -24,6 +24,7 @@ import (
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/internal/testpki"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/kube/admission"
@@ -150,7 +151,7 @@ func TestNodePostureInHeartbeat(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nauthentication:\n  anonymous:\n    enabled: true\nreadOnlyPort: 10255\n")
+	write("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nprotectKernelDefaults: true\nauthentication:\n  anonymous:\n    enabled: true\nreadOnlyPort: 10255\n")
 	cfg := WithDefaults(Config{DataDir: dir, Kube: kube.Config{KubeletConfig: path, Node: "node-a"}})
 	cfg.Analytics.Cluster = "lab"
 	np := newNodePosture(cfg, slog.New(slog.DiscardHandler))
@@ -168,7 +169,7 @@ func TestNodePostureInHeartbeat(t *testing.T) {
 		t.Fatalf("findings %v", got)
 	}
 	// Fixed on disk: seen at the next check, not before.
-	write("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nreadOnlyPort: 10255\n")
+	write("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nprotectKernelDefaults: true\nreadOnlyPort: 10255\n")
 	if got := ids(np.Findings(t0.Add(time.Minute))); len(got) != 2 {
 		t.Fatalf("re-read before %v: %v", nodePostureEvery, got)
 	}
@@ -280,6 +281,27 @@ func TestAdmissionGuardWiring(t *testing.T) {
 	}
 	gcancel()
 	wg.Wait()
+
+	// A serving certificate the API server would refuse (another CA's):
+	// the guard does not start, the log says why, the agent goes on.
+	other, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := newWebhookFiles(t, other)
+	bad := cfg
+	bad.Kube.Admission.CertFile, bad.Kube.Admission.KeyFile = foreign.cert, foreign.key
+	var logs testenv.Buffer
+	bctx, bcancel := context.WithCancel(ctx)
+	if g, err := startAdmission(bctx, bad, run, nil, slog.New(slog.NewTextHandler(&logs, nil))); err != nil || g != nil {
+		t.Errorf("startAdmission with another CA's certificate: %v %v, want no guard and no error", g, err)
+	}
+	bcancel()
+	wg.Wait()
+	if out := logs.String(); !strings.Contains(out, "admission guard not started") || !strings.Contains(out, foreign.cert) ||
+		!strings.Contains(out, "unknown authority") {
+		t.Errorf("the log does not say why the guard did not start:\n%s", out)
+	}
 
 	// Turned off: the registration goes.
 	cfg.Kube.Admission.Enabled = false

@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,8 +15,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // makePod creates a pod bound to node whose status names containerID.
@@ -68,6 +71,30 @@ func TestPodsAPIServer(t *testing.T) {
 	if _, ok := pods.Index.Lookup("bbb", ""); ok {
 		t.Fatal("a pod of another node was indexed")
 	}
+
+	t.Run("refused credentials", func(t *testing.T) {
+		// A wrong token: the informer never syncs, and the agent's warning
+		// says the credentials were refused, not that nothing answered.
+		bad := rest.AnonymousClientConfig(srv.Config)
+		bad.BearerToken = "not-a-token"
+		source, err := NewPodSource(bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var logs testenv.Buffer
+		p, err := NewPods(source, "node-a", slog.New(slog.NewTextHandler(&logs, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bctx, bstop := context.WithCancel(ctx)
+		var bwg sync.WaitGroup
+		defer bwg.Wait()
+		defer bstop()
+		p.Start(bctx, 3*time.Second, func(_ string, f func() error) { bwg.Go(func() { _ = f() }) })
+		if out := logs.String(); !strings.Contains(out, "refused the credentials (401)") || !strings.Contains(out, "kube.kubeconfig") {
+			t.Errorf("warning does not say the credentials were refused:\n%s", out)
+		}
+	})
 
 	srv.StopAPIServer()
 	// Down means refusing connections. The informer's open watch notices

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -180,6 +182,8 @@ type Pods struct {
 	node  string
 	inf   cache.SharedIndexInformer
 	log   *slog.Logger
+	// lastErr is the informer's last list or watch error.
+	lastErr atomic.Pointer[error]
 }
 
 // PodSource lists and watches pods across namespaces; client-go's typed
@@ -259,7 +263,10 @@ func NewPods(pods PodSource, node string, log *slog.Logger) (*Pods, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
 	}
+	// The last error is kept to say why pod context is missing (refused
+	// credentials read differently from a server that is away).
 	if err := inf.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		p.lastErr.Store(&err)
 		log.Warn("kube: pod watch failed; keeping the last known pods and retrying", "node", node, "error", err)
 	}); err != nil {
 		return nil, fmt.Errorf("pod informer: %w", err)
@@ -386,6 +393,11 @@ func StartEnrichment(ctx context.Context, cfg Config, log *slog.Logger, run func
 	if pods == nil && state == nil {
 		return func(*api.Event) {}, nil, nil
 	}
+	if state != nil {
+		if err := state.Check(); err != nil {
+			log.Warn("kube: pod context while the API server is away is unavailable", "error", err)
+		}
+	}
 	var index *PodIndex
 	if pods != nil {
 		pods.Start(ctx, cfg.SyncTimeout.Std(), run)
@@ -438,6 +450,22 @@ func (p *Pods) Start(ctx context.Context, timeout time.Duration, run func(name s
 	if p.WaitSynced(ctx, timeout) {
 		p.log.Info("kube: pod context ready", "node", p.node, "pods", p.Index.Len())
 	} else {
-		p.log.Warn("kube: API server not answering; events carry no pod context until it does", "node", p.node, "waited", timeout)
+		p.log.Warn("kube: no pod list yet; events carry no pod context until it comes", "node", p.node, "waited", timeout,
+			"reason", p.notSyncedReason())
+	}
+}
+
+// notSyncedReason says, in words, why the first pod list has not come.
+func (p *Pods) notSyncedReason() string {
+	e := p.lastErr.Load()
+	switch {
+	case e == nil:
+		return "the API server has not answered"
+	case apierrors.IsUnauthorized(*e):
+		return "the API server refused the credentials (401): check kube.kubeconfig, or the service account token in a pod: " + (*e).Error()
+	case apierrors.IsForbidden(*e):
+		return "RBAC does not let this identity list pods (403): " + (*e).Error()
+	default:
+		return (*e).Error()
 	}
 }

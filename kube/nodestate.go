@@ -97,6 +97,31 @@ func NewNodeState(cfg NodeStateConfig) *NodeState {
 	return ns
 }
 
+// Check says whether this node has the state of a CRI runtime where ns
+// looks: containerd's k8s.io namespace or CRI-O's containers directory
+// (the agent's own pod puts one there on a Kubernetes node). Nil when one
+// exists; otherwise an error naming both places, so that a runtime with
+// its state elsewhere gets configured rather than silently unused.
+func (ns *NodeState) Check() error {
+	var why []error
+	for _, d := range []string{
+		filepath.Join(ns.containerdRoot, "io.containerd.runtime.v2.task", "k8s.io"),
+		filepath.Join(ns.crioRoot, "overlay-containers"),
+	} {
+		fi, err := os.Stat(d)
+		if err == nil && fi.IsDir() {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%s: not a directory", d)
+		}
+		why = append(why, err)
+	}
+	return fmt.Errorf("no container runtime state on this node (containerd's under %s, CRI-O's under %s; "+
+		"set kube.nodeState.containerdRoot or crioRoot, or the chart's agent.containerdStateDir): %w",
+		ns.containerdRoot, ns.crioRoot, errors.Join(why...))
+}
+
 // NodeStateStats counts lookups answered from disk and bundles that could
 // not be read.
 type NodeStateStats struct{ Found, Unreadable uint64 }

@@ -120,3 +120,27 @@ func FuzzParseBundleAnnotations(f *testing.F) {
 		}
 	})
 }
+
+func TestNodeStateCheck(t *testing.T) {
+	root := t.TempDir()
+	cfg := NodeStateConfig{ContainerdRoot: filepath.Join(root, "containerd"), CRIORoot: filepath.Join(root, "crio")}
+	err := NewNodeState(cfg).Check()
+	if err == nil || !strings.Contains(err.Error(), cfg.ContainerdRoot) || !strings.Contains(err.Error(), cfg.CRIORoot) ||
+		!strings.Contains(err.Error(), "containerdStateDir") {
+		t.Fatalf("no runtime state: %v, want both places and the setting to change", err)
+	}
+	for _, dir := range []string{
+		filepath.Join(cfg.ContainerdRoot, "io.containerd.runtime.v2.task", "k8s.io"),
+		filepath.Join(cfg.CRIORoot, "overlay-containers"),
+	} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := NewNodeState(cfg).Check(); err != nil {
+			t.Errorf("with %s: %v", dir, err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -10,6 +10,8 @@
 package admission
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
@@ -198,4 +200,52 @@ func (c Config) CABundle() ([]byte, error) {
 		return nil, fmt.Errorf("kube.admission.caFile: %w", err)
 	}
 	return b, nil
+}
+
+// VerifyServingCert checks what the API server will check when it calls the
+// guard: that CertFile is signed by CAFile (the registration's caBundle)
+// and names the host the registration points at. A mismatch would
+// otherwise show only as TLS errors in the API server's log, with every
+// object admitted unchecked (failurePolicy Ignore).
+func (c Config) VerifyServingCert() error {
+	caPEM, err := c.CABundle()
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return fmt.Errorf("kube.admission.caFile %s: no PEM certificate in it", c.CAFile)
+	}
+	pair, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return fmt.Errorf("kube.admission certFile/keyFile: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("kube.admission.certFile %s: %w", c.CertFile, err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range pair.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ic)
+		}
+	}
+	host := ""
+	switch {
+	case c.URL != "":
+		u, err := url.Parse(c.URL)
+		if err != nil {
+			return fmt.Errorf("kube.admission.url: %w", err)
+		}
+		host = u.Hostname()
+	case c.Service != nil:
+		// The name the API server verifies for a service reference.
+		host = c.Service.Name + "." + c.Service.Namespace + ".svc"
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+		return fmt.Errorf("kube.admission: the API server would refuse the serving certificate %s for %s with caBundle %s: %w",
+			c.CertFile, host, c.CAFile, err)
+	}
+	return nil
 }

@@ -189,3 +189,68 @@ func TestCertificateReload(t *testing.T) {
 		t.Fatalf("after a bad rotation serving %q, want the previous certificate", cn)
 	}
 }
+
+// TestVerifyServingCert: the checks the API server makes of the guard's
+// certificate, made by the agent before it registers.
+func TestVerifyServingCert(t *testing.T) {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	issue := func(name string, by *testpki.CA, req testpki.Cert) (cert, key string) {
+		kp, err := by.Issue(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return write(name+".crt", kp.CertPEM), write(name+".key", kp.KeyPEM)
+	}
+	svcName := "harrier-admission.harrier.svc"
+	good, goodKey := issue("good", ca, testpki.Cert{CommonName: "g", DNSNames: []string{svcName}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	foreign, foreignKey := issue("foreign", other, testpki.Cert{CommonName: "f", DNSNames: []string{svcName}, Server: true})
+	misnamed, misnamedKey := issue("misnamed", ca, testpki.Cert{CommonName: "m", DNSNames: []string{"elsewhere.harrier.svc"}, Server: true})
+	client, clientKey := issue("client", ca, testpki.Cert{CommonName: "c", DNSNames: []string{svcName}})
+	caFile := write("ca.crt", ca.PEM)
+	svc := &ServiceAddress{Namespace: "harrier", Name: "harrier-admission"}
+	tests := []struct {
+		name, cert, key, url string
+		want                 string // "" for no error
+	}{
+		{name: "service", cert: good, key: goodKey},
+		{name: "url", cert: good, key: goodKey, url: "https://127.0.0.1:9475/validate"},
+		{name: "another CA", cert: foreign, key: foreignKey, want: "unknown authority"},
+		{name: "another name", cert: misnamed, key: misnamedKey, want: svcName},
+		{name: "another address", cert: good, key: goodKey, url: "https://10.0.0.9:9475/validate", want: "10.0.0.9"},
+		{name: "client certificate", cert: client, key: clientKey, want: "usage"},
+		{name: "key of another certificate", cert: good, key: clientKey, want: "private key does not match"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := Config{CertFile: tc.cert, KeyFile: tc.key, CAFile: caFile, URL: tc.url}
+			if tc.url == "" {
+				c.Service = svc
+			}
+			err := c.VerifyServingCert()
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.cert) && !strings.Contains(err.Error(), "keyFile") {
+				t.Fatalf("error %v, want one naming the file and %q", err, tc.want)
+			}
+		})
+	}
+}

@@ -219,15 +219,16 @@ authorization:
   mode: AlwaysAllow
 readOnlyPort: 10255
 cgroupDriver: systemd
-`, want: []string{"kubelet-anonymous-auth[]", "kubelet-authz-always-allow[]", "kubelet-read-only-port[]"}},
+`, want: []string{"kubelet-anonymous-auth[]", "kubelet-authz-always-allow[]", "kubelet-kernel-defaults-unprotected[]", "kubelet-read-only-port[]"}},
 		{name: "secure", content: `apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 authentication: {anonymous: {enabled: false}}
 authorization: {mode: Webhook}
 readOnlyPort: 0
+protectKernelDefaults: true
 `},
-		{name: "defaults", content: "kind: KubeletConfiguration\nclusterDNS: [10.96.0.10]\n"},
-		{name: "json", content: `{"kind":"KubeletConfiguration","readOnlyPort":10255}`, want: []string{"kubelet-read-only-port[]"}},
+		{name: "defaults", content: "kind: KubeletConfiguration\nclusterDNS: [10.96.0.10]\n", want: []string{"kubelet-kernel-defaults-unprotected[]"}},
+		{name: "json", content: `{"kind":"KubeletConfiguration","readOnlyPort":10255,"protectKernelDefaults":true}`, want: []string{"kubelet-read-only-port[]"}},
 		{name: "other kind", content: "kind: Pod\n", wantErr: true},
 		{name: "empty", content: "\n", wantErr: true},
 		{name: "not yaml", content: "readOnlyPort: [\n", wantErr: true},
@@ -256,7 +257,7 @@ readOnlyPort: 0
 	if _, err := CheckKubeletConfig(dir, "c", "n", Config{}); err == nil {
 		t.Error("a directory is not a config file")
 	}
-	fs, err = CheckKubeletConfig(write("off.yaml", "kind: KubeletConfiguration\nreadOnlyPort: 10255\n"), "c", "n", Config{Disabled: []string{CheckKubeletReadOnly}})
+	fs, err = CheckKubeletConfig(write("off.yaml", "kind: KubeletConfiguration\nreadOnlyPort: 10255\n"), "c", "n", Config{Disabled: []string{CheckKubeletReadOnly, CheckKubeletKernelDefaults}})
 	if err != nil || len(fs) != 0 {
 		t.Errorf("disabled check: %v, %v", fs, err)
 	}
@@ -276,7 +277,7 @@ func FuzzParseKubeletConfig(f *testing.F) {
 			return
 		}
 		fs := KubeletFindings(s, "f", "c", "n", Config{})
-		if len(fs) > 3 {
+		if len(fs) > 4 {
 			t.Fatalf("%d findings", len(fs))
 		}
 	})

@@ -139,6 +139,9 @@ const (
 	CheckKubeletAnonymous  = "kubelet-anonymous-auth"
 	CheckKubeletReadOnly   = "kubelet-read-only-port"
 	CheckKubeletAuthz      = "kubelet-authz-always-allow"
+	// The kubelet tunes kernel settings (panic, overcommit) to its liking
+	// unless told to fail on a difference instead.
+	CheckKubeletKernelDefaults = "kubelet-kernel-defaults-unprotected"
 )
 
 const (
@@ -222,6 +225,8 @@ var checks = []Check{
 		"Set readOnlyPort: 0 in the kubelet configuration.", []string{"CIS 4.2.4"}, false},
 	{CheckKubeletAuthz, "Kubelet authorization AlwaysAllow", api.Severity_SEVERITY_CRITICAL, catNode,
 		"Set authorization.mode: Webhook in the kubelet configuration.", []string{"CIS 4.2.2"}, false},
+	{CheckKubeletKernelDefaults, "Kubelet may change the node's kernel settings", api.Severity_SEVERITY_LOW, catNode,
+		"Set protectKernelDefaults: true in the kubelet configuration, after setting the kernel parameters the kubelet expects (vm.overcommit_memory=1, kernel.panic=10, kernel.panic_on_oops=1).", []string{"CIS 4.2.6", "DISA STIG V-242434"}, false},
 }
 
 // Checks lists every check.

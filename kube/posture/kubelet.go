@@ -36,7 +36,8 @@ type KubeletSettings struct {
 	Authorization struct {
 		Mode string `json:"mode"`
 	} `json:"authorization"`
-	ReadOnlyPort *int32 `json:"readOnlyPort"`
+	ReadOnlyPort          *int32 `json:"readOnlyPort"`
+	ProtectKernelDefaults bool   `json:"protectKernelDefaults"`
 }
 
 // ParseKubeletConfig decodes a KubeletConfiguration (YAML or JSON). Fields
@@ -58,7 +59,8 @@ func ParseKubeletConfig(data []byte) (*KubeletSettings, error) {
 
 // CheckKubeletConfig reads the kubelet configuration file at path (""
 // means DefaultKubeletConfigPath) and reports anonymous authentication,
-// an open read-only port and AlwaysAllow authorization, as findings on
+// an open read-only port, AlwaysAllow authorization and kernel settings
+// the kubelet may change (protectKernelDefaults off), as findings on
 // node. A missing file is not an error (this node runs no kubelet, or
 // configures it by flags only): it yields no findings. Flags passed to
 // the kubelet override the file and are not seen here.
@@ -104,6 +106,9 @@ func KubeletFindings(s *KubeletSettings, source, cluster, node string, cfg Confi
 	}
 	if strings.EqualFold(s.Authorization.Mode, "AlwaysAllow") {
 		o.fail(CheckKubeletAuthz, "", source+": authorization.mode: AlwaysAllow", 0)
+	}
+	if !s.ProtectKernelDefaults {
+		o.fail(CheckKubeletKernelDefaults, "", source+": protectKernelDefaults is not true", 0)
 	}
 	o.flush()
 	return e.out

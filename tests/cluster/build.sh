@@ -6,11 +6,11 @@
 #   kube-<version>/      etcd's sibling: kube-apiserver, kubectl (../kubeapi/build.sh),
 #                        kube-controller-manager, kube-scheduler, kubelet, kube-proxy
 #                        (the same k8s.io/kubernetes module, ../kubeapi/k8s)
-#   coredns-<version>/   coredns (./coredns/go.mod)
+#   coredns-<version>-<hash>/  coredns (./coredns: the plugins the cluster uses)
 #   helm-<version>/      helm (the CLI of ../../packaging's helm.sh/helm/v4)
 #   clustertool-<hash>/  clustertool (./tool), keyed by its source
 #   cluster-images/      Docker archives: pause-<hash>.tar (./images/pause.c),
-#                        busybox-<deb version>.tar, coredns-<version>.tar
+#                        busybox-<deb version>.tar, coredns-<version>-<hash>.tar
 #
 # Cold, on 2 shared cores, the node binaries take about 15 minutes after the
 # API server's build and CoreDNS about 10.
@@ -38,7 +38,7 @@ fi
 if [ ! -x "$cdir/coredns" ]; then
 	echo "building coredns $coredns_version into $cdir" >&2
 	mkdir -p "$cdir"
-	(cd "$here/coredns" && CGO_ENABLED=0 "$go" build -trimpath -o "$cdir/coredns.tmp" github.com/coredns/coredns)
+	(cd "$here/coredns" && CGO_ENABLED=0 "$go" build -trimpath -o "$cdir/coredns.tmp" .)
 	mv "$cdir/coredns.tmp" "$cdir/coredns"
 fi
 

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,6 +65,7 @@ func testHarrierInCluster(t *testing.T, kubeconfig string) {
 		{"pod-context", func(ctx context.Context, t *testing.T) { testPodContext(ctx, t, h) }},
 		{"inventory", func(ctx context.Context, t *testing.T) { testInventory(ctx, t, h) }},
 		{"simulate-outage", func(ctx context.Context, t *testing.T) { testSimulateWithOutage(ctx, t, h) }},
+		{"rotation", func(ctx context.Context, t *testing.T) { testRotation(ctx, t, h) }},
 		{"admission", func(ctx context.Context, t *testing.T) { testAdmission(ctx, t, h) }},
 		{"uninstall", func(ctx context.Context, t *testing.T) { testUninstall(ctx, t, h) }},
 	}
@@ -181,7 +183,9 @@ func installHarrier(t *testing.T, life context.Context, kubeconfig, work string)
 	)
 
 	start = time.Now()
-	h.sh(t, readmeBlock(t, "cluster-install"))
+	// This cluster's kubelet reads its configuration from the cluster's
+	// directory, not kubeadm's place.
+	h.sh(t, strings.ReplaceAll(readmeBlock(t, "cluster-install"), "/var/lib/kubelet/config.yaml", filepath.Join(clusterDir, "kubelet.yaml")))
 	t.Logf("the README's install block took %s", time.Since(start).Round(time.Second))
 	// The control-plane node's part, with this cluster's directory for
 	// kubeadm's /etc/kubernetes/harrier, then the API server restarted with it.
@@ -684,6 +688,39 @@ func testInventory(ctx context.Context, t *testing.T, h *harrier) {
 			return false, nil
 		})
 	}
+
+	// The kubelet checks, from the agent's read of the real kubelet's
+	// KubeletConfiguration: this cluster's kubelet leaves
+	// protectKernelDefaults unset, and only that.
+	kubeletYAML := filepath.Join(clusterDir, "kubelet.yaml")
+	poll(ctx, t, "the kubelet findings of node "+h.node, func() (bool, error) {
+		var out struct {
+			Findings []struct {
+				CheckID string `json:"check_id"`
+				Node    string `json:"node"`
+				Detail  string `json:"detail"`
+			} `json:"findings"`
+		}
+		if err := h.get(ctx, "/api/v1/findings", url.Values{"kind": {"Node"}, "limit": {"1000"}}, &out); err != nil {
+			return false, err
+		}
+		var kubelet []string
+		for _, f := range out.Findings {
+			if strings.HasPrefix(f.CheckID, "kubelet-") {
+				kubelet = append(kubelet, f.CheckID)
+				if f.Node != h.node || !strings.Contains(f.Detail, kubeletYAML) {
+					t.Errorf("kubelet finding %+v: want node %s and the file %s in its detail", f, h.node, kubeletYAML)
+				}
+			}
+		}
+		if len(kubelet) == 0 {
+			return false, nil
+		}
+		if !slices.Equal(kubelet, []string{"kubelet-kernel-defaults-unprotected"}) {
+			t.Errorf("kubelet findings %v, want only kubelet-kernel-defaults-unprotected (the cluster's kubelet is otherwise hardened)", kubelet)
+		}
+		return true, nil
+	})
 }
 
 // testUninstall: helm uninstall removes every object of the chart — the
@@ -1231,4 +1268,64 @@ func testEnrollment(ctx context.Context, t *testing.T, h *harrier) {
 	for _, p := range []string{"enroll-marker-1", "enroll-marker-2"} {
 		_ = h.cs.CoreV1().Pods("default").Delete(ctx, p, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
 	}
+}
+
+// testRotation: with short-lived certificates (helm upgrade of
+// enrollment.certValidity), an agent renews its certificate before each
+// expires, by itself, and once the first one has expired a new connection
+// to a new backend pod is made with the renewed one. The chart's value is
+// restored at the end.
+func testRotation(ctx context.Context, t *testing.T, h *harrier) {
+	const validity = 90 * time.Second
+	start := time.Now()
+	h.sh(t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 5m --set enrollment.certValidity="+validity.String())
+	defer h.sh(t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 5m --set enrollment.certValidity=24h")
+	t.Logf("helm upgrade to %s certificates took %s", validity, time.Since(start).Round(time.Second))
+	// The agent's certificate is still a day's: a fresh start (its
+	// certificate gone, as on a new node) enrolls under the new validity.
+	if err := os.RemoveAll("/var/lib/harrier/pki"); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	h.sh(t, "kubectl -n harrier delete pod -l app.kubernetes.io/component=agent --wait=true && "+
+		"kubectl -n harrier rollout status daemonset/harrier-agent --timeout=2m")
+	var notAfter []time.Time
+	poll(ctx, t, "the agent enrolled with a "+validity.String()+" certificate", func() (bool, error) {
+		a, err := h.agentInfo(ctx)
+		if err != nil || a.Enrollment == nil || a.Enrollment.EnrolledAt.Before(restarted.Add(-time.Second)) {
+			return false, err
+		}
+		if life := a.Enrollment.NotAfter.Sub(a.Enrollment.EnrolledAt); life > validity+time.Minute {
+			return false, fmt.Errorf("certificate valid for %s", life)
+		}
+		notAfter = append(notAfter, a.Enrollment.NotAfter)
+		return true, nil
+	})
+	for renewal := 1; renewal <= 2; renewal++ {
+		prev := notAfter[len(notAfter)-1]
+		poll(ctx, t, fmt.Sprintf("renewal %d before %s", renewal, prev.Format(time.RFC3339)), func() (bool, error) {
+			a, err := h.agentInfo(ctx)
+			if err != nil || a.Enrollment == nil || !a.Enrollment.NotAfter.After(prev) {
+				return false, err
+			}
+			if now := time.Now(); now.After(prev) {
+				t.Errorf("renewal %d seen at %s, after the previous certificate expired (%s)", renewal, now.Format(time.RFC3339), prev.Format(time.RFC3339))
+			}
+			notAfter = append(notAfter, a.Enrollment.NotAfter)
+			return true, nil
+		})
+		t.Logf("renewal %d: certificate until %s (%s before the previous one expired)", renewal,
+			notAfter[len(notAfter)-1].Format(time.RFC3339), time.Until(prev).Round(time.Second))
+	}
+	// The first certificate has expired by now; a new backend pod means a
+	// new connection, which only the renewed certificate can make.
+	if d := time.Until(notAfter[0]); d > 0 {
+		time.Sleep(d)
+	}
+	h.sh(t, "kubectl -n harrier delete pod -l app.kubernetes.io/component=backend --wait=true && "+
+		"kubectl -n harrier rollout status deployment/harrier-backend --timeout=2m")
+	id := h.markerPod(ctx, t, "rotation-marker")
+	h.waitAlert(ctx, t, "an alert over a new connection with the renewed certificate", url.Values{"detection": {"test-alert"}},
+		func(a alert) bool { return a.Container.ID == id })
+	_ = h.cs.CoreV1().Pods("default").Delete(ctx, "rotation-marker", metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
 }

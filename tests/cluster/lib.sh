@@ -12,7 +12,9 @@ cache_paths() {
 	hdir="$root/helm-$helm_version"
 	kdir="$root/kube-$kube_version"
 	edir="$root/etcd-$etcd_version"
-	cdir="$root/coredns-$coredns_version"
+	# Keyed by the source too: main.go chooses the plugins.
+	coredns_key="$coredns_version-$(cat "$here"/coredns/go.mod "$here"/coredns/go.sum "$here"/coredns/*.go | sha256sum | cut -c1-12)"
+	cdir="$root/coredns-$coredns_key"
 	tdir="$root/clustertool-$(cat "$here"/tool/go.mod "$here"/tool/go.sum "$here"/tool/*.go | sha256sum | cut -c1-12)"
 	idir="$root/cluster-images"
 	local pause_hash busybox_version
@@ -23,8 +25,8 @@ cache_paths() {
 	busybox_ref="harrier.test/busybox:$busybox_version"
 	# With the host's openssl, which busybox wget uses for https (see build.sh).
 	busybox_tar="$idir/busybox-$busybox_version-openssl-$(dpkg-query -W -f='${Version}' openssl | tr -c 'A-Za-z0-9_.\n-' _).tar"
-	coredns_ref="harrier.test/coredns:$coredns_version"
-	coredns_tar="$idir/coredns-$coredns_version.tar"
+	coredns_ref="harrier.test/coredns:$coredns_key"
+	coredns_tar="$idir/coredns-$coredns_key.tar"
 }
 
 # The cluster's state: every file, mount and socket it makes is under $dir

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -66,32 +65,14 @@ func (n *notifySocket) await(t *testing.T, want string, logs fmt.Stringer) {
 	}
 }
 
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startNotified starts bin with NOTIFY_SOCKET pointing at a socket the test
 // owns, as systemd does for a Type=notify unit.
-func startNotified(t *testing.T, bin string, args ...string) (*exec.Cmd, *notifySocket, *syncBuffer) {
+func startNotified(t *testing.T, bin string, args ...string) (*exec.Cmd, *notifySocket, *testenv.Buffer) {
 	t.Helper()
 	n := newNotifySocket(t)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+n.path)
-	logs := &syncBuffer{}
+	logs := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -105,7 +86,7 @@ func startNotified(t *testing.T, bin string, args ...string) (*exec.Cmd, *notify
 
 // stopNotified sends SIGTERM (what systemd sends) and expects STOPPING=1
 // and a clean exit.
-func stopNotified(t *testing.T, cmd *exec.Cmd, n *notifySocket, logs *syncBuffer) {
+func stopNotified(t *testing.T, cmd *exec.Cmd, n *notifySocket, logs *testenv.Buffer) {
 	t.Helper()
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -126,7 +107,7 @@ func stopNotified(t *testing.T, cmd *exec.Cmd, n *notifySocket, logs *syncBuffer
 // attachedBefore checks that the sensor logged its attach before READY=1.
 // The log was written first, but it crosses a pipe while READY=1 crosses a
 // socket, so it may be read a moment later.
-func attachedBefore(t *testing.T, logs *syncBuffer) {
+func attachedBefore(t *testing.T, logs *testenv.Buffer) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if strings.Contains(logs.String(), "probe attached") {

@@ -305,8 +305,16 @@ func freeAddr(t *testing.T, network string) string {
 // startDaemon starts bin with args and stops it with SIGINT at cleanup.
 func startDaemon(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Helper()
+	cmd, _ := startDaemonLogs(t, bin, args...)
+	return cmd
+}
+
+// startDaemonLogs is startDaemon with the daemon's output readable while it
+// runs.
+func startDaemonLogs(t *testing.T, bin string, args ...string) (*exec.Cmd, *testenv.Buffer) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
-	logs := &strings.Builder{}
+	logs := &testenv.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -325,7 +333,7 @@ func startDaemon(t *testing.T, bin string, args ...string) *exec.Cmd {
 			t.Errorf("%s %v did not stop on SIGINT\n%s", bin, args[0], logs.String())
 		}
 	})
-	return cmd
+	return cmd, logs
 }
 
 // spooledEvents reads harrier_spool_appended_total{class="event"} from the
