@@ -275,6 +275,27 @@ func (h *harrier) portForward(life context.Context) {
 	}
 }
 
+// shForwarded runs script, which reaches the backend through the
+// port-forward, again (up to 3 times) when it fails: kubectl port-forward
+// loses its stream now and then, as operators see too.
+func (h *harrier) shForwarded(t *testing.T, script string) string {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		cmd := exec.CommandContext(t.Context(), "bash", "-euo", "pipefail", "-c", script)
+		cmd.Dir = h.bundle
+		cmd.Env = h.env
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return string(out)
+		}
+		if attempt == 3 {
+			t.Fatalf("%v (attempt %d)\n--- script\n%s--- output\n%s", err, attempt, script, out)
+		}
+		t.Logf("through the port-forward, attempt %d failed (%v): %s; again in 2 s", attempt, err, strings.TrimSpace(string(out)))
+		time.Sleep(2 * time.Second)
+	}
+}
+
 // sh runs script with bash in the unpacked bundle, as the operator would.
 func (h *harrier) sh(t *testing.T, script string) string {
 	t.Helper()
@@ -1145,11 +1166,41 @@ spec:` + strings.TrimPrefix(strings.ReplaceAll(spec("echo starting; sleep 5; exi
 		if lastSeen.LastSeen.Before(t0) || a.Severity == "SEVERITY_INFO" {
 			continue
 		}
+		if machineRunner(a) {
+			t.Logf("outside the cluster, not counted: an alert about this machine's command runner: %.600s", a.Raw)
+			continue
+		}
 		loud++
 		t.Errorf("alert above info during the quiet period: %s", a.Raw)
 	}
 	t.Logf("%d alerts in all, %d above info during the quiet period", len(all), loud)
 	_ = h.cs.CoreV1().Namespaces().Delete(ctx, qns, metav1.DeleteOptions{})
+}
+
+// machineRunner says whether an alert is about a process that this test
+// machine's own remote command runner (/process_api, its pid 1) started on
+// the host, outside any container: a development session's commands run
+// next to the cluster. They are not the cluster's own activity; under CI
+// nothing runs there.
+func machineRunner(a alert) bool {
+	if a.Container.ID != "" {
+		return false
+	}
+	var anc struct {
+		Ancestry []struct {
+			Pid  uint32   `json:"pid"`
+			Args []string `json:"args"`
+		} `json:"ancestry"`
+	}
+	if json.Unmarshal(a.Raw, &anc) != nil {
+		return false
+	}
+	for _, p := range anc.Ancestry {
+		if p.Pid == 1 && len(p.Args) > 0 && p.Args[0] == "/process_api" {
+			return true
+		}
+	}
+	return false
 }
 
 // agentInfo is the part of /api/v1/agents the test reads.
@@ -1247,7 +1298,7 @@ func testEnrollment(ctx context.Context, t *testing.T, h *harrier) {
 		t.Fatal(err)
 	}
 	cli := "bin/linux-amd64/harrier agents %s " + h.node + " --api " + h.forwarded + " --ca-file pki/ca.crt --token-file api-token"
-	h.sh(t, fmt.Sprintf(cli, "revoke"))
+	h.shForwarded(t, fmt.Sprintf(cli, "revoke"))
 	id = h.markerPod(ctx, t, "enroll-marker-2")
 	time.Sleep(10 * time.Second)
 	if as, err := h.alerts(ctx, url.Values{"detection": {"test-alert"}}); err == nil {
@@ -1260,7 +1311,7 @@ func testEnrollment(ctx context.Context, t *testing.T, h *harrier) {
 	if a, err := h.agentInfo(ctx); err != nil || !a.Revoked {
 		t.Errorf("agent %s not listed as revoked: %+v %v", h.node, a, err)
 	}
-	h.sh(t, fmt.Sprintf(cli, "unrevoke"))
+	h.shForwarded(t, fmt.Sprintf(cli, "unrevoke"))
 	start := time.Now()
 	h.waitAlert(ctx, t, "the alert spooled while revoked, after unrevoke", url.Values{"detection": {"test-alert"}},
 		func(a alert) bool { return a.Container.ID == id })
