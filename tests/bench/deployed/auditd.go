@@ -171,8 +171,18 @@ func (b *bench) startAuditd(ctx context.Context, dir string) (*running, error) {
 
 	var p procs
 	stop := func() error {
-		stopErr := p.stopAll(syscall.SIGTERM, b.o.stopTimeout)
-		return errors.Join(stopErr, b.audit.restore(context.WithoutCancel(ctx)))
+		// The bench's rules go while auditd still takes the records, so
+		// the kernel does not fall back to its log for them.
+		var errs []error
+		if len(p.cmds) > 0 {
+			for _, args := range [][]string{{"-e", b.audit.enabled}, {"-D"}} {
+				if _, err := auditctl(context.WithoutCancel(ctx), args...); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		errs = append(errs, p.stopAll(syscall.SIGTERM, b.o.stopTimeout), b.audit.restore(context.WithoutCancel(ctx)))
+		return errors.Join(errs...)
 	}
 	logPath := filepath.Join(dir, "auditd.log")
 	cmd, done, err := p.start(logPath, "auditd", "-n", "-c", confDir)
