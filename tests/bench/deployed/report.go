@@ -40,8 +40,10 @@ type row struct {
 	P99Ms      float64 `json:"medianP99Ms,omitempty"`
 	TotalCPU   float64 `json:"medianTotalCPUSeconds"`
 	MonitorCPU float64 `json:"medianMonitorCPUSeconds"`
-	IdleRSS    int64   `json:"medianIdleRSSBytes,omitempty"`
-	StormRSS   int64   `json:"medianStormRSSBytes,omitempty"`
+	// MonitorCPUPerOp is MonitorCPU per operation (request for nginx), µs.
+	MonitorCPUPerOp float64 `json:"monitorCPUMicrosPerOp"`
+	IdleRSS         int64   `json:"medianIdleRSSBytes,omitempty"`
+	StormRSS        int64   `json:"medianStormRSSBytes,omitempty"`
 	// PeakRSS is the highest high-water mark over the runs.
 	PeakRSS int64 `json:"maxPeakRSSBytes,omitempty"`
 	// BackendPeakRSS: the agent's backend, highest over the runs.
@@ -103,6 +105,9 @@ func (rep *report) add(s storm, runs []runRecord) {
 		rw.TotalCPU, rw.MonitorCPU = median(total), median(mcpu)
 		rw.IdleRSS, rw.StormRSS = int64(median(idle)), int64(median(srss))
 		rw.Dropped = dropped
+		if n := rep.N[s.Name]; n > 0 {
+			rw.MonitorCPUPerOp = rw.MonitorCPU / float64(n) * 1e6
+		}
 		if mon == monNone {
 			base = rw
 		}
@@ -174,7 +179,7 @@ func writeTable(w io.Writer, rep *report) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\nHarrier as deployed: %d rounds per storm (every monitor once per round, order rotated), medians; kernel %s, %d CPUs, load average at start %s\n\n",
 		rep.Rounds, rep.Kernel, rep.CPUs, rep.LoadAvg)
-	b.WriteString("| storm | monitor | ops/s | wall ratio | total CPU ratio | monitor CPU s | p99 ms (ratio) | RSS idle / storm / peak MiB | dropped | targets | verdict |\n")
+	b.WriteString("| storm | monitor | ops/s | wall ratio | total CPU ratio | monitor CPU s (µs/op) | p99 ms (ratio) | RSS idle / storm / peak MiB | dropped | targets | verdict |\n")
 	b.WriteString("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|\n")
 	for _, r := range rep.Rows {
 		s := storms[r.Storm]
@@ -199,12 +204,13 @@ func writeTable(w io.Writer, rep *report) error {
 		if s.isNginx() {
 			ops = fmt.Sprintf("%.0f req/s (%.2f)", r.OpsPerSec, r.RPS)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %.3f | %.3f | %s | %s | %s | %s | %s |\n",
-			r.Storm, label, ops, r.Wall, r.CPU, r.MonitorCPU, p99, rss, dropped, tgt, verdict)
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %.3f | %.3f (%.1f) | %s | %s | %s | %s | %s |\n",
+			r.Storm, label, ops, r.Wall, r.CPU, r.MonitorCPU, r.MonitorCPUPerOp, p99, rss, dropped, tgt, verdict)
 	}
 	b.WriteString("\nwall ratio = median storm seconds / no monitor's; total CPU ratio = median(workload CPU + monitor CPU) / no monitor's workload CPU.\n" +
 		"Workload CPU: loadgen's user+system time with its children (in-kernel BPF and audit work lands there), or ab's plus nginx's.\n" +
-		"Monitor CPU: harrier agent + backend, harrier run, auditd + kauditd, or harrier events, from just before the storm until quiet after it.\n" +
+		"Monitor CPU: harrier agent + backend, harrier run, auditd + kauditd, or harrier events, from just before the storm until quiet after it\n" +
+		"(and per operation, idle time in that window included).\n" +
 		"RSS: the monitor's (the agent's, not the backend's) before the storm (median), at its end (median), and its high-water mark (max).\n" +
 		"dropped: the sensor's kernel ring-buffer-full and queue drops over the runs. Targets apply to harrier agent and run (issue 22);\n" +
 		"the unwatched opens' target is the attach point's floor + 2 % (tests/bench/overhead.sh -floor).\n")
