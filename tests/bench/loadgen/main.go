@@ -1,7 +1,7 @@
 // Command loadgen performs N operations of one workload as fast as it can in
 // one process and prints one JSON object with the time it took:
 //
-//	loadgen -workload exec|open-unwatched|open-watched|connect|containers -n N [-dir DIR] [-addr 127.0.0.1:PORT]
+//	loadgen -workload exec|open-unwatched|open-watched|connect|containers -n N [-dir DIR|-file FILE] [-addr 127.0.0.1:PORT]
 //	loadgen -workload audit -addr 127.0.0.1:PORT -ca-file CA -token-file TOKEN -n N
 //	loadgen -workload ... -rate OPS_PER_SEC -duration 20s   (paced: the budget benchmark's rate steps)
 //
@@ -13,6 +13,9 @@
 //     filters out in the kernel;
 //   - open-watched: the same under a DIR the sensor's watchPaths cover, so every
 //     open crosses to user space;
+//   - with -file instead of -dir, both open workloads open and close that
+//     existing file read-only (/etc/shadow, /usr/lib/os-release, /proc/uptime):
+//     the name only labels the run;
 //   - connect: TCP connect+close to a listener on 127.0.0.1 that loadgen starts
 //     itself, or to -addr, which must also be on 127.0.0.1;
 //   - containers: one runc container (busybox rootfs on an overlay, built
@@ -67,6 +70,7 @@ type options struct {
 	workload string
 	n        int
 	dir      string
+	file     string
 	addr     string
 	bin      string
 	rate     float64
@@ -97,6 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.workload, "workload", "", "exec, open-unwatched, open-watched, connect, containers or audit")
 	fs.IntVar(&o.n, "n", 0, "number of operations")
 	fs.StringVar(&o.dir, "dir", "", "directory for the open workloads (created if missing; open-unwatched defaults to a temporary one)")
+	fs.StringVar(&o.file, "file", "", "open workloads: an existing file to open read-only instead of one created in -dir")
 	fs.StringVar(&o.addr, "addr", "", "connect: 127.0.0.1:PORT of a listener (default: one started in-process); audit: the receiver's 127.0.0.1:PORT")
 	fs.IntVar(&o.parallel, "parallel", 8, "containers: containers in flight at once")
 	fs.StringVar(&o.caFile, "ca-file", "", "audit: CA of the receiver's serving certificate")
@@ -131,7 +136,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "exec":
 		op, cleanup, err = setupExec(o.bin)
 	case "open-unwatched", "open-watched":
-		op, cleanup, err = setupOpen(o.workload, o.dir)
+		op, cleanup, err = setupOpen(o.workload, o.dir, o.file)
 	case "connect":
 		op, cleanup, err = setupConnect(ctx, o.addr)
 	case "containers":

@@ -54,8 +54,19 @@ func setupExec(bin string) (func() error, func(), error) {
 	return op, func() { _ = devNull.Close() }, nil
 }
 
-// setupOpen returns an operation that opens and closes one file in dir.
-func setupOpen(workload, dir string) (func() error, func(), error) {
+// setupOpen returns an operation that opens and closes one file: file, an
+// existing file opened read-only as it is (/etc/shadow, /proc/uptime), or
+// else one loadgen creates in dir.
+func setupOpen(workload, dir, file string) (func() error, func(), error) {
+	if file != "" {
+		if dir != "" {
+			return nil, nil, errors.New("-dir and -file are exclusive")
+		}
+		if !filepath.IsAbs(file) {
+			return nil, nil, fmt.Errorf("-file %q: must be absolute", file)
+		}
+		return openClose(file), func() {}, nil
+	}
 	cleanup := func() {}
 	if dir == "" {
 		if workload == "open-watched" {
@@ -79,7 +90,12 @@ func setupOpen(workload, dir string) (func() error, func(), error) {
 		cleanup()
 		return nil, nil, fmt.Errorf("create %s: %w", path, err)
 	}
-	op := func() error {
+	return openClose(path), cleanup, nil
+}
+
+// openClose returns an operation that opens path read-only and closes it.
+func openClose(path string) func() error {
+	return func() error {
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open %s: %w", path, err)
@@ -89,7 +105,6 @@ func setupOpen(workload, dir string) (func() error, func(), error) {
 		}
 		return nil
 	}
-	return op, cleanup, nil
 }
 
 // loopback is the only address loadgen ever connects to.
