@@ -38,7 +38,7 @@ fi
 if [ ! -x "$cdir/coredns" ]; then
 	echo "building coredns $coredns_version into $cdir" >&2
 	mkdir -p "$cdir"
-	(cd "$here/coredns" && CGO_ENABLED=0 "$go" build -trimpath -o "$cdir/coredns.tmp" .)
+	(cd "$here/coredns" && CGO_ENABLED=0 "$go" build -trimpath -ldflags="-s -w" -o "$cdir/coredns.tmp" .)
 	mv "$cdir/coredns.tmp" "$cdir/coredns"
 fi
 
@@ -48,7 +48,7 @@ if [ ! -x "$hdir/helm" ]; then
 	echo "building helm $helm_version into $hdir" >&2
 	mkdir -p "$hdir"
 	(cd "$here/../../packaging" && CGO_ENABLED=0 "$go" build -trimpath \
-		-ldflags "-X helm.sh/helm/v4/internal/version.version=$helm_version" -o "$hdir/helm.tmp" helm.sh/helm/v4/cmd/helm)
+		-ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$helm_version" -o "$hdir/helm.tmp" helm.sh/helm/v4/cmd/helm)
 	mv "$hdir/helm.tmp" "$hdir/helm"
 fi
 

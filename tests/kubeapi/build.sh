@@ -30,7 +30,7 @@ edir="$root/etcd-$etcd_version"
 if [ ! -x "$edir/etcd" ]; then
 	echo "building etcd $etcd_version into $edir" >&2
 	mkdir -p "$edir"
-	(cd "$here/etcd" && CGO_ENABLED=0 "$go" build -trimpath -o "$edir/etcd.tmp" .)
+	(cd "$here/etcd" && CGO_ENABLED=0 "$go" build -trimpath -ldflags="-s -w" -o "$edir/etcd.tmp" .)
 	mv "$edir/etcd.tmp" "$edir/etcd"
 fi
 if ! stamped "$kdir/kube-apiserver" "$kube_version" || [ ! -x "$kdir/kubectl" ]; then

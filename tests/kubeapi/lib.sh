@@ -17,6 +17,8 @@ kube_ldflags() {
 		printf -- '-X %s.gitVersion=%s -X %s.gitMajor=%s -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
 			"$p" "$v" "$p" "$major" "$p" "$minor" "$p"
 	done
+	# No symbol table or DWARF: test binaries, and a shorter cold link.
+	printf -- '-s -w'
 }
 
 # stamped BINARY VERSION: the binary exists and says it is VERSION (a cache
