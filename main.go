@@ -44,7 +44,7 @@ func newRootCommand() *cobra.Command {
 	}
 	root.AddCommand(newEventsCommand(), newVersionCommand(), newRunCommand(), newAgentCommand(),
 		newBackendCommand(), newCertsCommand())
-	root.AddCommand(newRulesCommand(), newSimulateCommand(), newTokensCommand(), newAgentsCommand())
+	root.AddCommand(newRulesCommand(), newResponseCommand(), newSimulateCommand(), newTokensCommand(), newAgentsCommand())
 	root.AddCommand(newSimulateHelpers()...)
 	return root
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/procstat"
 	"github.com/harrier-sec/harrier/store"
 )
 
@@ -64,24 +65,15 @@ func health(version, node string, started time.Time, s eventSource, spool *store
 
 // processStart is when this process started, from /proc/self/stat.
 func processStart() time.Time {
-	b, err := os.ReadFile("/proc/self/stat")
+	st, err := procstat.Read("", os.Getpid())
 	if err != nil {
 		return time.Now()
 	}
-	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-	if len(fields) < 20 {
-		return time.Now()
-	}
-	ticks, err := strconv.ParseUint(fields[19], 10, 64)
+	boot, err := procstat.BootTime()
 	if err != nil {
 		return time.Now()
 	}
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return time.Now()
-	}
-	sinceBoot := time.Duration(ts.Nano())
-	return time.Now().Add(-sinceBoot + time.Duration(ticks)*10*time.Millisecond)
+	return boot.Add(st.SinceBoot())
 }
 
 // rssBytes reads VmRSS from /proc/self/status.
