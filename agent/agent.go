@@ -142,11 +142,12 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return fail(err)
 	}
+	responder := startResponse(ctx, cfg.Response, spool, up.Notify, run, log)
 	events := make(chan *api.Event, sens.QueueSize())
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, kp.enrich, kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, log)
+		return pipeline(events, kp.enrich, kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, responder.offer, log)
 	})
 	run("uplink", func() error {
 		client, err := ident.start(ctx, cfg, newClient, run)
@@ -169,6 +170,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		}
 		if guard != nil {
 			collectors = append(collectors, newAdmissionCollector(guard.Handler, admissions))
+		}
+		if responder.r != nil {
+			collectors = append(collectors, responder.r)
 		}
 		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, isReady.Load, collectors...) })
 	}
@@ -208,7 +212,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
 // The spool is durable when AppendBatch returns; a failed append (full disk)
 // is logged and counted by the spool, and the pipeline keeps going.
 func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissions <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
-	notify func(), stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, alertLatency prometheus.Observer, log *slog.Logger) error {
+	notify func(), stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, alertLatency prometheus.Observer, respond func(*api.Alert), log *slog.Logger) error {
 	// The flush timer runs every spoolFlush while events flow and backs off
 	// (doubling, up to idleTickFactor × spoolFlush) on a quiet node, so an
 	// idle agent does not wake ten times a second; alerts never wait for it.
@@ -243,6 +247,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 		var at time.Time // updates of open alerts are sent on a timer: not a latency
 		if a.GetCount() == 1 {
 			at = a.GetFirstSeen().AsTime()
+			respond(a) // a new alert only: its process was acted on already
 		}
 		behaviourAt = append(behaviourAt, at)
 	}

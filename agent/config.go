@@ -33,9 +33,18 @@ type Config struct {
 	Uplink    UplinkConfig     `json:"uplink"`
 	// Kube gives events their pod context (see the kube package).
 	Kube kube.Config `json:"kube"`
+	// Response acts on alerts per policies (see the response package).
+	Response ResponseConfig `json:"response"`
 	// MetricsAddr is where the agent serves Prometheus /metrics (default
 	// 127.0.0.1:9473; "off" disables it).
 	MetricsAddr string `json:"metricsAddr,omitempty"`
+}
+
+// ResponseConfig is the `response:` section.
+type ResponseConfig struct {
+	// PolicyFile is a response policy file (kind ResponsePolicies); empty:
+	// no response.
+	PolicyFile string `json:"policyFile,omitempty"`
 }
 
 // SpoolConfig sizes the offline spool and says which raw events it keeps.

@@ -361,7 +361,7 @@ func TestAdmissionAlertThroughPipeline(t *testing.T) {
 	piped := make(chan error, 1)
 	go func() {
 		piped <- pipeline(events, func(*api.Event) {}, nil, sink.events, engine, map[api.EventKind]bool{}, -1, spool,
-			func() {}, &stats, &capped, newAlertLatency(), log)
+			func() {}, &stats, &capped, newAlertLatency(), func(*api.Alert) {}, log)
 	}()
 	gctx, gcancel := context.WithCancel(ctx)
 	defer gcancel()

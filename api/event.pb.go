@@ -54,6 +54,9 @@ const (
 	// A control a pod or workload failed when the agent's admission guard
 	// reviewed it (kube/admission); the process fields are empty.
 	EventKind_EVENT_KIND_ADMISSION EventKind = 20
+	// What a response policy did (enforce) or would have done (audit) about
+	// an alert (package response); the process is the alert's.
+	EventKind_EVENT_KIND_RESPONSE EventKind = 21
 )
 
 // Enum value maps for EventKind.
@@ -80,6 +83,7 @@ var (
 		18: "EVENT_KIND_DNS_QUERY",
 		19: "EVENT_KIND_AUDIT",
 		20: "EVENT_KIND_ADMISSION",
+		21: "EVENT_KIND_RESPONSE",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":       0,
@@ -103,6 +107,7 @@ var (
 		"EVENT_KIND_DNS_QUERY":         18,
 		"EVENT_KIND_AUDIT":             19,
 		"EVENT_KIND_ADMISSION":         20,
+		"EVENT_KIND_RESPONSE":          21,
 	}
 )
 
@@ -220,6 +225,7 @@ type Event struct {
 	//	*Event_DnsQuery
 	//	*Event_Audit
 	//	*Event_Admission
+	//	*Event_Response
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -498,6 +504,15 @@ func (x *Event) GetAdmission() *Admission {
 	return nil
 }
 
+func (x *Event) GetResponse() *Response {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_Response); ok {
+			return x.Response
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -582,6 +597,10 @@ type Event_Admission struct {
 	Admission *Admission `protobuf:"bytes,39,opt,name=admission,proto3,oneof"`
 }
 
+type Event_Response struct {
+	Response *Response `protobuf:"bytes,40,opt,name=response,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Exit) isEvent_Detail() {}
@@ -621,6 +640,8 @@ func (*Event_DnsQuery) isEvent_Detail() {}
 func (*Event_Audit) isEvent_Detail() {}
 
 func (*Event_Admission) isEvent_Detail() {}
+
+func (*Event_Response) isEvent_Detail() {}
 
 // ExeOrigin says where the executable file came from. Binaries written into a
 // container's writable layer, into memory, or deleted after start are a
@@ -2937,13 +2958,128 @@ func (x *Admission) GetFindingId() string {
 	return ""
 }
 
+// Response is one action of a response policy on one alert.
+type Response struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	AlertId     string                 `protobuf:"bytes,1,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	DetectionId string                 `protobuf:"bytes,2,opt,name=detection_id,json=detectionId,proto3" json:"detection_id,omitempty"`
+	Policy      string                 `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	// audit (recorded, not done) or enforce.
+	Mode string `protobuf:"bytes,4,opt,name=mode,proto3" json:"mode,omitempty"`
+	// e.g. kill-process-tree.
+	Action string `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	// done, audited (audit mode: what would have been done), target-gone (the
+	// process had exited or its PID was reused: nothing signalled), refused
+	// (a target the agent never acts on) or failed (error says why).
+	Outcome string `protobuf:"bytes,6,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Error   string `protobuf:"bytes,7,opt,name=error,proto3" json:"error,omitempty"`
+	// The processes signalled (host PIDs), the target first.
+	Pids []uint32 `protobuf:"varint,8,rep,packed,name=pids,proto3" json:"pids,omitempty"`
+	// From the behaviour that raised the alert to the action.
+	LatencyUs     int64 `protobuf:"varint,9,opt,name=latency_us,json=latencyUs,proto3" json:"latency_us,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Response) Reset() {
+	*x = Response{}
+	mi := &file_event_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Response) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Response) ProtoMessage() {}
+
+func (x *Response) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Response.ProtoReflect.Descriptor instead.
+func (*Response) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Response) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+func (x *Response) GetDetectionId() string {
+	if x != nil {
+		return x.DetectionId
+	}
+	return ""
+}
+
+func (x *Response) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *Response) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Response) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Response) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *Response) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Response) GetPids() []uint32 {
+	if x != nil {
+		return x.Pids
+	}
+	return nil
+}
+
+func (x *Response) GetLatencyUs() int64 {
+	if x != nil {
+		return x.LatencyUs
+	}
+	return 0
+}
+
 var File_event_proto protoreflect.FileDescriptor
 
 const file_event_proto_rawDesc = "" +
 	"\n" +
 	"\vevent.proto\x12\n" +
-	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\n" +
-	"\n" +
+	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\v\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -2977,7 +3113,8 @@ const file_event_proto_rawDesc = "" +
 	"\x06signal\x18$ \x01(\v2\x12.harrier.v1.SignalH\x00R\x06signal\x123\n" +
 	"\tdns_query\x18% \x01(\v2\x14.harrier.v1.DnsQueryH\x00R\bdnsQuery\x12)\n" +
 	"\x05audit\x18& \x01(\v2\x11.harrier.v1.AuditH\x00R\x05audit\x125\n" +
-	"\tadmission\x18' \x01(\v2\x15.harrier.v1.AdmissionH\x00R\tadmissionB\b\n" +
+	"\tadmission\x18' \x01(\v2\x15.harrier.v1.AdmissionH\x00R\tadmission\x122\n" +
+	"\bresponse\x18( \x01(\v2\x14.harrier.v1.ResponseH\x00R\bresponseB\b\n" +
 	"\x06detail\"`\n" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
@@ -3190,7 +3327,18 @@ const file_event_proto_rawDesc = "" +
 	"\x06detail\x18\x12 \x01(\tR\x06detail\x12 \n" +
 	"\vremediation\x18\x13 \x01(\tR\vremediation\x12\x1d\n" +
 	"\n" +
-	"finding_id\x18\x14 \x01(\tR\tfindingId*\x9e\x04\n" +
+	"finding_id\x18\x14 \x01(\tR\tfindingId\"\xef\x01\n" +
+	"\bResponse\x12\x19\n" +
+	"\balert_id\x18\x01 \x01(\tR\aalertId\x12!\n" +
+	"\fdetection_id\x18\x02 \x01(\tR\vdetectionId\x12\x16\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\x12\x12\n" +
+	"\x04mode\x18\x04 \x01(\tR\x04mode\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\x12\x18\n" +
+	"\aoutcome\x18\x06 \x01(\tR\aoutcome\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\x12\x12\n" +
+	"\x04pids\x18\b \x03(\rR\x04pids\x12\x1d\n" +
+	"\n" +
+	"latency_us\x18\t \x01(\x03R\tlatencyUs*\xb7\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +
@@ -3213,7 +3361,8 @@ const file_event_proto_rawDesc = "" +
 	"\x11EVENT_KIND_SIGNAL\x10\x11\x12\x18\n" +
 	"\x14EVENT_KIND_DNS_QUERY\x10\x12\x12\x14\n" +
 	"\x10EVENT_KIND_AUDIT\x10\x13\x12\x18\n" +
-	"\x14EVENT_KIND_ADMISSION\x10\x14*\\\n" +
+	"\x14EVENT_KIND_ADMISSION\x10\x14\x12\x17\n" +
+	"\x13EVENT_KIND_RESPONSE\x10\x15*\\\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -3233,7 +3382,7 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_event_proto_goTypes = []any{
 	(EventKind)(0),                // 0: harrier.v1.EventKind
 	(Protocol)(0),                 // 1: harrier.v1.Protocol
@@ -3265,11 +3414,12 @@ var file_event_proto_goTypes = []any{
 	(*DnsQuery)(nil),              // 27: harrier.v1.DnsQuery
 	(*Audit)(nil),                 // 28: harrier.v1.Audit
 	(*Admission)(nil),             // 29: harrier.v1.Admission
-	nil,                           // 30: harrier.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*Response)(nil),              // 30: harrier.v1.Response
+	nil,                           // 31: harrier.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_event_proto_depIdxs = []int32{
-	31, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
+	32, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: harrier.v1.Event.kind:type_name -> harrier.v1.EventKind
 	4,  // 2: harrier.v1.Event.process:type_name -> harrier.v1.Process
 	5,  // 3: harrier.v1.Event.ancestry:type_name -> harrier.v1.Ancestor
@@ -3295,26 +3445,27 @@ var file_event_proto_depIdxs = []int32{
 	27, // 23: harrier.v1.Event.dns_query:type_name -> harrier.v1.DnsQuery
 	28, // 24: harrier.v1.Event.audit:type_name -> harrier.v1.Audit
 	29, // 25: harrier.v1.Event.admission:type_name -> harrier.v1.Admission
-	31, // 26: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	3,  // 27: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
-	31, // 28: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
-	30, // 29: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
-	9,  // 30: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
-	15, // 31: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
-	15, // 32: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
-	1,  // 33: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
-	15, // 34: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
-	1,  // 35: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
-	15, // 36: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
-	15, // 37: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
-	1,  // 38: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
-	15, // 39: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
-	31, // 40: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
-	41, // [41:41] is the sub-list for method output_type
-	41, // [41:41] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	30, // 26: harrier.v1.Event.response:type_name -> harrier.v1.Response
+	32, // 27: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	3,  // 28: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
+	32, // 29: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
+	31, // 30: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
+	9,  // 31: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
+	15, // 32: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
+	15, // 33: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
+	1,  // 34: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
+	15, // 35: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
+	1,  // 36: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
+	15, // 37: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
+	15, // 38: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
+	1,  // 39: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
+	15, // 40: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
+	32, // 41: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
+	42, // [42:42] is the sub-list for method output_type
+	42, // [42:42] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -3343,6 +3494,7 @@ func file_event_proto_init() {
 		(*Event_DnsQuery)(nil),
 		(*Event_Audit)(nil),
 		(*Event_Admission)(nil),
+		(*Event_Response)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3350,7 +3502,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   29,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -59,6 +59,8 @@ func kindText(k EventKind) (name, short string) {
 		return "audit", ""
 	case EventKind_EVENT_KIND_ADMISSION:
 		return "admission", ""
+	case EventKind_EVENT_KIND_RESPONSE:
+		return "response", ""
 	case EventKind_EVENT_KIND_UNSPECIFIED:
 		return "unspecified", ""
 	}

@@ -1,0 +1,159 @@
+package response
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// Outcomes of one action.
+const (
+	OutcomeDone       = "done"
+	OutcomeAudited    = "audited"
+	OutcomeTargetGone = "target-gone"
+	OutcomeRefused    = "refused"
+	OutcomeFailed     = "failed"
+)
+
+// queueSize bounds the alerts waiting for a decision; past it an alert is
+// dropped from response (it is still an alert) and counted.
+const queueSize = 256
+
+// Responder takes the policies' actions on new alerts, off the pipeline's
+// path, and records each as an event of kind response.
+type Responder struct {
+	policies *File
+	record   func(*api.Event)
+	log      *slog.Logger
+	queue    chan *api.Alert
+	// never are processes no policy may act on: pid 1, the agent and
+	// its parent (its supervisor).
+	never   map[int]bool
+	kill    func(Target) (Killed, error)
+	dropped atomic.Uint64
+
+	mu     sync.Mutex
+	counts map[[3]string]uint64 // action, mode, outcome
+
+	actionsDesc, droppedDesc *prometheus.Desc
+}
+
+// NewResponder acts per policies; record receives every response event
+// (the agent spools it with the alerts).
+func NewResponder(policies *File, record func(*api.Event), log *slog.Logger) *Responder {
+	return &Responder{
+		policies: policies, record: record, log: log,
+		queue:  make(chan *api.Alert, queueSize),
+		never:  map[int]bool{0: true, 1: true, os.Getpid(): true, os.Getppid(): true},
+		kill:   func(t Target) (Killed, error) { return KillProcessTree("", t) },
+		counts: map[[3]string]uint64{},
+		actionsDesc: prometheus.NewDesc("harrier_response_actions_total",
+			"Response actions by action, mode (audit or enforce) and outcome.", []string{"action", "mode", "outcome"}, nil),
+		droppedDesc: prometheus.NewDesc("harrier_response_dropped_total",
+			"New alerts not given to the response policies because their queue was full.", nil, nil),
+	}
+}
+
+// Offer hands a new alert to the policies without waiting.
+func (r *Responder) Offer(a *api.Alert) {
+	select {
+	case r.queue <- a:
+	default:
+		r.dropped.Add(1)
+	}
+}
+
+// Run decides and acts until ctx is done.
+func (r *Responder) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case a := <-r.queue:
+			for _, ev := range r.Handle(a) {
+				r.record(ev)
+			}
+		}
+	}
+}
+
+// Handle takes the policies' actions on a and returns their records.
+func (r *Responder) Handle(a *api.Alert) []*api.Event {
+	var out []*api.Event
+	for _, d := range r.policies.Decide(a) {
+		resp := &api.Response{AlertId: a.GetId(), DetectionId: a.GetDetectionId(), Policy: d.Policy, Mode: d.Mode, Action: d.Action}
+		r.act(a, d, resp)
+		if at := a.GetFirstSeen(); at != nil {
+			resp.LatencyUs = time.Since(at.AsTime()).Microseconds()
+		}
+		r.count(resp)
+		level := slog.LevelInfo
+		if resp.Outcome == OutcomeFailed {
+			level = slog.LevelWarn
+		}
+		r.log.Log(context.Background(), level, "response", "policy", d.Policy, "mode", d.Mode, "action", d.Action,
+			"outcome", resp.Outcome, "alert", a.GetId(), "detection", a.GetDetectionId(), "pids", resp.Pids, "error", resp.Error)
+		out = append(out, &api.Event{Time: timestamppb.Now(), Node: a.GetNode(), Kind: api.EventKind_EVENT_KIND_RESPONSE,
+			Process: a.GetProcess(), Container: a.GetContainer(), Detail: &api.Event_Response{Response: resp}})
+	}
+	return out
+}
+
+func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
+	p := a.GetProcess()
+	target := Target{PID: int(p.GetTgid()), StartTime: p.GetStartTime().AsTime()}
+	switch {
+	case d.Action != ActionKillProcessTree:
+		resp.Outcome, resp.Error = OutcomeFailed, "unknown action"
+	case p.GetTgid() == 0 || p.GetStartTime() == nil:
+		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
+	case r.never[target.PID]:
+		resp.Outcome, resp.Error = OutcomeRefused, "never acted on: pid 1, the agent or its supervisor"
+	case d.Mode == ModeAudit:
+		resp.Outcome, resp.Pids = OutcomeAudited, []uint32{p.GetTgid()}
+	default:
+		killed, err := r.kill(target)
+		for _, pid := range killed.PIDs {
+			resp.Pids = append(resp.Pids, uint32(pid))
+		}
+		switch {
+		case errors.Is(err, ErrNotTarget):
+			resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
+		case err != nil:
+			resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+		default:
+			resp.Outcome = OutcomeDone
+		}
+	}
+}
+
+func (r *Responder) count(resp *api.Response) {
+	r.mu.Lock()
+	r.counts[[3]string{resp.Action, resp.Mode, resp.Outcome}]++
+	r.mu.Unlock()
+}
+
+// Describe implements prometheus.Collector.
+func (r *Responder) Describe(ch chan<- *prometheus.Desc) {
+	ch <- r.actionsDesc
+	ch <- r.droppedDesc
+}
+
+// Collect implements prometheus.Collector.
+func (r *Responder) Collect(ch chan<- prometheus.Metric) {
+	r.mu.Lock()
+	for k, n := range r.counts {
+		ch <- prometheus.MustNewConstMetric(r.actionsDesc, prometheus.CounterValue, float64(n), k[0], k[1], k[2])
+	}
+	r.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(r.droppedDesc, prometheus.CounterValue, float64(r.dropped.Load()))
+}
