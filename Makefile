@@ -13,7 +13,7 @@ FUZZTIME ?= 200000x
 # than the byte decoders.
 RULEFUZZTIME ?= 5000x
 # The export encoders' seeds include 64 KiB command lines.
-EXPORTFUZZTIME ?= 20000x
+EXPORTFUZZTIME ?= 5000x
 BIN      := bin/harrier
 # Version stamped into release binaries, packages, image and chart (semver).
 VERSION  ?= 0.1.0
