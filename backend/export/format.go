@@ -143,7 +143,6 @@ func ocsfFindingInfo(a *api.Alert, first, last time.Time) map[string]any {
 	fi := map[string]any{
 		"uid":             a.GetId(),
 		"title":           firstNonEmpty(a.GetName(), a.GetDetectionId()),
-		"desc":            a.GetDescription(),
 		"first_seen_time": first.UnixMilli(),
 		"last_seen_time":  last.UnixMilli(),
 		"types":           []string{a.GetDetectionId()},
@@ -153,6 +152,9 @@ func ocsfFindingInfo(a *api.Alert, first, last time.Time) map[string]any {
 			"type_id": 1, // Rule
 			"type":    "Rule",
 		},
+	}
+	if d := a.GetDescription(); d != "" {
+		fi["desc"] = d
 	}
 	var attacks []any
 	for _, m := range a.GetMitre() {

@@ -246,6 +246,9 @@ func (r *runner) update(f func(*Status)) {
 
 func (r *runner) run(ctx context.Context) (err error) {
 	defer func() { err = errors.Join(err, r.sink.close()) }()
+	// On the way out, what was written but not confirmed will be sent
+	// again by the next start: count it as resent.
+	defer r.rewind()
 	r.update(func(s *Status) { s.State = "starting" })
 	v, err := r.kv.Get(ctx, cursorKey(r.cfg.Name))
 	if err != nil {
