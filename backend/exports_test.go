@@ -87,7 +87,7 @@ func TestAlertSeq(t *testing.T) {
 // loopback port (TLS with gtls when tls), omfile writing each message's
 // MSG part, one per line.
 type rsyslog struct {
-	t    *testing.T
+	t    testing.TB
 	bin  string
 	dir  string
 	conf string
@@ -97,7 +97,7 @@ type rsyslog struct {
 	done chan struct{}
 }
 
-func startRsyslog(t *testing.T, tlsFiles []string) *rsyslog {
+func startRsyslog(t testing.TB, tlsFiles []string) *rsyslog {
 	bin, err := exec.LookPath("rsyslogd")
 	if err != nil {
 		bin = "/usr/sbin/rsyslogd"
@@ -329,7 +329,7 @@ func TestExportToRsyslog(t *testing.T) {
 
 // makeSyslogPKI writes rsyslog's CA, certificate and key, and returns the
 // files and the exporter's TLS config (pinning the CA).
-func makeSyslogPKI(t *testing.T) ([]string, export.TLSConfig) {
+func makeSyslogPKI(t testing.TB) ([]string, export.TLSConfig) {
 	ca, err := testpki.NewCA()
 	if err != nil {
 		t.Fatal(err)
