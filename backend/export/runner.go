@@ -330,16 +330,23 @@ func (r *runner) round(ctx context.Context) (bool, error) {
 		}
 		n, err := r.sink.send(ctx, msgs)
 		r.delivered(msgs[:n])
+		if n > 0 {
+			// Everything up to the last record delivered is done (the
+			// records between were skipped or dead-lettered): a failure
+			// after it must not send them again.
+			r.advance(msgs[n-1].seq)
+		}
 		var rej *RejectedError
 		if errors.As(err, &rej) && n < len(msgs) {
 			if err := r.deadLetter(ctx, msgs[n], rej.Reason); err != nil {
 				return false, err
 			}
+			r.advance(msgs[n].seq)
 			msgs = msgs[n+1:]
 			continue
 		}
 		if err != nil {
-			return false, err
+			return false, errors.Join(err, r.confirm(ctx))
 		}
 		msgs = nil
 	}
@@ -357,6 +364,9 @@ func (r *runner) delivered(ms []message) {
 
 // advance records that everything up to seq was handed to the sink.
 func (r *runner) advance(seq uint64) {
+	if seq <= r.pos {
+		return
+	}
 	r.pos = seq
 	r.pending = append(r.pending, pendingBatch{last: seq, at: r.opts.Now()})
 }

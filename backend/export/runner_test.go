@@ -126,6 +126,9 @@ type hookReceiver struct {
 	badSig int
 	reject map[string]bool
 	down   bool
+	// failAt makes the request after that many deliveries fail with 503
+	// (once), in the middle of a batch.
+	failAt int
 }
 
 func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -137,7 +140,8 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
 	}
-	if h.down {
+	if h.down || (h.failAt > 0 && len(h.got) == h.failAt) {
+		h.failAt = 0
 		http.Error(w, "maintenance", http.StatusServiceUnavailable)
 		return
 	}
@@ -173,7 +177,7 @@ func hookConfig(url, keyFile string) Config {
 // TestWebhook: every alert arrives signed; a rejected one goes to the dead
 // letters; an outage is retried; a restart resumes from the cursor.
 func TestWebhook(t *testing.T) {
-	h := &hookReceiver{key: []byte("k3y"), got: map[string]int{}, reject: map[string]bool{"alert-00007": true}}
+	h := &hookReceiver{key: []byte("k3y"), got: map[string]int{}, reject: map[string]bool{"alert-00007": true}, failAt: 30}
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	src, kv := &memSource{}, newMemKV()
@@ -187,7 +191,7 @@ func TestWebhook(t *testing.T) {
 	}
 	runFor(t, m, 10*time.Second, func() bool { n, _ := h.count(); return n == 99 })
 	st := m.Status()[0]
-	if st.DeadLettered != 1 || st.Sent != 99 || strings.Contains(st.Target, "token") {
+	if st.DeadLettered != 1 || st.Sent != 99 || st.Failed != 1 || st.Resent != 0 || strings.Contains(st.Target, "token") {
 		t.Errorf("status %+v", st)
 	}
 	dl, err := m.DeadLetters(t.Context(), "hook", 10)
