@@ -25,7 +25,7 @@ func (s *fileSink) open() error {
 	if s.f != nil {
 		return nil
 	}
-	f, err := os.OpenFile(s.cfg.Path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	f, err := os.OpenFile(s.cfg.Path, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("file sink: %w", err)
 	}
@@ -35,6 +35,17 @@ func (s *fileSink) open() error {
 		return fmt.Errorf("file sink: %w", err)
 	}
 	s.f, s.size = f, st.Size()
+	// A process killed in the middle of a write leaves a torn last line:
+	// end it, so the next record starts a line of its own.
+	if s.size > 0 {
+		var last [1]byte
+		if _, err := f.ReadAt(last[:], s.size-1); err == nil && last[0] != '\n' {
+			if _, err := f.Write([]byte{'\n'}); err != nil {
+				return s.fail(err)
+			}
+			s.size++
+		}
+	}
 	return nil
 }
 

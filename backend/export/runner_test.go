@@ -348,3 +348,21 @@ func TestRateCap(t *testing.T) {
 		t.Errorf("30 records at 20/s took %v", d)
 	}
 }
+
+// TestFileSinkTornLine: a line torn by a crash is ended before the next
+// record, so every later line parses.
+func TestFileSinkTornLine(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.jsonl")
+	if err := os.WriteFile(path, []byte("{\"id\":\"whole\"}\n{\"id\":\"tor"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newFileSink(FileConfig{Path: path, MaxBytes: 1 << 20, Keep: 1})
+	if _, err := s.send(t.Context(), []message{{alert: alertN(1), body: []byte(`{"id":"next"}`)}}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.close()
+	b, _ := os.ReadFile(path)
+	if want := "{\"id\":\"whole\"}\n{\"id\":\"tor\n{\"id\":\"next\"}\n"; string(b) != want {
+		t.Errorf("file %q, want %q", b, want)
+	}
+}
