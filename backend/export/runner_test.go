@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
 // memSource is the store as a slice: record i has Seq i+1.
@@ -364,5 +367,51 @@ func TestFileSinkTornLine(t *testing.T) {
 	b, _ := os.ReadFile(path)
 	if want := "{\"id\":\"whole\"}\n{\"id\":\"tor\n{\"id\":\"next\"}\n"; string(b) != want {
 		t.Errorf("file %q, want %q", b, want)
+	}
+}
+
+// TestWebhookMTLS: over HTTPS with the receiver's CA pinned and a client
+// certificate the receiver requires; without the certificate it is refused.
+func TestWebhookMTLS(t *testing.T) {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ca.Issue(testpki.Cert{CommonName: "hooks", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := ca.Issue(testpki.Cert{CommonName: "harrier-backend"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &hookReceiver{key: []byte("k"), got: map[string]int{}}
+	srv := httptest.NewUnstartedServer(h)
+	cert, err := server.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
+	srv.StartTLS()
+	defer srv.Close()
+	dir := t.TempDir()
+	files := map[string][]byte{"ca.crt": ca.PEM, "client.crt": client.CertPEM, "client.key": client.KeyPEM}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := hookConfig(srv.URL, writeSecret(t, "k"))
+	cfg.Webhook.TLS = TLSConfig{CAFile: filepath.Join(dir, "ca.crt"), CertFile: filepath.Join(dir, "client.crt"), KeyFile: filepath.Join(dir, "client.key")}
+	reply, err := SendTest(t.Context(), cfg, TestAlert(time.Now()), Options{})
+	if err != nil || !strings.Contains(reply, "200") {
+		t.Errorf("with the client certificate: %q, %v", reply, err)
+	}
+	cfg.Webhook.TLS.CertFile, cfg.Webhook.TLS.KeyFile = "", ""
+	if _, err := SendTest(t.Context(), cfg, TestAlert(time.Now()), Options{}); err == nil {
+		t.Error("without the client certificate: accepted")
+	}
+	if n, _ := h.count(); n != 1 {
+		t.Errorf("%d delivered, want 1", n)
 	}
 }
