@@ -12,6 +12,8 @@ FUZZTIME ?= 200000x
 # Compiling CEL and running the redaction regexps are far slower per input
 # than the byte decoders.
 RULEFUZZTIME ?= 5000x
+# The export encoders' seeds include 64 KiB command lines.
+EXPORTFUZZTIME ?= 5000x
 BIN      := bin/harrier
 # Version stamped into release binaries, packages, image and chart (semver).
 VERSION  ?= 0.1.0
@@ -93,6 +95,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePageLocation$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzEachPageEvent$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnrollRequest$$' -fuzztime $(FUZZTIME) ./backend
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeCEF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeRFC5424$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeOCSF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEventList$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKubeletConfig$$' -fuzztime $(FUZZTIME) ./kube/posture
@@ -116,8 +121,9 @@ check-generated: generate
 
 # Debian packages the build, tests and code generation need. systemd gives
 # systemd-analyze (unit checks), util-linux setpriv (capability checks),
-# rpm reads the built rpm back, containerd (with ctr) imports and runs the image.
-DEB_PACKAGES := make git ca-certificates runc busybox-static iproute2 \
+# rpm reads the built rpm back, containerd (with ctr) imports and runs the image,
+# rsyslog (with rsyslog-gnutls for TLS) is the exports tests' real syslog receiver.
+DEB_PACKAGES := make git ca-certificates runc busybox-static iproute2 rsyslog rsyslog-gnutls \
 	clang llvm libbpf-dev bpftool protobuf-compiler libprotobuf-dev \
 	systemd util-linux rpm containerd
 

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -37,7 +38,11 @@ func (s *BadgerStore) storeAlert(w *txnWriter, agentID string, seq uint64, a *ap
 	if err != nil {
 		return fmt.Errorf("marshal alert %s: %w", a.GetId(), err)
 	}
-	return w.set(badger.NewEntry(k, v))
+	// The alert and its place in the ingest order go into one transaction,
+	// so an exporter's cursor never passes an alert it has not seen.
+	w.alertSeq++
+	idx := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(a.GetId())), uint64(s.cfg.Now().UnixNano()))
+	return w.setTogether(badger.NewEntry(k, v), badger.NewEntry(alertSeqKey(w.alertSeq), append(idx, a.GetId()...)))
 }
 
 // mergeAlert makes the incoming repeat a of an alert keep what the stored one

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/export"
 )
 
 // APIConfig configures the HTTP API and web UI.
@@ -37,6 +38,9 @@ type APIConfig struct {
 	// makes it answer 503 with the error (the all-in-one is not ready until
 	// its agent's sensor is attached).
 	Ready func() error
+	// Exports answers GET /api/v1/exports and its dead letters; nil: no
+	// exports configured.
+	Exports *export.Manager
 	// Identity serves Enrollment, renewal, bootstrap tokens and
 	// revocation; nil answers those routes 503.
 	Identity *Identity
@@ -62,6 +66,7 @@ type apiServer struct {
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
+//	GET /api/v1/exports, /api/v1/exports/{name}/dead-letters
 //	POST /api/v1/enroll                          credential in the body
 //	POST /api/v1/renew                           agent client certificate
 //	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
@@ -101,6 +106,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /api/v1/inventory", s.apiAuth(http.HandlerFunc(s.listInventory)))
 	mux.Handle("GET /api/v1/findings", s.apiAuth(http.HandlerFunc(s.listFindings)))
 	mux.Handle("GET /api/v1/findings/{id}", s.apiAuth(http.HandlerFunc(s.getFinding)))
+	mux.Handle("GET /api/v1/exports", s.apiAuth(http.HandlerFunc(s.listExports)))
+	mux.Handle("GET /api/v1/exports/{name}/dead-letters", s.apiAuth(http.HandlerFunc(s.listDeadLetters)))
 	mux.Handle("POST /api/v1/enroll", s.withIdentity(s.enroll))
 	mux.Handle("POST /api/v1/renew", s.withIdentity(s.renew))
 	mux.Handle("POST /api/v1/tokens", s.apiAuth(s.withIdentity(s.createToken)))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -77,6 +78,11 @@ type BadgerStore struct {
 	nextGen      uint64
 	pendingBytes int64
 	severities   map[string]map[string]int
+	// alertSeq is the last alert ingest sequence number committed: every
+	// stored or updated alert gets the next one, indexed under o/ in the
+	// same transaction (exportsource.go). Written under mu, read by
+	// exporters without it.
+	alertSeq atomic.Uint64
 }
 
 var _ Store = (*BadgerStore)(nil)
@@ -84,12 +90,14 @@ var _ Store = (*BadgerStore)(nil)
 // Key layout. Every key starts with a one-byte kind and a slash; the
 // inventory's keys are described in inventory.go.
 const (
-	prefixSeen   = "s/" // s/<agent>\x00[<spool ID>\x00]<seq BE64> → empty, with TTL
-	prefixGap    = "p/" // p/<agent>\x00<class BE32><first><last><count BE64> → empty, with TTL
-	prefixAlert  = "a/" // a/<alert id> → api.Alert
-	prefixEvent  = "e/" // e/<ring pos of its first event BE64> → event page
-	prefixAgent  = "g/" // g/<agent> → JSON agentRecord
-	keyRingState = "m/ring"
+	prefixSeen     = "s/" // s/<agent>\x00[<spool ID>\x00]<seq BE64> → empty, with TTL
+	prefixGap      = "p/" // p/<agent>\x00<class BE32><first><last><count BE64> → empty, with TTL
+	prefixAlert    = "a/" // a/<alert id> → api.Alert
+	prefixEvent    = "e/" // e/<ring pos of its first event BE64> → event page
+	prefixAgent    = "g/" // g/<agent> → JSON agentRecord
+	prefixAlertSeq = "o/" // o/<alert ingest seq BE64> → <stored unix ns BE64><alert id>
+	prefixExport   = "x/" // x/<destination>\x00... → exporters' cursors and dead letters (backend/export)
+	keyRingState   = "m/ring"
 )
 
 func key(prefix string, rest ...string) []byte {
@@ -175,6 +183,10 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 	}
 	if err != nil {
 		_ = db.Close()
+		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
+	}
+	if err := s.loadAlertSeq(); err != nil {
+		_ = errors.Join(s.events.close(), db.Close())
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
 	if err := s.openInventory(); err != nil {

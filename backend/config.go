@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/internal/confval"
 )
 
@@ -90,6 +91,9 @@ type Config struct {
 	// VulnDB is the offline vulnerability database for the image-vulnerable
 	// posture check.
 	VulnDB VulnDBConfig `json:"vulnDB"`
+	// Exports sends alerts on to SIEMs, log pipelines, webhooks and files
+	// (backend/export), each destination with its own durable cursor.
+	Exports []export.Config `json:"exports,omitempty"`
 }
 
 // EnrollConfig tunes how agents get their certificates from the backend.
@@ -153,6 +157,9 @@ func (c Config) Validate() error {
 	case "", "low", "medium", "high", "critical":
 	default:
 		errs = append(errs, fmt.Errorf("vulnDB.minSeverity %q: must be low, medium, high or critical", c.VulnDB.MinSeverity))
+	}
+	if err := export.ValidateAll(c.Exports); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

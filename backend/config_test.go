@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/harrier-sec/harrier/internal/confval/confvaltest"
@@ -20,12 +21,21 @@ func TestLoadConfig(t *testing.T) {
 		{Name: "unknown field", YAML: "backend:\n  apiAdr: 127.0.0.1:1\n", Want: "apiAdr"},
 		{Name: "bad address", YAML: "backend:\n  apiAddr: nowhere\n", Want: "apiAddr"},
 		{Name: "bad severity", YAML: "backend:\n  vulnDB:\n    minSeverity: dire\n", Want: "minSeverity"},
+		{Name: "exports", YAML: "backend:\n  exports:\n  - name: siem\n    type: syslog\n    format: cef\n    syslog: {network: tls, address: \"siem:6514\", tls: {caFile: /ca.crt}}\n    filter: {minSeverity: high, namespaces: [prod]}\n    maxPerSecond: 50\n  - name: hook\n    type: webhook\n    webhook: {url: \"https://h/x\", hmacKeyFile: /k}\n  - name: usb\n    type: file\n    format: ocsf\n    file: {path: /media/usb/harrier.jsonl, maxBytes: 1000000, keep: 3}\n"},
+		{Name: "export unknown field", YAML: "backend:\n  exports:\n  - name: a\n    type: file\n    file: {path: /x, rotate: 3}\n", Want: "rotate"},
+		{Name: "export secret inline", YAML: "backend:\n  exports:\n  - name: a\n    type: webhook\n    webhook: {url: \"https://h/\", hmacKey: s3cret}\n", Want: "hmacKey"},
+		{Name: "export bad type", YAML: "backend:\n  exports:\n  - name: a\n    type: kafka\n", Want: "type \"kafka\": must be syslog, webhook or file"},
+		{Name: "export missing section", YAML: "backend:\n  exports:\n  - name: a\n    type: syslog\n", Want: "needs a syslog: section"},
+		{Name: "export bad network", YAML: "backend:\n  exports:\n  - name: a\n    type: syslog\n    syslog: {network: sctp, address: \"h:514\"}\n", Want: "syslog.network"},
+		{Name: "export duplicate name", YAML: "backend:\n  exports:\n  - {name: a, type: file, file: {path: /x}}\n  - {name: a, type: file, file: {path: /y}}\n", Want: "used twice"},
+		{Name: "export bad severity", YAML: "backend:\n  exports:\n  - {name: a, type: file, file: {path: /x}, filter: {minSeverity: dire}}\n", Want: "filter.minSeverity"},
+		{Name: "export authorization header", YAML: "backend:\n  exports:\n  - {name: a, type: webhook, webhook: {url: \"https://h/\", headers: {Authorization: x}}}\n", Want: "tokenFile"},
 		// The agent's sections belong to `harrier agent` and `harrier run`.
 		{Name: "agent section", YAML: "uplink:\n  addr: b:9471\n", Want: "uplink"},
 	})
 	cfg := FileConfig{DataDir: "/d", Backend: Config{CertFile: "/etc/b.crt"}}.Resolved()
 	want := Config{DataDir: "/d/backend", TokenDir: "/d", CAFile: "/d/pki/ca.crt", CertFile: "/etc/b.crt", KeyFile: "/d/pki/backend.key"}
-	if cfg != want {
+	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("resolved = %+v, want %+v", cfg, want)
 	}
 	if got := (FileConfig{}).Resolved().TokenFile(); got != "/var/lib/harrier/api-token" {

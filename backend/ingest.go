@@ -47,7 +47,8 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	st.invRejected = map[string]uint64{}
 	st.invDropped = map[string]uint64{}
 	w := &txnWriter{s: s, txn: s.db.NewTransaction(true), head: s.evHead, tail: s.evTail, pendingBytes: s.pendingBytes,
-		inBatch: make(map[uint64]struct{}, len(b.GetRecords())), page: s.pageBuf[:0]}
+		inBatch: make(map[uint64]struct{}, len(b.GetRecords())), page: s.pageBuf[:0],
+		alertSeq: s.alertSeq.Load()}
 	defer func() { w.txn.Discard(); s.pageBuf = w.page[:0] }()
 
 	agent, err := s.loadAgent(w.txn, agentID)

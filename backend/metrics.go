@@ -88,6 +88,10 @@ func (m *Metrics) def(name, help string, labels ...string) {
 	m.counters[name] = c
 }
 
+// Registerer is where other parts of the backend (the exporters) register
+// their metrics, so /metrics shows them too.
+func (m *Metrics) Registerer() prometheus.Registerer { return m.reg }
+
 // add is nil-safe so a store or API without metrics needs no branches.
 func (m *Metrics) add(name string, n uint64, labelValues ...string) {
 	if m == nil || n == 0 {

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/backend/vulndb"
 	"github.com/harrier-sec/harrier/internal/httpsserve"
 	"github.com/harrier-sec/harrier/transport"
@@ -29,6 +30,8 @@ type Service struct {
 	// identity holds revocations and, with the CA key, signs agents'
 	// certificates.
 	identity *Identity
+	// exports sends alerts on to the configured destinations.
+	exports *export.Manager
 	// readyAfter, when set, holds /readyz at 503 until it is closed (see
 	// ReadyAfter).
 	readyAfter <-chan struct{}
@@ -79,9 +82,13 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("API listen: %w", err), ingest.Close(), st.Close())
 	}
-	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity}
+	exports, err := export.New(cfg.Exports, st, st.ExportKV(), export.Options{Log: log, Registerer: metrics.Registerer()})
+	if err != nil {
+		return nil, errors.Join(err, ln.Close(), ingest.Close(), st.Close())
+	}
+	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports}
 	s.http = &http.Server{
-		Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity}, log),
+		Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity, Exports: exports}, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig:         apiTLS,
 	}
@@ -187,6 +194,12 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		if err := serve(s.api); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("API: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := s.exports.Run(ctx); err != nil {
+			return fmt.Errorf("exports: %w", err)
 		}
 		return nil
 	})

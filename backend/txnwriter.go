@@ -19,6 +19,8 @@ type txnWriter struct {
 	pendingBytes int64
 	// touched lists the snapshots whose chunks this batch carried.
 	touched []snapRef
+	// alertSeq is the last alert ingest sequence number this writer gave.
+	alertSeq uint64
 	// inBatch holds the sequence numbers seen in this batch.
 	inBatch map[uint64]struct{}
 
@@ -115,6 +117,26 @@ func (w *txnWriter) touch(r snapRef) {
 	}
 }
 
+// setTogether adds entries to one transaction: if they might not fit in
+// the open one, it commits that first.
+func (w *txnWriter) setTogether(entries ...*badger.Entry) error {
+	var size int64
+	for _, e := range entries {
+		size += entrySize(e)
+	}
+	if w.count+int64(len(entries))+1 >= w.s.db.MaxBatchCount() || w.size+size+64 >= w.s.db.MaxBatchSize() {
+		if err := w.commitAndContinue(); err != nil {
+			return err
+		}
+	}
+	for _, e := range entries {
+		if err := w.set(e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // set adds e to the transaction, committing first if it is full. A page
 // waiting in the writer is not in the transaction, so a commit here never
 // separates an event from its marker.
@@ -169,6 +191,7 @@ func (w *txnWriter) commit() error {
 		return fmt.Errorf("ingest: commit: %w", err)
 	}
 	w.s.evHead, w.s.evTail = w.head, w.tail
+	w.s.alertSeq.Store(w.alertSeq)
 	firstSeg := func() uint64 {
 		if len(w.s.pages) == 0 {
 			return 0

@@ -40,6 +40,8 @@ var rules = []struct {
 	{"kube", []string{"backend", "agent", "allinone"}},
 	{"agent", []string{"backend", "allinone"}},
 	{"backend", []string{"sensor", "agent", "allinone"}},
+	// The exporters know the store through export.Source and export.KV only.
+	{"backend/export", []string{"sensor", "analytics", "store", "transport", "kube", "agent", "allinone"}},
 	// The simulator sees Harrier as a user does: through its API and the alerts it raises.
 	{"simulate", []string{"sensor", "analytics", "store", "transport", "backend", "agent", "allinone"}},
 }

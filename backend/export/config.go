@@ -1,0 +1,359 @@
+// Package export sends the backend's alerts to the tools a security team
+// already watches: syslog receivers (RFC 5424 over UDP, TCP or TLS), HTTPS
+// webhooks and files, as Harrier JSON, OCSF Detection Findings or CEF.
+//
+// Each destination follows the store's alert ingest order with its own
+// durable cursor (kept in the backend's Badger through KV), so an export
+// resumes where it stopped after a restart. Delivery is at least once: every
+// record carries the alert's ID, stable across repeats, for a SIEM to
+// de-duplicate on. The package knows the store only through Source and KV;
+// it imports neither the agent nor the sensor.
+package export
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/confval"
+)
+
+// Destination types and formats, as written in the config.
+const (
+	TypeSyslog  = "syslog"
+	TypeWebhook = "webhook"
+	TypeFile    = "file"
+
+	FormatJSON = "json" // Harrier JSON: protojson of api.Alert
+	FormatOCSF = "ocsf" // OCSF 1.x Detection Finding (class_uid 2004)
+	FormatCEF  = "cef"  // ArcSight Common Event Format
+)
+
+// Config is one entry of the backend's `exports:` list.
+type Config struct {
+	// Name identifies the destination in metrics, the API and the cursor's
+	// key: letters, digits, '-', '_' and '.', at most 64.
+	Name string `json:"name"`
+	// Type is syslog, webhook or file.
+	Type string `json:"type"`
+	// Format is json (default), ocsf or cef.
+	Format string `json:"format,omitempty"`
+	// Syslog, Webhook and File configure the destination of that type.
+	Syslog  *SyslogConfig  `json:"syslog,omitempty"`
+	Webhook *WebhookConfig `json:"webhook,omitempty"`
+	File    *FileConfig    `json:"file,omitempty"`
+	// Filter selects what is sent; the rest is skipped (and counted).
+	Filter Filter `json:"filter"`
+	// MaxPerSecond caps the records sent per second (0: no cap), for thin
+	// links.
+	MaxPerSecond float64 `json:"maxPerSecond,omitempty"`
+	// BatchSize is how many records are read and sent per round (default 500).
+	BatchSize int `json:"batchSize,omitempty"`
+	// Retry tunes the backoff for a destination that is down.
+	Retry RetryConfig `json:"retry"`
+}
+
+// Filter selects alerts. Empty fields do not filter.
+type Filter struct {
+	// MinSeverity: info, low, medium, high or critical.
+	MinSeverity string `json:"minSeverity,omitempty"`
+	// Detections lists the detection IDs to send.
+	Detections []string `json:"detections,omitempty"`
+	// Namespaces lists the pod namespaces to send; "" matches alerts from
+	// outside any pod.
+	Namespaces []string `json:"namespaces,omitempty"`
+}
+
+// RetryConfig is the exponential backoff (with full jitter) between
+// attempts to reach a destination that is down.
+type RetryConfig struct {
+	Initial confval.Duration `json:"initial,omitempty"` // default 500ms
+	Max     confval.Duration `json:"max,omitempty"`     // default 1m
+}
+
+// SyslogConfig sends RFC 5424 messages.
+type SyslogConfig struct {
+	// Network is udp, tcp or tls. TCP and TLS frame with octet counting
+	// (RFC 6587 3.4.1, RFC 5425 4.3); UDP sends one message per datagram
+	// (RFC 5426) and cannot know whether it arrived.
+	Network string `json:"network"`
+	// Address is host:port of the receiver.
+	Address string `json:"address"`
+	// TLS applies to network tls.
+	TLS TLSConfig `json:"tls"`
+	// Hostname is the HOSTNAME field (default: the alert's node, else the
+	// backend's host name); AppName the APP-NAME (default harrier).
+	Hostname string `json:"hostname,omitempty"`
+	AppName  string `json:"appName,omitempty"`
+	// Facility is the syslog facility number 0-23 (default 13, log audit).
+	Facility *int `json:"facility,omitempty"`
+	// ConfirmAfter: TCP has no application acknowledgement, so a record is
+	// only taken as delivered once the connection has stayed up this long
+	// after it was written; after a failure everything newer is sent again
+	// (default 2s).
+	ConfirmAfter confval.Duration `json:"confirmAfter,omitempty"`
+}
+
+// WebhookConfig POSTs each record to an HTTPS URL.
+type WebhookConfig struct {
+	URL string `json:"url"`
+	// HMACKeyFile holds the key of the X-Harrier-Signature header:
+	// "sha256=" + hex(HMAC-SHA256(key, body)).
+	HMACKeyFile string `json:"hmacKeyFile,omitempty"`
+	// TokenFile holds a bearer token for the Authorization header.
+	TokenFile string `json:"tokenFile,omitempty"`
+	// Headers are added to every request (not secrets: those come from files).
+	Headers map[string]string `json:"headers,omitempty"`
+	TLS     TLSConfig         `json:"tls"`
+	// Timeout bounds one request (default 10s).
+	Timeout confval.Duration `json:"timeout,omitempty"`
+}
+
+// FileConfig appends JSON lines (or CEF lines) to a file and rotates it.
+type FileConfig struct {
+	Path string `json:"path"`
+	// MaxBytes rotates the file once it would grow beyond (default 100 MiB).
+	MaxBytes int64 `json:"maxBytes,omitempty"`
+	// Keep is how many rotated files are kept: path.1 (newest) .. path.N
+	// (default 5).
+	Keep int `json:"keep,omitempty"`
+}
+
+// TLSConfig is the client side of TLS: the CA that signs the receiver's
+// certificate (default: the system's) and an optional client certificate.
+type TLSConfig struct {
+	CAFile     string `json:"caFile,omitempty"`
+	CertFile   string `json:"certFile,omitempty"`
+	KeyFile    string `json:"keyFile,omitempty"`
+	ServerName string `json:"serverName,omitempty"`
+}
+
+// Defaults.
+const (
+	DefaultBatchSize    = 500
+	defaultRetryInitial = 500 * time.Millisecond
+	defaultRetryMax     = time.Minute
+	defaultConfirmAfter = 2 * time.Second
+	defaultWebhookTime  = 10 * time.Second
+	defaultFileMaxBytes = 100 << 20
+	defaultFileKeep     = 5
+	defaultFacility     = 13
+	maxBatchSize        = 10_000
+)
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// ValidateAll checks a whole exports list: each entry, and unique names.
+func ValidateAll(cs []Config) error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, c := range cs {
+		if err := c.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("exports[%d] (%s): %w", i, c.Name, err))
+		}
+		if seen[c.Name] {
+			errs = append(errs, fmt.Errorf("exports[%d]: name %q is used twice", i, c.Name))
+		}
+		seen[c.Name] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every problem of one destination at once.
+func (c Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !nameRE.MatchString(c.Name) {
+		add("name %q: want 1-64 letters, digits, '-', '_' or '.'", c.Name)
+	}
+	switch c.Format {
+	case "", FormatJSON, FormatOCSF, FormatCEF:
+	default:
+		add("format %q: must be json, ocsf or cef", c.Format)
+	}
+	set := 0
+	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil} {
+		if p {
+			set++
+		}
+	}
+	if set > 1 {
+		add("set only the section of its type (%s)", c.Type)
+	}
+	switch c.Type {
+	case TypeSyslog:
+		if c.Syslog == nil {
+			add("type syslog needs a syslog: section")
+			break
+		}
+		errs = append(errs, c.Syslog.validate())
+	case TypeWebhook:
+		if c.Webhook == nil {
+			add("type webhook needs a webhook: section")
+			break
+		}
+		errs = append(errs, c.Webhook.validate())
+	case TypeFile:
+		if c.File == nil {
+			add("type file needs a file: section")
+			break
+		}
+		if c.File.Path == "" {
+			add("file.path is required")
+		}
+		if c.File.MaxBytes < 0 || c.File.Keep < 0 {
+			add("file.maxBytes and file.keep must not be negative")
+		}
+	default:
+		add("type %q: must be syslog, webhook or file", c.Type)
+	}
+	if c.Filter.MinSeverity != "" {
+		if _, err := api.ParseSeverity(c.Filter.MinSeverity); err != nil {
+			add("filter.minSeverity %q: must be info, low, medium, high or critical", c.Filter.MinSeverity)
+		}
+	}
+	if c.MaxPerSecond < 0 {
+		add("maxPerSecond %v: must not be negative", c.MaxPerSecond)
+	}
+	if c.BatchSize < 0 || c.BatchSize > maxBatchSize {
+		add("batchSize %d: must be 0 (default %d) to %d", c.BatchSize, DefaultBatchSize, maxBatchSize)
+	}
+	if c.Retry.Initial < 0 || c.Retry.Max < 0 || (c.Retry.Max > 0 && c.Retry.Initial > c.Retry.Max) {
+		add("retry: initial and max must be positive, initial at most max")
+	}
+	return errors.Join(errs...)
+}
+
+func (s *SyslogConfig) validate() error {
+	var errs []error
+	switch s.Network {
+	case "udp", "tcp", "tls":
+	default:
+		errs = append(errs, fmt.Errorf("syslog.network %q: must be udp, tcp or tls", s.Network))
+	}
+	if _, _, err := net.SplitHostPort(s.Address); err != nil {
+		errs = append(errs, fmt.Errorf("syslog.address %q: %w", s.Address, err))
+	}
+	if s.Network != "tls" && s.TLS != (TLSConfig{}) {
+		errs = append(errs, errors.New("syslog.tls applies to network tls only"))
+	}
+	errs = append(errs, s.TLS.validate("syslog.tls"))
+	if s.Facility != nil && (*s.Facility < 0 || *s.Facility > 23) {
+		errs = append(errs, fmt.Errorf("syslog.facility %d: must be 0 to 23", *s.Facility))
+	}
+	if !printASCII(s.Hostname, 255) || !printASCII(s.AppName, 48) {
+		errs = append(errs, errors.New("syslog.hostname (255) and syslog.appName (48) must be printable ASCII without spaces"))
+	}
+	if s.ConfirmAfter < 0 {
+		errs = append(errs, errors.New("syslog.confirmAfter must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (w *WebhookConfig) validate() error {
+	var errs []error
+	u, err := url.Parse(w.URL)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("webhook.url: %w", err))
+	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+		errs = append(errs, fmt.Errorf("webhook.url %q: want an https:// (or http://) URL", w.URL))
+	case u.User != nil:
+		errs = append(errs, errors.New("webhook.url must not carry credentials: use webhook.tokenFile"))
+	}
+	for k := range w.Headers {
+		lk := strings.ToLower(k)
+		if lk == "authorization" || lk == "x-harrier-signature" || lk == "content-length" || lk == "host" {
+			errs = append(errs, fmt.Errorf("webhook.headers: %q is set by Harrier (secrets come from tokenFile/hmacKeyFile)", k))
+		}
+	}
+	errs = append(errs, w.TLS.validate("webhook.tls"))
+	if w.Timeout < 0 {
+		errs = append(errs, errors.New("webhook.timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+func (t TLSConfig) validate(where string) error {
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		return fmt.Errorf("%s: certFile and keyFile go together", where)
+	}
+	return nil
+}
+
+func printASCII(s string, max int) bool {
+	if len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 33 || s[i] > 126 {
+			return false
+		}
+	}
+	return true
+}
+
+func (c Config) withDefaults() Config {
+	if c.Format == "" {
+		c.Format = FormatJSON
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.Retry.Initial == 0 {
+		c.Retry.Initial = confval.Duration(defaultRetryInitial)
+	}
+	if c.Retry.Max == 0 {
+		c.Retry.Max = confval.Duration(max(defaultRetryMax, c.Retry.Initial.Std()))
+	}
+	if s := c.Syslog; s != nil {
+		cp := *s
+		if cp.AppName == "" {
+			cp.AppName = "harrier"
+		}
+		if cp.Facility == nil {
+			f := defaultFacility
+			cp.Facility = &f
+		}
+		if cp.ConfirmAfter == 0 && cp.Network != "udp" {
+			cp.ConfirmAfter = confval.Duration(defaultConfirmAfter)
+		}
+		c.Syslog = &cp
+	}
+	if w := c.Webhook; w != nil && w.Timeout == 0 {
+		cp := *w
+		cp.Timeout = confval.Duration(defaultWebhookTime)
+		c.Webhook = &cp
+	}
+	if f := c.File; f != nil {
+		cp := *f
+		if cp.MaxBytes == 0 {
+			cp.MaxBytes = defaultFileMaxBytes
+		}
+		if cp.Keep == 0 {
+			cp.Keep = defaultFileKeep
+		}
+		c.File = &cp
+	}
+	return c
+}
+
+// match reports whether a passes f.
+func (f Filter) match(a *api.Alert, minSev api.Severity) bool {
+	if a.GetSeverity() < minSev {
+		return false
+	}
+	if len(f.Detections) > 0 && !slices.Contains(f.Detections, a.GetDetectionId()) {
+		return false
+	}
+	if len(f.Namespaces) > 0 && !slices.Contains(f.Namespaces, a.GetContainer().GetPodNamespace()) {
+		return false
+	}
+	return true
+}

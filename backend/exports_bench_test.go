@@ -1,0 +1,112 @@
+package backend
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/backend/export"
+)
+
+// BenchmarkExport exports b.N alerts from a real store to each kind of
+// destination and reports alerts/s and the process's CPU time per 1 000
+// alerts. Syslog over TCP and TLS goes to a real rsyslog (another process:
+// its CPU is not counted); UDP to a reader in this process; the webhook's
+// receiver is an httptest server in this process, so its CPU is counted
+// with the exporter's.
+//
+//	go test -run '^$' -bench BenchmarkExport -benchtime 20000x ./backend/
+func BenchmarkExport(b *testing.B) {
+	cases := []struct {
+		name string
+		cfg  func(b *testing.B) export.Config
+	}{
+		{"syslog-tcp-json", func(b *testing.B) export.Config { return rsyslogConfig(b, "tcp", export.FormatJSON) }},
+		{"syslog-tcp-cef", func(b *testing.B) export.Config { return rsyslogConfig(b, "tcp", export.FormatCEF) }},
+		{"syslog-tls-ocsf", func(b *testing.B) export.Config { return rsyslogConfig(b, "tls", export.FormatOCSF) }},
+		{"syslog-udp-cef", func(b *testing.B) export.Config {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = pc.Close() })
+			go func() {
+				buf := make([]byte, 65536)
+				for {
+					if _, _, err := pc.ReadFrom(buf); err != nil {
+						return
+					}
+				}
+			}()
+			return export.Config{Type: export.TypeSyslog, Format: export.FormatCEF, Syslog: &export.SyslogConfig{Network: "udp", Address: pc.LocalAddr().String()}}
+		}},
+		{"webhook-json", func(b *testing.B) export.Config {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+			b.Cleanup(srv.Close)
+			return export.Config{Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: srv.URL}}
+		}},
+		{"file-ocsf", func(b *testing.B) export.Config {
+			return export.Config{Type: export.TypeFile, Format: export.FormatOCSF, File: &export.FileConfig{Path: filepath.Join(b.TempDir(), "a.jsonl")}}
+		}},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			st, err := OpenBadgerStore(b.TempDir(), nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			ingestAlerts(b, st, 0, b.N)
+			cfg := c.cfg(b)
+			cfg.Name = c.name
+			m, err := export.New([]export.Config{cfg}, st, st.ExportKV(), export.Options{Poll: 10 * time.Millisecond})
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			cpu0 := cpuTime()
+			b.ResetTimer()
+			start := time.Now()
+			go func() { done <- m.Run(ctx) }()
+			for m.Status()[0].Sent < uint64(b.N) {
+				time.Sleep(5 * time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			b.StopTimer()
+			cpu := cpuTime() - cpu0
+			cancel()
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "alerts/s")
+			b.ReportMetric(float64(cpu.Milliseconds())/float64(b.N)*1000, "cpu-ms/1000alerts")
+		})
+	}
+}
+
+func rsyslogConfig(b *testing.B, network, format string) export.Config {
+	var files []string
+	scfg := &export.SyslogConfig{Network: network}
+	if network == "tls" {
+		files, scfg.TLS = makeSyslogPKI(b)
+	}
+	rs := startRsyslog(b, files)
+	scfg.Address = net.JoinHostPort("127.0.0.1", strconv.Itoa(rs.port))
+	return export.Config{Type: export.TypeSyslog, Format: format, Syslog: scfg}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

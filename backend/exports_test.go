@@ -1,0 +1,429 @@
+package backend
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/export"
+	"github.com/harrier-sec/harrier/internal/confval"
+	"github.com/harrier-sec/harrier/internal/testenv"
+	"github.com/harrier-sec/harrier/internal/testpki"
+)
+
+// ingestAlerts stores alerts [from, to) as agent "node-x", one record each,
+// in batches of 100.
+func ingestAlerts(t testing.TB, st *BadgerStore, from, to int) {
+	t.Helper()
+	for i := from; i < to; i += 100 {
+		b := &api.Batch{}
+		for j := i; j < min(to, i+100); j++ {
+			a := &api.Alert{Id: fmt.Sprintf("alert-%05d", j), DetectionId: "sensitive-files", Name: "Sensitive file opened",
+				Severity: api.Severity_SEVERITY_HIGH, Node: "node-x", Count: 1,
+				Process: &api.Process{Tgid: uint32(j), Exe: "/usr/bin/cat", Args: []string{"cat", "/etc/shadow"}}}
+			b.Records = append(b.Records, &api.Record{Seq: uint64(j + 1), Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: a}})
+		}
+		if _, err := st.Ingest(context.Background(), "node-x", b); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestAlertSeq: every stored or updated alert takes the next place in the
+// ingest order, kept across a reopen; a resent record takes none.
+func TestAlertSeq(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenBadgerStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingestAlerts(t, st, 0, 250)
+	ingestAlerts(t, st, 0, 100) // resent: de-duplicated, no new place
+	if got := st.LastAlertSeq(); got != 250 {
+		t.Fatalf("last seq %d, want 250", got)
+	}
+	recs, err := st.AlertsAfter(t.Context(), 200, 1000)
+	if err != nil || len(recs) != 50 || recs[0].Seq != 201 || recs[0].Alert.GetId() != "alert-00200" {
+		t.Fatalf("after 200: %d records, %v", len(recs), err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = OpenBadgerStore(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if got := st.LastAlertSeq(); got != 250 {
+		t.Fatalf("reopened: last seq %d", got)
+	}
+	// An update of a stored alert (a new record for the same ID) is a new place.
+	b := &api.Batch{Records: []*api.Record{{Seq: 1000, Class: api.RecordClass_RECORD_CLASS_ALERT,
+		Payload: &api.Record_Alert{Alert: &api.Alert{Id: "alert-00003", Count: 5}}}}}
+	if _, err := st.Ingest(t.Context(), "node-x", b); err != nil {
+		t.Fatal(err)
+	}
+	recs, _ = st.AlertsAfter(t.Context(), 250, 10)
+	if len(recs) != 1 || recs[0].Seq != 251 || recs[0].Alert.GetId() != "alert-00003" || recs[0].Alert.GetCount() != 5 {
+		t.Fatalf("update: %+v", recs)
+	}
+}
+
+// rsyslog is a real rsyslogd with its own config in a temp dir: imtcp on a
+// loopback port (TLS with gtls when tls), omfile writing each message's
+// MSG part, one per line.
+type rsyslog struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	conf string
+	port int
+	out  string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startRsyslog(t testing.TB, tlsFiles []string) *rsyslog {
+	bin, err := exec.LookPath("rsyslogd")
+	if err != nil {
+		bin = "/usr/sbin/rsyslogd"
+		if _, err := os.Stat(bin); err != nil {
+			testenv.Missing(t, "rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls; make deps does)")
+		}
+	}
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close()
+	r := &rsyslog{t: t, bin: bin, dir: dir, port: port, out: filepath.Join(dir, "out.log"), conf: filepath.Join(dir, "rsyslog.conf")}
+	var conf strings.Builder
+	fmt.Fprintf(&conf, "global(workDirectory=%q maxMessageSize=\"256k\"", dir)
+	if tlsFiles != nil {
+		if _, err := os.Stat("/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so"); err != nil {
+			if _, err := os.Stat("/usr/lib/rsyslog/lmnsd_gtls.so"); err != nil {
+				if m, _ := filepath.Glob("/usr/lib/*/rsyslog/lmnsd_gtls.so"); len(m) == 0 {
+					testenv.Missing(t, "rsyslog's TLS driver is not installed (apt-get install rsyslog-gnutls; make deps does)")
+				}
+			}
+		}
+		fmt.Fprintf(&conf, " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=%q defaultNetstreamDriverCertFile=%q defaultNetstreamDriverKeyFile=%q",
+			tlsFiles[0], tlsFiles[1], tlsFiles[2])
+	}
+	conf.WriteString(")\n")
+	if tlsFiles != nil {
+		conf.WriteString("module(load=\"imtcp\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n")
+	} else {
+		conf.WriteString("module(load=\"imtcp\")\n")
+	}
+	fmt.Fprintf(&conf, "input(type=\"imtcp\" address=\"127.0.0.1\" port=\"%d\" supportOctetCountedFraming=\"on\")\n", port)
+	conf.WriteString("template(name=\"msgonly\" type=\"string\" string=\"%msg%\\n\")\n")
+	fmt.Fprintf(&conf, "*.* action(type=\"omfile\" file=%q template=\"msgonly\")\n", r.out)
+	if err := os.WriteFile(r.conf, []byte(conf.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r.start()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *rsyslog) start() {
+	r.t.Helper()
+	r.cmd = exec.Command(r.bin, "-n", "-f", r.conf, "-i", filepath.Join(r.dir, "rsyslogd.pid"))
+	var stderr strings.Builder
+	r.cmd.Stdout, r.cmd.Stderr = &stderr, &stderr
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	r.done = make(chan struct{})
+	go func() { _ = r.cmd.Wait(); close(r.done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port)), time.Second)
+		if err == nil {
+			_ = c.Close()
+			return
+		}
+		select {
+		case <-r.done:
+			r.t.Fatalf("rsyslogd exited: %s", stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("rsyslogd not listening: %v; %s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop ends rsyslogd with SIGTERM, its normal stop, and waits for it.
+func (r *rsyslog) stop() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.done:
+	case <-time.After(20 * time.Second):
+		_ = r.cmd.Process.Kill()
+		<-r.done
+	}
+	r.cmd = nil
+}
+
+// received counts each alert ID in rsyslog's output file.
+func (r *rsyslog) received() (map[string]int, error) {
+	f, err := os.Open(r.out)
+	if os.IsNotExist(err) {
+		return map[string]int{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	got := map[string]int{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var a struct{ ID string }
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			continue // a line being written
+		}
+		got[a.ID]++
+	}
+	return got, sc.Err()
+}
+
+// TestExportToRsyslog exports 10 000 alerts to a real rsyslog over TCP and
+// over TLS. rsyslog is stopped for 30 s mid-stream and started again, and
+// the exporter and its store are closed and reopened later on: every alert
+// is in rsyslog's output file. Duplicates can only be records written in
+// the confirmation window before a failure (counted in Status.Resent).
+func TestExportToRsyslog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s outage: not in -short")
+	}
+	outage := 30 * time.Second
+	if v := os.Getenv("HARRIER_EXPORT_OUTAGE"); v != "" {
+		outage, _ = time.ParseDuration(v)
+	}
+	for _, network := range []string{"tcp", "tls"} {
+		t.Run(network, func(t *testing.T) {
+			t.Parallel()
+			var tlsFiles []string
+			scfg := &export.SyslogConfig{Network: network}
+			if network == "tls" {
+				tlsFiles, scfg.TLS = makeSyslogPKI(t)
+			}
+			rs := startRsyslog(t, tlsFiles)
+			scfg.Address = net.JoinHostPort("127.0.0.1", strconv.Itoa(rs.port))
+			cfg := export.Config{Name: "rsyslog-" + network, Type: export.TypeSyslog, Syslog: scfg, MaxPerSecond: 400,
+				BatchSize: 100, Retry: export.RetryConfig{Initial: confval.Duration(100 * time.Millisecond), Max: confval.Duration(2 * time.Second)}}
+
+			dir := t.TempDir()
+			st, err := OpenBadgerStore(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ingestAlerts(t, st, 0, 5000)
+			var resent uint64
+			var mu sync.Mutex
+			run := func(st *BadgerStore) (stop func()) {
+				m, err := export.New([]export.Config{cfg}, st, st.ExportKV(), export.Options{Poll: 50 * time.Millisecond})
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan error, 1)
+				go func() { done <- m.Run(ctx) }()
+				return func() {
+					cancel()
+					if err := <-done; err != nil {
+						t.Error(err)
+					}
+					mu.Lock()
+					resent += m.Status()[0].Resent
+					mu.Unlock()
+				}
+			}
+			stop := run(st)
+			var ingested sync.WaitGroup
+			ingested.Go(func() { ingestAlerts(t, st, 5000, 10_000) }) // while exporting
+
+			waitLines := func(n int, timeout time.Duration) map[string]int {
+				deadline := time.Now().Add(timeout)
+				for {
+					got, err := rs.received()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(got) >= n {
+						return got
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("%d alerts in rsyslog's file after %v, want %d", len(got), timeout, n)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+			}
+			waitLines(3000, time.Minute)
+			rs.stop()
+			t.Logf("rsyslog stopped at %d alerts; down for %v", len(waitLines(0, 0)), outage)
+			time.Sleep(outage)
+			rs.start()
+			waitLines(7000, 2*time.Minute)
+			// The exporter and the store close and reopen mid-stream.
+			stop()
+			ingested.Wait()
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			st, err = OpenBadgerStore(dir, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			stop = run(st)
+			waitLines(10_000, 2*time.Minute)
+			time.Sleep(3 * time.Second) // let the confirmation window pass: no more writes should come
+			stop()
+			got, err := rs.received()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var missing, dups int
+			for i := range 10_000 {
+				switch n := got[fmt.Sprintf("alert-%05d", i)]; {
+				case n == 0:
+					missing++
+				case n > 1:
+					dups += n - 1
+				}
+			}
+			t.Logf("%s: %d alerts in rsyslog's file, %d missing, %d duplicates, %d records resent after failures", network, len(got), missing, dups, resent)
+			if missing != 0 || len(got) != 10_000 {
+				t.Errorf("%d alerts missing", missing)
+			}
+			if uint64(dups) > resent {
+				t.Errorf("%d duplicates, but only %d records were resent", dups, resent)
+			}
+		})
+	}
+}
+
+// makeSyslogPKI writes rsyslog's CA, certificate and key, and returns the
+// files and the exporter's TLS config (pinning the CA).
+func makeSyslogPKI(t testing.TB) ([]string, export.TLSConfig) {
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Issue(testpki.Cert{CommonName: "rsyslog", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	files := []string{filepath.Join(dir, "ca.crt"), filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")}
+	for i, b := range [][]byte{ca.PEM, kp.CertPEM, kp.KeyPEM} {
+		if err := os.WriteFile(files[i], b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return files, export.TLSConfig{CAFile: files[0]}
+}
+
+// TestExportsAPI: GET /api/v1/exports shows each destination's state
+// without its secrets, the dead letters are listed, and /metrics has the
+// per-destination series.
+func TestExportsAPI(t *testing.T) {
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "schema violation", http.StatusUnprocessableEntity)
+	}))
+	defer refuse.Close()
+	m := NewMetrics()
+	st := openTestStore(t, BadgerConfig{Metrics: m})
+	ingestAlerts(t, st, 0, 3)
+	key := filepath.Join(t.TempDir(), "hmac.key")
+	if err := os.WriteFile(key, []byte("very-secret-hmac-key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfgs := []export.Config{
+		{Name: "hook", Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: refuse.URL + "/in?apikey=query-secret", HMACKeyFile: key}},
+		{Name: "usb", Type: export.TypeFile, File: &export.FileConfig{Path: filepath.Join(t.TempDir(), "a.jsonl")}},
+	}
+	mgr, err := export.New(cfgs, st, st.ExportKV(), export.Options{Registerer: m.Registerer(), Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Run(ctx) }()
+	testenv.WaitFor(t, 10*time.Second, "3 dead letters and 3 sent", func() bool {
+		s := mgr.Status()
+		return s[0].DeadLettered == 3 && s[1].Cursor == 3
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewAPI(st, APIConfig{Token: testToken, Metrics: m, Exports: mgr}, nil))
+	defer srv.Close()
+	ts := &testServer{Server: srv, store: st, metrics: m}
+
+	r := ts.authGet(t, "/api/v1/exports")
+	var body struct{ Exports []export.Status }
+	if err := json.Unmarshal([]byte(r.body), &body); err != nil || r.code != 200 || len(body.Exports) != 2 {
+		t.Fatalf("%d %s", r.code, r.body)
+	}
+	if e := body.Exports[0]; e.Name != "hook" || e.DeadLettered != 3 || e.Cursor != 3 || e.LagRecords != 0 {
+		t.Errorf("hook: %+v", e)
+	}
+	if e := body.Exports[1]; e.Sent != 3 || e.State != "caught-up" {
+		t.Errorf("usb: %+v", e)
+	}
+	r = ts.authGet(t, "/api/v1/exports/hook/dead-letters?limit=2")
+	var dl struct{ DeadLetters []export.DeadLetter }
+	if err := json.Unmarshal([]byte(r.body), &dl); err != nil || len(dl.DeadLetters) != 2 || dl.DeadLetters[0].AlertID != "alert-00000" ||
+		!strings.Contains(dl.DeadLetters[0].Reason, "schema violation") {
+		t.Errorf("dead letters: %d %s", r.code, r.body)
+	}
+	if r := ts.authGet(t, "/api/v1/exports/nope/dead-letters"); r.code != 404 {
+		t.Errorf("unknown export: %d", r.code)
+	}
+	if r := ts.get(t, "/api/v1/exports", nil); r.code != 401 {
+		t.Errorf("no token: %d", r.code)
+	}
+	all := ts.authGet(t, "/api/v1/exports").body + ts.authGet(t, "/api/v1/exports/hook/dead-letters").body
+	for _, secret := range []string{"very-secret-hmac-key", "query-secret"} {
+		if strings.Contains(all, secret) {
+			t.Errorf("the API shows the secret %q", secret)
+		}
+	}
+	metrics := ts.authGet(t, "/metrics").body
+	for _, want := range []string{
+		`harrier_export_records_dead_lettered_total{destination="hook"} 3`,
+		`harrier_export_records_sent_total{destination="usb"} 3`,
+		`harrier_export_lag_records{destination="usb"} 0`,
+		`harrier_export_lag_seconds{destination="hook"} 0`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
