@@ -12,8 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Stat is what Read returns of /proc/<pid>/stat.
+// Stat is what Parse reads of /proc/<pid>/stat.
 type Stat struct {
+	// Comm is the command name (field 2), without its parentheses.
+	Comm string
 	PPID int
 	// StartTicks is when the process started, in clock ticks (USER_HZ,
 	// 100 on Linux) since boot.
@@ -23,7 +25,7 @@ type Stat struct {
 // tick is one USER_HZ clock tick; Linux fixes USER_HZ at 100.
 const tick = 10 * time.Millisecond
 
-// Read parses /proc/<pid>/stat under procRoot ("" means /proc).
+// Read reads and parses /proc/<pid>/stat under procRoot ("" means /proc).
 func Read(procRoot string, pid int) (Stat, error) {
 	if procRoot == "" {
 		procRoot = "/proc"
@@ -32,26 +34,35 @@ func Read(procRoot string, pid int) (Stat, error) {
 	if err != nil {
 		return Stat{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	// comm (field 2) may hold spaces and parentheses: the fields after it
-	// start after the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return Stat{}, fmt.Errorf("process %d: stat has no command field", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state): ppid is field 4, starttime field 22.
-	if len(f) < 20 {
-		return Stat{}, fmt.Errorf("process %d: stat has %d fields", pid, len(f)+2)
-	}
-	ppid, err := strconv.Atoi(f[1])
+	st, err := Parse(string(b))
 	if err != nil {
-		return Stat{}, fmt.Errorf("process %d: ppid: %w", pid, err)
+		return Stat{}, fmt.Errorf("process %d: %w", pid, err)
 	}
-	ticks, err := strconv.ParseUint(f[19], 10, 64)
+	return st, nil
+}
+
+// Parse extracts comm (field 2), ppid (4) and starttime (22) from the text
+// of /proc/<pid>/stat. comm may hold spaces and parentheses, so it ends at
+// the last ')'.
+func Parse(s string) (Stat, error) {
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < open {
+		return Stat{}, fmt.Errorf("malformed stat %q", s)
+	}
+	// fields[0] is field 3 (state), so field N is fields[N-3].
+	fields := strings.Fields(s[end+1:])
+	if len(fields) < 20 {
+		return Stat{}, fmt.Errorf("stat has %d fields after comm, want at least 20", len(fields))
+	}
+	ppid, err := strconv.ParseUint(fields[1], 10, 32)
 	if err != nil {
-		return Stat{}, fmt.Errorf("process %d: starttime: %w", pid, err)
+		return Stat{}, fmt.Errorf("stat ppid: %w", err)
 	}
-	return Stat{PPID: ppid, StartTicks: ticks}, nil
+	start, err := strconv.ParseUint(fields[19], 10, 64)
+	if err != nil {
+		return Stat{}, fmt.Errorf("stat starttime: %w", err)
+	}
+	return Stat{Comm: s[open+1 : end], PPID: int(ppid), StartTicks: start}, nil
 }
 
 // SinceBoot is how long after boot the process started.

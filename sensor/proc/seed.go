@@ -3,7 +3,6 @@ package proc
 import (
 	"errors"
 	"fmt"
-	"github.com/harrier-sec/harrier/api"
 	"io"
 	"io/fs"
 	"os"
@@ -12,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/procstat"
 )
 
 // Seed fills the cache from a procfs tree (normally "/proc") so processes
@@ -158,28 +160,14 @@ func readLimited(path string, limit int) (string, error) {
 	return string(buf[:n]), nil
 }
 
-// parseStat extracts comm (field 2), ppid (4) and starttime (22, in clock
-// ticks since boot) from /proc/PID/stat. comm may contain spaces and
-// parentheses, so it ends at the last ')'.
+// parseStat extracts comm, ppid and starttime (clock ticks since boot)
+// from /proc/PID/stat.
 func parseStat(s string) (comm string, ppid uint32, startTicks uint64, err error) {
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open {
-		return "", 0, 0, fmt.Errorf("malformed stat %q", s)
-	}
-	// fields[0] is field 3 (state), so field N is fields[N-3].
-	fields := strings.Fields(s[end+1:])
-	if len(fields) < 20 {
-		return "", 0, 0, fmt.Errorf("stat has %d fields after comm, want at least 20", len(fields))
-	}
-	pp, err := strconv.ParseUint(fields[1], 10, 32)
+	st, err := procstat.Parse(s)
 	if err != nil {
-		return "", 0, 0, fmt.Errorf("stat ppid: %w", err)
+		return "", 0, 0, err
 	}
-	start, err := strconv.ParseUint(fields[19], 10, 64)
-	if err != nil {
-		return "", 0, 0, fmt.Errorf("stat starttime: %w", err)
-	}
-	return s[open+1 : end], uint32(pp), start, nil
+	return st.Comm, uint32(st.PPID), st.StartTicks, nil
 }
 
 // parseStatus extracts the real and effective ids from the Uid: and Gid:
