@@ -115,9 +115,10 @@ lint:
 generate:
 	cd api && $(GO) generate .
 	cd sensor && $(GO) generate .
+	cd response && $(GO) generate .
 
 check-generated: generate
-	@git diff --exit-code -- api sensor || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+	@git diff --exit-code -- api sensor response || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 
 # Debian packages the build, tests and code generation need. systemd gives
 # systemd-analyze (unit checks), util-linux setpriv (capability checks),

@@ -50,7 +50,9 @@ const (
 type File struct {
 	APIVersion string   `json:"apiVersion"`
 	Kind       string   `json:"kind"`
-	Policies   []Policy `json:"policies"`
+	Policies   []Policy `json:"policies,omitempty"`
+	// ExecDeny are executables killed at exec (see ExecDeny).
+	ExecDeny []ExecDeny `json:"execDeny,omitempty"`
 }
 
 // Policy matches alerts and names the actions to take on them.
@@ -136,6 +138,11 @@ func (f *File) Validate() error {
 		}
 		if m.Where == WhereHost && (len(m.Namespaces) > 0 || len(m.PodLabels) > 0 || len(m.Images) > 0) {
 			bad("where: host cannot match namespaces, pod labels or images")
+		}
+	}
+	for i, d := range f.ExecDeny {
+		if err := d.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("execDeny[%d] %q: %w", i, d.Name, err))
 		}
 	}
 	return errors.Join(errs...)

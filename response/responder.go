@@ -32,6 +32,7 @@ const queueSize = 256
 // path, and records each as an event of kind response.
 type Responder struct {
 	policies *File
+	node     string
 	record   func(*api.Event)
 	log      *slog.Logger
 	queue    chan *api.Alert
@@ -47,11 +48,11 @@ type Responder struct {
 	actionsDesc, droppedDesc *prometheus.Desc
 }
 
-// NewResponder acts per policies; record receives every response event
-// (the agent spools it with the alerts).
-func NewResponder(policies *File, record func(*api.Event), log *slog.Logger) *Responder {
+// NewResponder acts per policies on node; record receives every response
+// event (the agent spools it with the alerts).
+func NewResponder(policies *File, node string, record func(*api.Event), log *slog.Logger) *Responder {
 	return &Responder{
-		policies: policies, record: record, log: log,
+		policies: policies, node: node, record: record, log: log,
 		queue:  make(chan *api.Alert, queueSize),
 		never:  map[int]bool{0: true, 1: true, os.Getpid(): true, os.Getppid(): true},
 		kill:   func(t Target) (Killed, error) { return KillProcessTree("", t) },
@@ -140,6 +141,29 @@ func (r *Responder) count(resp *api.Response) {
 	r.mu.Lock()
 	r.counts[[3]string{resp.Action, resp.Mode, resp.Outcome}]++
 	r.mu.Unlock()
+}
+
+// ActionKillAtExec names the kernel's kill of a denied executable in
+// records.
+const ActionKillAtExec = "kill-at-exec"
+
+// ExecHit records what the kernel did when a denied executable was exec'd.
+func (r *Responder) ExecHit(h ExecHit) {
+	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}}
+	switch {
+	case h.Err != nil:
+		resp.Outcome, resp.Error = OutcomeFailed, h.Err.Error()
+	case h.Killed:
+		resp.Outcome = OutcomeDone
+	default:
+		resp.Outcome = OutcomeAudited
+	}
+	r.count(resp)
+	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", ActionKillAtExec, "outcome", resp.Outcome,
+		"exe", h.Path, "pid", h.TGID, "error", resp.Error)
+	r.record(&api.Event{Time: timestamppb.Now(), Node: r.node, Kind: api.EventKind_EVENT_KIND_RESPONSE,
+		Process: &api.Process{Pid: h.TGID, Tgid: h.TGID, Exe: h.Path, StartTime: timestamppb.New(h.StartTime)},
+		Detail:  &api.Event_Response{Response: resp}})
 }
 
 // Describe implements prometheus.Collector.

@@ -17,7 +17,7 @@ func TestResponderHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	var killed []Target
-	r := NewResponder(f, func(*api.Event) {}, slog.New(slog.DiscardHandler))
+	r := NewResponder(f, "node-a", func(*api.Event) {}, slog.New(slog.DiscardHandler))
 	r.kill = func(tg Target) (Killed, error) {
 		killed = append(killed, tg)
 		if tg.PID == 4242 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -25,57 +26,27 @@ func TestResponseKillsProcessTree(t *testing.T) {
 	testenv.RequireRoot(t)
 	for _, mode := range []string{"enforce", "audit"} {
 		t.Run(mode, func(t *testing.T) {
-			e := newEdgeNode(t, "edge-response-"+mode)
-			policy := filepath.Join(e.dir, "response.yaml")
-			if err := os.WriteFile(policy, []byte(fmt.Sprintf(`apiVersion: harrier.io/v1
-kind: ResponsePolicies
-policies:
+			e := startResponseNode(t, "edge-response-"+mode, fmt.Sprintf(`policies:
   - name: marker-%s
     mode: %s
     match: {detections: [test-alert], where: host}
     actions: [kill-process-tree]
-`, mode, mode)), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			f, err := os.OpenFile(e.agentCfg, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = fmt.Fprintf(f, "response:\n  policyFile: %s\n", policy)
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			startDaemon(t, e.bin, "agent", "-c", e.agentCfg)
-			waitReadyz(t, "http://"+e.agentMetrics+"/readyz")
+`, mode, mode))
 
 			// The marker's shell, with two children of its own.
-			tree := exec.Command("sh", "-c", "echo HARRIER-TEST-ALERT >/dev/null; sleep 300 & sleep 301 & wait")
+			// Sleeps of their own length, to find them by command line.
+			long := strconv.Itoa(3000 + int(time.Now().UnixNano()%5000))
+			tree := exec.Command("sh", "-c", "sleep "+long+"1 & sleep "+long+"2 & echo HARRIER-TEST-ALERT >/dev/null; wait")
+			tree.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 			start := time.Now()
 			if err := tree.Start(); err != nil {
 				t.Fatal(err)
 			}
 			ended := make(chan error, 1)
 			go func() { ended <- tree.Wait() }()
-			t.Cleanup(func() { _ = tree.Process.Kill() })
+			t.Cleanup(func() { _ = syscall.Kill(-tree.Process.Pid, syscall.SIGKILL) })
 
-			var resp *api.Response
-			testenv.WaitFor(t, 30*time.Second, "the response record at the backend", func() bool {
-				var out struct {
-					Events []json.RawMessage `json:"events"`
-				}
-				if _, err := tryGetJSON("http://"+e.api+"/api/v1/events?kind=response&limit=100", "t", &out); err != nil {
-					return false
-				}
-				for _, raw := range out.Events {
-					ev := &api.Event{}
-					if protojson.Unmarshal(raw, ev) == nil && ev.GetProcess().GetTgid() == uint32(tree.Process.Pid) {
-						resp = ev.GetResponse()
-						return true
-					}
-				}
-				return false
-			})
+			resp := e.responseFor(t, uint32(tree.Process.Pid))
 			t.Logf("%s: %+v", mode, resp)
 			if resp.GetPolicy() != "marker-"+mode || resp.GetAction() != "kill-process-tree" || resp.GetMode() != mode ||
 				resp.GetDetectionId() != "test-alert" || resp.GetAlertId() == "" {
@@ -83,9 +54,15 @@ policies:
 			}
 			switch mode {
 			case "enforce":
-				if resp.GetOutcome() != "done" || len(resp.GetPids()) != 3 || resp.GetPids()[0] != uint32(tree.Process.Pid) {
-					t.Errorf("enforce: outcome %q, pids %v; want done and the shell with its two children", resp.GetOutcome(), resp.GetPids())
+				if resp.GetOutcome() != "done" || len(resp.GetPids()) == 0 || resp.GetPids()[0] != uint32(tree.Process.Pid) {
+					t.Errorf("enforce: outcome %q, pids %v; want done, the shell first", resp.GetOutcome(), resp.GetPids())
 				}
+				// The shell's children, whether it had forked them before the
+				// kill or not: none may be left running.
+				testenv.WaitFor(t, 5*time.Second, "no child of the killed shell left", func() bool {
+					out, _ := exec.Command("pgrep", "-f", "^sleep "+long+"[12]$").Output()
+					return len(out) == 0
+				})
 				select {
 				case err := <-ended:
 					var ee *exec.ExitError
@@ -107,5 +84,90 @@ policies:
 				}
 			}
 		})
+	}
+}
+
+// startResponseNode starts an agent and its backend with a response policy
+// file holding policies (YAML after the file's kind line).
+func startResponseNode(t *testing.T, agentID, policies string) *edgeNode {
+	t.Helper()
+	e := newEdgeNode(t, agentID)
+	policy := filepath.Join(e.dir, "response.yaml")
+	if err := os.WriteFile(policy, []byte("apiVersion: harrier.io/v1\nkind: ResponsePolicies\n"+policies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(e.agentCfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = fmt.Fprintf(f, "response:\n  policyFile: %s\n", policy)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	startDaemon(t, e.bin, "agent", "-c", e.agentCfg)
+	waitReadyz(t, "http://"+e.agentMetrics+"/readyz")
+	return e
+}
+
+// responseFor waits for the backend's response record about process tgid.
+func (e *edgeNode) responseFor(t *testing.T, tgid uint32) *api.Response {
+	t.Helper()
+	var resp *api.Response
+	testenv.WaitFor(t, 30*time.Second, "the response record at the backend", func() bool {
+		var out struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if _, err := tryGetJSON("http://"+e.api+"/api/v1/events?kind=response&limit=100", "t", &out); err != nil {
+			return false
+		}
+		for _, raw := range out.Events {
+			ev := &api.Event{}
+			if protojson.Unmarshal(raw, ev) == nil && ev.GetProcess().GetTgid() == tgid {
+				resp = ev.GetResponse()
+				return true
+			}
+		}
+		return false
+	})
+	return resp
+}
+
+// TestResponseKillAtExec: a real agent with an execDeny list kills a
+// listed program before its first instruction, whose first action would be
+// to write a file: the file never appears, and the backend has the record.
+func TestResponseKillAtExec(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "marker")
+	touch, err := exec.LookPath("touch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(touch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(marker, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := startResponseNode(t, "edge-kill-at-exec", fmt.Sprintf(`execDeny:
+  - name: attack-tools
+    mode: enforce
+    paths: [%s]
+`, marker))
+	wrote := filepath.Join(dir, "marker-wrote")
+	cmd := exec.Command(marker, wrote)
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the listed program ended with %v, want SIGKILL", err)
+	}
+	if _, err := os.Stat(wrote); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the listed program ran its first instruction: %s exists (%v)", wrote, err)
+	}
+	resp := e.responseFor(t, uint32(cmd.Process.Pid))
+	if resp.GetAction() != "kill-at-exec" || resp.GetOutcome() != "done" || resp.GetPolicy() != "attack-tools" || resp.GetMode() != "enforce" {
+		t.Errorf("record %+v, want kill-at-exec done by attack-tools", resp)
 	}
 }

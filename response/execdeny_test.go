@@ -1,0 +1,112 @@
+package response
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/internal/procstat"
+	"github.com/harrier-sec/harrier/internal/testenv"
+)
+
+// copyFile copies an executable to a path of its own: a new inode.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestExecGuard: a marker program whose first action is to create a file
+// (a copy of touch) is killed at exec under enforce, so the file never
+// appears; under audit it runs and the hit is reported. Another copy of the
+// same program, not listed, runs.
+func TestExecGuard(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	touch, err := exec.LookPath("touch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	enforced, audited, unlisted := filepath.Join(dir, "marker-enforce"), filepath.Join(dir, "marker-audit"), filepath.Join(dir, "marker-unlisted")
+	for _, p := range []string{enforced, audited, unlisted} {
+		copyFile(t, touch, p)
+	}
+	boot, err := procstat.BootTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, skipped, err := StartExecGuard([]ExecDeny{
+		{Name: "tools", Mode: ModeEnforce, Paths: []string{enforced, filepath.Join(dir, "missing")}},
+		{Name: "watch", Mode: ModeAudit, Paths: []string{audited}},
+	}, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if len(skipped) != 1 || g.Entries() != 2 {
+		t.Errorf("skipped %v, entries %d: want the missing path skipped and 2 entries", skipped, g.Entries())
+	}
+	t.Logf("attached with %s", g.Attach)
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu   sync.Mutex
+		hits []ExecHit
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	run := func(prog string) (string, error) {
+		marker := prog + ".wrote"
+		return marker, exec.Command(prog, marker).Run()
+	}
+	marker, err := run(enforced)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("enforced marker ended with %v, want SIGKILL", err)
+	}
+	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the enforced marker ran its first instruction: %s exists (%v)", marker, err)
+	}
+	for _, p := range []string{audited, unlisted} {
+		marker, err := run(p)
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+		if _, err := os.Stat(marker); err != nil {
+			t.Errorf("%s did not run: %v", p, err)
+		}
+	}
+	testenv.WaitFor(t, 5*time.Second, "two hits", func() bool { mu.Lock(); defer mu.Unlock(); return len(hits) == 2 })
+	mu.Lock()
+	defer mu.Unlock()
+	if h := hits[0]; h.List != "tools" || h.Path != enforced || !h.Killed || h.Err != nil || h.TGID == 0 {
+		t.Errorf("enforce hit %+v", h)
+	}
+	if h := hits[1]; h.List != "watch" || h.Path != audited || h.Killed || h.Mode != ModeAudit {
+		t.Errorf("audit hit %+v", h)
+	}
+}
