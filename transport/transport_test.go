@@ -357,9 +357,11 @@ func TestHeartbeatsAndGaps(t *testing.T) {
 		return []*api.Gap{gap}
 	}
 	cl, stop := startClient(t, cfg, newSliceSource(nil))
+	// The client counts a heartbeat once it is acknowledged, just after the
+	// server has taken it: wait for both sides.
 	testenv.WaitFor(t, 10*time.Second, "three heartbeats", func() bool {
 		_, _, hb, _ := sink.snapshot()
-		return len(hb) >= 3
+		return len(hb) >= 3 && cl.Stats().HeartbeatsSent >= 3
 	})
 	stop()
 	_, _, hbs, gaps := sink.snapshot()
