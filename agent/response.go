@@ -3,6 +3,10 @@ package agent
 import (
 	"context"
 	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
 
 	"google.golang.org/protobuf/proto"
 
@@ -27,7 +31,7 @@ func (rr responseRunner) offer(a *api.Alert) {
 // events of kind response, whatever spool.eventKinds says. A policy file
 // that does not load is an error in the log, and the agent runs without
 // response rather than not at all.
-func startResponse(ctx context.Context, cfg ResponseConfig, node string, spool *store.Spool, notify func(), run func(string, func() error), log *slog.Logger) responseRunner {
+func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig, node string, spool *store.Spool, notify func(), run func(string, func() error), log *slog.Logger) responseRunner {
 	if cfg.PolicyFile == "" {
 		return responseRunner{}
 	}
@@ -49,6 +53,17 @@ func startResponse(ctx context.Context, cfg ResponseConfig, node string, spool *
 		notify()
 	}
 	r := response.NewResponder(policies, node, record, log)
+	if policies.NeedsNetBlocker() {
+		allow := backendAddrs(ctx, uplink, log)
+		n, err := response.NewNetBlocker(allow)
+		if err != nil {
+			log.Error("block-network unavailable; those actions will fail with the reason", "error", err)
+		} else {
+			log.Info("block-network ready", "allowed", allow)
+			context.AfterFunc(ctx, func() { _ = n.Close() })
+		}
+		r.UseNetBlocker(n, err)
+	}
 	run("response", func() error { return r.Run(ctx) })
 	if len(policies.ExecDeny) > 0 {
 		startExecGuard(ctx, policies.ExecDeny, r, run, log)
@@ -82,4 +97,38 @@ func startExecGuard(ctx context.Context, lists []response.ExecDeny, r *response.
 		defer g.Close()
 		return g.Run(ctx, r.ExecHit, log)
 	})
+}
+
+// backendAddrs are the addresses a blocked cgroup may still reach: the
+// backend's ingest and enrollment API (a pod may be the agent's own
+// neighbour), resolved now.
+func backendAddrs(ctx context.Context, uplink UplinkConfig, log *slog.Logger) []netip.AddrPort {
+	hostPorts := []string{uplink.Addr}
+	if u, err := url.Parse(uplink.Enroll.Server); err == nil && u.Host != "" {
+		port := u.Port()
+		if port == "" {
+			port = "443"
+		}
+		hostPorts = append(hostPorts, net.JoinHostPort(u.Hostname(), port))
+	}
+	var out []netip.AddrPort
+	for _, hp := range hostPorts {
+		host, portText, err := net.SplitHostPort(hp)
+		if err != nil {
+			continue
+		}
+		port, err := strconv.ParseUint(portText, 10, 16)
+		if err != nil {
+			continue
+		}
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil {
+			log.Warn("block-network: backend address not resolved; blocked workloads cannot reach it", "addr", hp, "error", err)
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, netip.AddrPortFrom(ip.Unmap(), uint16(port)))
+		}
+	}
+	return out
 }

@@ -2976,7 +2976,10 @@ type Response struct {
 	// The processes signalled (host PIDs), the target first.
 	Pids []uint32 `protobuf:"varint,8,rep,packed,name=pids,proto3" json:"pids,omitempty"`
 	// From the behaviour that raised the alert to the action.
-	LatencyUs     int64 `protobuf:"varint,9,opt,name=latency_us,json=latencyUs,proto3" json:"latency_us,omitempty"`
+	LatencyUs int64 `protobuf:"varint,9,opt,name=latency_us,json=latencyUs,proto3" json:"latency_us,omitempty"`
+	// What was acted on, in words: "process 1234", a cgroup's path, an
+	// executable's path.
+	Target        string `protobuf:"bytes,10,opt,name=target,proto3" json:"target,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -3072,6 +3075,13 @@ func (x *Response) GetLatencyUs() int64 {
 		return x.LatencyUs
 	}
 	return 0
+}
+
+func (x *Response) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
 }
 
 var File_event_proto protoreflect.FileDescriptor
@@ -3327,7 +3337,7 @@ const file_event_proto_rawDesc = "" +
 	"\x06detail\x18\x12 \x01(\tR\x06detail\x12 \n" +
 	"\vremediation\x18\x13 \x01(\tR\vremediation\x12\x1d\n" +
 	"\n" +
-	"finding_id\x18\x14 \x01(\tR\tfindingId\"\xef\x01\n" +
+	"finding_id\x18\x14 \x01(\tR\tfindingId\"\x87\x02\n" +
 	"\bResponse\x12\x19\n" +
 	"\balert_id\x18\x01 \x01(\tR\aalertId\x12!\n" +
 	"\fdetection_id\x18\x02 \x01(\tR\vdetectionId\x12\x16\n" +
@@ -3338,7 +3348,9 @@ const file_event_proto_rawDesc = "" +
 	"\x05error\x18\a \x01(\tR\x05error\x12\x12\n" +
 	"\x04pids\x18\b \x03(\rR\x04pids\x12\x1d\n" +
 	"\n" +
-	"latency_us\x18\t \x01(\x03R\tlatencyUs*\xb7\x04\n" +
+	"latency_us\x18\t \x01(\x03R\tlatencyUs\x12\x16\n" +
+	"\x06target\x18\n" +
+	" \x01(\tR\x06target*\xb7\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +

@@ -47,16 +47,7 @@ var ErrNotTarget = errors.New("the process is no longer the alert's")
 // it forks away meanwhile. procRoot is "" for /proc.
 func KillProcessTree(procRoot string, t Target) (Killed, error) {
 	start := time.Now()
-	root, err := pin(procRoot, t.PID, func(st procstat.Stat) error {
-		boot, err := procstat.BootTime()
-		if err != nil {
-			return err
-		}
-		if d := boot.Add(st.SinceBoot()).Sub(t.StartTime); d > StartTolerance || d < -StartTolerance {
-			return fmt.Errorf("process %d started %s from the alert's process: %w", t.PID, d.Round(time.Millisecond), ErrNotTarget)
-		}
-		return nil
-	})
+	root, err := pinTarget(procRoot, t)
 	if err != nil {
 		return Killed{}, err
 	}
@@ -104,6 +95,21 @@ func KillProcessTree(procRoot string, t Target) (Killed, error) {
 }
 
 type pinned struct{ pid, fd int }
+
+// pinTarget pins t's PID and checks that it is still t: started within
+// StartTolerance of t.StartTime.
+func pinTarget(procRoot string, t Target) (pinned, error) {
+	return pin(procRoot, t.PID, func(st procstat.Stat) error {
+		boot, err := procstat.BootTime()
+		if err != nil {
+			return err
+		}
+		if d := boot.Add(st.SinceBoot()).Sub(t.StartTime); d > StartTolerance || d < -StartTolerance {
+			return fmt.Errorf("process %d started %s from the alert's process: %w", t.PID, d.Round(time.Millisecond), ErrNotTarget)
+		}
+		return nil
+	})
+}
 
 // pin opens a pidfd for pid and only then checks it with check: from then
 // on the pidfd refers to the process that passed.

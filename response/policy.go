@@ -36,8 +36,8 @@ const (
 	ActionKillProcessTree = "kill-process-tree"
 )
 
-// Actions lists the actions this build can take.
-func Actions() []string { return []string{ActionKillProcessTree} }
+// Actions lists the actions a policy may name.
+func Actions() []string { return []string{ActionKillProcessTree, ActionBlockNetwork} }
 
 // Where an alert's process ran.
 const (
@@ -135,6 +135,9 @@ func (f *File) Validate() error {
 		case "", WhereAny, WhereContainer, WhereHost:
 		default:
 			bad("where %q: want %s, %s or %s", m.Where, WhereContainer, WhereHost, WhereAny)
+		}
+		if slices.Contains(p.Actions, ActionBlockNetwork) && m.Where != WhereContainer {
+			bad("block-network needs where: container (a host process's cgroup is a whole service)")
 		}
 		if m.Where == WhereHost && (len(m.Namespaces) > 0 || len(m.PodLabels) > 0 || len(m.Images) > 0) {
 			bad("where: host cannot match namespaces, pod labels or images")

@@ -3,13 +3,18 @@ package response
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
@@ -38,8 +43,12 @@ type Responder struct {
 	queue    chan *api.Alert
 	// never are processes no policy may act on: pid 1, the agent and
 	// its parent (its supervisor).
-	never   map[int]bool
-	kill    func(Target) (Killed, error)
+	never map[int]bool
+	kill  func(Target) (Killed, error)
+	// net blocks cgroups' network; nil when no policy blocks, or when this
+	// host cannot (netErr says why).
+	net     *NetBlocker
+	netErr  error
 	dropped atomic.Uint64
 
 	mu     sync.Mutex
@@ -62,6 +71,20 @@ func NewResponder(policies *File, node string, record func(*api.Event), log *slo
 		droppedDesc: prometheus.NewDesc("harrier_response_dropped_total",
 			"New alerts not given to the response policies because their queue was full.", nil, nil),
 	}
+}
+
+// UseNetBlocker gives the responder its network blocker, or the reason
+// there is none (block-network then fails with it).
+func (r *Responder) UseNetBlocker(n *NetBlocker, err error) { r.net, r.netErr = n, err }
+
+// NeedsNetBlocker says whether a policy names block-network.
+func (f *File) NeedsNetBlocker() bool {
+	for _, p := range f.Policies {
+		if slices.Contains(p.Actions, ActionBlockNetwork) {
+			return true
+		}
+	}
+	return false
 }
 
 // Offer hands a new alert to the policies without waiting.
@@ -112,13 +135,16 @@ func (r *Responder) Handle(a *api.Alert) []*api.Event {
 func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 	p := a.GetProcess()
 	target := Target{PID: int(p.GetTgid()), StartTime: p.GetStartTime().AsTime()}
+	resp.Target = "process " + strconv.Itoa(target.PID)
 	switch {
-	case d.Action != ActionKillProcessTree:
+	case d.Action != ActionKillProcessTree && d.Action != ActionBlockNetwork:
 		resp.Outcome, resp.Error = OutcomeFailed, "unknown action"
 	case p.GetTgid() == 0 || p.GetStartTime() == nil:
 		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
 	case r.never[target.PID]:
 		resp.Outcome, resp.Error = OutcomeRefused, "never acted on: pid 1, the agent or its supervisor"
+	case d.Action == ActionBlockNetwork:
+		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
 	case d.Mode == ModeAudit:
 		resp.Outcome, resp.Pids = OutcomeAudited, []uint32{p.GetTgid()}
 	default:
@@ -137,6 +163,53 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 	}
 }
 
+// blockNetwork blocks the network of the alert's container: its cgroup in
+// the unified hierarchy, from the container's cgroup path (the process may
+// be gone by now), else from the live process, pinned and checked by its
+// start time.
+func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, resp *api.Response) {
+	if r.net == nil {
+		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("block network unavailable: %v", r.netErr)
+		return
+	}
+	if c.GetId() == "" {
+		// A host process's cgroup is a whole service (sshd.service, a
+		// user's session): never cut.
+		resp.Outcome, resp.Error = OutcomeRefused, "block-network acts on containers only"
+		return
+	}
+	var cg string
+	if c.GetCgroup() != "" {
+		cg = filepath.Join(r.net.v2, filepath.Clean("/"+c.GetCgroup()))
+	} else {
+		p, err := pinTarget("", target)
+		if err != nil {
+			resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
+			return
+		}
+		cg, err = r.net.CgroupOf(target.PID)
+		unix.Close(p.fd)
+		if err != nil {
+			resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+			return
+		}
+	}
+	resp.Target = "cgroup " + cg
+	if fi, err := os.Stat(cg); err != nil || !fi.IsDir() {
+		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("the container's cgroup is not in the unified hierarchy: %v", err)
+		return
+	}
+	if mode == ModeAudit {
+		resp.Outcome = OutcomeAudited
+		return
+	}
+	if err := r.net.Block(cg); err != nil {
+		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+		return
+	}
+	resp.Outcome = OutcomeDone
+}
+
 func (r *Responder) count(resp *api.Response) {
 	r.mu.Lock()
 	r.counts[[3]string{resp.Action, resp.Mode, resp.Outcome}]++
@@ -149,7 +222,7 @@ const ActionKillAtExec = "kill-at-exec"
 
 // ExecHit records what the kernel did when a denied executable was exec'd.
 func (r *Responder) ExecHit(h ExecHit) {
-	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}}
+	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: h.Path}
 	switch {
 	case h.Err != nil:
 		resp.Outcome, resp.Error = OutcomeFailed, h.Err.Error()

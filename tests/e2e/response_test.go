@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/runctest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
@@ -170,4 +173,57 @@ func TestResponseKillAtExec(t *testing.T) {
 	if resp.GetAction() != "kill-at-exec" || resp.GetOutcome() != "done" || resp.GetPolicy() != "attack-tools" || resp.GetMode() != "enforce" {
 		t.Errorf("record %+v, want kill-at-exec done by attack-tools", resp)
 	}
+}
+
+// TestResponseBlockNetwork: a real agent blocks the network of a real
+// container when an alert comes from it: before, the container reaches its
+// own loopback web server; after the marker ran in it, the same request
+// fails with EPERM, and the backend has the record naming the cgroup.
+func TestResponseBlockNetwork(t *testing.T) {
+	testenv.RequireRoot(t)
+	runctest.Require(t)
+	e := startResponseNode(t, "edge-block-network", `policies:
+  - name: isolate-on-marker
+    mode: enforce
+    match: {detections: [test-alert], where: container}
+    actions: [block-network]
+`)
+	c := runctest.Start(t, runctest.Options{Args: []string{"/bin/busybox", "httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fetch := func() string {
+		out, err := c.Exec(ctx, "/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/")
+		return fmt.Sprintf("%s %v", out, err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the container's web server answering", func() bool {
+		out := fetch()
+		return !strings.Contains(out, "can't connect")
+	})
+	if _, err := c.Exec(ctx, "/bin/busybox", "sh", "-c", "echo HARRIER-TEST-ALERT"); err != nil {
+		t.Fatal(err)
+	}
+	var resp *api.Response
+	testenv.WaitFor(t, 30*time.Second, "the block-network record at the backend", func() bool {
+		var out struct {
+			Events []json.RawMessage `json:"events"`
+		}
+		if _, err := tryGetJSON("http://"+e.api+"/api/v1/events?kind=response&limit=100", "t", &out); err != nil {
+			return false
+		}
+		for _, raw := range out.Events {
+			ev := &api.Event{}
+			if protojson.Unmarshal(raw, ev) == nil && ev.GetContainer().GetId() == c.ID {
+				resp = ev.GetResponse()
+				return true
+			}
+		}
+		return false
+	})
+	if resp.GetAction() != "block-network" || resp.GetOutcome() != "done" || !strings.HasSuffix(resp.GetTarget(), "/"+c.ID) {
+		t.Fatalf("record %+v, want block-network done on the container's cgroup", resp)
+	}
+	if out := fetch(); !strings.Contains(out, "Operation not permitted") {
+		t.Errorf("after the block the container still connects: %s", out)
+	}
+	t.Logf("blocked %s: %s", resp.GetTarget(), fetch())
 }

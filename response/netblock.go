@@ -1,0 +1,174 @@
+package response
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/harrier-sec/harrier/sensor/container"
+)
+
+// ActionBlockNetwork refuses the new connections and UDP sends of the
+// alert's process's cgroup (its container, or the host service), except DNS
+// and the agent's backend.
+const ActionBlockNetwork = "block-network"
+
+// NetBlocker attaches the block-network programs to cgroups (cgroup v2:
+// the unified hierarchy, also on hybrid hosts). A block lasts while the
+// agent runs: its links close with it.
+type NetBlocker struct {
+	objs netblockObjects
+	v2   string // the unified hierarchy's mount point
+
+	mu     sync.Mutex
+	blocks map[string][]link.Link // cgroup path → its four links
+}
+
+// NewNetBlocker loads the programs with allow (the backend's addresses) in
+// their allow maps. DNS (port 53) is always allowed.
+func NewNetBlocker(allow []netip.AddrPort) (*NetBlocker, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("block network: %w", err)
+	}
+	mounts, err := container.ParseMountinfo(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("block network: mountinfo: %w", err)
+	}
+	v2 := container.FindHierarchies(mounts).V2
+	if v2 == "" {
+		return nil, errors.New("block network needs the cgroup v2 (unified) hierarchy, and this host has none mounted")
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock rlimit: %w", err)
+	}
+	n := &NetBlocker{v2: v2, blocks: map[string][]link.Link{}}
+	if err := loadNetblockObjects(&n.objs, nil); err != nil {
+		return nil, fmt.Errorf("block network: load: %w", err)
+	}
+	for _, ap := range allow {
+		port := uint32(htons(ap.Port()))
+		addr := ap.Addr().Unmap()
+		if addr.Is4() {
+			b := addr.As4()
+			err = n.objs.Allow4.Put(netblockAllow4Key{Ip: binary.NativeEndian.Uint32(b[:]), Port: port}, uint8(1))
+		} else {
+			b := addr.As16()
+			var k netblockAllow6Key
+			for i := range 4 {
+				k.Ip[i] = binary.NativeEndian.Uint32(b[i*4:])
+			}
+			k.Port = port
+			err = n.objs.Allow6.Put(k, uint8(1))
+		}
+		if err != nil {
+			n.objs.Close()
+			return nil, fmt.Errorf("block network: allow %s: %w", ap, err)
+		}
+	}
+	return n, nil
+}
+
+// htons is the port as the kernel's context holds it: network byte order
+// in the low 16 bits, read as a native integer.
+func htons(p uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], p)
+	return binary.NativeEndian.Uint16(b[:])
+}
+
+// CgroupOf is pid's cgroup in the unified hierarchy, as a path under its
+// mount point.
+func (n *NetBlocker) CgroupOf(pid int) (string, error) {
+	f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return "", fmt.Errorf("process %d: %w", pid, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
+			return filepath.Join(n.v2, filepath.Clean("/"+rest)), nil
+		}
+	}
+	return "", fmt.Errorf("process %d has no cgroup v2 path", pid)
+}
+
+// Block attaches the programs to cgroup (a directory of the unified
+// hierarchy). Blocking a blocked cgroup does nothing.
+func (n *NetBlocker) Block(cgroup string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.blocks[cgroup]; ok {
+		return nil
+	}
+	if cgroup == n.v2 {
+		return errors.New("block network: refusing the root cgroup (the whole host)")
+	}
+	var links []link.Link
+	for _, p := range []struct {
+		prog *ebpf.Program
+		at   ebpf.AttachType
+	}{
+		{n.objs.BlockConnect4, ebpf.AttachCGroupInet4Connect},
+		{n.objs.BlockConnect6, ebpf.AttachCGroupInet6Connect},
+		{n.objs.BlockSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
+		{n.objs.BlockSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: p.at, Program: p.prog})
+		if err != nil {
+			for _, l := range links {
+				l.Close()
+			}
+			return fmt.Errorf("block network on %s: %w", cgroup, err)
+		}
+		links = append(links, l)
+	}
+	n.blocks[cgroup] = links
+	return nil
+}
+
+// Unblock detaches the programs from cgroup.
+func (n *NetBlocker) Unblock(cgroup string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var errs []error
+	for _, l := range n.blocks[cgroup] {
+		errs = append(errs, l.Close())
+	}
+	delete(n.blocks, cgroup)
+	return errors.Join(errs...)
+}
+
+// Refused is how many calls the programs refused.
+func (n *NetBlocker) Refused() uint64 {
+	var v uint64
+	_ = n.objs.Refused.Lookup(uint32(0), &v)
+	return v
+}
+
+// Close lifts every block.
+func (n *NetBlocker) Close() error {
+	n.mu.Lock()
+	var errs []error
+	for c, ls := range n.blocks {
+		for _, l := range ls {
+			errs = append(errs, l.Close())
+		}
+		delete(n.blocks, c)
+	}
+	n.mu.Unlock()
+	return errors.Join(append(errs, n.objs.Close())...)
+}
