@@ -35,21 +35,31 @@ type NetBlocker struct {
 	blocks map[string][]link.Link // cgroup path → its four links
 }
 
-// NewNetBlocker loads the programs with allow (the backend's addresses) in
-// their allow maps. DNS (port 53) is always allowed.
-func NewNetBlocker(allow []netip.AddrPort) (*NetBlocker, error) {
+// UnifiedMount is where the cgroup v2 (unified) hierarchy is mounted, from
+// this process's mountinfo.
+func UnifiedMount() (string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		return nil, fmt.Errorf("block network: %w", err)
+		return "", fmt.Errorf("cgroup v2: %w", err)
 	}
 	mounts, err := container.ParseMountinfo(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("block network: mountinfo: %w", err)
+		return "", fmt.Errorf("cgroup v2: mountinfo: %w", err)
 	}
 	v2 := container.FindHierarchies(mounts).V2
 	if v2 == "" {
-		return nil, errors.New("block network needs the cgroup v2 (unified) hierarchy, and this host has none mounted")
+		return "", errors.New("this host has no cgroup v2 (unified) hierarchy mounted")
+	}
+	return v2, nil
+}
+
+// NewNetBlocker loads the programs with allow (the backend's addresses) in
+// their allow maps. DNS (port 53) is always allowed.
+func NewNetBlocker(allow []netip.AddrPort) (*NetBlocker, error) {
+	v2, err := UnifiedMount()
+	if err != nil {
+		return nil, fmt.Errorf("block network: %w", err)
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock rlimit: %w", err)

@@ -37,7 +37,14 @@ const (
 )
 
 // Actions lists the actions a policy may name.
-func Actions() []string { return []string{ActionKillProcessTree, ActionBlockNetwork} }
+func Actions() []string {
+	return []string{ActionKillProcessTree, ActionBlockNetwork, ActionPauseContainer, ActionStopContainer}
+}
+
+// containerOnly are the actions on a container as a whole.
+func containerOnly(action string) bool {
+	return action == ActionBlockNetwork || action == ActionPauseContainer || action == ActionStopContainer
+}
 
 // Where an alert's process ran.
 const (
@@ -136,8 +143,10 @@ func (f *File) Validate() error {
 		default:
 			bad("where %q: want %s, %s or %s", m.Where, WhereContainer, WhereHost, WhereAny)
 		}
-		if slices.Contains(p.Actions, ActionBlockNetwork) && m.Where != WhereContainer {
-			bad("block-network needs where: container (a host process's cgroup is a whole service)")
+		for _, a := range p.Actions {
+			if containerOnly(a) && m.Where != WhereContainer {
+				bad("%s needs where: container (a host process's cgroup is a whole service)", a)
+			}
 		}
 		if m.Where == WhereHost && (len(m.Namespaces) > 0 || len(m.PodLabels) > 0 || len(m.Images) > 0) {
 			bad("where: host cannot match namespaces, pod labels or images")

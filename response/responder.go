@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -47,8 +46,12 @@ type Responder struct {
 	kill  func(Target) (Killed, error)
 	// net blocks cgroups' network; nil when no policy blocks, or when this
 	// host cannot (netErr says why).
-	net     *NetBlocker
-	netErr  error
+	net    *NetBlocker
+	netErr error
+	// v2 is the unified hierarchy's mount point, for container actions;
+	// v2Err says why there is none.
+	v2      string
+	v2Err   error
 	dropped atomic.Uint64
 
 	mu     sync.Mutex
@@ -60,7 +63,9 @@ type Responder struct {
 // NewResponder acts per policies on node; record receives every response
 // event (the agent spools it with the alerts).
 func NewResponder(policies *File, node string, record func(*api.Event), log *slog.Logger) *Responder {
+	v2, v2Err := UnifiedMount()
 	return &Responder{
+		v2: v2, v2Err: v2Err,
 		policies: policies, node: node, record: record, log: log,
 		queue:  make(chan *api.Alert, queueSize),
 		never:  map[int]bool{0: true, 1: true, os.Getpid(): true, os.Getppid(): true},
@@ -137,8 +142,10 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 	target := Target{PID: int(p.GetTgid()), StartTime: p.GetStartTime().AsTime()}
 	resp.Target = "process " + strconv.Itoa(target.PID)
 	switch {
-	case d.Action != ActionKillProcessTree && d.Action != ActionBlockNetwork:
+	case !slices.Contains(Actions(), d.Action):
 		resp.Outcome, resp.Error = OutcomeFailed, "unknown action"
+	case d.Action == ActionPauseContainer || d.Action == ActionStopContainer:
+		r.containerAction(a.GetContainer(), d, resp)
 	case p.GetTgid() == 0 || p.GetStartTime() == nil:
 		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
 	case r.never[target.PID]:
@@ -180,7 +187,11 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 	}
 	var cg string
 	if c.GetCgroup() != "" {
-		cg = filepath.Join(r.net.v2, filepath.Clean("/"+c.GetCgroup()))
+		var err error
+		if cg, err = containerCgroup(r.net.v2, c.GetCgroup()); err != nil {
+			resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+			return
+		}
 	} else {
 		p, err := pinTarget("", target)
 		if err != nil {
@@ -195,15 +206,52 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 		}
 	}
 	resp.Target = "cgroup " + cg
-	if fi, err := os.Stat(cg); err != nil || !fi.IsDir() {
-		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("the container's cgroup is not in the unified hierarchy: %v", err)
-		return
-	}
 	if mode == ModeAudit {
 		resp.Outcome = OutcomeAudited
 		return
 	}
 	if err := r.net.Block(cg); err != nil {
+		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+		return
+	}
+	resp.Outcome = OutcomeDone
+}
+
+// containerAction pauses (freezes) or stops (kills) every process of the
+// alert's container through its cgroup v2 core files.
+func (r *Responder) containerAction(c *api.Container, d Decision, resp *api.Response) {
+	if c.GetId() == "" {
+		resp.Outcome, resp.Error = OutcomeRefused, d.Action+" acts on containers only"
+		return
+	}
+	if r.v2Err != nil {
+		resp.Outcome, resp.Error = OutcomeFailed, r.v2Err.Error()
+		return
+	}
+	cg, err := containerCgroup(r.v2, c.GetCgroup())
+	if err != nil {
+		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+		return
+	}
+	resp.Target = "cgroup " + cg
+	if d.Mode == ModeAudit {
+		resp.Outcome = OutcomeAudited
+		return
+	}
+	switch d.Action {
+	case ActionPauseContainer:
+		err = writeCgroupFile(cg, "cgroup.freeze", "1")
+		// Freezing completes asynchronously; say so if it has not yet.
+		for i := 0; err == nil && i < 100 && !frozen(cg); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if err == nil && !frozen(cg) {
+			err = fmt.Errorf("%s not frozen after 1 s", cg)
+		}
+	case ActionStopContainer:
+		err = writeCgroupFile(cg, "cgroup.kill", "1")
+	}
+	if err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 		return
 	}
