@@ -142,7 +142,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return fail(err)
 	}
-	responder := startResponse(ctx, cfg.Response, cfg.Uplink, cfg.Sensor.Node, spool, up.Notify, run, log)
+	responder := startResponse(ctx, cfg.Response, cfg.Uplink, cfg.Sensor.Node, cfg.DataDir, spool, up.Notify, run, log)
 	events := make(chan *api.Event, sens.QueueSize())
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })

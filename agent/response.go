@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
@@ -31,7 +32,7 @@ func (rr responseRunner) offer(a *api.Alert) {
 // events of kind response, whatever spool.eventKinds says. A policy file
 // that does not load is an error in the log, and the agent runs without
 // response rather than not at all.
-func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig, node string, spool *store.Spool, notify func(), run func(string, func() error), log *slog.Logger) responseRunner {
+func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig, node, dataDir string, spool *store.Spool, notify func(), run func(string, func() error), log *slog.Logger) responseRunner {
 	if cfg.PolicyFile == "" {
 		return responseRunner{}
 	}
@@ -53,6 +54,7 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		notify()
 	}
 	r := response.NewResponder(policies, node, record, log)
+	r.UseQuarantineDir(filepath.Join(dataDir, "quarantine"))
 	if policies.NeedsNetBlocker() {
 		allow := backendAddrs(ctx, uplink, log)
 		n, err := response.NewNetBlocker(allow)

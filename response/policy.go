@@ -38,7 +38,7 @@ const (
 
 // Actions lists the actions a policy may name.
 func Actions() []string {
-	return []string{ActionKillProcessTree, ActionBlockNetwork, ActionPauseContainer, ActionStopContainer}
+	return []string{ActionKillProcessTree, ActionBlockNetwork, ActionPauseContainer, ActionStopContainer, ActionQuarantine}
 }
 
 // containerOnly are the actions on a container as a whole.

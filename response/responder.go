@@ -50,9 +50,11 @@ type Responder struct {
 	netErr error
 	// v2 is the unified hierarchy's mount point, for container actions;
 	// v2Err says why there is none.
-	v2      string
-	v2Err   error
-	dropped atomic.Uint64
+	v2    string
+	v2Err error
+	// quarantineDir keeps forensic copies; "" disables quarantine.
+	quarantineDir string
+	dropped       atomic.Uint64
 
 	mu     sync.Mutex
 	counts map[[3]string]uint64 // action, mode, outcome
@@ -81,6 +83,10 @@ func NewResponder(policies *File, node string, record func(*api.Event), log *slo
 // UseNetBlocker gives the responder its network blocker, or the reason
 // there is none (block-network then fails with it).
 func (r *Responder) UseNetBlocker(n *NetBlocker, err error) { r.net, r.netErr = n, err }
+
+// UseQuarantineDir is where quarantine-executable keeps its forensic
+// copies (the agent's data directory's quarantine/).
+func (r *Responder) UseQuarantineDir(dir string) { r.quarantineDir = dir }
 
 // NeedsNetBlocker says whether a policy names block-network.
 func (f *File) NeedsNetBlocker() bool {
@@ -152,6 +158,8 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		resp.Outcome, resp.Error = OutcomeRefused, "never acted on: pid 1, the agent or its supervisor"
 	case d.Action == ActionBlockNetwork:
 		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
+	case d.Action == ActionQuarantine:
+		r.quarantine(target, p.GetExe(), d.Mode, resp)
 	case d.Mode == ModeAudit:
 		resp.Outcome, resp.Pids = OutcomeAudited, []uint32{p.GetTgid()}
 	default:
@@ -215,6 +223,40 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 		return
 	}
 	resp.Outcome = OutcomeDone
+}
+
+func (r *Responder) quarantine(target Target, exe, mode string, resp *api.Response) {
+	resp.Target = "executable " + exe
+	switch {
+	case exe == "" || exe[0] != '/':
+		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no executable file"
+		return
+	case r.quarantineDir == "":
+		resp.Outcome, resp.Error = OutcomeFailed, "no quarantine directory"
+		return
+	case mode == ModeAudit:
+		resp.Outcome, resp.Pids = OutcomeAudited, []uint32{uint32(target.PID)}
+		return
+	}
+	q, err := quarantineExecutable(target, exe, r.quarantineDir, DefaultQuarantineCopyBytes)
+	resp.Pids = []uint32{uint32(target.PID)}
+	if q.SHA256 != "" {
+		resp.Target += " sha256:" + q.SHA256
+	}
+	if q.Moved != "" {
+		resp.Target += " moved to " + q.Moved
+	}
+	if q.Copy != "" {
+		resp.Target += " copy " + q.Copy
+	}
+	switch {
+	case errors.Is(err, ErrNotTarget):
+		resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
+	case err != nil:
+		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+	default:
+		resp.Outcome = OutcomeDone
+	}
 }
 
 // containerAction pauses (freezes) or stops (kills) every process of the
