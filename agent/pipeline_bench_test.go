@@ -1,0 +1,230 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/analytics"
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/store"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// stormExec is what the sensor emits for one fork+exec+wait of /bin/true
+// (tests/bench/loadgen -workload exec), shaped after `harrier events`
+// output on a test VM: the parent's fork, the child's exec and its exit.
+// As the sensor does, events of one process share their Process,
+// Ancestry and Namespaces blocks: every fork shares the parent's, the
+// exec and exit of one child share the child's.
+type stormExec [3]*api.Event
+
+// stormPool builds n distinct exec triples from one parent process.
+func stormPool(n int) []stormExec {
+	base := time.Date(2026, 12, 6, 4, 51, 54, 0, time.UTC)
+	ts := func(d time.Duration) *timestamppb.Timestamp { return timestamppb.New(base.Add(d)) }
+	// A realistic long ancestor argument (a supervisor's --env JSON), cut
+	// at the sensor's maxArgBytes as the process cache does.
+	env := `{"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", ` +
+		strings.Repeat(`"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", `, 20) + `}`
+	env = env[:900]
+	ancestors := []*api.Ancestor{
+		{Pid: 7209, Exe: "/usr/bin/bash", Args: []string{"bash", "/dev/fd/3"}, StartTime: ts(-3 * time.Second)},
+		{Pid: 7208, Exe: "/usr/bin/bash", Args: []string{"bash", "/dev/fd/3"}, StartTime: ts(-3 * time.Second)},
+		{Pid: 5581, Exe: "/usr/bin/bash", Args: []string{"bash", "/dev/fd/3"}, StartTime: ts(-69 * time.Second)},
+		{Pid: 5580, Exe: "/usr/local/bin/supervisor", Args: []string{"supervisor", "--uid", "0", "--env", env}, StartTime: ts(-69 * time.Second)},
+		{Pid: 1, Exe: "/sbin/init", Args: []string{"/sbin/init", "splash"}, StartTime: ts(-14 * time.Hour)},
+	}
+	ns := &api.Namespaces{Pid: 4026531836, Mnt: 4026531832, Net: 4026531833}
+	parent := &api.Process{
+		Pid: 7261, Tgid: 7258, Ppid: 7209, Comm: "loadgen", Exe: "/tmp/bench/loadgen",
+		Args: []string{"./loadgen", "-workload", "exec", "-n", "200000"}, Cwd: "/tmp/bench",
+		StartTime: ts(-20 * time.Millisecond), Cgroup: "/system.slice/bench.service",
+	}
+	parentAncestor := &api.Ancestor{Pid: parent.Tgid, Exe: parent.Exe, Args: parent.Args, StartTime: parent.StartTime}
+	chain := append([]*api.Ancestor{parentAncestor}, ancestors...)
+	pool := make([]stormExec, n)
+	for i := range pool {
+		pid := uint32(8000 + i)
+		at := time.Duration(i) * time.Millisecond
+		child := &api.Process{
+			Pid: pid, Tgid: pid, Ppid: parent.Tgid, Comm: "true", Exe: "/usr/bin/true", Args: []string{"/bin/true"},
+			Cwd: "/tmp/bench", StartTime: ts(at), Cgroup: parent.Cgroup,
+		}
+		// The sensor builds a new process view, ancestry included, for
+		// every new process.
+		childAncestry := make([]*api.Ancestor, len(chain))
+		for j, a := range chain {
+			childAncestry[j] = &api.Ancestor{Pid: a.Pid, Exe: a.Exe, Args: slices.Clone(a.Args), Uid: a.Uid, StartTime: timestamppb.New(a.StartTime.AsTime())}
+		}
+		ev := func(kind api.EventKind, p *api.Process, anc []*api.Ancestor, d time.Duration) *api.Event {
+			return &api.Event{Time: ts(at + d), Node: "bench-node", Kind: kind, Process: p, Ancestry: anc, Namespaces: ns}
+		}
+		fork := ev(api.EventKind_EVENT_KIND_FORK, parent, ancestors, 0)
+		fork.Detail = &api.Event_Fork{Fork: &api.Fork{ChildPid: pid, ChildTgid: pid}}
+		exec := ev(api.EventKind_EVENT_KIND_EXEC, child, childAncestry, 300*time.Microsecond)
+		exec.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: "/bin/true"}}
+		exit := ev(api.EventKind_EVENT_KIND_EXIT, child, childAncestry, 600*time.Microsecond)
+		exit.Detail = &api.Event_Exit{Exit: &api.Exit{}}
+		pool[i] = stormExec{fork, exec, exit}
+	}
+	return pool
+}
+
+// benchPool exceeds the pipeline's queue several times over, so an event is
+// never re-sent (and its time rewritten) while still queued.
+const benchPool = 8192
+
+// BenchmarkPipelineExec is the agent's user-space cost per exec of an exec
+// storm after the sensor: pod context, detections with the built-in rules,
+// baselines and de-duplication, the spool (real segment files and Badger in
+// a temp dir, fsync per batch) and, with uplink, the uplink's side: reading
+// the spool, encoding zstd batches as transport.Client does and acking
+// (everything but QUIC). One op is one exec (fork, exec and exit events).
+// Raw events are not capped (spool.maxEventsPerSec -1): below the default
+// cap of 1000/s every exec is spooled and shipped, which is the cost a
+// node pays per exec.
+func BenchmarkPipelineExec(b *testing.B) {
+	for _, bc := range []struct {
+		name   string
+		uplink bool
+	}{{"spool", false}, {"spool+uplink", true}} {
+		b.Run(bc.name, func(b *testing.B) { benchPipeline(b, bc.uplink) })
+	}
+}
+
+func benchPipeline(b *testing.B, withUplink bool) {
+	dir := b.TempDir()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := Config{DataDir: dir}
+	cfg.Sensor.Node = "bench-node"
+	cfg = WithDefaults(cfg)
+	kinds, err := api.ParseKinds(cfg.Spool.EventKinds)
+	if err != nil {
+		b.Fatal(err)
+	}
+	engine, err := NewEngine(cfg, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spool, err := store.Open(store.Config{Dir: filepath.Join(dir, "spool"), QuotaBytes: cfg.Spool.QuotaBytes}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer spool.Close()
+	codec, err := transport.NewCodec(transport.Limits{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer codec.Close()
+	pool := stormPool(benchPool)
+
+	events := make(chan *api.Event, 16384)
+	var stats atomic.Pointer[analytics.Stats]
+	var capped atomic.Uint64
+	latency := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "bench"})
+	notify := make(chan struct{}, 1)
+	wake := func() {
+		select {
+		case notify <- struct{}{}:
+		default:
+		}
+	}
+	piped := make(chan error, 1)
+	go func() {
+		piped <- pipeline(events, func(*api.Event) {}, nil, nil, engine, kinds, -1, spool, wake, &stats, &capped, latency, log)
+	}()
+	ctx, stop := context.WithCancel(context.Background())
+	drained := make(chan error, 1)
+	go func() {
+		if !withUplink {
+			drained <- nil
+			return
+		}
+		drained <- drainUplink(ctx, NewSpoolSource(spool), codec, notify)
+	}()
+
+	b.ReportAllocs()
+	cpu0 := cpuTime(b)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; b.Loop(); i++ {
+		for _, ev := range pool[i%len(pool)] {
+			// Fresh, increasing times, as a running sensor gives.
+			t := start.Add(time.Duration(i) * time.Microsecond)
+			ev.Time.Seconds, ev.Time.Nanos = t.Unix(), int32(t.Nanosecond())
+			ev.Seq = uint64(i)
+			events <- ev
+		}
+	}
+	close(events)
+	if err := <-piped; err != nil {
+		b.Fatal(err)
+	}
+	stop()
+	if err := <-drained; err != nil {
+		b.Fatal(err)
+	}
+	b.StopTimer()
+	// CPU time of the whole process (pipeline, spool, uplink, GC) is the
+	// figure that matters on a shared node; wall time on a busy machine is not.
+	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	if st := stats.Load(); st != nil && st.Alerts > 0 {
+		b.Errorf("%d alerts from an exec storm of /bin/true", st.Alerts)
+	}
+}
+
+// drainUplink does what transport.Client does with the spool per batch,
+// without the network: read pending records, encode the frame, ack them. It
+// returns once ctx is done and nothing is left.
+func drainUplink(ctx context.Context, src *SpoolSource, codec *transport.Codec, notify <-chan struct{}) error {
+	for {
+		recs, err := src.Pending(ctx, transport.DefaultBatchRecords, transport.DefaultBatchBytes)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			select {
+			case <-notify:
+				continue
+			case <-ctx.Done():
+				if recs, err = src.Pending(ctx, 1, 1); err != nil || len(recs) == 0 {
+					return err
+				}
+				continue
+			case <-time.After(10 * time.Millisecond):
+				continue
+			}
+		}
+		b := &api.Batch{AgentId: "bench-node", SpoolId: "0123456789abcdef0123456789abcdef", Records: recs, Sent: timestamppb.Now()}
+		if _, err := codec.EncodeBatch(b); err != nil {
+			return err
+		}
+		seqs := make([]uint64, len(recs))
+		for i, r := range recs {
+			seqs[i] = r.GetSeq()
+		}
+		if err := src.Acked(seqs); err != nil {
+			return err
+		}
+	}
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
