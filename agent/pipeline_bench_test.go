@@ -25,8 +25,9 @@ import (
 // (tests/bench/loadgen -workload exec), shaped after `harrier events`
 // output on a test VM: the parent's fork, the child's exec and its exit.
 // As the sensor does, events of one process share their Process,
-// Ancestry and Namespaces blocks: every fork shares the parent's, the
-// exec and exit of one child share the child's.
+// Ancestry and Namespaces blocks (every fork shares the parent's, the
+// exec and exit of one child share the child's), and every process's
+// Ancestor message is shared by its descendants' events.
 type stormExec [3]*api.Event
 
 // stormPool builds n distinct exec triples from one parent process.
@@ -61,12 +62,9 @@ func stormPool(n int) []stormExec {
 			Pid: pid, Tgid: pid, Ppid: parent.Tgid, Comm: "true", Exe: "/usr/bin/true", Args: []string{"/bin/true"},
 			Cwd: "/tmp/bench", StartTime: ts(at), Cgroup: parent.Cgroup,
 		}
-		// The sensor builds a new process view, ancestry included, for
-		// every new process.
-		childAncestry := make([]*api.Ancestor, len(chain))
-		for j, a := range chain {
-			childAncestry[j] = &api.Ancestor{Pid: a.Pid, Exe: a.Exe, Args: slices.Clone(a.Args), Uid: a.Uid, StartTime: timestamppb.New(a.StartTime.AsTime())}
-		}
+		// The sensor builds a new ancestry slice for every new process; the
+		// messages in it are its process cache's, shared (proc.AncestorChain).
+		childAncestry := slices.Clone(chain)
 		ev := func(kind api.EventKind, p *api.Process, anc []*api.Ancestor, d time.Duration) *api.Event {
 			return &api.Event{Time: ts(at + d), Node: "bench-node", Kind: kind, Process: p, Ancestry: anc, Namespaces: ns}
 		}
