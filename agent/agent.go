@@ -385,6 +385,20 @@ func (s *SpoolSource) Pending(_ context.Context, maxRecords, maxBytes int) ([]*a
 	return out, nil
 }
 
+// PendingRaw is Pending with the records as the spool holds them, marshaled
+// (transport.RawSource): the uplink frames them without decoding each.
+func (s *SpoolSource) PendingRaw(_ context.Context, maxRecords, maxBytes int) ([]transport.RawRecord, error) {
+	recs, err := s.spool.Next(maxRecords, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]transport.RawRecord, len(recs))
+	for i, r := range recs {
+		out[i] = transport.RawRecord{Seq: wireSeq(r.RecordID), Payload: r.Payload}
+	}
+	return out, nil
+}
+
 // Acked releases what the backend stored.
 func (s *SpoolSource) Acked(seqs []uint64) error {
 	ids := make([]store.RecordID, len(seqs))

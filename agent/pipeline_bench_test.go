@@ -187,7 +187,7 @@ func benchPipeline(b *testing.B, withUplink bool) {
 // returns once ctx is done and nothing is left.
 func drainUplink(ctx context.Context, src *SpoolSource, codec *transport.Codec, notify <-chan struct{}) error {
 	for {
-		recs, err := src.Pending(ctx, transport.DefaultBatchRecords, transport.DefaultBatchBytes)
+		recs, err := src.PendingRaw(ctx, transport.DefaultBatchRecords, transport.DefaultBatchBytes)
 		if err != nil {
 			return err
 		}
@@ -196,7 +196,7 @@ func drainUplink(ctx context.Context, src *SpoolSource, codec *transport.Codec, 
 			case <-notify:
 				continue
 			case <-ctx.Done():
-				if recs, err = src.Pending(ctx, 1, 1); err != nil || len(recs) == 0 {
+				if recs, err = src.PendingRaw(ctx, 1, 1); err != nil || len(recs) == 0 {
 					return err
 				}
 				continue
@@ -204,13 +204,13 @@ func drainUplink(ctx context.Context, src *SpoolSource, codec *transport.Codec, 
 				continue
 			}
 		}
-		b := &api.Batch{AgentId: "bench-node", SpoolId: "0123456789abcdef0123456789abcdef", Records: recs, Sent: timestamppb.Now()}
-		if _, err := codec.EncodeBatch(b); err != nil {
+		b := &api.Batch{AgentId: "bench-node", SpoolId: "0123456789abcdef0123456789abcdef", Sent: timestamppb.Now()}
+		if _, err := codec.EncodeRawBatch(b, recs); err != nil {
 			return err
 		}
 		seqs := make([]uint64, len(recs))
 		for i, r := range recs {
-			seqs[i] = r.GetSeq()
+			seqs[i] = r.Seq
 		}
 		if err := src.Acked(seqs); err != nil {
 			return err
