@@ -225,6 +225,10 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 		inWindow++
 		return true
 	}
+	enc, err := newRecordEncoder()
+	if err != nil {
+		return err
+	}
 	var batch, alerts [][]byte
 	var behaviourAt []time.Time // per new alert: the event that raised it (zero for updates)
 	emit := func(a *api.Alert) {
@@ -284,7 +288,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 			flush()
 		}
 		if kinds[ev.GetKind()] && allow() {
-			if b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}}); err == nil {
+			if b, err := enc.encode(ev); err == nil {
 				batch = append(batch, b)
 			}
 		}
@@ -315,7 +319,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 			if !kinds[ev.GetKind()] || !allow() {
 				continue
 			}
-			b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}})
+			b, err := enc.encode(ev)
 			if err != nil {
 				log.Warn("encode event", "error", err)
 				continue
