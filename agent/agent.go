@@ -235,6 +235,10 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 		inWindow++
 		return true
 	}
+	enc, err := newRecordEncoder()
+	if err != nil {
+		return err
+	}
 	var batch, alerts [][]byte
 	var behaviourAt []time.Time // per new alert: the event that raised it (zero for updates)
 	emit := func(a *api.Alert) {
@@ -276,7 +280,11 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 		}
 		if _, err := spool.AppendBatch(store.ClassEvent, batch); err != nil {
 			log.Warn("spool append failed; events dropped", "count", len(batch), "error", err)
-		} else {
+		} else if len(batch) >= spoolBatchLimit {
+			// Raw events below a full batch wait for the uplink's poll
+			// (transport.DefaultPollInterval, a second): one round trip a
+			// second instead of one per flush saves the uplink, QUIC and
+			// the spool's acks nine wake-ups in ten. Alerts go at once.
 			notify()
 		}
 		batch = batch[:0]
@@ -291,7 +299,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 			flush()
 		}
 		if kinds[ev.GetKind()] && allow() {
-			if b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}}); err == nil {
+			if b, err := enc.encode(ev); err == nil {
 				batch = append(batch, b)
 			}
 		}
@@ -322,7 +330,7 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 			if !kinds[ev.GetKind()] || !allow() {
 				continue
 			}
-			b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}})
+			b, err := enc.encode(ev)
 			if err != nil {
 				log.Warn("encode event", "error", err)
 				continue
@@ -392,6 +400,20 @@ func (s *SpoolSource) Pending(_ context.Context, maxRecords, maxBytes int) ([]*a
 		if err := s.spool.Ack(bad...); err != nil {
 			return nil, fmt.Errorf("drop undecodable spool records: %w", err)
 		}
+	}
+	return out, nil
+}
+
+// PendingRaw is Pending with the records as the spool holds them, marshaled
+// (transport.RawSource): the uplink frames them without decoding each.
+func (s *SpoolSource) PendingRaw(_ context.Context, maxRecords, maxBytes int) ([]transport.RawRecord, error) {
+	recs, err := s.spool.Next(maxRecords, maxBytes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]transport.RawRecord, len(recs))
+	for i, r := range recs {
+		out[i] = transport.RawRecord{Seq: wireSeq(r.RecordID), Payload: r.Payload}
 	}
 	return out, nil
 }

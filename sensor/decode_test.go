@@ -399,3 +399,56 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExecStorm is the sensor's user-space cost per exec of an exec
+// storm (tests/bench/loadgen -workload exec) after the ring buffer: decoding
+// and enriching the parent's fork, the child's exec and its exit, with the
+// process cache and ancestry of a loadgen under shells and a supervisor
+// with a long argument. One op is one exec (three records).
+func BenchmarkExecStorm(b *testing.B) {
+	s := testSensor()
+	s.procs = proc.New(proc.Config{})
+	s.views = newViewCache(s.cfg.ProcessCacheSize)
+	env := strings.Repeat(`"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt", `, 20)
+	chain := []proc.Entry{
+		{Tgid: 1, Exe: "/sbin/init", Args: []string{"/sbin/init", "splash"}},
+		{Tgid: 5580, Ppid: 1, Exe: "/usr/local/bin/supervisor", Args: []string{"supervisor", "--uid", "0", "--env", env}},
+		{Tgid: 5581, Ppid: 5580, Exe: "/usr/bin/bash", Args: []string{"bash", "/dev/fd/3"}},
+		{Tgid: 7208, Ppid: 5581, Exe: "/usr/bin/bash", Args: []string{"bash", "/dev/fd/3"}},
+		{Tgid: 7209, Ppid: 7208, Exe: "/usr/bin/bash", Args: []string{"bash", "/dev/fd/3"}},
+		{Tgid: 7258, Ppid: 7209, Exe: "/tmp/bench/loadgen", Args: []string{"./loadgen", "-workload", "exec", "-n", "200000"}, Cwd: "/tmp/bench"},
+	}
+	for i, e := range chain {
+		e.StartBootNs = uint64(i+1) * 1e9
+		s.procs.Exec(e)
+	}
+	const parent, thread = 7258, 7261
+	head := func(kind, pid, tgid uint32, start uint64) *record {
+		return &record{Kind: kind, Pid: pid, Tgid: tgid, Ppid: 7209, StartBootNs: start, CgroupID: 1,
+			PidNS: 4026531836, MntNS: 4026531832, NetNS: 4026531833, Comm: []byte("loadgen")}
+	}
+	var raws [][]byte
+	for i := range 8192 {
+		child, start := uint32(8000+i), uint64(10e9)+uint64(i)*1e6
+		fork := head(kindFork, thread, parent, 6e9)
+		fork.Num[0], fork.Num[1], fork.Num[2] = uint64(child), uint64(child), start
+		exec := head(kindExec, child, child, start)
+		exec.Ppid, exec.Comm = parent, []byte("true")
+		exec.Str[0], exec.Str[1], exec.Str[2], exec.Str[3], exec.Str[4] = []byte("/usr/bin/true"), []byte("/bin/true\x00"), []byte("/tmp/bench"), []byte("/bin/true"), []byte("/system.slice/bench.service")
+		exit := head(kindExit, child, child, start)
+		exit.Ppid, exit.Comm = parent, []byte("true")
+		raws = append(raws, encodeRecord(fork), encodeRecord(exec), encodeRecord(exit))
+	}
+	var r record
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		for j := range 3 {
+			// Pids repeat every 8192 execs, after the exited set
+			// (4096) has let them go, as pid reuse does.
+			if err := decodeRecord(raws[(3*i+j)%len(raws)], &r); err != nil {
+				b.Fatal(err)
+			}
+			_ = s.enrich(&r)
+		}
+	}
+}

@@ -129,7 +129,7 @@ func (s *Sensor) view(rec *record) *processView {
 	v := &processView{
 		key:        key,
 		namespaces: &api.Namespaces{Pid: rec.PidNS, Mnt: rec.MntNS, Net: rec.NetNS},
-		ancestry:   proc.ToAncestry(s.procs.Ancestry(rec.Tgid, s.cfg.AncestryDepth), s.bootTime),
+		ancestry:   s.procs.AncestorChain(rec.Tgid, s.cfg.AncestryDepth, s.bootTime),
 	}
 	if e, ok := s.procs.Get(rec.Tgid); ok {
 		v.process = e.ToProcess(s.bootTime)

@@ -80,10 +80,13 @@ type Stats struct {
 // Sensor is a loaded, attached eBPF sensor. Create it with New, consume
 // events with Run, and Close it.
 type Sensor struct {
-	cfg      Config
-	log      *slog.Logger
-	kern     *loaded
-	reader   *ringbuf.Reader
+	cfg    Config
+	log    *slog.Logger
+	kern   *loaded
+	reader *ringbuf.Reader
+	// ring parks Run between drains; nil when the netpoller cannot hold
+	// the ring buffer's fd, and Run blocks in the reader instead.
+	ring     *ringWait
 	procs    *proc.Cache
 	cgroups  *cgroupResolver
 	views    *viewCache
@@ -106,6 +109,7 @@ type Sensor struct {
 	shedAt       int           // queue length from which they are
 
 	closeOnce sync.Once
+	closed    atomic.Bool
 }
 
 // New checks privileges and kernel features, loads and attaches the BPF
@@ -191,6 +195,9 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	s.reader, err = ringbuf.NewReader(s.kern.maps.Events)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open ring buffer: %w", err), s.kern.Close())
+	}
+	if s.ring, err = newRingWait(s.kern.maps.Events.FD()); err != nil {
+		log.Warn("ring buffer: waiting in a blocking system call", "error", err)
 	}
 	s.bootTime, err = bootTime()
 	if err != nil {
@@ -327,8 +334,6 @@ const idleFlushFactor = 8
 // updated first, so ancestry stays right); the caller sizes out with
 // Config.QueueSize.
 func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
-	stop := context.AfterFunc(ctx, func() { s.reader.SetDeadline(time.Now()) })
-	defer stop()
 	var raw ringbuf.Record
 	var rec record
 	// The deadline bounds how long a record waits when the kernel did not
@@ -339,13 +344,33 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 	// 40 times a second; the first record after a quiet spell resets it.
 	flush := s.cfg.FlushInterval.Std()
 	wait, readSince := flush, false
+	deadline := time.Now().Add(wait)
+	fired := func() {
+		if readSince {
+			wait = flush
+		} else {
+			wait = min(2*wait, idleFlushFactor*flush)
+		}
+		readSince = false
+		deadline = time.Now().Add(wait)
+	}
+	if s.ring != nil {
+		// The reader only drains (its deadline has passed); Run waits in
+		// s.ring.
+		stop := context.AfterFunc(ctx, s.ring.interrupt)
+		defer stop()
+		s.reader.SetDeadline(time.Unix(1, 0))
+	} else {
+		stop := context.AfterFunc(ctx, func() { s.reader.SetDeadline(time.Now()) })
+		defer stop()
+		s.reader.SetDeadline(deadline)
+	}
 	// Overload is the queue past shedAt, or its head older than
 	// maxQueueDelay: checked every stride records, which costs one clock
 	// read per stride.
 	clock := newQueueClock(cap(out), s.queueNow())
 	maxDelay := s.cfg.MaxQueueDelay.Std()
 	lagging := false
-	s.reader.SetDeadline(time.Now().Add(wait))
 	for {
 		err := s.reader.ReadInto(&raw)
 		if err != nil {
@@ -353,13 +378,21 @@ func (s *Sensor) Run(ctx context.Context, out chan<- *api.Event) error {
 				if ctx.Err() != nil {
 					return nil
 				}
-				if readSince {
-					wait = flush
-				} else {
-					wait = min(2*wait, idleFlushFactor*flush)
+				if s.ring == nil {
+					fired()
+					s.reader.SetDeadline(deadline)
+					continue
 				}
-				readSince = false
-				s.reader.SetDeadline(time.Now().Add(wait))
+				// Drained: wait for a wake-up or the deadline.
+				switch werr := s.ring.wait(ctx, deadline); {
+				case werr == nil:
+				case errors.Is(werr, os.ErrDeadlineExceeded):
+					fired()
+				case s.closed.Load():
+					return nil
+				default:
+					return fmt.Errorf("wait for the ring buffer: %w", werr)
+				}
 				continue
 			}
 			if errors.Is(err, ringbuf.ErrClosed) {
@@ -510,6 +543,10 @@ const (
 func (s *Sensor) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		if s.ring != nil {
+			err = errors.Join(err, s.ring.Close())
+		}
 		if s.reader != nil {
 			err = errors.Join(err, s.reader.Close())
 		}

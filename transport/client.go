@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
@@ -38,6 +39,29 @@ type Source interface {
 	Pending(ctx context.Context, maxRecords, maxBytes int) ([]*api.Record, error)
 	// Acked releases records the backend has durably stored.
 	Acked(seqs []uint64) error
+}
+
+// RawRecord is a record as a RawSource stores it: a marshaled api.Record and
+// the seq to send it under (which overrides one in Payload).
+type RawRecord struct {
+	Seq     uint64
+	Payload []byte
+}
+
+// size is the record's encoded length with seq appended.
+func (r RawRecord) size(seqField protowire.Number) int {
+	return len(r.Payload) + protowire.SizeTag(seqField) + protowire.SizeVarint(r.Seq)
+}
+
+// RawSource is a Source whose records are stored marshaled, as the agent's
+// spool keeps them. The client frames those bytes as they are instead of
+// decoding every record and encoding it again, which cost more CPU than
+// compressing the batch. A batch of raw records the backend refuses is sent
+// once more through Pending, which drops records that do not decode.
+type RawSource interface {
+	Source
+	// PendingRaw is Pending with the records left marshaled.
+	PendingRaw(ctx context.Context, maxRecords, maxBytes int) ([]RawRecord, error)
 }
 
 // ClientConfig configures the agent's uplink.
@@ -108,6 +132,9 @@ type Client struct {
 
 	// gaps taken from cfg.Gaps but not yet acknowledged; Run's goroutine only.
 	gaps []*api.Gap
+	// decodeNext: the last batch of raw records was refused; send the next
+	// one decoded. Run's goroutine only.
+	decodeNext bool
 
 	mu    sync.Mutex
 	stats ClientStats
@@ -322,7 +349,15 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 
 // sendPending sends one batch of pending records and gaps, if there are any.
 func (c *Client) sendPending(ctx context.Context, conn *quic.Conn) (sent bool, err error) {
-	recs, err := c.src.Pending(ctx, c.cfg.BatchRecords, c.cfg.BatchBytes)
+	rs, raw := c.src.(RawSource)
+	raw = raw && !c.decodeNext
+	var recs []*api.Record
+	var raws []RawRecord
+	if raw {
+		raws, err = rs.PendingRaw(ctx, c.cfg.BatchRecords, c.cfg.BatchBytes)
+	} else {
+		recs, err = c.src.Pending(ctx, c.cfg.BatchRecords, c.cfg.BatchBytes)
+	}
 	if err != nil {
 		// A spool read error is not the link's fault: keep the connection
 		// and ask again after the poll interval.
@@ -331,14 +366,20 @@ func (c *Client) sendPending(ctx context.Context, conn *quic.Conn) (sent bool, e
 		return false, nil
 	}
 	gaps := c.takeGaps()
-	if len(recs) == 0 && len(gaps) == 0 {
+	if len(recs) == 0 && len(raws) == 0 && len(gaps) == 0 {
 		return false, nil
 	}
 	b := &api.Batch{AgentId: c.cfg.AgentID, SpoolId: c.cfg.SpoolID, Records: recs, Gaps: gaps, Sent: timestamppb.Now()}
-	ack, err := c.roundTrip(ctx, conn, b)
+	ack, err := c.roundTrip(ctx, conn, b, raws)
 	if err != nil {
 		c.gaps = append(gaps, c.gaps...)
+		if raw && rejected(err) {
+			c.decodeNext = true
+		}
 		return false, err
+	}
+	if !raw {
+		c.decodeNext = false
 	}
 	if len(ack.GetSeqs()) > 0 {
 		if err := c.src.Acked(ack.GetSeqs()); err != nil {
@@ -355,6 +396,13 @@ func (c *Client) sendPending(ctx context.Context, conn *quic.Conn) (sent bool, e
 	return true, nil
 }
 
+// rejected reports whether the backend refused a batch it read (an ack with
+// an error) or could not decode it (the stream reset as a bad frame).
+func rejected(err error) bool {
+	var se *quic.StreamError
+	return errors.Is(err, ErrRefused) || (errors.As(err, &se) && se.ErrorCode == CodeBadFrame)
+}
+
 func (c *Client) sendHeartbeat(ctx context.Context, conn *quic.Conn) error {
 	var h *api.AgentHealth
 	if c.cfg.Health != nil {
@@ -366,7 +414,7 @@ func (c *Client) sendHeartbeat(ctx context.Context, conn *quic.Conn) error {
 	}
 	gaps := c.takeGaps()
 	b := &api.Batch{AgentId: c.cfg.AgentID, SpoolId: c.cfg.SpoolID, Health: h, Gaps: gaps, Sent: timestamppb.Now()}
-	if _, err := c.roundTrip(ctx, conn, b); err != nil {
+	if _, err := c.roundTrip(ctx, conn, b, nil); err != nil {
 		c.gaps = append(gaps, c.gaps...)
 		return fmt.Errorf("heartbeat: %w", err)
 	}
@@ -386,23 +434,29 @@ func (c *Client) takeGaps() []*api.Gap {
 	return gaps
 }
 
-// encode returns b's frame, dropping the newest records until it fits the
-// frame limits (records are oldest first, so the dropped ones simply wait
-// for the next batch).
-func (c *Client) encode(b *api.Batch) ([]byte, error) {
+// encode returns the frame of b and raws, dropping the newest records until
+// it fits the frame limits (records are oldest first, so the dropped ones
+// simply wait for the next batch).
+func (c *Client) encode(b *api.Batch, raws []RawRecord) ([]byte, error) {
 	for {
-		frame, err := c.codec.EncodeBatch(b)
-		if errors.Is(err, ErrFrameTooLarge) && len(b.Records) > 1 {
-			b.Records = b.Records[:len(b.Records)/2]
-			continue
+		frame, err := c.codec.EncodeRawBatch(b, raws)
+		if errors.Is(err, ErrFrameTooLarge) {
+			switch {
+			case len(raws) > 1:
+				raws = raws[:len(raws)/2]
+				continue
+			case len(b.Records) > 1:
+				b.Records = b.Records[:len(b.Records)/2]
+				continue
+			}
 		}
 		return frame, err
 	}
 }
 
-// roundTrip sends b on a new stream and returns the backend's ack.
-func (c *Client) roundTrip(ctx context.Context, conn *quic.Conn, b *api.Batch) (_ *api.Ack, err error) {
-	frame, err := c.encode(b)
+// roundTrip sends b with raws on a new stream and returns the backend's ack.
+func (c *Client) roundTrip(ctx context.Context, conn *quic.Conn, b *api.Batch, raws []RawRecord) (_ *api.Ack, err error) {
+	frame, err := c.encode(b, raws)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/zstd"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
@@ -62,6 +63,8 @@ type Codec struct {
 	limits Limits
 	enc    *zstd.Encoder
 	dec    *zstd.Decoder
+	// Field numbers of Batch.records and Record.seq, for raw records.
+	recordsField, seqField protowire.Number
 }
 
 // NewCodec returns a Codec enforcing l (zero fields take the defaults).
@@ -84,7 +87,11 @@ func NewCodec(l Limits) (*Codec, error) {
 		enc.Close()
 		return nil, fmt.Errorf("zstd decoder: %w", err)
 	}
-	return &Codec{limits: l, enc: enc, dec: dec}, nil
+	return &Codec{
+		limits: l, enc: enc, dec: dec,
+		recordsField: (&api.Batch{}).ProtoReflect().Descriptor().Fields().ByName("records").Number(),
+		seqField:     (&api.Record{}).ProtoReflect().Descriptor().Fields().ByName("seq").Number(),
+	}, nil
 }
 
 // Limits returns the limits the codec enforces.
@@ -98,10 +105,28 @@ func (c *Codec) Close() {
 
 // EncodeBatch returns b as one complete frame (header included), or an error
 // wrapping ErrFrameTooLarge when it exceeds the codec's limits.
-func (c *Codec) EncodeBatch(b *api.Batch) ([]byte, error) {
-	raw, err := proto.Marshal(b)
+func (c *Codec) EncodeBatch(b *api.Batch) ([]byte, error) { return c.EncodeRawBatch(b, nil) }
+
+// EncodeRawBatch is EncodeBatch with raw records after b's own. The bytes decode
+// as b with those records appended: a repeated field may come in any number
+// of runs, and a scalar given twice takes its last value, so seq appended to
+// a marshaled Record sets it.
+func (c *Codec) EncodeRawBatch(b *api.Batch, raws []RawRecord) ([]byte, error) {
+	size := proto.Size(b)
+	for _, r := range raws {
+		n := r.size(c.seqField)
+		size += protowire.SizeTag(c.recordsField) + protowire.SizeBytes(n)
+	}
+	raw, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, size), b)
 	if err != nil {
 		return nil, fmt.Errorf("marshal batch: %w", err)
+	}
+	for _, r := range raws {
+		raw = protowire.AppendTag(raw, c.recordsField, protowire.BytesType)
+		raw = protowire.AppendVarint(raw, uint64(r.size(c.seqField)))
+		raw = append(raw, r.Payload...)
+		raw = protowire.AppendTag(raw, c.seqField, protowire.VarintType)
+		raw = protowire.AppendVarint(raw, r.Seq)
 	}
 	if len(raw) > c.limits.MaxDecodedBytes {
 		return nil, fmt.Errorf("%w: batch of %d bytes exceeds the decoded limit of %d", ErrFrameTooLarge, len(raw), c.limits.MaxDecodedBytes)

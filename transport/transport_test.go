@@ -417,3 +417,92 @@ func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
 	}
 	c.ClientSessionCache.Put(key, cs)
 }
+
+// rawSliceSource is a sliceSource that keeps its records marshaled, as the
+// agent's spool does; the records in bad do not decode, and Pending drops
+// them as the agent's SpoolSource drops what it cannot decode.
+type rawSliceSource struct {
+	*sliceSource
+	bad          map[uint64]bool
+	raw, decoded atomic.Int64
+	undecodable  atomic.Int64
+}
+
+func (s *rawSliceSource) PendingRaw(ctx context.Context, maxRecords, maxBytes int) ([]RawRecord, error) {
+	s.raw.Add(1)
+	recs, err := s.sliceSource.Pending(ctx, maxRecords, maxBytes)
+	out := make([]RawRecord, len(recs))
+	for i, r := range recs {
+		stored := proto.Clone(r).(*api.Record)
+		stored.Seq = 0
+		b, err := proto.Marshal(stored)
+		if err != nil {
+			return nil, err
+		}
+		if s.bad[r.GetSeq()] {
+			b = []byte{0xff, 0xff, 0xff} // not a protobuf message
+		}
+		out[i] = RawRecord{Seq: r.GetSeq(), Payload: b}
+	}
+	return out, err
+}
+
+func (s *rawSliceSource) Pending(ctx context.Context, maxRecords, maxBytes int) ([]*api.Record, error) {
+	s.decoded.Add(1)
+	recs, err := s.sliceSource.Pending(ctx, maxRecords, maxBytes)
+	var out []*api.Record
+	for _, r := range recs {
+		if s.bad[r.GetSeq()] {
+			s.undecodable.Add(1)
+			_ = s.Acked([]uint64{r.GetSeq()})
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, err
+}
+
+// TestRawSource delivers a RawSource's records as they are stored, and
+// recovers from a batch the backend cannot decode by sending it decoded.
+func TestRawSource(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		bad  map[uint64]bool
+	}{
+		{"all decode", nil},
+		{"one undecodable", map[uint64]bool{42: true}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			pki := newTestPKI(t, "site")
+			sink := newMemSink()
+			srv, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+			const n = 1000
+			src := &rawSliceSource{sliceSource: newSliceSource(makeRecords(n, nil)), bad: tt.bad}
+			cfg := fastClient(srv.Addr().String(), pki.agentTLS(t, agent, pki), agent)
+			cfg.BatchRecords = 100
+			startClient(t, cfg, src)
+			testenv.WaitFor(t, 20*time.Second, "all records acked", func() bool { return src.left() == 0 })
+			_, seen, _, _ := sink.snapshot()
+			if want := n - len(tt.bad); len(seen) != want {
+				t.Fatalf("sink got %d distinct records, want %d", len(seen), want)
+			}
+			for seq, c := range seen {
+				if c != 1 || tt.bad[seq] {
+					t.Fatalf("seq %d arrived %d times", seq, c)
+				}
+			}
+			if src.raw.Load() == 0 {
+				t.Error("the client never asked for raw records")
+			}
+			if got := src.undecodable.Load(); got != int64(len(tt.bad)) {
+				t.Errorf("%d undecodable records dropped, want %d", got, len(tt.bad))
+			}
+			if len(tt.bad) == 0 && src.decoded.Load() != 0 {
+				t.Errorf("%d decoded batches with nothing refused", src.decoded.Load())
+			}
+		})
+	}
+}

@@ -1,6 +1,12 @@
 package proc
 
-import "sync"
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+)
 
 // Defaults used for zero Config fields.
 const (
@@ -76,6 +82,9 @@ type Cache struct {
 type node struct {
 	e    Entry  // e.Args is always nil here; argv is packed in args
 	args string // see packArgs
+	// anc is the entry as an ancestor, built by AncestorChain on first use
+	// and dropped whenever a field it holds changes.
+	anc  *api.Ancestor
 	prev int32
 	next int32
 }
@@ -149,7 +158,7 @@ func (c *Cache) Exec(e Entry) {
 			}
 			// A late exec event after the exit keeps the entry exited.
 			e.Exited = old.Exited
-			n.e, n.args = e, args
+			n.e, n.args, n.anc = e, args, nil
 			c.touch(i)
 			return
 		}
@@ -194,6 +203,7 @@ func (c *Cache) Fork(parentTgid, childTgid uint32, startBootNs uint64) {
 			}
 			if n.e.StartBootNs == 0 {
 				n.e.StartBootNs = startBootNs
+				n.anc = nil
 			}
 			c.touch(ci)
 			return
@@ -254,33 +264,13 @@ func (c *Cache) Ancestry(tgid uint32, maxDepth int) []Entry {
 	var chain []Entry
 
 	c.mu.Lock()
-	i, ok := c.byTgid[tgid]
-	if !ok {
-		c.stats.Misses++
-		c.mu.Unlock()
-		return nil
-	}
-	childStart, ppid := c.nodes[i].e.StartBootNs, c.nodes[i].e.Ppid
-	for len(chain) < maxDepth && ppid != 0 && ppid != tgid {
-		pi, ok := c.byTgid[ppid]
-		if !ok {
-			break
-		}
-		p := &c.nodes[pi]
-		if startedAfter(p.e.StartBootNs, childStart) || inChain(chain, ppid) {
-			break
-		}
-		c.touch(pi)
+	c.walk(tgid, maxDepth, func(p *node) {
 		if chain == nil {
 			chain = make([]Entry, 0, min(maxDepth, 8))
 		}
 		chain = append(chain, p.e)
 		packed = append(packed, p.args)
-		if p.e.StartBootNs != 0 {
-			childStart = p.e.StartBootNs
-		}
-		ppid = p.e.Ppid
-	}
+	})
 	c.mu.Unlock()
 
 	// One backing array for every ancestor's argv; each entry gets a
@@ -298,15 +288,65 @@ func (c *Cache) Ancestry(tgid uint32, maxDepth int) []Entry {
 	return chain
 }
 
-// inChain guards Ancestry against cycles, which pid reuse can create. A
-// linear scan beats a set for chains this short.
-func inChain(chain []Entry, tgid uint32) bool {
-	for i := range chain {
-		if chain[i].Tgid == tgid {
-			return true
-		}
+// AncestorChain is Ancestry as the api.Ancestors of an event. Each process's
+// message is built once per image (an exec or a new start time rebuilds it)
+// and shared by the events of all its descendants, which must treat it as
+// read-only: a storm of short-lived children then costs one slice per child
+// instead of a message per ancestor, and consumers can cache per-message work
+// (the analytics' redaction of argv) by pointer. bootTime is as for
+// ToProcess and must be the same on every call.
+func (c *Cache) AncestorChain(tgid uint32, maxDepth int, bootTime time.Time) []*api.Ancestor {
+	if maxDepth <= 0 {
+		return nil
 	}
-	return false
+	var out []*api.Ancestor
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.walk(tgid, maxDepth, func(p *node) {
+		if p.anc == nil {
+			e := p.e
+			e.Args = unpackArgs(p.args)
+			p.anc = e.ToAncestor(bootTime)
+		}
+		if out == nil {
+			out = make([]*api.Ancestor, 0, min(maxDepth, 8))
+		}
+		out = append(out, p.anc)
+	})
+	return out
+}
+
+// walk calls visit with each parent of tgid, nearest first, up to maxDepth
+// (see Ancestry for where it stops), refreshing each on the LRU list. The
+// caller holds c.mu.
+func (c *Cache) walk(tgid uint32, maxDepth int, visit func(*node)) {
+	i, ok := c.byTgid[tgid]
+	if !ok {
+		c.stats.Misses++
+		return
+	}
+	var seenBuf [8]uint32
+	seen := seenBuf[:0]
+	childStart, ppid := c.nodes[i].e.StartBootNs, c.nodes[i].e.Ppid
+	for len(seen) < maxDepth && ppid != 0 && ppid != tgid {
+		pi, ok := c.byTgid[ppid]
+		if !ok {
+			break
+		}
+		p := &c.nodes[pi]
+		// A linear scan beats a set for chains this short; pid reuse can
+		// make cycles.
+		if startedAfter(p.e.StartBootNs, childStart) || slices.Contains(seen, ppid) {
+			break
+		}
+		c.touch(pi)
+		seen = append(seen, ppid)
+		visit(p)
+		if p.e.StartBootNs != 0 {
+			childStart = p.e.StartBootNs
+		}
+		ppid = p.e.Ppid
+	}
 }
 
 // Len returns the number of entries, live and recently exited.

@@ -7,7 +7,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 	"unsafe"
+
+	"google.golang.org/protobuf/proto"
 )
 
 const ms = uint64(1e6)
@@ -448,5 +451,64 @@ func BenchmarkAncestry(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = c.Ancestry(15, 5)
+	}
+}
+
+// TestAncestorChain holds AncestorChain to Ancestry converted, and checks
+// that a process's message is shared until a field it carries changes.
+func TestAncestorChain(t *testing.T) {
+	boot := time.Unix(1_700_000_000, 0)
+	setup := func() *Cache {
+		c := New(Config{})
+		c.Exec(Entry{Tgid: 1, Exe: "/sbin/init", Args: []string{"/sbin/init"}})
+		c.Exec(Entry{Tgid: 10, Ppid: 1, StartBootNs: 10 * ms, Exe: "/bin/bash", Args: []string{"bash"}})
+		c.Fork(10, 20, 20*ms)
+		c.Fork(10, 21, 21*ms)
+		return c
+	}
+	tests := []struct {
+		name string
+		// change runs between the first chain of pid 20 and the second.
+		change func(c *Cache)
+		// shared: whether the parent's (pid 10) message is the same.
+		shared bool
+	}{
+		{"unchanged", func(*Cache) {}, true},
+		{"sibling's exec", func(c *Cache) {
+			c.Exec(Entry{Tgid: 21, Ppid: 10, StartBootNs: 21 * ms, Exe: "/bin/true", Args: []string{"true"}})
+		}, true},
+		{"parent's exit", func(c *Cache) { c.Exit(10) }, true},
+		{"parent's exec", func(c *Cache) {
+			c.Exec(Entry{Tgid: 10, StartBootNs: 10 * ms, Exe: "/usr/bin/make", Args: []string{"make", "all"}})
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := setup()
+			first := c.AncestorChain(20, 8, boot)
+			tt.change(c)
+			got := c.AncestorChain(20, 8, boot)
+			want := ToAncestry(c.Ancestry(20, 8), boot)
+			if len(got) != 2 || len(want) != 2 {
+				t.Fatalf("chain %v, want 2 links like %v", got, want)
+			}
+			for i := range want {
+				if !proto.Equal(got[i], want[i]) {
+					t.Errorf("link %d = %v, want %v", i, got[i], want[i])
+				}
+			}
+			if shared := first[0] == got[0]; shared != tt.shared {
+				t.Errorf("parent's message shared = %v, want %v", shared, tt.shared)
+			}
+			if first[1] != got[1] {
+				t.Error("init's message rebuilt")
+			}
+			if sib := c.AncestorChain(21, 8, boot); sib[0] != got[0] {
+				t.Error("siblings do not share their parent's message")
+			}
+		})
+	}
+	if c := setup(); c.AncestorChain(20, 0, boot) != nil || c.AncestorChain(99, 8, boot) != nil {
+		t.Error("no chain expected for depth 0 or an unknown process")
 	}
 }
