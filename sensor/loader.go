@@ -5,19 +5,28 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
-// Attach kinds, best first.
+// Attach kinds. AttachTracepoint (per-syscall perf tracepoints) is tried
+// first for syscalls; the scheduler events use tp_btf, then raw_tp.
 const (
-	AttachTPBTF = "tp_btf"
-	AttachRawTP = "raw_tp"
+	AttachTracepoint = "tracepoint"
+	AttachTPBTF      = "tp_btf"
+	AttachRawTP      = "raw_tp"
 )
+
+// tracefsDir is where the per-syscall tracepoints appear once tracefs is
+// mounted; many hosts do not mount it at boot.
+const tracefsDir = "/sys/kernel/tracing"
 
 // ProbeStatus says how one logical probe was attached, or why it was not.
 type ProbeStatus struct {
@@ -27,15 +36,22 @@ type ProbeStatus struct {
 	Programs []string `json:"programs,omitempty"`
 	// Tried lists the variants that failed before the chosen one, with reasons.
 	Tried []string `json:"tried,omitempty"`
-	Error string   `json:"error,omitempty"`
+	// Unhooked lists hooks of the chosen variant this kernel does not have:
+	// a syscall with no tracepoint is one the kernel was built without
+	// (init_module without CONFIG_MODULES); it fails with ENOSYS and only
+	// the raw hook, which costs every syscall, would see the attempt.
+	Unhooked []string `json:"unhooked,omitempty"`
+	Error    string   `json:"error,omitempty"`
 }
 
 type attachVariant struct {
 	kind string
-	// programs to load and attach together; all must succeed.
+	// programs to load and attach together; all must succeed, except that
+	// a tracepoint the kernel lacks is skipped (see loadVariant).
 	programs []*ebpf.ProgramSpec
 	// hooks name the tracepoint each program attaches to, in the same order
-	// as programs.
+	// as programs. A program listed more than once is loaded once and
+	// attached to each of its hooks.
 	hooks []string
 }
 
@@ -60,19 +76,63 @@ func probeSpecs(p *sensorProgramSpecs) []probeSpec {
 		schedProbe("fork", "sched_process_fork", p.TpBtfFork, p.RawTpFork),
 		schedProbe("exit", "sched_process_exit", p.TpBtfExit, p.RawTpExit),
 		{name: "syscalls", variants: []attachVariant{
+			syscallTracepoints(p.TpSysExit),
 			{kind: AttachTPBTF, programs: []*ebpf.ProgramSpec{p.TpBtfSysExit}, hooks: []string{"sys_exit"}},
 			{kind: AttachRawTP, programs: []*ebpf.ProgramSpec{p.RawTpSysExit}, hooks: []string{"sys_exit"}},
 		}},
 	}
 }
 
-// programNames names a variant's programs for status output.
+// syscallTracepoints attaches prog to the sys_exit tracepoint of each
+// syscall the sensor reports on this architecture, so that no other syscall
+// runs BPF (the raw sys_exit hook costs every syscall).
+func syscallTracepoints(prog *ebpf.ProgramSpec) attachVariant {
+	v := attachVariant{kind: AttachTracepoint}
+	for _, sc := range syscallNumbers() {
+		v.hooks = append(v.hooks, syscallHook(sc))
+	}
+	slices.Sort(v.hooks)
+	for range v.hooks {
+		v.programs = append(v.programs, prog)
+	}
+	return v
+}
+
+// syscallHook is the exit tracepoint of a syscall, "group/event". It is
+// named by the kernel's name of the syscall, which differs from the name of
+// the number for umount2 (SYSCALL_DEFINE2(umount, ...)).
+func syscallHook(sc sensorSyscallId) string {
+	name := syscallName(sc)
+	if sc == scUmount2 {
+		name = "umount"
+	}
+	return "syscalls/sys_exit_" + name
+}
+
+// programNames names a variant's programs for status output, each once.
 func programNames(progs []*ebpf.ProgramSpec) []string {
-	names := make([]string, len(progs))
-	for i, p := range progs {
-		names[i] = p.Name
+	var names []string
+	for _, p := range progs {
+		if !slices.Contains(names, p.Name) {
+			names = append(names, p.Name)
+		}
 	}
 	return names
+}
+
+// ensureTracefs mounts tracefs at tracefsDir unless a tracefs is already
+// there, and says whether it mounted it. Mounting needs CAP_SYS_ADMIN and a
+// kernel with tracefs. The mount is left in place, as systemd's would be:
+// unmounting it under another tracer would break that tracer.
+func ensureTracefs() (mounted bool, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(tracefsDir, &st); err == nil && st.Type == unix.TRACEFS_MAGIC {
+		return false, nil
+	}
+	if err := unix.Mount("tracefs", tracefsDir, "tracefs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return false, fmt.Errorf("tracefs is not mounted at %s and mounting it failed: %w", tracefsDir, err)
+	}
+	return true, nil
 }
 
 // requiredProbes must attach for the sensor to be useful at all: they feed
@@ -90,6 +150,8 @@ type loaded struct {
 	progs  []*ebpf.Program
 	links  []link.Link
 	status []ProbeStatus
+	// tracefsMounted says the loader mounted tracefs itself.
+	tracefsMounted bool
 }
 
 func (l *loaded) Close() error {
@@ -162,6 +224,8 @@ type loadOptions struct {
 	// fill populates the maps before any program is attached, so no
 	// program ever runs against an empty filter.
 	fill func(maps *sensorMaps) error
+	// tracefs defaults to ensureTracefs; tests substitute a refusal.
+	tracefs func() (bool, error)
 }
 
 // load creates the maps, then loads and attaches each probe on its own so
@@ -215,17 +279,35 @@ func load(opts loadOptions) (*loaded, error) {
 	if probesOf == nil {
 		probesOf = probeSpecs
 	}
+	tracefs := opts.tracefs
+	if tracefs == nil {
+		tracefs = ensureTracefs
+	}
+	// Asked at most once, by the first tracepoint variant: cilium/ebpf
+	// caches where tracefs is on its first use.
+	var tracefsErr error
+	tracefsAsked := false
 	for _, ps := range probesOf(&specs.sensorProgramSpecs) {
 		st := ProbeStatus{Name: ps.name}
 		for _, v := range ps.variants {
-			progs, links, err := loadVariant(spec, v, l.shared, progOpts, btfCache)
+			if v.kind == AttachTracepoint {
+				if !tracefsAsked {
+					tracefsAsked = true
+					l.tracefsMounted, tracefsErr = tracefs()
+				}
+				if tracefsErr != nil {
+					st.Tried = append(st.Tried, fmt.Sprintf("%s: %v", v.kind, tracefsErr))
+					continue
+				}
+			}
+			progs, links, unhooked, err := loadVariant(spec, v, l.shared, progOpts, btfCache)
 			if err != nil {
 				st.Tried = append(st.Tried, fmt.Sprintf("%s: %v", v.kind, err))
 				continue
 			}
 			l.progs = append(l.progs, progs...)
 			l.links = append(l.links, links...)
-			st.Attached, st.Attach, st.Programs = true, v.kind, programNames(v.programs)
+			st.Attached, st.Attach, st.Programs, st.Unhooked = true, v.kind, programNames(v.programs), unhooked
 			break
 		}
 		if !st.Attached {
@@ -245,47 +327,43 @@ func load(opts loadOptions) (*loaded, error) {
 	return l, nil
 }
 
+// loadVariant loads and attaches a variant's programs. A tracepoint the
+// kernel does not have is returned in unhooked rather than failing the
+// variant, as long as the tracepoint group exists and one hook attached.
 func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, shared map[string]*ebpf.Map,
-	progOpts ebpf.ProgramOptions, cache *btf.Cache) ([]*ebpf.Program, []link.Link, error) {
-	var progs []*ebpf.Program
-	var links []link.Link
-	fail := func(err error) ([]*ebpf.Program, []link.Link, error) {
+	progOpts ebpf.ProgramOptions, cache *btf.Cache) (progs []*ebpf.Program, links []link.Link, unhooked []string, err error) {
+	loadedAs := map[*ebpf.ProgramSpec]*ebpf.Program{}
+	fail := func(err error) ([]*ebpf.Program, []link.Link, []string, error) {
 		for _, lk := range links {
 			_ = lk.Close()
 		}
 		for _, p := range progs {
 			_ = p.Close()
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for i, ps := range v.programs {
 		name := ps.Name
-		if v.kind == AttachTPBTF {
-			// The BTF target is fixed at load time; take it from the
-			// variant so the table above is the one place that names it.
-			ps = ps.Copy()
-			ps.AttachTo = v.hooks[i]
+		prog := loadedAs[ps]
+		if prog == nil {
+			if prog, err = loadProgram(spec, v, i, shared, progOpts, cache); err != nil {
+				return fail(err)
+			}
+			loadedAs[ps] = prog
+			progs = append(progs, prog)
 		}
-		one := &ebpf.CollectionSpec{
-			Maps:      spec.Maps,
-			Variables: spec.Variables,
-			Programs:  map[string]*ebpf.ProgramSpec{name: ps},
-			Types:     spec.Types,
-			ByteOrder: spec.ByteOrder,
-		}
-		coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
-			MapReplacements: shared, Programs: progOpts, Cache: cache,
-		})
-		if err != nil {
-			return fail(fmt.Errorf("load %s: %w", name, err))
-		}
-		prog := coll.Programs[name]
-		delete(coll.Programs, name)
-		coll.Close()
-		progs = append(progs, prog)
 
 		var lk link.Link
 		switch v.kind {
+		case AttachTracepoint:
+			group, event, _ := strings.Cut(v.hooks[i], "/")
+			lk, err = link.Tracepoint(group, event, prog, nil)
+			if errors.Is(err, os.ErrNotExist) {
+				if _, statErr := os.Stat(filepath.Join(tracefsDir, "events", group)); statErr == nil {
+					unhooked = append(unhooked, v.hooks[i])
+					continue
+				}
+			}
 		case AttachTPBTF:
 			lk, err = link.AttachTracing(link.TracingOptions{Program: prog})
 		case AttachRawTP:
@@ -296,5 +374,38 @@ func loadVariant(spec *ebpf.CollectionSpec, v attachVariant, shared map[string]*
 		}
 		links = append(links, lk)
 	}
-	return progs, links, nil
+	if len(links) == 0 {
+		return fail(fmt.Errorf("none of %s exists", strings.Join(v.hooks, ", ")))
+	}
+	return progs, links, unhooked, nil
+}
+
+// loadProgram loads the i-th program of a variant against the shared maps.
+func loadProgram(spec *ebpf.CollectionSpec, v attachVariant, i int, shared map[string]*ebpf.Map,
+	progOpts ebpf.ProgramOptions, cache *btf.Cache) (*ebpf.Program, error) {
+	ps := v.programs[i]
+	name := ps.Name
+	if v.kind == AttachTPBTF {
+		// The BTF target is fixed at load time; take it from the
+		// variant so the table above is the one place that names it.
+		ps = ps.Copy()
+		ps.AttachTo = v.hooks[i]
+	}
+	one := &ebpf.CollectionSpec{
+		Maps:      spec.Maps,
+		Variables: spec.Variables,
+		Programs:  map[string]*ebpf.ProgramSpec{name: ps},
+		Types:     spec.Types,
+		ByteOrder: spec.ByteOrder,
+	}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{
+		MapReplacements: shared, Programs: progOpts, Cache: cache,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load %s: %w", name, err)
+	}
+	prog := coll.Programs[name]
+	delete(coll.Programs, name)
+	coll.Close()
+	return prog, nil
 }

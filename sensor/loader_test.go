@@ -2,8 +2,10 @@ package sensor
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 	"sigs.k8s.io/yaml"
 
 	"github.com/harrier-sec/harrier/api"
@@ -221,5 +224,50 @@ func TestConfigDurations(t *testing.T) {
 		if err := yaml.UnmarshalStrict([]byte(bad), &cfg); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestSyscallsFallBackWithoutTracefs: when tracefs cannot be mounted the
+// syscalls probe takes the raw sys_exit hook and says why.
+func TestSyscallsFallBackWithoutTracefs(t *testing.T) {
+	opts := kernelOptions(t)
+	opts.tracefs = func() (bool, error) {
+		return false, fmt.Errorf("tracefs is not mounted at %s and mounting it failed: %w", tracefsDir, unix.EPERM)
+	}
+	l, err := load(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st := l.status[3]
+	if st.Name != "syscalls" || !st.Attached || st.Attach == AttachTracepoint || len(st.Tried) != 1 ||
+		!strings.HasPrefix(st.Tried[0], "tracepoint: ") || !strings.Contains(st.Tried[0], "operation not permitted") {
+		t.Errorf("syscalls status = %+v, want tp_btf or raw_tp after a refused tracefs", st)
+	}
+}
+
+// TestSyscallTracepoints: with tracefs, the syscalls probe is one program on
+// the sys_exit tracepoint of each reported syscall, and only the syscalls
+// this kernel lacks are left unhooked.
+func TestSyscallTracepoints(t *testing.T) {
+	opts := kernelOptions(t)
+	l, err := load(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	st := l.status[3]
+	if !st.Attached || st.Attach != AttachTracepoint || !slices.Equal(st.Programs, []string{"tp_sys_exit"}) {
+		t.Fatalf("syscalls status = %+v", st)
+	}
+	for _, u := range st.Unhooked {
+		// Only syscalls the kernel was built without may lack a tracepoint:
+		// here, the module syscalls of a kernel without CONFIG_MODULES.
+		if _, err := os.Stat("/proc/modules"); !strings.HasSuffix(u, "_module") || err == nil {
+			t.Errorf("unhooked %q", u)
+		}
+	}
+	if n := len(syscallNumbers()) - len(st.Unhooked); n < 20 {
+		t.Errorf("%d syscall tracepoints attached", n)
 	}
 }

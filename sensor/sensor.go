@@ -34,7 +34,7 @@ type Status struct {
 	HomeWatchPaths  int           `json:"homeWatchPaths"`
 	SeededProcesses int           `json:"seededProcesses"`
 	Probes          []ProbeStatus `json:"probes"`
-	// Syscalls the dispatcher reports on this architecture.
+	// Syscalls the dispatcher reports on this architecture and kernel.
 	Syscalls []string `json:"syscalls"`
 	// Unavailable lists what this kernel refused, in words.
 	Unavailable []string `json:"unavailable,omitempty"`
@@ -182,10 +182,24 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.kern.tracefsMounted {
+		log.Info("mounted tracefs for the per-syscall tracepoints (it was not mounted)", "path", tracefsDir)
+	}
 	s.status.Probes = s.kern.status
 	for _, p := range s.kern.status {
 		if !p.Attached {
 			s.status.Unavailable = append(s.status.Unavailable, fmt.Sprintf("probe %s: %s", p.Name, p.Error))
+		}
+		for _, u := range p.Unhooked {
+			s.status.Unavailable = append(s.status.Unavailable,
+				fmt.Sprintf("probe %s: no tracepoint %s: this kernel lacks the syscall (calls fail with ENOSYS); not reported", p.Name, u))
+		}
+		if p.Name == "syscalls" {
+			for _, sc := range syscallNumbers() {
+				if slices.Contains(p.Unhooked, syscallHook(sc)) {
+					s.status.Syscalls = slices.DeleteFunc(s.status.Syscalls, func(n string) bool { return n == syscallName(sc) })
+				}
+			}
 		}
 	}
 	s.status.RingBufferBytes = cfg.RingBufferBytes
@@ -212,8 +226,11 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	}
 	s.status.SeededProcesses = n
 	for _, p := range s.status.Probes {
-		if p.Attached {
-			log.Info("probe attached", "probe", p.Name, "attach", p.Attach)
+		if p.Attached && len(p.Tried) > 0 {
+			// A fallback: say which variant was used and why the better ones were not.
+			log.Warn("probe attached by a fallback", "probe", p.Name, "attach", p.Attach, "tried", p.Tried)
+		} else if p.Attached {
+			log.Info("probe attached", "probe", p.Name, "attach", p.Attach, "unhooked", len(p.Unhooked))
 		} else {
 			log.Warn("probe unavailable", "probe", p.Name, "error", p.Error)
 		}

@@ -184,6 +184,7 @@ const (
 	sensorProgTpBtfExit     = "tp_btf_exit"
 	sensorProgTpBtfFork     = "tp_btf_fork"
 	sensorProgTpBtfSysExit  = "tp_btf_sys_exit"
+	sensorProgTpSysExit     = "tp_sys_exit"
 	sensorVarCgroupSubsys   = "cgroup_subsys"
 	sensorVarRingSize       = "ring_size"
 	sensorVarSelfTgid       = "self_tgid"
@@ -241,6 +242,7 @@ type sensorProgramSpecs struct {
 	TpBtfExit    *ebpf.ProgramSpec `ebpf:"tp_btf_exit"`
 	TpBtfFork    *ebpf.ProgramSpec `ebpf:"tp_btf_fork"`
 	TpBtfSysExit *ebpf.ProgramSpec `ebpf:"tp_btf_sys_exit"`
+	TpSysExit    *ebpf.ProgramSpec `ebpf:"tp_sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -346,6 +348,7 @@ type sensorPrograms struct {
 	TpBtfExit    *ebpf.Program `ebpf:"tp_btf_exit"`
 	TpBtfFork    *ebpf.Program `ebpf:"tp_btf_fork"`
 	TpBtfSysExit *ebpf.Program `ebpf:"tp_btf_sys_exit"`
+	TpSysExit    *ebpf.Program `ebpf:"tp_sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
@@ -358,6 +361,7 @@ func (p *sensorPrograms) Close() error {
 		p.TpBtfExit,
 		p.TpBtfFork,
 		p.TpBtfSysExit,
+		p.TpSysExit,
 	)
 }
 

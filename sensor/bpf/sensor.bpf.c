@@ -6,10 +6,13 @@
  * shares (the -type list in sensor/gen.go), so a change here reaches Go on
  * `make generate`; sensor/decode.go reads records at the generated offsets.
  *
- * Attach points: tp_btf (preferred) or raw_tp for the scheduler events and
- * for one sys_exit dispatcher that serves every syscall, because hardened
- * kernels refuse fentry, LSM, kprobes and per-syscall perf tracepoints.
- * User space picks one variant per probe at load time.
+ * Attach points: tp_btf (preferred) or raw_tp for the scheduler events,
+ * because hardened kernels refuse fentry, LSM and kprobes. Syscalls: one
+ * program attached to the syscalls:sys_exit_* tracepoint of each syscall the
+ * sensor reports (preferred: other syscalls run no BPF), or the same
+ * dispatcher on the raw sys_exit tracepoint, which runs for every syscall,
+ * when tracefs cannot be had. User space picks one variant per probe at
+ * load time.
  */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
@@ -970,10 +973,11 @@ int BPF_PROG(raw_tp_exit, struct task_struct *p)
 }
 
 /* ---- syscalls ----
- * One dispatcher on the raw sys_exit tracepoint: hardened kernels
- * refuse to attach BPF to per-syscall perf tracepoints. An array indexed by
- * syscall number (filled by user space with this architecture's numbers)
- * makes an uninteresting syscall cost one lookup. */
+ * One dispatcher, on the syscalls:sys_exit_* tracepoints of the reported
+ * syscalls or on the raw sys_exit tracepoint. An array indexed by syscall
+ * number (filled by user space with this architecture's numbers) names the
+ * syscall; on the raw hook it also makes an uninteresting syscall cost one
+ * lookup. */
 
 struct pt_regs___x86 {
 	unsigned long di;
@@ -1086,6 +1090,23 @@ SEC("raw_tp/sys_exit")
 int BPF_PROG(raw_tp_sys_exit, struct pt_regs *regs, long ret)
 {
 	return sys_exit(ret);
+}
+
+/* The record of every syscalls:sys_exit_* tracepoint (its tracefs format
+ * file): the same layout for each syscall, so one program serves them all. */
+struct syscall_exit_record {
+	u64 common;
+	s32 nr;
+	s32 pad;
+	long ret;
+};
+
+/* The section's hook is nominal: user space attaches this program to the
+ * sys_exit_* tracepoint of each reported syscall. */
+SEC("tracepoint/syscalls/sys_exit")
+int tp_sys_exit(struct syscall_exit_record *ctx)
+{
+	return sys_exit(ctx->ret);
 }
 
 /* File opens: on success the path comes from the opened struct file; on
@@ -1651,7 +1672,7 @@ static __always_inline void on_send(struct call *in, long ret)
 	submit(ev, ev->b.str_len[0]);
 }
 
-/* dispatch is a real BPF-to-BPF function: one copy shared by both exit
+/* dispatch is a real BPF-to-BPF function: one copy shared by the exit
  * programs' call sites, verified once per program. */
 static __noinline void dispatch(struct call *in, long ret)
 {

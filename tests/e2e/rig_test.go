@@ -36,6 +36,8 @@ import (
 type rig struct {
 	rules  *analytics.RuleSet
 	helper string // the static detecthelper binary on the host
+	// syscalls the sensor reports on this kernel (its status).
+	syscalls []string
 
 	mu     sync.Mutex
 	events []*api.Event
@@ -55,6 +57,7 @@ func startRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatalf("start sensor: %v", err)
 	}
+	r.syscalls = s.Status().Syscalls
 	out := make(chan *api.Event, s.QueueSize())
 	done := make(chan error, 1)
 	ctx, stop := context.WithCancel(context.Background())

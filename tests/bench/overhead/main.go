@@ -69,7 +69,7 @@ type options struct {
 	stopTimeout  time.Duration
 	strict       bool
 	// floor keeps the sensor attached but has it report no syscall, to
-	// measure what merely hooking sys_exit costs on this kernel.
+	// measure what merely hooking the syscalls costs on this kernel.
 	floor bool
 }
 
@@ -178,7 +178,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.readyTimeout, "ready-timeout", 60*time.Second, "how long the sensor may take to attach")
 	fs.DurationVar(&o.stopTimeout, "stop-timeout", 30*time.Second, "how long the sensor may take to exit after SIGINT")
 	fs.BoolVar(&o.strict, "strict", false, "exit 1 when a workload misses its target or loses events")
-	fs.BoolVar(&o.floor, "floor", false, "ON runs keep the sys_exit hook attached but report no syscall (the cost floor of the attach point)")
+	fs.BoolVar(&o.floor, "floor", false, "ON runs keep the syscall hooks attached but report no syscall (the cost floor of the attach point)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -169,7 +169,7 @@ func writeTable(w io.Writer, r *report) error {
 	fmt.Fprintf(&b, "\nHarrier sensor overhead: %d rounds per workload (OFF/ON interleaved), medians; kernel %s, %d CPUs\n\n",
 		r.Rounds, r.Kernel, r.CPUs)
 	if r.Floor {
-		b.WriteString("FLOOR MODE: ON runs keep the sys_exit hook attached but report no syscall, so syscall events\n" +
+		b.WriteString("FLOOR MODE: ON runs keep the syscall hooks attached but report no syscall, so syscall events\n" +
 			"are missing by design; the ratio is the cost of the attach point alone.\n\n")
 	}
 	b.WriteString("| workload | ops | off ops/s | on ops/s | overhead ratio | target | events/s delivered | dropped | lost | verdict |\n")

@@ -364,8 +364,8 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // silenceSyscalls empties the running sensor's syscall table (the BPF map
-// "syscall_ids"), so its sys_exit hook stays attached but returns after one
-// lookup for every syscall. Only one sensor may run during the benchmark.
+// "syscall_ids"), so its syscall hooks stay attached but return after one
+// lookup. Only one sensor may run during the benchmark.
 func silenceSyscalls() error {
 	var id ebpf.MapID
 	for {
