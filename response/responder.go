@@ -167,14 +167,20 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		for _, pid := range killed.PIDs {
 			resp.Pids = append(resp.Pids, uint32(pid))
 		}
-		switch {
-		case errors.Is(err, ErrNotTarget):
-			resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
-		case err != nil:
-			resp.Outcome, resp.Error = OutcomeFailed, err.Error()
-		default:
-			resp.Outcome = OutcomeDone
-		}
+		setOutcome(resp, err)
+	}
+}
+
+// setOutcome records how an action on a process ended: done, target-gone
+// (ErrNotTarget: nothing was done to another process) or failed.
+func setOutcome(resp *api.Response, err error) {
+	switch {
+	case errors.Is(err, ErrNotTarget):
+		resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
+	case err != nil:
+		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
+	default:
+		resp.Outcome = OutcomeDone
 	}
 }
 
@@ -249,14 +255,7 @@ func (r *Responder) quarantine(target Target, exe, mode string, resp *api.Respon
 	if q.Copy != "" {
 		resp.Target += " copy " + q.Copy
 	}
-	switch {
-	case errors.Is(err, ErrNotTarget):
-		resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
-	case err != nil:
-		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
-	default:
-		resp.Outcome = OutcomeDone
-	}
+	setOutcome(resp, err)
 }
 
 // containerAction pauses (freezes) or stops (kills) every process of the

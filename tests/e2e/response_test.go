@@ -116,6 +116,13 @@ func startResponseNode(t *testing.T, agentID, policies string) *edgeNode {
 // responseFor waits for the backend's response record about process tgid.
 func (e *edgeNode) responseFor(t *testing.T, tgid uint32) *api.Response {
 	t.Helper()
+	return e.response(t, func(ev *api.Event) bool { return ev.GetProcess().GetTgid() == tgid })
+}
+
+// response waits for the first response record at the backend that match
+// accepts.
+func (e *edgeNode) response(t *testing.T, match func(*api.Event) bool) *api.Response {
+	t.Helper()
 	var resp *api.Response
 	testenv.WaitFor(t, 30*time.Second, "the response record at the backend", func() bool {
 		var out struct {
@@ -126,7 +133,7 @@ func (e *edgeNode) responseFor(t *testing.T, tgid uint32) *api.Response {
 		}
 		for _, raw := range out.Events {
 			ev := &api.Event{}
-			if protojson.Unmarshal(raw, ev) == nil && ev.GetProcess().GetTgid() == tgid {
+			if protojson.Unmarshal(raw, ev) == nil && match(ev) {
 				resp = ev.GetResponse()
 				return true
 			}
@@ -202,23 +209,7 @@ func TestResponseBlockNetwork(t *testing.T) {
 	if _, err := c.Exec(ctx, "/bin/busybox", "sh", "-c", "echo HARRIER-TEST-ALERT"); err != nil {
 		t.Fatal(err)
 	}
-	var resp *api.Response
-	testenv.WaitFor(t, 30*time.Second, "the block-network record at the backend", func() bool {
-		var out struct {
-			Events []json.RawMessage `json:"events"`
-		}
-		if _, err := tryGetJSON("http://"+e.api+"/api/v1/events?kind=response&limit=100", "t", &out); err != nil {
-			return false
-		}
-		for _, raw := range out.Events {
-			ev := &api.Event{}
-			if protojson.Unmarshal(raw, ev) == nil && ev.GetContainer().GetId() == c.ID {
-				resp = ev.GetResponse()
-				return true
-			}
-		}
-		return false
-	})
+	resp := e.response(t, func(ev *api.Event) bool { return ev.GetContainer().GetId() == c.ID })
 	if resp.GetAction() != "block-network" || resp.GetOutcome() != "done" || !strings.HasSuffix(resp.GetTarget(), "/"+c.ID) {
 		t.Fatalf("record %+v, want block-network done on the container's cgroup", resp)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // agent is `harrier agent` (or `harrier run`) in the cgroup.
@@ -33,24 +34,15 @@ type agent struct {
 	audit *auditTarget
 }
 
-func freePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // startAgent starts the agent in cg; withAudit also turns on its audit
 // webhook receiver (kube.audit, with kube.mode off: the receiver needs no
 // API server).
 func startAgent(ctx context.Context, o options, work string, cg *cgroup, withAudit bool) (*agent, error) {
-	api, err := freePort()
+	api, err := benchutil.FreeAddr("tcp")
 	if err != nil {
 		return nil, err
 	}
-	metrics, err := freePort()
+	metrics, err := benchutil.FreeAddr("tcp")
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +206,7 @@ func auditReceiver(ctx context.Context, o options, work string) (*auditTarget, s
 	if out, err := exec.CommandContext(ctx, o.harrier, "certs", "webhook", "audit", "--out", pki, "--host", "127.0.0.1").CombinedOutput(); err != nil {
 		return nil, "", fmt.Errorf("harrier certs webhook audit: %w: %s", err, out)
 	}
-	addr, err := freePort()
+	addr, err := benchutil.FreeAddr("tcp")
 	if err != nil {
 		return nil, "", err
 	}

@@ -24,12 +24,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // storm is one workload every monitor faces.
@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 	if err := writeTable(stdout, rep); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
-	if err := writeJSON(o.out, rep); err != nil {
+	if err := benchutil.WriteJSON(o.out, rep); err != nil {
 		return err
 	}
 	log.Info("results written", "path", o.out)
@@ -193,23 +193,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	stormList := strings.Join(stormNames, ",")
 	fs.StringVar(&stormList, "storms", stormList, "comma-separated storms")
-	fs.Func("n", "operations per run, as storm=N[,storm=N] (defaults: "+formatCounts(o.n, stormNames)+"; nginx: requests)", func(v string) error {
-		for kv := range strings.SplitSeq(v, ",") {
-			name, num, ok := strings.Cut(strings.TrimSpace(kv), "=")
-			if !ok {
-				return fmt.Errorf("%q: want storm=N", kv)
-			}
-			if !slices.Contains(stormNames, name) {
-				return fmt.Errorf("%q: unknown storm (known: %s)", name, strings.Join(stormNames, ", "))
-			}
-			c, err := strconv.Atoi(num)
-			if err != nil || c <= 0 {
-				return fmt.Errorf("%q: N must be a positive integer", kv)
-			}
-			o.n[name] = c
-		}
-		return nil
-	})
+	fs.Func("n", "operations per run, as storm=N[,storm=N] (defaults: "+benchutil.FormatCounts(o.n, stormNames)+"; nginx: requests)", benchutil.CountsFlag(o.n, stormNames, "storm"))
 	fs.IntVar(&o.abConcurrency, "c", 8, "nginx: ab's concurrency")
 	fs.StringVar(&o.out, "out", "tests/bench/results/deployed.json", "where to write the JSON results")
 	fs.StringVar(&o.profileDir, "profile", "", "collect Go CPU profiles (harrier --cpuprofile) into this directory: one extra untimed run per storm and harrier monitor (<storm>-<monitor>.pprof, the agent's backend in <storm>-agent-backend.pprof) and an idle run per monitor (idle-<monitor>.pprof, for -diff_base)")
@@ -304,12 +288,4 @@ func (o *options) resolveTools() error {
 		}
 	}
 	return nil
-}
-
-func formatCounts(n map[string]int, order []string) string {
-	parts := make([]string, 0, len(order))
-	for _, name := range order {
-		parts = append(parts, fmt.Sprintf("%s=%d", name, n[name]))
-	}
-	return strings.Join(parts, ",")
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // monitor names, in the report's order.
@@ -106,24 +107,6 @@ func (p *procs) stopAll(sig syscall.Signal, timeout time.Duration) error {
 	return errors.Join(errs...)
 }
 
-// freePort returns a free TCP (or UDP) port on 127.0.0.1.
-func freePort(network string) (string, error) {
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			return "", fmt.Errorf("free UDP port: %w", err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String(), nil
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("free TCP port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // waitFor polls check every 100 ms until it returns true, done reports an
 // exit, or timeout passes; logPath is quoted on failure.
 func waitFor(ctx context.Context, what, logPath string, timeout time.Duration, done <-chan error, check func() bool) error {
@@ -198,15 +181,15 @@ func (b *bench) startHarrier(ctx context.Context, name, dir, profile string) (*r
 		r.cpuPIDs, r.memPID = []int{cmd.Process.Pid}, cmd.Process.Pid
 
 	case monRun:
-		metrics, err := freePort("tcp")
+		metrics, err := benchutil.FreeAddr("tcp")
 		if err != nil {
 			return fail(err)
 		}
-		api, err := freePort("tcp")
+		api, err := benchutil.FreeAddr("tcp")
 		if err != nil {
 			return fail(err)
 		}
-		ingest, err := freePort("udp")
+		ingest, err := benchutil.FreeAddr("udp")
 		if err != nil {
 			return fail(err)
 		}
@@ -236,15 +219,15 @@ func (b *bench) startHarrier(ctx context.Context, name, dir, profile string) (*r
 		if err != nil {
 			return fail(err)
 		}
-		api, err := freePort("tcp")
+		api, err := benchutil.FreeAddr("tcp")
 		if err != nil {
 			return fail(err)
 		}
-		ingest, err := freePort("udp")
+		ingest, err := benchutil.FreeAddr("udp")
 		if err != nil {
 			return fail(err)
 		}
-		metrics, err := freePort("tcp")
+		metrics, err := benchutil.FreeAddr("tcp")
 		if err != nil {
 			return fail(err)
 		}

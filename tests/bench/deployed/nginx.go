@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // nginxServer is Debian's nginx serving one small static file on
@@ -42,7 +44,7 @@ func startNginx(ctx context.Context, dir string, o options) (*nginxServer, error
 	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(base64.StdEncoding.EncodeToString(page)), 0o644); err != nil {
 		return nil, fmt.Errorf("nginx: %w", err)
 	}
-	addr, err := freePort("tcp")
+	addr, err := benchutil.FreeAddr("tcp")
 	if err != nil {
 		return nil, err
 	}

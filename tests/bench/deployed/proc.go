@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat; it
@@ -124,7 +126,7 @@ func waitQuiet(ctx context.Context, pids []int, minWait, maxWait time.Duration) 
 		quietCPU    = 20 * time.Millisecond // 10 % of one CPU, two clock ticks
 	)
 	start := time.Now()
-	if err := sleepCtx(ctx, minWait); err != nil {
+	if err := benchutil.Sleep(ctx, minWait); err != nil {
 		return err
 	}
 	prev, err := cpuOf(pids)
@@ -132,7 +134,7 @@ func waitQuiet(ctx context.Context, pids []int, minWait, maxWait time.Duration) 
 		return err
 	}
 	for time.Since(start) < maxWait {
-		if err := sleepCtx(ctx, quietWindow); err != nil {
+		if err := benchutil.Sleep(ctx, quietWindow); err != nil {
 			return err
 		}
 		now, err := cpuOf(pids)
@@ -145,18 +147,6 @@ func waitQuiet(ctx context.Context, pids []int, minWait, maxWait time.Duration) 
 		prev = now
 	}
 	return nil
-}
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // httpGet fetches url (on 127.0.0.1) and returns its status and body.

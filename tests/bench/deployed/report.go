@@ -1,17 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // report is the JSON written to -out.
@@ -101,9 +101,9 @@ func (rep *report) add(s storm, runs []runRecord) {
 				dropped += *r.Dropped
 			}
 		}
-		rw.Seconds, rw.OpsPerSec, rw.P99Ms = median(secs), median(ops), median(p99)
-		rw.TotalCPU, rw.MonitorCPU = median(total), median(mcpu)
-		rw.IdleRSS, rw.StormRSS = int64(median(idle)), int64(median(srss))
+		rw.Seconds, rw.OpsPerSec, rw.P99Ms = benchutil.Median(secs), benchutil.Median(ops), benchutil.Median(p99)
+		rw.TotalCPU, rw.MonitorCPU = benchutil.Median(total), benchutil.Median(mcpu)
+		rw.IdleRSS, rw.StormRSS = int64(benchutil.Median(idle)), int64(benchutil.Median(srss))
 		rw.Dropped = dropped
 		if n := rep.N[s.Name]; n > 0 {
 			rw.MonitorCPUPerOp = rw.MonitorCPU / float64(n) * 1e6
@@ -207,7 +207,7 @@ func writeTable(w io.Writer, rep *report) error {
 		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %.3f | %.3f (%.1f) | %s | %s | %s | %s | %s |\n",
 			r.Storm, label, ops, r.Wall, r.CPU, r.MonitorCPU, r.MonitorCPUPerOp, p99, rss, dropped, tgt, verdict)
 	}
-	b.WriteString("\nwall ratio = median storm seconds / no monitor's; total CPU ratio = median(workload CPU + monitor CPU) / no monitor's workload CPU.\n" +
+	b.WriteString("\nwall ratio = median storm seconds / no monitor's; total CPU ratio = benchutil.Median(workload CPU + monitor CPU) / no monitor's workload CPU.\n" +
 		"Workload CPU: loadgen's user+system time with its children (in-kernel BPF and audit work lands there), or ab's plus nginx's.\n" +
 		"Monitor CPU: harrier agent + backend, harrier run, auditd + kauditd, or harrier events, from just before the storm until quiet after it\n" +
 		"(and per operation, idle time in that window included).\n" +
@@ -218,36 +218,9 @@ func writeTable(w io.Writer, rep *report) error {
 	return err
 }
 
-func writeJSON(path string, r *report) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("results directory: %w", err)
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	return nil
-}
-
 func ratio(x, base float64) float64 {
 	if base <= 0 {
 		return 0
 	}
 	return x / base
-}
-
-// median of xs; 0 when empty.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(xs))
-	m := len(s) / 2
-	if len(s)%2 == 1 {
-		return s[m]
-	}
-	return (s[m-1] + s[m]) / 2
 }

@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // runRecord is one storm under one monitor.
@@ -251,7 +253,7 @@ func (b *bench) idleProfiles(ctx context.Context) error {
 		}
 		werr := waitQuiet(ctx, r.cpuPIDs, b.o.settle, b.o.maxQuiet)
 		if werr == nil {
-			werr = sleepCtx(ctx, idleProfileTime)
+			werr = benchutil.Sleep(ctx, idleProfileTime)
 		}
 		if err := errors.Join(werr, r.stop()); err != nil {
 			return fmt.Errorf("idle profile of %s: %w", mon, err)

@@ -3,7 +3,7 @@
 // sensor off and R times with `harrier events --discard --stats` running,
 // interleaved (OFF,ON then ON,OFF, alternating by round), and reports
 //
-//	overhead = median(ON seconds) / median(OFF seconds)
+//	overhead = benchutil.Median(ON seconds) / benchutil.Median(OFF seconds)
 //
 // against the project's targets, with the events per second the sensor
 // delivered to user space, the events it dropped, and the expected events
@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // lossFreeRate is the delivery rate below which no event may be lost.
@@ -128,7 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 	if err := writeTable(stdout, report); err != nil {
 		return fmt.Errorf("write table: %w", err)
 	}
-	if err := writeJSON(o.out, report); err != nil {
+	if err := benchutil.WriteJSON(o.out, report); err != nil {
 		return err
 	}
 	log.Info("results written", "path", o.out)
@@ -155,23 +156,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.rounds, "rounds", 5, "OFF/ON pairs per workload")
 	fs.IntVar(&o.warmup, "warmup", 1, "untimed OFF runs per workload before the rounds")
 	fs.StringVar(&workloadList, "workloads", workloadList, "comma-separated workloads to run")
-	fs.Func("n", "operations per run, as workload=N[,workload=N] (defaults: "+formatCounts(o.n, names)+")", func(v string) error {
-		for kv := range strings.SplitSeq(v, ",") {
-			name, num, ok := strings.Cut(strings.TrimSpace(kv), "=")
-			if !ok {
-				return fmt.Errorf("%q: want workload=N", kv)
-			}
-			if !slices.Contains(names, name) {
-				return fmt.Errorf("%q: unknown workload (known: %s)", name, strings.Join(names, ", "))
-			}
-			c, err := strconv.Atoi(num)
-			if err != nil || c <= 0 {
-				return fmt.Errorf("%q: N must be a positive integer", kv)
-			}
-			o.n[name] = c
-		}
-		return nil
-	})
+	fs.Func("n", "operations per run, as workload=N[,workload=N] (defaults: "+benchutil.FormatCounts(o.n, names)+")", benchutil.CountsFlag(o.n, names, "workload"))
 	fs.StringVar(&o.out, "out", "tests/bench/results/overhead.json", "where to write the JSON results")
 	fs.DurationVar(&o.settle, "settle", 250*time.Millisecond, "wait after the sensor reports its probes attached, before the storm")
 	fs.DurationVar(&o.drain, "drain", 200*time.Millisecond, "wait after the storm before stopping the sensor, so it drains its ring buffer")
@@ -203,14 +188,6 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		o.workloads = append(o.workloads, known[i])
 	}
 	return o, nil
-}
-
-func formatCounts(n map[string]int, order []string) string {
-	parts := make([]string, 0, len(order))
-	for _, name := range order {
-		parts = append(parts, fmt.Sprintf("%s=%d", name, n[name]))
-	}
-	return strings.Join(parts, ",")
 }
 
 // benchEnv is the scratch directory with the open workloads' directories and

@@ -1,18 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // report is the JSON written to -out.
@@ -46,7 +45,7 @@ type result struct {
 	OnSeconds    float64 `json:"onMedianSeconds"`
 	OffOpsPerSec float64 `json:"offMedianOpsPerSec"`
 	OnOpsPerSec  float64 `json:"onMedianOpsPerSec"`
-	// Overhead is median(ON seconds) / median(OFF seconds).
+	// Overhead is benchutil.Median(ON seconds) / benchutil.Median(OFF seconds).
 	Overhead float64 `json:"overhead"`
 	// Target is the highest acceptable overhead; 0 means none.
 	Target    float64 `json:"target,omitempty"`
@@ -121,15 +120,15 @@ func summarize(w workload, n int, runs []runRecord, idleCPU float64) result {
 			res.LossFree = false
 		}
 	}
-	res.OffSeconds, res.OnSeconds = median(offS), median(onS)
-	res.OffOpsPerSec, res.OnOpsPerSec = median(offOps), median(onOps)
-	res.EventsPerSec = median(evs)
+	res.OffSeconds, res.OnSeconds = benchutil.Median(offS), benchutil.Median(onS)
+	res.OffOpsPerSec, res.OnOpsPerSec = benchutil.Median(offOps), benchutil.Median(onOps)
+	res.EventsPerSec = benchutil.Median(evs)
 	if res.OffSeconds > 0 {
 		res.Overhead = res.OnSeconds / res.OffSeconds
 	}
 	res.ExtraMicrosPerOp = (res.OnSeconds - res.OffSeconds) / float64(n) * 1e6
-	res.ExtraSysMicrosPerOp = (median(onSys) - median(offSys)) / float64(n) * 1e6
-	res.SensorCPUSeconds = max(0, median(sensorCPU)-idleCPU)
+	res.ExtraSysMicrosPerOp = (benchutil.Median(onSys) - benchutil.Median(offSys)) / float64(n) * 1e6
+	res.SensorCPUSeconds = max(0, benchutil.Median(sensorCPU)-idleCPU)
 	if res.OnSeconds > 0 {
 		res.SensorCPUShare = res.SensorCPUSeconds / res.OnSeconds
 	}
@@ -192,7 +191,7 @@ func writeTable(w io.Writer, r *report) error {
 		fmt.Fprintf(&b, "| %s | %.2f | %.2f | %.3f | %.0f%% |\n", res.Workload, res.ExtraMicrosPerOp,
 			res.ExtraSysMicrosPerOp, res.SensorCPUSeconds, 100*res.SensorCPUShare)
 	}
-	fmt.Fprintf(&b, "\noverhead = median(ON s)/median(OFF s); events/s = sensor-received events / storm seconds (median of ON runs);\n"+
+	fmt.Fprintf(&b, "\noverhead = benchutil.Median(ON s)/benchutil.Median(OFF s); events/s = sensor-received events / storm seconds (median of ON runs);\n"+
 		"dropped = ring buffer full + queue dropped + decode errors, lost = expected events never submitted (both summed over ON runs);\n"+
 		"no event may be dropped or lost by a run delivering under %d events/s.\n"+
 		"Second table (medians): in-kernel sensor work shows as extra loadgen system time; sensor storm CPU is harrier's\n"+
@@ -200,33 +199,6 @@ func writeTable(w io.Writer, r *report) error {
 		lossFreeRate, r.SensorIdleCPUSeconds, r.CPUs)
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func writeJSON(path string, r *report) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("results directory: %w", err)
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	return nil
-}
-
-// median of xs; 0 when empty.
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(xs))
-	m := len(s) / 2
-	if len(s)%2 == 1 {
-		return s[m]
-	}
-	return (s[m-1] + s[m]) / 2
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }

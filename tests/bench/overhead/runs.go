@@ -17,6 +17,7 @@ import (
 
 	"github.com/harrier-sec/harrier/agent"
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 // loadgenResult is what loadgen prints.
@@ -79,7 +80,7 @@ func idleSensorCPU(ctx context.Context, o options, env *benchEnv, log *slog.Logg
 		if err != nil {
 			return 0, fmt.Errorf("idle sensor run: %w", err)
 		}
-		sleepErr := sleepCtx(ctx, o.drain)
+		sleepErr := benchutil.Sleep(ctx, o.drain)
 		_, stopErr := h.stop()
 		if err := errors.Join(sleepErr, stopErr); err != nil {
 			return 0, fmt.Errorf("idle sensor run: %w", err)
@@ -87,7 +88,7 @@ func idleSensorCPU(ctx context.Context, o options, env *benchEnv, log *slog.Logg
 		log.Info("idle sensor run", "run", i+1, "cpu_seconds", round3(h.cpu.Seconds()), "seconds", round3(h.lifetime.Seconds()))
 		cpu = append(cpu, h.cpu.Seconds())
 	}
-	return median(cpu), nil
+	return benchutil.Median(cpu), nil
 }
 
 // runWorkload runs w's warm-up and its interleaved OFF/ON rounds.
@@ -149,7 +150,7 @@ func runOnce(ctx context.Context, o options, env *benchEnv, w workload, n int, a
 	}
 	lg, lgErr := runLoadgen(ctx, o.loadgen, args)
 	if lgErr == nil {
-		lgErr = sleepCtx(ctx, o.drain)
+		lgErr = benchutil.Sleep(ctx, o.drain)
 	}
 	stats, stopErr := h.stop()
 	if err := errors.Join(lgErr, stopErr); err != nil {
@@ -253,7 +254,7 @@ func startSensor(ctx context.Context, o options, configPath string) (*sensorProc
 		return nil, fmt.Errorf("waiting for harrier: %w", ctx.Err())
 	}
 	h.exited = exited
-	if err := sleepCtx(ctx, o.settle); err != nil {
+	if err := benchutil.Sleep(ctx, o.settle); err != nil {
 		_, stopErr := h.stop()
 		return nil, errors.Join(err, stopErr)
 	}
@@ -349,18 +350,6 @@ func (w *lineWriter) tail(n int) string {
 		lines = append(slices.Clip(lines), string(w.partial))
 	}
 	return strings.Join(lines, "\n")
-}
-
-// sleepCtx sleeps for d or until ctx ends.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // silenceSyscalls empties the running sensor's syscall table (the BPF map

@@ -30,6 +30,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/harrier-sec/harrier/tests/bench/internal/benchutil"
 )
 
 func main() {
@@ -283,7 +285,7 @@ func orchestrate(ctx context.Context, o options, stdout io.Writer, log *slog.Log
 	}
 	res.WallSeconds = time.Since(start).Seconds()
 	writeTable(stdout, res)
-	if err := writeJSON(o.out, res); err != nil {
+	if err := benchutil.WriteJSON(o.out, res); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nJSON: %s\n", o.out)
@@ -338,18 +340,4 @@ func hostInfo() map[string]string {
 		h["hostname"] = name
 	}
 	return h
-}
-
-func writeJSON(path string, res *results) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("results directory: %w", err)
-	}
-	b, err := json.MarshalIndent(res, "", "  ")
-	if err != nil {
-		return fmt.Errorf("encode results: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write results: %w", err)
-	}
-	return nil
 }
