@@ -363,9 +363,13 @@ type AgentHealth struct {
 	// This node's own posture findings (its kubelet's settings), current as
 	// of this heartbeat: the backend lists them with the cluster's findings,
 	// and a heartbeat without one means it is fixed.
-	NodeFindings  []*Finding `protobuf:"bytes,13,rep,name=node_findings,json=nodeFindings,proto3" json:"node_findings,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	NodeFindings []*Finding `protobuf:"bytes,13,rep,name=node_findings,json=nodeFindings,proto3" json:"node_findings,omitempty"`
+	// The response policies this agent applies: "backend" (version is the
+	// backend's), "file" (response.policyFile) or "" (none).
+	ResponsePoliciesSource  string `protobuf:"bytes,14,opt,name=response_policies_source,json=responsePoliciesSource,proto3" json:"response_policies_source,omitempty"`
+	ResponsePoliciesVersion uint64 `protobuf:"varint,15,opt,name=response_policies_version,json=responsePoliciesVersion,proto3" json:"response_policies_version,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *AgentHealth) Reset() {
@@ -487,6 +491,20 @@ func (x *AgentHealth) GetNodeFindings() []*Finding {
 		return x.NodeFindings
 	}
 	return nil
+}
+
+func (x *AgentHealth) GetResponsePoliciesSource() string {
+	if x != nil {
+		return x.ResponsePoliciesSource
+	}
+	return ""
+}
+
+func (x *AgentHealth) GetResponsePoliciesVersion() uint64 {
+	if x != nil {
+		return x.ResponsePoliciesVersion
+	}
+	return 0
 }
 
 type Batch struct {
@@ -633,6 +651,528 @@ func (x *Ack) GetError() string {
 	return ""
 }
 
+// Control travels backend → agent on a stream the backend opens on the
+// agent's connection; the agent answers on the same stream with one
+// ControlAck. It carries what the agent must apply: the site's response
+// policies and commands an analyst asked for.
+type Control struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Set when the agent's applied version differs from the backend's.
+	ResponsePolicies *PolicyBundle    `protobuf:"bytes,1,opt,name=response_policies,json=responsePolicies,proto3" json:"response_policies,omitempty"`
+	Commands         []*SignedCommand `protobuf:"bytes,2,rep,name=commands,proto3" json:"commands,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *Control) Reset() {
+	*x = Control{}
+	mi := &file_wire_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Control) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Control) ProtoMessage() {}
+
+func (x *Control) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Control.ProtoReflect.Descriptor instead.
+func (*Control) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Control) GetResponsePolicies() *PolicyBundle {
+	if x != nil {
+		return x.ResponsePolicies
+	}
+	return nil
+}
+
+func (x *Control) GetCommands() []*SignedCommand {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+// PolicyBundle is one version of the site's response policy file.
+type PolicyBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases with every change at the backend; 0 is never sent.
+	Version uint64 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The policy file (YAML, kind ResponsePolicies), as uploaded.
+	Yaml          []byte                 `protobuf:"bytes,2,opt,name=yaml,proto3" json:"yaml,omitempty"`
+	Updated       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=updated,proto3" json:"updated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PolicyBundle) Reset() {
+	*x = PolicyBundle{}
+	mi := &file_wire_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PolicyBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PolicyBundle) ProtoMessage() {}
+
+func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
+func (*PolicyBundle) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PolicyBundle) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PolicyBundle) GetYaml() []byte {
+	if x != nil {
+		return x.Yaml
+	}
+	return nil
+}
+
+func (x *PolicyBundle) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+// SignedCommand is a Command as issued, with the signature of the backend
+// that issued it: an agent acts only on a command whose signer's
+// certificate chains to its CA as a server, and whose agent_id is its own.
+type SignedCommand struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A marshaled Command: the signature covers these exact bytes.
+	Command   []byte `protobuf:"bytes,1,opt,name=command,proto3" json:"command,omitempty"`
+	Signature []byte `protobuf:"bytes,2,opt,name=signature,proto3" json:"signature,omitempty"`
+	// DER certificates, the signer's first.
+	SignerChain   [][]byte `protobuf:"bytes,3,rep,name=signer_chain,json=signerChain,proto3" json:"signer_chain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignedCommand) Reset() {
+	*x = SignedCommand{}
+	mi := &file_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignedCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignedCommand) ProtoMessage() {}
+
+func (x *SignedCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignedCommand.ProtoReflect.Descriptor instead.
+func (*SignedCommand) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *SignedCommand) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *SignedCommand) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+func (x *SignedCommand) GetSignerChain() [][]byte {
+	if x != nil {
+		return x.SignerChain
+	}
+	return nil
+}
+
+// Command asks one agent for one response action.
+type Command struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AgentId string                 `protobuf:"bytes,2,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	Issued  *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=issued,proto3" json:"issued,omitempty"`
+	// The agent refuses the command after this.
+	Expires *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires,proto3" json:"expires,omitempty"`
+	// e.g. kill-process-tree, block-network, unblock-network.
+	Action string         `protobuf:"bytes,5,opt,name=action,proto3" json:"action,omitempty"`
+	Target *CommandTarget `protobuf:"bytes,6,opt,name=target,proto3" json:"target,omitempty"`
+	// Who asked (the API credential's name) and why.
+	RequestedBy string `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
+	Reason      string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The alert the action is about, if any.
+	AlertId       string `protobuf:"bytes,9,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Command) Reset() {
+	*x = Command{}
+	mi := &file_wire_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Command) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Command) ProtoMessage() {}
+
+func (x *Command) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Command.ProtoReflect.Descriptor instead.
+func (*Command) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Command) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Command) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *Command) GetIssued() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Issued
+	}
+	return nil
+}
+
+func (x *Command) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *Command) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Command) GetTarget() *CommandTarget {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *Command) GetRequestedBy() string {
+	if x != nil {
+		return x.RequestedBy
+	}
+	return ""
+}
+
+func (x *Command) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Command) GetAlertId() string {
+	if x != nil {
+		return x.AlertId
+	}
+	return ""
+}
+
+// CommandTarget names what to act on; which fields an action needs is
+// documented with the action.
+type CommandTarget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A process: host PID and start time (both required to signal it).
+	Pid       uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	// A container: its ID and cgroup path as the alert reported them.
+	ContainerId string `protobuf:"bytes,3,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Cgroup      string `protobuf:"bytes,4,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	// A file: the quarantined file's path and the path to restore it to.
+	Path        string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	RestorePath string `protobuf:"bytes,6,opt,name=restore_path,json=restorePath,proto3" json:"restore_path,omitempty"`
+	// The mode to restore (restore-file), e.g. 0755.
+	Mode          uint32 `protobuf:"varint,7,opt,name=mode,proto3" json:"mode,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandTarget) Reset() {
+	*x = CommandTarget{}
+	mi := &file_wire_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandTarget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandTarget) ProtoMessage() {}
+
+func (x *CommandTarget) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandTarget.ProtoReflect.Descriptor instead.
+func (*CommandTarget) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *CommandTarget) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *CommandTarget) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *CommandTarget) GetContainerId() string {
+	if x != nil {
+		return x.ContainerId
+	}
+	return ""
+}
+
+func (x *CommandTarget) GetCgroup() string {
+	if x != nil {
+		return x.Cgroup
+	}
+	return ""
+}
+
+func (x *CommandTarget) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CommandTarget) GetRestorePath() string {
+	if x != nil {
+		return x.RestorePath
+	}
+	return ""
+}
+
+func (x *CommandTarget) GetMode() uint32 {
+	if x != nil {
+		return x.Mode
+	}
+	return 0
+}
+
+// ControlAck is the agent's answer to one Control.
+type ControlAck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The response policies version the agent applies now (0: none from
+	// the backend), and why the version sent was not applied, if it was not.
+	ResponsePoliciesVersion uint64           `protobuf:"varint,1,opt,name=response_policies_version,json=responsePoliciesVersion,proto3" json:"response_policies_version,omitempty"`
+	ResponsePoliciesError   string           `protobuf:"bytes,2,opt,name=response_policies_error,json=responsePoliciesError,proto3" json:"response_policies_error,omitempty"`
+	Results                 []*CommandResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
+}
+
+func (x *ControlAck) Reset() {
+	*x = ControlAck{}
+	mi := &file_wire_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ControlAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ControlAck) ProtoMessage() {}
+
+func (x *ControlAck) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ControlAck.ProtoReflect.Descriptor instead.
+func (*ControlAck) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ControlAck) GetResponsePoliciesVersion() uint64 {
+	if x != nil {
+		return x.ResponsePoliciesVersion
+	}
+	return 0
+}
+
+func (x *ControlAck) GetResponsePoliciesError() string {
+	if x != nil {
+		return x.ResponsePoliciesError
+	}
+	return ""
+}
+
+func (x *ControlAck) GetResults() []*CommandResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type CommandResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The record of what was done (outcome, error, pids, target).
+	Response *Response `protobuf:"bytes,2,opt,name=response,proto3" json:"response,omitempty"`
+	// Set when the command was refused before any action: a bad signature,
+	// another agent's command, expired, or an unknown action.
+	Refused       string `protobuf:"bytes,3,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CommandResult) Reset() {
+	*x = CommandResult{}
+	mi := &file_wire_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CommandResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CommandResult) ProtoMessage() {}
+
+func (x *CommandResult) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
+func (*CommandResult) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CommandResult) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CommandResult) GetResponse() *Response {
+	if x != nil {
+		return x.Response
+	}
+	return nil
+}
+
+func (x *CommandResult) GetRefused() string {
+	if x != nil {
+		return x.Refused
+	}
+	return ""
+}
+
 var File_wire_proto protoreflect.FileDescriptor
 
 const file_wire_proto_rawDesc = "" +
@@ -658,7 +1198,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\battached\x18\x02 \x01(\bR\battached\x12\x16\n" +
 	"\x06attach\x18\x03 \x01(\tR\x06attach\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\xa3\x04\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x99\x05\n" +
 	"\vAgentHealth\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12/\n" +
@@ -674,7 +1214,9 @@ const file_wire_proto_rawDesc = "" +
 	" \x01(\tR\x04node\x12\x18\n" +
 	"\acluster\x18\v \x01(\tR\acluster\x12\x16\n" +
 	"\x06leader\x18\f \x01(\bR\x06leader\x128\n" +
-	"\rnode_findings\x18\r \x03(\v2\x13.harrier.v1.FindingR\fnodeFindings\x1a8\n" +
+	"\rnode_findings\x18\r \x03(\v2\x13.harrier.v1.FindingR\fnodeFindings\x128\n" +
+	"\x18response_policies_source\x18\x0e \x01(\tR\x16responsePoliciesSource\x12:\n" +
+	"\x19response_policies_version\x18\x0f \x01(\x04R\x17responsePoliciesVersion\x1a8\n" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -688,7 +1230,46 @@ const file_wire_proto_rawDesc = "" +
 	"\bspool_id\x18\x06 \x01(\tR\aspoolId\"/\n" +
 	"\x03Ack\x12\x12\n" +
 	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*u\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x87\x01\n" +
+	"\aControl\x12E\n" +
+	"\x11response_policies\x18\x01 \x01(\v2\x18.harrier.v1.PolicyBundleR\x10responsePolicies\x125\n" +
+	"\bcommands\x18\x02 \x03(\v2\x19.harrier.v1.SignedCommandR\bcommands\"r\n" +
+	"\fPolicyBundle\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04yaml\x18\x02 \x01(\fR\x04yaml\x124\n" +
+	"\aupdated\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\"j\n" +
+	"\rSignedCommand\x12\x18\n" +
+	"\acommand\x18\x01 \x01(\fR\acommand\x12\x1c\n" +
+	"\tsignature\x18\x02 \x01(\fR\tsignature\x12!\n" +
+	"\fsigner_chain\x18\x03 \x03(\fR\vsignerChain\"\xbf\x02\n" +
+	"\aCommand\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
+	"\bagent_id\x18\x02 \x01(\tR\aagentId\x122\n" +
+	"\x06issued\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x06issued\x124\n" +
+	"\aexpires\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
+	"\x06action\x18\x05 \x01(\tR\x06action\x121\n" +
+	"\x06target\x18\x06 \x01(\v2\x19.harrier.v1.CommandTargetR\x06target\x12!\n" +
+	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x19\n" +
+	"\balert_id\x18\t \x01(\tR\aalertId\"\xe2\x01\n" +
+	"\rCommandTarget\x12\x10\n" +
+	"\x03pid\x18\x01 \x01(\rR\x03pid\x129\n" +
+	"\n" +
+	"start_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12!\n" +
+	"\fcontainer_id\x18\x03 \x01(\tR\vcontainerId\x12\x16\n" +
+	"\x06cgroup\x18\x04 \x01(\tR\x06cgroup\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12!\n" +
+	"\frestore_path\x18\x06 \x01(\tR\vrestorePath\x12\x12\n" +
+	"\x04mode\x18\a \x01(\rR\x04mode\"\xb5\x01\n" +
+	"\n" +
+	"ControlAck\x12:\n" +
+	"\x19response_policies_version\x18\x01 \x01(\x04R\x17responsePoliciesVersion\x126\n" +
+	"\x17response_policies_error\x18\x02 \x01(\tR\x15responsePoliciesError\x123\n" +
+	"\aresults\x18\x03 \x03(\v2\x19.harrier.v1.CommandResultR\aresults\"k\n" +
+	"\rCommandResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
+	"\bresponse\x18\x02 \x01(\v2\x14.harrier.v1.ResponseR\bresponse\x12\x18\n" +
+	"\arefused\x18\x03 \x01(\tR\arefused*u\n" +
 	"\vRecordClass\x12\x1c\n" +
 	"\x18RECORD_CLASS_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12RECORD_CLASS_ALERT\x10\x01\x12\x18\n" +
@@ -708,7 +1289,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_wire_proto_goTypes = []any{
 	(RecordClass)(0),              // 0: harrier.v1.RecordClass
 	(*Record)(nil),                // 1: harrier.v1.Record
@@ -717,33 +1298,50 @@ var file_wire_proto_goTypes = []any{
 	(*AgentHealth)(nil),           // 4: harrier.v1.AgentHealth
 	(*Batch)(nil),                 // 5: harrier.v1.Batch
 	(*Ack)(nil),                   // 6: harrier.v1.Ack
-	nil,                           // 7: harrier.v1.AgentHealth.DropsEntry
-	(*Event)(nil),                 // 8: harrier.v1.Event
-	(*Alert)(nil),                 // 9: harrier.v1.Alert
-	(*InventoryChunk)(nil),        // 10: harrier.v1.InventoryChunk
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*Finding)(nil),               // 12: harrier.v1.Finding
+	(*Control)(nil),               // 7: harrier.v1.Control
+	(*PolicyBundle)(nil),          // 8: harrier.v1.PolicyBundle
+	(*SignedCommand)(nil),         // 9: harrier.v1.SignedCommand
+	(*Command)(nil),               // 10: harrier.v1.Command
+	(*CommandTarget)(nil),         // 11: harrier.v1.CommandTarget
+	(*ControlAck)(nil),            // 12: harrier.v1.ControlAck
+	(*CommandResult)(nil),         // 13: harrier.v1.CommandResult
+	nil,                           // 14: harrier.v1.AgentHealth.DropsEntry
+	(*Event)(nil),                 // 15: harrier.v1.Event
+	(*Alert)(nil),                 // 16: harrier.v1.Alert
+	(*InventoryChunk)(nil),        // 17: harrier.v1.InventoryChunk
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(*Finding)(nil),               // 19: harrier.v1.Finding
+	(*Response)(nil),              // 20: harrier.v1.Response
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: harrier.v1.Record.class:type_name -> harrier.v1.RecordClass
-	8,  // 1: harrier.v1.Record.event:type_name -> harrier.v1.Event
-	9,  // 2: harrier.v1.Record.alert:type_name -> harrier.v1.Alert
-	10, // 3: harrier.v1.Record.inventory:type_name -> harrier.v1.InventoryChunk
+	15, // 1: harrier.v1.Record.event:type_name -> harrier.v1.Event
+	16, // 2: harrier.v1.Record.alert:type_name -> harrier.v1.Alert
+	17, // 3: harrier.v1.Record.inventory:type_name -> harrier.v1.InventoryChunk
 	0,  // 4: harrier.v1.Gap.class:type_name -> harrier.v1.RecordClass
-	11, // 5: harrier.v1.Gap.time:type_name -> google.protobuf.Timestamp
+	18, // 5: harrier.v1.Gap.time:type_name -> google.protobuf.Timestamp
 	3,  // 6: harrier.v1.AgentHealth.probes:type_name -> harrier.v1.ProbeHealth
-	7,  // 7: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
-	11, // 8: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
-	12, // 9: harrier.v1.AgentHealth.node_findings:type_name -> harrier.v1.Finding
+	14, // 7: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
+	18, // 8: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
+	19, // 9: harrier.v1.AgentHealth.node_findings:type_name -> harrier.v1.Finding
 	1,  // 10: harrier.v1.Batch.records:type_name -> harrier.v1.Record
 	2,  // 11: harrier.v1.Batch.gaps:type_name -> harrier.v1.Gap
 	4,  // 12: harrier.v1.Batch.health:type_name -> harrier.v1.AgentHealth
-	11, // 13: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	18, // 13: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
+	8,  // 14: harrier.v1.Control.response_policies:type_name -> harrier.v1.PolicyBundle
+	9,  // 15: harrier.v1.Control.commands:type_name -> harrier.v1.SignedCommand
+	18, // 16: harrier.v1.PolicyBundle.updated:type_name -> google.protobuf.Timestamp
+	18, // 17: harrier.v1.Command.issued:type_name -> google.protobuf.Timestamp
+	18, // 18: harrier.v1.Command.expires:type_name -> google.protobuf.Timestamp
+	11, // 19: harrier.v1.Command.target:type_name -> harrier.v1.CommandTarget
+	18, // 20: harrier.v1.CommandTarget.start_time:type_name -> google.protobuf.Timestamp
+	13, // 21: harrier.v1.ControlAck.results:type_name -> harrier.v1.CommandResult
+	20, // 22: harrier.v1.CommandResult.response:type_name -> harrier.v1.Response
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -765,7 +1363,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

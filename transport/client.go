@@ -105,6 +105,9 @@ type ClientConfig struct {
 	// batch and are kept until a batch carrying them is acknowledged. May be
 	// nil.
 	Gaps func() []*api.Gap
+	// Control, when set, answers the backend's control channel (policies and
+	// commands); nil refuses the backend's streams.
+	Control ControlHandler
 }
 
 // ClientStats are the uplink's counters.
@@ -115,6 +118,8 @@ type ClientStats struct {
 	RecordsAcked   uint64 // sequence numbers the backend acknowledged
 	BytesSent      uint64 // compressed frame bytes written
 	Reconnects     uint64
+	Controls       uint64 // control frames answered
+	ControlErrors  uint64 // control streams that failed
 	LastError      string
 }
 
@@ -193,11 +198,14 @@ func NewClient(cfg ClientConfig, src Source, log *slog.Logger) (*Client, error) 
 			HandshakeIdleTimeout:  handshakeTimeout,
 			MaxIdleTimeout:        DefaultIdleTimeout,
 			KeepAlivePeriod:       keepAlivePeriod,
-			MaxIncomingStreams:    -1, // the backend never opens streams
+			MaxIncomingStreams:    -1, // the backend opens streams only for control
 			MaxIncomingUniStreams: -1,
 		},
 		notify: make(chan struct{}, 1),
 		rnd:    jitter,
+	}
+	if cfg.Control != nil {
+		c.qconf.MaxIncomingStreams = controlStreams
 	}
 	if cfg.BandwidthBytesPerSec > 0 {
 		c.bucket = newTokenBucket(cfg.BandwidthBytesPerSec, time.Now)
@@ -284,7 +292,11 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
 	}
-	defer conn.CloseWithError(CodeOK, "")
+	// The control server (below) ends when the connection closes: wait for
+	// it after closing whichever connection is current.
+	var control sync.WaitGroup
+	defer control.Wait()
+	defer func() { _ = conn.CloseWithError(CodeOK, "") }()
 	// Stream calls take no context; closing the connection unblocks them.
 	stop := context.AfterFunc(ctx, func() { _ = conn.CloseWithError(CodeShutdown, "agent stopping") })
 	defer stop()
@@ -292,6 +304,12 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 	// dial returns before the backend has answered at all.
 	defer c.update(func(s *ClientStats) { s.Connected = false })
 	c.log.Info("uplink dialled", "resuming", conn.ConnectionState().Used0RTT)
+	serveControl := func(conn *quic.Conn) {
+		if c.cfg.Control != nil {
+			control.Go(func() { c.serveControl(ctx, conn) })
+		}
+	}
+	serveControl(conn)
 
 	hb := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer hb.Stop()
@@ -320,6 +338,7 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 			if conn, err = conn.NextConnection(ctx); err != nil {
 				return delivered, fmt.Errorf("handshake after 0-RTT rejection: %w", err)
 			}
+			serveControl(conn)
 			continue
 		}
 		if err != nil {

@@ -198,31 +198,57 @@ func ReadBatch(r io.Reader, l Limits) (*api.Batch, error) {
 
 // WriteAck writes a as one plain protobuf frame: acks are small and not
 // worth compressing.
-func WriteAck(w io.Writer, a *api.Ack) error {
-	raw, err := proto.Marshal(a)
+func WriteAck(w io.Writer, a *api.Ack) error { return writePlain(w, "ack", a) }
+
+// ReadAck reads one ack frame of at most l.MaxFrameBytes.
+func ReadAck(r io.Reader, l Limits) (*api.Ack, error) {
+	a := new(api.Ack)
+	return a, readPlain(r, l, "ack", a)
+}
+
+// WriteControl writes c as one plain protobuf frame (backend → agent).
+func WriteControl(w io.Writer, c *api.Control) error { return writePlain(w, "control", c) }
+
+// ReadControl reads one control frame of at most l.MaxFrameBytes.
+func ReadControl(r io.Reader, l Limits) (*api.Control, error) {
+	c := new(api.Control)
+	return c, readPlain(r, l, "control", c)
+}
+
+// WriteControlAck writes a as one plain protobuf frame (agent → backend).
+func WriteControlAck(w io.Writer, a *api.ControlAck) error { return writePlain(w, "control ack", a) }
+
+// ReadControlAck reads one control ack frame of at most l.MaxFrameBytes.
+func ReadControlAck(r io.Reader, l Limits) (*api.ControlAck, error) {
+	a := new(api.ControlAck)
+	return a, readPlain(r, l, "control ack", a)
+}
+
+// writePlain writes m as one uncompressed frame; what names it in errors.
+func writePlain(w io.Writer, what string, m proto.Message) error {
+	raw, err := proto.Marshal(m)
 	if err != nil {
-		return fmt.Errorf("marshal ack: %w", err)
+		return fmt.Errorf("marshal %s: %w", what, err)
 	}
 	frame := make([]byte, frameHeaderBytes, frameHeaderBytes+len(raw))
 	binary.BigEndian.PutUint32(frame, uint32(len(raw)))
 	frame = append(frame, raw...)
 	if _, err := w.Write(frame); err != nil {
-		return fmt.Errorf("write ack frame: %w", err)
+		return fmt.Errorf("write %s frame: %w", what, err)
 	}
 	return nil
 }
 
-// ReadAck reads one ack frame of at most l.MaxFrameBytes.
-func ReadAck(r io.Reader, l Limits) (*api.Ack, error) {
+// readPlain reads one uncompressed frame into m.
+func readPlain(r io.Reader, l Limits, what string, m proto.Message) error {
 	payload, err := readFrame(r, l.withDefaults().MaxFrameBytes)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	a := new(api.Ack)
-	if err := proto.Unmarshal(payload, a); err != nil {
-		return nil, fmt.Errorf("%w: ack protobuf: %w", ErrBadFrame, err)
+	if err := proto.Unmarshal(payload, m); err != nil {
+		return fmt.Errorf("%w: %s protobuf: %w", ErrBadFrame, what, err)
 	}
-	return a, nil
+	return nil
 }
 
 func readFrame(r io.Reader, limit int) ([]byte, error) {

@@ -91,6 +91,11 @@ type ServerConfig struct {
 	// CodeForbidden and the error as the reason (a revoked agent). See also
 	// Server.Disconnect.
 	Authorize func(agentID string) error
+	// Control, when set, is what the server sends each connected agent on
+	// the control channel (see ControlSource); ControlInterval is how often
+	// it asks again unprompted. Default DefaultControlInterval.
+	Control         ControlSource
+	ControlInterval time.Duration
 }
 
 // ServerStats are cumulative counters.
@@ -106,6 +111,8 @@ type ServerStats struct {
 	Forbidden       uint64 // connections refused by Authorize or closed by Disconnect
 	Expired         uint64 // connections closed when their client certificate expired
 	StoreErrors     uint64 // batches the sink failed to store
+	Controls        uint64 // control frames the agents answered
+	ControlErrors   uint64 // control frames not delivered or not answered
 }
 
 // Server receives batches from agents over QUIC.
@@ -123,10 +130,12 @@ type Server struct {
 	connections, batches, heartbeats, records  atomic.Uint64
 	badFrames, unauthenticated, refused, store atomic.Uint64
 	zeroRTT, forbidden, expired                atomic.Uint64
+	controls, controlErrors                    atomic.Uint64
 
-	// conns are the authenticated connections by agent ID, for Disconnect.
+	// conns are the authenticated connections by agent ID, for Disconnect,
+	// each with the channel that wakes its control sender.
 	connMu sync.Mutex
-	conns  map[string]map[*quic.Conn]struct{}
+	conns  map[string]map[*quic.Conn]chan struct{}
 }
 
 // NewServer binds the UDP socket (so Addr is known at once) and returns a
@@ -152,6 +161,9 @@ func NewServer(cfg ServerConfig, sink Sink, log *slog.Logger) (*Server, error) {
 	}
 	if cfg.StreamTimeout <= 0 {
 		cfg.StreamTimeout = DefaultStreamTimeout
+	}
+	if cfg.ControlInterval <= 0 {
+		cfg.ControlInterval = DefaultControlInterval
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 
@@ -200,7 +212,7 @@ func NewServer(cfg ServerConfig, sink Sink, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("quic listen %s: %w", cfg.Addr, err)
 	}
 	return &Server{cfg: cfg, sink: sink, log: log, codec: codec, udp: udp, tr: tr, ln: ln,
-		conns: map[string]map[*quic.Conn]struct{}{}}, nil
+		conns: map[string]map[*quic.Conn]chan struct{}{}}, nil
 }
 
 // Addr is the bound UDP address.
@@ -220,6 +232,8 @@ func (s *Server) Stats() ServerStats {
 		Forbidden:       s.forbidden.Load(),
 		Expired:         s.expired.Load(),
 		StoreErrors:     s.store.Load(),
+		Controls:        s.controls.Load(),
+		ControlErrors:   s.controlErrors.Load(),
 	}
 }
 
@@ -301,7 +315,7 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 			return
 		}
 	}
-	s.track(id, conn, true)
+	wake := s.track(id, conn, true)
 	defer s.track(id, conn, false)
 	// The certificate vouches for the connection only while it is valid: at
 	// its expiry the connection is closed and the agent reconnects with the
@@ -321,6 +335,12 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 
 	var streams errgroup.Group
 	defer func() { _ = streams.Wait() }()
+	if s.cfg.Control != nil {
+		streams.Go(func() error {
+			s.pushControl(ctx, conn, id, wake, log)
+			return nil
+		})
+	}
 	for {
 		str, err := conn.AcceptStream(ctx)
 		if err != nil {
@@ -336,20 +356,24 @@ func (s *Server) handleConn(ctx context.Context, conn *quic.Conn) {
 	}
 }
 
-func (s *Server) track(id string, conn *quic.Conn, add bool) {
+// track adds or removes conn; adding returns the channel that wakes its
+// control sender.
+func (s *Server) track(id string, conn *quic.Conn, add bool) chan struct{} {
 	s.connMu.Lock()
 	defer s.connMu.Unlock()
 	if add {
 		if s.conns[id] == nil {
-			s.conns[id] = map[*quic.Conn]struct{}{}
+			s.conns[id] = map[*quic.Conn]chan struct{}{}
 		}
-		s.conns[id][conn] = struct{}{}
-		return
+		wake := make(chan struct{}, 1)
+		s.conns[id][conn] = wake
+		return wake
 	}
 	delete(s.conns[id], conn)
 	if len(s.conns[id]) == 0 {
 		delete(s.conns, id)
 	}
+	return nil
 }
 
 // Disconnect closes every live connection of agentID with CodeForbidden and
