@@ -95,7 +95,12 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	// enrollment that may be a while, and the sensor, analytics and spool
 	// run meanwhile.
 	up := &uplink{}
+	var responder *responseRunner // started below, before the uplink's client
 	newClient := func(agentID string, tlsConf *tls.Config) (*transport.Client, error) {
+		control, err := newControlHandler(agentID, cfg.Uplink.CAFile, responder, log)
+		if err != nil {
+			return nil, err
+		}
 		return transport.NewClient(transport.ClientConfig{
 			Addr:                 cfg.Uplink.Addr,
 			TLS:                  tlsConf,
@@ -108,9 +113,11 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 				h.Drops["admission_events_dropped"] = admissions.dropped.Load()
 				h.Leader = leaders.Leading()
 				h.NodeFindings = nodeFindings.Findings(time.Now())
+				h.ResponsePoliciesSource, h.ResponsePoliciesVersion = responder.policiesState()
 				return h
 			},
-			Gaps: src.Gaps,
+			Gaps:    src.Gaps,
+			Control: control.handle,
 		}, src, log)
 	}
 
@@ -142,7 +149,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	if err != nil {
 		return fail(err)
 	}
-	responder := startResponse(ctx, cfg.Response, cfg.Uplink, cfg.Sensor.Node, cfg.DataDir, spool, up.Notify, run, log)
+	responder = startResponse(ctx, cfg.Response, cfg.Uplink, cfg.Sensor.Node, cfg.DataDir, spool, up.Notify, run, log)
 	events := make(chan *api.Event, sens.QueueSize())
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
@@ -171,9 +178,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		if guard != nil {
 			collectors = append(collectors, newAdmissionCollector(guard.Handler, admissions))
 		}
-		if responder.r != nil {
-			collectors = append(collectors, responder.r)
-		}
+		collectors = append(collectors, responder.r)
 		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, isReady.Load, collectors...) })
 	}
 	isReady.Store(true)

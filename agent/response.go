@@ -2,12 +2,19 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -17,30 +24,38 @@ import (
 	"github.com/harrier-sec/harrier/store"
 )
 
-// responseRunner is the agent's side of the response policies; its zero
-// value (no policy file, or one that did not load) does nothing.
-type responseRunner struct{ r *response.Responder }
+// responseRunner is the agent's side of the response policies: the
+// responder, where its policies came from, and the kill-at-exec lists' next
+// version for the guard's supervisor.
+type responseRunner struct {
+	r      *response.Responder
+	record func(*api.Event)
+	dir    string // <dataDir>/response: the backend's policies, answered commands
+	log    *slog.Logger
+	guard  chan []response.ExecDeny // the lists to load next (latest wins)
 
-func (rr responseRunner) offer(a *api.Alert) {
-	if rr.r != nil {
-		rr.r.Offer(a)
-	}
+	mu      sync.Mutex
+	source  string // policiesFromBackend, policiesFromFile or ""
+	version uint64 // the backend's version, when source is the backend
+	sha     [32]byte
 }
 
-// startResponse loads the policy file and runs the responder. Its records
-// are spooled with the alerts (the alert class: the same priority), as
-// events of kind response, whatever spool.eventKinds says. A policy file
+// Where the policies in force came from (AgentHealth.response_policies_source).
+const (
+	policiesFromBackend = "backend"
+	policiesFromFile    = "file"
+)
+
+func (rr *responseRunner) offer(a *api.Alert) { rr.r.Offer(a) }
+
+// startResponse runs the responder with the policies the backend sent last
+// (kept under the data directory, so they hold across restarts and outages),
+// else response.policyFile, else none until the backend sends some. Its
+// records are spooled with the alerts (the alert class: the same priority),
+// as events of kind response, whatever spool.eventKinds says. A policy file
 // that does not load is an error in the log, and the agent runs without
-// response rather than not at all.
-func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig, node, dataDir string, spool *store.Spool, notify func(), run func(string, func() error), log *slog.Logger) responseRunner {
-	if cfg.PolicyFile == "" {
-		return responseRunner{}
-	}
-	policies, err := response.Load(cfg.PolicyFile)
-	if err != nil {
-		log.Error("response policies not loaded; no response actions will be taken", "error", err)
-		return responseRunner{}
-	}
+// those policies rather than not at all.
+func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig, node, dataDir string, spool *store.Spool, notify func(), run func(string, func() error), log *slog.Logger) *responseRunner {
 	record := func(ev *api.Event) {
 		b, err := proto.Marshal(&api.Record{Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: ev}})
 		if err != nil {
@@ -53,52 +68,206 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		}
 		notify()
 	}
-	r := response.NewResponder(policies, node, record, log)
-	r.UseQuarantineDir(filepath.Join(dataDir, "quarantine"))
-	if policies.NeedsNetBlocker() {
+	rr := &responseRunner{r: response.NewResponder(nil, node, record, log), record: record,
+		dir: filepath.Join(dataDir, "response"), log: log, guard: make(chan []response.ExecDeny, 1)}
+	rr.r.UseQuarantineDir(filepath.Join(dataDir, "quarantine"))
+	rr.r.UseNetBlockerFactory(func() (*response.NetBlocker, error) {
 		allow := backendAddrs(ctx, uplink, log)
 		n, err := response.NewNetBlocker(allow)
 		if err != nil {
 			log.Error("block-network unavailable; those actions will fail with the reason", "error", err)
-		} else {
-			log.Info("block-network ready", "allowed", allow)
-			context.AfterFunc(ctx, func() { _ = n.Close() })
+			return nil, err
 		}
-		r.UseNetBlocker(n, err)
+		log.Info("block-network ready", "allowed", allow)
+		context.AfterFunc(ctx, func() { _ = n.Close() })
+		return n, nil
+	})
+	run("response", func() error { return rr.r.Run(ctx) })
+	run("kill at exec", func() error { return superviseExecGuard(ctx, rr.guard, rr.r, log) })
+
+	if f, version, err := rr.loadBackendPolicies(); err != nil {
+		log.Error("the backend's response policies kept on disk do not load; using response.policyFile until the backend sends them again", "error", err)
+	} else if f != nil {
+		rr.apply(f, policiesFromBackend, version, "the backend (kept on disk)")
+		return rr
 	}
-	run("response", func() error { return r.Run(ctx) })
-	if len(policies.ExecDeny) > 0 {
-		startExecGuard(ctx, policies.ExecDeny, r, run, log)
+	if cfg.PolicyFile != "" {
+		if f, err := response.Load(cfg.PolicyFile); err != nil {
+			log.Error("response policies not loaded; no response actions until the backend sends policies", "error", err)
+		} else {
+			rr.apply(f, policiesFromFile, 0, cfg.PolicyFile)
+		}
 	}
-	modes := map[string]int{}
-	for _, p := range policies.Policies {
-		modes[p.Mode]++
-	}
-	log.Info("response policies loaded", "file", cfg.PolicyFile, "enforce", modes[response.ModeEnforce], "audit", modes[response.ModeAudit])
-	return responseRunner{r: r}
+	return rr
 }
 
-// startExecGuard loads the kill-at-exec program. A kernel that refuses it
-// is an error in the log; the alert-driven actions keep working.
-func startExecGuard(ctx context.Context, lists []response.ExecDeny, r *response.Responder, run func(string, func() error), log *slog.Logger) {
+// apply puts f in force.
+func (rr *responseRunner) apply(f *response.File, source string, version uint64, from string) {
+	rr.mu.Lock()
+	rr.source, rr.version = source, version
+	rr.mu.Unlock()
+	rr.r.SetPolicies(f)
+	if f.NeedsNetBlocker() {
+		_, _ = rr.r.NetBlocker() // made now, so that a host that cannot says so at once
+	}
+	// Replace a pending list not taken yet: only the latest counts.
+	select {
+	case <-rr.guard:
+	default:
+	}
+	rr.guard <- f.ExecDeny
+	modes := map[string]int{}
+	for _, p := range f.Policies {
+		modes[p.Mode]++
+	}
+	rr.log.Info("response policies in force", "from", from, "version", version,
+		"enforce", modes[response.ModeEnforce], "audit", modes[response.ModeAudit], "execDeny", len(f.ExecDeny))
+}
+
+// policiesState says where the policies in force came from, for heartbeats.
+func (rr *responseRunner) policiesState() (source string, version uint64) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	return rr.source, rr.version
+}
+
+// Files under responseRunner.dir.
+const (
+	backendPoliciesFile = "policies.yaml"
+	backendVersionFile  = "policies.version"
+	answeredFile        = "commands.json"
+)
+
+// applyBundle puts the backend's policies in force and keeps them on disk;
+// a bundle that does not load leaves the policies in force as they are.
+func (rr *responseRunner) applyBundle(b *api.PolicyBundle) error {
+	sum := sha256.Sum256(b.GetYaml())
+	rr.mu.Lock()
+	same := rr.source == policiesFromBackend && rr.version == b.GetVersion() && rr.sha == sum
+	rr.mu.Unlock()
+	if same {
+		return nil // sent again on a new connection: already in force
+	}
+	name := fmt.Sprintf("version %d from the backend", b.GetVersion())
+	f, err := response.Parse(b.GetYaml(), name)
+	if err != nil {
+		rr.log.Error("response policies from the backend refused; the policies in force stay", "version", b.GetVersion(), "error", err)
+		return err
+	}
+	if err := os.MkdirAll(rr.dir, 0o700); err != nil {
+		return fmt.Errorf("keep response policies: %w", err)
+	}
+	if err := writeFileAtomic(filepath.Join(rr.dir, backendPoliciesFile), b.GetYaml()); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(rr.dir, backendVersionFile), []byte(strconv.FormatUint(b.GetVersion(), 10)+"\n")); err != nil {
+		return err
+	}
+	rr.apply(f, policiesFromBackend, b.GetVersion(), name)
+	rr.mu.Lock()
+	rr.sha = sum
+	rr.mu.Unlock()
+	return nil
+}
+
+// loadBackendPolicies reads the backend's policies kept on disk: nil when
+// there are none.
+func (rr *responseRunner) loadBackendPolicies() (*response.File, uint64, error) {
+	raw, err := os.ReadFile(filepath.Join(rr.dir, backendPoliciesFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	vText, err := os.ReadFile(filepath.Join(rr.dir, backendVersionFile))
+	if err != nil {
+		return nil, 0, err
+	}
+	version, err := strconv.ParseUint(strings.TrimSpace(string(vText)), 10, 64)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", backendVersionFile, err)
+	}
+	f, err := response.Parse(raw, filepath.Join(rr.dir, backendPoliciesFile))
+	if err != nil {
+		return nil, 0, err
+	}
+	rr.sha = sha256.Sum256(raw)
+	return f, version, nil
+}
+
+// writeFileAtomic replaces path with b (mode 0600), never leaving half a file.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// superviseExecGuard runs the kill-at-exec program with the latest lists,
+// loading it again when they change. A kernel that refuses it is an error
+// in the log; the alert-driven actions keep working.
+func superviseExecGuard(ctx context.Context, lists <-chan []response.ExecDeny, r *response.Responder, log *slog.Logger) error {
 	boot, err := procstat.BootTime()
-	if err != nil {
-		log.Error("kill at exec not started", "error", err)
-		return
+	var stop func()
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
+	for {
+		var next []response.ExecDeny
+		select {
+		case <-ctx.Done():
+			return nil
+		case next = <-lists:
+		}
+		if stop != nil {
+			stop()
+			stop = nil
+		}
+		if len(next) == 0 {
+			continue
+		}
+		if err != nil {
+			log.Error("kill at exec not started", "error", err)
+			continue
+		}
+		g, skipped, gerr := response.StartExecGuard(next, boot)
+		for _, s := range skipped {
+			log.Warn("kill at exec: executable not listed", "error", s)
+		}
+		if gerr != nil {
+			log.Error("kill at exec not started; alert-driven response actions still run", "error", gerr)
+			continue
+		}
+		log.Info("kill at exec attached", "attach", g.Attach, "executables", g.Entries())
+		gctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			defer g.Close()
+			if err := g.Run(gctx, r.ExecHit, log); err != nil && gctx.Err() == nil {
+				log.Error("kill at exec stopped", "error", err)
+			}
+		}()
+		stop = func() { cancel(); <-done }
 	}
-	g, skipped, err := response.StartExecGuard(lists, boot)
-	for _, s := range skipped {
-		log.Warn("kill at exec: executable not listed", "error", s)
-	}
-	if err != nil {
-		log.Error("kill at exec not started; alert-driven response actions still run", "error", err)
-		return
-	}
-	log.Info("kill at exec attached", "attach", g.Attach, "executables", g.Entries())
-	run("kill at exec", func() error {
-		defer g.Close()
-		return g.Run(ctx, r.ExecHit, log)
-	})
 }
 
 // backendAddrs are the addresses a blocked cgroup may still reach: the

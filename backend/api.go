@@ -44,6 +44,10 @@ type APIConfig struct {
 	// Identity serves Enrollment, renewal, bootstrap tokens and
 	// revocation; nil answers those routes 503.
 	Identity *Identity
+	// Control serves the response policies and commands; nil answers those
+	// routes 503. ResponseToken is the credential that may change them.
+	Control       *ResponseControl
+	ResponseToken string
 }
 
 // cookieName carries a browser's credential after GET/POST /login.
@@ -70,6 +74,7 @@ type apiServer struct {
 //	POST /api/v1/enroll                          credential in the body
 //	POST /api/v1/renew                           agent client certificate
 //	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
+//	GET, PUT /api/v1/response/policies; POST, GET /api/v1/response/commands[/{id}]
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
@@ -113,6 +118,7 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("POST /api/v1/tokens", s.apiAuth(s.withIdentity(s.createToken)))
 	mux.Handle("POST /api/v1/agents/{id}/revoke", s.apiAuth(s.withIdentity(s.revoke)))
 	mux.Handle("POST /api/v1/agents/{id}/unrevoke", s.apiAuth(s.withIdentity(s.unrevoke)))
+	s.routeResponse(mux)
 	mux.Handle("GET /{$}", s.uiAuth(http.HandlerFunc(s.uiAlerts)))
 	mux.Handle("GET /alerts/{id}", s.uiAuth(http.HandlerFunc(s.uiAlert)))
 	mux.Handle("GET /findings", s.uiAuth(http.HandlerFunc(s.uiFindings)))
@@ -427,6 +433,10 @@ type agentJSON struct {
 	// Enrollment is how the agent got its certificate from the backend
 	// (absent for certificates made by hand).
 	Enrollment *Enrollment `json:"enrollment,omitempty"`
+	// ResponseControl is what the agent last answered on the control
+	// channel: the response policies version it applies, or why it refused
+	// the one sent.
+	ResponseControl *AgentControl `json:"response_control,omitempty"`
 }
 
 func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -455,6 +465,18 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 			aj.Health = b
 		}
 		out = append(out, aj)
+	}
+	if s.cfg.Control != nil {
+		controls, err := s.cfg.Control.AgentControls(r.Context())
+		if err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+		for i := range out {
+			if ac, ok := controls[out[i].AgentID]; ok {
+				out[i].ResponseControl = &ac
+			}
+		}
 	}
 	if id := s.cfg.Identity; id != nil {
 		if out, err = s.addIdentity(r, id, out); err != nil {

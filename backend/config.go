@@ -190,6 +190,11 @@ func (c Config) withDefaults() Config {
 // Token is not set).
 func (c Config) TokenFile() string { return filepath.Join(c.withDefaults().TokenDir, tokenFile) }
 
+// ResponseTokenFile is where the response token is (generated if missing).
+func (c Config) ResponseTokenFile() string {
+	return filepath.Join(c.withDefaults().TokenDir, responseTokenFile)
+}
+
 // InDataDir returns c with the paths it leaves unset under dataDir, the
 // layout `harrier backend` and the all-in-one share: the store in
 // <dataDir>/backend, the CA and the backend's certificate in <dataDir>/pki

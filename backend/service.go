@@ -48,6 +48,10 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	responseToken, err := EnsureResponseToken(cfg.TokenDir, log)
+	if err != nil {
+		return nil, err
+	}
 	metrics := NewMetrics()
 	vulns := NewImageVulnChecker(cfg.VulnDB.Dir, vulndb.ParseSeverity(cfg.VulnDB.MinSeverity), log)
 	st, err := OpenBadgerStoreConfig(BadgerConfig{Dir: cfg.DataDir, MaxEvents: cfg.MaxEvents,
@@ -63,10 +67,19 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, errors.Join(err, st.Close())
 	}
-	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf, Authorize: identity.Authorize}, NewSink(st), log)
+	// Commands to agents are signed with the backend's serving key (re-read
+	// when the files change): agents check them against their CA.
+	serving, err := httpsserve.LoadCertFiles(cfg.CertFile, cfg.KeyFile, log)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("command signing: %w", err), st.Close())
+	}
+	control := NewResponseControl(st, func() (*tls.Certificate, error) { return serving.GetCertificate(nil) }, log)
+	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf, Authorize: identity.Authorize,
+		Control: control}, NewSink(st), log)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("ingest: %w", err), st.Close())
 	}
+	control.SetNotify(ingest.NotifyControl)
 	identity.OnRevoke(func(agentID string) {
 		if n := ingest.Disconnect(agentID, "agent "+agentID+" is revoked"); n > 0 {
 			log.Info("revoked agent disconnected", "agent", agentID, "connections", n)
@@ -88,7 +101,8 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports}
 	s.http = &http.Server{
-		Handler:           NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity, Exports: exports}, log),
+		Handler: NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity, Exports: exports,
+			Control: control, ResponseToken: responseToken}, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig:         apiTLS,
 	}

@@ -12,14 +12,29 @@ import (
 	"strings"
 )
 
-// tokenFile is the name of the generated API token inside the data directory.
-const tokenFile = "api-token"
+// tokenFile is the name of the generated API token inside the data
+// directory, responseTokenFile the response token's (the credential that may
+// change response policies and ask agents for actions).
+const (
+	tokenFile         = "api-token"
+	responseTokenFile = "response-token"
+)
+
+// EnsureResponseToken returns the response token from
+// <dataDir>/response-token, generating it (mode 0600) if there is none.
+func EnsureResponseToken(dataDir string, log *slog.Logger) (string, error) {
+	return ensureTokenFile(dataDir, responseTokenFile, "", log)
+}
 
 // EnsureToken returns the API token: configured if it is set, else the one in
 // <dataDir>/api-token, else a new random 32-byte token (hex) written there
 // with mode 0600. The file's path is logged so an operator can find it; the
 // token itself never is.
 func EnsureToken(dataDir, configured string, log *slog.Logger) (string, error) {
+	return ensureTokenFile(dataDir, tokenFile, configured, log)
+}
+
+func ensureTokenFile(dataDir, name, configured string, log *slog.Logger) (string, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -29,7 +44,7 @@ func EnsureToken(dataDir, configured string, log *slog.Logger) (string, error) {
 		}
 		return configured, nil
 	}
-	path := filepath.Join(dataDir, tokenFile)
+	path := filepath.Join(dataDir, name)
 	tok, err := readToken(path, log)
 	if err == nil {
 		log.Info("using API token from file", "path", path)

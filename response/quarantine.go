@@ -29,7 +29,12 @@ type Quarantined struct {
 	// SHA256 is the file's digest; Copy the forensic copy ("" when the file
 	// was over the cap: the digest is still of the whole file).
 	SHA256, Copy string
+	// Mode is the file's permission bits before quarantine, to restore.
+	Mode os.FileMode
 }
+
+// quarantineSuffix marks a file moved aside, before its UTC time.
+const quarantineSuffix = ".harrier-quarantine-"
 
 // quarantineExecutable quarantines target's executable. The file is read
 // through /proc/<pid>/exe (it may already be deleted) and moved within
@@ -72,8 +77,11 @@ func quarantineExecutable(t Target, exe, dir string, copyCap int64) (Quarantined
 		_ = os.Chmod(q.Copy, 0)
 	}
 	// Aside: same directory, a name that says what happened, mode 000.
-	moved := exe + ".harrier-quarantine-" + time.Now().UTC().Format("20060102T150405Z")
+	moved := exe + quarantineSuffix + time.Now().UTC().Format("20060102T150405Z")
 	root := proc + "/root"
+	if fi, err := os.Stat(root + exe); err == nil {
+		q.Mode = fi.Mode().Perm()
+	}
 	if err := os.Rename(root+exe, root+moved); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return q, fmt.Errorf("quarantine: %s is gone already (the copy and digest are kept): %w", exe, err)

@@ -35,7 +35,8 @@ const queueSize = 256
 // Responder takes the policies' actions on new alerts, off the pipeline's
 // path, and records each as an event of kind response.
 type Responder struct {
-	policies *File
+	// policies are swapped whole when the backend sends a new version.
+	policies atomic.Pointer[File]
 	node     string
 	record   func(*api.Event)
 	log      *slog.Logger
@@ -44,10 +45,12 @@ type Responder struct {
 	// its parent (its supervisor).
 	never map[int]bool
 	kill  func(Target) (Killed, error)
-	// net blocks cgroups' network; nil when no policy blocks, or when this
-	// host cannot (netErr says why).
-	net    *NetBlocker
-	netErr error
+	// net blocks cgroups' network, made by newNet at its first use; nil
+	// when this host cannot (netErr says why).
+	newNet  func() (*NetBlocker, error)
+	netOnce sync.Once
+	net     *NetBlocker
+	netErr  error
 	// v2 is the unified hierarchy's mount point, for container actions;
 	// v2Err says why there is none.
 	v2    string
@@ -66,9 +69,9 @@ type Responder struct {
 // event (the agent spools it with the alerts).
 func NewResponder(policies *File, node string, record func(*api.Event), log *slog.Logger) *Responder {
 	v2, v2Err := UnifiedMount()
-	return &Responder{
+	r := &Responder{
 		v2: v2, v2Err: v2Err,
-		policies: policies, node: node, record: record, log: log,
+		node: node, record: record, log: log,
 		queue:  make(chan *api.Alert, queueSize),
 		never:  map[int]bool{0: true, 1: true, os.Getpid(): true, os.Getppid(): true},
 		kill:   func(t Target) (Killed, error) { return KillProcessTree("", t) },
@@ -78,11 +81,48 @@ func NewResponder(policies *File, node string, record func(*api.Event), log *slo
 		droppedDesc: prometheus.NewDesc("harrier_response_dropped_total",
 			"New alerts not given to the response policies because their queue was full.", nil, nil),
 	}
+	r.SetPolicies(policies)
+	return r
 }
+
+// SetPolicies replaces the policies (a new version from the backend); the
+// alerts decided from then on use them. nil means none.
+func (r *Responder) SetPolicies(f *File) {
+	if f == nil {
+		f = &File{APIVersion: APIVersion, Kind: Kind}
+	}
+	r.policies.Store(f)
+}
+
+// Policies are the policies in force.
+func (r *Responder) Policies() *File { return r.policies.Load() }
 
 // UseNetBlocker gives the responder its network blocker, or the reason
 // there is none (block-network then fails with it).
-func (r *Responder) UseNetBlocker(n *NetBlocker, err error) { r.net, r.netErr = n, err }
+func (r *Responder) UseNetBlocker(n *NetBlocker, err error) {
+	r.netOnce.Do(func() {})
+	r.net, r.netErr = n, err
+}
+
+// UseNetBlockerFactory makes the network blocker at its first use (a
+// policy from the backend or an analyst's command may need it long after
+// start); newNet's error is then every block's failure.
+func (r *Responder) UseNetBlockerFactory(newNet func() (*NetBlocker, error)) { r.newNet = newNet }
+
+// netBlocker returns the network blocker, making it on first use.
+func (r *Responder) netBlocker() (*NetBlocker, error) {
+	r.netOnce.Do(func() {
+		if r.newNet == nil {
+			r.netErr = errors.New("no network blocker on this agent")
+			return
+		}
+		r.net, r.netErr = r.newNet()
+	})
+	if r.net == nil && r.netErr == nil {
+		return nil, errors.New("no network blocker on this agent")
+	}
+	return r.net, r.netErr
+}
 
 // UseQuarantineDir is where quarantine-executable keeps its forensic
 // copies (the agent's data directory's quarantine/).
@@ -124,7 +164,7 @@ func (r *Responder) Run(ctx context.Context) error {
 // Handle takes the policies' actions on a and returns their records.
 func (r *Responder) Handle(a *api.Alert) []*api.Event {
 	var out []*api.Event
-	for _, d := range r.policies.Decide(a) {
+	for _, d := range r.policies.Load().Decide(a) {
 		resp := &api.Response{AlertId: a.GetId(), DetectionId: a.GetDetectionId(), Policy: d.Policy, Mode: d.Mode, Action: d.Action}
 		r.act(a, d, resp)
 		if at := a.GetFirstSeen(); at != nil {
@@ -189,8 +229,9 @@ func setOutcome(resp *api.Response, err error) {
 // be gone by now), else from the live process, pinned and checked by its
 // start time.
 func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, resp *api.Response) {
-	if r.net == nil {
-		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("block network unavailable: %v", r.netErr)
+	n, err := r.netBlocker()
+	if err != nil {
+		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("block network unavailable: %v", err)
 		return
 	}
 	if c.GetId() == "" {
@@ -201,8 +242,7 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 	}
 	var cg string
 	if c.GetCgroup() != "" {
-		var err error
-		if cg, err = containerCgroup(r.net.v2, c.GetCgroup()); err != nil {
+		if cg, err = containerCgroup(n.v2, c.GetCgroup()); err != nil {
 			resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 			return
 		}
@@ -212,7 +252,7 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 			resp.Outcome, resp.Error = OutcomeTargetGone, err.Error()
 			return
 		}
-		cg, err = r.net.CgroupOf(target.PID)
+		cg, err = n.CgroupOf(target.PID)
 		unix.Close(p.fd)
 		if err != nil {
 			resp.Outcome, resp.Error = OutcomeFailed, err.Error()
@@ -224,7 +264,7 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 		resp.Outcome = OutcomeAudited
 		return
 	}
-	if err := r.net.Block(cg); err != nil {
+	if err := n.Block(cg); err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 		return
 	}
@@ -250,7 +290,7 @@ func (r *Responder) quarantine(target Target, exe, mode string, resp *api.Respon
 		resp.Target += " sha256:" + q.SHA256
 	}
 	if q.Moved != "" {
-		resp.Target += " moved to " + q.Moved
+		resp.Target += fmt.Sprintf(" moved to %s (was mode %04o)", q.Moved, q.Mode)
 	}
 	if q.Copy != "" {
 		resp.Target += " copy " + q.Copy
@@ -343,3 +383,6 @@ func (r *Responder) Collect(ch chan<- prometheus.Metric) {
 	r.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(r.droppedDesc, prometheus.CounterValue, float64(r.dropped.Load()))
 }
+
+// NetBlocker returns the network blocker, making it now if it was not yet.
+func (r *Responder) NetBlocker() (*NetBlocker, error) { return r.netBlocker() }

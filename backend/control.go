@@ -1,0 +1,472 @@
+package backend
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
+	respond "github.com/harrier-sec/harrier/response"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// Keys of the control channel's state.
+const (
+	prefixPolicies       = "y/" // y/response → JSON PolicyState: the site's response policies
+	prefixCommand        = "m/" // m/<command id> → JSON CommandRecord
+	prefixCommandPending = "u/" // u/<agent>\x00<command id> → empty: not answered yet
+	prefixAgentControl   = "v/" // v/<agent> → JSON AgentControl: what the agent applied
+)
+
+// Command states: pending until the agent answers, then the outcome of its
+// action (response.Outcome*), "refused" when the agent refused the command
+// itself, or "expired" when it expired unanswered.
+const (
+	CommandPending = "pending"
+	CommandExpired = "expired"
+	CommandRefused = "refused"
+)
+
+// Command validity bounds.
+const (
+	DefaultCommandTTL = 15 * time.Minute
+	MaxCommandTTL     = 7 * 24 * time.Hour
+	// maxCommandsPerControl bounds one Control frame; the rest go next.
+	maxCommandsPerControl = 64
+	maxPolicyBytes        = 1 << 20
+)
+
+// PolicyState is the site's response policy file as the backend holds it.
+type PolicyState struct {
+	Version   uint64    `json:"version"`
+	SHA256    string    `json:"sha256"`
+	Updated   time.Time `json:"updated"`
+	UpdatedBy string    `json:"updated_by"`
+	Policies  int       `json:"policies"`
+	ExecDeny  int       `json:"exec_deny"`
+	YAML      string    `json:"yaml"`
+}
+
+// CommandRequest is what an analyst asks for (POST /api/v1/response/commands).
+type CommandRequest struct {
+	AgentID string `json:"agent_id,omitempty"`
+	// AlertID fills the agent and the target from the alert when they are
+	// not given.
+	AlertID string        `json:"alert_id,omitempty"`
+	Action  string        `json:"action"`
+	Target  CommandTarget `json:"target"`
+	Reason  string        `json:"reason,omitempty"`
+	// ExpiresIn is a Go duration ("10m"); default DefaultCommandTTL.
+	ExpiresIn string `json:"expires_in,omitempty"`
+}
+
+// CommandTarget is api.CommandTarget in the API's JSON.
+type CommandTarget struct {
+	PID         uint32     `json:"pid,omitempty"`
+	StartTime   *time.Time `json:"start_time,omitempty"`
+	ContainerID string     `json:"container_id,omitempty"`
+	Cgroup      string     `json:"cgroup,omitempty"`
+	Path        string     `json:"path,omitempty"`
+	RestorePath string     `json:"restore_path,omitempty"`
+	Mode        uint32     `json:"mode,omitempty"`
+}
+
+func (t CommandTarget) proto() *api.CommandTarget {
+	p := &api.CommandTarget{Pid: t.PID, ContainerId: t.ContainerID, Cgroup: t.Cgroup, Path: t.Path, RestorePath: t.RestorePath, Mode: t.Mode}
+	if t.StartTime != nil {
+		p.StartTime = timestamppb.New(*t.StartTime)
+	}
+	return p
+}
+
+// CommandRecord is one command and, once answered, its outcome.
+type CommandRecord struct {
+	ID          string        `json:"id"`
+	AgentID     string        `json:"agent_id"`
+	Action      string        `json:"action"`
+	Target      CommandTarget `json:"target"`
+	AlertID     string        `json:"alert_id,omitempty"`
+	RequestedBy string        `json:"requested_by"`
+	Reason      string        `json:"reason,omitempty"`
+	Issued      time.Time     `json:"issued"`
+	Expires     time.Time     `json:"expires"`
+	State       string        `json:"state"`
+	// Answered, Error, PIDs, TargetText and LatencyMS come from the agent's
+	// answer.
+	Answered   *time.Time `json:"answered,omitempty"`
+	Error      string     `json:"error,omitempty"`
+	PIDs       []uint32   `json:"pids,omitempty"`
+	TargetText string     `json:"target_text,omitempty"`
+	// LatencyMS is from the request to the action, at the agent.
+	LatencyMS float64 `json:"latency_ms,omitempty"`
+	// Signed is the command as sent: the agent verifies these bytes.
+	Signed []byte `json:"signed"`
+}
+
+// AgentControl is what an agent last answered on the control channel.
+type AgentControl struct {
+	PoliciesVersion uint64    `json:"policies_version"`
+	PoliciesError   string    `json:"policies_error,omitempty"`
+	Answered        time.Time `json:"answered"`
+}
+
+// ResponseControl keeps the site's response policies and analysts'
+// commands, and serves them to agents through the QUIC server's control
+// channel (transport.ControlSource).
+type ResponseControl struct {
+	db     *badger.DB
+	store  Store
+	signer func() (*tls.Certificate, error)
+	now    func() time.Time
+	log    *slog.Logger
+	// notify wakes an agent's control sender ("" for all); set by the
+	// service once the QUIC server exists.
+	notifyMu sync.Mutex
+	notify   func(agentID string)
+	// mu serialises writes of the policies' version.
+	mu sync.Mutex
+}
+
+// NewResponseControl uses st's database; signer returns the backend's
+// serving certificate and key, which sign commands.
+func NewResponseControl(st *BadgerStore, signer func() (*tls.Certificate, error), log *slog.Logger) *ResponseControl {
+	return &ResponseControl{db: st.db, store: st, signer: signer, now: time.Now, log: log}
+}
+
+// SetNotify sets how agents are woken when something is due for them.
+func (c *ResponseControl) SetNotify(notify func(agentID string)) {
+	c.notifyMu.Lock()
+	c.notify = notify
+	c.notifyMu.Unlock()
+}
+
+func (c *ResponseControl) wake(agentID string) {
+	c.notifyMu.Lock()
+	n := c.notify
+	c.notifyMu.Unlock()
+	if n != nil {
+		n(agentID)
+	}
+}
+
+// Policies returns the policies in force at the backend (version 0: none
+// set yet).
+func (c *ResponseControl) Policies(ctx context.Context) (PolicyState, error) {
+	var p PolicyState
+	err := c.db.View(func(txn *badger.Txn) error {
+		_, err := getJSON(txn, key(prefixPolicies, "response"), &p)
+		return err
+	})
+	if err != nil {
+		return p, fmt.Errorf("read response policies: %w", err)
+	}
+	return p, ctx.Err()
+}
+
+// ErrInvalid wraps every refusal of what a caller sent.
+var ErrInvalid = errors.New("invalid")
+
+// SetPolicies validates raw as a response policy file and makes it the next
+// version, which every agent is sent at once (or when it connects).
+func (c *ResponseControl) SetPolicies(ctx context.Context, raw []byte, by string) (PolicyState, error) {
+	if len(raw) > maxPolicyBytes {
+		return PolicyState{}, fmt.Errorf("%w: policy file of %d bytes exceeds %d", ErrInvalid, len(raw), maxPolicyBytes)
+	}
+	f, err := respond.Parse(raw, "as sent")
+	if err != nil {
+		return PolicyState{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	sum := sha256.Sum256(raw)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var p PolicyState
+	err = c.db.Update(func(txn *badger.Txn) error {
+		if _, err := getJSON(txn, key(prefixPolicies, "response"), &p); err != nil {
+			return err
+		}
+		p = PolicyState{Version: p.Version + 1, SHA256: hex.EncodeToString(sum[:]), Updated: c.now().UTC(), UpdatedBy: by,
+			Policies: len(f.Policies), ExecDeny: len(f.ExecDeny), YAML: string(raw)}
+		return setJSON(txn, key(prefixPolicies, "response"), p, 0)
+	})
+	if err != nil {
+		return PolicyState{}, fmt.Errorf("store response policies: %w", err)
+	}
+	c.log.Info("response policies changed", "version", p.Version, "by", by, "policies", p.Policies, "execDeny", p.ExecDeny)
+	c.wake("")
+	return p, ctx.Err()
+}
+
+// Issue signs and stores the command req asks for and wakes its agent.
+func (c *ResponseControl) Issue(ctx context.Context, req CommandRequest, by string) (CommandRecord, error) {
+	if req.AlertID != "" {
+		if err := c.fromAlert(ctx, &req); err != nil {
+			return CommandRecord{}, err
+		}
+	}
+	if err := transport.ValidAgentID(req.AgentID); err != nil {
+		return CommandRecord{}, fmt.Errorf("%w: agent_id: %w", ErrInvalid, err)
+	}
+	target := req.Target.proto()
+	if err := respond.ValidateCommand(req.Action, target); err != nil {
+		return CommandRecord{}, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	ttl := DefaultCommandTTL
+	if req.ExpiresIn != "" {
+		d, err := time.ParseDuration(req.ExpiresIn)
+		if err != nil || d <= 0 || d > MaxCommandTTL {
+			return CommandRecord{}, fmt.Errorf("%w: expires_in %q: want a duration up to %s", ErrInvalid, req.ExpiresIn, MaxCommandTTL)
+		}
+		ttl = d
+	}
+	cert, err := c.signer()
+	if err != nil {
+		return CommandRecord{}, fmt.Errorf("command signing key: %w", err)
+	}
+	signKey, ok := cert.PrivateKey.(crypto.Signer)
+	if !ok {
+		return CommandRecord{}, errors.New("command signing key: the backend's key cannot sign")
+	}
+	idBytes := make([]byte, 12)
+	if _, err := rand.Read(idBytes); err != nil {
+		return CommandRecord{}, err
+	}
+	now := c.now().UTC()
+	cmd := &api.Command{Id: "cmd-" + hex.EncodeToString(idBytes), AgentId: req.AgentID, Issued: timestamppb.New(now),
+		Expires: timestamppb.New(now.Add(ttl)), Action: req.Action, Target: target, RequestedBy: by, Reason: req.Reason, AlertId: req.AlertID}
+	sc, err := transport.SignCommand(cmd, signKey, cert.Certificate)
+	if err != nil {
+		return CommandRecord{}, err
+	}
+	signed, err := proto.Marshal(sc)
+	if err != nil {
+		return CommandRecord{}, err
+	}
+	rec := CommandRecord{ID: cmd.GetId(), AgentID: req.AgentID, Action: req.Action, Target: req.Target, AlertID: req.AlertID,
+		RequestedBy: by, Reason: req.Reason, Issued: now, Expires: now.Add(ttl), State: CommandPending, Signed: signed}
+	err = c.db.Update(func(txn *badger.Txn) error {
+		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
+			return err
+		}
+		return txn.Set(pendingKey(rec.AgentID, rec.ID), nil)
+	})
+	if err != nil {
+		return CommandRecord{}, fmt.Errorf("store command: %w", err)
+	}
+	c.log.Info("response command issued", "command", rec.ID, "agent", rec.AgentID, "action", rec.Action, "by", by, "expires", rec.Expires)
+	c.wake(rec.AgentID)
+	return rec, ctx.Err()
+}
+
+// fromAlert fills the agent and the target from the alert req names.
+func (c *ResponseControl) fromAlert(ctx context.Context, req *CommandRequest) error {
+	a, err := c.store.Alert(ctx, req.AlertID)
+	if err != nil {
+		return fmt.Errorf("%w: alert %q: %w", ErrInvalid, req.AlertID, err)
+	}
+	if req.AgentID == "" {
+		agents, err := c.store.Agents(ctx)
+		if err != nil {
+			return err
+		}
+		// The agent whose heartbeats name the alert's node, else the agent
+		// named like the node (agents are named after their node by default).
+		for _, ag := range agents {
+			if ag.Health.GetNode() == a.GetNode() || req.AgentID == "" && ag.ID == a.GetNode() {
+				req.AgentID = ag.ID
+			}
+		}
+		if req.AgentID == "" {
+			return fmt.Errorf("%w: no agent reports node %q of alert %s; give agent_id", ErrInvalid, a.GetNode(), req.AlertID)
+		}
+	}
+	t := &req.Target
+	if t.PID == 0 && t.StartTime == nil && a.GetProcess().GetStartTime() != nil {
+		t.PID = a.GetProcess().GetTgid()
+		st := a.GetProcess().GetStartTime().AsTime()
+		t.StartTime = &st
+	}
+	if t.ContainerID == "" && t.Cgroup == "" {
+		t.ContainerID, t.Cgroup = a.GetContainer().GetId(), a.GetContainer().GetCgroup()
+	}
+	return nil
+}
+
+// Command returns one command.
+func (c *ResponseControl) Command(ctx context.Context, id string) (CommandRecord, error) {
+	var rec CommandRecord
+	err := c.db.View(func(txn *badger.Txn) error {
+		ok, err := getJSON(txn, key(prefixCommand, id), &rec)
+		if err == nil && !ok {
+			err = ErrNotFound
+		}
+		return err
+	})
+	if err != nil {
+		return rec, fmt.Errorf("command %q: %w", id, err)
+	}
+	return rec, ctx.Err()
+}
+
+// Commands lists commands, newest first, of agentID ("" for all), at most
+// limit.
+func (c *ResponseControl) Commands(ctx context.Context, agentID string, limit int) ([]CommandRecord, error) {
+	var out []CommandRecord
+	err := c.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.Prefix(txn, key(prefixCommand)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var rec CommandRecord
+			if _, err := getJSON(txn, item.KeyCopy(nil), &rec); err != nil {
+				return err
+			}
+			if agentID == "" || rec.AgentID == agentID {
+				out = append(out, rec)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list commands: %w", err)
+	}
+	slices.SortFunc(out, func(a, b CommandRecord) int { return b.Issued.Compare(a.Issued) })
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// AgentControls returns what each agent last answered.
+func (c *ResponseControl) AgentControls(ctx context.Context) (map[string]AgentControl, error) {
+	out := map[string]AgentControl{}
+	err := c.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.Prefix(txn, key(prefixAgentControl)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var ac AgentControl
+			if _, err := getJSON(txn, item.KeyCopy(nil), &ac); err != nil {
+				return err
+			}
+			out[strings.TrimPrefix(string(item.Key()), prefixAgentControl)] = ac
+		}
+		return nil
+	})
+	return out, err
+}
+
+func pendingKey(agentID, id string) []byte { return key(prefixCommandPending, agentID, "\x00", id) }
+
+// PendingControl implements transport.ControlSource: the policies when the
+// connection has not delivered the current version, and the agent's
+// unanswered commands that have not expired (those that have are marked
+// expired here).
+func (c *ResponseControl) PendingControl(ctx context.Context, agentID string, policiesSent uint64) (*api.Control, error) {
+	p, err := c.Policies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ctl := &api.Control{}
+	if p.Version != 0 && p.Version != policiesSent {
+		ctl.ResponsePolicies = &api.PolicyBundle{Version: p.Version, Yaml: []byte(p.YAML), Updated: timestamppb.New(p.Updated)}
+	}
+	now := c.now()
+	var expired []CommandRecord
+	err = c.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.Prefix(txn, key(prefixCommandPending, agentID, "\x00")) {
+			id := strings.TrimPrefix(string(item.Key()), string(key(prefixCommandPending, agentID, "\x00")))
+			var rec CommandRecord
+			ok, err := getJSON(txn, key(prefixCommand, id), &rec)
+			if err != nil {
+				return err
+			}
+			switch {
+			case !ok:
+				continue
+			case now.After(rec.Expires):
+				expired = append(expired, rec)
+				continue
+			case len(ctl.Commands) >= maxCommandsPerControl:
+				continue
+			}
+			sc := new(api.SignedCommand)
+			if err := proto.Unmarshal(rec.Signed, sc); err != nil {
+				return fmt.Errorf("command %s: %w", id, err)
+			}
+			ctl.Commands = append(ctl.Commands, sc)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("pending commands of %s: %w", agentID, err)
+	}
+	for _, rec := range expired {
+		rec.State = CommandExpired
+		if err := c.finish(rec); err != nil {
+			return nil, err
+		}
+		c.log.Warn("response command expired before its agent took it", "command", rec.ID, "agent", agentID, "action", rec.Action)
+	}
+	return ctl, nil
+}
+
+// finish stores rec as answered (or expired) and drops it from the pending.
+func (c *ResponseControl) finish(rec CommandRecord) error {
+	return c.db.Update(func(txn *badger.Txn) error {
+		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
+			return err
+		}
+		return txn.Delete(pendingKey(rec.AgentID, rec.ID))
+	})
+}
+
+// ControlAcked implements transport.ControlSource: it stores the policies
+// version the agent applies and each command's outcome.
+func (c *ResponseControl) ControlAcked(ctx context.Context, agentID string, sent *api.Control, ack *api.ControlAck) error {
+	now := c.now().UTC()
+	ac := AgentControl{PoliciesVersion: ack.GetResponsePoliciesVersion(), PoliciesError: ack.GetResponsePoliciesError(), Answered: now}
+	if err := c.db.Update(func(txn *badger.Txn) error { return setJSON(txn, key(prefixAgentControl, agentID), ac, 0) }); err != nil {
+		return fmt.Errorf("store %s's control answer: %w", agentID, err)
+	}
+	if ac.PoliciesError != "" {
+		c.log.Error("agent refused the response policies", "agent", agentID, "version", sent.GetResponsePolicies().GetVersion(), "error", ac.PoliciesError)
+	}
+	for _, res := range ack.GetResults() {
+		rec, err := c.Command(ctx, res.GetId())
+		if errors.Is(err, ErrNotFound) || err == nil && rec.AgentID != agentID {
+			c.log.Warn("agent answered a command it was not sent", "agent", agentID, "command", res.GetId())
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		rec.Answered = &now
+		if res.GetRefused() != "" {
+			rec.State, rec.Error = CommandRefused, res.GetRefused()
+		} else {
+			r := res.GetResponse()
+			rec.State, rec.Error, rec.PIDs, rec.TargetText = r.GetOutcome(), r.GetError(), r.GetPids(), r.GetTarget()
+			rec.LatencyMS = float64(r.GetLatencyUs()) / 1000
+		}
+		if err := c.finish(rec); err != nil {
+			return fmt.Errorf("store command %s's outcome: %w", rec.ID, err)
+		}
+		c.log.Info("response command answered", "command", rec.ID, "agent", agentID, "action", rec.Action, "state", rec.State, "error", rec.Error)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package backend
+
+import (
+	"crypto/subtle"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// The response routes: reading needs the API token (or the response
+// token); changing the policies and asking for actions needs the response
+// token, a separate credential until users and roles exist.
+//
+//	GET  /api/v1/response/policies
+//	PUT  /api/v1/response/policies            body: the policy file (YAML)
+//	POST /api/v1/response/commands            body: CommandRequest (JSON)
+//	GET  /api/v1/response/commands?agent=&limit=
+//	GET  /api/v1/response/commands/{id}
+func (s *apiServer) routeResponse(mux *http.ServeMux) {
+	read := func(h http.HandlerFunc) http.Handler { return s.withControl(s.readAuth(h)) }
+	write := func(h http.HandlerFunc) http.Handler { return s.withControl(s.respondAuth(h)) }
+	mux.Handle("GET /api/v1/response/policies", read(s.getPolicies))
+	mux.Handle("PUT /api/v1/response/policies", write(s.putPolicies))
+	mux.Handle("POST /api/v1/response/commands", write(s.postCommand))
+	mux.Handle("GET /api/v1/response/commands", read(s.listCommands))
+	mux.Handle("GET /api/v1/response/commands/{id}", read(s.getCommand))
+}
+
+// respondedBy names the response credential in records.
+const respondedBy = "response-token"
+
+func (s *apiServer) withControl(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Control == nil {
+			writeError(w, http.StatusServiceUnavailable, "response control is not running on this backend")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// respondAuthorized reports whether r carries the response token.
+func (s *apiServer) respondAuthorized(r *http.Request) bool {
+	if s.cfg.ResponseToken == "" {
+		return false
+	}
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	return ok && strings.EqualFold(scheme, "Bearer") &&
+		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.cfg.ResponseToken)) == 1
+}
+
+func (s *apiServer) respondAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.respondAuthorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="harrier-response"`)
+			writeError(w, http.StatusForbidden, "this needs the response token (<tokenDir>/response-token), not the API token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *apiServer) readAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.authorized(r) && !s.respondAuthorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="harrier"`)
+			writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *apiServer) controlError(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, ErrInvalid):
+		writeError(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	default:
+		s.internalError(w, r, err)
+	}
+}
+
+func (s *apiServer) getPolicies(w http.ResponseWriter, r *http.Request) {
+	p, err := s.cfg.Control.Policies(r.Context())
+	if err != nil {
+		s.controlError(w, r, err)
+		return
+	}
+	agents, err := s.cfg.Control.AgentControls(r.Context())
+	if err != nil {
+		s.controlError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"policies": p, "agents": agents})
+}
+
+func (s *apiServer) putPolicies(w http.ResponseWriter, r *http.Request) {
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPolicyBytes))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
+		return
+	}
+	p, err := s.cfg.Control.SetPolicies(r.Context(), raw, respondedBy)
+	if err != nil {
+		s.controlError(w, r, err)
+		return
+	}
+	p.YAML = "" // the caller has it
+	writeJSON(w, http.StatusOK, map[string]any{"policies": p})
+}
+
+func (s *apiServer) postCommand(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	var req CommandRequest
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	rec, err := s.cfg.Control.Issue(r.Context(), req, respondedBy)
+	if err != nil {
+		s.controlError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"command": rec})
+}
+
+func (s *apiServer) listCommands(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n <= 0 {
+			writeError(w, http.StatusBadRequest, "limit: want a positive number")
+			return
+		}
+		limit = n
+	}
+	recs, err := s.cfg.Control.Commands(r.Context(), r.URL.Query().Get("agent"), limit)
+	if err != nil {
+		s.controlError(w, r, err)
+		return
+	}
+	for i := range recs {
+		recs[i].Signed = nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"commands": recs})
+}
+
+func (s *apiServer) getCommand(w http.ResponseWriter, r *http.Request) {
+	rec, err := s.cfg.Control.Command(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.controlError(w, r, err)
+		return
+	}
+	rec.Signed = nil
+	writeJSON(w, http.StatusOK, map[string]any{"command": rec})
+}
