@@ -116,11 +116,21 @@ backend:
 // certificates from `harrier certs`, the agent watching only markers/ and
 // spooling its file opens.
 type edgeNode struct {
-	bin, dir, markers, agentCfg string
-	api, agentMetrics           string // addresses
+	bin, dir, markers, agentCfg, backendCfg string
+	api, agentMetrics                       string // addresses
 }
 
+// newEdgeNode writes an agent's and a backend's configuration and starts the
+// backend.
 func newEdgeNode(t *testing.T, agentID string) *edgeNode {
+	t.Helper()
+	e := writeEdgeNode(t, agentID)
+	startDaemon(t, e.bin, "backend", "-c", e.backendCfg)
+	return e
+}
+
+// writeEdgeNode writes the configurations and certificates only.
+func writeEdgeNode(t *testing.T, agentID string) *edgeNode {
 	t.Helper()
 	e := &edgeNode{bin: buildHarrier(t), dir: t.TempDir()}
 	pki := filepath.Join(e.dir, "pki")
@@ -157,13 +167,12 @@ uplink:
 	if err := os.WriteFile(e.agentCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	backendCfg := filepath.Join(e.dir, "backend.yaml")
+	e.backendCfg = filepath.Join(e.dir, "backend.yaml")
 	conf = fmt.Sprintf("dataDir: %s/backend\nbackend:\n  apiAddr: %s\n  ingestAddr: %s\n  token: t\n  caFile: %s/ca.crt\n  certFile: %s/backend.crt\n  keyFile: %s/backend.key\n",
 		e.dir, e.api, ingest, pki, pki, pki)
-	if err := os.WriteFile(backendCfg, []byte(conf), 0o600); err != nil {
+	if err := os.WriteFile(e.backendCfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	startDaemon(t, e.bin, "backend", "-c", backendCfg)
 	return e
 }
 
