@@ -128,6 +128,10 @@ func (r *Responder) unblockNetwork(c *api.Container, resp *api.Response) {
 		return
 	}
 	resp.Target = "cgroup " + cg
+	if !n.Blocked(cg) {
+		resp.Outcome, resp.Error = OutcomeRefused, "the network of "+cg+" is not blocked by this agent"
+		return
+	}
 	if err := n.Unblock(cg); err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 		return

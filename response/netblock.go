@@ -182,3 +182,11 @@ func (n *NetBlocker) Close() error {
 	n.mu.Unlock()
 	return errors.Join(append(errs, n.objs.Close())...)
 }
+
+// Blocked reports whether cgroup's network is blocked.
+func (n *NetBlocker) Blocked(cgroup string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := n.blocks[cgroup]
+	return ok
+}

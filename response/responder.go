@@ -192,6 +192,9 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		resp.Outcome, resp.Error = OutcomeFailed, "unknown action"
 	case d.Action == ActionPauseContainer || d.Action == ActionStopContainer:
 		r.containerAction(a.GetContainer(), d, resp)
+	case d.Action == ActionBlockNetwork && a.GetContainer().GetCgroup() != "":
+		// The container's cgroup is known: no process is needed.
+		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
 	case p.GetTgid() == 0 || p.GetStartTime() == nil:
 		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
 	case r.never[target.PID]:

@@ -1,0 +1,165 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+const testPolicies = `apiVersion: harrier.io/v1
+kind: ResponsePolicies
+policies:
+  - name: p
+    mode: audit
+    match: {minSeverity: high}
+    actions: [kill-process-tree]
+`
+
+func newTestControl(t *testing.T) (*ResponseControl, *BadgerStore, *time.Time) {
+	t.Helper()
+	st := openTestStore(t, BadgerConfig{})
+	caCert, caKey, err := transport.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := transport.IssueServer(caCert, caKey, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := NewResponseControl(st, func() (*tls.Certificate, error) { return &pair, nil }, slog.New(slog.DiscardHandler))
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	return c, st, &now
+}
+
+func TestResponseControlPolicies(t *testing.T) {
+	ctx := context.Background()
+	c, _, _ := newTestControl(t)
+	var woken []string
+	c.SetNotify(func(id string) { woken = append(woken, id) })
+	if p, err := c.Policies(ctx); err != nil || p.Version != 0 {
+		t.Fatalf("before any: %+v %v", p, err)
+	}
+	if ctl, err := c.PendingControl(ctx, "a", 0); err != nil || ctl.GetResponsePolicies() != nil {
+		t.Fatalf("nothing set, yet sent %v (%v)", ctl, err)
+	}
+	for _, bad := range []string{"kind: Nope\n", "apiVersion: harrier.io/v1\nkind: ResponsePolicies\nextra: 1\n"} {
+		if _, err := c.SetPolicies(ctx, []byte(bad), "test"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SetPolicies(%q): %v, want ErrInvalid", bad, err)
+		}
+	}
+	for want := uint64(1); want <= 2; want++ {
+		p, err := c.SetPolicies(ctx, []byte(testPolicies), "test")
+		if err != nil || p.Version != want || p.Policies != 1 {
+			t.Fatalf("SetPolicies: %+v %v, want version %d", p, err, want)
+		}
+	}
+	if len(woken) != 2 || woken[0] != "" {
+		t.Errorf("woken %q, want every agent twice", woken)
+	}
+	ctl, err := c.PendingControl(ctx, "a", 0)
+	if err != nil || ctl.GetResponsePolicies().GetVersion() != 2 || string(ctl.GetResponsePolicies().GetYaml()) != testPolicies {
+		t.Fatalf("a new connection is sent %v (%v), want version 2", ctl, err)
+	}
+	if ctl, _ := c.PendingControl(ctx, "a", 2); ctl.GetResponsePolicies() != nil {
+		t.Error("version 2 sent again on the connection that delivered it")
+	}
+	if err := c.ControlAcked(ctx, "a", ctl, &api.ControlAck{ResponsePoliciesVersion: 1, ResponsePoliciesError: "no"}); err != nil {
+		t.Fatal(err)
+	}
+	acs, err := c.AgentControls(ctx)
+	if err != nil || acs["a"].PoliciesVersion != 1 || acs["a"].PoliciesError != "no" {
+		t.Errorf("agent controls %+v %v", acs, err)
+	}
+}
+
+func TestResponseControlCommands(t *testing.T) {
+	ctx := context.Background()
+	c, st, now := newTestControl(t)
+	start := now.Add(-time.Minute)
+	kill := CommandRequest{AgentID: "a", Action: "kill-process-tree", Target: CommandTarget{PID: 42, StartTime: &start}}
+	for _, bad := range []CommandRequest{
+		{AgentID: "a", Action: "format-disk"},
+		{AgentID: "a", Action: "kill-process-tree", Target: CommandTarget{PID: 42}},
+		{AgentID: "a", Action: "pause-container"},
+		{AgentID: "", Action: "kill-process-tree", Target: kill.Target},
+		{AgentID: "a", Action: "kill-process-tree", Target: kill.Target, ExpiresIn: "30d"},
+		{AlertID: "no-such-alert", Action: "kill-process-tree"},
+	} {
+		if _, err := c.Issue(ctx, bad, "test"); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Issue(%+v): %v, want ErrInvalid", bad, err)
+		}
+	}
+	rec, err := c.Issue(ctx, kill, "test")
+	if err != nil || rec.State != CommandPending {
+		t.Fatal(rec, err)
+	}
+	short := kill
+	short.ExpiresIn = "1s"
+	expiring, err := c.Issue(ctx, short, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctl, _ := c.PendingControl(ctx, "b", 0); len(ctl.GetCommands()) != 0 {
+		t.Error("another agent was sent a's commands")
+	}
+	ctl, err := c.PendingControl(ctx, "a", 0)
+	if err != nil || len(ctl.GetCommands()) != 2 {
+		t.Fatalf("pending for a: %v %v, want 2 commands", ctl, err)
+	}
+	// The agent answers the first; the second expires unanswered.
+	*now = now.Add(2 * time.Second)
+	ack := &api.ControlAck{Results: []*api.CommandResult{
+		{Id: rec.ID, Response: &api.Response{Outcome: "done", Pids: []uint32{42, 43}, LatencyUs: 1500}},
+		{Id: "cmd-not-sent"},
+	}}
+	if err := c.ControlAcked(ctx, "a", ctl, ack); err != nil {
+		t.Fatal(err)
+	}
+	if ctl, _ := c.PendingControl(ctx, "a", 0); len(ctl.GetCommands()) != 0 {
+		t.Errorf("after the answer and the expiry, still pending: %d", len(ctl.GetCommands()))
+	}
+	got, err := c.Command(ctx, rec.ID)
+	if err != nil || got.State != "done" || len(got.PIDs) != 2 || got.LatencyMS != 1.5 || got.Answered == nil {
+		t.Errorf("answered command %+v %v", got, err)
+	}
+	if got, _ := c.Command(ctx, expiring.ID); got.State != CommandExpired {
+		t.Errorf("expiring command state %q, want expired", got.State)
+	}
+	if list, err := c.Commands(ctx, "a", 10); err != nil || len(list) != 2 {
+		t.Errorf("commands of a: %d %v", len(list), err)
+	}
+
+	// From an alert: the agent that reports its node, the alert's process.
+	if _, err := st.Ingest(ctx, "agent-x", &api.Batch{AgentId: "agent-x", Health: &api.AgentHealth{Node: "node-1"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Ingest(ctx, "agent-x", &api.Batch{AgentId: "agent-x", Records: []*api.Record{{Seq: 1, Class: api.RecordClass_RECORD_CLASS_ALERT,
+		Payload: &api.Record_Alert{Alert: mkAlert("al-1")}}}}); err != nil {
+		t.Fatal(err)
+	}
+	a, err := st.Alert(ctx, "al-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromAlert, err := c.Issue(ctx, CommandRequest{AlertID: "al-1", Action: "kill-process-tree"}, "test")
+	switch {
+	case a.GetProcess().GetStartTime() == nil:
+		if err == nil || !strings.Contains(err.Error(), "start_time") {
+			t.Errorf("alert without a process start: %v", err)
+		}
+	case err != nil || fromAlert.AgentID != "agent-x" || fromAlert.Target.PID != a.GetProcess().GetTgid():
+		t.Errorf("command from alert: %+v %v", fromAlert, err)
+	}
+}
