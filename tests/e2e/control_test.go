@@ -326,7 +326,11 @@ policies:
 	}
 	inCgEnded := make(chan error, 1)
 	go func() { inCgEnded <- inCg.Wait() }()
-	t.Cleanup(func() { _ = os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0); _ = inCg.Process.Kill(); <-inCgEnded })
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(cg, "cgroup.freeze"), []byte("0"), 0)
+		_ = inCg.Process.Kill()
+		<-inCgEnded
+	})
 	testenv.WaitFor(t, 5*time.Second, "the process in its cgroup", func() bool {
 		b, _ := os.ReadFile(filepath.Join(cg, "cgroup.procs"))
 		return len(b) > 0
