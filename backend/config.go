@@ -66,6 +66,11 @@ type Config struct {
 	// <TokenDir>/api-token (mode 0600).
 	Token    string `json:"token,omitempty"`
 	TokenDir string `json:"tokenDir,omitempty"`
+	// ResponseTokenFile holds the response token, the credential that may
+	// change response policies and ask agents for actions (default
+	// <TokenDir>/response-token, generated when missing). When it can be
+	// neither read nor made, the backend runs and refuses those requests.
+	ResponseTokenFile string `json:"responseTokenFile,omitempty"`
 	// CAFile pins the CA agents' certificates must chain to; CertFile and
 	// KeyFile are the backend's serving identity.
 	CAFile   string `json:"caFile,omitempty"`
@@ -191,7 +196,10 @@ func (c Config) withDefaults() Config {
 func (c Config) TokenFile() string { return filepath.Join(c.withDefaults().TokenDir, tokenFile) }
 
 // ResponseTokenFile is where the response token is (generated if missing).
-func (c Config) ResponseTokenFile() string {
+func (c Config) ResponseTokenPath() string {
+	if c.ResponseTokenFile != "" {
+		return c.ResponseTokenFile
+	}
 	return filepath.Join(c.withDefaults().TokenDir, responseTokenFile)
 }
 

@@ -48,9 +48,12 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	responseToken, err := EnsureResponseToken(cfg.TokenDir, log)
+	responseToken, err := EnsureResponseToken(cfg.ResponseTokenPath(), log)
 	if err != nil {
-		return nil, err
+		// Everything but changing response policies and asking for actions
+		// works without it.
+		log.Error("no response token: response policies and commands are refused until there is one", "path", cfg.ResponseTokenPath(), "error", err)
+		responseToken = ""
 	}
 	metrics := NewMetrics()
 	vulns := NewImageVulnChecker(cfg.VulnDB.Dir, vulndb.ParseSeverity(cfg.VulnDB.MinSeverity), log)

@@ -20,10 +20,10 @@ const (
 	responseTokenFile = "response-token"
 )
 
-// EnsureResponseToken returns the response token from
-// <dataDir>/response-token, generating it (mode 0600) if there is none.
-func EnsureResponseToken(dataDir string, log *slog.Logger) (string, error) {
-	return ensureTokenFile(dataDir, responseTokenFile, "", log)
+// EnsureResponseToken returns the response token from path, generating it
+// (mode 0600) if there is none.
+func EnsureResponseToken(path string, log *slog.Logger) (string, error) {
+	return ensureTokenFile(filepath.Dir(path), filepath.Base(path), "", log)
 }
 
 // EnsureToken returns the API token: configured if it is set, else the one in
@@ -47,18 +47,18 @@ func ensureTokenFile(dataDir, name, configured string, log *slog.Logger) (string
 	path := filepath.Join(dataDir, name)
 	tok, err := readToken(path, log)
 	if err == nil {
-		log.Info("using API token from file", "path", path)
+		log.Info("using token from file", "path", path)
 		return tok, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
 		return "", err
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
-		return "", fmt.Errorf("api token: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return "", fmt.Errorf("api token: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	tok = hex.EncodeToString(raw)
 	// O_EXCL: if another process wrote the file meanwhile, use its token.
@@ -67,7 +67,7 @@ func ensureTokenFile(dataDir, name, configured string, log *slog.Logger) (string
 		return readToken(path, log)
 	}
 	if err != nil {
-		return "", fmt.Errorf("api token: %w", err)
+		return "", fmt.Errorf("%s: %w", name, err)
 	}
 	_, werr := f.WriteString(tok + "\n")
 	if werr == nil {
@@ -78,16 +78,16 @@ func ensureTokenFile(dataDir, name, configured string, log *slog.Logger) (string
 	}
 	if werr != nil {
 		_ = os.Remove(path) // a half-written token would lock everyone out
-		return "", fmt.Errorf("api token: write %s: %w", path, werr)
+		return "", fmt.Errorf("%s: write %s: %w", name, path, werr)
 	}
-	log.Info("generated API token", "path", path)
+	log.Info("generated token", "path", path)
 	return tok, nil
 }
 
 func readToken(path string, log *slog.Logger) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return "", fmt.Errorf("api token: %w", err)
+		return "", fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
 	// Group access is how a Secret volume (0440, the pod's fsGroup) or the
 	// packages (group harrier) share the file with the service; only world
@@ -104,11 +104,11 @@ func readToken(path string, log *slog.Logger) (string, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return "", fmt.Errorf("api token: %w", err)
+		return "", fmt.Errorf("%s: %w", filepath.Base(path), err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("api token: %s is empty; delete it to generate a new token", path)
+		return "", fmt.Errorf("%s is empty; delete it to generate a new token", path)
 	}
 	return tok, nil
 }
