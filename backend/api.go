@@ -123,6 +123,7 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /alerts/{id}", s.uiAuth(http.HandlerFunc(s.uiAlert)))
 	mux.Handle("GET /findings", s.uiAuth(http.HandlerFunc(s.uiFindings)))
 	mux.Handle("GET /inventory", s.uiAuth(http.HandlerFunc(s.uiInventory)))
+	mux.Handle("GET /response", s.uiAuth(http.HandlerFunc(s.uiResponse)))
 	return s.countRequests(mux)
 }
 

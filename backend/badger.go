@@ -88,7 +88,9 @@ type BadgerStore struct {
 var _ Store = (*BadgerStore)(nil)
 
 // Key layout. Every key starts with a one-byte kind and a slash; the
-// inventory's keys are described in inventory.go.
+// inventory's keys are described in inventory.go, identity's in
+// identity.go, the response control's in control.go (TestKeyPrefixesDistinct
+// checks that no two parts share a kind).
 const (
 	prefixSeen     = "s/" // s/<agent>\x00[<spool ID>\x00]<seq BE64> → empty, with TTL
 	prefixGap      = "p/" // p/<agent>\x00<class BE32><first><last><count BE64> → empty, with TTL

@@ -28,7 +28,7 @@ import (
 // Keys of the control channel's state.
 const (
 	prefixPolicies       = "y/" // y/response → JSON PolicyState: the site's response policies
-	prefixCommand        = "m/" // m/<command id> → JSON CommandRecord
+	prefixCommand        = "k/" // k/<command id> → JSON CommandRecord
 	prefixCommandPending = "u/" // u/<agent>\x00<command id> → empty: not answered yet
 	prefixAgentControl   = "v/" // v/<agent> → JSON AgentControl: what the agent applied
 )

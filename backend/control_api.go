@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/harrier-sec/harrier/api"
 )
 
 // The response routes: reading needs the API token (or the response
@@ -160,4 +162,62 @@ func (s *apiServer) getCommand(w http.ResponseWriter, r *http.Request) {
 	}
 	rec.Signed = nil
 	writeJSON(w, http.StatusOK, map[string]any{"command": rec})
+}
+
+type responsePage struct {
+	Title    string
+	Error    string
+	Policies PolicyState
+	Agents   []responseAgentRow
+	Commands []CommandRecord
+	Records  []*api.Event
+	Now      string
+}
+
+type responseAgentRow struct {
+	ID, Source, Answered, Error string
+	Version                     uint64
+	Behind                      bool
+}
+
+// uiResponse shows the policies, what each agent applies, the commands and
+// the actions recorded.
+func (s *apiServer) uiResponse(w http.ResponseWriter, r *http.Request) {
+	p := responsePage{Title: "Response", Now: s.cfg.Now().UTC().Format("2006-01-02 15:04:05Z")}
+	fail := func(what string, err error) {
+		s.log.Error("ui: response", "what", what, "err", err)
+		p.Error = "The " + what + " could not be read; see the backend's log."
+	}
+	ctx := r.Context()
+	var controls map[string]AgentControl
+	if c := s.cfg.Control; c == nil {
+		p.Error = "Response control is not running on this backend."
+	} else {
+		var err error
+		if p.Policies, err = c.Policies(ctx); err != nil {
+			fail("policies", err)
+		}
+		if controls, err = c.AgentControls(ctx); err != nil {
+			fail("agents' answers", err)
+		}
+		if p.Commands, err = c.Commands(ctx, "", DefaultLimit); err != nil {
+			fail("commands", err)
+		}
+	}
+	agents, err := s.store.Agents(ctx)
+	if err != nil {
+		fail("agents", err)
+	}
+	for _, a := range agents {
+		row := responseAgentRow{ID: a.ID, Source: a.Health.GetResponsePoliciesSource(), Version: a.Health.GetResponsePoliciesVersion(), Answered: "—"}
+		if ac, ok := controls[a.ID]; ok {
+			row.Answered, row.Error = ac.Answered.UTC().Format("2006-01-02 15:04:05Z"), ac.PoliciesError
+		}
+		row.Behind = row.Source == "backend" && row.Version != p.Policies.Version
+		p.Agents = append(p.Agents, row)
+	}
+	if p.Records, err = s.store.Events(ctx, EventQuery{Kind: api.EventKind_EVENT_KIND_RESPONSE, Limit: DefaultLimit}); err != nil {
+		fail("response records", err)
+	}
+	s.render(w, http.StatusOK, s.ui.response, p)
 }

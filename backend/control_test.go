@@ -5,9 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/transport"
@@ -161,5 +165,65 @@ func TestResponseControlCommands(t *testing.T) {
 		}
 	case err != nil || fromAlert.AgentID != "agent-x" || fromAlert.Target.PID != a.GetProcess().GetTgid():
 		t.Errorf("command from alert: %+v %v", fromAlert, err)
+	}
+}
+
+// TestUIResponse renders the response page from a real store: the policies,
+// each agent's applied version, commands and response records, escaped.
+func TestUIResponse(t *testing.T) {
+	ctx := context.Background()
+	c, st, _ := newTestControl(t)
+	if _, err := c.SetPolicies(ctx, []byte(testPolicies), "test"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := c.Issue(ctx, CommandRequest{AgentID: "node-a", Action: "kill-process-tree", Reason: "<script>x</script>",
+		Target: CommandTarget{PID: 42, StartTime: &start}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	rec := &api.Record{Seq: 1, Class: api.RecordClass_RECORD_CLASS_EVENT, Payload: &api.Record_Event{Event: &api.Event{
+		Node: "node-a", Kind: api.EventKind_EVENT_KIND_RESPONSE, Time: timestamppb.Now(),
+		Detail: &api.Event_Response{Response: &api.Response{Policy: "p", Action: "kill-process-tree", Mode: "enforce",
+			Outcome: "done", Target: "process <b>42</b>", LatencyUs: 900}}}}}
+	if _, err := st.Ingest(ctx, "node-a", &api.Batch{AgentId: "node-a", Records: []*api.Record{rec},
+		Health: &api.AgentHealth{ResponsePoliciesSource: "backend", ResponsePoliciesVersion: 0}}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := c.Commands(ctx, "", 100); len(l) != 1 {
+		t.Fatalf("commands before render: %d %v", len(l), err)
+	}
+	h := NewAPI(st, APIConfig{Token: "tok", Control: c, ResponseToken: "rt"}, nil)
+	req := httptest.NewRequest(http.MethodGet, "/response", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	body := w.Body.String()
+	if w.Code != http.StatusOK {
+		t.Fatalf("GET /response: %d %s", w.Code, body)
+	}
+	for _, want := range []string{"Version</dt><dd>1", "minSeverity: high", "node-a", "backend version 0", "(not the current one)",
+		"kill-process-tree", "pending", "&lt;script&gt;x&lt;/script&gt;", "process &lt;b&gt;42&lt;/b&gt;", "900 µs"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("response page lacks %q\n%s", want, body)
+		}
+	}
+}
+
+// TestKeyPrefixesDistinct: every part of the store has its own key kind.
+func TestKeyPrefixesDistinct(t *testing.T) {
+	all := map[string]string{
+		"seen": prefixSeen, "gap": prefixGap, "alert": prefixAlert, "event": prefixEvent, "agent": prefixAgent,
+		"alert order": prefixAlertSeq, "export": prefixExport, "ring state": keyRingState[:2],
+		"revoked": prefixRevoked, "enrolled": prefixEnrolled, "bootstrap": prefixBootstrap,
+		"pending meta": prefixPendingMeta, "pending chunk": prefixPendingChunk, "cluster": prefixCluster,
+		"item": prefixItem, "finding": prefixFinding,
+		"policies": prefixPolicies, "command": prefixCommand, "command pending": prefixCommandPending, "agent control": prefixAgentControl,
+	}
+	seen := map[string]string{}
+	for name, p := range all {
+		if other, dup := seen[p[:1]]; dup {
+			t.Errorf("%s and %s share the key kind %q", name, other, p[:1])
+		}
+		seen[p[:1]] = name
 	}
 }

@@ -23,6 +23,7 @@ var uiFiles embed.FS
 type ui struct {
 	alerts, alert, login *template.Template
 	findings, inventory  *template.Template
+	response             *template.Template
 }
 
 func newUI() *ui {
@@ -40,7 +41,7 @@ func newUI() *ui {
 		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/"+page))
 	}
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
-		findings: parse("findings.html"), inventory: parse("inventory.html")}
+		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html")}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
