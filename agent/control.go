@@ -48,10 +48,10 @@ func newControlHandler(agentID, caFile string, rr *responseRunner, log *slog.Log
 }
 
 // handle answers one Control frame.
-func (h *controlHandler) handle(_ context.Context, c *api.Control) *api.ControlAck {
+func (h *controlHandler) handle(ctx context.Context, c *api.Control) *api.ControlAck {
 	ack := &api.ControlAck{}
 	if b := c.GetResponsePolicies(); b != nil {
-		if err := h.response.applyBundle(b); err != nil {
+		if err := h.response.applyBundle(ctx, b); err != nil {
 			ack.ResponsePoliciesError = err.Error()
 		}
 	}

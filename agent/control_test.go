@@ -54,7 +54,7 @@ func TestControlHandlerAnswersOnce(t *testing.T) {
 	newHandler := func() *controlHandler {
 		log := slog.New(slog.DiscardHandler)
 		rr := &responseRunner{record: func(ev *api.Event) { mu.Lock(); records = append(records, ev); mu.Unlock() },
-			dir: filepath.Join(dir, "response"), log: log, guard: make(chan []response.ExecDeny, 1)}
+			dir: filepath.Join(dir, "response"), log: log}
 		rr.r = response.NewResponder(nil, "node", rr.record, log)
 		h, err := newControlHandler("node-a", filepath.Join(dir, "ca.crt"), rr, log)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -28,11 +29,15 @@ import (
 // responder, where its policies came from, and the kill-at-exec lists' next
 // version for the guard's supervisor.
 type responseRunner struct {
-	r      *response.Responder
-	record func(*api.Event)
-	dir    string // <dataDir>/response: the backend's policies, answered commands
-	log    *slog.Logger
-	guard  chan []response.ExecDeny // the lists to load next (latest wins)
+	r       *response.Responder
+	record  func(*api.Event)
+	dir     string // <dataDir>/response: the backend's policies, answered commands
+	log     *slog.Logger
+	boot    time.Time // for the exec guard's start times; zero when unknown (bootErr)
+	bootErr error
+
+	guardMu   sync.Mutex // serialises swapGuard
+	stopGuard func()     // stops the running exec guard; nil when none
 
 	mu      sync.Mutex
 	source  string // policiesFromBackend, policiesFromFile or ""
@@ -69,7 +74,8 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		notify()
 	}
 	rr := &responseRunner{r: response.NewResponder(nil, node, record, log), record: record,
-		dir: filepath.Join(dataDir, "response"), log: log, guard: make(chan []response.ExecDeny, 1)}
+		dir: filepath.Join(dataDir, "response"), log: log}
+	rr.boot, rr.bootErr = procstat.BootTime()
 	rr.r.UseQuarantineDir(filepath.Join(dataDir, "quarantine"))
 	rr.r.UseNetBlockerFactory(func() (*response.NetBlocker, error) {
 		allow := backendAddrs(ctx, uplink, log)
@@ -83,26 +89,31 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		return n, nil
 	})
 	run("response", func() error { return rr.r.Run(ctx) })
-	run("kill at exec", func() error { return superviseExecGuard(ctx, rr.guard, rr.r, log) })
+	run("kill at exec", func() error {
+		<-ctx.Done()
+		rr.swapGuard(ctx, nil)
+		return nil
+	})
 
 	if f, version, err := rr.loadBackendPolicies(); err != nil {
 		log.Error("the backend's response policies kept on disk do not load; using response.policyFile until the backend sends them again", "error", err)
 	} else if f != nil {
-		rr.apply(f, policiesFromBackend, version, "the backend (kept on disk)")
+		rr.apply(ctx, f, policiesFromBackend, version, "the backend (kept on disk)")
 		return rr
 	}
 	if cfg.PolicyFile != "" {
 		if f, err := response.Load(cfg.PolicyFile); err != nil {
 			log.Error("response policies not loaded; no response actions until the backend sends policies", "error", err)
 		} else {
-			rr.apply(f, policiesFromFile, 0, cfg.PolicyFile)
+			rr.apply(ctx, f, policiesFromFile, 0, cfg.PolicyFile)
 		}
 	}
 	return rr
 }
 
-// apply puts f in force.
-func (rr *responseRunner) apply(f *response.File, source string, version uint64, from string) {
+// apply puts f in force; its kill-at-exec lists are attached when it
+// returns.
+func (rr *responseRunner) apply(ctx context.Context, f *response.File, source string, version uint64, from string) {
 	rr.mu.Lock()
 	rr.source, rr.version = source, version
 	rr.mu.Unlock()
@@ -110,12 +121,7 @@ func (rr *responseRunner) apply(f *response.File, source string, version uint64,
 	if f.NeedsNetBlocker() {
 		_, _ = rr.r.NetBlocker() // made now, so that a host that cannot says so at once
 	}
-	// Replace a pending list not taken yet: only the latest counts.
-	select {
-	case <-rr.guard:
-	default:
-	}
-	rr.guard <- f.ExecDeny
+	rr.swapGuard(ctx, f.ExecDeny)
 	modes := map[string]int{}
 	for _, p := range f.Policies {
 		modes[p.Mode]++
@@ -140,7 +146,7 @@ const (
 
 // applyBundle puts the backend's policies in force and keeps them on disk;
 // a bundle that does not load leaves the policies in force as they are.
-func (rr *responseRunner) applyBundle(b *api.PolicyBundle) error {
+func (rr *responseRunner) applyBundle(ctx context.Context, b *api.PolicyBundle) error {
 	sum := sha256.Sum256(b.GetYaml())
 	rr.mu.Lock()
 	same := rr.source == policiesFromBackend && rr.version == b.GetVersion() && rr.sha == sum
@@ -163,7 +169,7 @@ func (rr *responseRunner) applyBundle(b *api.PolicyBundle) error {
 	if err := writeFileAtomic(filepath.Join(rr.dir, backendVersionFile), []byte(strconv.FormatUint(b.GetVersion(), 10)+"\n")); err != nil {
 		return err
 	}
-	rr.apply(f, policiesFromBackend, b.GetVersion(), name)
+	rr.apply(ctx, f, policiesFromBackend, b.GetVersion(), name)
 	rr.mu.Lock()
 	rr.sha = sum
 	rr.mu.Unlock()
@@ -219,55 +225,43 @@ func writeFileAtomic(path string, b []byte) error {
 	return nil
 }
 
-// superviseExecGuard runs the kill-at-exec program with the latest lists,
-// loading it again when they change. A kernel that refuses it is an error
-// in the log; the alert-driven actions keep working.
-func superviseExecGuard(ctx context.Context, lists <-chan []response.ExecDeny, r *response.Responder, log *slog.Logger) error {
-	boot, err := procstat.BootTime()
-	var stop func()
-	defer func() {
-		if stop != nil {
-			stop()
+// swapGuard stops the running kill-at-exec program and loads one for lists
+// (none for an empty list). A kernel that refuses it is an error in the
+// log; the alert-driven actions keep working. The program runs until the
+// next swap, or until ctx ends.
+func (rr *responseRunner) swapGuard(ctx context.Context, lists []response.ExecDeny) {
+	rr.guardMu.Lock()
+	defer rr.guardMu.Unlock()
+	if rr.stopGuard != nil {
+		rr.stopGuard()
+		rr.stopGuard = nil
+	}
+	if len(lists) == 0 || ctx.Err() != nil {
+		return
+	}
+	if rr.bootErr != nil {
+		rr.log.Error("kill at exec not started", "error", rr.bootErr)
+		return
+	}
+	g, skipped, err := response.StartExecGuard(lists, rr.boot)
+	for _, s := range skipped {
+		rr.log.Warn("kill at exec: executable not listed", "error", s)
+	}
+	if err != nil {
+		rr.log.Error("kill at exec not started; alert-driven response actions still run", "error", err)
+		return
+	}
+	rr.log.Info("kill at exec attached", "attach", g.Attach, "executables", g.Entries())
+	gctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer g.Close()
+		if err := g.Run(gctx, rr.r.ExecHit, rr.log); err != nil && gctx.Err() == nil {
+			rr.log.Error("kill at exec stopped", "error", err)
 		}
 	}()
-	for {
-		var next []response.ExecDeny
-		select {
-		case <-ctx.Done():
-			return nil
-		case next = <-lists:
-		}
-		if stop != nil {
-			stop()
-			stop = nil
-		}
-		if len(next) == 0 {
-			continue
-		}
-		if err != nil {
-			log.Error("kill at exec not started", "error", err)
-			continue
-		}
-		g, skipped, gerr := response.StartExecGuard(next, boot)
-		for _, s := range skipped {
-			log.Warn("kill at exec: executable not listed", "error", s)
-		}
-		if gerr != nil {
-			log.Error("kill at exec not started; alert-driven response actions still run", "error", gerr)
-			continue
-		}
-		log.Info("kill at exec attached", "attach", g.Attach, "executables", g.Entries())
-		gctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			defer g.Close()
-			if err := g.Run(gctx, r.ExecHit, log); err != nil && gctx.Err() == nil {
-				log.Error("kill at exec stopped", "error", err)
-			}
-		}()
-		stop = func() { cancel(); <-done }
-	}
+	rr.stopGuard = func() { cancel(); <-done }
 }
 
 // backendAddrs are the addresses a blocked cgroup may still reach: the
