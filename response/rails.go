@@ -63,8 +63,7 @@ type Protection struct {
 	never map[int]string
 	// procRoot is /proc for the live checks; "" reads nothing live.
 	procRoot string
-	// hostMnt is the host's mount namespace (/proc/1/ns/mnt), "" when
-	// unreadable.
+	// hostMnt is the host's mount namespace, "" when unreadable.
 	hostMnt string
 }
 
@@ -79,7 +78,12 @@ func NewProtection(procRoot string) *Protection {
 		os.Getpid():  protectAgent,
 		os.Getppid(): protectAgent,
 	}}
-	p.hostMnt, _ = os.Readlink(procRoot + "/1/ns/mnt")
+	// PID 1's, else (when a sandbox hides it) the agent's own: an agent
+	// installed on the node runs in the host's.
+	var err error
+	if p.hostMnt, err = os.Readlink(procRoot + "/1/ns/mnt"); err != nil {
+		p.hostMnt, _ = os.Readlink(procRoot + "/self/ns/mnt")
+	}
 	return p
 }
 
