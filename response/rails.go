@@ -117,21 +117,50 @@ func (p *Protection) Check(a *api.Alert) *Protected {
 	names := []string{exeBase(a.GetProcess().GetExe()), a.GetProcess().GetComm()}
 	onHost := c.GetId() == ""
 	how := "the alert names no container"
-	if p.procRoot != "" && pid > 0 {
-		dir := p.procRoot + "/" + strconv.Itoa(pid)
-		if exe, err := os.Readlink(dir + "/exe"); err == nil {
-			names = append(names, exeBase(exe))
-		}
-		if comm, err := os.ReadFile(dir + "/comm"); err == nil {
-			names = append(names, strings.TrimSpace(string(comm)))
-		}
-		if mnt, err := os.Readlink(dir + "/ns/mnt"); err == nil && p.hostMnt != "" && mnt == p.hostMnt && !onHost {
+	if pid > 0 {
+		liveNames, liveOnHost := p.live(pid)
+		names = append(names, liveNames...)
+		if liveOnHost && !onHost {
 			onHost, how = true, "it runs in the host's mount namespace"
 		}
 	}
 	if !onHost {
 		return nil
 	}
+	return daemon(pid, names, how)
+}
+
+// live reads pid's executable and comm, and whether it shares the host's
+// mount namespace; nothing without a procRoot.
+func (p *Protection) live(pid int) (names []string, onHost bool) {
+	if p.procRoot == "" {
+		return nil, false
+	}
+	dir := p.procRoot + "/" + strconv.Itoa(pid)
+	if exe, err := os.Readlink(dir + "/exe"); err == nil {
+		names = append(names, exeBase(exe))
+	}
+	if comm, err := os.ReadFile(dir + "/comm"); err == nil {
+		names = append(names, strings.TrimSpace(string(comm)))
+	}
+	mnt, err := os.Readlink(dir + "/ns/mnt")
+	return names, err == nil && p.hostMnt != "" && mnt == p.hostMnt
+}
+
+// spareLive says whether a live descendant of a target must be spared:
+// pid 1, the agent, its parent, or a host daemon (kubelet, runtime), by
+// what /proc says. A policy's allowProtected covers the alert's target
+// only, never what runs under it.
+func (p *Protection) spareLive(pid int) bool {
+	if _, ok := p.never[pid]; ok {
+		return true
+	}
+	names, onHost := p.live(pid)
+	return onHost && daemon(pid, names, "") != nil
+}
+
+// daemon names the protected host daemon among names, or nil.
+func daemon(pid int, names []string, how string) *Protected {
 	for _, n := range names {
 		switch {
 		case n == "":

@@ -185,3 +185,45 @@ func TestSeverityAnyCase(t *testing.T) {
 		}
 	}
 }
+
+// TestKillSparesProtectedDescendants: killing a host shell's tree spares a
+// child that is the container runtime (a copy named containerd) and kills
+// the rest; the record says what was spared.
+func TestKillSparesProtectedDescendants(t *testing.T) {
+	testenv.RequireRoot(t)
+	_, daemonExe, _ := startNamed(t, "containerd", false)
+	cmd := exec.Command("sh", "-c", daemonExe+" 301 & sleep 302 & wait")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var daemonPID, sleepPID int
+	testenv.WaitFor(t, 5*time.Second, "the shell's two children", func() bool {
+		daemonPID, sleepPID = 0, 0
+		for _, c := range children("", cmd.Process.Pid) {
+			switch exe, _ := os.Readlink("/proc/" + strconv.Itoa(c) + "/exe"); {
+			case exe == daemonExe:
+				daemonPID = c
+			case filepath.Base(exe) == "sleep":
+				sleepPID = c
+			}
+		}
+		return daemonPID != 0 && sleepPID != 0
+	})
+	t.Cleanup(func() { _ = syscall.Kill(daemonPID, syscall.SIGKILL) })
+	f, err := Load(writeFile(t, "apiVersion: harrier.io/v1\nkind: ResponsePolicies\npolicies:\n"+
+		"  - {name: kill, mode: enforce, match: {detections: [shell]}, actions: [kill-process-tree]}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := NewResponder(f, "node-a", func(*api.Event) {}, slog.New(slog.DiscardHandler)).Handle(&api.Alert{DetectionId: "shell",
+		Process: &api.Process{Tgid: uint32(cmd.Process.Pid), Exe: "/bin/sh", StartTime: timestamppb.New(startTime(t, cmd.Process.Pid))}})
+	resp := evs[0].GetResponse()
+	if resp.GetOutcome() != OutcomeDone || !strings.Contains(resp.GetTarget(), "spared protected descendants ["+strconv.Itoa(daemonPID)+"]") {
+		t.Fatalf("record %v, want done, sparing %d", resp, daemonPID)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the shell and sleep gone", func() bool { return !alive(sleepPID) && !alive(cmd.Process.Pid) })
+	if !alive(daemonPID) {
+		t.Error("the runtime under the shell was killed")
+	}
+}

@@ -67,13 +67,14 @@ type Responder struct {
 // event (the agent spools it with the alerts).
 func NewResponder(policies *File, node string, record func(*api.Event), log *slog.Logger) *Responder {
 	v2, v2Err := UnifiedMount()
+	protect := NewProtection("")
 	return &Responder{
 		v2: v2, v2Err: v2Err,
 		policies: policies, node: node, record: record, log: log,
 		queue:  make(chan *api.Alert, queueSize),
-		guard:  newGuard(policies, NewProtection("")),
+		guard:  newGuard(policies, protect),
 		now:    time.Now,
-		kill:   func(t Target) (Killed, error) { return KillProcessTree("", t) },
+		kill:   func(t Target) (Killed, error) { return killProcessTree("", t, protect.spareLive) },
 		counts: map[[3]string]uint64{},
 		actionsDesc: prometheus.NewDesc("harrier_response_actions_total",
 			"Response actions by action, mode (audit or enforce) and outcome.", []string{"action", "mode", "outcome"}, nil),
@@ -182,6 +183,9 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		killed, err := r.kill(target)
 		for _, pid := range killed.PIDs {
 			resp.Pids = append(resp.Pids, uint32(pid))
+		}
+		if len(killed.Spared) > 0 {
+			resp.Target += fmt.Sprintf(" (spared protected descendants %v)", killed.Spared)
 		}
 		setOutcome(resp, err)
 	}
