@@ -225,6 +225,7 @@ func TestResponseDryRunBackend(t *testing.T) {
 		out, err = runCLI(t, "response", "dry-run", pol, "--api", url, "--token-file", tok, "--since", "24h")
 		return err == nil
 	})
+	t.Logf("report:\n%s", out)
 	if _, report, _ := strings.Cut(out, "\n"); report != wantDryRun || !strings.HasPrefix(out, "replayed 8 alerts from ") {
 		t.Errorf("report:\n%s\nwant 8 alerts replayed and:\n%s", out, wantDryRun)
 	}
