@@ -26,11 +26,13 @@ import (
 func newResponseCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "response",
-		Short: "Validate and test response policies offline",
+		Short: "Validate, test and dry-run response policies",
 		Long: `Response policies (YAML, apiVersion harrier.io/v1, kind ResponsePolicies) match
 alerts by detection, severity, namespace, pod labels, image and host or
 container, and name actions, each policy in audit mode (record what it would
-have done) or enforce mode.`,
+have done) or enforce mode. Protected targets (pid 1, the agent, the kubelet,
+the container runtime, kube-system) are refused unless a policy names them in
+allowProtected, and a policy over its rateLimit only audits for a cool-down.`,
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate FILE",

@@ -168,6 +168,14 @@ func TestResponseDryRunFile(t *testing.T) {
 	if rep.Alerts != 9 || rep.Policies[1].Actions[0].Pods != 3 || rep.Policies[1].Actions[0].Action != response.ActionBlockNetwork {
 		t.Errorf("report without --since: %s", out)
 	}
+	// --as-enforce: the audit policy's kill counts as done.
+	out, err = runCLI(t, "response", "dry-run", pol, "--alerts", file, "--since", "24h", "--as-enforce")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "host-shells (enforce): 2 alerts matched\n  would have killed 1 process on the host (kill-process-tree, 1 alert)\n") {
+		t.Errorf("--as-enforce report:\n%s", out)
+	}
 	if _, err := runCLI(t, "response", "dry-run", pol, "--alerts", file, "--since", "yesterday"); err == nil || !strings.Contains(err.Error(), `--since "yesterday"`) {
 		t.Errorf("bad --since: %v", err)
 	}
