@@ -135,7 +135,7 @@ newest).`,
 		},
 	}
 	backendAPI.register(cmd)
-	cmd.Flags().StringVar(&alertsPath, "alerts", "", "alerts as JSON lines (- for stdin), as `harrier response test` reads them")
+	cmd.Flags().StringVar(&alertsPath, "alerts", "", "`FILE` of alerts as JSON lines (- for stdin), as harrier response test reads them")
 	cmd.Flags().StringVar(&since, "since", "", "only alerts last seen since this RFC 3339 time or this long ago (with --api: default 24h)")
 	cmd.Flags().BoolVar(&asEnforce, "as-enforce", false, "count every policy as enforcing (what an audit policy would do once enforced)")
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "print the report as JSON")
