@@ -110,8 +110,17 @@ func (r *Responder) command(cmd *api.Command, proc *api.Process, container *api.
 	case ActionRestoreFile:
 		r.restoreFile(t, resp)
 	default:
-		// The policies' actions, on a pseudo-alert naming the target.
+		// The policies' actions, on a pseudo-alert naming the target; the
+		// protected targets are refused to an analyst too.
 		a := &api.Alert{Id: cmd.GetAlertId(), Node: r.node, Process: proc, Container: container}
+		if container.GetId() == "" {
+			a.Container = nil
+		}
+		if pr := r.guard.protect.Check(a); pr != nil {
+			resp.Target = "process " + strconv.Itoa(int(proc.GetTgid()))
+			resp.Outcome, resp.Error = OutcomeRefused, refusal(pr)
+			return
+		}
 		r.act(a, Decision{Policy: resp.Policy, Mode: ModeEnforce, Action: cmd.GetAction()}, resp)
 	}
 }

@@ -34,6 +34,9 @@ type Killed struct {
 	PIDs []int
 	// Took is from the call to the last signal sent.
 	Took time.Duration
+	// Spared are descendants left alone, with their own descendants,
+	// because spare said so (protected processes).
+	Spared []int
 }
 
 // ErrNotTarget means the PID now belongs to another process (the target
@@ -46,7 +49,14 @@ var ErrNotTarget = errors.New("the process is no longer the alert's")
 // PID; the tree is stopped (SIGSTOP) before anything is killed, so none of
 // it forks away meanwhile. procRoot is "" for /proc.
 func KillProcessTree(procRoot string, t Target) (Killed, error) {
+	return killProcessTree(procRoot, t, nil)
+}
+
+// killProcessTree is KillProcessTree sparing the descendants spare names
+// (nil spares none) and theirs.
+func killProcessTree(procRoot string, t Target, spare func(pid int) bool) (Killed, error) {
 	start := time.Now()
+	var spared []int
 	root, err := pinTarget(procRoot, t)
 	if err != nil {
 		return Killed{}, err
@@ -77,11 +87,16 @@ func KillProcessTree(procRoot string, t Target) (Killed, error) {
 			if err != nil {
 				continue // exited, or no longer a child
 			}
+			if spare != nil && spare(child) {
+				unix.Close(p.fd)
+				spared = append(spared, child)
+				continue
+			}
 			tree = append(tree, p)
 			_ = unix.PidfdSendSignal(p.fd, unix.SIGSTOP, nil, 0)
 		}
 	}
-	var out Killed
+	out := Killed{Spared: spared}
 	var errs []error
 	for _, p := range tree {
 		if err := unix.PidfdSendSignal(p.fd, unix.SIGKILL, nil, 0); err != nil && !errors.Is(err, unix.ESRCH) {

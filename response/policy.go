@@ -68,6 +68,11 @@ type Policy struct {
 	Mode    string   `json:"mode"`
 	Match   Match    `json:"match"`
 	Actions []string `json:"actions"`
+	// AllowProtected names the protected targets (kubelet, runtime,
+	// kube-system) this policy may act on; none by default.
+	AllowProtected []string `json:"allowProtected,omitempty"`
+	// RateLimit bounds the actions the policy enforces (see RateLimit).
+	RateLimit RateLimit `json:"rateLimit,omitzero"`
 }
 
 // Match selects alerts; every field set must match, an unset one matches
@@ -122,6 +127,12 @@ func (f *File) Validate() error {
 		}
 		if len(p.Actions) == 0 {
 			bad("no actions")
+		}
+		for _, e := range validateAllowProtected(p.AllowProtected) {
+			bad("%s", e)
+		}
+		for _, e := range p.RateLimit.validate() {
+			bad("%s", e)
 		}
 		for _, a := range p.Actions {
 			if !slices.Contains(Actions(), a) {

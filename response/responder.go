@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +41,10 @@ type Responder struct {
 	record   func(*api.Event)
 	log      *slog.Logger
 	queue    chan *api.Alert
-	// never are processes no policy may act on: pid 1, the agent and
-	// its parent (its supervisor).
-	never map[int]bool
+	// guard refuses protected targets and opens a policy's circuit
+	// breaker; now is its clock.
+	guard *guard
+	now   func() time.Time
 	kill  func(Target) (Killed, error)
 	// net blocks cgroups' network, made by newNet at its first use; nil
 	// when this host cannot (netErr says why).
@@ -62,24 +63,30 @@ type Responder struct {
 	mu     sync.Mutex
 	counts map[[3]string]uint64 // action, mode, outcome
 
-	actionsDesc, droppedDesc *prometheus.Desc
+	actionsDesc, droppedDesc, breakerOpenDesc, breakerTripsDesc *prometheus.Desc
 }
 
 // NewResponder acts per policies on node; record receives every response
 // event (the agent spools it with the alerts).
 func NewResponder(policies *File, node string, record func(*api.Event), log *slog.Logger) *Responder {
 	v2, v2Err := UnifiedMount()
+	protect := NewProtection("")
 	r := &Responder{
 		v2: v2, v2Err: v2Err,
 		node: node, record: record, log: log,
 		queue:  make(chan *api.Alert, queueSize),
-		never:  map[int]bool{0: true, 1: true, os.Getpid(): true, os.Getppid(): true},
-		kill:   func(t Target) (Killed, error) { return KillProcessTree("", t) },
+		guard:  newGuard(protect),
+		now:    time.Now,
+		kill:   func(t Target) (Killed, error) { return killProcessTree("", t, protect.spareLive) },
 		counts: map[[3]string]uint64{},
 		actionsDesc: prometheus.NewDesc("harrier_response_actions_total",
 			"Response actions by action, mode (audit or enforce) and outcome.", []string{"action", "mode", "outcome"}, nil),
 		droppedDesc: prometheus.NewDesc("harrier_response_dropped_total",
 			"New alerts not given to the response policies because their queue was full.", nil, nil),
+		breakerOpenDesc: prometheus.NewDesc("harrier_response_breaker_open",
+			"1 while the policy's circuit breaker is open (its enforce actions only audited), else 0.", []string{"policy"}, nil),
+		breakerTripsDesc: prometheus.NewDesc("harrier_response_breaker_trips_total",
+			"Times the policy's circuit breaker opened.", []string{"policy"}, nil),
 	}
 	r.SetPolicies(policies)
 	return r
@@ -164,9 +171,22 @@ func (r *Responder) Run(ctx context.Context) error {
 // Handle takes the policies' actions on a and returns their records.
 func (r *Responder) Handle(a *api.Alert) []*api.Event {
 	var out []*api.Event
-	for _, d := range r.policies.Load().Decide(a) {
+	now := r.now()
+	f := r.policies.Load()
+	for _, d := range f.Decide(a) {
+		ad := r.guard.admit(f, a, d, now)
+		out = append(out, r.breakerRecords(a, d, ad)...)
+		d.Mode = ad.mode
 		resp := &api.Response{AlertId: a.GetId(), DetectionId: a.GetDetectionId(), Policy: d.Policy, Mode: d.Mode, Action: d.Action}
-		r.act(a, d, resp)
+		if ad.refused != "" {
+			resp.Target = "process " + strconv.Itoa(int(a.GetProcess().GetTgid()))
+			resp.Outcome, resp.Error = OutcomeRefused, ad.refused
+		} else {
+			r.act(a, d, resp)
+			if note := ad.note(); note != "" {
+				resp.Error = strings.TrimPrefix(resp.Error+"; "+note, "; ")
+			}
+		}
 		if at := a.GetFirstSeen(); at != nil {
 			resp.LatencyUs = time.Since(at.AsTime()).Microseconds()
 		}
@@ -197,8 +217,6 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
 	case p.GetTgid() == 0 || p.GetStartTime() == nil:
 		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
-	case r.never[target.PID]:
-		resp.Outcome, resp.Error = OutcomeRefused, "never acted on: pid 1, the agent or its supervisor"
 	case d.Action == ActionBlockNetwork:
 		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
 	case d.Action == ActionQuarantine:
@@ -209,6 +227,9 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		killed, err := r.kill(target)
 		for _, pid := range killed.PIDs {
 			resp.Pids = append(resp.Pids, uint32(pid))
+		}
+		if len(killed.Spared) > 0 {
+			resp.Target += fmt.Sprintf(" (spared protected descendants %v)", killed.Spared)
 		}
 		setOutcome(resp, err)
 	}
@@ -375,6 +396,8 @@ func (r *Responder) ExecHit(h ExecHit) {
 func (r *Responder) Describe(ch chan<- *prometheus.Desc) {
 	ch <- r.actionsDesc
 	ch <- r.droppedDesc
+	ch <- r.breakerOpenDesc
+	ch <- r.breakerTripsDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -385,6 +408,7 @@ func (r *Responder) Collect(ch chan<- prometheus.Metric) {
 	}
 	r.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(r.droppedDesc, prometheus.CounterValue, float64(r.dropped.Load()))
+	r.collectBreakers(ch)
 }
 
 // NetBlocker returns the network blocker, making it now if it was not yet.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -217,4 +219,80 @@ func TestResponseBlockNetwork(t *testing.T) {
 		t.Errorf("after the block the container still connects: %s", out)
 	}
 	t.Logf("blocked %s: %s", resp.GetTarget(), fetch())
+}
+
+// TestResponseCircuitBreaker: a real agent whose kill policy may act once a
+// minute kills the first marker's shell, then trips its breaker on the
+// second: that shell keeps running, the record says audited because the
+// breaker is open, the trip is a record of its own and the agent's metric
+// says the breaker is open.
+func TestResponseCircuitBreaker(t *testing.T) {
+	testenv.RequireRoot(t)
+	e := startResponseNode(t, "edge-response-breaker", `policies:
+  - name: marker
+    mode: enforce
+    match: {detections: [test-alert], where: host}
+    actions: [kill-process-tree]
+    rateLimit: {maxActionsPerMinute: 1, coolDown: 10m}
+`)
+	// Each marker runs from its own copy of sh: another executable is
+	// another alert (the same one would only update the first).
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shBytes, err := os.ReadFile(sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := func() (*exec.Cmd, chan error) {
+		copyPath := filepath.Join(t.TempDir(), "sh")
+		if err := os.WriteFile(copyPath, shBytes, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tree := exec.Command(copyPath, "-c", "echo HARRIER-TEST-ALERT >/dev/null; sleep 300")
+		tree.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := tree.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan error, 1)
+		go func() { ended <- tree.Wait() }()
+		t.Cleanup(func() { _ = syscall.Kill(-tree.Process.Pid, syscall.SIGKILL) })
+		return tree, ended
+	}
+	first, firstEnded := marker()
+	if resp := e.responseFor(t, uint32(first.Process.Pid)); resp.GetOutcome() != "done" || resp.GetMode() != "enforce" {
+		t.Fatalf("first marker: %+v, want enforced", resp)
+	}
+	select {
+	case <-firstEnded:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first marker's shell still runs")
+	}
+
+	second, secondEnded := marker()
+	resp := e.responseFor(t, uint32(second.Process.Pid))
+	if resp.GetOutcome() != "audited" || resp.GetMode() != "audit" || !strings.Contains(resp.GetError(), "circuit breaker open until") {
+		t.Errorf("second marker: %+v, want audited under the open breaker", resp)
+	}
+	trip := e.response(t, func(ev *api.Event) bool { return ev.GetResponse().GetAction() == "circuit-breaker" })
+	if trip.GetOutcome() != "tripped" || trip.GetPolicy() != "marker" || !strings.Contains(trip.GetError(), "over the limit of 1") {
+		t.Errorf("trip record %+v", trip)
+	}
+	select {
+	case err := <-secondEnded:
+		t.Errorf("the second marker's shell ended (%v) though the breaker was open", err)
+	case <-time.After(time.Second):
+	}
+	got, err := http.Get("http://" + e.agentMetrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	for _, want := range []string{`harrier_response_breaker_open{policy="marker"} 1`, `harrier_response_breaker_trips_total{policy="marker"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("agent metrics lack %s", want)
+		}
+	}
 }
