@@ -26,6 +26,9 @@ import (
 // (backend.apiTLS), the CA its certificate chains to.
 type apiFlags struct {
 	url, tokenFile, caFile string
+	// defaultToken is the token file used without --token-file (the API
+	// token's when empty).
+	defaultToken string
 }
 
 func (f *apiFlags) register(cmd *cobra.Command) {
@@ -43,6 +46,9 @@ func (f *apiFlags) do(ctx context.Context, method, path string, body, out any) e
 		return fmt.Errorf("--api %q: want http(s)://host:port", f.url)
 	}
 	tokenFile := f.tokenFile
+	if tokenFile == "" {
+		tokenFile = f.defaultToken
+	}
 	if tokenFile == "" {
 		tokenFile = backend.FileConfig{}.Resolved().TokenFile()
 	}
@@ -68,19 +74,24 @@ func (f *apiFlags) do(ctx context.Context, method, path string, body, out any) e
 		client.Transport = &http.Transport{TLSClientConfig: tlsConf}
 	}
 	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
+	contentType := "application/json"
+	switch b := body.(type) {
+	case nil:
+	case []byte: // a file sent as it is (a policy file)
+		rd, contentType = bytes.NewReader(b), "application/yaml"
+	default:
+		j, err := json.Marshal(b)
 		if err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(j)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

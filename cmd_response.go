@@ -26,7 +26,7 @@ import (
 func newResponseCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "response",
-		Short: "Validate, test and dry-run response policies",
+		Short: "Validate, test and dry-run response policies; push them to the backend; ask agents for actions",
 		Long: `Response policies (YAML, apiVersion harrier.io/v1, kind ResponsePolicies) match
 alerts by detection, severity, namespace, pod labels, image and host or
 container, and name actions, each policy in audit mode (record what it would
@@ -75,6 +75,7 @@ allowProtected, and a policy over its rateLimit only audits for a cool-down.`,
 	test.Flags().StringVar(&alertPath, "alert", "", "alerts as JSON lines (- for stdin)")
 	cmd.AddCommand(test)
 	cmd.AddCommand(newResponseDryRunCommand())
+	cmd.AddCommand(newResponseBackendCommands()...)
 	return cmd
 }
 

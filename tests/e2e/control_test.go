@@ -352,4 +352,33 @@ policies:
 			t.Errorf("after %s: frozen %v, want %v", step.action, frozen(), step.frozen)
 		}
 	}
+
+	// The same through the CLI: push a new version, then kill a process
+	// and wait for the outcome.
+	policyFile := filepath.Join(e.dir, "policies-v2.yaml")
+	if err := os.WriteFile(policyFile, []byte(policies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(e.dir, "backend", "response-token")
+	out, err := exec.Command(e.bin, "response", "push", policyFile, "--api", "http://"+e.api, "--token-file", tokenFile).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "version 2:") {
+		t.Errorf("harrier response push: %v %s", err, out)
+	}
+	viaCLI, viaCLIEnded := startSleeper(t)
+	st, err := procstat.Read("/proc", viaCLI.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boot, err := procstat.BootTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(e.bin, "response", "act", "kill-process-tree", "--agent", "edge-control",
+		"--pid", strconv.Itoa(viaCLI.Process.Pid), "--start-time", boot.Add(st.SinceBoot()).Format(time.RFC3339Nano),
+		"--reason", "cli", "--api", "http://"+e.api, "--token-file", tokenFile).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"state":"done"`) {
+		t.Errorf("harrier response act: %v %s", err, out)
+	}
+	killedBySIGKILL(t, viaCLIEnded)
+	testenv.WaitFor(t, 20*time.Second, "the agent applies version 2", func() bool { v, _ := appliedVersion(); return v == 2 })
 }
