@@ -19,11 +19,32 @@ import (
 
 // responseRunner is the agent's side of the response policies; its zero
 // value (no policy file, or one that did not load) does nothing.
-type responseRunner struct{ r *response.Responder }
+type responseRunner struct {
+	r *response.Responder
+	// guard is the kill-at-exec program when it watches containers (drift
+	// entries), else nil.
+	guard *response.ExecGuard
+	log   *slog.Logger
+}
 
 func (rr responseRunner) offer(a *api.Alert) {
 	if rr.r != nil {
 		rr.r.Offer(a)
+	}
+}
+
+// enrichThenObserve returns enrich followed, when drift entries watch
+// containers, by telling the guard of the event's container: scoped drift
+// entries cover a container from its first event on.
+func (rr responseRunner) enrichThenObserve(enrich func(*api.Event)) func(*api.Event) {
+	if rr.guard == nil {
+		return enrich
+	}
+	return func(ev *api.Event) {
+		enrich(ev)
+		if err := rr.guard.ObserveContainer(ev.GetContainer()); err != nil {
+			rr.log.Warn("kill at exec: container not watched for drift", "container", ev.GetContainer().GetId(), "error", err)
+		}
 	}
 }
 
@@ -67,24 +88,29 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		r.UseNetBlocker(n, err)
 	}
 	run("response", func() error { return r.Run(ctx) })
+	var guard *response.ExecGuard
 	if len(policies.ExecDeny) > 0 {
-		startExecGuard(ctx, policies.ExecDeny, r, run, log)
+		guard = startExecGuard(ctx, policies.ExecDeny, r, run, log)
 	}
 	modes := map[string]int{}
 	for _, p := range policies.Policies {
 		modes[p.Mode]++
 	}
 	log.Info("response policies loaded", "file", cfg.PolicyFile, "enforce", modes[response.ModeEnforce], "audit", modes[response.ModeAudit])
-	return responseRunner{r: r}
+	rr := responseRunner{r: r, log: log}
+	if guard != nil && guard.WatchesContainers() {
+		rr.guard = guard
+	}
+	return rr
 }
 
 // startExecGuard loads the kill-at-exec program. A kernel that refuses it
-// is an error in the log; the alert-driven actions keep working.
-func startExecGuard(ctx context.Context, lists []response.ExecDeny, r *response.Responder, run func(string, func() error), log *slog.Logger) {
+// is an error in the log (and nil); the alert-driven actions keep working.
+func startExecGuard(ctx context.Context, lists []response.ExecDeny, r *response.Responder, run func(string, func() error), log *slog.Logger) *response.ExecGuard {
 	boot, err := procstat.BootTime()
 	if err != nil {
 		log.Error("kill at exec not started", "error", err)
-		return
+		return nil
 	}
 	g, skipped, err := response.StartExecGuard(lists, boot)
 	for _, s := range skipped {
@@ -92,13 +118,14 @@ func startExecGuard(ctx context.Context, lists []response.ExecDeny, r *response.
 	}
 	if err != nil {
 		log.Error("kill at exec not started; alert-driven response actions still run", "error", err)
-		return
+		return nil
 	}
-	log.Info("kill at exec attached", "attach", g.Attach, "executables", g.Entries())
+	log.Info("kill at exec attached", "attach", g.Attach, "entries", g.Entries(), "drift", g.WatchesContainers())
 	run("kill at exec", func() error {
 		defer g.Close()
 		return g.Run(ctx, r.ExecHit, log)
 	})
+	return g
 }
 
 // backendAddrs are the addresses a blocked cgroup may still reach: the

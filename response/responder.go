@@ -309,9 +309,15 @@ func (r *Responder) count(resp *api.Response) {
 // records.
 const ActionKillAtExec = "kill-at-exec"
 
-// ExecHit records what the kernel did when a denied executable was exec'd.
+// ExecHit records what the kernel did when a denied executable was exec'd:
+// a listed path's target is its path; a drift binary's is "drift " and the
+// path the process gave execve, with its container.
 func (r *Responder) ExecHit(h ExecHit) {
-	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: h.Path}
+	target, reason := h.Path, "listed"
+	if h.Drift {
+		target, reason = "drift "+h.Path, "drift"
+	}
+	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: target}
 	switch {
 	case h.Err != nil:
 		resp.Outcome, resp.Error = OutcomeFailed, h.Err.Error()
@@ -321,11 +327,11 @@ func (r *Responder) ExecHit(h ExecHit) {
 		resp.Outcome = OutcomeAudited
 	}
 	r.count(resp)
-	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", ActionKillAtExec, "outcome", resp.Outcome,
-		"exe", h.Path, "pid", h.TGID, "error", resp.Error)
+	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", ActionKillAtExec, "reason", reason, "outcome", resp.Outcome,
+		"exe", h.Path, "pid", h.TGID, "container", h.Container.GetId(), "error", resp.Error)
 	r.record(&api.Event{Time: timestamppb.Now(), Node: r.node, Kind: api.EventKind_EVENT_KIND_RESPONSE,
-		Process: &api.Process{Pid: h.TGID, Tgid: h.TGID, Exe: h.Path, StartTime: timestamppb.New(h.StartTime)},
-		Detail:  &api.Event_Response{Response: resp}})
+		Process:   &api.Process{Pid: h.TGID, Tgid: h.TGID, Exe: h.Path, StartTime: timestamppb.New(h.StartTime)},
+		Container: h.Container, Detail: &api.Event_Response{Response: resp}})
 }
 
 // Describe implements prometheus.Collector.
