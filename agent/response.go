@@ -80,9 +80,9 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		allow := backendAddrs(ctx, uplink, log)
 		n, err := response.NewNetBlocker(allow)
 		if err != nil {
-			log.Error("block-network unavailable; those actions will fail with the reason", "error", err)
+			log.Error("block-network and isolate-network unavailable; those actions will fail with the reason", "error", err)
 		} else {
-			log.Info("block-network ready", "allowed", allow)
+			log.Info("block-network and isolate-network ready", "allowed", allow)
 			context.AfterFunc(ctx, func() { _ = n.Close() })
 		}
 		r.UseNetBlocker(n, err)
@@ -128,7 +128,7 @@ func startExecGuard(ctx context.Context, lists []response.ExecDeny, r *response.
 	return g
 }
 
-// backendAddrs are the addresses a blocked cgroup may still reach: the
+// backendAddrs are the addresses a blocked or isolated cgroup may still reach: the
 // backend's ingest and enrollment API (a pod may be the agent's own
 // neighbour), resolved now.
 func backendAddrs(ctx context.Context, uplink UplinkConfig, log *slog.Logger) []netip.AddrPort {

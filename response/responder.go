@@ -88,10 +88,11 @@ func (r *Responder) UseNetBlocker(n *NetBlocker, err error) { r.net, r.netErr = 
 // copies (the agent's data directory's quarantine/).
 func (r *Responder) UseQuarantineDir(dir string) { r.quarantineDir = dir }
 
-// NeedsNetBlocker says whether a policy names block-network.
+// NeedsNetBlocker says whether a policy names block-network or
+// isolate-network.
 func (f *File) NeedsNetBlocker() bool {
 	for _, p := range f.Policies {
-		if slices.Contains(p.Actions, ActionBlockNetwork) {
+		if slices.Contains(p.Actions, ActionBlockNetwork) || slices.Contains(p.Actions, ActionIsolateNetwork) {
 			return true
 		}
 	}
@@ -156,8 +157,8 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
 	case r.never[target.PID]:
 		resp.Outcome, resp.Error = OutcomeRefused, "never acted on: pid 1, the agent or its supervisor"
-	case d.Action == ActionBlockNetwork:
-		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
+	case d.Action == ActionBlockNetwork || d.Action == ActionIsolateNetwork:
+		r.blockNetwork(a.GetContainer(), target, d, resp)
 	case d.Action == ActionQuarantine:
 		r.quarantine(target, p.GetExe(), d.Mode, resp)
 	case d.Mode == ModeAudit:
@@ -184,19 +185,20 @@ func setOutcome(resp *api.Response, err error) {
 	}
 }
 
-// blockNetwork blocks the network of the alert's container: its cgroup in
-// the unified hierarchy, from the container's cgroup path (the process may
-// be gone by now), else from the live process, pinned and checked by its
-// start time.
-func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, resp *api.Response) {
+// blockNetwork blocks (block-network) or isolates (isolate-network) the
+// network of the alert's container: its cgroup in the unified hierarchy,
+// from the container's cgroup path (the process may be gone by now), else
+// from the live process, pinned and checked by its start time.
+func (r *Responder) blockNetwork(c *api.Container, target Target, d Decision, resp *api.Response) {
+	mode := d.Mode
 	if r.net == nil {
-		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("block network unavailable: %v", r.netErr)
+		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("%s unavailable: %v", d.Action, r.netErr)
 		return
 	}
 	if c.GetId() == "" {
 		// A host process's cgroup is a whole service (sshd.service, a
 		// user's session): never cut.
-		resp.Outcome, resp.Error = OutcomeRefused, "block-network acts on containers only"
+		resp.Outcome, resp.Error = OutcomeRefused, d.Action+" acts on containers only"
 		return
 	}
 	var cg string
@@ -224,7 +226,11 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 		resp.Outcome = OutcomeAudited
 		return
 	}
-	if err := r.net.Block(cg); err != nil {
+	act := r.net.Block
+	if d.Action == ActionIsolateNetwork {
+		act = r.net.Isolate
+	}
+	if err := act(cg); err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 		return
 	}
