@@ -98,6 +98,9 @@ type ExecHit struct {
 	Drift     bool
 	TGID      uint32
 	StartTime time.Time
+	// SignalTime is when the kernel sent the signal (or would have): less
+	// StartTime, the time from the process's fork to its kill.
+	SignalTime time.Time
 	// CgroupID is the process's cgroup (v2 id); Container is the container
 	// the agent saw in it, if any.
 	CgroupID  uint64
@@ -365,7 +368,7 @@ func (g *ExecGuard) Run(ctx context.Context, hit func(ExecHit), log *slog.Logger
 		e := g.entries[h.Entry]
 		out := ExecHit{List: e.list, Path: e.path, Mode: e.mode, TGID: h.Tgid, Drift: h.Reason == reasonDrift,
 			StartTime: g.bootTime.Add(time.Duration(h.StartBoottime)), Killed: h.Kill == 1 && h.SignalResult == 0,
-			CgroupID: h.CgroupId, Container: g.container(h.CgroupId)}
+			SignalTime: g.bootTime.Add(time.Duration(h.HitBoottime)), CgroupID: h.CgroupId, Container: g.container(h.CgroupId)}
 		if out.Drift {
 			out.Path = cString(h.Filename[:])
 		}
