@@ -267,12 +267,14 @@ func killTreeLatency(ctx context.Context, n int) ([]latency, error) {
 	return []latency{newLatency("kill-process-tree: call to a lone sleep reaped", took)}, nil
 }
 
-// rounds runs op count times per round, alternating without and with,
-// and returns the median per-operation time of each, in microseconds.
+// rounds runs op count times per round, without and with, in turns
+// (each going first every other round, so that drift in the host's load
+// weighs on both), and returns the median per-operation time of each, in
+// microseconds.
 func rounds(ctx context.Context, o options, count int, op func() error, with func() (func(), error)) (float64, float64, error) {
 	var without, withT []float64
-	for range o.rounds {
-		for _, on := range []bool{false, true} {
+	for i := range o.rounds {
+		for _, on := range []bool{i%2 == 1, i%2 == 0} {
 			undo := func() {}
 			if on {
 				var err error

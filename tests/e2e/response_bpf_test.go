@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,4 +74,41 @@ func TestResponseDriftKilledAtExec(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestResponseIsolateNetwork: a real agent isolates a real container when an
+// alert comes from it: before, the container reaches its own loopback web
+// server; after the marker ran in it, packets to and from it are dropped
+// (wget times out), and the backend has the record naming the cgroup.
+func TestResponseIsolateNetwork(t *testing.T) {
+	testenv.RequireRoot(t)
+	runctest.Require(t)
+	e := startResponseNode(t, "edge-isolate-network", `policies:
+  - name: isolate-on-marker
+    mode: enforce
+    match: {detections: [test-alert], where: container}
+    actions: [isolate-network]
+`)
+	c := runctest.Start(t, runctest.Options{Args: []string{"/bin/busybox", "sh", "-c",
+		"mkdir -p /www && echo served >/www/index.html && exec /bin/busybox httpd -f -p 127.0.0.1:8080 -h /www"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	fetch := func() string {
+		out, err := c.Exec(ctx, "/bin/busybox", "timeout", "3", "/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:8080/")
+		return fmt.Sprintf("%s %v", out, err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the container's web server answering", func() bool {
+		return strings.HasPrefix(fetch(), "served")
+	})
+	if _, err := c.Exec(ctx, "/bin/busybox", "sh", "-c", "echo HARRIER-TEST-ALERT"); err != nil {
+		t.Fatal(err)
+	}
+	resp := e.response(t, func(ev *api.Event) bool { return ev.GetContainer().GetId() == c.ID })
+	if resp.GetAction() != "isolate-network" || resp.GetOutcome() != "done" || !strings.HasSuffix(resp.GetTarget(), "/"+c.ID) {
+		t.Fatalf("record %+v, want isolate-network done on the container's cgroup", resp)
+	}
+	if out := fetch(); strings.HasPrefix(out, "served") {
+		t.Errorf("after the isolation the container still reaches its web server: %s", out)
+	}
+	t.Logf("isolated %s: %s", resp.GetTarget(), fetch())
 }
