@@ -24,7 +24,11 @@ type responseRunner struct {
 	// guard is the kill-at-exec program when it watches containers (drift
 	// entries), else nil.
 	guard *response.ExecGuard
-	log   *slog.Logger
+	// net is the network blocker, nil when no policy blocks or isolates:
+	// undo (Unblock, Unisolate) goes through it, with the cgroup path of
+	// the action's record ("cgroup <path>").
+	net *response.NetBlocker
+	log *slog.Logger
 }
 
 func (rr responseRunner) offer(a *api.Alert) {
@@ -76,6 +80,7 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 	}
 	r := response.NewResponder(policies, node, record, log)
 	r.UseQuarantineDir(filepath.Join(dataDir, "quarantine"))
+	var blocker *response.NetBlocker
 	if policies.NeedsNetBlocker() {
 		allow := backendAddrs(ctx, uplink, log)
 		n, err := response.NewNetBlocker(allow)
@@ -84,6 +89,7 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		} else {
 			log.Info("block-network and isolate-network ready", "allowed", allow)
 			context.AfterFunc(ctx, func() { _ = n.Close() })
+			blocker = n
 		}
 		r.UseNetBlocker(n, err)
 	}
@@ -97,7 +103,7 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		modes[p.Mode]++
 	}
 	log.Info("response policies loaded", "file", cfg.PolicyFile, "enforce", modes[response.ModeEnforce], "audit", modes[response.ModeAudit])
-	rr := responseRunner{r: r, log: log}
+	rr := responseRunner{r: r, net: blocker, log: log}
 	if guard != nil && guard.WatchesContainers() {
 		rr.guard = guard
 	}

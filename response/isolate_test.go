@@ -100,3 +100,17 @@ func TestIsolate(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestIsolateNetworkNeedsContainer(t *testing.T) {
+	f := File{APIVersion: APIVersion, Kind: Kind, Policies: []Policy{
+		{Name: "host", Mode: ModeEnforce, Match: Match{Detections: []string{"x"}}, Actions: []string{ActionIsolateNetwork}},
+		{Name: "container", Mode: ModeEnforce, Match: Match{Detections: []string{"x"}, Where: WhereContainer}, Actions: []string{ActionIsolateNetwork}},
+	}}
+	err := f.Validate()
+	if err == nil || !strings.Contains(err.Error(), `"host": isolate-network needs where: container`) || strings.Contains(err.Error(), `"container"`) {
+		t.Errorf("validate: %v, want only the host policy refused", err)
+	}
+	if !f.NeedsNetBlocker() {
+		t.Error("isolate-network does not load the network blocker")
+	}
+}
