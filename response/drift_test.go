@@ -139,3 +139,25 @@ func TestExecDenyValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestObserveContainerOnce: a container whose cgroup cannot be found is an
+// error once, not on each of its events.
+func TestObserveContainerOnce(t *testing.T) {
+	testenv.RequireRoot(t)
+	boot, err := procstat.BootTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, err := StartExecGuard([]ExecDeny{{Name: "drift", Mode: ModeEnforce, Drift: true, Namespaces: []string{"shop"}}}, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	c := &api.Container{Id: "gone", Cgroup: "/harrier-test-no-such-cgroup", PodNamespace: "shop"}
+	if err := g.ObserveContainer(c); err == nil {
+		t.Error("a missing cgroup was no error")
+	}
+	if err := g.ObserveContainer(c); err != nil {
+		t.Errorf("the second event of the same container: %v", err)
+	}
+}

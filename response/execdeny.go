@@ -287,23 +287,25 @@ func (g *ExecGuard) ObserveContainer(c *api.Container) error {
 		}
 		g.v2 = v2
 	}
-	dir, err := containerCgroup(v2, c.GetCgroup())
-	if err != nil {
-		return err
+	if len(g.cgroups) >= maxContainers {
+		g.forgetGone()
 	}
+	if len(g.cgroups) >= maxContainers {
+		return fmt.Errorf("container %s: already %d containers watched", c.GetId(), maxContainers)
+	}
+	dir, err := containerCgroup(v2, c.GetCgroup())
 	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
+	if err == nil {
+		err = unix.Stat(dir, &st)
+	}
+	if err != nil {
+		// Once per container, not once per event: id 0 marks it tried.
+		g.cgroups[c.GetCgroup()] = 0
 		return fmt.Errorf("container %s cgroup: %w", c.GetId(), err)
 	}
 	// A cgroup v2 directory's inode number is its cgroup id, which
 	// bpf_get_current_cgroup_id returns.
 	id := st.Ino
-	if len(g.containers) >= maxContainers {
-		g.forgetGone()
-	}
-	if len(g.containers) >= maxContainers {
-		return fmt.Errorf("container %s: already %d containers watched", c.GetId(), maxContainers)
-	}
 	g.containers[id], g.cgroups[c.GetCgroup()] = c, id
 	var act *execdenyExecAction
 	for _, d := range g.drift {
@@ -326,10 +328,12 @@ func (g *ExecGuard) ObserveContainer(c *api.Container) error {
 // forgetGone drops the containers whose cgroup is gone; g.mu is held.
 func (g *ExecGuard) forgetGone() {
 	for p, id := range g.cgroups {
-		if _, err := os.Stat(filepath.Join(g.v2, filepath.Clean("/"+p))); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(g.v2, filepath.Clean("/"+p))); id == 0 || errors.Is(err, os.ErrNotExist) {
 			delete(g.cgroups, p)
-			delete(g.containers, id)
-			_ = g.coll.Maps["drift_cgroups"].Delete(id)
+			if id != 0 {
+				delete(g.containers, id)
+				_ = g.coll.Maps["drift_cgroups"].Delete(id)
+			}
 		}
 	}
 }
