@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
 	run("pipeline", func() error {
-		return pipeline(events, kp.enrich, kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, responder.offer, log)
+		return pipeline(events, responder.enrichThenObserve(kp.enrich), kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, responder.offer, log)
 	})
 	run("uplink", func() error {
 		client, err := ident.start(ctx, cfg, newClient, run)

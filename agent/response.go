@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -38,6 +39,10 @@ type responseRunner struct {
 
 	guardMu   sync.Mutex // serialises swapGuard
 	stopGuard func()     // stops the running exec guard; nil when none
+	// drift is the running kill-at-exec program when it watches containers
+	// (scoped drift entries), else nil: the pipeline tells it of each
+	// event's container.
+	drift atomic.Pointer[response.ExecGuard]
 
 	mu      sync.Mutex
 	source  string // policiesFromBackend, policiesFromFile or ""
@@ -52,6 +57,22 @@ const (
 )
 
 func (rr *responseRunner) offer(a *api.Alert) { rr.r.Offer(a) }
+
+// enrichThenObserve returns enrich followed, while scoped drift entries
+// watch containers, by telling the guard of the event's container: such an
+// entry covers a container from its first event on.
+func (rr *responseRunner) enrichThenObserve(enrich func(*api.Event)) func(*api.Event) {
+	return func(ev *api.Event) {
+		enrich(ev)
+		g := rr.drift.Load()
+		if g == nil || ev.GetContainer() == nil {
+			return
+		}
+		if err := g.ObserveContainer(ev.GetContainer()); err != nil {
+			rr.log.Warn("kill at exec: container not watched for drift", "container", ev.GetContainer().GetId(), "error", err)
+		}
+	}
+}
 
 // startResponse runs the responder with the policies the backend sent last
 // (kept under the data directory, so they hold across restarts and outages),
@@ -81,10 +102,10 @@ func startResponse(ctx context.Context, cfg ResponseConfig, uplink UplinkConfig,
 		allow := backendAddrs(ctx, uplink, log)
 		n, err := response.NewNetBlocker(allow)
 		if err != nil {
-			log.Error("block-network unavailable; those actions will fail with the reason", "error", err)
+			log.Error("block-network and isolate-network unavailable; those actions will fail with the reason", "error", err)
 			return nil, err
 		}
-		log.Info("block-network ready", "allowed", allow)
+		log.Info("block-network and isolate-network ready", "allowed", allow)
 		context.AfterFunc(ctx, func() { _ = n.Close() })
 		return n, nil
 	})
@@ -233,6 +254,7 @@ func (rr *responseRunner) swapGuard(ctx context.Context, lists []response.ExecDe
 	rr.guardMu.Lock()
 	defer rr.guardMu.Unlock()
 	if rr.stopGuard != nil {
+		rr.drift.Store(nil)
 		rr.stopGuard()
 		rr.stopGuard = nil
 	}
@@ -251,7 +273,7 @@ func (rr *responseRunner) swapGuard(ctx context.Context, lists []response.ExecDe
 		rr.log.Error("kill at exec not started; alert-driven response actions still run", "error", err)
 		return
 	}
-	rr.log.Info("kill at exec attached", "attach", g.Attach, "executables", g.Entries())
+	rr.log.Info("kill at exec attached", "attach", g.Attach, "entries", g.Entries(), "drift", g.WatchesContainers())
 	gctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -262,6 +284,9 @@ func (rr *responseRunner) swapGuard(ctx context.Context, lists []response.ExecDe
 		}
 	}()
 	rr.stopGuard = func() { cancel(); <-done }
+	if g.WatchesContainers() {
+		rr.drift.Store(g)
+	}
 }
 
 // backendAddrs are the addresses a blocked cgroup may still reach: the

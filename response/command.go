@@ -18,9 +18,10 @@ import (
 
 // Undo actions, for commands only: each reverses a reversible action.
 const (
-	ActionUnblockNetwork  = "unblock-network"
-	ActionResumeContainer = "resume-container"
-	ActionRestoreFile     = "restore-file"
+	ActionUnblockNetwork   = "unblock-network"
+	ActionUnisolateNetwork = "unisolate-network"
+	ActionResumeContainer  = "resume-container"
+	ActionRestoreFile      = "restore-file"
 )
 
 // PolicyManual names a command's action in its record's policy field, with
@@ -30,7 +31,7 @@ const PolicyManual = "manual"
 // CommandActions lists the actions a command (an analyst's request from the
 // backend) may name: the policies' actions and their undos.
 func CommandActions() []string {
-	return append(Actions(), ActionUnblockNetwork, ActionResumeContainer, ActionRestoreFile)
+	return append(Actions(), ActionUnblockNetwork, ActionUnisolateNetwork, ActionResumeContainer, ActionRestoreFile)
 }
 
 // ValidateCommand says what an action's target lacks: a process action
@@ -103,8 +104,8 @@ func (r *Responder) Command(cmd *api.Command) *api.Event {
 func (r *Responder) command(cmd *api.Command, proc *api.Process, container *api.Container, resp *api.Response) {
 	t := cmd.GetTarget()
 	switch cmd.GetAction() {
-	case ActionUnblockNetwork:
-		r.unblockNetwork(container, resp)
+	case ActionUnblockNetwork, ActionUnisolateNetwork:
+		r.unblockNetwork(container, cmd.GetAction() == ActionUnisolateNetwork, resp)
 	case ActionResumeContainer:
 		r.resumeContainer(container, resp)
 	case ActionRestoreFile:
@@ -125,7 +126,8 @@ func (r *Responder) command(cmd *api.Command, proc *api.Process, container *api.
 	}
 }
 
-func (r *Responder) unblockNetwork(c *api.Container, resp *api.Response) {
+// unblockNetwork undoes this agent's block (or isolation) of c's cgroup.
+func (r *Responder) unblockNetwork(c *api.Container, isolation bool, resp *api.Response) {
 	n, err := r.netBlocker()
 	if err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("block network unavailable: %v", err)
@@ -137,11 +139,15 @@ func (r *Responder) unblockNetwork(c *api.Container, resp *api.Response) {
 		return
 	}
 	resp.Target = "cgroup " + cg
-	if !n.Blocked(cg) {
-		resp.Outcome, resp.Error = OutcomeRefused, "the network of "+cg+" is not blocked by this agent"
+	is, undo, what := n.Blocked, n.Unblock, "blocked"
+	if isolation {
+		is, undo, what = n.Isolated, n.Unisolate, "isolated"
+	}
+	if !is(cg) {
+		resp.Outcome, resp.Error = OutcomeRefused, "the network of "+cg+" is not "+what+" by this agent"
 		return
 	}
-	if err := n.Unblock(cg); err != nil {
+	if err := undo(cg); err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 		return
 	}

@@ -97,13 +97,16 @@ func TestCommandBlockUnblock(t *testing.T) {
 		blocked         bool
 	}{
 		{ActionBlockNetwork, OutcomeDone, true},
+		{ActionUnisolateNetwork, OutcomeRefused, true},
 		{ActionUnblockNetwork, OutcomeDone, false},
 		{ActionUnblockNetwork, OutcomeRefused, false},
+		{ActionIsolateNetwork, OutcomeDone, false},
+		{ActionUnisolateNetwork, OutcomeDone, false},
 	}
 	for _, s := range steps {
 		start := time.Now()
 		resp := r.Command(newCommand(s.action, target)).GetResponse()
-		if resp.GetOutcome() != s.outcome || n.Blocked(cg) != s.blocked {
+		if resp.GetOutcome() != s.outcome || n.Blocked(cg) != s.blocked || s.action == ActionIsolateNetwork && !n.Isolated(cg) {
 			t.Errorf("%s: %+v, blocked %v; want %s, blocked %v", s.action, resp, n.Blocked(cg), s.outcome, s.blocked)
 		}
 		t.Logf("%s: %s in %s", s.action, resp.GetOutcome(), time.Since(start).Round(time.Microsecond))

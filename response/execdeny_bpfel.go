@@ -13,6 +13,13 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type execdenyDriftAllAction struct {
+	_      structs.HostLayout
+	Act    execdenyExecAction
+	AllSet uint32
+	Pad    uint32
+}
+
 type execdenyExecAction struct {
 	_     structs.HostLayout
 	Entry uint32
@@ -24,10 +31,15 @@ type execdenyExecHit struct {
 	StartBoottime uint64
 	Dev           uint64
 	Ino           uint64
+	CgroupId      uint64
+	HitBoottime   uint64
 	Tgid          uint32
 	Entry         uint32
 	Kill          uint32
 	SignalResult  int32
+	Reason        uint32
+	Pad           uint32
+	Filename      [128]int8
 }
 
 type execdenyExecKey struct {
@@ -40,6 +52,8 @@ type execdenyExecKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	execdenyMapDriftAll       = "drift_all"
+	execdenyMapDriftCgroups   = "drift_cgroups"
 	execdenyMapExecDeny       = "exec_deny"
 	execdenyMapExecHits       = "exec_hits"
 	execdenyProgRawTpExecDeny = "raw_tp_exec_deny"
@@ -97,8 +111,10 @@ type execdenyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execdenyMapSpecs struct {
-	ExecDeny *ebpf.MapSpec `ebpf:"exec_deny"`
-	ExecHits *ebpf.MapSpec `ebpf:"exec_hits"`
+	DriftAll     *ebpf.MapSpec `ebpf:"drift_all"`
+	DriftCgroups *ebpf.MapSpec `ebpf:"drift_cgroups"`
+	ExecDeny     *ebpf.MapSpec `ebpf:"exec_deny"`
+	ExecHits     *ebpf.MapSpec `ebpf:"exec_hits"`
 }
 
 // execdenyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -128,12 +144,16 @@ func (o *execdenyObjects) Close() error {
 //
 // It can be passed to loadExecdenyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execdenyMaps struct {
-	ExecDeny *ebpf.Map `ebpf:"exec_deny"`
-	ExecHits *ebpf.Map `ebpf:"exec_hits"`
+	DriftAll     *ebpf.Map `ebpf:"drift_all"`
+	DriftCgroups *ebpf.Map `ebpf:"drift_cgroups"`
+	ExecDeny     *ebpf.Map `ebpf:"exec_deny"`
+	ExecHits     *ebpf.Map `ebpf:"exec_hits"`
 }
 
 func (m *execdenyMaps) Close() error {
 	return _ExecdenyClose(
+		m.DriftAll,
+		m.DriftCgroups,
 		m.ExecDeny,
 		m.ExecHits,
 	)

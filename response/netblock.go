@@ -24,6 +24,11 @@ import (
 // and the agent's backend.
 const ActionBlockNetwork = "block-network"
 
+// ActionIsolateNetwork drops every packet in and out of the alert's
+// container (its cgroup's sockets, loopback included) except DNS and the
+// agent's backend: cgroup skb ingress and egress programs.
+const ActionIsolateNetwork = "isolate-network"
+
 // NetBlocker attaches the block-network programs to cgroups (cgroup v2:
 // the unified hierarchy, also on hybrid hosts). A block lasts while the
 // agent runs: its links close with it.
@@ -33,6 +38,8 @@ type NetBlocker struct {
 
 	mu     sync.Mutex
 	blocks map[string][]link.Link // cgroup path → its four links
+	// isolations are the cgroups isolated, each with its two links.
+	isolations map[string][]link.Link
 }
 
 // UnifiedMount is where the cgroup v2 (unified) hierarchy is mounted, from
@@ -64,7 +71,7 @@ func NewNetBlocker(allow []netip.AddrPort) (*NetBlocker, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("raise memlock rlimit: %w", err)
 	}
-	n := &NetBlocker{v2: v2, blocks: map[string][]link.Link{}}
+	n := &NetBlocker{v2: v2, blocks: map[string][]link.Link{}, isolations: map[string][]link.Link{}}
 	if err := loadNetblockObjects(&n.objs, nil); err != nil {
 		return nil, fmt.Errorf("block network: load: %w", err)
 	}
@@ -116,49 +123,86 @@ func (n *NetBlocker) CgroupOf(pid int) (string, error) {
 	return "", fmt.Errorf("process %d has no cgroup v2 path", pid)
 }
 
-// Block attaches the programs to cgroup (a directory of the unified
+type cgroupProgram struct {
+	prog *ebpf.Program
+	at   ebpf.AttachType
+}
+
+// Block attaches the block programs to cgroup (a directory of the unified
 // hierarchy). Blocking a blocked cgroup does nothing.
 func (n *NetBlocker) Block(cgroup string) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if _, ok := n.blocks[cgroup]; ok {
-		return nil
-	}
-	if cgroup == n.v2 {
-		return errors.New("block network: refusing the root cgroup (the whole host)")
-	}
-	var links []link.Link
-	for _, p := range []struct {
-		prog *ebpf.Program
-		at   ebpf.AttachType
-	}{
+	return n.attach(n.blocks, "block network", cgroup, []cgroupProgram{
 		{n.objs.BlockConnect4, ebpf.AttachCGroupInet4Connect},
 		{n.objs.BlockConnect6, ebpf.AttachCGroupInet6Connect},
 		{n.objs.BlockSendmsg4, ebpf.AttachCGroupUDP4Sendmsg},
 		{n.objs.BlockSendmsg6, ebpf.AttachCGroupUDP6Sendmsg},
-	} {
+	})
+}
+
+// Unblock detaches the block programs from cgroup; a cgroup not blocked
+// is no error.
+func (n *NetBlocker) Unblock(cgroup string) error { return n.detach(n.blocks, cgroup) }
+
+// Isolate attaches the isolate programs to cgroup's skb ingress and
+// egress: from then on only DNS and the allowed destinations pass, in
+// either direction, for connections old and new. Isolating an isolated
+// cgroup does nothing.
+func (n *NetBlocker) Isolate(cgroup string) error {
+	return n.attach(n.isolations, "isolate network", cgroup, []cgroupProgram{
+		{n.objs.IsolateIngress, ebpf.AttachCGroupInetIngress},
+		{n.objs.IsolateEgress, ebpf.AttachCGroupInetEgress},
+	})
+}
+
+// Unisolate detaches the isolate programs from cgroup; a cgroup not
+// isolated is no error.
+func (n *NetBlocker) Unisolate(cgroup string) error { return n.detach(n.isolations, cgroup) }
+
+// Blocked and Isolated say whether cgroup is.
+func (n *NetBlocker) Blocked(cgroup string) bool  { return n.has(n.blocks, cgroup) }
+func (n *NetBlocker) Isolated(cgroup string) bool { return n.has(n.isolations, cgroup) }
+
+func (n *NetBlocker) has(set map[string][]link.Link, cgroup string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := set[filepath.Clean(cgroup)]
+	return ok
+}
+
+func (n *NetBlocker) attach(set map[string][]link.Link, what, cgroup string, progs []cgroupProgram) error {
+	cgroup = filepath.Clean(cgroup)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := set[cgroup]; ok {
+		return nil
+	}
+	if cgroup == filepath.Clean(n.v2) {
+		return fmt.Errorf("%s: refusing the root cgroup (the whole host)", what)
+	}
+	var links []link.Link
+	for _, p := range progs {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: p.at, Program: p.prog})
 		if err != nil {
 			for _, l := range links {
 				l.Close()
 			}
-			return fmt.Errorf("block network on %s: %w", cgroup, err)
+			return fmt.Errorf("%s on %s: %w", what, cgroup, err)
 		}
 		links = append(links, l)
 	}
-	n.blocks[cgroup] = links
+	set[cgroup] = links
 	return nil
 }
 
-// Unblock detaches the programs from cgroup.
-func (n *NetBlocker) Unblock(cgroup string) error {
+func (n *NetBlocker) detach(set map[string][]link.Link, cgroup string) error {
+	cgroup = filepath.Clean(cgroup)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var errs []error
-	for _, l := range n.blocks[cgroup] {
+	for _, l := range set[cgroup] {
 		errs = append(errs, l.Close())
 	}
-	delete(n.blocks, cgroup)
+	delete(set, cgroup)
 	return errors.Join(errs...)
 }
 
@@ -169,24 +213,25 @@ func (n *NetBlocker) Refused() uint64 {
 	return v
 }
 
-// Close lifts every block.
+// Dropped is how many packets the isolate programs dropped.
+func (n *NetBlocker) Dropped() uint64 {
+	var v uint64
+	_ = n.objs.Refused.Lookup(uint32(1), &v)
+	return v
+}
+
+// Close lifts every block and isolation.
 func (n *NetBlocker) Close() error {
 	n.mu.Lock()
 	var errs []error
-	for c, ls := range n.blocks {
-		for _, l := range ls {
-			errs = append(errs, l.Close())
+	for _, set := range []map[string][]link.Link{n.blocks, n.isolations} {
+		for c, ls := range set {
+			for _, l := range ls {
+				errs = append(errs, l.Close())
+			}
+			delete(set, c)
 		}
-		delete(n.blocks, c)
 	}
 	n.mu.Unlock()
 	return errors.Join(append(errs, n.objs.Close())...)
-}
-
-// Blocked reports whether cgroup's network is blocked.
-func (n *NetBlocker) Blocked(cgroup string) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	_, ok := n.blocks[cgroup]
-	return ok
 }

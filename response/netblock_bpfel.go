@@ -29,13 +29,15 @@ type netblockAllow6Key struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netblockMapAllow4         = "allow4"
-	netblockMapAllow6         = "allow6"
-	netblockMapRefused        = "refused"
-	netblockProgBlockConnect4 = "block_connect4"
-	netblockProgBlockConnect6 = "block_connect6"
-	netblockProgBlockSendmsg4 = "block_sendmsg4"
-	netblockProgBlockSendmsg6 = "block_sendmsg6"
+	netblockMapAllow4          = "allow4"
+	netblockMapAllow6          = "allow6"
+	netblockMapRefused         = "refused"
+	netblockProgBlockConnect4  = "block_connect4"
+	netblockProgBlockConnect6  = "block_connect6"
+	netblockProgBlockSendmsg4  = "block_sendmsg4"
+	netblockProgBlockSendmsg6  = "block_sendmsg6"
+	netblockProgIsolateEgress  = "isolate_egress"
+	netblockProgIsolateIngress = "isolate_ingress"
 )
 
 // loadNetblock returns the embedded CollectionSpec for netblock.
@@ -80,10 +82,12 @@ type netblockSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netblockProgramSpecs struct {
-	BlockConnect4 *ebpf.ProgramSpec `ebpf:"block_connect4"`
-	BlockConnect6 *ebpf.ProgramSpec `ebpf:"block_connect6"`
-	BlockSendmsg4 *ebpf.ProgramSpec `ebpf:"block_sendmsg4"`
-	BlockSendmsg6 *ebpf.ProgramSpec `ebpf:"block_sendmsg6"`
+	BlockConnect4  *ebpf.ProgramSpec `ebpf:"block_connect4"`
+	BlockConnect6  *ebpf.ProgramSpec `ebpf:"block_connect6"`
+	BlockSendmsg4  *ebpf.ProgramSpec `ebpf:"block_sendmsg4"`
+	BlockSendmsg6  *ebpf.ProgramSpec `ebpf:"block_sendmsg6"`
+	IsolateEgress  *ebpf.ProgramSpec `ebpf:"isolate_egress"`
+	IsolateIngress *ebpf.ProgramSpec `ebpf:"isolate_ingress"`
 }
 
 // netblockMapSpecs contains maps before they are loaded into the kernel.
@@ -144,10 +148,12 @@ type netblockVariables struct {
 //
 // It can be passed to loadNetblockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netblockPrograms struct {
-	BlockConnect4 *ebpf.Program `ebpf:"block_connect4"`
-	BlockConnect6 *ebpf.Program `ebpf:"block_connect6"`
-	BlockSendmsg4 *ebpf.Program `ebpf:"block_sendmsg4"`
-	BlockSendmsg6 *ebpf.Program `ebpf:"block_sendmsg6"`
+	BlockConnect4  *ebpf.Program `ebpf:"block_connect4"`
+	BlockConnect6  *ebpf.Program `ebpf:"block_connect6"`
+	BlockSendmsg4  *ebpf.Program `ebpf:"block_sendmsg4"`
+	BlockSendmsg6  *ebpf.Program `ebpf:"block_sendmsg6"`
+	IsolateEgress  *ebpf.Program `ebpf:"isolate_egress"`
+	IsolateIngress *ebpf.Program `ebpf:"isolate_ingress"`
 }
 
 func (p *netblockPrograms) Close() error {
@@ -156,6 +162,8 @@ func (p *netblockPrograms) Close() error {
 		p.BlockConnect6,
 		p.BlockSendmsg4,
 		p.BlockSendmsg6,
+		p.IsolateEgress,
+		p.IsolateIngress,
 	)
 }
 

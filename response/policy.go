@@ -38,12 +38,12 @@ const (
 
 // Actions lists the actions a policy may name.
 func Actions() []string {
-	return []string{ActionKillProcessTree, ActionBlockNetwork, ActionPauseContainer, ActionStopContainer, ActionQuarantine}
+	return []string{ActionKillProcessTree, ActionBlockNetwork, ActionIsolateNetwork, ActionPauseContainer, ActionStopContainer, ActionQuarantine}
 }
 
 // containerOnly are the actions on a container as a whole.
 func containerOnly(action string) bool {
-	return action == ActionBlockNetwork || action == ActionPauseContainer || action == ActionStopContainer
+	return action == ActionBlockNetwork || action == ActionIsolateNetwork || action == ActionPauseContainer || action == ActionStopContainer
 }
 
 // Where an alert's process ran.

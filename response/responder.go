@@ -135,10 +135,11 @@ func (r *Responder) netBlocker() (*NetBlocker, error) {
 // copies (the agent's data directory's quarantine/).
 func (r *Responder) UseQuarantineDir(dir string) { r.quarantineDir = dir }
 
-// NeedsNetBlocker says whether a policy names block-network.
+// NeedsNetBlocker says whether a policy names block-network or
+// isolate-network.
 func (f *File) NeedsNetBlocker() bool {
 	for _, p := range f.Policies {
-		if slices.Contains(p.Actions, ActionBlockNetwork) {
+		if slices.Contains(p.Actions, ActionBlockNetwork) || slices.Contains(p.Actions, ActionIsolateNetwork) {
 			return true
 		}
 	}
@@ -212,13 +213,13 @@ func (r *Responder) act(a *api.Alert, d Decision, resp *api.Response) {
 		resp.Outcome, resp.Error = OutcomeFailed, "unknown action"
 	case d.Action == ActionPauseContainer || d.Action == ActionStopContainer:
 		r.containerAction(a.GetContainer(), d, resp)
-	case d.Action == ActionBlockNetwork && a.GetContainer().GetCgroup() != "":
+	case (d.Action == ActionBlockNetwork || d.Action == ActionIsolateNetwork) && a.GetContainer().GetCgroup() != "":
 		// The container's cgroup is known: no process is needed.
-		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
+		r.blockNetwork(a.GetContainer(), target, d, resp)
 	case p.GetTgid() == 0 || p.GetStartTime() == nil:
 		resp.Outcome, resp.Error = OutcomeRefused, "the alert names no process"
-	case d.Action == ActionBlockNetwork:
-		r.blockNetwork(a.GetContainer(), target, d.Mode, resp)
+	case d.Action == ActionBlockNetwork || d.Action == ActionIsolateNetwork:
+		r.blockNetwork(a.GetContainer(), target, d, resp)
 	case d.Action == ActionQuarantine:
 		r.quarantine(target, p.GetExe(), d.Mode, resp)
 	case d.Mode == ModeAudit:
@@ -248,20 +249,21 @@ func setOutcome(resp *api.Response, err error) {
 	}
 }
 
-// blockNetwork blocks the network of the alert's container: its cgroup in
-// the unified hierarchy, from the container's cgroup path (the process may
-// be gone by now), else from the live process, pinned and checked by its
-// start time.
-func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, resp *api.Response) {
+// blockNetwork blocks (block-network) or isolates (isolate-network) the
+// network of the alert's container: its cgroup in the unified hierarchy,
+// from the container's cgroup path (the process may be gone by now), else
+// from the live process, pinned and checked by its start time.
+func (r *Responder) blockNetwork(c *api.Container, target Target, d Decision, resp *api.Response) {
+	mode := d.Mode
 	n, err := r.netBlocker()
 	if err != nil {
-		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("block network unavailable: %v", err)
+		resp.Outcome, resp.Error = OutcomeFailed, fmt.Sprintf("%s unavailable: %v", d.Action, err)
 		return
 	}
 	if c.GetId() == "" {
 		// A host process's cgroup is a whole service (sshd.service, a
 		// user's session): never cut.
-		resp.Outcome, resp.Error = OutcomeRefused, "block-network acts on containers only"
+		resp.Outcome, resp.Error = OutcomeRefused, d.Action+" acts on containers only"
 		return
 	}
 	var cg string
@@ -288,7 +290,11 @@ func (r *Responder) blockNetwork(c *api.Container, target Target, mode string, r
 		resp.Outcome = OutcomeAudited
 		return
 	}
-	if err := n.Block(cg); err != nil {
+	act := n.Block
+	if d.Action == ActionIsolateNetwork {
+		act = n.Isolate
+	}
+	if err := act(cg); err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
 		return
 	}
@@ -373,9 +379,15 @@ func (r *Responder) count(resp *api.Response) {
 // records.
 const ActionKillAtExec = "kill-at-exec"
 
-// ExecHit records what the kernel did when a denied executable was exec'd.
+// ExecHit records what the kernel did when a denied executable was exec'd:
+// a listed path's target is its path; a drift binary's is "drift " and the
+// path the process gave execve, with its container.
 func (r *Responder) ExecHit(h ExecHit) {
-	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: h.Path}
+	target, reason := h.Path, "listed"
+	if h.Drift {
+		target, reason = "drift "+h.Path, "drift"
+	}
+	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: target}
 	switch {
 	case h.Err != nil:
 		resp.Outcome, resp.Error = OutcomeFailed, h.Err.Error()
@@ -385,11 +397,11 @@ func (r *Responder) ExecHit(h ExecHit) {
 		resp.Outcome = OutcomeAudited
 	}
 	r.count(resp)
-	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", ActionKillAtExec, "outcome", resp.Outcome,
-		"exe", h.Path, "pid", h.TGID, "error", resp.Error)
+	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", ActionKillAtExec, "reason", reason, "outcome", resp.Outcome,
+		"exe", h.Path, "pid", h.TGID, "container", h.Container.GetId(), "error", resp.Error)
 	r.record(&api.Event{Time: timestamppb.Now(), Node: r.node, Kind: api.EventKind_EVENT_KIND_RESPONSE,
-		Process: &api.Process{Pid: h.TGID, Tgid: h.TGID, Exe: h.Path, StartTime: timestamppb.New(h.StartTime)},
-		Detail:  &api.Event_Response{Response: resp}})
+		Process:   &api.Process{Pid: h.TGID, Tgid: h.TGID, Exe: h.Path, StartTime: timestamppb.New(h.StartTime)},
+		Container: h.Container, Detail: &api.Event_Response{Response: resp}})
 }
 
 // Describe implements prometheus.Collector.

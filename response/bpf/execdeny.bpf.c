@@ -5,6 +5,11 @@
  * image is in place but none of its instructions has run. An audit entry
  * only reports. Every hit is reported on the exec_hits ring buffer.
  *
+ * Drift: an executable in an overlayfs upper (writable) layer, i.e. written
+ * in (or copied up to) a container's root file system after it started, is
+ * a hit when its task's cgroup (v2 id) is in drift_cgroups, else when
+ * drift_all holds an action (mode != 0) for every container.
+ *
  * The kernel types come from the sensor's hand-declared, CO-RE relocated
  * kernel_types.h. Attach points: tp_btf, else raw_tp (user space picks).
  */
@@ -16,6 +21,11 @@
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define SIGKILL 9
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+/* Why an exec is a hit. */
+#define REASON_LISTED 0
+#define REASON_DRIFT 1
 
 /* An executable's identity: the kernel's dev_t of its file system
  * (MAJOR << 20 | MINOR) and its inode number. */
@@ -36,10 +46,18 @@ struct exec_hit {
 	u64 start_boottime;
 	u64 dev;
 	u64 ino;
+	u64 cgroup_id;
+	/* bpf_ktime_get_boot_ns() when the signal was sent (or not). */
+	u64 hit_boottime;
 	u32 tgid;
 	u32 entry;
 	u32 kill;
 	s32 signal_result;
+	u32 reason;
+	u32 pad;
+	/* The path given to execve, for the record (the process is gone by
+	 * the time user space reads this). */
+	char filename[128];
 };
 
 /* Keep exec_hit in the object's BTF for bpf2go. */
@@ -52,18 +70,71 @@ struct {
 	__type(value, struct exec_action);
 } exec_deny SEC(".maps");
 
+/* Drift actions per container cgroup (v2 id, the cgroup directory's inode). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, u64);
+	__type(value, struct exec_action);
+} drift_cgroups SEC(".maps");
+
+/* [0]: the drift action for every container; all_set 0 means none. */
+struct drift_all_action {
+	struct exec_action act;
+	u32 all_set;
+	u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct drift_all_action);
+} drift_all SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 64 * 1024);
 } exec_hits SEC(".maps");
 
+/* in_upper says whether inode is an overlayfs inode with an upper dentry:
+ * the file lives in (or was copied up to) the writable layer. */
+static __always_inline int in_upper(struct inode *ino)
+{
+	if (BPF_CORE_READ(ino, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return 0;
+	struct ovl_inode *oi = (void *)ino - bpf_core_field_offset(struct ovl_inode, vfs_inode);
+	return BPF_CORE_READ(oi, __upperdentry) != 0;
+}
+
+static __always_inline struct exec_action *drift_action(struct inode *ino, u64 cgid)
+{
+	if (!in_upper(ino))
+		return 0;
+	struct exec_action *act = bpf_map_lookup_elem(&drift_cgroups, &cgid);
+	if (act)
+		return act;
+	u32 zero = 0;
+	struct drift_all_action *all = bpf_map_lookup_elem(&drift_all, &zero);
+	if (all && all->all_set)
+		return &all->act;
+	return 0;
+}
+
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
 {
 	struct file *exe = BPF_CORE_READ(bprm, file);
+	struct inode *ino = BPF_CORE_READ(exe, f_inode);
 	struct exec_key key = {};
-	key.dev = BPF_CORE_READ(exe, f_inode, i_sb, s_dev);
-	key.ino = BPF_CORE_READ(exe, f_inode, i_ino);
+	key.dev = BPF_CORE_READ(ino, i_sb, s_dev);
+	key.ino = BPF_CORE_READ(ino, i_ino);
+	u32 reason = REASON_LISTED;
+	u64 cgid = bpf_get_current_cgroup_id();
 	struct exec_action *act = bpf_map_lookup_elem(&exec_deny, &key);
+	if (!act) {
+		act = drift_action(ino, cgid);
+		reason = REASON_DRIFT;
+	}
 	if (!act)
 		return 0;
 	s32 res = 0;
@@ -72,13 +143,18 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	struct exec_hit *hit = bpf_ringbuf_reserve(&exec_hits, sizeof(*hit), 0);
 	if (!hit)
 		return 0;
+	hit->hit_boottime = bpf_ktime_get_boot_ns();
 	hit->start_boottime = BPF_CORE_READ(task, start_boottime);
 	hit->dev = key.dev;
 	hit->ino = key.ino;
+	hit->cgroup_id = cgid;
 	hit->tgid = BPF_CORE_READ(task, tgid);
 	hit->entry = act->entry;
 	hit->kill = act->kill;
 	hit->signal_result = res;
+	hit->reason = reason;
+	hit->pad = 0;
+	bpf_probe_read_kernel_str(hit->filename, sizeof(hit->filename), BPF_CORE_READ(bprm, filename));
 	bpf_ringbuf_submit(hit, 0);
 	return 0;
 }

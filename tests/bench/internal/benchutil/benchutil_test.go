@@ -39,3 +39,18 @@ func TestCountsFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestPercentile(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3, 6, 7, 8, 9, 10}
+	for _, tc := range []struct{ p, want float64 }{{50, 5}, {99, 10}, {10, 1}, {0, 1}, {100, 10}} {
+		if got := Percentile(xs, tc.p); got != tc.want {
+			t.Errorf("p%v = %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if xs[0] != 5 {
+		t.Error("xs reordered")
+	}
+	if Percentile(nil, 50) != 0 {
+		t.Error("empty")
+	}
+}
