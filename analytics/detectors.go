@@ -100,6 +100,12 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			}
 		}
 		return d, nil
+	case api.DetectionBase64Pipe:
+		shells, err := set("shells")
+		if err != nil {
+			return nil, err
+		}
+		return &base64Pipe{shells: shells, window: pipeWindow, pending: map[pipeKey]pipeHalf{}}, nil
 	case api.DetectionIOCDomain:
 		return loadIOCs(e.cfg.IOCFiles)
 	case api.DetectionAnomalousProcess:

@@ -58,6 +58,7 @@ const (
 	DetectionSocksProxy          DetectionID = "socks-proxy"
 	DetectionDNSOverHTTPS        DetectionID = "dns-over-https"
 	DetectionK8sDashboard        DetectionID = "k8s-dashboard-from-container"
+	DetectionBase64Pipe          DetectionID = "base64-pipe"
 	// Kubernetes control plane (audit events from the API server).
 	DetectionPrivilegedContainer DetectionID = "privileged-container"
 	DetectionSensitiveMount      DetectionID = "sensitive-mount"
@@ -251,6 +252,10 @@ func Detections() []Detection {
 		{ID: DetectionK8sDashboard, Name: "Suspicious request to the Kubernetes dashboard from a container", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
 			{Tactic: "Discovery", TechniqueId: "T1613", Technique: "Container and Resource Discovery"},
 			{Tactic: "Lateral Movement", TechniqueId: "T1021", Technique: "Remote Services"},
+		}},
+		{ID: DetectionBase64Pipe, Name: "Decoded stream piped into a shell", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
+			{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Command and Scripting Interpreter: Unix Shell"},
+			{Tactic: "Defense Evasion", TechniqueId: "T1140", Technique: "Deobfuscate/Decode Files or Information"},
 		}},
 		{ID: DetectionPrivilegedContainer, Name: "Privileged container detected", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Privilege Escalation", TechniqueId: "T1611", Technique: "Escape to Host"},

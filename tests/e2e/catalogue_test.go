@@ -171,6 +171,17 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 			x.exec("detecthelper", "dns", "herominers.com.example")
 		}, quiet: []string{"mining"}},
 
+		// Evasion: the pipeline is in a script, so the decoder and the
+		// shell are siblings and no command line holds it.
+		{name: "a script pipes base64 -d into sh", image: map[string]runctest.File{
+			"/opt/scripts/update.sh": {Content: "#!/bin/sh\necho aWQK | base64 -d | sh\n", Mode: 0o755}}, run: func(x *box) {
+			x.exec("/opt/scripts/update.sh")
+		}, fire: []string{"base64-pipe"}},
+		{name: "a script decodes to a file and runs another script", image: map[string]runctest.File{
+			"/opt/scripts/update.sh": {Content: "#!/bin/sh\necho aGVsbG8K | base64 -d > /tmp/out\ncat /tmp/out\nsh /opt/scripts/healthcheck.sh\n", Mode: 0o755}}, run: func(x *box) {
+			x.exec("/opt/scripts/update.sh")
+		}, quiet: []string{"base64-pipe", "base64-exec"}},
+
 		{name: "mimipenguin.sh", image: map[string]runctest.File{"/opt/scripts/mimipenguin.sh": {Content: "#!/bin/sh\necho dumping\n", Mode: 0o755}}, run: func(x *box) {
 			x.sh("sh /opt/scripts/mimipenguin.sh")
 		}, fire: []string{"attack-tool"}},
