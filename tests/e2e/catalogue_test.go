@@ -182,6 +182,15 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 			x.exec("/opt/scripts/update.sh")
 		}, quiet: []string{"base64-pipe", "base64-exec"}},
 
+		// Evasion: a scan by a shell loop of short-lived nc processes, one
+		// connect each (no nc -z, no scanner).
+		{name: "a shell loop of nc over 30 ports", run: func(x *box) {
+			x.sh("for p in $(seq 20000 20029); do nc -w 1 127.0.0.1 $p </dev/null 2>/dev/null; done; true")
+		}, fire: []string{"network-scan"}, check: hasEvidence(api.EventKind_EVENT_KIND_CONNECT)},
+		{name: "a shell loop of nc over 4 ports", run: func(x *box) {
+			x.sh("for p in $(seq 20000 20003); do nc -w 1 127.0.0.1 $p </dev/null 2>/dev/null; done; true")
+		}, quiet: []string{"network-scan"}},
+
 		{name: "mimipenguin.sh", image: map[string]runctest.File{"/opt/scripts/mimipenguin.sh": {Content: "#!/bin/sh\necho dumping\n", Mode: 0o755}}, run: func(x *box) {
 			x.sh("sh /opt/scripts/mimipenguin.sh")
 		}, fire: []string{"attack-tool"}},

@@ -53,3 +53,24 @@ func TestBase64Pipe(t *testing.T) {
 		})
 	}
 }
+
+// A shell loop of short-lived processes, one connect each, scans as one; the
+// same connects from children of a service manager do not.
+func TestNetworkScanByChildren(t *testing.T) {
+	for _, tc := range []struct {
+		parent string
+		want   bool
+	}{{"/bin/sh", true}, {"/usr/bin/python3", true}, {"/usr/lib/systemd/systemd", false}} {
+		t.Run(tc.parent, func(t *testing.T) {
+			var evs []*api.Event
+			for i := range 25 {
+				evs = append(evs, connectEv("/bin/nc", "10.0.0.5", uint32(20000+i), -111, pid(uint32(5000+i)),
+					parents(tc.parent), at(time.Duration(i)*100*time.Millisecond)))
+			}
+			ids, _ := run(newTestEngine(t, Config{}), evs...)
+			if got := slices.Contains(ids, string(api.DetectionNetworkScan)); got != tc.want {
+				t.Errorf("network-scan = %v, want %v (alerts %v)", got, tc.want, ids)
+			}
+		})
+	}
+}
