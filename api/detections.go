@@ -58,6 +58,8 @@ const (
 	DetectionSocksProxy          DetectionID = "socks-proxy"
 	DetectionDNSOverHTTPS        DetectionID = "dns-over-https"
 	DetectionK8sDashboard        DetectionID = "k8s-dashboard-from-container"
+	DetectionExploitAttempt      DetectionID = "exploit-attempt"
+	DetectionSuspectDownload     DetectionID = "suspect-download"
 	DetectionBase64Pipe          DetectionID = "base64-pipe"
 	// Kubernetes control plane (audit events from the API server).
 	DetectionPrivilegedContainer DetectionID = "privileged-container"
@@ -252,6 +254,12 @@ func Detections() []Detection {
 		{ID: DetectionK8sDashboard, Name: "Suspicious request to the Kubernetes dashboard from a container", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
 			{Tactic: "Discovery", TechniqueId: "T1613", Technique: "Container and Resource Discovery"},
 			{Tactic: "Lateral Movement", TechniqueId: "T1021", Technique: "Remote Services"},
+		}},
+		{ID: DetectionExploitAttempt, Name: "Possible command line exploitation attempt", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Initial Access", TechniqueId: "T1190", Technique: "Exploit Public-Facing Application"},
+		}},
+		{ID: DetectionSuspectDownload, Name: "Detected suspicious file download", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1105", Technique: "Ingress Tool Transfer"},
 		}},
 		{ID: DetectionBase64Pipe, Name: "Decoded stream piped into a shell", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Command and Scripting Interpreter: Unix Shell"},

@@ -191,6 +191,23 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 			x.sh("for p in $(seq 20000 20003); do nc -w 1 127.0.0.1 $p </dev/null 2>/dev/null; done; true")
 		}, quiet: []string{"network-scan"}},
 
+		{name: "Shellshock and Log4Shell payloads on command lines", run: func(x *box) {
+			x.exec("sh", "-c", "echo '() { :;}; /bin/id' >/dev/null")
+			x.exec("sh", "-c", "echo '${jndi:ldap://127.0.0.1:1389/a}' >/dev/null")
+		}, fire: []string{"exploit-attempt"}},
+		{name: "a shell function and a variable", run: func(x *box) {
+			x.exec("sh", "-c", "f() { echo hi; }; f; X=1; echo ${X}")
+		}, quiet: []string{"exploit-attempt"}},
+
+		{name: "a download into /dev/shm and a hidden file", run: func(x *box) {
+			x.sh("httpd -p 127.0.0.1:8081 -h /srv/dl && waitport 8081 && wget -q -O /dev/shm/r http://127.0.0.1:8081/report.txt && " +
+				"mkdir -p /tmp/c && wget -q -O /tmp/c/.r http://127.0.0.1:8081/report.txt")
+		}, fire: []string{"suspect-download"}},
+		{name: "a download into /tmp", run: func(x *box) {
+			x.sh("httpd -p 127.0.0.1:8081 -h /srv/dl && waitport 8081 && wget -q -O /tmp/report.txt http://127.0.0.1:8081/report.txt && " +
+				"mkdir -p /tmp/.cache && wget -q -O /tmp/.cache/report.txt http://127.0.0.1:8081/report.txt")
+		}, quiet: []string{"suspect-download"}},
+
 		{name: "mimipenguin.sh", image: map[string]runctest.File{"/opt/scripts/mimipenguin.sh": {Content: "#!/bin/sh\necho dumping\n", Mode: 0o755}}, run: func(x *box) {
 			x.sh("sh /opt/scripts/mimipenguin.sh")
 		}, fire: []string{"attack-tool"}},
