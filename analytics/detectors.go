@@ -65,7 +65,18 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &networkScan{tools: tools, window: e.cfg.ScanWindow.Std(), threshold: e.cfg.ScanThreshold,
+		loopers, err := set("shells")
+		if err != nil {
+			return nil, err
+		}
+		interp, err := set("interpreters")
+		if err != nil {
+			return nil, err
+		}
+		for k := range interp {
+			loopers[k] = true
+		}
+		return &networkScan{tools: tools, loopers: loopers, window: e.cfg.ScanWindow.Std(), threshold: e.cfg.ScanThreshold,
 			procs: map[scanKey]*scanTracker{}}, nil
 	case api.DetectionDownloadExec:
 		tools, err := set("download_tools")
@@ -100,6 +111,12 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			}
 		}
 		return d, nil
+	case api.DetectionBase64Pipe:
+		shells, err := set("shells")
+		if err != nil {
+			return nil, err
+		}
+		return &base64Pipe{shells: shells, window: pipeWindow, pending: map[pipeKey]pipeHalf{}}, nil
 	case api.DetectionIOCDomain:
 		return loadIOCs(e.cfg.IOCFiles)
 	case api.DetectionAnomalousProcess:
@@ -162,15 +179,21 @@ func (w *webShell) observe(c *evalContext, _ time.Time) []*api.Event {
 
 // networkScan: exec of a scanner, or one process trying many destinations.
 type networkScan struct {
-	tools     map[string]bool
+	tools map[string]bool
+	// loopers are the parents (shells, interpreters) whose children's
+	// connects are also counted together.
+	loopers   map[string]bool
 	window    time.Duration
 	threshold int
 	procs     map[scanKey]*scanTracker
 }
 
+// scanKey is a process, or with byParent the children of one: a shell
+// loop of short-lived nc or /dev/tcp processes scans as one.
 type scanKey struct {
 	container string
 	tgid      uint32
+	byParent  bool
 }
 
 type scanTracker struct {
@@ -205,7 +228,7 @@ func (*networkScan) kinds() []api.EventKind {
 func (s *networkScan) observe(c *evalContext, now time.Time) []*api.Event {
 	ev := c.ev
 	p := ev.GetProcess()
-	key := scanKey{ev.GetContainer().GetId(), p.GetTgid()}
+	key := scanKey{container: ev.GetContainer().GetId(), tgid: p.GetTgid()}
 	switch ev.GetKind() {
 	case api.EventKind_EVENT_KIND_EXEC:
 		name := procName(p)
@@ -221,6 +244,19 @@ func (s *networkScan) observe(c *evalContext, now time.Time) []*api.Event {
 	if dst.GetIp() == "" {
 		return nil
 	}
+	if evidence := s.track(key, ev, dst, now); evidence != nil {
+		return evidence
+	}
+	if anc := ev.GetAncestry(); len(anc) > 0 && anc[0].GetPid() == p.GetPpid() && s.loopers[ancestorName(anc[0])] {
+		return s.track(scanKey{container: key.container, tgid: p.GetPpid(), byParent: true}, ev, dst, now)
+	}
+	return nil
+}
+
+// track counts one connect for key; it returns the evidence when key's
+// connects reach the threshold within the window. A parent's tracker ends
+// with its window (it has no exit of its own here).
+func (s *networkScan) track(key scanKey, ev *api.Event, dst *api.SocketAddress, now time.Time) []*api.Event {
 	t := s.procs[key]
 	if t == nil || now.Sub(t.start) > s.window {
 		if len(s.procs) >= maxScanTrackers {

@@ -90,7 +90,10 @@ type evalContext struct {
 	// supervisors are the processes allowed to signal Harrier (its parent).
 	supervisors map[uint32]bool
 
-	cmdline, parentCmdline    string
+	cmdline, parentCmdline string
+	// procName is proc.name, which most exec rules test first.
+	procName                  string
+	haveProcName              bool
 	cmdBuf                    []byte
 	haveCmdline, haveParentCL bool
 	argNames                  []string
@@ -107,7 +110,7 @@ var _ interpreter.Activation = (*evalContext)(nil)
 
 func (c *evalContext) reset(ev *api.Event, kind string) {
 	c.ev, c.kind = ev, kind
-	c.haveCmdline, c.haveParentCL, c.haveArgNames = false, false, false
+	c.haveCmdline, c.haveParentCL, c.haveArgNames, c.haveProcName = false, false, false, false
 	c.argNames = c.argNames[:0]
 	c.haveAncNames, c.haveAncExes, c.haveAncCmdlines = false, false, false
 	c.ancestorNames = c.ancestorNames[:0]
@@ -191,6 +194,13 @@ func (c *evalContext) procCmdline() string {
 
 // maxArgNames bounds proc.arg_names: the names that matter come first.
 const maxArgNames = 8
+
+func (c *evalContext) procNameValue() string {
+	if !c.haveProcName {
+		c.procName, c.haveProcName = procName(c.ev.GetProcess()), true
+	}
+	return c.procName
+}
 
 func (c *evalContext) argNameList() []string {
 	if !c.haveArgNames {
@@ -377,7 +387,7 @@ func newFields() map[string]*field {
 		{name: "result", typ: intField, doc: "syscall result: >= 0 success, -errno failure", num: func(c *evalContext) int64 { return result(c.ev) }},
 		{name: "failed", typ: boolField, doc: "the syscall failed (result < 0)", flag: func(c *evalContext) bool { return result(c.ev) < 0 }},
 
-		{name: "proc.name", doc: "executable file name (comm when unknown)", str: func(c *evalContext) string { return procName(c.ev.GetProcess()) }},
+		{name: "proc.name", doc: "executable file name (comm when unknown)", str: (*evalContext).procNameValue},
 		{name: "proc.comm", doc: "kernel comm", str: func(c *evalContext) string { return c.ev.GetProcess().GetComm() }},
 		{name: "proc.exe", doc: "executable path", str: func(c *evalContext) string { return c.ev.GetProcess().GetExe() }},
 		{name: "proc.argv", typ: listField, doc: "argument vector including argv[0]", list: func(c *evalContext) []string { return c.ev.GetProcess().GetArgs() }},

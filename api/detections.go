@@ -43,6 +43,24 @@ const (
 	DetectionTestAlert           DetectionID = "test-alert"
 	DetectionAnomalousProcess    DetectionID = "anomalous-process"
 	DetectionAnomalousEgress     DetectionID = "anomalous-egress"
+	DetectionSuspectNohup        DetectionID = "suspect-nohup"
+	DetectionPasswordChangeCrypt DetectionID = "password-change-crypt"
+	DetectionPortForwarding      DetectionID = "port-forwarding"
+	DetectionSecurityProcessKill DetectionID = "security-process-kill"
+	DetectionTimestomp           DetectionID = "timestomp"
+	DetectionFirewallDisabled    DetectionID = "firewall-disabled"
+	DetectionUpdateTimerDisabled DetectionID = "update-timer-disabled"
+	DetectionImageBuild          DetectionID = "image-build"
+	DetectionContainerSSH        DetectionID = "container-ssh"
+	DetectionDDoSToolkit         DetectionID = "ddos-toolkit"
+	DetectionBackdoorArtifact    DetectionID = "backdoor-artifact"
+	DetectionCalderaAgent        DetectionID = "caldera-agent"
+	DetectionSocksProxy          DetectionID = "socks-proxy"
+	DetectionDNSOverHTTPS        DetectionID = "dns-over-https"
+	DetectionK8sDashboard        DetectionID = "k8s-dashboard-from-container"
+	DetectionExploitAttempt      DetectionID = "exploit-attempt"
+	DetectionSuspectDownload     DetectionID = "suspect-download"
+	DetectionBase64Pipe          DetectionID = "base64-pipe"
 	// Kubernetes control plane (audit events from the API server).
 	DetectionPrivilegedContainer DetectionID = "privileged-container"
 	DetectionSensitiveMount      DetectionID = "sensitive-mount"
@@ -182,6 +200,70 @@ func Detections() []Detection {
 		}},
 		{ID: DetectionAnomalousEgress, Name: "Anomalous outbound connection", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
 			{Tactic: "Command and Control", TechniqueId: "T1071", Technique: "Application Layer Protocol"},
+		}},
+		{ID: DetectionSuspectNohup, Name: "Suspicious use of nohup detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1564.001", Technique: "Hide Artifacts: Hidden Files and Directories"},
+			{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Command and Scripting Interpreter: Unix Shell"},
+		}},
+		{ID: DetectionPasswordChangeCrypt, Name: "Possible password change using crypt-method detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Persistence", TechniqueId: "T1098", Technique: "Account Manipulation"},
+		}},
+		{ID: DetectionPortForwarding, Name: "Potential port forwarding or tunnel detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1572", Technique: "Protocol Tunneling"},
+			{Tactic: "Command and Control", TechniqueId: "T1090", Technique: "Proxy"},
+		}},
+		{ID: DetectionSecurityProcessKill, Name: "Security-related process termination detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1562.001", Technique: "Impair Defenses: Disable or Modify Tools"},
+		}},
+		{ID: DetectionTimestomp, Name: "Suspicious file timestamp modification", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1070.006", Technique: "Indicator Removal: Timestomp"},
+		}},
+		{ID: DetectionFirewallDisabled, Name: "Manipulation of host firewall detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1562.004", Technique: "Impair Defenses: Disable or Modify System Firewall"},
+		}},
+		{ID: DetectionUpdateTimerDisabled, Name: "Automatic security updates stopped", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1562.001", Technique: "Impair Defenses: Disable or Modify Tools"},
+		}},
+		{ID: DetectionImageBuild, Name: "Container image build on the node detected", Severity: Severity_SEVERITY_INFO, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1612", Technique: "Build Image on Host"},
+		}},
+		{ID: DetectionContainerSSH, Name: "SSH server is running inside a container", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Lateral Movement", TechniqueId: "T1021.004", Technique: "Remote Services: SSH"},
+			{Tactic: "Persistence", TechniqueId: "T1133", Technique: "External Remote Services"},
+		}},
+		{ID: DetectionDDoSToolkit, Name: "Indicators associated with a DDoS toolkit detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Impact", TechniqueId: "T1498", Technique: "Network Denial of Service"},
+			{Tactic: "Persistence", TechniqueId: "T1053.003", Technique: "Scheduled Task/Job: Cron"},
+		}},
+		{ID: DetectionBackdoorArtifact, Name: "Possible backdoor detected", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
+			{Tactic: "Privilege Escalation", TechniqueId: "T1548.001", Technique: "Abuse Elevation Control Mechanism: Setuid and Setgid"},
+			{Tactic: "Persistence", TechniqueId: "T1556.003", Technique: "Modify Authentication Process: Pluggable Authentication Modules"},
+			{Tactic: "Defense Evasion", TechniqueId: "T1564.001", Technique: "Hide Artifacts: Hidden Files and Directories"},
+		}},
+		{ID: DetectionCalderaAgent, Name: "MITRE Caldera agent detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1105", Technique: "Ingress Tool Transfer"},
+			{Tactic: "Command and Control", TechniqueId: "T1071.001", Technique: "Application Layer Protocol: Web Protocols"},
+		}},
+		{ID: DetectionSocksProxy, Name: "Connection through a SOCKS proxy detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1090", Technique: "Proxy"},
+		}},
+		{ID: DetectionDNSOverHTTPS, Name: "Suspicious use of DNS over HTTPS", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1572", Technique: "Protocol Tunneling"},
+			{Tactic: "Command and Control", TechniqueId: "T1071.004", Technique: "Application Layer Protocol: DNS"},
+		}},
+		{ID: DetectionK8sDashboard, Name: "Suspicious request to the Kubernetes dashboard from a container", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Discovery", TechniqueId: "T1613", Technique: "Container and Resource Discovery"},
+			{Tactic: "Lateral Movement", TechniqueId: "T1021", Technique: "Remote Services"},
+		}},
+		{ID: DetectionExploitAttempt, Name: "Possible command line exploitation attempt", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Initial Access", TechniqueId: "T1190", Technique: "Exploit Public-Facing Application"},
+		}},
+		{ID: DetectionSuspectDownload, Name: "Detected suspicious file download", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1105", Technique: "Ingress Tool Transfer"},
+		}},
+		{ID: DetectionBase64Pipe, Name: "Decoded stream piped into a shell", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
+			{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Command and Scripting Interpreter: Unix Shell"},
+			{Tactic: "Defense Evasion", TechniqueId: "T1140", Technique: "Deobfuscate/Decode Files or Information"},
 		}},
 		{ID: DetectionPrivilegedContainer, Name: "Privileged container detected", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Privilege Escalation", TechniqueId: "T1611", Technique: "Escape to Host"},

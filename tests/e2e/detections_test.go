@@ -236,32 +236,7 @@ func TestDetectionsRealSensor(t *testing.T) {
 			x.sh("echo hello")
 		}, quiet: []string{"test-alert"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			x := r.newBox(t, tc.image)
-			tc.run(x)
-			cfg := analytics.Config{RateLimitPerMinute: 1000}
-			for i, id := range tc.fire {
-				a := r.waitAlert(t, cfg, x.scope, id)
-				if a.GetContainer().GetId() != x.ctr.ID {
-					t.Errorf("%s alert for container %q, want %s", id, a.GetContainer().GetId(), x.ctr.ID)
-				}
-				if i == 0 && tc.check != nil {
-					tc.check(t, a)
-				}
-			}
-			if len(tc.quiet) > 0 {
-				x.settle()
-				ids := detectionIDs(r.alerts(t, cfg, x.scope))
-				for _, id := range tc.quiet {
-					if !slices.Contains(ids, id) {
-						continue
-					}
-					t.Errorf("unexpected %s alert (alerts: %v)", id, ids)
-				}
-			}
-		})
-	}
+	r.runCases(t, tests)
 
 	// The host kept its own settings and files.
 	if now, err := os.ReadFile("/proc/sys/vm/nr_hugepages"); err != nil || string(now) != string(hugepages) {
@@ -459,4 +434,36 @@ func ifReported(r *rig, syscall string, ids ...string) []string {
 		return ids
 	}
 	return nil
+}
+
+// runCases runs each case in a container of its own: every detection in
+// fire must alert for that container, none in quiet may.
+func (r *rig) runCases(t *testing.T, tests []detectionCase) {
+	t.Helper()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			x := r.newBox(t, tc.image)
+			tc.run(x)
+			cfg := analytics.Config{RateLimitPerMinute: 1000}
+			for i, id := range tc.fire {
+				a := r.waitAlert(t, cfg, x.scope, id)
+				if a.GetContainer().GetId() != x.ctr.ID {
+					t.Errorf("%s alert for container %q, want %s", id, a.GetContainer().GetId(), x.ctr.ID)
+				}
+				if i == 0 && tc.check != nil {
+					tc.check(t, a)
+				}
+			}
+			if len(tc.quiet) > 0 {
+				x.settle()
+				ids := detectionIDs(r.alerts(t, cfg, x.scope))
+				for _, id := range tc.quiet {
+					if !slices.Contains(ids, id) {
+						continue
+					}
+					t.Errorf("unexpected %s alert (alerts: %v)", id, ids)
+				}
+			}
+		})
+	}
 }

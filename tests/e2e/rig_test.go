@@ -329,7 +329,7 @@ func (r *rig) image(extra map[string]runctest.File) map[string]runctest.File {
 }
 
 // applets beyond runctest's default set.
-var extraApplets = []string{"httpd", "usleep", "unshare", "passwd", "insmod", "lsmod", "truncate", "sysctl"}
+var extraApplets = []string{"httpd", "usleep", "unshare", "passwd", "insmod", "lsmod", "truncate", "sysctl", "killall", "pidof", "mkpasswd"}
 
 func (r *rig) newBox(t *testing.T, extra map[string]runctest.File) *box {
 	t.Helper()

@@ -1,7 +1,11 @@
 // Command detecthelper produces, inside a test container, behaviour that
 // busybox cannot: raw syscalls the sensor hooks. The detection tests build
 // it statically and put it into the container image. Named xmrig it is a
-// harmless stand-in miner; named postgres or app-server it starts a shell.
+// harmless stand-in miner; named postgres or app-server it starts a shell;
+// named nohup it runs its arguments as nohup does. Under any other name
+// but detecthelper it stands in for a tool the container lacks (iptables,
+// ssh, docker, ...): the exec with its command line is the behaviour the
+// detections judge, so it prints its arguments and does nothing else.
 package main
 
 import (
@@ -10,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -33,6 +38,20 @@ func run(name string, args []string) error {
 		return nil
 	case "postgres", "app-server":
 		return exec.Command("/bin/sh", "-c", "echo query done").Run()
+	case "nohup":
+		if len(args) == 0 {
+			return fmt.Errorf("usage: nohup COMMAND ARGS")
+		}
+		signal.Ignore(unix.SIGHUP)
+		path, err := exec.LookPath(args[0])
+		if err != nil {
+			return err
+		}
+		return unix.Exec(path, args, os.Environ())
+	case "detecthelper":
+	default:
+		fmt.Println("stand-in", name, strings.Join(args, " "))
+		return nil
 	}
 	if len(args) == 0 {
 		return fmt.Errorf("usage: detecthelper ACTION ARGS")

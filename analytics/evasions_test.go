@@ -1,0 +1,76 @@
+package analytics
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+func ppid(n uint32) evOpt { return func(e *api.Event) { e.Process.Ppid = n } }
+
+// A decoder and a stdin shell of the same parent, in either order and
+// within the window, are one pipeline; anything else is not.
+func TestBase64Pipe(t *testing.T) {
+	ctr := inContainer("c0ffee")
+	decode := func(opts ...evOpt) *api.Event {
+		return execEv("/bin/busybox", []string{"base64", "-d"}, append([]evOpt{ctr, pid(11)}, opts...)...)
+	}
+	shell := func(args []string, opts ...evOpt) *api.Event {
+		return execEv("/bin/busybox", args, append([]evOpt{ctr, pid(12)}, opts...)...)
+	}
+	tests := []struct {
+		name string
+		evs  []*api.Event
+		want bool
+	}{
+		{"decoder then sh", []*api.Event{decode(), shell([]string{"sh"})}, true},
+		{"sh then decoder", []*api.Event{shell([]string{"sh"}), decode()}, true},
+		{"bash -s", []*api.Event{decode(), shell([]string{"bash", "-s"})}, true},
+		{"openssl base64 -d", []*api.Event{execEv("/usr/bin/openssl", []string{"openssl", "base64", "-d"}, ctr), shell([]string{"sh"})}, true},
+		{"decoder and a script", []*api.Event{decode(), shell([]string{"sh", "/opt/build.sh"})}, false},
+		{"decoder and sh -c", []*api.Event{decode(), shell([]string{"sh", "-ec", "make"})}, false},
+		{"encoder and sh", []*api.Event{execEv("/bin/busybox", []string{"base64"}, ctr), shell([]string{"sh"})}, false},
+		{"other parents", []*api.Event{decode(ppid(7)), shell([]string{"sh"}, ppid(8))}, false},
+		{"other containers", []*api.Event{decode(), shell([]string{"sh"}, inContainer("beef"))}, false},
+		{"a minute apart", []*api.Event{decode(), shell([]string{"sh"}, at(time.Minute))}, false},
+		{"two decoders", []*api.Event{decode(), decode()}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ids, alerts := run(newTestEngine(t, Config{}), tc.evs...)
+			if got := slices.Contains(ids, string(api.DetectionBase64Pipe)); got != tc.want {
+				t.Fatalf("base64-pipe = %v, want %v (alerts %v)", got, tc.want, ids)
+			}
+			if tc.want {
+				for _, a := range alerts {
+					if a.GetDetectionId() == string(api.DetectionBase64Pipe) && len(a.GetEvidence()) != 2 {
+						t.Errorf("evidence %d events, want the decoder and the shell", len(a.GetEvidence()))
+					}
+				}
+			}
+		})
+	}
+}
+
+// A shell loop of short-lived processes, one connect each, scans as one; the
+// same connects from children of a service manager do not.
+func TestNetworkScanByChildren(t *testing.T) {
+	for _, tc := range []struct {
+		parent string
+		want   bool
+	}{{"/bin/sh", true}, {"/usr/bin/python3", true}, {"/usr/lib/systemd/systemd", false}} {
+		t.Run(tc.parent, func(t *testing.T) {
+			var evs []*api.Event
+			for i := range 25 {
+				evs = append(evs, connectEv("/bin/nc", "10.0.0.5", uint32(20000+i), -111, pid(uint32(5000+i)),
+					parents(tc.parent), at(time.Duration(i)*100*time.Millisecond)))
+			}
+			ids, _ := run(newTestEngine(t, Config{}), evs...)
+			if got := slices.Contains(ids, string(api.DetectionNetworkScan)); got != tc.want {
+				t.Errorf("network-scan = %v, want %v (alerts %v)", got, tc.want, ids)
+			}
+		})
+	}
+}
