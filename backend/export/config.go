@@ -29,6 +29,10 @@ const (
 	TypeSyslog  = "syslog"
 	TypeWebhook = "webhook"
 	TypeFile    = "file"
+	TypeOTLP    = "otlp"
+
+	OTLPGRPC = "grpc"
+	OTLPHTTP = "http"
 
 	FormatJSON = "json" // Harrier JSON: protojson of api.Alert
 	FormatOCSF = "ocsf" // OCSF 1.x Detection Finding (class_uid 2004)
@@ -40,7 +44,7 @@ type Config struct {
 	// Name identifies the destination in metrics, the API and the cursor's
 	// key: letters, digits, '-', '_' and '.', at most 64.
 	Name string `json:"name"`
-	// Type is syslog, webhook or file.
+	// Type is syslog, webhook, file or otlp.
 	Type string `json:"type"`
 	// Format is json (default), ocsf or cef.
 	Format string `json:"format,omitempty"`
@@ -48,6 +52,7 @@ type Config struct {
 	Syslog  *SyslogConfig  `json:"syslog,omitempty"`
 	Webhook *WebhookConfig `json:"webhook,omitempty"`
 	File    *FileConfig    `json:"file,omitempty"`
+	OTLP    *OTLPConfig    `json:"otlp,omitempty"`
 	// Filter selects what is sent; the rest is skipped (and counted).
 	Filter Filter `json:"filter"`
 	// MaxPerSecond caps the records sent per second (0: no cap), for thin
@@ -125,6 +130,29 @@ type FileConfig struct {
 	Keep int `json:"keep,omitempty"`
 }
 
+// OTLPConfig sends OpenTelemetry log records (OTLP 1.x) to a collector or
+// any OTLP logs endpoint.
+type OTLPConfig struct {
+	// Protocol is grpc (LogsService/Export) or http (POST of binary
+	// protobuf).
+	Protocol string `json:"protocol"`
+	// Endpoint is host:port for grpc, the full URL of the logs endpoint for
+	// http (e.g. https://collector:4318/v1/logs).
+	Endpoint string `json:"endpoint"`
+	// Insecure sends gRPC in plain text (for http, use an http:// URL).
+	Insecure bool      `json:"insecure,omitempty"`
+	TLS      TLSConfig `json:"tls"`
+	// Headers are added to every request (gRPC metadata or HTTP headers);
+	// HeaderFiles maps a header to the file holding its value, for
+	// secrets (an API key, "Bearer <token>").
+	Headers     map[string]string `json:"headers,omitempty"`
+	HeaderFiles map[string]string `json:"headerFiles,omitempty"`
+	// ServiceName is the resource's service.name (default harrier).
+	ServiceName string `json:"serviceName,omitempty"`
+	// Timeout bounds one request (default 10s).
+	Timeout confval.Duration `json:"timeout,omitempty"`
+}
+
 // TLSConfig is the client side of TLS: the CA that signs the receiver's
 // certificate (default: the system's) and an optional client certificate.
 type TLSConfig struct {
@@ -178,7 +206,7 @@ func (c Config) Validate() error {
 		add("format %q: must be json, ocsf or cef", c.Format)
 	}
 	set := 0
-	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil} {
+	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil, c.OTLP != nil} {
 		if p {
 			set++
 		}
@@ -210,8 +238,14 @@ func (c Config) Validate() error {
 		if c.File.MaxBytes < 0 || c.File.Keep < 0 {
 			add("file.maxBytes and file.keep must not be negative")
 		}
+	case TypeOTLP:
+		if c.OTLP == nil {
+			add("type otlp needs an otlp: section")
+			break
+		}
+		errs = append(errs, c.OTLP.validate())
 	default:
-		add("type %q: must be syslog, webhook or file", c.Type)
+		add("type %q: must be %s", c.Type, typeList)
 	}
 	if c.Filter.MinSeverity != "" {
 		if _, err := api.ParseSeverity(c.Filter.MinSeverity); err != nil {
@@ -280,6 +314,56 @@ func (w *WebhookConfig) validate() error {
 	return errors.Join(errs...)
 }
 
+// typeList names the destination types in errors.
+const typeList = "syslog, webhook, file or otlp"
+
+func (o *OTLPConfig) validate() error {
+	var errs []error
+	switch o.Protocol {
+	case OTLPGRPC:
+		if _, _, err := net.SplitHostPort(o.Endpoint); err != nil {
+			errs = append(errs, fmt.Errorf("otlp.endpoint %q: grpc wants host:port: %w", o.Endpoint, err))
+		}
+	case OTLPHTTP:
+		u, err := url.Parse(o.Endpoint)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("otlp.endpoint: %w", err))
+		case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+			errs = append(errs, fmt.Errorf("otlp.endpoint %q: http wants the logs URL, e.g. https://collector:4318/v1/logs", o.Endpoint))
+		case u.User != nil:
+			errs = append(errs, errors.New("otlp.endpoint must not carry credentials: use otlp.headerFiles"))
+		}
+		if o.Insecure {
+			errs = append(errs, errors.New("otlp.insecure applies to grpc (for http, use an http:// URL)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("otlp.protocol %q: must be grpc or http", o.Protocol))
+	}
+	if o.Insecure && o.TLS != (TLSConfig{}) {
+		errs = append(errs, errors.New("otlp.tls and otlp.insecure exclude each other"))
+	}
+	for k := range o.Headers {
+		lk := strings.ToLower(k)
+		if lk == "authorization" || lk == "content-type" || lk == "content-length" || lk == "host" || strings.HasPrefix(lk, "grpc-") || strings.HasPrefix(lk, ":") {
+			errs = append(errs, fmt.Errorf("otlp.headers: %q is set by Harrier or the protocol (secrets go in otlp.headerFiles)", k))
+		}
+		if _, dup := o.HeaderFiles[k]; dup {
+			errs = append(errs, fmt.Errorf("otlp: header %q is in both headers and headerFiles", k))
+		}
+	}
+	for k, p := range o.HeaderFiles {
+		if k == "" || p == "" {
+			errs = append(errs, errors.New("otlp.headerFiles: a header name and a file path are required"))
+		}
+	}
+	errs = append(errs, o.TLS.validate("otlp.tls"))
+	if o.Timeout < 0 {
+		errs = append(errs, errors.New("otlp.timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
 func (t TLSConfig) validate(where string) error {
 	if (t.CertFile == "") != (t.KeyFile == "") {
 		return fmt.Errorf("%s: certFile and keyFile go together", where)
@@ -330,6 +414,16 @@ func (c Config) withDefaults() Config {
 		cp := *w
 		cp.Timeout = confval.Duration(defaultWebhookTime)
 		c.Webhook = &cp
+	}
+	if o := c.OTLP; o != nil {
+		cp := *o
+		if cp.Timeout == 0 {
+			cp.Timeout = confval.Duration(defaultWebhookTime)
+		}
+		if cp.ServiceName == "" {
+			cp.ServiceName = "harrier"
+		}
+		c.OTLP = &cp
 	}
 	if f := c.File; f != nil {
 		cp := *f
