@@ -30,6 +30,11 @@ const (
 	TypeWebhook = "webhook"
 	TypeFile    = "file"
 	TypeOTLP    = "otlp"
+	TypeSplunk  = "splunk"
+	TypeElastic = "elasticsearch"
+
+	ElasticOpIndex  = "index"
+	ElasticOpCreate = "create"
 
 	OTLPGRPC = "grpc"
 	OTLPHTTP = "http"
@@ -44,7 +49,7 @@ type Config struct {
 	// Name identifies the destination in metrics, the API and the cursor's
 	// key: letters, digits, '-', '_' and '.', at most 64.
 	Name string `json:"name"`
-	// Type is syslog, webhook, file or otlp.
+	// Type is syslog, webhook, file, otlp, splunk or elasticsearch.
 	Type string `json:"type"`
 	// Format is json (default), ocsf or cef.
 	Format string `json:"format,omitempty"`
@@ -53,6 +58,8 @@ type Config struct {
 	Webhook *WebhookConfig `json:"webhook,omitempty"`
 	File    *FileConfig    `json:"file,omitempty"`
 	OTLP    *OTLPConfig    `json:"otlp,omitempty"`
+	Splunk  *SplunkConfig  `json:"splunk,omitempty"`
+	Elastic *ElasticConfig `json:"elasticsearch,omitempty"`
 	// Filter selects what is sent; the rest is skipped (and counted).
 	Filter Filter `json:"filter"`
 	// MaxPerSecond caps the records sent per second (0: no cap), for thin
@@ -153,6 +160,48 @@ type OTLPConfig struct {
 	Timeout confval.Duration `json:"timeout,omitempty"`
 }
 
+// SplunkConfig sends to Splunk's HTTP Event Collector.
+type SplunkConfig struct {
+	// URL is HEC's base URL (https://splunk:8088); events go to
+	// /services/collector/event.
+	URL string `json:"url"`
+	// TokenFile holds the HEC token (Authorization: Splunk <token>).
+	TokenFile string `json:"tokenFile"`
+	// Index, Source and SourceType set the events' metadata (default: the
+	// token's index, source harrier, sourcetype harrier:alert).
+	Index      string `json:"index,omitempty"`
+	Source     string `json:"source,omitempty"`
+	SourceType string `json:"sourcetype,omitempty"`
+	// Ack waits for indexer acknowledgement (the token must have it on): a
+	// batch counts as delivered only once Splunk says it was indexed,
+	// within AckTimeout (default 60s; else it is sent again).
+	Ack        bool             `json:"ack,omitempty"`
+	AckTimeout confval.Duration `json:"ackTimeout,omitempty"`
+	TLS        TLSConfig        `json:"tls"`
+	Timeout    confval.Duration `json:"timeout,omitempty"`
+}
+
+// ElasticConfig indexes into Elasticsearch or OpenSearch with _bulk.
+type ElasticConfig struct {
+	// URL is the cluster's base URL (https://es:9200).
+	URL string `json:"url"`
+	// Index is the index (or data stream, with op create) written to
+	// (default harrier-alerts).
+	Index string `json:"index,omitempty"`
+	// Op is index (default: a record sent again overwrites its document,
+	// so the index holds the alert's latest state) or create (required by
+	// data streams: a record already there counts as delivered).
+	Op string `json:"op,omitempty"`
+	// APIKeyFile holds an API key (Authorization: ApiKey <key>, the
+	// base64 form Elasticsearch prints); or Username with PasswordFile
+	// for basic auth.
+	APIKeyFile   string           `json:"apiKeyFile,omitempty"`
+	Username     string           `json:"username,omitempty"`
+	PasswordFile string           `json:"passwordFile,omitempty"`
+	TLS          TLSConfig        `json:"tls"`
+	Timeout      confval.Duration `json:"timeout,omitempty"`
+}
+
 // TLSConfig is the client side of TLS: the CA that signs the receiver's
 // certificate (default: the system's) and an optional client certificate.
 type TLSConfig struct {
@@ -206,7 +255,7 @@ func (c Config) Validate() error {
 		add("format %q: must be json, ocsf or cef", c.Format)
 	}
 	set := 0
-	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil, c.OTLP != nil} {
+	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil, c.OTLP != nil, c.Splunk != nil, c.Elastic != nil} {
 		if p {
 			set++
 		}
@@ -244,6 +293,21 @@ func (c Config) Validate() error {
 			break
 		}
 		errs = append(errs, c.OTLP.validate())
+	case TypeSplunk:
+		if c.Splunk == nil {
+			add("type splunk needs a splunk: section")
+			break
+		}
+		errs = append(errs, c.Splunk.validate())
+	case TypeElastic:
+		if c.Elastic == nil {
+			add("type elasticsearch needs an elasticsearch: section")
+			break
+		}
+		errs = append(errs, c.Elastic.validate())
+		if c.Format == FormatCEF {
+			add("format cef: elasticsearch indexes JSON documents (use json, ocsf, ...)")
+		}
 	default:
 		add("type %q: must be %s", c.Type, typeList)
 	}
@@ -315,7 +379,57 @@ func (w *WebhookConfig) validate() error {
 }
 
 // typeList names the destination types in errors.
-const typeList = "syslog, webhook, file or otlp"
+const typeList = "syslog, webhook, file, otlp, splunk or elasticsearch"
+
+// validateBaseURL checks an http(s) base URL without credentials.
+func validateBaseURL(where, raw string) error {
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", where, err)
+	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
+		return fmt.Errorf("%s %q: want an https:// (or http://) URL", where, raw)
+	case u.User != nil || u.RawQuery != "":
+		return fmt.Errorf("%s must not carry credentials or a query: secrets come from files", where)
+	}
+	return nil
+}
+
+func (c *SplunkConfig) validate() error {
+	errs := []error{validateBaseURL("splunk.url", c.URL), c.TLS.validate("splunk.tls")}
+	if c.TokenFile == "" {
+		errs = append(errs, errors.New("splunk.tokenFile is required (the HEC token, from a file)"))
+	}
+	if c.Timeout < 0 || c.AckTimeout < 0 {
+		errs = append(errs, errors.New("splunk.timeout and splunk.ackTimeout must not be negative"))
+	}
+	if c.AckTimeout != 0 && !c.Ack {
+		errs = append(errs, errors.New("splunk.ackTimeout needs splunk.ack: true"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *ElasticConfig) validate() error {
+	errs := []error{validateBaseURL("elasticsearch.url", c.URL), c.TLS.validate("elasticsearch.tls")}
+	switch c.Op {
+	case "", ElasticOpIndex, ElasticOpCreate:
+	default:
+		errs = append(errs, fmt.Errorf("elasticsearch.op %q: must be index or create", c.Op))
+	}
+	if c.Index != "" && (strings.ToLower(c.Index) != c.Index || strings.ContainsAny(c.Index, `\/*?"<>| ,#:`) || strings.HasPrefix(c.Index, "_")) {
+		errs = append(errs, fmt.Errorf("elasticsearch.index %q: lowercase, without \\ / * ? \" < > | space , # : and not starting with _", c.Index))
+	}
+	if c.APIKeyFile != "" && c.Username != "" {
+		errs = append(errs, errors.New("elasticsearch: apiKeyFile or username/passwordFile, not both"))
+	}
+	if (c.Username == "") != (c.PasswordFile == "") {
+		errs = append(errs, errors.New("elasticsearch.username and passwordFile go together"))
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, errors.New("elasticsearch.timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
 
 func (o *OTLPConfig) validate() error {
 	var errs []error
@@ -424,6 +538,35 @@ func (c Config) withDefaults() Config {
 			cp.ServiceName = "harrier"
 		}
 		c.OTLP = &cp
+	}
+	if sp := c.Splunk; sp != nil {
+		cp := *sp
+		if cp.Timeout == 0 {
+			cp.Timeout = confval.Duration(defaultWebhookTime)
+		}
+		if cp.AckTimeout == 0 {
+			cp.AckTimeout = confval.Duration(time.Minute)
+		}
+		if cp.Source == "" {
+			cp.Source = "harrier"
+		}
+		if cp.SourceType == "" {
+			cp.SourceType = "harrier:alert"
+		}
+		c.Splunk = &cp
+	}
+	if e := c.Elastic; e != nil {
+		cp := *e
+		if cp.Timeout == 0 {
+			cp.Timeout = confval.Duration(defaultWebhookTime)
+		}
+		if cp.Index == "" {
+			cp.Index = "harrier-alerts"
+		}
+		if cp.Op == "" {
+			cp.Op = ElasticOpIndex
+		}
+		c.Elastic = &cp
 	}
 	if f := c.File; f != nil {
 		cp := *f

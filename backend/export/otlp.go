@@ -82,14 +82,10 @@ func newOTLPSink(c OTLPConfig, version string) (*otlpSink, error) {
 		}
 		s.grpc, s.logs = conn, collogspb.NewLogsServiceClient(conn)
 	case OTLPHTTP:
-		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.Proxy = nil
-		tc, err := clientTLS(c.TLS)
-		if err != nil {
+		var err error
+		if s.http, err = newHTTPClient(c.TLS, c.Timeout.Std()); err != nil {
 			return nil, err
 		}
-		tr.TLSClientConfig = tc
-		s.http = &http.Client{Transport: tr, Timeout: c.Timeout.Std()}
 	default:
 		return nil, fmt.Errorf("otlp.protocol %q: must be grpc or http", c.Protocol)
 	}

@@ -48,6 +48,10 @@ func newSink(c Config, hostname, version string) (sink, error) {
 		return newFileSink(*c.File), nil
 	case TypeOTLP:
 		return newOTLPSink(*c.OTLP, version)
+	case TypeSplunk:
+		return newSplunkSink(*c.Splunk)
+	case TypeElastic:
+		return newElasticSink(*c.Elastic)
 	}
 	return nil, fmt.Errorf("type %q: must be %s", c.Type, typeList)
 }
@@ -66,6 +70,10 @@ func (c Config) target() string {
 			return redactURL(c.OTLP.Endpoint)
 		}
 		return "grpc://" + c.OTLP.Endpoint
+	case c.Splunk != nil:
+		return redactURL(c.Splunk.URL)
+	case c.Elastic != nil:
+		return redactURL(c.Elastic.URL)
 	}
 	return ""
 }
