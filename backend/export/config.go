@@ -32,6 +32,7 @@ const (
 	TypeOTLP    = "otlp"
 	TypeSplunk  = "splunk"
 	TypeElastic = "elasticsearch"
+	TypeKafka   = "kafka"
 
 	ElasticOpIndex  = "index"
 	ElasticOpCreate = "create"
@@ -49,7 +50,7 @@ type Config struct {
 	// Name identifies the destination in metrics, the API and the cursor's
 	// key: letters, digits, '-', '_' and '.', at most 64.
 	Name string `json:"name"`
-	// Type is syslog, webhook, file, otlp, splunk or elasticsearch.
+	// Type is syslog, webhook, file, otlp, splunk, elasticsearch or kafka.
 	Type string `json:"type"`
 	// Format is json (default), ocsf or cef.
 	Format string `json:"format,omitempty"`
@@ -60,6 +61,7 @@ type Config struct {
 	OTLP    *OTLPConfig    `json:"otlp,omitempty"`
 	Splunk  *SplunkConfig  `json:"splunk,omitempty"`
 	Elastic *ElasticConfig `json:"elasticsearch,omitempty"`
+	Kafka   *KafkaConfig   `json:"kafka,omitempty"`
 	// Filter selects what is sent; the rest is skipped (and counted).
 	Filter Filter `json:"filter"`
 	// MaxPerSecond caps the records sent per second (0: no cap), for thin
@@ -202,6 +204,26 @@ type ElasticConfig struct {
 	Timeout      confval.Duration `json:"timeout,omitempty"`
 }
 
+// KafkaConfig produces to a Kafka topic.
+type KafkaConfig struct {
+	// Brokers are the seed brokers, host:port.
+	Brokers []string `json:"brokers"`
+	Topic   string   `json:"topic"`
+	// TLS, when set (even empty: the system's CAs), connects with TLS.
+	TLS  *TLSConfig `json:"tls,omitempty"`
+	SASL *KafkaSASL `json:"sasl,omitempty"`
+	// Timeout bounds the delivery of a batch, retries inside the client
+	// included (default 30s); then the export backs off and sends again.
+	Timeout confval.Duration `json:"timeout,omitempty"`
+}
+
+// KafkaSASL authenticates to the brokers; the password comes from a file.
+type KafkaSASL struct {
+	Mechanism    string `json:"mechanism"` // plain, scram-sha-256 or scram-sha-512
+	Username     string `json:"username"`
+	PasswordFile string `json:"passwordFile"`
+}
+
 // TLSConfig is the client side of TLS: the CA that signs the receiver's
 // certificate (default: the system's) and an optional client certificate.
 type TLSConfig struct {
@@ -255,7 +277,7 @@ func (c Config) Validate() error {
 		add("format %q: must be json, ocsf or cef", c.Format)
 	}
 	set := 0
-	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil, c.OTLP != nil, c.Splunk != nil, c.Elastic != nil} {
+	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil, c.OTLP != nil, c.Splunk != nil, c.Elastic != nil, c.Kafka != nil} {
 		if p {
 			set++
 		}
@@ -308,6 +330,12 @@ func (c Config) Validate() error {
 		if c.Format == FormatCEF {
 			add("format cef: elasticsearch indexes JSON documents (use json, ocsf, ...)")
 		}
+	case TypeKafka:
+		if c.Kafka == nil {
+			add("type kafka needs a kafka: section")
+			break
+		}
+		errs = append(errs, c.Kafka.validate())
 	default:
 		add("type %q: must be %s", c.Type, typeList)
 	}
@@ -379,7 +407,45 @@ func (w *WebhookConfig) validate() error {
 }
 
 // typeList names the destination types in errors.
-const typeList = "syslog, webhook, file, otlp, splunk or elasticsearch"
+const typeList = "syslog, webhook, file, otlp, splunk, elasticsearch or kafka"
+
+// kafkaTopicRE is Kafka's rule for topic names.
+var kafkaTopicRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,249}$`)
+
+func (c *KafkaConfig) validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("kafka.brokers: at least one host:port"))
+	}
+	for _, b := range c.Brokers {
+		if _, _, err := net.SplitHostPort(b); err != nil {
+			errs = append(errs, fmt.Errorf("kafka.brokers %q: %w", b, err))
+		}
+	}
+	if !kafkaTopicRE.MatchString(c.Topic) || c.Topic == "." || c.Topic == ".." {
+		errs = append(errs, fmt.Errorf("kafka.topic %q: 1-249 letters, digits, '.', '_' or '-'", c.Topic))
+	}
+	if c.TLS != nil {
+		errs = append(errs, c.TLS.validate("kafka.tls"))
+	}
+	if sa := c.SASL; sa != nil {
+		switch sa.Mechanism {
+		case "plain", "scram-sha-256", "scram-sha-512":
+		default:
+			errs = append(errs, fmt.Errorf("kafka.sasl.mechanism %q: must be plain, scram-sha-256 or scram-sha-512", sa.Mechanism))
+		}
+		if sa.Username == "" || sa.PasswordFile == "" {
+			errs = append(errs, errors.New("kafka.sasl: username and passwordFile are required (the password comes from a file)"))
+		}
+		if sa.Mechanism == "plain" && c.TLS == nil {
+			errs = append(errs, errors.New("kafka.sasl plain sends the password in clear: set kafka.tls"))
+		}
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, errors.New("kafka.timeout must not be negative"))
+	}
+	return errors.Join(errs...)
+}
 
 // validateBaseURL checks an http(s) base URL without credentials.
 func validateBaseURL(where, raw string) error {
@@ -567,6 +633,11 @@ func (c Config) withDefaults() Config {
 			cp.Op = ElasticOpIndex
 		}
 		c.Elastic = &cp
+	}
+	if k := c.Kafka; k != nil && k.Timeout == 0 {
+		cp := *k
+		cp.Timeout = confval.Duration(30 * time.Second)
+		c.Kafka = &cp
 	}
 	if f := c.File; f != nil {
 		cp := *f

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
@@ -52,6 +53,8 @@ func newSink(c Config, hostname, version string) (sink, error) {
 		return newSplunkSink(*c.Splunk)
 	case TypeElastic:
 		return newElasticSink(*c.Elastic)
+	case TypeKafka:
+		return newKafkaSink(*c.Kafka)
 	}
 	return nil, fmt.Errorf("type %q: must be %s", c.Type, typeList)
 }
@@ -74,6 +77,8 @@ func (c Config) target() string {
 		return redactURL(c.Splunk.URL)
 	case c.Elastic != nil:
 		return redactURL(c.Elastic.URL)
+	case c.Kafka != nil:
+		return "kafka://" + strings.Join(c.Kafka.Brokers, ",") + "/" + c.Kafka.Topic
 	}
 	return ""
 }
