@@ -43,6 +43,10 @@ const (
 	FormatJSON = "json" // Harrier JSON: protojson of api.Alert
 	FormatOCSF = "ocsf" // OCSF 1.x Detection Finding (class_uid 2004)
 	FormatCEF  = "cef"  // ArcSight Common Event Format
+	// FormatFalco is Falco's JSON alert shape; FormatECS the Elastic
+	// Common Schema.
+	FormatFalco = "falco"
+	FormatECS   = "ecs"
 )
 
 // Config is one entry of the backend's `exports:` list.
@@ -52,7 +56,7 @@ type Config struct {
 	Name string `json:"name"`
 	// Type is syslog, webhook, file, otlp, splunk, elasticsearch or kafka.
 	Type string `json:"type"`
-	// Format is json (default), ocsf or cef.
+	// Format is json (default), ocsf, cef, falco or ecs.
 	Format string `json:"format,omitempty"`
 	// Syslog, Webhook and File configure the destination of that type.
 	Syslog  *SyslogConfig  `json:"syslog,omitempty"`
@@ -272,9 +276,9 @@ func (c Config) Validate() error {
 		add("name %q: want 1-64 letters, digits, '-', '_' or '.'", c.Name)
 	}
 	switch c.Format {
-	case "", FormatJSON, FormatOCSF, FormatCEF:
+	case "", FormatJSON, FormatOCSF, FormatCEF, FormatFalco, FormatECS:
 	default:
-		add("format %q: must be json, ocsf or cef", c.Format)
+		add("format %q: must be %s", c.Format, formatList)
 	}
 	set := 0
 	for _, p := range []bool{c.Syslog != nil, c.Webhook != nil, c.File != nil, c.OTLP != nil, c.Splunk != nil, c.Elastic != nil, c.Kafka != nil} {
@@ -405,6 +409,9 @@ func (w *WebhookConfig) validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// formatList names the formats in errors.
+const formatList = "json, ocsf, cef, falco or ecs"
 
 // typeList names the destination types in errors.
 const typeList = "syslog, webhook, file, otlp, splunk, elasticsearch or kafka"
