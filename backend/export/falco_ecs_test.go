@@ -103,7 +103,7 @@ func TestECS(t *testing.T) {
 		"process.args": `["cat","/etc/shadow"]`, "process.args_count": "2", "process.parent.pid": "1", "process.user.id": "0", "user.id": "0",
 		"container.id": "0123abcd", "container.name": "web", "container.runtime": "containerd", "container.image.name": "nginx:1.27",
 		"container.image.hash.all": `["sha256:abc"]`,
-		"orchestrator.type": "kubernetes", "orchestrator.cluster.name": "prod", "orchestrator.namespace": "shop",
+		"orchestrator.type":        "kubernetes", "orchestrator.cluster.name": "prod", "orchestrator.namespace": "shop",
 		"orchestrator.resource.type": "pod", "orchestrator.resource.name": "web-0", "orchestrator.resource.id": "uid-1",
 		"threat.framework": "MITRE ATT&CK", "threat.technique.id": `["T1552.001"]`, "threat.technique.name": `["Credentials In Files"]`,
 		"threat.tactic.name": `["Credential Access"]`,
