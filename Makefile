@@ -99,6 +99,10 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeCEF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeRFC5424$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeOCSF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeFalcoECS$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzParseOTLPHTTPReply$$' -fuzztime $(FUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzParseBulkResponse$$' -fuzztime $(FUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHECReply$$' -fuzztime $(FUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEventList$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEvent$$' -fuzztime $(FUZZTIME) ./kube/audit
 	$(GO) test -run '^$$' -fuzz '^FuzzParseKubeletConfig$$' -fuzztime $(FUZZTIME) ./kube/posture

@@ -31,8 +31,12 @@ func encoderFor(format string) (encoder, error) {
 		return EncodeOCSF, nil
 	case FormatCEF:
 		return func(a *api.Alert, v string) ([]byte, error) { return []byte(EncodeCEF(a, v)), nil }, nil
+	case FormatFalco:
+		return EncodeFalco, nil
+	case FormatECS:
+		return EncodeECS, nil
 	}
-	return nil, fmt.Errorf("format %q: must be json, ocsf or cef", format)
+	return nil, fmt.Errorf("format %q: must be %s", format, formatList)
 }
 
 var jsonOpts = protojson.MarshalOptions{UseProtoNames: false, EmitUnpopulated: false}

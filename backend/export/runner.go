@@ -96,7 +96,7 @@ func New(cfgs []Config, src Source, kv KV, o Options) (*Manager, error) {
 	m := &Manager{kv: kv}
 	for _, c := range cfgs {
 		c = c.withDefaults()
-		s, err := newSink(c, o.Hostname)
+		s, err := newSink(c, o.Hostname, o.Version)
 		if err != nil {
 			return nil, fmt.Errorf("export %s: %w", c.Name, err)
 		}

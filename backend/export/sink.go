@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
@@ -38,7 +39,7 @@ type sink interface {
 	close() error
 }
 
-func newSink(c Config, hostname string) (sink, error) {
+func newSink(c Config, hostname, version string) (sink, error) {
 	switch c.Type {
 	case TypeSyslog:
 		return newSyslogSink(*c.Syslog, hostname)
@@ -46,8 +47,16 @@ func newSink(c Config, hostname string) (sink, error) {
 		return newWebhookSink(*c.Webhook)
 	case TypeFile:
 		return newFileSink(*c.File), nil
+	case TypeOTLP:
+		return newOTLPSink(*c.OTLP, version)
+	case TypeSplunk:
+		return newSplunkSink(*c.Splunk)
+	case TypeElastic:
+		return newElasticSink(*c.Elastic)
+	case TypeKafka:
+		return newKafkaSink(*c.Kafka)
 	}
-	return nil, fmt.Errorf("type %q: must be syslog, webhook or file", c.Type)
+	return nil, fmt.Errorf("type %q: must be %s", c.Type, typeList)
 }
 
 // target is where a destination sends, for the API and logs: no secrets.
@@ -59,6 +68,17 @@ func (c Config) target() string {
 		return redactURL(c.Webhook.URL)
 	case c.File != nil:
 		return c.File.Path
+	case c.OTLP != nil:
+		if c.OTLP.Protocol == OTLPHTTP {
+			return redactURL(c.OTLP.Endpoint)
+		}
+		return "grpc://" + c.OTLP.Endpoint
+	case c.Splunk != nil:
+		return redactURL(c.Splunk.URL)
+	case c.Elastic != nil:
+		return redactURL(c.Elastic.URL)
+	case c.Kafka != nil:
+		return "kafka://" + strings.Join(c.Kafka.Brokers, ",") + "/" + c.Kafka.Topic
 	}
 	return ""
 }

@@ -27,7 +27,7 @@ func SendTest(ctx context.Context, c Config, a *api.Alert, o Options) (string, e
 	}
 	o = o.withDefaults()
 	c = c.withDefaults()
-	s, err := newSink(c, o.Hostname)
+	s, err := newSink(c, o.Hostname, o.Version)
 	if err != nil {
 		return "", err
 	}

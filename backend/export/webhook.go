@@ -51,15 +51,23 @@ func newWebhookSink(c WebhookConfig) (*webhookSink, error) {
 		}
 		s.token = string(t)
 	}
+	var err error
+	if s.client, err = newHTTPClient(c.TLS, c.Timeout.Std()); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newHTTPClient is the HTTP client of every HTTP destination.
+func newHTTPClient(t TLSConfig, timeout time.Duration) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil // a SIEM on the site's network, not through a proxy from the environment
-	tc, err := clientTLS(c.TLS)
+	tc, err := clientTLS(t)
 	if err != nil {
 		return nil, err
 	}
 	tr.TLSClientConfig = tc
-	s.client = &http.Client{Transport: tr, Timeout: c.Timeout.Std()}
-	return s, nil
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
 func (s *webhookSink) send(ctx context.Context, msgs []message) (int, error) {
