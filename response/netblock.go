@@ -16,7 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 
-	"github.com/harrier-sec/harrier/sensor/container"
+	"github.com/harrier-sec/harrier/internal/mountinfo"
 )
 
 // ActionBlockNetwork refuses the new connections and UDP sends of the
@@ -49,12 +49,12 @@ func UnifiedMount() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("cgroup v2: %w", err)
 	}
-	mounts, err := container.ParseMountinfo(f)
+	mounts, err := mountinfo.ParseMountinfo(f)
 	f.Close()
 	if err != nil {
 		return "", fmt.Errorf("cgroup v2: mountinfo: %w", err)
 	}
-	v2 := container.FindHierarchies(mounts).V2
+	v2 := mountinfo.FindHierarchies(mounts).V2
 	if v2 == "" {
 		return "", errors.New("this host has no cgroup v2 (unified) hierarchy mounted")
 	}

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/harrier-sec/harrier/internal/mountinfo"
 )
 
 // CgroupEntry is one line of /proc/PID/cgroup.
@@ -26,7 +28,7 @@ type CgroupEntry struct {
 // dropped so the path can be matched.
 func ParseProcCgroup(r io.Reader) ([]CgroupEntry, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 1024), maxLine)
+	sc.Buffer(make([]byte, 0, 1024), mountinfo.MaxLine)
 	var entries []CgroupEntry
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
