@@ -107,7 +107,7 @@ func (r *Responder) command(cmd *api.Command, proc *api.Process, container *api.
 	case ActionUnblockNetwork, ActionUnisolateNetwork:
 		r.unblockNetwork(container, cmd.GetAction() == ActionUnisolateNetwork, resp)
 	case ActionResumeContainer:
-		r.resumeContainer(container, resp)
+		r.containerAction(container, Decision{Policy: resp.Policy, Mode: ModeEnforce, Action: ActionResumeContainer}, resp)
 	case ActionRestoreFile:
 		r.restoreFile(t, resp)
 	default:
@@ -149,31 +149,6 @@ func (r *Responder) unblockNetwork(c *api.Container, isolation bool, resp *api.R
 	}
 	if err := undo(cg); err != nil {
 		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
-		return
-	}
-	resp.Outcome = OutcomeDone
-}
-
-func (r *Responder) resumeContainer(c *api.Container, resp *api.Response) {
-	if r.v2Err != nil {
-		resp.Outcome, resp.Error = OutcomeFailed, r.v2Err.Error()
-		return
-	}
-	cg, err := containerCgroup(r.v2, c.GetCgroup())
-	if err != nil {
-		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
-		return
-	}
-	resp.Target = "cgroup " + cg
-	if err := writeCgroupFile(cg, "cgroup.freeze", "0"); err != nil {
-		resp.Outcome, resp.Error = OutcomeFailed, err.Error()
-		return
-	}
-	for i := 0; i < 100 && frozen(cg); i++ {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if frozen(cg) {
-		resp.Outcome, resp.Error = OutcomeFailed, cg+" still frozen after 1 s"
 		return
 	}
 	resp.Outcome = OutcomeDone

@@ -328,8 +328,8 @@ func (r *Responder) quarantine(target Target, exe, mode string, resp *api.Respon
 	setOutcome(resp, err)
 }
 
-// containerAction pauses (freezes) or stops (kills) every process of the
-// alert's container through its cgroup v2 core files.
+// containerAction pauses (freezes), resumes (thaws) or stops (kills) every
+// process of the alert's container through its cgroup v2 core files.
 func (r *Responder) containerAction(c *api.Container, d Decision, resp *api.Response) {
 	if c.GetId() == "" {
 		resp.Outcome, resp.Error = OutcomeRefused, d.Action+" acts on containers only"
@@ -350,14 +350,16 @@ func (r *Responder) containerAction(c *api.Container, d Decision, resp *api.Resp
 		return
 	}
 	switch d.Action {
-	case ActionPauseContainer:
-		err = writeCgroupFile(cg, "cgroup.freeze", "1")
-		// Freezing completes asynchronously; say so if it has not yet.
-		for i := 0; err == nil && i < 100 && !frozen(cg); i++ {
+	case ActionPauseContainer, ActionResumeContainer:
+		freeze := d.Action == ActionPauseContainer
+		value := map[bool]string{true: "1", false: "0"}[freeze]
+		err = writeCgroupFile(cg, "cgroup.freeze", value)
+		// Freezing and thawing complete asynchronously; say so if not yet.
+		for i := 0; err == nil && i < 100 && frozen(cg) != freeze; i++ {
 			time.Sleep(10 * time.Millisecond)
 		}
-		if err == nil && !frozen(cg) {
-			err = fmt.Errorf("%s not frozen after 1 s", cg)
+		if err == nil && frozen(cg) != freeze {
+			err = fmt.Errorf("%s: cgroup.freeze %s not in effect after 1 s", cg, value)
 		}
 	case ActionStopContainer:
 		err = writeCgroupFile(cg, "cgroup.kill", "1")
