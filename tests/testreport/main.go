@@ -87,6 +87,7 @@ func (r *report) add(line []byte, out io.Writer) {
 				if testOut != nil {
 					fmt.Fprintf(out, "--- FAIL package %s\n%s", ev.Package, testOut.String())
 				}
+				r.printUnfinished(out, ev.Package)
 			}
 			return
 		}
@@ -103,6 +104,24 @@ func (r *report) add(line []byte, out io.Writer) {
 			r.skipped++
 			r.skips = append(r.skips, k+": "+skipReason(testOut))
 		}
+	}
+}
+
+// printUnfinished prints the output of the package's tests that started but
+// never ended: a panic in a goroutine, a timeout or an os.Exit ends the test
+// binary mid-test, and its message is in that test's output, not the
+// package's.
+func (r *report) printUnfinished(out io.Writer, pkg string) {
+	var unfinished []string
+	for k := range r.output {
+		if strings.HasPrefix(k, pkg+" ") {
+			unfinished = append(unfinished, k)
+		}
+	}
+	sort.Strings(unfinished)
+	for _, k := range unfinished {
+		fmt.Fprintf(out, "--- UNFINISHED %s\n%s", k, r.output[k].String())
+		delete(r.output, k)
 	}
 }
 

@@ -25,6 +25,11 @@ func TestRun(t *testing.T) {
 {"ImportPath":"r","Action":"build-fail"}
 {"Action":"fail","Package":"r"}
 `
+		panicked = `{"Action":"run","Package":"t","Test":"TestP"}
+{"Action":"output","Package":"t","Test":"TestP","Output":"panic: send on closed channel\n"}
+{"Action":"output","Package":"t","Output":"FAIL\tt\t1.0s\n"}
+{"Action":"fail","Package":"t"}
+`
 	)
 	tests := []struct {
 		name       string
@@ -38,6 +43,7 @@ func TestRun(t *testing.T) {
 		{name: "skip in CI", in: pass + skip, failOnSkip: true, wantErr: "1 tests skipped", wantOut: []string{"skipped tests (1)"}},
 		{name: "fail", in: pass + fail, wantErr: "1 tests and 1 packages failed", wantOut: []string{"--- FAIL q TestF", "got 1, want 2", "1 passed, 1 failed, 0 skipped"}},
 		{name: "build fail", in: pass + buildFail, wantErr: "packages failed", wantOut: []string{"BUILD FAIL r", "syntax error"}},
+		{name: "panic mid-test", in: pass + panicked, wantErr: "0 tests and 1 packages failed", wantOut: []string{"--- UNFINISHED t TestP", "send on closed channel"}},
 		{name: "nothing ran", in: "", wantErr: "no test ran"},
 		{name: "plain text kept", in: "# vet says\n" + pass, wantOut: []string{"# vet says"}},
 	}
