@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -296,9 +297,13 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 	// it after closing whichever connection is current.
 	var control sync.WaitGroup
 	defer control.Wait()
-	defer func() { _ = conn.CloseWithError(CodeOK, "") }()
+	// current is the connection in use (a 0-RTT rejection replaces it), read
+	// by the stop hook's goroutine.
+	var current atomic.Pointer[quic.Conn]
+	current.Store(conn)
+	defer func() { _ = current.Load().CloseWithError(CodeOK, "") }()
 	// Stream calls take no context; closing the connection unblocks them.
-	stop := context.AfterFunc(ctx, func() { _ = conn.CloseWithError(CodeShutdown, "agent stopping") })
+	stop := context.AfterFunc(ctx, func() { _ = current.Load().CloseWithError(CodeShutdown, "agent stopping") })
 	defer stop()
 	// Connected turns true with the first ack, not at dial: an early (0-RTT)
 	// dial returns before the backend has answered at all.
@@ -335,9 +340,14 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 			// The backend restarted (new ticket keys) and refused our 0-RTT
 			// data: finish the handshake and send the same records again.
 			retried0RTT = true
-			if conn, err = conn.NextConnection(ctx); err != nil {
-				return delivered, fmt.Errorf("handshake after 0-RTT rejection: %w", err)
+			// conn keeps the old connection on failure: the deferred close
+			// and the stop hook need a connection to close.
+			next, nerr := conn.NextConnection(ctx)
+			if nerr != nil {
+				return delivered, fmt.Errorf("handshake after 0-RTT rejection: %w", nerr)
 			}
+			conn = next
+			current.Store(conn)
 			serveControl(conn)
 			continue
 		}
