@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -83,5 +84,49 @@ policies:
 		done <- err
 	case <-time.After(5 * time.Second):
 		t.Error("stop-container left the process running")
+	}
+}
+
+// TestUnifiedMountInsideCgroupNamespace: a process in its own cgroup
+// namespace (as the agent's pod is) that sees both its namespace's cgroup2
+// mount and the host's hierarchy (the chart's hostPath) acts through the
+// host's, where the sensor's cgroup paths start.
+func TestUnifiedMountInsideCgroupNamespace(t *testing.T) {
+	if dir := os.Getenv("HARRIER_TEST_UNIFIED_MOUNT"); dir != "" {
+		// The child, in its namespaces: print what UnifiedMount picked.
+		v2, err := UnifiedMount()
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println(v2)
+		os.Exit(0)
+	}
+	testenv.RequireRoot(t)
+	host, err := UnifiedMount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(host, &st); err != nil || st.Ino != 1 {
+		t.Fatalf("UnifiedMount() = %s (inode %d, %v): not the hierarchy's root", host, st.Ino, err)
+	}
+	cg := filepath.Join(host, fmt.Sprintf("harrier-test-cgns-%d", os.Getpid()))
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(cg)
+	nsView := t.TempDir()
+	// Into the cgroup, then a new cgroup and mount namespace whose own
+	// cgroup2 mount (root "/" there) comes after the host's in mountinfo.
+	script := `echo $$ > "$1/cgroup.procs" && exec unshare --cgroup --mount --propagation private sh -c 'mount -t cgroup2 none "$0" && exec "$1" -test.run="^TestUnifiedMountInsideCgroupNamespace$"' "$2" "$3"`
+	cmd := exec.Command("sh", "-c", script, "sh", cg, nsView, os.Args[0])
+	cmd.Env = append(os.Environ(), "HARRIER_TEST_UNIFIED_MOUNT="+nsView)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if got := strings.TrimSpace(string(out)); got != host {
+		t.Errorf("inside a cgroup namespace UnifiedMount() = %q, want the host's hierarchy %q (the namespace's own mount is %s)", got, host, nsView)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/harrier-sec/harrier/internal/mountinfo"
+	"golang.org/x/sys/unix"
 )
 
 // ActionBlockNetwork refuses the new connections and UDP sends of the
@@ -53,6 +54,20 @@ func UnifiedMount() (string, error) {
 	f.Close()
 	if err != nil {
 		return "", fmt.Errorf("cgroup v2: mountinfo: %w", err)
+	}
+	// The sensor's cgroup paths start at the hierarchy's root. In the
+	// agent's pod the container's own cgroup2 mount shows only its cgroup
+	// namespace, and mountinfo prints roots relative to that namespace; the
+	// host's hierarchy (a hostPath mount) is the one whose directory is
+	// the kernfs root, inode 1.
+	for _, m := range mounts {
+		if m.FSType != "cgroup2" {
+			continue
+		}
+		var st unix.Stat_t
+		if unix.Stat(m.MountPoint, &st) == nil && st.Ino == 1 {
+			return m.MountPoint, nil
+		}
 	}
 	v2 := mountinfo.FindHierarchies(mounts).V2
 	if v2 == "" {
