@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -95,6 +96,7 @@ restore-file --path (the quarantined file) and --restore-path.`,
 	fl.StringVar(&req.Target.RestorePath, "restore-path", "", "restore-file: where to put it back")
 	fl.Uint32Var(&req.Target.Mode, "mode", 0, "restore-file: the mode to restore (default 0755)")
 	fl.StringVar(&req.Reason, "reason", "", "why (kept with the command)")
+	fl.StringSliceVar(&req.AllowProtected, "allow-protected", nil, "protected targets this command may act on: "+strings.Join(response.ProtectedClasses(), ", "))
 	fl.StringVar(&req.ExpiresIn, "expires", "", "how long the agent may take it (default 15m)")
 	fl.DurationVar(&wait, "wait", 30*time.Second, "how long to wait for the outcome (0: do not wait)")
 

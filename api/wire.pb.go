@@ -851,9 +851,12 @@ type Command struct {
 	RequestedBy string `protobuf:"bytes,7,opt,name=requested_by,json=requestedBy,proto3" json:"requested_by,omitempty"`
 	Reason      string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
 	// The alert the action is about, if any.
-	AlertId       string `protobuf:"bytes,9,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	AlertId string `protobuf:"bytes,9,opt,name=alert_id,json=alertId,proto3" json:"alert_id,omitempty"`
+	// The protected targets (response.ProtectedClasses: kubelet, runtime,
+	// kube-system) the analyst explicitly allows this command to act on.
+	AllowProtected []string `protobuf:"bytes,10,rep,name=allow_protected,json=allowProtected,proto3" json:"allow_protected,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Command) Reset() {
@@ -947,6 +950,13 @@ func (x *Command) GetAlertId() string {
 		return x.AlertId
 	}
 	return ""
+}
+
+func (x *Command) GetAllowProtected() []string {
+	if x != nil {
+		return x.AllowProtected
+	}
+	return nil
 }
 
 // CommandTarget names what to act on; which fields an action needs is
@@ -1241,7 +1251,7 @@ const file_wire_proto_rawDesc = "" +
 	"\rSignedCommand\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\x12\x1c\n" +
 	"\tsignature\x18\x02 \x01(\fR\tsignature\x12!\n" +
-	"\fsigner_chain\x18\x03 \x03(\fR\vsignerChain\"\xbf\x02\n" +
+	"\fsigner_chain\x18\x03 \x03(\fR\vsignerChain\"\xe8\x02\n" +
 	"\aCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x19\n" +
 	"\bagent_id\x18\x02 \x01(\tR\aagentId\x122\n" +
@@ -1251,7 +1261,9 @@ const file_wire_proto_rawDesc = "" +
 	"\x06target\x18\x06 \x01(\v2\x19.harrier.v1.CommandTargetR\x06target\x12!\n" +
 	"\frequested_by\x18\a \x01(\tR\vrequestedBy\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12\x19\n" +
-	"\balert_id\x18\t \x01(\tR\aalertId\"\xe2\x01\n" +
+	"\balert_id\x18\t \x01(\tR\aalertId\x12'\n" +
+	"\x0fallow_protected\x18\n" +
+	" \x03(\tR\x0eallowProtected\"\xe2\x01\n" +
 	"\rCommandTarget\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x129\n" +
 	"\n" +

@@ -73,6 +73,9 @@ type CommandRequest struct {
 	Reason  string        `json:"reason,omitempty"`
 	// ExpiresIn is a Go duration ("10m"); default DefaultCommandTTL.
 	ExpiresIn string `json:"expires_in,omitempty"`
+	// AllowProtected names the protected targets (kubelet, runtime,
+	// kube-system) this command may act on, as a policy's allowProtected.
+	AllowProtected []string `json:"allow_protected,omitempty"`
 }
 
 // CommandTarget is api.CommandTarget in the API's JSON.
@@ -103,9 +106,11 @@ type CommandRecord struct {
 	AlertID     string        `json:"alert_id,omitempty"`
 	RequestedBy string        `json:"requested_by"`
 	Reason      string        `json:"reason,omitempty"`
-	Issued      time.Time     `json:"issued"`
-	Expires     time.Time     `json:"expires"`
-	State       string        `json:"state"`
+	// AllowProtected is the request's: the protected classes allowed.
+	AllowProtected []string  `json:"allow_protected,omitempty"`
+	Issued         time.Time `json:"issued"`
+	Expires        time.Time `json:"expires"`
+	State          string    `json:"state"`
 	// Answered, Error, PIDs, TargetText and LatencyMS come from the agent's
 	// answer.
 	Answered   *time.Time `json:"answered,omitempty"`
@@ -225,6 +230,9 @@ func (c *ResponseControl) Issue(ctx context.Context, req CommandRequest, by stri
 	if err := respond.ValidateCommand(req.Action, target); err != nil {
 		return CommandRecord{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if err := respond.ValidateAllowProtected(req.AllowProtected); err != nil {
+		return CommandRecord{}, fmt.Errorf("%w: allow_protected: %w", ErrInvalid, err)
+	}
 	ttl := DefaultCommandTTL
 	if req.ExpiresIn != "" {
 		d, err := time.ParseDuration(req.ExpiresIn)
@@ -247,7 +255,8 @@ func (c *ResponseControl) Issue(ctx context.Context, req CommandRequest, by stri
 	}
 	now := c.now().UTC()
 	cmd := &api.Command{Id: "cmd-" + hex.EncodeToString(idBytes), AgentId: req.AgentID, Issued: timestamppb.New(now),
-		Expires: timestamppb.New(now.Add(ttl)), Action: req.Action, Target: target, RequestedBy: by, Reason: req.Reason, AlertId: req.AlertID}
+		Expires: timestamppb.New(now.Add(ttl)), Action: req.Action, Target: target, RequestedBy: by, Reason: req.Reason, AlertId: req.AlertID,
+		AllowProtected: req.AllowProtected}
 	sc, err := transport.SignCommand(cmd, signKey, cert.Certificate)
 	if err != nil {
 		return CommandRecord{}, err
@@ -257,7 +266,7 @@ func (c *ResponseControl) Issue(ctx context.Context, req CommandRequest, by stri
 		return CommandRecord{}, err
 	}
 	rec := CommandRecord{ID: cmd.GetId(), AgentID: req.AgentID, Action: req.Action, Target: req.Target, AlertID: req.AlertID,
-		RequestedBy: by, Reason: req.Reason, Issued: now, Expires: now.Add(ttl), State: CommandPending, Signed: signed}
+		RequestedBy: by, Reason: req.Reason, AllowProtected: req.AllowProtected, Issued: now, Expires: now.Add(ttl), State: CommandPending, Signed: signed}
 	err = c.db.Update(func(txn *badger.Txn) error {
 		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
 			return err

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
@@ -100,6 +102,8 @@ func TestResponseControlCommands(t *testing.T) {
 		{AgentID: "", Action: "kill-process-tree", Target: kill.Target},
 		{AgentID: "a", Action: "kill-process-tree", Target: kill.Target, ExpiresIn: "30d"},
 		{AlertID: "no-such-alert", Action: "kill-process-tree"},
+		{AgentID: "a", Action: "kill-process-tree", Target: kill.Target, AllowProtected: []string{"host-init"}},
+		{AgentID: "a", Action: "kill-process-tree", Target: kill.Target, AllowProtected: []string{"everything"}},
 	} {
 		if _, err := c.Issue(ctx, bad, "test"); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Issue(%+v): %v, want ErrInvalid", bad, err)
@@ -108,6 +112,17 @@ func TestResponseControlCommands(t *testing.T) {
 	rec, err := c.Issue(ctx, kill, "test")
 	if err != nil || rec.State != CommandPending {
 		t.Fatal(rec, err)
+	}
+	// What the analyst allows travels in the signed command.
+	allowed := kill
+	allowed.AgentID, allowed.AllowProtected = "c", []string{"runtime"}
+	if rec, err := c.Issue(ctx, allowed, "test"); err != nil || !slices.Equal(rec.AllowProtected, []string{"runtime"}) {
+		t.Fatalf("a command allowing runtime: %+v %v", rec, err)
+	}
+	if ctl, err := c.PendingControl(ctx, "c", 0); err != nil || len(ctl.GetCommands()) != 1 {
+		t.Fatalf("pending for c: %v %v", ctl, err)
+	} else if cmd := new(api.Command); proto.Unmarshal(ctl.GetCommands()[0].GetCommand(), cmd) != nil || !slices.Equal(cmd.GetAllowProtected(), []string{"runtime"}) {
+		t.Errorf("the signed command %v: want allow_protected [runtime]", cmd)
 	}
 	short := kill
 	short.ExpiresIn = "1s"

@@ -85,6 +85,8 @@ func (r *Responder) Command(cmd *api.Command) *api.Event {
 	container := &api.Container{Id: t.GetContainerId(), Cgroup: t.GetCgroup()}
 	if err := ValidateCommand(cmd.GetAction(), t); err != nil {
 		resp.Outcome, resp.Error = OutcomeRefused, err.Error()
+	} else if err := ValidateAllowProtected(cmd.GetAllowProtected()); err != nil {
+		resp.Outcome, resp.Error = OutcomeRefused, err.Error()
 	} else {
 		r.command(cmd, proc, container, resp)
 	}
@@ -112,14 +114,15 @@ func (r *Responder) command(cmd *api.Command, proc *api.Process, container *api.
 		r.restoreFile(t, resp)
 	default:
 		// The policies' actions, on a pseudo-alert naming the target; the
-		// protected targets are refused to an analyst too.
+		// protected targets are refused to an analyst too, unless the
+		// command allows their class (as a policy's allowProtected).
 		a := &api.Alert{Id: cmd.GetAlertId(), Node: r.node, Process: proc, Container: container}
 		if container.GetId() == "" {
 			a.Container = nil
 		}
-		if pr := r.guard.protect.Check(a); pr != nil {
+		if pr := r.guard.protect.Check(a); pr != nil && !slices.Contains(cmd.GetAllowProtected(), pr.Class) {
 			resp.Target = "process " + strconv.Itoa(int(proc.GetTgid()))
-			resp.Outcome, resp.Error = OutcomeRefused, refusal(pr)
+			resp.Outcome, resp.Error = OutcomeRefused, commandRefusal(pr)
 			return
 		}
 		r.act(a, Decision{Policy: resp.Policy, Mode: ModeEnforce, Action: cmd.GetAction()}, resp)
@@ -213,4 +216,13 @@ func firstProcess(cg string) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no process left in %s: its file system is not reachable", cg)
+}
+
+// commandRefusal is the record's error for a protected target an analyst's
+// command did not allow.
+func commandRefusal(pr *Protected) string {
+	if _, never := neverAllowed[pr.Class]; never {
+		return "protected: " + pr.Reason
+	}
+	return fmt.Sprintf("protected: %s; a command acts on it only with allow_protected: [%s]", pr.Reason, pr.Class)
 }

@@ -1,6 +1,7 @@
 package response
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -188,6 +189,15 @@ func refusal(pr *Protected) string {
 		return "protected: " + pr.Reason
 	}
 	return fmt.Sprintf("protected: %s; a policy acts on it only with allowProtected: [%s]", pr.Reason, pr.Class)
+}
+
+// ValidateAllowProtected checks an analyst's command's allowed protected
+// classes, as a policy's are checked.
+func ValidateAllowProtected(allow []string) error {
+	if bad := validateAllowProtected(allow); len(bad) > 0 {
+		return errors.New(strings.Join(bad, "; "))
+	}
+	return nil
 }
 
 // validateAllowProtected checks a policy's allowProtected.

@@ -227,3 +227,42 @@ func TestKillSparesProtectedDescendants(t *testing.T) {
 		t.Error("the runtime under the shell was killed")
 	}
 }
+
+// TestCommandAllowProtected: an analyst's command on a protected target is
+// refused unless it allows the target's class; a class that is never
+// allowed (the host's PID 1, the agent) cannot be named.
+func TestCommandAllowProtected(t *testing.T) {
+	testenv.RequireRoot(t)
+	r := NewResponder(nil, "node-a", func(*api.Event) {}, slog.New(slog.DiscardHandler))
+	pid, _, wait := startNamed(t, "containerd", false)
+	command := func(allow ...string) *api.Response {
+		t.Helper()
+		return r.Command(&api.Command{Id: "cmd-1", AgentId: "node-a", Action: ActionKillProcessTree, RequestedBy: "test",
+			Target:         &api.CommandTarget{Pid: uint32(pid), StartTime: timestamppb.New(startTime(t, pid))},
+			AllowProtected: allow}).GetResponse()
+	}
+	for _, tt := range []struct {
+		allow []string
+		want  string
+	}{
+		{nil, "a command acts on it only with allow_protected: [runtime]"},
+		{[]string{ProtectKubelet}, "allow_protected: [runtime]"},
+		{[]string{protectHostInit}, "never acted on"},
+	} {
+		resp := command(tt.allow...)
+		if resp.GetOutcome() != OutcomeRefused || !strings.Contains(resp.GetError(), tt.want) {
+			t.Errorf("allow %v: %v, want refused with %q", tt.allow, resp, tt.want)
+		}
+		time.Sleep(50 * time.Millisecond)
+		if !alive(pid) {
+			t.Fatalf("allow %v: the protected process was killed", tt.allow)
+		}
+	}
+	if resp := command(ProtectRuntime); resp.GetOutcome() != OutcomeDone {
+		t.Fatalf("allow [runtime]: %v, want done", resp)
+	}
+	var ee *exec.ExitError
+	if err := wait(); !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Errorf("the allowed target ended with %v, want SIGKILL", err)
+	}
+}

@@ -64,6 +64,7 @@ func testHarrierInCluster(t *testing.T, kubeconfig string) {
 		{"quiet", func(ctx context.Context, t *testing.T) { testQuiet(ctx, t, h) }},
 		{"pod-context", func(ctx context.Context, t *testing.T) { testPodContext(ctx, t, h) }},
 		{"inventory", func(ctx context.Context, t *testing.T) { testInventory(ctx, t, h) }},
+		{"response", func(ctx context.Context, t *testing.T) { testResponse(ctx, t, h) }},
 		{"simulate-outage", func(ctx context.Context, t *testing.T) { testSimulateWithOutage(ctx, t, h) }},
 		{"rotation", func(ctx context.Context, t *testing.T) { testRotation(ctx, t, h) }},
 		{"admission", func(ctx context.Context, t *testing.T) { testAdmission(ctx, t, h) }},

@@ -168,8 +168,29 @@ func TestAgentDaemonSet(t *testing.T) {
 	sc := c.SecurityContext
 	if sc.Privileged == nil || *sc.Privileged || sc.Capabilities == nil ||
 		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) ||
-		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"BPF", "PERFMON", "SYS_PTRACE"}) {
-		t.Errorf("securityContext %+v: want unprivileged, drop ALL, add BPF PERFMON SYS_PTRACE", sc)
+		!slices.Equal(sc.Capabilities.Add, []corev1.Capability{"BPF", "PERFMON", "SYS_PTRACE", "KILL", "NET_ADMIN", "DAC_OVERRIDE", "FOWNER"}) {
+		t.Errorf("securityContext %+v: want unprivileged, drop ALL, add BPF PERFMON SYS_PTRACE and response's KILL NET_ADMIN DAC_OVERRIDE FOWNER", sc)
+	}
+	// Response's host cgroup file system, read-write.
+	if got := hostPaths[mounts["/host/sys/fs/cgroup"]]; got != "/sys/fs/cgroup" {
+		t.Errorf("/host/sys/fs/cgroup is mounted from host %q, want /sys/fs/cgroup", got)
+	}
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == "/host/sys/fs/cgroup" && m.ReadOnly {
+			t.Error("the host's cgroup file system is mounted read-only: response cannot freeze or kill a container")
+		}
+	}
+	// Without response: the sensor's three capabilities and no host cgroup
+	// file system.
+	plain := find[*appsv1.DaemonSet](decode(t, map[string]any{"agent": map[string]any{"response": map[string]any{"enabled": false}}}))[0]
+	pc := plain.Spec.Template.Spec.Containers[0]
+	if add := pc.SecurityContext.Capabilities.Add; !slices.Equal(add, []corev1.Capability{"BPF", "PERFMON", "SYS_PTRACE"}) {
+		t.Errorf("agent.response.enabled=false: capabilities %v, want BPF PERFMON SYS_PTRACE", add)
+	}
+	for _, m := range pc.VolumeMounts {
+		if m.MountPath == "/host/sys/fs/cgroup" {
+			t.Error("agent.response.enabled=false still mounts the host's cgroup file system")
+		}
 	}
 	for res, want := range map[corev1.ResourceName]string{corev1.ResourceCPU: "360m", corev1.ResourceMemory: "296Mi"} {
 		if q := c.Resources.Limits[res]; q.String() != want {
