@@ -26,7 +26,12 @@ import (
 const (
 	reasonListed = 0
 	reasonDrift  = 1
+	reasonName   = 2
 )
+
+// maxDenyName is the longest name the kernel compares (its key is 32
+// bytes, NUL included).
+const maxDenyName = 31
 
 // ExecDeny is a list of executables killed at exec, before their first
 // instruction (enforce), or only reported (audit): listed paths, or drift
@@ -38,6 +43,12 @@ type ExecDeny struct {
 	// file system and inode when the agent loads the list, so a copy
 	// elsewhere is another file, and a replaced file needs a reload.
 	Paths []string `json:"paths,omitempty"`
+	// Names are executables' file names (xmrig, masscan): an exec is a
+	// hit when the executable's file has one of them, or, for names of at
+	// most 15 bytes, when the name execve was given (the process's comm,
+	// e.g. through a link) is one, wherever the file is: in a container's
+	// image, copied in, or on the host.
+	Names []string `json:"names,omitempty"`
 	// Drift denies every executable in a container's writable (overlayfs
 	// upper) layer: written in, or copied up to, its root file system
 	// after the container started. Without Namespaces, PodLabels or
@@ -70,12 +81,20 @@ func (d ExecDeny) validate() error {
 		errs = append(errs, fmt.Errorf("mode %q: want %s or %s", d.Mode, ModeAudit, ModeEnforce))
 	}
 	switch {
-	case d.Drift && len(d.Paths) > 0:
-		errs = append(errs, errors.New("drift and paths: one entry is one or the other"))
-	case !d.Drift && len(d.Paths) == 0:
-		errs = append(errs, errors.New("no paths (and not drift)"))
+	case d.Drift && (len(d.Paths) > 0 || len(d.Names) > 0):
+		errs = append(errs, errors.New("drift with paths or names: one entry is one or the other"))
+	case !d.Drift && len(d.Paths) == 0 && len(d.Names) == 0:
+		errs = append(errs, errors.New("no paths or names (and not drift)"))
 	case !d.Drift && d.scoped():
 		errs = append(errs, errors.New("namespaces, podLabels and images scope drift only"))
+	}
+	for _, n := range d.Names {
+		switch {
+		case n == "" || n == "." || n == ".." || strings.ContainsAny(n, "/\x00"):
+			errs = append(errs, fmt.Errorf("name %q: want a file name (no /)", n))
+		case len(n) > maxDenyName:
+			errs = append(errs, fmt.Errorf("name %q: longer than the %d bytes the kernel compares", n, maxDenyName))
+		}
 	}
 	for _, g := range d.Images {
 		if _, err := path.Match(g, ""); err != nil {
@@ -95,7 +114,10 @@ type ExecHit struct {
 	List, Path, Mode string
 	// Drift is true for an executable of a container's writable layer;
 	// Path is then the path the process gave execve.
-	Drift     bool
+	Drift bool
+	// Name is the listed name that matched (Path is then the path the
+	// process gave execve).
+	Name      string
 	TGID      uint32
 	StartTime time.Time
 	// SignalTime is when the kernel sent the signal (or would have): less
@@ -133,8 +155,8 @@ type ExecGuard struct {
 }
 
 type execEntry struct {
-	list, path, mode string
-	drift            bool
+	list, path, name, mode string
+	drift                  bool
 }
 
 type driftEntry struct {
@@ -159,9 +181,14 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 		key execdenyExecKey
 		act execdenyExecAction
 	}
+	type named struct {
+		key execdenyNameKey
+		act execdenyExecAction
+	}
 	var (
-		keys []keyed
-		all  execdenyDriftAllAction
+		keys  []keyed
+		names []named
+		all   execdenyDriftAllAction
 	)
 	for _, l := range lists {
 		if l.Drift {
@@ -176,6 +203,14 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 				all = execdenyDriftAllAction{Act: act, AllSet: 1}
 			}
 			continue
+		}
+		for _, n := range l.Names {
+			var k execdenyNameKey
+			for i := 0; i < len(n) && i < maxDenyName; i++ {
+				k.Name[i] = int8(n[i])
+			}
+			names = append(names, named{k, execdenyExecAction{Entry: uint32(len(g.entries)), Kill: killFlag(l.Mode)}})
+			g.entries = append(g.entries, execEntry{list: l.Name, name: n, mode: l.Mode})
 		}
 		for _, p := range l.Paths {
 			var st unix.Stat_t
@@ -215,6 +250,13 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 			if err := deny.Put(k.key, k.act); err != nil {
 				coll.Close()
 				return nil, skipped, fmt.Errorf("exec deny map: %w", err)
+			}
+		}
+		for _, n := range names {
+			// The first entry naming a file wins, as for paths.
+			if err := coll.Maps["exec_deny_names"].Update(n.key, n.act, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+				coll.Close()
+				return nil, skipped, fmt.Errorf("exec deny names map: %w", err)
 			}
 		}
 		if err := coll.Maps["drift_all"].Put(uint32(0), all); err != nil {
@@ -373,8 +415,11 @@ func (g *ExecGuard) Run(ctx context.Context, hit func(ExecHit), log *slog.Logger
 		out := ExecHit{List: e.list, Path: e.path, Mode: e.mode, TGID: h.Tgid, Drift: h.Reason == reasonDrift,
 			StartTime: g.bootTime.Add(time.Duration(h.StartBoottime)), Killed: h.Kill == 1 && h.SignalResult == 0,
 			SignalTime: g.bootTime.Add(time.Duration(h.HitBoottime)), CgroupID: h.CgroupId, Container: g.container(h.CgroupId)}
-		if out.Drift {
+		if out.Drift || h.Reason == reasonName {
 			out.Path = cString(h.Filename[:])
+		}
+		if h.Reason == reasonName {
+			out.Name = e.name
 		}
 		if h.Kill == 1 && h.SignalResult != 0 {
 			out.Err = fmt.Errorf("bpf_send_signal: %w", unix.Errno(-h.SignalResult))

@@ -48,6 +48,11 @@ type execdenyExecKey struct {
 	Ino uint64
 }
 
+type execdenyNameKey struct {
+	_    structs.HostLayout
+	Name [32]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -55,6 +60,7 @@ const (
 	execdenyMapDriftAll       = "drift_all"
 	execdenyMapDriftCgroups   = "drift_cgroups"
 	execdenyMapExecDeny       = "exec_deny"
+	execdenyMapExecDenyNames  = "exec_deny_names"
 	execdenyMapExecHits       = "exec_hits"
 	execdenyProgRawTpExecDeny = "raw_tp_exec_deny"
 	execdenyProgTpBtfExecDeny = "tp_btf_exec_deny"
@@ -111,10 +117,11 @@ type execdenyProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execdenyMapSpecs struct {
-	DriftAll     *ebpf.MapSpec `ebpf:"drift_all"`
-	DriftCgroups *ebpf.MapSpec `ebpf:"drift_cgroups"`
-	ExecDeny     *ebpf.MapSpec `ebpf:"exec_deny"`
-	ExecHits     *ebpf.MapSpec `ebpf:"exec_hits"`
+	DriftAll      *ebpf.MapSpec `ebpf:"drift_all"`
+	DriftCgroups  *ebpf.MapSpec `ebpf:"drift_cgroups"`
+	ExecDeny      *ebpf.MapSpec `ebpf:"exec_deny"`
+	ExecDenyNames *ebpf.MapSpec `ebpf:"exec_deny_names"`
+	ExecHits      *ebpf.MapSpec `ebpf:"exec_hits"`
 }
 
 // execdenyVariableSpecs contains global variables before they are loaded into the kernel.
@@ -144,10 +151,11 @@ func (o *execdenyObjects) Close() error {
 //
 // It can be passed to loadExecdenyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execdenyMaps struct {
-	DriftAll     *ebpf.Map `ebpf:"drift_all"`
-	DriftCgroups *ebpf.Map `ebpf:"drift_cgroups"`
-	ExecDeny     *ebpf.Map `ebpf:"exec_deny"`
-	ExecHits     *ebpf.Map `ebpf:"exec_hits"`
+	DriftAll      *ebpf.Map `ebpf:"drift_all"`
+	DriftCgroups  *ebpf.Map `ebpf:"drift_cgroups"`
+	ExecDeny      *ebpf.Map `ebpf:"exec_deny"`
+	ExecDenyNames *ebpf.Map `ebpf:"exec_deny_names"`
+	ExecHits      *ebpf.Map `ebpf:"exec_hits"`
 }
 
 func (m *execdenyMaps) Close() error {
@@ -155,6 +163,7 @@ func (m *execdenyMaps) Close() error {
 		m.DriftAll,
 		m.DriftCgroups,
 		m.ExecDeny,
+		m.ExecDenyNames,
 		m.ExecHits,
 	)
 }

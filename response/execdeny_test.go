@@ -110,3 +110,88 @@ func TestExecGuard(t *testing.T) {
 		t.Errorf("audit hit %+v", h)
 	}
 }
+
+// TestExecGuardNames: a listed name is killed at exec wherever its file
+// is, and when it is started through a link of that name (its comm); a
+// copy under another name runs. A long name is compared on its first 31
+// bytes, as validated.
+func TestExecGuardNames(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	touch, err := exec.LookPath("touch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const long = "harrier-test-miner-with-a-long-name" // 35 bytes: its file name is cut to 31 in the kernel's key
+	named, other, longNamed := filepath.Join(dir, "harrier-miner"), filepath.Join(dir, "innocent"), filepath.Join(dir, long)
+	for _, p := range []string{named, other, longNamed} {
+		copyFile(t, touch, p)
+	}
+	link := filepath.Join(dir, "hminer-ln") // comm holds 15 bytes
+	if err := os.Symlink(other, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := (ExecDeny{Name: "x", Mode: ModeEnforce, Names: []string{long}}).validate(); err == nil {
+		t.Errorf("a %d-byte name validated", len(long))
+	}
+	for _, bad := range []string{"", "a/b", ".."} {
+		if err := (ExecDeny{Name: "x", Mode: ModeEnforce, Names: []string{bad}}).validate(); err == nil {
+			t.Errorf("name %q validated", bad)
+		}
+	}
+	if err := (ExecDeny{Name: "x", Mode: ModeEnforce, Drift: true, Names: []string{"xmrig"}}).validate(); err == nil {
+		t.Error("drift with names validated")
+	}
+	boot, err := procstat.BootTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, err := StartExecGuard([]ExecDeny{
+		{Name: "miners", Mode: ModeEnforce, Names: []string{"harrier-miner", "hminer-ln", long[:maxDenyName]}},
+	}, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu   sync.Mutex
+		hits []ExecHit
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
+	})
+	defer func() { cancel(); wg.Wait() }()
+
+	for _, tt := range []struct {
+		prog   string
+		killed bool
+	}{
+		{named, true},     // the file's name
+		{link, true},      // the name execve was given (comm), through a link to another file
+		{longNamed, true}, // a long file name, on its first 31 bytes
+		{other, false},    // the same program under another name
+	} {
+		marker := filepath.Join(dir, filepath.Base(tt.prog)+".wrote")
+		err := exec.Command(tt.prog, marker).Run()
+		_, statErr := os.Stat(marker)
+		var ee *exec.ExitError
+		killed := errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+		switch {
+		case tt.killed && (!killed || statErr == nil):
+			t.Errorf("%s: ended with %v, marker %v: want killed before its first instruction", tt.prog, err, statErr)
+		case !tt.killed && (err != nil || statErr != nil):
+			t.Errorf("%s: ended with %v, marker %v: want it to run", tt.prog, err, statErr)
+		}
+	}
+	testenv.WaitFor(t, 5*time.Second, "three hits", func() bool { mu.Lock(); defer mu.Unlock(); return len(hits) == 3 })
+	mu.Lock()
+	defer mu.Unlock()
+	if h := hits[0]; h.List != "miners" || h.Name != "harrier-miner" || h.Path != named || !h.Killed {
+		t.Errorf("name hit %+v", h)
+	}
+	if h := hits[1]; h.Name != "hminer-ln" || h.Path != link || !h.Killed {
+		t.Errorf("comm hit %+v", h)
+	}
+}

@@ -386,8 +386,11 @@ const ActionKillAtExec = "kill-at-exec"
 // path the process gave execve, with its container.
 func (r *Responder) ExecHit(h ExecHit) {
 	target, reason := h.Path, "listed"
-	if h.Drift {
+	switch {
+	case h.Drift:
 		target, reason = "drift "+h.Path, "drift"
+	case h.Name != "":
+		target, reason = "name "+h.Name+": "+h.Path, "name"
 	}
 	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: target}
 	switch {

@@ -10,6 +10,11 @@
  * a hit when its task's cgroup (v2 id) is in drift_cgroups, else when
  * drift_all holds an action (mode != 0) for every container.
  *
+ * Names: an executable whose file name (its dentry's), or the name execve
+ * was given (the task's comm after exec, at most 15 bytes), is a key of
+ * exec_deny_names: known miners and attack tools wherever they are, in a
+ * container's image or copied in.
+ *
  * The kernel types come from the sensor's hand-declared, CO-RE relocated
  * kernel_types.h. Attach points: tp_btf, else raw_tp (user space picks).
  */
@@ -26,6 +31,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Why an exec is a hit. */
 #define REASON_LISTED 0
 #define REASON_DRIFT 1
+#define REASON_NAME 2
+
+/* A file name, NUL-padded; longer names are cut to NAME_LEN - 1 bytes. */
+#define NAME_LEN 32
+struct name_key {
+	char name[NAME_LEN];
+};
 
 /* An executable's identity: the kernel's dev_t of its file system
  * (MAJOR << 20 | MINOR) and its inode number. */
@@ -69,6 +81,13 @@ struct {
 	__type(key, struct exec_key);
 	__type(value, struct exec_action);
 } exec_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct name_key);
+	__type(value, struct exec_action);
+} exec_deny_names SEC(".maps");
 
 /* Drift actions per container cgroup (v2 id, the cgroup directory's inode). */
 struct {
@@ -121,6 +140,18 @@ static __always_inline struct exec_action *drift_action(struct inode *ino, u64 c
 	return 0;
 }
 
+static __always_inline struct exec_action *name_action(struct file *exe)
+{
+	struct name_key key = {};
+	bpf_probe_read_kernel_str(key.name, sizeof(key.name), BPF_CORE_READ(exe, f_path.dentry, d_name.name));
+	struct exec_action *act = bpf_map_lookup_elem(&exec_deny_names, &key);
+	if (act)
+		return act;
+	__builtin_memset(&key, 0, sizeof(key));
+	bpf_get_current_comm(key.name, 16);
+	return bpf_map_lookup_elem(&exec_deny_names, &key);
+}
+
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
 {
 	struct file *exe = BPF_CORE_READ(bprm, file);
@@ -131,6 +162,10 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	u32 reason = REASON_LISTED;
 	u64 cgid = bpf_get_current_cgroup_id();
 	struct exec_action *act = bpf_map_lookup_elem(&exec_deny, &key);
+	if (!act) {
+		act = name_action(exe);
+		reason = REASON_NAME;
+	}
 	if (!act) {
 		act = drift_action(ino, cgid);
 		reason = REASON_DRIFT;
