@@ -240,6 +240,15 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 	} {
 		s := spec.Copy()
 		delete(s.Programs, variant.drop)
+		if len(names) > 0 {
+			v, ok := s.Variables["have_names"]
+			if !ok {
+				return nil, skipped, errors.New("BPF object lacks have_names")
+			}
+			if err := v.Set(uint32(1)); err != nil {
+				return nil, skipped, fmt.Errorf("have_names: %w", err)
+			}
+		}
 		coll, err := ebpf.NewCollection(s)
 		if err != nil {
 			tried = append(tried, fmt.Sprintf("%s: %v", variant.kind, err))

@@ -64,6 +64,7 @@ const (
 	execdenyMapExecHits       = "exec_hits"
 	execdenyProgRawTpExecDeny = "raw_tp_exec_deny"
 	execdenyProgTpBtfExecDeny = "tp_btf_exec_deny"
+	execdenyVarHaveNames      = "have_names"
 	execdenyVarUnusedExecHit  = "unused_exec_hit"
 )
 
@@ -128,6 +129,7 @@ type execdenyMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execdenyVariableSpecs struct {
+	HaveNames     *ebpf.VariableSpec `ebpf:"have_names"`
 	UnusedExecHit *ebpf.VariableSpec `ebpf:"unused_exec_hit"`
 }
 
@@ -172,6 +174,7 @@ func (m *execdenyMaps) Close() error {
 //
 // It can be passed to loadExecdenyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execdenyVariables struct {
+	HaveNames     *ebpf.Variable `ebpf:"have_names"`
 	UnusedExecHit *ebpf.Variable `ebpf:"unused_exec_hit"`
 }
 

@@ -140,8 +140,14 @@ static __always_inline struct exec_action *drift_action(struct inode *ino, u64 c
 	return 0;
 }
 
+/* Set by user space at load when any name is listed: without names an exec
+ * costs no name reads or lookups. */
+volatile const u32 have_names = 0;
+
 static __always_inline struct exec_action *name_action(struct file *exe)
 {
+	if (!have_names)
+		return 0;
 	struct name_key key = {};
 	bpf_probe_read_kernel_str(key.name, sizeof(key.name), BPF_CORE_READ(exe, f_path.dentry, d_name.name));
 	struct exec_action *act = bpf_map_lookup_elem(&exec_deny_names, &key);
