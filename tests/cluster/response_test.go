@@ -214,6 +214,12 @@ func testResponse(ctx context.Context, t *testing.T, h *harrier) {
 	if out := fetch(); !strings.Contains(out, " 200 ") {
 		t.Errorf("unblocked pod's connection: %q, want the server's answer", out)
 	}
+
+	// The steps after this one run without response policies.
+	if err := os.WriteFile(policyFile, []byte("apiVersion: harrier.io/v1\nkind: ResponsePolicies\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.shForwarded(t, "bin/linux-amd64/harrier response push response-policies.yaml "+strings.Join(api, " "))
 }
 
 // waitResponse polls the backend's response records until one matches.
