@@ -2,15 +2,20 @@ package response
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -27,7 +32,15 @@ const (
 	reasonListed = 0
 	reasonDrift  = 1
 	reasonName   = 2
+	// reasonHashCheck asks user space to hash the file: nothing was done.
+	reasonHashCheck = 3
+	// reasonHash is a file whose listed hash user space found before.
+	reasonHash = 4
 )
+
+// maxHashedBytes bounds the executables hashed for sha256 lists; a larger
+// one is not hashed (counted, logged).
+const maxHashedBytes = 256 << 20
 
 // maxDenyName is the longest name the kernel compares (its key is 32
 // bytes, NUL included).
@@ -49,6 +62,12 @@ type ExecDeny struct {
 	// e.g. through a link) is one, wherever the file is: in a container's
 	// image, copied in, or on the host.
 	Names []string `json:"names,omitempty"`
+	// SHA256 are executables' content hashes (hex). The agent hashes each
+	// executable the first time it runs (again after it changes): a listed
+	// one is killed then, within milliseconds of its exec, and every later
+	// exec of that file dies before its first instruction, as a listed
+	// path's does.
+	SHA256 []string `json:"sha256,omitempty"`
 	// Drift denies every executable in a container's writable (overlayfs
 	// upper) layer: written in, or copied up to, its root file system
 	// after the container started. Without Namespaces, PodLabels or
@@ -81,12 +100,17 @@ func (d ExecDeny) validate() error {
 		errs = append(errs, fmt.Errorf("mode %q: want %s or %s", d.Mode, ModeAudit, ModeEnforce))
 	}
 	switch {
-	case d.Drift && (len(d.Paths) > 0 || len(d.Names) > 0):
-		errs = append(errs, errors.New("drift with paths or names: one entry is one or the other"))
-	case !d.Drift && len(d.Paths) == 0 && len(d.Names) == 0:
-		errs = append(errs, errors.New("no paths or names (and not drift)"))
+	case d.Drift && (len(d.Paths) > 0 || len(d.Names) > 0 || len(d.SHA256) > 0):
+		errs = append(errs, errors.New("drift with paths, names or sha256: one entry is one or the other"))
+	case !d.Drift && len(d.Paths) == 0 && len(d.Names) == 0 && len(d.SHA256) == 0:
+		errs = append(errs, errors.New("no paths, names or sha256 (and not drift)"))
 	case !d.Drift && d.scoped():
 		errs = append(errs, errors.New("namespaces, podLabels and images scope drift only"))
+	}
+	for _, h := range d.SHA256 {
+		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
+			errs = append(errs, fmt.Errorf("sha256 %q: want 64 hex digits", h))
+		}
 	}
 	for _, n := range d.Names {
 		switch {
@@ -117,7 +141,11 @@ type ExecHit struct {
 	Drift bool
 	// Name is the listed name that matched (Path is then the path the
 	// process gave execve).
-	Name      string
+	Name string
+	// SHA256 is the listed hash that matched: the file was hashed after
+	// this, its first exec, and the process killed then (FirstRun).
+	SHA256    string
+	FirstRun  bool
 	TGID      uint32
 	StartTime time.Time
 	// SignalTime is when the kernel sent the signal (or would have): less
@@ -152,11 +180,25 @@ type ExecGuard struct {
 	// to scope drift; cgroups maps their cgroup paths to ids.
 	containers map[uint64]*api.Container
 	cgroups    map[string]uint64
+
+	// hashes maps the listed sha256 sums to their entries; hashChecks
+	// queues the kernel's requests to hash a file (HashStats counts).
+	hashes     map[[sha256.Size]byte]int
+	hashChecks chan execdenyExecHit
+	hashStats  HashStats
+}
+
+// HashStats counts the files hashed for sha256 lists.
+type HashStats struct {
+	Hashed, Matched atomic.Uint64
+	// Skipped: the process was gone, the file changed, or it was larger
+	// than maxHashedBytes; Dropped: the queue was full.
+	Skipped, Dropped atomic.Uint64
 }
 
 type execEntry struct {
-	list, path, name, mode string
-	drift                  bool
+	list, path, name, hash, mode string
+	drift                        bool
 }
 
 type driftEntry struct {
@@ -176,7 +218,8 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, nil, fmt.Errorf("raise memlock rlimit: %w", err)
 	}
-	g = &ExecGuard{bootTime: bootTime, containers: map[uint64]*api.Container{}, cgroups: map[string]uint64{}}
+	g = &ExecGuard{bootTime: bootTime, containers: map[uint64]*api.Container{}, cgroups: map[string]uint64{},
+		hashes: map[[sha256.Size]byte]int{}}
 	type keyed struct {
 		key execdenyExecKey
 		act execdenyExecAction
@@ -203,6 +246,16 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 				all = execdenyDriftAllAction{Act: act, AllSet: 1}
 			}
 			continue
+		}
+		for _, h := range l.SHA256 {
+			var sum [sha256.Size]byte
+			if _, err := hex.Decode(sum[:], []byte(h)); err != nil {
+				return nil, skipped, fmt.Errorf("execDeny %q: sha256 %q: %w", l.Name, h, err)
+			}
+			if _, dup := g.hashes[sum]; !dup { // the first entry listing a hash wins
+				g.hashes[sum] = len(g.entries)
+				g.entries = append(g.entries, execEntry{list: l.Name, hash: h, mode: l.Mode})
+			}
 		}
 		for _, n := range l.Names {
 			var k execdenyNameKey
@@ -240,13 +293,13 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 	} {
 		s := spec.Copy()
 		delete(s.Programs, variant.drop)
-		if len(names) > 0 {
-			v, ok := s.Variables["have_names"]
+		for name, set := range map[string]bool{"have_names": len(names) > 0, "have_hashes": len(g.hashes) > 0} {
+			v, ok := s.Variables[name]
 			if !ok {
-				return nil, skipped, errors.New("BPF object lacks have_names")
+				return nil, skipped, fmt.Errorf("BPF object lacks %s", name)
 			}
-			if err := v.Set(uint32(1)); err != nil {
-				return nil, skipped, fmt.Errorf("have_names: %w", err)
+			if err := v.Set(uint32(map[bool]int{false: 0, true: 1}[set])); err != nil {
+				return nil, skipped, fmt.Errorf("%s: %w", name, err)
 			}
 		}
 		coll, err := ebpf.NewCollection(s)
@@ -290,6 +343,9 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 			return nil, skipped, fmt.Errorf("exec hits ring buffer: %w", err)
 		}
 		g.coll, g.link, g.hits, g.Attach = coll, lk, hits, variant.kind
+		if len(g.hashes) > 0 {
+			g.hashChecks = make(chan execdenyExecHit, 256)
+		}
 		return g, skipped, nil
 	}
 	return nil, skipped, fmt.Errorf("kill at exec cannot attach to sched_process_exec: %s", strings.Join(tried, "; "))
@@ -400,6 +456,16 @@ func (g *ExecGuard) container(id uint64) *api.Container {
 func (g *ExecGuard) Run(ctx context.Context, hit func(ExecHit), log *slog.Logger) error {
 	stop := context.AfterFunc(ctx, func() { g.hits.Close() })
 	defer stop()
+	if g.hashChecks != nil {
+		var hashing sync.WaitGroup
+		defer hashing.Wait()
+		defer close(g.hashChecks)
+		hashing.Go(func() {
+			for h := range g.hashChecks {
+				g.checkHash(h, hit, log)
+			}
+		})
+	}
 	for {
 		rec, err := g.hits.Read()
 		if errors.Is(err, os.ErrClosed) || ctx.Err() != nil {
@@ -417,6 +483,19 @@ func (g *ExecGuard) Run(ctx context.Context, hit func(ExecHit), log *slog.Logger
 			log.Warn("exec hit record", "error", err)
 			continue
 		}
+		if h.Reason == reasonHashCheck {
+			if g.hashChecks == nil {
+				continue
+			}
+			// Never block the kernel's ring on hashing: a file dropped
+			// here is reported again at its next exec.
+			select {
+			case g.hashChecks <- h:
+			default:
+				g.hashStats.Dropped.Add(1)
+			}
+			continue
+		}
 		if int(h.Entry) >= len(g.entries) {
 			continue
 		}
@@ -424,17 +503,131 @@ func (g *ExecGuard) Run(ctx context.Context, hit func(ExecHit), log *slog.Logger
 		out := ExecHit{List: e.list, Path: e.path, Mode: e.mode, TGID: h.Tgid, Drift: h.Reason == reasonDrift,
 			StartTime: g.bootTime.Add(time.Duration(h.StartBoottime)), Killed: h.Kill == 1 && h.SignalResult == 0,
 			SignalTime: g.bootTime.Add(time.Duration(h.HitBoottime)), CgroupID: h.CgroupId, Container: g.container(h.CgroupId)}
-		if out.Drift || h.Reason == reasonName {
+		if out.Drift || h.Reason == reasonName || h.Reason == reasonHash {
 			out.Path = cString(h.Filename[:])
 		}
-		if h.Reason == reasonName {
+		switch h.Reason {
+		case reasonName:
 			out.Name = e.name
+		case reasonHash:
+			out.SHA256 = e.hash
 		}
 		if h.Kill == 1 && h.SignalResult != 0 {
 			out.Err = fmt.Errorf("bpf_send_signal: %w", unix.Errno(-h.SignalResult))
 		}
 		hit(out)
 	}
+}
+
+// HashStats is what hashing for the sha256 lists did.
+func (g *ExecGuard) HashStats() *HashStats { return &g.hashStats }
+
+// checkHash hashes the file the kernel reported an exec of, through the
+// process's own /proc/PID/exe (the exact file it runs, wherever its mount
+// namespace has it). A listed hash: the file goes into the kernel's deny
+// map (its next exec dies before its first instruction) and, under
+// enforce, this process and its descendants are killed now. Otherwise the
+// file is marked checked, with the change time it was hashed at.
+func (g *ExecGuard) checkHash(h execdenyExecHit, hit func(ExecHit), log *slog.Logger) {
+	key := execdenyExecKey{Dev: h.Dev, Ino: h.Ino}
+	target := Target{PID: int(h.Tgid), StartTime: g.bootTime.Add(time.Duration(h.StartBoottime))}
+	sum, err := hashExe(target, h.Ctime)
+	exited := false
+	if errors.Is(err, ErrNotTarget) {
+		// Gone before its check (a short-lived tool): its file, if the
+		// path says where it is.
+		if s, perr := hashPath(cString(h.Filename[:]), h); perr == nil {
+			sum, err, exited = s, nil, true
+		}
+	}
+	if err != nil {
+		g.hashStats.Skipped.Add(1)
+		log.Debug("exec hash check skipped", "pid", h.Tgid, "exe", cString(h.Filename[:]), "error", err)
+		return
+	}
+	g.hashStats.Hashed.Add(1)
+	entry, listed := g.hashes[sum]
+	if !listed {
+		if err := g.coll.Maps["hash_checked"].Put(key, h.Ctime); err != nil {
+			log.Warn("exec hash check: mark checked", "error", err)
+		}
+		return
+	}
+	g.hashStats.Matched.Add(1)
+	e := g.entries[entry]
+	verdict := execdenyHashVerdict{Ctime: h.Ctime, Act: execdenyExecAction{Entry: uint32(entry), Kill: killFlag(e.mode)}}
+	if err := g.coll.Maps["hash_denied"].Put(key, verdict); err != nil {
+		log.Warn("exec hash check: deny the file", "error", err)
+	}
+	out := ExecHit{List: e.list, Path: cString(h.Filename[:]), Mode: e.mode, SHA256: e.hash, FirstRun: true, TGID: h.Tgid,
+		StartTime: target.StartTime, CgroupID: h.CgroupId, Container: g.container(h.CgroupId)}
+	switch {
+	case exited:
+		out.Err = fmt.Errorf("%w: it exited before its hash was checked", ErrNotTarget)
+	case e.mode == ModeEnforce:
+		_, err := KillProcessTree("", target)
+		out.Killed, out.Err = err == nil, err
+	}
+	out.SignalTime = time.Now()
+	hit(out)
+}
+
+// hashExe hashes t's executable, pinned by a pidfd and checked by its
+// start time, when its change time is still ctime (the kernel's, at exec).
+func hashExe(t Target, ctime execdenyFileCtime) ([sha256.Size]byte, error) {
+	p, err := pinTarget("", t)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	defer unix.Close(p.fd)
+	f, err := os.Open("/proc/" + strconv.Itoa(t.PID) + "/exe")
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	defer f.Close()
+	return hashFile(f, nil, ctime)
+}
+
+// hashPath hashes the file at path (the one execve was given, for a
+// process that exited before its check) when it is the exec'd file: the
+// same device, inode and change time as the kernel reported. Only a host
+// path can be checked so: a container's path is in its mount namespace.
+func hashPath(path string, h execdenyExecHit) ([sha256.Size]byte, error) {
+	if !filepath.IsAbs(path) {
+		return [sha256.Size]byte{}, fmt.Errorf("%q: not an absolute path", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	defer f.Close()
+	return hashFile(f, &execdenyExecKey{Dev: h.Dev, Ino: h.Ino}, h.Ctime)
+}
+
+// hashFile hashes f when its change time is ctime and, given key, it is
+// that (device, inode).
+func hashFile(f *os.File, key *execdenyExecKey, ctime execdenyFileCtime) ([sha256.Size]byte, error) {
+	var sum [sha256.Size]byte
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return sum, err
+	}
+	if st.Ctim.Sec != ctime.Sec || uint64(st.Ctim.Nsec) != ctime.Nsec {
+		return sum, fmt.Errorf("the file changed, or the process exec'd again, since the exec (change time %d.%09d, at exec %d.%09d)",
+			st.Ctim.Sec, st.Ctim.Nsec, ctime.Sec, ctime.Nsec)
+	}
+	if key != nil && (uint64(unix.Major(st.Dev))<<20|uint64(unix.Minor(st.Dev)) != key.Dev || st.Ino != key.Ino) {
+		return sum, errors.New("not the exec'd file")
+	}
+	if st.Size > maxHashedBytes {
+		return sum, fmt.Errorf("%d bytes: larger than the %d hashed", st.Size, maxHashedBytes)
+	}
+	d := sha256.New()
+	if _, err := io.Copy(d, io.LimitReader(f, maxHashedBytes)); err != nil {
+		return sum, err
+	}
+	copy(sum[:], d.Sum(nil))
+	return sum, nil
 }
 
 // Close detaches the program.

@@ -39,6 +39,7 @@ type execdenyExecHit struct {
 	SignalResult  int32
 	Reason        uint32
 	Pad           uint32
+	Ctime         execdenyFileCtime
 	Filename      [128]int8
 }
 
@@ -46,6 +47,18 @@ type execdenyExecKey struct {
 	_   structs.HostLayout
 	Dev uint64
 	Ino uint64
+}
+
+type execdenyFileCtime struct {
+	_    structs.HostLayout
+	Sec  int64
+	Nsec uint64
+}
+
+type execdenyHashVerdict struct {
+	_     structs.HostLayout
+	Ctime execdenyFileCtime
+	Act   execdenyExecAction
 }
 
 type execdenyNameKey struct {
@@ -57,15 +70,19 @@ type execdenyNameKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	execdenyMapDriftAll       = "drift_all"
-	execdenyMapDriftCgroups   = "drift_cgroups"
-	execdenyMapExecDeny       = "exec_deny"
-	execdenyMapExecDenyNames  = "exec_deny_names"
-	execdenyMapExecHits       = "exec_hits"
-	execdenyProgRawTpExecDeny = "raw_tp_exec_deny"
-	execdenyProgTpBtfExecDeny = "tp_btf_exec_deny"
-	execdenyVarHaveNames      = "have_names"
-	execdenyVarUnusedExecHit  = "unused_exec_hit"
+	execdenyMapDriftAll          = "drift_all"
+	execdenyMapDriftCgroups      = "drift_cgroups"
+	execdenyMapExecDeny          = "exec_deny"
+	execdenyMapExecDenyNames     = "exec_deny_names"
+	execdenyMapExecHits          = "exec_hits"
+	execdenyMapHashChecked       = "hash_checked"
+	execdenyMapHashDenied        = "hash_denied"
+	execdenyProgRawTpExecDeny    = "raw_tp_exec_deny"
+	execdenyProgTpBtfExecDeny    = "tp_btf_exec_deny"
+	execdenyVarHaveHashes        = "have_hashes"
+	execdenyVarHaveNames         = "have_names"
+	execdenyVarUnusedExecHit     = "unused_exec_hit"
+	execdenyVarUnusedHashVerdict = "unused_hash_verdict"
 )
 
 // loadExecdeny returns the embedded CollectionSpec for execdeny.
@@ -123,14 +140,18 @@ type execdenyMapSpecs struct {
 	ExecDeny      *ebpf.MapSpec `ebpf:"exec_deny"`
 	ExecDenyNames *ebpf.MapSpec `ebpf:"exec_deny_names"`
 	ExecHits      *ebpf.MapSpec `ebpf:"exec_hits"`
+	HashChecked   *ebpf.MapSpec `ebpf:"hash_checked"`
+	HashDenied    *ebpf.MapSpec `ebpf:"hash_denied"`
 }
 
 // execdenyVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type execdenyVariableSpecs struct {
-	HaveNames     *ebpf.VariableSpec `ebpf:"have_names"`
-	UnusedExecHit *ebpf.VariableSpec `ebpf:"unused_exec_hit"`
+	HaveHashes        *ebpf.VariableSpec `ebpf:"have_hashes"`
+	HaveNames         *ebpf.VariableSpec `ebpf:"have_names"`
+	UnusedExecHit     *ebpf.VariableSpec `ebpf:"unused_exec_hit"`
+	UnusedHashVerdict *ebpf.VariableSpec `ebpf:"unused_hash_verdict"`
 }
 
 // execdenyObjects contains all objects after they have been loaded into the kernel.
@@ -158,6 +179,8 @@ type execdenyMaps struct {
 	ExecDeny      *ebpf.Map `ebpf:"exec_deny"`
 	ExecDenyNames *ebpf.Map `ebpf:"exec_deny_names"`
 	ExecHits      *ebpf.Map `ebpf:"exec_hits"`
+	HashChecked   *ebpf.Map `ebpf:"hash_checked"`
+	HashDenied    *ebpf.Map `ebpf:"hash_denied"`
 }
 
 func (m *execdenyMaps) Close() error {
@@ -167,6 +190,8 @@ func (m *execdenyMaps) Close() error {
 		m.ExecDeny,
 		m.ExecDenyNames,
 		m.ExecHits,
+		m.HashChecked,
+		m.HashDenied,
 	)
 }
 
@@ -174,8 +199,10 @@ func (m *execdenyMaps) Close() error {
 //
 // It can be passed to loadExecdenyObjects or ebpf.CollectionSpec.LoadAndAssign.
 type execdenyVariables struct {
-	HaveNames     *ebpf.Variable `ebpf:"have_names"`
-	UnusedExecHit *ebpf.Variable `ebpf:"unused_exec_hit"`
+	HaveHashes        *ebpf.Variable `ebpf:"have_hashes"`
+	HaveNames         *ebpf.Variable `ebpf:"have_names"`
+	UnusedExecHit     *ebpf.Variable `ebpf:"unused_exec_hit"`
+	UnusedHashVerdict *ebpf.Variable `ebpf:"unused_hash_verdict"`
 }
 
 // execdenyPrograms contains all programs after they have been loaded into the kernel.

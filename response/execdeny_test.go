@@ -2,6 +2,8 @@ package response
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/harrier-sec/harrier/internal/procstat"
 	"github.com/harrier-sec/harrier/internal/testenv"
@@ -193,5 +197,158 @@ func TestExecGuardNames(t *testing.T) {
 	}
 	if h := hits[1]; h.Name != "hminer-ln" || h.Path != link || !h.Killed {
 		t.Errorf("comm hit %+v", h)
+	}
+}
+
+// TestExecGuardHashes: a program listed by its sha256 is killed within
+// milliseconds of its first exec, under whatever name and path, and dies
+// before its first instruction at every later exec of that file; the same
+// file changed (a new hash) runs, and so does an unlisted program.
+func TestExecGuardHashes(t *testing.T) {
+	testenv.RequireRoot(t)
+	dir := t.TempDir()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	touch, err := exec.LookPath("touch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	miner, renamed, unlisted := filepath.Join(dir, "miner"), filepath.Join(dir, "innocent-name"), filepath.Join(dir, "touch-copy")
+	copyFile(t, sleep, miner)
+	copyFile(t, sleep, renamed)
+	copyFile(t, touch, unlisted)
+	trueProg, err := exec.LookPath("true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick := filepath.Join(dir, "quick")
+	copyFile(t, trueProg, quick)
+	sumOf := func(p string) [32]byte {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+	sum, quickSum := sumOf(sleep), sumOf(trueProg)
+	if err := (ExecDeny{Name: "x", Mode: ModeEnforce, SHA256: []string{"abc"}}).validate(); err == nil {
+		t.Error("a short sha256 validated")
+	}
+	boot, err := procstat.BootTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, _, err := StartExecGuard([]ExecDeny{{Name: "bad-hashes", Mode: ModeEnforce, SHA256: []string{hex.EncodeToString(sum[:]), hex.EncodeToString(quickSum[:])}}}, boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu   sync.Mutex
+		hits []ExecHit
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
+	})
+	defer func() { cancel(); wg.Wait() }()
+	killedBy := func(err error) bool {
+		var ee *exec.ExitError
+		return errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
+	}
+
+	for _, prog := range []string{miner, renamed} {
+		// First run: hashed while it sleeps, killed then.
+		start := time.Now()
+		err := exec.Command(prog, "30").Run()
+		if !killedBy(err) || time.Since(start) > 5*time.Second {
+			t.Fatalf("%s's first run ended with %v after %s, want SIGKILL within the hash check", prog, err, time.Since(start))
+		}
+		t.Logf("%s: first run killed %s after exec", filepath.Base(prog), time.Since(start).Round(time.Millisecond))
+		// Later runs: killed at exec (it would otherwise sleep 30 s).
+		start = time.Now()
+		if err := exec.Command(prog, "3").Run(); !killedBy(err) || time.Since(start) > time.Second {
+			t.Errorf("%s's second run ended with %v after %s, want killed at exec", prog, err, time.Since(start))
+		}
+	}
+	// A listed program that exits before its check (it may not) is found
+	// by its path, and dies at its next exec.
+	if err := exec.Command(quick).Run(); err != nil && !killedBy(err) {
+		t.Fatalf("quick: %v", err)
+	}
+	testenv.WaitFor(t, 5*time.Second, "the exited program's hash found", func() bool { return g.HashStats().Matched.Load() == 3 })
+	if err := exec.Command(quick).Run(); !killedBy(err) {
+		t.Errorf("quick's second run ended with %v, want killed at exec", err)
+	}
+	marker := filepath.Join(dir, "unlisted.wrote")
+	for range 2 { // hashed once, then known to the kernel as checked
+		if err := exec.Command(unlisted, marker).Run(); err != nil {
+			t.Errorf("the unlisted program: %v", err)
+		}
+	}
+	if _, err := os.Stat(marker); err != nil {
+		t.Errorf("the unlisted program did not run: %v", err)
+	}
+	// The listed file rewritten (another content, so another hash) runs.
+	if err := os.Remove(miner); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, touch, miner)
+	if err := exec.Command(miner, filepath.Join(dir, "rewritten.wrote")).Run(); err != nil {
+		t.Errorf("the replaced file: %v", err)
+	}
+
+	testenv.WaitFor(t, 5*time.Second, "six hits", func() bool { mu.Lock(); defer mu.Unlock(); return len(hits) >= 6 })
+	mu.Lock()
+	defer mu.Unlock()
+	if h := hits[0]; h.List != "bad-hashes" || h.SHA256 != hex.EncodeToString(sum[:]) || !h.FirstRun || !h.Killed || h.Path != miner {
+		t.Errorf("first-run hit %+v", h)
+	}
+	if h := hits[1]; h.FirstRun || !h.Killed || h.Err != nil {
+		t.Errorf("second-run hit %+v: want killed at exec", h)
+	}
+	// Killed when the check was quicker than true, else found gone.
+	if h := hits[4]; !h.FirstRun || !(h.Killed || errors.Is(h.Err, ErrNotTarget)) || h.Path != quick {
+		t.Errorf("the quick program's hit %+v: want its first run, killed or gone", h)
+	}
+	if h := hits[5]; h.FirstRun || !h.Killed {
+		t.Errorf("the exited program's second run %+v: want killed at exec", h)
+	}
+	st := g.HashStats()
+	if st.Hashed.Load() < 4 || st.Matched.Load() != 3 {
+		t.Errorf("hash stats: hashed %d, matched %d; want >= 4 and 3", st.Hashed.Load(), st.Matched.Load())
+	}
+}
+
+// TestHashPath: a file is hashed by its path only when it is the exec'd
+// file: same device, inode and change time as the kernel reported.
+func TestHashPath(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "tool")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(p, &st); err != nil {
+		t.Fatal(err)
+	}
+	hit := execdenyExecHit{Dev: uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), Ino: st.Ino,
+		Ctime: execdenyFileCtime{Sec: st.Ctim.Sec, Nsec: uint64(st.Ctim.Nsec)}}
+	if sum, err := hashPath(p, hit); err != nil || sum != sha256.Sum256([]byte("#!/bin/sh\n")) {
+		t.Fatalf("hashPath: %x %v", sum, err)
+	}
+	for name, h := range map[string]execdenyExecHit{
+		"another inode":       {Dev: hit.Dev, Ino: hit.Ino + 1, Ctime: hit.Ctime},
+		"another device":      {Dev: hit.Dev + 1, Ino: hit.Ino, Ctime: hit.Ctime},
+		"another change time": {Dev: hit.Dev, Ino: hit.Ino, Ctime: execdenyFileCtime{Sec: hit.Ctime.Sec - 1, Nsec: hit.Ctime.Nsec}},
+	} {
+		if _, err := hashPath(p, h); err == nil {
+			t.Errorf("%s: hashed", name)
+		}
+	}
+	if _, err := hashPath("tool", hit); err == nil {
+		t.Error("a relative path was hashed")
 	}
 }

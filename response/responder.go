@@ -383,7 +383,9 @@ const ActionKillAtExec = "kill-at-exec"
 
 // ExecHit records what the kernel did when a denied executable was exec'd:
 // a listed path's target is its path; a drift binary's is "drift " and the
-// path the process gave execve, with its container.
+// path the process gave execve, with its container; a listed name's or
+// hash's names it before that path. A hash's first run was killed as a
+// process tree, after it started.
 func (r *Responder) ExecHit(h ExecHit) {
 	target, reason := h.Path, "listed"
 	switch {
@@ -391,9 +393,19 @@ func (r *Responder) ExecHit(h ExecHit) {
 		target, reason = "drift "+h.Path, "drift"
 	case h.Name != "":
 		target, reason = "name "+h.Name+": "+h.Path, "name"
+	case h.SHA256 != "":
+		target, reason = "sha256 "+h.SHA256+": "+h.Path, "sha256"
 	}
-	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: ActionKillAtExec, Pids: []uint32{h.TGID}, Target: target}
+	action := ActionKillAtExec
+	if h.FirstRun {
+		// Hashed after its first exec: it ran until the kill, which is
+		// then the tree's; its later execs are killed at exec.
+		action = ActionKillProcessTree
+	}
+	resp := &api.Response{Policy: h.List, Mode: h.Mode, Action: action, Pids: []uint32{h.TGID}, Target: target}
 	switch {
+	case errors.Is(h.Err, ErrNotTarget):
+		resp.Outcome, resp.Error = OutcomeTargetGone, h.Err.Error()
 	case h.Err != nil:
 		resp.Outcome, resp.Error = OutcomeFailed, h.Err.Error()
 	case h.Killed:
@@ -402,7 +414,7 @@ func (r *Responder) ExecHit(h ExecHit) {
 		resp.Outcome = OutcomeAudited
 	}
 	r.count(resp)
-	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", ActionKillAtExec, "reason", reason, "outcome", resp.Outcome,
+	r.log.Info("response", "policy", h.List, "mode", h.Mode, "action", action, "reason", reason, "outcome", resp.Outcome,
 		"exe", h.Path, "pid", h.TGID, "container", h.Container.GetId(), "error", resp.Error)
 	r.record(&api.Event{Time: timestamppb.Now(), Node: r.node, Kind: api.EventKind_EVENT_KIND_RESPONSE,
 		Process:   &api.Process{Pid: h.TGID, Tgid: h.TGID, Exe: h.Path, StartTime: timestamppb.New(h.StartTime)},

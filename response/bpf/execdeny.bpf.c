@@ -15,6 +15,15 @@
  * exec_deny_names: known miners and attack tools wherever they are, in a
  * container's image or copied in.
  *
+ * Hashes: when user space lists sha256 hashes (have_hashes), an exec of a
+ * file that is in none of the above and whose (device, inode, ctime) is not
+ * in hash_checked is reported (REASON_HASH_CHECK, nothing done): user space
+ * hashes it, kills the process if the hash is listed and puts the file in
+ * hash_denied (so its next exec dies before its first instruction), else
+ * marks it checked. Both keep the ctime the file was hashed at: a changed
+ * file, or another file that reused the inode number, has another ctime
+ * and is checked again.
+ *
  * The kernel types come from the sensor's hand-declared, CO-RE relocated
  * kernel_types.h. Attach points: tp_btf, else raw_tp (user space picks).
  */
@@ -32,6 +41,8 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define REASON_LISTED 0
 #define REASON_DRIFT 1
 #define REASON_NAME 2
+#define REASON_HASH_CHECK 3
+#define REASON_HASH 4
 
 /* A file name, NUL-padded; longer names are cut to NAME_LEN - 1 bytes. */
 #define NAME_LEN 32
@@ -53,6 +64,13 @@ struct exec_action {
 	u32 kill;
 };
 
+/* A file's inode change time: a write or a chmod changes it, and no system
+ * call sets it. */
+struct file_ctime {
+	s64 sec;
+	u64 nsec;
+};
+
 /* One hit, for user space's record. */
 struct exec_hit {
 	u64 start_boottime;
@@ -67,6 +85,8 @@ struct exec_hit {
 	s32 signal_result;
 	u32 reason;
 	u32 pad;
+	/* For REASON_HASH_CHECK: the file's ctime when it was exec'd. */
+	struct file_ctime ctime;
 	/* The path given to execve, for the record (the process is gone by
 	 * the time user space reads this). */
 	char filename[128];
@@ -88,6 +108,30 @@ struct {
 	__type(key, struct name_key);
 	__type(value, struct exec_action);
 } exec_deny_names SEC(".maps");
+
+/* Files hashed by user space and not listed, with their ctime then. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct exec_key);
+	__type(value, struct file_ctime);
+} hash_checked SEC(".maps");
+
+/* Files whose hash is listed: the action, for this ctime only. */
+struct hash_verdict {
+	struct file_ctime ctime;
+	struct exec_action act;
+};
+
+/* Keep hash_verdict in the object's BTF for bpf2go. */
+const struct hash_verdict *unused_hash_verdict __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct exec_key);
+	__type(value, struct hash_verdict);
+} hash_denied SEC(".maps");
 
 /* Drift actions per container cgroup (v2 id, the cgroup directory's inode). */
 struct {
@@ -140,6 +184,46 @@ static __always_inline struct exec_action *drift_action(struct inode *ino, u64 c
 	return 0;
 }
 
+/* The inode's ctime under each kernel's layout: split fields (6.11+), the
+ * timespec64 __i_ctime (6.6-6.10), else i_ctime. */
+struct timespec64___execdeny {
+	s64 tv_sec;
+	long tv_nsec;
+};
+struct inode___ctime_split {
+	s64 i_ctime_sec;
+	u32 i_ctime_nsec;
+} __attribute__((preserve_access_index));
+struct inode___ctime_ts {
+	struct timespec64___execdeny __i_ctime;
+} __attribute__((preserve_access_index));
+struct inode___ctime_old {
+	struct timespec64___execdeny i_ctime;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct file_ctime inode_ctime(struct inode *ino)
+{
+	struct file_ctime t = {};
+	if (bpf_core_field_exists(struct inode___ctime_split, i_ctime_sec)) {
+		struct inode___ctime_split *i = (void *)ino;
+		t.sec = BPF_CORE_READ(i, i_ctime_sec);
+		/* Multigrain timestamps (6.13+) keep a flag in the top bit. */
+		t.nsec = BPF_CORE_READ(i, i_ctime_nsec) & 0x3fffffff;
+	} else if (bpf_core_field_exists(struct inode___ctime_ts, __i_ctime)) {
+		struct inode___ctime_ts *i = (void *)ino;
+		t.sec = BPF_CORE_READ(i, __i_ctime.tv_sec);
+		t.nsec = BPF_CORE_READ(i, __i_ctime.tv_nsec);
+	} else {
+		struct inode___ctime_old *i = (void *)ino;
+		t.sec = BPF_CORE_READ(i, i_ctime.tv_sec);
+		t.nsec = BPF_CORE_READ(i, i_ctime.tv_nsec);
+	}
+	return t;
+}
+
+/* Set by user space at load when any sha256 is listed. */
+volatile const u32 have_hashes = 0;
+
 /* Set by user space at load when any name is listed: without names an exec
  * costs no name reads or lookups. */
 volatile const u32 have_names = 0;
@@ -176,6 +260,22 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 		act = drift_action(ino, cgid);
 		reason = REASON_DRIFT;
 	}
+	struct file_ctime ctime = {};
+	struct exec_action check = {};
+	if (!act && have_hashes) {
+		ctime = inode_ctime(ino);
+		struct hash_verdict *v = bpf_map_lookup_elem(&hash_denied, &key);
+		if (v && v->ctime.sec == ctime.sec && v->ctime.nsec == ctime.nsec) {
+			act = &v->act;
+			reason = REASON_HASH;
+		} else {
+			struct file_ctime *seen = bpf_map_lookup_elem(&hash_checked, &key);
+			if (seen && seen->sec == ctime.sec && seen->nsec == ctime.nsec)
+				return 0;
+			act = &check;
+			reason = REASON_HASH_CHECK;
+		}
+	}
 	if (!act)
 		return 0;
 	s32 res = 0;
@@ -195,6 +295,7 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	hit->signal_result = res;
 	hit->reason = reason;
 	hit->pad = 0;
+	hit->ctime = ctime;
 	bpf_probe_read_kernel_str(hit->filename, sizeof(hit->filename), BPF_CORE_READ(bprm, filename));
 	bpf_ringbuf_submit(hit, 0);
 	return 0;
