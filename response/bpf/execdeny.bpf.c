@@ -207,12 +207,13 @@ static __always_inline struct file_ctime inode_ctime(struct inode *ino)
 	if (bpf_core_field_exists(struct inode___ctime_split, i_ctime_sec)) {
 		struct inode___ctime_split *i = (void *)ino;
 		t.sec = BPF_CORE_READ(i, i_ctime_sec);
-		/* Multigrain timestamps (6.13+) keep a flag in the top bit. */
+		/* Multigrain timestamps keep a flag in the top bit (nanoseconds
+		 * need 30 bits), here and in 6.6's __i_ctime. */
 		t.nsec = BPF_CORE_READ(i, i_ctime_nsec) & 0x3fffffff;
 	} else if (bpf_core_field_exists(struct inode___ctime_ts, __i_ctime)) {
 		struct inode___ctime_ts *i = (void *)ino;
 		t.sec = BPF_CORE_READ(i, __i_ctime.tv_sec);
-		t.nsec = BPF_CORE_READ(i, __i_ctime.tv_nsec);
+		t.nsec = BPF_CORE_READ(i, __i_ctime.tv_nsec) & 0x3fffffff;
 	} else {
 		struct inode___ctime_old *i = (void *)ino;
 		t.sec = BPF_CORE_READ(i, i_ctime.tv_sec);
