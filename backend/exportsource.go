@@ -4,11 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend/export"
@@ -148,4 +152,151 @@ func (e exportKV) Scan(ctx context.Context, prefix []byte, fn func(k, v []byte) 
 		return fmt.Errorf("export state: %w", err)
 	}
 	return nil
+}
+
+// RecordsAfter lists records of kind after the sequence number after, in
+// their kind's ingest order.
+func (s *BadgerStore) RecordsAfter(ctx context.Context, kind export.Kind, after uint64, limit int) ([]export.Record, error) {
+	if kind == export.KindAlerts {
+		return s.AlertsAfter(ctx, after, limit)
+	}
+	return s.journalAfter(ctx, kind, after, limit)
+}
+
+// LastSeq is the newest ingest sequence number of kind committed.
+func (s *BadgerStore) LastSeq(kind export.Kind) uint64 {
+	if kind == export.KindAlerts {
+		return s.LastAlertSeq()
+	}
+	if c := s.journal.last[kind]; c != nil {
+		return c.Load()
+	}
+	return 0
+}
+
+// journal is the ingest order of the exported kinds other than alerts:
+// each record (a copy: findings of an old snapshot are deleted with it,
+// response records change) under j/<kind>\x00<seq>. A kind's records are
+// appended under mu and its last number published after the commit, so
+// an exporter never reads past a gap that a later commit fills.
+type journal struct {
+	mu   sync.Mutex
+	last map[export.Kind]*atomic.Uint64 // fixed at open; the counters change
+}
+
+var journalKinds = []export.Kind{export.KindFindings, export.KindVulnerabilities, export.KindResponses}
+
+func journalPrefix(kind export.Kind) []byte { return append(key(prefixJournal, string(kind)), 0) }
+
+func journalKey(kind export.Kind, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(journalPrefix(kind), seq)
+}
+
+func (s *BadgerStore) loadJournal() error {
+	s.journal.last = map[export.Kind]*atomic.Uint64{}
+	return s.db.View(func(txn *badger.Txn) error {
+		for _, k := range journalKinds {
+			c := &atomic.Uint64{}
+			s.journal.last[k] = c
+			p := journalPrefix(k)
+			for item := range badgerkv.PrefixReverse(txn, p) {
+				if len(item.Key()) != len(p)+8 {
+					return fmt.Errorf("export journal key %q: bad length", item.Key())
+				}
+				c.Store(binary.BigEndian.Uint64(item.Key()[len(p):]))
+				break
+			}
+		}
+		return nil
+	})
+}
+
+// journalBatch appends records of each kind to wb. finish, called once
+// with whether wb was flushed, publishes them to exporters and releases
+// the journal. The caller holds s.mu (the inventory's writer).
+func (s *BadgerStore) journalBatch(wb *badger.WriteBatch, records map[export.Kind][][]byte) (finish func(flushed bool), err error) {
+	s.journal.mu.Lock()
+	now := uint64(s.cfg.Now().UnixNano())
+	last := map[export.Kind]uint64{}
+	for _, kind := range journalKinds {
+		seq := s.journal.last[kind].Load()
+		for _, r := range records[kind] {
+			seq++
+			v := append(binary.BigEndian.AppendUint64(nil, now), r...)
+			if err := wb.Set(journalKey(kind, seq), v); err != nil {
+				s.journal.mu.Unlock()
+				return nil, fmt.Errorf("export journal: %w", err)
+			}
+		}
+		last[kind] = seq
+	}
+	return func(flushed bool) {
+		if flushed {
+			for kind, seq := range last {
+				s.journal.last[kind].Store(seq)
+			}
+		}
+		s.journal.mu.Unlock()
+	}, nil
+}
+
+// journalUpdate runs fn in one transaction with add appending records of
+// kind in that same transaction.
+func (s *BadgerStore) journalUpdate(kind export.Kind, fn func(txn *badger.Txn, add func(record []byte) error) error) error {
+	s.journal.mu.Lock()
+	defer s.journal.mu.Unlock()
+	c := s.journal.last[kind]
+	seq := c.Load()
+	now := uint64(s.cfg.Now().UnixNano())
+	err := s.db.Update(func(txn *badger.Txn) error {
+		seq = c.Load()
+		return fn(txn, func(r []byte) error {
+			seq++
+			return txn.Set(journalKey(kind, seq), append(binary.BigEndian.AppendUint64(nil, now), r...))
+		})
+	})
+	if err == nil {
+		c.Store(seq)
+	}
+	return err
+}
+
+func (s *BadgerStore) journalAfter(ctx context.Context, kind export.Kind, after uint64, limit int) ([]export.Record, error) {
+	p := journalPrefix(kind)
+	var out []export.Record
+	err := s.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.PrefixFrom(txn, p, journalKey(kind, after+1)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if len(out) >= limit {
+				break
+			}
+			k := item.Key()
+			if len(k) != len(p)+8 {
+				return fmt.Errorf("journal key %q: bad length", k)
+			}
+			r := export.Record{Seq: binary.BigEndian.Uint64(k[len(p):]), Kind: kind}
+			if err := item.Value(func(v []byte) error {
+				if len(v) < 8 {
+					return errors.New("short value")
+				}
+				r.Stored = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
+				if kind == export.KindResponses {
+					r.Response = &export.ResponseAction{}
+					return json.Unmarshal(v[8:], r.Response)
+				}
+				r.Finding = &api.Finding{}
+				return proto.Unmarshal(v[8:], r.Finding)
+			}); err != nil {
+				return fmt.Errorf("%s %d: %w", kind, r.Seq, err)
+			}
+			out = append(out, r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s after %d: %w", kind, after, err)
+	}
+	return out, nil
 }

@@ -26,31 +26,39 @@ import (
 	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
-// memSource is the store as a slice: record i has Seq i+1.
+// memSource is the store as slices, one per kind: record i of a kind has
+// Seq i+1.
 type memSource struct {
 	mu   sync.Mutex
-	recs []Record
+	recs map[Kind][]Record
 }
 
-func (m *memSource) add(a *api.Alert) {
+func (m *memSource) add(a *api.Alert) { m.addRecord(Record{Kind: KindAlerts, Alert: a}) }
+
+func (m *memSource) addRecord(r Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.recs = append(m.recs, Record{Seq: uint64(len(m.recs) + 1), Stored: time.Now(), Alert: a})
+	if m.recs == nil {
+		m.recs = map[Kind][]Record{}
+	}
+	r.Seq, r.Stored = uint64(len(m.recs[r.Kind])+1), time.Now()
+	m.recs[r.Kind] = append(m.recs[r.Kind], r)
 }
 
-func (m *memSource) AlertsAfter(_ context.Context, after uint64, limit int) ([]Record, error) {
+func (m *memSource) RecordsAfter(_ context.Context, k Kind, after uint64, limit int) ([]Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if after >= uint64(len(m.recs)) {
+	recs := m.recs[k]
+	if after >= uint64(len(recs)) {
 		return nil, nil
 	}
-	return slices.Clone(m.recs[after:min(uint64(len(m.recs)), after+uint64(limit))]), nil
+	return slices.Clone(recs[after:min(uint64(len(recs)), after+uint64(limit))]), nil
 }
 
-func (m *memSource) LastAlertSeq() uint64 {
+func (m *memSource) LastSeq(k Kind) uint64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return uint64(len(m.recs))
+	return uint64(len(m.recs[k]))
 }
 
 type memKV struct {
@@ -360,7 +368,7 @@ func TestFileSinkTornLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newFileSink(FileConfig{Path: path, MaxBytes: 1 << 20, Keep: 1})
-	if _, err := s.send(t.Context(), []message{{alert: alertN(1), body: []byte(`{"id":"next"}`)}}); err != nil {
+	if _, err := s.send(t.Context(), []message{{head: alertN(1), body: []byte(`{"id":"next"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.close()

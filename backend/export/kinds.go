@@ -1,0 +1,347 @@
+package export
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// Kind is a kind of record an export sends; each kind has its own ingest
+// order in the store and its own cursor per destination.
+type Kind string
+
+// The record kinds.
+const (
+	// KindAlerts are detections' alerts (api.Alert).
+	KindAlerts Kind = "alerts"
+	// KindFindings are posture results (api.Finding) other than image
+	// vulnerabilities, sent when a snapshot makes them new or changed.
+	KindFindings Kind = "findings"
+	// KindVulnerabilities are the image-vulnerable posture findings.
+	KindVulnerabilities Kind = "vulnerabilities"
+	// KindResponses are response action records: each request and each
+	// agent's answer.
+	KindResponses Kind = "responses"
+)
+
+// Kinds lists every kind, in the order an export reads them.
+var Kinds = []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses}
+
+const kindList = "alerts, findings, vulnerabilities or responses"
+
+// VulnerabilityCheckID is the posture check whose findings are the
+// vulnerabilities kind (backend.VulnCheckID).
+const VulnerabilityCheckID = "image-vulnerable"
+
+// KindOfFinding is the kind a posture finding is exported as.
+func KindOfFinding(f *api.Finding) Kind {
+	if f.GetCheckId() == VulnerabilityCheckID {
+		return KindVulnerabilities
+	}
+	return KindFindings
+}
+
+// formatKinds is what each format can carry. Falco's and ECS's shapes are
+// alerts; OCSF has no class Harrier fills for response records yet.
+var formatKinds = map[string][]Kind{
+	FormatJSON:  {KindAlerts, KindFindings, KindVulnerabilities, KindResponses},
+	FormatOCSF:  {KindAlerts, KindFindings, KindVulnerabilities},
+	FormatCEF:   {KindAlerts, KindFindings, KindVulnerabilities},
+	FormatFalco: {KindAlerts},
+	FormatECS:   {KindAlerts},
+}
+
+// ResponseAction is one response action record as exported: the request
+// an analyst or a policy made and, once it came, the agent's answer. The
+// same ID is sent again with each change of state.
+type ResponseAction struct {
+	ID          string          `json:"id"`
+	AgentID     string          `json:"agent_id"`
+	Action      string          `json:"action"`
+	Target      json.RawMessage `json:"target"` // as GET /api/v1/response/commands shows it
+	AlertID     string          `json:"alert_id,omitempty"`
+	RequestedBy string          `json:"requested_by"`
+	Reason      string          `json:"reason,omitempty"`
+	Issued      time.Time       `json:"issued"`
+	Expires     time.Time       `json:"expires"`
+	State       string          `json:"state"`
+	Answered    *time.Time      `json:"answered,omitempty"`
+	Error       string          `json:"error,omitempty"`
+	PIDs        []uint32        `json:"pids,omitempty"`
+	TargetText  string          `json:"target_text,omitempty"`
+	LatencyMS   float64         `json:"latency_ms,omitempty"`
+}
+
+// head is a record's header fields in alert form: what sinks put in their
+// envelopes (syslog structured data, HEC fields, OTLP attributes, Kafka
+// headers, the webhook's event ID header, the _bulk _id) and what filters
+// look at. For an alert it is the alert itself.
+func (r Record) head() *api.Alert {
+	switch {
+	case r.Alert != nil:
+		return r.Alert
+	case r.Finding != nil:
+		f := r.Finding
+		h := &api.Alert{Id: f.GetId(), DetectionId: f.GetCheckId(), Name: f.GetTitle(), Severity: f.GetSeverity(),
+			Description: f.GetDetail(), Remediation: f.GetRemediation(), FirstSeen: f.GetFirstSeen(),
+			LastSeen: f.GetLastSeen(), Count: 1, Node: f.GetNode(), Cluster: f.GetCluster(),
+			Summary: findingSummary(f)}
+		if o := f.GetObject(); o.GetNamespace() != "" || o.GetKind() == "Pod" {
+			h.Container = &api.Container{PodNamespace: o.GetNamespace()}
+			if o.GetKind() == "Pod" {
+				h.Container.PodName, h.Container.PodUid = o.GetName(), o.GetUid()
+			}
+		}
+		return h
+	case r.Response != nil:
+		a := r.Response
+		at := a.Issued
+		if a.Answered != nil {
+			at = *a.Answered
+		}
+		return &api.Alert{Id: a.ID, DetectionId: "response-" + a.Action, Name: "Response action " + a.Action,
+			Severity: api.Severity_SEVERITY_INFO, FirstSeen: timestamppb.New(a.Issued), LastSeen: timestamppb.New(at),
+			Count: 1, Node: a.AgentID, Summary: fmt.Sprintf("%s %s on %s: %s", a.Action, firstNonEmpty(a.TargetText, string(a.Target)), a.AgentID, a.State)}
+	}
+	return &api.Alert{}
+}
+
+func findingSummary(f *api.Finding) string {
+	o := f.GetObject()
+	name := o.GetName()
+	if o.GetNamespace() != "" {
+		name = o.GetNamespace() + "/" + name
+	}
+	s := f.GetTitle() + ": " + o.GetKind() + " " + name
+	if f.GetContainer() != "" {
+		s += " container " + f.GetContainer()
+	}
+	return s
+}
+
+// encodeRecord encodes rec in format. Config validation keeps formats to
+// the kinds they carry; a record of another kind is an error here.
+func encodeRecord(format string, rec Record, version string) ([]byte, error) {
+	kind := rec.kind()
+	if format == "" {
+		format = FormatJSON
+	}
+	if !slices.Contains(formatKinds[format], kind) {
+		return nil, fmt.Errorf("format %s cannot carry %s records", format, kind)
+	}
+	switch {
+	case rec.Alert != nil:
+		switch format {
+		case FormatJSON:
+			return encodeJSON(rec.Alert, version)
+		case FormatOCSF:
+			return EncodeOCSF(rec.Alert, version)
+		case FormatCEF:
+			return []byte(EncodeCEF(rec.Alert, version)), nil
+		case FormatFalco:
+			return EncodeFalco(rec.Alert, version)
+		case FormatECS:
+			return EncodeECS(rec.Alert, version)
+		}
+	case rec.Finding != nil:
+		switch format {
+		case FormatJSON:
+			b, err := jsonOpts.Marshal(rec.Finding)
+			if err != nil {
+				return nil, fmt.Errorf("harrier json: %w", err)
+			}
+			return compactJSON(b)
+		case FormatOCSF:
+			if kind == KindVulnerabilities {
+				return EncodeOCSFVulnerability(rec.Finding, version)
+			}
+			return EncodeOCSFCompliance(rec.Finding, version)
+		case FormatCEF:
+			return []byte(EncodeCEF(rec.head(), version)), nil
+		}
+	case rec.Response != nil:
+		b, err := json.Marshal(rec.Response)
+		if err != nil {
+			return nil, fmt.Errorf("harrier json: %w", err)
+		}
+		return b, nil
+	}
+	return nil, fmt.Errorf("format %s: empty %s record", format, kind)
+}
+
+func (r Record) kind() Kind {
+	switch {
+	case r.Kind != "":
+		return r.Kind
+	case r.Finding != nil:
+		return KindOfFinding(r.Finding)
+	case r.Response != nil:
+		return KindResponses
+	}
+	return KindAlerts
+}
+
+// OCSF Compliance Finding (2003) and Vulnerability Finding (2002), both in
+// category 2, Findings, extending the finding base class like 2004.
+const (
+	ocsfComplianceClassUID    = 2003
+	ocsfVulnerabilityClassUID = 2002
+	ocsfComplianceFail        = 3
+)
+
+// ocsfFindingBase fills what every Findings class shares from a posture
+// finding: a finding first seen at its last evaluation is a Create, one
+// seen before an Update.
+func ocsfFindingBase(f *api.Finding, classUID int, className, logName, version string) map[string]any {
+	activity, activityName := ocsfActivityCreate, "Create"
+	first, last := f.GetFirstSeen().AsTime(), f.GetLastSeen().AsTime()
+	if f.GetLastSeen() == nil {
+		last = first
+	}
+	if f.GetFirstSeen() != nil && last.After(first) {
+		activity, activityName = ocsfActivityUpdate, "Update"
+	}
+	sevID := int(f.GetSeverity())
+	if sevID < 0 || sevID > 5 {
+		sevID = ocsfSeverityUnknown
+	}
+	fi := map[string]any{
+		"uid":             f.GetId(),
+		"title":           firstNonEmpty(f.GetTitle(), f.GetCheckId()),
+		"first_seen_time": first.UnixMilli(),
+		"last_seen_time":  last.UnixMilli(),
+		"types":           []string{f.GetCheckId()},
+		"analytic":        map[string]any{"uid": f.GetCheckId(), "name": f.GetTitle(), "type_id": 1, "type": "Rule"},
+	}
+	if d := f.GetDetail(); d != "" {
+		fi["desc"] = d
+	}
+	out := map[string]any{
+		"activity_id":   activity,
+		"activity_name": activityName,
+		"category_uid":  ocsfCategoryUID,
+		"category_name": "Findings",
+		"class_uid":     classUID,
+		"class_name":    className,
+		"type_uid":      classUID*100 + activity,
+		"type_name":     className + ": " + activityName,
+		"severity_id":   sevID,
+		"severity":      ocsfSeverityName(sevID),
+		"time":          last.UnixMilli(),
+		"start_time":    first.UnixMilli(),
+		"end_time":      last.UnixMilli(),
+		"status_id":     ocsfStatusNew,
+		"status":        "New",
+		"message":       findingSummary(f),
+		"metadata": map[string]any{
+			"version": ocsfVersion,
+			"uid":     f.GetId(),
+			"product": map[string]any{"name": productName, "vendor_name": productVendor, "version": version},
+			// The snapshot that produced this evaluation.
+			"correlation_uid": f.GetSnapshotId(),
+			"log_name":        logName,
+		},
+		"finding_info": fi,
+	}
+	if r := f.GetRemediation(); r != "" {
+		out["remediation"] = map[string]any{"desc": r}
+	}
+	if n := f.GetNode(); n != "" {
+		out["device"] = map[string]any{"hostname": n, "name": n, "type_id": 0, "type": "Unknown"}
+	}
+	if o := f.GetObject(); o.GetKind() != "" || o.GetName() != "" {
+		res := map[string]any{"type": o.GetKind(), "name": o.GetName()}
+		if o.GetUid() != "" {
+			res["uid"] = o.GetUid()
+		}
+		if o.GetNamespace() != "" {
+			res["namespace"] = o.GetNamespace()
+		}
+		if f.GetCluster() != "" {
+			res["group"] = map[string]any{"name": f.GetCluster()}
+		}
+		if f.GetContainer() != "" {
+			res["labels"] = []string{"container=" + f.GetContainer()}
+		}
+		out["resources"] = []any{res}
+	}
+	return out
+}
+
+// EncodeOCSFCompliance writes a posture finding as an OCSF 1.x Compliance
+// Finding (class 2003): the failed control with the standards it maps to.
+func EncodeOCSFCompliance(f *api.Finding, version string) ([]byte, error) {
+	out := ocsfFindingBase(f, ocsfComplianceClassUID, "Compliance Finding", "posture", version)
+	// standards is required: a check without a mapped standard names the
+	// Harrier check catalogue.
+	standards := f.GetStandards()
+	if len(standards) == 0 {
+		standards = []string{"Harrier posture checks"}
+	}
+	c := map[string]any{
+		"standards": standards,
+		"control":   f.GetCheckId(),
+		"status_id": ocsfComplianceFail, // Harrier stores failed controls only
+		"status":    "Fail",
+	}
+	if f.GetDetail() != "" {
+		c["status_detail"] = f.GetDetail()
+	}
+	if f.GetCategory() != "" {
+		c["requirements"] = []string{f.GetCategory()}
+	}
+	out["compliance"] = c
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("ocsf: %w", err)
+	}
+	return b, nil
+}
+
+// vulnIDRE finds the vulnerability IDs the image-vulnerable check lists in
+// its detail ("CVE-2024-1234 in openssl 3.0.1; GHSA-..."): the finding
+// keeps the worst five.
+var vulnIDRE = regexp.MustCompile(`\b(?:CVE-\d{4}-\d{4,}|GHSA(?:-[0-9a-z]{4}){3})\b`)
+
+// EncodeOCSFVulnerability writes an image-vulnerable finding as an OCSF
+// 1.x Vulnerability Finding (class 2002): one vulnerabilities[] entry per
+// vulnerability ID in the finding (its worst ones), with cve.uid, which the
+// schema requires (at least one of cve or cwe).
+func EncodeOCSFVulnerability(f *api.Finding, version string) ([]byte, error) {
+	out := ocsfFindingBase(f, ocsfVulnerabilityClassUID, "Vulnerability Finding", "vulnerabilities", version)
+	ids := slices.Compact(vulnIDRE.FindAllString(f.GetDetail(), -1))
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("ocsf vulnerability finding %s: no CVE or GHSA ID in its detail", f.GetId())
+	}
+	vulns := make([]any, 0, len(ids))
+	for _, id := range ids {
+		v := map[string]any{
+			"cve":      map[string]any{"uid": id},
+			"title":    id,
+			"severity": ocsfSeverityName(int(f.GetSeverity())),
+		}
+		if f.GetContainer() != "" {
+			v["desc"] = id + " in image " + f.GetContainer()
+		}
+		if r := f.GetRemediation(); r != "" {
+			v["remediation"] = map[string]any{"desc": r}
+		}
+		vulns = append(vulns, v)
+	}
+	out["vulnerabilities"] = vulns
+	if f.GetContainer() != "" {
+		out["unmapped"] = map[string]any{"image": f.GetContainer(), "standards": strings.Join(f.GetStandards(), "; ")}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("ocsf: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,259 @@
+package export
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+)
+
+// The OCSF schema's required attributes (github.com/ocsf/ocsf-schema):
+// the base event and the finding class (events/findings/finding.json)
+// require what ocsfRequired lists; compliance_finding.json adds
+// compliance, whose object (objects/compliance.json) requires standards;
+// vulnerability_finding.json adds vulnerabilities, each of which
+// (objects/vulnerability.json) needs at least one of cve and cwe, and cve
+// (objects/cve.json) requires uid.
+var (
+	ocsfComplianceRequired    = append(append([]string{}, ocsfRequired...), "compliance", "compliance.standards")
+	ocsfVulnerabilityRequired = append(append([]string{}, ocsfRequired...), "vulnerabilities")
+)
+
+func samplePostureFinding() *api.Finding {
+	first := time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
+	return &api.Finding{Id: "prod/pss-privileged/Deployment/shop/web/web", CheckId: "pss-privileged",
+		Title: "Privileged container", Severity: api.Severity_SEVERITY_HIGH, Category: "pod-security",
+		Object:    &api.ObjectRef{ApiVersion: "apps/v1", Kind: "Deployment", Namespace: "shop", Name: "web", Uid: "uid-9"},
+		Container: "web", Detail: "securityContext.privileged: true", Remediation: "Drop privileged.",
+		Standards: []string{"PSS baseline", "CIS 5.2.1"}, Cluster: "prod", Node: "node-a",
+		FirstSeen: timestamppb.New(first), LastSeen: timestamppb.New(first.Add(time.Hour)), SnapshotId: "snap-7"}
+}
+
+func sampleVulnFinding() *api.Finding {
+	at := time.Date(2026, 12, 6, 5, 0, 0, 0, time.UTC)
+	return &api.Finding{Id: "prod/image-vulnerable/Deployment/shop/web/nginx:1.27", CheckId: VulnerabilityCheckID,
+		Title: "Image with known vulnerabilities", Severity: api.Severity_SEVERITY_CRITICAL, Category: "images",
+		Object:    &api.ObjectRef{Kind: "Deployment", Namespace: "shop", Name: "web"},
+		Container: "nginx:1.27", Detail: "nginx:1.27: 1 critical, 2 high (CVE-2024-6387 in openssh 9.2; GHSA-abcd-efgh-ijkl in pkg 1.0; CVE-2023-44487 in nghttp2 1.52); report trivy.json",
+		Remediation: "Update.", Cluster: "prod", Node: "node-a", FirstSeen: timestamppb.New(at), LastSeen: timestamppb.New(at)}
+}
+
+func checkOCSF(t *testing.T, b []byte, required []string, want map[string]any) map[string]any {
+	t.Helper()
+	var f map[string]any
+	if err := json.Unmarshal(b, &f); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	for _, attr := range required {
+		if v, ok := lookup(f, attr); !ok || v == nil || v == "" {
+			t.Errorf("required attribute %s missing", attr)
+		}
+	}
+	for path, w := range want {
+		if v, ok := lookup(f, path); !ok || v != w {
+			t.Errorf("%s = %v (%T), want %v", path, v, v, w)
+		}
+	}
+	return f
+}
+
+func TestOCSFComplianceFinding(t *testing.T) {
+	f := samplePostureFinding()
+	b, err := EncodeOCSFCompliance(f, "1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := float64(f.GetLastSeen().AsTime().UnixMilli())
+	out := checkOCSF(t, b, ocsfComplianceRequired, map[string]any{
+		"class_uid": 2003.0, "class_name": "Compliance Finding", "category_uid": 2.0, "category_name": "Findings",
+		"activity_id": 2.0, "activity_name": "Update", "type_uid": 200302.0, // first seen an hour before: an update
+		"severity_id": 4.0, "severity": "High", "time": last, "end_time": last,
+		"start_time": float64(f.GetFirstSeen().AsTime().UnixMilli()), "status_id": 1.0,
+		"message":          "Privileged container: Deployment shop/web container web",
+		"metadata.version": "1.3.0", "metadata.uid": f.GetId(), "metadata.product.name": "Harrier",
+		"metadata.product.vendor_name": "Harrier", "metadata.product.version": "1.2.3", "metadata.correlation_uid": "snap-7",
+		"finding_info.uid": f.GetId(), "finding_info.title": "Privileged container", "finding_info.desc": f.GetDetail(),
+		"finding_info.analytic.uid": "pss-privileged", "compliance.control": "pss-privileged", "compliance.status_id": 3.0,
+		"compliance.status": "Fail", "compliance.status_detail": f.GetDetail(), "remediation.desc": "Drop privileged.",
+		"device.hostname": "node-a",
+	})
+	std, _ := lookup(out, "compliance.standards")
+	if l, ok := std.([]any); !ok || len(l) != 2 || l[0] != "PSS baseline" || l[1] != "CIS 5.2.1" {
+		t.Errorf("compliance.standards = %v", std)
+	}
+	res, _ := lookup(out, "resources")
+	if l, ok := res.([]any); !ok || len(l) != 1 || l[0].(map[string]any)["name"] != "web" || l[0].(map[string]any)["namespace"] != "shop" ||
+		l[0].(map[string]any)["type"] != "Deployment" || l[0].(map[string]any)["uid"] != "uid-9" {
+		t.Errorf("resources = %v", res)
+	}
+	// A finding without a mapped standard still has the required list; a
+	// finding evaluated the first time is a Create.
+	f.Standards, f.LastSeen = nil, f.FirstSeen
+	b, _ = EncodeOCSFCompliance(f, "1.2.3")
+	checkOCSF(t, b, ocsfComplianceRequired, map[string]any{"activity_id": 1.0, "type_uid": 200301.0})
+}
+
+func TestOCSFVulnerabilityFinding(t *testing.T) {
+	f := sampleVulnFinding()
+	b, err := EncodeOCSFVulnerability(f, "1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := checkOCSF(t, b, ocsfVulnerabilityRequired, map[string]any{
+		"class_uid": 2002.0, "class_name": "Vulnerability Finding", "category_uid": 2.0, "activity_id": 1.0,
+		"type_uid": 200201.0, "severity_id": 5.0, "severity": "Critical", "finding_info.uid": f.GetId(),
+		"finding_info.analytic.uid": VulnerabilityCheckID, "metadata.product.name": "Harrier", "metadata.version": "1.3.0",
+		"unmapped.image": "nginx:1.27",
+	})
+	vs, _ := lookup(out, "vulnerabilities")
+	l, ok := vs.([]any)
+	if !ok || len(l) != 3 {
+		t.Fatalf("vulnerabilities = %v", vs)
+	}
+	for i, id := range []string{"CVE-2024-6387", "GHSA-abcd-efgh-ijkl", "CVE-2023-44487"} {
+		v := l[i].(map[string]any)
+		// objects/vulnerability.json: at least one of cve, cwe; cve.uid required.
+		if cve, _ := v["cve"].(map[string]any); cve == nil || cve["uid"] != id {
+			t.Errorf("vulnerabilities[%d].cve = %v, want uid %s", i, v["cve"], id)
+		}
+	}
+	f.Detail = "nothing listed"
+	if _, err := EncodeOCSFVulnerability(f, "1"); err == nil || !strings.Contains(err.Error(), "no CVE or GHSA ID") {
+		t.Errorf("a vulnerability finding without IDs: %v", err)
+	}
+}
+
+// TestExportKinds sends alerts, posture findings, vulnerabilities and
+// response records to one file, each kind through its own cursor, and
+// checks the cursors survive a restart.
+func TestExportKinds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	src := &memSource{}
+	for i := range 5 {
+		src.add(alertN(i))
+	}
+	pf := samplePostureFinding()
+	src.addRecord(Record{Kind: KindFindings, Finding: pf})
+	low := samplePostureFinding()
+	low.Id, low.Severity = "low-one", api.Severity_SEVERITY_LOW
+	src.addRecord(Record{Kind: KindFindings, Finding: low})
+	src.addRecord(Record{Kind: KindVulnerabilities, Finding: sampleVulnFinding()})
+	src.addRecord(Record{Kind: KindResponses, Response: &ResponseAction{ID: "cmd-1", AgentID: "node-a", Action: "kill-process",
+		Target: json.RawMessage(`{"pid":42}`), RequestedBy: "analyst", Issued: time.Now().UTC(), State: "pending"}})
+	kv := newMemKV()
+	cfg := Config{Name: "all", Type: TypeFile, File: &FileConfig{Path: path},
+		Filter: Filter{Kinds: []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses}, MinSeverity: "medium"}}
+	m, err := New([]Config{cfg}, src, kv, Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, m, 10*time.Second, func() bool { return m.Status()[0].LagRecords == 0 && m.Status()[0].Sent > 0 })
+	st := m.Status()[0]
+	if len(st.Kinds) != 4 || st.Kinds[0].Cursor != 5 || st.Kinds[1].Cursor != 2 || st.Kinds[2].Cursor != 1 || st.Kinds[3].Cursor != 1 {
+		t.Fatalf("kinds = %+v", st.Kinds)
+	}
+	if st.Sent != 5+1+1+1 || st.Skipped != 1 { // the low finding is filtered out
+		t.Errorf("sent %d skipped %d", st.Sent, st.Skipped)
+	}
+	lines := readLines(t, path)
+	if len(lines) != 8 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var gotFinding api.Finding
+	if err := protojson.Unmarshal([]byte(lines[5]), &gotFinding); err != nil || gotFinding.GetId() != pf.GetId() || gotFinding.GetDetail() != pf.GetDetail() {
+		t.Errorf("finding line %s: %v", lines[5], err)
+	}
+	var resp ResponseAction
+	if err := json.Unmarshal([]byte(lines[7]), &resp); err != nil || resp.ID != "cmd-1" || string(resp.Target) != `{"pid":42}` {
+		t.Errorf("response line %s: %v", lines[7], err)
+	}
+	// More of one kind after a restart: only the new record is sent.
+	src.addRecord(Record{Kind: KindResponses, Response: &ResponseAction{ID: "cmd-1", AgentID: "node-a", Action: "kill-process", State: "done"}})
+	m, err = New([]Config{cfg}, src, kv, Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, m, 10*time.Second, func() bool { return m.Status()[0].Kinds[3].Cursor == 2 })
+	if lines := readLines(t, path); len(lines) != 9 || !strings.Contains(lines[8], `"state":"done"`) {
+		t.Errorf("after restart: %d lines, last %q", len(lines), lines[len(lines)-1])
+	}
+}
+
+func readLines(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		out = append(out, sc.Text())
+	}
+	return out
+}
+
+func TestExportKindsConfig(t *testing.T) {
+	for _, c := range []struct {
+		format string
+		kinds  []Kind
+		want   string // "" valid
+	}{
+		{FormatJSON, []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses}, ""},
+		{FormatOCSF, []Kind{KindFindings, KindVulnerabilities}, ""},
+		{FormatCEF, []Kind{KindFindings}, ""},
+		{FormatOCSF, []Kind{KindResponses}, "format ocsf cannot carry responses records"},
+		{FormatFalco, []Kind{KindFindings}, "format falco cannot carry findings records (it carries alerts"},
+		{FormatECS, []Kind{KindVulnerabilities}, "format ecs cannot carry vulnerabilities"},
+		{FormatJSON, []Kind{"events"}, "raw events cannot be exported yet"},
+		{FormatJSON, []Kind{"audit"}, `"audit": must be alerts, findings`},
+		{FormatJSON, []Kind{KindAlerts, KindAlerts}, "alerts is listed twice"},
+	} {
+		cfg := Config{Name: "x", Type: TypeFile, Format: c.format, File: &FileConfig{Path: "/tmp/x"}, Filter: Filter{Kinds: c.kinds}}
+		err := cfg.Validate()
+		if c.want == "" && err != nil {
+			t.Errorf("%s %v: %v", c.format, c.kinds, err)
+		}
+		if c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s %v: %v, want %q", c.format, c.kinds, err, c.want)
+		}
+	}
+}
+
+// FuzzEncodeFindings feeds hostile finding contents to the finding
+// encoders: each output is one line of valid JSON (CEF: one line).
+func FuzzEncodeFindings(f *testing.F) {
+	f.Add("pss-privileged", "Privileged\ncontainer", "shop|a=b", "CVE-2024-6387 in x\x00", strings.Repeat("A", 65536))
+	f.Fuzz(func(t *testing.T, check, title, ns, detail, remediation string) {
+		fd := samplePostureFinding()
+		fd.CheckId, fd.Title, fd.Object.Namespace, fd.Detail, fd.Remediation = check, title, ns, detail, remediation
+		for _, fn := range []func(*api.Finding, string) ([]byte, error){EncodeOCSFCompliance, EncodeOCSFVulnerability} {
+			b, err := fn(fd, "v")
+			if err != nil {
+				continue // a vulnerability finding without an ID is refused, with a reason
+			}
+			if !json.Valid(b) || strings.ContainsAny(string(b), "\n\r") {
+				t.Fatalf("not one JSON line: %q", b)
+			}
+		}
+		for _, kind := range []Kind{KindFindings, KindVulnerabilities} {
+			b, err := encodeRecord(FormatCEF, Record{Kind: kind, Finding: fd}, "v")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.ContainsAny(string(b), "\n\r\x00") {
+				t.Fatalf("CEF not one line: %q", b)
+			}
+		}
+	})
+}
