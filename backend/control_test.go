@@ -3,10 +3,12 @@ package backend
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/transport"
 )
 
@@ -144,6 +147,20 @@ func TestResponseControlCommands(t *testing.T) {
 	if list, err := c.Commands(ctx, "a", 10); err != nil || len(list) != 2 {
 		t.Errorf("commands of a: %d %v", len(list), err)
 	}
+	// Each request and each change of state joined the responses' export
+	// order, in order, without the signed bytes.
+	journal, err := st.RecordsAfter(ctx, export.KindResponses, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, r := range journal {
+		states = append(states, r.Response.ID+" "+r.Response.State)
+	}
+	if want := []string{rec.ID + " pending", expiring.ID + " pending", rec.ID + " done", expiring.ID + " expired"}; !slices.Equal(states, want) ||
+		st.LastSeq(export.KindResponses) != 4 || string(journal[0].Response.Target) != string(mustJSON(t, kill.Target)) {
+		t.Errorf("responses in export order %q (last %d, target %s), want %q", states, st.LastSeq(export.KindResponses), journal[0].Response.Target, want)
+	}
 
 	// From an alert: the agent that reports its node, the alert's process.
 	if _, err := st.Ingest(ctx, "agent-x", &api.Batch{AgentId: "agent-x", Health: &api.AgentHealth{Node: "node-1"}}); err != nil {
@@ -226,4 +243,13 @@ func TestKeyPrefixesDistinct(t *testing.T) {
 		}
 		seen[p[:1]] = name
 	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -426,4 +427,57 @@ func TestExportsAPI(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// TestFindingsExportOrder: a snapshot's new and changed findings join the
+// findings' (or vulnerabilities') export order; an unchanged re-evaluation
+// does not; the order survives a reopen.
+func TestFindingsExportOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, BadgerConfig{Dir: dir})
+	high, med := api.Severity_SEVERITY_HIGH, api.Severity_SEVERITY_MEDIUM
+	vuln := mkFinding("v-1", VulnCheckID, api.Severity_SEVERITY_CRITICAL, "Deployment", "shop", "web")
+	vuln.Detail = "nginx:1.27: 1 critical (CVE-2024-6387 in openssh 9.2)"
+	ingestChunks(t, s, "leader", chunkRec(1, mkChunk("edge", "s1", 0, 1, t0, nil, []*api.Finding{
+		mkFinding("f-kept", "pss-privileged", high, "Deployment", "shop", "web"),
+		mkFinding("f-fixed", "pss-hostpath", med, "Deployment", "shop", "db"),
+		vuln,
+	})))
+	changedSev := mkFinding("f-kept", "pss-privileged", med, "Deployment", "shop", "web")
+	ingestChunks(t, s, "leader", chunkRec(2, mkChunk("edge", "s2", 0, 1, t0.Add(time.Hour), nil, []*api.Finding{
+		mkFinding("f-kept", "pss-privileged", high, "Deployment", "shop", "web"), // unchanged: not sent again
+		mkFinding("f-new", "pss-hostnetwork", med, "Deployment", "shop", "api"),
+		vuln,
+	})))
+	ingestChunks(t, s, "leader", chunkRec(3, mkChunk("edge", "s3", 0, 1, t0.Add(2*time.Hour), nil, []*api.Finding{
+		changedSev, mkFinding("f-new", "pss-hostnetwork", med, "Deployment", "shop", "api"), vuln,
+	})))
+	check := func(s *BadgerStore) {
+		t.Helper()
+		recs, err := s.RecordsAfter(t.Context(), export.KindFindings, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range recs {
+			got = append(got, fmt.Sprintf("%d %s %s %s", r.Seq, r.Finding.GetId(), r.Finding.GetSeverity(), r.Finding.GetSnapshotId()))
+		}
+		want := []string{"1 f-kept SEVERITY_HIGH s1", "2 f-fixed SEVERITY_MEDIUM s1", "3 f-new SEVERITY_MEDIUM s2", "4 f-kept SEVERITY_MEDIUM s3"}
+		if !slices.Equal(got, want) || s.LastSeq(export.KindFindings) != 4 {
+			t.Errorf("findings order %q (last %d), want %q", got, s.LastSeq(export.KindFindings), want)
+		}
+		after, _ := s.RecordsAfter(t.Context(), export.KindFindings, 2, 1)
+		if len(after) != 1 || after[0].Seq != 3 {
+			t.Errorf("after 2, limit 1: %+v", after)
+		}
+		vs, err := s.RecordsAfter(t.Context(), export.KindVulnerabilities, 0, 100)
+		if err != nil || len(vs) != 1 || vs[0].Finding.GetId() != "v-1" || s.LastSeq(export.KindVulnerabilities) != 1 {
+			t.Errorf("vulnerabilities order %+v %v", vs, err)
+		}
+	}
+	check(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(openTestStore(t, BadgerConfig{Dir: dir}))
 }
