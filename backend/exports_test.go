@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dgraph-io/badger/v4"
+
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/internal/confval"
@@ -480,4 +482,87 @@ func TestFindingsExportOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(openTestStore(t, BadgerConfig{Dir: dir}))
+}
+
+// TestExportOrderPruned: the alert ingest order is cut behind the slowest
+// configured export, never past a record one has not confirmed, keeps its
+// newest entry (the last number across a reopen) and, with no export
+// following a kind, its newest KeepUnfollowed entries.
+func TestExportOrderPruned(t *testing.T) {
+	dir := t.TempDir()
+	st := openTestStore(t, BadgerConfig{Dir: dir})
+	ingestAlerts(t, st, 0, 300)
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	file := export.Config{Name: "file", Type: export.TypeFile, File: &export.FileConfig{Path: path}}
+	// A destination that is down: nothing listens on the port.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := l.Addr().String()
+	_ = l.Close()
+	down := export.Config{Name: "down", Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: "http://" + downAddr + "/"},
+		Retry: export.RetryConfig{Initial: confval.Duration(10 * time.Millisecond), Max: confval.Duration(20 * time.Millisecond)}}
+	opts := export.Options{Poll: 10 * time.Millisecond, PruneEvery: 20 * time.Millisecond, KeepUnfollowed: 2}
+	run := func(cfgs []export.Config, until func(*export.Manager) bool) {
+		t.Helper()
+		m, err := export.New(cfgs, st, st.ExportKV(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !until(m) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out: %+v", m.Status())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // a few prune rounds
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	run([]export.Config{file, down}, func(m *export.Manager) bool { return m.Status()[0].Cursor == 300 && m.Status()[1].Failed > 2 })
+	if n := countKeys(t, st, prefixAlertSeq); n != 300 {
+		t.Errorf("with an export down at cursor 0, %d order entries left, want all 300", n)
+	}
+	// Responses: no export follows them, the newest 2 stay.
+	for i := range 5 {
+		if err := st.journalUpdate(export.KindResponses, func(_ *badger.Txn, add func([]byte) error) error {
+			return add([]byte(fmt.Sprintf(`{"id":"cmd-%d"}`, i)))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The down destination removed from the config: its cursor no longer
+	// holds the order back.
+	run([]export.Config{file}, func(m *export.Manager) bool { return countKeys(t, st, prefixAlertSeq) == 1 })
+	if n := countKeys(t, st, string(journalPrefix(export.KindResponses))); n != 2 {
+		t.Errorf("unfollowed responses: %d entries left, want 2", n)
+	}
+	ingestAlerts(t, st, 300, 310)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = openTestStore(t, BadgerConfig{Dir: dir})
+	if st.LastAlertSeq() != 310 || st.LastSeq(export.KindResponses) != 5 {
+		t.Fatalf("after pruning and a reopen: alert order at %d, responses at %d", st.LastAlertSeq(), st.LastSeq(export.KindResponses))
+	}
+	run([]export.Config{file}, func(m *export.Manager) bool { return m.Status()[0].Cursor == 310 })
+	if lines := strings.Count(string(mustRead(t, path)), "\n"); lines != 310 {
+		t.Errorf("file has %d records, want 310", lines)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -300,3 +300,44 @@ func (s *BadgerStore) journalAfter(ctx context.Context, kind export.Kind, after 
 	}
 	return out, nil
 }
+
+var _ export.Pruner = (*BadgerStore)(nil)
+
+// PruneOrder deletes the ingest order entries of kind up to upTo, keeping
+// the newest: loadAlertSeq and loadJournal read the last number from it.
+func (s *BadgerStore) PruneOrder(ctx context.Context, kind export.Kind, upTo uint64) (int, error) {
+	upTo = min(upTo, s.LastSeq(kind)-min(s.LastSeq(kind), 1))
+	prefix, keyOf := journalPrefix(kind), func(seq uint64) []byte { return journalKey(kind, seq) }
+	if kind == export.KindAlerts {
+		prefix, keyOf = key(prefixAlertSeq), alertSeqKey
+	}
+	if upTo == 0 {
+		return 0, nil
+	}
+	end := keyOf(upTo)
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	n := 0
+	err := s.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.Prefix(txn, prefix) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if bytes.Compare(item.Key(), end) > 0 {
+				break
+			}
+			if err := wb.Delete(item.KeyCopy(nil)); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err == nil {
+		err = wb.Flush()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("prune %s order up to %d: %w", kind, upTo, err)
+	}
+	return n, nil
+}

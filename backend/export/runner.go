@@ -56,7 +56,13 @@ type Options struct {
 	Version    string                // product version in OCSF and CEF (default: the module's, else "dev")
 	Hostname   string                // syslog HOSTNAME of alerts without a node
 	Poll       time.Duration         // how often a caught-up exporter looks again (default 250ms)
-	Now        func() time.Time
+	// PruneEvery is how often the ingest orders are cut behind the
+	// exports (default 1m; needs a Source that is a Pruner).
+	PruneEvery time.Duration
+	// KeepUnfollowed is how many of the newest entries of a kind no export
+	// follows are kept, for an export added later (default 100 000).
+	KeepUnfollowed uint64
+	Now            func() time.Time
 }
 
 func (o Options) withDefaults() Options {
@@ -75,6 +81,12 @@ func (o Options) withDefaults() Options {
 	if o.Poll <= 0 {
 		o.Poll = 250 * time.Millisecond
 	}
+	if o.PruneEvery <= 0 {
+		o.PruneEvery = time.Minute
+	}
+	if o.KeepUnfollowed == 0 {
+		o.KeepUnfollowed = 100_000
+	}
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -85,6 +97,17 @@ func (o Options) withDefaults() Options {
 type Manager struct {
 	runners []*runner
 	kv      KV
+	src     Source
+	opts    Options
+}
+
+// Pruner is a Source that can delete the ingest order entries every export
+// has passed, so the orders stay bounded.
+type Pruner interface {
+	// PruneOrder deletes the entries of kind with Seq <= upTo, always
+	// keeping the newest (it carries the order's last number across a
+	// restart), and returns how many it deleted.
+	PruneOrder(ctx context.Context, kind Kind, upTo uint64) (int, error)
 }
 
 // ErrUnknownDestination is returned for a name no export has.
@@ -98,7 +121,7 @@ func New(cfgs []Config, src Source, kv KV, o Options) (*Manager, error) {
 	}
 	o = o.withDefaults()
 	met := newMetrics(o.Registerer)
-	m := &Manager{kv: kv}
+	m := &Manager{kv: kv, src: src, opts: o}
 	for _, c := range cfgs {
 		c = c.withDefaults()
 		s, err := newSink(c, o.Hostname, o.Version)
@@ -129,7 +152,57 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, r := range m.runners {
 		g.Go(func() error { return r.run(ctx) })
 	}
+	if p, ok := m.src.(Pruner); ok {
+		g.Go(func() error {
+			for sleep(ctx, m.opts.PruneEvery) {
+				// A failed prune leaves entries for the next one: logged,
+				// never a reason to stop exporting.
+				if err := m.prune(ctx, p); err != nil && ctx.Err() == nil {
+					m.opts.Log.Warn("pruning the export ingest orders failed", "err", err)
+				}
+			}
+			return nil
+		})
+	}
 	return g.Wait()
+}
+
+// prune cuts each kind's ingest order behind the slowest export that
+// follows it: nothing an export has not confirmed is ever deleted. A kind
+// no export follows keeps its newest KeepUnfollowed entries. The cursors
+// of exports no longer configured do not count: a destination added (or
+// added back) later starts at the oldest entry left.
+func (m *Manager) prune(ctx context.Context, p Pruner) error {
+	var errs []error
+	for _, kind := range Kinds {
+		head := m.src.LastSeq(kind)
+		upTo, followed := head-min(head, m.opts.KeepUnfollowed), false
+		for _, r := range m.runners {
+			r.mu.Lock()
+			for _, st := range r.streams {
+				if st.kind != kind {
+					continue
+				}
+				if !followed || st.cursor < upTo {
+					upTo = st.cursor
+				}
+				followed = true
+			}
+			r.mu.Unlock()
+		}
+		if upTo == 0 {
+			continue
+		}
+		n, err := p.PruneOrder(ctx, kind, upTo)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("prune %s: %w", kind, err))
+			continue
+		}
+		if n > 0 {
+			m.opts.Log.Debug("pruned export ingest order", "kind", kind, "upTo", upTo, "entries", n)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Status describes each destination, in config order.
