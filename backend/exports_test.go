@@ -566,3 +566,63 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestUIExports renders the exports page from the real server: each
+// destination's state, lag per kind, counts and dead letters with their
+// reasons, escaped, without secrets.
+func TestUIExports(t *testing.T) {
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "<b>schema</b> violation", http.StatusUnprocessableEntity)
+	}))
+	defer refuse.Close()
+	st := openTestStore(t, BadgerConfig{})
+	ingestAlerts(t, st, 0, 3)
+	if err := st.journalUpdate(export.KindResponses, func(_ *badger.Txn, add func([]byte) error) error {
+		return add([]byte(`{"id":"cmd-1","action":"kill-process","state":"pending"}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfgs := []export.Config{
+		{Name: "hook", Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: refuse.URL + "/in?apikey=query-secret"}},
+		{Name: "usb", Type: export.TypeFile, File: &export.FileConfig{Path: filepath.Join(t.TempDir(), "a.jsonl")},
+			Filter: export.Filter{Kinds: []export.Kind{export.KindAlerts, export.KindResponses}}},
+	}
+	mgr, err := export.New(cfgs, st, st.ExportKV(), export.Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Run(ctx) }()
+	testenv.WaitFor(t, 10*time.Second, "3 dead letters and 4 sent", func() bool {
+		s := mgr.Status()
+		return s[0].DeadLettered == 3 && s[1].Sent == 4 && s[1].LagRecords == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewAPI(st, APIConfig{Token: testToken, Exports: mgr}, nil))
+	defer srv.Close()
+	ts := &testServer{Server: srv, store: st}
+	r := ts.authGet(t, "/exports")
+	if r.code != http.StatusOK {
+		t.Fatalf("GET /exports: %d %s", r.code, r.body)
+	}
+	for _, want := range []string{
+		"<strong>hook</strong>", "webhook, json", "<strong>usb</strong>", "file, json", "caught-up",
+		"alerts: 3 of 3", "responses: 1 of 1", "0 records, 0.0 s",
+		"<td>4</td>", // usb sent
+		"Dead letters of hook", `href="/alerts/alert-00000"`, "&lt;b&gt;schema&lt;/b&gt; violation",
+	} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("exports page lacks %q\n%s", want, r.body)
+		}
+	}
+	if strings.Contains(r.body, "query-secret") || strings.Contains(r.body, "<b>schema") {
+		t.Errorf("exports page shows a secret or unescaped text\n%s", r.body)
+	}
+	if r := ts.get(t, "/exports", nil); r.code == http.StatusOK {
+		t.Errorf("exports page without signing in: %d", r.code)
+	}
+}
