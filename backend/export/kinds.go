@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -241,14 +240,16 @@ func ocsfFindingBase(f *api.Finding, classUID int, className, logName, version s
 		"status":        "New",
 		"message":       findingSummary(f),
 		"metadata": map[string]any{
-			"version": ocsfVersion,
-			"uid":     f.GetId(),
-			"product": map[string]any{"name": productName, "vendor_name": productVendor, "version": version},
-			// The snapshot that produced this evaluation.
-			"correlation_uid": f.GetSnapshotId(),
-			"log_name":        logName,
+			"version":  ocsfVersion,
+			"uid":      f.GetId(),
+			"product":  map[string]any{"name": productName, "vendor_name": productVendor, "version": version},
+			"log_name": logName,
 		},
 		"finding_info": fi,
+	}
+	if id := f.GetSnapshotId(); id != "" {
+		// The snapshot that produced this evaluation.
+		out["metadata"].(map[string]any)["correlation_uid"] = id
 	}
 	if r := f.GetRemediation(); r != "" {
 		out["remediation"] = map[string]any{"desc": r}
@@ -337,7 +338,11 @@ func EncodeOCSFVulnerability(f *api.Finding, version string) ([]byte, error) {
 	}
 	out["vulnerabilities"] = vulns
 	if f.GetContainer() != "" {
-		out["unmapped"] = map[string]any{"image": f.GetContainer(), "standards": strings.Join(f.GetStandards(), "; ")}
+		unmapped := map[string]any{"image": f.GetContainer()}
+		if len(f.GetStandards()) > 0 {
+			unmapped["standards"] = f.GetStandards()
+		}
+		out["unmapped"] = unmapped
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
