@@ -230,20 +230,30 @@ func TestExportKindsConfig(t *testing.T) {
 	}
 }
 
-// FuzzEncodeFindings feeds hostile finding contents to the finding
-// encoders: each output is one line of valid JSON (CEF: one line).
+// FuzzEncodeFindings feeds hostile contents (newlines, NUL, '|', '=',
+// invalid UTF-8, 64 KiB) to every field the finding encoders write: each
+// OCSF output is one line of JSON with the finding's ID intact, each CEF
+// record one line.
 func FuzzEncodeFindings(f *testing.F) {
-	f.Add("pss-privileged", "Privileged\ncontainer", "shop|a=b", "CVE-2024-6387 in x\x00", strings.Repeat("A", 65536))
-	f.Fuzz(func(t *testing.T, check, title, ns, detail, remediation string) {
+	for _, s := range hostileSeeds() {
+		f.Add(s)
+	}
+	f.Add("CVE-2024-6387 in x|y=z\n\x00")
+	f.Fuzz(func(t *testing.T, s string) {
 		fd := samplePostureFinding()
-		fd.CheckId, fd.Title, fd.Object.Namespace, fd.Detail, fd.Remediation = check, title, ns, detail, remediation
+		fd.Id, fd.CheckId, fd.Title, fd.Object.Namespace, fd.Object.Name, fd.Container = s, s, s, s, s, s
+		fd.Detail, fd.Remediation, fd.Standards, fd.Cluster, fd.Node = s+" CVE-2024-6387", s, []string{s}, s, s
 		for _, fn := range []func(*api.Finding, string) ([]byte, error){EncodeOCSFCompliance, EncodeOCSFVulnerability} {
-			b, err := fn(fd, "v")
+			b, err := fn(fd, s)
 			if err != nil {
-				continue // a vulnerability finding without an ID is refused, with a reason
+				t.Fatal(err)
 			}
-			if !json.Valid(b) || strings.ContainsAny(string(b), "\n\r") {
-				t.Fatalf("not one JSON line: %q", b)
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil || strings.ContainsAny(string(b), "\n\r") {
+				t.Fatalf("not one JSON line: %v", err)
+			}
+			if v, _ := lookup(m, "finding_info.uid"); v != string([]rune(s)) { // encoding/json: one U+FFFD per invalid byte
+				t.Fatalf("finding_info.uid %q", v)
 			}
 		}
 		for _, kind := range []Kind{KindFindings, KindVulnerabilities} {
