@@ -86,6 +86,8 @@ type BadgerStore struct {
 	// journal is the ingest order of the other kinds exported
 	// (exportsource.go).
 	journal journal
+	// eventHead mirrors evHead for exporters, which read it without mu.
+	eventHead atomic.Uint64
 }
 
 var _ Store = (*BadgerStore)(nil)
@@ -177,6 +179,7 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 			}
 			s.evTail = binary.BigEndian.Uint64(v[:8])
 			s.evHead = binary.BigEndian.Uint64(v[8:])
+			s.eventHead.Store(s.evHead)
 			return nil
 		})
 	}); err != nil {

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -157,16 +159,22 @@ func (e exportKV) Scan(ctx context.Context, prefix []byte, fn func(k, v []byte) 
 // RecordsAfter lists records of kind after the sequence number after, in
 // their kind's ingest order.
 func (s *BadgerStore) RecordsAfter(ctx context.Context, kind export.Kind, after uint64, limit int) ([]export.Record, error) {
-	if kind == export.KindAlerts {
+	switch kind {
+	case export.KindAlerts:
 		return s.AlertsAfter(ctx, after, limit)
+	case export.KindEvents:
+		return s.eventsAfter(ctx, after, limit)
 	}
 	return s.journalAfter(ctx, kind, after, limit)
 }
 
 // LastSeq is the newest ingest sequence number of kind committed.
 func (s *BadgerStore) LastSeq(kind export.Kind) uint64 {
-	if kind == export.KindAlerts {
+	switch kind {
+	case export.KindAlerts:
 		return s.LastAlertSeq()
+	case export.KindEvents:
+		return s.eventHead.Load() // ring positions start at 0: seq = position + 1
 	}
 	if c := s.journal.last[kind]; c != nil {
 		return c.Load()
@@ -306,6 +314,9 @@ var _ export.Pruner = (*BadgerStore)(nil)
 // PruneOrder deletes the ingest order entries of kind up to upTo, keeping
 // the newest: loadAlertSeq and loadJournal read the last number from it.
 func (s *BadgerStore) PruneOrder(ctx context.Context, kind export.Kind, upTo uint64) (int, error) {
+	if kind == export.KindEvents {
+		return 0, nil // the event ring bounds itself
+	}
 	upTo = min(upTo, s.LastSeq(kind)-min(s.LastSeq(kind), 1))
 	prefix, keyOf := journalPrefix(kind), func(seq uint64) []byte { return journalKey(kind, seq) }
 	if kind == export.KindAlerts {
@@ -340,4 +351,72 @@ func (s *BadgerStore) PruneOrder(ctx context.Context, kind export.Kind, upTo uin
 		return 0, fmt.Errorf("prune %s order up to %d: %w", kind, upTo, err)
 	}
 	return n, nil
+}
+
+// eventsAfter reads the event ring as the events' export order: the event
+// at ring position p has Seq p+1. Events the ring dropped are not there:
+// the exporter sees the gap and counts it.
+func (s *BadgerStore) eventsAfter(ctx context.Context, after uint64, limit int) ([]export.Record, error) {
+	var out []export.Record
+	pages := &pageReader{dir: filepath.Join(s.cfg.Dir, eventsDirName)}
+	defer pages.close()
+	err := s.db.View(func(txn *badger.Txn) error {
+		// The page holding position after (the next to send) starts at or
+		// before it: the nearest page key at or below.
+		start := after
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: key(prefixEvent), Reverse: true})
+		it.Seek(eventKey(after))
+		if it.Valid() && len(it.Item().Key()) == len(prefixEvent)+8 {
+			start = binary.BigEndian.Uint64(it.Item().Key()[len(prefixEvent):])
+		}
+		it.Close()
+		for item := range badgerkv.PrefixFrom(txn, key(prefixEvent), eventKey(start)) {
+			if len(out) >= limit {
+				break
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			k := item.Key()
+			if len(k) != len(prefixEvent)+8 {
+				return fmt.Errorf("event key %x: bad length", k)
+			}
+			first := binary.BigEndian.Uint64(k[len(prefixEvent):])
+			i := uint64(0)
+			err := item.Value(func(v []byte) error {
+				v, err := pages.page(v)
+				if err != nil {
+					return err
+				}
+				return eachPageEvent(v, func(rec []byte) error {
+					pos := first + i
+					i++
+					if pos < after || len(out) >= limit {
+						return nil
+					}
+					h, err := parseEventHeader(rec)
+					if err != nil {
+						return fmt.Errorf("event %d: %w", pos, err)
+					}
+					e := &api.Event{}
+					if err := proto.Unmarshal(h.body, e); err != nil {
+						return fmt.Errorf("event %d: %w", pos, err)
+					}
+					out = append(out, export.Record{Seq: pos + 1, Kind: export.KindEvents, Stored: h.time, Event: e})
+					return nil
+				})
+			})
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // the ring dropped this page's segment while we read
+			}
+			if err != nil {
+				return fmt.Errorf("event page %x: %w", k, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("events after %d: %w", after, err)
+	}
+	return out, nil
 }

@@ -349,8 +349,6 @@ func (c Config) Validate() error {
 	seenKind := map[Kind]bool{}
 	for _, k := range c.Filter.Kinds {
 		switch {
-		case k == "events":
-			add("filter.kinds: events: raw events cannot be exported yet (kinds: %s)", kindList)
 		case !slices.Contains(Kinds, k):
 			add("filter.kinds: %q: must be %s", k, kindList)
 		case seenKind[k]:
@@ -685,8 +683,11 @@ func (c Config) withDefaults() Config {
 // check IDs of findings) and namespaces apply to alerts, findings and
 // vulnerabilities; response records are selected by their kind alone.
 func (f Filter) match(k Kind, a *api.Alert, minSev api.Severity) bool {
-	if k == KindResponses {
+	switch k {
+	case KindResponses:
 		return true
+	case KindEvents: // events have no severity or detection: namespaces only
+		return len(f.Namespaces) == 0 || slices.Contains(f.Namespaces, a.GetContainer().GetPodNamespace())
 	}
 	if a.GetSeverity() < minSev {
 		return false

@@ -2,9 +2,12 @@ package export
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -28,12 +31,15 @@ const (
 	// KindResponses are response action records: each request and each
 	// agent's answer.
 	KindResponses Kind = "responses"
+	// KindEvents are the raw events the backend stores (its event ring):
+	// an export that falls behind the ring loses the oldest, counted.
+	KindEvents Kind = "events"
 )
 
 // Kinds lists every kind, in the order an export reads them.
-var Kinds = []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses}
+var Kinds = []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses, KindEvents}
 
-const kindList = "alerts, findings, vulnerabilities or responses"
+const kindList = "alerts, findings, vulnerabilities, responses or events"
 
 // VulnerabilityCheckID is the posture check whose findings are the
 // vulnerabilities kind (backend.VulnCheckID).
@@ -49,9 +55,11 @@ func KindOfFinding(f *api.Finding) Kind {
 
 // formatKinds is what each format can carry. Falco's and ECS's shapes are
 // alerts; OCSF has no class Harrier fills for response records yet.
+// OCSF carries the process events of the events kind (Process Activity);
+// the others are skipped, counted (errNotCarried).
 var formatKinds = map[string][]Kind{
-	FormatJSON:  {KindAlerts, KindFindings, KindVulnerabilities, KindResponses},
-	FormatOCSF:  {KindAlerts, KindFindings, KindVulnerabilities},
+	FormatJSON:  {KindAlerts, KindFindings, KindVulnerabilities, KindResponses, KindEvents},
+	FormatOCSF:  {KindAlerts, KindFindings, KindVulnerabilities, KindEvents},
 	FormatCEF:   {KindAlerts, KindFindings, KindVulnerabilities},
 	FormatFalco: {KindAlerts},
 	FormatECS:   {KindAlerts},
@@ -99,6 +107,12 @@ func (r Record) head() *api.Alert {
 			}
 		}
 		return h
+	case r.Event != nil:
+		e := r.Event
+		return &api.Alert{Id: EventID(r.Seq), DetectionId: "event-" + eventKindName(e.GetKind()),
+			Name: "Event " + eventKindName(e.GetKind()), Severity: api.Severity_SEVERITY_INFO, FirstSeen: e.GetTime(),
+			LastSeen: e.GetTime(), Count: 1, Node: e.GetNode(), Container: e.GetContainer(), Process: e.GetProcess(),
+			Summary: eventKindName(e.GetKind()) + " " + e.GetProcess().GetComm()}
 	case r.Response != nil:
 		a := r.Response
 		at := a.Issued
@@ -165,6 +179,17 @@ func encodeRecord(format string, rec Record, version string) ([]byte, error) {
 		case FormatCEF:
 			return []byte(EncodeCEF(rec.head(), version)), nil
 		}
+	case rec.Event != nil:
+		switch format {
+		case FormatJSON:
+			b, err := jsonOpts.Marshal(rec.Event)
+			if err != nil {
+				return nil, fmt.Errorf("harrier json: %w", err)
+			}
+			return compactJSON(b)
+		case FormatOCSF:
+			return EncodeOCSFProcessActivity(rec.Event, EventID(rec.Seq), version)
+		}
 	case rec.Response != nil:
 		b, err := json.Marshal(rec.Response)
 		if err != nil {
@@ -183,8 +208,132 @@ func (r Record) kind() Kind {
 		return KindOfFinding(r.Finding)
 	case r.Response != nil:
 		return KindResponses
+	case r.Event != nil:
+		return KindEvents
 	}
 	return KindAlerts
+}
+
+// EventID is the ID an exported event carries: its place in the backend's
+// event ring, stable while that store lives (resends repeat it).
+func EventID(seq uint64) string { return "event-" + strconv.FormatUint(seq, 10) }
+
+func eventKindName(k api.EventKind) string {
+	return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_"))
+}
+
+// errNotCarried is a record the format has no shape for (OCSF: an event
+// other than a process event): skipped and counted, not dead-lettered.
+var errNotCarried = errors.New("the format does not carry this record")
+
+// OCSF Process Activity (class 1007, category 1 System Activity) and its
+// activities.
+const (
+	ocsfProcessActivityUID = 1007
+	ocsfSystemCategoryUID  = 1
+)
+
+// EncodeOCSFProcessActivity writes a process event as an OCSF 1.x Process
+// Activity: exec and fork are Launch (1) of the new process by its parent,
+// exit is Terminate (2) (reflexive: the actor is the process), ptrace is
+// Open (3) of the target by the tracer, a credential change is Set User ID
+// (5). Other events return errNotCarried.
+func EncodeOCSFProcessActivity(e *api.Event, id, version string) ([]byte, error) {
+	p := e.GetProcess()
+	self := ocsfProcess(p)
+	if p.GetStartTime() != nil {
+		self["created_time"] = p.GetStartTime().AsTime().UnixMilli()
+	}
+	if p.GetCwd() != "" {
+		self["working_directory"] = p.GetCwd()
+	}
+	// The parent as the actor of a launch: the nearest ancestor the
+	// process cache knew, else its pid alone.
+	parent := map[string]any{"pid": p.GetPpid()}
+	if anc := e.GetAncestry(); len(anc) > 0 {
+		a := anc[0]
+		parent = map[string]any{"pid": a.GetPid(), "cmd_line": strings.Join(a.GetArgs(), " "),
+			"user": map[string]any{"uid": strconv.FormatUint(uint64(a.GetUid()), 10)}}
+		if a.GetExe() != "" {
+			parent["file"] = map[string]any{"path": a.GetExe(), "name": baseName(a.GetExe()), "type_id": 1}
+			parent["name"] = baseName(a.GetExe())
+		}
+	}
+	var activity int
+	var activityName string
+	out := map[string]any{}
+	switch d := e.GetDetail().(type) {
+	case *api.Event_Exec:
+		activity, activityName = 1, "Launch"
+		out["actor"] = map[string]any{"process": parent}
+		out["process"] = self
+	case *api.Event_Fork:
+		activity, activityName = 1, "Launch"
+		child := map[string]any{"pid": d.Fork.GetChildTgid(), "name": p.GetComm(), "parent_process": map[string]any{"pid": p.GetTgid()}}
+		if p.GetExe() != "" {
+			child["file"] = map[string]any{"path": p.GetExe(), "name": baseName(p.GetExe()), "type_id": 1}
+		}
+		out["actor"] = map[string]any{"process": self}
+		out["process"] = child
+		if d.Fork.GetThread() {
+			out["unmapped"] = map[string]any{"thread": true}
+		}
+	case *api.Event_Exit:
+		activity, activityName = 2, "Terminate"
+		out["actor"] = map[string]any{"process": self}
+		out["process"] = self
+		out["exit_code"] = d.Exit.GetCode()
+		if d.Exit.GetSignal() != 0 {
+			out["unmapped"] = map[string]any{"signal": d.Exit.GetSignal(), "core_dumped": d.Exit.GetCoreDumped()}
+		}
+	case *api.Event_Ptrace:
+		activity, activityName = 3, "Open"
+		out["actor"] = map[string]any{"process": self}
+		out["process"] = map[string]any{"pid": d.Ptrace.GetTargetPid()}
+		out["unmapped"] = map[string]any{"ptrace_request": d.Ptrace.GetRequest(), "result": d.Ptrace.GetResult()}
+	case *api.Event_CredentialChange:
+		activity, activityName = 5, "Set User ID"
+		out["actor"] = map[string]any{"process": self}
+		out["process"] = self
+		out["unmapped"] = map[string]any{"syscall": d.CredentialChange.GetSyscall(), "uid": d.CredentialChange.GetUid(),
+			"euid": d.CredentialChange.GetEuid(), "gid": d.CredentialChange.GetGid(), "egid": d.CredentialChange.GetEgid()}
+	default:
+		return nil, errNotCarried
+	}
+	device := map[string]any{"hostname": e.GetNode(), "name": e.GetNode(), "type_id": 0, "type": "Unknown"}
+	if c := e.GetContainer(); c.GetId() != "" {
+		device["container"] = ocsfContainer(c)
+		if c.GetPodName() != "" {
+			device["namespace_pid"] = e.GetNamespaces().GetPid()
+		}
+	}
+	for k, v := range map[string]any{
+		"activity_id":   activity,
+		"activity_name": activityName,
+		"category_uid":  ocsfSystemCategoryUID,
+		"category_name": "System Activity",
+		"class_uid":     ocsfProcessActivityUID,
+		"class_name":    "Process Activity",
+		"type_uid":      ocsfProcessActivityUID*100 + activity,
+		"type_name":     "Process Activity: " + activityName,
+		"severity_id":   1,
+		"severity":      "Informational",
+		"time":          e.GetTime().AsTime().UnixMilli(),
+		"device":        device,
+		"metadata": map[string]any{
+			"version":  ocsfVersion,
+			"uid":      id,
+			"product":  map[string]any{"name": productName, "vendor_name": productVendor, "version": version},
+			"log_name": "events",
+		},
+	} {
+		out[k] = v
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		return nil, fmt.Errorf("ocsf: %w", err)
+	}
+	return b, nil
 }
 
 // OCSF Compliance Finding (2003) and Vulnerability Finding (2002), both in

@@ -3,11 +3,13 @@ package export
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -25,6 +27,12 @@ import (
 var (
 	ocsfComplianceRequired    = append(append([]string{}, ocsfRequired...), "compliance", "compliance.standards")
 	ocsfVulnerabilityRequired = append(append([]string{}, ocsfRequired...), "vulnerabilities")
+	// events/system/system.json requires actor and device,
+	// process_activity.json process; the base event the rest.
+	ocsfProcessActivityRequired = []string{
+		"activity_id", "category_uid", "class_uid", "type_uid", "severity_id", "time",
+		"metadata", "metadata.product", "metadata.version", "actor", "actor.process", "device", "process",
+	}
 )
 
 func samplePostureFinding() *api.Finding {
@@ -215,7 +223,10 @@ func TestExportKindsConfig(t *testing.T) {
 		{FormatOCSF, []Kind{KindResponses}, "format ocsf cannot carry responses records"},
 		{FormatFalco, []Kind{KindFindings}, "format falco cannot carry findings records (it carries alerts"},
 		{FormatECS, []Kind{KindVulnerabilities}, "format ecs cannot carry vulnerabilities"},
-		{FormatJSON, []Kind{"events"}, "raw events cannot be exported yet"},
+		{FormatJSON, []Kind{KindEvents}, ""},
+		{FormatOCSF, []Kind{KindEvents}, ""},
+		{FormatFalco, []Kind{KindEvents}, "format falco cannot carry events records"},
+		{FormatCEF, []Kind{KindEvents, KindResponses}, "format cef cannot carry events records"},
 		{FormatJSON, []Kind{"audit"}, `"audit": must be alerts, findings`},
 		{FormatJSON, []Kind{KindAlerts, KindAlerts}, "alerts is listed twice"},
 	} {
@@ -263,6 +274,150 @@ func FuzzEncodeFindings(f *testing.F) {
 			}
 			if strings.ContainsAny(string(b), "\n\r\x00") {
 				t.Fatalf("CEF not one line: %q", b)
+			}
+		}
+	})
+}
+
+func sampleEvent() *api.Event {
+	return &api.Event{Seq: 9, Time: timestamppb.New(time.Date(2026, 12, 6, 5, 31, 0, 0, time.UTC)), Node: "node-a",
+		Kind: api.EventKind_EVENT_KIND_EXEC,
+		Process: &api.Process{Pid: 4242, Tgid: 4242, Ppid: 4200, Uid: 33, Comm: "sh", Exe: "/bin/sh", Args: []string{"sh", "-c", "id"},
+			Cwd: "/srv", StartTime: timestamppb.New(time.Date(2026, 12, 6, 5, 30, 59, 0, time.UTC))},
+		Ancestry:  []*api.Ancestor{{Pid: 4200, Exe: "/usr/sbin/nginx", Args: []string{"nginx: worker"}, Uid: 33}},
+		Container: &api.Container{Runtime: "containerd", Id: "0123abcd", Name: "web", Image: "nginx:1.27", PodName: "web-0", PodNamespace: "shop"},
+		Detail:    &api.Event_Exec{Exec: &api.Exec{Filename: "/bin/sh"}}}
+}
+
+func TestOCSFProcessActivity(t *testing.T) {
+	e := sampleEvent()
+	b, err := EncodeOCSFProcessActivity(e, EventID(77), "1.2.3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkOCSF(t, b, ocsfProcessActivityRequired, map[string]any{
+		"class_uid": 1007.0, "class_name": "Process Activity", "category_uid": 1.0, "category_name": "System Activity",
+		"activity_id": 1.0, "activity_name": "Launch", "type_uid": 100701.0, "severity_id": 1.0,
+		"time": float64(e.GetTime().AsTime().UnixMilli()), "metadata.uid": "event-77", "metadata.version": "1.3.0",
+		"metadata.product.name": "Harrier", "metadata.product.version": "1.2.3",
+		"process.pid": 4242.0, "process.name": "sh", "process.cmd_line": "sh -c id", "process.file.path": "/bin/sh",
+		"process.user.uid": "33", "process.parent_process.pid": 4200.0, "process.working_directory": "/srv",
+		"process.created_time": float64(e.GetProcess().GetStartTime().AsTime().UnixMilli()),
+		"actor.process.pid":    4200.0, "actor.process.file.path": "/usr/sbin/nginx", "actor.process.cmd_line": "nginx: worker",
+		"device.hostname": "node-a", "device.container.uid": "0123abcd", "device.container.image.name": "nginx:1.27",
+	})
+	for _, c := range []struct {
+		name   string
+		detail any
+		want   map[string]any
+	}{
+		{"exit", &api.Event_Exit{Exit: &api.Exit{Code: 3}}, map[string]any{"activity_id": 2.0, "type_uid": 100702.0, "exit_code": 3.0, "actor.process.pid": 4242.0}},
+		{"fork", &api.Event_Fork{Fork: &api.Fork{ChildPid: 4250, ChildTgid: 4250}}, map[string]any{"activity_id": 1.0, "process.pid": 4250.0, "process.parent_process.pid": 4242.0, "actor.process.pid": 4242.0}},
+		{"ptrace", &api.Event_Ptrace{Ptrace: &api.Ptrace{Request: 16, TargetPid: 1}}, map[string]any{"activity_id": 3.0, "activity_name": "Open", "process.pid": 1.0, "actor.process.pid": 4242.0}},
+		{"setuid", &api.Event_CredentialChange{CredentialChange: &api.CredentialChange{Syscall: "setuid", Uid: 0}}, map[string]any{"activity_id": 5.0, "activity_name": "Set User ID", "unmapped.syscall": "setuid"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := sampleEvent()
+			switch d := c.detail.(type) {
+			case *api.Event_Exit:
+				e.Detail = d
+			case *api.Event_Fork:
+				e.Detail = d
+			case *api.Event_Ptrace:
+				e.Detail = d
+			case *api.Event_CredentialChange:
+				e.Detail = d
+			}
+			b, err := EncodeOCSFProcessActivity(e, "event-1", "v")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkOCSF(t, b, ocsfProcessActivityRequired, c.want)
+		})
+	}
+	// A file event is no process activity: not carried (skipped, counted).
+	e.Detail = &api.Event_FileOpen{FileOpen: &api.FileOpen{Path: "/etc/shadow"}}
+	if _, err := encodeRecord(FormatOCSF, Record{Seq: 1, Event: e}, "v"); !errors.Is(err, errNotCarried) {
+		t.Errorf("file open as OCSF: %v, want errNotCarried", err)
+	}
+	if b, err := encodeRecord(FormatJSON, Record{Seq: 1, Event: e}, "v"); err != nil || !strings.Contains(string(b), `"path":"/etc/shadow"`) {
+		t.Errorf("file open as Harrier JSON: %s %v", b, err)
+	}
+}
+
+// TestExportEventsLostAndSkipped: a gap in the events' order (the ring
+// dropped them) is counted as lost; events OCSF has no class for are
+// skipped and counted.
+func TestExportEventsLostAndSkipped(t *testing.T) {
+	src := &memSource{}
+	for i := range 10 {
+		e := sampleEvent()
+		if i%2 == 1 {
+			e.Detail = &api.Event_FileOpen{FileOpen: &api.FileOpen{Path: "/tmp/x"}}
+		}
+		src.addRecord(Record{Kind: KindEvents, Event: e})
+	}
+	path := filepath.Join(t.TempDir(), "ev.jsonl")
+	cfg := Config{Name: "ev", Type: TypeFile, Format: FormatOCSF, File: &FileConfig{Path: path}, BatchSize: 3,
+		Filter: Filter{Kinds: []Kind{KindEvents}, MinSeverity: "critical"}} // severity does not apply to events
+	kv := newMemKV()
+	m, err := New([]Config{cfg}, src, kv, Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, m, 10*time.Second, func() bool { return m.Status()[0].Cursor == 10 })
+	if st := m.Status()[0]; st.Sent != 5 || st.Skipped != 5 || st.Lost != 0 {
+		t.Errorf("sent %d skipped %d lost %d, want 5 5 0", st.Sent, st.Skipped, st.Lost)
+	}
+	// The ring drops records 11-14 before the export reads them.
+	src.mu.Lock()
+	for i := range 10 {
+		e := sampleEvent()
+		src.recs[KindEvents] = append(src.recs[KindEvents], Record{Seq: uint64(11 + i), Kind: KindEvents, Stored: time.Now(), Event: e})
+	}
+	src.recs[KindEvents] = append(src.recs[KindEvents][:10], src.recs[KindEvents][14:]...)
+	src.mu.Unlock()
+	m, err = New([]Config{cfg}, src, kv, Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, m, 10*time.Second, func() bool { return m.Status()[0].Cursor == 20 })
+	if st := m.Status()[0]; st.Sent != 6 || st.Lost != 4 {
+		t.Errorf("after the gap: sent %d lost %d, want 6 4", st.Sent, st.Lost)
+	}
+	if lines := readLines(t, path); len(lines) != 11 {
+		t.Errorf("%d lines, want 11", len(lines))
+	}
+}
+
+// FuzzEncodeEvents feeds hostile contents to the event encoders (OCSF
+// Process Activity, Harrier JSON): one line of JSON each, the command line
+// intact.
+func FuzzEncodeEvents(f *testing.F) {
+	for _, s := range hostileSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		e := sampleEvent()
+		e.Node, e.Process.Comm, e.Process.Exe, e.Process.Args, e.Process.Cwd = s, s, s, []string{s, s}, s
+		e.Ancestry[0].Exe, e.Ancestry[0].Args = s, []string{s}
+		e.Container.Id, e.Container.Image, e.Container.PodNamespace = s, s, s
+		for _, format := range []string{FormatOCSF, FormatJSON} {
+			b, err := encodeRecord(format, Record{Seq: 1, Event: e}, s)
+			if err != nil && format == FormatJSON && !utf8.ValidString(s) {
+				continue // protojson refuses invalid UTF-8 (a stored event cannot hold it: proto3 strings are checked on decode)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil || strings.ContainsAny(string(b), "\n\r") {
+				t.Fatalf("%s: not one JSON line: %v", format, err)
+			}
+			if format == FormatOCSF {
+				if v, _ := lookup(m, "process.cmd_line"); v != string([]rune(s+" "+s)) {
+					t.Fatalf("process.cmd_line %q", v)
+				}
 			}
 		}
 	})

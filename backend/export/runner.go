@@ -28,6 +28,7 @@ type Record struct {
 	Alert    *api.Alert
 	Finding  *api.Finding
 	Response *ResponseAction
+	Event    *api.Event
 }
 
 // Source is the store as exporters read it: one ingest order per kind.
@@ -240,6 +241,7 @@ type Status struct {
 	Skipped      uint64       `json:"skipped"`
 	Failed       uint64       `json:"failed"`
 	Resent       uint64       `json:"resent"`
+	Lost         uint64       `json:"lost"` // dropped by the store (the event ring) before they were sent
 	DeadLettered uint64       `json:"deadLettered"`
 	LastError    string       `json:"lastError,omitempty"`
 	LastErrorAt  time.Time    `json:"lastErrorAt,omitzero"`
@@ -449,6 +451,14 @@ func (r *runner) roundOf(ctx context.Context, st *stream) (bool, error) {
 	if len(recs) == 0 {
 		return false, nil
 	}
+	// A gap before the first record: the store dropped records this
+	// destination had not sent yet (the event ring is bounded by size).
+	if first := recs[0].Seq; st.pos > 0 && first > st.pos+1 {
+		lost := first - st.pos - 1
+		r.met.lost.Add(float64(lost))
+		r.update(func(s *Status) { s.Lost += lost })
+		r.log.Warn("records dropped by the store before they were exported", "kind", st.kind, "records", lost, "after", st.pos)
+	}
 	r.update(func(s *Status) { s.State, s.NextRetry = "sending", time.Time{} })
 	msgs := make([]message, 0, len(recs))
 	var skipped uint64
@@ -460,6 +470,10 @@ func (r *runner) roundOf(ctx context.Context, st *stream) (bool, error) {
 			continue
 		}
 		body, err := encodeRecord(r.cfg.Format, rec, r.opts.Version)
+		if errors.Is(err, errNotCarried) {
+			skipped++
+			continue
+		}
 		if err != nil {
 			if err := r.deadLetter(ctx, message{seq: rec.Seq, kind: st.kind, head: head}, err.Error()); err != nil {
 				return false, err
