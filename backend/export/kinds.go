@@ -303,9 +303,6 @@ func EncodeOCSFProcessActivity(e *api.Event, id, version string) ([]byte, error)
 	device := map[string]any{"hostname": e.GetNode(), "name": e.GetNode(), "type_id": 0, "type": "Unknown"}
 	if c := e.GetContainer(); c.GetId() != "" {
 		device["container"] = ocsfContainer(c)
-		if c.GetPodName() != "" {
-			device["namespace_pid"] = e.GetNamespaces().GetPid()
-		}
 	}
 	for k, v := range map[string]any{
 		"activity_id":   activity,
