@@ -104,7 +104,7 @@ const (
 	prefixAgent    = "g/" // g/<agent> → JSON agentRecord
 	prefixAlertSeq = "o/" // o/<alert ingest seq BE64> → <stored unix ns BE64><alert id>
 	prefixExport   = "x/" // x/<destination>\x00... → exporters' cursors and dead letters (backend/export)
-	prefixJournal  = "j/" // j/<export kind>\x00<seq BE64> → <stored unix ns BE64><record>: findings, vulnerabilities, responses
+	prefixJournal  = "j/" // j/<export kind>\x00<seq BE64> → <stored unix ns BE64><record>: findings and vulnerabilities (<state byte><api.Finding>), responses (JSON)
 	keyRingState   = "m/ring"
 )
 

@@ -462,14 +462,16 @@ func TestFindingsExportOrder(t *testing.T) {
 		}
 		var got []string
 		for _, r := range recs {
-			got = append(got, fmt.Sprintf("%d %s %s %s", r.Seq, r.Finding.GetId(), r.Finding.GetSeverity(), r.Finding.GetSnapshotId()))
+			got = append(got, fmt.Sprintf("%d %s %s %s %v", r.Seq, r.Finding.GetId(), r.Finding.GetSeverity(), r.Finding.GetSnapshotId(), r.Resolved))
 		}
-		want := []string{"1 f-kept SEVERITY_HIGH s1", "2 f-fixed SEVERITY_MEDIUM s1", "3 f-new SEVERITY_MEDIUM s2", "4 f-kept SEVERITY_MEDIUM s3"}
-		if !slices.Equal(got, want) || s.LastSeq(export.KindFindings) != 4 {
+		want := []string{"1 f-kept SEVERITY_HIGH s1 false", "2 f-fixed SEVERITY_MEDIUM s1 false", "3 f-new SEVERITY_MEDIUM s2 false",
+			"4 f-fixed SEVERITY_MEDIUM s1 true", // gone from s2: resolved, in its last state
+			"5 f-kept SEVERITY_MEDIUM s3 false"}
+		if !slices.Equal(got, want) || s.LastSeq(export.KindFindings) != 5 {
 			t.Errorf("findings order %q (last %d), want %q", got, s.LastSeq(export.KindFindings), want)
 		}
 		after, _ := s.RecordsAfter(t.Context(), export.KindFindings, 2, 1)
-		if len(after) != 1 || after[0].Seq != 3 {
+		if len(after) != 1 || after[0].Seq != 3 || after[0].Resolved {
 			t.Errorf("after 2, limit 1: %+v", after)
 		}
 		vs, err := s.RecordsAfter(t.Context(), export.KindVulnerabilities, 0, 100)

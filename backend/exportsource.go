@@ -194,6 +194,13 @@ type journal struct {
 
 var journalKinds = []export.Kind{export.KindFindings, export.KindVulnerabilities, export.KindResponses}
 
+// A finding's journal record starts with its state: open (new or changed)
+// or resolved (gone from the newest snapshot).
+const (
+	journalFindingOpen     = 'o'
+	journalFindingResolved = 'r'
+)
+
 func journalPrefix(kind export.Kind) []byte { return append(key(prefixJournal, string(kind)), 0) }
 
 func journalKey(kind export.Kind, seq uint64) []byte {
@@ -294,8 +301,12 @@ func (s *BadgerStore) journalAfter(ctx context.Context, kind export.Kind, after 
 					r.Response = &export.ResponseAction{}
 					return json.Unmarshal(v[8:], r.Response)
 				}
+				if len(v) < 9 || (v[8] != journalFindingOpen && v[8] != journalFindingResolved) {
+					return errors.New("bad finding state")
+				}
+				r.Resolved = v[8] == journalFindingResolved
 				r.Finding = &api.Finding{}
-				return proto.Unmarshal(v[8:], r.Finding)
+				return proto.Unmarshal(v[9:], r.Finding)
 			}); err != nil {
 				return fmt.Errorf("%s %d: %w", kind, r.Seq, err)
 			}

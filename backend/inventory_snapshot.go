@@ -186,14 +186,36 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 	// journal) the snapshot again, so exports may repeat, never miss, a
 	// change.
 	byKind := map[export.Kind][][]byte{}
-	for _, id := range changedOrder {
-		f := changed[id]
-		v, err := proto.Marshal(f)
+	add := func(f *api.Finding, state byte) error {
+		v, err := proto.MarshalOptions{}.MarshalAppend([]byte{state}, f)
 		if err != nil {
 			return fmt.Errorf("marshal finding: %w", err)
 		}
 		k := export.KindOfFinding(f)
 		byKind[k] = append(byKind[k], v)
+		return nil
+	}
+	for _, id := range changedOrder {
+		if err := add(changed[id], journalFindingOpen); err != nil {
+			return err
+		}
+	}
+	// The previous snapshot's findings this one no longer has are resolved
+	// (fixed, or their object is gone). Carried findings were written, so
+	// a kind that could not be listed resolves nothing.
+	if hasOld {
+		for kv := range badgerkv.Prefix(rt, genPrefix(prefixFinding, p.ref.cluster, old.Gen)) {
+			f := &api.Finding{}
+			if err := kv.Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
+				return fmt.Errorf("resolved finding: %w", err)
+			}
+			if _, still := sevOf[f.GetId()]; still {
+				continue
+			}
+			if err := add(f, journalFindingResolved); err != nil {
+				return err
+			}
+		}
 	}
 	finish, err := s.journalBatch(wb, byKind)
 	if err != nil {

@@ -100,6 +100,9 @@ func (r Record) head() *api.Alert {
 			Description: f.GetDetail(), Remediation: f.GetRemediation(), FirstSeen: f.GetFirstSeen(),
 			LastSeen: f.GetLastSeen(), Count: 1, Node: f.GetNode(), Cluster: f.GetCluster(),
 			Summary: findingSummary(f)}
+		if r.Resolved {
+			h.Summary = "Resolved: " + h.Summary
+		}
 		if o := f.GetObject(); o.GetNamespace() != "" || o.GetKind() == "Pod" {
 			h.Container = &api.Container{PodNamespace: o.GetNamespace()}
 			if o.GetKind() == "Pod" {
@@ -170,12 +173,23 @@ func encodeRecord(format string, rec Record, version string) ([]byte, error) {
 			if err != nil {
 				return nil, fmt.Errorf("harrier json: %w", err)
 			}
-			return compactJSON(b)
-		case FormatOCSF:
-			if kind == KindVulnerabilities {
-				return EncodeOCSFVulnerability(rec.Finding, version)
+			if b, err = compactJSON(b); err != nil || !rec.Resolved {
+				return b, err
 			}
-			return EncodeOCSFCompliance(rec.Finding, version)
+			// A resolved finding is its last state with "resolved":true.
+			if string(b) == "{}" {
+				return []byte(`{"resolved":true}`), nil
+			}
+			return append([]byte(`{"resolved":true,`), b[1:]...), nil
+		case FormatOCSF:
+			var resolvedAt time.Time
+			if rec.Resolved {
+				resolvedAt = rec.Stored
+			}
+			if kind == KindVulnerabilities {
+				return EncodeOCSFVulnerability(rec.Finding, resolvedAt, version)
+			}
+			return EncodeOCSFCompliance(rec.Finding, resolvedAt, version)
 		case FormatCEF:
 			return []byte(EncodeCEF(rec.head(), version)), nil
 		}
@@ -339,12 +353,16 @@ const (
 	ocsfComplianceClassUID    = 2003
 	ocsfVulnerabilityClassUID = 2002
 	ocsfComplianceFail        = 3
+	ocsfCompliancePass        = 1
+	ocsfActivityClose         = 3
+	ocsfStatusResolved        = 4
 )
 
 // ocsfFindingBase fills what every Findings class shares from a posture
 // finding: a finding first seen at its last evaluation is a Create, one
-// seen before an Update.
-func ocsfFindingBase(f *api.Finding, classUID int, className, logName, version string) map[string]any {
+// seen before an Update, one resolved (resolvedAt set: the snapshot that
+// no longer had it was stored then) a Close with status Resolved.
+func ocsfFindingBase(f *api.Finding, resolvedAt time.Time, classUID int, className, logName, version string) map[string]any {
 	activity, activityName := ocsfActivityCreate, "Create"
 	first, last := f.GetFirstSeen().AsTime(), f.GetLastSeen().AsTime()
 	if f.GetLastSeen() == nil {
@@ -352,6 +370,11 @@ func ocsfFindingBase(f *api.Finding, classUID int, className, logName, version s
 	}
 	if f.GetFirstSeen() != nil && last.After(first) {
 		activity, activityName = ocsfActivityUpdate, "Update"
+	}
+	at, statusID, status := last, ocsfStatusNew, "New"
+	if !resolvedAt.IsZero() {
+		activity, activityName = ocsfActivityClose, "Close"
+		at, statusID, status = resolvedAt, ocsfStatusResolved, "Resolved"
 	}
 	sevID := int(f.GetSeverity())
 	if sevID < 0 || sevID > 5 {
@@ -379,11 +402,11 @@ func ocsfFindingBase(f *api.Finding, classUID int, className, logName, version s
 		"type_name":     className + ": " + activityName,
 		"severity_id":   sevID,
 		"severity":      ocsfSeverityName(sevID),
-		"time":          last.UnixMilli(),
+		"time":          at.UnixMilli(),
 		"start_time":    first.UnixMilli(),
 		"end_time":      last.UnixMilli(),
-		"status_id":     ocsfStatusNew,
-		"status":        "New",
+		"status_id":     statusID,
+		"status":        status,
 		"message":       findingSummary(f),
 		"metadata": map[string]any{
 			"version":  ocsfVersion,
@@ -423,9 +446,10 @@ func ocsfFindingBase(f *api.Finding, classUID int, className, logName, version s
 }
 
 // EncodeOCSFCompliance writes a posture finding as an OCSF 1.x Compliance
-// Finding (class 2003): the failed control with the standards it maps to.
-func EncodeOCSFCompliance(f *api.Finding, version string) ([]byte, error) {
-	out := ocsfFindingBase(f, ocsfComplianceClassUID, "Compliance Finding", "posture", version)
+// Finding (class 2003): the failed control with the standards it maps to;
+// with resolvedAt set, the control passing again (a Close).
+func EncodeOCSFCompliance(f *api.Finding, resolvedAt time.Time, version string) ([]byte, error) {
+	out := ocsfFindingBase(f, resolvedAt, ocsfComplianceClassUID, "Compliance Finding", "posture", version)
 	// standards is required: a check without a mapped standard names the
 	// Harrier check catalogue.
 	standards := f.GetStandards()
@@ -437,6 +461,9 @@ func EncodeOCSFCompliance(f *api.Finding, version string) ([]byte, error) {
 		"control":   f.GetCheckId(),
 		"status_id": ocsfComplianceFail, // Harrier stores failed controls only
 		"status":    "Fail",
+	}
+	if !resolvedAt.IsZero() {
+		c["status_id"], c["status"] = ocsfCompliancePass, "Pass"
 	}
 	if f.GetDetail() != "" {
 		c["status_detail"] = f.GetDetail()
@@ -460,9 +487,10 @@ var vulnIDRE = regexp.MustCompile(`\b(?:CVE-\d{4}-\d{4,}|GHSA(?:-[0-9a-z]{4}){3}
 // EncodeOCSFVulnerability writes an image-vulnerable finding as an OCSF
 // 1.x Vulnerability Finding (class 2002): one vulnerabilities[] entry per
 // vulnerability ID in the finding (its worst ones), with cve.uid, which the
-// schema requires (at least one of cve or cwe).
-func EncodeOCSFVulnerability(f *api.Finding, version string) ([]byte, error) {
-	out := ocsfFindingBase(f, ocsfVulnerabilityClassUID, "Vulnerability Finding", "vulnerabilities", version)
+// schema requires (at least one of cve or cwe). With resolvedAt set the
+// image is no longer vulnerable or no longer runs (a Close).
+func EncodeOCSFVulnerability(f *api.Finding, resolvedAt time.Time, version string) ([]byte, error) {
+	out := ocsfFindingBase(f, resolvedAt, ocsfVulnerabilityClassUID, "Vulnerability Finding", "vulnerabilities", version)
 	ids := slices.Compact(vulnIDRE.FindAllString(f.GetDetail(), -1))
 	if len(ids) == 0 {
 		return nil, fmt.Errorf("ocsf vulnerability finding %s: no CVE or GHSA ID in its detail", f.GetId())

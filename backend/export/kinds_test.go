@@ -75,7 +75,7 @@ func checkOCSF(t *testing.T, b []byte, required []string, want map[string]any) m
 
 func TestOCSFComplianceFinding(t *testing.T) {
 	f := samplePostureFinding()
-	b, err := EncodeOCSFCompliance(f, "1.2.3")
+	b, err := EncodeOCSFCompliance(f, time.Time{}, "1.2.3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +105,27 @@ func TestOCSFComplianceFinding(t *testing.T) {
 	// A finding without a mapped standard still has the required list; a
 	// finding evaluated the first time is a Create.
 	f.Standards, f.LastSeen = nil, f.FirstSeen
-	b, _ = EncodeOCSFCompliance(f, "1.2.3")
+	b, _ = EncodeOCSFCompliance(f, time.Time{}, "1.2.3")
 	checkOCSF(t, b, ocsfComplianceRequired, map[string]any{"activity_id": 1.0, "type_uid": 200301.0})
+	// Resolved: the control passes again; a Close at the time the snapshot
+	// without it was stored, status Resolved.
+	resolved := time.Date(2026, 12, 7, 0, 0, 0, 0, time.UTC)
+	b, _ = encodeRecord(FormatOCSF, Record{Finding: f, Resolved: true, Stored: resolved}, "1.2.3")
+	checkOCSF(t, b, ocsfComplianceRequired, map[string]any{"activity_id": 3.0, "activity_name": "Close", "type_uid": 200303.0,
+		"status_id": 4.0, "status": "Resolved", "compliance.status_id": 1.0, "compliance.status": "Pass",
+		"time": float64(resolved.UnixMilli())})
+	b, _ = encodeRecord(FormatJSON, Record{Finding: f, Resolved: true, Stored: resolved}, "1.2.3")
+	var j map[string]any
+	if err := json.Unmarshal(b, &j); err != nil || j["resolved"] != true || j["id"] != f.GetId() {
+		t.Errorf("resolved finding as Harrier JSON: %s %v", b, err)
+	}
+	b, _ = encodeRecord(FormatOCSF, Record{Finding: sampleVulnFinding(), Resolved: true, Stored: resolved}, "1.2.3")
+	checkOCSF(t, b, ocsfVulnerabilityRequired, map[string]any{"class_uid": 2002.0, "activity_id": 3.0, "type_uid": 200203.0, "status_id": 4.0})
 }
 
 func TestOCSFVulnerabilityFinding(t *testing.T) {
 	f := sampleVulnFinding()
-	b, err := EncodeOCSFVulnerability(f, "1.2.3")
+	b, err := EncodeOCSFVulnerability(f, time.Time{}, "1.2.3")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +148,7 @@ func TestOCSFVulnerabilityFinding(t *testing.T) {
 		}
 	}
 	f.Detail = "nothing listed"
-	if _, err := EncodeOCSFVulnerability(f, "1"); err == nil || !strings.Contains(err.Error(), "no CVE or GHSA ID") {
+	if _, err := EncodeOCSFVulnerability(f, time.Time{}, "1"); err == nil || !strings.Contains(err.Error(), "no CVE or GHSA ID") {
 		t.Errorf("a vulnerability finding without IDs: %v", err)
 	}
 }
@@ -254,8 +268,8 @@ func FuzzEncodeFindings(f *testing.F) {
 		fd := samplePostureFinding()
 		fd.Id, fd.CheckId, fd.Title, fd.Object.Namespace, fd.Object.Name, fd.Container = s, s, s, s, s, s
 		fd.Detail, fd.Remediation, fd.Standards, fd.Cluster, fd.Node = s+" CVE-2024-6387", s, []string{s}, s, s
-		for _, fn := range []func(*api.Finding, string) ([]byte, error){EncodeOCSFCompliance, EncodeOCSFVulnerability} {
-			b, err := fn(fd, s)
+		for _, fn := range []func(*api.Finding, time.Time, string) ([]byte, error){EncodeOCSFCompliance, EncodeOCSFVulnerability} {
+			b, err := fn(fd, time.Time{}, s)
 			if err != nil {
 				t.Fatal(err)
 			}

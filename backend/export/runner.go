@@ -22,11 +22,14 @@ import (
 // Record is one record in its kind's ingest order: exactly one of Alert,
 // Finding (findings and vulnerabilities) and Response is set.
 type Record struct {
-	Seq      uint64
-	Stored   time.Time
-	Kind     Kind // "" is taken from the payload
-	Alert    *api.Alert
-	Finding  *api.Finding
+	Seq     uint64
+	Stored  time.Time
+	Kind    Kind // "" is taken from the payload
+	Alert   *api.Alert
+	Finding *api.Finding
+	// Resolved: the finding is gone from the newest snapshot (fixed, or
+	// its object deleted); Finding is its last state.
+	Resolved bool
 	Response *ResponseAction
 	Event    *api.Event
 }
