@@ -100,6 +100,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeRFC5424$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeOCSF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeFalcoECS$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeFindings$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
+	$(GO) test -run '^$$' -fuzz '^FuzzEncodeEvents$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzParseOTLPHTTPReply$$' -fuzztime $(FUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzParseBulkResponse$$' -fuzztime $(FUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHECReply$$' -fuzztime $(FUZZTIME) ./backend/export

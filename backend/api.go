@@ -124,6 +124,7 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /findings", s.uiAuth(http.HandlerFunc(s.uiFindings)))
 	mux.Handle("GET /inventory", s.uiAuth(http.HandlerFunc(s.uiInventory)))
 	mux.Handle("GET /response", s.uiAuth(http.HandlerFunc(s.uiResponse)))
+	mux.Handle("GET /exports", s.uiAuth(http.HandlerFunc(s.uiExports)))
 	return s.countRequests(mux)
 }
 

@@ -83,6 +83,11 @@ type BadgerStore struct {
 	// same transaction (exportsource.go). Written under mu, read by
 	// exporters without it.
 	alertSeq atomic.Uint64
+	// journal is the ingest order of the other kinds exported
+	// (exportsource.go).
+	journal journal
+	// eventHead mirrors evHead for exporters, which read it without mu.
+	eventHead atomic.Uint64
 }
 
 var _ Store = (*BadgerStore)(nil)
@@ -99,6 +104,7 @@ const (
 	prefixAgent    = "g/" // g/<agent> → JSON agentRecord
 	prefixAlertSeq = "o/" // o/<alert ingest seq BE64> → <stored unix ns BE64><alert id>
 	prefixExport   = "x/" // x/<destination>\x00... → exporters' cursors and dead letters (backend/export)
+	prefixJournal  = "j/" // j/<export kind>\x00<seq BE64> → <stored unix ns BE64><record>: findings and vulnerabilities (<state byte><api.Finding>), responses (JSON)
 	keyRingState   = "m/ring"
 )
 
@@ -173,6 +179,7 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 			}
 			s.evTail = binary.BigEndian.Uint64(v[:8])
 			s.evHead = binary.BigEndian.Uint64(v[8:])
+			s.eventHead.Store(s.evHead)
 			return nil
 		})
 	}); err != nil {
@@ -187,7 +194,7 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 		_ = db.Close()
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
-	if err := s.loadAlertSeq(); err != nil {
+	if err := errors.Join(s.loadAlertSeq(), s.loadJournal()); err != nil {
 		_ = errors.Join(s.events.close(), db.Close())
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/internal/badgerkv"
 	respond "github.com/harrier-sec/harrier/response"
 	"github.com/harrier-sec/harrier/transport"
@@ -134,11 +136,13 @@ type AgentControl struct {
 // commands, and serves them to agents through the QUIC server's control
 // channel (transport.ControlSource).
 type ResponseControl struct {
-	db     *badger.DB
-	store  Store
-	signer func() (*tls.Certificate, error)
-	now    func() time.Time
-	log    *slog.Logger
+	db    *badger.DB
+	store Store
+	// journal appends each command record to the responses' export order.
+	journal *BadgerStore
+	signer  func() (*tls.Certificate, error)
+	now     func() time.Time
+	log     *slog.Logger
 	// notify wakes an agent's control sender ("" for all); set by the
 	// service once the QUIC server exists.
 	notifyMu sync.Mutex
@@ -150,7 +154,7 @@ type ResponseControl struct {
 // NewResponseControl uses st's database; signer returns the backend's
 // serving certificate and key, which sign commands.
 func NewResponseControl(st *BadgerStore, signer func() (*tls.Certificate, error), log *slog.Logger) *ResponseControl {
-	return &ResponseControl{db: st.db, store: st, signer: signer, now: time.Now, log: log}
+	return &ResponseControl{db: st.db, store: st, journal: st, signer: signer, now: time.Now, log: log}
 }
 
 // SetNotify sets how agents are woken when something is due for them.
@@ -267,8 +271,11 @@ func (c *ResponseControl) Issue(ctx context.Context, req CommandRequest, by stri
 	}
 	rec := CommandRecord{ID: cmd.GetId(), AgentID: req.AgentID, Action: req.Action, Target: req.Target, AlertID: req.AlertID,
 		RequestedBy: by, Reason: req.Reason, AllowProtected: req.AllowProtected, Issued: now, Expires: now.Add(ttl), State: CommandPending, Signed: signed}
-	err = c.db.Update(func(txn *badger.Txn) error {
+	err = c.journal.journalUpdate(export.KindResponses, func(txn *badger.Txn, add func([]byte) error) error {
 		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
+			return err
+		}
+		if err := addResponseRecord(add, rec); err != nil {
 			return err
 		}
 		return txn.Set(pendingKey(rec.AgentID, rec.ID), nil)
@@ -436,12 +443,32 @@ func (c *ResponseControl) PendingControl(ctx context.Context, agentID string, po
 
 // finish stores rec as answered (or expired) and drops it from the pending.
 func (c *ResponseControl) finish(rec CommandRecord) error {
-	return c.db.Update(func(txn *badger.Txn) error {
+	return c.journal.journalUpdate(export.KindResponses, func(txn *badger.Txn, add func([]byte) error) error {
 		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
+			return err
+		}
+		if err := addResponseRecord(add, rec); err != nil {
 			return err
 		}
 		return txn.Delete(pendingKey(rec.AgentID, rec.ID))
 	})
+}
+
+// addResponseRecord appends rec, as exports send it (without the signed
+// command), to the responses' export order.
+func addResponseRecord(add func([]byte) error, rec CommandRecord) error {
+	target, err := json.Marshal(rec.Target)
+	if err != nil {
+		return fmt.Errorf("response record: %w", err)
+	}
+	v, err := json.Marshal(export.ResponseAction{ID: rec.ID, AgentID: rec.AgentID, Action: rec.Action, Target: target,
+		AlertID: rec.AlertID, RequestedBy: rec.RequestedBy, Reason: rec.Reason, Issued: rec.Issued, Expires: rec.Expires,
+		State: rec.State, Answered: rec.Answered, Error: rec.Error, PIDs: rec.PIDs, TargetText: rec.TargetText,
+		LatencyMS: rec.LatencyMS})
+	if err != nil {
+		return fmt.Errorf("response record: %w", err)
+	}
+	return add(v)
 }
 
 // ControlAcked implements transport.ControlSource: it stores the policies

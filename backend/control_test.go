@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/transport"
 )
 
@@ -116,8 +118,9 @@ func TestResponseControlCommands(t *testing.T) {
 	// What the analyst allows travels in the signed command.
 	allowed := kill
 	allowed.AgentID, allowed.AllowProtected = "c", []string{"runtime"}
-	if rec, err := c.Issue(ctx, allowed, "test"); err != nil || !slices.Equal(rec.AllowProtected, []string{"runtime"}) {
-		t.Fatalf("a command allowing runtime: %+v %v", rec, err)
+	allowedRec, err := c.Issue(ctx, allowed, "test")
+	if err != nil || !slices.Equal(allowedRec.AllowProtected, []string{"runtime"}) {
+		t.Fatalf("a command allowing runtime: %+v %v", allowedRec, err)
 	}
 	if ctl, err := c.PendingControl(ctx, "c", 0); err != nil || len(ctl.GetCommands()) != 1 {
 		t.Fatalf("pending for c: %v %v", ctl, err)
@@ -158,6 +161,20 @@ func TestResponseControlCommands(t *testing.T) {
 	}
 	if list, err := c.Commands(ctx, "a", 10); err != nil || len(list) != 2 {
 		t.Errorf("commands of a: %d %v", len(list), err)
+	}
+	// Each request and each change of state joined the responses' export
+	// order, in order, without the signed bytes.
+	journal, err := st.RecordsAfter(ctx, export.KindResponses, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var states []string
+	for _, r := range journal {
+		states = append(states, r.Response.ID+" "+r.Response.State)
+	}
+	if want := []string{rec.ID + " pending", allowedRec.ID + " pending", expiring.ID + " pending", rec.ID + " done", expiring.ID + " expired"}; !slices.Equal(states, want) ||
+		st.LastSeq(export.KindResponses) != 5 || string(journal[0].Response.Target) != string(mustJSON(t, kill.Target)) {
+		t.Errorf("responses in export order %q (last %d, target %s), want %q", states, st.LastSeq(export.KindResponses), journal[0].Response.Target, want)
 	}
 
 	// From an alert: the agent that reports its node, the alert's process.
@@ -228,7 +245,7 @@ func TestUIResponse(t *testing.T) {
 func TestKeyPrefixesDistinct(t *testing.T) {
 	all := map[string]string{
 		"seen": prefixSeen, "gap": prefixGap, "alert": prefixAlert, "event": prefixEvent, "agent": prefixAgent,
-		"alert order": prefixAlertSeq, "export": prefixExport, "ring state": keyRingState[:2],
+		"alert order": prefixAlertSeq, "export": prefixExport, "export journal": prefixJournal, "ring state": keyRingState[:2],
 		"revoked": prefixRevoked, "enrolled": prefixEnrolled, "bootstrap": prefixBootstrap,
 		"pending meta": prefixPendingMeta, "pending chunk": prefixPendingChunk, "cluster": prefixCluster,
 		"item": prefixItem, "finding": prefixFinding,
@@ -241,4 +258,13 @@ func TestKeyPrefixesDistinct(t *testing.T) {
 		}
 		seen[p[:1]] = name
 	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

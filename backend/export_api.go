@@ -41,3 +41,37 @@ func (s *apiServer) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"deadLetters": dl})
 }
+
+// uiDeadLettersShown is how many dead letters per destination the exports
+// page lists; the API lists them all.
+const uiDeadLettersShown = 20
+
+type exportsPage struct {
+	Title   string
+	Error   string
+	Exports []exportRow
+}
+
+type exportRow struct {
+	export.Status
+	DeadLetters []export.DeadLetter
+}
+
+// uiExports shows each destination's state, lag and counts, and its
+// oldest dead letters with their reasons.
+func (s *apiServer) uiExports(w http.ResponseWriter, r *http.Request) {
+	p := exportsPage{Title: "Exports"}
+	if s.cfg.Exports != nil {
+		for _, st := range s.cfg.Exports.Status() {
+			// Read even when this run dead-lettered nothing: the list
+			// keeps earlier runs' letters.
+			dl, err := s.cfg.Exports.DeadLetters(r.Context(), st.Name, uiDeadLettersShown)
+			if err != nil {
+				s.log.Error("ui: dead letters", "export", st.Name, "err", err)
+				p.Error = "The dead letters of " + st.Name + " could not be read; see the backend's log."
+			}
+			p.Exports = append(p.Exports, exportRow{Status: st, DeadLetters: dl})
+		}
+	}
+	s.render(w, http.StatusOK, s.ui.exports, p)
+}

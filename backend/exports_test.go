@@ -11,12 +11,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend/export"
@@ -425,5 +428,278 @@ func TestExportsAPI(t *testing.T) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// TestFindingsExportOrder: a snapshot's new and changed findings join the
+// findings' (or vulnerabilities') export order; an unchanged re-evaluation
+// does not; the order survives a reopen.
+func TestFindingsExportOrder(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, BadgerConfig{Dir: dir})
+	high, med := api.Severity_SEVERITY_HIGH, api.Severity_SEVERITY_MEDIUM
+	vuln := mkFinding("v-1", VulnCheckID, api.Severity_SEVERITY_CRITICAL, "Deployment", "shop", "web")
+	vuln.Detail = "nginx:1.27: 1 critical (CVE-2024-6387 in openssh 9.2)"
+	ingestChunks(t, s, "leader", chunkRec(1, mkChunk("edge", "s1", 0, 1, t0, nil, []*api.Finding{
+		mkFinding("f-kept", "pss-privileged", high, "Deployment", "shop", "web"),
+		mkFinding("f-fixed", "pss-hostpath", med, "Deployment", "shop", "db"),
+		vuln,
+	})))
+	changedSev := mkFinding("f-kept", "pss-privileged", med, "Deployment", "shop", "web")
+	ingestChunks(t, s, "leader", chunkRec(2, mkChunk("edge", "s2", 0, 1, t0.Add(time.Hour), nil, []*api.Finding{
+		mkFinding("f-kept", "pss-privileged", high, "Deployment", "shop", "web"), // unchanged: not sent again
+		mkFinding("f-new", "pss-hostnetwork", med, "Deployment", "shop", "api"),
+		vuln,
+	})))
+	ingestChunks(t, s, "leader", chunkRec(3, mkChunk("edge", "s3", 0, 1, t0.Add(2*time.Hour), nil, []*api.Finding{
+		changedSev, mkFinding("f-new", "pss-hostnetwork", med, "Deployment", "shop", "api"), vuln,
+	})))
+	check := func(s *BadgerStore) {
+		t.Helper()
+		recs, err := s.RecordsAfter(t.Context(), export.KindFindings, 0, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range recs {
+			got = append(got, fmt.Sprintf("%d %s %s %s %v", r.Seq, r.Finding.GetId(), r.Finding.GetSeverity(), r.Finding.GetSnapshotId(), r.Resolved))
+		}
+		want := []string{"1 f-kept SEVERITY_HIGH s1 false", "2 f-fixed SEVERITY_MEDIUM s1 false", "3 f-new SEVERITY_MEDIUM s2 false",
+			"4 f-fixed SEVERITY_MEDIUM s1 true", // gone from s2: resolved, in its last state
+			"5 f-kept SEVERITY_MEDIUM s3 false"}
+		if !slices.Equal(got, want) || s.LastSeq(export.KindFindings) != 5 {
+			t.Errorf("findings order %q (last %d), want %q", got, s.LastSeq(export.KindFindings), want)
+		}
+		after, _ := s.RecordsAfter(t.Context(), export.KindFindings, 2, 1)
+		if len(after) != 1 || after[0].Seq != 3 || after[0].Resolved {
+			t.Errorf("after 2, limit 1: %+v", after)
+		}
+		vs, err := s.RecordsAfter(t.Context(), export.KindVulnerabilities, 0, 100)
+		if err != nil || len(vs) != 1 || vs[0].Finding.GetId() != "v-1" || s.LastSeq(export.KindVulnerabilities) != 1 {
+			t.Errorf("vulnerabilities order %+v %v", vs, err)
+		}
+	}
+	check(s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(openTestStore(t, BadgerConfig{Dir: dir}))
+}
+
+// TestExportOrderPruned: the alert ingest order is cut behind the slowest
+// configured export, never past a record one has not confirmed, keeps its
+// newest entry (the last number across a reopen) and, with no export
+// following a kind, its newest KeepUnfollowed entries.
+func TestExportOrderPruned(t *testing.T) {
+	dir := t.TempDir()
+	st := openTestStore(t, BadgerConfig{Dir: dir})
+	ingestAlerts(t, st, 0, 300)
+	path := filepath.Join(t.TempDir(), "out.jsonl")
+	file := export.Config{Name: "file", Type: export.TypeFile, File: &export.FileConfig{Path: path}}
+	// A destination that is down: nothing listens on the port.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	downAddr := l.Addr().String()
+	_ = l.Close()
+	down := export.Config{Name: "down", Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: "http://" + downAddr + "/"},
+		Retry: export.RetryConfig{Initial: confval.Duration(10 * time.Millisecond), Max: confval.Duration(20 * time.Millisecond)}}
+	opts := export.Options{Poll: 10 * time.Millisecond, PruneEvery: 20 * time.Millisecond, KeepUnfollowed: 2}
+	run := func(cfgs []export.Config, until func(*export.Manager) bool) {
+		t.Helper()
+		m, err := export.New(cfgs, st, st.ExportKV(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !until(m) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out: %+v", m.Status())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // a few prune rounds
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	run([]export.Config{file, down}, func(m *export.Manager) bool { return m.Status()[0].Cursor == 300 && m.Status()[1].Failed > 2 })
+	if n := countKeys(t, st, prefixAlertSeq); n != 300 {
+		t.Errorf("with an export down at cursor 0, %d order entries left, want all 300", n)
+	}
+	// Responses: no export follows them, the newest 2 stay.
+	for i := range 5 {
+		if err := st.journalUpdate(export.KindResponses, func(_ *badger.Txn, add func([]byte) error) error {
+			return add([]byte(fmt.Sprintf(`{"id":"cmd-%d"}`, i)))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The down destination removed from the config: its cursor no longer
+	// holds the order back.
+	run([]export.Config{file}, func(m *export.Manager) bool { return countKeys(t, st, prefixAlertSeq) == 1 })
+	if n := countKeys(t, st, string(journalPrefix(export.KindResponses))); n != 2 {
+		t.Errorf("unfollowed responses: %d entries left, want 2", n)
+	}
+	ingestAlerts(t, st, 300, 310)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = openTestStore(t, BadgerConfig{Dir: dir})
+	if st.LastAlertSeq() != 310 || st.LastSeq(export.KindResponses) != 5 {
+		t.Fatalf("after pruning and a reopen: alert order at %d, responses at %d", st.LastAlertSeq(), st.LastSeq(export.KindResponses))
+	}
+	run([]export.Config{file}, func(m *export.Manager) bool { return m.Status()[0].Cursor == 310 })
+	if lines := strings.Count(string(mustRead(t, path)), "\n"); lines != 310 {
+		t.Errorf("file has %d records, want 310", lines)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestUIExports renders the exports page from the real server: each
+// destination's state, lag per kind, counts and dead letters with their
+// reasons, escaped, without secrets.
+func TestUIExports(t *testing.T) {
+	refuse := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "<b>schema</b> violation", http.StatusUnprocessableEntity)
+	}))
+	defer refuse.Close()
+	st := openTestStore(t, BadgerConfig{})
+	ingestAlerts(t, st, 0, 3)
+	if err := st.journalUpdate(export.KindResponses, func(_ *badger.Txn, add func([]byte) error) error {
+		return add([]byte(`{"id":"cmd-1","action":"kill-process","state":"pending"}`))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cfgs := []export.Config{
+		{Name: "hook", Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: refuse.URL + "/in?apikey=query-secret"}},
+		{Name: "usb", Type: export.TypeFile, File: &export.FileConfig{Path: filepath.Join(t.TempDir(), "a.jsonl")},
+			Filter: export.Filter{Kinds: []export.Kind{export.KindAlerts, export.KindResponses}}},
+	}
+	mgr, err := export.New(cfgs, st, st.ExportKV(), export.Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Run(ctx) }()
+	testenv.WaitFor(t, 10*time.Second, "3 dead letters and 4 sent", func() bool {
+		s := mgr.Status()
+		return s[0].DeadLettered == 3 && s[1].Sent == 4 && s[1].LagRecords == 0
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(NewAPI(st, APIConfig{Token: testToken, Exports: mgr}, nil))
+	defer srv.Close()
+	ts := &testServer{Server: srv, store: st}
+	r := ts.authGet(t, "/exports")
+	if r.code != http.StatusOK {
+		t.Fatalf("GET /exports: %d %s", r.code, r.body)
+	}
+	for _, want := range []string{
+		"<strong>hook</strong>", "webhook, json", "<strong>usb</strong>", "file, json", "caught-up",
+		"alerts: 3 of 3", "responses: 1 of 1", "0 records, 0.0 s",
+		"<td>4</td>", // usb sent
+		"Dead letters of hook", `href="/alerts/alert-00000"`, "&lt;b&gt;schema&lt;/b&gt; violation",
+	} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("exports page lacks %q\n%s", want, r.body)
+		}
+	}
+	if strings.Contains(r.body, "query-secret") || strings.Contains(r.body, "<b>schema") {
+		t.Errorf("exports page shows a secret or unescaped text\n%s", r.body)
+	}
+	if r := ts.get(t, "/exports", nil); r.code == http.StatusOK {
+		t.Errorf("exports page without signing in: %d", r.code)
+	}
+}
+
+// TestEventsExportOrder: the event ring is the events' export order (Seq =
+// ring position + 1), read from any position, page boundaries included;
+// an export behind the ring finds a gap, which it counts as lost.
+func TestEventsExportOrder(t *testing.T) {
+	dir := t.TempDir()
+	st := openTestStore(t, BadgerConfig{Dir: dir, MaxEvents: 10})
+	seq := uint64(0)
+	ingest := func(n int) {
+		var recs []*api.Record
+		for range n {
+			seq++
+			e := mkEvent("node-1", api.EventKind_EVENT_KIND_EXEC, t0.Add(time.Duration(seq)*time.Second))
+			e.Process.Tgid = uint32(seq)
+			recs = append(recs, eventRec(seq, e))
+		}
+		mustIngest(t, st, "a", &api.Batch{Records: recs})
+	}
+	for _, n := range []int{3, 4, 2} { // 9 events on three pages
+		ingest(n)
+	}
+	if st.LastSeq(export.KindEvents) != 9 {
+		t.Fatalf("events head %d, want 9", st.LastSeq(export.KindEvents))
+	}
+	for _, after := range []uint64{0, 2, 3, 5, 8, 9} {
+		recs, err := st.RecordsAfter(t.Context(), export.KindEvents, after, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := min(4, 9-int(after))
+		if len(recs) != want {
+			t.Fatalf("after %d: %d records, want %d", after, len(recs), want)
+		}
+		for i, r := range recs {
+			if r.Seq != after+uint64(i)+1 || r.Event.GetProcess().GetTgid() != uint32(r.Seq) {
+				t.Errorf("after %d: record %d has seq %d, tgid %d", after, i, r.Seq, r.Event.GetProcess().GetTgid())
+			}
+		}
+	}
+	// A file export reads 4, is stopped; 12 more events push the first
+	// pages out of the ring; started again it sends what is left and counts
+	// the dropped as lost.
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	cfg := export.Config{Name: "ev", Type: export.TypeFile, File: &export.FileConfig{Path: path}, BatchSize: 4,
+		Filter: export.Filter{Kinds: []export.Kind{export.KindEvents}}}
+	run := func(until func(export.Status) bool) export.Status {
+		t.Helper()
+		m, err := export.New([]export.Config{cfg}, st, st.ExportKV(), export.Options{Poll: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- m.Run(ctx) }()
+		testenv.WaitFor(t, 10*time.Second, "export progress", func() bool { return until(m.Status()[0]) })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return m.Status()[0]
+	}
+	cfg.MaxPerSecond = 4 // one batch, then a second's wait: stop after the first
+	run(func(s export.Status) bool { return s.Cursor >= 4 })
+	cfg.MaxPerSecond = 0
+	for _, n := range []int{4, 4, 4} {
+		ingest(n)
+	}
+	before := strings.Count(string(mustRead(t, path)), "\n")
+	s := run(func(s export.Status) bool { return s.Cursor == 21 })
+	sent := strings.Count(string(mustRead(t, path)), "\n") - before
+	t.Logf("first run %d, second %d, lost %d", before, sent, s.Lost)
+	if s.Lost == 0 || uint64(before+sent)+s.Lost != 21 {
+		t.Errorf("first run %d, second %d, lost %d: want all 21 accounted for, some lost", before, sent, s.Lost)
 	}
 }

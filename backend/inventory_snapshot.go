@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/export"
 	"github.com/harrier-sec/harrier/internal/badgerkv"
 )
 
@@ -80,6 +81,11 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	sevOf := map[string]api.Severity{} // finding IDs written, for counting duplicates once
+	// changed are the findings this snapshot makes new or different, in
+	// the order written: what exports send (a finding that stays as it was
+	// is not sent again).
+	changed := map[string]*api.Finding{}
+	var changedOrder []string
 	// writeFinding stores one finding of the new generation; a carried
 	// finding (its kind was not listed this time) keeps the time it was last
 	// evaluated.
@@ -89,14 +95,22 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 		if carried && last != nil {
 			f.LastSeen = last
 		}
+		var prev *api.Finding
 		if hasOld {
-			prev, err := getProto[api.Finding](rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
+			var err error
+			prev, err = getProto[api.Finding](rt, findingKey(p.ref.cluster, old.Gen, f.GetId()))
 			if err != nil && !errors.Is(err, ErrNotFound) {
 				return err
 			}
 			if prev.GetFirstSeen() != nil && prev.GetFirstSeen().AsTime().Before(f.GetFirstSeen().AsTime()) {
 				f.FirstSeen = prev.GetFirstSeen()
 			}
+		}
+		if !carried && findingChanged(prev, f) {
+			if _, again := changed[f.GetId()]; !again {
+				changedOrder = append(changedOrder, f.GetId())
+			}
+			changed[f.GetId()] = f
 		}
 		if sev, dup := sevOf[f.GetId()]; dup {
 			meta.Severities[sev.String()]--
@@ -167,7 +181,49 @@ func (s *BadgerStore) switchSnapshot(p pendingSnapshot) error {
 			delete(meta.Severities, name)
 		}
 	}
-	if err := wb.Flush(); err != nil {
+	// The changed findings join their kinds' export order in the same
+	// batch: a crash before the switch below makes the reopen switch (and
+	// journal) the snapshot again, so exports may repeat, never miss, a
+	// change.
+	byKind := map[export.Kind][][]byte{}
+	add := func(f *api.Finding, state byte) error {
+		v, err := proto.MarshalOptions{}.MarshalAppend([]byte{state}, f)
+		if err != nil {
+			return fmt.Errorf("marshal finding: %w", err)
+		}
+		k := export.KindOfFinding(f)
+		byKind[k] = append(byKind[k], v)
+		return nil
+	}
+	for _, id := range changedOrder {
+		if err := add(changed[id], journalFindingOpen); err != nil {
+			return err
+		}
+	}
+	// The previous snapshot's findings this one no longer has are resolved
+	// (fixed, or their object is gone). Carried findings were written, so
+	// a kind that could not be listed resolves nothing.
+	if hasOld {
+		for kv := range badgerkv.Prefix(rt, genPrefix(prefixFinding, p.ref.cluster, old.Gen)) {
+			f := &api.Finding{}
+			if err := kv.Value(func(v []byte) error { return proto.Unmarshal(v, f) }); err != nil {
+				return fmt.Errorf("resolved finding: %w", err)
+			}
+			if _, still := sevOf[f.GetId()]; still {
+				continue
+			}
+			if err := add(f, journalFindingResolved); err != nil {
+				return err
+			}
+		}
+	}
+	finish, err := s.journalBatch(wb, byKind)
+	if err != nil {
+		return err
+	}
+	err = wb.Flush()
+	finish(err == nil)
+	if err != nil {
 		return fmt.Errorf("write generation: %w", err)
 	}
 	// The switch: one small transaction.
@@ -387,4 +443,13 @@ func carryOver(rt *badger.Txn, wb *badger.WriteBatch, cluster string, oldGen, ge
 		}
 	}
 	return nil
+}
+
+// findingChanged reports whether f, as evaluated now, says something prev
+// (the same finding in the previous snapshot, nil if none) did not: what
+// makes exports send it.
+func findingChanged(prev, f *api.Finding) bool {
+	return prev == nil || prev.GetSeverity() != f.GetSeverity() || prev.GetTitle() != f.GetTitle() ||
+		prev.GetDetail() != f.GetDetail() || prev.GetRemediation() != f.GetRemediation() ||
+		!slices.Equal(prev.GetStandards(), f.GetStandards())
 }

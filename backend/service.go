@@ -30,7 +30,7 @@ type Service struct {
 	// identity holds revocations and, with the CA key, signs agents'
 	// certificates.
 	identity *Identity
-	// exports sends alerts on to the configured destinations.
+	// exports sends alerts (and the other record kinds each asks for) on to the configured destinations, and prunes the ingest orders behind them.
 	exports *export.Manager
 	// readyAfter, when set, holds /readyz at 503 until it is closed (see
 	// ReadyAfter).

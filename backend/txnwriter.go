@@ -191,6 +191,7 @@ func (w *txnWriter) commit() error {
 		return fmt.Errorf("ingest: commit: %w", err)
 	}
 	w.s.evHead, w.s.evTail = w.head, w.tail
+	w.s.eventHead.Store(w.head)
 	w.s.alertSeq.Store(w.alertSeq)
 	firstSeg := func() uint64 {
 		if len(w.s.pages) == 0 {

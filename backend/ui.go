@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -23,7 +24,7 @@ var uiFiles embed.FS
 type ui struct {
 	alerts, alert, login *template.Template
 	findings, inventory  *template.Template
-	response             *template.Template
+	response, exports    *template.Template
 }
 
 func newUI() *ui {
@@ -35,13 +36,15 @@ func newUI() *ui {
 		"pathEscape": url.PathEscape,
 		"kind":       api.EventKind.Name,
 		"eventJSON":  eventJSON,
+		"clip":       clip,
 	}
 	parse := func(page string) *template.Template {
 		// Parse errors are programming errors caught by every UI test.
 		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/"+page))
 	}
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
-		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html")}
+		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
+		exports: parse("exports.html")}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
@@ -49,6 +52,17 @@ func fmtTime(t *timestamppb.Timestamp) string {
 		return "—"
 	}
 	return t.AsTime().UTC().Format("2006-01-02 15:04:05Z")
+}
+
+// clip cuts s to at most n bytes (on a rune boundary), marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func shortID(id string) string {

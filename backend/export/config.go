@@ -77,8 +77,11 @@ type Config struct {
 	Retry RetryConfig `json:"retry"`
 }
 
-// Filter selects alerts. Empty fields do not filter.
+// Filter selects records. Empty fields do not filter.
 type Filter struct {
+	// Kinds lists the record kinds sent (default: alerts only); each kind
+	// has its own cursor.
+	Kinds []Kind `json:"kinds,omitempty"`
 	// MinSeverity: info, low, medium, high or critical.
 	MinSeverity string `json:"minSeverity,omitempty"`
 	// Detections lists the detection IDs to send.
@@ -343,6 +346,19 @@ func (c Config) Validate() error {
 	default:
 		add("type %q: must be %s", c.Type, typeList)
 	}
+	seenKind := map[Kind]bool{}
+	for _, k := range c.Filter.Kinds {
+		switch {
+		case !slices.Contains(Kinds, k):
+			add("filter.kinds: %q: must be %s", k, kindList)
+		case seenKind[k]:
+			add("filter.kinds: %s is listed twice", k)
+		case c.Format != "" && formatKinds[c.Format] != nil && !slices.Contains(formatKinds[c.Format], k):
+			add("filter.kinds: format %s cannot carry %s records (it carries %s; json carries every kind)", c.Format, k,
+				kindNames(formatKinds[c.Format]))
+		}
+		seenKind[k] = true
+	}
 	if c.Filter.MinSeverity != "" {
 		if _, err := api.ParseSeverity(c.Filter.MinSeverity); err != nil {
 			add("filter.minSeverity %q: must be info, low, medium, high or critical", c.Filter.MinSeverity)
@@ -574,6 +590,9 @@ func (c Config) withDefaults() Config {
 	if c.Format == "" {
 		c.Format = FormatJSON
 	}
+	if len(c.Filter.Kinds) == 0 {
+		c.Filter.Kinds = []Kind{KindAlerts}
+	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
 	}
@@ -660,7 +679,16 @@ func (c Config) withDefaults() Config {
 }
 
 // match reports whether a passes f.
-func (f Filter) match(a *api.Alert, minSev api.Severity) bool {
+// match applies the filter to a record's head. Severity, detections (the
+// check IDs of findings) and namespaces apply to alerts, findings and
+// vulnerabilities; response records are selected by their kind alone.
+func (f Filter) match(k Kind, a *api.Alert, minSev api.Severity) bool {
+	switch k {
+	case KindResponses:
+		return true
+	case KindEvents: // events have no severity or detection: namespaces only
+		return len(f.Namespaces) == 0 || slices.Contains(f.Namespaces, a.GetContainer().GetPodNamespace())
+	}
 	if a.GetSeverity() < minSev {
 		return false
 	}
@@ -671,4 +699,12 @@ func (f Filter) match(a *api.Alert, minSev api.Severity) bool {
 		return false
 	}
 	return true
+}
+
+func kindNames(ks []Kind) string {
+	names := make([]string, len(ks))
+	for i, k := range ks {
+		names[i] = string(k)
+	}
+	return strings.Join(names, ", ")
 }

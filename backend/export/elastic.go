@@ -59,7 +59,7 @@ func (s *elasticSink) send(ctx context.Context, msgs []message) (int, error) {
 		if s.indexed[m.seq] {
 			continue
 		}
-		action, err := json.Marshal(map[string]map[string]string{s.cfg.Op: {"_index": s.cfg.Index, "_id": m.alert.GetId()}})
+		action, err := json.Marshal(map[string]map[string]string{s.cfg.Op: {"_index": s.cfg.Index, "_id": m.head.GetId()}})
 		if err != nil {
 			return 0, fmt.Errorf("elasticsearch: %w", err)
 		}

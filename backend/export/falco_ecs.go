@@ -157,7 +157,7 @@ func EncodeECS(a *api.Alert, version string) ([]byte, error) {
 		"event": map[string]any{
 			"kind": "alert", "category": []string{"intrusion_detection"}, "type": []string{"info"},
 			"id": a.GetId(), "start": first.UTC().Format(time.RFC3339Nano), "end": last.UTC().Format(time.RFC3339Nano),
-			"severity": ecsSeverity(a.GetSeverity()), "module": "harrier", "dataset": "harrier.alert", "provider": "harrier",
+			"severity": ecsSeverity(a.GetSeverity()), "module": "harrier", "dataset": "harrier.head", "provider": "harrier",
 		},
 		"rule": map[string]any{
 			"id": a.GetDetectionId(), "name": firstNonEmpty(a.GetName(), a.GetDetectionId()), "ruleset": "harrier",

@@ -96,7 +96,7 @@ func TestECS(t *testing.T) {
 		"message":    "cat read /etc/shadow in shop/web-0",
 		"event.kind": "alert", "event.category": `["intrusion_detection"]`, "event.type": `["info"]`, "event.id": "node-a-42",
 		"event.start": "2026-12-06T05:30:00.123456Z", "event.end": "2026-12-06T05:31:00.123456Z", "event.severity": "73",
-		"event.module": "harrier", "event.dataset": "harrier.alert", "event.provider": "harrier",
+		"event.module": "harrier", "event.dataset": "harrier.head", "event.provider": "harrier",
 		"rule.id": "sensitive-files", "rule.name": "Sensitive file opened", "rule.ruleset": "harrier", "rule.description": "A process read /etc/shadow.",
 		"host.name": "node-a", "host.hostname": "node-a",
 		"process.pid": "4242", "process.name": "cat", "process.executable": "/usr/bin/cat", "process.command_line": "cat /etc/shadow",

@@ -269,16 +269,18 @@ func EncodeCEF(a *api.Alert, version string) string {
 		ext("dpid", strconv.FormatUint(uint64(p.GetTgid()), 10))
 		ext("duid", strconv.FormatUint(uint64(p.GetUid()), 10))
 	}
-	ext("cs1Label", "cluster")
-	ext("cs1", a.GetCluster())
-	ext("cs2Label", "namespace")
-	ext("cs2", c.GetPodNamespace())
-	ext("cs3Label", "pod")
-	ext("cs3", c.GetPodName())
-	ext("cs4Label", "container")
-	ext("cs4", c.GetId())
-	ext("cs5Label", "image")
-	ext("cs5", c.GetImage())
+	// A custom string goes with its label, both left out when empty.
+	custom := func(k, label, v string) {
+		if v != "" {
+			ext(k+"Label", label)
+			ext(k, v)
+		}
+	}
+	custom("cs1", "cluster", a.GetCluster())
+	custom("cs2", "namespace", c.GetPodNamespace())
+	custom("cs3", "pod", c.GetPodName())
+	custom("cs4", "container", c.GetId())
+	custom("cs5", "image", c.GetImage())
 	if p != nil {
 		ext("cs6Label", "cmdline")
 		ext("cs6", strings.Join(p.GetArgs(), " "))

@@ -72,9 +72,9 @@ func (s *kafkaSink) send(ctx context.Context, msgs []message) (int, error) {
 		if s.written[m.seq] {
 			continue
 		}
-		recs = append(recs, &kgo.Record{Key: []byte(m.alert.GetId()), Value: m.body, Headers: []kgo.RecordHeader{
-			{Key: "harrier-event-id", Value: []byte(m.alert.GetId())},
-			{Key: "harrier-detection-id", Value: []byte(m.alert.GetDetectionId())},
+		recs = append(recs, &kgo.Record{Key: []byte(m.head.GetId()), Value: m.body, Headers: []kgo.RecordHeader{
+			{Key: "harrier-event-id", Value: []byte(m.head.GetId())},
+			{Key: "harrier-detection-id", Value: []byte(m.head.GetDetectionId())},
 		}})
 		idx = append(idx, i)
 	}
@@ -92,7 +92,7 @@ func (s *kafkaSink) send(ctx context.Context, msgs []message) (int, error) {
 		case r.Err == nil:
 		case stop < 0:
 			stop = i
-			s.reply = fmt.Sprintf("record %s: %v", msgs[i].alert.GetId(), r.Err)
+			s.reply = fmt.Sprintf("record %s: %v", msgs[i].head.GetId(), r.Err)
 			if kafkaRefused(r.Err) {
 				stopErr = &RejectedError{Reason: s.reply}
 			} else {

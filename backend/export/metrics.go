@@ -9,13 +9,14 @@ const (
 	metricFailed     = "harrier_export_send_failures_total"
 	metricResent     = "harrier_export_records_resent_total"
 	metricDead       = "harrier_export_records_dead_lettered_total"
+	metricLost       = "harrier_export_records_lost_total"
 	metricLagRecords = "harrier_export_lag_records"
 	metricLagSeconds = "harrier_export_lag_seconds"
 )
 
 type metrics struct {
-	sent, skipped, failed, resent, dead *prometheus.CounterVec
-	lagRecords, lagSeconds              *prometheus.GaugeVec
+	sent, skipped, failed, resent, dead, lost *prometheus.CounterVec
+	lagRecords, lagSeconds                    *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) metrics {
@@ -32,25 +33,26 @@ func newMetrics(reg prometheus.Registerer) metrics {
 		failed:     c(metricFailed, "Failed attempts to send (each followed by a retry with backoff)."),
 		resent:     c(metricResent, "Records sent again after a failure (written but not confirmed before it)."),
 		dead:       c(metricDead, "Records the destination refused as malformed, kept in its dead-letter list."),
+		lost:       c(metricLost, "Records the store dropped (its bounded event ring) before this destination sent them."),
 		lagRecords: g(metricLagRecords, "Alert records stored but not yet confirmed delivered."),
 		lagSeconds: g(metricLagSeconds, "Age of the oldest record not yet sent (0 when caught up)."),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sent, m.skipped, m.failed, m.resent, m.dead, m.lagRecords, m.lagSeconds)
+		reg.MustRegister(m.sent, m.skipped, m.failed, m.resent, m.dead, m.lost, m.lagRecords, m.lagSeconds)
 	}
 	return m
 }
 
 type destMetrics struct {
-	sent, skipped, failed, resent, dead prometheus.Counter
-	lagRecords, lagSeconds              prometheus.Gauge
+	sent, skipped, failed, resent, dead, lost prometheus.Counter
+	lagRecords, lagSeconds                    prometheus.Gauge
 }
 
 func (m metrics) forDestination(name string) destMetrics {
 	return destMetrics{
 		sent: m.sent.WithLabelValues(name), skipped: m.skipped.WithLabelValues(name),
 		failed: m.failed.WithLabelValues(name), resent: m.resent.WithLabelValues(name),
-		dead: m.dead.WithLabelValues(name), lagRecords: m.lagRecords.WithLabelValues(name),
+		dead: m.dead.WithLabelValues(name), lost: m.lost.WithLabelValues(name), lagRecords: m.lagRecords.WithLabelValues(name),
 		lagSeconds: m.lagSeconds.WithLabelValues(name),
 	}
 }

@@ -46,7 +46,7 @@ type otlpSink struct {
 // The OTLP scope and event name of Harrier's log records.
 const (
 	otlpScope     = "github.com/harrier-sec/harrier/backend/export"
-	otlpEventName = "harrier.alert"
+	otlpEventName = "harrier.head"
 	// otlpMaxRequest bounds one request's records: gRPC servers take 4 MiB
 	// messages by default and a record may carry a 64 KiB command line.
 	otlpMaxRequest = 50
@@ -269,7 +269,7 @@ func (s *otlpSink) request(msgs []message) *collogspb.ExportLogsServiceRequest {
 // its severity, and attributes named after OpenTelemetry's semantic
 // conventions where one exists, for routing without parsing the body.
 func otlpRecord(m message, observed uint64) *logspb.LogRecord {
-	a := m.alert
+	a := m.head
 	sevNum, sevText := otlpSeverity(a.GetSeverity())
 	r := &logspb.LogRecord{
 		ObservedTimeUnixNano: observed,
@@ -287,8 +287,8 @@ func otlpRecord(m message, observed uint64) *logspb.LogRecord {
 	attrs := []*commonpb.KeyValue{
 		otlpString("harrier.event.id", a.GetId()),
 		otlpString("harrier.detection.id", a.GetDetectionId()),
-		otlpString("harrier.alert.name", a.GetName()),
-		{Key: "harrier.alert.count", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(min(a.GetCount(), 1<<62))}}},
+		otlpString("harrier.head.name", a.GetName()),
+		{Key: "harrier.head.count", Value: &commonpb.AnyValue{Value: &commonpb.AnyValue_IntValue{IntValue: int64(min(a.GetCount(), 1<<62))}}},
 		otlpString("host.name", a.GetNode()),
 		otlpString("k8s.cluster.name", a.GetCluster()),
 		otlpString("k8s.namespace.name", c.GetPodNamespace()),

@@ -303,18 +303,18 @@ func TestOTLPRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lr := otlpRecord(message{alert: a, body: body}, 7)
+	lr := otlpRecord(message{head: a, body: body}, 7)
 	if lr.GetTimeUnixNano() != uint64(a.GetLastSeen().AsTime().UnixNano()) || lr.GetObservedTimeUnixNano() != 7 {
 		t.Errorf("times: %d, %d", lr.GetTimeUnixNano(), lr.GetObservedTimeUnixNano())
 	}
 	if lr.GetSeverityNumber() != logspb.SeverityNumber_SEVERITY_NUMBER_ERROR || lr.GetSeverityText() != "high" {
 		t.Errorf("severity %v %q", lr.GetSeverityNumber(), lr.GetSeverityText())
 	}
-	if lr.GetBody().GetStringValue() != string(body) || lr.GetEventName() != "harrier.alert" {
+	if lr.GetBody().GetStringValue() != string(body) || lr.GetEventName() != "harrier.head" {
 		t.Errorf("body/event name: %v %q", lr.GetBody(), lr.GetEventName())
 	}
 	want := map[string]string{
-		"harrier.event.id": "node-a-42", "harrier.detection.id": "sensitive-files", "harrier.alert.name": "Sensitive file opened",
+		"harrier.event.id": "node-a-42", "harrier.detection.id": "sensitive-files", "harrier.head.name": "Sensitive file opened",
 		"host.name": "node-a", "k8s.cluster.name": "prod", "k8s.namespace.name": "shop", "k8s.pod.name": "web-0",
 		"k8s.pod.uid": "uid-1", "container.id": "0123abcd", "container.name": "web", "container.image.name": "nginx:1.27",
 		"process.executable.path": "/usr/bin/cat",
@@ -330,11 +330,11 @@ func TestOTLPRecord(t *testing.T) {
 			ints[kv.GetKey()] = v.IntValue
 		}
 	}
-	if ints["harrier.alert.count"] != 3 || ints["process.pid"] != 4242 {
+	if ints["harrier.head.count"] != 3 || ints["process.pid"] != 4242 {
 		t.Errorf("int attributes %v", ints)
 	}
 	// Empty fields are left out, not sent as "".
-	lr = otlpRecord(message{alert: &api.Alert{Id: "x"}, body: []byte("{}")}, 0)
+	lr = otlpRecord(message{head: &api.Alert{Id: "x"}, body: []byte("{}")}, 0)
 	for _, kv := range lr.GetAttributes() {
 		if kv.GetKey() != "harrier.event.id" {
 			t.Errorf("attribute %s of an empty alert", kv.GetKey())

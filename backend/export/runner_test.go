@@ -3,6 +3,7 @@ package export
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/tls"
@@ -26,31 +27,41 @@ import (
 	"github.com/harrier-sec/harrier/internal/testpki"
 )
 
-// memSource is the store as a slice: record i has Seq i+1.
+// memSource is the store as slices, one per kind: record i of a kind has
+// Seq i+1.
 type memSource struct {
 	mu   sync.Mutex
-	recs []Record
+	recs map[Kind][]Record
 }
 
-func (m *memSource) add(a *api.Alert) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.recs = append(m.recs, Record{Seq: uint64(len(m.recs) + 1), Stored: time.Now(), Alert: a})
-}
+func (m *memSource) add(a *api.Alert) { m.addRecord(Record{Kind: KindAlerts, Alert: a}) }
 
-func (m *memSource) AlertsAfter(_ context.Context, after uint64, limit int) ([]Record, error) {
+func (m *memSource) addRecord(r Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if after >= uint64(len(m.recs)) {
-		return nil, nil
+	if m.recs == nil {
+		m.recs = map[Kind][]Record{}
 	}
-	return slices.Clone(m.recs[after:min(uint64(len(m.recs)), after+uint64(limit))]), nil
+	r.Seq, r.Stored = uint64(len(m.recs[r.Kind])+1), time.Now()
+	m.recs[r.Kind] = append(m.recs[r.Kind], r)
 }
 
-func (m *memSource) LastAlertSeq() uint64 {
+func (m *memSource) RecordsAfter(_ context.Context, k Kind, after uint64, limit int) ([]Record, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return uint64(len(m.recs))
+	recs := m.recs[k]
+	// Seqs increase but may have gaps (a test drops records).
+	i, _ := slices.BinarySearchFunc(recs, after+1, func(r Record, seq uint64) int { return cmp.Compare(r.Seq, seq) })
+	return slices.Clone(recs[i:min(len(recs), i+limit)]), nil
+}
+
+func (m *memSource) LastSeq(k Kind) uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if recs := m.recs[k]; len(recs) > 0 {
+		return recs[len(recs)-1].Seq
+	}
+	return 0
 }
 
 type memKV struct {
@@ -360,7 +371,7 @@ func TestFileSinkTornLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := newFileSink(FileConfig{Path: path, MaxBytes: 1 << 20, Keep: 1})
-	if _, err := s.send(t.Context(), []message{{alert: alertN(1), body: []byte(`{"id":"next"}`)}}); err != nil {
+	if _, err := s.send(t.Context(), []message{{head: alertN(1), body: []byte(`{"id":"next"}`)}}); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.close()

@@ -12,9 +12,11 @@ import (
 
 // message is one encoded record on its way out.
 type message struct {
-	seq   uint64
-	alert *api.Alert
-	body  []byte
+	seq  uint64 // in its kind's ingest order
+	kind Kind   // "" in `exports test`: an alert
+	// head is the record's header fields in alert form (Record.head).
+	head *api.Alert
+	body []byte
 }
 
 // RejectedError is a destination refusing one record as malformed: the

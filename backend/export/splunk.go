@@ -57,7 +57,7 @@ type hecEvent struct {
 func (s *splunkSink) body(msgs []message) ([]byte, error) {
 	var b bytes.Buffer
 	for _, m := range msgs {
-		a := m.alert
+		a := m.head
 		ev := hecEvent{Host: a.GetNode(), Source: s.cfg.Source, SourceType: s.cfg.SourceType, Index: s.cfg.Index,
 			Fields: map[string]any{"harrier_event_id": a.GetId(), "detection": a.GetDetectionId()}}
 		if ls := a.GetLastSeen(); ls != nil {

@@ -193,7 +193,7 @@ func (s *syslogSink) send(ctx context.Context, msgs []message) (int, error) {
 	}
 	if s.cfg.Network == "udp" {
 		for i, m := range msgs {
-			s.buf = AppendRFC5424(s.buf[:0], s.header, m.alert, m.body)
+			s.buf = AppendRFC5424(s.buf[:0], s.header, m.head, m.body)
 			if _, err := s.conn.Write(s.buf); err != nil {
 				if errors.Is(err, syscall.EMSGSIZE) {
 					return i, &RejectedError{Reason: fmt.Sprintf("%d bytes do not fit in a UDP datagram", len(s.buf))}
@@ -207,7 +207,7 @@ func (s *syslogSink) send(ctx context.Context, msgs []message) (int, error) {
 	}
 	_ = s.conn.SetWriteDeadline(time.Now().Add(30 * time.Second))
 	for _, m := range msgs {
-		s.buf = AppendRFC5424(s.buf[:0], s.header, m.alert, m.body)
+		s.buf = AppendRFC5424(s.buf[:0], s.header, m.head, m.body)
 		s.buf = appendOctetCounted(make([]byte, 0, len(s.buf)+8), s.buf)
 		if _, err := s.w.Write(s.buf); err != nil {
 			s.closeConn()

@@ -40,7 +40,7 @@ func SendTest(ctx context.Context, c Config, a *api.Alert, o Options) (string, e
 	if err != nil {
 		return "", err
 	}
-	if _, err := s.send(ctx, []message{{alert: a, body: body}}); err != nil {
+	if _, err := s.send(ctx, []message{{head: a, body: body}}); err != nil {
 		return s.lastReply(), err
 	}
 	// A stream receiver that drops the connection at once (a TLS

@@ -90,7 +90,7 @@ func (s *webhookSink) post(ctx context.Context, m message) error {
 	if req.Header.Get("Content-Type") == "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set(EventIDHeader, m.alert.GetId())
+	req.Header.Set(EventIDHeader, m.head.GetId())
 	if s.hmacKey != nil {
 		req.Header.Set(SignatureHeader, Sign(s.hmacKey, m.body))
 	}
