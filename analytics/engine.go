@@ -161,7 +161,7 @@ type Engine struct {
 	opts      Options
 	log       *slog.Logger
 	rules     map[string]*Rule
-	byKind    map[api.EventKind][]*compiledRule
+	byKind    map[api.EventKind]*ruleIndex
 	detectors map[api.EventKind][]*detectorRule
 	allDet    []*detectorRule
 	ctx       evalContext
@@ -271,7 +271,7 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 	kind := ev.GetKind()
 	c := &e.ctx
 	c.reset(ev, kind.ShortName())
-	for _, cr := range e.byKind[kind] {
+	for _, cr := range e.byKind[kind].candidates(c) {
 		ok, err := cr.matches(c)
 		if err != nil {
 			e.stats.EvalErrors++
