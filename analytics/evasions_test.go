@@ -74,3 +74,48 @@ func TestNetworkScanByChildren(t *testing.T) {
 		})
 	}
 }
+
+// Five different discovery commands from one parent within seconds are a
+// burst; fewer, repeats, other parents, a slow typist or an installer are not.
+func TestReconBurst(t *testing.T) {
+	ctr := inContainer("c0ffee")
+	burst := func(names []string, step time.Duration, opts ...evOpt) []*api.Event {
+		var evs []*api.Event
+		for i, n := range names {
+			evs = append(evs, execEv("/bin/busybox", []string{n}, append([]evOpt{ctr, ppid(40), at(time.Duration(i) * step)}, opts...)...))
+		}
+		return evs
+	}
+	six := []string{"whoami", "id", "uname", "hostname", "ifconfig", "netstat"}
+	tests := []struct {
+		name string
+		evs  []*api.Event
+		want bool
+	}{
+		{"six at once", burst(six, 20*time.Millisecond), true},
+		{"four at once", burst(six[:4], 20*time.Millisecond), false},
+		{"one repeated", burst([]string{"id", "id", "id", "id", "id", "uname"}, 20*time.Millisecond), false},
+		{"typed over a minute", burst(six, 12*time.Second), false},
+		{"from an installer", burst(six, 20*time.Millisecond, parents("/bin/sh", "/usr/bin/dpkg")), false},
+		{"other parents", func() []*api.Event {
+			evs := burst(six, 20*time.Millisecond)
+			for i, e := range evs {
+				e.Process.Ppid = uint32(100 + i)
+			}
+			return evs
+		}(), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ids, alerts := run(newTestEngine(t, Config{}), tc.evs...)
+			if got := slices.Contains(ids, string(api.DetectionReconBurst)); got != tc.want {
+				t.Fatalf("recon-burst = %v, want %v (alerts %v)", got, tc.want, ids)
+			}
+			for _, a := range alerts {
+				if a.GetDetectionId() == string(api.DetectionReconBurst) && len(a.GetEvidence()) != reconThreshold {
+					t.Errorf("evidence %d events, want the %d commands", len(a.GetEvidence()), reconThreshold)
+				}
+			}
+		})
+	}
+}
