@@ -245,15 +245,17 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 			x.sh("/opt/payload -o report.txt -u ops")
 		}, quiet: []string{"mining", "drift-binary"}},
 
-		// Evasion: paths written with //, /./ and through /proc/self/root
+		// Evasion: paths written with //, /./, through /proc/self/root or a symlink
 		// reach the kernel's resolved path, which is what the sensor reports.
-		{name: "the shadow file read through //, /./ and /proc/self/root", run: func(x *box) {
+		{name: "the shadow file read through //, /./, /proc/self/root and a symlink", run: func(x *box) {
 			x.exec("cat", "//etc/./shadow")
 			x.exec("cat", "/proc/self/root/etc/shadow")
+			x.sh("ln -s /etc /tmp/e && cat /tmp/e/shadow >/dev/null")
 		}, fire: []string{"sensitive-files"}},
-		{name: "the passwd file read through //, /./ and /proc/self/root", run: func(x *box) {
+		{name: "the passwd file read through //, /./, /proc/self/root and a symlink", run: func(x *box) {
 			x.exec("cat", "//etc/./passwd")
 			x.exec("cat", "/proc/self/root/etc/passwd")
+			x.sh("ln -s /etc /tmp/e && cat /tmp/e/passwd >/dev/null")
 		}, quiet: []string{"sensitive-files"}},
 
 		{name: "mimipenguin.sh", image: map[string]runctest.File{"/opt/scripts/mimipenguin.sh": {Content: "#!/bin/sh\necho dumping\n", Mode: 0o755}}, run: func(x *box) {
