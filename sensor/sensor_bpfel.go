@@ -37,8 +37,10 @@ type sensorEventBody struct {
 	_      structs.HostLayout
 	Result int64
 	Num    [8]uint64
-	StrLen [6]uint16
+	StrLen [7]uint16
+	_      [2]byte
 	Flags  uint32
+	_      [4]byte
 }
 
 type sensorEventHeader struct {

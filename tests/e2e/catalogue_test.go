@@ -258,6 +258,23 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 			x.sh("ln -s /etc /tmp/e && cat /tmp/e/passwd >/dev/null")
 		}, quiet: []string{"sensitive-files"}},
 
+		// Evasion: LD_PRELOAD exported by a script, so no command line
+		// holds it; the sensor reads it from the new program's environment.
+		{name: "a script preloads a library from /dev/shm through the environment", image: map[string]runctest.File{
+			"/opt/app/run.sh": {Content: "#!/bin/sh\nexport LD_PRELOAD=/dev/shm/.libsys.so\nexec /opt/app/server --port 8080\n", Mode: 0o755},
+			"/opt/app/server": helperCopy(r)}, run: func(x *box) {
+			x.exec("/opt/app/run.sh")
+		}, fire: []string{"ld-preload"}, check: func(t *testing.T, a *api.Alert) {
+			if got := a.GetEvidence()[0].GetExec().GetLdPreload(); got != "/dev/shm/.libsys.so" {
+				t.Errorf("evidence LD_PRELOAD %q, want /dev/shm/.libsys.so", got)
+			}
+		}},
+		{name: "a script preloads jemalloc from /usr/lib", image: map[string]runctest.File{
+			"/opt/app/run.sh": {Content: "#!/bin/sh\nexport LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\nexec /opt/app/server --port 8080\n", Mode: 0o755},
+			"/opt/app/server": helperCopy(r)}, run: func(x *box) {
+			x.exec("/opt/app/run.sh")
+		}, quiet: []string{"ld-preload"}},
+
 		{name: "mimipenguin.sh", image: map[string]runctest.File{"/opt/scripts/mimipenguin.sh": {Content: "#!/bin/sh\necho dumping\n", Mode: 0o755}}, run: func(x *box) {
 			x.sh("sh /opt/scripts/mimipenguin.sh")
 		}, fire: []string{"attack-tool"}},
