@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -33,6 +34,8 @@ import (
 type alertSink struct {
 	mu  sync.Mutex
 	ids map[string]*api.Alert
+	// objects are the detections raised per audited object (namespace/name).
+	objects map[string][]string
 }
 
 func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event) *alertSink {
@@ -43,12 +46,16 @@ func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &alertSink{ids: map[string]*api.Alert{}}
+	s := &alertSink{ids: map[string]*api.Alert{}, objects: map[string][]string{}}
 	emit := func(a *api.Alert) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if _, ok := s.ids[a.GetDetectionId()]; !ok {
 			s.ids[a.GetDetectionId()] = a
+		}
+		if ev := a.GetEvidence(); len(ev) > 0 && ev[0].GetAudit() != nil {
+			obj := ev[0].GetAudit().GetNamespace() + "/" + ev[0].GetAudit().GetName()
+			s.objects[obj] = append(s.objects[obj], a.GetDetectionId())
 		}
 	}
 	go func() {
@@ -78,6 +85,13 @@ func (s *alertSink) missing(want []string) []string {
 		}
 	}
 	return out
+}
+
+// raisedOn says whether detection id alerted on the object namespace/name.
+func (s *alertSink) raisedOn(id, object string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.objects[object], id)
 }
 
 func (s *alertSink) all() []string {
@@ -144,6 +158,15 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mh, mf := viaHook.missing(want), viaFile.missing(want)
+		// Each exposed application is its own alert: Kubeflow's too.
+		for _, obj := range []string{"default/redis-np", "default/kubeflow-pipelines-ui"} {
+			if !viaHook.raisedOn("exposed-service", obj) {
+				mh = append(mh, "exposed-service on "+obj)
+			}
+			if !viaFile.raisedOn("exposed-service", obj) {
+				mf = append(mf, "exposed-service on "+obj)
+			}
+		}
 		if len(mh) == 0 && len(mf) == 0 {
 			break
 		}
@@ -152,6 +175,9 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 				mh, viaHook.all(), mf, viaFile.all(), hook.receiver.Stats(), tail.tailer.Stats())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if viaHook.raisedOn("exposed-service", "default/web-lb") || viaFile.raisedOn("exposed-service", "default/web-lb") {
+		t.Error("exposed-service on a web front end's load balancer")
 	}
 	a := viaHook.ids["cluster-admin-binding"]
 	if ev := a.GetEvidence()[0].GetAudit(); ev.GetUser() != "harrier-test-admin" || ev.GetResource() != "clusterrolebindings" {
@@ -212,6 +238,8 @@ func makeRequests(t *testing.T, ctx context.Context, srv *kubetest.Server) {
 	}
 	svc("dashboard-lb", corev1.ServiceTypeLoadBalancer, map[string]string{"k8s-app": "kubernetes-dashboard"})
 	svc("redis-np", corev1.ServiceTypeNodePort, map[string]string{"app": "redis"})
+	svc("kubeflow-pipelines-ui", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "ml-pipeline-ui", "app.kubernetes.io/part-of": "kubeflow"})
+	svc("web-lb", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "shop-web"}) // a web front end is meant to face out
 
 	_, err = c.CoreV1().Events("default").Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1"},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "priv"}, Reason: "Test", Message: "m"}, metav1.CreateOptions{})
