@@ -38,10 +38,11 @@ type alertSink struct {
 	objects map[string][]string
 }
 
-func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event) *alertSink {
+func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event, proxyAddressFiles ...string) *alertSink {
 	// A short learning period, so that sa-anomalous-op can fire within the test.
 	var cfg Config
 	cfg.Analytics.Baseline.LearningPeriod = confval.Duration(time.Second)
+	cfg.Analytics.ProxyAddressFiles = proxyAddressFiles
 	engine, err := NewEngine(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -373,6 +374,73 @@ func TestAuditWebhookTokenAPIServer(t *testing.T) {
 	}
 	if st := hook.receiver.Stats(); st.Rejected != 0 {
 		t.Errorf("receiver rejected %d posts from the API server", st.Rejected)
+	}
+}
+
+// TestAuditProxyAddressAPIServer: requests to a real API server from an
+// address on the proxy list raise api-from-proxy. The same requests, read
+// from the audit log by an engine whose list holds other addresses, do not.
+// The test's client is on loopback, so loopback is the listed "proxy".
+func TestAuditProxyAddressAPIServer(t *testing.T) {
+	kubetest.Require(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookFiles := newWebhookFiles(t, ca)
+	dir, addr := hookFiles.dir, hookFiles.addr
+	listed, other := filepath.Join(dir, "proxies.txt"), filepath.Join(dir, "other-proxies.txt")
+	if err := os.WriteFile(listed, []byte("# the test client's addresses\n127.0.0.1\n::1/128\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, []byte("192.0.2.0/24 # TEST-NET-1\n2001:db8::/32\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	run := goRunner(t, ctx, &wg)
+	cfg := Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: addr,
+		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
+	cfg.Sensor.Node = "cp-1"
+	hook, err := startKube(ctx, cfg, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + addr + "/", AuditPolicy: audit.RecommendedPolicy()})
+	tail, err := startKube(ctx, Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaListed := newAlertSink(t, ctx, hook.audit, listed)
+	viaOther := newAlertSink(t, ctx, tail.audit, other)
+	time.Sleep(2 * time.Second) // the tailer starts at the end of the existing log
+
+	// A privileged pod: privileged-container in both engines shows each has
+	// read the request.
+	yes := true
+	_, err = srv.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "priv"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox",
+			SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !viaListed.raisedOn("privileged-container", "default/priv") || !viaOther.raisedOn("privileged-container", "default/priv") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod request did not reach both engines: webhook %v, log %v", viaListed.all(), viaOther.all())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !viaListed.raisedOn("api-from-proxy", "default/priv") {
+		t.Errorf("no api-from-proxy for a request from a listed address; alerts %v", viaListed.all())
+	}
+	if slices.Contains(viaOther.all(), "api-from-proxy") {
+		t.Errorf("api-from-proxy from addresses not on the list: %v", viaOther.all())
 	}
 }
 

@@ -130,6 +130,12 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			runs: map[pipeKey]*reconRun{}}, nil
 	case api.DetectionIOCDomain:
 		return loadIOCs(e.cfg.IOCFiles)
+	case api.DetectionAPIFromProxy:
+		controlPlane, err := set("k8s_control_plane_users")
+		if err != nil {
+			return nil, err
+		}
+		return loadProxyAddresses(e.cfg.ProxyAddressFiles, controlPlane)
 	case api.DetectionAnomalousProcess:
 		return &baselineDetector{store: e.baseline, egress: false}, nil
 	case api.DetectionAnomalousEgress:

@@ -54,6 +54,9 @@ type Config struct {
 	// IOCFiles hold one domain, IP or CIDR per line (# comments); a built-in
 	// test domain is always on the list.
 	IOCFiles []string `json:"iocFiles,omitempty"`
+	// ProxyAddressFiles hold one IP or CIDR per line (# comments): proxies,
+	// VPN and Tor exits. Audited API requests from them raise api-from-proxy.
+	ProxyAddressFiles []string `json:"proxyAddressFiles,omitempty"`
 	// Baseline configures the learned per-workload baselines.
 	Baseline BaselineConfig `json:"baseline"`
 	// Cluster names the cluster in alerts.

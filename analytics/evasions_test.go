@@ -1,9 +1,14 @@
 package analytics
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
 )
@@ -117,5 +122,42 @@ func TestReconBurst(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The proxy list takes IPs and CIDRs; anything else is an error naming the
+// file and line, and the control plane's own requests never match.
+func TestProxyAddressList(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.txt")
+	bad := filepath.Join(dir, "bad.txt")
+	if err := os.WriteFile(good, []byte("# exits\n198.51.100.7\n203.0.113.0/24 # a VPN\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte("198.51.100.7\nexit.example\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadProxyAddresses([]string{bad}, nil); err == nil || !strings.Contains(err.Error(), bad+":2") {
+		t.Fatalf("bad list: error %v, want one naming %s:2", err, bad)
+	}
+	e := newTestEngine(t, Config{ProxyAddressFiles: []string{good}})
+	req := func(user, ip string) *api.Event {
+		return &api.Event{Kind: api.EventKind_EVENT_KIND_AUDIT, Time: timestamppb.New(t0),
+			Detail: &api.Event_Audit{Audit: &api.Audit{User: user, Verb: "get", Resource: "secrets", Namespace: "default",
+				Name: "db-" + ip, SourceIps: []string{ip}, Code: 200}}}
+	}
+	for _, tc := range []struct {
+		user, ip string
+		want     bool
+	}{
+		{"mallory", "203.0.113.9", true},
+		{"mallory", "198.51.100.7", true},
+		{"mallory", "198.51.100.8", false},
+		{"system:apiserver", "203.0.113.9", false},
+	} {
+		ids, _ := run(e, req(tc.user, tc.ip))
+		if got := slices.Contains(ids, string(api.DetectionAPIFromProxy)); got != tc.want {
+			t.Errorf("%s from %s: api-from-proxy %v, want %v", tc.user, tc.ip, got, tc.want)
+		}
 	}
 }

@@ -81,6 +81,7 @@ const (
 	DetectionExecIntoPod         DetectionID = "exec-into-pod"
 	DetectionExecIntoSystemPod   DetectionID = "exec-into-system-pod"
 	DetectionAnonymousAccess     DetectionID = "anonymous-access"
+	DetectionAPIFromProxy        DetectionID = "api-from-proxy"
 	// Kubernetes admission (the agent's admission guard, kube/admission).
 	DetectionAdmissionViolation DetectionID = "admission-violation"
 )
@@ -330,6 +331,10 @@ func Detections() []Detection {
 		}},
 		{ID: DetectionAnonymousAccess, Name: "Anonymous request allowed by the API server", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Initial Access", TechniqueId: "T1078.001", Technique: "Valid Accounts: Default Accounts"},
+		}},
+		{ID: DetectionAPIFromProxy, Name: "Kubernetes API request from a proxy address", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1090.003", Technique: "Proxy: Multi-hop Proxy"},
+			{Tactic: "Initial Access", TechniqueId: "T1078", Technique: "Valid Accounts"},
 		}},
 		// Severity is the fallback: each alert takes its failed check's, and
 		// the checks that open a way to the node add T1611 Escape to Host.
