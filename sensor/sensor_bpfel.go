@@ -109,6 +109,7 @@ const (
 	sensorStatSlotSTAT_FILE_FILTERED  sensorStatSlot = 66
 	sensorStatSlotSTAT_DIR_CACHE_HIT  sensorStatSlot = 67
 	sensorStatSlotSTAT_SHED_READS     sensorStatSlot = 68
+	sensorStatSlotSTAT_ENV_UNSCANNED  sensorStatSlot = 69
 	sensorStatSlotSTAT_SLOTS          sensorStatSlot = 80
 )
 

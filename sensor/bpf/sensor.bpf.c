@@ -103,6 +103,7 @@ enum stat_slot {
 	STAT_FILE_FILTERED = 66,    /* file events dropped by the watch filter */
 	STAT_DIR_CACHE_HIT = 67,    /* of those, dismissed by dir_cache without a path walk */
 	STAT_SHED_READS = 68,       /* read-only opens of ordinary watched paths shed under ring pressure */
+	STAT_ENV_UNSCANNED = 69,    /* execs with environment strings past ENV_SCAN_MAX (LD_PRELOAD there unseen) */
 	STAT_SLOTS = 80,
 };
 
@@ -880,6 +881,8 @@ static __always_inline void append_ld_preload(struct event *ev, u32 *off, int id
 	}
 	if (found)
 		put_str(ev, off, idx, (void *)found, true);
+	else if (p < end)
+		stat_inc(STAT_ENV_UNSCANNED);
 }
 
 /* ---- scheduler events ---- */
