@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -33,22 +34,29 @@ import (
 type alertSink struct {
 	mu  sync.Mutex
 	ids map[string]*api.Alert
+	// objects are the detections raised per audited object (namespace/name).
+	objects map[string][]string
 }
 
-func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event) *alertSink {
+func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event, proxyAddressFiles ...string) *alertSink {
 	// A short learning period, so that sa-anomalous-op can fire within the test.
 	var cfg Config
 	cfg.Analytics.Baseline.LearningPeriod = confval.Duration(time.Second)
+	cfg.Analytics.ProxyAddressFiles = proxyAddressFiles
 	engine, err := NewEngine(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &alertSink{ids: map[string]*api.Alert{}}
+	s := &alertSink{ids: map[string]*api.Alert{}, objects: map[string][]string{}}
 	emit := func(a *api.Alert) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if _, ok := s.ids[a.GetDetectionId()]; !ok {
 			s.ids[a.GetDetectionId()] = a
+		}
+		if ev := a.GetEvidence(); len(ev) > 0 && ev[0].GetAudit() != nil {
+			obj := ev[0].GetAudit().GetNamespace() + "/" + ev[0].GetAudit().GetName()
+			s.objects[obj] = append(s.objects[obj], a.GetDetectionId())
 		}
 	}
 	go func() {
@@ -78,6 +86,13 @@ func (s *alertSink) missing(want []string) []string {
 		}
 	}
 	return out
+}
+
+// raisedOn says whether detection id alerted on the object namespace/name.
+func (s *alertSink) raisedOn(id, object string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.objects[object], id)
 }
 
 func (s *alertSink) all() []string {
@@ -144,6 +159,15 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		mh, mf := viaHook.missing(want), viaFile.missing(want)
+		// Each exposed application is its own alert: Kubeflow's too.
+		for _, obj := range []string{"default/redis-np", "default/kubeflow-pipelines-ui"} {
+			if !viaHook.raisedOn("exposed-service", obj) {
+				mh = append(mh, "exposed-service on "+obj)
+			}
+			if !viaFile.raisedOn("exposed-service", obj) {
+				mf = append(mf, "exposed-service on "+obj)
+			}
+		}
 		if len(mh) == 0 && len(mf) == 0 {
 			break
 		}
@@ -152,6 +176,9 @@ func TestAuditDetectionsAPIServer(t *testing.T) {
 				mh, viaHook.all(), mf, viaFile.all(), hook.receiver.Stats(), tail.tailer.Stats())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if viaHook.raisedOn("exposed-service", "default/web-lb") || viaFile.raisedOn("exposed-service", "default/web-lb") {
+		t.Error("exposed-service on a web front end's load balancer")
 	}
 	a := viaHook.ids["cluster-admin-binding"]
 	if ev := a.GetEvidence()[0].GetAudit(); ev.GetUser() != "harrier-test-admin" || ev.GetResource() != "clusterrolebindings" {
@@ -212,6 +239,8 @@ func makeRequests(t *testing.T, ctx context.Context, srv *kubetest.Server) {
 	}
 	svc("dashboard-lb", corev1.ServiceTypeLoadBalancer, map[string]string{"k8s-app": "kubernetes-dashboard"})
 	svc("redis-np", corev1.ServiceTypeNodePort, map[string]string{"app": "redis"})
+	svc("kubeflow-pipelines-ui", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "ml-pipeline-ui", "app.kubernetes.io/part-of": "kubeflow"})
+	svc("web-lb", corev1.ServiceTypeLoadBalancer, map[string]string{"app": "shop-web"}) // a web front end is meant to face out
 
 	_, err = c.CoreV1().Events("default").Create(ctx, &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: "e1"},
 		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "priv"}, Reason: "Test", Message: "m"}, metav1.CreateOptions{})
@@ -345,6 +374,73 @@ func TestAuditWebhookTokenAPIServer(t *testing.T) {
 	}
 	if st := hook.receiver.Stats(); st.Rejected != 0 {
 		t.Errorf("receiver rejected %d posts from the API server", st.Rejected)
+	}
+}
+
+// TestAuditProxyAddressAPIServer: requests to a real API server from an
+// address on the proxy list raise api-from-proxy. The same requests, read
+// from the audit log by an engine whose list holds other addresses, do not.
+// The test's client is on loopback, so loopback is the listed "proxy".
+func TestAuditProxyAddressAPIServer(t *testing.T) {
+	kubetest.Require(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookFiles := newWebhookFiles(t, ca)
+	dir, addr := hookFiles.dir, hookFiles.addr
+	listed, other := filepath.Join(dir, "proxies.txt"), filepath.Join(dir, "other-proxies.txt")
+	if err := os.WriteFile(listed, []byte("# the test client's addresses\n127.0.0.1\n::1/128\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, []byte("192.0.2.0/24 # TEST-NET-1\n2001:db8::/32\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	run := goRunner(t, ctx, &wg)
+	cfg := Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: addr,
+		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
+	cfg.Sensor.Node = "cp-1"
+	hook, err := startKube(ctx, cfg, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + addr + "/", AuditPolicy: audit.RecommendedPolicy()})
+	tail, err := startKube(ctx, Config{DataDir: dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaListed := newAlertSink(t, ctx, hook.audit, listed)
+	viaOther := newAlertSink(t, ctx, tail.audit, other)
+	time.Sleep(2 * time.Second) // the tailer starts at the end of the existing log
+
+	// A privileged pod: privileged-container in both engines shows each has
+	// read the request.
+	yes := true
+	_, err = srv.Client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "priv"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox",
+			SecurityContext: &corev1.SecurityContext{Privileged: &yes}}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !viaListed.raisedOn("privileged-container", "default/priv") || !viaOther.raisedOn("privileged-container", "default/priv") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the pod request did not reach both engines: webhook %v, log %v", viaListed.all(), viaOther.all())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if !viaListed.raisedOn("api-from-proxy", "default/priv") {
+		t.Errorf("no api-from-proxy for a request from a listed address; alerts %v", viaListed.all())
+	}
+	if slices.Contains(viaOther.all(), "api-from-proxy") {
+		t.Errorf("api-from-proxy from addresses not on the list: %v", viaOther.all())
 	}
 }
 

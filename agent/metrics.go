@@ -46,6 +46,7 @@ func newPipelineCollector(s eventSource, queue func() (int, int), as *atomic.Poi
 		{"harrier_sensor_kernel_ring_full_total", "Records lost in the kernel because the ring buffer was full, by event kind.", []string{"kind"}},
 		{"harrier_sensor_kernel_file_filtered_total", "File events dismissed in the kernel (path not watched).", nil},
 		{"harrier_sensor_kernel_shed_reads_total", "Read-only opens of ordinary watched paths shed in the kernel while the ring buffer was over half full.", nil},
+		{"harrier_sensor_kernel_env_unscanned_total", "Execs whose environment had more strings than the kernel looks at for LD_PRELOAD (64).", nil},
 		{"harrier_sensor_received_total", "Records read from the ring buffer.", nil},
 		{"harrier_sensor_decode_errors_total", "Records that could not be decoded.", nil},
 		{"harrier_sensor_emitted_total", "Events handed to the pipeline.", nil},
@@ -128,6 +129,7 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		emit("harrier_sensor_kernel_file_filtered_total", counter, float64(st.KernelFileFiltered))
 		emit("harrier_sensor_kernel_shed_reads_total", counter, float64(st.KernelShedReads))
+		emit("harrier_sensor_kernel_env_unscanned_total", counter, float64(st.KernelEnvUnscanned))
 		emit("harrier_sensor_received_total", counter, float64(st.Received))
 		emit("harrier_sensor_decode_errors_total", counter, float64(st.DecodeErrors))
 		emit("harrier_sensor_emitted_total", counter, float64(st.Emitted))

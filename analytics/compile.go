@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,8 @@ type compiledRule struct {
 	program cel.Program
 	output  []outputPart
 	rate    *rateCounter
+	// names is, per event kind, what a matching event's proc.name must be.
+	names map[api.EventKind]nameReq
 }
 
 // rateCounter counts a threshold rule's matches per group.
@@ -141,7 +144,10 @@ func compileRule(env *cel.Env, rs *RuleSet, fields map[string]*field, r *Rule) (
 	if err != nil {
 		return nil, fmt.Errorf("output: %w", err)
 	}
-	cr := &compiledRule{rule: r, output: out}
+	cr := &compiledRule{rule: r, output: out, names: map[api.EventKind]nameReq{}}
+	for _, k := range r.Kinds {
+		cr.names[k] = anyName
+	}
 	if r.Condition == "" {
 		return cr, nil
 	}
@@ -173,6 +179,9 @@ func compileRule(env *cel.Env, rs *RuleSet, fields map[string]*field, r *Rule) (
 		return nil, fmt.Errorf("condition: %w", g.err)
 	}
 	cr.guard = guardFn
+	for _, k := range r.Kinds {
+		cr.names[k] = g.nameReqOf(native.Expr(), k.ShortName())
+	}
 	if !exact {
 		prg, err := env.Program(checked, cel.EvalOptions(cel.OptOptimize))
 		if err != nil {
@@ -369,6 +378,11 @@ func (g *guardBuilder) of(e ast.Expr) (guard, bool) {
 		return nil, false
 	}
 	get := f.str
+	if f.grams != nil && (name == "contains" || name == "containsAny") {
+		if g := screenedContains(f, args[0]); g != nil {
+			return g, true
+		}
+	}
 	if lit, ok := literalString(args[0]); ok {
 		switch name {
 		case "startsWith":
@@ -383,6 +397,19 @@ func (g *guardBuilder) of(e ast.Expr) (guard, bool) {
 				g.err = fmt.Errorf("regular expression %q: %w", lit, err)
 				return nil, false
 			}
+			// Every match holds the expression's literal prefix: a search
+			// for it (screened by byte pairs) is much cheaper than the
+			// regular expression on the many values that lack it.
+			if pre, _ := re.LiteralPrefix(); len(pre) >= 2 {
+				grams, has := bigramsOf(pre), f.grams
+				return func(c *evalContext) bool {
+					s := get(c)
+					if has != nil && !has(c).hasAll(grams) || !strings.Contains(s, pre) {
+						return false
+					}
+					return re.MatchString(s)
+				}, true
+			}
 			return func(c *evalContext) bool { return re.MatchString(get(c)) }, true
 		}
 		return nil, false
@@ -393,9 +420,11 @@ func (g *guardBuilder) of(e ast.Expr) (guard, bool) {
 	}
 	switch name {
 	case "startsWithAny":
-		return func(c *evalContext) bool { return hasAnyAffix(get(c), items, strings.HasPrefix) }, true
+		m := newAffixMatcher(items, false)
+		return func(c *evalContext) bool { return m.match(get(c)) }, true
 	case "endsWithAny":
-		return func(c *evalContext) bool { return hasAnyAffix(get(c), items, strings.HasSuffix) }, true
+		m := newAffixMatcher(items, true)
+		return func(c *evalContext) bool { return m.match(get(c)) }, true
 	case "containsAny":
 		return func(c *evalContext) bool { return hasAnyAffix(get(c), items, strings.Contains) }, true
 	case "inCIDR":
@@ -411,6 +440,75 @@ func (g *guardBuilder) of(e ast.Expr) (guard, bool) {
 		return func(c *evalContext) bool { return addrIn(get(c), prefixes) }, true
 	}
 	return nil, false
+}
+
+// screenedContains is contains/containsAny on a field with byte pairs: a
+// literal is searched for only when every pair of it occurs in the value.
+// Exec rules test the command line for some sixty literals, nearly all
+// absent; the screen answers most of them with a few bit tests.
+func screenedContains(f *field, arg ast.Expr) guard {
+	items, ok := literalStrings(arg)
+	if !ok {
+		lit, ok := literalString(arg)
+		if !ok {
+			return nil
+		}
+		items = []string{lit}
+	}
+	type screened struct {
+		lit   string
+		grams []uint16
+	}
+	lits := make([]screened, len(items))
+	for i, it := range items {
+		lits[i] = screened{lit: it, grams: bigramsOf(it)}
+	}
+	get, grams := f.str, f.grams
+	return func(c *evalContext) bool {
+		set := grams(c)
+		for _, l := range lits {
+			if set.hasAll(l.grams) && strings.Contains(get(c), l.lit) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// affixMatcher tests a value against many prefixes (or suffixes), trying
+// only those that start (end) with the value's first (last) byte.
+type affixMatcher struct {
+	suffix bool
+	empty  bool // "" is an item: everything matches
+	byByte [256][]string
+}
+
+func newAffixMatcher(items []string, suffix bool) *affixMatcher {
+	m := &affixMatcher{suffix: suffix}
+	for _, it := range items {
+		switch {
+		case it == "":
+			m.empty = true
+		case suffix:
+			m.byByte[it[len(it)-1]] = append(m.byByte[it[len(it)-1]], it)
+		default:
+			m.byByte[it[0]] = append(m.byByte[it[0]], it)
+		}
+	}
+	return m
+}
+
+func (m *affixMatcher) match(s string) bool {
+	if m.empty {
+		return true
+	}
+	if s == "" {
+		return false
+	}
+	if m.suffix {
+		return hasAnyAffix(s, m.byByte[s[len(s)-1]], strings.HasSuffix)
+	}
+	return hasAnyAffix(s, m.byByte[s[0]], strings.HasPrefix)
 }
 
 func hasAnyAffix(s string, items []string, test func(s, item string) bool) bool {
@@ -531,13 +629,194 @@ func renderOutput(parts []outputPart, c *evalContext) string {
 	return b.String()
 }
 
-// kindIndex returns the rules that can match each kind.
-func kindIndex(rules []*compiledRule) map[api.EventKind][]*compiledRule {
-	idx := map[api.EventKind][]*compiledRule{}
+// ruleIndex holds the rules of one event kind. Most exec rules can only match
+// a few process names (proc.name in [...] somewhere every match must pass);
+// with dozens of them, trying each rule's guard on every exec was the
+// engine's main cost. byName lists, for each name some rule requires, the
+// rules that can match a process of that name; other lists the rules that can
+// match any other name. Both keep the rule file's order.
+type ruleIndex struct {
+	byName map[string][]*compiledRule
+	other  []*compiledRule
+}
+
+// candidates are the rules that can match the current event.
+func (ix *ruleIndex) candidates(c *evalContext) []*compiledRule {
+	if ix == nil {
+		return nil
+	}
+	if len(ix.byName) == 0 {
+		return ix.other
+	}
+	if rs, ok := ix.byName[c.procNameValue()]; ok {
+		return rs
+	}
+	return ix.other
+}
+
+// kindIndex returns the rules that can match each kind, indexed by the
+// process names they require.
+func kindIndex(rules []*compiledRule) map[api.EventKind]*ruleIndex {
+	idx := map[api.EventKind]*ruleIndex{}
+	var kinds []api.EventKind
 	for _, r := range rules {
 		for _, k := range r.rule.Kinds {
-			idx[k] = append(idx[k], r)
+			if !slices.Contains(kinds, k) {
+				kinds = append(kinds, k)
+			}
 		}
 	}
+	for _, k := range kinds {
+		var all []*compiledRule
+		names := map[string]bool{}
+		for _, r := range rules {
+			if !slices.Contains(r.rule.Kinds, k) {
+				continue
+			}
+			all = append(all, r)
+			for n := range r.names[k].names {
+				names[n] = true
+			}
+		}
+		if len(all) == 0 {
+			continue
+		}
+		ix := &ruleIndex{byName: map[string][]*compiledRule{}}
+		for _, r := range all {
+			if r.names[k].admitsOther() {
+				ix.other = append(ix.other, r)
+			}
+		}
+		for n := range names {
+			var rs []*compiledRule
+			for _, r := range all {
+				if r.names[k].admits(n) {
+					rs = append(rs, r)
+				}
+			}
+			ix.byName[n] = rs
+		}
+		idx[k] = ix
+	}
 	return idx
+}
+
+// nameReq is a necessary condition on proc.name that a rule's condition
+// implies for one event kind: the name is in names or starts with one of
+// prefixes. any means the condition does not restrict the name.
+type nameReq struct {
+	any      bool
+	names    map[string]bool
+	prefixes []string
+}
+
+var anyName = nameReq{any: true}
+
+// admits says whether a process named n may match.
+func (r nameReq) admits(n string) bool {
+	return r.any || r.names[n] || hasAnyAffix(n, r.prefixes, strings.HasPrefix)
+}
+
+// admitsOther says whether a name outside names may match (any name, or
+// names by prefix, which the rule's own guard then tests).
+func (r nameReq) admitsOther() bool { return r.any || len(r.prefixes) > 0 }
+
+// nameReqOf derives the requirement from a checked expression for events of
+// the kind named kind. It must never be stricter than the expression: when
+// in doubt it answers anyName.
+func (g *guardBuilder) nameReqOf(e ast.Expr, kind string) nameReq {
+	if v, ok := g.kindConst(e, kind); ok {
+		if v {
+			return anyName
+		}
+		return nameReq{} // never matches this kind
+	}
+	if e.Kind() != ast.CallKind {
+		return anyName
+	}
+	call := e.AsCall()
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.LogicalAnd:
+		l, r := g.nameReqOf(args[0], kind), g.nameReqOf(args[1], kind)
+		switch {
+		case l.any:
+			return r
+		case r.any:
+			return l
+		case len(l.prefixes) > 0 && len(r.prefixes) == 0:
+			return r // exact names index better
+		}
+		return l
+	case operators.LogicalOr:
+		l, r := g.nameReqOf(args[0], kind), g.nameReqOf(args[1], kind)
+		if l.any || r.any {
+			return anyName
+		}
+		u := nameReq{names: map[string]bool{}, prefixes: append(slices.Clone(l.prefixes), r.prefixes...)}
+		for n := range l.names {
+			u.names[n] = true
+		}
+		for n := range r.names {
+			u.names[n] = true
+		}
+		return u
+	case operators.Equals:
+		for _, p := range [][2]ast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
+			if g.isProcName(p[0]) {
+				if s, ok := literalString(p[1]); ok {
+					return nameReq{names: map[string]bool{s: true}}
+				}
+			}
+		}
+	case operators.In:
+		if g.isProcName(args[0]) {
+			if items, ok := literalStrings(args[1]); ok {
+				r := nameReq{names: map[string]bool{}}
+				for _, s := range items {
+					r.names[s] = true
+				}
+				return r
+			}
+		}
+	case "startsWith", "startsWithAny":
+		if call.IsMemberFunction() && len(args) == 1 && g.isProcName(call.Target()) {
+			if s, ok := literalString(args[0]); ok {
+				return nameReq{prefixes: []string{s}}
+			}
+			if items, ok := literalStrings(args[0]); ok {
+				return nameReq{prefixes: items}
+			}
+		}
+	}
+	return anyName
+}
+
+func (g *guardBuilder) isProcName(e ast.Expr) bool {
+	f := g.field(e)
+	return f != nil && f.name == "proc.name"
+}
+
+// kindConst folds tests of the event kind (kind == "exec", kind != "open",
+// and ! of them) to a constant for events of the kind named kind.
+func (g *guardBuilder) kindConst(e ast.Expr, kind string) (value, known bool) {
+	if e.Kind() != ast.CallKind {
+		return false, false
+	}
+	call := e.AsCall()
+	args := call.Args()
+	switch call.FunctionName() {
+	case operators.LogicalNot:
+		v, ok := g.kindConst(args[0], kind)
+		return !v, ok
+	case operators.Equals, operators.NotEquals:
+		for _, p := range [][2]ast.Expr{{args[0], args[1]}, {args[1], args[0]}} {
+			if f := g.field(p[0]); f != nil && f.name == "kind" {
+				if s, ok := literalString(p[1]); ok {
+					return (s == kind) == (call.FunctionName() == operators.Equals), true
+				}
+			}
+		}
+	}
+	return false, false
 }

@@ -29,9 +29,26 @@ func loadIOCs(files []string) (*iocMatcher, error) {
 }
 
 func (m *iocMatcher) loadFile(name string) error {
+	return readListFile("IOC list", name, func(s string) error {
+		if p, ok := parsePrefix(s); ok {
+			m.prefixes = append(m.prefixes, p)
+			return nil
+		}
+		d := strings.ToLower(strings.TrimSuffix(s, "."))
+		if strings.ContainsAny(d, " /:") || !strings.Contains(d, ".") {
+			return fmt.Errorf("%q is not a domain, IP or CIDR", s)
+		}
+		m.domains[d] = true
+		return nil
+	})
+}
+
+// readListFile calls add for each entry of a list file: one per line, #
+// comments and blank lines skipped. Errors name the file and line.
+func readListFile(what, name string, add func(entry string) error) error {
 	f, err := os.Open(name)
 	if err != nil {
-		return fmt.Errorf("IOC list: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
@@ -43,24 +60,25 @@ func (m *iocMatcher) loadFile(name string) error {
 		if s == "" {
 			continue
 		}
-		if p, err := netip.ParsePrefix(s); err == nil {
-			m.prefixes = append(m.prefixes, p.Masked())
-			continue
+		if err := add(s); err != nil {
+			return fmt.Errorf("%s %s:%d: %w", what, name, line, err)
 		}
-		if a, err := netip.ParseAddr(s); err == nil {
-			m.prefixes = append(m.prefixes, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
-			continue
-		}
-		d := strings.ToLower(strings.TrimSuffix(s, "."))
-		if strings.ContainsAny(d, " /:") || !strings.Contains(d, ".") {
-			return fmt.Errorf("IOC list %s:%d: %q is not a domain, IP or CIDR", name, line, s)
-		}
-		m.domains[d] = true
 	}
 	if err := sc.Err(); err != nil {
-		return fmt.Errorf("IOC list %s: %w", name, err)
+		return fmt.Errorf("%s %s: %w", what, name, err)
 	}
 	return nil
+}
+
+// parsePrefix reads an IP (as a one-address prefix) or a CIDR.
+func parsePrefix(s string) (netip.Prefix, bool) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Masked(), true
+	}
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), true
+	}
+	return netip.Prefix{}, false
 }
 
 func (*iocMatcher) kinds() []api.EventKind {
@@ -98,3 +116,46 @@ func (m *iocMatcher) domainListed(name string) bool {
 }
 
 // portString formats a port for messages.
+
+// proxySource: an audited API request whose client address is on the local
+// list of proxies, VPN and Tor exits (proxyAddressFiles). Such addresses
+// hide who is calling; a cluster's users and workloads do not need them.
+type proxySource struct {
+	prefixes []netip.Prefix
+	// controlPlane are the API server's own users, whose requests come
+	// from where the API server runs.
+	controlPlane map[string]bool
+}
+
+func loadProxyAddresses(files []string, controlPlane map[string]bool) (*proxySource, error) {
+	d := &proxySource{controlPlane: controlPlane}
+	for _, f := range files {
+		err := readListFile("proxy address list", f, func(s string) error {
+			p, ok := parsePrefix(s)
+			if !ok {
+				return fmt.Errorf("%q is not an IP or CIDR", s)
+			}
+			d.prefixes = append(d.prefixes, p)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+func (*proxySource) kinds() []api.EventKind { return []api.EventKind{api.EventKind_EVENT_KIND_AUDIT} }
+
+func (d *proxySource) observe(c *evalContext, _ time.Time) []*api.Event {
+	a := c.ev.GetAudit()
+	if len(d.prefixes) == 0 || d.controlPlane[a.GetUser()] {
+		return nil
+	}
+	for _, ip := range a.GetSourceIps() {
+		if addrIn(ip, d.prefixes) {
+			return []*api.Event{c.ev}
+		}
+	}
+	return nil
+}

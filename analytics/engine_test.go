@@ -525,3 +525,75 @@ func TestDedupTellsBusyboxAppletsApart(t *testing.T) {
 		t.Fatalf("want two cpu-optimization alerts (modprobe, sh) and the repeat folded, got %v", ids)
 	}
 }
+
+// TestNameIndex pins what the exec index derives from a condition: only a
+// test every match must pass restricts the names, and the restriction is
+// never stricter than the condition.
+func TestNameIndex(t *testing.T) {
+	fields := newFields()
+	env, err := newCELEnv(fields)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := newRuleSet()
+	for _, tc := range []struct {
+		cond, kind string
+		want       string // "any", or the admitted names then prefixes
+	}{
+		{`proc.name in ["a", "b"] && proc.cmdline.contains("x")`, "exec", "a b"},
+		{`proc.cmdline.contains("x") && proc.name == "a"`, "exec", "a"},
+		{`proc.name == "a" || proc.cmdline.contains("x")`, "exec", "any"},
+		{`!(proc.name in ["a"])`, "exec", "any"},
+		{`proc.name == "a" || proc.name.startsWithAny(["py", "pe"])`, "exec", "a py* pe*"},
+		{`(kind == "exec" && proc.name == "a") || (kind == "open" && file.path == "/x")`, "exec", "a"},
+		{`(kind == "exec" && proc.name == "a") || (kind == "open" && file.path == "/x")`, "open", "any"},
+		{`kind != "exec" && proc.name == "a"`, "exec", ""},
+		{`in_container && (proc.name == "a" || (proc.name in ["b"] && failed))`, "exec", "a b"},
+	} {
+		k, err := api.ParseKind(tc.kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr, err := compileRule(env, rs, fields, &Rule{ID: "t", Kinds: []api.EventKind{k}, Condition: tc.cond})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.cond, err)
+		}
+		req := cr.names[k]
+		got := "any"
+		if !req.any {
+			var parts []string
+			for n := range req.names {
+				parts = append(parts, n)
+			}
+			slices.Sort(parts)
+			for _, p := range req.prefixes {
+				parts = append(parts, p+"*")
+			}
+			got = strings.Join(parts, " ")
+		}
+		if got != tc.want {
+			t.Errorf("%s (%s): names %q, want %q", tc.cond, tc.kind, got, tc.want)
+		}
+	}
+}
+
+// TestBigramScreenNeverHidesASubstring: the screen may say "maybe" for an
+// absent literal, never "absent" for a present one.
+func TestBigramScreenNeverHidesASubstring(t *testing.T) {
+	for _, s := range []string{"", "a", "gcc -O2 -c file.c", "curl --socks5 10.0.0.1:1080 http://x", "\xff\xfe\x00é—★ LD_PRELOAD=/tmp/x.so"} {
+		var set bigramSet
+		set.fill(s)
+		for i := 0; i <= len(s); i++ {
+			for j := i; j <= len(s); j++ {
+				if !set.hasAll(bigramsOf(s[i:j])) {
+					t.Fatalf("%q: screen hides %q", s, s[i:j])
+				}
+			}
+		}
+	}
+	var set bigramSet
+	set.fill("gcc -O2 -c file.c")
+	if set.hasAll(bigramsOf("stratum+tcp://")) {
+		t.Error("screen lets an absent literal through: it filters nothing")
+	}
+}

@@ -42,6 +42,9 @@ type field struct {
 	flag     func(*evalContext) bool
 	list     func(*evalContext) []string
 	dyn      func(*evalContext) any
+	// grams, when set, gives the byte pairs of str's value, so contains
+	// tests skip literals the value cannot hold.
+	grams func(*evalContext) *bigramSet
 }
 
 func (f *field) celType() *cel.Type {
@@ -96,6 +99,8 @@ type evalContext struct {
 	haveProcName              bool
 	cmdBuf                    []byte
 	haveCmdline, haveParentCL bool
+	cmdGrams                  bigramSet
+	haveCmdGrams              bool
 	argNames                  []string
 	haveArgNames              bool
 	ancestorNames             []string
@@ -111,6 +116,7 @@ var _ interpreter.Activation = (*evalContext)(nil)
 func (c *evalContext) reset(ev *api.Event, kind string) {
 	c.ev, c.kind = ev, kind
 	c.haveCmdline, c.haveParentCL, c.haveArgNames, c.haveProcName = false, false, false, false
+	c.haveCmdGrams = false
 	c.argNames = c.argNames[:0]
 	c.haveAncNames, c.haveAncExes, c.haveAncCmdlines = false, false, false
 	c.ancestorNames = c.ancestorNames[:0]
@@ -190,6 +196,15 @@ func (c *evalContext) procCmdline() string {
 		c.haveCmdline = true
 	}
 	return c.cmdline
+}
+
+// cmdlineGrams are the byte pairs of proc.cmdline, filled on first use.
+func (c *evalContext) cmdlineGrams() *bigramSet {
+	if !c.haveCmdGrams {
+		c.cmdGrams.fill(c.procCmdline())
+		c.haveCmdGrams = true
+	}
+	return &c.cmdGrams
 }
 
 // maxArgNames bounds proc.arg_names: the names that matter come first.
@@ -392,7 +407,7 @@ func newFields() map[string]*field {
 		{name: "proc.exe", doc: "executable path", str: func(c *evalContext) string { return c.ev.GetProcess().GetExe() }},
 		{name: "proc.argv", typ: listField, doc: "argument vector including argv[0]", list: func(c *evalContext) []string { return c.ev.GetProcess().GetArgs() }},
 		{name: "proc.arg_names", typ: listField, doc: "file names of argv[1:] (the script an interpreter runs, the files a tool reads)", list: (*evalContext).argNameList},
-		{name: "proc.cmdline", doc: "argv joined by spaces", str: (*evalContext).procCmdline, volatile: true},
+		{name: "proc.cmdline", doc: "argv joined by spaces", str: (*evalContext).procCmdline, volatile: true, grams: (*evalContext).cmdlineGrams},
 		{name: "proc.cwd", doc: "working directory", str: func(c *evalContext) string { return c.ev.GetProcess().GetCwd() }},
 		{name: "proc.pid", typ: intField, doc: "process id (tgid)", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetTgid()) }},
 		{name: "proc.ppid", typ: intField, doc: "parent process id", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetPpid()) }},
@@ -463,6 +478,7 @@ func newFields() map[string]*field {
 		{name: "dns.qtype", typ: intField, doc: "DNS query type (1 A, 28 AAAA, ...)", num: func(c *evalContext) int64 { return int64(c.ev.GetDnsQuery().GetQtype()) }},
 		{name: "dns.server", doc: "DNS server address", str: func(c *evalContext) string { return c.ev.GetDnsQuery().GetServer().GetIp() }},
 		{name: "exec.stdio_remote", doc: "ip:port of the network peer wired to the new program's stdin/stdout/stderr, if any", str: func(c *evalContext) string { return stdioRemote(c.ev) }},
+		{name: "exec.ld_preload", doc: "LD_PRELOAD in the new program's environment (\"\" when unset)", str: func(c *evalContext) string { return c.ev.GetExec().GetLdPreload() }},
 		{name: "mount.source", doc: "mount source", str: func(c *evalContext) string { return c.ev.GetMount().GetSource() }},
 		{name: "mount.target", doc: "mount target", str: func(c *evalContext) string { return c.ev.GetMount().GetTarget() }},
 		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},
@@ -500,4 +516,38 @@ func Functions() []FieldDoc {
 		{Name: "l.hasAny(list)", Doc: "any element of list field l is in list"},
 		{Name: "basename(s)", Doc: "last path element of s"},
 	}
+}
+
+// bigramSet records which byte pairs occur in a string (4096 bits, a pair's
+// bit by a hash of its bytes): a literal with a pair whose bit is clear is
+// not in the string, known without searching it.
+type bigramSet [64]uint64
+
+func bigramHash(a, b byte) uint16 { return (uint16(a)<<5 ^ uint16(b)) & 4095 }
+
+func (s *bigramSet) fill(str string) {
+	clear(s[:])
+	for i := 1; i < len(str); i++ {
+		h := bigramHash(str[i-1], str[i])
+		s[h>>6] |= 1 << (h & 63)
+	}
+}
+
+// bigramsOf are the pair hashes of a literal (none for one byte or less).
+func bigramsOf(lit string) []uint16 {
+	var out []uint16
+	for i := 1; i < len(lit); i++ {
+		out = append(out, bigramHash(lit[i-1], lit[i]))
+	}
+	return out
+}
+
+// hasAll says whether every pair hash is set: false means absent for sure.
+func (s *bigramSet) hasAll(hs []uint16) bool {
+	for _, h := range hs {
+		if s[h>>6]&(1<<(h&63)) == 0 {
+			return false
+		}
+	}
+	return true
 }

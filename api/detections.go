@@ -61,6 +61,8 @@ const (
 	DetectionExploitAttempt      DetectionID = "exploit-attempt"
 	DetectionSuspectDownload     DetectionID = "suspect-download"
 	DetectionBase64Pipe          DetectionID = "base64-pipe"
+	DetectionCommonBot           DetectionID = "common-bot"
+	DetectionReconBurst          DetectionID = "recon-burst"
 	// Kubernetes control plane (audit events from the API server).
 	DetectionPrivilegedContainer DetectionID = "privileged-container"
 	DetectionSensitiveMount      DetectionID = "sensitive-mount"
@@ -79,6 +81,7 @@ const (
 	DetectionExecIntoPod         DetectionID = "exec-into-pod"
 	DetectionExecIntoSystemPod   DetectionID = "exec-into-system-pod"
 	DetectionAnonymousAccess     DetectionID = "anonymous-access"
+	DetectionAPIFromProxy        DetectionID = "api-from-proxy"
 	// Kubernetes admission (the agent's admission guard, kube/admission).
 	DetectionAdmissionViolation DetectionID = "admission-violation"
 )
@@ -265,6 +268,16 @@ func Detections() []Detection {
 			{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Command and Scripting Interpreter: Unix Shell"},
 			{Tactic: "Defense Evasion", TechniqueId: "T1140", Technique: "Deobfuscate/Decode Files or Information"},
 		}},
+		{ID: DetectionCommonBot, Name: "Behavior similar to common Linux bots detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1071", Technique: "Application Layer Protocol"},
+			{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Command and Scripting Interpreter: Unix Shell"},
+			{Tactic: "Command and Control", TechniqueId: "T1105", Technique: "Ingress Tool Transfer"},
+		}},
+		{ID: DetectionReconBurst, Name: "Burst of reconnaissance commands", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Discovery", TechniqueId: "T1082", Technique: "System Information Discovery"},
+			{Tactic: "Discovery", TechniqueId: "T1033", Technique: "System Owner/User Discovery"},
+			{Tactic: "Discovery", TechniqueId: "T1016", Technique: "System Network Configuration Discovery"},
+		}},
 		{ID: DetectionPrivilegedContainer, Name: "Privileged container detected", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Privilege Escalation", TechniqueId: "T1611", Technique: "Escape to Host"},
 		}},
@@ -318,6 +331,10 @@ func Detections() []Detection {
 		}},
 		{ID: DetectionAnonymousAccess, Name: "Anonymous request allowed by the API server", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
 			{Tactic: "Initial Access", TechniqueId: "T1078.001", Technique: "Valid Accounts: Default Accounts"},
+		}},
+		{ID: DetectionAPIFromProxy, Name: "Kubernetes API request from a proxy address", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Command and Control", TechniqueId: "T1090.003", Technique: "Proxy: Multi-hop Proxy"},
+			{Tactic: "Initial Access", TechniqueId: "T1078", Technique: "Valid Accounts"},
 		}},
 		// Severity is the fallback: each alert takes its failed check's, and
 		// the checks that open a way to the node add T1611 Escape to Host.

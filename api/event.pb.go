@@ -1155,7 +1155,10 @@ type Exec struct {
 	// Which of fd 0, 1 and 2 of the new program are sockets (only those are
 	// listed, lowest fd first). A shell whose stdin and stdout are a TCP
 	// socket is the shape of a reverse shell.
-	StdioSockets  []*StdioSocket `protobuf:"bytes,2,rep,name=stdio_sockets,json=stdioSockets,proto3" json:"stdio_sockets,omitempty"`
+	StdioSockets []*StdioSocket `protobuf:"bytes,2,rep,name=stdio_sockets,json=stdioSockets,proto3" json:"stdio_sockets,omitempty"`
+	// LD_PRELOAD in the new program's environment ("" when unset): libraries
+	// the dynamic loader injects into it. Only this variable is read.
+	LdPreload     string `protobuf:"bytes,3,opt,name=ld_preload,json=ldPreload,proto3" json:"ld_preload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1202,6 +1205,13 @@ func (x *Exec) GetStdioSockets() []*StdioSocket {
 		return x.StdioSockets
 	}
 	return nil
+}
+
+func (x *Exec) GetLdPreload() string {
+	if x != nil {
+		return x.LdPreload
+	}
+	return ""
 }
 
 // StdioSocket is a standard stream (fd 0, 1 or 2) that is a socket.
@@ -3178,10 +3188,12 @@ const file_event_proto_rawDesc = "" +
 	"\x06labels\x18\r \x03(\v2!.harrier.v1.Container.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
 	"\x04Exec\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12<\n" +
-	"\rstdio_sockets\x18\x02 \x03(\v2\x17.harrier.v1.StdioSocketR\fstdioSockets\"h\n" +
+	"\rstdio_sockets\x18\x02 \x03(\v2\x17.harrier.v1.StdioSocketR\fstdioSockets\x12\x1d\n" +
+	"\n" +
+	"ld_preload\x18\x03 \x01(\tR\tldPreload\"h\n" +
 	"\vStdioSocket\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\rR\x02fd\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\tR\x06family\x121\n" +

@@ -51,7 +51,8 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 			ArgsTruncated: truncated || rec.Num[1] != 0,
 		})
 		s.views.forget(rec.Pid)
-		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3]), StdioSockets: stdioSockets(rec.Str[5])}}
+		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3]), StdioSockets: stdioSockets(rec.Str[5]),
+			LdPreload: api.Text(rec.Str[6])}}
 	case kindFork:
 		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
 	}

@@ -54,6 +54,10 @@ type Stats struct {
 	// watched paths shed in the kernel while the ring buffer was over half
 	// full.
 	KernelShedReads uint64 `json:"kernelShedReads"`
+	// KernelEnvUnscanned counts execs whose environment held more strings
+	// than the kernel looks at for LD_PRELOAD (64): one set past them is not
+	// reported.
+	KernelEnvUnscanned uint64 `json:"kernelEnvUnscanned"`
 	// User space.
 	Received     uint64 `json:"received"`
 	DecodeErrors uint64 `json:"decodeErrors"`
@@ -535,6 +539,7 @@ func (s *Sensor) Stats() (Stats, error) {
 		statPathTrunc: &st.KernelPathTrunc,
 		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
 		statDirCacheHit: &st.KernelDirCacheHits, statShedReads: &st.KernelShedReads,
+		statEnvUnscanned: &st.KernelEnvUnscanned,
 	} {
 		v, err := sum(slot)
 		if err != nil {
@@ -554,6 +559,7 @@ const (
 	statFileFiltered = sensorStatSlotSTAT_FILE_FILTERED
 	statDirCacheHit  = sensorStatSlotSTAT_DIR_CACHE_HIT
 	statShedReads    = sensorStatSlotSTAT_SHED_READS
+	statEnvUnscanned = sensorStatSlotSTAT_ENV_UNSCANNED
 )
 
 // Close detaches the programs and frees the kernel objects.

@@ -37,8 +37,10 @@ type sensorEventBody struct {
 	_      structs.HostLayout
 	Result int64
 	Num    [8]uint64
-	StrLen [6]uint16
+	StrLen [7]uint16
+	_      [2]byte
 	Flags  uint32
+	_      [4]byte
 }
 
 type sensorEventHeader struct {
@@ -107,6 +109,7 @@ const (
 	sensorStatSlotSTAT_FILE_FILTERED  sensorStatSlot = 66
 	sensorStatSlotSTAT_DIR_CACHE_HIT  sensorStatSlot = 67
 	sensorStatSlotSTAT_SHED_READS     sensorStatSlot = 68
+	sensorStatSlotSTAT_ENV_UNSCANNED  sensorStatSlot = 69
 	sensorStatSlotSTAT_SLOTS          sensorStatSlot = 80
 )
 

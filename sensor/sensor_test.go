@@ -527,3 +527,52 @@ func unifiedCgroup(t *testing.T) string {
 	t.Fatal("no cgroup v2 line in /proc/self/cgroup")
 	return ""
 }
+
+// LD_PRELOAD in a new program's environment is reported with its exec,
+// wherever it sits among the variables; other variables are not.
+func TestExecLDPreload(t *testing.T) {
+	c := startSensor(t, Config{})
+	var env []string
+	for i := range 40 {
+		env = append(env, fmt.Sprintf("FILLER_%d=%s", i, strings.Repeat("x", i*7)))
+	}
+	var more []string // os/exec keeps one of each name
+	for i := range 30 {
+		more = append(more, fmt.Sprintf("MORE_%d=y", i))
+	}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		want string
+	}{
+		{"first", append([]string{"LD_PRELOAD=/dev/shm/.l.so"}, env...), "/dev/shm/.l.so"},
+		{"after 40 others", append(slices.Clone(env), "LD_PRELOAD=/tmp/a.so /tmp/b.so"), "/tmp/a.so /tmp/b.so"},
+		{"unset, a look-alike set", append(slices.Clone(env), "LD_PRELOADX=/tmp/x.so", "XLD_PRELOAD=/tmp/y.so"), ""},
+		// Past the strings the kernel looks at: not reported, but counted.
+		{"after 70 others", append(append(slices.Clone(env), more...), "LD_PRELOAD=/tmp/late.so"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command("/bin/true")
+			cmd.Env = tc.env
+			if err := cmd.Run(); err != nil {
+				t.Fatal(err)
+			}
+			pid := cmd.Process.Pid
+			ev := c.waitFor(t, "exec of /bin/true", func(ev *api.Event) bool {
+				return ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ownChild(ev, pid)
+			})
+			if got := ev.GetExec().GetLdPreload(); got != tc.want {
+				t.Errorf("LD_PRELOAD %q, want %q", got, tc.want)
+			}
+			if len(tc.env) > 64 {
+				st, err := c.s.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if st.KernelEnvUnscanned == 0 {
+					t.Error("an environment past the scanned strings was not counted")
+				}
+			}
+		})
+	}
+}

@@ -103,10 +103,11 @@ enum stat_slot {
 	STAT_FILE_FILTERED = 66,    /* file events dropped by the watch filter */
 	STAT_DIR_CACHE_HIT = 67,    /* of those, dismissed by dir_cache without a path walk */
 	STAT_SHED_READS = 68,       /* read-only opens of ordinary watched paths shed under ring pressure */
+	STAT_ENV_UNSCANNED = 69,    /* execs with environment strings past ENV_SCAN_MAX (LD_PRELOAD there unseen) */
 	STAT_SLOTS = 80,
 };
 
-#define MAX_STRINGS 6
+#define MAX_STRINGS 7
 #define PATH_MAX 4096
 #define NAME_MAX 255
 #define MAX_PATH_DEPTH 40
@@ -115,6 +116,8 @@ enum stat_slot {
 #define STR_MAX 4096
 #define LPM_DATA 256
 #define USER_PATH_MAX 1024
+/* Environment strings of a new program looked at for LD_PRELOAD. */
+#define ENV_SCAN_MAX 64
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
@@ -854,6 +857,34 @@ static __always_inline void append_stdio_sockets(struct event *ev, u32 *off, int
 	}
 }
 
+/* append_ld_preload puts the value of LD_PRELOAD in the new program's
+ * environment (its strings follow argv on the new stack) as string slot idx.
+ * Each string is read into the path scratch, which is free by now, to learn
+ * its length; only a match is copied into the event. */
+static __always_inline void append_ld_preload(struct event *ev, u32 *off, int idx, struct mm_struct *mm,
+					      struct path_buf *pb)
+{
+	unsigned long p = BPF_CORE_READ(mm, env_start), end = BPF_CORE_READ(mm, env_end);
+	unsigned long found = 0;
+	/* Few branches per string: the verifier walks every iteration. */
+	for (int i = 0; i < ENV_SCAN_MAX && p < end; i++) {
+		long n = bpf_probe_read_user_str(pb->buf, PATH_MAX, (void *)p);
+		if (n <= 0)
+			break;
+		u64 head = *(u64 *)pb->buf;  /* "LD_PRELO", little endian */
+		u32 tail = *(u32 *)&pb->buf[8] & 0xffffff; /* "AD=" */
+		if (head == 0x4f4c4552505f444cULL && tail == 0x3d4441 && n > 11) {
+			found = p + 11;
+			break;
+		}
+		p += n;
+	}
+	if (found)
+		put_str(ev, off, idx, (void *)found, true);
+	else if (p < end)
+		stat_inc(STAT_ENV_UNSCANNED);
+}
+
 /* ---- scheduler events ---- */
 
 static __always_inline int handle_exec(struct task_struct *task, struct linux_binprm *bprm)
@@ -899,6 +930,9 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 
 	/* 5: which of fd 0-2 are sockets, and their peers. */
 	append_stdio_sockets(ev, &off, 5, task);
+
+	/* 6: LD_PRELOAD from the environment. */
+	append_ld_preload(ev, &off, 6, mm, pb);
 	submit(ev, off);
 	return 0;
 }

@@ -208,6 +208,73 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 				"mkdir -p /tmp/.cache && wget -q -O /tmp/.cache/report.txt http://127.0.0.1:8081/report.txt")
 		}, quiet: []string{"suspect-download"}},
 
+		{name: "a program that is no IRC client connects to an IRC port", run: func(x *box) {
+			x.addAddress(poolIP)
+			x.sh("httpd -p " + poolIP + ":6667 -h /www && waitport 6667")
+			x.exec("detecthelper", "connect", poolIP+":6667")
+		}, fire: []string{"common-bot"}, check: hasEvidence(api.EventKind_EVENT_KIND_CONNECT)},
+		{name: "the Mirai loader's cd chain", run: func(x *box) {
+			x.sh("cd /tmp || cd /var/run || cd /mnt || cd /root || cd /; echo loaded >/dev/null")
+		}, fire: []string{"common-bot"}},
+		{name: "an IRC client on 6667 and a shell in /tmp", image: stubs("/usr/bin/irssi"), run: func(x *box) {
+			x.addAddress(poolIP)
+			x.sh("httpd -p " + poolIP + ":6667 -h /www && waitport 6667")
+			x.exec("irssi", "connect", poolIP+":6667")
+			x.exec("detecthelper", "connect", poolIP+":8080") // another program, another port
+			x.sh("cd /tmp && ls >/dev/null")
+		}, quiet: []string{"common-bot"}},
+
+		// busybox's shell runs whoami, id, uname and hostname inside itself
+		// (no exec); env makes them the processes they are in bash or dash.
+		{name: "a script runs six discovery commands", image: map[string]runctest.File{
+			"/opt/scripts/sysinfo.sh": {Content: "#!/bin/sh\nenv whoami\nenv id\nenv uname -a\nenv hostname\nifconfig -a\nnetstat -tn\n", Mode: 0o755}}, run: func(x *box) {
+			x.exec("/opt/scripts/sysinfo.sh")
+		}, fire: []string{"recon-burst"}},
+		{name: "a health script runs two discovery commands among others", image: map[string]runctest.File{
+			"/opt/scripts/health.sh": {Content: "#!/bin/sh\nenv hostname\nenv id -u\nenv id -u\nenv id -un\nenv date\nenv cat /proc/loadavg\nenv ls /tmp\nenv wc -l /etc/passwd\n", Mode: 0o755}}, run: func(x *box) {
+			x.exec("/opt/scripts/health.sh")
+		}, quiet: []string{"recon-burst"}},
+
+		// Evasion: a miner run from a memfd under a kernel thread's name
+		// (runc mounts /dev/shm noexec); its pool arguments and its
+		// in-memory executable still give it away.
+		{name: "a renamed miner run from a memfd", run: func(x *box) {
+			x.execMayFail("detecthelper", "memfd-exec", "kworker/0:1", "-o", "stratum+tcp://127.0.0.1:3333", "-u", "wallet", "-k")
+		}, fire: []string{"mining", "drift-binary", "fileless"}},
+		{name: "a renamed tool run from /opt", image: stubs("/opt/payload"), run: func(x *box) {
+			x.sh("/opt/payload -o report.txt -u ops")
+		}, quiet: []string{"mining", "drift-binary"}},
+
+		// Evasion: paths written with //, /./, through /proc/self/root or a symlink
+		// reach the kernel's resolved path, which is what the sensor reports.
+		{name: "the shadow file read through //, /./, /proc/self/root and a symlink", run: func(x *box) {
+			x.exec("cat", "//etc/./shadow")
+			x.exec("cat", "/proc/self/root/etc/shadow")
+			x.sh("ln -s /etc /tmp/e && cat /tmp/e/shadow >/dev/null")
+		}, fire: []string{"sensitive-files"}},
+		{name: "the passwd file read through //, /./, /proc/self/root and a symlink", run: func(x *box) {
+			x.exec("cat", "//etc/./passwd")
+			x.exec("cat", "/proc/self/root/etc/passwd")
+			x.sh("ln -s /etc /tmp/e && cat /tmp/e/passwd >/dev/null")
+		}, quiet: []string{"sensitive-files"}},
+
+		// Evasion: LD_PRELOAD exported by a script, so no command line
+		// holds it; the sensor reads it from the new program's environment.
+		{name: "a script preloads a library from /dev/shm through the environment", image: map[string]runctest.File{
+			"/opt/app/run.sh": {Content: "#!/bin/sh\nexport LD_PRELOAD=/dev/shm/.libsys.so\nexec /opt/app/server --port 8080\n", Mode: 0o755},
+			"/opt/app/server": helperCopy(r)}, run: func(x *box) {
+			x.exec("/opt/app/run.sh")
+		}, fire: []string{"ld-preload"}, check: func(t *testing.T, a *api.Alert) {
+			if got := a.GetEvidence()[0].GetExec().GetLdPreload(); got != "/dev/shm/.libsys.so" {
+				t.Errorf("evidence LD_PRELOAD %q, want /dev/shm/.libsys.so", got)
+			}
+		}},
+		{name: "a script preloads jemalloc from /usr/lib", image: map[string]runctest.File{
+			"/opt/app/run.sh": {Content: "#!/bin/sh\nexport LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2\nexec /opt/app/server --port 8080\n", Mode: 0o755},
+			"/opt/app/server": helperCopy(r)}, run: func(x *box) {
+			x.exec("/opt/app/run.sh")
+		}, quiet: []string{"ld-preload"}},
+
 		{name: "mimipenguin.sh", image: map[string]runctest.File{"/opt/scripts/mimipenguin.sh": {Content: "#!/bin/sh\necho dumping\n", Mode: 0o755}}, run: func(x *box) {
 			x.sh("sh /opt/scripts/mimipenguin.sh")
 		}, fire: []string{"attack-tool"}},

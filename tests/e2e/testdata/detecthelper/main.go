@@ -48,7 +48,7 @@ func run(name string, args []string) error {
 			return err
 		}
 		return unix.Exec(path, args, os.Environ())
-	case "detecthelper":
+	case "detecthelper", "irssi": // irssi: an IRC client stand-in whose connects are real
 	default:
 		fmt.Println("stand-in", name, strings.Join(args, " "))
 		return nil
@@ -94,7 +94,11 @@ func run(name string, args []string) error {
 		if _, err := unix.Write(fd, bin); err != nil {
 			return err
 		}
-		return unix.Exec(fmt.Sprintf("/proc/self/fd/%d", fd), []string{"true"}, os.Environ())
+		argv := []string{"true"}
+		if len(args) > 0 { // memfd-exec ARGV...: the program's name and arguments as ps shows them
+			argv = args
+		}
+		return unix.Exec(fmt.Sprintf("/proc/self/fd/%d", fd), argv, os.Environ())
 	case "ptrace-attach":
 		// Attach to a child of its own, as an injector does.
 		child := exec.Command("/bin/sleep", "5")
