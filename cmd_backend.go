@@ -12,11 +12,13 @@ import (
 
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/backend/export"
+	"github.com/harrier-sec/harrier/backend/replicate"
 )
 
 func newBackendCommand() *cobra.Command {
 	var f serviceFlags
 	var apiAddr, ingestAddr string
+	var clusterServers []string
 	cmd := &cobra.Command{
 		Use:   "backend",
 		Short: "Receive agents over QUIC; serve the alert API and web UI",
@@ -39,6 +41,14 @@ The config file holds dataDir and the backend section (backend:).`,
 				if ingestAddr != "" {
 					cfg.IngestAddr = ingestAddr
 				}
+				if len(clusterServers) > 0 {
+					c := replicate.Config{}
+					if cfg.Cluster != nil {
+						c = *cfg.Cluster
+					}
+					c.Servers = clusterServers
+					cfg.Cluster = &c
+				}
 				svc, err := backend.NewService(cfg, log)
 				if err != nil {
 					return err
@@ -53,6 +63,7 @@ The config file holds dataDir and the backend section (backend:).`,
 	f.register(cmd, "the store, certificates and API token", backend.DefaultDataDir)
 	cmd.Flags().StringVar(&apiAddr, "api-addr", "", "API and web UI address (default 127.0.0.1:9470)")
 	cmd.Flags().StringVar(&ingestAddr, "ingest-addr", "", "QUIC ingest address (default 127.0.0.1:9471; use :9471 for remote agents)")
+	cmd.Flags().StringSliceVar(&clusterServers, "cluster", nil, "run as one replica of several over these NATS JetStream servers (nats://host:4222,...; backend.cluster in YAML for the rest)")
 	cmd.AddCommand(newBackendExportsCommand())
 	return cmd
 }

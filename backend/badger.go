@@ -106,7 +106,40 @@ const (
 	prefixExport   = "x/" // x/<destination>\x00... → exporters' cursors and dead letters (backend/export)
 	prefixJournal  = "j/" // j/<export kind>\x00<seq BE64> → <stored unix ns BE64><record>: findings and vulnerabilities (<state byte><api.Finding>), responses (JSON)
 	keyRingState   = "m/ring"
+	// keyStreamPosition is a replica's last applied JetStream sequence
+	// (backend/replicate): <BE64>.
+	keyStreamPosition = "l/stream"
 )
+
+// StreamPosition is the last stream sequence this replica applied (0:
+// none, or not a replica).
+func (s *BadgerStore) StreamPosition(ctx context.Context) (uint64, error) {
+	var pos uint64
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get([]byte(keyStreamPosition))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("stream position: %d bytes, want 8", len(v))
+			}
+			pos = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	})
+	return pos, err
+}
+
+// SetStreamPosition records the last stream sequence applied.
+func (s *BadgerStore) SetStreamPosition(ctx context.Context, seq uint64) error {
+	return s.db.Update(func(txn *badger.Txn) error {
+		return txn.Set([]byte(keyStreamPosition), binary.BigEndian.AppendUint64(nil, seq))
+	})
+}
 
 func key(prefix string, rest ...string) []byte {
 	k := []byte(prefix)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/harrier-sec/harrier/backend/export"
+	"github.com/harrier-sec/harrier/backend/replicate"
 	"github.com/harrier-sec/harrier/internal/confval"
 )
 
@@ -57,6 +58,9 @@ func LoadConfig(path string) (FileConfig, error) {
 type Config struct {
 	// DataDir holds the backend's store.
 	DataDir string `json:"dataDir,omitempty"`
+	// Cluster makes this backend one replica of several over a NATS
+	// JetStream stream (backend/replicate); nil: a single backend.
+	Cluster *replicate.Config `json:"cluster,omitempty"`
 	// APIAddr serves the API and web UI (TCP, default 127.0.0.1:9470).
 	APIAddr string `json:"apiAddr,omitempty"`
 	// IngestAddr receives agents over QUIC (UDP, default 127.0.0.1:9471;
@@ -143,6 +147,11 @@ func (c Config) Validate() error {
 	}
 	if c.MaxEvents < 0 {
 		errs = append(errs, fmt.Errorf("maxEvents %d: must not be negative", c.MaxEvents))
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if c.MaxPendingInventoryBytes < 0 {
 		errs = append(errs, fmt.Errorf("maxPendingInventoryBytes %d: must not be negative", c.MaxPendingInventoryBytes))

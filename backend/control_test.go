@@ -245,7 +245,7 @@ func TestUIResponse(t *testing.T) {
 func TestKeyPrefixesDistinct(t *testing.T) {
 	all := map[string]string{
 		"seen": prefixSeen, "gap": prefixGap, "alert": prefixAlert, "event": prefixEvent, "agent": prefixAgent,
-		"alert order": prefixAlertSeq, "export": prefixExport, "export journal": prefixJournal, "ring state": keyRingState[:2],
+		"alert order": prefixAlertSeq, "export": prefixExport, "export journal": prefixJournal, "ring state": keyRingState[:2], "stream position": keyStreamPosition[:2],
 		"revoked": prefixRevoked, "enrolled": prefixEnrolled, "bootstrap": prefixBootstrap,
 		"pending meta": prefixPendingMeta, "pending chunk": prefixPendingChunk, "cluster": prefixCluster,
 		"item": prefixItem, "finding": prefixFinding,

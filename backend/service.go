@@ -11,9 +11,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harrier-sec/harrier/backend/export"
+	"github.com/harrier-sec/harrier/backend/replicate"
 	"github.com/harrier-sec/harrier/backend/vulndb"
 	"github.com/harrier-sec/harrier/internal/httpsserve"
 	"github.com/harrier-sec/harrier/transport"
@@ -32,6 +35,10 @@ type Service struct {
 	identity *Identity
 	// exports sends alerts (and the other record kinds each asks for) on to the configured destinations, and prunes the ingest orders behind them.
 	exports *export.Manager
+	// replica, when set, fills the store from the cluster's stream, and
+	// nats is its connection.
+	replica *replicate.Materializer
+	nats    *nats.Conn
 	// readyAfter, when set, holds /readyz at 503 until it is closed (see
 	// ReadyAfter).
 	readyAfter <-chan struct{}
@@ -77,10 +84,20 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 		return nil, errors.Join(fmt.Errorf("command signing: %w", err), st.Close())
 	}
 	control := NewResponseControl(st, func() (*tls.Certificate, error) { return serving.GetCertificate(nil) }, log)
+	var sink transport.Sink = NewSink(st)
+	var replica *replicate.Materializer
+	var nc *nats.Conn
+	if cfg.Cluster != nil {
+		// A replica: agents' batches go to the stream, acknowledged once
+		// it has them; the store is filled from the stream.
+		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, log); err != nil {
+			return nil, errors.Join(err, st.Close())
+		}
+	}
 	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf, Authorize: identity.Authorize,
-		Control: control}, NewSink(st), log)
+		Control: control}, sink, log)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("ingest: %w", err), st.Close())
+		return nil, errors.Join(fmt.Errorf("ingest: %w", err), closeNATS(nc), st.Close())
 	}
 	control.SetNotify(ingest.NotifyControl)
 	identity.OnRevoke(func(agentID string) {
@@ -102,7 +119,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, errors.Join(err, ln.Close(), ingest.Close(), st.Close())
 	}
-	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports}
+	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports, replica: replica, nats: nc}
 	s.http = &http.Server{
 		Handler: NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity, Exports: exports,
 			Control: control, ResponseToken: responseToken}, log),
@@ -174,6 +191,11 @@ func (s *Service) Identity() *Identity { return s.identity }
 func (s *Service) ReadyAfter(ready <-chan struct{}) { s.readyAfter = ready }
 
 func (s *Service) ready() error {
+	if s.replica != nil {
+		if err := s.replica.Ready(); err != nil {
+			return err
+		}
+	}
 	if s.readyAfter == nil {
 		return nil
 	}
@@ -220,6 +242,9 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		return nil
 	})
+	if s.replica != nil {
+		g.Go(func() error { return s.replica.Run(ctx) })
+	}
 	g.Go(func() error {
 		<-ctx.Done() // the caller's, or a failure of either server
 		<-ingestDone
@@ -232,5 +257,48 @@ func (s *Service) Run(ctx context.Context) error {
 		scheme = "https"
 	}
 	s.log.Info("backend running", "api", scheme+"://"+s.api.Addr().String()+"/", "ingest", s.cfg.IngestAddr)
-	return errors.Join(g.Wait(), s.store.Close())
+	return errors.Join(g.Wait(), closeNATS(s.nats), s.store.Close())
+}
+
+// startReplica connects to the cluster's NATS servers and makes sure of
+// the stream; when NATS is not reachable yet the backend starts anyway
+// (its API serves what it has) and the stream is made once it is.
+func startReplica(c replicate.Config, st *BadgerStore, log *slog.Logger) (transport.Sink, *replicate.Materializer, *nats.Conn, error) {
+	c = c.WithDefaults()
+	nc, err := replicate.Connect(c, "harrier-backend "+c.ReplicaName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, fmt.Errorf("JetStream: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err = replicate.EnsureStream(ctx, js, c)
+	cancel()
+	if err != nil {
+		log.Error("cluster stream not ready; agents' batches are refused until it is", "servers", c.Servers, "error", err)
+		go func() {
+			for nc.Status() != nats.CLOSED {
+				time.Sleep(5 * time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				err := replicate.EnsureStream(ctx, js, c)
+				cancel()
+				if err == nil {
+					log.Info("cluster stream ready", "stream", c.Stream)
+					return
+				}
+			}
+		}()
+	}
+	log.Info("backend replica", "replica", c.ReplicaName, "stream", c.Stream, "replicas", c.Replicas, "servers", c.Servers)
+	return replicate.NewPublisher(js, c, log), replicate.NewMaterializer(js, c, st, log), nc, nil
+}
+
+func closeNATS(nc *nats.Conn) error {
+	if nc != nil {
+		nc.Close()
+	}
+	return nil
 }

@@ -1,0 +1,337 @@
+package replicate_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/backend/replicate"
+	"github.com/harrier-sec/harrier/internal/testenv"
+)
+
+// natsServerBinary builds (or finds in the test cache) nats-server from the
+// Go module proxy with tests/nats/build.sh.
+func natsServerBinary(t *testing.T) string {
+	t.Helper()
+	_, self, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(self), "..", "..", "tests", "nats", "build.sh")
+	cmd := exec.Command("bash", script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build nats-server (%s): %v\n%s", script, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// natsNode is one nats-server of the test's cluster, on loopback.
+type natsNode struct {
+	bin, dir    string
+	args        []string
+	clientPort  int
+	cmd         *exec.Cmd
+	done        chan struct{}
+	log         *os.File
+	name        string
+	clusterPort int
+}
+
+func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.clientPort) }
+
+func (n *natsNode) start(t *testing.T) {
+	t.Helper()
+	n.cmd = exec.Command(n.bin, n.args...)
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	go func() { _ = n.cmd.Wait(); close(n.done) }()
+}
+
+// kill9 kills the server as a crash would.
+func (n *natsNode) kill9() {
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
+}
+
+// startNATSCluster starts three clustered JetStream servers on loopback.
+func startNATSCluster(t *testing.T) []*natsNode {
+	t.Helper()
+	bin := natsServerBinary(t)
+	nodes := make([]*natsNode, 3)
+	for i := range nodes {
+		nodes[i] = &natsNode{bin: bin, dir: t.TempDir(), clientPort: freePort(t), clusterPort: freePort(t), name: fmt.Sprintf("n%d", i)}
+	}
+	for i, n := range nodes {
+		var routes []string
+		for j, o := range nodes {
+			if j != i {
+				routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(o.clusterPort))
+			}
+		}
+		n.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.name, "-js", "-sd", filepath.Join(n.dir, "js"),
+			"--cluster_name", "harrier-test", "--cluster", "nats://127.0.0.1:" + strconv.Itoa(n.clusterPort),
+			"--routes", strings.Join(routes, ",")}
+		f, err := os.Create(filepath.Join(n.dir, "server.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.log = f
+		n.start(t)
+		t.Cleanup(func() {
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-n.done:
+			case <-time.After(10 * time.Second):
+				n.kill9()
+			}
+			if t.Failed() {
+				b, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
+				t.Logf("--- %s's log (tail)\n%s", n.name, tail(b, 3000))
+			}
+		})
+	}
+	return nodes
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+// replica is one backend replica: its store, publisher and materializer.
+type replica struct {
+	dir    string
+	store  *backend.BadgerStore
+	pub    *replicate.Publisher
+	mat    *replicate.Materializer
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func startReplica(t *testing.T, cfg replicate.Config, dir, name string) *replica {
+	t.Helper()
+	cfg.ReplicaName = name
+	st, err := backend.OpenBadgerStoreConfig(backend.BadgerConfig{Dir: dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := replicate.Connect(cfg, "harrier-test-"+name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
+	r := &replica{dir: dir, store: st, pub: replicate.NewPublisher(js, cfg, log), mat: replicate.NewMaterializer(js, cfg, st, log)}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = func() { cancel(); r.wg.Wait(); nc.Close(); _ = st.Close() }
+	r.wg.Go(func() { _ = r.mat.Run(ctx) })
+	return r
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// upload sends batch as an agent does: what is not acknowledged is sent
+// again, until all of it is, each time to the replica pick names (an agent
+// fails over to another backend when its own goes away).
+func upload(ctx context.Context, t *testing.T, pick func() *replicate.Publisher, agent, spool string, records []*api.Record) (attempts int) {
+	t.Helper()
+	left := slices.Clone(records) // DeleteFunc below clears the tail it leaves
+	for len(left) > 0 {
+		attempts++
+		if ctx.Err() != nil {
+			t.Fatalf("agent %s: %d records never acknowledged", agent, len(left))
+		}
+		acked, err := pick().Store(ctx, agent, &api.Batch{AgentId: agent, SpoolId: spool, Records: left,
+			Health: &api.AgentHealth{Node: agent}})
+		if err != nil {
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		left = slices.DeleteFunc(left, func(r *api.Record) bool { return slices.Contains(acked, r.GetSeq()) })
+	}
+	return attempts
+}
+
+func alertRecord(agent string, seq uint64) *api.Record {
+	return &api.Record{Seq: seq, Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: &api.Alert{
+		Id: fmt.Sprintf("%s-alert-%d", agent, seq), DetectionId: "test-alert", Severity: api.Severity_SEVERITY_HIGH, Node: agent, Count: 1}}}
+}
+
+// TestReplicasOverNATSCluster: three real nats-servers clustered on
+// loopback with JetStream, a stream replicated three ways, two backend
+// replicas. Three agents upload 900 alerts through either replica, each
+// batch sent twice (a lost acknowledgement); mid-stream one NATS server is
+// killed with SIGKILL and one replica is stopped, both started again. Every
+// alert is then stored exactly once (count 1) at both replicas, and a third
+// replica started from an empty directory catches up to the same result.
+func TestReplicasOverNATSCluster(t *testing.T) {
+	nodes := startNATSCluster(t)
+	var urls []string
+	for _, n := range nodes {
+		urls = append(urls, n.url())
+	}
+	cfg := replicate.Config{Servers: urls, Replicas: 3}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	for _, n := range nodes {
+		testenv.WaitFor(t, 30*time.Second, n.name+" listens", func() bool {
+			c, err := net.Dial("tcp", strings.TrimPrefix(n.url(), "nats://"))
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+	}
+	// The stream, once the servers have formed their cluster.
+	nc, err := replicate.Connect(cfg, "harrier-test-setup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamErr error
+	testenv.WaitFor(t, time.Minute, "the JetStream cluster accepts the stream", func() bool {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		streamErr = replicate.EnsureStream(actx, js, cfg)
+		if streamErr != nil {
+			t.Logf("not yet: %v", streamErr)
+		}
+		return streamErr == nil
+	})
+
+	a := startReplica(t, cfg, t.TempDir(), "a")
+	defer func() { a.cancel() }()
+	bDir := t.TempDir()
+	b := startReplica(t, cfg, bDir, "b")
+	defer func() { b.cancel() }()
+
+	const agents, perAgent, batch = 3, 300, 25
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	progress := 0
+	for i := range agents {
+		agent := fmt.Sprintf("node-%d", i)
+		wg.Go(func() {
+			for first := 1; first <= perAgent; first += batch {
+				var recs []*api.Record
+				for s := first; s < first+batch; s++ {
+					recs = append(recs, alertRecord(agent, uint64(s)))
+				}
+				// Alternate replicas, as agents failing over would; the
+				// second send is a retry after a lost acknowledgement.
+				pick := func() *replicate.Publisher {
+					mu.Lock()
+					defer mu.Unlock()
+					return []*replica{a, b}[(first/batch+i)%2].pub
+				}
+				upload(ctx, t, pick, agent, "spool-"+agent, recs)
+				upload(ctx, t, pick, agent, "spool-"+agent, recs)
+				mu.Lock()
+				progress += batch
+				mu.Unlock()
+			}
+		})
+	}
+	waitProgress := func(n int) {
+		testenv.WaitFor(t, 2*time.Minute, fmt.Sprintf("%d alerts uploaded", n), func() bool { mu.Lock(); defer mu.Unlock(); return progress >= n })
+	}
+	waitProgress(300)
+	nodes[1].kill9()
+	t.Logf("nats-server %s killed (SIGKILL) at %d alerts", nodes[1].name, 300)
+	waitProgress(450)
+	mu.Lock()
+	stopped := b
+	b = a // a replica goes away; its agents fail over to a
+	mu.Unlock()
+	stopped.cancel()
+	waitProgress(600)
+	nodes[1].start(t)
+	wg.Wait()
+	b = startReplica(t, cfg, bDir, "b") // restarted over its own directory
+
+	c := startReplica(t, cfg, t.TempDir(), "c") // a new replica from empty
+	defer func() { c.cancel() }()
+	info, err := js.Stream(ctx, cfg.WithDefaults().Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := info.CachedInfo().State.LastSeq
+	for _, r := range []*replica{a, b, c} {
+		testenv.WaitFor(t, time.Minute, "the replica applies the whole stream", func() bool { return r.mat.Applied() >= last && r.mat.Ready() == nil })
+	}
+	t.Logf("stream: %d messages (%d alerts uploaded twice, heartbeats included)", last, agents*perAgent)
+	var want []string
+	for i := range agents {
+		for s := 1; s <= perAgent; s++ {
+			want = append(want, fmt.Sprintf("node-%d-alert-%d", i, s))
+		}
+	}
+	slices.Sort(want)
+	for name, r := range map[string]*replica{"a": a, "b (restarted)": b, "c (from empty)": c} {
+		alerts, err := r.store.Alerts(ctx, backend.AlertQuery{Limit: backend.MaxLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, al := range alerts {
+			got = append(got, al.GetId())
+			if al.GetCount() != 1 {
+				t.Errorf("replica %s: alert %s stored %d times", name, al.GetId(), al.GetCount())
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, want) {
+			t.Errorf("replica %s: %d alerts, want %d (missing or extra)", name, len(got), len(want))
+		}
+		if r.mat.Undecodable() != 0 {
+			t.Errorf("replica %s: %d undecodable messages", name, r.mat.Undecodable())
+		}
+	}
+}
