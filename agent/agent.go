@@ -103,6 +103,7 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 		}
 		return transport.NewClient(transport.ClientConfig{
 			Addr:                 cfg.Uplink.Addr,
+			FallbackAddrs:        cfg.Uplink.FallbackAddrs,
 			TLS:                  tlsConf,
 			AgentID:              agentID,
 			SpoolID:              spool.ID(),

@@ -87,6 +87,8 @@ func TestLoadConfig(t *testing.T) {
 		{Name: "empty", YAML: ""},
 		{Name: "all sections", YAML: "dataDir: /x\nspool:\n  quotaBytes: 1000000\n  eventKinds: [exec]\nuplink:\n  addr: b:9471\n"},
 		{Name: "unknown field", YAML: "uplink:\n  adress: b:9471\n", Want: "adress"},
+		{Name: "fallback backends", YAML: "uplink:\n  addr: b1:9471\n  fallbackAddrs: [b2:9471, backends.example:9471]\n"},
+		{Name: "fallback without port", YAML: "uplink:\n  fallbackAddrs: [b2]\n", Want: "uplink.fallbackAddrs \"b2\""},
 		{Name: "bad event kind", YAML: "spool:\n  eventKinds: [exec, teleport]\n", Want: "teleport"},
 		// The backend's section belongs to `harrier run` and `harrier backend`.
 		{Name: "backend section", YAML: "backend:\n  apiAddr: 127.0.0.1:1\n", Want: "backend"},

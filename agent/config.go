@@ -7,6 +7,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -73,6 +74,11 @@ func DefaultSpoolEventKinds() []string {
 type UplinkConfig struct {
 	// Addr is the backend's QUIC ingest address (host:port, UDP).
 	Addr string `json:"addr,omitempty"`
+	// FallbackAddrs are the other replicas of a replicated backend: when
+	// the current one cannot be dialled the next is tried, in turn (a name
+	// with several DNS records counts as each). Every replica's
+	// certificate must carry ServerName.
+	FallbackAddrs []string `json:"fallbackAddrs,omitempty"`
 	// ServerName is the name the backend's certificate must carry
 	// (default: the host part of Addr).
 	ServerName string `json:"serverName,omitempty"`
@@ -158,6 +164,11 @@ func (c Config) Validate() error {
 	}
 	if c.Uplink.BandwidthBytesPerSec < 0 {
 		errs = append(errs, fmt.Errorf("uplink.bandwidthBytesPerSec %d: must not be negative", c.Uplink.BandwidthBytesPerSec))
+	}
+	for _, a := range c.Uplink.FallbackAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("uplink.fallbackAddrs %q: %w", a, err))
+		}
 	}
 	if c.Uplink.AgentID != "" {
 		if err := transport.ValidAgentID(c.Uplink.AgentID); err != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,6 +71,10 @@ type RawSource interface {
 type ClientConfig struct {
 	// Addr is the backend's UDP address, host:port. Required.
 	Addr string
+	// FallbackAddrs are more backends (replicas of one site): when the
+	// current one cannot be dialled, the next is tried, in turn. A host
+	// name that resolves to several addresses counts as each of them.
+	FallbackAddrs []string
 	// TLS is the client configuration, normally from ClientTLS. Required.
 	// Without a ClientSessionCache one is added, so reconnects use 0-RTT.
 	TLS *tls.Config
@@ -98,6 +104,10 @@ type ClientConfig struct {
 	// AckTimeout bounds the wait for an ack after a batch is sent. Default
 	// DefaultAckTimeout.
 	AckTimeout time.Duration
+	// DialTimeout bounds one dial, handshake included: how long a backend
+	// that is gone holds the uplink before the next one is tried. Default
+	// 2 × the handshake timeout (20 s).
+	DialTimeout time.Duration
 	// Limits bound the batches sent and the acks read.
 	Limits Limits
 	// Health returns what heartbeats carry. May be nil.
@@ -119,6 +129,7 @@ type ClientStats struct {
 	RecordsAcked   uint64 // sequence numbers the backend acknowledged
 	BytesSent      uint64 // compressed frame bytes written
 	Reconnects     uint64
+	Backend        string // the address dialled last
 	Controls       uint64 // control frames answered
 	ControlErrors  uint64 // control streams that failed
 	LastError      string
@@ -138,6 +149,9 @@ type Client struct {
 
 	// gaps taken from cfg.Gaps but not yet acknowledged; Run's goroutine only.
 	gaps []*api.Gap
+	// backend counts the backends given up on: the next dial is to
+	// candidate number backend (modulo their count). Run's goroutine only.
+	backend int
 	// decodeNext: the last batch of raw records was refused; send the next
 	// one decoded. Run's goroutine only.
 	decodeNext bool
@@ -174,6 +188,7 @@ func NewClient(cfg ClientConfig, src Source, log *slog.Logger) (*Client, error) 
 	setDefault(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
 	setDefault(&cfg.PollInterval, DefaultPollInterval)
 	setDefault(&cfg.AckTimeout, DefaultAckTimeout)
+	setDefault(&cfg.DialTimeout, 2*handshakeTimeout)
 	cfg.BackoffMax = max(cfg.BackoffMax, cfg.BackoffMin)
 	cfg.Limits = cfg.Limits.withDefaults()
 
@@ -287,11 +302,21 @@ func (c *Client) Run(ctx context.Context) error {
 // session dials once and sends until the connection fails or ctx ends. It
 // reports whether any batch was acknowledged, and why it ended.
 func (c *Client) session(ctx context.Context) (delivered bool, err error) {
-	dctx, cancel := context.WithTimeout(ctx, 2*handshakeTimeout)
-	conn, err := quic.DialAddrEarly(dctx, c.cfg.Addr, c.tlsConf, c.qconf)
+	cands := c.candidates(ctx)
+	target := cands[c.backend%len(cands)]
+	defer func() {
+		// A backend that took nothing is given up on: the next dial goes
+		// to the next one. One that did is dialled again first.
+		if !delivered && len(cands) > 1 {
+			c.backend++
+		}
+	}()
+	c.update(func(s *ClientStats) { s.Backend = target })
+	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
+	conn, err := quic.DialAddrEarly(dctx, target, c.tlsConf, c.qconf)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("dial %s: %w", c.cfg.Addr, err)
+		return false, fmt.Errorf("dial %s: %w", target, err)
 	}
 	// The control server (below) ends when the connection closes: wait for
 	// it after closing whichever connection is current.
@@ -308,7 +333,7 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 	// Connected turns true with the first ack, not at dial: an early (0-RTT)
 	// dial returns before the backend has answered at all.
 	defer c.update(func(s *ClientStats) { s.Connected = false })
-	c.log.Info("uplink dialled", "resuming", conn.ConnectionState().Used0RTT)
+	c.log.Info("uplink dialled", "addr", target, "resuming", conn.ConnectionState().Used0RTT)
 	serveControl := func(conn *quic.Conn) {
 		if c.cfg.Control != nil {
 			control.Go(func() { c.serveControl(ctx, conn) })
@@ -374,6 +399,32 @@ func (c *Client) session(ctx context.Context) (delivered bool, err error) {
 		case <-poll.C:
 		}
 	}
+}
+
+// candidates are the addresses to dial, in order: Addr then FallbackAddrs,
+// each host name expanded to every address it resolves to (looked up at
+// each dial, so a changed DNS record is followed). A name that does not
+// resolve stays as it is, for the dial to say why.
+func (c *Client) candidates(ctx context.Context) []string {
+	var out []string
+	for _, a := range append([]string{c.cfg.Addr}, c.cfg.FallbackAddrs...) {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil || net.ParseIP(host) != nil {
+			out = append(out, a)
+			continue
+		}
+		lctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+		ips, err := net.DefaultResolver.LookupHost(lctx, host)
+		cancel()
+		if err != nil || len(ips) == 0 {
+			out = append(out, a)
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, port))
+		}
+	}
+	return slices.Compact(out)
 }
 
 // sendPending sends one batch of pending records and gaps, if there are any.

@@ -128,6 +128,42 @@ func TestServerRestartLosesNothing(t *testing.T) {
 	}
 }
 
+// TestFailoverToFallbackBackend: a client with two backends (replicas of
+// one site) keeps delivering when the one it uses goes away for good: it
+// gives that one up after a failed dial and goes on with the other;
+// nothing is lost.
+func TestFailoverToFallbackBackend(t *testing.T) {
+	t.Parallel()
+	pki := newTestPKI(t, "site")
+	sink := newMemSink()
+	sink.delay = 5 * time.Millisecond
+	first, stopFirst := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+	second, _ := startServer(t, ServerConfig{Addr: "127.0.0.1:0", TLS: pki.serverTLS(t)}, sink)
+	const n = 2000
+	src := newSliceSource(makeRecords(n, nil))
+	cfg := fastClient(first.Addr().String(), pki.agentTLS(t, agent, pki), agent)
+	cfg.FallbackAddrs = []string{second.Addr().String()}
+	cfg.BatchRecords = 50
+	cfg.DialTimeout = time.Second
+	cl, _ := startClient(t, cfg, src)
+	testenv.WaitFor(t, 10*time.Second, "records stored through the first backend", func() bool { return sink.records() >= 300 })
+	stopFirst()
+	testenv.WaitFor(t, 30*time.Second, "every record acked", func() bool { return src.left() == 0 })
+	_, seen, _, _ := sink.snapshot()
+	for seq := uint64(1); seq <= n; seq++ {
+		if seen[seq] == 0 {
+			t.Fatalf("seq %d lost", seq)
+		}
+	}
+	if second.Stats().Records == 0 {
+		t.Error("nothing reached the fallback backend")
+	}
+	if st := cl.Stats(); st.Backend != second.Addr().String() {
+		t.Errorf("the client's backend is %q, want the fallback %s", st.Backend, second.Addr())
+	}
+	t.Logf("first backend %d records, fallback %d", first.Stats().Records, second.Stats().Records)
+}
+
 func TestAuthentication(t *testing.T) {
 	t.Parallel()
 	site := newTestPKI(t, "site")
