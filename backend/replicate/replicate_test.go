@@ -1,20 +1,12 @@
 package replicate_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,112 +15,9 @@ import (
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/backend/replicate"
+	"github.com/harrier-sec/harrier/internal/natstest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
-
-// natsServerBinary builds (or finds in the test cache) nats-server from the
-// Go module proxy with tests/nats/build.sh.
-func natsServerBinary(t *testing.T) string {
-	t.Helper()
-	_, self, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(self), "..", "..", "tests", "nats", "build.sh")
-	cmd := exec.Command("bash", script)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build nats-server (%s): %v\n%s", script, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// natsNode is one nats-server of the test's cluster, on loopback.
-type natsNode struct {
-	bin, dir    string
-	args        []string
-	clientPort  int
-	cmd         *exec.Cmd
-	done        chan struct{}
-	log         *os.File
-	name        string
-	clusterPort int
-}
-
-func (n *natsNode) url() string { return "nats://127.0.0.1:" + strconv.Itoa(n.clientPort) }
-
-func (n *natsNode) start(t *testing.T) {
-	t.Helper()
-	n.cmd = exec.Command(n.bin, n.args...)
-	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
-	if err := n.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	n.done = make(chan struct{})
-	go func() { _ = n.cmd.Wait(); close(n.done) }()
-}
-
-// kill9 kills the server as a crash would.
-func (n *natsNode) kill9() {
-	_ = n.cmd.Process.Signal(syscall.SIGKILL)
-	<-n.done
-}
-
-// startNATSCluster starts three clustered JetStream servers on loopback.
-func startNATSCluster(t *testing.T) []*natsNode {
-	t.Helper()
-	bin := natsServerBinary(t)
-	nodes := make([]*natsNode, 3)
-	for i := range nodes {
-		nodes[i] = &natsNode{bin: bin, dir: t.TempDir(), clientPort: freePort(t), clusterPort: freePort(t), name: fmt.Sprintf("n%d", i)}
-	}
-	for i, n := range nodes {
-		var routes []string
-		for j, o := range nodes {
-			if j != i {
-				routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(o.clusterPort))
-			}
-		}
-		n.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.name, "-js", "-sd", filepath.Join(n.dir, "js"),
-			"--cluster_name", "harrier-test", "--cluster", "nats://127.0.0.1:" + strconv.Itoa(n.clusterPort),
-			"--routes", strings.Join(routes, ",")}
-		f, err := os.Create(filepath.Join(n.dir, "server.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.log = f
-		n.start(t)
-		t.Cleanup(func() {
-			_ = n.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-n.done:
-			case <-time.After(10 * time.Second):
-				n.kill9()
-			}
-			if t.Failed() {
-				b, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
-				t.Logf("--- %s's log (tail)\n%s", n.name, tail(b, 3000))
-			}
-		})
-	}
-	return nodes
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
 
 // replica is one backend replica: its store, publisher and materializer.
 type replica struct {
@@ -205,26 +94,13 @@ func alertRecord(agent string, seq uint64) *api.Record {
 // alert is then stored exactly once (count 1) at both replicas, and a third
 // replica started from an empty directory catches up to the same result.
 func TestReplicasOverNATSCluster(t *testing.T) {
-	nodes := startNATSCluster(t)
-	var urls []string
-	for _, n := range nodes {
-		urls = append(urls, n.url())
-	}
-	cfg := replicate.Config{Servers: urls, Replicas: 3}
+	nodes := natstest.Cluster(t)
+	cfg := replicate.Config{Servers: natstest.URLs(nodes), Replicas: 3}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	for _, n := range nodes {
-		testenv.WaitFor(t, 30*time.Second, n.name+" listens", func() bool {
-			c, err := net.Dial("tcp", strings.TrimPrefix(n.url(), "nats://"))
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-	}
 	// The stream, once the servers have formed their cluster.
 	nc, err := replicate.Connect(cfg, "harrier-test-setup")
 	if err != nil {
@@ -283,8 +159,8 @@ func TestReplicasOverNATSCluster(t *testing.T) {
 		testenv.WaitFor(t, 2*time.Minute, fmt.Sprintf("%d alerts uploaded", n), func() bool { mu.Lock(); defer mu.Unlock(); return progress >= n })
 	}
 	waitProgress(300)
-	nodes[1].kill9()
-	t.Logf("nats-server %s killed (SIGKILL) at %d alerts", nodes[1].name, 300)
+	nodes[1].Kill9()
+	t.Logf("nats-server %s killed (SIGKILL) at %d alerts", nodes[1].Name, 300)
 	waitProgress(450)
 	mu.Lock()
 	stopped := b
@@ -292,7 +168,7 @@ func TestReplicasOverNATSCluster(t *testing.T) {
 	mu.Unlock()
 	stopped.cancel()
 	waitProgress(600)
-	nodes[1].start(t)
+	nodes[1].Start(t)
 	wg.Wait()
 	b = startReplica(t, cfg, bDir, "b") // restarted over its own directory
 

@@ -1,0 +1,150 @@
+// Package natstest runs real nats-server processes for tests: clustered
+// with JetStream on loopback ports, each killable with SIGKILL and
+// restartable over its own store. The server is built from the Go module
+// proxy by tests/nats/build.sh (cached under /var/cache/harrier-test).
+package natstest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binary builds (or finds in the test cache) nats-server.
+func Binary(t *testing.T) string {
+	t.Helper()
+	_, self, _, _ := runtime.Caller(0)
+	script := filepath.Join(filepath.Dir(self), "..", "..", "tests", "nats", "build.sh")
+	cmd := exec.Command("bash", script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build nats-server (%s): %v\n%s", script, err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Node is one nats-server of a test cluster.
+type Node struct {
+	Name       string
+	bin, dir   string
+	args       []string
+	clientPort int
+	cmd        *exec.Cmd
+	done       chan struct{}
+	log        *os.File
+}
+
+// URL is the node's client URL.
+func (n *Node) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(n.clientPort) }
+
+// Start starts the node (again, over its own JetStream store).
+func (n *Node) Start(t *testing.T) {
+	t.Helper()
+	n.cmd = exec.Command(n.bin, n.args...)
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	n.done = done
+	cmd := n.cmd
+	go func() { _ = cmd.Wait(); close(done) }()
+}
+
+// Kill9 kills the node as a crash would, and waits for it to be gone.
+func (n *Node) Kill9() {
+	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	<-n.done
+}
+
+// Cluster starts three nats-servers with JetStream, clustered on loopback
+// ports, and waits until each takes client connections. They are stopped
+// (and their logs shown, if the test failed) when the test ends.
+func Cluster(t *testing.T) []*Node {
+	t.Helper()
+	bin := Binary(t)
+	nodes := make([]*Node, 3)
+	clusterPorts := make([]int, 3)
+	for i := range nodes {
+		nodes[i] = &Node{Name: fmt.Sprintf("n%d", i), bin: bin, dir: t.TempDir(), clientPort: freePort(t)}
+		clusterPorts[i] = freePort(t)
+	}
+	for i, n := range nodes {
+		var routes []string
+		for j := range nodes {
+			if j != i {
+				routes = append(routes, "nats://127.0.0.1:"+strconv.Itoa(clusterPorts[j]))
+			}
+		}
+		n.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.Name, "-js", "-sd", filepath.Join(n.dir, "js"),
+			"--cluster_name", "harrier-test", "--cluster", "nats://127.0.0.1:" + strconv.Itoa(clusterPorts[i]),
+			"--routes", strings.Join(routes, ",")}
+		f, err := os.Create(filepath.Join(n.dir, "server.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.log = f
+		n.Start(t)
+		t.Cleanup(func() {
+			_ = n.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-n.done:
+			case <-time.After(10 * time.Second):
+				n.Kill9()
+			}
+			_ = f.Close()
+			if t.Failed() {
+				b, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
+				if len(b) > 3000 {
+					b = b[len(b)-3000:]
+				}
+				t.Logf("--- nats-server %s's log (tail)\n%s", n.Name, b)
+			}
+		})
+	}
+	for _, n := range nodes {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			c, err := net.Dial("tcp", strings.TrimPrefix(n.URL(), "nats://"))
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("nats-server %s does not listen: %v", n.Name, err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nodes
+}
+
+// URLs are the nodes' client URLs.
+func URLs(nodes []*Node) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.URL())
+	}
+	return out
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
