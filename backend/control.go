@@ -149,6 +149,132 @@ type ResponseControl struct {
 	notify   func(agentID string)
 	// mu serialises writes of the policies' version.
 	mu sync.Mutex
+	// replicator, when set (a replicated backend), carries every change to
+	// every replica, this one included, which applies it through
+	// ApplyControl: the stream's order is every replica's.
+	replicator ControlReplicator
+}
+
+// ControlReplicator carries a change of the response control to every
+// replica and returns once this replica has applied it.
+type ControlReplicator interface {
+	Replicate(ctx context.Context, change []byte) error
+}
+
+// SetReplicator makes c a replica's: changes go through r.
+func (c *ResponseControl) SetReplicator(r ControlReplicator) { c.replicator = r }
+
+// controlChange is one change of the response control, as replicas
+// exchange it: new policies (their version is given when applied), a
+// command's new state, or an agent's answer.
+type controlChange struct {
+	Policies     *PolicyState   `json:"policies,omitempty"`
+	Command      *CommandRecord `json:"command,omitempty"`
+	AgentID      string         `json:"agent_id,omitempty"`
+	AgentControl *AgentControl  `json:"agent_control,omitempty"`
+}
+
+// change applies ch here, or, in a replicated backend, through the
+// replicator (which applies it here too, in the stream's order).
+func (c *ResponseControl) change(ctx context.Context, ch controlChange) error {
+	if c.replicator == nil {
+		return c.apply(ch, 0)
+	}
+	b, err := json.Marshal(ch)
+	if err != nil {
+		return err
+	}
+	return c.replicator.Replicate(ctx, b)
+}
+
+// ApplyControl applies a change another replica (or this one) made: the
+// replicated backend's stream calls it, in order, on every replica, with
+// the change's stream sequence.
+func (c *ResponseControl) ApplyControl(ctx context.Context, seq uint64, change []byte) error {
+	var ch controlChange
+	if err := json.Unmarshal(change, &ch); err != nil {
+		return fmt.Errorf("response control change: %w", err)
+	}
+	return c.apply(ch, seq)
+}
+
+// apply applies ch; seq is its stream sequence in a replicated backend (0
+// in a single one).
+func (c *ResponseControl) apply(ch controlChange, seq uint64) error {
+	switch {
+	case ch.Policies != nil:
+		return c.applyPolicies(*ch.Policies, seq)
+	case ch.Command != nil:
+		return c.applyCommand(*ch.Command)
+	case ch.AgentControl != nil:
+		return c.db.Update(func(txn *badger.Txn) error {
+			return setJSON(txn, key(prefixAgentControl, ch.AgentID), *ch.AgentControl, 0)
+		})
+	}
+	return errors.New("response control change: empty")
+}
+
+// applyPolicies makes p the next version: the next number in a single
+// backend; the change's stream sequence in a replicated one, so that every
+// replica gives it the same version and a change applied again (after a
+// crash between the change and the replica's position) is not a new one.
+func (c *ResponseControl) applyPolicies(p PolicyState, seq uint64) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	applied := false
+	err := c.db.Update(func(txn *badger.Txn) error {
+		var prev PolicyState
+		if _, err := getJSON(txn, key(prefixPolicies, "response"), &prev); err != nil {
+			return err
+		}
+		switch {
+		case seq == 0:
+			p.Version = prev.Version + 1
+		case seq <= prev.Version:
+			return nil // applied before
+		default:
+			p.Version = seq
+		}
+		applied = true
+		return setJSON(txn, key(prefixPolicies, "response"), p, 0)
+	})
+	if err != nil {
+		return fmt.Errorf("store response policies: %w", err)
+	}
+	if !applied {
+		return nil
+	}
+	c.log.Info("response policies changed", "version", p.Version, "by", p.UpdatedBy, "policies", p.Policies, "execDeny", p.ExecDeny)
+	c.wake("")
+	return nil
+}
+
+// applyCommand stores a command's record, pending (its agent is woken) or
+// finished (it leaves the pending); a state it already has is not stored
+// again, so a change applied twice is one record.
+func (c *ResponseControl) applyCommand(rec CommandRecord) error {
+	if old, err := c.Command(context.Background(), rec.ID); err == nil && old.State == rec.State {
+		return nil
+	}
+	err := c.journal.journalUpdate(export.KindResponses, func(txn *badger.Txn, add func([]byte) error) error {
+		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
+			return err
+		}
+		if err := addResponseRecord(add, rec); err != nil {
+			return err
+		}
+		if rec.State == CommandPending {
+			return txn.Set(pendingKey(rec.AgentID, rec.ID), nil)
+		}
+		return txn.Delete(pendingKey(rec.AgentID, rec.ID))
+	})
+	if err != nil {
+		return fmt.Errorf("store command %s: %w", rec.ID, err)
+	}
+	if rec.State == CommandPending {
+		c.wake(rec.AgentID)
+	}
+	return nil
 }
 
 // NewResponseControl uses st's database; signer returns the backend's
@@ -201,23 +327,12 @@ func (c *ResponseControl) SetPolicies(ctx context.Context, raw []byte, by string
 		return PolicyState{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	sum := sha256.Sum256(raw)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var p PolicyState
-	err = c.db.Update(func(txn *badger.Txn) error {
-		if _, err := getJSON(txn, key(prefixPolicies, "response"), &p); err != nil {
-			return err
-		}
-		p = PolicyState{Version: p.Version + 1, SHA256: hex.EncodeToString(sum[:]), Updated: c.now().UTC(), UpdatedBy: by,
-			Policies: len(f.Policies), ExecDeny: len(f.ExecDeny), YAML: string(raw)}
-		return setJSON(txn, key(prefixPolicies, "response"), p, 0)
-	})
-	if err != nil {
-		return PolicyState{}, fmt.Errorf("store response policies: %w", err)
+	p := PolicyState{SHA256: hex.EncodeToString(sum[:]), Updated: c.now().UTC(), UpdatedBy: by,
+		Policies: len(f.Policies), ExecDeny: len(f.ExecDeny), YAML: string(raw)}
+	if err := c.change(ctx, controlChange{Policies: &p}); err != nil {
+		return PolicyState{}, err
 	}
-	c.log.Info("response policies changed", "version", p.Version, "by", by, "policies", p.Policies, "execDeny", p.ExecDeny)
-	c.wake("")
-	return p, ctx.Err()
+	return c.Policies(ctx)
 }
 
 // Issue signs and stores the command req asks for and wakes its agent.
@@ -271,20 +386,10 @@ func (c *ResponseControl) Issue(ctx context.Context, req CommandRequest, by stri
 	}
 	rec := CommandRecord{ID: cmd.GetId(), AgentID: req.AgentID, Action: req.Action, Target: req.Target, AlertID: req.AlertID,
 		RequestedBy: by, Reason: req.Reason, AllowProtected: req.AllowProtected, Issued: now, Expires: now.Add(ttl), State: CommandPending, Signed: signed}
-	err = c.journal.journalUpdate(export.KindResponses, func(txn *badger.Txn, add func([]byte) error) error {
-		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
-			return err
-		}
-		if err := addResponseRecord(add, rec); err != nil {
-			return err
-		}
-		return txn.Set(pendingKey(rec.AgentID, rec.ID), nil)
-	})
-	if err != nil {
+	if err := c.change(ctx, controlChange{Command: &rec}); err != nil {
 		return CommandRecord{}, fmt.Errorf("store command: %w", err)
 	}
 	c.log.Info("response command issued", "command", rec.ID, "agent", rec.AgentID, "action", rec.Action, "by", by, "expires", rec.Expires)
-	c.wake(rec.AgentID)
 	return rec, ctx.Err()
 }
 
@@ -433,7 +538,7 @@ func (c *ResponseControl) PendingControl(ctx context.Context, agentID string, po
 	}
 	for _, rec := range expired {
 		rec.State = CommandExpired
-		if err := c.finish(rec); err != nil {
+		if err := c.finish(ctx, rec); err != nil {
 			return nil, err
 		}
 		c.log.Warn("response command expired before its agent took it", "command", rec.ID, "agent", agentID, "action", rec.Action)
@@ -441,17 +546,9 @@ func (c *ResponseControl) PendingControl(ctx context.Context, agentID string, po
 	return ctl, nil
 }
 
-// finish stores rec as answered (or expired) and drops it from the pending.
-func (c *ResponseControl) finish(rec CommandRecord) error {
-	return c.journal.journalUpdate(export.KindResponses, func(txn *badger.Txn, add func([]byte) error) error {
-		if err := setJSON(txn, key(prefixCommand, rec.ID), rec, 0); err != nil {
-			return err
-		}
-		if err := addResponseRecord(add, rec); err != nil {
-			return err
-		}
-		return txn.Delete(pendingKey(rec.AgentID, rec.ID))
-	})
+// finish stores rec as answered (or expired): it leaves the pending.
+func (c *ResponseControl) finish(ctx context.Context, rec CommandRecord) error {
+	return c.change(ctx, controlChange{Command: &rec})
 }
 
 // addResponseRecord appends rec, as exports send it (without the signed
@@ -476,7 +573,7 @@ func addResponseRecord(add func([]byte) error, rec CommandRecord) error {
 func (c *ResponseControl) ControlAcked(ctx context.Context, agentID string, sent *api.Control, ack *api.ControlAck) error {
 	now := c.now().UTC()
 	ac := AgentControl{PoliciesVersion: ack.GetResponsePoliciesVersion(), PoliciesError: ack.GetResponsePoliciesError(), Answered: now}
-	if err := c.db.Update(func(txn *badger.Txn) error { return setJSON(txn, key(prefixAgentControl, agentID), ac, 0) }); err != nil {
+	if err := c.change(ctx, controlChange{AgentID: agentID, AgentControl: &ac}); err != nil {
 		return fmt.Errorf("store %s's control answer: %w", agentID, err)
 	}
 	if ac.PoliciesError != "" {
@@ -499,7 +596,7 @@ func (c *ResponseControl) ControlAcked(ctx context.Context, agentID string, sent
 			rec.State, rec.Error, rec.PIDs, rec.TargetText = r.GetOutcome(), r.GetError(), r.GetPids(), r.GetTarget()
 			rec.LatencyMS = float64(r.GetLatencyUs()) / 1000
 		}
-		if err := c.finish(rec); err != nil {
+		if err := c.finish(ctx, rec); err != nil {
 			return fmt.Errorf("store command %s's outcome: %w", rec.ID, err)
 		}
 		c.log.Info("response command answered", "command", rec.ID, "agent", agentID, "action", rec.Action, "state", rec.State, "error", rec.Error)

@@ -90,7 +90,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if cfg.Cluster != nil {
 		// A replica: agents' batches go to the stream, acknowledged once
 		// it has them; the store is filled from the stream.
-		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, log); err != nil {
+		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, control, log); err != nil {
 			return nil, errors.Join(err, st.Close())
 		}
 	}
@@ -263,7 +263,7 @@ func (s *Service) Run(ctx context.Context) error {
 // startReplica connects to the cluster's NATS servers and makes sure of
 // the stream; when NATS is not reachable yet the backend starts anyway
 // (its API serves what it has) and the stream is made once it is.
-func startReplica(c replicate.Config, st *BadgerStore, log *slog.Logger) (transport.Sink, *replicate.Materializer, *nats.Conn, error) {
+func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl, log *slog.Logger) (transport.Sink, *replicate.Materializer, *nats.Conn, error) {
 	c = c.WithDefaults()
 	nc, err := replicate.Connect(c, "harrier-backend "+c.ReplicaName)
 	if err != nil {
@@ -278,22 +278,34 @@ func startReplica(c replicate.Config, st *BadgerStore, log *slog.Logger) (transp
 	err = replicate.EnsureStream(ctx, js, c)
 	cancel()
 	if err != nil {
+		// The materializer makes it once NATS answers (Run).
 		log.Error("cluster stream not ready; agents' batches are refused until it is", "servers", c.Servers, "error", err)
-		go func() {
-			for nc.Status() != nats.CLOSED {
-				time.Sleep(5 * time.Second)
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				err := replicate.EnsureStream(ctx, js, c)
-				cancel()
-				if err == nil {
-					log.Info("cluster stream ready", "stream", c.Stream)
-					return
-				}
-			}
-		}()
 	}
 	log.Info("backend replica", "replica", c.ReplicaName, "stream", c.Stream, "replicas", c.Replicas, "servers", c.Servers)
-	return replicate.NewPublisher(js, c, log), replicate.NewMaterializer(js, c, st, log), nc, nil
+	pub, mat := replicate.NewPublisher(js, c, log), replicate.NewMaterializer(js, c, st, log)
+	// Response policies, commands and agents' answers go through the
+	// stream too: whichever replica an agent is connected to has them.
+	mat.SetControl(control.ApplyControl)
+	control.SetReplicator(replicaControl{pub: pub, mat: mat})
+	return pub, mat, nc, nil
+}
+
+// replicaControl carries the response control's changes through the
+// cluster's stream.
+type replicaControl struct {
+	pub *replicate.Publisher
+	mat *replicate.Materializer
+}
+
+// Replicate publishes change and waits until this replica has applied it.
+func (r replicaControl) Replicate(ctx context.Context, change []byte) error {
+	seq, err := r.pub.PublishControl(ctx, change)
+	if err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return r.mat.WaitApplied(wctx, seq)
 }
 
 func closeNATS(nc *nats.Conn) error {

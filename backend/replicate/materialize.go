@@ -30,6 +30,7 @@ const maxApply = 512
 // Materializer reads the stream, in order, into a replica's store.
 type Materializer struct {
 	js     jetstream.JetStream
+	cfg    Config
 	stream string
 	store  Store
 	log    *slog.Logger
@@ -38,11 +39,36 @@ type Materializer struct {
 	applied, last atomic.Uint64
 	// undecodable counts messages that are not a batch: skipped.
 	undecodable atomic.Uint64
+	// control applies the backends' shared changes (ControlSubject), nil
+	// when none are expected; refused counts those it refused.
+	control func(ctx context.Context, seq uint64, change []byte) error
+	refused atomic.Uint64
+}
+
+// SetControl makes apply receive the stream's control changes, in order
+// with the records, with their stream sequence. Call it before Run.
+func (m *Materializer) SetControl(apply func(ctx context.Context, seq uint64, change []byte) error) {
+	m.control = apply
+}
+
+// Refused counts the control changes the applier refused (skipped).
+func (m *Materializer) Refused() uint64 { return m.refused.Load() }
+
+// WaitApplied returns once the store has applied stream sequence seq.
+func (m *Materializer) WaitApplied(ctx context.Context, seq uint64) error {
+	for m.applied.Load() < seq {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for this replica to apply stream message %d (applied %d): %w", seq, m.applied.Load(), ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // NewMaterializer reads c's stream through js into store.
 func NewMaterializer(js jetstream.JetStream, c Config, store Store, log *slog.Logger) *Materializer {
-	return &Materializer{js: js, stream: c.WithDefaults().Stream, store: store, log: log}
+	return &Materializer{js: js, cfg: c.WithDefaults(), stream: c.WithDefaults().Stream, store: store, log: log}
 }
 
 // Lag is how many of the stream's messages this replica has not applied
@@ -70,8 +96,20 @@ func (m *Materializer) Run(ctx context.Context) error {
 		return fmt.Errorf("replica's stream position: %w", err)
 	}
 	m.applied.Store(pos)
+	streamReady := false
 	for ctx.Err() == nil {
-		err := m.follow(ctx)
+		var err error
+		if !streamReady {
+			// The stream, made (or its settings updated) once NATS
+			// answers: a replica may start before its NATS servers.
+			sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = EnsureStream(sctx, m.js, m.cfg)
+			cancel()
+			streamReady = err == nil
+		}
+		if streamReady {
+			err = m.follow(ctx)
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -113,6 +151,23 @@ func (m *Materializer) follow(ctx context.Context) error {
 		}
 		if last := meta.Sequence.Stream + meta.NumPending; last > m.last.Load() {
 			m.last.Store(last)
+		}
+		if msg.Subject() == ControlSubject {
+			// In order: the records before it first, then the change.
+			if err := m.apply(ctx, &group); err != nil {
+				return err
+			}
+			if m.control != nil {
+				if err := m.control(ctx, meta.Sequence.Stream, msg.Data()); err != nil {
+					m.refused.Add(1)
+					m.log.Warn("control change refused: skipped", "seq", meta.Sequence.Stream, "error", err)
+				}
+			}
+			group.lastSeq = meta.Sequence.Stream
+			if err := m.apply(ctx, &group); err != nil {
+				return err
+			}
+			continue
 		}
 		var b api.Batch
 		if err := proto.Unmarshal(msg.Data(), &b); err != nil || b.GetAgentId() == "" {

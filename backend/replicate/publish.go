@@ -36,7 +36,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c Config) error {
 	c = c.WithDefaults()
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       c.Stream,
-		Subjects:   []string{Subject},
+		Subjects:   []string{Subject, ControlSubject},
 		Storage:    jetstream.FileStorage,
 		Replicas:   c.Replicas,
 		Duplicates: c.DuplicateWindow.Std(),
@@ -52,6 +52,16 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c Config) error {
 // NewPublisher publishes to c's stream through js.
 func NewPublisher(js jetstream.JetStream, c Config, log *slog.Logger) *Publisher {
 	return &Publisher{js: js, stream: c.WithDefaults().Stream, log: log}
+}
+
+// PublishControl publishes a change of the backends' shared state and
+// returns its stream sequence once the stream has it.
+func (p *Publisher) PublishControl(ctx context.Context, change []byte) (uint64, error) {
+	ack, err := p.js.Publish(ctx, ControlSubject, change, jetstream.WithExpectStream(p.stream))
+	if err != nil {
+		return 0, fmt.Errorf("publish a control change: %w", err)
+	}
+	return ack.Sequence, nil
 }
 
 // MsgID is a record's message ID: the stream drops a second message with

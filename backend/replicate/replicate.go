@@ -31,9 +31,12 @@ const (
 	DefaultStream          = "HARRIER"
 	DefaultReplicas        = 3
 	DefaultDuplicateWindow = 10 * time.Minute
-	// Subject is where records are published: one subject, so the stream's
-	// order is the order every replica applies.
-	Subject = "harrier.records"
+	// Subject is where records are published; ControlSubject where the
+	// backends' own changes (response policies, commands, agents'
+	// answers) are. One stream holds both, so its order is the order every
+	// replica applies.
+	Subject        = "harrier.records"
+	ControlSubject = "harrier.control"
 )
 
 // Config is the backend's `cluster:` section.

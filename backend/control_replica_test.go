@@ -1,0 +1,109 @@
+package backend
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend/replicate"
+	"github.com/harrier-sec/harrier/internal/natstest"
+	"github.com/harrier-sec/harrier/internal/testenv"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// TestResponseControlAcrossReplicas: two replicated backends over real
+// nats-servers share the response control. Policies pushed to one are
+// the other's, with the same version; a command issued at one is sent by
+// the other (the agent's), whose agent's answer is then the first's too.
+func TestResponseControlAcrossReplicas(t *testing.T) {
+	nodes := natstest.Cluster(t)
+	cfg := replicate.Config{Servers: natstest.URLs(nodes), Replicas: 3}
+	caCert, caKey, err := transport.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := transport.IssueServer(caCert, caKey, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	replica := func(name string) *ResponseControl {
+		st := openTestStore(t, BadgerConfig{})
+		log := slog.New(slog.DiscardHandler)
+		c := NewResponseControl(st, func() (*tls.Certificate, error) { return &pair, nil }, log)
+		rc := cfg
+		rc.ReplicaName = name
+		var mat *replicate.Materializer
+		var nc interface{ Close() }
+		testenv.WaitFor(t, time.Minute, "replica "+name+" joins the cluster's stream", func() bool {
+			_, m, conn, err := startReplica(rc, st, c, log)
+			if err != nil {
+				return false
+			}
+			mat, nc = m, conn
+			return true
+		})
+		t.Cleanup(nc.Close)
+		wg.Go(func() { _ = mat.Run(ctx) })
+		return c
+	}
+	a, b := replica("a"), replica("b")
+
+	policies := []byte("apiVersion: harrier.io/v1\nkind: ResponsePolicies\npolicies:\n  - {name: kill, mode: enforce, match: {detections: [miner]}, actions: [kill-process-tree]}\n")
+	var set PolicyState
+	testenv.WaitFor(t, time.Minute, "policies pushed to replica a", func() bool {
+		set, err = a.SetPolicies(ctx, policies, "test")
+		return err == nil
+	})
+	testenv.WaitFor(t, 10*time.Second, "replica b has a's policies", func() bool {
+		p, err := b.Policies(ctx)
+		return err == nil && p.Version == set.Version && p.YAML == string(policies)
+	})
+
+	start := time.Now().Add(-time.Minute)
+	rec, err := a.Issue(ctx, CommandRequest{AgentID: "node-1", Action: "kill-process-tree", Target: CommandTarget{PID: 42, StartTime: &start}}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent is connected to b: b sends it the policies and a's command.
+	var ctl *api.Control
+	testenv.WaitFor(t, 10*time.Second, "replica b has a's command for node-1", func() bool {
+		ctl, err = b.PendingControl(ctx, "node-1", 0)
+		return err == nil && len(ctl.GetCommands()) == 1
+	})
+	if ctl.GetResponsePolicies().GetVersion() != set.Version {
+		t.Errorf("b sends policies version %d, want %d", ctl.GetResponsePolicies().GetVersion(), set.Version)
+	}
+	ack := &api.ControlAck{ResponsePoliciesVersion: set.Version, Results: []*api.CommandResult{
+		{Id: rec.ID, Response: &api.Response{Outcome: "done", Pids: []uint32{42}}}}}
+	if err := b.ControlAcked(ctx, "node-1", ctl, ack); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "replica a has node-1's answer", func() bool {
+		got, err := a.Command(ctx, rec.ID)
+		agents, _ := a.AgentControls(ctx)
+		return err == nil && got.State == "done" && agents["node-1"].PoliciesVersion == set.Version
+	})
+	if ctl, err := a.PendingControl(ctx, "node-1", set.Version); err != nil || len(ctl.GetCommands()) != 0 {
+		t.Errorf("answered command still pending at a: %v %v", ctl, err)
+	}
+	// The same change applied again (a replica's crash before it saved its
+	// position) changes nothing.
+	p, _ := a.Policies(ctx)
+	if err := a.applyPolicies(PolicyState{YAML: "again"}, set.Version); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := a.Policies(ctx); again.Version != p.Version || again.YAML != p.YAML {
+		t.Errorf("a replayed policies change made version %d (%q)", again.Version, again.YAML)
+	}
+}
