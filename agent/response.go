@@ -290,10 +290,10 @@ func (rr *responseRunner) swapGuard(ctx context.Context, lists []response.ExecDe
 }
 
 // backendAddrs are the addresses a blocked cgroup may still reach: the
-// backend's ingest and enrollment API (a pod may be the agent's own
+// backend's ingest (every replica's) and enrollment API (a pod may be the agent's own
 // neighbour), resolved now.
 func backendAddrs(ctx context.Context, uplink UplinkConfig, log *slog.Logger) []netip.AddrPort {
-	hostPorts := []string{uplink.Addr}
+	hostPorts := append([]string{uplink.Addr}, uplink.FallbackAddrs...)
 	if u, err := url.Parse(uplink.Enroll.Server); err == nil && u.Host != "" {
 		port := u.Port()
 		if port == "" {
