@@ -90,6 +90,12 @@ func testResponse(ctx context.Context, t *testing.T, h *harrier) {
 	t.Cleanup(func() {
 		_ = h.cs.CoreV1().Namespaces().Delete(context.Background(), responseNS, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
 	})
+	// The controller manager gives a new namespace its default service
+	// account shortly after; the API server refuses pods until then.
+	poll(ctx, t, "namespace "+responseNS+" has its default service account", func() (bool, error) {
+		_, err := h.cs.CoreV1().ServiceAccounts(responseNS).Get(ctx, "default", metav1.GetOptions{})
+		return err == nil, nil
+	})
 	image := busybox + ":" + busyboxTag(t)
 	pod := func(name string, command ...string) *corev1.Pod {
 		_, err := h.cs.CoreV1().Pods(responseNS).Create(ctx, &corev1.Pod{
