@@ -273,6 +273,7 @@ func (rr *responseRunner) swapGuard(ctx context.Context, lists []response.ExecDe
 		rr.log.Error("kill at exec not started; alert-driven response actions still run", "error", err)
 		return
 	}
+	g.UseHashStats(rr.r.ExecHashStats())
 	rr.log.Info("kill at exec attached", "attach", g.Attach, "entries", g.Entries(), "drift", g.WatchesContainers())
 	gctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

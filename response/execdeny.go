@@ -185,7 +185,7 @@ type ExecGuard struct {
 	// queues the kernel's requests to hash a file (HashStats counts).
 	hashes     map[[sha256.Size]byte]int
 	hashChecks chan execdenyExecHit
-	hashStats  HashStats
+	hashStats  *HashStats
 }
 
 // HashStats counts the files hashed for sha256 lists.
@@ -219,7 +219,7 @@ func StartExecGuard(lists []ExecDeny, bootTime time.Time) (g *ExecGuard, skipped
 		return nil, nil, fmt.Errorf("raise memlock rlimit: %w", err)
 	}
 	g = &ExecGuard{bootTime: bootTime, containers: map[uint64]*api.Container{}, cgroups: map[string]uint64{},
-		hashes: map[[sha256.Size]byte]int{}}
+		hashes: map[[sha256.Size]byte]int{}, hashStats: &HashStats{}}
 	type keyed struct {
 		key execdenyExecKey
 		act execdenyExecAction
@@ -520,7 +520,11 @@ func (g *ExecGuard) Run(ctx context.Context, hit func(ExecHit), log *slog.Logger
 }
 
 // HashStats is what hashing for the sha256 lists did.
-func (g *ExecGuard) HashStats() *HashStats { return &g.hashStats }
+func (g *ExecGuard) HashStats() *HashStats { return g.hashStats }
+
+// UseHashStats makes the guard count into s (the responder's, which
+// outlives a guard). Call it before Run.
+func (g *ExecGuard) UseHashStats(s *HashStats) { g.hashStats = s }
 
 // checkHash hashes the file the kernel reported an exec of, through the
 // process's own /proc/PID/exe (the exact file it runs, wherever its mount

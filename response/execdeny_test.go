@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 
+	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/procstat"
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
@@ -245,6 +247,9 @@ func TestExecGuardHashes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
+	// The responder's counters, as the agent wires them.
+	r := NewResponder(nil, "node-a", func(*api.Event) {}, slog.New(slog.DiscardHandler))
+	g.UseHashStats(r.ExecHashStats())
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		mu   sync.Mutex
@@ -320,6 +325,23 @@ func TestExecGuardHashes(t *testing.T) {
 	st := g.HashStats()
 	if st.Hashed.Load() < 4 || st.Matched.Load() != 3 {
 		t.Errorf("hash stats: hashed %d, matched %d; want >= 4 and 3", st.Hashed.Load(), st.Matched.Load())
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(r)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	matched := -1.0
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			if mf.GetName() == "harrier_response_exec_hash_checks_total" && m.GetLabel()[0].GetValue() == "matched" {
+				matched = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if matched != 3 {
+		t.Errorf("harrier_response_exec_hash_checks_total{result=matched} = %v, want 3", matched)
 	}
 }
 

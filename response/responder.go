@@ -59,11 +59,14 @@ type Responder struct {
 	// quarantineDir keeps forensic copies; "" disables quarantine.
 	quarantineDir string
 	dropped       atomic.Uint64
+	// hashStats counts the kill-at-exec guard's hash checks, across the
+	// guards the policies' versions start (ExecGuard.UseHashStats).
+	hashStats HashStats
 
 	mu     sync.Mutex
 	counts map[[3]string]uint64 // action, mode, outcome
 
-	actionsDesc, droppedDesc, breakerOpenDesc, breakerTripsDesc *prometheus.Desc
+	actionsDesc, droppedDesc, breakerOpenDesc, breakerTripsDesc, hashDesc *prometheus.Desc
 }
 
 // NewResponder acts per policies on node; record receives every response
@@ -87,6 +90,9 @@ func NewResponder(policies *File, node string, record func(*api.Event), log *slo
 			"1 while the policy's circuit breaker is open (its enforce actions only audited), else 0.", []string{"policy"}, nil),
 		breakerTripsDesc: prometheus.NewDesc("harrier_response_breaker_trips_total",
 			"Times the policy's circuit breaker opened.", []string{"policy"}, nil),
+		hashDesc: prometheus.NewDesc("harrier_response_exec_hash_checks_total",
+			"Executables checked against execDeny sha256 lists at their first exec, by result: hashed, matched (listed), "+
+				"skipped (gone, changed or too large) and dropped (the check queue was full; checked at the next exec).", []string{"result"}, nil),
 	}
 	r.SetPolicies(policies)
 	return r
@@ -427,7 +433,12 @@ func (r *Responder) Describe(ch chan<- *prometheus.Desc) {
 	ch <- r.droppedDesc
 	ch <- r.breakerOpenDesc
 	ch <- r.breakerTripsDesc
+	ch <- r.hashDesc
 }
+
+// ExecHashStats are the counters the kill-at-exec guard's hash checks add
+// to (ExecGuard.UseHashStats).
+func (r *Responder) ExecHashStats() *HashStats { return &r.hashStats }
 
 // Collect implements prometheus.Collector.
 func (r *Responder) Collect(ch chan<- prometheus.Metric) {
@@ -437,6 +448,10 @@ func (r *Responder) Collect(ch chan<- prometheus.Metric) {
 	}
 	r.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(r.droppedDesc, prometheus.CounterValue, float64(r.dropped.Load()))
+	for result, n := range map[string]uint64{"hashed": r.hashStats.Hashed.Load(), "matched": r.hashStats.Matched.Load(),
+		"skipped": r.hashStats.Skipped.Load(), "dropped": r.hashStats.Dropped.Load()} {
+		ch <- prometheus.MustNewConstMetric(r.hashDesc, prometheus.CounterValue, float64(n), result)
+	}
 	r.collectBreakers(ch)
 }
 
