@@ -23,21 +23,6 @@ type FalcoAlert struct {
 	OutputFields map[string]any `json:"output_fields"`
 }
 
-// falcoPriority maps severities onto Falco's priority names.
-func falcoPriority(s api.Severity) string {
-	switch s {
-	case api.Severity_SEVERITY_CRITICAL:
-		return "Critical"
-	case api.Severity_SEVERITY_HIGH:
-		return "Error"
-	case api.Severity_SEVERITY_MEDIUM:
-		return "Warning"
-	case api.Severity_SEVERITY_LOW:
-		return "Notice"
-	}
-	return "Informational"
-}
-
 // ToFalco converts an alert. Field names follow Falco's (proc.name, fd.name,
 // k8s.pod.name, ...); Harrier's own facts are under harrier.*.
 func ToFalco(a *api.Alert) FalcoAlert {
@@ -86,8 +71,8 @@ func ToFalco(a *api.Alert) FalcoAlert {
 	}
 	return FalcoAlert{
 		UUID:         a.GetId(),
-		Output:       fmt.Sprintf("%s %s: %s", t.Format("15:04:05.000000000"), falcoPriority(a.GetSeverity()), a.GetSummary()),
-		Priority:     falcoPriority(a.GetSeverity()),
+		Output:       fmt.Sprintf("%s %s: %s", t.Format("15:04:05.000000000"), a.GetSeverity().FalcoPriority(), a.GetSummary()),
+		Priority:     a.GetSeverity().FalcoPriority(),
 		Rule:         a.GetName(),
 		Time:         t.Format(time.RFC3339Nano),
 		Source:       "syscall",

@@ -196,6 +196,25 @@ func ParseSeverity(s string) (Severity, error) {
 	return 0, fmt.Errorf("unknown severity %q (want one of %s)", s, strings.Join(SeverityNames(), ", "))
 }
 
+// FalcoPriority is the severity as one of Falco's priorities, for the
+// Falco-compatible outputs (harrier events --alerts, the exports' falco
+// format); an unset severity is Debug.
+func (s Severity) FalcoPriority() string {
+	switch s {
+	case Severity_SEVERITY_CRITICAL:
+		return "Critical"
+	case Severity_SEVERITY_HIGH:
+		return "Error"
+	case Severity_SEVERITY_MEDIUM:
+		return "Warning"
+	case Severity_SEVERITY_LOW:
+		return "Notice"
+	case Severity_SEVERITY_INFO:
+		return "Informational"
+	}
+	return "Debug"
+}
+
 // MarshalText writes the severity's name.
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.Name()), nil }
 

@@ -16,23 +16,6 @@ import (
 // falcosidekick and the tools that read Falco's alerts read Harrier's.
 // output_fields uses Falco's field names where one exists.
 
-// falcoPriority maps Harrier's severities onto Falco's priorities.
-func falcoPriority(s api.Severity) string {
-	switch s {
-	case api.Severity_SEVERITY_CRITICAL:
-		return "Critical"
-	case api.Severity_SEVERITY_HIGH:
-		return "Error"
-	case api.Severity_SEVERITY_MEDIUM:
-		return "Warning"
-	case api.Severity_SEVERITY_LOW:
-		return "Notice"
-	case api.Severity_SEVERITY_INFO:
-		return "Informational"
-	}
-	return "Debug"
-}
-
 // EncodeFalco writes the alert as one Falco JSON alert.
 func EncodeFalco(a *api.Alert, _ string) ([]byte, error) {
 	last := a.GetLastSeen().AsTime()
@@ -90,7 +73,7 @@ func EncodeFalco(a *api.Alert, _ string) ([]byte, error) {
 			tags = append(tags, "mitre_"+strings.ReplaceAll(strings.ToLower(m.GetTactic()), " ", "_"))
 		}
 	}
-	prio := falcoPriority(a.GetSeverity())
+	prio := a.GetSeverity().FalcoPriority()
 	rule := firstNonEmpty(a.GetName(), a.GetDetectionId())
 	// Falco's output starts with the event's time and priority.
 	output := fmt.Sprintf("%s: %s %s", last.UTC().Format("15:04:05.000000000"), prio, firstNonEmpty(a.GetSummary(), a.GetDescription(), rule))
