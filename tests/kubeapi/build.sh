@@ -20,10 +20,7 @@ if [ -z "$kube_version" ] || [ -z "$etcd_version" ]; then
 	exit 1
 fi
 
-root="${HARRIER_KUBE_CACHE:-}"
-if [ -z "$root" ]; then
-	if [ "$(id -u)" = 0 ]; then root=/var/cache/harrier-test; else root="${XDG_CACHE_HOME:-$HOME/.cache}/harrier-test"; fi
-fi
+root="$(cache_root)"
 kdir="$root/kube-$kube_version"
 edir="$root/etcd-$etcd_version"
 

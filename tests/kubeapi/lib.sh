@@ -24,3 +24,16 @@ kube_ldflags() {
 # stamped BINARY VERSION: the binary exists and says it is VERSION (a cache
 # filled before the stamp was added is rebuilt; only the link step reruns).
 stamped() { [ -x "$1" ] && [ "$("$1" --version 2>/dev/null)" = "Kubernetes $2" ]; }
+
+# cache_root: where the test tools are built once and kept, by version:
+# HARRIER_KUBE_CACHE, else /var/cache/harrier-test for root, else the
+# user's cache directory.
+cache_root() {
+	if [ -n "${HARRIER_KUBE_CACHE:-}" ]; then
+		echo "$HARRIER_KUBE_CACHE"
+	elif [ "$(id -u)" = 0 ]; then
+		echo /var/cache/harrier-test
+	else
+		echo "${XDG_CACHE_HOME:-$HOME/.cache}/harrier-test"
+	fi
+}

@@ -17,10 +17,7 @@ if [ -z "$version" ]; then
 	echo "build.sh: cannot read nats-server's version from $here/go.mod" >&2
 	exit 1
 fi
-root="${HARRIER_KUBE_CACHE:-}"
-if [ -z "$root" ]; then
-	if [ "$(id -u)" = 0 ]; then root=/var/cache/harrier-test; else root="${XDG_CACHE_HOME:-$HOME/.cache}/harrier-test"; fi
-fi
+root="$(cache_root)"
 key="$version-$(cat "$here/go.mod" "$here/go.sum" | sha256sum | cut -c1-12)"
 dir="$root/nats-server-$key"
 if [ ! -x "$dir/nats-server" ]; then

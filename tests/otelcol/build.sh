@@ -18,10 +18,7 @@ if [ -z "$version" ]; then
 	echo "build.sh: cannot read the collector's version from $here/go.mod" >&2
 	exit 1
 fi
-root="${HARRIER_KUBE_CACHE:-}"
-if [ -z "$root" ]; then
-	if [ "$(id -u)" = 0 ]; then root=/var/cache/harrier-test; else root="${XDG_CACHE_HOME:-$HOME/.cache}/harrier-test"; fi
-fi
+root="$(cache_root)"
 # Keyed by the source too: main.go chooses the components.
 key="$version-$(cat "$here/go.mod" "$here/go.sum" "$here"/*.go | sha256sum | cut -c1-12)"
 dir="$root/otelcol-$key"
