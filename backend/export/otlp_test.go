@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,23 +24,13 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
+
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // otelcolBinary builds (or finds in the cache) the real OpenTelemetry
 // Collector of tests/otelcol: the OTLP receiver and the file exporter.
-func otelcolBinary(t *testing.T) string {
-	t.Helper()
-	_, self, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(self), "..", "..", "tests", "otelcol", "build.sh")
-	cmd := exec.Command("bash", script)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build the collector (%s): %v\n%s", script, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
-}
+func otelcolBinary(t *testing.T) string { return testenv.BuiltTool(t, "otelcol") }
 
 func freeLoopbackPort(t *testing.T) int {
 	t.Helper()

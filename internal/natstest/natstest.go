@@ -5,34 +5,22 @@
 package natstest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // Binary builds (or finds in the test cache) nats-server.
-func Binary(t *testing.T) string {
-	t.Helper()
-	_, self, _, _ := runtime.Caller(0)
-	script := filepath.Join(filepath.Dir(self), "..", "..", "tests", "nats", "build.sh")
-	cmd := exec.Command("bash", script)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build nats-server (%s): %v\n%s", script, err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
-}
+func Binary(t *testing.T) string { return testenv.BuiltTool(t, "nats") }
 
 // Node is one nats-server of a test cluster.
 type Node struct {
