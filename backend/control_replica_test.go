@@ -2,7 +2,6 @@ package backend
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/harrier-sec/harrier/backend/replicate"
 	"github.com/harrier-sec/harrier/internal/natstest"
 	"github.com/harrier-sec/harrier/internal/testenv"
-	"github.com/harrier-sec/harrier/transport"
 )
 
 // TestResponseControlAcrossReplicas: two replicated backends over real
@@ -22,25 +20,15 @@ import (
 func TestResponseControlAcrossReplicas(t *testing.T) {
 	nodes := natstest.Cluster(t)
 	cfg := replicate.Config{Servers: natstest.URLs(nodes), Replicas: 3}
-	caCert, caKey, err := transport.NewCA("test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srvCert, srvKey, err := transport.IssueServer(caCert, caKey, []string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.X509KeyPair(srvCert, srvKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	signer := testCommandSigner(t)
+	var err error
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
 	replica := func(name string) *ResponseControl {
 		st := openTestStore(t, BadgerConfig{})
 		log := slog.New(slog.DiscardHandler)
-		c := NewResponseControl(st, func() (*tls.Certificate, error) { return &pair, nil }, log)
+		c := NewResponseControl(st, signer, log)
 		rc := cfg
 		rc.ReplicaName = name
 		var mat *replicate.Materializer

@@ -33,6 +33,16 @@ policies:
 func newTestControl(t *testing.T) (*ResponseControl, *BadgerStore, *time.Time) {
 	t.Helper()
 	st := openTestStore(t, BadgerConfig{})
+	c := NewResponseControl(st, testCommandSigner(t), slog.New(slog.DiscardHandler))
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	return c, st, &now
+}
+
+// testCommandSigner is a serving certificate of a test CA, which signs
+// commands as the backend's does.
+func testCommandSigner(t *testing.T) func() (*tls.Certificate, error) {
+	t.Helper()
 	caCert, caKey, err := transport.NewCA("test CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -45,10 +55,7 @@ func newTestControl(t *testing.T) (*ResponseControl, *BadgerStore, *time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := NewResponseControl(st, func() (*tls.Certificate, error) { return &pair, nil }, slog.New(slog.DiscardHandler))
-	now := time.Now()
-	c.now = func() time.Time { return now }
-	return c, st, &now
+	return func() (*tls.Certificate, error) { return &pair, nil }
 }
 
 func TestResponseControlPolicies(t *testing.T) {
