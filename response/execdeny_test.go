@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -69,21 +70,11 @@ func TestExecGuard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
 	if len(skipped) != 1 || g.Entries() != 2 {
 		t.Errorf("skipped %v, entries %d: want the missing path skipped and 2 entries", skipped, g.Entries())
 	}
 	t.Logf("attached with %s", g.Attach)
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		hits []ExecHit
-		wg   sync.WaitGroup
-	)
-	wg.Go(func() {
-		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
-	})
-	defer func() { cancel(); wg.Wait() }()
+	hits := guardHits(t, g)
 
 	run := func(prog string) (string, error) {
 		marker := prog + ".wrote"
@@ -106,13 +97,12 @@ func TestExecGuard(t *testing.T) {
 			t.Errorf("%s did not run: %v", p, err)
 		}
 	}
-	testenv.WaitFor(t, 5*time.Second, "two hits", func() bool { mu.Lock(); defer mu.Unlock(); return len(hits) == 2 })
-	mu.Lock()
-	defer mu.Unlock()
-	if h := hits[0]; h.List != "tools" || h.Path != enforced || !h.Killed || h.Err != nil || h.TGID == 0 {
+	testenv.WaitFor(t, 5*time.Second, "two hits", func() bool { return len(hits()) == 2 })
+	got := hits()
+	if h := got[0]; h.List != "tools" || h.Path != enforced || !h.Killed || h.Err != nil || h.TGID == 0 {
 		t.Errorf("enforce hit %+v", h)
 	}
-	if h := hits[1]; h.List != "watch" || h.Path != audited || h.Killed || h.Mode != ModeAudit {
+	if h := got[1]; h.List != "watch" || h.Path != audited || h.Killed || h.Mode != ModeAudit {
 		t.Errorf("audit hit %+v", h)
 	}
 }
@@ -158,17 +148,7 @@ func TestExecGuardNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		hits []ExecHit
-		wg   sync.WaitGroup
-	)
-	wg.Go(func() {
-		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
-	})
-	defer func() { cancel(); wg.Wait() }()
+	hits := guardHits(t, g)
 
 	for _, tt := range []struct {
 		prog   string
@@ -191,13 +171,12 @@ func TestExecGuardNames(t *testing.T) {
 			t.Errorf("%s: ended with %v, marker %v: want it to run", tt.prog, err, statErr)
 		}
 	}
-	testenv.WaitFor(t, 5*time.Second, "three hits", func() bool { mu.Lock(); defer mu.Unlock(); return len(hits) == 3 })
-	mu.Lock()
-	defer mu.Unlock()
-	if h := hits[0]; h.List != "miners" || h.Name != "harrier-miner" || h.Path != named || !h.Killed {
+	testenv.WaitFor(t, 5*time.Second, "three hits", func() bool { return len(hits()) == 3 })
+	got := hits()
+	if h := got[0]; h.List != "miners" || h.Name != "harrier-miner" || h.Path != named || !h.Killed {
 		t.Errorf("name hit %+v", h)
 	}
-	if h := hits[1]; h.Name != "hminer-ln" || h.Path != link || !h.Killed {
+	if h := got[1]; h.Name != "hminer-ln" || h.Path != link || !h.Killed {
 		t.Errorf("comm hit %+v", h)
 	}
 }
@@ -246,20 +225,10 @@ func TestExecGuardHashes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Close()
 	// The responder's counters, as the agent wires them.
 	r := NewResponder(nil, "node-a", func(*api.Event) {}, slog.New(slog.DiscardHandler))
 	g.UseHashStats(r.ExecHashStats())
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		mu   sync.Mutex
-		hits []ExecHit
-		wg   sync.WaitGroup
-	)
-	wg.Go(func() {
-		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
-	})
-	defer func() { cancel(); wg.Wait() }()
+	hits := guardHits(t, g)
 	killedBy := func(err error) bool {
 		var ee *exec.ExitError
 		return errors.As(err, &ee) && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
@@ -306,20 +275,19 @@ func TestExecGuardHashes(t *testing.T) {
 		t.Errorf("the replaced file: %v", err)
 	}
 
-	testenv.WaitFor(t, 5*time.Second, "six hits", func() bool { mu.Lock(); defer mu.Unlock(); return len(hits) >= 6 })
-	mu.Lock()
-	defer mu.Unlock()
-	if h := hits[0]; h.List != "bad-hashes" || h.SHA256 != hex.EncodeToString(sum[:]) || !h.FirstRun || !h.Killed || h.Path != miner {
+	testenv.WaitFor(t, 5*time.Second, "six hits", func() bool { return len(hits()) >= 6 })
+	got := hits()
+	if h := got[0]; h.List != "bad-hashes" || h.SHA256 != hex.EncodeToString(sum[:]) || !h.FirstRun || !h.Killed || h.Path != miner {
 		t.Errorf("first-run hit %+v", h)
 	}
-	if h := hits[1]; h.FirstRun || !h.Killed || h.Err != nil {
+	if h := got[1]; h.FirstRun || !h.Killed || h.Err != nil {
 		t.Errorf("second-run hit %+v: want killed at exec", h)
 	}
 	// Killed when the check was quicker than true, else found gone.
-	if h := hits[4]; !h.FirstRun || !(h.Killed || errors.Is(h.Err, ErrNotTarget)) || h.Path != quick {
+	if h := got[4]; !h.FirstRun || !(h.Killed || errors.Is(h.Err, ErrNotTarget)) || h.Path != quick {
 		t.Errorf("the quick program's hit %+v: want its first run, killed or gone", h)
 	}
-	if h := hits[5]; h.FirstRun || !h.Killed {
+	if h := got[5]; h.FirstRun || !h.Killed {
 		t.Errorf("the exited program's second run %+v: want killed at exec", h)
 	}
 	st := g.HashStats()
@@ -373,4 +341,21 @@ func TestHashPath(t *testing.T) {
 	if _, err := hashPath("tool", hit); err == nil {
 		t.Error("a relative path was hashed")
 	}
+}
+
+// guardHits runs g until the test ends (then closes it) and returns what
+// it has reported so far.
+func guardHits(t *testing.T, g *ExecGuard) func() []ExecHit {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		mu   sync.Mutex
+		hits []ExecHit
+		wg   sync.WaitGroup
+	)
+	wg.Go(func() {
+		_ = g.Run(ctx, func(h ExecHit) { mu.Lock(); hits = append(hits, h); mu.Unlock() }, slog.New(slog.DiscardHandler))
+	})
+	t.Cleanup(func() { cancel(); wg.Wait(); _ = g.Close() })
+	return func() []ExecHit { mu.Lock(); defer mu.Unlock(); return slices.Clone(hits) }
 }
