@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/harrier-sec/harrier/backend/export"
@@ -93,6 +94,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, control, log); err != nil {
 			return nil, errors.Join(err, st.Close())
 		}
+		registerReplicaMetrics(metrics.Registerer(), replica)
 	}
 	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf, Authorize: identity.Authorize,
 		Control: control}, sink, log)
@@ -288,6 +290,21 @@ func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl,
 	mat.SetControl(control.ApplyControl)
 	control.SetReplicator(replicaControl{pub: pub, mat: mat})
 	return pub, mat, nc, nil
+}
+
+// registerReplicaMetrics exports how far the replica is into the stream
+// and what it skipped.
+func registerReplicaMetrics(reg prometheus.Registerer, m *replicate.Materializer) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harrier_replica_stream_applied",
+			Help: "The last stream sequence this replica applied to its store."}, func() float64 { return float64(m.Applied()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harrier_replica_stream_lag_messages",
+			Help: "Stream messages this replica has not applied yet (as of its last look)."}, func() float64 { return float64(m.Lag()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_messages_skipped_total",
+			Help: "Stream messages skipped: not a batch (undecodable)."}, func() float64 { return float64(m.Undecodable()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_control_refused_total",
+			Help: "Response control changes from the stream this replica refused (skipped)."}, func() float64 { return float64(m.Refused()) }),
+	)
 }
 
 // replicaControl carries the response control's changes through the

@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -164,6 +167,19 @@ backend:
 		})
 		if !slices.Equal(got, want) {
 			t.Errorf("backend %d: %d alerts, want the %d sent", i, len(got), n)
+		}
+		req, _ := http.NewRequest(http.MethodGet, "http://"+b.api+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer e2e-token")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range []string{"harrier_replica_stream_lag_messages 0", "harrier_replica_messages_skipped_total 0"} {
+			if !strings.Contains(string(metrics), "\n"+line+"\n") {
+				t.Errorf("backend %d's /metrics lacks %q", i, line)
+			}
 		}
 	}
 }
