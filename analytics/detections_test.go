@@ -60,6 +60,13 @@ func replayCases() []replayCase {
 			connectEv("/usr/bin/python3", "127.0.0.1", 6667, 0, ctr),
 			execEv(sh, []string{"sh", "-c", "cd /tmp && make"}, ctr),
 		}, "", []string{"common-bot"}},
+		{"privileged-container-running: a program of a privileged container", []*api.Event{execEv("/usr/sbin/nginx", []string{"nginx"}, ctr, privileged)}, "privileged-container-running", []string{"privileged-exec"}},
+		{"privileged-exec: a shell in a privileged container", []*api.Event{execEv(sh, []string{"sh"}, ctr, privileged)}, "privileged-exec", nil},
+		{"privileged-exec: nsenter in a privileged container", []*api.Event{execEv("/usr/bin/nsenter", []string{"nsenter", "-t", "1", "-m", "sh"}, ctr, privileged)}, "privileged-exec", nil},
+		{"no privileged-*: a shell in a default container, runc in a privileged one", []*api.Event{
+			execEv(sh, []string{"sh"}, ctr),
+			execEv("/usr/bin/runc", []string{"runc", "init"}, ctr, privileged, parents("/usr/bin/containerd-shim-runc-v2")),
+		}, "", []string{"privileged-container-running", "privileged-exec"}},
 		{"cloud-metadata", []*api.Event{connectEv("/usr/bin/curl", "169.254.169.254", 80, 0, ctr)}, "cloud-metadata", nil},
 		{"no cloud-metadata on host", []*api.Event{connectEv("/usr/bin/cloud-init", "169.254.169.254", 80, 0)}, "", []string{"cloud-metadata"}},
 

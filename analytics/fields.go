@@ -430,7 +430,7 @@ func newFields() map[string]*field {
 		{name: "container.runtime", doc: "container runtime", str: func(c *evalContext) string { return c.ev.GetContainer().GetRuntime() }},
 		{name: "container.name", doc: "container name", str: func(c *evalContext) string { return c.ev.GetContainer().GetName() }},
 		{name: "container.image", doc: "image reference", str: func(c *evalContext) string { return c.ev.GetContainer().GetImage() }},
-		{name: "container.privileged", typ: boolField, doc: "always false until the kube issue fills it", flag: func(*evalContext) bool { return false }},
+		{name: "container.privileged", typ: boolField, doc: "the container runs privileged: its pod spec says so, or a process in it kept every capability", flag: func(c *evalContext) bool { return c.ev.GetContainer().GetPrivileged() }},
 		{name: "in_container", typ: boolField, doc: "the process runs in a container", flag: func(c *evalContext) bool { return c.ev.GetContainer().GetId() != "" }},
 		{name: "pod.name", doc: "pod name", str: func(c *evalContext) string { return c.ev.GetContainer().GetPodName() }},
 		{name: "pod.namespace", doc: "pod namespace", str: func(c *evalContext) string { return c.ev.GetContainer().GetPodNamespace() }},

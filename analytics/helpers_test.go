@@ -20,6 +20,9 @@ func inContainer(id string) evOpt {
 	return func(e *api.Event) { e.Container = &api.Container{Runtime: "runc", Id: id} }
 }
 
+// privileged marks the event's container privileged (after inContainer).
+func privileged(e *api.Event) { e.Container.Privileged = true }
+
 func parents(exes ...string) evOpt {
 	return func(e *api.Event) {
 		for i, x := range exes {

@@ -52,6 +52,8 @@ const (
 	DetectionUpdateTimerDisabled DetectionID = "update-timer-disabled"
 	DetectionImageBuild          DetectionID = "image-build"
 	DetectionContainerSSH        DetectionID = "container-ssh"
+	DetectionPrivilegedRunning   DetectionID = "privileged-container-running"
+	DetectionPrivilegedExec      DetectionID = "privileged-exec"
 	DetectionDDoSToolkit         DetectionID = "ddos-toolkit"
 	DetectionBackdoorArtifact    DetectionID = "backdoor-artifact"
 	DetectionCalderaAgent        DetectionID = "caldera-agent"
@@ -233,6 +235,13 @@ func Detections() []Detection {
 		{ID: DetectionContainerSSH, Name: "SSH server is running inside a container", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
 			{Tactic: "Lateral Movement", TechniqueId: "T1021.004", Technique: "Remote Services: SSH"},
 			{Tactic: "Persistence", TechniqueId: "T1133", Technique: "External Remote Services"},
+		}},
+		{ID: DetectionPrivilegedRunning, Name: "Container running in privileged mode", Severity: Severity_SEVERITY_INFO, Mitre: []*Mitre{
+			{Tactic: "Privilege Escalation", TechniqueId: "T1611", Technique: "Escape to Host"},
+			{Tactic: "Execution", TechniqueId: "T1610", Technique: "Deploy Container"},
+		}},
+		{ID: DetectionPrivilegedExec, Name: "Command within a container running with high privileges", Severity: Severity_SEVERITY_INFO, Mitre: []*Mitre{
+			{Tactic: "Privilege Escalation", TechniqueId: "T1611", Technique: "Escape to Host"},
 		}},
 		{ID: DetectionDDoSToolkit, Name: "Indicators associated with a DDoS toolkit detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
 			{Tactic: "Impact", TechniqueId: "T1498", Technique: "Network Denial of Service"},

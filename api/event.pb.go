@@ -728,7 +728,11 @@ type Process struct {
 	// Host processes only: the cgroup path (e.g. /system.slice/nginx.service),
 	// which names the service the process belongs to. Container processes carry
 	// theirs in Container.cgroup.
-	Cgroup        string `protobuf:"bytes,15,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	Cgroup string `protobuf:"bytes,15,opt,name=cgroup,proto3" json:"cgroup,omitempty"`
+	// Capability sets of the program as it was executed (or as /proc showed it
+	// for a process running before the sensor): bit N is capability N.
+	CapEffective  uint64 `protobuf:"varint,16,opt,name=cap_effective,json=capEffective,proto3" json:"cap_effective,omitempty"`
+	CapBounding   uint64 `protobuf:"varint,17,opt,name=cap_bounding,json=capBounding,proto3" json:"cap_bounding,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -866,6 +870,20 @@ func (x *Process) GetCgroup() string {
 		return x.Cgroup
 	}
 	return ""
+}
+
+func (x *Process) GetCapEffective() uint64 {
+	if x != nil {
+		return x.CapEffective
+	}
+	return 0
+}
+
+func (x *Process) GetCapBounding() uint64 {
+	if x != nil {
+		return x.CapBounding
+	}
+	return 0
 }
 
 // Ancestor is one parent in a process's ancestry chain.
@@ -1023,8 +1041,11 @@ type Container struct {
 	WorkloadName   string                 `protobuf:"bytes,11,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
 	ServiceAccount string                 `protobuf:"bytes,12,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
 	Labels         map[string]string      `protobuf:"bytes,13,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The container runs privileged: its pod spec says so, or a process in it
+	// (other than the runtime's own) has every capability in its bounding set.
+	Privileged    bool `protobuf:"varint,14,opt,name=privileged,proto3" json:"privileged,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -1146,6 +1167,13 @@ func (x *Container) GetLabels() map[string]string {
 		return x.Labels
 	}
 	return nil
+}
+
+func (x *Container) GetPrivileged() bool {
+	if x != nil {
+		return x.Privileged
+	}
+	return false
 }
 
 type Exec struct {
@@ -3139,7 +3167,7 @@ const file_event_proto_rawDesc = "" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
 	"\x05memfd\x18\x02 \x01(\bR\x05memfd\x12\x18\n" +
-	"\adeleted\x18\x03 \x01(\bR\adeleted\"\x8b\x03\n" +
+	"\adeleted\x18\x03 \x01(\bR\adeleted\"\xd3\x03\n" +
 	"\aProcess\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x12\n" +
 	"\x04tgid\x18\x02 \x01(\rR\x04tgid\x12\x12\n" +
@@ -3158,7 +3186,9 @@ const file_event_proto_rawDesc = "" +
 	"start_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x124\n" +
 	"\n" +
 	"exe_origin\x18\x0e \x01(\v2\x15.harrier.v1.ExeOriginR\texeOrigin\x12\x16\n" +
-	"\x06cgroup\x18\x0f \x01(\tR\x06cgroup\"\x8f\x01\n" +
+	"\x06cgroup\x18\x0f \x01(\tR\x06cgroup\x12#\n" +
+	"\rcap_effective\x18\x10 \x01(\x04R\fcapEffective\x12!\n" +
+	"\fcap_bounding\x18\x11 \x01(\x04R\vcapBounding\"\x8f\x01\n" +
 	"\bAncestor\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03exe\x18\x02 \x01(\tR\x03exe\x12\x12\n" +
@@ -3170,7 +3200,7 @@ const file_event_proto_rawDesc = "" +
 	"Namespaces\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\x12\x10\n" +
 	"\x03mnt\x18\x02 \x01(\rR\x03mnt\x12\x10\n" +
-	"\x03net\x18\x03 \x01(\rR\x03net\"\xdc\x03\n" +
+	"\x03net\x18\x03 \x01(\rR\x03net\"\xfc\x03\n" +
 	"\tContainer\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12\x16\n" +
@@ -3185,7 +3215,10 @@ const file_event_proto_rawDesc = "" +
 	" \x01(\tR\fworkloadKind\x12#\n" +
 	"\rworkload_name\x18\v \x01(\tR\fworkloadName\x12'\n" +
 	"\x0fservice_account\x18\f \x01(\tR\x0eserviceAccount\x129\n" +
-	"\x06labels\x18\r \x03(\v2!.harrier.v1.Container.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\r \x03(\v2!.harrier.v1.Container.LabelsEntryR\x06labels\x12\x1e\n" +
+	"\n" +
+	"privileged\x18\x0e \x01(\bR\n" +
+	"privileged\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +

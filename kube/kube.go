@@ -359,6 +359,9 @@ func (e *Enricher) Enrich(ev *api.Event) {
 			PodName: pod.PodName, PodNamespace: pod.PodNamespace, PodUid: pod.PodUid,
 			WorkloadKind: pod.WorkloadKind, WorkloadName: pod.WorkloadName,
 			ServiceAccount: pod.ServiceAccount, Labels: pod.Labels,
+			// Either source suffices: the sensor's view works without
+			// the API server, the pod spec before anything has run.
+			Privileged: src.Privileged || pod.Privileged,
 		}
 		if named != nil {
 			out.Name, out.Image = named.Name, named.Image

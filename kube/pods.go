@@ -59,6 +59,7 @@ func (ix *PodIndex) Upsert(pod *corev1.Pod) {
 		return
 	}
 	base := podContext(pod)
+	privileged := privilegedContainers(pod)
 	ids := map[string]*api.Container{}
 	for _, list := range [][]corev1.ContainerStatus{pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses} {
 		for _, cs := range list {
@@ -68,6 +69,7 @@ func (ix *PodIndex) Upsert(pod *corev1.Pod) {
 			}
 			c := cloneContext(base)
 			c.Name, c.Image, c.ImageDigest = cs.Name, cs.Image, kubeid.ImageDigest(cs.ImageID)
+			c.Privileged = privileged[cs.Name]
 			ids[id] = c
 		}
 	}
@@ -97,6 +99,30 @@ func (ix *PodIndex) Delete(uid string) {
 	delete(ix.containers, uid)
 	delete(ix.byUID, uid)
 	ix.gen.Add(1)
+}
+
+// privilegedContainers names the pod's containers whose securityContext
+// asks for privileged mode.
+func privilegedContainers(pod *corev1.Pod) map[string]bool {
+	var out map[string]bool
+	mark := func(name string, sc *corev1.SecurityContext) {
+		if sc != nil && sc.Privileged != nil && *sc.Privileged {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[name] = true
+		}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		mark(c.Name, c.SecurityContext)
+	}
+	for _, c := range pod.Spec.Containers {
+		mark(c.Name, c.SecurityContext)
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		mark(c.Name, c.SecurityContext)
+	}
+	return out
 }
 
 // podContext is the pod-level part of a Container.
@@ -178,6 +204,29 @@ func StripPod(obj any) (any, error) {
 			OwnerReferences: pod.OwnerReferences,
 		},
 		Spec: corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
+	}
+	// Only the privileged flag of each container is kept.
+	privileged := func(sc *corev1.SecurityContext) *corev1.SecurityContext {
+		if sc == nil || sc.Privileged == nil || !*sc.Privileged {
+			return nil
+		}
+		return &corev1.SecurityContext{Privileged: sc.Privileged}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if sc := privileged(c.SecurityContext); sc != nil {
+			out.Spec.InitContainers = append(out.Spec.InitContainers, corev1.Container{Name: c.Name, SecurityContext: sc})
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if sc := privileged(c.SecurityContext); sc != nil {
+			out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, SecurityContext: sc})
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if sc := privileged(c.SecurityContext); sc != nil {
+			out.Spec.EphemeralContainers = append(out.Spec.EphemeralContainers, corev1.EphemeralContainer{
+				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: c.Name, SecurityContext: sc}})
+		}
 	}
 	strip := func(in []corev1.ContainerStatus) []corev1.ContainerStatus {
 		if len(in) == 0 {

@@ -92,7 +92,7 @@ func TestStripPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := out.(*corev1.Pod)
-	if len(s.ManagedFields) != 0 || len(s.Annotations) != 0 || len(s.Spec.Containers) != 0 {
+	if len(s.ManagedFields) != 0 || len(s.Annotations) != 0 || len(s.Spec.Containers) != 0 { // none privileged
 		t.Fatalf("not stripped: %+v", s)
 	}
 	if s.Name != "web-1" || s.Spec.ServiceAccountName != "web" || s.Status.ContainerStatuses[0].ContainerID != "containerd://c1" {
@@ -216,5 +216,40 @@ func TestEnricherRestartWhileAPIAway(t *testing.T) {
 	e.Enrich(ev)
 	if c := ev.GetContainer(); c.GetPodName() != "web-1" || c.GetLabels()["app"] != "web" || c.GetName() != "" {
 		t.Fatalf("no bundle: %v", c)
+	}
+}
+
+// A container whose securityContext asks for privileged mode is marked so
+// after the informer's transform, and the sensor's own finding is kept for
+// one the spec does not mark.
+func TestPrivilegedFromPodSpec(t *testing.T) {
+	yes := true
+	p := testPod("node-agent", "node-a", "uid-p", nil, nil, "containerd://c1", "containerd://c2")
+	p.Spec.Containers = []corev1.Container{
+		{Name: "app", Image: "agent:1", SecurityContext: &corev1.SecurityContext{Privileged: &yes}},
+		{Name: "sidecar", Image: "proxy:1", SecurityContext: &corev1.SecurityContext{RunAsNonRoot: &yes}},
+	}
+	stripped, err := StripPod(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := NewPodIndex()
+	ix.Upsert(stripped.(*corev1.Pod))
+	e := NewEnricher(ix, nil)
+	for _, tt := range []struct {
+		id               string
+		sensorPrivileged bool
+		want             bool
+	}{
+		{"c1", false, true},  // the spec says so
+		{"c2", false, false}, // neither says so
+		{"c2", true, true},   // the sensor saw every capability
+	} {
+		ev := &api.Event{Container: &api.Container{Runtime: "containerd", Id: tt.id, Privileged: tt.sensorPrivileged}}
+		e.Enrich(ev)
+		if got := ev.GetContainer().GetPrivileged(); got != tt.want || ev.GetContainer().GetPodName() != "node-agent" {
+			t.Errorf("container %s (sensor %v): privileged %v, pod %q; want %v", tt.id, tt.sensorPrivileged, got,
+				ev.GetContainer().GetPodName(), tt.want)
+		}
 	}
 }

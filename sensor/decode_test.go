@@ -124,12 +124,13 @@ func TestDecodeRecord(t *testing.T) {
 // testSensor is a Sensor with user-space state only, for decoding tests.
 func testSensor() *Sensor {
 	return &Sensor{
-		cfg:      Config{Node: "node-1"}.withDefaults(),
-		log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		procs:    proc.New(proc.Config{MaxEntries: 64, ExitedKeep: 16}),
-		cgroups:  newCgroupResolver("", 64),
-		views:    newViewCache(64),
-		bootTime: time.Unix(1_700_000_000, 0),
+		cfg:        Config{Node: "node-1"}.withDefaults(),
+		log:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		procs:      proc.New(proc.Config{MaxEntries: 64, ExitedKeep: 16}),
+		cgroups:    newCgroupResolver("", 64),
+		privileged: newPrivilegedContainers(64),
+		views:      newViewCache(64),
+		bootTime:   time.Unix(1_700_000_000, 0),
 	}
 }
 
@@ -450,5 +451,86 @@ func BenchmarkExecStorm(b *testing.B) {
 			}
 			_ = s.enrich(&r)
 		}
+	}
+}
+
+func TestPrivilegedContainer(t *testing.T) {
+	const (
+		privID  = "1111111111111111111111111111111111111111111111111111111111111111"
+		plainID = "2222222222222222222222222222222222222222222222222222222222222222"
+	)
+	s := testSensor()
+	all := s.privileged.all
+	defaultDocker := uint64(0xa80425fb) // docker's 14 default capabilities
+	exec := func(pid uint32, cgroupID uint64, id, exe, comm string, bounding uint64) *api.Event {
+		r := execRecord()
+		r.Pid, r.Tgid, r.CgroupID = pid, pid, cgroupID
+		r.Str[0], r.Comm = []byte(exe), []byte(comm)
+		r.Str[4] = []byte("/system.slice/docker-" + id + ".scope")
+		r.Num[2], r.Num[3] = bounding, bounding
+		var got record
+		if err := decodeRecord(encodeRecord(r), &got); err != nil {
+			t.Fatal(err)
+		}
+		return s.enrich(&got)
+	}
+	tests := []struct {
+		name           string
+		pid            uint32
+		cgroupID       uint64
+		id, exe, comm  string
+		bounding       uint64
+		wantPrivileged bool
+	}{
+		{"runc init in the container with runc's capabilities", 10, 501, plainID, "/usr/bin/runc", "runc:[2:INIT]", all, false},
+		{"runc init from its memfd copy", 11, 501, plainID, "/memfd:runc_cloned:/proc/self/exe (deleted)", "runc", all, false},
+		{"a default container's program", 12, 501, plainID, "/usr/sbin/nginx", "nginx", defaultDocker, false},
+		{"a program missing one capability", 13, 501, plainID, "/bin/sh", "sh", all &^ (1 << 21), false},
+		{"a privileged container's program", 20, 502, privID, "/bin/sh", "sh", all, true},
+		{"a later program of the privileged container that dropped capabilities", 21, 502, privID, "/bin/ps", "ps", defaultDocker, true},
+		{"the default container is still not privileged", 14, 501, plainID, "/bin/ls", "ls", defaultDocker, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ev := exec(tt.pid, tt.cgroupID, tt.id, tt.exe, tt.comm, tt.bounding)
+			if got := ev.GetContainer().GetPrivileged(); got != tt.wantPrivileged {
+				t.Errorf("container.privileged = %v, want %v", got, tt.wantPrivileged)
+			}
+			if got := ev.GetProcess().GetCapBounding(); got != tt.bounding {
+				t.Errorf("process.cap_bounding = %#x, want %#x", got, tt.bounding)
+			}
+		})
+	}
+}
+
+func TestPrivilegedMarksEarlierViews(t *testing.T) {
+	const id = "3333333333333333333333333333333333333333333333333333333333333333"
+	s := testSensor()
+	mk := func(pid uint32, kind uint32, bounding uint64) *api.Event {
+		r := execRecord()
+		r.Kind, r.Pid, r.Tgid, r.CgroupID = kind, pid, pid, 600
+		r.Str[4] = []byte("/system.slice/docker-" + id + ".scope")
+		r.Num[2], r.Num[3] = bounding, bounding
+		var got record
+		if err := decodeRecord(encodeRecord(r), &got); err != nil {
+			t.Fatal(err)
+		}
+		return s.enrich(&got)
+	}
+	// A process of the container started before the sensor knew better:
+	// its exec is seen with a reduced set, and it has a cached view.
+	if mk(30, kindExec, 0xff).GetContainer().GetPrivileged() {
+		t.Fatal("privileged before any full-set process")
+	}
+	mk(31, kindExec, s.privileged.all)
+	r := execRecord()
+	r.Kind, r.Pid, r.Tgid, r.CgroupID, r.Num[0] = kindExit, 30, 30, 600, 0
+	r.Str = [maxStrings][]byte{}
+	var got record
+	if err := decodeRecord(encodeRecord(r), &got); err != nil {
+		t.Fatal(err)
+	}
+	if !s.enrich(&got).GetContainer().GetPrivileged() {
+		t.Error("a view cached before the container was seen privileged was not rebuilt")
 	}
 }

@@ -49,6 +49,8 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 				Deleted:      rec.Flags&originDeleted != 0,
 			},
 			ArgsTruncated: truncated || rec.Num[1] != 0,
+			CapEffective:  rec.Num[2],
+			CapBounding:   rec.Num[3],
 		})
 		s.views.forget(rec.Pid)
 		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3]), StdioSockets: stdioSockets(rec.Str[5]),
@@ -132,7 +134,8 @@ func (s *Sensor) view(rec *record) *processView {
 		namespaces: &api.Namespaces{Pid: rec.PidNS, Mnt: rec.MntNS, Net: rec.NetNS},
 		ancestry:   s.procs.AncestorChain(rec.Tgid, s.cfg.AncestryDepth, s.bootTime),
 	}
-	if e, ok := s.procs.Get(rec.Tgid); ok {
+	e, known := s.procs.Get(rec.Tgid)
+	if known {
 		v.process = e.ToProcess(s.bootTime)
 	} else {
 		v.process = &api.Process{StartTime: timestamppb.New(s.bootTime.Add(time.Duration(rec.StartBootNs)))}
@@ -142,7 +145,13 @@ func (s *Sensor) view(rec *record) *processView {
 	p.Uid, p.Gid, p.Euid, p.Egid = rec.Uid, rec.Gid, rec.Euid, rec.Egid
 	p.Comm = api.Text(rec.Comm)
 	if c := s.cgroups.resolve(rec.CgroupID); c.InContainer() || c.PodUID != "" {
-		v.container = &api.Container{Runtime: c.Runtime, Id: c.ID, Cgroup: c.Cgroup, PodUid: c.PodUID}
+		if known && s.privileged.observe(c.ID, &e, p.Comm) {
+			// Views built before this container was known to be
+			// privileged say otherwise; they are rebuilt on next use.
+			clear(s.views.views)
+		}
+		v.container = &api.Container{Runtime: c.Runtime, Id: c.ID, Cgroup: c.Cgroup, PodUid: c.PodUID,
+			Privileged: s.privileged.has(c.ID)}
 	} else {
 		p.Cgroup = c.Cgroup // names the host service
 	}

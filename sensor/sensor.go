@@ -90,11 +90,13 @@ type Sensor struct {
 	reader *ringbuf.Reader
 	// ring parks Run between drains; nil when the netpoller cannot hold
 	// the ring buffer's fd, and Run blocks in the reader instead.
-	ring     *ringWait
-	procs    *proc.Cache
-	cgroups  *cgroupResolver
-	views    *viewCache
-	bootTime time.Time
+	ring    *ringWait
+	procs   *proc.Cache
+	cgroups *cgroupResolver
+	// privileged: containers seen running with every capability.
+	privileged *privilegedContainers
+	views      *viewCache
+	bootTime   time.Time
 	// queueNow reads the clock that ages queued events; tests substitute
 	// one they advance.
 	queueNow func() time.Time
@@ -178,6 +180,7 @@ func New(cfg Config, log *slog.Logger) (*Sensor, error) {
 	s.status.CgroupMode = hier.Mode()
 	s.status.CgroupHierarchy = mountpoint
 	s.cgroups = newCgroupResolver(mountpoint, 4096)
+	s.privileged = newPrivilegedContainers(4096)
 	s.views = newViewCache(cfg.ProcessCacheSize)
 
 	s.kern, err = load(loadOptions{

@@ -87,6 +87,9 @@ type Options struct {
 	Mounts []Bind
 	// Annotations go into config.json, as a CRI runtime's would.
 	Annotations map[string]string
+	// Privileged gives the process every capability (as docker --privileged
+	// and a Kubernetes privileged container do) instead of the default 14.
+	Privileged bool
 }
 
 // Bind is a bind mount of the host path Source at Destination.

@@ -1,6 +1,11 @@
 package ocirun
 
-import "fmt"
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
 
 // The subset of the OCI runtime spec (version 1.0.2, as runc 1.1 speaks)
 // that the containers use. Written out by hand so the configuration is
@@ -88,6 +93,42 @@ func defaultCaps() []string {
 	}
 }
 
+// allCaps are the capabilities up to CAP_CHECKPOINT_RESTORE (Linux 5.9 and
+// later), indexed by their numbers.
+func allCaps() []string {
+	return []string{
+		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+		"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+		"CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+		"CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+		"CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+		"CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+		"CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+	}
+}
+
+// ownCaps are the capabilities of allCaps in this process's bounding set:
+// what a privileged container gets from a runtime (runc cannot grant more).
+func ownCaps() []string {
+	bounding := ^uint64(0)
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+				if n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil {
+					bounding = n
+				}
+			}
+		}
+	}
+	var out []string
+	for i, c := range allCaps() {
+		if bounding&(1<<uint(i)) != 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func newSpec(id, rootfs string, opts Options) spec {
 	home := opts.Home
 	switch {
@@ -102,6 +143,9 @@ func newSpec(id, rootfs string, opts Options) spec {
 		"HOME=" + home,
 	}, opts.Env...)
 	caps := defaultCaps()
+	if opts.Privileged {
+		caps = ownCaps()
+	}
 	mounts := []mount{
 		{Destination: "/proc", Type: "proc", Source: "proc",
 			Options: []string{"nosuid", "noexec", "nodev"}},

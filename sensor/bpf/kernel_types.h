@@ -106,6 +106,8 @@ struct cred {
 	kgid_t gid;
 	kuid_t euid;
 	kgid_t egid;
+	kernel_cap_t cap_effective;
+	kernel_cap_t cap_bset;
 } __attribute__((preserve_access_index));
 
 struct signal_struct {

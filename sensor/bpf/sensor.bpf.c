@@ -902,6 +902,14 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	put_bytes(ev, &off, 0, &pb->buf[pos & (PATH_MAX - 1)], PATH_MAX - pos);
 	ev->b.flags = exe_origin(exe);
 
+	/* The new program's capabilities (its credentials are committed by
+	 * now): a container whose processes keep the whole bounding set runs
+	 * privileged, whatever its runtime. */
+	/* raw_tp's task is not a BTF pointer: read through CO-RE, not ->. */
+	const struct cred *cred = BPF_CORE_READ(task, cred);
+	BPF_CORE_READ_INTO(&ev->b.num[2], cred, cap_effective);
+	BPF_CORE_READ_INTO(&ev->b.num[3], cred, cap_bset);
+
 	/* 1: argv, NUL separated, read from the new image's stack. */
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	unsigned long as = BPF_CORE_READ(mm, arg_start), ae = BPF_CORE_READ(mm, arg_end);

@@ -51,6 +51,10 @@ type Entry struct {
 	Euid uint32
 	Egid uint32
 
+	// CapEffective and CapBounding are the capability sets (bit N is
+	// capability N) as executed, or as /proc showed them when seeded.
+	CapEffective, CapBounding uint64
+
 	ExeOrigin     ExeOrigin
 	ArgsTruncated bool
 	// Exited is true once the process has exited; the cache keeps it for a
@@ -77,6 +81,8 @@ func (e *Entry) ToProcess(bootTime time.Time) *api.Process {
 		ArgsTruncated: e.ArgsTruncated,
 		Cwd:           e.Cwd,
 		StartTime:     startTime(bootTime, e.StartBootNs),
+		CapEffective:  e.CapEffective,
+		CapBounding:   e.CapBounding,
 	}
 	if o := e.ExeOrigin; o != (ExeOrigin{}) {
 		p.ExeOrigin = &api.ExeOrigin{OverlayUpper: o.OverlayUpper, Memfd: o.Memfd, Deleted: o.Deleted}

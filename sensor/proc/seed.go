@@ -123,6 +123,7 @@ func readProc(dir string, pid uint32, maxArgBytes int) (e Entry, args string, de
 	if e.Uid, e.Euid, e.Gid, e.Egid, err = parseStatus(status); err != nil {
 		return e, "", denied, fmt.Errorf("%s: %w", dir, err)
 	}
+	e.CapEffective, e.CapBounding = StatusCaps(status)
 
 	// Names are arbitrary bytes; events need valid UTF-8.
 	e.Exe, e.ExeOrigin = parseExe(api.TextString(optional(os.Readlink(filepath.Join(dir, "exe")))))
@@ -202,6 +203,27 @@ func parseStatus(s string) (uid, euid, gid, egid uint32, err error) {
 		return 0, 0, 0, 0, errors.New("status lacks Uid or Gid line")
 	}
 	return uid, euid, gid, egid, nil
+}
+
+// StatusCaps reads the CapEff: and CapBnd: lines (hexadecimal) of
+// /proc/PID/status; a missing or malformed line reads as no capabilities.
+func StatusCaps(s string) (effective, bounding uint64) {
+	for line := range strings.Lines(s) {
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || (name != "CapEff" && name != "CapBnd") {
+			continue
+		}
+		v, err := strconv.ParseUint(strings.TrimSpace(value), 16, 64)
+		if err != nil {
+			continue
+		}
+		if name == "CapEff" {
+			effective = v
+		} else {
+			bounding = v
+		}
+	}
+	return effective, bounding
 }
 
 // parseExe interprets the /proc/PID/exe link text. The kernel appends

@@ -28,6 +28,27 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 	const httpd = "httpd -p 127.0.0.1:8080 -h /www && waitport 8080 && "
 
 	tests := []detectionCase{
+		// Privilege is what the kernel shows: every capability in the
+		// bounding set of the container's programs (runc init's own full
+		// set must not count).
+		{name: "a shell and nsenter in a privileged container", privileged: true, image: stubs("/usr/bin/nsenter"), run: func(x *box) {
+			x.sh("id")
+			x.execMayFail("nsenter", "--help")
+		}, fire: []string{"privileged-container-running", "privileged-exec"}, check: func(t *testing.T, a *api.Alert) {
+			ev := a.GetEvidence()[0]
+			if !ev.GetContainer().GetPrivileged() {
+				t.Errorf("evidence container not privileged: %v", ev.GetContainer())
+			}
+			const capSysAdmin = 21
+			if ev.GetProcess().GetCapBounding()&(1<<capSysAdmin) == 0 {
+				t.Errorf("evidence process lacks CAP_SYS_ADMIN in its bounding set: %#x", ev.GetProcess().GetCapBounding())
+			}
+		}},
+		{name: "a shell and nsenter in a default container", image: stubs("/usr/bin/nsenter"), run: func(x *box) {
+			x.sh("id")
+			x.execMayFail("nsenter", "--help")
+		}, quiet: []string{"privileged-container-running", "privileged-exec"}},
+
 		{name: "nohup runs a hidden file from /tmp", image: stubs("/usr/bin/nohup", "/opt/payload"), run: func(x *box) {
 			x.sh("cp /opt/payload /tmp/.kworker && nohup /tmp/.kworker >/dev/null 2>&1")
 		}, fire: []string{"suspect-nohup"}},

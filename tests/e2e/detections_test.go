@@ -442,7 +442,7 @@ func (r *rig) runCases(t *testing.T, tests []detectionCase) {
 	t.Helper()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			x := r.newBox(t, tc.image)
+			x := r.newBoxOpts(t, runctest.Options{Image: tc.image, Privileged: tc.privileged})
 			tc.run(x)
 			cfg := analytics.Config{RateLimitPerMinute: 1000}
 			for i, id := range tc.fire {

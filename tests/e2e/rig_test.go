@@ -333,7 +333,15 @@ var extraApplets = []string{"httpd", "usleep", "unshare", "passwd", "insmod", "l
 
 func (r *rig) newBox(t *testing.T, extra map[string]runctest.File) *box {
 	t.Helper()
-	ctr := runctest.Start(t, runctest.Options{Applets: extraApplets, Image: r.image(extra)})
+	return r.newBoxOpts(t, runctest.Options{Image: extra})
+}
+
+// newBoxOpts starts a box with opts; its Image adds to the common image.
+func (r *rig) newBoxOpts(t *testing.T, opts runctest.Options) *box {
+	t.Helper()
+	opts.Applets = append(append([]string(nil), extraApplets...), opts.Applets...)
+	opts.Image = r.image(opts.Image)
+	ctr := runctest.Start(t, opts)
 	return &box{t: t, r: r, ctr: ctr, scope: inContainer(ctr.ID)}
 }
 
@@ -352,6 +360,8 @@ type detectionCase struct {
 	fire, quiet []string
 	// check inspects the alert of fire[0].
 	check func(t *testing.T, a *api.Alert)
+	// privileged runs the container with every capability.
+	privileged bool
 }
 
 // evidenceOf returns the alert's evidence events of kind k.
