@@ -2513,6 +2513,10 @@ type DnsQuery struct {
 	// connected socket's peer.
 	Server        *SocketAddress `protobuf:"bytes,3,opt,name=server,proto3" json:"server,omitempty"`
 	TransactionId uint32         `protobuf:"varint,4,opt,name=transaction_id,json=transactionId,proto3" json:"transaction_id,omitempty"`
+	// UDP, or TCP for DNS over TCP (the message after its 2-byte length).
+	Protocol Protocol `protobuf:"varint,5,opt,name=protocol,proto3,enum=harrier.v1.Protocol" json:"protocol,omitempty"`
+	// The call that sent it: sendto, sendmsg, sendmmsg, write or writev.
+	Syscall       string `protobuf:"bytes,6,opt,name=syscall,proto3" json:"syscall,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2573,6 +2577,20 @@ func (x *DnsQuery) GetTransactionId() uint32 {
 		return x.TransactionId
 	}
 	return 0
+}
+
+func (x *DnsQuery) GetProtocol() Protocol {
+	if x != nil {
+		return x.Protocol
+	}
+	return Protocol_PROTOCOL_UNSPECIFIED
+}
+
+func (x *DnsQuery) GetSyscall() string {
+	if x != nil {
+		return x.Syscall
+	}
+	return ""
 }
 
 // Audit is one Kubernetes API server audit event (audit.k8s.io/v1 Event),
@@ -3327,12 +3345,14 @@ const file_event_proto_rawDesc = "" +
 	"\n" +
 	"target_pid\x18\x01 \x01(\rR\ttargetPid\x12\x16\n" +
 	"\x06signal\x18\x02 \x01(\x05R\x06signal\x12\x16\n" +
-	"\x06result\x18\x03 \x01(\x03R\x06result\"\x8e\x01\n" +
+	"\x06result\x18\x03 \x01(\x03R\x06result\"\xda\x01\n" +
 	"\bDnsQuery\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05qtype\x18\x02 \x01(\rR\x05qtype\x121\n" +
 	"\x06server\x18\x03 \x01(\v2\x19.harrier.v1.SocketAddressR\x06server\x12%\n" +
-	"\x0etransaction_id\x18\x04 \x01(\rR\rtransactionId\"\xfb\x04\n" +
+	"\x0etransaction_id\x18\x04 \x01(\rR\rtransactionId\x120\n" +
+	"\bprotocol\x18\x05 \x01(\x0e2\x14.harrier.v1.ProtocolR\bprotocol\x12\x18\n" +
+	"\asyscall\x18\x06 \x01(\tR\asyscall\"\xfb\x04\n" +
 	"\x05Audit\x12\x19\n" +
 	"\baudit_id\x18\x01 \x01(\tR\aauditId\x12\x14\n" +
 	"\x05stage\x18\x02 \x01(\tR\x05stage\x12\x12\n" +
@@ -3517,12 +3537,13 @@ var file_event_proto_depIdxs = []int32{
 	15, // 38: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
 	1,  // 39: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
 	15, // 40: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
-	32, // 41: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
-	42, // [42:42] is the sub-list for method output_type
-	42, // [42:42] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	1,  // 41: harrier.v1.DnsQuery.protocol:type_name -> harrier.v1.Protocol
+	32, // 42: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
+	43, // [43:43] is the sub-list for method output_type
+	43, // [43:43] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }

@@ -123,6 +123,8 @@ const (
 	scSendto      = sensorSyscallIdSC_SENDTO
 	scSendmsg     = sensorSyscallIdSC_SENDMSG
 	scSendmmsg    = sensorSyscallIdSC_SENDMMSG
+	scWrite       = sensorSyscallIdSC_WRITE
+	scWritev      = sensorSyscallIdSC_WRITEV
 )
 
 // syscallName names a syscall identifier for status output.
@@ -139,7 +141,7 @@ func syscallName(sc sensorSyscallId) string {
 		scCapset: "capset", scMount: "mount", scUmount2: "umount2", scMoveMount: "move_mount", scPivotRoot: "pivot_root",
 		scChmod: "chmod", scFchmod: "fchmod", scFchmodat: "fchmodat", scFchmodat2: "fchmodat2",
 		scKill: "kill", scTkill: "tkill", scTgkill: "tgkill",
-		scSendto: "sendto", scSendmsg: "sendmsg", scSendmmsg: "sendmmsg",
+		scSendto: "sendto", scSendmsg: "sendmsg", scSendmmsg: "sendmmsg", scWrite: "write", scWritev: "writev",
 	}
 	if int(sc) < len(names) && names[sc] != "" {
 		return names[sc]

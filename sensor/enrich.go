@@ -176,6 +176,10 @@ func splitArgs(b []byte) (args []string, truncated bool) {
 }
 
 const (
+	// dnsTCPLength in a DNS record's flags: the payload starts with DNS
+	// over TCP's 2-byte length (DNS_TCP_LENGTH in the BPF program).
+	dnsTCPLength = 0x100
+
 	oAccMode  = 0o3
 	oWronly   = 0o1
 	oRdwr     = 0o2
@@ -289,9 +293,14 @@ func setDetail(ev *api.Event, rec *record) error {
 			TargetPid: uint32(rec.Num[1]), Signal: int32(rec.Num[2]), Result: rec.Result,
 		}}
 	case kindDNSQuery:
-		d := &api.DnsQuery{Server: sockAddr(rec.Num[0], rec.Num[6], rec.Num[7], rec.Num[3])}
+		d := &api.DnsQuery{Server: sockAddr(rec.Num[0], rec.Num[6], rec.Num[7], rec.Num[3]),
+			Protocol: protocol(rec.Num[1]), Syscall: syscallName(sensorSyscallId(rec.Flags &^ dnsTCPLength))}
 		ev.Detail = &api.Event_DnsQuery{DnsQuery: d}
-		q, err := parseDNSQuery(rec.Str[0])
+		payload := rec.Str[0]
+		if rec.Flags&dnsTCPLength != 0 && len(payload) >= 2 {
+			payload = payload[2:] // DNS over TCP: the message follows its length
+		}
+		q, err := parseDNSQuery(payload)
 		d.TransactionId = uint32(q.ID)
 		if err != nil {
 			return err

@@ -308,6 +308,67 @@ func sendDNSQueries() error {
 	if _, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(cfd), uintptr(unsafe.Pointer(&msgs[0])), 1, 0, 0, 0); e != 0 {
 		return fmt.Errorf("sendmmsg: %w", e)
 	}
+	// write(2) and writev(2) on the connected socket, as busybox nslookup
+	// and Go's resolver do.
+	if _, err := unix.Write(cfd, dnsQueryBytes(6, "write.harrier-test.example", 1)); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if _, err := unix.Writev(cfd, [][]byte{dnsQueryBytes(7, "writev.harrier-test.example", 16)}); err != nil {
+		return fmt.Errorf("writev: %w", err)
+	}
+	return sendDNSOverTCP(lo)
+}
+
+// sendDNSOverTCP sends three queries over TCP to 127.0.0.1:53 (in the
+// helper's own network namespace): one write with the 2-byte length in
+// front (Go, dig), one writev of [length][message] (glibc), one send.
+func sendDNSOverTCP(lo [4]byte) error {
+	ln, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ln)
+	if err := unix.Bind(ln, &unix.SockaddrInet4{Port: 53, Addr: lo}); err != nil {
+		return fmt.Errorf("bind the TCP stand-in server: %w", err)
+	}
+	if err := unix.Listen(ln, 4); err != nil {
+		return err
+	}
+	framed := func(id uint16, name string, qtype uint16) (length, msg []byte) {
+		msg = dnsQueryBytes(id, name, qtype)
+		return []byte{byte(len(msg) >> 8), byte(len(msg))}, msg
+	}
+	send := []func(fd int) error{
+		func(fd int) error {
+			l, m := framed(8, "tcp-write.harrier-test.example", 1)
+			_, err := unix.Write(fd, append(l, m...))
+			return err
+		},
+		func(fd int) error {
+			l, m := framed(9, "tcp-writev.harrier-test.example", 1)
+			_, err := unix.Writev(fd, [][]byte{l, m})
+			return err
+		},
+		func(fd int) error {
+			l, m := framed(10, "tcp-send.harrier-test.example", 1)
+			return unix.Sendto(fd, append(l, m...), 0, nil)
+		},
+	}
+	for _, f := range send {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+		if err != nil {
+			return err
+		}
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: 53, Addr: lo}); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("connect to the TCP stand-in: %w", err)
+		}
+		err = f(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("DNS over TCP: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -75,6 +75,8 @@ func probeSpecs(p *sensorProgramSpecs) []probeSpec {
 		schedProbe("exec", "sched_process_exec", p.TpBtfExec, p.RawTpExec),
 		schedProbe("fork", "sched_process_fork", p.TpBtfFork, p.RawTpFork),
 		schedProbe("exit", "sched_process_exit", p.TpBtfExit, p.RawTpExit),
+		// DNS written to connected sockets (sock:sock_send_length, Linux 6.3+).
+		schedProbe("dns_stream", "sock_send_length", p.TpBtfSockSend, p.RawTpSockSend),
 		{name: "syscalls", variants: []attachVariant{
 			syscallTracepoints(p.TpSysExit),
 			{kind: AttachTPBTF, programs: []*ebpf.ProgramSpec{p.TpBtfSysExit}, hooks: []string{"sys_exit"}},
@@ -243,12 +245,15 @@ func load(opts loadOptions) (*loaded, error) {
 	if err := spec.Assign(&specs); err != nil {
 		return nil, fmt.Errorf("embedded BPF object: %w", err)
 	}
+	nrWrite, nrWritev := writeSyscalls()
 	for v, val := range map[*ebpf.VariableSpec]any{
 		specs.SelfTgid:      opts.selfTgid,
 		specs.WakeupBytes:   uint32(opts.cfg.WakeupBytes),
 		specs.CgroupSubsys:  opts.cgroupSubsys,
 		specs.WatchAllFiles: opts.cfg.WatchAllFiles,
 		specs.RingSize:      uint64(opts.cfg.RingBufferBytes),
+		specs.NrWrite:       int64(nrWrite),
+		specs.NrWritev:      int64(nrWritev),
 	} {
 		if err := v.Set(val); err != nil {
 			return nil, fmt.Errorf("set BPF variable %s: %w", v.Name, err)

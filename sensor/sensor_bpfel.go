@@ -161,6 +161,8 @@ const (
 	sensorSyscallIdSC_SENDTO       sensorSyscallId = 43
 	sensorSyscallIdSC_SENDMSG      sensorSyscallId = 44
 	sensorSyscallIdSC_SENDMMSG     sensorSyscallId = 45
+	sensorSyscallIdSC_WRITE        sensorSyscallId = 46
+	sensorSyscallIdSC_WRITEV       sensorSyscallId = 47
 )
 
 // Names of all BPF objects in the ELF.
@@ -182,13 +184,17 @@ const (
 	sensorProgRawTpExec     = "raw_tp_exec"
 	sensorProgRawTpExit     = "raw_tp_exit"
 	sensorProgRawTpFork     = "raw_tp_fork"
+	sensorProgRawTpSockSend = "raw_tp_sock_send"
 	sensorProgRawTpSysExit  = "raw_tp_sys_exit"
 	sensorProgTpBtfExec     = "tp_btf_exec"
 	sensorProgTpBtfExit     = "tp_btf_exit"
 	sensorProgTpBtfFork     = "tp_btf_fork"
+	sensorProgTpBtfSockSend = "tp_btf_sock_send"
 	sensorProgTpBtfSysExit  = "tp_btf_sys_exit"
 	sensorProgTpSysExit     = "tp_sys_exit"
 	sensorVarCgroupSubsys   = "cgroup_subsys"
+	sensorVarNrWrite        = "nr_write"
+	sensorVarNrWritev       = "nr_writev"
 	sensorVarRingSize       = "ring_size"
 	sensorVarSelfTgid       = "self_tgid"
 	sensorVarWakeupBytes    = "wakeup_bytes"
@@ -237,15 +243,17 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
-	RawTpExec    *ebpf.ProgramSpec `ebpf:"raw_tp_exec"`
-	RawTpExit    *ebpf.ProgramSpec `ebpf:"raw_tp_exit"`
-	RawTpFork    *ebpf.ProgramSpec `ebpf:"raw_tp_fork"`
-	RawTpSysExit *ebpf.ProgramSpec `ebpf:"raw_tp_sys_exit"`
-	TpBtfExec    *ebpf.ProgramSpec `ebpf:"tp_btf_exec"`
-	TpBtfExit    *ebpf.ProgramSpec `ebpf:"tp_btf_exit"`
-	TpBtfFork    *ebpf.ProgramSpec `ebpf:"tp_btf_fork"`
-	TpBtfSysExit *ebpf.ProgramSpec `ebpf:"tp_btf_sys_exit"`
-	TpSysExit    *ebpf.ProgramSpec `ebpf:"tp_sys_exit"`
+	RawTpExec     *ebpf.ProgramSpec `ebpf:"raw_tp_exec"`
+	RawTpExit     *ebpf.ProgramSpec `ebpf:"raw_tp_exit"`
+	RawTpFork     *ebpf.ProgramSpec `ebpf:"raw_tp_fork"`
+	RawTpSockSend *ebpf.ProgramSpec `ebpf:"raw_tp_sock_send"`
+	RawTpSysExit  *ebpf.ProgramSpec `ebpf:"raw_tp_sys_exit"`
+	TpBtfExec     *ebpf.ProgramSpec `ebpf:"tp_btf_exec"`
+	TpBtfExit     *ebpf.ProgramSpec `ebpf:"tp_btf_exit"`
+	TpBtfFork     *ebpf.ProgramSpec `ebpf:"tp_btf_fork"`
+	TpBtfSockSend *ebpf.ProgramSpec `ebpf:"tp_btf_sock_send"`
+	TpBtfSysExit  *ebpf.ProgramSpec `ebpf:"tp_btf_sys_exit"`
+	TpSysExit     *ebpf.ProgramSpec `ebpf:"tp_sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -271,6 +279,8 @@ type sensorMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorVariableSpecs struct {
 	CgroupSubsys  *ebpf.VariableSpec `ebpf:"cgroup_subsys"`
+	NrWrite       *ebpf.VariableSpec `ebpf:"nr_write"`
+	NrWritev      *ebpf.VariableSpec `ebpf:"nr_writev"`
 	RingSize      *ebpf.VariableSpec `ebpf:"ring_size"`
 	SelfTgid      *ebpf.VariableSpec `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -333,6 +343,8 @@ func (m *sensorMaps) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorVariables struct {
 	CgroupSubsys  *ebpf.Variable `ebpf:"cgroup_subsys"`
+	NrWrite       *ebpf.Variable `ebpf:"nr_write"`
+	NrWritev      *ebpf.Variable `ebpf:"nr_writev"`
 	RingSize      *ebpf.Variable `ebpf:"ring_size"`
 	SelfTgid      *ebpf.Variable `ebpf:"self_tgid"`
 	WakeupBytes   *ebpf.Variable `ebpf:"wakeup_bytes"`
@@ -343,15 +355,17 @@ type sensorVariables struct {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
-	RawTpExec    *ebpf.Program `ebpf:"raw_tp_exec"`
-	RawTpExit    *ebpf.Program `ebpf:"raw_tp_exit"`
-	RawTpFork    *ebpf.Program `ebpf:"raw_tp_fork"`
-	RawTpSysExit *ebpf.Program `ebpf:"raw_tp_sys_exit"`
-	TpBtfExec    *ebpf.Program `ebpf:"tp_btf_exec"`
-	TpBtfExit    *ebpf.Program `ebpf:"tp_btf_exit"`
-	TpBtfFork    *ebpf.Program `ebpf:"tp_btf_fork"`
-	TpBtfSysExit *ebpf.Program `ebpf:"tp_btf_sys_exit"`
-	TpSysExit    *ebpf.Program `ebpf:"tp_sys_exit"`
+	RawTpExec     *ebpf.Program `ebpf:"raw_tp_exec"`
+	RawTpExit     *ebpf.Program `ebpf:"raw_tp_exit"`
+	RawTpFork     *ebpf.Program `ebpf:"raw_tp_fork"`
+	RawTpSockSend *ebpf.Program `ebpf:"raw_tp_sock_send"`
+	RawTpSysExit  *ebpf.Program `ebpf:"raw_tp_sys_exit"`
+	TpBtfExec     *ebpf.Program `ebpf:"tp_btf_exec"`
+	TpBtfExit     *ebpf.Program `ebpf:"tp_btf_exit"`
+	TpBtfFork     *ebpf.Program `ebpf:"tp_btf_fork"`
+	TpBtfSockSend *ebpf.Program `ebpf:"tp_btf_sock_send"`
+	TpBtfSysExit  *ebpf.Program `ebpf:"tp_btf_sys_exit"`
+	TpSysExit     *ebpf.Program `ebpf:"tp_sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
@@ -359,10 +373,12 @@ func (p *sensorPrograms) Close() error {
 		p.RawTpExec,
 		p.RawTpExit,
 		p.RawTpFork,
+		p.RawTpSockSend,
 		p.RawTpSysExit,
 		p.TpBtfExec,
 		p.TpBtfExit,
 		p.TpBtfFork,
+		p.TpBtfSockSend,
 		p.TpBtfSysExit,
 		p.TpSysExit,
 	)

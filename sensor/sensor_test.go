@@ -420,8 +420,9 @@ func TestSignalToProtectedProcess(t *testing.T) {
 }
 
 // TestDNSQuery: UDP datagrams to port 53, by address or on a connected
-// socket, are decoded as DNS queries; other ports are not reported, and a
-// payload that is not a query is kept with an empty name and counted.
+// socket (sent, or written with write and writev), and DNS over TCP are
+// decoded as DNS queries; other ports are not reported, and a payload that
+// is not a query is kept with an empty name and counted.
 func TestDNSQuery(t *testing.T) {
 	c := startSensor(t, Config{})
 	h := helper(t, "dns")
@@ -431,19 +432,28 @@ func TestDNSQuery(t *testing.T) {
 				ev.GetDnsQuery().GetName() == name
 		}
 	}
+	udp, tcp := api.Protocol_PROTOCOL_UDP, api.Protocol_PROTOCOL_TCP
 	for _, tt := range []struct {
-		name  string
-		qtype uint32
-		id    uint32
+		name    string
+		qtype   uint32
+		id      uint32
+		proto   api.Protocol
+		syscall string
 	}{
-		{"sendto.harrier-test.example", 1, 1},
-		{"sendmsg.harrier-test.example", 28, 2},
-		{"connected.harrier-test.example", 1, 4},
-		{"sendmmsg.harrier-test.example", 1, 5},
+		{"sendto.harrier-test.example", 1, 1, udp, "sendto"},
+		{"sendmsg.harrier-test.example", 28, 2, udp, "sendmsg"},
+		{"connected.harrier-test.example", 1, 4, udp, "sendto"},
+		{"sendmmsg.harrier-test.example", 1, 5, udp, "sendmmsg"},
+		{"write.harrier-test.example", 1, 6, udp, "write"},
+		{"writev.harrier-test.example", 16, 7, udp, "writev"},
+		{"tcp-write.harrier-test.example", 1, 8, tcp, "write"},
+		{"tcp-writev.harrier-test.example", 1, 9, tcp, "writev"},
+		{"tcp-send.harrier-test.example", 1, 10, tcp, "sendto"},
 	} {
 		q := c.waitFor(t, "DNS query "+tt.name, byName(tt.name)).GetDnsQuery()
 		if q.GetQtype() != tt.qtype || q.GetTransactionId() != tt.id || q.GetServer().GetIp() != "127.0.0.1" ||
-			q.GetServer().GetPort() != 53 || q.GetServer().GetFamily() != "ipv4" {
+			q.GetServer().GetPort() != 53 || q.GetServer().GetFamily() != "ipv4" || q.GetProtocol() != tt.proto ||
+			q.GetSyscall() != tt.syscall {
 			t.Errorf("%s: query = %v", tt.name, q)
 		}
 	}

@@ -92,6 +92,10 @@ enum syscall_id {
 	SC_SENDTO,
 	SC_SENDMSG,
 	SC_SENDMMSG,
+	/* Never hooked as syscalls (far too hot): they name the call that
+	 * sent a DNS query seen by the socket-send program. */
+	SC_WRITE,
+	SC_WRITEV,
 };
 
 /* Counter slots in the stats map. */
@@ -125,6 +129,10 @@ enum stat_slot {
 #define S_IFMT 0170000
 #define S_IFSOCK 0140000
 #define IPPROTO_UDP 17
+#define IPPROTO_TCP 6
+/* In a DNS record's flags, above the syscall id: the payload starts with DNS
+ * over TCP's 2-byte length. */
+#define DNS_TCP_LENGTH 0x100
 #define DNS_PORT 53
 /* DNS payload bytes copied: a question fits easily; the rest is not read. */
 #define DNS_MAX 256
@@ -209,6 +217,9 @@ const volatile u32 wakeup_bytes = 256 * 1024;
 const volatile s32 cgroup_subsys = -1; /* -1: default (v2) hierarchy */
 const volatile bool watch_all_files = false;
 const volatile u64 ring_size = 8 * 1024 * 1024; /* the events ring's size, for its fill level */
+/* This architecture's numbers of write and writev (-1: unknown). */
+const volatile s64 nr_write = -1;
+const volatile s64 nr_writev = -1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -1677,12 +1688,21 @@ static __always_inline void on_send(struct call *in, long ret)
 			return;
 		sa.sin6_family = 0;
 	}
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_UDP)
+	if (!sk)
 		return;
+	u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+		return;
+	u32 tcp_length = proto == IPPROTO_TCP ? DNS_TCP_LENGTH : 0;
 	if (in->sc != SC_SENDTO) {
 		struct user_iovec iov = {};
-		if (len == 0 || bpf_probe_read_user(&iov, sizeof(iov), buf) != 0)
+		u64 segs = len;
+		if (segs == 0 || bpf_probe_read_user(&iov, sizeof(iov), buf) != 0)
 			return;
+		/* DNS over TCP as [length][message] iovecs: take the message. */
+		if (proto == IPPROTO_TCP && iov.iov_len == 2 && segs >= 2 &&
+		    bpf_probe_read_user(&iov, sizeof(iov), buf + sizeof(struct user_iovec)) == 0)
+			tcp_length = 0;
 		buf = iov.iov_base;
 		len = iov.iov_len;
 	}
@@ -1692,7 +1712,7 @@ static __always_inline void on_send(struct call *in, long ret)
 	fill_header(ev, KIND_DNS_QUERY);
 	ev->b.result = ret;
 	fill_sock(ev, sk);
-	ev->b.flags = in->sc;
+	ev->b.flags = in->sc | tcp_length;
 	if (sa.sin6_family) {
 		/* The destination given overrides a connected peer. */
 		ev->b.num[0] = sa.sin6_family;
@@ -1712,6 +1732,77 @@ static __always_inline void on_send(struct call *in, long ret)
 	if (n > 0 && bpf_probe_read_user(ev->data, n, buf) == 0)
 		ev->b.str_len[0] = n;
 	submit(ev, ev->b.str_len[0]);
+}
+
+/* DNS written to a connected socket: write(2) and writev(2) on a UDP socket
+ * (busybox nslookup, Go's resolver) and DNS over TCP (a 2-byte length, then
+ * the message). Syscall hooks on write would run for every write on the
+ * node; the sock_send_length tracepoint runs only for socket sends, and
+ * returns after one load unless the peer port is 53. sendto, sendmsg and
+ * sendmmsg are left to on_send. */
+static __always_inline int on_sock_send(struct sock *sk, int ret)
+{
+	if (ret <= 0 || !sk || BPF_CORE_READ(sk, __sk_common.skc_dport) != __builtin_bswap16(DNS_PORT))
+		return 0;
+	if ((u32)(bpf_get_current_pid_tgid() >> 32) == self_tgid)
+		return 0;
+	u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	if (proto != IPPROTO_UDP && proto != IPPROTO_TCP)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	long nr = syscall_nr(regs);
+	u64 args[6] = {};
+	read_args(regs, args);
+	const void *buf;
+	u64 len;
+	u32 sc, tcp_length = proto == IPPROTO_TCP ? DNS_TCP_LENGTH : 0;
+	if (nr == nr_write) {
+		buf = (const void *)args[1];
+		len = ret;
+		sc = SC_WRITE;
+	} else if (nr == nr_writev) {
+		struct user_iovec iov[2] = {};
+		if (args[2] == 0 || bpf_probe_read_user(&iov[0], sizeof(iov[0]), (void *)args[1]) != 0)
+			return 0;
+		/* glibc writes DNS over TCP as [length][message]: take the message. */
+		if (proto == IPPROTO_TCP && iov[0].iov_len == 2 && args[2] >= 2 &&
+		    bpf_probe_read_user(&iov[1], sizeof(iov[1]), (void *)(args[1] + sizeof(struct user_iovec))) == 0) {
+			buf = iov[1].iov_base;
+			len = iov[1].iov_len;
+			tcp_length = 0;
+		} else {
+			buf = iov[0].iov_base;
+			len = iov[0].iov_len;
+		}
+		sc = SC_WRITEV;
+	} else {
+		return 0;
+	}
+	struct event *ev = scratch_event();
+	if (!ev)
+		return 0;
+	fill_header(ev, KIND_DNS_QUERY);
+	ev->b.result = ret;
+	fill_sock(ev, sk);
+	ev->b.flags = sc | tcp_length;
+	u32 n = len > DNS_MAX ? DNS_MAX : len;
+	asm volatile("%[n] &= 0x1ff" : [n] "+r"(n));
+	if (n > 0 && bpf_probe_read_user(ev->data, n, buf) == 0)
+		ev->b.str_len[0] = n;
+	submit(ev, ev->b.str_len[0]);
+	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(tp_btf_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock_send(sk, ret);
+}
+
+SEC("raw_tp/sock_send_length")
+int BPF_PROG(raw_tp_sock_send, struct sock *sk, int ret, int flags)
+{
+	return on_sock_send(sk, ret);
 }
 
 /* dispatch is a real BPF-to-BPF function: one copy shared by the exit

@@ -203,6 +203,17 @@ func TestDetectionsRealSensor(t *testing.T) {
 		{name: "query for another domain", run: func(x *box) {
 			x.exec("detecthelper", "dns", "harrier-test.example")
 		}, quiet: []string{"ioc-domain"}},
+		// Evasions of a sendto hook: the query written to a connected UDP
+		// socket (busybox nslookup), and DNS over TCP.
+		{name: "nslookup writes a query for the IOC test domain", run: func(x *box) {
+			x.sh("timeout 2 nslookup " + api.IOCTestDomain + " 127.0.0.1 >/dev/null 2>&1; true")
+		}, fire: []string{"ioc-domain"}, check: dnsEvidence(api.Protocol_PROTOCOL_UDP)},
+		{name: "a query over TCP for the IOC test domain", run: func(x *box) {
+			x.exec("detecthelper", "dns-tcp", api.IOCTestDomain)
+		}, fire: []string{"ioc-domain"}, check: dnsEvidence(api.Protocol_PROTOCOL_TCP)},
+		{name: "a query over TCP for another domain", run: func(x *box) {
+			x.exec("detecthelper", "dns-tcp", "harrier-test.example")
+		}, quiet: []string{"ioc-domain"}},
 
 		{name: "postgres starts a shell", image: map[string]runctest.File{"/usr/local/bin/postgres": helperCopy(r)}, run: func(x *box) {
 			x.exec("postgres")

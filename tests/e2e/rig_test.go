@@ -388,6 +388,20 @@ func failedOpen(path string) func(t *testing.T, a *api.Alert) {
 	}
 }
 
+// dnsEvidence requires a DNS query over proto for the IOC test domain
+// among the alert's evidence.
+func dnsEvidence(proto api.Protocol) func(t *testing.T, a *api.Alert) {
+	return func(t *testing.T, a *api.Alert) {
+		t.Helper()
+		for _, ev := range evidenceOf(a, api.EventKind_EVENT_KIND_DNS_QUERY) {
+			if q := ev.GetDnsQuery(); q.GetProtocol() == proto && q.GetName() == api.IOCTestDomain {
+				return
+			}
+		}
+		t.Errorf("alert %s has no %v query for %s as evidence: %v", a.GetDetectionId(), proto, api.IOCTestDomain, a.GetEvidence())
+	}
+}
+
 func hasEvidence(k api.EventKind) func(t *testing.T, a *api.Alert) {
 	return func(t *testing.T, a *api.Alert) {
 		t.Helper()

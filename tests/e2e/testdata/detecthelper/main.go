@@ -60,6 +60,10 @@ func run(name string, args []string) error {
 	switch action {
 	case "dns":
 		return dnsQuery(args[0])
+	case "dns-tcp":
+		// dns-tcp NAME: the query over TCP to 127.0.0.1:53, written with
+		// write(2) after its 2-byte length, to a listener of its own.
+		return dnsOverTCP(args[0])
 	case "connect":
 		// connect ADDR...: one blocking connect each, in this process.
 		for _, a := range args {
@@ -168,12 +172,32 @@ func dnsQuery(name string) error {
 		return err
 	}
 	defer unix.Close(fd)
+	return unix.Sendto(fd, dnsMessage(name), 0, &unix.SockaddrInet4{Port: 53, Addr: lo})
+}
+
+// dnsMessage is a query for name's A record.
+func dnsMessage(name string) []byte {
 	q := binary.BigEndian.AppendUint16(nil, 0x4242)   // id
 	q = append(q, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0) // RD, one question
 	for _, label := range strings.Split(strings.TrimSuffix(name, "."), ".") {
 		q = append(q, byte(len(label)))
 		q = append(q, label...)
 	}
-	q = append(q, 0, 0, 1, 0, 1) // root, type A, class IN
-	return unix.Sendto(fd, q, 0, &unix.SockaddrInet4{Port: 53, Addr: lo})
+	return append(q, 0, 0, 1, 0, 1) // root, type A, class IN
+}
+
+func dnsOverTCP(name string) error {
+	ln, err := net.Listen("tcp4", "127.0.0.1:53")
+	if err != nil {
+		return fmt.Errorf("listen for the stand-in server: %w", err)
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp4", "127.0.0.1:53")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	msg := dnsMessage(name)
+	_, err = conn.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(msg))), msg...))
+	return err
 }
