@@ -146,6 +146,45 @@ func TestDirCacheInvalidation(t *testing.T) {
 	})
 }
 
+// TestFileCacheInvalidation: an unwatched file in a directory that holds a
+// watched one (/etc/ld.so.cache beside /etc/shadow) is dismissed from a
+// kernel cache after its first open; renamed to the watched name, the same
+// file (the same dentry) must be reported again.
+func TestFileCacheInvalidation(t *testing.T) {
+	dir := t.TempDir()
+	plain, secret := filepath.Join(dir, "plain"), filepath.Join(dir, "secret")
+	if err := os.WriteFile(plain, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := startSensor(t, Config{WatchPaths: []string{secret}})
+	for range 3 {
+		if out, err := exec.Command("cat", plain).CombinedOutput(); err != nil {
+			t.Fatalf("cat: %v %s", err, out)
+		}
+	}
+	st, err := c.s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.KernelFileCacheHits == 0 {
+		t.Errorf("repeated opens of an unwatched file beside a watched one never hit the file cache: %+v", st)
+	}
+	c.none(t, "open of the unwatched file", func(ev *api.Event) bool {
+		return ev.GetFileOpen().GetPath() == plain
+	})
+	if out, err := exec.Command("mv", plain, secret).CombinedOutput(); err != nil {
+		t.Fatalf("mv: %v %s", err, out)
+	}
+	cat := exec.Command("cat", secret)
+	if out, err := cat.CombinedOutput(); err != nil {
+		t.Fatalf("cat: %v %s", err, out)
+	}
+	c.waitFor(t, "open after the file was renamed to the watched name", func(ev *api.Event) bool {
+		return ev.GetKind() == api.EventKind_EVENT_KIND_FILE_OPEN && ownChild(ev, cat.Process.Pid) &&
+			ev.GetFileOpen().GetPath() == secret
+	})
+}
+
 // TestChmod: a mode that sets an execute bit is reported wherever the file
 // is, with its absolute path; other modes only under a watched prefix.
 func TestChmod(t *testing.T) {

@@ -44,12 +44,13 @@ type Status struct {
 type Stats struct {
 	// Kernel: records submitted and records lost because the ring buffer was
 	// full, by event kind name.
-	KernelSubmitted    map[string]uint64 `json:"kernelSubmitted"`
-	KernelRingFull     map[string]uint64 `json:"kernelRingBufferFull"`
-	KernelPathTrunc    uint64            `json:"kernelPathTruncated"`
-	KernelArgsTrunc    uint64            `json:"kernelArgsTruncated"`
-	KernelFileFiltered uint64            `json:"kernelFileFiltered"`
-	KernelDirCacheHits uint64            `json:"kernelDirCacheHits"`
+	KernelSubmitted     map[string]uint64 `json:"kernelSubmitted"`
+	KernelRingFull      map[string]uint64 `json:"kernelRingBufferFull"`
+	KernelPathTrunc     uint64            `json:"kernelPathTruncated"`
+	KernelArgsTrunc     uint64            `json:"kernelArgsTruncated"`
+	KernelFileFiltered  uint64            `json:"kernelFileFiltered"`
+	KernelDirCacheHits  uint64            `json:"kernelDirCacheHits"`
+	KernelFileCacheHits uint64            `json:"kernelFileCacheHits"`
 	// KernelShedReads counts read-only opens of ordinary (not sensitive)
 	// watched paths shed in the kernel while the ring buffer was over half
 	// full.
@@ -541,7 +542,7 @@ func (s *Sensor) Stats() (Stats, error) {
 	for slot, dst := range map[sensorStatSlot]*uint64{
 		statPathTrunc: &st.KernelPathTrunc,
 		statArgsTrunc: &st.KernelArgsTrunc, statFileFiltered: &st.KernelFileFiltered,
-		statDirCacheHit: &st.KernelDirCacheHits, statShedReads: &st.KernelShedReads,
+		statDirCacheHit: &st.KernelDirCacheHits, statFileCacheHit: &st.KernelFileCacheHits, statShedReads: &st.KernelShedReads,
 		statEnvUnscanned: &st.KernelEnvUnscanned,
 	} {
 		v, err := sum(slot)
@@ -561,6 +562,7 @@ const (
 	statArgsTrunc    = sensorStatSlotSTAT_ARGS_TRUNCATED
 	statFileFiltered = sensorStatSlotSTAT_FILE_FILTERED
 	statDirCacheHit  = sensorStatSlotSTAT_DIR_CACHE_HIT
+	statFileCacheHit = sensorStatSlotSTAT_FILE_CACHE_HIT
 	statShedReads    = sensorStatSlotSTAT_SHED_READS
 	statEnvUnscanned = sensorStatSlotSTAT_ENV_UNSCANNED
 )

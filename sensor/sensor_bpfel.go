@@ -110,6 +110,7 @@ const (
 	sensorStatSlotSTAT_DIR_CACHE_HIT  sensorStatSlot = 67
 	sensorStatSlotSTAT_SHED_READS     sensorStatSlot = 68
 	sensorStatSlotSTAT_ENV_UNSCANNED  sensorStatSlot = 69
+	sensorStatSlotSTAT_FILE_CACHE_HIT sensorStatSlot = 70
 	sensorStatSlotSTAT_SLOTS          sensorStatSlot = 80
 )
 
@@ -172,6 +173,7 @@ const (
 	sensorMapDirCache       = "dir_cache"
 	sensorMapEventScratch   = "event_scratch"
 	sensorMapEvents         = "events"
+	sensorMapFileCache      = "file_cache"
 	sensorMapHomePaths      = "home_paths"
 	sensorMapKeyScratch     = "key_scratch"
 	sensorMapPathGeneration = "path_generation"
@@ -263,6 +265,7 @@ type sensorMapSpecs struct {
 	DirCache       *ebpf.MapSpec `ebpf:"dir_cache"`
 	EventScratch   *ebpf.MapSpec `ebpf:"event_scratch"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	FileCache      *ebpf.MapSpec `ebpf:"file_cache"`
 	HomePaths      *ebpf.MapSpec `ebpf:"home_paths"`
 	KeyScratch     *ebpf.MapSpec `ebpf:"key_scratch"`
 	PathGeneration *ebpf.MapSpec `ebpf:"path_generation"`
@@ -310,6 +313,7 @@ type sensorMaps struct {
 	DirCache       *ebpf.Map `ebpf:"dir_cache"`
 	EventScratch   *ebpf.Map `ebpf:"event_scratch"`
 	Events         *ebpf.Map `ebpf:"events"`
+	FileCache      *ebpf.Map `ebpf:"file_cache"`
 	HomePaths      *ebpf.Map `ebpf:"home_paths"`
 	KeyScratch     *ebpf.Map `ebpf:"key_scratch"`
 	PathGeneration *ebpf.Map `ebpf:"path_generation"`
@@ -326,6 +330,7 @@ func (m *sensorMaps) Close() error {
 		m.DirCache,
 		m.EventScratch,
 		m.Events,
+		m.FileCache,
 		m.HomePaths,
 		m.KeyScratch,
 		m.PathGeneration,

@@ -108,6 +108,7 @@ enum stat_slot {
 	STAT_DIR_CACHE_HIT = 67,    /* of those, dismissed by dir_cache without a path walk */
 	STAT_SHED_READS = 68,       /* read-only opens of ordinary watched paths shed under ring pressure */
 	STAT_ENV_UNSCANNED = 69,    /* execs with environment strings past ENV_SCAN_MAX (LD_PRELOAD there unseen) */
+	STAT_FILE_CACHE_HIT = 70,   /* file events dismissed by file_cache without a path walk */
 	STAT_SLOTS = 80,
 };
 
@@ -320,6 +321,17 @@ struct {
 	__type(key, struct dir_key);
 	__type(value, struct dir_verdict);
 } dir_cache SEC(".maps");
+
+/* file_cache remembers unwatched files in directories that may hold watched
+ * ones (/etc/ld.so.cache next to /etc/shadow: every dynamically linked
+ * program opens it), keyed and invalidated like dir_cache, with the file's
+ * own dentry and inode. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct dir_key);
+	__type(value, struct dir_verdict);
+} file_cache SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -1221,16 +1233,29 @@ static __always_inline void on_open(struct call *in, long ret)
 			stat_inc(STAT_DIR_CACHE_HIT);
 			return;
 		}
+		struct dir_key fkey = {.dentry = (u64)d, .mnt = key.mnt, .root = key.root};
+		u64 fino = BPF_CORE_READ(d, d_inode, i_ino);
+		v = bpf_map_lookup_elem(&file_cache, &fkey);
+		if (v && v->gen == gen && v->ino == fino) {
+			stat_inc(STAT_FILE_FILTERED);
+			stat_inc(STAT_FILE_CACHE_HIT);
+			return;
+		}
 		pos = build_file_path(pb, f, task);
 		if (pos >= PATH_MAX)
 			return;
 		class = watched(pb, pos);
 		if (!class) {
 			stat_inc(STAT_FILE_FILTERED);
+			if (!pb->complete || d == dir)
+				return;
 			u32 leaf = BPF_CORE_READ(d, d_name.len);
-			if (pb->complete && d != dir && dir_unwatchable(pb, pos, leaf)) {
-				struct dir_verdict nv = {.gen = gen, .ino = ino};
+			struct dir_verdict nv = {.gen = gen, .ino = ino};
+			if (dir_unwatchable(pb, pos, leaf)) {
 				bpf_map_update_elem(&dir_cache, &key, &nv, BPF_ANY);
+			} else {
+				nv.ino = fino;
+				bpf_map_update_elem(&file_cache, &fkey, &nv, BPF_ANY);
 			}
 			return;
 		}
