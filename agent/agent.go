@@ -20,6 +20,7 @@ import (
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/sensor/execontent"
 	"github.com/harrier-sec/harrier/store"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -154,8 +155,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	events := make(chan *api.Event, sens.QueueSize())
 	alertLatency := newAlertLatency()
 	run("sensor", func() error { defer close(events); return sens.Run(ctx, events) })
+	exes := exeContentReader(ctx, cfg.ExeContent, run)
 	run("pipeline", func() error {
-		return pipeline(events, responder.enrichThenObserve(kp.enrich), kp.audit, admissions.events, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, responder.offer, log)
+		return pipeline(events, responder.enrichThenObserve(kp.enrich), kp.audit, admissions.events, exes, engine, kinds, cfg.Spool.MaxEventsPerSec, spool, up.Notify, &analyticsStats, &eventsCapped, alertLatency, responder.offer, log)
 	})
 	run("uplink", func() error {
 		client, err := ident.start(ctx, cfg, newClient, run)
@@ -180,6 +182,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 			collectors = append(collectors, newAdmissionCollector(guard.Handler, admissions))
 		}
 		collectors = append(collectors, responder.r)
+		if exes != nil {
+			collectors = append(collectors, exeContentCollector{exes})
+		}
 		run("metrics", func() error { return serveMetrics(ctx, cfg.MetricsAddr, log, isReady.Load, collectors...) })
 	}
 	isReady.Store(true)
@@ -217,7 +222,18 @@ func NewEngine(cfg Config, log *slog.Logger) (*analytics.Engine, error) {
 // notify wakes the uplink.
 // The spool is durable when AppendBatch returns; a failed append (full disk)
 // is logged and counted by the spool, and the pipeline keeps going.
-func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissions <-chan *api.Event, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
+// exeContentReader starts the executable content reader unless cfg turns it
+// off (then nil: nothing is offered).
+func exeContentReader(ctx context.Context, cfg execontent.Config, run func(string, func() error)) *execontent.Reader {
+	if cfg.Disabled {
+		return nil
+	}
+	r := execontent.New(cfg, execontent.DefaultSignatures())
+	run("exe-content", func() error { return r.Run(ctx) })
+	return r
+}
+
+func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissions <-chan *api.Event, exes *execontent.Reader, engine *analytics.Engine, kinds map[api.EventKind]bool, maxPerSec int, spool *store.Spool,
 	notify func(), stats *atomic.Pointer[analytics.Stats], capped *atomic.Uint64, alertLatency prometheus.Observer, respond func(*api.Alert), log *slog.Logger) error {
 	// The flush timer runs every spoolFlush while events flow and backs off
 	// (doubling, up to idleTickFactor × spoolFlush) on a quiet node, so an
@@ -296,8 +312,12 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 		batch = batch[:0]
 	}
 	// controlPlane analyses an event from the API server's side (audit,
-	// admission guard) and, like raw events, spools it when its kind is
-	// configured; it has no pod context to add.
+	// admission guard), or an executable's content, and, like raw events,
+	// spools it when its kind is configured; it has no pod context to add.
+	var exeContents <-chan *api.Event // nil: never ready
+	if exes != nil {
+		exeContents = exes.Events()
+	}
 	controlPlane := func(ev *api.Event) {
 		busy = true
 		engine.Process(ev, emit)
@@ -330,6 +350,9 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 			busy = true
 			enrich(ev)
 			engine.Process(ev, emit)
+			if exes != nil && ev.GetKind() == api.EventKind_EVENT_KIND_EXEC {
+				exes.Offer(ev) // after enrichment: its content event shares the pod context
+			}
 			if len(alerts) > 0 {
 				flush() // alerts do not wait for the batch timer
 			}
@@ -349,6 +372,8 @@ func pipeline(events <-chan *api.Event, enrich func(*api.Event), audit, admissio
 			controlPlane(ev)
 		case ev := <-admissions:
 			controlPlane(ev)
+		case ev := <-exeContents:
+			controlPlane(ev) // made from an enriched exec: nothing to add
 		case now := <-tick.C:
 			engine.Tick(now, emit)
 			flush()

@@ -16,6 +16,7 @@ import (
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/sensor/execontent"
 	"github.com/harrier-sec/harrier/transport"
 )
 
@@ -36,6 +37,9 @@ type Config struct {
 	Kube kube.Config `json:"kube"`
 	// Response acts on alerts per policies (see the response package).
 	Response ResponseConfig `json:"response"`
+	// ExeContent reads each executed file once, for its hash and the known
+	// tools it holds (see the sensor/execontent package).
+	ExeContent execontent.Config `json:"exeContent"`
 	// MetricsAddr is where the agent serves Prometheus /metrics (default
 	// 127.0.0.1:9473; "off" disables it).
 	MetricsAddr string `json:"metricsAddr,omitempty"`
@@ -161,6 +165,9 @@ func (c Config) Validate() error {
 	}
 	if c.Spool.QuotaBytes < 0 {
 		errs = append(errs, fmt.Errorf("spool.quotaBytes %d: must not be negative", c.Spool.QuotaBytes))
+	}
+	if err := c.ExeContent.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Uplink.BandwidthBytesPerSec < 0 {
 		errs = append(errs, fmt.Errorf("uplink.bandwidthBytesPerSec %d: must not be negative", c.Uplink.BandwidthBytesPerSec))

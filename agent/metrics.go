@@ -17,6 +17,7 @@ import (
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/kube/admission"
 	"github.com/harrier-sec/harrier/kube/audit"
+	"github.com/harrier-sec/harrier/sensor/execontent"
 	"github.com/harrier-sec/harrier/store"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -324,4 +325,22 @@ func (c *admissionCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(c.sink.dropped.Load()))
 	ch <- prometheus.MustNewConstMetric(c.depth, prometheus.GaugeValue, float64(len(c.sink.events)))
 	ch <- prometheus.MustNewConstMetric(c.capacity, prometheus.GaugeValue, float64(cap(c.sink.events)))
+}
+
+// exeContentCollector exports the executable content reader's counters.
+type exeContentCollector struct{ r *execontent.Reader }
+
+var exeContentFilesDesc = prometheus.NewDesc("harrier_exe_content_files_total",
+	"Executed files offered to the content reader, by result: read, hashed, matched (a known tool's signatures), "+
+		"dropped (queue full), gone (the process and its file out of reach), changed (not the file executed).",
+	[]string{"result"}, nil)
+
+func (exeContentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- exeContentFilesDesc }
+
+func (c exeContentCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.r.Stats()
+	for result, v := range map[string]uint64{"read": st.Read, "hashed": st.Hashed, "matched": st.Matched,
+		"dropped": st.Dropped, "gone": st.Gone, "changed": st.Changed} {
+		ch <- prometheus.MustNewConstMetric(exeContentFilesDesc, prometheus.CounterValue, float64(v), result)
+	}
 }

@@ -165,7 +165,7 @@ func benchPipeline(b *testing.B, mode uplinkMode, rate int) {
 	}
 	piped := make(chan error, 1)
 	go func() {
-		piped <- pipeline(events, func(*api.Event) {}, nil, nil, engine, kinds, -1, spool, wake, &stats, &capped, latency, func(*api.Alert) {}, log)
+		piped <- pipeline(events, func(*api.Event) {}, nil, nil, nil, engine, kinds, -1, spool, wake, &stats, &capped, latency, func(*api.Alert) {}, log)
 	}()
 	ctx, stop := context.WithCancel(context.Background())
 	drained := make(chan error, 1)

@@ -360,7 +360,7 @@ func TestAdmissionAlertThroughPipeline(t *testing.T) {
 	var capped atomic.Uint64
 	piped := make(chan error, 1)
 	go func() {
-		piped <- pipeline(events, func(*api.Event) {}, nil, sink.events, engine, map[api.EventKind]bool{}, -1, spool,
+		piped <- pipeline(events, func(*api.Event) {}, nil, sink.events, nil, engine, map[api.EventKind]bool{}, -1, spool,
 			func() {}, &stats, &capped, newAlertLatency(), func(*api.Alert) {}, log)
 	}()
 	gctx, gcancel := context.WithCancel(ctx)

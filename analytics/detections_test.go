@@ -67,6 +67,12 @@ func replayCases() []replayCase {
 			execEv(sh, []string{"sh"}, ctr),
 			execEv("/usr/bin/runc", []string{"runc", "init"}, ctr, privileged, parents("/usr/bin/containerd-shim-runc-v2")),
 		}, "", []string{"privileged-container-running", "privileged-exec"}},
+		{"renamed-tool: xmrig's content as kworker", []*api.Event{contentEv("/tmp/.x/kworker", []string{"xmrig"}, ctr)}, "renamed-tool", nil},
+		{"no renamed-tool: xmrig as itself, nmap in its versioned path, a plain binary", []*api.Event{
+			contentEv("/opt/xmrig-6.21/xmrig", []string{"xmrig"}, ctr),
+			contentEv("/usr/lib/nmap/nmap-7.94", []string{"nmap"}, ctr),
+			contentEv("/usr/bin/kworker", nil, ctr),
+		}, "", []string{"renamed-tool"}},
 		{"cloud-metadata", []*api.Event{connectEv("/usr/bin/curl", "169.254.169.254", 80, 0, ctr)}, "cloud-metadata", nil},
 		{"no cloud-metadata on host", []*api.Event{connectEv("/usr/bin/cloud-init", "169.254.169.254", 80, 0)}, "", []string{"cloud-metadata"}},
 

@@ -479,6 +479,10 @@ func newFields() map[string]*field {
 		{name: "dns.server", doc: "DNS server address", str: func(c *evalContext) string { return c.ev.GetDnsQuery().GetServer().GetIp() }},
 		{name: "exec.stdio_remote", doc: "ip:port of the network peer wired to the new program's stdin/stdout/stderr, if any", str: func(c *evalContext) string { return stdioRemote(c.ev) }},
 		{name: "exec.ld_preload", doc: "LD_PRELOAD in the new program's environment (\"\" when unset)", str: func(c *evalContext) string { return c.ev.GetExec().GetLdPreload() }},
+		{name: "dns.protocol", doc: "udp, or tcp for DNS over TCP", str: func(c *evalContext) string { return dnsProtocol(c.ev) }},
+		{name: "exe.sha256", doc: "exe_content: hex SHA-256 of the executed file (\"\" when it was too large)", str: func(c *evalContext) string { return c.ev.GetExeContent().GetSha256() }},
+		{name: "exe.tools", typ: listField, doc: "exe_content: known tools whose content signatures the executed file holds (xmrig, nmap, ...)", list: func(c *evalContext) []string { return c.ev.GetExeContent().GetTools() }},
+		{name: "exe.elf", typ: boolField, doc: "exe_content: the executed file is an ELF binary", flag: func(c *evalContext) bool { return c.ev.GetExeContent().GetElf() }},
 		{name: "mount.source", doc: "mount source", str: func(c *evalContext) string { return c.ev.GetMount().GetSource() }},
 		{name: "mount.target", doc: "mount target", str: func(c *evalContext) string { return c.ev.GetMount().GetTarget() }},
 		{name: "mount.fstype", doc: "file system type", str: func(c *evalContext) string { return c.ev.GetMount().GetFstype() }},
@@ -550,4 +554,13 @@ func (s *bigramSet) hasAll(hs []uint16) bool {
 		}
 	}
 	return true
+}
+
+// dnsProtocol is "tcp" for DNS over TCP, else "udp" (what every query was
+// before the sensor told them apart).
+func dnsProtocol(ev *api.Event) string {
+	if ev.GetDnsQuery().GetProtocol() == api.Protocol_PROTOCOL_TCP {
+		return "tcp"
+	}
+	return "udp"
 }

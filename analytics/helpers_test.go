@@ -52,6 +52,13 @@ func execEv(exe string, args []string, opts ...evOpt) *api.Event {
 	return e
 }
 
+// contentEv is the exe_content event of exe holding tools' signatures.
+func contentEv(exe string, tools []string, opts ...evOpt) *api.Event {
+	e := base(api.EventKind_EVENT_KIND_EXE_CONTENT, exe, []string{exe}, opts)
+	e.Detail = &api.Event_ExeContent{ExeContent: &api.ExeContent{Path: exe, Sha256: "ab12", Elf: true, Tools: tools}}
+	return e
+}
+
 func openEv(exe, path string, write bool, opts ...evOpt) *api.Event {
 	e := base(api.EventKind_EVENT_KIND_FILE_OPEN, exe, []string{exe}, opts)
 	o := &api.FileOpen{Path: path, Read: !write, Write: write, Result: 3}

@@ -54,6 +54,7 @@ const (
 	DetectionContainerSSH        DetectionID = "container-ssh"
 	DetectionPrivilegedRunning   DetectionID = "privileged-container-running"
 	DetectionPrivilegedExec      DetectionID = "privileged-exec"
+	DetectionRenamedTool         DetectionID = "renamed-tool"
 	DetectionDDoSToolkit         DetectionID = "ddos-toolkit"
 	DetectionBackdoorArtifact    DetectionID = "backdoor-artifact"
 	DetectionCalderaAgent        DetectionID = "caldera-agent"
@@ -242,6 +243,9 @@ func Detections() []Detection {
 		}},
 		{ID: DetectionPrivilegedExec, Name: "Command within a container running with high privileges", Severity: Severity_SEVERITY_INFO, Mitre: []*Mitre{
 			{Tactic: "Privilege Escalation", TechniqueId: "T1611", Technique: "Escape to Host"},
+		}},
+		{ID: DetectionRenamedTool, Name: "Known attack tool running under another name", Severity: Severity_SEVERITY_HIGH, Mitre: []*Mitre{
+			{Tactic: "Defense Evasion", TechniqueId: "T1036.005", Technique: "Masquerading: Match Legitimate Name or Location"},
 		}},
 		{ID: DetectionDDoSToolkit, Name: "Indicators associated with a DDoS toolkit detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
 			{Tactic: "Impact", TechniqueId: "T1498", Technique: "Network Denial of Service"},

@@ -57,6 +57,10 @@ const (
 	// What a response policy did (enforce) or would have done (audit) about
 	// an alert (package response); the process is the alert's.
 	EventKind_EVENT_KIND_RESPONSE EventKind = 21
+	// An executable file's content, once per file (device, inode, change
+	// time) at its first exec: SHA-256 and the known tools whose signatures it
+	// holds. The process is the one whose exec first ran the file.
+	EventKind_EVENT_KIND_EXE_CONTENT EventKind = 22
 )
 
 // Enum value maps for EventKind.
@@ -84,6 +88,7 @@ var (
 		19: "EVENT_KIND_AUDIT",
 		20: "EVENT_KIND_ADMISSION",
 		21: "EVENT_KIND_RESPONSE",
+		22: "EVENT_KIND_EXE_CONTENT",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":       0,
@@ -108,6 +113,7 @@ var (
 		"EVENT_KIND_AUDIT":             19,
 		"EVENT_KIND_ADMISSION":         20,
 		"EVENT_KIND_RESPONSE":          21,
+		"EVENT_KIND_EXE_CONTENT":       22,
 	}
 )
 
@@ -226,6 +232,7 @@ type Event struct {
 	//	*Event_Audit
 	//	*Event_Admission
 	//	*Event_Response
+	//	*Event_ExeContent
 	Detail        isEvent_Detail `protobuf_oneof:"detail"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -513,6 +520,15 @@ func (x *Event) GetResponse() *Response {
 	return nil
 }
 
+func (x *Event) GetExeContent() *ExeContent {
+	if x != nil {
+		if x, ok := x.Detail.(*Event_ExeContent); ok {
+			return x.ExeContent
+		}
+	}
+	return nil
+}
+
 type isEvent_Detail interface {
 	isEvent_Detail()
 }
@@ -601,6 +617,10 @@ type Event_Response struct {
 	Response *Response `protobuf:"bytes,40,opt,name=response,proto3,oneof"`
 }
 
+type Event_ExeContent struct {
+	ExeContent *ExeContent `protobuf:"bytes,41,opt,name=exe_content,json=exeContent,proto3,oneof"`
+}
+
 func (*Event_Exec) isEvent_Detail() {}
 
 func (*Event_Exit) isEvent_Detail() {}
@@ -643,6 +663,99 @@ func (*Event_Admission) isEvent_Detail() {}
 
 func (*Event_Response) isEvent_Detail() {}
 
+func (*Event_ExeContent) isEvent_Detail() {}
+
+// ExeContent identifies an executable by what it holds, not by its name: a
+// tool renamed or copied elsewhere keeps its hash and its signatures.
+type ExeContent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The executable's path, as the exec event gave it.
+	Path string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// Hex SHA-256 of the whole file; empty when it was not hashed (see error).
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Size   uint64 `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
+	// The file starts with the ELF magic.
+	Elf bool `protobuf:"varint,4,opt,name=elf,proto3" json:"elf,omitempty"`
+	// Known tools whose content signatures the file holds (xmrig, nmap, ...).
+	Tools []string `protobuf:"bytes,5,rep,name=tools,proto3" json:"tools,omitempty"`
+	// Why the file could not be read or hashed in full (too large, gone).
+	Error         string `protobuf:"bytes,6,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExeContent) Reset() {
+	*x = ExeContent{}
+	mi := &file_event_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExeContent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExeContent) ProtoMessage() {}
+
+func (x *ExeContent) ProtoReflect() protoreflect.Message {
+	mi := &file_event_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExeContent.ProtoReflect.Descriptor instead.
+func (*ExeContent) Descriptor() ([]byte, []int) {
+	return file_event_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ExeContent) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ExeContent) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ExeContent) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ExeContent) GetElf() bool {
+	if x != nil {
+		return x.Elf
+	}
+	return false
+}
+
+func (x *ExeContent) GetTools() []string {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
+func (x *ExeContent) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 // ExeOrigin says where the executable file came from. Binaries written into a
 // container's writable layer, into memory, or deleted after start are a
 // classic sign of a dropped payload.
@@ -660,7 +773,7 @@ type ExeOrigin struct {
 
 func (x *ExeOrigin) Reset() {
 	*x = ExeOrigin{}
-	mi := &file_event_proto_msgTypes[1]
+	mi := &file_event_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +785,7 @@ func (x *ExeOrigin) String() string {
 func (*ExeOrigin) ProtoMessage() {}
 
 func (x *ExeOrigin) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[1]
+	mi := &file_event_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +798,7 @@ func (x *ExeOrigin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExeOrigin.ProtoReflect.Descriptor instead.
 func (*ExeOrigin) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{1}
+	return file_event_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ExeOrigin) GetOverlayUpper() bool {
@@ -739,7 +852,7 @@ type Process struct {
 
 func (x *Process) Reset() {
 	*x = Process{}
-	mi := &file_event_proto_msgTypes[2]
+	mi := &file_event_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -751,7 +864,7 @@ func (x *Process) String() string {
 func (*Process) ProtoMessage() {}
 
 func (x *Process) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[2]
+	mi := &file_event_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -764,7 +877,7 @@ func (x *Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Process.ProtoReflect.Descriptor instead.
 func (*Process) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{2}
+	return file_event_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Process) GetPid() uint32 {
@@ -900,7 +1013,7 @@ type Ancestor struct {
 
 func (x *Ancestor) Reset() {
 	*x = Ancestor{}
-	mi := &file_event_proto_msgTypes[3]
+	mi := &file_event_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +1025,7 @@ func (x *Ancestor) String() string {
 func (*Ancestor) ProtoMessage() {}
 
 func (x *Ancestor) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[3]
+	mi := &file_event_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +1038,7 @@ func (x *Ancestor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ancestor.ProtoReflect.Descriptor instead.
 func (*Ancestor) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{3}
+	return file_event_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Ancestor) GetPid() uint32 {
@@ -975,7 +1088,7 @@ type Namespaces struct {
 
 func (x *Namespaces) Reset() {
 	*x = Namespaces{}
-	mi := &file_event_proto_msgTypes[4]
+	mi := &file_event_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1100,7 @@ func (x *Namespaces) String() string {
 func (*Namespaces) ProtoMessage() {}
 
 func (x *Namespaces) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[4]
+	mi := &file_event_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1113,7 @@ func (x *Namespaces) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Namespaces.ProtoReflect.Descriptor instead.
 func (*Namespaces) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{4}
+	return file_event_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Namespaces) GetPid() uint32 {
@@ -1050,7 +1163,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_event_proto_msgTypes[5]
+	mi := &file_event_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1062,7 +1175,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[5]
+	mi := &file_event_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1075,7 +1188,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{5}
+	return file_event_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Container) GetRuntime() string {
@@ -1186,14 +1299,20 @@ type Exec struct {
 	StdioSockets []*StdioSocket `protobuf:"bytes,2,rep,name=stdio_sockets,json=stdioSockets,proto3" json:"stdio_sockets,omitempty"`
 	// LD_PRELOAD in the new program's environment ("" when unset): libraries
 	// the dynamic loader injects into it. Only this variable is read.
-	LdPreload     string `protobuf:"bytes,3,opt,name=ld_preload,json=ldPreload,proto3" json:"ld_preload,omitempty"`
+	LdPreload string `protobuf:"bytes,3,opt,name=ld_preload,json=ldPreload,proto3" json:"ld_preload,omitempty"`
+	// The executed file's identity as the kernel saw it: device (the kernel's
+	// encoding, major << 20 | minor), inode and change time (ns since the
+	// epoch). A file renamed keeps it; a file rewritten gets a new change time.
+	ExeDevice     uint64 `protobuf:"varint,4,opt,name=exe_device,json=exeDevice,proto3" json:"exe_device,omitempty"`
+	ExeInode      uint64 `protobuf:"varint,5,opt,name=exe_inode,json=exeInode,proto3" json:"exe_inode,omitempty"`
+	ExeCtimeNs    int64  `protobuf:"varint,6,opt,name=exe_ctime_ns,json=exeCtimeNs,proto3" json:"exe_ctime_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Exec) Reset() {
 	*x = Exec{}
-	mi := &file_event_proto_msgTypes[6]
+	mi := &file_event_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1324,7 @@ func (x *Exec) String() string {
 func (*Exec) ProtoMessage() {}
 
 func (x *Exec) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[6]
+	mi := &file_event_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1337,7 @@ func (x *Exec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exec.ProtoReflect.Descriptor instead.
 func (*Exec) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{6}
+	return file_event_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Exec) GetFilename() string {
@@ -1242,6 +1361,27 @@ func (x *Exec) GetLdPreload() string {
 	return ""
 }
 
+func (x *Exec) GetExeDevice() uint64 {
+	if x != nil {
+		return x.ExeDevice
+	}
+	return 0
+}
+
+func (x *Exec) GetExeInode() uint64 {
+	if x != nil {
+		return x.ExeInode
+	}
+	return 0
+}
+
+func (x *Exec) GetExeCtimeNs() int64 {
+	if x != nil {
+		return x.ExeCtimeNs
+	}
+	return 0
+}
+
 // StdioSocket is a standard stream (fd 0, 1 or 2) that is a socket.
 type StdioSocket struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1257,7 +1397,7 @@ type StdioSocket struct {
 
 func (x *StdioSocket) Reset() {
 	*x = StdioSocket{}
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1409,7 @@ func (x *StdioSocket) String() string {
 func (*StdioSocket) ProtoMessage() {}
 
 func (x *StdioSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[7]
+	mi := &file_event_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1422,7 @@ func (x *StdioSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StdioSocket.ProtoReflect.Descriptor instead.
 func (*StdioSocket) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{7}
+	return file_event_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StdioSocket) GetFd() uint32 {
@@ -1317,7 +1457,7 @@ type Exit struct {
 
 func (x *Exit) Reset() {
 	*x = Exit{}
-	mi := &file_event_proto_msgTypes[8]
+	mi := &file_event_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1329,7 +1469,7 @@ func (x *Exit) String() string {
 func (*Exit) ProtoMessage() {}
 
 func (x *Exit) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[8]
+	mi := &file_event_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1342,7 +1482,7 @@ func (x *Exit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Exit.ProtoReflect.Descriptor instead.
 func (*Exit) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{8}
+	return file_event_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Exit) GetCode() int32 {
@@ -1378,7 +1518,7 @@ type Fork struct {
 
 func (x *Fork) Reset() {
 	*x = Fork{}
-	mi := &file_event_proto_msgTypes[9]
+	mi := &file_event_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1530,7 @@ func (x *Fork) String() string {
 func (*Fork) ProtoMessage() {}
 
 func (x *Fork) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[9]
+	mi := &file_event_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1543,7 @@ func (x *Fork) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Fork.ProtoReflect.Descriptor instead.
 func (*Fork) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{9}
+	return file_event_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Fork) GetChildPid() uint32 {
@@ -1444,7 +1584,7 @@ type FileOpen struct {
 
 func (x *FileOpen) Reset() {
 	*x = FileOpen{}
-	mi := &file_event_proto_msgTypes[10]
+	mi := &file_event_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1596,7 @@ func (x *FileOpen) String() string {
 func (*FileOpen) ProtoMessage() {}
 
 func (x *FileOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[10]
+	mi := &file_event_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1609,7 @@ func (x *FileOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileOpen.ProtoReflect.Descriptor instead.
 func (*FileOpen) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{10}
+	return file_event_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FileOpen) GetPath() string {
@@ -1539,7 +1679,7 @@ type FileUnlink struct {
 
 func (x *FileUnlink) Reset() {
 	*x = FileUnlink{}
-	mi := &file_event_proto_msgTypes[11]
+	mi := &file_event_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1551,7 +1691,7 @@ func (x *FileUnlink) String() string {
 func (*FileUnlink) ProtoMessage() {}
 
 func (x *FileUnlink) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[11]
+	mi := &file_event_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1564,7 +1704,7 @@ func (x *FileUnlink) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileUnlink.ProtoReflect.Descriptor instead.
 func (*FileUnlink) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{11}
+	return file_event_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FileUnlink) GetPath() string {
@@ -1599,7 +1739,7 @@ type FileRename struct {
 
 func (x *FileRename) Reset() {
 	*x = FileRename{}
-	mi := &file_event_proto_msgTypes[12]
+	mi := &file_event_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1751,7 @@ func (x *FileRename) String() string {
 func (*FileRename) ProtoMessage() {}
 
 func (x *FileRename) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[12]
+	mi := &file_event_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1764,7 @@ func (x *FileRename) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileRename.ProtoReflect.Descriptor instead.
 func (*FileRename) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{12}
+	return file_event_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *FileRename) GetOldPath() string {
@@ -1660,7 +1800,7 @@ type SocketAddress struct {
 
 func (x *SocketAddress) Reset() {
 	*x = SocketAddress{}
-	mi := &file_event_proto_msgTypes[13]
+	mi := &file_event_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1812,7 @@ func (x *SocketAddress) String() string {
 func (*SocketAddress) ProtoMessage() {}
 
 func (x *SocketAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[13]
+	mi := &file_event_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1825,7 @@ func (x *SocketAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketAddress.ProtoReflect.Descriptor instead.
 func (*SocketAddress) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{13}
+	return file_event_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SocketAddress) GetFamily() string {
@@ -1721,7 +1861,7 @@ type Connect struct {
 
 func (x *Connect) Reset() {
 	*x = Connect{}
-	mi := &file_event_proto_msgTypes[14]
+	mi := &file_event_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1873,7 @@ func (x *Connect) String() string {
 func (*Connect) ProtoMessage() {}
 
 func (x *Connect) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[14]
+	mi := &file_event_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1886,7 @@ func (x *Connect) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connect.ProtoReflect.Descriptor instead.
 func (*Connect) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{14}
+	return file_event_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Connect) GetDestination() *SocketAddress {
@@ -1782,7 +1922,7 @@ type Listen struct {
 
 func (x *Listen) Reset() {
 	*x = Listen{}
-	mi := &file_event_proto_msgTypes[15]
+	mi := &file_event_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +1934,7 @@ func (x *Listen) String() string {
 func (*Listen) ProtoMessage() {}
 
 func (x *Listen) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[15]
+	mi := &file_event_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +1947,7 @@ func (x *Listen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listen.ProtoReflect.Descriptor instead.
 func (*Listen) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{15}
+	return file_event_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Listen) GetLocal() *SocketAddress {
@@ -1851,7 +1991,7 @@ type Accept struct {
 
 func (x *Accept) Reset() {
 	*x = Accept{}
-	mi := &file_event_proto_msgTypes[16]
+	mi := &file_event_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +2003,7 @@ func (x *Accept) String() string {
 func (*Accept) ProtoMessage() {}
 
 func (x *Accept) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[16]
+	mi := &file_event_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +2016,7 @@ func (x *Accept) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Accept.ProtoReflect.Descriptor instead.
 func (*Accept) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{16}
+	return file_event_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Accept) GetLocal() *SocketAddress {
@@ -1918,7 +2058,7 @@ type Ptrace struct {
 
 func (x *Ptrace) Reset() {
 	*x = Ptrace{}
-	mi := &file_event_proto_msgTypes[17]
+	mi := &file_event_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1930,7 +2070,7 @@ func (x *Ptrace) String() string {
 func (*Ptrace) ProtoMessage() {}
 
 func (x *Ptrace) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[17]
+	mi := &file_event_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1943,7 +2083,7 @@ func (x *Ptrace) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ptrace.ProtoReflect.Descriptor instead.
 func (*Ptrace) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{17}
+	return file_event_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Ptrace) GetRequest() int64 {
@@ -1981,7 +2121,7 @@ type ModuleLoad struct {
 
 func (x *ModuleLoad) Reset() {
 	*x = ModuleLoad{}
-	mi := &file_event_proto_msgTypes[18]
+	mi := &file_event_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1993,7 +2133,7 @@ func (x *ModuleLoad) String() string {
 func (*ModuleLoad) ProtoMessage() {}
 
 func (x *ModuleLoad) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[18]
+	mi := &file_event_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2006,7 +2146,7 @@ func (x *ModuleLoad) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModuleLoad.ProtoReflect.Descriptor instead.
 func (*ModuleLoad) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{18}
+	return file_event_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ModuleLoad) GetSyscall() string {
@@ -2051,7 +2191,7 @@ type NamespaceChange struct {
 
 func (x *NamespaceChange) Reset() {
 	*x = NamespaceChange{}
-	mi := &file_event_proto_msgTypes[19]
+	mi := &file_event_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2203,7 @@ func (x *NamespaceChange) String() string {
 func (*NamespaceChange) ProtoMessage() {}
 
 func (x *NamespaceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[19]
+	mi := &file_event_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2216,7 @@ func (x *NamespaceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NamespaceChange.ProtoReflect.Descriptor instead.
 func (*NamespaceChange) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{19}
+	return file_event_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *NamespaceChange) GetSyscall() string {
@@ -2118,7 +2258,7 @@ type MemfdCreate struct {
 
 func (x *MemfdCreate) Reset() {
 	*x = MemfdCreate{}
-	mi := &file_event_proto_msgTypes[20]
+	mi := &file_event_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2130,7 +2270,7 @@ func (x *MemfdCreate) String() string {
 func (*MemfdCreate) ProtoMessage() {}
 
 func (x *MemfdCreate) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[20]
+	mi := &file_event_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2143,7 +2283,7 @@ func (x *MemfdCreate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemfdCreate.ProtoReflect.Descriptor instead.
 func (*MemfdCreate) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{20}
+	return file_event_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MemfdCreate) GetName() string {
@@ -2189,7 +2329,7 @@ type CredentialChange struct {
 
 func (x *CredentialChange) Reset() {
 	*x = CredentialChange{}
-	mi := &file_event_proto_msgTypes[21]
+	mi := &file_event_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2341,7 @@ func (x *CredentialChange) String() string {
 func (*CredentialChange) ProtoMessage() {}
 
 func (x *CredentialChange) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[21]
+	mi := &file_event_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2354,7 @@ func (x *CredentialChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CredentialChange.ProtoReflect.Descriptor instead.
 func (*CredentialChange) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{21}
+	return file_event_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CredentialChange) GetSyscall() string {
@@ -2307,7 +2447,7 @@ type Mount struct {
 
 func (x *Mount) Reset() {
 	*x = Mount{}
-	mi := &file_event_proto_msgTypes[22]
+	mi := &file_event_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +2459,7 @@ func (x *Mount) String() string {
 func (*Mount) ProtoMessage() {}
 
 func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[22]
+	mi := &file_event_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +2472,7 @@ func (x *Mount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mount.ProtoReflect.Descriptor instead.
 func (*Mount) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{22}
+	return file_event_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Mount) GetSource() string {
@@ -2387,7 +2527,7 @@ type Chmod struct {
 
 func (x *Chmod) Reset() {
 	*x = Chmod{}
-	mi := &file_event_proto_msgTypes[23]
+	mi := &file_event_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2399,7 +2539,7 @@ func (x *Chmod) String() string {
 func (*Chmod) ProtoMessage() {}
 
 func (x *Chmod) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[23]
+	mi := &file_event_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2412,7 +2552,7 @@ func (x *Chmod) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Chmod.ProtoReflect.Descriptor instead.
 func (*Chmod) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{23}
+	return file_event_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Chmod) GetPath() string {
@@ -2452,7 +2592,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_event_proto_msgTypes[24]
+	mi := &file_event_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2464,7 +2604,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[24]
+	mi := &file_event_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2477,7 +2617,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{24}
+	return file_event_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Signal) GetTargetPid() uint32 {
@@ -2523,7 +2663,7 @@ type DnsQuery struct {
 
 func (x *DnsQuery) Reset() {
 	*x = DnsQuery{}
-	mi := &file_event_proto_msgTypes[25]
+	mi := &file_event_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2535,7 +2675,7 @@ func (x *DnsQuery) String() string {
 func (*DnsQuery) ProtoMessage() {}
 
 func (x *DnsQuery) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[25]
+	mi := &file_event_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2548,7 +2688,7 @@ func (x *DnsQuery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DnsQuery.ProtoReflect.Descriptor instead.
 func (*DnsQuery) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{25}
+	return file_event_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *DnsQuery) GetName() string {
@@ -2633,7 +2773,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_event_proto_msgTypes[26]
+	mi := &file_event_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2645,7 +2785,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[26]
+	mi := &file_event_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2658,7 +2798,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{26}
+	return file_event_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Audit) GetAuditId() string {
@@ -2846,7 +2986,7 @@ type Admission struct {
 
 func (x *Admission) Reset() {
 	*x = Admission{}
-	mi := &file_event_proto_msgTypes[27]
+	mi := &file_event_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2858,7 +2998,7 @@ func (x *Admission) String() string {
 func (*Admission) ProtoMessage() {}
 
 func (x *Admission) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[27]
+	mi := &file_event_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2871,7 +3011,7 @@ func (x *Admission) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admission.ProtoReflect.Descriptor instead.
 func (*Admission) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{27}
+	return file_event_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Admission) GetRequestUid() string {
@@ -3042,7 +3182,7 @@ type Response struct {
 
 func (x *Response) Reset() {
 	*x = Response{}
-	mi := &file_event_proto_msgTypes[28]
+	mi := &file_event_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3054,7 +3194,7 @@ func (x *Response) String() string {
 func (*Response) ProtoMessage() {}
 
 func (x *Response) ProtoReflect() protoreflect.Message {
-	mi := &file_event_proto_msgTypes[28]
+	mi := &file_event_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3067,7 +3207,7 @@ func (x *Response) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Response.ProtoReflect.Descriptor instead.
 func (*Response) Descriptor() ([]byte, []int) {
-	return file_event_proto_rawDescGZIP(), []int{28}
+	return file_event_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Response) GetAlertId() string {
@@ -3145,7 +3285,7 @@ var File_event_proto protoreflect.FileDescriptor
 const file_event_proto_rawDesc = "" +
 	"\n" +
 	"\vevent.proto\x12\n" +
-	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\v\n" +
+	"harrier.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd8\v\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -3180,8 +3320,18 @@ const file_event_proto_rawDesc = "" +
 	"\tdns_query\x18% \x01(\v2\x14.harrier.v1.DnsQueryH\x00R\bdnsQuery\x12)\n" +
 	"\x05audit\x18& \x01(\v2\x11.harrier.v1.AuditH\x00R\x05audit\x125\n" +
 	"\tadmission\x18' \x01(\v2\x15.harrier.v1.AdmissionH\x00R\tadmission\x122\n" +
-	"\bresponse\x18( \x01(\v2\x14.harrier.v1.ResponseH\x00R\bresponseB\b\n" +
-	"\x06detail\"`\n" +
+	"\bresponse\x18( \x01(\v2\x14.harrier.v1.ResponseH\x00R\bresponse\x129\n" +
+	"\vexe_content\x18) \x01(\v2\x16.harrier.v1.ExeContentH\x00R\n" +
+	"exeContentB\b\n" +
+	"\x06detail\"\x8a\x01\n" +
+	"\n" +
+	"ExeContent\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x12\n" +
+	"\x04size\x18\x03 \x01(\x04R\x04size\x12\x10\n" +
+	"\x03elf\x18\x04 \x01(\bR\x03elf\x12\x14\n" +
+	"\x05tools\x18\x05 \x03(\tR\x05tools\x12\x14\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"`\n" +
 	"\tExeOrigin\x12#\n" +
 	"\roverlay_upper\x18\x01 \x01(\bR\foverlayUpper\x12\x14\n" +
 	"\x05memfd\x18\x02 \x01(\bR\x05memfd\x12\x18\n" +
@@ -3239,12 +3389,17 @@ const file_event_proto_rawDesc = "" +
 	"privileged\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x7f\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdd\x01\n" +
 	"\x04Exec\x12\x1a\n" +
 	"\bfilename\x18\x01 \x01(\tR\bfilename\x12<\n" +
 	"\rstdio_sockets\x18\x02 \x03(\v2\x17.harrier.v1.StdioSocketR\fstdioSockets\x12\x1d\n" +
 	"\n" +
-	"ld_preload\x18\x03 \x01(\tR\tldPreload\"h\n" +
+	"ld_preload\x18\x03 \x01(\tR\tldPreload\x12\x1d\n" +
+	"\n" +
+	"exe_device\x18\x04 \x01(\x04R\texeDevice\x12\x1b\n" +
+	"\texe_inode\x18\x05 \x01(\x04R\bexeInode\x12 \n" +
+	"\fexe_ctime_ns\x18\x06 \x01(\x03R\n" +
+	"exeCtimeNs\"h\n" +
 	"\vStdioSocket\x12\x0e\n" +
 	"\x02fd\x18\x01 \x01(\rR\x02fd\x12\x16\n" +
 	"\x06family\x18\x02 \x01(\tR\x06family\x121\n" +
@@ -3415,7 +3570,7 @@ const file_event_proto_rawDesc = "" +
 	"\n" +
 	"latency_us\x18\t \x01(\x03R\tlatencyUs\x12\x16\n" +
 	"\x06target\x18\n" +
-	" \x01(\tR\x06target*\xb7\x04\n" +
+	" \x01(\tR\x06target*\xd3\x04\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fEVENT_KIND_EXEC\x10\x01\x12\x13\n" +
@@ -3439,7 +3594,8 @@ const file_event_proto_rawDesc = "" +
 	"\x14EVENT_KIND_DNS_QUERY\x10\x12\x12\x14\n" +
 	"\x10EVENT_KIND_AUDIT\x10\x13\x12\x18\n" +
 	"\x14EVENT_KIND_ADMISSION\x10\x14\x12\x17\n" +
-	"\x13EVENT_KIND_RESPONSE\x10\x15*\\\n" +
+	"\x13EVENT_KIND_RESPONSE\x10\x15\x12\x1a\n" +
+	"\x16EVENT_KIND_EXE_CONTENT\x10\x16*\\\n" +
 	"\bProtocol\x12\x18\n" +
 	"\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fPROTOCOL_TCP\x10\x01\x12\x10\n" +
@@ -3459,91 +3615,93 @@ func file_event_proto_rawDescGZIP() []byte {
 }
 
 var file_event_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_event_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_event_proto_goTypes = []any{
 	(EventKind)(0),                // 0: harrier.v1.EventKind
 	(Protocol)(0),                 // 1: harrier.v1.Protocol
 	(*Event)(nil),                 // 2: harrier.v1.Event
-	(*ExeOrigin)(nil),             // 3: harrier.v1.ExeOrigin
-	(*Process)(nil),               // 4: harrier.v1.Process
-	(*Ancestor)(nil),              // 5: harrier.v1.Ancestor
-	(*Namespaces)(nil),            // 6: harrier.v1.Namespaces
-	(*Container)(nil),             // 7: harrier.v1.Container
-	(*Exec)(nil),                  // 8: harrier.v1.Exec
-	(*StdioSocket)(nil),           // 9: harrier.v1.StdioSocket
-	(*Exit)(nil),                  // 10: harrier.v1.Exit
-	(*Fork)(nil),                  // 11: harrier.v1.Fork
-	(*FileOpen)(nil),              // 12: harrier.v1.FileOpen
-	(*FileUnlink)(nil),            // 13: harrier.v1.FileUnlink
-	(*FileRename)(nil),            // 14: harrier.v1.FileRename
-	(*SocketAddress)(nil),         // 15: harrier.v1.SocketAddress
-	(*Connect)(nil),               // 16: harrier.v1.Connect
-	(*Listen)(nil),                // 17: harrier.v1.Listen
-	(*Accept)(nil),                // 18: harrier.v1.Accept
-	(*Ptrace)(nil),                // 19: harrier.v1.Ptrace
-	(*ModuleLoad)(nil),            // 20: harrier.v1.ModuleLoad
-	(*NamespaceChange)(nil),       // 21: harrier.v1.NamespaceChange
-	(*MemfdCreate)(nil),           // 22: harrier.v1.MemfdCreate
-	(*CredentialChange)(nil),      // 23: harrier.v1.CredentialChange
-	(*Mount)(nil),                 // 24: harrier.v1.Mount
-	(*Chmod)(nil),                 // 25: harrier.v1.Chmod
-	(*Signal)(nil),                // 26: harrier.v1.Signal
-	(*DnsQuery)(nil),              // 27: harrier.v1.DnsQuery
-	(*Audit)(nil),                 // 28: harrier.v1.Audit
-	(*Admission)(nil),             // 29: harrier.v1.Admission
-	(*Response)(nil),              // 30: harrier.v1.Response
-	nil,                           // 31: harrier.v1.Container.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
+	(*ExeContent)(nil),            // 3: harrier.v1.ExeContent
+	(*ExeOrigin)(nil),             // 4: harrier.v1.ExeOrigin
+	(*Process)(nil),               // 5: harrier.v1.Process
+	(*Ancestor)(nil),              // 6: harrier.v1.Ancestor
+	(*Namespaces)(nil),            // 7: harrier.v1.Namespaces
+	(*Container)(nil),             // 8: harrier.v1.Container
+	(*Exec)(nil),                  // 9: harrier.v1.Exec
+	(*StdioSocket)(nil),           // 10: harrier.v1.StdioSocket
+	(*Exit)(nil),                  // 11: harrier.v1.Exit
+	(*Fork)(nil),                  // 12: harrier.v1.Fork
+	(*FileOpen)(nil),              // 13: harrier.v1.FileOpen
+	(*FileUnlink)(nil),            // 14: harrier.v1.FileUnlink
+	(*FileRename)(nil),            // 15: harrier.v1.FileRename
+	(*SocketAddress)(nil),         // 16: harrier.v1.SocketAddress
+	(*Connect)(nil),               // 17: harrier.v1.Connect
+	(*Listen)(nil),                // 18: harrier.v1.Listen
+	(*Accept)(nil),                // 19: harrier.v1.Accept
+	(*Ptrace)(nil),                // 20: harrier.v1.Ptrace
+	(*ModuleLoad)(nil),            // 21: harrier.v1.ModuleLoad
+	(*NamespaceChange)(nil),       // 22: harrier.v1.NamespaceChange
+	(*MemfdCreate)(nil),           // 23: harrier.v1.MemfdCreate
+	(*CredentialChange)(nil),      // 24: harrier.v1.CredentialChange
+	(*Mount)(nil),                 // 25: harrier.v1.Mount
+	(*Chmod)(nil),                 // 26: harrier.v1.Chmod
+	(*Signal)(nil),                // 27: harrier.v1.Signal
+	(*DnsQuery)(nil),              // 28: harrier.v1.DnsQuery
+	(*Audit)(nil),                 // 29: harrier.v1.Audit
+	(*Admission)(nil),             // 30: harrier.v1.Admission
+	(*Response)(nil),              // 31: harrier.v1.Response
+	nil,                           // 32: harrier.v1.Container.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_event_proto_depIdxs = []int32{
-	32, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
+	33, // 0: harrier.v1.Event.time:type_name -> google.protobuf.Timestamp
 	0,  // 1: harrier.v1.Event.kind:type_name -> harrier.v1.EventKind
-	4,  // 2: harrier.v1.Event.process:type_name -> harrier.v1.Process
-	5,  // 3: harrier.v1.Event.ancestry:type_name -> harrier.v1.Ancestor
-	6,  // 4: harrier.v1.Event.namespaces:type_name -> harrier.v1.Namespaces
-	7,  // 5: harrier.v1.Event.container:type_name -> harrier.v1.Container
-	8,  // 6: harrier.v1.Event.exec:type_name -> harrier.v1.Exec
-	10, // 7: harrier.v1.Event.exit:type_name -> harrier.v1.Exit
-	11, // 8: harrier.v1.Event.fork:type_name -> harrier.v1.Fork
-	12, // 9: harrier.v1.Event.file_open:type_name -> harrier.v1.FileOpen
-	13, // 10: harrier.v1.Event.file_unlink:type_name -> harrier.v1.FileUnlink
-	14, // 11: harrier.v1.Event.file_rename:type_name -> harrier.v1.FileRename
-	16, // 12: harrier.v1.Event.connect:type_name -> harrier.v1.Connect
-	17, // 13: harrier.v1.Event.listen:type_name -> harrier.v1.Listen
-	18, // 14: harrier.v1.Event.accept:type_name -> harrier.v1.Accept
-	19, // 15: harrier.v1.Event.ptrace:type_name -> harrier.v1.Ptrace
-	20, // 16: harrier.v1.Event.module_load:type_name -> harrier.v1.ModuleLoad
-	21, // 17: harrier.v1.Event.namespace_change:type_name -> harrier.v1.NamespaceChange
-	22, // 18: harrier.v1.Event.memfd_create:type_name -> harrier.v1.MemfdCreate
-	23, // 19: harrier.v1.Event.credential_change:type_name -> harrier.v1.CredentialChange
-	24, // 20: harrier.v1.Event.mount:type_name -> harrier.v1.Mount
-	25, // 21: harrier.v1.Event.chmod:type_name -> harrier.v1.Chmod
-	26, // 22: harrier.v1.Event.signal:type_name -> harrier.v1.Signal
-	27, // 23: harrier.v1.Event.dns_query:type_name -> harrier.v1.DnsQuery
-	28, // 24: harrier.v1.Event.audit:type_name -> harrier.v1.Audit
-	29, // 25: harrier.v1.Event.admission:type_name -> harrier.v1.Admission
-	30, // 26: harrier.v1.Event.response:type_name -> harrier.v1.Response
-	32, // 27: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
-	3,  // 28: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
-	32, // 29: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
-	31, // 30: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
-	9,  // 31: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
-	15, // 32: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
-	15, // 33: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
-	1,  // 34: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
-	15, // 35: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
-	1,  // 36: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
-	15, // 37: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
-	15, // 38: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
-	1,  // 39: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
-	15, // 40: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
-	1,  // 41: harrier.v1.DnsQuery.protocol:type_name -> harrier.v1.Protocol
-	32, // 42: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
-	43, // [43:43] is the sub-list for method output_type
-	43, // [43:43] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	5,  // 2: harrier.v1.Event.process:type_name -> harrier.v1.Process
+	6,  // 3: harrier.v1.Event.ancestry:type_name -> harrier.v1.Ancestor
+	7,  // 4: harrier.v1.Event.namespaces:type_name -> harrier.v1.Namespaces
+	8,  // 5: harrier.v1.Event.container:type_name -> harrier.v1.Container
+	9,  // 6: harrier.v1.Event.exec:type_name -> harrier.v1.Exec
+	11, // 7: harrier.v1.Event.exit:type_name -> harrier.v1.Exit
+	12, // 8: harrier.v1.Event.fork:type_name -> harrier.v1.Fork
+	13, // 9: harrier.v1.Event.file_open:type_name -> harrier.v1.FileOpen
+	14, // 10: harrier.v1.Event.file_unlink:type_name -> harrier.v1.FileUnlink
+	15, // 11: harrier.v1.Event.file_rename:type_name -> harrier.v1.FileRename
+	17, // 12: harrier.v1.Event.connect:type_name -> harrier.v1.Connect
+	18, // 13: harrier.v1.Event.listen:type_name -> harrier.v1.Listen
+	19, // 14: harrier.v1.Event.accept:type_name -> harrier.v1.Accept
+	20, // 15: harrier.v1.Event.ptrace:type_name -> harrier.v1.Ptrace
+	21, // 16: harrier.v1.Event.module_load:type_name -> harrier.v1.ModuleLoad
+	22, // 17: harrier.v1.Event.namespace_change:type_name -> harrier.v1.NamespaceChange
+	23, // 18: harrier.v1.Event.memfd_create:type_name -> harrier.v1.MemfdCreate
+	24, // 19: harrier.v1.Event.credential_change:type_name -> harrier.v1.CredentialChange
+	25, // 20: harrier.v1.Event.mount:type_name -> harrier.v1.Mount
+	26, // 21: harrier.v1.Event.chmod:type_name -> harrier.v1.Chmod
+	27, // 22: harrier.v1.Event.signal:type_name -> harrier.v1.Signal
+	28, // 23: harrier.v1.Event.dns_query:type_name -> harrier.v1.DnsQuery
+	29, // 24: harrier.v1.Event.audit:type_name -> harrier.v1.Audit
+	30, // 25: harrier.v1.Event.admission:type_name -> harrier.v1.Admission
+	31, // 26: harrier.v1.Event.response:type_name -> harrier.v1.Response
+	3,  // 27: harrier.v1.Event.exe_content:type_name -> harrier.v1.ExeContent
+	33, // 28: harrier.v1.Process.start_time:type_name -> google.protobuf.Timestamp
+	4,  // 29: harrier.v1.Process.exe_origin:type_name -> harrier.v1.ExeOrigin
+	33, // 30: harrier.v1.Ancestor.start_time:type_name -> google.protobuf.Timestamp
+	32, // 31: harrier.v1.Container.labels:type_name -> harrier.v1.Container.LabelsEntry
+	10, // 32: harrier.v1.Exec.stdio_sockets:type_name -> harrier.v1.StdioSocket
+	16, // 33: harrier.v1.StdioSocket.remote:type_name -> harrier.v1.SocketAddress
+	16, // 34: harrier.v1.Connect.destination:type_name -> harrier.v1.SocketAddress
+	1,  // 35: harrier.v1.Connect.protocol:type_name -> harrier.v1.Protocol
+	16, // 36: harrier.v1.Listen.local:type_name -> harrier.v1.SocketAddress
+	1,  // 37: harrier.v1.Listen.protocol:type_name -> harrier.v1.Protocol
+	16, // 38: harrier.v1.Accept.local:type_name -> harrier.v1.SocketAddress
+	16, // 39: harrier.v1.Accept.remote:type_name -> harrier.v1.SocketAddress
+	1,  // 40: harrier.v1.Accept.protocol:type_name -> harrier.v1.Protocol
+	16, // 41: harrier.v1.DnsQuery.server:type_name -> harrier.v1.SocketAddress
+	1,  // 42: harrier.v1.DnsQuery.protocol:type_name -> harrier.v1.Protocol
+	33, // 43: harrier.v1.Audit.request_received:type_name -> google.protobuf.Timestamp
+	44, // [44:44] is the sub-list for method output_type
+	44, // [44:44] is the sub-list for method input_type
+	44, // [44:44] is the sub-list for extension type_name
+	44, // [44:44] is the sub-list for extension extendee
+	0,  // [0:44] is the sub-list for field type_name
 }
 
 func init() { file_event_proto_init() }
@@ -3573,6 +3731,7 @@ func file_event_proto_init() {
 		(*Event_Audit)(nil),
 		(*Event_Admission)(nil),
 		(*Event_Response)(nil),
+		(*Event_ExeContent)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3580,7 +3739,7 @@ func file_event_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_event_proto_rawDesc), len(file_event_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -61,6 +61,8 @@ func kindText(k EventKind) (name, short string) {
 		return "admission", ""
 	case EventKind_EVENT_KIND_RESPONSE:
 		return "response", ""
+	case EventKind_EVENT_KIND_EXE_CONTENT:
+		return "exe_content", ""
 	case EventKind_EVENT_KIND_UNSPECIFIED:
 		return "unspecified", ""
 	}

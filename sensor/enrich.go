@@ -54,7 +54,8 @@ func (s *Sensor) enrich(rec *record) *api.Event {
 		})
 		s.views.forget(rec.Pid)
 		ev.Detail = &api.Event_Exec{Exec: &api.Exec{Filename: api.Text(rec.Str[3]), StdioSockets: stdioSockets(rec.Str[5]),
-			LdPreload: api.Text(rec.Str[6])}}
+			LdPreload: api.Text(rec.Str[6]),
+			ExeInode:  rec.Num[4], ExeDevice: rec.Num[5], ExeCtimeNs: int64(rec.Num[6])*1e9 + int64(rec.Num[7])}}
 	case kindFork:
 		s.procs.Fork(rec.Tgid, uint32(rec.Num[1]), rec.Num[2])
 	}

@@ -18,6 +18,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include "inode_ctime.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -932,6 +933,15 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	const struct cred *cred = BPF_CORE_READ(task, cred);
 	BPF_CORE_READ_INTO(&ev->b.num[2], cred, cap_effective);
 	BPF_CORE_READ_INTO(&ev->b.num[3], cred, cap_bset);
+
+	/* The executed file's identity: user space reads each file's content
+	 * once per (device, inode, change time), not once per exec. */
+	struct inode *exe_inode = BPF_CORE_READ(exe, f_inode);
+	ev->b.num[4] = BPF_CORE_READ(exe_inode, i_ino);
+	ev->b.num[5] = BPF_CORE_READ(exe_inode, i_sb, s_dev);
+	struct file_ctime ct = inode_ctime(exe_inode);
+	ev->b.num[6] = ct.sec;
+	ev->b.num[7] = ct.nsec;
 
 	/* 1: argv, NUL separated, read from the new image's stack. */
 	struct mm_struct *mm = BPF_CORE_READ(task, mm);

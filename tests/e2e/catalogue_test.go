@@ -2,6 +2,11 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"github.com/harrier-sec/harrier/api"
@@ -26,8 +31,29 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 		return img
 	}
 	const httpd = "httpd -p 127.0.0.1:8080 -h /www && waitport 8080 && "
+	// A stand-in that carries XMRig's content signatures, as the miner's
+	// own binary does, whatever it is named.
+	miner := signedCopy(t, r.helper, "\x00XMRig/6.21.0\x00stratum+tcp://pool.example:3333\x00randomx\x00")
 
 	tests := []detectionCase{
+		// A tool is what its file holds, not what it is called.
+		{name: "a miner renamed kworker", image: map[string]runctest.File{"/tmp/.cache/kworker": {Host: miner}}, run: func(x *box) {
+			x.sh("STANDIN_LINGER=1s /tmp/.cache/kworker --donate-level 1")
+		}, fire: []string{"renamed-tool"}, check: func(t *testing.T, a *api.Alert) {
+			c := a.GetEvidence()[0].GetExeContent()
+			sum, err := fileSHA256(miner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.GetSha256() != sum || !slices.Contains(c.GetTools(), "xmrig") || !c.GetElf() {
+				t.Errorf("evidence content = %v, want sha256 %s and tool xmrig", c, sum)
+			}
+		}},
+		{name: "the miner under its own name and a plain tool renamed kworker", image: map[string]runctest.File{
+			"/opt/xmrig/xmrig": {Host: miner}, "/tmp/.cache/kworker": helperCopy(r)}, run: func(x *box) {
+			x.sh("STANDIN_LINGER=1s /tmp/.cache/kworker; STANDIN_LINGER=1s /opt/xmrig/xmrig --version")
+		}, quiet: []string{"renamed-tool"}},
+
 		// Privilege is what the kernel shows: every capability in the
 		// bounding set of the container's programs (runc init's own full
 		// set must not count).
@@ -316,4 +342,28 @@ func (x *box) execMayFail(args ...string) {
 	if out, err := x.ctr.Exec(ctx, args...); err != nil {
 		x.t.Logf("%v: %v (%s)", args, err, out)
 	}
+}
+
+// signedCopy writes a copy of the binary at path with extra appended (an ELF
+// runs with bytes after its sections) and returns the copy's path.
+func signedCopy(t *testing.T, path, extra string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "signed")
+	if err := os.WriteFile(out, append(b, extra...), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func fileSHA256(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
 }

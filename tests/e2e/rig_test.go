@@ -23,6 +23,7 @@ import (
 	"github.com/harrier-sec/harrier/internal/runctest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/sensor"
+	"github.com/harrier-sec/harrier/sensor/execontent"
 )
 
 // The detection tests run the real sensor in this process and feed what it
@@ -62,10 +63,27 @@ func startRig(t *testing.T) *rig {
 	done := make(chan error, 1)
 	ctx, stop := context.WithCancel(context.Background())
 	go func() { done <- s.Run(ctx, out); close(out) }()
+	// The agent's executable content reader, as the pipeline runs it: each
+	// exec is offered, each file read once gives an exe_content event.
+	exes := execontent.New(execontent.Config{}, execontent.DefaultSignatures())
+	exesDone := make(chan error, 1)
+	go func() { exesDone <- exes.Run(ctx) }()
 	collected := make(chan struct{})
 	go func() {
 		defer close(collected)
-		for ev := range out {
+		for {
+			var ev *api.Event
+			select {
+			case e, ok := <-out:
+				if !ok {
+					return
+				}
+				ev = e
+				if ev.GetKind() == api.EventKind_EVENT_KIND_EXEC {
+					exes.Offer(ev)
+				}
+			case ev = <-exes.Events():
+			}
 			r.mu.Lock()
 			r.events = append(r.events, ev)
 			r.mu.Unlock()
@@ -76,6 +94,7 @@ func startRig(t *testing.T) *rig {
 		if err := <-done; err != nil {
 			t.Errorf("sensor run: %v", err)
 		}
+		<-exesDone
 		<-collected
 		if err := s.Close(); err != nil {
 			t.Errorf("sensor close: %v", err)

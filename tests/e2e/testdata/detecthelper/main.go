@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -51,6 +52,11 @@ func run(name string, args []string) error {
 	case "detecthelper", "irssi": // irssi: an IRC client stand-in whose connects are real
 	default:
 		fmt.Println("stand-in", name, strings.Join(args, " "))
+		// STANDIN_LINGER keeps the stand-in running that long (a real
+		// tool runs for a while; its file is read while it does).
+		if d, err := time.ParseDuration(os.Getenv("STANDIN_LINGER")); err == nil {
+			time.Sleep(d)
+		}
 		return nil
 	}
 	if len(args) == 0 {
