@@ -124,14 +124,14 @@ func TestPermittedResponseRoutes(t *testing.T) {
 		need Role
 		want bool
 	}{
-		{principal{Role: RoleResponder, Via: viaResponseToken}, RoleAdmin, true},      // policies: its old meaning
-		{principal{Role: RoleResponder, Via: viaResponseToken}, RoleResponder, true},  // commands
-		{principal{Role: RoleAdmin, Via: viaAPIToken}, RoleResponder, false},          // the API token asks for no action
-		{principal{Role: RoleAdmin, Via: viaAPIToken}, RoleViewer, true},              // but reads them
-		{principal{Role: RoleResponder, Via: viaUserToken}, RoleResponder, true},      // a responder acts
-		{principal{Role: RoleResponder, Via: viaSession}, RoleAdmin, false},           // but changes no policy
-		{principal{Role: RoleAnalyst, Via: viaSession}, RoleResponder, false},         // an analyst does not act
-		{principal{Role: RoleAdmin, Via: viaSession}, RoleAdmin, true},                // an admin changes policies
+		{principal{Role: RoleResponder, Via: viaResponseToken}, RoleAdmin, true},     // policies: its old meaning
+		{principal{Role: RoleResponder, Via: viaResponseToken}, RoleResponder, true}, // commands
+		{principal{Role: RoleAdmin, Via: viaAPIToken}, RoleResponder, false},         // the API token asks for no action
+		{principal{Role: RoleAdmin, Via: viaAPIToken}, RoleViewer, true},             // but reads them
+		{principal{Role: RoleResponder, Via: viaUserToken}, RoleResponder, true},     // a responder acts
+		{principal{Role: RoleResponder, Via: viaSession}, RoleAdmin, false},          // but changes no policy
+		{principal{Role: RoleAnalyst, Via: viaSession}, RoleResponder, false},        // an analyst does not act
+		{principal{Role: RoleAdmin, Via: viaSession}, RoleAdmin, true},               // an admin changes policies
 	}
 	for _, tc := range tests {
 		if got := permitted(&tc.p, tc.need, true); got != tc.want {

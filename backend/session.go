@@ -259,8 +259,12 @@ func (s *apiServer) guard(need Role, responseRoute, ui bool, next http.Handler) 
 }
 
 // allow guards an API route for role; allowUI a web page.
-func (s *apiServer) allow(need Role, h http.Handler) http.Handler   { return s.guard(need, false, false, h) }
-func (s *apiServer) allowUI(need Role, h http.Handler) http.Handler { return s.guard(need, false, true, h) }
+func (s *apiServer) allow(need Role, h http.Handler) http.Handler {
+	return s.guard(need, false, false, h)
+}
+func (s *apiServer) allowUI(need Role, h http.Handler) http.Handler {
+	return s.guard(need, false, true, h)
+}
 
 // audited records a state change the console does not store itself
 // (tokens, revocations, response policies and commands) with its outcome.

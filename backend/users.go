@@ -99,7 +99,7 @@ const userTokenPrefix = "hrr_"
 // Bounds of what a user is made with.
 const (
 	minPasswordLen = 12
-	maxPasswordLen = 72 // bcrypt's limit
+	maxPasswordLen = 72                 // bcrypt's limit
 	bcryptCost     = bcrypt.DefaultCost // 10: ~60 ms a check here
 )
 
