@@ -32,6 +32,14 @@ func TestLoadConfig(t *testing.T) {
 		{Name: "export duplicate name", YAML: "backend:\n  exports:\n  - {name: a, type: file, file: {path: /x}}\n  - {name: a, type: file, file: {path: /y}}\n", Want: "used twice"},
 		{Name: "export bad severity", YAML: "backend:\n  exports:\n  - {name: a, type: file, file: {path: /x}, filter: {minSeverity: dire}}\n", Want: "filter.minSeverity"},
 		{Name: "export authorization header", YAML: "backend:\n  exports:\n  - {name: a, type: webhook, webhook: {url: \"https://h/\", headers: {Authorization: x}}}\n", Want: "tokenFile"},
+		{Name: "api off loopback without TLS", YAML: "backend:\n  apiAddr: \":9470\"\n", Want: "listens beyond loopback without TLS: set apiTLS: true"},
+		{Name: "api on a LAN address without TLS", YAML: "backend:\n  apiAddr: 192.0.2.7:9470\n", Want: "insecureAPIWithoutTLS"},
+		{Name: "api off loopback with TLS", YAML: "backend:\n  apiAddr: \":9470\"\n  apiTLS: true\n"},
+		{Name: "api off loopback waived", YAML: "backend:\n  apiAddr: \":9470\"\n  insecureAPIWithoutTLS: true\n"},
+		{Name: "api on localhost", YAML: "backend:\n  apiAddr: localhost:9470\n"},
+		{Name: "api on IPv6 loopback", YAML: "backend:\n  apiAddr: \"[::1]:9470\"\n"},
+		{Name: "site certificate without key", YAML: "backend:\n  apiTLS: true\n  apiCertFile: /etc/site.crt\n", Want: "set both or neither"},
+		{Name: "site certificate without TLS", YAML: "backend:\n  apiCertFile: /etc/site.crt\n  apiKeyFile: /etc/site.key\n", Want: "apiTLS is not"},
 		// The agent's sections belong to `harrier agent` and `harrier run`.
 		{Name: "agent section", YAML: "uplink:\n  addr: b:9471\n", Want: "uplink"},
 	})
