@@ -47,7 +47,9 @@ func TestUsersCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := []string{"--api", "http://" + svc.APIAddr().String(), "--token-file", tok}
-	cli := func(args ...string) (string, error) { return runCLI(t, append(append([]string{"backend", "users"}, args...), api...)...) }
+	cli := func(args ...string) (string, error) {
+		return runCLI(t, append(append([]string{"backend", "users"}, args...), api...)...)
+	}
 	var out string
 	testenv.WaitFor(t, 10*time.Second, "the backend's API", func() bool {
 		out, err = cli("add", "ana", "--role", "analyst", "--password-file", pw)
