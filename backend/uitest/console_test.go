@@ -301,8 +301,8 @@ func testAlerts() []*api.Record {
 		FirstSeen: timestamppb.New(now), LastSeen: timestamppb.New(now), Count: 1, Node: "node-1",
 		Summary: "wrote " + xssFile + " from " + xssArg, Description: xssLabel, Remediation: xssArg,
 		Container: xssContainer, Tags: map[string]string{xssLabel: xssArg},
-		Process:   &api.Process{Tgid: 7, Exe: xssFile, Args: []string{"sh", "-c", xssArg}, Cwd: xssFile},
-		Ancestry:  []*api.Ancestor{{Pid: 6, Exe: xssFile, Args: []string{xssArg}}},
+		Process:  &api.Process{Tgid: 7, Exe: xssFile, Args: []string{"sh", "-c", xssArg}, Cwd: xssFile},
+		Ancestry: []*api.Ancestor{{Pid: 6, Exe: xssFile, Args: []string{xssArg}}},
 		Evidence: []*api.Event{{Kind: api.EventKind_EVENT_KIND_FILE_OPEN, Time: timestamppb.New(now), Node: "node-1", Container: xssContainer,
 			Process: &api.Process{Tgid: 7, Exe: xssFile, Args: []string{xssArg}},
 			Detail:  &api.Event_FileOpen{FileOpen: &api.FileOpen{Path: xssFile, Write: true, Create: true}}}}}
