@@ -2,8 +2,10 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -98,5 +100,65 @@ func TestServiceReadyAfter(t *testing.T) {
 	close(ready)
 	if got := status("/readyz"); got != http.StatusOK {
 		t.Errorf("readyz after ready: %d, want 200", got)
+	}
+}
+
+// TestAPISiteCertificate: with apiCertFile/apiKeyFile the API serves the
+// site's own certificate (another CA than the agents'), and a browser's
+// session cookie over it is Secure.
+func TestAPISiteCertificate(t *testing.T) {
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	if _, _, err := transport.InitCA(pki); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueBackendCert(pki, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	site := filepath.Join(dir, "site")
+	if _, _, err := transport.InitCA(site); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueServerCert(site, "console", []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := FileConfig{DataDir: dir, Backend: Config{APIAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Token: testToken, APITLS: true,
+		APICertFile: filepath.Join(site, "console.crt"), APIKeyFile: filepath.Join(site, "console.key")}}.Resolved()
+	svc, err := NewService(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	client := func(caFile string) *http.Client {
+		pool, err := transport.LoadCAPool(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	base := "https://" + svc.APIAddr().String()
+	if _, err := client(filepath.Join(pki, "ca.crt")).Get(base + "/livez"); err == nil {
+		t.Error("the agents' CA verifies the console's certificate: the site's was not served")
+	}
+	resp, err := client(filepath.Join(site, "ca.crt")).PostForm(base+"/login", url.Values{"username": {"api-token"}, "password": {testToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var secure bool
+	for _, c := range resp.Cookies() {
+		secure = secure || (c.Name == cookieName && c.Secure && c.HttpOnly)
+	}
+	if resp.StatusCode != http.StatusSeeOther || !secure {
+		t.Errorf("sign-in over HTTPS: %d, cookies %v: want a Secure, HttpOnly session cookie", resp.StatusCode, resp.Cookies())
 	}
 }
