@@ -185,6 +185,10 @@ func permitted(p *principal, need Role, responseRoute bool) bool {
 	return p.Role.Allows(need)
 }
 
+// maxFormBytes bounds a console form (the triage form's comment is at most
+// maxCommentBytes).
+const maxFormBytes = 64 << 10
+
 // isSafeMethod: methods that change nothing and need no CSRF token.
 func isSafeMethod(m string) bool { return m == http.MethodGet || m == http.MethodHead }
 
@@ -243,7 +247,9 @@ func (s *apiServer) guard(need Role, responseRoute, ui bool, next http.Handler) 
 			return
 		}
 		if p.Via == viaSession && !isSafeMethod(r.Method) {
-			r.Body = http.MaxBytesReader(w, r.Body, maxEnrollBody)
+			if strings.HasPrefix(r.Header.Get("Content-Type"), "application/x-www-form-urlencoded") {
+				r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes) // the CSRF check parses the form
+			}
 			if !csrfOK(r, p.session) {
 				s.log.Warn("request refused: CSRF token missing or wrong", "path", r.URL.Path, "user", p.Name, "remote", p.Remote)
 				if ui {
