@@ -375,3 +375,25 @@ func FuzzApplyControlChange(f *testing.F) {
 		}
 	})
 }
+
+// TestSessionEndsWithUser: a session stops when its user is removed, and
+// does not come back for a new user of the same name.
+func TestSessionEndsWithUser(t *testing.T) {
+	ts := newTestServer(t)
+	addTestUser(t, ts.store, "ana", RoleAnalyst, "correct horse battery")
+	c := signIn(t, ts, "ana", "correct horse battery")
+	if r := ts.do(t, c, "GET", "/api/v1/me", "", nil); r.code != 200 || !strings.Contains(r.body, `"user":"ana"`) {
+		t.Fatalf("me: %d %s", r.code, r.body)
+	}
+	con := NewConsole(ts.store, nil, nil)
+	if err := con.RemoveUser(context.Background(), testAdmin, "ana"); err != nil {
+		t.Fatal(err)
+	}
+	if r := ts.do(t, c, "GET", "/api/v1/me", "", nil); r.code != 401 {
+		t.Errorf("removed user's session: %d", r.code)
+	}
+	addTestUser(t, ts.store, "ana", RoleAdmin, "another good password")
+	if r := ts.do(t, c, "GET", "/api/v1/me", "", nil); r.code != 401 {
+		t.Errorf("old session for a new user of the same name: %d %s", r.code, r.body)
+	}
+}

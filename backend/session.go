@@ -52,6 +52,9 @@ func principalFrom(r *http.Request) *principal {
 // cookie's value), so that the store never holds a usable cookie.
 type session struct {
 	User string `json:"user"`
+	// UserCreated tells the user from a later one of the same name: a
+	// session outlives neither the removal nor a re-creation.
+	UserCreated time.Time `json:"user_created"`
 	// BreakGlass sessions were opened with the API token (role admin).
 	BreakGlass bool      `json:"break_glass,omitempty"`
 	CSRF       string    `json:"csrf"`
@@ -72,10 +75,10 @@ func randomHex(n int) string {
 }
 
 // newSession stores a session for user and returns its ID.
-func (c *Console) newSession(user string, breakGlass bool, remote string) (string, session, error) {
+func (c *Console) newSession(user string, userCreated time.Time, breakGlass bool, remote string) (string, session, error) {
 	id := randomHex(32)
 	now := c.now().UTC()
-	s := session{User: user, BreakGlass: breakGlass, CSRF: randomHex(32), Created: now, Expires: now.Add(c.sessionTTL), Remote: remote}
+	s := session{User: user, UserCreated: userCreated, BreakGlass: breakGlass, CSRF: randomHex(32), Created: now, Expires: now.Add(c.sessionTTL), Remote: remote}
 	err := c.db.Update(func(txn *badger.Txn) error { return setJSON(txn, sessionKey(id), s, c.sessionTTL) })
 	if err != nil {
 		return "", session{}, fmt.Errorf("store session: %w", err)
@@ -151,7 +154,7 @@ func (s *apiServer) authenticate(r *http.Request) (*principal, error) {
 		// The user's role now: a removed user's sessions end, a changed
 		// role applies at once.
 		u, err := s.console.User(r.Context(), sess.User)
-		if errors.Is(err, ErrNotFound) {
+		if errors.Is(err, ErrNotFound) || (err == nil && !u.Created.Equal(sess.UserCreated)) {
 			return nil, nil
 		}
 		if err != nil {
@@ -393,12 +396,13 @@ func (s *apiServer) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var breakGlass, ok bool
+	var u User
 	var err error
 	if user == breakGlassUser {
 		breakGlass = len(s.token) > 0 && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(password)), s.token) == 1
 		ok = breakGlass
 	} else if user != "" && password != "" {
-		_, ok, err = s.console.checkPassword(r.Context(), user, password)
+		u, ok, err = s.console.checkPassword(r.Context(), user, password)
 	}
 	if err != nil {
 		s.internalError(w, r, err)
@@ -411,14 +415,13 @@ func (s *apiServer) login(w http.ResponseWriter, r *http.Request) {
 		s.renderLogin(w, http.StatusUnauthorized, "Wrong user name or password.")
 		return
 	}
-	id, sess, err := s.console.newSession(user, breakGlass, addr)
+	id, sess, err := s.console.newSession(user, u.Created, breakGlass, addr)
 	if err != nil {
 		s.internalError(w, r, err)
 		return
 	}
 	p := &principal{Name: user, Role: RoleAdmin, Via: viaSession, Remote: addr}
 	if !breakGlass {
-		u, _ := s.console.User(r.Context(), user)
 		p.Role = u.Role
 	}
 	if err := s.console.Audit(r.Context(), newAudit(s.cfg.Now(), p, "login", "", "")); err != nil {
