@@ -96,6 +96,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePageLocation$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzEachPageEvent$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnrollRequest$$' -fuzztime $(FUZZTIME) ./backend
+	$(GO) test -run '^$$' -fuzz '^FuzzApplyControlChange$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeCEF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeRFC5424$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeOCSF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
@@ -131,9 +132,10 @@ check-generated: generate
 # systemd-analyze (unit checks), util-linux setpriv (capability checks),
 # rpm reads the built rpm back, containerd (with ctr) imports and runs the image,
 # rsyslog (with rsyslog-gnutls for TLS) is the exports tests' real syslog receiver.
+# chromium is the browser the console tests (backend/uitest) drive with chromedp.
 DEB_PACKAGES := make git ca-certificates runc busybox-static iproute2 rsyslog rsyslog-gnutls \
 	clang llvm libbpf-dev bpftool protobuf-compiler libprotobuf-dev \
-	systemd util-linux rpm containerd
+	systemd util-linux rpm containerd chromium
 
 # Installs only the packages that are missing, and says nothing when none is.
 deps:

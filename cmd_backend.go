@@ -64,7 +64,7 @@ The config file holds dataDir and the backend section (backend:).`,
 	cmd.Flags().StringVar(&apiAddr, "api-addr", "", "API and web UI address (default 127.0.0.1:9470)")
 	cmd.Flags().StringVar(&ingestAddr, "ingest-addr", "", "QUIC ingest address (default 127.0.0.1:9471; use :9471 for remote agents)")
 	cmd.Flags().StringSliceVar(&clusterServers, "cluster", nil, "run as one replica of several over these NATS JetStream servers (nats://host:4222,...; backend.cluster in YAML for the rest)")
-	cmd.AddCommand(newBackendExportsCommand())
+	cmd.AddCommand(newBackendExportsCommand(), newUsersCommand())
 	return cmd
 }
 

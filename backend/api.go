@@ -3,9 +3,6 @@ package backend
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +45,9 @@ type APIConfig struct {
 	// routes 503. ResponseToken is the credential that may change them.
 	Control       *ResponseControl
 	ResponseToken string
+	// Console holds users, sessions, triage and the audit log; nil: made
+	// on the store when it is a *BadgerStore (else only the tokens sign in).
+	Console *Console
 }
 
 // cookieName carries a browser's credential after GET/POST /login.
@@ -58,7 +58,7 @@ type apiServer struct {
 	cfg     APIConfig
 	log     *slog.Logger
 	token   []byte
-	session string // cookie value: derived from the token, not the token itself
+	console *Console
 	ui      *ui
 }
 
@@ -66,7 +66,7 @@ type apiServer struct {
 // web UI. Routes:
 //
 //	GET /livez, GET /readyz                      no auth
-//	GET /login?token=..., POST /login, GET /logout
+//	GET, POST /login, GET /logout                user name and password (session.go)
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
@@ -75,6 +75,7 @@ type apiServer struct {
 //	POST /api/v1/renew                           agent client certificate
 //	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
 //	GET, PUT /api/v1/response/policies; POST, GET /api/v1/response/commands[/{id}]
+//	GET, POST /api/v1/alerts/{id}/triage; /api/v1/users...; GET /api/v1/audit (console_api.go)
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
@@ -86,13 +87,15 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	sum := sha256.Sum256([]byte("harrier-ui-session\x00" + cfg.Token))
+	if bs, ok := store.(*BadgerStore); ok && cfg.Console == nil {
+		cfg.Console = NewConsole(bs, cfg.Control, log)
+	}
 	s := &apiServer{
 		store:   store,
 		cfg:     cfg,
 		log:     log,
 		token:   []byte(cfg.Token),
-		session: hex.EncodeToString(sum[:]),
+		console: cfg.Console,
 		ui:      newUI(),
 	}
 	mux := http.NewServeMux()
@@ -103,28 +106,33 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /login", s.login)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("GET /logout", s.logout)
-	mux.Handle("GET /metrics", s.apiAuth(cfg.Metrics))
-	mux.Handle("GET /api/v1/alerts", s.apiAuth(http.HandlerFunc(s.listAlerts)))
-	mux.Handle("GET /api/v1/alerts/{id}", s.apiAuth(http.HandlerFunc(s.getAlert)))
-	mux.Handle("GET /api/v1/agents", s.apiAuth(http.HandlerFunc(s.listAgents)))
-	mux.Handle("GET /api/v1/events", s.apiAuth(http.HandlerFunc(s.listEvents)))
-	mux.Handle("GET /api/v1/inventory", s.apiAuth(http.HandlerFunc(s.listInventory)))
-	mux.Handle("GET /api/v1/findings", s.apiAuth(http.HandlerFunc(s.listFindings)))
-	mux.Handle("GET /api/v1/findings/{id}", s.apiAuth(http.HandlerFunc(s.getFinding)))
-	mux.Handle("GET /api/v1/exports", s.apiAuth(http.HandlerFunc(s.listExports)))
-	mux.Handle("GET /api/v1/exports/{name}/dead-letters", s.apiAuth(http.HandlerFunc(s.listDeadLetters)))
+	// Every other route names the least role it needs (session.go): viewers
+	// read, analysts triage, responders act, admins manage.
+	view := func(h http.HandlerFunc) http.Handler { return s.allow(RoleViewer, h) }
+	admin := func(action string, h http.Handler) http.Handler { return s.allow(RoleAdmin, s.audited(action, h)) }
+	mux.Handle("GET /metrics", s.allow(RoleViewer, cfg.Metrics))
+	mux.Handle("GET /api/v1/alerts", view(s.listAlerts))
+	mux.Handle("GET /api/v1/alerts/{id}", view(s.getAlert))
+	mux.Handle("GET /api/v1/agents", view(s.listAgents))
+	mux.Handle("GET /api/v1/events", view(s.listEvents))
+	mux.Handle("GET /api/v1/inventory", view(s.listInventory))
+	mux.Handle("GET /api/v1/findings", view(s.listFindings))
+	mux.Handle("GET /api/v1/findings/{id}", view(s.getFinding))
+	mux.Handle("GET /api/v1/exports", view(s.listExports))
+	mux.Handle("GET /api/v1/exports/{name}/dead-letters", view(s.listDeadLetters))
 	mux.Handle("POST /api/v1/enroll", s.withIdentity(s.enroll))
 	mux.Handle("POST /api/v1/renew", s.withIdentity(s.renew))
-	mux.Handle("POST /api/v1/tokens", s.apiAuth(s.withIdentity(s.createToken)))
-	mux.Handle("POST /api/v1/agents/{id}/revoke", s.apiAuth(s.withIdentity(s.revoke)))
-	mux.Handle("POST /api/v1/agents/{id}/unrevoke", s.apiAuth(s.withIdentity(s.unrevoke)))
+	mux.Handle("POST /api/v1/tokens", admin("bootstrap-token.create", s.withIdentity(s.createToken)))
+	mux.Handle("POST /api/v1/agents/{id}/revoke", admin("agent.revoke", s.withIdentity(s.revoke)))
+	mux.Handle("POST /api/v1/agents/{id}/unrevoke", admin("agent.unrevoke", s.withIdentity(s.unrevoke)))
 	s.routeResponse(mux)
-	mux.Handle("GET /{$}", s.uiAuth(http.HandlerFunc(s.uiAlerts)))
-	mux.Handle("GET /alerts/{id}", s.uiAuth(http.HandlerFunc(s.uiAlert)))
-	mux.Handle("GET /findings", s.uiAuth(http.HandlerFunc(s.uiFindings)))
-	mux.Handle("GET /inventory", s.uiAuth(http.HandlerFunc(s.uiInventory)))
-	mux.Handle("GET /response", s.uiAuth(http.HandlerFunc(s.uiResponse)))
-	mux.Handle("GET /exports", s.uiAuth(http.HandlerFunc(s.uiExports)))
+	s.routeConsole(mux)
+	mux.Handle("GET /{$}", s.allowUI(RoleViewer, http.HandlerFunc(s.uiAlerts)))
+	mux.Handle("GET /alerts/{id}", s.allowUI(RoleViewer, http.HandlerFunc(s.uiAlert)))
+	mux.Handle("GET /findings", s.allowUI(RoleViewer, http.HandlerFunc(s.uiFindings)))
+	mux.Handle("GET /inventory", s.allowUI(RoleViewer, http.HandlerFunc(s.uiInventory)))
+	mux.Handle("GET /response", s.allowUI(RoleViewer, http.HandlerFunc(s.uiResponse)))
+	mux.Handle("GET /exports", s.allowUI(RoleViewer, http.HandlerFunc(s.uiExports)))
 	return s.countRequests(mux)
 }
 
@@ -157,79 +165,6 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// authorized accepts "Authorization: Bearer <token>" or the session cookie.
-func (s *apiServer) authorized(r *http.Request) bool {
-	if len(s.token) == 0 {
-		return false // misconfigured: refuse rather than serve everyone
-	}
-	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, tok, ok := strings.Cut(h, " ")
-		return ok && strings.EqualFold(scheme, "Bearer") &&
-			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), s.token) == 1
-	}
-	if c, err := r.Cookie(cookieName); err == nil {
-		return subtle.ConstantTimeCompare([]byte(c.Value), []byte(s.session)) == 1
-	}
-	return false
-}
-
-func (s *apiServer) apiAuth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="harrier"`)
-			writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// uiAuth shows the login form instead of a JSON error.
-func (s *apiServer) uiAuth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) {
-			s.renderLogin(w, http.StatusUnauthorized, "")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// login checks a token given as ?token= (GET, for links a person pastes) or
-// as the form field "token" (POST, from the login form) and sets an HttpOnly
-// session cookie.
-func (s *apiServer) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	if err := r.ParseForm(); err != nil {
-		s.renderLogin(w, http.StatusBadRequest, "The form could not be read.")
-		return
-	}
-	tok := strings.TrimSpace(r.Form.Get("token"))
-	if len(s.token) == 0 || subtle.ConstantTimeCompare([]byte(tok), s.token) != 1 {
-		msg := ""
-		if tok != "" {
-			msg = "That token is not valid."
-		}
-		s.renderLogin(w, http.StatusUnauthorized, msg)
-		return
-	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     cookieName,
-		Value:    s.session,
-		Path:     "/",
-		HttpOnly: true,
-		Secure:   r.TLS != nil,
-		SameSite: http.SameSiteLaxMode,
-		MaxAge:   int((30 * 24 * time.Hour).Seconds()),
-	})
-	http.Redirect(w, r, "/", http.StatusSeeOther)
-}
-
-func (s *apiServer) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, MaxAge: -1})
-	http.Redirect(w, r, "/", http.StatusSeeOther)
-}
 
 // pinger is implemented by stores with a cheaper readiness check than a
 // query.

@@ -102,7 +102,7 @@ func TestAPIAuth(t *testing.T) {
 		{"metrics with token", "/metrics", bearer, 200, "harrier_backend_batches_total"},
 		{"ui without token shows login", "/", nil, 401, `action="/login"`},
 		{"ui detail without token shows login", "/alerts/crit-shop", nil, 401, `action="/login"`},
-		{"login with bad token", "/login?token=wrong", nil, 401, "not valid"},
+		{"login page", "/login?token=" + testToken, nil, 200, `name="password"`},
 		{"unknown path", "/nope", bearer, 404, ""},
 	}
 	for _, tc := range tests {
@@ -115,24 +115,23 @@ func TestAPIAuth(t *testing.T) {
 	}
 }
 
+// TestLoginCookie: both ways to sign in (a user's password, and the
+// break-glass API token) give an HttpOnly, SameSite=Strict session cookie
+// that is neither credential and works for the UI and the API.
 func TestLoginCookie(t *testing.T) {
 	ts := newTestServer(t)
+	addTestUser(t, ts.store, "ana", RoleAnalyst, "correct horse battery")
 	tests := []struct {
-		name  string
-		login func(c *http.Client) (*http.Response, error)
+		name, user, password string
 	}{
-		{"GET /login?token=", func(c *http.Client) (*http.Response, error) {
-			return c.Get(ts.URL + "/login?token=" + testToken)
-		}},
-		{"POST /login form", func(c *http.Client) (*http.Response, error) {
-			return c.PostForm(ts.URL+"/login", url.Values{"token": {testToken}})
-		}},
+		{"user and password", "ana", "correct horse battery"},
+		{"break glass with the API token", "api-token", testToken},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			jar, _ := cookiejar.New(nil)
 			c := &http.Client{Jar: jar}
-			resp, err := tc.login(c) // follows the redirect to /
+			resp, err := c.PostForm(ts.URL+"/login", url.Values{"username": {tc.user}, "password": {tc.password}}) // follows the redirect to /
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -147,8 +146,8 @@ func TestLoginCookie(t *testing.T) {
 					set = ck
 				}
 			}
-			if set == nil || !set.HttpOnly || set.Value == testToken {
-				t.Errorf("session cookie %+v: want HttpOnly and not the raw token", set)
+			if set == nil || !set.HttpOnly || set.SameSite != http.SameSiteStrictMode || set.Value == testToken || strings.Contains(set.Value, tc.password) {
+				t.Errorf("session cookie %+v: want HttpOnly, SameSite=Strict and not the credential", set)
 			}
 			resp, err = c.Get(ts.URL + "/api/v1/agents")
 			if err != nil {
@@ -157,6 +156,23 @@ func TestLoginCookie(t *testing.T) {
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
 				t.Errorf("API with cookie: %d", resp.StatusCode)
+			}
+			// Signing out ends the session at the server: the old cookie
+			// no longer works even when a client keeps it.
+			resp, err = c.Get(ts.URL + "/logout")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			req, _ := http.NewRequest(http.MethodGet, ts.URL+"/api/v1/agents", nil)
+			req.AddCookie(set)
+			resp, err = http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized {
+				t.Errorf("API with the cookie after logout: %d, want 401", resp.StatusCode)
 			}
 		})
 	}

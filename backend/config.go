@@ -90,6 +90,17 @@ type Config struct {
 	// certificate from CAFile: that is how an agent renews. Enrollment
 	// needs it: tokens and requests must not travel in the clear.
 	APITLS bool `json:"apiTLS,omitempty"`
+	// APICertFile and APIKeyFile are the site's own certificate for the
+	// API and console (HTTPS), when browsers should see one from the
+	// site's CA rather than the backend's from `harrier certs`; default
+	// CertFile and KeyFile. Re-read when they change.
+	APICertFile string `json:"apiCertFile,omitempty"`
+	APIKeyFile  string `json:"apiKeyFile,omitempty"`
+	// InsecureAPIWithoutTLS waives the rule that an API listening on a
+	// non-loopback address needs apiTLS: for a site whose TLS ends at a
+	// proxy in front of the backend. Passwords, tokens and session cookies
+	// then cross the network between the two in the clear.
+	InsecureAPIWithoutTLS bool `json:"insecureAPIWithoutTLS,omitempty"`
 	// Enroll tunes enrollment.
 	Enroll EnrollConfig `json:"enroll"`
 	// MaxEvents bounds the recent raw events kept for GET /api/v1/events.
@@ -145,6 +156,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: %w", a.name, a.addr, err))
 		}
 	}
+	if err := c.checkAPITLS(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.MaxEvents < 0 {
 		errs = append(errs, fmt.Errorf("maxEvents %d: must not be negative", c.MaxEvents))
 	}
@@ -176,6 +190,29 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// checkAPITLS: passwords, tokens and session cookies must not cross a
+// network in the clear, so an API off loopback needs TLS (or the waiver).
+func (c Config) checkAPITLS() error {
+	if (c.APICertFile == "") != (c.APIKeyFile == "") {
+		return errors.New("apiCertFile and apiKeyFile: set both or neither")
+	}
+	if c.APICertFile != "" && !c.APITLS {
+		return errors.New("apiCertFile is set but apiTLS is not: set apiTLS: true to serve it")
+	}
+	if c.APITLS || c.InsecureAPIWithoutTLS || c.APIAddr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.APIAddr)
+	if err != nil {
+		return nil // reported with the address
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return nil
+	}
+	return fmt.Errorf("apiAddr %q listens beyond loopback without TLS: set apiTLS: true (with the backend's certificate from `harrier certs backend`, or the site's own in apiCertFile/apiKeyFile), "+
+		"or, when TLS ends at a proxy in front of the backend, waive this with insecureAPIWithoutTLS: true", c.APIAddr)
 }
 
 func (c Config) withDefaults() Config {

@@ -2,8 +2,10 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"reflect"
 	"testing"
@@ -32,6 +34,14 @@ func TestLoadConfig(t *testing.T) {
 		{Name: "export duplicate name", YAML: "backend:\n  exports:\n  - {name: a, type: file, file: {path: /x}}\n  - {name: a, type: file, file: {path: /y}}\n", Want: "used twice"},
 		{Name: "export bad severity", YAML: "backend:\n  exports:\n  - {name: a, type: file, file: {path: /x}, filter: {minSeverity: dire}}\n", Want: "filter.minSeverity"},
 		{Name: "export authorization header", YAML: "backend:\n  exports:\n  - {name: a, type: webhook, webhook: {url: \"https://h/\", headers: {Authorization: x}}}\n", Want: "tokenFile"},
+		{Name: "api off loopback without TLS", YAML: "backend:\n  apiAddr: \":9470\"\n", Want: "listens beyond loopback without TLS: set apiTLS: true"},
+		{Name: "api on a LAN address without TLS", YAML: "backend:\n  apiAddr: 192.0.2.7:9470\n", Want: "insecureAPIWithoutTLS"},
+		{Name: "api off loopback with TLS", YAML: "backend:\n  apiAddr: \":9470\"\n  apiTLS: true\n"},
+		{Name: "api off loopback waived", YAML: "backend:\n  apiAddr: \":9470\"\n  insecureAPIWithoutTLS: true\n"},
+		{Name: "api on localhost", YAML: "backend:\n  apiAddr: localhost:9470\n"},
+		{Name: "api on IPv6 loopback", YAML: "backend:\n  apiAddr: \"[::1]:9470\"\n"},
+		{Name: "site certificate without key", YAML: "backend:\n  apiTLS: true\n  apiCertFile: /etc/site.crt\n", Want: "set both or neither"},
+		{Name: "site certificate without TLS", YAML: "backend:\n  apiCertFile: /etc/site.crt\n  apiKeyFile: /etc/site.key\n", Want: "apiTLS is not"},
 		// The agent's sections belong to `harrier agent` and `harrier run`.
 		{Name: "agent section", YAML: "uplink:\n  addr: b:9471\n", Want: "uplink"},
 	})
@@ -90,5 +100,65 @@ func TestServiceReadyAfter(t *testing.T) {
 	close(ready)
 	if got := status("/readyz"); got != http.StatusOK {
 		t.Errorf("readyz after ready: %d, want 200", got)
+	}
+}
+
+// TestAPISiteCertificate: with apiCertFile/apiKeyFile the API serves the
+// site's own certificate (another CA than the agents'), and a browser's
+// session cookie over it is Secure.
+func TestAPISiteCertificate(t *testing.T) {
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	if _, _, err := transport.InitCA(pki); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueBackendCert(pki, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	site := filepath.Join(dir, "site")
+	if _, _, err := transport.InitCA(site); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueServerCert(site, "console", []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := FileConfig{DataDir: dir, Backend: Config{APIAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Token: testToken, APITLS: true,
+		APICertFile: filepath.Join(site, "console.crt"), APIKeyFile: filepath.Join(site, "console.key")}}.Resolved()
+	svc, err := NewService(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	client := func(caFile string) *http.Client {
+		pool, err := transport.LoadCAPool(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	}
+	base := "https://" + svc.APIAddr().String()
+	if _, err := client(filepath.Join(pki, "ca.crt")).Get(base + "/livez"); err == nil {
+		t.Error("the agents' CA verifies the console's certificate: the site's was not served")
+	}
+	resp, err := client(filepath.Join(site, "ca.crt")).PostForm(base+"/login", url.Values{"username": {"api-token"}, "password": {testToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var secure bool
+	for _, c := range resp.Cookies() {
+		secure = secure || (c.Name == cookieName && c.Secure && c.HttpOnly)
+	}
+	if resp.StatusCode != http.StatusSeeOther || !secure {
+		t.Errorf("sign-in over HTTPS: %d, cookies %v: want a Secure, HttpOnly session cookie", resp.StatusCode, resp.Cookies())
 	}
 }

@@ -153,6 +153,9 @@ type ResponseControl struct {
 	// every replica, this one included, which applies it through
 	// ApplyControl: the stream's order is every replica's.
 	replicator ControlReplicator
+	// console applies the console's changes (users, triage, audit), which
+	// travel with the response control's; nil refuses them.
+	console *Console
 }
 
 // ControlReplicator carries a change of the response control to every
@@ -164,6 +167,9 @@ type ControlReplicator interface {
 // SetReplicator makes c a replica's: changes go through r.
 func (c *ResponseControl) SetReplicator(r ControlReplicator) { c.replicator = r }
 
+// SetConsole makes c carry con's changes (NewConsole calls it).
+func (c *ResponseControl) SetConsole(con *Console) { c.console = con }
+
 // controlChange is one change of the response control, as replicas
 // exchange it: new policies (their version is given when applied), a
 // command's new state, or an agent's answer.
@@ -172,6 +178,8 @@ type controlChange struct {
 	Command      *CommandRecord `json:"command,omitempty"`
 	AgentID      string         `json:"agent_id,omitempty"`
 	AgentControl *AgentControl  `json:"agent_control,omitempty"`
+	// Console is a change of users, triage or the audit log (console.go).
+	Console *consoleChange `json:"console,omitempty"`
 }
 
 // change applies ch here, or, in a replicated backend, through the
@@ -210,6 +218,11 @@ func (c *ResponseControl) apply(ch controlChange, seq uint64) error {
 		return c.db.Update(func(txn *badger.Txn) error {
 			return setJSON(txn, key(prefixAgentControl, ch.AgentID), *ch.AgentControl, 0)
 		})
+	case ch.Console != nil:
+		if c.console == nil {
+			return errors.New("console change: this backend has no console")
+		}
+		return c.console.apply(*ch.Console)
 	}
 	return errors.New("response control change: empty")
 }

@@ -1,19 +1,18 @@
 package backend
 
 import (
-	"crypto/subtle"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/harrier-sec/harrier/api"
 )
 
-// The response routes: reading needs the API token (or the response
-// token); changing the policies and asking for actions needs the response
-// token, a separate credential until users and roles exist.
+// The response routes: reading needs a viewer (or the response token);
+// asking for actions a responder, changing the policies an admin — or the
+// response token, which keeps its meaning. The API token may read them
+// only (see permitted).
 //
 //	GET  /api/v1/response/policies
 //	PUT  /api/v1/response/policies            body: the policy file (YAML)
@@ -21,11 +20,13 @@ import (
 //	GET  /api/v1/response/commands?agent=&limit=
 //	GET  /api/v1/response/commands/{id}
 func (s *apiServer) routeResponse(mux *http.ServeMux) {
-	read := func(h http.HandlerFunc) http.Handler { return s.withControl(s.readAuth(h)) }
-	write := func(h http.HandlerFunc) http.Handler { return s.withControl(s.respondAuth(h)) }
+	read := func(h http.HandlerFunc) http.Handler { return s.withControl(s.guard(RoleViewer, true, false, h)) }
+	write := func(need Role, action string, h http.HandlerFunc) http.Handler {
+		return s.withControl(s.guard(need, true, false, s.audited(action, h)))
+	}
 	mux.Handle("GET /api/v1/response/policies", read(s.getPolicies))
-	mux.Handle("PUT /api/v1/response/policies", write(s.putPolicies))
-	mux.Handle("POST /api/v1/response/commands", write(s.postCommand))
+	mux.Handle("PUT /api/v1/response/policies", write(RoleAdmin, "response.policies", s.putPolicies))
+	mux.Handle("POST /api/v1/response/commands", write(RoleResponder, "response.command", s.postCommand))
 	mux.Handle("GET /api/v1/response/commands", read(s.listCommands))
 	mux.Handle("GET /api/v1/response/commands/{id}", read(s.getCommand))
 }
@@ -33,42 +34,18 @@ func (s *apiServer) routeResponse(mux *http.ServeMux) {
 // respondedBy names the response credential in records.
 const respondedBy = "response-token"
 
+// requester names who asked, in records: the user, or the credential.
+func requester(r *http.Request) string {
+	if p := principalFrom(r); p != nil {
+		return p.Name
+	}
+	return respondedBy
+}
+
 func (s *apiServer) withControl(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Control == nil {
 			writeError(w, http.StatusServiceUnavailable, "response control is not running on this backend")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-// respondAuthorized reports whether r carries the response token.
-func (s *apiServer) respondAuthorized(r *http.Request) bool {
-	if s.cfg.ResponseToken == "" {
-		return false
-	}
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	return ok && strings.EqualFold(scheme, "Bearer") &&
-		subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.cfg.ResponseToken)) == 1
-}
-
-func (s *apiServer) respondAuth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.respondAuthorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="harrier-response"`)
-			writeError(w, http.StatusForbidden, "this needs the response token (<tokenDir>/response-token), not the API token")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func (s *apiServer) readAuth(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.authorized(r) && !s.respondAuthorized(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="harrier"`)
-			writeError(w, http.StatusUnauthorized, "missing or invalid bearer token")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -106,7 +83,7 @@ func (s *apiServer) putPolicies(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "request body: "+err.Error())
 		return
 	}
-	p, err := s.cfg.Control.SetPolicies(r.Context(), raw, respondedBy)
+	p, err := s.cfg.Control.SetPolicies(r.Context(), raw, requester(r))
 	if err != nil {
 		s.controlError(w, r, err)
 		return
@@ -125,7 +102,7 @@ func (s *apiServer) postCommand(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	rec, err := s.cfg.Control.Issue(r.Context(), req, respondedBy)
+	rec, err := s.cfg.Control.Issue(r.Context(), req, requester(r))
 	if err != nil {
 		s.controlError(w, r, err)
 		return

@@ -257,6 +257,7 @@ func TestKeyPrefixesDistinct(t *testing.T) {
 		"pending meta": prefixPendingMeta, "pending chunk": prefixPendingChunk, "cluster": prefixCluster,
 		"item": prefixItem, "finding": prefixFinding,
 		"policies": prefixPolicies, "command": prefixCommand, "command pending": prefixCommandPending, "agent control": prefixAgentControl,
+		"user": prefixUser, "session": prefixSession, "triage": prefixTriage, "audit": prefixAudit,
 	}
 	seen := map[string]string{}
 	for name, p := range all {

@@ -192,7 +192,7 @@ type journal struct {
 	last map[export.Kind]*atomic.Uint64 // fixed at open; the counters change
 }
 
-var journalKinds = []export.Kind{export.KindFindings, export.KindVulnerabilities, export.KindResponses}
+var journalKinds = []export.Kind{export.KindFindings, export.KindVulnerabilities, export.KindResponses, export.KindTriage}
 
 // A finding's journal record starts with its state: open (new or changed)
 // or resolved (gone from the newest snapshot).
@@ -297,9 +297,13 @@ func (s *BadgerStore) journalAfter(ctx context.Context, kind export.Kind, after 
 					return errors.New("short value")
 				}
 				r.Stored = time.Unix(0, int64(binary.BigEndian.Uint64(v)))
-				if kind == export.KindResponses {
+				switch kind {
+				case export.KindResponses:
 					r.Response = &export.ResponseAction{}
 					return json.Unmarshal(v[8:], r.Response)
+				case export.KindTriage:
+					r.Triage = &export.AlertTriage{}
+					return json.Unmarshal(v[8:], r.Triage)
 				}
 				if len(v) < 9 || (v[8] != journalFindingOpen && v[8] != journalFindingResolved) {
 					return errors.New("bad finding state")

@@ -44,6 +44,7 @@ const (
 	metricInventoryDropped   = "harrier_backend_inventory_pending_dropped_total"
 	metricSnapshotsCompleted = "harrier_backend_inventory_snapshots_completed_total"
 	metricFindings           = "harrier_backend_findings"
+	metricLoginRefused       = "harrier_backend_login_refused_total"
 )
 
 // NewMetrics makes an empty metrics set. Pass the same one to the store and
@@ -63,6 +64,7 @@ func NewMetrics() *Metrics {
 	m.def(metricInventoryRejected, "Malformed inventory chunks, acked and not stored, by reason.", "reason")
 	m.def(metricInventoryDropped, "Inventory chunks dropped before their snapshot became current, by reason (stale, superseded, pending_bytes).", "reason")
 	m.def(metricSnapshotsCompleted, "Inventory snapshots that became a cluster's current one.")
+	m.def(metricLoginRefused, "Console sign-ins refused, by reason (bad_credentials, rate_limited).", "reason")
 	m.findings = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: metricFindings,
 		Help: "Findings in the clusters' current snapshots, by severity.",

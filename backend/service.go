@@ -170,7 +170,11 @@ func newIdentity(cfg Config, st *BadgerStore, log *slog.Logger) (*Identity, erro
 // agents' CA: only renewal asks for one; everything else keeps its bearer
 // token.
 func newAPITLS(cfg Config, log *slog.Logger) (*tls.Config, error) {
-	certs, err := httpsserve.LoadCertFiles(cfg.CertFile, cfg.KeyFile, log)
+	certFile, keyFile := cfg.CertFile, cfg.KeyFile
+	if cfg.APICertFile != "" {
+		certFile, keyFile = cfg.APICertFile, cfg.APIKeyFile
+	}
+	certs, err := httpsserve.LoadCertFiles(certFile, keyFile, log)
 	if err != nil {
 		return nil, fmt.Errorf("API TLS: %w", err)
 	}

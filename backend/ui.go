@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -25,12 +26,14 @@ type ui struct {
 	alerts, alert, login *template.Template
 	findings, inventory  *template.Template
 	response, exports    *template.Template
+	audit                *template.Template
 }
 
 func newUI() *ui {
 	funcs := template.FuncMap{
 		"sev":        api.Severity.Name,
 		"ts":         fmtTime,
+		"tsTime":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
 		"args":       func(a []string) string { return strings.Join(a, " ") },
 		"shortID":    shortID,
 		"pathEscape": url.PathEscape,
@@ -40,11 +43,11 @@ func newUI() *ui {
 	}
 	parse := func(page string) *template.Template {
 		// Parse errors are programming errors caught by every UI test.
-		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/"+page))
+		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/triage.html", "ui/"+page))
 	}
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
-		exports: parse("exports.html")}
+		exports: parse("exports.html"), audit: parse("audit.html")}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
@@ -96,6 +99,8 @@ type alertsPage struct {
 type alertPage struct {
 	Title string
 	Alert *api.Alert
+	// Triage is the alert's triage and its form (triage.html).
+	Triage *triageView
 }
 
 type loginPage struct {
@@ -133,7 +138,7 @@ func (s *apiServer) uiAlert(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusInternalServerError, s.ui.alerts, alertsPage{Title: "Error", Error: "The alert could not be read; see the backend's log."})
 		return
 	}
-	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a})
+	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a, Triage: s.triageFor(r, a.GetId())})
 }
 
 func (s *apiServer) renderLogin(w http.ResponseWriter, code int, msg string) {
@@ -153,7 +158,9 @@ func (s *apiServer) render(w http.ResponseWriter, code int, t *template.Template
 	// escaped the template still could not run.
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: with no-referrer browsers send "Origin:
+	// null" on form posts, which the CSRF check (session.go) refuses.
+	h.Set("Referrer-Policy", "same-origin")
 	h.Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_, _ = w.Write([]byte(buf.String()))

@@ -681,10 +681,11 @@ func (c Config) withDefaults() Config {
 // match reports whether a passes f.
 // match applies the filter to a record's head. Severity, detections (the
 // check IDs of findings) and namespaces apply to alerts, findings and
-// vulnerabilities; response records are selected by their kind alone.
+// vulnerabilities; response and triage records are selected by their kind
+// alone.
 func (f Filter) match(k Kind, a *api.Alert, minSev api.Severity) bool {
 	switch k {
-	case KindResponses:
+	case KindResponses, KindTriage:
 		return true
 	case KindEvents: // events have no severity or detection: namespaces only
 		return len(f.Namespaces) == 0 || slices.Contains(f.Namespaces, a.GetContainer().GetPodNamespace())

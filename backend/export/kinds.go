@@ -34,12 +34,15 @@ const (
 	// KindEvents are the raw events the backend stores (its event ring):
 	// an export that falls behind the ring loses the oldest, counted.
 	KindEvents Kind = "events"
+	// KindTriage are analysts' triage of alerts (AlertTriage): the whole
+	// triage of an alert again with each change.
+	KindTriage Kind = "triage"
 )
 
 // Kinds lists every kind, in the order an export reads them.
-var Kinds = []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses, KindEvents}
+var Kinds = []Kind{KindAlerts, KindFindings, KindVulnerabilities, KindResponses, KindEvents, KindTriage}
 
-const kindList = "alerts, findings, vulnerabilities, responses or events"
+const kindList = "alerts, findings, vulnerabilities, responses, events or triage"
 
 // VulnerabilityCheckID is the posture check whose findings are the
 // vulnerabilities kind (backend.VulnCheckID).
@@ -58,7 +61,7 @@ func KindOfFinding(f *api.Finding) Kind {
 // OCSF carries the process events of the events kind (Process Activity);
 // the others are skipped, counted (errNotCarried).
 var formatKinds = map[string][]Kind{
-	FormatJSON:  {KindAlerts, KindFindings, KindVulnerabilities, KindResponses, KindEvents},
+	FormatJSON:  {KindAlerts, KindFindings, KindVulnerabilities, KindResponses, KindEvents, KindTriage},
 	FormatOCSF:  {KindAlerts, KindFindings, KindVulnerabilities, KindEvents},
 	FormatCEF:   {KindAlerts, KindFindings, KindVulnerabilities},
 	FormatFalco: {KindAlerts},
@@ -84,6 +87,38 @@ type ResponseAction struct {
 	PIDs        []uint32        `json:"pids,omitempty"`
 	TargetText  string          `json:"target_text,omitempty"`
 	LatencyMS   float64         `json:"latency_ms,omitempty"`
+}
+
+// AlertTriage is an alert's triage: its state, assignee, comments and
+// the history of who changed what. The backend stores it in this form and
+// exports it whole, with the alert's ID, after each change (kind triage);
+// a consumer joins it to the alert by alert_id.
+type AlertTriage struct {
+	AlertID   string          `json:"alert_id"`
+	State     string          `json:"state"`
+	Assignee  string          `json:"assignee,omitempty"`
+	Updated   time.Time       `json:"updated"`
+	UpdatedBy string          `json:"updated_by"`
+	Comments  []TriageComment `json:"comments,omitempty"`
+	History   []TriageChange  `json:"history,omitempty"`
+}
+
+// TriageComment is an analyst's note on an alert.
+type TriageComment struct {
+	Time time.Time `json:"time"`
+	User string    `json:"user"`
+	Text string    `json:"text"`
+}
+
+// TriageChange is one change of a triage field (state, assignee,
+// comment): ID is the edit's, so an edit applied twice is one change.
+type TriageChange struct {
+	ID    string    `json:"id"`
+	Time  time.Time `json:"time"`
+	User  string    `json:"user"`
+	Field string    `json:"field"`
+	From  string    `json:"from,omitempty"`
+	To    string    `json:"to"`
 }
 
 // head is a record's header fields in alert form: what sinks put in their
@@ -116,6 +151,11 @@ func (r Record) head() *api.Alert {
 			Name: "Event " + eventKindName(e.GetKind()), Severity: api.Severity_SEVERITY_INFO, FirstSeen: e.GetTime(),
 			LastSeen: e.GetTime(), Count: 1, Node: e.GetNode(), Container: e.GetContainer(), Process: e.GetProcess(),
 			Summary: eventKindName(e.GetKind()) + " " + e.GetProcess().GetComm()}
+	case r.Triage != nil:
+		t := r.Triage
+		return &api.Alert{Id: "triage-" + t.AlertID, DetectionId: "triage", Name: "Triage " + t.State,
+			Severity: api.Severity_SEVERITY_INFO, FirstSeen: timestamppb.New(t.Updated), LastSeen: timestamppb.New(t.Updated),
+			Count: 1, Summary: fmt.Sprintf("alert %s: %s, assignee %s, by %s", t.AlertID, t.State, firstNonEmpty(t.Assignee, "none"), t.UpdatedBy)}
 	case r.Response != nil:
 		a := r.Response
 		at := a.Issued
@@ -204,6 +244,12 @@ func encodeRecord(format string, rec Record, version string) ([]byte, error) {
 		case FormatOCSF:
 			return EncodeOCSFProcessActivity(rec.Event, EventID(rec.Seq), version)
 		}
+	case rec.Triage != nil:
+		b, err := json.Marshal(rec.Triage)
+		if err != nil {
+			return nil, fmt.Errorf("harrier json: %w", err)
+		}
+		return b, nil
 	case rec.Response != nil:
 		b, err := json.Marshal(rec.Response)
 		if err != nil {
@@ -222,6 +268,8 @@ func (r Record) kind() Kind {
 		return KindOfFinding(r.Finding)
 	case r.Response != nil:
 		return KindResponses
+	case r.Triage != nil:
+		return KindTriage
 	case r.Event != nil:
 		return KindEvents
 	}

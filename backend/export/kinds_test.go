@@ -436,3 +436,43 @@ func FuzzEncodeEvents(f *testing.F) {
 		}
 	})
 }
+
+// TestExportTriageKind: the triage kind goes out whole as JSON (its alert
+// by alert_id), a later change of the same alert again; formats without
+// a shape for it refuse it in the config.
+func TestExportTriageKind(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "triage.jsonl")
+	src := &memSource{}
+	at := time.Date(2026, 12, 7, 1, 0, 0, 0, time.UTC)
+	tr := AlertTriage{AlertID: "alert-1", State: "in_progress", Assignee: "ana", Updated: at, UpdatedBy: "ana",
+		Comments: []TriageComment{{Time: at, User: "ana", Text: "looking <b>"}},
+		History:  []TriageChange{{ID: "e1/state", Time: at, User: "ana", Field: "state", From: "new", To: "in_progress"}}}
+	src.addRecord(Record{Kind: KindTriage, Triage: &tr})
+	done := tr
+	done.State = "resolved"
+	src.addRecord(Record{Kind: KindTriage, Triage: &done})
+	cfg := Config{Name: "triage", Type: TypeFile, File: &FileConfig{Path: path}, Filter: Filter{Kinds: []Kind{KindTriage}, MinSeverity: "critical"}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New([]Config{cfg}, src, newMemKV(), Options{Poll: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runFor(t, m, 10*time.Second, func() bool { return m.Status()[0].Sent == 2 })
+	lines := readLines(t, path)
+	if len(lines) != 2 {
+		t.Fatalf("%d lines", len(lines))
+	}
+	var got AlertTriage
+	if err := json.Unmarshal([]byte(lines[0]), &got); err != nil || got.AlertID != "alert-1" || got.Comments[0].Text != "looking <b>" || got.History[0].To != "in_progress" {
+		t.Errorf("first line %s: %v", lines[0], err)
+	}
+	if !strings.Contains(lines[1], `"state":"resolved"`) {
+		t.Errorf("second line %s", lines[1])
+	}
+	bad := Config{Name: "t", Type: TypeFile, Format: FormatCEF, File: &FileConfig{Path: path}, Filter: Filter{Kinds: []Kind{KindTriage}}}
+	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "cannot carry triage") {
+		t.Errorf("cef with triage: %v", err)
+	}
+}

@@ -20,7 +20,7 @@ import (
 )
 
 // Record is one record in its kind's ingest order: exactly one of Alert,
-// Finding (findings and vulnerabilities) and Response is set.
+// Finding (findings and vulnerabilities), Response, Event and Triage is set.
 type Record struct {
 	Seq     uint64
 	Stored  time.Time
@@ -32,6 +32,7 @@ type Record struct {
 	Resolved bool
 	Response *ResponseAction
 	Event    *api.Event
+	Triage   *AlertTriage
 }
 
 // Source is the store as exporters read it: one ingest order per kind.

