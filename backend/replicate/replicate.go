@@ -106,8 +106,8 @@ func (c Config) Validate() error {
 
 // Connect dials the NATS servers with c's credentials. The connection
 // reconnects by itself for ever; name says who it is in the servers'
-// monitoring.
-func Connect(c Config, name string) (*nats.Conn, error) {
+// monitoring; extra options come last (a test's dialer).
+func Connect(c Config, name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(true)}
 	if c.CAFile != "" || c.CertFile != "" {
@@ -138,6 +138,7 @@ func Connect(c Config, name string) (*nats.Conn, error) {
 		}
 		opts = append(opts, opt)
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(strings.Join(c.Servers, ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", strings.Join(c.Servers, ","), err)

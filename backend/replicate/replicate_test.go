@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/harrier-sec/harrier/api"
@@ -29,14 +30,14 @@ type replica struct {
 	wg     sync.WaitGroup
 }
 
-func startReplica(t *testing.T, cfg replicate.Config, dir, name string) *replica {
+func startReplica(t *testing.T, cfg replicate.Config, dir, name string, opts ...nats.Option) *replica {
 	t.Helper()
 	cfg.ReplicaName = name
 	st, err := backend.OpenBadgerStoreConfig(backend.BadgerConfig{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := replicate.Connect(cfg, "harrier-test-"+name)
+	nc, err := replicate.Connect(cfg, "harrier-test-"+name, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
