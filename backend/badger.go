@@ -109,6 +109,9 @@ const (
 	// keyStreamPosition is a replica's last applied JetStream sequence
 	// (backend/replicate): <BE64>.
 	keyStreamPosition = "l/stream"
+	// keyIdentitySeq is the stream sequence of the last identity change a
+	// replica applied (identity_replica.go): JSON number.
+	keyIdentitySeq = "l/identity"
 )
 
 // StreamPosition is the last stream sequence this replica applied (0:

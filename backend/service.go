@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -91,7 +92,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if cfg.Cluster != nil {
 		// A replica: agents' batches go to the stream, acknowledged once
 		// it has them; the store is filled from the stream.
-		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, control, log); err != nil {
+		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, control, identity, log); err != nil {
 			return nil, errors.Join(err, st.Close())
 		}
 		registerReplicaMetrics(metrics.Registerer(), replica)
@@ -265,7 +266,7 @@ func (s *Service) Run(ctx context.Context) error {
 // startReplica connects to the cluster's NATS servers and makes sure of
 // the stream; when NATS is not reachable yet the backend starts anyway
 // (its API serves what it has) and the stream is made once it is.
-func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl, log *slog.Logger) (transport.Sink, *replicate.Materializer, *nats.Conn, error) {
+func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl, identity *Identity, log *slog.Logger) (transport.Sink, *replicate.Materializer, *nats.Conn, error) {
 	c = c.WithDefaults()
 	nc, err := replicate.Connect(c, "harrier-backend "+c.ReplicaName)
 	if err != nil {
@@ -286,9 +287,20 @@ func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl,
 	log.Info("backend replica", "replica", c.ReplicaName, "stream", c.Stream, "replicas", c.Replicas, "servers", c.Servers)
 	pub, mat := replicate.NewPublisher(js, c, log), replicate.NewMaterializer(js, c, st, log)
 	// Response policies, commands and agents' answers go through the
-	// stream too: whichever replica an agent is connected to has them.
-	mat.SetControl(control.ApplyControl)
+	// stream too: whichever replica an agent is connected to has them; so
+	// do enrollments, bootstrap tokens and revocations.
+	mat.SetControl(func(ctx context.Context, seq uint64, change []byte) error {
+		var env identityEnvelope
+		if err := json.Unmarshal(change, &env); err != nil {
+			return fmt.Errorf("control change: %w", err)
+		}
+		if len(env.Identity) > 0 {
+			return identity.ApplyControl(seq, env.Identity)
+		}
+		return control.ApplyControl(ctx, seq, change)
+	})
 	control.SetReplicator(replicaControl{pub: pub, mat: mat})
+	identity.SetReplicator(replicaControl{pub: pub, mat: mat})
 	return pub, mat, nc, nil
 }
 
