@@ -93,17 +93,17 @@ func startTestReplica(ctx context.Context, t *testing.T, wg *sync.WaitGroup, cfg
 	}
 	rc := cfg
 	rc.ReplicaName = name
-	var mat *replicate.Materializer
-	var nc interface{ Close() }
+	var set *replicaSet
 	testenv.WaitFor(t, time.Minute, "replica "+name+" joins the cluster's stream", func() bool {
-		_, m, conn, err := startReplica(rc, st, c, id, log)
+		r, err := startReplica(rc, st, c, id, log)
 		if err != nil {
 			return false
 		}
-		mat, nc = m, conn
+		set = r
 		return true
 	})
-	t.Cleanup(nc.Close)
-	wg.Go(func() { _ = mat.Run(ctx) })
+	t.Cleanup(func() { _ = set.close() })
+	wg.Go(func() { _ = set.records.Run(ctx) })
+	wg.Go(func() { _ = set.events.Run(ctx) })
 	return c, id
 }

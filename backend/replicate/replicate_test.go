@@ -20,12 +20,14 @@ import (
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
-// replica is one backend replica: its store, publisher and materializer.
+// replica is one backend replica: its store, publisher and materializers
+// (records, raw events).
 type replica struct {
 	dir    string
 	store  *backend.BadgerStore
 	pub    *replicate.Publisher
 	mat    *replicate.Materializer
+	events *replicate.Materializer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
@@ -46,10 +48,12 @@ func startReplica(t *testing.T, cfg replicate.Config, dir, name string, opts ...
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
-	r := &replica{dir: dir, store: st, pub: replicate.NewPublisher(js, cfg, log), mat: replicate.NewMaterializer(js, cfg, st, log)}
+	r := &replica{dir: dir, store: st, pub: replicate.NewPublisher(js, cfg, log), mat: replicate.NewMaterializer(js, cfg, st, log),
+		events: replicate.NewEventsMaterializer(js, cfg, st, log)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = func() { cancel(); r.wg.Wait(); nc.Close(); _ = st.Close() }
 	r.wg.Go(func() { _ = r.mat.Run(ctx) })
+	r.wg.Go(func() { _ = r.events.Run(ctx) })
 	return r
 }
 
