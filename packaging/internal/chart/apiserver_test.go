@@ -31,6 +31,7 @@ func TestServerSideDryRun(t *testing.T) {
 		{"agent": map[string]any{"privileged": true}},
 		auditValues,
 		{"admission": map[string]any{"enabled": true, "mode": "deny", "exemptLabels": "harrier.io/admission=exempt"}},
+		replicaValues,
 	} {
 		ms, err := chart.Render(chartDir(t), "harrier", values)
 		if err != nil {
