@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/harrier-sec/harrier/transport"
 )
 
 // identityChange is one change of the enrollment and revocation state. A
@@ -110,6 +112,9 @@ func (id *Identity) ApplyControl(seq uint64, change []byte) error {
 	if err := json.Unmarshal(change, &ch); err != nil {
 		return fmt.Errorf("identity change: %w", err)
 	}
+	if err := ch.valid(); err != nil {
+		return err
+	}
 	err := id.apply(ch, seq)
 	id.mu.Lock()
 	if done, ok := id.waiting[ch.Nonce]; ok && ch.Nonce != "" {
@@ -123,6 +128,36 @@ func (id *Identity) ApplyControl(seq uint64, change []byte) error {
 		return nil
 	}
 	return err
+}
+
+// valid checks a change read from the stream: the agent IDs it names and
+// the token hash are well formed.
+func (ch identityChange) valid() error {
+	for _, agentID := range []string{ch.Revoke, ch.Unrevoke} {
+		if agentID == "" {
+			continue
+		}
+		if err := transport.ValidAgentID(agentID); err != nil {
+			return fmt.Errorf("identity change: %w", err)
+		}
+	}
+	if ch.Enroll != nil {
+		if err := transport.ValidAgentID(ch.Enroll.AgentID); err != nil {
+			return fmt.Errorf("identity change: enrollment: %w", err)
+		}
+		if h := ch.Enroll.TokenHash; h != "" && !validHash(h) {
+			return errors.New("identity change: enrollment: token hash is not 64 hex digits")
+		}
+	}
+	if ch.Token != nil && !validHash(ch.Token.Hash) {
+		return errors.New("identity change: token hash is not 64 hex digits")
+	}
+	return nil
+}
+
+func validHash(h string) bool {
+	b, err := hex.DecodeString(h)
+	return err == nil && len(b) == 32
 }
 
 // apply makes ch; seq is its stream sequence (0 in a single backend).

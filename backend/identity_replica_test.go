@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/harrier-sec/harrier/backend/replicate"
 	"github.com/harrier-sec/harrier/internal/natstest"
 	"github.com/harrier-sec/harrier/internal/testenv"
+	"github.com/harrier-sec/harrier/transport"
 )
 
 // TestIdentityAcrossReplicas: two replicated backends over real
@@ -136,4 +138,31 @@ func TestIdentityAcrossReplicas(t *testing.T) {
 	if _, err := a.Renew("node-1", string(csr)); err != nil {
 		t.Errorf("renewal at a after b's unrevocation: %v", err)
 	}
+}
+
+// FuzzIdentityApplyControl feeds stream messages to a replica's identity:
+// whatever the bytes, it returns (an error for what is not a change) and
+// a refused or malformed change changes nothing it should not.
+func FuzzIdentityApplyControl(f *testing.F) {
+	f.Add([]byte(`{"at":"2026-12-07T00:00:00Z","revoke":"node-1"}`))
+	f.Add([]byte(`{"at":"2026-12-07T00:00:00Z","unrevoke":"node-1"}`))
+	f.Add([]byte(`{"at":"2026-12-07T00:00:00Z","token":{"hash":"` + strings.Repeat("ab", 32) + `","token":{"expires":"2999-01-01T00:00:00Z","uses_left":1}}}`))
+	f.Add([]byte(`{"at":"2026-12-07T00:00:00Z","enroll":{"agent_id":"node-2","kind":"bootstrap","token_hash":"` + strings.Repeat("ab", 32) + `"}}`))
+	f.Add([]byte(`{"revoke":"../x"}`))
+	f.Add([]byte(`not json`))
+	st := openTestStore(f, BadgerConfig{})
+	id, err := NewIdentity(st, IdentityConfig{}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	var seq uint64
+	f.Fuzz(func(t *testing.T, change []byte) {
+		seq++
+		_ = id.ApplyControl(seq, change)
+		for agentID := range id.Revoked() {
+			if transport.ValidAgentID(agentID) != nil {
+				t.Fatalf("revoked an invalid agent ID %q", agentID)
+			}
+		}
+	})
 }
