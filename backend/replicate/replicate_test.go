@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
@@ -213,6 +214,53 @@ func TestReplicasOverNATSCluster(t *testing.T) {
 		}
 		if r.mat.Undecodable() != 0 {
 			t.Errorf("replica %s: %d undecodable messages", name, r.mat.Undecodable())
+		}
+	}
+	// Identical results, not only the same IDs: every alert as a's, and
+	// the agents' record counts and health.
+	sameAs(ctx, t, a, "b (restarted)", b)
+	sameAs(ctx, t, a, "c (from empty)", c)
+}
+
+// sameAs compares r's alerts and agents with ref's; the agents' first and
+// last seen are each replica's own apply times and are not compared.
+func sameAs(ctx context.Context, t *testing.T, ref *replica, name string, r *replica) {
+	t.Helper()
+	alerts := func(r *replica) map[string]*api.Alert {
+		out := map[string]*api.Alert{}
+		for i := range 3 {
+			list, err := r.store.Alerts(ctx, backend.AlertQuery{Node: fmt.Sprintf("node-%d", i), Limit: backend.MaxLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, al := range list {
+				out[al.GetId()] = al
+			}
+		}
+		return out
+	}
+	want, got := alerts(ref), alerts(r)
+	for id, w := range want {
+		if g, ok := got[id]; !ok || !proto.Equal(g, w) {
+			t.Errorf("replica %s: alert %s differs from a's:\n%v\n%v", name, id, g, w)
+			return
+		}
+	}
+	wantAgents, err := ref.store.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotAgents, err := r.store.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotAgents) != len(wantAgents) {
+		t.Fatalf("replica %s: %d agents, a has %d", name, len(gotAgents), len(wantAgents))
+	}
+	for i, w := range wantAgents {
+		g := gotAgents[i]
+		if g.ID != w.ID || g.Records != w.Records || !proto.Equal(g.Health, w.Health) {
+			t.Errorf("replica %s: agent %s: %d records, health %v; a: %s, %d records, health %v", name, g.ID, g.Records, g.Health, w.ID, w.Records, w.Health)
 		}
 	}
 }
