@@ -105,20 +105,36 @@ func Cluster(t *testing.T) []*Node {
 		startLogged(t, n)
 	}
 	for _, n := range nodes {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c, err := net.Dial("tcp", strings.TrimPrefix(n.URL(), "nats://"))
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("nats-server %s does not listen: %v", n.Name, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitListening(t, n)
 	}
 	return nodes
+}
+
+// Single starts one nats-server with JetStream on a loopback port, with
+// extra arguments (TLS, a configuration file), and waits until it listens.
+func Single(t *testing.T, extra ...string) *Node {
+	t.Helper()
+	n := &Node{Name: "single", bin: Binary(t), dir: t.TempDir(), clientPort: freePort(t)}
+	n.args = append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.Name, "-js", "-sd", filepath.Join(n.dir, "js")}, extra...)
+	startLogged(t, n)
+	waitListening(t, n)
+	return n
+}
+
+func waitListening(t *testing.T, n *Node) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.clientPort))
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server %s does not listen: %v", n.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // URLs are the nodes' client URLs.
