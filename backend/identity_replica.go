@@ -194,8 +194,11 @@ func (id *Identity) apply(ch identityChange, seq uint64) error {
 		}
 		return errors.New("identity change: empty")
 	})
-	if err != nil {
+	if _, refused := errors.AsType[*IdentityError](err); refused {
 		return err
+	}
+	if err != nil {
+		return fmt.Errorf("store identity change: %w", err)
 	}
 	id.mu.Lock()
 	if revoked != "" {
