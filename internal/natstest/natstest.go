@@ -28,12 +28,13 @@ type Node struct {
 	bin, dir   string
 	args       []string
 	clientPort int
-	// netns, when set, is the network namespace the node runs in (ip
-	// netns exec), at addr; ipBin is ip(8).
-	netns, addr, ipBin string
-	cmd                *exec.Cmd
-	done               chan struct{}
-	log                *os.File
+	// netns, when set, is the network namespace the node runs in
+	// (/proc/PID/ns/net of the process holding it), at addr; nsenter is
+	// nsenter(1).
+	netns, addr, nsenter string
+	cmd                  *exec.Cmd
+	done                 chan struct{}
+	log                  *os.File
 }
 
 // URL is the node's client URL.
@@ -49,8 +50,8 @@ func (n *Node) URL() string {
 func (n *Node) Start(t *testing.T) {
 	t.Helper()
 	if n.netns != "" {
-		// ip netns exec execs the server: its PID is the server's.
-		n.cmd = exec.Command(n.ipBin, append([]string{"netns", "exec", n.netns, n.bin}, n.args...)...)
+		// nsenter execs the server: its PID is the server's.
+		n.cmd = exec.Command(n.nsenter, append([]string{"--net=" + n.netns, n.bin}, n.args...)...)
 	} else {
 		n.cmd = exec.Command(n.bin, n.args...)
 	}

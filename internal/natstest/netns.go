@@ -1,8 +1,6 @@
 package natstest
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,14 +26,16 @@ const (
 
 // NetnsCluster is three nats-servers, each in a network namespace of its
 // own that the test made, joined by a bridge in a fourth one (the hub).
-// Nothing of it is in the host's namespace: the test's clients reach the
+// Nothing of it is in the host's namespace, and nothing is written on the
+// host: each namespace is held by a process of the test's (sleep), named
+// by /proc/PID/ns/net, and goes with it. The test's clients reach the
 // servers through Dialer, which opens its sockets in the hub; Partition
 // cuts one server off its routes with iptables inside that server's
 // namespace.
 type NetnsCluster struct {
-	Nodes []*Node
-	hub   string
-	ip    string
+	Nodes   []*Node
+	hub     string
+	nsenter string
 }
 
 // nodeAddr is node i's address on the test-made bridge (198.18.0.0/15 is
@@ -42,45 +43,51 @@ type NetnsCluster struct {
 // namespaces).
 func nodeAddr(i int) string { return "198.18.0." + strconv.Itoa(i+1) }
 
-// NewNetnsCluster makes the namespaces (removed when the test ends) and
-// starts the three servers in them. It needs root and ip(8), and iptables
-// for Partition.
+// NewNetnsCluster makes the namespaces (gone when the test ends) and
+// starts the three servers in them. It needs root, ip(8), nsenter(1) and,
+// for Partition, iptables.
 func NewNetnsCluster(t *testing.T) *NetnsCluster {
 	t.Helper()
 	testenv.RequireRoot(t)
 	ipBin := testenv.RequireCommand(t, "ip", "apt-get install iproute2")
+	nsenter := testenv.RequireCommand(t, "nsenter", "apt-get install util-linux")
 	testenv.RequireCommand(t, "iptables", "apt-get install iptables")
 	bin := Binary(t)
-	var suffix [4]byte
-	_, _ = rand.Read(suffix[:])
-	prefix := "hnats-" + hex.EncodeToString(suffix[:])
-	c := &NetnsCluster{hub: prefix + "-hub", ip: ipBin}
-	run := func(args ...string) {
+	c := &NetnsCluster{nsenter: nsenter}
+	// newNetns starts a process in a new network namespace and returns
+	// its PID and the namespace's path.
+	newNetns := func() (pid int, path string) {
 		t.Helper()
-		if out, err := exec.Command(ipBin, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		cmd := exec.Command("sleep", "infinity")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("a process in a new network namespace: %v", err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd.Process.Pid, fmt.Sprintf("/proc/%d/ns/net", cmd.Process.Pid)
+	}
+	ip := func(ns string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(nsenter, append([]string{"--net=" + ns, ipBin}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s (in %s): %v: %s", strings.Join(args, " "), ns, err, out)
 		}
 	}
-	addNetns := func(name string) {
-		run("netns", "add", name)
-		t.Cleanup(func() { _ = exec.Command(ipBin, "netns", "del", name).Run() })
-		run("-n", name, "link", "set", "lo", "up")
-	}
-	addNetns(c.hub)
-	run("-n", c.hub, "link", "add", "br0", "type", "bridge")
-	run("-n", c.hub, "addr", "add", "198.18.0.254/24", "dev", "br0")
-	run("-n", c.hub, "link", "set", "br0", "up")
+	_, c.hub = newNetns()
+	ip(c.hub, "link", "set", "lo", "up")
+	ip(c.hub, "link", "add", "br0", "type", "bridge")
+	ip(c.hub, "addr", "add", "198.18.0.254/24", "dev", "br0")
+	ip(c.hub, "link", "set", "br0", "up")
 	for i := range 3 {
-		ns := fmt.Sprintf("%s-n%d", prefix, i)
-		addNetns(ns)
+		pid, ns := newNetns()
 		// Both ends made where they live: no interface in the host's
 		// namespace, not even for a moment.
 		port := "p" + strconv.Itoa(i)
-		run("-n", c.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-		run("-n", c.hub, "link", "set", port, "master", "br0")
-		run("-n", c.hub, "link", "set", port, "up")
-		run("-n", ns, "addr", "add", nodeAddr(i)+"/24", "dev", "eth0")
-		run("-n", ns, "link", "set", "eth0", "up")
+		ip(c.hub, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", strconv.Itoa(pid))
+		ip(c.hub, "link", "set", port, "master", "br0")
+		ip(c.hub, "link", "set", port, "up")
+		ip(ns, "link", "set", "lo", "up")
+		ip(ns, "addr", "add", nodeAddr(i)+"/24", "dev", "eth0")
+		ip(ns, "link", "set", "eth0", "up")
 		var routes []string
 		for j := range 3 {
 			if j != i {
@@ -88,7 +95,7 @@ func NewNetnsCluster(t *testing.T) *NetnsCluster {
 			}
 		}
 		n := &Node{Name: fmt.Sprintf("n%d", i), bin: bin, dir: t.TempDir(), netns: ns, addr: nodeAddr(i), clientPort: netnsClientPort,
-			ipBin: ipBin}
+			nsenter: nsenter}
 		n.args = []string{"-a", n.addr, "-p", strconv.Itoa(netnsClientPort), "-n", n.Name, "-js", "-sd", filepath.Join(n.dir, "js"),
 			"--cluster_name", "harrier-test", "--cluster", "nats://" + n.addr + ":" + strconv.Itoa(netnsClusterPort),
 			"--routes", strings.Join(routes, ",")}
@@ -111,7 +118,7 @@ func NewNetnsCluster(t *testing.T) *NetnsCluster {
 // Dialer opens connections from inside the cluster's hub namespace (for
 // nats.SetCustomDialer).
 func (c *NetnsCluster) Dialer() NetnsDialer {
-	return NetnsDialer{Path: filepath.Join("/var/run/netns", c.hub)}
+	return NetnsDialer{Path: c.hub}
 }
 
 // Partition cuts node i off its routes to the other two, both ways, with
@@ -128,9 +135,9 @@ func (c *NetnsCluster) routeRules(t *testing.T, i int, op string) {
 		{"INPUT", "--dport", port}, {"INPUT", "--sport", port},
 		{"OUTPUT", "--dport", port}, {"OUTPUT", "--sport", port},
 	} {
-		args := []string{"netns", "exec", c.Nodes[i].netns, "iptables", op, rule[0], "-p", "tcp", rule[1], rule[2], "-j", "DROP"}
-		if out, err := exec.Command(c.ip, args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		args := []string{"--net=" + c.Nodes[i].netns, "iptables", op, rule[0], "-p", "tcp", rule[1], rule[2], "-j", "DROP"}
+		if out, err := exec.Command(c.nsenter, args...).CombinedOutput(); err != nil {
+			t.Fatalf("nsenter %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
 }
