@@ -1,6 +1,7 @@
 package chart_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,12 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/harrier-sec/harrier/backend/replicate"
+	"github.com/harrier-sec/harrier/internal/natstest"
+	"github.com/harrier-sec/harrier/transport"
 
 	"github.com/harrier-sec/harrier/packaging/internal/chart"
 	"github.com/harrier-sec/harrier/packaging/internal/pkgtest"
@@ -155,5 +162,111 @@ func TestBackendReplicasRefused(t *testing.T) {
 				t.Errorf("error %v, want one containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBackendReplicasNATSTLS: with backend.cluster.nats.tlsSecret the NATS
+// servers take only TLS with a verified client certificate and the replicas
+// connect with theirs, from the same Secret. The rendered server flags and
+// the rendered backend config are then run for real: a nats-server with the
+// chart's TLS flags (paths moved to a temporary directory holding the
+// Secret's files) and a replica connecting with the chart's cluster section
+// make the stream; without the client certificate the server refuses.
+func TestBackendReplicasNATSTLS(t *testing.T) {
+	values := map[string]any{"backend": map[string]any{"replicas": 2, "cluster": map[string]any{"enabled": true,
+		"nats": map[string]any{"tlsSecret": "harrier-nats-tls"}}}}
+	objs := decode(t, values)
+	var nats, be *appsv1.StatefulSet
+	for _, s := range find[*appsv1.StatefulSet](objs) {
+		switch s.Name {
+		case "harrier-nats":
+			nats = s
+		case "harrier-backend":
+			be = s
+		}
+	}
+	if nats == nil || be == nil {
+		t.Fatal("no harrier-nats or harrier-backend StatefulSet")
+	}
+	secretItems := func(pod corev1.PodSpec, volume string) (secret string, keys []string) {
+		for _, v := range pod.Volumes {
+			if v.Name == volume && v.Secret != nil {
+				for _, it := range v.Secret.Items {
+					keys = append(keys, it.Key)
+				}
+				return v.Secret.SecretName, keys
+			}
+		}
+		return "", nil
+	}
+	if s, keys := secretItems(nats.Spec.Template.Spec, "tls"); s != "harrier-nats-tls" || !slices.Equal(keys, []string{"ca.crt", "nats.crt", "nats.key"}) {
+		t.Errorf("NATS pod's TLS volume: Secret %q, keys %v", s, keys)
+	}
+	if s, keys := secretItems(be.Spec.Template.Spec, "nats-tls"); s != "harrier-nats-tls" || !slices.Equal(keys, []string{"ca.crt", "client.crt", "client.key"}) {
+		t.Errorf("backend pod's NATS TLS volume: Secret %q, keys %v", s, keys)
+	}
+	cfg := backendConfig(t, values).Cluster
+	if cfg == nil || !strings.HasPrefix(cfg.Servers[0], "tls://") || cfg.CAFile != "/etc/harrier/nats/ca.crt" ||
+		cfg.CertFile != "/etc/harrier/nats/client.crt" || cfg.KeyFile != "/etc/harrier/nats/client.key" {
+		t.Fatalf("backend cluster config %+v", cfg)
+	}
+
+	// The Secret's files, as the values' comment says to make them (the
+	// server's name here is the loopback address the test's server has).
+	secret := t.TempDir()
+	caCert, caKey, err := transport.NewCA("nats test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCert, srvKey, err := transport.IssueServer(caCert, caKey, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliCert, cliKey, err := transport.IssueAgent(caCert, caKey, "harrier-backend-nats", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, pair := range map[string][2][]byte{"ca": {caCert, nil}, "nats": {srvCert, srvKey}, "client": {cliCert, cliKey}} {
+		if err := transport.WriteFiles(secret, name, pair[0], pair[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var tlsFlags []string
+	for _, a := range nats.Spec.Template.Spec.Containers[0].Args {
+		if strings.HasPrefix(a, "--tls") {
+			tlsFlags = append(tlsFlags, strings.ReplaceAll(a, "/etc/nats/tls/", secret+"/"))
+		}
+	}
+	if len(tlsFlags) != 4 {
+		t.Fatalf("NATS TLS flags %v", tlsFlags)
+	}
+	node := natstest.Single(t, tlsFlags...)
+	c := *cfg
+	c.Servers = []string{strings.Replace(node.URL(), "nats://", "tls://", 1)}
+	c.Replicas = 1
+	for _, f := range []*string{&c.CAFile, &c.CertFile, &c.KeyFile} {
+		*f = filepath.Join(secret, filepath.Base(*f))
+	}
+	ensure := func(c replicate.Config) error {
+		nc, err := replicate.Connect(c, "harrier-chart-test")
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return replicate.EnsureStream(ctx, js, c)
+	}
+	if err := ensure(c); err != nil {
+		t.Errorf("a replica with the chart's cluster config: %v", err)
+	}
+	noCert := c
+	noCert.CertFile, noCert.KeyFile = "", ""
+	if err := ensure(noCert); err == nil {
+		t.Error("the chart's NATS flags let a replica without a client certificate in")
 	}
 }
