@@ -21,7 +21,8 @@ import (
 
 // testReplicas: helm upgrade to two backend replicas over the chart's
 // NATS cluster (three nats-servers from the image `make nats-image`
-// builds, imported like Harrier's): a marker alert reaches both replicas'
+// builds, imported like Harrier's, taking only TLS with client
+// certificates): a marker alert reaches both replicas'
 // APIs, each asked at its own pod; with replica 0 deleted the agent goes on
 // through replica 1 (its fallbackAddrs) and the next marker reaches it,
 // and replica 0 once it is back. Then back to the single backend, the
@@ -46,13 +47,21 @@ func testReplicas(ctx context.Context, t *testing.T, h *harrier) {
 			"--set backend.cluster.enabled=false --set backend.replicas=1 && "+
 			"kubectl -n harrier rollout status daemonset/harrier-agent --timeout=3m && "+
 			"kubectl -n harrier delete pvc -l app.kubernetes.io/name=harrier,app.kubernetes.io/component=nats --wait=false && "+
-			"kubectl -n harrier delete pvc data-harrier-backend-0 data-harrier-backend-1 --ignore-not-found --wait=false")
+			"kubectl -n harrier delete pvc data-harrier-backend-0 data-harrier-backend-1 --ignore-not-found --wait=false && "+
+			"kubectl -n harrier delete secret harrier-nats-tls --ignore-not-found")
 		for _, name := range []string{"replicas-marker-1", "replicas-marker-2"} {
 			_ = h.cs.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
 		}
 	})
+	// NATS over TLS with client certificates, the Secret made as the
+	// values' comment says.
+	h.sh(t, "bin/linux-amd64/harrier certs webhook nats --out pki --host '*.harrier-nats.harrier.svc' && "+
+		"bin/linux-amd64/harrier certs agent harrier-backend-nats --out pki && "+
+		"kubectl -n harrier create secret generic harrier-nats-tls --from-file=ca.crt=pki/ca.crt "+
+		"--from-file=nats.crt=pki/nats.crt --from-file=nats.key=pki/nats.key "+
+		"--from-file=client.crt=pki/harrier-backend-nats.crt --from-file=client.key=pki/harrier-backend-nats.key")
 	h.sh(t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 10m "+
-		"--set backend.cluster.enabled=true --set backend.replicas=2 "+
+		"--set backend.cluster.enabled=true --set backend.replicas=2 --set backend.cluster.nats.tlsSecret=harrier-nats-tls "+
 		`--set-json 'backend.cluster.nats.resources={"requests":{"cpu":"50m","memory":"64Mi"},"limits":{"cpu":"500m","memory":"512Mi"}}' && `+
 		"kubectl -n harrier rollout status statefulset/harrier-nats --timeout=5m && "+
 		"kubectl -n harrier rollout status statefulset/harrier-backend --timeout=5m && "+
