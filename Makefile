@@ -23,7 +23,7 @@ DIST     := dist
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || date +%s)
 PKGTOOL  := cd packaging && $(GO) run ./cmd/harrier-pkg
 
-.PHONY: build run test unit fuzz lint generate check-generated deps kubeapi ci dist-bin package image manifests bundle \
+.PHONY: build run test unit fuzz lint generate check-generated deps kubeapi ci dist-bin package image nats-image manifests bundle \
 	cluster-up cluster-down test-cluster
 
 build:
@@ -42,6 +42,12 @@ package: dist-bin
 # OCI layout tarball (amd64+arm64 index) and Docker archives -> dist/image/.
 image: dist-bin
 	$(PKGTOOL) image --version $(VERSION) --arch $(shell echo $(ARCHES) | tr ' ' ,) --dist ../$(DIST)
+
+# The nats-server image of the chart's backend replicas (backend.cluster), this
+# machine's architecture, from the nats-server tests/nats/build.sh builds -> dist/image/.
+nats-image:
+	$(PKGTOOL) nats-image --binary "$$(bash ../tests/nats/build.sh)" \
+		--version "$$(awk '$$1 == "github.com/nats-io/nats-server/v2" {print $$2}' ../tests/nats/go.mod)" --dist ../$(DIST)
 
 # packaging/kubernetes/harrier.yaml from the Helm chart (a test checks it is current).
 manifests:
@@ -97,6 +103,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzEachPageEvent$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnrollRequest$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzApplyControlChange$$' -fuzztime $(FUZZTIME) ./backend
+	$(GO) test -run '^$$' -fuzz '^FuzzIdentityApplyControl$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeCEF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeRFC5424$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeOCSF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export

@@ -109,14 +109,27 @@ const (
 	// keyStreamPosition is a replica's last applied JetStream sequence
 	// (backend/replicate): <BE64>.
 	keyStreamPosition = "l/stream"
+	// keyIdentitySeq is the stream sequence of the last identity change a
+	// replica applied (identity_replica.go): JSON number.
+	keyIdentitySeq = "l/identity"
 )
 
-// StreamPosition is the last stream sequence this replica applied (0:
-// none, or not a replica).
-func (s *BadgerStore) StreamPosition(ctx context.Context) (uint64, error) {
+// streamPositionKey is where the position in the named stream is ("":
+// the records stream).
+func streamPositionKey(name string) []byte {
+	if name == "" {
+		return []byte(keyStreamPosition)
+	}
+	return []byte(keyStreamPosition + "/" + name)
+}
+
+// StreamPosition is the last sequence this replica applied of the named
+// stream ("": the records stream; "events": the raw events') (0: none, or
+// not a replica).
+func (s *BadgerStore) StreamPosition(ctx context.Context, name string) (uint64, error) {
 	var pos uint64
 	err := s.db.View(func(txn *badger.Txn) error {
-		item, err := txn.Get([]byte(keyStreamPosition))
+		item, err := txn.Get(streamPositionKey(name))
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -134,10 +147,10 @@ func (s *BadgerStore) StreamPosition(ctx context.Context) (uint64, error) {
 	return pos, err
 }
 
-// SetStreamPosition records the last stream sequence applied.
-func (s *BadgerStore) SetStreamPosition(ctx context.Context, seq uint64) error {
+// SetStreamPosition records the last sequence of the named stream applied.
+func (s *BadgerStore) SetStreamPosition(ctx context.Context, name string, seq uint64) error {
 	return s.db.Update(func(txn *badger.Txn) error {
-		return txn.Set([]byte(keyStreamPosition), binary.BigEndian.AppendUint64(nil, seq))
+		return txn.Set(streamPositionKey(name), binary.BigEndian.AppendUint64(nil, seq))
 	})
 }
 

@@ -305,13 +305,18 @@ func TestConsoleAcrossReplicas(t *testing.T) {
 		con := NewConsole(st, c, log)
 		rc := cfg
 		rc.ReplicaName = name
+		id, err := NewIdentity(st, IdentityConfig{}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
 		testenv.WaitFor(t, time.Minute, "replica "+name+" joins the cluster's stream", func() bool {
-			_, mat, nc, err := startReplica(rc, st, c, log)
+			set, err := startReplica(rc, st, c, id, log)
 			if err != nil {
 				return false
 			}
-			t.Cleanup(nc.Close)
-			wg.Go(func() { _ = mat.Run(ctx) })
+			t.Cleanup(func() { _ = set.close() })
+			wg.Go(func() { _ = set.records.Run(ctx) })
+			wg.Go(func() { _ = set.events.Run(ctx) })
 			return true
 		})
 		return con, st

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"sync"
 	"testing"
@@ -25,27 +26,8 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	replica := func(name string) *ResponseControl {
-		st := openTestStore(t, BadgerConfig{})
-		log := slog.New(slog.DiscardHandler)
-		c := NewResponseControl(st, signer, log)
-		rc := cfg
-		rc.ReplicaName = name
-		var mat *replicate.Materializer
-		var nc interface{ Close() }
-		testenv.WaitFor(t, time.Minute, "replica "+name+" joins the cluster's stream", func() bool {
-			_, m, conn, err := startReplica(rc, st, c, log)
-			if err != nil {
-				return false
-			}
-			mat, nc = m, conn
-			return true
-		})
-		t.Cleanup(nc.Close)
-		wg.Go(func() { _ = mat.Run(ctx) })
-		return c
-	}
-	a, b := replica("a"), replica("b")
+	a, _ := startTestReplica(ctx, t, &wg, cfg, "a", signer, IdentityConfig{})
+	b, _ := startTestReplica(ctx, t, &wg, cfg, "b", signer, IdentityConfig{})
 
 	policies := []byte("apiVersion: harrier.io/v1\nkind: ResponsePolicies\npolicies:\n  - {name: kill, mode: enforce, match: {detections: [miner]}, actions: [kill-process-tree]}\n")
 	var set PolicyState
@@ -94,4 +76,34 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 	if again, _ := a.Policies(ctx); again.Version != p.Version || again.YAML != p.YAML {
 		t.Errorf("a replayed policies change made version %d (%q)", again.Version, again.YAML)
 	}
+}
+
+// startTestReplica starts a replicated backend's shared state (response
+// control and identity) over the cluster's stream; its materializer runs
+// until ctx ends (wg waits for it).
+func startTestReplica(ctx context.Context, t *testing.T, wg *sync.WaitGroup, cfg replicate.Config, name string,
+	signer func() (*tls.Certificate, error), icfg IdentityConfig) (*ResponseControl, *Identity) {
+	t.Helper()
+	st := openTestStore(t, BadgerConfig{})
+	log := slog.New(slog.DiscardHandler)
+	c := NewResponseControl(st, signer, log)
+	id, err := NewIdentity(st, icfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := cfg
+	rc.ReplicaName = name
+	var set *replicaSet
+	testenv.WaitFor(t, time.Minute, "replica "+name+" joins the cluster's stream", func() bool {
+		r, err := startReplica(rc, st, c, id, log)
+		if err != nil {
+			return false
+		}
+		set = r
+		return true
+	})
+	t.Cleanup(func() { _ = set.close() })
+	wg.Go(func() { _ = set.records.Run(ctx) })
+	wg.Go(func() { _ = set.events.Run(ctx) })
+	return c, id
 }

@@ -137,6 +137,11 @@ type Identity struct {
 	revoked map[string]time.Time
 	// onRevoke closes a revoked agent's live connections.
 	onRevoke func(agentID string)
+	// replicator, when set (a replicated backend), carries every change
+	// to every replica; waiting (guarded by mu) hands this replica's own
+	// changes' outcomes back to change (identity_replica.go).
+	replicator ControlReplicator
+	waiting    map[string]chan error
 }
 
 // NewIdentity loads the revocations kept in st.
@@ -150,7 +155,7 @@ func NewIdentity(st *BadgerStore, cfg IdentityConfig, log *slog.Logger) (*Identi
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	id := &Identity{db: st.db, cfg: cfg, log: log, revoked: map[string]time.Time{}}
+	id := &Identity{db: st.db, cfg: cfg, log: log, revoked: map[string]time.Time{}, waiting: map[string]chan error{}}
 	err := st.db.View(func(txn *badger.Txn) error {
 		for item := range badgerkv.Prefix(txn, key(prefixRevoked)) {
 			var r revocation
@@ -199,17 +204,9 @@ func (id *Identity) Revoke(agentID string) error {
 	if err := transport.ValidAgentID(agentID); err != nil {
 		return &IdentityError{Status: statusBadRequest, Msg: err.Error()}
 	}
-	now := id.cfg.Now()
-	if err := id.put(key(prefixRevoked, agentID), revocation{RevokedAt: now}, 0); err != nil {
+	if err := id.change(identityChange{At: id.cfg.Now(), Revoke: agentID}); err != nil {
 		return fmt.Errorf("revoke %s: %w", agentID, err)
 	}
-	id.mu.Lock()
-	id.revoked[agentID] = now
-	id.mu.Unlock()
-	if id.onRevoke != nil {
-		id.onRevoke(agentID)
-	}
-	id.log.Warn("agent revoked", "agent", agentID)
 	return nil
 }
 
@@ -219,13 +216,9 @@ func (id *Identity) Unrevoke(agentID string) error {
 	if err := transport.ValidAgentID(agentID); err != nil {
 		return &IdentityError{Status: statusBadRequest, Msg: err.Error()}
 	}
-	if err := id.db.Update(func(txn *badger.Txn) error { return txn.Delete(key(prefixRevoked, agentID)) }); err != nil {
+	if err := id.change(identityChange{At: id.cfg.Now(), Unrevoke: agentID}); err != nil {
 		return fmt.Errorf("unrevoke %s: %w", agentID, err)
 	}
-	id.mu.Lock()
-	delete(id.revoked, agentID)
-	id.mu.Unlock()
-	id.log.Info("agent unrevoked", "agent", agentID)
 	return nil
 }
 
@@ -278,16 +271,19 @@ func (id *Identity) CreateBootstrapToken(ttl time.Duration, uses int) (token str
 	token = bootstrapTokenPrefix + hex.EncodeToString(raw)
 	now := id.cfg.Now()
 	expires = now.Add(ttl)
-	if err := id.put(tokenKey(token), bootstrapToken{Created: now, Expires: expires, UsesLeft: uses}, ttl); err != nil {
+	if err := id.change(identityChange{At: now, Token: &tokenChange{Hash: tokenHash(token),
+		Token: bootstrapToken{Created: now, Expires: expires, UsesLeft: uses}}}); err != nil {
 		return "", time.Time{}, fmt.Errorf("store bootstrap token: %w", err)
 	}
 	id.log.Info("bootstrap token created", "expires", expires, "uses", uses)
 	return token, expires, nil
 }
 
-func tokenKey(token string) []byte {
+func tokenKey(token string) []byte { return key(prefixBootstrap, tokenHash(token)) }
+
+func tokenHash(token string) string {
 	sum := sha256.Sum256([]byte(token))
-	return key(prefixBootstrap, hex.EncodeToString(sum[:]))
+	return hex.EncodeToString(sum[:])
 }
 
 // EnrollRequest is a decoded POST /api/v1/enroll body.
@@ -353,7 +349,7 @@ func (id *Identity) enrollServiceAccount(ctx context.Context, req EnrollRequest)
 	if err != nil {
 		return Issued{}, err
 	}
-	if err := id.recordEnrollment(agentID, KindServiceAccount, iss.NotAfter, nil); err != nil {
+	if err := id.change(identityChange{At: id.cfg.Now(), Enroll: &enrollChange{AgentID: agentID, Kind: KindServiceAccount, NotAfter: iss.NotAfter}}); err != nil {
 		return Issued{}, err
 	}
 	id.log.Info("agent enrolled", "agent", agentID, "kind", KindServiceAccount, "pod", ti.PodName, "notAfter", iss.NotAfter)
@@ -402,12 +398,13 @@ func (id *Identity) enrollBootstrap(req EnrollRequest) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	tok.UsesLeft--
-	if err := id.recordEnrollment(agentID, KindBootstrap, iss.NotAfter, func(txn *badger.Txn) error {
-		return setJSON(txn, tokenKey(req.Token), tok, tok.Expires.Sub(now))
-	}); err != nil {
+	// The checks above are made again where the use is taken, in the
+	// cluster's order: another replica may have taken the last use.
+	if err := id.change(identityChange{At: now, Enroll: &enrollChange{AgentID: agentID, Kind: KindBootstrap, NotAfter: iss.NotAfter,
+		TokenHash: tokenHash(req.Token)}}); err != nil {
 		return Issued{}, err
 	}
+	tok.UsesLeft--
 	id.log.Info("agent enrolled", "agent", agentID, "kind", KindBootstrap, "tokenUsesLeft", tok.UsesLeft, "notAfter", iss.NotAfter)
 	return iss, nil
 }
@@ -427,7 +424,7 @@ func (id *Identity) Renew(agentID, csrPEM string) (Issued, error) {
 	if err != nil {
 		return Issued{}, err
 	}
-	if err := id.recordEnrollment(agentID, "", iss.NotAfter, nil); err != nil {
+	if err := id.change(identityChange{At: id.cfg.Now(), Enroll: &enrollChange{AgentID: agentID, NotAfter: iss.NotAfter}}); err != nil {
 		return Issued{}, err
 	}
 	id.log.Info("agent certificate renewed", "agent", agentID, "notAfter", iss.NotAfter)
@@ -450,45 +447,11 @@ func (id *Identity) sign(csrPEM, agentID string) (Issued, error) {
 	return Issued{AgentID: agentID, Certificate: string(certPEM), NotAfter: cert.NotAfter}, nil
 }
 
-// recordEnrollment notes agentID's newest certificate (kind "" keeps the
-// kind it enrolled with), with more in the same transaction.
-func (id *Identity) recordEnrollment(agentID, kind string, notAfter time.Time, more func(*badger.Txn) error) error {
-	now := id.cfg.Now()
-	err := id.db.Update(func(txn *badger.Txn) error {
-		var e Enrollment
-		found, err := getJSON(txn, key(prefixEnrolled, agentID), &e)
-		if err != nil {
-			return err
-		}
-		if kind != "" || !found {
-			e = Enrollment{Kind: cmpOr(kind, "certificate"), EnrolledAt: now}
-		} else {
-			e.RenewedAt = now
-		}
-		e.NotAfter = notAfter
-		if err := setJSON(txn, key(prefixEnrolled, agentID), e, 0); err != nil {
-			return err
-		}
-		if more != nil {
-			return more(txn)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("record Enrollment of %s: %w", agentID, err)
-	}
-	return nil
-}
-
 func cmpOr(a, b string) string {
 	if a != "" {
 		return a
 	}
 	return b
-}
-
-func (id *Identity) put(k []byte, v any, ttl time.Duration) error {
-	return id.db.Update(func(txn *badger.Txn) error { return setJSON(txn, k, v, ttl) })
 }
 
 func setJSON(txn *badger.Txn, k []byte, v any, ttl time.Duration) error {

@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -36,10 +37,8 @@ type Service struct {
 	identity *Identity
 	// exports sends alerts (and the other record kinds each asks for) on to the configured destinations, and prunes the ingest orders behind them.
 	exports *export.Manager
-	// replica, when set, fills the store from the cluster's stream, and
-	// nats is its connection.
-	replica *replicate.Materializer
-	nats    *nats.Conn
+	// replica, when set, fills the store from the cluster's streams.
+	replica *replicaSet
 	// readyAfter, when set, holds /readyz at 503 until it is closed (see
 	// ReadyAfter).
 	readyAfter <-chan struct{}
@@ -86,20 +85,20 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	}
 	control := NewResponseControl(st, func() (*tls.Certificate, error) { return serving.GetCertificate(nil) }, log)
 	var sink transport.Sink = NewSink(st)
-	var replica *replicate.Materializer
-	var nc *nats.Conn
+	var replica *replicaSet
 	if cfg.Cluster != nil {
-		// A replica: agents' batches go to the stream, acknowledged once
-		// it has them; the store is filled from the stream.
-		if sink, replica, nc, err = startReplica(*cfg.Cluster, st, control, log); err != nil {
+		// A replica: agents' batches go to the streams, acknowledged once
+		// they have them; the store is filled from the streams.
+		if replica, err = startReplica(*cfg.Cluster, st, control, identity, log); err != nil {
 			return nil, errors.Join(err, st.Close())
 		}
+		sink = replica.pub
 		registerReplicaMetrics(metrics.Registerer(), replica)
 	}
 	ingest, err := transport.NewServer(transport.ServerConfig{Addr: cfg.IngestAddr, TLS: tlsConf, Authorize: identity.Authorize,
 		Control: control}, sink, log)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("ingest: %w", err), closeNATS(nc), st.Close())
+		return nil, errors.Join(fmt.Errorf("ingest: %w", err), replica.close(), st.Close())
 	}
 	control.SetNotify(ingest.NotifyControl)
 	identity.OnRevoke(func(agentID string) {
@@ -121,7 +120,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, errors.Join(err, ln.Close(), ingest.Close(), st.Close())
 	}
-	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports, replica: replica, nats: nc}
+	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports, replica: replica}
 	s.http = &http.Server{
 		Handler: NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity, Exports: exports,
 			Control: control, ResponseToken: responseToken}, log),
@@ -198,7 +197,7 @@ func (s *Service) ReadyAfter(ready <-chan struct{}) { s.readyAfter = ready }
 
 func (s *Service) ready() error {
 	if s.replica != nil {
-		if err := s.replica.Ready(); err != nil {
+		if err := s.replica.ready(); err != nil {
 			return err
 		}
 	}
@@ -249,7 +248,8 @@ func (s *Service) Run(ctx context.Context) error {
 		return nil
 	})
 	if s.replica != nil {
-		g.Go(func() error { return s.replica.Run(ctx) })
+		g.Go(func() error { return s.replica.records.Run(ctx) })
+		g.Go(func() error { return s.replica.events.Run(ctx) })
 	}
 	g.Go(func() error {
 		<-ctx.Done() // the caller's, or a failure of either server
@@ -263,22 +263,22 @@ func (s *Service) Run(ctx context.Context) error {
 		scheme = "https"
 	}
 	s.log.Info("backend running", "api", scheme+"://"+s.api.Addr().String()+"/", "ingest", s.cfg.IngestAddr)
-	return errors.Join(g.Wait(), closeNATS(s.nats), s.store.Close())
+	return errors.Join(g.Wait(), s.replica.close(), s.store.Close())
 }
 
 // startReplica connects to the cluster's NATS servers and makes sure of
 // the stream; when NATS is not reachable yet the backend starts anyway
 // (its API serves what it has) and the stream is made once it is.
-func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl, log *slog.Logger) (transport.Sink, *replicate.Materializer, *nats.Conn, error) {
+func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl, identity *Identity, log *slog.Logger) (*replicaSet, error) {
 	c = c.WithDefaults()
 	nc, err := replicate.Connect(c, "harrier-backend "+c.ReplicaName)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
-		return nil, nil, nil, fmt.Errorf("JetStream: %w", err)
+		return nil, fmt.Errorf("JetStream: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	err = replicate.EnsureStream(ctx, js, c)
@@ -289,26 +289,72 @@ func startReplica(c replicate.Config, st *BadgerStore, control *ResponseControl,
 	}
 	log.Info("backend replica", "replica", c.ReplicaName, "stream", c.Stream, "replicas", c.Replicas, "servers", c.Servers)
 	pub, mat := replicate.NewPublisher(js, c, log), replicate.NewMaterializer(js, c, st, log)
+	// Raw events come from their own stream, bounded in size and age.
+	events := replicate.NewEventsMaterializer(js, c, st, log)
 	// Response policies, commands and agents' answers go through the
-	// stream too: whichever replica an agent is connected to has them.
-	mat.SetControl(control.ApplyControl)
+	// stream too: whichever replica an agent is connected to has them; so
+	// do enrollments, bootstrap tokens and revocations.
+	mat.SetControl(func(ctx context.Context, seq uint64, change []byte) error {
+		var env identityEnvelope
+		if err := json.Unmarshal(change, &env); err != nil {
+			return fmt.Errorf("control change: %w", err)
+		}
+		if len(env.Identity) > 0 {
+			return identity.ApplyControl(seq, env.Identity)
+		}
+		return control.ApplyControl(ctx, seq, change)
+	})
 	control.SetReplicator(replicaControl{pub: pub, mat: mat})
-	return pub, mat, nc, nil
+	identity.SetReplicator(replicaControl{pub: pub, mat: mat})
+	return &replicaSet{pub: pub, records: mat, events: events, nc: nc}, nil
+}
+
+// replicaSet is a replica's part of the cluster: its publisher, what
+// applies the records' and the raw events' streams, and its connection.
+type replicaSet struct {
+	pub             *replicate.Publisher
+	records, events *replicate.Materializer
+	nc              *nats.Conn
+}
+
+// ready says whether both streams are applied (raw events too: the events
+// API answers as the other replicas' only then).
+func (r *replicaSet) ready() error {
+	if err := r.records.Ready(); err != nil {
+		return err
+	}
+	if err := r.events.Ready(); err != nil {
+		return fmt.Errorf("raw events: %w", err)
+	}
+	return nil
+}
+
+func (r *replicaSet) close() error {
+	if r != nil {
+		r.nc.Close()
+	}
+	return nil
 }
 
 // registerReplicaMetrics exports how far the replica is into the stream
 // and what it skipped.
-func registerReplicaMetrics(reg prometheus.Registerer, m *replicate.Materializer) {
-	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harrier_replica_stream_applied",
-			Help: "The last stream sequence this replica applied to its store."}, func() float64 { return float64(m.Applied()) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harrier_replica_stream_lag_messages",
-			Help: "Stream messages this replica has not applied yet (as of its last look)."}, func() float64 { return float64(m.Lag()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_messages_skipped_total",
-			Help: "Stream messages skipped: not a batch (undecodable)."}, func() float64 { return float64(m.Undecodable()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_control_refused_total",
-			Help: "Response control changes from the stream this replica refused (skipped)."}, func() float64 { return float64(m.Refused()) }),
-	)
+func registerReplicaMetrics(reg prometheus.Registerer, r *replicaSet) {
+	for stream, m := range map[string]*replicate.Materializer{"records": r.records, "events": r.events} {
+		l := prometheus.Labels{"stream": stream}
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harrier_replica_stream_applied", ConstLabels: l,
+				Help: "The last stream sequence this replica applied to its store."}, func() float64 { return float64(m.Applied()) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "harrier_replica_stream_lag_messages", ConstLabels: l,
+				Help: "Stream messages this replica has not applied yet (as of its last look)."}, func() float64 { return float64(m.Lag()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_messages_skipped_total", ConstLabels: l,
+				Help: "Stream messages skipped: not a batch (undecodable)."}, func() float64 { return float64(m.Undecodable()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_messages_removed_total", ConstLabels: l,
+				Help: "Stream messages removed by the stream's size or age limit before this replica applied them."},
+				func() float64 { return float64(m.Removed()) }),
+		)
+	}
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "harrier_replica_control_refused_total",
+		Help: "Response control changes from the stream this replica refused (skipped)."}, func() float64 { return float64(r.records.Refused()) }))
 }
 
 // replicaControl carries the response control's changes through the
@@ -327,11 +373,4 @@ func (r replicaControl) Replicate(ctx context.Context, change []byte) error {
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return r.mat.WaitApplied(wctx, seq)
-}
-
-func closeNATS(nc *nats.Conn) error {
-	if nc != nil {
-		nc.Close()
-	}
-	return nil
 }

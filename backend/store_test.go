@@ -19,7 +19,7 @@ import (
 
 var t0 = time.Date(2026, 11, 22, 16, 0, 0, 0, time.UTC)
 
-func openTestStore(t *testing.T, cfg BadgerConfig) *BadgerStore {
+func openTestStore(t testing.TB, cfg BadgerConfig) *BadgerStore {
 	t.Helper()
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()

@@ -19,9 +19,10 @@ import (
 // far into the stream it has applied.
 type Store interface {
 	Ingest(ctx context.Context, agentID string, b *api.Batch) ([]uint64, error)
-	// StreamPosition is the last stream sequence applied (0: none).
-	StreamPosition(ctx context.Context) (uint64, error)
-	SetStreamPosition(ctx context.Context, seq uint64) error
+	// StreamPosition is the last sequence applied of the named stream
+	// ("": the records stream; "events": the raw events') (0: none).
+	StreamPosition(ctx context.Context, name string) (uint64, error)
+	SetStreamPosition(ctx context.Context, name string, seq uint64) error
 }
 
 // maxApply bounds the records applied in one store transaction.
@@ -32,13 +33,18 @@ type Materializer struct {
 	js     jetstream.JetStream
 	cfg    Config
 	stream string
-	store  Store
-	log    *slog.Logger
+	// position names the stream to the store ("" or "events").
+	position string
+	store    Store
+	log      *slog.Logger
 	// applied is the last stream sequence in the store; last the stream's
 	// last sequence, as last seen.
 	applied, last atomic.Uint64
 	// undecodable counts messages that are not a batch: skipped.
 	undecodable atomic.Uint64
+	// removed counts messages the stream's retention removed before this
+	// replica applied them (the raw events' stream only has limits).
+	removed atomic.Uint64
 	// control applies the backends' shared changes (ControlSubject), nil
 	// when none are expected; refused counts those it refused.
 	control func(ctx context.Context, seq uint64, change []byte) error
@@ -66,10 +72,21 @@ func (m *Materializer) WaitApplied(ctx context.Context, seq uint64) error {
 	return nil
 }
 
-// NewMaterializer reads c's stream through js into store.
+// NewMaterializer reads c's records stream through js into store.
 func NewMaterializer(js jetstream.JetStream, c Config, store Store, log *slog.Logger) *Materializer {
 	return &Materializer{js: js, cfg: c.WithDefaults(), stream: c.WithDefaults().Stream, store: store, log: log}
 }
+
+// NewEventsMaterializer reads c's raw events stream through js into
+// store's event store.
+func NewEventsMaterializer(js jetstream.JetStream, c Config, store Store, log *slog.Logger) *Materializer {
+	return &Materializer{js: js, cfg: c.WithDefaults(), stream: c.WithDefaults().EventsStream, position: "events", store: store,
+		log: log.With("stream", c.WithDefaults().EventsStream)}
+}
+
+// Removed counts the messages the stream's retention removed before this
+// replica applied them.
+func (m *Materializer) Removed() uint64 { return m.removed.Load() }
 
 // Lag is how many of the stream's messages this replica has not applied
 // yet, as of the last message it read or the last stream check.
@@ -91,7 +108,7 @@ func (m *Materializer) Undecodable() uint64 { return m.undecodable.Load() }
 // it resumes after NATS outages by itself (the ordered consumer is made
 // again from the last applied sequence).
 func (m *Materializer) Run(ctx context.Context) error {
-	pos, err := m.store.StreamPosition(ctx)
+	pos, err := m.store.StreamPosition(ctx, m.position)
 	if err != nil {
 		return fmt.Errorf("replica's stream position: %w", err)
 	}
@@ -152,6 +169,11 @@ func (m *Materializer) follow(ctx context.Context) error {
 		if last := meta.Sequence.Stream + meta.NumPending; last > m.last.Load() {
 			m.last.Store(last)
 		}
+		if next := max(m.applied.Load(), group.lastSeq) + 1; meta.Sequence.Stream > next {
+			m.removed.Add(meta.Sequence.Stream - next)
+			m.log.Warn("stream messages removed by the stream's limits before this replica applied them", "first", next,
+				"last", meta.Sequence.Stream-1)
+		}
 		if msg.Subject() == ControlSubject {
 			// In order: the records before it first, then the change.
 			if err := m.apply(ctx, &group); err != nil {
@@ -202,7 +224,7 @@ func (m *Materializer) apply(ctx context.Context, g *groupedBatch) error {
 			return fmt.Errorf("apply stream messages up to %d: %w", g.lastSeq, err)
 		}
 	}
-	if err := m.store.SetStreamPosition(ctx, g.lastSeq); err != nil {
+	if err := m.store.SetStreamPosition(ctx, m.position, g.lastSeq); err != nil {
 		return fmt.Errorf("replica's stream position %d: %w", g.lastSeq, err)
 	}
 	m.applied.Store(g.lastSeq)

@@ -25,16 +25,31 @@ const (
 // Publisher keeps agents' batches in the stream: it is the ingest server's
 // sink (transport.Sink) in a replicated backend.
 type Publisher struct {
-	js     jetstream.JetStream
-	stream string
-	log    *slog.Logger
+	js                   jetstream.JetStream
+	stream, eventsStream string
+	log                  *slog.Logger
 }
 
-// EnsureStream creates the stream, or updates its settings, so that every
-// replica starts against the same one.
+// EnsureStream creates the streams (records and raw events), or updates
+// their settings, so that every replica starts against the same ones.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, c Config) error {
 	c = c.WithDefaults()
 	_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:     c.EventsStream,
+		Subjects: []string{EventsSubject},
+		Storage:  jetstream.FileStorage,
+		Replicas: c.Replicas,
+		// JetStream wants the window within the age limit.
+		Duplicates: min(c.DuplicateWindow.Std(), c.EventsMaxAge.Std()),
+		Retention:  jetstream.LimitsPolicy,
+		MaxBytes:   c.EventsMaxBytes,
+		MaxAge:     c.EventsMaxAge.Std(),
+		Discard:    jetstream.DiscardOld,
+	})
+	if err != nil {
+		return fmt.Errorf("JetStream stream %s (replicas %d): %w", c.EventsStream, c.Replicas, err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:       c.Stream,
 		Subjects:   []string{Subject, ControlSubject},
 		Storage:    jetstream.FileStorage,
@@ -51,7 +66,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c Config) error {
 
 // NewPublisher publishes to c's stream through js.
 func NewPublisher(js jetstream.JetStream, c Config, log *slog.Logger) *Publisher {
-	return &Publisher{js: js, stream: c.WithDefaults().Stream, log: log}
+	c = c.WithDefaults()
+	return &Publisher{js: js, stream: c.Stream, eventsStream: c.EventsStream, log: log}
 }
 
 // PublishControl publishes a change of the backends' shared state and
@@ -91,10 +107,14 @@ func (p *Publisher) Store(ctx context.Context, agentID string, b *api.Batch) ([]
 			errs = append(errs, fmt.Errorf("record %d: %w", seq, err))
 			return
 		}
-		msg := nats.NewMsg(Subject)
+		subject, stream := Subject, p.stream
+		if len(one.GetRecords()) == 1 && one.GetRecords()[0].GetClass() == api.RecordClass_RECORD_CLASS_EVENT {
+			subject, stream = EventsSubject, p.eventsStream
+		}
+		msg := nats.NewMsg(subject)
 		msg.Data = data
 		msg.Header.Set(headerAgent, agentID)
-		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(p.stream))
+		f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(id), jetstream.WithExpectStream(stream))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("publish record %d: %w", seq, err))
 			return

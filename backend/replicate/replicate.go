@@ -31,12 +31,20 @@ const (
 	DefaultStream          = "HARRIER"
 	DefaultReplicas        = 3
 	DefaultDuplicateWindow = 10 * time.Minute
+	DefaultEventsStream    = "HARRIER_EVENTS"
+	DefaultEventsMaxBytes  = 4 << 30
+	DefaultEventsMaxAge    = 72 * time.Hour
 	// Subject is where records are published; ControlSubject where the
 	// backends' own changes (response policies, commands, agents'
 	// answers) are. One stream holds both, so its order is the order every
 	// replica applies.
 	Subject        = "harrier.records"
 	ControlSubject = "harrier.control"
+	// EventsSubject is where raw events are published, in a stream of
+	// their own whose size and age are bounded: they are many, and the
+	// records made from them (alerts, findings) are kept in the main
+	// stream for ever.
+	EventsSubject = "harrier.events"
 )
 
 // Config is the backend's `cluster:` section.
@@ -52,6 +60,13 @@ type Config struct {
 	// (default 10m): a retry within it is dropped by the stream, one past
 	// it is stored twice in the stream and once by every replica.
 	DuplicateWindow confval.Duration `json:"duplicateWindow,omitempty"`
+	// EventsStream holds the raw events (default HARRIER_EVENTS), at most
+	// EventsMaxBytes (default 4 GiB) and EventsMaxAge (default 72h): the
+	// oldest are removed first. A replica that falls further behind than
+	// that skips what was removed (counted).
+	EventsStream   string           `json:"eventsStream,omitempty"`
+	EventsMaxBytes int64            `json:"eventsMaxBytes,omitempty"`
+	EventsMaxAge   confval.Duration `json:"eventsMaxAge,omitempty"`
 	// TLS to the NATS servers: their CA, and a client certificate when
 	// they require one. NKeySeedFile authenticates with an NKey instead
 	// of (or besides) the certificate.
@@ -74,6 +89,15 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.DuplicateWindow == 0 {
 		c.DuplicateWindow = confval.Duration(DefaultDuplicateWindow)
+	}
+	if c.EventsStream == "" {
+		c.EventsStream = DefaultEventsStream
+	}
+	if c.EventsMaxBytes == 0 {
+		c.EventsMaxBytes = DefaultEventsMaxBytes
+	}
+	if c.EventsMaxAge == 0 {
+		c.EventsMaxAge = confval.Duration(DefaultEventsMaxAge)
 	}
 	if c.ReplicaName == "" {
 		c.ReplicaName, _ = os.Hostname()
@@ -98,6 +122,15 @@ func (c Config) Validate() error {
 	if c.DuplicateWindow < 0 {
 		errs = append(errs, errors.New("cluster.duplicateWindow: must not be negative"))
 	}
+	if c.EventsMaxBytes < 0 {
+		errs = append(errs, errors.New("cluster.eventsMaxBytes: must not be negative"))
+	}
+	if c.EventsMaxAge < 0 {
+		errs = append(errs, errors.New("cluster.eventsMaxAge: must not be negative"))
+	}
+	if c.Stream != "" && c.Stream == c.EventsStream {
+		errs = append(errs, fmt.Errorf("cluster.eventsStream %q: must differ from cluster.stream", c.EventsStream))
+	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		errs = append(errs, errors.New("cluster.certFile and cluster.keyFile go together"))
 	}
@@ -106,8 +139,8 @@ func (c Config) Validate() error {
 
 // Connect dials the NATS servers with c's credentials. The connection
 // reconnects by itself for ever; name says who it is in the servers'
-// monitoring.
-func Connect(c Config, name string) (*nats.Conn, error) {
+// monitoring; extra options come last (a test's dialer).
+func Connect(c Config, name string, extra ...nats.Option) (*nats.Conn, error) {
 	opts := []nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(500 * time.Millisecond),
 		nats.RetryOnFailedConnect(true)}
 	if c.CAFile != "" || c.CertFile != "" {
@@ -138,6 +171,7 @@ func Connect(c Config, name string) (*nats.Conn, error) {
 		}
 		opts = append(opts, opt)
 	}
+	opts = append(opts, extra...)
 	nc, err := nats.Connect(strings.Join(c.Servers, ","), opts...)
 	if err != nil {
 		return nil, fmt.Errorf("NATS %s: %w", strings.Join(c.Servers, ","), err)

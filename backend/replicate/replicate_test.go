@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
@@ -19,24 +21,26 @@ import (
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
-// replica is one backend replica: its store, publisher and materializer.
+// replica is one backend replica: its store, publisher and materializers
+// (records, raw events).
 type replica struct {
 	dir    string
 	store  *backend.BadgerStore
 	pub    *replicate.Publisher
 	mat    *replicate.Materializer
+	events *replicate.Materializer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-func startReplica(t *testing.T, cfg replicate.Config, dir, name string) *replica {
+func startReplica(t *testing.T, cfg replicate.Config, dir, name string, opts ...nats.Option) *replica {
 	t.Helper()
 	cfg.ReplicaName = name
 	st, err := backend.OpenBadgerStoreConfig(backend.BadgerConfig{Dir: dir}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := replicate.Connect(cfg, "harrier-test-"+name)
+	nc, err := replicate.Connect(cfg, "harrier-test-"+name, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,10 +49,12 @@ func startReplica(t *testing.T, cfg replicate.Config, dir, name string) *replica
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name)
-	r := &replica{dir: dir, store: st, pub: replicate.NewPublisher(js, cfg, log), mat: replicate.NewMaterializer(js, cfg, st, log)}
+	r := &replica{dir: dir, store: st, pub: replicate.NewPublisher(js, cfg, log), mat: replicate.NewMaterializer(js, cfg, st, log),
+		events: replicate.NewEventsMaterializer(js, cfg, st, log)}
 	ctx, cancel := context.WithCancel(context.Background())
 	r.cancel = func() { cancel(); r.wg.Wait(); nc.Close(); _ = st.Close() }
 	r.wg.Go(func() { _ = r.mat.Run(ctx) })
+	r.wg.Go(func() { _ = r.events.Run(ctx) })
 	return r
 }
 
@@ -208,6 +214,53 @@ func TestReplicasOverNATSCluster(t *testing.T) {
 		}
 		if r.mat.Undecodable() != 0 {
 			t.Errorf("replica %s: %d undecodable messages", name, r.mat.Undecodable())
+		}
+	}
+	// Identical results, not only the same IDs: every alert as a's, and
+	// the agents' record counts and health.
+	sameAs(ctx, t, a, "b (restarted)", b)
+	sameAs(ctx, t, a, "c (from empty)", c)
+}
+
+// sameAs compares r's alerts and agents with ref's; the agents' first and
+// last seen are each replica's own apply times and are not compared.
+func sameAs(ctx context.Context, t *testing.T, ref *replica, name string, r *replica) {
+	t.Helper()
+	alerts := func(r *replica) map[string]*api.Alert {
+		out := map[string]*api.Alert{}
+		for i := range 3 {
+			list, err := r.store.Alerts(ctx, backend.AlertQuery{Node: fmt.Sprintf("node-%d", i), Limit: backend.MaxLimit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, al := range list {
+				out[al.GetId()] = al
+			}
+		}
+		return out
+	}
+	want, got := alerts(ref), alerts(r)
+	for id, w := range want {
+		if g, ok := got[id]; !ok || !proto.Equal(g, w) {
+			t.Errorf("replica %s: alert %s differs from a's:\n%v\n%v", name, id, g, w)
+			return
+		}
+	}
+	wantAgents, err := ref.store.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotAgents, err := r.store.Agents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(gotAgents) != len(wantAgents) {
+		t.Fatalf("replica %s: %d agents, a has %d", name, len(gotAgents), len(wantAgents))
+	}
+	for i, w := range wantAgents {
+		g := gotAgents[i]
+		if g.ID != w.ID || g.Records != w.Records || !proto.Equal(g.Health, w.Health) {
+			t.Errorf("replica %s: agent %s: %d records, health %v; a: %s, %d records, health %v", name, g.ID, g.Records, g.Health, w.ID, w.Records, w.Health)
 		}
 	}
 }

@@ -28,18 +28,33 @@ type Node struct {
 	bin, dir   string
 	args       []string
 	clientPort int
-	cmd        *exec.Cmd
-	done       chan struct{}
-	log        *os.File
+	// netns, when set, is the network namespace the node runs in
+	// (/proc/PID/ns/net of the process holding it), at addr; nsenter is
+	// nsenter(1).
+	netns, addr, nsenter string
+	cmd                  *exec.Cmd
+	done                 chan struct{}
+	log                  *os.File
 }
 
 // URL is the node's client URL.
-func (n *Node) URL() string { return "nats://127.0.0.1:" + strconv.Itoa(n.clientPort) }
+func (n *Node) URL() string {
+	addr := n.addr
+	if addr == "" {
+		addr = "127.0.0.1"
+	}
+	return "nats://" + addr + ":" + strconv.Itoa(n.clientPort)
+}
 
 // Start starts the node (again, over its own JetStream store).
 func (n *Node) Start(t *testing.T) {
 	t.Helper()
-	n.cmd = exec.Command(n.bin, n.args...)
+	if n.netns != "" {
+		// nsenter execs the server: its PID is the server's.
+		n.cmd = exec.Command(n.nsenter, append([]string{"--net=" + n.netns, n.bin}, n.args...)...)
+	} else {
+		n.cmd = exec.Command(n.bin, n.args...)
+	}
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -54,6 +69,16 @@ func (n *Node) Start(t *testing.T) {
 func (n *Node) Kill9() {
 	_ = n.cmd.Process.Signal(syscall.SIGKILL)
 	<-n.done
+}
+
+// stop ends the node with SIGTERM, SIGKILL after 10 s.
+func (n *Node) stop() {
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		n.Kill9()
+	}
 }
 
 // Cluster starts three nats-servers with JetStream, clustered on loopback
@@ -78,44 +103,39 @@ func Cluster(t *testing.T) []*Node {
 		n.args = []string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.Name, "-js", "-sd", filepath.Join(n.dir, "js"),
 			"--cluster_name", "harrier-test", "--cluster", "nats://127.0.0.1:" + strconv.Itoa(clusterPorts[i]),
 			"--routes", strings.Join(routes, ",")}
-		f, err := os.Create(filepath.Join(n.dir, "server.log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.log = f
-		n.Start(t)
-		t.Cleanup(func() {
-			_ = n.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-n.done:
-			case <-time.After(10 * time.Second):
-				n.Kill9()
-			}
-			_ = f.Close()
-			if t.Failed() {
-				b, _ := os.ReadFile(filepath.Join(n.dir, "server.log"))
-				if len(b) > 3000 {
-					b = b[len(b)-3000:]
-				}
-				t.Logf("--- nats-server %s's log (tail)\n%s", n.Name, b)
-			}
-		})
+		startLogged(t, n)
 	}
 	for _, n := range nodes {
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c, err := net.Dial("tcp", strings.TrimPrefix(n.URL(), "nats://"))
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("nats-server %s does not listen: %v", n.Name, err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		waitListening(t, n)
 	}
 	return nodes
+}
+
+// Single starts one nats-server with JetStream on a loopback port, with
+// extra arguments (TLS, a configuration file), and waits until it listens.
+func Single(t *testing.T, extra ...string) *Node {
+	t.Helper()
+	n := &Node{Name: "single", bin: Binary(t), dir: t.TempDir(), clientPort: freePort(t)}
+	n.args = append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.Name, "-js", "-sd", filepath.Join(n.dir, "js")}, extra...)
+	startLogged(t, n)
+	waitListening(t, n)
+	return n
+}
+
+func waitListening(t *testing.T, n *Node) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(n.clientPort))
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server %s does not listen: %v", n.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // URLs are the nodes' client URLs.

@@ -68,6 +68,7 @@ func testHarrierInCluster(t *testing.T, kubeconfig string) {
 		{"simulate-outage", func(ctx context.Context, t *testing.T) { testSimulateWithOutage(ctx, t, h) }},
 		{"rotation", func(ctx context.Context, t *testing.T) { testRotation(ctx, t, h) }},
 		{"admission", func(ctx context.Context, t *testing.T) { testAdmission(ctx, t, h) }},
+		{"replicas", func(ctx context.Context, t *testing.T) { testReplicas(ctx, t, h) }},
 		{"uninstall", func(ctx context.Context, t *testing.T) { testUninstall(ctx, t, h) }},
 	}
 	for _, s := range steps {

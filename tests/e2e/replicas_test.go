@@ -176,7 +176,8 @@ backend:
 		}
 		metrics, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		for _, line := range []string{"harrier_replica_stream_lag_messages 0", "harrier_replica_messages_skipped_total 0"} {
+		for _, line := range []string{`harrier_replica_stream_lag_messages{stream="records"} 0`, `harrier_replica_stream_lag_messages{stream="events"} 0`,
+			`harrier_replica_messages_skipped_total{stream="records"} 0`, `harrier_replica_messages_skipped_total{stream="events"} 0`} {
 			if !strings.Contains(string(metrics), "\n"+line+"\n") {
 				t.Errorf("backend %d's /metrics lacks %q", i, line)
 			}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,7 @@ func main() {
 const usage = `usage: harrier-pkg COMMAND [flags]
   package   deb and rpm per architecture from dist/bin/linux-<arch>/harrier
   image     OCI layout tarball (multi-arch index) and Docker archives per architecture
+  nats-image  the nats-server image of the chart's backend replicas (-binary, -version)
   manifests kubernetes/harrier.yaml rendered from the Helm chart (--check: fail if stale)
   bundle    the air-gapped bundle: all of the above, chart, SBOMs, INSTALL.md, SHA256SUMS`
 
@@ -42,6 +44,8 @@ func run(args []string) error {
 		return cmdPackage(args[1:])
 	case "image":
 		return cmdImage(args[1:])
+	case "nats-image":
+		return cmdNATSImage(args[1:])
 	case "manifests":
 		return cmdManifests(args[1:])
 	case "bundle":
@@ -135,6 +139,35 @@ func cmdImage(args []string) error {
 	for _, arch := range c.archList() {
 		fmt.Println(res.Docker[arch])
 	}
+	return nil
+}
+
+// cmdNATSImage builds the nats-server image the chart's backend replicas
+// use, from a static nats-server binary (tests/nats/build.sh builds one
+// from the nats-server module) for this machine's architecture.
+func cmdNATSImage(args []string) error {
+	fs := flag.NewFlagSet("nats-image", flag.ContinueOnError)
+	bin := fs.String("binary", "", "static nats-server binary (required)")
+	version := fs.String("version", "", "its version, e.g. 2.15.3 (required; the chart's backend.cluster.nats.image.tag)")
+	dist := fs.String("dist", "../dist", "output directory (image/ under it)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *bin == "" || *version == "" {
+		return errors.New("nats-image: -binary and -version are required")
+	}
+	mt, err := mtime()
+	if err != nil {
+		return err
+	}
+	res, err := ociimage.Build(ociimage.Options{Spec: ociimage.NATSServer, Version: strings.TrimPrefix(*version, "v"),
+		Binaries: map[string]string{runtime.GOARCH: *bin}, MTime: mt, OutDir: filepath.Join(*dist, "image")})
+	if err != nil {
+		return err
+	}
+	fmt.Println(res.Ref)
+	fmt.Println(res.OCI)
+	fmt.Println(res.Docker[runtime.GOARCH])
 	return nil
 }
 

@@ -31,6 +31,8 @@ func TestServerSideDryRun(t *testing.T) {
 		{"agent": map[string]any{"privileged": true}},
 		auditValues,
 		{"admission": map[string]any{"enabled": true, "mode": "deny", "exemptLabels": "harrier.io/admission=exempt"}},
+		replicaValues,
+		{"backend": map[string]any{"replicas": 2, "cluster": map[string]any{"enabled": true, "nats": map[string]any{"tlsSecret": "harrier-nats-tls"}}}},
 	} {
 		ms, err := chart.Render(chartDir(t), "harrier", values)
 		if err != nil {

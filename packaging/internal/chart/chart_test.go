@@ -66,7 +66,6 @@ func TestValuesSchema(t *testing.T) {
 		"unknown top level":   {"agents": map[string]any{}},
 		"wrong type":          {"agent": map[string]any{"privileged": "yes"}},
 		"capability case":     {"agent": map[string]any{"capabilities": []any{"cap_bpf"}}},
-		"two backends":        {"backend": map[string]any{"replicas": 2}},
 		"bad quantity":        {"agent": map[string]any{"resources": map[string]any{"limits": map[string]any{"cpu": "lots", "memory": "296Mi"}, "requests": map[string]any{"cpu": "1", "memory": "1Gi"}}}},
 		"relative spool":      {"agent": map[string]any{"spoolHostPath": "var/lib/harrier"}},
 		"port out of range":   {"backend": map[string]any{"service": map[string]any{"ingestPort": 70000}}},

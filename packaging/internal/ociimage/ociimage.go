@@ -1,5 +1,6 @@
-// Package ociimage builds Harrier's container image without a container
-// engine, with go-containerregistry: one layer holding the static binary,
+// Package ociimage builds Harrier's container image (and the NATS server's
+// the backend replicas use) without a container engine, with
+// go-containerregistry: one layer holding the static binary,
 // for each architecture, written as an OCI layout tarball with a multi-arch
 // index (ctr images import) and as Docker archives, one per architecture
 // (docker load, which does not take an OCI index).
@@ -13,6 +14,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"time"
@@ -29,15 +31,34 @@ import (
 // Repository is the image's name; sites retag it for their own registry.
 const Repository = "harrier-sec/harrier"
 
+// Spec is what an image holds and runs: the binary File at /usr/bin/File,
+// run with Cmd; DataDir, when set, is made (mode 0700).
+type Spec struct {
+	Repository, File, Title string
+	Cmd                     []string
+	DataDir                 string
+}
+
+// Harrier is Harrier's image: `harrier agent` by default.
+var Harrier = Spec{Repository: Repository, File: "harrier", Title: "harrier", Cmd: []string{"agent"}, DataDir: "var/lib/harrier/"}
+
+// NATSServer is the nats-server image the chart's backend replicas use
+// (backend.cluster), from the binary tests/nats/build.sh builds from the
+// nats-server module; its version is nats-server's.
+var NATSServer = Spec{Repository: "harrier-sec/nats-server", File: "nats-server", Title: "nats-server"}
+
 // Options says what to build.
 type Options struct {
+	// Spec is the image (default Harrier).
+	Spec    Spec
 	Version string
-	// Binaries maps a Go architecture to its static harrier binary.
+	// Binaries maps a Go architecture to its static binary.
 	Binaries map[string]string
 	// MTime stamps files, the config and the archives (reproducible).
 	MTime time.Time
-	// OutDir receives harrier-image-<version>.oci.tar and
-	// harrier-image-<version>-linux-<arch>.docker.tar.
+	// OutDir receives <name>-image-<version>.oci.tar and
+	// <name>-image-<version>-linux-<arch>.docker.tar (name: the
+	// repository's last part).
 	OutDir string
 }
 
@@ -50,12 +71,16 @@ type Result struct {
 
 // Build writes the image archives.
 func Build(o Options) (Result, error) {
-	ref, err := name.NewTag(Repository + ":" + o.Version)
+	if o.Spec.Repository == "" {
+		o.Spec = Harrier
+	}
+	ref, err := name.NewTag(o.Spec.Repository + ":" + o.Version)
 	if err != nil {
 		return Result{}, fmt.Errorf("image reference: %w", err)
 	}
+	base := path.Base(o.Spec.Repository)
 	// containerd and Kubernetes spell the name fully qualified.
-	res := Result{Docker: map[string]string{}, Ref: "docker.io/" + Repository + ":" + o.Version}
+	res := Result{Docker: map[string]string{}, Ref: "docker.io/" + o.Spec.Repository + ":" + o.Version}
 	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
 		return res, fmt.Errorf("output dir: %w", err)
 	}
@@ -66,7 +91,7 @@ func Build(o Options) (Result, error) {
 	}
 	slices.Sort(arches)
 	for _, arch := range arches {
-		img, err := image(arch, o.Binaries[arch], o.Version, o.MTime)
+		img, err := image(o.Spec, arch, o.Binaries[arch], o.Version, o.MTime)
 		if err != nil {
 			return res, fmt.Errorf("image for %s: %w", arch, err)
 		}
@@ -74,42 +99,43 @@ func Build(o Options) (Result, error) {
 			Add:        img,
 			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
 		})
-		p := filepath.Join(o.OutDir, fmt.Sprintf("harrier-image-%s-linux-%s.docker.tar", o.Version, arch))
+		p := filepath.Join(o.OutDir, fmt.Sprintf("%s-image-%s-linux-%s.docker.tar", base, o.Version, arch))
 		if err := tarball.WriteToFile(p, ref, img); err != nil {
 			return res, fmt.Errorf("docker archive for %s: %w", arch, err)
 		}
 		res.Docker[arch] = p
 	}
-	res.OCI = filepath.Join(o.OutDir, fmt.Sprintf("harrier-image-%s.oci.tar", o.Version))
+	res.OCI = filepath.Join(o.OutDir, fmt.Sprintf("%s-image-%s.oci.tar", base, o.Version))
 	if err := writeOCI(res.OCI, idx, ref, o.MTime); err != nil {
 		return res, err
 	}
 	return res, nil
 }
 
-// image is the single-architecture image: the binary at /usr/bin/harrier,
-// entrypoint `harrier agent`. It runs as root by default because the
-// sensor needs it; nothing in it requires root, so the backend runs it
-// under any UID (the chart uses 65532).
-func image(arch, binary, version string, mtime time.Time) (v1.Image, error) {
+// image is the single-architecture image: the binary at /usr/bin/<File>,
+// for Harrier entrypoint `harrier agent`. It runs as root by default
+// because the sensor needs it; nothing in it requires root, so the backend
+// (and nats-server) run it under any UID (the chart uses 65532).
+func image(spec Spec, arch, binary, version string, mtime time.Time) (v1.Image, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, fmt.Errorf("read binary: %w", err)
 	}
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	entries := []struct {
+	type entry struct {
 		name string
 		mode int64
 		body []byte
-	}{
+	}
+	entries := []entry{
 		{"tmp/", 0o1777, nil},
 		{"usr/", 0o755, nil},
 		{"usr/bin/", 0o755, nil},
-		{"usr/bin/harrier", 0o755, bin},
-		{"var/", 0o755, nil},
-		{"var/lib/", 0o755, nil},
-		{"var/lib/harrier/", 0o700, nil},
+		{"usr/bin/" + spec.File, 0o755, bin},
+	}
+	if spec.DataDir != "" {
+		entries = append(entries, entry{"var/", 0o755, nil}, entry{"var/lib/", 0o755, nil}, entry{spec.DataDir, 0o700, nil})
 	}
 	for _, e := range entries {
 		h := &tar.Header{Name: e.name, Mode: e.mode, ModTime: mtime, Typeflag: tar.TypeDir, Format: tar.FormatPAX}
@@ -135,7 +161,7 @@ func image(arch, binary, version string, mtime time.Time) (v1.Image, error) {
 	}
 	base := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 	img, err := mutate.Append(base, mutate.Addendum{Layer: layer, History: v1.History{
-		Created: v1.Time{Time: mtime}, CreatedBy: "harrier-pkg: static harrier binary", Comment: "harrier " + version,
+		Created: v1.Time{Time: mtime}, CreatedBy: "harrier-pkg: static " + spec.File + " binary", Comment: spec.Title + " " + version,
 	}})
 	if err != nil {
 		return nil, fmt.Errorf("append layer: %w", err)
@@ -147,12 +173,12 @@ func image(arch, binary, version string, mtime time.Time) (v1.Image, error) {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture, cf.Created = "linux", arch, v1.Time{Time: mtime}
 	cf.Config = v1.Config{
-		Entrypoint: []string{"/usr/bin/harrier"},
-		Cmd:        []string{"agent"},
+		Entrypoint: []string{"/usr/bin/" + spec.File},
+		Cmd:        spec.Cmd,
 		Env:        []string{"PATH=/usr/bin"},
 		WorkingDir: "/",
 		Labels: map[string]string{
-			"org.opencontainers.image.title":   "harrier",
+			"org.opencontainers.image.title":   spec.Title,
 			"org.opencontainers.image.version": version,
 			"org.opencontainers.image.source":  "https://github.com/harrier-sec/harrier",
 		},

@@ -148,3 +148,38 @@ func TestCtrImportsAndRuns(t *testing.T) {
 		t.Errorf("after importing the Docker archive, images ls:\n%s", out)
 	}
 }
+
+// TestNATSImageRuns builds the nats-server image of the chart's backend
+// replicas from the nats-server tests/nats/build.sh builds, checks its
+// config and runs it in containerd: the server answers with its version.
+func TestNATSImageRuns(t *testing.T) {
+	testenv.RequireRoot(t)
+	bin := testenv.BuiltTool(t, "nats")
+	res, err := ociimage.Build(ociimage.Options{Spec: ociimage.NATSServer, Version: "2.15.3",
+		Binaries: map[string]string{runtime.GOARCH: bin}, MTime: time.Unix(1_700_000_000, 0), OutDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Ref != "docker.io/harrier-sec/nats-server:2.15.3" || filepath.Base(res.OCI) != "nats-server-image-2.15.3.oci.tar" {
+		t.Errorf("ref %s, archive %s", res.Ref, res.OCI)
+	}
+	img, err := tarball.ImageFromPath(res.Docker[runtime.GOARCH], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cf.Config.Entrypoint, []string{"/usr/bin/nats-server"}) || len(cf.Config.Cmd) != 0 || cf.Config.Labels["org.opencontainers.image.title"] != "nats-server" {
+		t.Errorf("config: entrypoint %v, cmd %v, labels %v", cf.Config.Entrypoint, cf.Config.Cmd, cf.Config.Labels)
+	}
+	ctr := containerd(t)
+	if out, err := ctr("oci", "images", "import", res.OCI); err != nil {
+		t.Fatalf("ctr import %s: %v\n%s", res.OCI, err, out)
+	}
+	if out, err := ctr("oci", "run", "--rm", res.Ref, "nats-version", "/usr/bin/nats-server", "--version"); err != nil ||
+		!strings.Contains(out, "nats-server: v2.15.3") {
+		t.Errorf("ctr run %s nats-server --version: %v\n%s", res.Ref, err, out)
+	}
+}
