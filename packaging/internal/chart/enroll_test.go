@@ -92,10 +92,10 @@ func TestPerNodeCertsSecret(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "agent.certsSecret") {
 		t.Errorf("no certificates at all: %v", err)
 	}
-	// Enrollment off with a per-node Secret: the backend serves plain HTTP
-	// as before and has no ca.key.
+	// Enrollment off with a per-node Secret: the backend has no ca.key, and
+	// its API still speaks TLS (a non-loopback API address requires it).
 	off := map[string]any{"agent": map[string]any{"certsSecret": "harrier-agent-certs"}, "enrollment": map[string]any{"enabled": false}}
-	if b := backendConfig(t, off); b.CAKeyFile != "" || b.APITLS {
+	if b := backendConfig(t, off); b.CAKeyFile != "" || !b.APITLS {
 		t.Errorf("enrollment off: backend %+v", b)
 	}
 	for name, v := range map[string]map[string]any{
