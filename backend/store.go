@@ -113,26 +113,3 @@ func effectiveLimit(n int) int {
 	}
 	return n
 }
-
-// alertMatches is the one definition of AlertQuery's filters.
-func alertMatches(a *api.Alert, q AlertQuery) bool {
-	if q.Detection != "" && a.GetDetectionId() != q.Detection {
-		return false
-	}
-	if a.GetSeverity() < q.Severity {
-		return false
-	}
-	if q.Cluster != "" && a.GetCluster() != q.Cluster {
-		return false
-	}
-	if q.Node != "" && a.GetNode() != q.Node {
-		return false
-	}
-	if q.Namespace != "" && a.GetContainer().GetPodNamespace() != q.Namespace {
-		return false
-	}
-	if !q.Since.IsZero() && a.GetLastSeen().AsTime().Before(q.Since) {
-		return false
-	}
-	return true
-}

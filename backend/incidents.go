@@ -1,0 +1,627 @@
+package backend
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/badgerkv"
+)
+
+// An incident is an attack story: the alerts that share a container, pod or
+// workload, or a process tree, within IncidentWindow of each other. The
+// index is kept in memory and updated after every ingest commit (so every
+// store that materialises alerts through Ingest, replicas included, has
+// it); it is rebuilt from the stored alerts when the store opens. Incidents
+// are derived data: nothing about them is stored.
+
+// defaultIncidentWindow is how far apart in time two alerts may be and still
+// be linked by what they share.
+const defaultIncidentWindow = 30 * time.Minute
+
+// Incident is one attack story as the API shows it.
+type Incident struct {
+	ID string `json:"id"`
+	// Title names the detections and where they happened.
+	Title     string       `json:"title"`
+	Severity  api.Severity `json:"severity"`
+	Score     int          `json:"score"`
+	FirstSeen time.Time    `json:"first_seen"`
+	LastSeen  time.Time    `json:"last_seen"`
+	// Alerts counts distinct alerts; Events sums their repeat counts.
+	Alerts     int      `json:"alerts"`
+	Events     uint64   `json:"events"`
+	Detections []string `json:"detections"`
+	// Tactics are in ATT&CK's kill-chain order.
+	Tactics  []string `json:"tactics"`
+	Clusters []string `json:"clusters,omitempty"`
+	Nodes    []string `json:"nodes"`
+	Pods     []string `json:"pods,omitempty"`
+	Images   []string `json:"images,omitempty"`
+	// AlertIDs is the timeline: first seen first (Incident only, not the list).
+	AlertIDs []string `json:"alert_ids,omitempty"`
+}
+
+// IncidentQuery selects incidents. Zero fields do not filter.
+type IncidentQuery struct {
+	Severity api.Severity // minimum
+	Node     string
+	Since    time.Time // last seen at or after
+	Limit    int       // 0: DefaultLimit
+}
+
+// IncidentSource is what the API needs for incidents; BadgerStore has it.
+type IncidentSource interface {
+	// Incidents lists incidents matching q, highest score first.
+	Incidents(ctx context.Context, q IncidentQuery) ([]Incident, error)
+	// Incident returns one incident with its timeline (an error wrapping
+	// ErrNotFound for an unknown ID).
+	Incident(ctx context.Context, id string) (Incident, error)
+	// IncidentOf names the incident an alert belongs to.
+	IncidentOf(alertID string) (string, bool)
+}
+
+var _ IncidentSource = (*BadgerStore)(nil)
+
+// tacticOrder is ATT&CK Enterprise's kill-chain order of tactics.
+var tacticOrder = []string{"Reconnaissance", "Resource Development", "Initial Access", "Execution", "Persistence",
+	"Privilege Escalation", "Defense Evasion", "Credential Access", "Discovery", "Lateral Movement", "Collection",
+	"Command and Control", "Exfiltration", "Impact"}
+
+func tacticRank(t string) int {
+	if i := slices.Index(tacticOrder, t); i >= 0 {
+		return i
+	}
+	return len(tacticOrder)
+}
+
+func sortTactics(ts []string) {
+	slices.SortFunc(ts, func(a, b string) int {
+		return cmp.Or(cmp.Compare(tacticRank(a), tacticRank(b)), strings.Compare(a, b))
+	})
+}
+
+// severityWeight scores one detection of an incident: a critical counts
+// for more than several lows.
+func severityWeight(s api.Severity) int {
+	switch s {
+	case api.Severity_SEVERITY_CRITICAL:
+		return 40
+	case api.Severity_SEVERITY_HIGH:
+		return 20
+	case api.Severity_SEVERITY_MEDIUM:
+		return 8
+	case api.Severity_SEVERITY_LOW:
+		return 3
+	}
+	return 1
+}
+
+// alertHead is what the index keeps of each alert: enough to filter and
+// order the alert list and to build incidents, without reading Badger.
+type alertHead struct {
+	id                           string
+	detection, cluster, node, ns string // interned
+	sev                          api.Severity
+	first, last                  time.Time
+	count                        uint64
+	incident                     string
+}
+
+// incident is the index's working form of an Incident.
+type incident struct {
+	id          string
+	first, last time.Time
+	alerts      []*alertHead
+	detections  map[string]api.Severity
+	tactics     map[string]struct{}
+	clusters    map[string]struct{}
+	nodes       map[string]struct{}
+	pods        map[string]struct{}
+	images      map[string]struct{}
+	// links are the link keys created for this incident (some may have
+	// been pruned or taken over by a merge).
+	links []string
+}
+
+type linkRef struct {
+	incident    string
+	first, last time.Time
+}
+
+// incidentIndex groups alerts into incidents and indexes alert heads.
+type incidentIndex struct {
+	window time.Duration
+
+	mu        sync.RWMutex
+	alerts    map[string]*alertHead
+	incidents map[string]*incident
+	// merged maps an incident merged into another to the one that absorbed
+	// it, so links to it keep working.
+	merged map[string]string
+	links  map[string]linkRef
+	// strs interns the few distinct detections, nodes, clusters and
+	// namespaces so 100 000 heads do not hold 100 000 copies.
+	strs map[string]string
+	// newest is the latest alert time seen; links older than
+	// newest-window can no longer join anything and are pruned.
+	newest     time.Time
+	pruneAbove int
+}
+
+func newIncidentIndex(window time.Duration) *incidentIndex {
+	if window <= 0 {
+		window = defaultIncidentWindow
+	}
+	return &incidentIndex{window: window, alerts: map[string]*alertHead{}, incidents: map[string]*incident{},
+		merged: map[string]string{}, links: map[string]linkRef{}, strs: map[string]string{}, pruneAbove: 4096}
+}
+
+func (x *incidentIndex) intern(s string) string {
+	if v, ok := x.strs[s]; ok {
+		return v
+	}
+	x.strs[s] = s
+	return s
+}
+
+// runtimeExes are container runtime processes: a container's processes
+// descend from one, and what is above it is the host's.
+var runtimeExes = []string{"runc", "crun", "conmon", "containerd-shim", "containerd-shim-runc-v1",
+	"containerd-shim-runc-v2", "docker-containerd-shim", "youki", "runsc", "runsc-sandbox"}
+
+// hubExes are long-lived processes that are the ancestors of unrelated
+// work; sharing one does not link two alerts.
+var hubExes = []string{"systemd", "init", "containerd", "dockerd", "crio", "kubelet", "harrier", "sshd", "cron", "crond",
+	"supervisord", "tini", "dumb-init"}
+
+func exeBase(exe string) string {
+	return filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+}
+
+// containerBoundary is the index in ancestry (nearest parent first) of the
+// first container runtime process: ancestors before it run in the
+// container, it and those after it on the host. -1: no runtime process
+// is among the ancestors (a host process, or a chain the cache cut short).
+func containerBoundary(ancestry []*api.Ancestor) int {
+	for i, a := range ancestry {
+		if slices.Contains(runtimeExes, exeBase(a.GetExe())) {
+			return i
+		}
+	}
+	return -1
+}
+
+func procKey(node string, pid uint32, start time.Time) string {
+	return "x:" + node + "/" + strconv.FormatUint(uint64(pid), 10) + "@" + strconv.FormatInt(start.UnixNano(), 10)
+}
+
+// pbTime is t as a time.Time, zero for nil (AsTime would say 1970).
+func pbTime(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+// alertLinks lists what a links on: its container, pod and workload, its
+// own process and its ancestors below the container runtime (or, on the
+// host, those that are not hubs).
+func alertLinks(a *api.Alert) []string {
+	var keys []string
+	c := a.GetContainer()
+	if c.GetId() != "" {
+		keys = append(keys, "c:"+a.GetNode()+"/"+c.GetId())
+	}
+	switch {
+	case c.GetPodUid() != "":
+		keys = append(keys, "p:"+a.GetCluster()+"/"+c.GetPodUid())
+	case c.GetPodName() != "":
+		keys = append(keys, "p:"+a.GetCluster()+"/"+c.GetPodNamespace()+"/"+c.GetPodName())
+	}
+	if c.GetWorkloadName() != "" {
+		keys = append(keys, "w:"+a.GetCluster()+"/"+c.GetPodNamespace()+"/"+c.GetWorkloadKind()+"/"+c.GetWorkloadName())
+	}
+	if p := a.GetProcess(); p.GetTgid() != 0 {
+		keys = append(keys, procKey(a.GetNode(), p.GetTgid(), pbTime(p.GetStartTime())))
+	}
+	anc := a.GetAncestry()
+	if b := containerBoundary(anc); b >= 0 {
+		anc = anc[:b]
+	}
+	for _, an := range anc {
+		if an.GetPid() <= 1 || slices.Contains(hubExes, exeBase(an.GetExe())) {
+			continue
+		}
+		keys = append(keys, procKey(a.GetNode(), an.GetPid(), pbTime(an.GetStartTime())))
+	}
+	return keys
+}
+
+func incidentID(alertID string) string {
+	sum := sha256.Sum256([]byte("harrier-incident\x00" + alertID))
+	return "inc-" + hex.EncodeToString(sum[:8])
+}
+
+func alertTimes(a *api.Alert) (first, last time.Time) {
+	first, last = pbTime(a.GetFirstSeen()), pbTime(a.GetLastSeen())
+	if first.IsZero() {
+		first = last
+	}
+	if last.Before(first) {
+		last = first
+	}
+	return first, last
+}
+
+// add files a (new or a repeat of a stored alert) under its incident,
+// making one or merging those it links.
+func (x *incidentIndex) add(a *api.Alert) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	first, last := alertTimes(a)
+	h := x.alerts[a.GetId()]
+	if h == nil {
+		c := a.GetContainer()
+		h = &alertHead{id: a.GetId(), detection: x.intern(a.GetDetectionId()), cluster: x.intern(a.GetCluster()),
+			node: x.intern(a.GetNode()), ns: x.intern(c.GetPodNamespace())}
+		x.alerts[h.id] = h
+	}
+	h.sev, h.first, h.last, h.count = a.GetSeverity(), first, last, a.GetCount()
+
+	keys := alertLinks(a)
+	var join []string
+	if h.incident != "" {
+		join = append(join, x.resolve(h.incident))
+	}
+	for _, k := range keys {
+		l, ok := x.links[k]
+		if ok && !first.Before(l.first.Add(-x.window)) && !first.After(l.last.Add(x.window)) {
+			if id := x.resolve(l.incident); !slices.Contains(join, id) {
+				join = append(join, id)
+			}
+		}
+	}
+	var inc *incident
+	switch len(join) {
+	case 0:
+		inc = &incident{id: incidentID(a.GetId()), first: first, last: last, detections: map[string]api.Severity{},
+			tactics: map[string]struct{}{}, clusters: map[string]struct{}{}, nodes: map[string]struct{}{},
+			pods: map[string]struct{}{}, images: map[string]struct{}{}}
+		x.incidents[inc.id] = inc
+	default:
+		inc = x.incidents[join[0]]
+		for _, id := range join[1:] {
+			inc = x.merge(inc, x.incidents[id])
+		}
+	}
+	if h.incident == "" {
+		inc.alerts = append(inc.alerts, h)
+	}
+	h.incident = inc.id
+	inc.first, inc.last = minTime(inc.first, first), maxTime(inc.last, last)
+	if s, ok := inc.detections[h.detection]; !ok || a.GetSeverity() > s {
+		inc.detections[h.detection] = a.GetSeverity()
+	}
+	for _, m := range a.GetMitre() {
+		if m.GetTactic() != "" {
+			inc.tactics[x.intern(m.GetTactic())] = struct{}{}
+		}
+	}
+	if h.cluster != "" {
+		inc.clusters[h.cluster] = struct{}{}
+	}
+	inc.nodes[h.node] = struct{}{}
+	c := a.GetContainer()
+	if c.GetPodName() != "" {
+		inc.pods[c.GetPodNamespace()+"/"+c.GetPodName()] = struct{}{}
+	}
+	if c.GetImage() != "" {
+		inc.images[c.GetImage()] = struct{}{}
+	}
+	for _, k := range keys {
+		l, ok := x.links[k]
+		if !ok || x.resolve(l.incident) != inc.id {
+			if !ok || l.last.Before(first.Add(-x.window)) {
+				l = linkRef{first: first, last: last}
+			}
+			l.incident = inc.id
+			inc.links = append(inc.links, k)
+		}
+		l.first, l.last = minTime(l.first, first), maxTime(l.last, last)
+		x.links[k] = l
+	}
+	x.newest = maxTime(x.newest, last)
+	if len(x.links) > x.pruneAbove {
+		x.prune()
+	}
+}
+
+// merge moves the smaller incident into the larger, keeping the ID of the
+// one seen first.
+func (x *incidentIndex) merge(a, b *incident) *incident {
+	if a == b || b == nil {
+		return a
+	}
+	keep, gone := a, b
+	if b.first.Before(a.first) || (b.first.Equal(a.first) && b.id < a.id) {
+		keep, gone = b, a
+	}
+	for _, h := range gone.alerts {
+		h.incident = keep.id
+	}
+	keep.alerts = append(keep.alerts, gone.alerts...)
+	keep.first, keep.last = minTime(keep.first, gone.first), maxTime(keep.last, gone.last)
+	for d, s := range gone.detections {
+		if cur, ok := keep.detections[d]; !ok || s > cur {
+			keep.detections[d] = s
+		}
+	}
+	for _, set := range [][2]map[string]struct{}{{keep.tactics, gone.tactics}, {keep.clusters, gone.clusters},
+		{keep.nodes, gone.nodes}, {keep.pods, gone.pods}, {keep.images, gone.images}} {
+		for k := range set[1] {
+			set[0][k] = struct{}{}
+		}
+	}
+	for _, k := range gone.links {
+		if l, ok := x.links[k]; ok && l.incident == gone.id {
+			l.incident = keep.id
+			x.links[k] = l
+			keep.links = append(keep.links, k)
+		}
+	}
+	delete(x.incidents, gone.id)
+	x.merged[gone.id] = keep.id
+	return keep
+}
+
+// resolve follows merges to the incident that holds id now.
+func (x *incidentIndex) resolve(id string) string {
+	for {
+		next, ok := x.merged[id]
+		if !ok {
+			return id
+		}
+		id = next
+	}
+}
+
+// prune drops links that can no longer join anything (older than the
+// newest alert by more than the window) and forgets them in their
+// incidents' lists.
+func (x *incidentIndex) prune() {
+	cut := x.newest.Add(-x.window)
+	for k, l := range x.links {
+		if l.last.Before(cut) {
+			delete(x.links, k)
+		}
+	}
+	for _, inc := range x.incidents {
+		inc.links = slices.DeleteFunc(inc.links, func(k string) bool {
+			l, ok := x.links[k]
+			return !ok || l.incident != inc.id
+		})
+	}
+	x.pruneAbove = max(4096, 2*len(x.links))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || (!b.IsZero() && b.Before(a)) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func setList(m map[string]struct{}) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// view renders inc; timeline adds the alert IDs in first-seen order.
+func (inc *incident) view(timeline bool) Incident {
+	v := Incident{ID: inc.id, FirstSeen: inc.first, LastSeen: inc.last, Alerts: len(inc.alerts),
+		Tactics: setList(inc.tactics), Clusters: setList(inc.clusters), Nodes: setList(inc.nodes),
+		Pods: setList(inc.pods), Images: setList(inc.images)}
+	sortTactics(v.Tactics)
+	for _, h := range inc.alerts {
+		v.Events += max(h.count, 1)
+	}
+	for d, s := range inc.detections {
+		v.Detections = append(v.Detections, d)
+		v.Severity = max(v.Severity, s)
+		v.Score += severityWeight(s)
+	}
+	// Detections most severe first, the title naming the worst.
+	slices.SortFunc(v.Detections, func(a, b string) int {
+		return cmp.Or(cmp.Compare(inc.detections[b], inc.detections[a]), strings.Compare(a, b))
+	})
+	// A story that spans tactics or nodes is further along than one alert
+	// repeated.
+	v.Score += 10*max(len(v.Tactics)-1, 0) + 15*max(len(v.Nodes)-1, 0)
+	where := strings.Join(v.Nodes, ", ")
+	if len(v.Pods) > 0 {
+		where = strings.Join(v.Pods, ", ")
+	}
+	if len(where) > 80 {
+		where = clip(where, 80)
+	}
+	names := v.Detections
+	if len(names) > 3 {
+		names = append(slices.Clip(names[:3]), fmt.Sprintf("%d more", len(v.Detections)-3))
+	}
+	v.Title = strings.Join(names, ", ") + " on " + where
+	if timeline {
+		hs := slices.Clone(inc.alerts)
+		slices.SortFunc(hs, func(a, b *alertHead) int {
+			return cmp.Or(a.first.Compare(b.first), strings.Compare(a.id, b.id))
+		})
+		for _, h := range hs {
+			v.AlertIDs = append(v.AlertIDs, h.id)
+		}
+	}
+	return v
+}
+
+func incidentMatches(inc *incident, q IncidentQuery, sev api.Severity) bool {
+	if sev < q.Severity {
+		return false
+	}
+	if q.Node != "" {
+		if _, ok := inc.nodes[q.Node]; !ok {
+			return false
+		}
+	}
+	return q.Since.IsZero() || !inc.last.Before(q.Since)
+}
+
+func (x *incidentIndex) list(q IncidentQuery) []Incident {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []Incident
+	for _, inc := range x.incidents {
+		sev := api.Severity_SEVERITY_UNSPECIFIED
+		for _, s := range inc.detections {
+			sev = max(sev, s)
+		}
+		if incidentMatches(inc, q, sev) {
+			out = append(out, inc.view(false))
+		}
+	}
+	slices.SortFunc(out, func(a, b Incident) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), b.LastSeen.Compare(a.LastSeen), strings.Compare(a.ID, b.ID))
+	})
+	if l := effectiveLimit(q.Limit); len(out) > l {
+		out = out[:l]
+	}
+	return out
+}
+
+func (x *incidentIndex) get(id string) (Incident, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	inc, ok := x.incidents[x.resolve(id)]
+	if !ok {
+		return Incident{}, false
+	}
+	return inc.view(true), true
+}
+
+func (x *incidentIndex) incidentOf(alertID string) (string, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	h, ok := x.alerts[alertID]
+	if !ok {
+		return "", false
+	}
+	return h.incident, true
+}
+
+// query returns the IDs of the alerts matching q, most recently seen first,
+// at most q's limit.
+func (x *incidentIndex) query(q AlertQuery) []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var hs []*alertHead
+	for _, h := range x.alerts {
+		if headMatches(h, q) {
+			hs = append(hs, h)
+		}
+	}
+	slices.SortFunc(hs, func(a, b *alertHead) int {
+		return cmp.Or(b.last.Compare(a.last), strings.Compare(a.id, b.id))
+	})
+	l := effectiveLimit(q.Limit)
+	ids := make([]string, 0, min(l, len(hs)))
+	for _, h := range hs[:min(l, len(hs))] {
+		ids = append(ids, h.id)
+	}
+	return ids
+}
+
+// headMatches is the one definition of AlertQuery's filters.
+func headMatches(h *alertHead, q AlertQuery) bool {
+	return (q.Detection == "" || h.detection == q.Detection) && h.sev >= q.Severity &&
+		(q.Cluster == "" || h.cluster == q.Cluster) && (q.Node == "" || h.node == q.Node) &&
+		(q.Namespace == "" || h.ns == q.Namespace) && (q.Since.IsZero() || !h.last.Before(q.Since))
+}
+
+// loadIncidents fills the index from the stored alerts, in first-seen
+// order (the order they would have arrived in).
+func (s *BadgerStore) loadIncidents(ctx context.Context) error {
+	var all []*api.Alert
+	err := s.db.View(func(txn *badger.Txn) error {
+		for item := range badgerkv.Prefix(txn, key(prefixAlert)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			a := &api.Alert{}
+			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, a) }); err != nil {
+				return fmt.Errorf("alert %q: %w", item.Key(), err)
+			}
+			a.Evidence = nil // not needed to group, and the bulk of an alert
+			all = append(all, a)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("load incidents: %w", err)
+	}
+	slices.SortFunc(all, func(a, b *api.Alert) int {
+		fa, _ := alertTimes(a)
+		fb, _ := alertTimes(b)
+		return cmp.Or(fa.Compare(fb), strings.Compare(a.GetId(), b.GetId()))
+	})
+	for _, a := range all {
+		s.incidents.add(a)
+	}
+	return nil
+}
+
+// Incidents lists incidents, highest score first.
+func (s *BadgerStore) Incidents(ctx context.Context, q IncidentQuery) ([]Incident, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return s.incidents.list(q), nil
+}
+
+// Incident returns one incident with its timeline.
+func (s *BadgerStore) Incident(ctx context.Context, id string) (Incident, error) {
+	if err := ctx.Err(); err != nil {
+		return Incident{}, err
+	}
+	inc, ok := s.incidents.get(id)
+	if !ok {
+		return Incident{}, fmt.Errorf("incident %q: %w", id, ErrNotFound)
+	}
+	return inc, nil
+}
+
+// IncidentOf names the incident alertID belongs to.
+func (s *BadgerStore) IncidentOf(alertID string) (string, bool) {
+	return s.incidents.incidentOf(alertID)
+}
