@@ -53,11 +53,12 @@ func anc(pid uint32, exe string, started time.Duration) *api.Ancestor {
 	return &api.Ancestor{Pid: pid, Exe: exe, Args: []string{exe}, StartTime: timestamppb.New(t0.Add(started))}
 }
 
-// Container chains as the simulator makes them: the web server under runc
-// under the harrier process that started every scenario.
+// Container chains as the simulator's test makes them: the web server under
+// runc under the test process that started every scenario (no hub: only the
+// container boundary keeps two containers apart).
 func inContainer(httpdPID, runcPID uint32) []*api.Ancestor {
 	return []*api.Ancestor{anc(httpdPID, "/usr/sbin/httpd", -time.Minute), anc(runcPID, "/usr/bin/runc", -2*time.Minute),
-		anc(900, "/usr/local/bin/harrier", -time.Hour), anc(1, "/usr/lib/systemd/systemd", -48*time.Hour)}
+		anc(900, "/tmp/go-build1/e2e.test", -time.Hour), anc(1, "/usr/lib/systemd/systemd", -48*time.Hour)}
 }
 
 func TestIncidentGrouping(t *testing.T) {
@@ -76,7 +77,7 @@ func TestIncidentGrouping(t *testing.T) {
 			{id: "download", container: "c1", pid: 103, at: 2 * time.Minute, ancestry: append([]*api.Ancestor{anc(101, "/bin/sh", 0)}, inContainer(100, 90)...), tactic: "Command and Control"},
 			{id: "shadow", container: "c1", pid: 104, at: 3 * time.Minute, ancestry: inContainer(100, 90), tactic: "Credential Access"},
 		}, [][]string{{"download", "recon", "shadow", "shell"}}, 0, []string{"Execution", "Credential Access", "Discovery", "Command and Control"}},
-		{"two attacks on the same node under one harrier process stay apart", []story{
+		{"two attacks on the same node under one parent process stay apart", []story{
 			{id: "a1", container: "c1", pid: 101, ancestry: inContainer(100, 90)},
 			{id: "b1", container: "c2", pid: 201, ancestry: inContainer(200, 190)},
 			{id: "a2", container: "c1", pid: 102, at: time.Minute, ancestry: inContainer(100, 90)},
