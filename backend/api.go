@@ -70,12 +70,14 @@ type apiServer struct {
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
+//	GET /api/v1/incidents, /api/v1/incidents/{id}
 //	GET /api/v1/exports, /api/v1/exports/{name}/dead-letters
 //	POST /api/v1/enroll                          credential in the body
 //	POST /api/v1/renew                           agent client certificate
 //	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
 //	GET, PUT /api/v1/response/policies; POST, GET /api/v1/response/commands[/{id}]
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
+//	GET /incidents, /incidents/{id}
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -111,6 +113,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /api/v1/inventory", s.apiAuth(http.HandlerFunc(s.listInventory)))
 	mux.Handle("GET /api/v1/findings", s.apiAuth(http.HandlerFunc(s.listFindings)))
 	mux.Handle("GET /api/v1/findings/{id}", s.apiAuth(http.HandlerFunc(s.getFinding)))
+	mux.Handle("GET /api/v1/incidents", s.apiAuth(http.HandlerFunc(s.listIncidents)))
+	mux.Handle("GET /api/v1/incidents/{id}", s.apiAuth(http.HandlerFunc(s.getIncident)))
 	mux.Handle("GET /api/v1/exports", s.apiAuth(http.HandlerFunc(s.listExports)))
 	mux.Handle("GET /api/v1/exports/{name}/dead-letters", s.apiAuth(http.HandlerFunc(s.listDeadLetters)))
 	mux.Handle("POST /api/v1/enroll", s.withIdentity(s.enroll))
@@ -125,6 +129,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /inventory", s.uiAuth(http.HandlerFunc(s.uiInventory)))
 	mux.Handle("GET /response", s.uiAuth(http.HandlerFunc(s.uiResponse)))
 	mux.Handle("GET /exports", s.uiAuth(http.HandlerFunc(s.uiExports)))
+	mux.Handle("GET /incidents", s.uiAuth(http.HandlerFunc(s.uiIncidents)))
+	mux.Handle("GET /incidents/{id}", s.uiAuth(http.HandlerFunc(s.uiIncident)))
 	return s.countRequests(mux)
 }
 

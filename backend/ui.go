@@ -25,6 +25,8 @@ type ui struct {
 	alerts, alert, login *template.Template
 	findings, inventory  *template.Template
 	response, exports    *template.Template
+	// The investigation pages (console.go, incidents_api.go).
+	incidents, incident, agents, overview *template.Template
 }
 
 func newUI() *ui {
@@ -38,13 +40,20 @@ func newUI() *ui {
 		"eventJSON":  eventJSON,
 		"clip":       clip,
 	}
-	parse := func(page string) *template.Template {
+	for name, f := range consoleFuncs() {
+		funcs[name] = f
+	}
+	parse := func(pages ...string) *template.Template {
+		files := []string{"ui/layout.html"}
+		for _, p := range pages {
+			files = append(files, "ui/"+p)
+		}
 		// Parse errors are programming errors caught by every UI test.
-		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/"+page))
+		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, files...))
 	}
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
-		exports: parse("exports.html")}
+		exports: parse("exports.html"), incidents: parse("incidents.html"), incident: parse("incident.html")}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
