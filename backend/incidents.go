@@ -2,6 +2,7 @@ package backend
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -116,9 +117,9 @@ type alertHead struct {
 	id                           string
 	detection, cluster, node, ns string // interned
 	sev                          api.Severity
-	first, last                  time.Time
+	first, last                  int64 // unix ns: a third of a time.Time
 	count                        uint64
-	incident                     string
+	incident                     *incident
 }
 
 // incident is the index's working form of an Incident.
@@ -126,15 +127,39 @@ type incident struct {
 	id          string
 	first, last time.Time
 	alerts      []*alertHead
-	detections  map[string]api.Severity
-	tactics     map[string]struct{}
-	clusters    map[string]struct{}
-	nodes       map[string]struct{}
-	pods        map[string]struct{}
-	images      map[string]struct{}
+	// Small sets (a story has a few of each) as slices: 20 000 incidents
+	// with six maps each would weigh more than their alerts.
+	detections []detectionSeverity
+	tactics    []string
+	clusters   []string
+	nodes      []string
+	pods       []string
+	images     []string
 	// links are the link keys created for this incident (some may have
 	// been pruned or taken over by a merge).
 	links []string
+}
+
+type detectionSeverity struct {
+	detection string
+	sev       api.Severity
+}
+
+// addUniq adds v to the set *set.
+func addUniq(set *[]string, v string) {
+	if !slices.Contains(*set, v) {
+		*set = append(*set, v)
+	}
+}
+
+func (inc *incident) addDetection(d string, sev api.Severity) {
+	for i := range inc.detections {
+		if inc.detections[i].detection == d {
+			inc.detections[i].sev = max(inc.detections[i].sev, sev)
+			return
+		}
+	}
+	inc.detections = append(inc.detections, detectionSeverity{d, sev})
 }
 
 type linkRef struct {
@@ -280,12 +305,12 @@ func (x *incidentIndex) add(a *api.Alert) {
 			node: x.intern(a.GetNode()), ns: x.intern(c.GetPodNamespace())}
 		x.alerts[h.id] = h
 	}
-	h.sev, h.first, h.last, h.count = a.GetSeverity(), first, last, a.GetCount()
+	h.sev, h.first, h.last, h.count = a.GetSeverity(), first.UnixNano(), last.UnixNano(), a.GetCount()
 
 	keys := alertLinks(a)
 	var join []string
-	if h.incident != "" {
-		join = append(join, x.resolve(h.incident))
+	if h.incident != nil {
+		join = append(join, h.incident.id)
 	}
 	for _, k := range keys {
 		l, ok := x.links[k]
@@ -298,9 +323,7 @@ func (x *incidentIndex) add(a *api.Alert) {
 	var inc *incident
 	switch len(join) {
 	case 0:
-		inc = &incident{id: incidentID(a.GetId()), first: first, last: last, detections: map[string]api.Severity{},
-			tactics: map[string]struct{}{}, clusters: map[string]struct{}{}, nodes: map[string]struct{}{},
-			pods: map[string]struct{}{}, images: map[string]struct{}{}}
+		inc = &incident{id: incidentID(a.GetId()), first: first, last: last}
 		x.incidents[inc.id] = inc
 	default:
 		inc = x.incidents[join[0]]
@@ -308,29 +331,27 @@ func (x *incidentIndex) add(a *api.Alert) {
 			inc = x.merge(inc, x.incidents[id])
 		}
 	}
-	if h.incident == "" {
+	if h.incident == nil {
 		inc.alerts = append(inc.alerts, h)
 	}
-	h.incident = inc.id
+	h.incident = inc
 	inc.first, inc.last = minTime(inc.first, first), maxTime(inc.last, last)
-	if s, ok := inc.detections[h.detection]; !ok || a.GetSeverity() > s {
-		inc.detections[h.detection] = a.GetSeverity()
-	}
+	inc.addDetection(h.detection, a.GetSeverity())
 	for _, m := range a.GetMitre() {
 		if m.GetTactic() != "" {
-			inc.tactics[x.intern(m.GetTactic())] = struct{}{}
+			addUniq(&inc.tactics, x.intern(m.GetTactic()))
 		}
 	}
 	if h.cluster != "" {
-		inc.clusters[h.cluster] = struct{}{}
+		addUniq(&inc.clusters, h.cluster)
 	}
-	inc.nodes[h.node] = struct{}{}
+	addUniq(&inc.nodes, h.node)
 	c := a.GetContainer()
 	if c.GetPodName() != "" {
-		inc.pods[c.GetPodNamespace()+"/"+c.GetPodName()] = struct{}{}
+		addUniq(&inc.pods, c.GetPodNamespace()+"/"+c.GetPodName())
 	}
 	if c.GetImage() != "" {
-		inc.images[c.GetImage()] = struct{}{}
+		addUniq(&inc.images, c.GetImage())
 	}
 	for _, k := range keys {
 		l, ok := x.links[k]
@@ -361,19 +382,17 @@ func (x *incidentIndex) merge(a, b *incident) *incident {
 		keep, gone = b, a
 	}
 	for _, h := range gone.alerts {
-		h.incident = keep.id
+		h.incident = keep
 	}
 	keep.alerts = append(keep.alerts, gone.alerts...)
 	keep.first, keep.last = minTime(keep.first, gone.first), maxTime(keep.last, gone.last)
-	for d, s := range gone.detections {
-		if cur, ok := keep.detections[d]; !ok || s > cur {
-			keep.detections[d] = s
-		}
+	for _, d := range gone.detections {
+		keep.addDetection(d.detection, d.sev)
 	}
-	for _, set := range [][2]map[string]struct{}{{keep.tactics, gone.tactics}, {keep.clusters, gone.clusters},
-		{keep.nodes, gone.nodes}, {keep.pods, gone.pods}, {keep.images, gone.images}} {
-		for k := range set[1] {
-			set[0][k] = struct{}{}
+	for _, set := range []struct{ into, from *[]string }{{&keep.tactics, &gone.tactics}, {&keep.clusters, &gone.clusters},
+		{&keep.nodes, &gone.nodes}, {&keep.pods, &gone.pods}, {&keep.images, &gone.images}} {
+		for _, v := range *set.from {
+			addUniq(set.into, v)
 		}
 	}
 	for _, k := range gone.links {
@@ -414,6 +433,9 @@ func (x *incidentIndex) prune() {
 			l, ok := x.links[k]
 			return !ok || l.incident != inc.id
 		})
+		if cap(inc.links) > 2*len(inc.links)+4 { // most incidents end with none
+			inc.links = slices.Clone(inc.links)
+		}
 	}
 	x.pruneAbove = max(4096, 2*len(x.links))
 }
@@ -432,11 +454,8 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-func setList(m map[string]struct{}) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
+func sortedCopy(set []string) []string {
+	out := slices.Clone(set)
 	slices.Sort(out)
 	return out
 }
@@ -444,24 +463,21 @@ func setList(m map[string]struct{}) []string {
 // view renders inc; timeline adds the alert IDs in first-seen order.
 func (inc *incident) view(timeline bool) Incident {
 	v := Incident{ID: inc.id, FirstSeen: inc.first, LastSeen: inc.last, Alerts: len(inc.alerts),
-		Tactics: setList(inc.tactics), Clusters: setList(inc.clusters), Nodes: setList(inc.nodes),
-		Pods: setList(inc.pods), Images: setList(inc.images)}
+		Tactics: sortedCopy(inc.tactics), Clusters: sortedCopy(inc.clusters), Nodes: sortedCopy(inc.nodes),
+		Pods: sortedCopy(inc.pods), Images: sortedCopy(inc.images)}
 	sortTactics(v.Tactics)
 	for _, h := range inc.alerts {
 		v.Events += max(h.count, 1)
 	}
-	for d, s := range inc.detections {
-		v.Detections = append(v.Detections, d)
-		v.Severity = max(v.Severity, s)
-		v.Score += severityWeight(s)
-	}
+	v.Severity, v.Score = inc.rank()
+	ds := slices.Clone(inc.detections)
 	// Detections most severe first, the title naming the worst.
-	slices.SortFunc(v.Detections, func(a, b string) int {
-		return cmp.Or(cmp.Compare(inc.detections[b], inc.detections[a]), strings.Compare(a, b))
+	slices.SortFunc(ds, func(a, b detectionSeverity) int {
+		return cmp.Or(cmp.Compare(b.sev, a.sev), strings.Compare(a.detection, b.detection))
 	})
-	// A story that spans tactics or nodes is further along than one alert
-	// repeated.
-	v.Score += 10*max(len(v.Tactics)-1, 0) + 15*max(len(v.Nodes)-1, 0)
+	for _, d := range ds {
+		v.Detections = append(v.Detections, d.detection)
+	}
 	where := strings.Join(v.Nodes, ", ")
 	if len(v.Pods) > 0 {
 		where = strings.Join(v.Pods, ", ")
@@ -477,7 +493,7 @@ func (inc *incident) view(timeline bool) Incident {
 	if timeline {
 		hs := slices.Clone(inc.alerts)
 		slices.SortFunc(hs, func(a, b *alertHead) int {
-			return cmp.Or(a.first.Compare(b.first), strings.Compare(a.id, b.id))
+			return cmp.Or(cmp.Compare(a.first, b.first), strings.Compare(a.id, b.id))
 		})
 		for _, h := range hs {
 			v.AlertIDs = append(v.AlertIDs, h.id)
@@ -486,36 +502,44 @@ func (inc *incident) view(timeline bool) Incident {
 	return v
 }
 
-func incidentMatches(inc *incident, q IncidentQuery, sev api.Severity) bool {
-	if sev < q.Severity {
-		return false
+// rank is an incident's severity (its worst detection's) and score: the
+// detections' weights, plus more for a story that spans tactics or nodes,
+// which is further along than one alert repeated.
+func (inc *incident) rank() (api.Severity, int) {
+	var sev api.Severity
+	score := 10*max(len(inc.tactics)-1, 0) + 15*max(len(inc.nodes)-1, 0)
+	for _, d := range inc.detections {
+		sev = max(sev, d.sev)
+		score += severityWeight(d.sev)
 	}
-	if q.Node != "" {
-		if _, ok := inc.nodes[q.Node]; !ok {
-			return false
-		}
-	}
-	return q.Since.IsZero() || !inc.last.Before(q.Since)
+	return sev, score
 }
 
 func (x *incidentIndex) list(q IncidentQuery) []Incident {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	var out []Incident
-	for _, inc := range x.incidents {
-		sev := api.Severity_SEVERITY_UNSPECIFIED
-		for _, s := range inc.detections {
-			sev = max(sev, s)
-		}
-		if incidentMatches(inc, q, sev) {
-			out = append(out, inc.view(false))
-		}
+	type ranked struct {
+		inc   *incident
+		score int
 	}
-	slices.SortFunc(out, func(a, b Incident) int {
-		return cmp.Or(cmp.Compare(b.Score, a.Score), b.LastSeen.Compare(a.LastSeen), strings.Compare(a.ID, b.ID))
+	var hits []ranked
+	for _, inc := range x.incidents {
+		sev, score := inc.rank()
+		if sev < q.Severity || (!q.Since.IsZero() && inc.last.Before(q.Since)) {
+			continue
+		}
+		if q.Node != "" && !slices.Contains(inc.nodes, q.Node) {
+			continue
+		}
+		hits = append(hits, ranked{inc, score})
+	}
+	slices.SortFunc(hits, func(a, b ranked) int {
+		return cmp.Or(cmp.Compare(b.score, a.score), b.inc.last.Compare(a.inc.last), strings.Compare(a.inc.id, b.inc.id))
 	})
-	if l := effectiveLimit(q.Limit); len(out) > l {
-		out = out[:l]
+	hits = hits[:min(len(hits), effectiveLimit(q.Limit))]
+	out := make([]Incident, 0, len(hits))
+	for _, h := range hits {
+		out = append(out, h.inc.view(false))
 	}
 	return out
 }
@@ -537,36 +561,69 @@ func (x *incidentIndex) incidentOf(alertID string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return h.incident, true
+	return h.incident.id, true
 }
 
 // query returns the IDs of the alerts matching q, most recently seen first,
-// at most q's limit.
+// at most q's limit. It keeps the best limit heads in a heap rather than
+// sorting every match: the unfiltered list of 100 000 alerts is one pass.
 func (x *incidentIndex) query(q AlertQuery) []string {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	var hs []*alertHead
+	l := effectiveLimit(q.Limit)
+	top := &headHeap{}
 	for _, h := range x.alerts {
-		if headMatches(h, q) {
-			hs = append(hs, h)
+		if !headMatches(h, q) {
+			continue
+		}
+		if top.Len() < l {
+			heap.Push(top, h)
+		} else if newerHead(h, (*top)[0]) {
+			(*top)[0] = h
+			heap.Fix(top, 0)
 		}
 	}
+	hs := []*alertHead(*top)
 	slices.SortFunc(hs, func(a, b *alertHead) int {
-		return cmp.Or(b.last.Compare(a.last), strings.Compare(a.id, b.id))
+		if newerHead(a, b) {
+			return -1
+		}
+		return 1
 	})
-	l := effectiveLimit(q.Limit)
-	ids := make([]string, 0, min(l, len(hs)))
-	for _, h := range hs[:min(l, len(hs))] {
-		ids = append(ids, h.id)
+	ids := make([]string, len(hs))
+	for i, h := range hs {
+		ids[i] = h.id
 	}
 	return ids
+}
+
+// newerHead orders the alert list: last seen, newest first, then ID.
+func newerHead(a, b *alertHead) bool {
+	if c := cmp.Compare(a.last, b.last); c != 0 {
+		return c > 0
+	}
+	return a.id < b.id
+}
+
+// headHeap is a min-heap by newerHead: its root is the one to drop first.
+type headHeap []*alertHead
+
+func (h headHeap) Len() int           { return len(h) }
+func (h headHeap) Less(i, j int) bool { return newerHead(h[j], h[i]) }
+func (h headHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *headHeap) Push(v any)        { *h = append(*h, v.(*alertHead)) }
+func (h *headHeap) Pop() any {
+	old := *h
+	v := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return v
 }
 
 // headMatches is the one definition of AlertQuery's filters.
 func headMatches(h *alertHead, q AlertQuery) bool {
 	return (q.Detection == "" || h.detection == q.Detection) && h.sev >= q.Severity &&
 		(q.Cluster == "" || h.cluster == q.Cluster) && (q.Node == "" || h.node == q.Node) &&
-		(q.Namespace == "" || h.ns == q.Namespace) && (q.Since.IsZero() || !h.last.Before(q.Since))
+		(q.Namespace == "" || h.ns == q.Namespace) && (q.Since.IsZero() || h.last >= q.Since.UnixNano())
 }
 
 // loadIncidents fills the index from the stored alerts, in first-seen
