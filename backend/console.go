@@ -18,10 +18,11 @@ func consoleFuncs() template.FuncMap {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05Z")
 		},
-		"span":    func(a, b time.Time) string { return fmtSpan(b.Sub(a)) },
-		"ago":     fmtSpan,
-		"tactics": func() []string { return tacticOrder },
-		"has":     func(list []string, s string) bool { return slices.Contains(list, s) },
+		"span":      func(a, b time.Time) string { return fmtSpan(b.Sub(a)) },
+		"ago":       fmtSpan,
+		"tactics":   func() []string { return tacticOrder },
+		"has":       func(list []string, s string) bool { return slices.Contains(list, s) },
+		"printable": quoteIfBinary,
 	}
 }
 

@@ -7,11 +7,13 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 )
 
@@ -27,6 +29,9 @@ type ui struct {
 	response, exports    *template.Template
 	// The investigation pages (console.go, incidents_api.go).
 	incidents, incident, agents, overview *template.Template
+	// rules are the built-in rules, loaded on first use, to show the rule
+	// behind an alert.
+	rules func() (*analytics.RuleSet, error)
 }
 
 func newUI() *ui {
@@ -51,9 +56,10 @@ func newUI() *ui {
 		// Parse errors are programming errors caught by every UI test.
 		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, files...))
 	}
-	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
+	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
-		exports: parse("exports.html"), incidents: parse("incidents.html"), incident: parse("incident.html")}
+		exports: parse("exports.html"), incidents: parse("incidents.html"), incident: parse("incident.html"),
+		rules: sync.OnceValues(func() (*analytics.RuleSet, error) { return analytics.LoadRules() })}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
@@ -105,6 +111,8 @@ type alertsPage struct {
 type alertPage struct {
 	Title string
 	Alert *api.Alert
+	// X explains the alert (explain.go).
+	X *Explanation
 }
 
 type loginPage struct {
@@ -142,7 +150,8 @@ func (s *apiServer) uiAlert(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusInternalServerError, s.ui.alerts, alertsPage{Title: "Error", Error: "The alert could not be read; see the backend's log."})
 		return
 	}
-	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a})
+	x := &explainer{store: s.store, control: s.cfg.Control, rules: s.ui.rules}
+	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a, X: x.explain(r.Context(), a)})
 }
 
 func (s *apiServer) renderLogin(w http.ResponseWriter, code int, msg string) {
