@@ -77,7 +77,7 @@ type apiServer struct {
 //	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
 //	GET, PUT /api/v1/response/policies; POST, GET /api/v1/response/commands[/{id}]
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
-//	GET /incidents, /incidents/{id}
+//	GET /incidents, /incidents/{id}, /agents, /overview
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -131,6 +131,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /exports", s.uiAuth(http.HandlerFunc(s.uiExports)))
 	mux.Handle("GET /incidents", s.uiAuth(http.HandlerFunc(s.uiIncidents)))
 	mux.Handle("GET /incidents/{id}", s.uiAuth(http.HandlerFunc(s.uiIncident)))
+	mux.Handle("GET /agents", s.uiAuth(http.HandlerFunc(s.uiAgents)))
+	mux.Handle("GET /overview", s.uiAuth(http.HandlerFunc(s.uiOverview)))
 	return s.countRequests(mux)
 }
 

@@ -116,10 +116,16 @@ func severityWeight(s api.Severity) int {
 type alertHead struct {
 	id                           string
 	detection, cluster, node, ns string // interned
-	sev                          api.Severity
-	first, last                  int64 // unix ns: a third of a time.Time
-	count                        uint64
-	incident                     *incident
+	// workload is where the alert happened: ns/workload, ns/pod or the
+	// host's node (interned), for the overview's top workloads.
+	workload string
+	// mitre are "tactic\x00technique ID\x00technique" (interned), for the
+	// overview's ATT&CK matrix.
+	mitre       []string
+	sev         api.Severity
+	first, last int64 // unix ns: a third of a time.Time
+	count       uint64
+	incident    *incident
 }
 
 // incident is the index's working form of an Incident.
@@ -304,6 +310,19 @@ func (x *incidentIndex) add(a *api.Alert) {
 		h = &alertHead{id: a.GetId(), detection: x.intern(a.GetDetectionId()), cluster: x.intern(a.GetCluster()),
 			node: x.intern(a.GetNode()), ns: x.intern(c.GetPodNamespace())}
 		x.alerts[h.id] = h
+		switch {
+		case c.GetWorkloadName() != "":
+			h.workload = x.intern(c.GetPodNamespace() + "/" + c.GetWorkloadName())
+		case c.GetPodName() != "":
+			h.workload = x.intern(c.GetPodNamespace() + "/" + c.GetPodName())
+		case c.GetName() != "":
+			h.workload = x.intern("container " + c.GetName() + " on " + a.GetNode())
+		default:
+			h.workload = x.intern("host " + a.GetNode())
+		}
+		for _, m := range a.GetMitre() {
+			h.mitre = append(h.mitre, x.intern(m.GetTactic()+"\x00"+m.GetTechniqueId()+"\x00"+m.GetTechnique()))
+		}
 	}
 	h.sev, h.first, h.last, h.count = a.GetSeverity(), first.UnixNano(), last.UnixNano(), a.GetCount()
 

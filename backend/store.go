@@ -89,6 +89,9 @@ type AgentInfo struct {
 	Gaps map[api.RecordClass]uint64
 	// Health is the last health the agent sent (nil before its first heartbeat).
 	Health *api.AgentHealth
+	// UsualGap is the agent's usual time between uploads (0 until its
+	// second upload).
+	UsualGap time.Duration
 }
 
 // Sink adapts a Store to the QUIC transport's Sink interface, which names
