@@ -53,7 +53,7 @@ func newConsoleSite(t *testing.T) *consoleSite {
 	webshell := &api.Alert{Id: "ws-shell", DetectionId: "web-shell", Name: "Shell from a web server", Severity: api.Severity_SEVERITY_HIGH,
 		Node: "node-1", Cluster: "edge", Count: 1, FirstSeen: at(0), LastSeen: at(0), Container: c, Process: shell,
 		Ancestry: []*api.Ancestor{httpd, shim, systemd}, Summary: "httpd started sh -c " + hostile,
-		Mitre:    []*api.Mitre{{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Unix Shell"}},
+		Mitre: []*api.Mitre{{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Unix Shell"}},
 		Evidence: []*api.Event{{Time: at(0), Node: "node-1", Kind: api.EventKind_EVENT_KIND_EXEC, Process: shell, Container: c,
 			Detail: &api.Event_Exec{Exec: &api.Exec{Filename: "/bin/sh"}}}}}
 	b64 := &api.Alert{Id: "ws-b64", DetectionId: "base64-exec", Name: "Base64 piped to a shell", Severity: api.Severity_SEVERITY_HIGH,
