@@ -77,7 +77,7 @@ type apiServer struct {
 //	POST /api/v1/tokens, POST /api/v1/agents/{id}/revoke, /unrevoke
 //	GET, PUT /api/v1/response/policies; POST, GET /api/v1/response/commands[/{id}]
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
-//	GET /incidents, /incidents/{id}, /agents, /overview
+//	GET /incidents, /incidents/{id}, /agents, /overview, /events
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -133,6 +133,7 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /incidents/{id}", s.uiAuth(http.HandlerFunc(s.uiIncident)))
 	mux.Handle("GET /agents", s.uiAuth(http.HandlerFunc(s.uiAgents)))
 	mux.Handle("GET /overview", s.uiAuth(http.HandlerFunc(s.uiOverview)))
+	mux.Handle("GET /events", s.uiAuth(http.HandlerFunc(s.uiEvents)))
 	return s.countRequests(mux)
 }
 
@@ -323,8 +324,11 @@ func (q *queryParams) limit() int {
 }
 
 // since accepts RFC 3339 or a positive duration back from now ("1h", "30m").
-func (q *queryParams) since() time.Time {
-	s := q.str("since")
+func (q *queryParams) since() time.Time { return q.timeAt("since") }
+
+// timeAt reads the time parameter name as since does.
+func (q *queryParams) timeAt(name string) time.Time {
+	s := q.str(name)
 	if s == "" {
 		return time.Time{}
 	}
@@ -334,7 +338,7 @@ func (q *queryParams) since() time.Time {
 	if d, err := time.ParseDuration(s); err == nil && d > 0 {
 		return q.now.Add(-d)
 	}
-	q.fail("since", "want an RFC 3339 time (2006-01-02T15:04:05Z) or a duration (1h, 30m)")
+	q.fail(name, "want an RFC 3339 time (2006-01-02T15:04:05Z) or a duration (1h, 30m)")
 	return time.Time{}
 }
 
@@ -415,10 +419,9 @@ func (s *apiServer) writeProtoOne(w http.ResponseWriter, r *http.Request, name s
 }
 
 func (s *apiServer) listEvents(w http.ResponseWriter, r *http.Request) {
-	p := newQueryParams(r, s.cfg.Now(), "node", "kind", "since", "limit")
-	q := EventQuery{Node: p.str("node"), Kind: p.kind(), Since: p.since(), Limit: p.limit()}
-	if p.err != nil {
-		writeError(w, http.StatusBadRequest, p.err.Error())
+	q, err := eventQueryFrom(r, s.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	events, err := s.store.Events(r.Context(), q)

@@ -27,6 +27,8 @@ func consoleFuncs() template.FuncMap {
 		"tactics":   func() []string { return tacticOrder },
 		"has":       func(list []string, s string) bool { return slices.Contains(list, s) },
 		"printable": quoteIfBinary,
+		"activity":  activity,
+		"rfc3339":   func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
 		"milli":     func(cores float64) float64 { return cores * 1000 },
 		"mib":       func(b uint64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) },
 	}

@@ -87,9 +87,9 @@ func newConsoleSite(t *testing.T) *consoleSite {
 			Drops: map[string]uint64{"kernel_ring_full": 12, "sensor_queue": 3}, SpoolRecords: 40, SpoolBytes: 3 << 20,
 			SpoolOldest: at(-time.Minute), CpuCores: 0.5, RssBytes: 120 << 20, ResponsePoliciesSource: "backend", ResponsePoliciesVersion: 4},
 		Records: []*api.Record{
-			ev(1, &api.Event{Time: at(time.Second), Node: "node-1", Kind: api.EventKind_EVENT_KIND_EXEC, Process: curl,
+			ev(1, &api.Event{Time: at(time.Second), Node: "node-1", Kind: api.EventKind_EVENT_KIND_EXEC, Process: curl, Container: c,
 				Ancestry: []*api.Ancestor{shellAnc, httpd, shim, systemd}, Detail: &api.Event_Exec{Exec: &api.Exec{Filename: "/usr/bin/curl"}}}),
-			ev(2, &api.Event{Time: at(time.Second + time.Millisecond), Node: "node-1", Kind: api.EventKind_EVENT_KIND_CONNECT, Process: curl,
+			ev(2, &api.Event{Time: at(time.Second + time.Millisecond), Node: "node-1", Kind: api.EventKind_EVENT_KIND_CONNECT, Process: curl, Container: c,
 				Ancestry: []*api.Ancestor{shellAnc, httpd, shim, systemd},
 				Detail:   &api.Event_Connect{Connect: &api.Connect{Destination: &api.SocketAddress{Family: "ipv4", Ip: "198.51.100.7", Port: 80}}}}),
 			ev(3, &api.Event{Time: at(3 * time.Second), Node: "node-1", Kind: api.EventKind_EVENT_KIND_RESPONSE, Process: shell,
@@ -244,4 +244,60 @@ func TestConsoleOverview(t *testing.T) {
 	if r := site.authGet(t, "/overview?range=1y"); r.code != 400 || !strings.Contains(r.body, "range") {
 		t.Errorf("bad range: %d", r.code)
 	}
+}
+
+func TestConsoleEventsExplorer(t *testing.T) {
+	site := newConsoleSite(t)
+	since := t0.Add(-time.Minute).UTC().Format(time.RFC3339)
+	tests := []struct {
+		query string
+		want  []string // kinds, newest first
+	}{
+		{"node=node-1", []string{"response", "connect", "exec"}},
+		{"pid=101&node=node-1", []string{"response", "connect", "exec"}}, // the shell and what it started
+		{"pid=102", []string{"connect", "exec"}},
+		{"dest=198.51.100.7:80", []string{"connect"}},
+		{"dest=198.51.100", []string{"connect"}},
+		{"file=/usr/bin/curl", []string{"exec"}},
+		{"pod=shop/web-1", []string{"connect", "exec"}},
+		{"process=curl&kind=exec", []string{"exec"}},
+		{"until=" + since, nil},
+		{"since=" + since + "&until=" + t0.Add(time.Second+time.Millisecond/2).UTC().Format(time.RFC3339Nano), []string{"exec"}},
+		{"pod=db-0", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.query, func(t *testing.T) {
+			r := site.authGet(t, "/api/v1/events?"+tc.query)
+			if r.code != 200 {
+				t.Fatalf("%d %s", r.code, r.body)
+			}
+			var list struct {
+				Events []struct {
+					Kind string `json:"kind"`
+				} `json:"events"`
+			}
+			if err := json.Unmarshal([]byte(r.body), &list); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range list.Events {
+				got = append(got, strings.ToLower(strings.TrimPrefix(e.Kind, "EVENT_KIND_")))
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("kinds %v, want %v", got, tc.want)
+			}
+		})
+	}
+	for _, bad := range []string{"pid=x", "pid=0", "until=yesterday", "colour=red"} {
+		if r := site.authGet(t, "/api/v1/events?"+bad); r.code != 400 {
+			t.Errorf("%s: %d, want 400", bad, r.code)
+		}
+	}
+	wantHTML(t, site.testServer, "/events?node=node-1&pid=101", "connect 198.51.100.7:80", "exec /usr/bin/curl",
+		`href="/events?node=node-1&amp;pid=102"`, "shop/web-1&lt;script&gt;", "&lt;script&gt;alert(1)&lt;/script&gt;")
+	if r := site.authGet(t, "/events?pid=x"); r.code != 400 || !strings.Contains(r.body, `class="error"`) {
+		t.Errorf("bad pid in the explorer: %d", r.code)
+	}
+	// The pivot from the alert.
+	wantHTML(t, site.testServer, "/alerts/ws-shell", `href="/events?node=node-1&amp;pid=101&amp;since=2026-11-22T15%3a59%3a00Z"`)
 }

@@ -41,15 +41,19 @@ type Explanation struct {
 	InContainer, Boundary bool
 	// EventsSearched is how many raw events were searched for children.
 	EventsSearched int
-	Payloads       []CmdPayloads
-	Peers          []string
-	Files          []string
-	Labels         []string // k=v, sorted
-	Rule           *analytics.Rule
-	Evidence       []string // "2 × exec", by kind
-	Commands       []CommandRecord
-	Responses      []ResponseSeen
-	Similar        []*api.Alert
+	// Pivot: the events explorer's query for this process tree.
+	PivotNode  string
+	PivotPID   uint32
+	PivotSince string
+	Payloads   []CmdPayloads
+	Peers      []string
+	Files      []string
+	Labels     []string // k=v, sorted
+	Rule       *analytics.Rule
+	Evidence   []string // "2 × exec", by kind
+	Commands   []CommandRecord
+	Responses  []ResponseSeen
+	Similar    []*api.Alert
 	// Problems lists what could not be read (the page shows the rest).
 	Problems []string
 }
@@ -126,6 +130,8 @@ func (x *explainer) explain(ctx context.Context, a *api.Alert) *Explanation {
 		e.Tree = n
 	}
 	this.Host = !e.InContainer
+	first, _ := alertTimes(a)
+	e.PivotNode, e.PivotPID, e.PivotSince = a.GetNode(), proc.GetTgid(), first.Add(-time.Minute).UTC().Format(time.RFC3339)
 	x.addChildren(ctx, a, this, e)
 	e.Payloads = payloadsOf(a, e.Tree)
 	e.Peers, e.Files, e.Evidence = evidenceFacts(a.GetEvidence())

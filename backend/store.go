@@ -69,6 +69,8 @@ type EventQuery struct {
 	Kind  api.EventKind
 	Since time.Time // event time at or after
 	Limit int       // 0: DefaultLimit
+	// The events explorer's filters (eventMatches, events_search.go).
+	Search EventSearch
 }
 
 // Query limits shared by every Store so the API behaves the same whatever

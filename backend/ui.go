@@ -28,7 +28,7 @@ type ui struct {
 	findings, inventory  *template.Template
 	response, exports    *template.Template
 	// The investigation pages (console.go, incidents_api.go).
-	incidents, incident, agents, overview *template.Template
+	incidents, incident, agents, overview, events *template.Template
 	// rules are the built-in rules, loaded on first use, to show the rule
 	// behind an alert.
 	rules func() (*analytics.RuleSet, error)
@@ -59,7 +59,7 @@ func newUI() *ui {
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
 		exports: parse("exports.html"), incidents: parse("incidents.html"), incident: parse("incident.html"),
-		agents: parse("agents.html"), overview: parse("overview.html"),
+		agents: parse("agents.html"), overview: parse("overview.html"), events: parse("events.html"),
 		rules: sync.OnceValues(func() (*analytics.RuleSet, error) { return analytics.LoadRules() })}
 }
 
