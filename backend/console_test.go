@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/html"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
@@ -300,4 +301,50 @@ func TestConsoleEventsExplorer(t *testing.T) {
 	}
 	// The pivot from the alert.
 	wantHTML(t, site.testServer, "/alerts/ws-shell", `href="/events?node=node-1&amp;pid=101&amp;since=2026-11-22T15%3a59%3a00Z"`)
+}
+
+// TestConsoleEscapesEverything tokenizes every console page of the site
+// whose alerts, events, labels and agent health carry HTML and script: no
+// page has a script element, an event-handler attribute, or an element
+// the templates do not write.
+func TestConsoleEscapesEverything(t *testing.T) {
+	site := newConsoleSite(t)
+	incs, err := site.store.Incidents(t.Context(), IncidentQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101"}
+	for _, inc := range incs {
+		pages = append(pages, "/incidents/"+inc.ID)
+	}
+	for _, id := range []string{"ws-shell", "ws-b64", "ws-shadow", "db-miner", "ws-earlier"} {
+		pages = append(pages, "/alerts/"+id)
+	}
+	allowed := map[string]bool{}
+	for _, e := range strings.Fields(`html head meta title style body header main a span h1 h2 p div form label select option
+		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br figure figcaption svg rect text meter`) {
+		allowed[e] = true
+	}
+	for _, path := range pages {
+		body := wantHTML(t, site.testServer, path)
+		z := html.NewTokenizer(strings.NewReader(body))
+		for {
+			tt := z.Next()
+			if tt == html.ErrorToken {
+				break
+			}
+			if tt != html.StartTagToken && tt != html.SelfClosingTagToken {
+				continue
+			}
+			tok := z.Token()
+			if !allowed[tok.Data] {
+				t.Errorf("%s: element <%s>", path, tok.Data)
+			}
+			for _, a := range tok.Attr {
+				if strings.HasPrefix(a.Key, "on") || (a.Key == "href" && strings.HasPrefix(strings.ToLower(a.Val), "javascript:")) {
+					t.Errorf("%s: <%s %s=%q>", path, tok.Data, a.Key, a.Val)
+				}
+			}
+		}
+	}
 }
