@@ -440,6 +440,10 @@ type agentJSON struct {
 	Records   uint64            `json:"records"`
 	Gaps      map[string]uint64 `json:"gaps"`
 	Health    json.RawMessage   `json:"health"`
+	// UsualGapSeconds is the agent's usual time between uploads; Offline:
+	// silent for longer than offlineAfter of it (console_pages.go).
+	UsualGapSeconds float64 `json:"usual_gap_seconds,omitempty"`
+	Offline         bool    `json:"offline"`
 	// Revoked agents are refused; RevokedAt says since when.
 	Revoked   bool       `json:"revoked"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
@@ -465,7 +469,8 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 	out := make([]agentJSON, 0, len(agents))
 	for _, a := range agents {
 		aj := agentJSON{AgentID: a.ID, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Records: a.Records,
-			Gaps: map[string]uint64{}, Health: json.RawMessage("null")}
+			Gaps: map[string]uint64{}, Health: json.RawMessage("null"), UsualGapSeconds: a.UsualGap.Seconds(),
+			Offline: s.cfg.Now().Sub(a.LastSeen) > offlineAfter(a.UsualGap)}
 		for c, n := range a.Gaps {
 			aj.Gaps[className(c)] += n
 		}

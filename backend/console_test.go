@@ -348,3 +348,43 @@ func TestConsoleEscapesEverything(t *testing.T) {
 		}
 	}
 }
+
+func TestUsualGap(t *testing.T) {
+	tests := []struct {
+		name       string
+		usual, gap time.Duration
+		want       time.Duration
+	}{
+		{"first gap", 0, 10 * time.Second, 10 * time.Second},
+		{"steady", 10 * time.Second, 10 * time.Second, 10 * time.Second},
+		{"a little slower", 10 * time.Second, 20 * time.Second, 11 * time.Second},
+		{"an outage counts as ten gaps at most", 10 * time.Second, time.Hour, 19 * time.Second},
+		{"clock went back", 10 * time.Second, -time.Minute, 10 * time.Second},
+	}
+	for _, tc := range tests {
+		if got := usualGap(tc.usual, tc.gap); got != tc.want {
+			t.Errorf("%s: usualGap(%v, %v) = %v, want %v", tc.name, tc.usual, tc.gap, got, tc.want)
+		}
+	}
+}
+
+func TestAgentsAPIOffline(t *testing.T) {
+	site := newConsoleSite(t)
+	var list struct {
+		Agents []agentJSON `json:"agents"`
+	}
+	r := site.authGet(t, "/api/v1/agents")
+	if err := json.Unmarshal([]byte(r.body), &list); err != nil || r.code != 200 {
+		t.Fatalf("%d %v", r.code, err)
+	}
+	offline := map[string]bool{}
+	for _, a := range list.Agents {
+		offline[a.AgentID] = a.Offline
+		if a.AgentID == "node-2" && a.UsualGapSeconds != 10 {
+			t.Errorf("node-2 usual gap %v s, want 10", a.UsualGapSeconds)
+		}
+	}
+	if !offline["node-2"] || offline["node-1"] || offline["node-3"] {
+		t.Errorf("offline %v, want node-2 only", offline)
+	}
+}

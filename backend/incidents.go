@@ -141,6 +141,8 @@ type incident struct {
 	nodes      []string
 	pods       []string
 	images     []string
+	// containers outside pods, by name (or short ID)
+	containers []string
 	// links are the link keys created for this incident (some may have
 	// been pruned or taken over by a merge).
 	links []string
@@ -372,6 +374,9 @@ func (x *incidentIndex) add(a *api.Alert) {
 	if c.GetImage() != "" {
 		addUniq(&inc.images, c.GetImage())
 	}
+	if c.GetPodName() == "" && c.GetId() != "" {
+		addUniq(&inc.containers, cmp.Or(c.GetName(), shortID(c.GetId())))
+	}
 	for _, k := range keys {
 		l, ok := x.links[k]
 		if !ok || x.resolve(l.incident) != inc.id {
@@ -409,7 +414,8 @@ func (x *incidentIndex) merge(a, b *incident) *incident {
 		keep.addDetection(d.detection, d.sev)
 	}
 	for _, set := range []struct{ into, from *[]string }{{&keep.tactics, &gone.tactics}, {&keep.clusters, &gone.clusters},
-		{&keep.nodes, &gone.nodes}, {&keep.pods, &gone.pods}, {&keep.images, &gone.images}} {
+		{&keep.nodes, &gone.nodes}, {&keep.pods, &gone.pods}, {&keep.images, &gone.images},
+		{&keep.containers, &gone.containers}} {
 		for _, v := range *set.from {
 			addUniq(set.into, v)
 		}
@@ -498,8 +504,11 @@ func (inc *incident) view(timeline bool) Incident {
 		v.Detections = append(v.Detections, d.detection)
 	}
 	where := strings.Join(v.Nodes, ", ")
-	if len(v.Pods) > 0 {
+	switch {
+	case len(v.Pods) > 0:
 		where = strings.Join(v.Pods, ", ")
+	case len(inc.containers) > 0:
+		where = "container " + strings.Join(sortedCopy(inc.containers), ", ") + " on " + where
 	}
 	if len(where) > 80 {
 		where = clip(where, 80)
