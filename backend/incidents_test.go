@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -218,5 +219,41 @@ func TestIncidentRankingAndRepeats(t *testing.T) {
 	}
 	if _, err := s.Incident(context.Background(), "inc-nope"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown incident: %v", err)
+	}
+}
+
+// TestIncidentsWhileIngesting reads incidents, the alert list and the
+// overview while alerts are ingested (run with -race).
+func TestIncidentsWhileIngesting(t *testing.T) {
+	s := openTestStore(t, BadgerConfig{})
+	ctx := context.Background()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 50 {
+			a := story{id: "a" + strconv.Itoa(i), container: "c" + strconv.Itoa(i%5), pid: uint32(100 + i), at: time.Duration(i) * time.Second}.alert()
+			if _, err := s.Ingest(ctx, "agent", &api.Batch{Records: []*api.Record{alertRec(uint64(i+1), a)}}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			incs, err := s.Incidents(ctx, IncidentQuery{})
+			if err != nil || len(incs) != 5 {
+				t.Fatalf("%d incidents (%v), want 5", len(incs), err)
+			}
+			return
+		default:
+		}
+		if _, err := s.Incidents(ctx, IncidentQuery{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Alerts(ctx, AlertQuery{}); err != nil {
+			t.Fatal(err)
+		}
+		_ = s.incidents.overview(t0.Add(-time.Hour), t0.Add(time.Hour), 12)
 	}
 }
