@@ -203,6 +203,8 @@ func TestConsoleAlertExplanation(t *testing.T) {
 		"<span class=\"mono\">web-shell</span>", "built-in Go detector", "1 × exec",
 		// The response.
 		"kill-process-tree", "<strong>done</strong>", "process 101",
+		// Peers and files of what followed: curl's connection.
+		`<div class="mono">198.51.100.7:80 (connect)</div>`, `<div class="mono">/usr/bin/curl (executed)</div>`,
 		// Similar: the earlier one on the same image.
 		`href="/alerts/ws-earlier"`,
 	)
@@ -218,10 +220,13 @@ func TestConsoleAgents(t *testing.T) {
 	body := wantHTML(t, site.testServer, "/agents", "3 agents, <strong>1 offline</strong>",
 		"<strong>offline: silent 9m00s</strong>", "usually every 10s", "6.8.0-45-generic&lt;script&gt;",
 		"1 of 2 attached", "lacks: kprobe udp_sendmsg: not found&lt;script&gt;", "kernel_ring_full: <strong>12</strong>",
-		`value="138"`, "CPU 500m", "RSS 120.0 MiB", "40 records, 3.0 MiB", "oldest 11m00s", "response: backend v4", "360m CPU, 296.0 MiB RSS")
+		`value="138"`, "CPU 500m", "RSS 120.0 MiB", "40 records, 3.0 MiB", "oldest 11m00s", "response: backend v4", "360m CPU, 296.0 MiB RSS", "no probes reported")
 	// Offline first.
 	if strings.Index(body, "node-2") > strings.Index(body, "node-1") {
 		t.Error("the offline agent is not listed first")
+	}
+	if n := strings.Count(body, "<meter"); n != 4 {
+		t.Errorf("%d meters, want CPU and RSS of the two agents with health", n)
 	}
 	if n := strings.Count(body, `class="stale"`); n != 1 {
 		t.Errorf("%d agents marked offline, want 1", n)

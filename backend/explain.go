@@ -56,6 +56,8 @@ type Explanation struct {
 	Similar    []*api.Alert
 	// Problems lists what could not be read (the page shows the rest).
 	Problems []string
+	// followed are the raw events of the processes below the alert's.
+	followed []*api.Event
 }
 
 // ProcNode is one process of the tree.
@@ -135,6 +137,18 @@ func (x *explainer) explain(ctx context.Context, a *api.Alert) *Explanation {
 	x.addChildren(ctx, a, this, e)
 	e.Payloads = payloadsOf(a, e.Tree)
 	e.Peers, e.Files, e.Evidence = evidenceFacts(a.GetEvidence())
+	// What the processes that followed did counts too.
+	peers, files, _ := evidenceFacts(e.followed)
+	for _, p := range peers {
+		if len(e.Peers) < explainListItems && !slices.Contains(e.Peers, p) {
+			e.Peers = append(e.Peers, p)
+		}
+	}
+	for _, f := range files {
+		if len(e.Files) < explainListItems && !slices.Contains(e.Files, f) {
+			e.Files = append(e.Files, f)
+		}
+	}
 	for k, v := range a.GetContainer().GetLabels() {
 		e.Labels = append(e.Labels, k+"="+v)
 	}
@@ -231,6 +245,7 @@ func (x *explainer) addChildren(ctx context.Context, a *api.Alert, this *ProcNod
 		if n == nil {
 			continue
 		}
+		e.followed = append(e.followed, ev)
 		if act := activity(ev); act != "" && len(n.Activities) < explainActivities && !slices.Contains(n.Activities, act) {
 			n.Activities = append(n.Activities, act)
 		}
