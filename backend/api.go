@@ -70,7 +70,7 @@ type apiServer struct {
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
-//	GET /api/v1/incidents, /api/v1/incidents/{id}
+//	GET /api/v1/alerts/{id}/explanation, /api/v1/incidents, /api/v1/incidents/{id}
 //	GET /api/v1/exports, /api/v1/exports/{name}/dead-letters
 //	POST /api/v1/enroll                          credential in the body
 //	POST /api/v1/renew                           agent client certificate
@@ -113,6 +113,7 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /api/v1/inventory", s.apiAuth(http.HandlerFunc(s.listInventory)))
 	mux.Handle("GET /api/v1/findings", s.apiAuth(http.HandlerFunc(s.listFindings)))
 	mux.Handle("GET /api/v1/findings/{id}", s.apiAuth(http.HandlerFunc(s.getFinding)))
+	mux.Handle("GET /api/v1/alerts/{id}/explanation", s.apiAuth(http.HandlerFunc(s.getAlertExplanation)))
 	mux.Handle("GET /api/v1/incidents", s.apiAuth(http.HandlerFunc(s.listIncidents)))
 	mux.Handle("GET /api/v1/incidents/{id}", s.apiAuth(http.HandlerFunc(s.getIncident)))
 	mux.Handle("GET /api/v1/exports", s.apiAuth(http.HandlerFunc(s.listExports)))

