@@ -422,3 +422,29 @@ func TestAgentsAPIOffline(t *testing.T) {
 		t.Errorf("offline %v, want node-2 only", offline)
 	}
 }
+
+func TestProcNameAndHostHub(t *testing.T) {
+	for _, tc := range []struct {
+		exe  string
+		args []string
+		want string
+	}{
+		{"/usr/bin/curl", []string{"curl", "-s"}, "curl"},
+		{"/bin/busybox", []string{"/bin/sh", "-c", "id"}, "sh"},
+		{"/bin/busybox", nil, "busybox"},
+		{"", []string{"/process_api", "--addr"}, "process_api"},
+		{"", nil, ""},
+		{"/tmp/x (deleted)", []string{"x"}, "x"},
+	} {
+		if got := procName(tc.exe, tc.args); got != tc.want {
+			t.Errorf("procName(%q, %q) = %q, want %q", tc.exe, tc.args, got, tc.want)
+		}
+	}
+	chain := []*api.Ancestor{{Pid: 30, Exe: "/bin/sh"}, {Pid: 20, Exe: "/usr/sbin/httpd"}, {Pid: 1, Exe: ""}}
+	if got := hostHub(chain); got != 2 {
+		t.Errorf("hostHub = %d, want 2 (PID 1)", got)
+	}
+	if got := hostHub(chain[:2]); got != -1 {
+		t.Errorf("hostHub without init = %d, want -1", got)
+	}
+}

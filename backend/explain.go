@@ -154,6 +154,9 @@ func (x *explainer) explain(ctx context.Context, a *api.Alert) *Explanation {
 	anc := a.GetAncestry()
 	b := containerBoundary(anc)
 	e.Boundary = b >= 0
+	if b < 0 {
+		b = hostHub(anc)
+	}
 	for i, an := range anc {
 		n := &ProcNode{PID: an.GetPid(), Exe: an.GetExe(), Args: strings.Join(an.GetArgs(), " "), UID: an.GetUid(),
 			Start: pbTime(an.GetStartTime()), Host: !e.InContainer || (b >= 0 && i >= b), Children: []*ProcNode{e.Tree}}
@@ -469,14 +472,14 @@ func (x *explainer) similar(ctx context.Context, a *api.Alert, e *Explanation) {
 func sentence(a *api.Alert, e *Explanation) string {
 	var b strings.Builder
 	p := a.GetProcess()
-	who := exeBase(p.GetExe())
-	if who == "." || who == "" {
+	who := procName(p.GetExe(), p.GetArgs())
+	if who == "" {
 		who = "a process"
 	}
 	first, _ := alertTimes(a)
 	fmt.Fprintf(&b, "At %s, %s (pid %d, %s)", first.UTC().Format("15:04:05Z on 2006-01-02"), who, p.GetTgid(), uidText(p.GetUid()))
 	if len(a.GetAncestry()) > 0 {
-		fmt.Fprintf(&b, ", started by %s", exeBase(a.GetAncestry()[0].GetExe()))
+		fmt.Fprintf(&b, ", started by %s", procName(a.GetAncestry()[0].GetExe(), a.GetAncestry()[0].GetArgs()))
 	}
 	c := a.GetContainer()
 	switch {
@@ -514,4 +517,26 @@ func uidText(uid uint32) string {
 		return "as root"
 	}
 	return "uid " + strconv.FormatUint(uint64(uid), 10)
+}
+
+// hostHub is, when the container runtime is not among the ancestors (a
+// runtime that detached, a cache that lost it), the first ancestor that is
+// surely the host's: init (host PID 1) or a system daemon. -1: none.
+func hostHub(ancestry []*api.Ancestor) int {
+	return slices.IndexFunc(ancestry, func(a *api.Ancestor) bool {
+		return a.GetPid() == 1 || slices.Contains(hubExes, exeBase(a.GetExe()))
+	})
+}
+
+// procName names a process as a person would: its executable's base name,
+// or for a multi-call binary (busybox, toybox) the name it was run as.
+func procName(exe string, args []string) string {
+	name := exeBase(exe)
+	if (name == "busybox" || name == "toybox" || name == "." || name == "/") && len(args) > 0 && args[0] != "" {
+		name = exeBase(args[0])
+	}
+	if name == "." || name == "/" {
+		return ""
+	}
+	return name
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -137,5 +138,28 @@ func TestSimulateIncidents(t *testing.T) {
 		if !bytes.Contains(body, []byte(`href="/alerts/`+id+`"`)) {
 			t.Errorf("incident page lacks alert %s", id)
 		}
+	}
+
+	// Its first alert's explanation: the tree from the real ancestry, with
+	// the web server inside the container. runc detaches, so the runtime is
+	// not among the ancestors: the boundary is drawn below host PID 1.
+	var ex struct {
+		Explanation struct {
+			Sentence string          `json:"sentence"`
+			Incident string          `json:"incident"`
+			Boundary bool            `json:"boundary_recorded"`
+			Tree     json.RawMessage `json:"tree"`
+		} `json:"explanation"`
+	}
+	if code := getJSON(t, base+"/api/v1/alerts/"+ws[0]+"/explanation", token, &ex); code != http.StatusOK {
+		t.Fatalf("explanation: %d", code)
+	}
+	t.Logf("web shell: %s", ex.Explanation.Sentence)
+	if ex.Explanation.Incident != incidentOf[ws[0]] || !bytes.HasPrefix(ex.Explanation.Tree, []byte(`{"pid":1,`)) ||
+		!bytes.Contains(ex.Explanation.Tree, []byte(`"host":true,"container_below":true`)) || !bytes.Contains(ex.Explanation.Tree, []byte(`"this_alert":true`)) ||
+		!bytes.Contains(ex.Explanation.Tree, []byte(`"cmdline":"httpd -f -p 8080 -h /www","uid":1000`)) ||
+		!strings.Contains(ex.Explanation.Sentence, "started by sh") {
+		t.Errorf("explanation: incident %q (want %q), boundary %v, tree %s", ex.Explanation.Incident, incidentOf[ws[0]],
+			ex.Explanation.Boundary, ex.Explanation.Tree)
 	}
 }
