@@ -655,33 +655,49 @@ func headMatches(h *alertHead, q AlertQuery) bool {
 }
 
 // loadIncidents fills the index from the stored alerts, in first-seen
-// order (the order they would have arrived in).
+// order (the order they would have arrived in). A first pass keeps only
+// each alert's first-seen time and ID, the second decodes one alert at a
+// time, so opening a store of 100 000 alerts never holds them all.
 func (s *BadgerStore) loadIncidents(ctx context.Context) error {
-	var all []*api.Alert
+	type ref struct {
+		first int64
+		id    string
+	}
+	var refs []ref
 	err := s.db.View(func(txn *badger.Txn) error {
+		a := &api.Alert{}
 		for item := range badgerkv.Prefix(txn, key(prefixAlert)) {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			a := &api.Alert{}
+			proto.Reset(a)
 			if err := item.Value(func(v []byte) error { return proto.Unmarshal(v, a) }); err != nil {
 				return fmt.Errorf("alert %q: %w", item.Key(), err)
 			}
-			a.Evidence = nil // not needed to group, and the bulk of an alert
-			all = append(all, a)
+			first, _ := alertTimes(a)
+			refs = append(refs, ref{first.UnixNano(), a.GetId()})
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("load incidents: %w", err)
 	}
-	slices.SortFunc(all, func(a, b *api.Alert) int {
-		fa, _ := alertTimes(a)
-		fb, _ := alertTimes(b)
-		return cmp.Or(fa.Compare(fb), strings.Compare(a.GetId(), b.GetId()))
+	slices.SortFunc(refs, func(a, b ref) int { return cmp.Or(cmp.Compare(a.first, b.first), strings.Compare(a.id, b.id)) })
+	err = s.db.View(func(txn *badger.Txn) error {
+		for _, r := range refs {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			a, err := getProto[api.Alert](txn, key(prefixAlert, r.id))
+			if err != nil {
+				return fmt.Errorf("alert %q: %w", r.id, err)
+			}
+			s.incidents.add(a)
+		}
+		return nil
 	})
-	for _, a := range all {
-		s.incidents.add(a)
+	if err != nil {
+		return fmt.Errorf("load incidents: %w", err)
 	}
 	return nil
 }
