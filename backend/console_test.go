@@ -174,8 +174,14 @@ func TestConsoleIncidents(t *testing.T) {
 
 	wantHTML(t, site.testServer, "/incidents", `href="/incidents/`+top.ID+`"`, "Execution → Defense Evasion → Credential Access", "sensitive-files, base64-exec, web-shell on shop/web-1&lt;script&gt;")
 	body := wantHTML(t, site.testServer, "/incidents/"+top.ID, `href="/alerts/ws-shell"`, `href="/alerts/ws-b64"`, `href="/alerts/ws-shadow"`,
-		`<li class="on">Credential Access</li>`, `<li>Impact</li>`, "registry.example/shop/web:1.4&lt;script&gt;")
-	if strings.Index(body, "/alerts/ws-shell") > strings.Index(body, "/alerts/ws-shadow") {
+		`<li class="on">Credential Access</li>`, `<li>Impact</li>`, "registry.example/shop/web:1.4&lt;script&gt;",
+		// The incident's process tree: the shadow read under the shell under httpd, inside the boundary.
+		"<h3>node-1</h3>", "container boundary", `← alert <a href="/alerts/ws-shell">`, `← alert <a href="/alerts/ws-shadow">`)
+	if i, j := strings.Index(body, `<strong class="mono">/usr/sbin/httpd</strong>`), strings.Index(body, `<strong class="mono">/bin/cat</strong>`); i < 0 || j < i {
+		t.Error("the incident's tree does not put cat under httpd")
+	}
+	timeline := body[strings.Index(body, "<h2>Timeline</h2>"):]
+	if a, b, c := strings.Index(timeline, "/alerts/ws-shell"), strings.Index(timeline, "/alerts/ws-b64"), strings.Index(timeline, "/alerts/ws-shadow"); a < 0 || a > b || b > c {
 		t.Error("timeline not in first-seen order")
 	}
 }
@@ -355,7 +361,7 @@ func TestConsoleEscapesEverything(t *testing.T) {
 		pages = append(pages, "/alerts/"+id)
 	}
 	allowed := map[string]bool{}
-	for _, e := range strings.Fields(`html head meta title style body header main a span h1 h2 p div form label select option
+	for _, e := range strings.Fields(`html head meta title style body header main a span h1 h2 h3 p div form label select option
 		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br figure figcaption svg rect text meter`) {
 		allowed[e] = true
 	}

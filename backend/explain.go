@@ -540,3 +540,74 @@ func procName(exe string, args []string) string {
 	}
 	return name
 }
+
+// NodeTree is the process tree of an incident's alerts on one node.
+type NodeTree struct {
+	Node  string      `json:"node"`
+	Roots []*ProcNode `json:"roots"`
+}
+
+// maxIncidentTreeProcs bounds the processes an incident's tree shows.
+const maxIncidentTreeProcs = 300
+
+// incidentTrees merges the ancestry chains of alerts into one tree per
+// node: the story of an incident as processes, each alert on its process.
+func incidentTrees(alerts []*api.Alert) []NodeTree {
+	var out []NodeTree
+	byNode := map[string]int{}
+	nodes := map[string]*ProcNode{} // node/pid@start
+	count := 0
+	for _, a := range alerts {
+		p := a.GetProcess()
+		if p.GetTgid() == 0 {
+			continue
+		}
+		i, ok := byNode[a.GetNode()]
+		if !ok {
+			i = len(out)
+			byNode[a.GetNode()] = i
+			out = append(out, NodeTree{Node: a.GetNode()})
+		}
+		inContainer := a.GetContainer().GetId() != ""
+		anc := a.GetAncestry()
+		b := containerBoundary(anc)
+		if b < 0 {
+			b = hostHub(anc)
+		}
+		var parent *ProcNode
+		// Oldest ancestor first; j == -1 is the alert's process.
+		for j := len(anc) - 1; j >= -1; j-- {
+			var pid, uid uint32
+			var exe string
+			var args []string
+			var start time.Time
+			if j >= 0 {
+				an := anc[j]
+				pid, uid, exe, args, start = an.GetPid(), an.GetUid(), an.GetExe(), an.GetArgs(), pbTime(an.GetStartTime())
+			} else {
+				pid, uid, exe, args, start = p.GetTgid(), p.GetUid(), p.GetExe(), p.GetArgs(), pbTime(p.GetStartTime())
+			}
+			k := a.GetNode() + "/" + procNodeKey(pid, start)
+			n, ok := nodes[k]
+			if !ok {
+				if count >= maxIncidentTreeProcs {
+					break
+				}
+				count++
+				n = &ProcNode{PID: pid, Exe: exe, Args: strings.Join(args, " "), UID: uid, Start: start,
+					Host: !inContainer || (b >= 0 && j >= b), BoundaryHere: inContainer && j == b}
+				nodes[k] = n
+				if parent == nil {
+					out[i].Roots = append(out[i].Roots, n)
+				} else {
+					parent.Children = append(parent.Children, n)
+				}
+			}
+			if j == -1 && n.AlertID == "" {
+				n.AlertID, n.AlertName = a.GetId(), a.GetName()
+			}
+			parent = n
+		}
+	}
+	return out
+}

@@ -136,6 +136,8 @@ type incidentPage struct {
 	Title    string
 	Incident Incident
 	Alerts   []*api.Alert
+	// Trees are the alerts' processes, one tree per node.
+	Trees []NodeTree
 	// Shown is how many of the incident's alerts the timeline lists.
 	Shown int
 }
@@ -156,7 +158,8 @@ func (s *apiServer) uiIncident(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusInternalServerError, s.ui.incidents, incidentsPage{Title: "Error", Error: "The incident could not be read; see the backend's log."})
 		return
 	}
-	s.render(w, http.StatusOK, s.ui.incident, incidentPage{Title: inc.Title, Incident: inc, Alerts: alerts, Shown: len(alerts)})
+	s.render(w, http.StatusOK, s.ui.incident, incidentPage{Title: inc.Title, Incident: inc, Alerts: alerts, Shown: len(alerts),
+		Trees: incidentTrees(alerts)})
 }
 
 // getAlertExplanation serves GET /api/v1/alerts/{id}/explanation: what the

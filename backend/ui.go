@@ -58,7 +58,7 @@ func newUI() *ui {
 	}
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
-		exports: parse("exports.html"), incidents: parse("incidents.html"), incident: parse("incident.html"),
+		exports: parse("exports.html"), incidents: parse("incidents.html"), incident: parse("incident.html", "alert_explain.html"),
 		agents: parse("agents.html"), overview: parse("overview.html"), events: parse("events.html"),
 		rules: sync.OnceValues(func() (*analytics.RuleSet, error) { return analytics.LoadRules() })}
 }
