@@ -104,6 +104,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeEnrollRequest$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzApplyControlChange$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzIdentityApplyControl$$' -fuzztime $(FUZZTIME) ./backend
+	$(GO) test -run '^$$' -fuzz '^FuzzFindPayloads$$' -fuzztime $(FUZZTIME) ./backend
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeCEF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeRFC5424$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export
 	$(GO) test -run '^$$' -fuzz '^FuzzEncodeOCSF$$' -fuzztime $(EXPORTFUZZTIME) ./backend/export

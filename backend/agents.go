@@ -21,6 +21,21 @@ type agentRecord struct {
 	Records   uint64            `json:"records"`
 	Gaps      map[string]uint64 `json:"gaps,omitempty"` // by RecordClass name
 	Health    []byte            `json:"health,omitempty"`
+	// UsualGap is the agent's usual time between uploads (usualGap).
+	UsualGap time.Duration `json:"usual_gap,omitempty"`
+}
+
+// usualGap folds one more gap between uploads into the usual one (an
+// exponentially weighted mean). A gap is counted as at most ten times the
+// usual, so one outage does not make the next look normal.
+func usualGap(usual, gap time.Duration) time.Duration {
+	if gap < 0 {
+		return usual
+	}
+	if usual <= 0 {
+		return gap
+	}
+	return (usual*9 + min(gap, 10*usual)) / 10
 }
 
 func (s *BadgerStore) loadAgent(txn *badger.Txn, id string) (agentRecord, error) {
@@ -68,7 +83,7 @@ func readAgent(item *badger.Item) (AgentInfo, error) {
 	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &rec) }); err != nil {
 		return AgentInfo{}, fmt.Errorf("agent %q: %w", id, err)
 	}
-	info := AgentInfo{ID: id, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen, Records: rec.Records}
+	info := AgentInfo{ID: id, FirstSeen: rec.FirstSeen, LastSeen: rec.LastSeen, Records: rec.Records, UsualGap: rec.UsualGap}
 	if len(rec.Gaps) > 0 {
 		info.Gaps = make(map[api.RecordClass]uint64, len(rec.Gaps))
 		for name, n := range rec.Gaps {

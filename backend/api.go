@@ -70,6 +70,7 @@ type apiServer struct {
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
+//	GET /api/v1/alerts/{id}/explanation, /api/v1/incidents, /api/v1/incidents/{id}
 //	GET /api/v1/exports, /api/v1/exports/{name}/dead-letters
 //	POST /api/v1/enroll                          credential in the body
 //	POST /api/v1/renew                           agent client certificate
@@ -77,6 +78,7 @@ type apiServer struct {
 //	GET, PUT /api/v1/response/policies; POST, GET /api/v1/response/commands[/{id}]
 //	GET, POST /api/v1/alerts/{id}/triage; /api/v1/users...; GET /api/v1/audit (console_api.go)
 //	GET /, GET /alerts/{id}, /findings, /inventory   web UI
+//	GET /incidents, /incidents/{id}, /agents, /overview, /events
 func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -120,6 +122,9 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /api/v1/findings/{id}", view(s.getFinding))
 	mux.Handle("GET /api/v1/exports", view(s.listExports))
 	mux.Handle("GET /api/v1/exports/{name}/dead-letters", view(s.listDeadLetters))
+	mux.Handle("GET /api/v1/alerts/{id}/explanation", view(s.getAlertExplanation))
+	mux.Handle("GET /api/v1/incidents", view(s.listIncidents))
+	mux.Handle("GET /api/v1/incidents/{id}", view(s.getIncident))
 	mux.Handle("POST /api/v1/enroll", s.withIdentity(s.enroll))
 	mux.Handle("POST /api/v1/renew", s.withIdentity(s.renew))
 	mux.Handle("POST /api/v1/tokens", admin("bootstrap-token.create", s.withIdentity(s.createToken)))
@@ -133,6 +138,11 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /inventory", s.allowUI(RoleViewer, http.HandlerFunc(s.uiInventory)))
 	mux.Handle("GET /response", s.allowUI(RoleViewer, http.HandlerFunc(s.uiResponse)))
 	mux.Handle("GET /exports", s.allowUI(RoleViewer, http.HandlerFunc(s.uiExports)))
+	mux.Handle("GET /incidents", s.allowUI(RoleViewer, http.HandlerFunc(s.uiIncidents)))
+	mux.Handle("GET /incidents/{id}", s.allowUI(RoleViewer, http.HandlerFunc(s.uiIncident)))
+	mux.Handle("GET /agents", s.allowUI(RoleViewer, http.HandlerFunc(s.uiAgents)))
+	mux.Handle("GET /overview", s.allowUI(RoleViewer, http.HandlerFunc(s.uiOverview)))
+	mux.Handle("GET /events", s.allowUI(RoleViewer, http.HandlerFunc(s.uiEvents)))
 	return s.countRequests(mux)
 }
 
@@ -250,8 +260,11 @@ func (q *queryParams) limit() int {
 }
 
 // since accepts RFC 3339 or a positive duration back from now ("1h", "30m").
-func (q *queryParams) since() time.Time {
-	s := q.str("since")
+func (q *queryParams) since() time.Time { return q.timeAt("since") }
+
+// timeAt reads the time parameter name as since does.
+func (q *queryParams) timeAt(name string) time.Time {
+	s := q.str(name)
 	if s == "" {
 		return time.Time{}
 	}
@@ -261,7 +274,7 @@ func (q *queryParams) since() time.Time {
 	if d, err := time.ParseDuration(s); err == nil && d > 0 {
 		return q.now.Add(-d)
 	}
-	q.fail("since", "want an RFC 3339 time (2006-01-02T15:04:05Z) or a duration (1h, 30m)")
+	q.fail(name, "want an RFC 3339 time (2006-01-02T15:04:05Z) or a duration (1h, 30m)")
 	return time.Time{}
 }
 
@@ -342,10 +355,9 @@ func (s *apiServer) writeProtoOne(w http.ResponseWriter, r *http.Request, name s
 }
 
 func (s *apiServer) listEvents(w http.ResponseWriter, r *http.Request) {
-	p := newQueryParams(r, s.cfg.Now(), "node", "kind", "since", "limit")
-	q := EventQuery{Node: p.str("node"), Kind: p.kind(), Since: p.since(), Limit: p.limit()}
-	if p.err != nil {
-		writeError(w, http.StatusBadRequest, p.err.Error())
+	q, err := eventQueryFrom(r, s.cfg.Now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	events, err := s.store.Events(r.Context(), q)
@@ -364,6 +376,10 @@ type agentJSON struct {
 	Records   uint64            `json:"records"`
 	Gaps      map[string]uint64 `json:"gaps"`
 	Health    json.RawMessage   `json:"health"`
+	// UsualGapSeconds is the agent's usual time between uploads; Offline:
+	// silent for longer than offlineAfter of it (console_pages.go).
+	UsualGapSeconds float64 `json:"usual_gap_seconds,omitempty"`
+	Offline         bool    `json:"offline"`
 	// Revoked agents are refused; RevokedAt says since when.
 	Revoked   bool       `json:"revoked"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
@@ -389,7 +405,8 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 	out := make([]agentJSON, 0, len(agents))
 	for _, a := range agents {
 		aj := agentJSON{AgentID: a.ID, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Records: a.Records,
-			Gaps: map[string]uint64{}, Health: json.RawMessage("null")}
+			Gaps: map[string]uint64{}, Health: json.RawMessage("null"), UsualGapSeconds: a.UsualGap.Seconds(),
+			Offline: s.cfg.Now().Sub(a.LastSeen) > offlineAfter(a.UsualGap)}
 		for c, n := range a.Gaps {
 			aj.Gaps[className(c)] += n
 		}

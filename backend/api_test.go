@@ -389,7 +389,7 @@ func TestUIRendersAlerts(t *testing.T) {
 			"&#34;&gt;&lt;img src=x onerror=alert(2)&gt;"}},
 		{"filtered", "/?severity=critical&namespace=shop", 200, []string{`href="/alerts/crit-shop"`, `<option value="critical" selected>`}},
 		{"bad filter", "/?severity=urgent", 400, []string{`class="error"`, "severity"}},
-		{"detail", "/alerts/evil", 200, []string{"T1059.004", "Unix Shell", "Remove the workload.", "Process ancestry",
+		{"detail", "/alerts/evil", 200, []string{"T1059.004", "Unix Shell", "Remove the workload.", "Process tree",
 			"&lt;script&gt;alert(1)&lt;/script&gt;", "Evidence (1 events)", `Shell in &#34;web&#34; &lt;b&gt;`}},
 		{"detail unknown", "/alerts/nope", 404, []string{"No alert with that ID."}},
 	}

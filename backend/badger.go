@@ -40,6 +40,9 @@ type BadgerConfig struct {
 	// Evaluator, if set, adds the backend's own findings (known
 	// vulnerabilities of running images) to each snapshot.
 	Evaluator SnapshotEvaluator
+	// IncidentWindow is how far apart two alerts may be and still join one
+	// incident through what they share (default 30 minutes).
+	IncidentWindow time.Duration
 	// eventSegmentBytes overrides the event segment size (tests).
 	eventSegmentBytes int64
 }
@@ -88,6 +91,9 @@ type BadgerStore struct {
 	journal journal
 	// eventHead mirrors evHead for exporters, which read it without mu.
 	eventHead atomic.Uint64
+	// incidents groups alerts into incidents and indexes them for the
+	// alert list (incidents.go); updated after each commit.
+	incidents *incidentIndex
 }
 
 var _ Store = (*BadgerStore)(nil)
@@ -210,7 +216,7 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 	if err != nil {
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
-	s := &BadgerStore{db: db, cfg: cfg, log: log}
+	s := &BadgerStore{db: db, cfg: cfg, log: log, incidents: newIncidentIndex(cfg.IncidentWindow)}
 	if err := db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(key(keyRingState))
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -245,6 +251,10 @@ func OpenBadgerStoreConfig(cfg BadgerConfig, log *slog.Logger) (*BadgerStore, er
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}
 	if err := s.openInventory(); err != nil {
+		_ = errors.Join(s.events.close(), db.Close())
+		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
+	}
+	if err := s.loadIncidents(context.Background()); err != nil {
 		_ = errors.Join(s.events.close(), db.Close())
 		return nil, fmt.Errorf("open badger store %s: %w", cfg.Dir, err)
 	}

@@ -189,11 +189,16 @@ func (s *BadgerStore) Events(ctx context.Context, q EventQuery) ([]*api.Event, e
 						(!q.Since.IsZero() && h.time.Before(q.Since)) {
 						continue
 					}
+					if !q.Search.Until.IsZero() && h.time.After(q.Search.Until) {
+						continue
+					}
 					e := &api.Event{}
 					if err := proto.Unmarshal(h.body, e); err != nil {
 						return err
 					}
-					out = append(out, e)
+					if q.Search.matches(e) {
+						out = append(out, e)
+					}
 				}
 				return nil
 			})

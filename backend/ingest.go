@@ -59,6 +59,9 @@ func (s *BadgerStore) ingest(ctx context.Context, agentID string, b *api.Batch, 
 	if agent.FirstSeen.IsZero() {
 		agent.FirstSeen = now
 	}
+	if !agent.LastSeen.IsZero() {
+		agent.UsualGap = usualGap(agent.UsualGap, now.Sub(agent.LastSeen))
+	}
 	agent.LastSeen = now
 
 	acked := make([]uint64, 0, len(b.GetRecords()))

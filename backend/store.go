@@ -69,6 +69,8 @@ type EventQuery struct {
 	Kind  api.EventKind
 	Since time.Time // event time at or after
 	Limit int       // 0: DefaultLimit
+	// The events explorer's filters (eventMatches, events_search.go).
+	Search EventSearch
 }
 
 // Query limits shared by every Store so the API behaves the same whatever
@@ -89,6 +91,9 @@ type AgentInfo struct {
 	Gaps map[api.RecordClass]uint64
 	// Health is the last health the agent sent (nil before its first heartbeat).
 	Health *api.AgentHealth
+	// UsualGap is the agent's usual time between uploads (0 until its
+	// second upload).
+	UsualGap time.Duration
 }
 
 // Sink adapts a Store to the QUIC transport's Sink interface, which names
@@ -112,27 +117,4 @@ func effectiveLimit(n int) int {
 		return MaxLimit
 	}
 	return n
-}
-
-// alertMatches is the one definition of AlertQuery's filters.
-func alertMatches(a *api.Alert, q AlertQuery) bool {
-	if q.Detection != "" && a.GetDetectionId() != q.Detection {
-		return false
-	}
-	if a.GetSeverity() < q.Severity {
-		return false
-	}
-	if q.Cluster != "" && a.GetCluster() != q.Cluster {
-		return false
-	}
-	if q.Node != "" && a.GetNode() != q.Node {
-		return false
-	}
-	if q.Namespace != "" && a.GetContainer().GetPodNamespace() != q.Namespace {
-		return false
-	}
-	if !q.Since.IsZero() && a.GetLastSeen().AsTime().Before(q.Since) {
-		return false
-	}
-	return true
 }

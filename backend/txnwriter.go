@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/harrier-sec/harrier/api"
 )
 
 // txnWriter commits and starts over when a batch outgrows one Badger
@@ -21,6 +23,9 @@ type txnWriter struct {
 	touched []snapRef
 	// alertSeq is the last alert ingest sequence number this writer gave.
 	alertSeq uint64
+	// alerts are the alerts stored in the open transaction, for the
+	// incident index once it commits.
+	alerts []*api.Alert
 	// inBatch holds the sequence numbers seen in this batch.
 	inBatch map[uint64]struct{}
 
@@ -193,6 +198,10 @@ func (w *txnWriter) commit() error {
 	w.s.evHead, w.s.evTail = w.head, w.tail
 	w.s.eventHead.Store(w.head)
 	w.s.alertSeq.Store(w.alertSeq)
+	for _, a := range w.alerts {
+		w.s.incidents.add(a)
+	}
+	w.alerts = nil
 	firstSeg := func() uint64 {
 		if len(w.s.pages) == 0 {
 			return 0

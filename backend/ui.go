@@ -7,12 +7,14 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 )
 
@@ -27,6 +29,11 @@ type ui struct {
 	findings, inventory  *template.Template
 	response, exports    *template.Template
 	audit                *template.Template
+	// The investigation pages (investigate.go, incidents_api.go).
+	incidents, incident, agents, overview, events *template.Template
+	// rules are the built-in rules, loaded on first use, to show the rule
+	// behind an alert.
+	rules func() (*analytics.RuleSet, error)
 }
 
 func newUI() *ui {
@@ -41,13 +48,22 @@ func newUI() *ui {
 		"eventJSON":  eventJSON,
 		"clip":       clip,
 	}
-	parse := func(page string) *template.Template {
-		// Parse errors are programming errors caught by every UI test.
-		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, "ui/layout.html", "ui/triage.html", "ui/"+page))
+	for name, f := range consoleFuncs() {
+		funcs[name] = f
 	}
-	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html"), login: parse("login.html"),
+	parse := func(pages ...string) *template.Template {
+		files := []string{"ui/layout.html", "ui/triage.html"}
+		for _, p := range pages {
+			files = append(files, "ui/"+p)
+		}
+		// Parse errors are programming errors caught by every UI test.
+		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, files...))
+	}
+	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
-		exports: parse("exports.html"), audit: parse("audit.html")}
+		exports: parse("exports.html"), audit: parse("audit.html"), incidents: parse("incidents.html"), incident: parse("incident.html", "alert_explain.html"),
+		agents: parse("agents.html"), overview: parse("overview.html"), events: parse("events.html"),
+		rules: sync.OnceValues(func() (*analytics.RuleSet, error) { return analytics.LoadRules() })}
 }
 
 func fmtTime(t *timestamppb.Timestamp) string {
@@ -101,6 +117,8 @@ type alertPage struct {
 	Alert *api.Alert
 	// Triage is the alert's triage and its form (triage.html).
 	Triage *triageView
+	// X explains the alert (explain.go).
+	X *Explanation
 }
 
 type loginPage struct {
@@ -138,7 +156,8 @@ func (s *apiServer) uiAlert(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusInternalServerError, s.ui.alerts, alertsPage{Title: "Error", Error: "The alert could not be read; see the backend's log."})
 		return
 	}
-	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a, Triage: s.triageFor(r, a.GetId())})
+	x := &explainer{store: s.store, control: s.cfg.Control, rules: s.ui.rules}
+	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a, Triage: s.triageFor(r, a.GetId()), X: x.explain(r.Context(), a)})
 }
 
 func (s *apiServer) renderLogin(w http.ResponseWriter, code int, msg string) {

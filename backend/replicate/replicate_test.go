@@ -89,7 +89,9 @@ func upload(ctx context.Context, t *testing.T, pick func() *replicate.Publisher,
 
 func alertRecord(agent string, seq uint64) *api.Record {
 	return &api.Record{Seq: seq, Class: api.RecordClass_RECORD_CLASS_ALERT, Payload: &api.Record_Alert{Alert: &api.Alert{
-		Id: fmt.Sprintf("%s-alert-%d", agent, seq), DetectionId: "test-alert", Severity: api.Severity_SEVERITY_HIGH, Node: agent, Count: 1}}}
+		Id: fmt.Sprintf("%s-alert-%d", agent, seq), DetectionId: "test-alert", Severity: api.Severity_SEVERITY_HIGH, Node: agent, Count: 1,
+		// One container per agent: each agent's alerts are one incident.
+		Container: &api.Container{Runtime: "containerd", Id: agent + "-container"}}}}
 }
 
 // TestReplicasOverNATSCluster: three real nats-servers clustered on
@@ -211,6 +213,20 @@ func TestReplicasOverNATSCluster(t *testing.T) {
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
 			t.Errorf("replica %s: %d alerts, want %d (missing or extra)", name, len(got), len(want))
+		}
+		// Incidents are grouped in Ingest, which materialising goes
+		// through: one per agent, at every replica.
+		incs, err := r.store.Incidents(ctx, backend.IncidentQuery{Limit: backend.MaxLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(incs) != agents {
+			t.Errorf("replica %s: %d incidents, want %d", name, len(incs), agents)
+		}
+		for _, inc := range incs {
+			if inc.Alerts != perAgent || len(inc.Nodes) != 1 {
+				t.Errorf("replica %s: incident %s has %d alerts on %v, want %d on one node", name, inc.ID, inc.Alerts, inc.Nodes, perAgent)
+			}
 		}
 		if r.mat.Undecodable() != 0 {
 			t.Errorf("replica %s: %d undecodable messages", name, r.mat.Undecodable())
