@@ -362,7 +362,8 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	}
 	allowed := map[string]bool{}
 	for _, e := range strings.Fields(`html head meta title style body header main a span h1 h2 h3 p div form label select option
-		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br figure figcaption svg rect text meter`) {
+		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br figure figcaption svg rect text meter
+		section textarea`) {
 		allowed[e] = true
 	}
 	for _, path := range pages {
