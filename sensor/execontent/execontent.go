@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -75,23 +76,34 @@ type Signature struct {
 
 // DefaultSignatures are tools an attacker renames: miners, scanners,
 // tunnels. Each string is one the tool's own code or help text carries.
+// They are written reversed and turned round at run time, so that Harrier's
+// own binary (and any program built with this package) does not hold them
+// and match itself.
 func DefaultSignatures() []Signature {
-	b := func(s ...string) [][]byte {
-		out := make([][]byte, len(s))
-		for i, x := range s {
-			out[i] = []byte(x)
+	b := func(reversed ...string) [][]byte {
+		out := make([][]byte, len(reversed))
+		for i, x := range reversed {
+			out[i] = Reversed(x)
 		}
 		return out
 	}
 	return []Signature{
-		{Tool: "xmrig", All: b("XMRig", "stratum+tcp://", "randomx")},
-		{Tool: "nmap", All: b("Nmap", "https://nmap.org")},
-		{Tool: "masscan", All: b("masscan", "--rate")},
-		{Tool: "chisel", All: b("jpillora/chisel")},
-		{Tool: "gost", All: b("ginuerzh/gost")},
-		{Tool: "frp", All: b("fatedier/frp")},
-		{Tool: "ligolo", All: b("nicocha30/ligolo-ng")},
+		{Tool: "xmrig", All: b("giRMX", "//:pct+mutarts", "xmodnar")},
+		{Tool: "nmap", All: b("pamN", "gro.pamn//:sptth")},
+		{Tool: "masscan", All: b("nacssam", "etar--")},
+		{Tool: "chisel", All: b("lesihc/arollipj")},
+		{Tool: "gost", All: b("tsog/hzreunig")},
+		{Tool: "frp", All: b("prf/reidetaf")},
+		{Tool: "ligolo", All: b("gn-ologil/03ahcocin")},
 	}
+}
+
+// Reversed returns s back to front, as a new slice: for signature strings
+// a binary must not hold as they are.
+func Reversed(s string) []byte {
+	b := []byte(s)
+	slices.Reverse(b)
+	return b
 }
 
 // fileID is a file's identity: the same file under any name.
@@ -123,6 +135,10 @@ type Reader struct {
 	jobs    chan job
 	out     chan *api.Event
 
+	// self is this program's own file, never read: Harrier's CLI runs
+	// (harrier simulate, harrier response) are the agent's binary.
+	self fileID
+
 	mu      sync.Mutex
 	seen    map[fileID]struct{}
 	pending map[fileID]struct{}
@@ -140,7 +156,20 @@ func New(cfg Config, sigs []Signature) *Reader {
 			r.overlap = max(r.overlap, len(x))
 		}
 	}
+	if f, err := os.Open("/proc/self/exe"); err == nil {
+		var st unix.Stat_t
+		if unix.Fstat(int(f.Fd()), &st) == nil {
+			r.self = identity(&st)
+		}
+		f.Close()
+	}
 	return r
+}
+
+// identity is the fileID of a stat result, in the kernel's encodings.
+func identity(st *unix.Stat_t) fileID {
+	return fileID{dev: uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev)), ino: st.Ino,
+		ctimeNs: st.Ctim.Sec*1e9 + st.Ctim.Nsec}
 }
 
 // Events are the exe_content events, one per file read.
@@ -154,6 +183,9 @@ func (r *Reader) Offer(ev *api.Event) {
 		return
 	}
 	id := fileID{dev: x.GetExeDevice(), ino: x.GetExeInode(), ctimeNs: x.GetExeCtimeNs()}
+	if id == r.self {
+		return
+	}
 	r.mu.Lock()
 	_, seen := r.seen[id]
 	_, waiting := r.pending[id]
@@ -277,9 +309,7 @@ func same(f *os.File, id fileID) bool {
 	if unix.Fstat(int(f.Fd()), &st) != nil {
 		return false
 	}
-	dev := uint64(unix.Major(st.Dev))<<20 | uint64(unix.Minor(st.Dev))
-	ctime := st.Ctim.Sec*1e9 + st.Ctim.Nsec
-	return dev == id.dev && st.Ino == id.ino && ctime == id.ctimeNs
+	return identity(&st) == id
 }
 
 // scan hashes f and looks for every signature's strings, in chunks, keeping
@@ -292,7 +322,7 @@ func (r *Reader) scan(f *os.File, buf []byte, c *api.ExeContent) error {
 	}
 	var (
 		total   int64
-		carry   []byte
+		carry   = make([]byte, 0, 2*r.overlap)
 		partial bool
 	)
 	for {
@@ -307,16 +337,19 @@ func (r *Reader) scan(f *os.File, buf []byte, c *api.ExeContent) error {
 			} else {
 				h.Write(buf[:n])
 			}
-			window := append(carry, buf[:n]...)
+			// The chunk itself, then the seam with the previous one (a
+			// string across it), without copying the chunk.
+			chunk := buf[:n]
+			seam := append(carry, chunk[:min(n, r.overlap)]...)
 			for i, s := range r.sigs {
 				for k, x := range s.All {
-					if !found[i][k] && bytes.Contains(window, x) {
+					if !found[i][k] && (bytes.Contains(chunk, x) || bytes.Contains(seam, x)) {
 						found[i][k] = true
 					}
 				}
 			}
-			keep := min(r.overlap, len(window))
-			carry = append(carry[:0:0], window[len(window)-keep:]...)
+			keep := min(r.overlap, n)
+			carry = append(carry[:0], chunk[n-keep:]...)
 			if partial {
 				break
 			}

@@ -70,7 +70,8 @@ func TestReader(t *testing.T) {
 		body = append(body, 0)
 	}
 	body = body[:256<<10-6]
-	body = append(body, []byte("stratum+tcp://x\x00XMRig\x00randomx")...)
+	// Reversed: the test binary must not hold the signature itself.
+	body = append(body, Reversed("xmodnar\x00giRMX\x00x//:pct+mutarts")...)
 	miner := filepath.Join(dir, "kworker")
 	if err := os.WriteFile(miner, body, 0o755); err != nil {
 		t.Fatal(err)
@@ -126,6 +127,14 @@ func TestReader(t *testing.T) {
 	if st := r.Stats(); st.Changed != 1 {
 		t.Errorf("stats %+v: want one changed file", st)
 	}
+
+	// This program's own file is never read.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Offer(execOf(t, os.Getpid(), self))
+	none(t, r)
 }
 
 // A file over MaxFileBytes is scanned up to it and not hashed.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/runctest"
+	"github.com/harrier-sec/harrier/sensor/execontent"
 )
 
 // TestCatalogueDetectionsRealSensor: the detections added for the
@@ -33,7 +34,8 @@ func TestCatalogueDetectionsRealSensor(t *testing.T) {
 	const httpd = "httpd -p 127.0.0.1:8080 -h /www && waitport 8080 && "
 	// A stand-in that carries XMRig's content signatures, as the miner's
 	// own binary does, whatever it is named.
-	miner := signedCopy(t, r.helper, "\x00XMRig/6.21.0\x00stratum+tcp://pool.example:3333\x00randomx\x00")
+	// (Written reversed: the test binary must not hold the signature itself.)
+	miner := signedCopy(t, r.helper, string(execontent.Reversed("\x00xmodnar\x003333:elpmaxe.loop//:pct+mutarts\x000.12.6/giRMX\x00")))
 
 	tests := []detectionCase{
 		// A tool is what its file holds, not what it is called.
