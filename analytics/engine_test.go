@@ -29,7 +29,8 @@ func TestBuiltinRulesCompile(t *testing.T) {
 		// Control plane (Kubernetes audit events).
 		"privileged-container", "sensitive-mount", "exposed-dashboard", "exposed-service", "high-priv-role",
 		"cluster-admin-binding", "kube-system-container", "events-deleted", "admission-webhook", "coredns-modified",
-		"sa-suspicious-op", "sa-anomalous-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod", "anonymous-access"} {
+		"sa-suspicious-op", "sa-anomalous-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod", "anonymous-access",
+		"anomalous-pod-deployment", "anomalous-secret-access", "sa-permission-anomaly"} {
 		r := e.Rule(id)
 		if r == nil {
 			t.Errorf("detection %s missing", id)
