@@ -170,6 +170,12 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 			return nil, err
 		}
 		return &saPermissionAnomaly{actorBaseline: actors, sensitive: sensitive}, nil
+	case api.DetectionPostgresTrust, api.DetectionPostgresBroadRange:
+		images, err := set("postgres_images")
+		if err != nil {
+			return nil, err
+		}
+		return newExposedPostgres(api.DetectionID(r.Detector) == api.DetectionPostgresBroadRange, images), nil
 	case api.DetectionAdmissionViolation:
 		return admissionViolation{}, nil
 	}

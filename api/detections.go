@@ -85,6 +85,8 @@ const (
 	DetectionExecIntoSystemPod   DetectionID = "exec-into-system-pod"
 	DetectionAnonymousAccess     DetectionID = "anonymous-access"
 	DetectionAPIFromProxy        DetectionID = "api-from-proxy"
+	DetectionPostgresTrust       DetectionID = "exposed-postgres-trust"
+	DetectionPostgresBroadRange  DetectionID = "exposed-postgres-broad-range"
 	// Learned per-actor behaviour on the control plane (analytics.baseline).
 	DetectionAnomalousPodDeployment DetectionID = "anomalous-pod-deployment"
 	DetectionAnomalousSecretAccess  DetectionID = "anomalous-secret-access"
@@ -352,6 +354,13 @@ func Detections() []Detection {
 		{ID: DetectionAPIFromProxy, Name: "Kubernetes API request from a proxy address", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
 			{Tactic: "Command and Control", TechniqueId: "T1090.003", Technique: "Proxy: Multi-hop Proxy"},
 			{Tactic: "Initial Access", TechniqueId: "T1078", Technique: "Valid Accounts"},
+		}},
+		{ID: DetectionPostgresTrust, Name: "Exposed Postgres service with trust authentication detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Initial Access", TechniqueId: "T1133", Technique: "External Remote Services"},
+			{Tactic: "Initial Access", TechniqueId: "T1078.001", Technique: "Valid Accounts: Default Accounts"},
+		}},
+		{ID: DetectionPostgresBroadRange, Name: "Exposed Postgres service accepting clients from any address detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Initial Access", TechniqueId: "T1133", Technique: "External Remote Services"},
 		}},
 		{ID: DetectionAnomalousPodDeployment, Name: "Anomalous pod deployment detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
 			{Tactic: "Execution", TechniqueId: "T1610", Technique: "Deploy Container"},
