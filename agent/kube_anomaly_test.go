@@ -253,3 +253,133 @@ func anomalyActors(t *testing.T, ctx context.Context, srv *kubetest.Server) (dep
 	}
 	return deployer, controller, alice
 }
+
+// TestAuditPostgresAPIServer proves exposed-postgres-trust and
+// exposed-postgres-broad-range through a real API server: a pg_hba.conf
+// ConfigMap, a Postgres StatefulSet mounting it and an exposed Service, each
+// written with the API, are joined from the audit webhook and the audit log.
+// The same Postgres behind a ClusterIP service, and an exposed one with a
+// password-only pg_hba.conf for the pod network, raise neither.
+func TestAuditPostgresAPIServer(t *testing.T) {
+	kubetest.Require(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookFiles := newWebhookFiles(t, ca)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	run := goRunner(t, ctx, &wg)
+	cfg := Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: hookFiles.addr,
+		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
+	cfg.Sensor.Node = "cp-1"
+	hook, err := startKube(ctx, cfg, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + hookFiles.addr + "/", AuditPolicy: audit.RecommendedPolicy()})
+	tail, err := startKube(ctx, Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaHook := newAlertSink(t, ctx, hook.audit)
+	viaFile := newAlertSink(t, ctx, tail.audit)
+	time.Sleep(2 * time.Second) // the tailer starts at the end of the existing log
+
+	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer rcancel()
+	c := srv.Client
+	must := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	postgres := func(ns, hba string, svcType corev1.ServiceType) {
+		t.Helper()
+		must("namespace "+ns, srv.EnsureServiceAccount(rctx, ns, "default"))
+		_, err := c.CoreV1().ConfigMaps(ns).Create(rctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "pg-config"},
+			Data: map[string]string{"pg_hba.conf": hba, "postgresql.conf": "listen_addresses = '*'\n"}}, metav1.CreateOptions{})
+		must("configmap "+ns, err)
+		labels := map[string]string{"app.kubernetes.io/name": "postgres", "app.kubernetes.io/instance": "orders"}
+		_, err = c.AppsV1().StatefulSets(ns).Create(rctx, &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "orders-db"},
+			Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{
+						Containers: []corev1.Container{{Name: "postgres", Image: "docker.io/library/postgres:17.2",
+							Args:         []string{"-c", "hba_file=/etc/postgresql/pg_hba.conf"},
+							VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/postgresql"}}}},
+						Volumes: []corev1.Volume{{Name: "config", VolumeSource: corev1.VolumeSource{
+							ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "pg-config"}}}}},
+					}}}}, metav1.CreateOptions{})
+		must("statefulset "+ns, err)
+		_, err = c.CoreV1().Services(ns).Create(rctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "orders-db"},
+			Spec: corev1.ServiceSpec{Type: svcType, Selector: labels, Ports: []corev1.ServicePort{{Port: 5432}}}}, metav1.CreateOptions{})
+		must("service "+ns, err)
+	}
+	postgres("pg-trust", "local all all trust\nhost all all 10.0.0.0/8 trust\n", corev1.ServiceTypeLoadBalancer)
+	postgres("pg-broad", "local all all peer\nhostssl all all 0.0.0.0/0 scram-sha-256\n", corev1.ServiceTypeNodePort)
+	postgres("pg-internal", "host all all 0.0.0.0/0 trust\n", corev1.ServiceTypeClusterIP)
+	postgres("pg-safe", "local all all peer\nhost all all 10.0.0.0/8 scram-sha-256\n", corev1.ServiceTypeLoadBalancer)
+
+	// raisedIn: the namespaces where each sink raised id (the trigger, the
+	// last evidence, is the object written last: the Service).
+	raisedIn := func(s *alertSink, id string) []string {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		var out []string
+		for _, a := range s.raised {
+			if a.GetDetectionId() == id {
+				ev := a.GetEvidence()
+				out = append(out, ev[len(ev)-1].GetAudit().GetNamespace())
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := map[string][]string{"exposed-postgres-trust": {"pg-trust"}, "exposed-postgres-broad-range": {"pg-broad"}}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ok := true
+		for id, nss := range want {
+			for _, s := range []*alertSink{viaHook, viaFile} {
+				if !slices.Equal(raisedIn(s, id), nss) {
+					ok = false
+				}
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			for id, nss := range want {
+				t.Errorf("%s: webhook %v, log %v, want %v", id, raisedIn(viaHook, id), raisedIn(viaFile, id), nss)
+			}
+			t.Fatalf("webhook raised %v, log raised %v", viaHook.all(), viaFile.all())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // nothing else arrives late
+	for id, nss := range want {
+		for via, s := range map[string]*alertSink{"webhook": viaHook, "log": viaFile} {
+			if got := raisedIn(s, id); !slices.Equal(got, nss) {
+				t.Errorf("%s: %s in %v, want %v", via, id, got, nss)
+			}
+		}
+	}
+	viaHook.mu.Lock()
+	defer viaHook.mu.Unlock()
+	for _, a := range viaHook.raised {
+		if !strings.HasPrefix(a.GetDetectionId(), "exposed-postgres") {
+			continue
+		}
+		t.Logf("%s (%s): %s; evidence %d events", a.GetDetectionId(), a.GetSeverity(), a.GetSummary(), len(a.GetEvidence()))
+		if len(a.GetEvidence()) != 3 {
+			t.Errorf("%s: evidence %d events, want the ConfigMap, the StatefulSet and the Service", a.GetDetectionId(), len(a.GetEvidence()))
+		}
+	}
+}
