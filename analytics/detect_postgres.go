@@ -85,12 +85,21 @@ func (d *exposedPostgres) observe(c *evalContext, _ time.Time) []*api.Event {
 	if a.GetSubresource() != "" || !auditOK(a) || (res != "configmaps" && res != "services" && !isWorkloadResource(res)) {
 		return nil
 	}
+	verb := a.GetVerb()
+	if verb != "create" && verb != "update" && verb != "delete" {
+		return nil
+	}
+	// Most writes cannot concern Postgres: a look at the raw object spares
+	// parsing it, and a key is made only when a table holds the kind.
+	relevant := verb != "delete" && d.mayConcern(res, a.GetRequestObject())
+	if !relevant && !d.tracks(res) {
+		return nil
+	}
 	key := a.GetNamespace() + "/" + a.GetName()
 	if res != "configmaps" && res != "services" {
 		key = a.GetNamespace() + "/" + res + "/" + a.GetName()
 	}
-	switch a.GetVerb() {
-	case "delete":
+	if !relevant {
 		switch res {
 		case "configmaps":
 			delete(d.configs, key)
@@ -99,9 +108,6 @@ func (d *exposedPostgres) observe(c *evalContext, _ time.Time) []*api.Event {
 		default:
 			delete(d.pods, key)
 		}
-		return nil
-	case "create", "update":
-	default:
 		return nil
 	}
 	obj := c.audit().obj
@@ -146,6 +152,31 @@ func (d *exposedPostgres) observe(c *evalContext, _ time.Time) []*api.Event {
 		d.pods[key] = p
 	}
 	return d.join(a.GetNamespace(), c.ev)
+}
+
+// tracks says whether a table holds objects of the resource, so deletes of
+// the rest cost nothing.
+func (d *exposedPostgres) tracks(res string) bool {
+	switch {
+	case res == "configmaps":
+		return len(d.configs) > 0
+	case res == "services":
+		return len(d.services) > 0
+	}
+	return len(d.pods) > 0
+}
+
+// mayConcern says whether a written object may be one the tables keep: a
+// ConfigMap naming pg_hba, an exposed Service, a workload with a Postgres
+// image (image names are lower case).
+func (d *exposedPostgres) mayConcern(res, raw string) bool {
+	switch res {
+	case "configmaps":
+		return strings.Contains(raw, "pg_hba")
+	case "services":
+		return strings.Contains(raw, "LoadBalancer") || strings.Contains(raw, "NodePort") || strings.Contains(raw, "externalIPs")
+	}
+	return containsAnyOf(raw, d.images)
 }
 
 func isWorkloadResource(res string) bool {
@@ -261,7 +292,7 @@ func (d *exposedPostgres) postgresPods(obj map[string]any) *pgPods {
 	if t := object(object(object(spec["jobTemplate"])["spec"])["template"]); t != nil {
 		podSpec, labels = object(t["spec"]), object(object(t["metadata"])["labels"])
 	}
-	p := &pgPods{labels: map[string]string{}}
+	var p *pgPods
 	postgres := false
 	for _, key := range []string{"initContainers", "containers"} {
 		for _, ct := range objects(podSpec[key]) {
@@ -269,7 +300,9 @@ func (d *exposedPostgres) postgresPods(obj map[string]any) *pgPods {
 			if !containsAnyOf(strings.ToLower(img), d.images) {
 				continue
 			}
-			postgres = true
+			if !postgres {
+				postgres, p = true, &pgPods{labels: map[string]string{}}
+			}
 			for _, env := range objects(ct["env"]) {
 				if n, _ := env["name"].(string); n == "POSTGRES_HOST_AUTH_METHOD" {
 					if v, _ := env["value"].(string); v == "trust" {

@@ -45,7 +45,7 @@ func TestBuiltinRulesCompile(t *testing.T) {
 	}
 }
 
-func writeRules(t *testing.T, text string) string {
+func writeRules(t testing.TB, text string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
