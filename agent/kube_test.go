@@ -36,6 +36,8 @@ type alertSink struct {
 	ids map[string]*api.Alert
 	// objects are the detections raised per audited object (namespace/name).
 	objects map[string][]string
+	// raised are all new alerts, in order.
+	raised []*api.Alert
 }
 
 func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event, proxyAddressFiles ...string) *alertSink {
@@ -51,6 +53,9 @@ func newAlertSink(t *testing.T, ctx context.Context, events <-chan *api.Event, p
 	emit := func(a *api.Alert) {
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if a.GetCount() == 1 {
+			s.raised = append(s.raised, a)
+		}
 		if _, ok := s.ids[a.GetDetectionId()]; !ok {
 			s.ids[a.GetDetectionId()] = a
 		}

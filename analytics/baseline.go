@@ -134,15 +134,9 @@ func (e *BaselineReset) Error() string {
 // alerts once. Keys come as bytes: a map lookup with string(b) does not
 // allocate, so a known workload doing known things costs nothing.
 func (s *baselineStore) observe(workload, entry []byte, egress bool, now time.Time) bool {
-	w := s.workloads[string(workload)]
+	w := s.touch(workload, now)
 	if w == nil {
-		if len(s.workloads) >= s.cfg.MaxWorkloads {
-			s.Untracked++
-			return false
-		}
-		w = &workloadBaseline{FirstSeen: now, Exes: map[string]bool{}, Egress: map[string]bool{}}
-		s.workloads[string(workload)] = w
-		s.dirty = true
+		return false
 	}
 	set := w.Exes
 	if egress {
@@ -157,6 +151,24 @@ func (s *baselineStore) observe(workload, entry []byte, egress bool, now time.Ti
 		s.dirty = true
 	}
 	return !learning
+}
+
+// touch returns the workload's baseline, starting its learning period at now
+// if it is new, or nil when the table is full. Detectors that learn only some
+// of an actor's requests touch it on every request, so that its learning
+// period starts when it is first seen, not at its first judged request.
+func (s *baselineStore) touch(workload []byte, now time.Time) *workloadBaseline {
+	if w := s.workloads[string(workload)]; w != nil {
+		return w
+	}
+	if len(s.workloads) >= s.cfg.MaxWorkloads {
+		s.Untracked++
+		return nil
+	}
+	w := &workloadBaseline{FirstSeen: now, Exes: map[string]bool{}, Egress: map[string]bool{}}
+	s.workloads[string(workload)] = w
+	s.dirty = true
+	return w
 }
 
 func (s *baselineStore) maybeSave(now time.Time) error {

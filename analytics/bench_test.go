@@ -129,3 +129,59 @@ func TestNoMatchPathAllocationFree(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkEngineAudit is the engine's cost per audit event on a steady
+// control-plane mix (known actors doing known things, controllers at work),
+// with every built-in rule, and without the learned actor anomalies and the
+// Postgres join, to show what they add.
+func BenchmarkEngineAudit(b *testing.B) {
+	var evs []*api.Event
+	for i := range 200 {
+		switch i % 8 {
+		case 0:
+			evs = append(evs, actorEv(ciSA, "create", "deployments", "shop", "web-"+itoa(i), 201, 0, deploymentObj("registry.local/shop/web:"+itoa(i))))
+		case 1:
+			evs = append(evs, actorEv(webSA, "get", "configmaps", "shop", "cfg", 200, 0, ""))
+		case 2:
+			evs = append(evs, actorEv(webSA, "get", "secrets", "shop", "db", 200, 0, ""))
+		case 3:
+			evs = append(evs, actorEv(rsCtrl, "create", "pods", "shop", "web-"+itoa(i), 201, 0, podObj("registry.local/shop/web:1")))
+		case 4:
+			evs = append(evs, actorEv("alice", "list", "pods", "shop", "", 200, 0, ""))
+		case 5:
+			evs = append(evs, actorEv("system:kube-controller-manager", "update", "configmaps", "kube-system", "leader", 200, 0,
+				`{"kind":"ConfigMap","data":{"k":"v"}}`))
+		case 6:
+			evs = append(evs, actorEv("system:node:n1", "get", "secrets", "shop", "db", 200, 0, ""))
+		case 7:
+			evs = append(evs, actorEv("alice", "update", "services", "shop", "web", 200, 0,
+				`{"kind":"Service","spec":{"type":"ClusterIP","selector":{"app":"web"}}}`))
+		}
+	}
+	off := writeRules(b, `
+rules:
+  - {id: anomalous-pod-deployment, enabled: false}
+  - {id: anomalous-secret-access, enabled: false}
+  - {id: sa-permission-anomaly, enabled: false}
+  - {id: exposed-postgres-trust, enabled: false}
+  - {id: exposed-postgres-broad-range, enabled: false}
+`)
+	for _, bc := range []struct {
+		name  string
+		files []string
+	}{{"built-in", nil}, {"without-actor-anomalies-and-postgres", []string{off}}} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := newTestEngine(b, Config{}, bc.files...)
+			emit := func(*api.Alert) {}
+			for _, ev := range evs {
+				e.Process(ev, emit)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				e.Process(evs[i%len(evs)], emit)
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}

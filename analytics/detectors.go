@@ -142,6 +142,40 @@ func (e *Engine) newDetector(r *Rule, rs *RuleSet) (detector, error) {
 		return &baselineDetector{store: e.baseline, egress: true}, nil
 	case api.DetectionSAAnomalousOp:
 		return &saBaseline{store: e.baseline}, nil
+	case api.DetectionAnomalousPodDeployment, api.DetectionAnomalousSecretAccess, api.DetectionSAPermissionAnomaly:
+		ignored, err := set("k8s_control_plane_users")
+		if err != nil {
+			return nil, err
+		}
+		controllers, err := set("k8s_controller_users")
+		if err != nil {
+			return nil, err
+		}
+		for k := range controllers {
+			ignored[k] = true
+		}
+		actors := actorBaseline{store: e.baseline, ignored: ignored}
+		switch api.DetectionID(r.Detector) {
+		case api.DetectionAnomalousPodDeployment:
+			workloads, err := set("k8s_workload_resources")
+			if err != nil {
+				return nil, err
+			}
+			return &podDeploymentAnomaly{actorBaseline: actors, workloads: workloads}, nil
+		case api.DetectionAnomalousSecretAccess:
+			return &secretAccessAnomaly{actorBaseline: actors}, nil
+		}
+		sensitive, err := set("k8s_sensitive_resources")
+		if err != nil {
+			return nil, err
+		}
+		return &saPermissionAnomaly{actorBaseline: actors, sensitive: sensitive}, nil
+	case api.DetectionPostgresTrust, api.DetectionPostgresBroadRange:
+		images, err := set("postgres_images")
+		if err != nil {
+			return nil, err
+		}
+		return newExposedPostgres(api.DetectionID(r.Detector) == api.DetectionPostgresBroadRange, images), nil
 	case api.DetectionAdmissionViolation:
 		return admissionViolation{}, nil
 	}

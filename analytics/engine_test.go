@@ -29,7 +29,8 @@ func TestBuiltinRulesCompile(t *testing.T) {
 		// Control plane (Kubernetes audit events).
 		"privileged-container", "sensitive-mount", "exposed-dashboard", "exposed-service", "high-priv-role",
 		"cluster-admin-binding", "kube-system-container", "events-deleted", "admission-webhook", "coredns-modified",
-		"sa-suspicious-op", "sa-anomalous-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod", "anonymous-access"} {
+		"sa-suspicious-op", "sa-anomalous-op", "pentest-tool", "mining-image", "exec-into-pod", "exec-into-system-pod", "anonymous-access",
+		"anomalous-pod-deployment", "anomalous-secret-access", "sa-permission-anomaly"} {
 		r := e.Rule(id)
 		if r == nil {
 			t.Errorf("detection %s missing", id)
@@ -44,7 +45,7 @@ func TestBuiltinRulesCompile(t *testing.T) {
 	}
 }
 
-func writeRules(t *testing.T, text string) string {
+func writeRules(t testing.TB, text string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "rules.yaml")
 	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {

@@ -55,3 +55,32 @@ func FuzzRedact(f *testing.F) {
 		_ = r.redactEvent(&api.Event{Process: &api.Process{Args: []string{a, b}}})
 	})
 }
+
+// FuzzAuditObjects: request objects from the API server's audit events (any
+// JSON a client sent) through the control-plane detectors, the pg_hba
+// parser and the learned anomalies included, never panic.
+func FuzzAuditObjects(f *testing.F) {
+	f.Add("configmaps", `{"kind":"ConfigMap","data":{"pg_hba.conf":"host all all 0.0.0.0 0.0.0.0 trust\nhost all all ::/0 md5"}}`)
+	f.Add("statefulsets", `{"spec":{"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"image":"postgres","env":[{"name":"POSTGRES_HOST_AUTH_METHOD","value":"trust"}]}],"volumes":[{"configMap":{"name":"c"}},{"projected":{"sources":[{"configMap":{"name":"d"}}]}}]}}}}`)
+	f.Add("services", `{"kind":"Service","spec":{"type":"LoadBalancer","selector":{"a":"b"}}}`)
+	f.Add("pods", `{"spec":{"containers":[{"image":"registry.local:5000/a/b/c@sha256:00"},{"image":""}]}}`)
+	e, err := NewEngine(Config{}, mustLoadRules(f), Options{Node: "n"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, resource, object string) {
+		for _, verb := range []string{"create", "update", "get"} {
+			e.Process(auditEv(verb, resource, "ns", "x", object, func(a *api.Audit) { a.Code = 201 }), func(*api.Alert) {})
+		}
+		_, _ = parseHBA(object)
+		_ = appendImageRepository(nil, object)
+	})
+}
+
+func mustLoadRules(tb testing.TB) *RuleSet {
+	rs, err := LoadRules()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}

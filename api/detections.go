@@ -85,6 +85,12 @@ const (
 	DetectionExecIntoSystemPod   DetectionID = "exec-into-system-pod"
 	DetectionAnonymousAccess     DetectionID = "anonymous-access"
 	DetectionAPIFromProxy        DetectionID = "api-from-proxy"
+	DetectionPostgresTrust       DetectionID = "exposed-postgres-trust"
+	DetectionPostgresBroadRange  DetectionID = "exposed-postgres-broad-range"
+	// Learned per-actor behaviour on the control plane (analytics.baseline).
+	DetectionAnomalousPodDeployment DetectionID = "anomalous-pod-deployment"
+	DetectionAnomalousSecretAccess  DetectionID = "anomalous-secret-access"
+	DetectionSAPermissionAnomaly    DetectionID = "sa-permission-anomaly"
 	// Kubernetes admission (the agent's admission guard, kube/admission).
 	DetectionAdmissionViolation DetectionID = "admission-violation"
 )
@@ -348,6 +354,23 @@ func Detections() []Detection {
 		{ID: DetectionAPIFromProxy, Name: "Kubernetes API request from a proxy address", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
 			{Tactic: "Command and Control", TechniqueId: "T1090.003", Technique: "Proxy: Multi-hop Proxy"},
 			{Tactic: "Initial Access", TechniqueId: "T1078", Technique: "Valid Accounts"},
+		}},
+		{ID: DetectionPostgresTrust, Name: "Exposed Postgres service with trust authentication detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Initial Access", TechniqueId: "T1133", Technique: "External Remote Services"},
+			{Tactic: "Initial Access", TechniqueId: "T1078.001", Technique: "Valid Accounts: Default Accounts"},
+		}},
+		{ID: DetectionPostgresBroadRange, Name: "Exposed Postgres service accepting clients from any address detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Initial Access", TechniqueId: "T1133", Technique: "External Remote Services"},
+		}},
+		{ID: DetectionAnomalousPodDeployment, Name: "Anomalous pod deployment detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Execution", TechniqueId: "T1610", Technique: "Deploy Container"},
+		}},
+		{ID: DetectionAnomalousSecretAccess, Name: "Anomalous access to Kubernetes secret detected", Severity: Severity_SEVERITY_MEDIUM, Mitre: []*Mitre{
+			{Tactic: "Credential Access", TechniqueId: "T1552.007", Technique: "Unsecured Credentials: Container API"},
+		}},
+		{ID: DetectionSAPermissionAnomaly, Name: "Service account using sensitive permissions it never used", Severity: Severity_SEVERITY_LOW, Mitre: []*Mitre{
+			{Tactic: "Discovery", TechniqueId: "T1069", Technique: "Permission Groups Discovery"},
+			{Tactic: "Lateral Movement", TechniqueId: "T1550.001", Technique: "Use Alternate Authentication Material: Application Access Token"},
 		}},
 		// Severity is the fallback: each alert takes its failed check's, and
 		// the checks that open a way to the node add T1611 Escape to Host.
