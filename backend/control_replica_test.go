@@ -12,6 +12,7 @@ import (
 	"github.com/harrier-sec/harrier/backend/replicate"
 	"github.com/harrier-sec/harrier/internal/natstest"
 	"github.com/harrier-sec/harrier/internal/testenv"
+	"github.com/harrier-sec/harrier/transport"
 )
 
 // TestResponseControlAcrossReplicas: two replicated backends over real
@@ -48,7 +49,7 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 	// The agent is connected to b: b sends it the policies and a's command.
 	var ctl *api.Control
 	testenv.WaitFor(t, 10*time.Second, "replica b has a's command for node-1", func() bool {
-		ctl, err = b.PendingControl(ctx, "node-1", 0)
+		ctl, err = b.PendingControl(ctx, "node-1", transport.ControlSent{})
 		return err == nil && len(ctl.GetCommands()) == 1
 	})
 	if ctl.GetResponsePolicies().GetVersion() != set.Version {
@@ -64,7 +65,7 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 		agents, _ := a.AgentControls(ctx)
 		return err == nil && got.State == "done" && agents["node-1"].PoliciesVersion == set.Version
 	})
-	if ctl, err := a.PendingControl(ctx, "node-1", set.Version); err != nil || len(ctl.GetCommands()) != 0 {
+	if ctl, err := a.PendingControl(ctx, "node-1", transport.ControlSent{Policies: set.Version}); err != nil || len(ctl.GetCommands()) != 0 {
 		t.Errorf("answered command still pending at a: %v %v", ctl, err)
 	}
 	// The same change applied again (a replica's crash before it saved its

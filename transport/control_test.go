@@ -27,7 +27,8 @@ type queueControl struct {
 	sentWith []uint64
 }
 
-func (q *queueControl) PendingControl(_ context.Context, agentID string, policiesSent uint64) (*api.Control, error) {
+func (q *queueControl) PendingControl(_ context.Context, agentID string, sent ControlSent) (*api.Control, error) {
+	policiesSent := sent.Policies
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.sentWith = append(q.sentWith, policiesSent)
