@@ -19,6 +19,9 @@ type RuntimeException struct {
 	ID string `json:"id"`
 	// Detection limits it to one rule or detector ID; "" covers every one.
 	Detection string `json:"detection,omitempty"`
+	// Cluster limits it to the engine of that cluster (Config.Cluster);
+	// "" applies everywhere.
+	Cluster string `json:"cluster,omitempty"`
 	// Namespaces, Workloads (the pod's owner, e.g. a Deployment's name),
 	// Images, Processes (exe path or name) and Paths (the event's file)
 	// are globs as an Exception's; Commands are globs over the whole
@@ -88,7 +91,8 @@ func (e *Engine) runtimeExcepted(id string, ev *api.Event, at time.Time) bool {
 	}
 	for i := range rx.list {
 		x := &rx.list[i]
-		if x.Detection != "" && x.Detection != id || !x.Expires.IsZero() && !at.Before(x.Expires) {
+		if x.Detection != "" && x.Detection != id || x.Cluster != "" && x.Cluster != e.cfg.Cluster ||
+			!x.Expires.IsZero() && !at.Before(x.Expires) {
 			continue
 		}
 		if x.covers(ev) {

@@ -64,6 +64,16 @@ func TestRuntimeExceptions(t *testing.T) {
 	if n := alerts(shadow("c7", 3*time.Minute)); n != 0 {
 		t.Errorf("an exception of every detection let %d alerts through", n)
 	}
+	// Another cluster's exception does not apply here (cluster "").
+	if err := e.SetRuntimeExceptions(4, []RuntimeException{{ID: "x4", Cluster: "edge", Namespaces: []string{"shop"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := alerts(shadow("c9", 3*time.Minute)); n != 1 {
+		t.Errorf("cluster edge's exception applied in another cluster: %d alerts", n)
+	}
+	if err := e.SetRuntimeExceptions(3, []RuntimeException{{ID: "x3", Namespaces: []string{"shop"}, Images: []string{"nginx:*"}}}); err != nil {
+		t.Fatal(err)
+	}
 	// A bad version is refused whole; version 3 stays.
 	for _, bad := range [][]RuntimeException{{{ID: "empty", Detection: "sensitive-files"}}, {{ID: "cidr", Destinations: []string{"10.0.0.0/99"}}}} {
 		if err := e.SetRuntimeExceptions(4, bad); err == nil {

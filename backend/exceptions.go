@@ -53,8 +53,7 @@ type ExceptionSet struct {
 // SiteException is one exception as the backend keeps it.
 type SiteException struct {
 	analytics.RuntimeException
-	Scope   string `json:"scope"`
-	Cluster string `json:"cluster,omitempty"`
+	Scope string `json:"scope"`
 	// Version is the set's version that added it: an agent applying that
 	// version or a later one has it.
 	Version   uint64    `json:"version"`
@@ -118,7 +117,9 @@ func one(s string) []string {
 
 // exceptionFrom validates req and makes the exception it asks for.
 func (c *ResponseControl) exceptionFrom(ctx context.Context, req ExceptionRequest, by string) (SiteException, error) {
-	bad := func(format string, a ...any) error { return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...)) }
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
+	}
 	for name, v := range map[string]string{"detection": req.Detection, "cluster": req.Cluster, "namespace": req.Namespace, "workload": req.Workload,
 		"image": req.Image, "process": req.Process, "command": req.Command, "destination": req.Destination, "path": req.Path, "reason": req.Reason} {
 		if len(v) > maxExceptionField {
@@ -156,8 +157,9 @@ func (c *ResponseControl) exceptionFrom(ctx context.Context, req ExceptionReques
 	now := c.now().UTC()
 	x := SiteException{RuntimeException: analytics.RuntimeException{ID: "exc-" + randomHex(8), Detection: strings.TrimSpace(req.Detection),
 		Namespaces: one(req.Namespace), Workloads: one(req.Workload), Images: one(req.Image), Processes: one(req.Process),
-		Commands: one(req.Command), Destinations: one(req.Destination), Paths: one(req.Path), Expires: now.Add(ttl)},
-		Scope: req.Scope, Cluster: strings.TrimSpace(req.Cluster), AlertID: req.AlertID, Reason: strings.TrimSpace(req.Reason), Created: now, CreatedBy: by}
+		Commands: one(req.Command), Destinations: one(req.Destination), Paths: one(req.Path), Expires: now.Add(ttl),
+		Cluster: strings.TrimSpace(req.Cluster)},
+		Scope: req.Scope, AlertID: req.AlertID, Reason: strings.TrimSpace(req.Reason), Created: now, CreatedBy: by}
 	if err := x.Validate(); err != nil {
 		return SiteException{}, bad("%v", err)
 	}
