@@ -353,7 +353,7 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101"}
+	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101", "/exceptions"}
 	for _, inc := range incs {
 		pages = append(pages, "/incidents/"+inc.ID)
 	}
@@ -362,7 +362,7 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	}
 	allowed := map[string]bool{}
 	for _, e := range strings.Fields(`html head meta title style body header main a span h1 h2 h3 p div form label select option
-		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br figure figcaption svg rect text meter`) {
+		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br section figure figcaption svg rect text meter`) {
 		allowed[e] = true
 	}
 	for _, path := range pages {
