@@ -3,9 +3,14 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +136,82 @@ func TestExceptionFromAlert(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	marker("e2e-exc")
 	testenv.WaitFor(t, 15*time.Second, "the behaviour alerts again", func() bool { n, _ := count("e2e-exc"); return n == 2 })
+}
+
+// TestRespondFromConsole: a responder signed in to the console kills an
+// alert's process from the alert: the confirmation page, its form (with
+// the session's CSRF token), and the command's page showing the real
+// agent's outcome once reloaded.
+func TestRespondFromConsole(t *testing.T) {
+	testenv.RequireRoot(t)
+	e := writeEdgeNode(t, "edge-respond")
+	startRestartable(t, e.bin, "backend", "-c", e.backendCfg)
+	startRestartable(t, e.bin, "agent", "-c", e.agentCfg)
+	waitReadyz(t, "http://"+e.agentMetrics+"/readyz")
+	base := "http://" + e.api
+	var added struct {
+		Error string `json:"error"`
+	}
+	if code := send(t, http.MethodPost, base+"/api/v1/users", "t", `{"name":"rob","role":"responder","password":"responder password 1"}`, &added); code != http.StatusCreated {
+		t.Fatalf("add user: %d %s", code, added.Error)
+	}
+	tree := exec.Command("sh", "-c", "echo HARRIER-TEST-ALERT e2e-respond >/dev/null; exec sleep 3000")
+	if err := tree.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ended := make(chan error, 1)
+	go func() { ended <- tree.Wait() }()
+	t.Cleanup(func() { _ = tree.Process.Kill() })
+	alert := waitAlert(t, base, "t", "test-alert", func(a *api.Alert) bool {
+		return strings.Contains(a.GetSummary(), "e2e-respond") && a.GetProcess().GetTgid() == uint32(tree.Process.Pid)
+	})
+
+	jar, _ := cookiejar.New(nil)
+	browser := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	page := func(method, path string, form url.Values) (int, string, string) {
+		t.Helper()
+		var body io.Reader
+		if form != nil {
+			body = strings.NewReader(form.Encode())
+		}
+		req, _ := http.NewRequest(method, base+path, body)
+		if form != nil {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := browser.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Location"), string(b)
+	}
+	if code, _, body := page(http.MethodPost, "/login", url.Values{"username": {"rob"}, "password": {"responder password 1"}}); code != http.StatusSeeOther {
+		t.Fatalf("sign in: %d %.300s", code, body)
+	}
+	code, _, confirm := page(http.MethodGet, "/alerts/"+url.PathEscape(alert.GetId())+"/respond?action=kill-process-tree", nil)
+	if code != http.StatusOK || !strings.Contains(confirm, fmt.Sprintf("sends SIGKILL to process %d", tree.Process.Pid)) {
+		t.Fatalf("confirmation page: %d\n%.2000s", code, confirm)
+	}
+	m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(confirm)
+	if m == nil {
+		t.Fatal("no CSRF token on the confirmation page")
+	}
+	asked := time.Now()
+	code, loc, body := page(http.MethodPost, "/alerts/"+url.PathEscape(alert.GetId())+"/respond", url.Values{"csrf": {m[1]}, "action": {"kill-process-tree"}, "reason": {"e2e"}})
+	if code != http.StatusSeeOther || !strings.HasPrefix(loc, "/response/commands/cmd-") {
+		t.Fatalf("confirm: %d %s %.500s", code, loc, body)
+	}
+	killedBySIGKILL(t, ended)
+	state := regexp.MustCompile(`id="command-state"[^>]*>([a-z]+)<`)
+	var shown string
+	testenv.WaitFor(t, 20*time.Second, "the command's page shows the agent's answer", func() bool {
+		_, _, shown = page(http.MethodGet, loc, nil)
+		s := state.FindStringSubmatch(shown)
+		return s != nil && s[1] != "pending"
+	})
+	t.Logf("command answered and shown %s after the confirmation", time.Since(asked).Round(time.Millisecond))
+	if s := state.FindStringSubmatch(shown); s[1] != "done" || !strings.Contains(shown, strconv.Itoa(tree.Process.Pid)+" ") || !strings.Contains(shown, "ms (request to action") {
+		t.Errorf("command page after the answer:\n%.3000s", shown)
+	}
 }
