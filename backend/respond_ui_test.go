@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,32 @@ func TestUIRespondFromAlert(t *testing.T) {
 	}
 	if p := ts.do(t, rob, "GET", "/alerts/host-1", "", nil); strings.Contains(p.body, "pause-container") || !strings.Contains(p.body, "No response action fits") {
 		t.Errorf("an alert without start time or cgroup offers actions:\n%.3000s", p.body)
+	}
+	// The incident's timeline: buttons per alert for the responder, none
+	// for the analyst; the confirmation names the incident.
+	incs, err := st.Incidents(ctx, IncidentQuery{})
+	if err != nil || len(incs) == 0 {
+		t.Fatalf("incidents: %v %v", incs, err)
+	}
+	var inc string
+	for _, i := range incs {
+		if full, err := st.Incident(ctx, i.ID); err == nil && slices.Contains(full.AlertIDs, "shell-1") {
+			inc = i.ID
+		}
+	}
+	if inc == "" {
+		t.Fatal("no incident holds shell-1")
+	}
+	if p := ts.do(t, rob, "GET", "/incidents/"+inc, "", nil); !strings.Contains(p.body, `action="/alerts/shell-1/respond"`) ||
+		!strings.Contains(p.body, `name="incident" value="`+inc+`"`) {
+		t.Errorf("responder's incident page lacks the alert's response buttons:\n%.3000s", p.body)
+	}
+	if p := ts.do(t, ana, "GET", "/incidents/"+inc, "", nil); p.code != 200 || strings.Contains(p.body, "/respond") {
+		t.Errorf("analyst's incident page: %d, buttons shown", p.code)
+	}
+	if p := ts.do(t, rob, "GET", "/alerts/shell-1/respond?action=pause-container&incident="+inc, "", nil); !strings.Contains(p.body, "freezes every process of container shop/web-1/web") ||
+		!strings.Contains(p.body, `href="/incidents/`+inc+`"`) {
+		t.Errorf("confirmation from the incident:\n%.3000s", p.body)
 	}
 	conf := ts.do(t, rob, "GET", "/alerts/shell-1/respond?action=kill-process-tree", "", nil)
 	for _, want := range []string{"Confirm: Kill process tree", "The agent on node node-a sends SIGKILL to process 4243 (/bin/sh, started", `id="respond-confirm-button"`} {
