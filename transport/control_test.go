@@ -235,7 +235,8 @@ func TestVerifyCommand(t *testing.T) {
 func FuzzReadControl(f *testing.F) {
 	var buf bytes.Buffer
 	if err := WriteControl(&buf, &api.Control{ResponsePolicies: &api.PolicyBundle{Version: 2, Yaml: []byte("x: 1")},
-		Commands: []*api.SignedCommand{{Command: []byte{1, 2}, Signature: []byte{3}}}}); err != nil {
+		Commands:   []*api.SignedCommand{{Command: []byte{1, 2}, Signature: []byte{3}}},
+		Exceptions: &api.ExceptionBundle{Version: 3, Exceptions: []*api.AlertException{{Id: "exc-1", Namespaces: []string{"shop"}, Commands: []string{"curl *"}}}}}); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(buf.Bytes())
