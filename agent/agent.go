@@ -97,8 +97,9 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	// run meanwhile.
 	up := &uplink{}
 	var responder *responseRunner // started below, before the uplink's client
+	exceptions := newExceptionsRunner(engine, cfg.DataDir, log)
 	newClient := func(agentID string, tlsConf *tls.Config) (*transport.Client, error) {
-		control, err := newControlHandler(agentID, cfg.Uplink.CAFile, responder, log)
+		control, err := newControlHandler(agentID, cfg.Uplink.CAFile, responder, exceptions, log)
 		if err != nil {
 			return nil, err
 		}

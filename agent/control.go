@@ -20,18 +20,20 @@ import (
 )
 
 // controlHandler is the agent's side of the backend's control channel: it
-// applies the site's response policies and carries out analysts' commands,
-// each at most once.
+// applies the site's response policies and alert exceptions and carries
+// out analysts' commands, each at most once.
 type controlHandler struct {
 	agentID  string
 	roots    *x509.CertPool // the uplink's CA: commands must be signed by a backend under it
 	response *responseRunner
-	answered *answeredCommands
-	now      func() time.Time
-	log      *slog.Logger
+	// exceptions applies the site's alert exceptions to the analytics.
+	exceptions *exceptionsRunner
+	answered   *answeredCommands
+	now        func() time.Time
+	log        *slog.Logger
 }
 
-func newControlHandler(agentID, caFile string, rr *responseRunner, log *slog.Logger) (*controlHandler, error) {
+func newControlHandler(agentID, caFile string, rr *responseRunner, exceptions *exceptionsRunner, log *slog.Logger) (*controlHandler, error) {
 	roots, err := transport.LoadCAPool(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("control channel: %w", err)
@@ -43,7 +45,7 @@ func newControlHandler(agentID, caFile string, rr *responseRunner, log *slog.Log
 		// process). Say so and go on with an empty list.
 		log.Error("answered commands not read; starting with none", "error", err)
 	}
-	return &controlHandler{agentID: agentID, roots: roots, response: rr, answered: answered, now: time.Now,
+	return &controlHandler{agentID: agentID, roots: roots, response: rr, exceptions: exceptions, answered: answered, now: time.Now,
 		log: log.With("component", "control")}, nil
 }
 
@@ -58,6 +60,12 @@ func (h *controlHandler) handle(ctx context.Context, c *api.Control) *api.Contro
 	if source, version := h.response.policiesState(); source == policiesFromBackend {
 		ack.ResponsePoliciesVersion = version
 	}
+	if b := c.GetExceptions(); b != nil {
+		if err := h.exceptions.apply(b); err != nil {
+			ack.ExceptionsError = err.Error()
+		}
+	}
+	ack.ExceptionsVersion = h.exceptions.version()
 	for _, sc := range c.GetCommands() {
 		ack.Results = append(ack.Results, h.command(sc))
 	}

@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/response"
 	"github.com/harrier-sec/harrier/transport"
@@ -53,10 +55,18 @@ func TestControlHandlerAnswersOnce(t *testing.T) {
 	var records []*api.Event
 	newHandler := func() *controlHandler {
 		log := slog.New(slog.DiscardHandler)
+		rules, err := analytics.LoadRules()
+		if err != nil {
+			t.Fatal(err)
+		}
+		engine, err := analytics.NewEngine(analytics.Config{}, rules, analytics.Options{Node: "node"})
+		if err != nil {
+			t.Fatal(err)
+		}
 		rr := &responseRunner{record: func(ev *api.Event) { mu.Lock(); records = append(records, ev); mu.Unlock() },
 			dir: filepath.Join(dir, "response"), log: log}
 		rr.r = response.NewResponder(nil, "node", rr.record, log)
-		h, err := newControlHandler("node-a", filepath.Join(dir, "ca.crt"), rr, log)
+		h, err := newControlHandler("node-a", filepath.Join(dir, "ca.crt"), rr, newExceptionsRunner(engine, dir, log), log)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,5 +113,25 @@ func TestControlHandlerAnswersOnce(t *testing.T) {
 	f, version, err := newHandler().response.loadBackendPolicies()
 	if err != nil || version != 7 || len(f.Policies) != 1 {
 		t.Errorf("reloaded: %v version %d %v", f, version, err)
+	}
+
+	// Alert exceptions: applied to the engine, acknowledged, kept for a
+	// restart; a bad bundle is refused and the set in force stays.
+	bundle := &api.ExceptionBundle{Version: 4, Exceptions: []*api.AlertException{{Id: "exc-1", Detection: "sensitive-files",
+		Namespaces: []string{"shop"}, Expires: timestamppb.New(time.Now().Add(time.Hour))}}}
+	ack = h.handle(context.Background(), &api.Control{Exceptions: bundle})
+	if ack.GetExceptionsVersion() != 4 || ack.GetExceptionsError() != "" || h.exceptions.version() != 4 {
+		t.Fatalf("exceptions bundle: ack %v, engine version %d", ack, h.exceptions.version())
+	}
+	ack = h.handle(context.Background(), &api.Control{Exceptions: &api.ExceptionBundle{Version: 5, Exceptions: []*api.AlertException{{Id: "empty"}}}})
+	if ack.GetExceptionsVersion() != 4 || !strings.Contains(ack.GetExceptionsError(), "sets no field") || h.exceptions.version() != 4 {
+		t.Errorf("bad exceptions bundle: ack %v, engine version %d, want 4 kept and the error", ack, h.exceptions.version())
+	}
+	if ack := h.handle(context.Background(), &api.Control{}); ack.GetExceptionsVersion() != 4 {
+		t.Errorf("a control without exceptions acked version %d", ack.GetExceptionsVersion())
+	}
+	// A restart: the kept bundle is applied to the new engine.
+	if v := newHandler().exceptions.version(); v != 4 {
+		t.Errorf("after a restart the engine applies exceptions version %d, want 4 from disk", v)
 	}
 }

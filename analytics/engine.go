@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -174,6 +175,9 @@ type Engine struct {
 	baseline  *baselineStore
 	stats     Stats
 	now       time.Time
+	// runtime is the backend's exception set, replaced whole at run time
+	// (runtime_exceptions.go).
+	runtime atomic.Pointer[runtimeExceptions]
 }
 
 // NewEngine compiles the rule set. Rules that fail to compile are skipped and
@@ -320,11 +324,11 @@ type alertShaper interface {
 // raise turns a match into a new alert or a repeat of an open one. shaper
 // (nil for rules) adjusts a new alert.
 func (e *Engine) raise(r *Rule, trigger *api.Event, evidence []*api.Event, output string, shaper alertShaper, emit Emit) {
-	if excepted(r, trigger) {
+	now := e.eventTime(trigger)
+	if excepted(r, trigger) || e.runtimeExcepted(r.ID, trigger, now) {
 		e.stats.Excepted++
 		return
 	}
-	now := e.eventTime(trigger)
 	key := dedupKey(r.ID, trigger)
 	open := e.dedup.get(key)
 	if open != nil && now.Sub(open.alert.GetFirstSeen().AsTime()) >= e.cfg.DedupWindow.Std() {

@@ -654,14 +654,16 @@ func (x *Ack) GetError() string {
 // Control travels backend → agent on a stream the backend opens on the
 // agent's connection; the agent answers on the same stream with one
 // ControlAck. It carries what the agent must apply: the site's response
-// policies and commands an analyst asked for.
+// policies, commands an analyst asked for, and the site's alert exceptions.
 type Control struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set when the agent's applied version differs from the backend's.
 	ResponsePolicies *PolicyBundle    `protobuf:"bytes,1,opt,name=response_policies,json=responsePolicies,proto3" json:"response_policies,omitempty"`
 	Commands         []*SignedCommand `protobuf:"bytes,2,rep,name=commands,proto3" json:"commands,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Set when the connection has not delivered the current version.
+	Exceptions    *ExceptionBundle `protobuf:"bytes,3,opt,name=exceptions,proto3" json:"exceptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Control) Reset() {
@@ -708,6 +710,196 @@ func (x *Control) GetCommands() []*SignedCommand {
 	return nil
 }
 
+func (x *Control) GetExceptions() *ExceptionBundle {
+	if x != nil {
+		return x.Exceptions
+	}
+	return nil
+}
+
+// ExceptionBundle is one version of the site's alert exceptions (made by
+// analysts in the console): the agent replaces its whole runtime set.
+type ExceptionBundle struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Increases with every change at the backend; 0 is never sent.
+	Version       uint64            `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Exceptions    []*AlertException `protobuf:"bytes,2,rep,name=exceptions,proto3" json:"exceptions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExceptionBundle) Reset() {
+	*x = ExceptionBundle{}
+	mi := &file_wire_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExceptionBundle) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExceptionBundle) ProtoMessage() {}
+
+func (x *ExceptionBundle) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExceptionBundle.ProtoReflect.Descriptor instead.
+func (*ExceptionBundle) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ExceptionBundle) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *ExceptionBundle) GetExceptions() []*AlertException {
+	if x != nil {
+		return x.Exceptions
+	}
+	return nil
+}
+
+// AlertException suppresses a detection's matches where every field set
+// matches (see analytics.RuntimeException), until expires.
+type AlertException struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// One detection's ID; empty: every detection.
+	Detection string `protobuf:"bytes,2,opt,name=detection,proto3" json:"detection,omitempty"`
+	// Only agents of this cluster apply it; empty: every agent.
+	Cluster       string                 `protobuf:"bytes,3,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	Namespaces    []string               `protobuf:"bytes,4,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	Workloads     []string               `protobuf:"bytes,5,rep,name=workloads,proto3" json:"workloads,omitempty"`
+	Images        []string               `protobuf:"bytes,6,rep,name=images,proto3" json:"images,omitempty"`
+	Processes     []string               `protobuf:"bytes,7,rep,name=processes,proto3" json:"processes,omitempty"`
+	Commands      []string               `protobuf:"bytes,8,rep,name=commands,proto3" json:"commands,omitempty"`
+	Destinations  []string               `protobuf:"bytes,9,rep,name=destinations,proto3" json:"destinations,omitempty"`
+	Paths         []string               `protobuf:"bytes,10,rep,name=paths,proto3" json:"paths,omitempty"`
+	Expires       *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=expires,proto3" json:"expires,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertException) Reset() {
+	*x = AlertException{}
+	mi := &file_wire_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertException) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertException) ProtoMessage() {}
+
+func (x *AlertException) ProtoReflect() protoreflect.Message {
+	mi := &file_wire_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertException.ProtoReflect.Descriptor instead.
+func (*AlertException) Descriptor() ([]byte, []int) {
+	return file_wire_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *AlertException) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AlertException) GetDetection() string {
+	if x != nil {
+		return x.Detection
+	}
+	return ""
+}
+
+func (x *AlertException) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
+}
+
+func (x *AlertException) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+func (x *AlertException) GetWorkloads() []string {
+	if x != nil {
+		return x.Workloads
+	}
+	return nil
+}
+
+func (x *AlertException) GetImages() []string {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
+func (x *AlertException) GetProcesses() []string {
+	if x != nil {
+		return x.Processes
+	}
+	return nil
+}
+
+func (x *AlertException) GetCommands() []string {
+	if x != nil {
+		return x.Commands
+	}
+	return nil
+}
+
+func (x *AlertException) GetDestinations() []string {
+	if x != nil {
+		return x.Destinations
+	}
+	return nil
+}
+
+func (x *AlertException) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+func (x *AlertException) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
 // PolicyBundle is one version of the site's response policy file.
 type PolicyBundle struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -722,7 +914,7 @@ type PolicyBundle struct {
 
 func (x *PolicyBundle) Reset() {
 	*x = PolicyBundle{}
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +926,7 @@ func (x *PolicyBundle) String() string {
 func (*PolicyBundle) ProtoMessage() {}
 
 func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[7]
+	mi := &file_wire_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +939,7 @@ func (x *PolicyBundle) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBundle.ProtoReflect.Descriptor instead.
 func (*PolicyBundle) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{7}
+	return file_wire_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PolicyBundle) GetVersion() uint64 {
@@ -787,7 +979,7 @@ type SignedCommand struct {
 
 func (x *SignedCommand) Reset() {
 	*x = SignedCommand{}
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +991,7 @@ func (x *SignedCommand) String() string {
 func (*SignedCommand) ProtoMessage() {}
 
 func (x *SignedCommand) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[8]
+	mi := &file_wire_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1004,7 @@ func (x *SignedCommand) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignedCommand.ProtoReflect.Descriptor instead.
 func (*SignedCommand) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{8}
+	return file_wire_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SignedCommand) GetCommand() []byte {
@@ -861,7 +1053,7 @@ type Command struct {
 
 func (x *Command) Reset() {
 	*x = Command{}
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +1065,7 @@ func (x *Command) String() string {
 func (*Command) ProtoMessage() {}
 
 func (x *Command) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[9]
+	mi := &file_wire_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +1078,7 @@ func (x *Command) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Command.ProtoReflect.Descriptor instead.
 func (*Command) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{9}
+	return file_wire_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Command) GetId() string {
@@ -980,7 +1172,7 @@ type CommandTarget struct {
 
 func (x *CommandTarget) Reset() {
 	*x = CommandTarget{}
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1184,7 @@ func (x *CommandTarget) String() string {
 func (*CommandTarget) ProtoMessage() {}
 
 func (x *CommandTarget) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[10]
+	mi := &file_wire_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1197,7 @@ func (x *CommandTarget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandTarget.ProtoReflect.Descriptor instead.
 func (*CommandTarget) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{10}
+	return file_wire_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CommandTarget) GetPid() uint32 {
@@ -1065,13 +1257,17 @@ type ControlAck struct {
 	ResponsePoliciesVersion uint64           `protobuf:"varint,1,opt,name=response_policies_version,json=responsePoliciesVersion,proto3" json:"response_policies_version,omitempty"`
 	ResponsePoliciesError   string           `protobuf:"bytes,2,opt,name=response_policies_error,json=responsePoliciesError,proto3" json:"response_policies_error,omitempty"`
 	Results                 []*CommandResult `protobuf:"bytes,3,rep,name=results,proto3" json:"results,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The alert exceptions version the agent applies now, and why the
+	// version sent was not applied, if it was not.
+	ExceptionsVersion uint64 `protobuf:"varint,4,opt,name=exceptions_version,json=exceptionsVersion,proto3" json:"exceptions_version,omitempty"`
+	ExceptionsError   string `protobuf:"bytes,5,opt,name=exceptions_error,json=exceptionsError,proto3" json:"exceptions_error,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ControlAck) Reset() {
 	*x = ControlAck{}
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1279,7 @@ func (x *ControlAck) String() string {
 func (*ControlAck) ProtoMessage() {}
 
 func (x *ControlAck) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[11]
+	mi := &file_wire_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1292,7 @@ func (x *ControlAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlAck.ProtoReflect.Descriptor instead.
 func (*ControlAck) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{11}
+	return file_wire_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ControlAck) GetResponsePoliciesVersion() uint64 {
@@ -1120,6 +1316,20 @@ func (x *ControlAck) GetResults() []*CommandResult {
 	return nil
 }
 
+func (x *ControlAck) GetExceptionsVersion() uint64 {
+	if x != nil {
+		return x.ExceptionsVersion
+	}
+	return 0
+}
+
+func (x *ControlAck) GetExceptionsError() string {
+	if x != nil {
+		return x.ExceptionsError
+	}
+	return ""
+}
+
 type CommandResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1134,7 +1344,7 @@ type CommandResult struct {
 
 func (x *CommandResult) Reset() {
 	*x = CommandResult{}
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1146,7 +1356,7 @@ func (x *CommandResult) String() string {
 func (*CommandResult) ProtoMessage() {}
 
 func (x *CommandResult) ProtoReflect() protoreflect.Message {
-	mi := &file_wire_proto_msgTypes[12]
+	mi := &file_wire_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1159,7 +1369,7 @@ func (x *CommandResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CommandResult.ProtoReflect.Descriptor instead.
 func (*CommandResult) Descriptor() ([]byte, []int) {
-	return file_wire_proto_rawDescGZIP(), []int{12}
+	return file_wire_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CommandResult) GetId() string {
@@ -1240,10 +1450,33 @@ const file_wire_proto_rawDesc = "" +
 	"\bspool_id\x18\x06 \x01(\tR\aspoolId\"/\n" +
 	"\x03Ack\x12\x12\n" +
 	"\x04seqs\x18\x01 \x03(\x04R\x04seqs\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\x87\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xc4\x01\n" +
 	"\aControl\x12E\n" +
 	"\x11response_policies\x18\x01 \x01(\v2\x18.harrier.v1.PolicyBundleR\x10responsePolicies\x125\n" +
-	"\bcommands\x18\x02 \x03(\v2\x19.harrier.v1.SignedCommandR\bcommands\"r\n" +
+	"\bcommands\x18\x02 \x03(\v2\x19.harrier.v1.SignedCommandR\bcommands\x12;\n" +
+	"\n" +
+	"exceptions\x18\x03 \x01(\v2\x1b.harrier.v1.ExceptionBundleR\n" +
+	"exceptions\"g\n" +
+	"\x0fExceptionBundle\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12:\n" +
+	"\n" +
+	"exceptions\x18\x02 \x03(\v2\x1a.harrier.v1.AlertExceptionR\n" +
+	"exceptions\"\xd8\x02\n" +
+	"\x0eAlertException\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\tdetection\x18\x02 \x01(\tR\tdetection\x12\x18\n" +
+	"\acluster\x18\x03 \x01(\tR\acluster\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x04 \x03(\tR\n" +
+	"namespaces\x12\x1c\n" +
+	"\tworkloads\x18\x05 \x03(\tR\tworkloads\x12\x16\n" +
+	"\x06images\x18\x06 \x03(\tR\x06images\x12\x1c\n" +
+	"\tprocesses\x18\a \x03(\tR\tprocesses\x12\x1a\n" +
+	"\bcommands\x18\b \x03(\tR\bcommands\x12\"\n" +
+	"\fdestinations\x18\t \x03(\tR\fdestinations\x12\x14\n" +
+	"\x05paths\x18\n" +
+	" \x03(\tR\x05paths\x124\n" +
+	"\aexpires\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\"r\n" +
 	"\fPolicyBundle\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04yaml\x18\x02 \x01(\fR\x04yaml\x124\n" +
@@ -1272,12 +1505,14 @@ const file_wire_proto_rawDesc = "" +
 	"\x06cgroup\x18\x04 \x01(\tR\x06cgroup\x12\x12\n" +
 	"\x04path\x18\x05 \x01(\tR\x04path\x12!\n" +
 	"\frestore_path\x18\x06 \x01(\tR\vrestorePath\x12\x12\n" +
-	"\x04mode\x18\a \x01(\rR\x04mode\"\xb5\x01\n" +
+	"\x04mode\x18\a \x01(\rR\x04mode\"\x8f\x02\n" +
 	"\n" +
 	"ControlAck\x12:\n" +
 	"\x19response_policies_version\x18\x01 \x01(\x04R\x17responsePoliciesVersion\x126\n" +
 	"\x17response_policies_error\x18\x02 \x01(\tR\x15responsePoliciesError\x123\n" +
-	"\aresults\x18\x03 \x03(\v2\x19.harrier.v1.CommandResultR\aresults\"k\n" +
+	"\aresults\x18\x03 \x03(\v2\x19.harrier.v1.CommandResultR\aresults\x12-\n" +
+	"\x12exceptions_version\x18\x04 \x01(\x04R\x11exceptionsVersion\x12)\n" +
+	"\x10exceptions_error\x18\x05 \x01(\tR\x0fexceptionsError\"k\n" +
 	"\rCommandResult\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x120\n" +
 	"\bresponse\x18\x02 \x01(\v2\x14.harrier.v1.ResponseR\bresponse\x12\x18\n" +
@@ -1301,7 +1536,7 @@ func file_wire_proto_rawDescGZIP() []byte {
 }
 
 var file_wire_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_wire_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_wire_proto_goTypes = []any{
 	(RecordClass)(0),              // 0: harrier.v1.RecordClass
 	(*Record)(nil),                // 1: harrier.v1.Record
@@ -1311,49 +1546,54 @@ var file_wire_proto_goTypes = []any{
 	(*Batch)(nil),                 // 5: harrier.v1.Batch
 	(*Ack)(nil),                   // 6: harrier.v1.Ack
 	(*Control)(nil),               // 7: harrier.v1.Control
-	(*PolicyBundle)(nil),          // 8: harrier.v1.PolicyBundle
-	(*SignedCommand)(nil),         // 9: harrier.v1.SignedCommand
-	(*Command)(nil),               // 10: harrier.v1.Command
-	(*CommandTarget)(nil),         // 11: harrier.v1.CommandTarget
-	(*ControlAck)(nil),            // 12: harrier.v1.ControlAck
-	(*CommandResult)(nil),         // 13: harrier.v1.CommandResult
-	nil,                           // 14: harrier.v1.AgentHealth.DropsEntry
-	(*Event)(nil),                 // 15: harrier.v1.Event
-	(*Alert)(nil),                 // 16: harrier.v1.Alert
-	(*InventoryChunk)(nil),        // 17: harrier.v1.InventoryChunk
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
-	(*Finding)(nil),               // 19: harrier.v1.Finding
-	(*Response)(nil),              // 20: harrier.v1.Response
+	(*ExceptionBundle)(nil),       // 8: harrier.v1.ExceptionBundle
+	(*AlertException)(nil),        // 9: harrier.v1.AlertException
+	(*PolicyBundle)(nil),          // 10: harrier.v1.PolicyBundle
+	(*SignedCommand)(nil),         // 11: harrier.v1.SignedCommand
+	(*Command)(nil),               // 12: harrier.v1.Command
+	(*CommandTarget)(nil),         // 13: harrier.v1.CommandTarget
+	(*ControlAck)(nil),            // 14: harrier.v1.ControlAck
+	(*CommandResult)(nil),         // 15: harrier.v1.CommandResult
+	nil,                           // 16: harrier.v1.AgentHealth.DropsEntry
+	(*Event)(nil),                 // 17: harrier.v1.Event
+	(*Alert)(nil),                 // 18: harrier.v1.Alert
+	(*InventoryChunk)(nil),        // 19: harrier.v1.InventoryChunk
+	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*Finding)(nil),               // 21: harrier.v1.Finding
+	(*Response)(nil),              // 22: harrier.v1.Response
 }
 var file_wire_proto_depIdxs = []int32{
 	0,  // 0: harrier.v1.Record.class:type_name -> harrier.v1.RecordClass
-	15, // 1: harrier.v1.Record.event:type_name -> harrier.v1.Event
-	16, // 2: harrier.v1.Record.alert:type_name -> harrier.v1.Alert
-	17, // 3: harrier.v1.Record.inventory:type_name -> harrier.v1.InventoryChunk
+	17, // 1: harrier.v1.Record.event:type_name -> harrier.v1.Event
+	18, // 2: harrier.v1.Record.alert:type_name -> harrier.v1.Alert
+	19, // 3: harrier.v1.Record.inventory:type_name -> harrier.v1.InventoryChunk
 	0,  // 4: harrier.v1.Gap.class:type_name -> harrier.v1.RecordClass
-	18, // 5: harrier.v1.Gap.time:type_name -> google.protobuf.Timestamp
+	20, // 5: harrier.v1.Gap.time:type_name -> google.protobuf.Timestamp
 	3,  // 6: harrier.v1.AgentHealth.probes:type_name -> harrier.v1.ProbeHealth
-	14, // 7: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
-	18, // 8: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
-	19, // 9: harrier.v1.AgentHealth.node_findings:type_name -> harrier.v1.Finding
+	16, // 7: harrier.v1.AgentHealth.drops:type_name -> harrier.v1.AgentHealth.DropsEntry
+	20, // 8: harrier.v1.AgentHealth.spool_oldest:type_name -> google.protobuf.Timestamp
+	21, // 9: harrier.v1.AgentHealth.node_findings:type_name -> harrier.v1.Finding
 	1,  // 10: harrier.v1.Batch.records:type_name -> harrier.v1.Record
 	2,  // 11: harrier.v1.Batch.gaps:type_name -> harrier.v1.Gap
 	4,  // 12: harrier.v1.Batch.health:type_name -> harrier.v1.AgentHealth
-	18, // 13: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
-	8,  // 14: harrier.v1.Control.response_policies:type_name -> harrier.v1.PolicyBundle
-	9,  // 15: harrier.v1.Control.commands:type_name -> harrier.v1.SignedCommand
-	18, // 16: harrier.v1.PolicyBundle.updated:type_name -> google.protobuf.Timestamp
-	18, // 17: harrier.v1.Command.issued:type_name -> google.protobuf.Timestamp
-	18, // 18: harrier.v1.Command.expires:type_name -> google.protobuf.Timestamp
-	11, // 19: harrier.v1.Command.target:type_name -> harrier.v1.CommandTarget
-	18, // 20: harrier.v1.CommandTarget.start_time:type_name -> google.protobuf.Timestamp
-	13, // 21: harrier.v1.ControlAck.results:type_name -> harrier.v1.CommandResult
-	20, // 22: harrier.v1.CommandResult.response:type_name -> harrier.v1.Response
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	20, // 13: harrier.v1.Batch.sent:type_name -> google.protobuf.Timestamp
+	10, // 14: harrier.v1.Control.response_policies:type_name -> harrier.v1.PolicyBundle
+	11, // 15: harrier.v1.Control.commands:type_name -> harrier.v1.SignedCommand
+	8,  // 16: harrier.v1.Control.exceptions:type_name -> harrier.v1.ExceptionBundle
+	9,  // 17: harrier.v1.ExceptionBundle.exceptions:type_name -> harrier.v1.AlertException
+	20, // 18: harrier.v1.AlertException.expires:type_name -> google.protobuf.Timestamp
+	20, // 19: harrier.v1.PolicyBundle.updated:type_name -> google.protobuf.Timestamp
+	20, // 20: harrier.v1.Command.issued:type_name -> google.protobuf.Timestamp
+	20, // 21: harrier.v1.Command.expires:type_name -> google.protobuf.Timestamp
+	13, // 22: harrier.v1.Command.target:type_name -> harrier.v1.CommandTarget
+	20, // 23: harrier.v1.CommandTarget.start_time:type_name -> google.protobuf.Timestamp
+	15, // 24: harrier.v1.ControlAck.results:type_name -> harrier.v1.CommandResult
+	22, // 25: harrier.v1.CommandResult.response:type_name -> harrier.v1.Response
+	26, // [26:26] is the sub-list for method output_type
+	26, // [26:26] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_wire_proto_init() }
@@ -1375,7 +1615,7 @@ func file_wire_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_wire_proto_rawDesc), len(file_wire_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -143,6 +143,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /agents", s.allowUI(RoleViewer, http.HandlerFunc(s.uiAgents)))
 	mux.Handle("GET /overview", s.allowUI(RoleViewer, http.HandlerFunc(s.uiOverview)))
 	mux.Handle("GET /events", s.allowUI(RoleViewer, http.HandlerFunc(s.uiEvents)))
+	s.routeRespondUI(mux)
+	s.routeExceptions(mux)
 	return s.countRequests(mux)
 }
 

@@ -35,6 +35,8 @@ type agentsPage struct {
 	// BudgetCPU and BudgetRSS are the budget as shown.
 	BudgetCPU float64
 	BudgetRSS uint64
+	// ExceptionsVersion is the backend's alert exceptions version.
+	ExceptionsVersion uint64
 }
 
 type agentRow struct {
@@ -67,6 +69,12 @@ func (s *apiServer) uiAgents(w http.ResponseWriter, r *http.Request) {
 		if controls, err = s.cfg.Control.AgentControls(r.Context()); err != nil {
 			s.log.Error("ui: agent controls", "err", err)
 			p.Error = "The agents' response control state could not be read; see the backend's log."
+		}
+		if set, err := s.cfg.Control.Exceptions(r.Context()); err != nil {
+			s.log.Error("ui: exceptions", "err", err)
+			p.Error = "The alert exceptions could not be read; see the backend's log."
+		} else {
+			p.ExceptionsVersion = set.Version
 		}
 	}
 	var revoked map[string]time.Time

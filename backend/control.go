@@ -127,9 +127,12 @@ type CommandRecord struct {
 
 // AgentControl is what an agent last answered on the control channel.
 type AgentControl struct {
-	PoliciesVersion uint64    `json:"policies_version"`
-	PoliciesError   string    `json:"policies_error,omitempty"`
-	Answered        time.Time `json:"answered"`
+	PoliciesVersion uint64 `json:"policies_version"`
+	PoliciesError   string `json:"policies_error,omitempty"`
+	// ExceptionsVersion is the alert exceptions version the agent applies.
+	ExceptionsVersion uint64    `json:"exceptions_version"`
+	ExceptionsError   string    `json:"exceptions_error,omitempty"`
+	Answered          time.Time `json:"answered"`
 }
 
 // ResponseControl keeps the site's response policies and analysts'
@@ -180,6 +183,8 @@ type controlChange struct {
 	AgentControl *AgentControl  `json:"agent_control,omitempty"`
 	// Console is a change of users, triage or the audit log (console.go).
 	Console *consoleChange `json:"console,omitempty"`
+	// Exception adds or deletes an alert exception (exceptions.go).
+	Exception *exceptionChange `json:"exception,omitempty"`
 }
 
 // change applies ch here, or, in a replicated backend, through the
@@ -218,6 +223,8 @@ func (c *ResponseControl) apply(ch controlChange, seq uint64) error {
 		return c.db.Update(func(txn *badger.Txn) error {
 			return setJSON(txn, key(prefixAgentControl, ch.AgentID), *ch.AgentControl, 0)
 		})
+	case ch.Exception != nil:
+		return c.applyException(*ch.Exception, seq)
 	case ch.Console != nil:
 		if c.console == nil {
 			return errors.New("console change: this backend has no console")
@@ -506,18 +513,26 @@ func (c *ResponseControl) AgentControls(ctx context.Context) (map[string]AgentCo
 
 func pendingKey(agentID, id string) []byte { return key(prefixCommandPending, agentID, "\x00", id) }
 
-// PendingControl implements transport.ControlSource: the policies when the
-// connection has not delivered the current version, and the agent's
+// PendingControl implements transport.ControlSource: the policies and the
+// alert exceptions when the connection has not delivered the current
+// versions, and the agent's
 // unanswered commands that have not expired (those that have are marked
 // expired here).
-func (c *ResponseControl) PendingControl(ctx context.Context, agentID string, policiesSent uint64) (*api.Control, error) {
+func (c *ResponseControl) PendingControl(ctx context.Context, agentID string, sent transport.ControlSent) (*api.Control, error) {
 	p, err := c.Policies(ctx)
 	if err != nil {
 		return nil, err
 	}
 	ctl := &api.Control{}
-	if p.Version != 0 && p.Version != policiesSent {
+	if p.Version != 0 && p.Version != sent.Policies {
 		ctl.ResponsePolicies = &api.PolicyBundle{Version: p.Version, Yaml: []byte(p.YAML), Updated: timestamppb.New(p.Updated)}
+	}
+	xs, err := c.Exceptions(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if xs.Version != 0 && xs.Version != sent.Exceptions {
+		ctl.Exceptions = exceptionBundle(xs)
 	}
 	now := c.now()
 	var expired []CommandRecord
@@ -585,12 +600,16 @@ func addResponseRecord(add func([]byte) error, rec CommandRecord) error {
 // version the agent applies and each command's outcome.
 func (c *ResponseControl) ControlAcked(ctx context.Context, agentID string, sent *api.Control, ack *api.ControlAck) error {
 	now := c.now().UTC()
-	ac := AgentControl{PoliciesVersion: ack.GetResponsePoliciesVersion(), PoliciesError: ack.GetResponsePoliciesError(), Answered: now}
+	ac := AgentControl{PoliciesVersion: ack.GetResponsePoliciesVersion(), PoliciesError: ack.GetResponsePoliciesError(),
+		ExceptionsVersion: ack.GetExceptionsVersion(), ExceptionsError: ack.GetExceptionsError(), Answered: now}
 	if err := c.change(ctx, controlChange{AgentID: agentID, AgentControl: &ac}); err != nil {
 		return fmt.Errorf("store %s's control answer: %w", agentID, err)
 	}
 	if ac.PoliciesError != "" {
 		c.log.Error("agent refused the response policies", "agent", agentID, "version", sent.GetResponsePolicies().GetVersion(), "error", ac.PoliciesError)
+	}
+	if ac.ExceptionsError != "" {
+		c.log.Error("agent refused the alert exceptions", "agent", agentID, "version", sent.GetExceptions().GetVersion(), "error", ac.ExceptionsError)
 	}
 	for _, res := range ack.GetResults() {
 		rec, err := c.Command(ctx, res.GetId())

@@ -12,6 +12,7 @@ import (
 	"github.com/harrier-sec/harrier/backend/replicate"
 	"github.com/harrier-sec/harrier/internal/natstest"
 	"github.com/harrier-sec/harrier/internal/testenv"
+	"github.com/harrier-sec/harrier/transport"
 )
 
 // TestResponseControlAcrossReplicas: two replicated backends over real
@@ -48,7 +49,7 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 	// The agent is connected to b: b sends it the policies and a's command.
 	var ctl *api.Control
 	testenv.WaitFor(t, 10*time.Second, "replica b has a's command for node-1", func() bool {
-		ctl, err = b.PendingControl(ctx, "node-1", 0)
+		ctl, err = b.PendingControl(ctx, "node-1", transport.ControlSent{})
 		return err == nil && len(ctl.GetCommands()) == 1
 	})
 	if ctl.GetResponsePolicies().GetVersion() != set.Version {
@@ -64,7 +65,7 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 		agents, _ := a.AgentControls(ctx)
 		return err == nil && got.State == "done" && agents["node-1"].PoliciesVersion == set.Version
 	})
-	if ctl, err := a.PendingControl(ctx, "node-1", set.Version); err != nil || len(ctl.GetCommands()) != 0 {
+	if ctl, err := a.PendingControl(ctx, "node-1", transport.ControlSent{Policies: set.Version}); err != nil || len(ctl.GetCommands()) != 0 {
 		t.Errorf("answered command still pending at a: %v %v", ctl, err)
 	}
 	// The same change applied again (a replica's crash before it saved its
@@ -76,6 +77,34 @@ func TestResponseControlAcrossReplicas(t *testing.T) {
 	if again, _ := a.Policies(ctx); again.Version != p.Version || again.YAML != p.YAML {
 		t.Errorf("a replayed policies change made version %d (%q)", again.Version, again.YAML)
 	}
+
+	// An alert exception made at b is a's with the same version, sent by a
+	// to its agent; a deletion at a is b's.
+	x, err := b.AddException(ctx, ExceptionRequest{Detection: "miner", Scope: ScopeNamespace, Namespace: "shop", ExpiresIn: "1h"}, "ana")
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "replica a has b's exception", func() bool {
+		set, err := a.Exceptions(ctx)
+		return err == nil && set.Version == x.Version && len(set.Exceptions) == 1 && set.Exceptions[0].ID == x.ID
+	})
+	if ctl, err := a.PendingControl(ctx, "node-1", transport.ControlSent{Policies: set.Version}); err != nil ||
+		ctl.GetExceptions().GetVersion() != x.Version || ctl.GetExceptions().GetExceptions()[0].GetId() != x.ID {
+		t.Errorf("a sends exceptions %v (%v), want version %d with %s", ctl.GetExceptions(), err, x.Version, x.ID)
+	}
+	if err := a.applyException(exceptionChange{Delete: x.ID, By: "again"}, x.Version); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := a.Exceptions(ctx); again.Version != x.Version || len(again.Exceptions) != 1 {
+		t.Errorf("a replayed exception change made version %d with %d exceptions", again.Version, len(again.Exceptions))
+	}
+	if err := a.DeleteException(ctx, x.ID, "ana"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "replica b has a's deletion", func() bool {
+		set, err := b.Exceptions(ctx)
+		return err == nil && set.Version > x.Version && len(set.Exceptions) == 0
+	})
 }
 
 // startTestReplica starts a replicated backend's shared state (response

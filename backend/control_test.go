@@ -66,7 +66,7 @@ func TestResponseControlPolicies(t *testing.T) {
 	if p, err := c.Policies(ctx); err != nil || p.Version != 0 {
 		t.Fatalf("before any: %+v %v", p, err)
 	}
-	if ctl, err := c.PendingControl(ctx, "a", 0); err != nil || ctl.GetResponsePolicies() != nil {
+	if ctl, err := c.PendingControl(ctx, "a", transport.ControlSent{}); err != nil || ctl.GetResponsePolicies() != nil {
 		t.Fatalf("nothing set, yet sent %v (%v)", ctl, err)
 	}
 	for _, bad := range []string{"kind: Nope\n", "apiVersion: harrier.io/v1\nkind: ResponsePolicies\nextra: 1\n"} {
@@ -83,11 +83,11 @@ func TestResponseControlPolicies(t *testing.T) {
 	if len(woken) != 2 || woken[0] != "" {
 		t.Errorf("woken %q, want every agent twice", woken)
 	}
-	ctl, err := c.PendingControl(ctx, "a", 0)
+	ctl, err := c.PendingControl(ctx, "a", transport.ControlSent{})
 	if err != nil || ctl.GetResponsePolicies().GetVersion() != 2 || string(ctl.GetResponsePolicies().GetYaml()) != testPolicies {
 		t.Fatalf("a new connection is sent %v (%v), want version 2", ctl, err)
 	}
-	if ctl, _ := c.PendingControl(ctx, "a", 2); ctl.GetResponsePolicies() != nil {
+	if ctl, _ := c.PendingControl(ctx, "a", transport.ControlSent{Policies: 2}); ctl.GetResponsePolicies() != nil {
 		t.Error("version 2 sent again on the connection that delivered it")
 	}
 	if err := c.ControlAcked(ctx, "a", ctl, &api.ControlAck{ResponsePoliciesVersion: 1, ResponsePoliciesError: "no"}); err != nil {
@@ -129,7 +129,7 @@ func TestResponseControlCommands(t *testing.T) {
 	if err != nil || !slices.Equal(allowedRec.AllowProtected, []string{"runtime"}) {
 		t.Fatalf("a command allowing runtime: %+v %v", allowedRec, err)
 	}
-	if ctl, err := c.PendingControl(ctx, "c", 0); err != nil || len(ctl.GetCommands()) != 1 {
+	if ctl, err := c.PendingControl(ctx, "c", transport.ControlSent{}); err != nil || len(ctl.GetCommands()) != 1 {
 		t.Fatalf("pending for c: %v %v", ctl, err)
 	} else if cmd := new(api.Command); proto.Unmarshal(ctl.GetCommands()[0].GetCommand(), cmd) != nil || !slices.Equal(cmd.GetAllowProtected(), []string{"runtime"}) {
 		t.Errorf("the signed command %v: want allow_protected [runtime]", cmd)
@@ -140,10 +140,10 @@ func TestResponseControlCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ctl, _ := c.PendingControl(ctx, "b", 0); len(ctl.GetCommands()) != 0 {
+	if ctl, _ := c.PendingControl(ctx, "b", transport.ControlSent{}); len(ctl.GetCommands()) != 0 {
 		t.Error("another agent was sent a's commands")
 	}
-	ctl, err := c.PendingControl(ctx, "a", 0)
+	ctl, err := c.PendingControl(ctx, "a", transport.ControlSent{})
 	if err != nil || len(ctl.GetCommands()) != 2 {
 		t.Fatalf("pending for a: %v %v, want 2 commands", ctl, err)
 	}
@@ -156,7 +156,7 @@ func TestResponseControlCommands(t *testing.T) {
 	if err := c.ControlAcked(ctx, "a", ctl, ack); err != nil {
 		t.Fatal(err)
 	}
-	if ctl, _ := c.PendingControl(ctx, "a", 0); len(ctl.GetCommands()) != 0 {
+	if ctl, _ := c.PendingControl(ctx, "a", transport.ControlSent{}); len(ctl.GetCommands()) != 0 {
 		t.Errorf("after the answer and the expiry, still pending: %d", len(ctl.GetCommands()))
 	}
 	got, err := c.Command(ctx, rec.ID)
@@ -257,7 +257,7 @@ func TestKeyPrefixesDistinct(t *testing.T) {
 		"pending meta": prefixPendingMeta, "pending chunk": prefixPendingChunk, "cluster": prefixCluster,
 		"item": prefixItem, "finding": prefixFinding,
 		"policies": prefixPolicies, "command": prefixCommand, "command pending": prefixCommandPending, "agent control": prefixAgentControl,
-		"user": prefixUser, "session": prefixSession, "triage": prefixTriage, "audit": prefixAudit,
+		"exceptions": prefixExceptions, "user": prefixUser, "session": prefixSession, "triage": prefixTriage, "audit": prefixAudit,
 	}
 	seen := map[string]string{}
 	for name, p := range all {

@@ -140,6 +140,9 @@ type incidentPage struct {
 	Trees []NodeTree
 	// Shown is how many of the incident's alerts the timeline lists.
 	Shown int
+	// Respond are each alert's response actions, for a responder (by
+	// alert ID); empty for other roles.
+	Respond map[string]*respondView
 }
 
 func (s *apiServer) uiIncident(w http.ResponseWriter, r *http.Request) {
@@ -158,8 +161,16 @@ func (s *apiServer) uiIncident(w http.ResponseWriter, r *http.Request) {
 		s.render(w, http.StatusInternalServerError, s.ui.incidents, incidentsPage{Title: "Error", Error: "The incident could not be read; see the backend's log."})
 		return
 	}
-	s.render(w, http.StatusOK, s.ui.incident, incidentPage{Title: inc.Title, Incident: inc, Alerts: alerts, Shown: len(alerts),
-		Trees: incidentTrees(alerts)})
+	p := incidentPage{Title: inc.Title, Incident: inc, Alerts: alerts, Shown: len(alerts), Trees: incidentTrees(alerts)}
+	if canRespond(r) && s.cfg.Control != nil {
+		p.Respond = map[string]*respondView{}
+		for _, a := range alerts {
+			if acts := alertActions(a); len(acts) > 0 {
+				p.Respond[a.GetId()] = &respondView{AlertID: a.GetId(), Incident: inc.ID, Actions: acts, CanRespond: true}
+			}
+		}
+	}
+	s.render(w, http.StatusOK, s.ui.incident, p)
 }
 
 // getAlertExplanation serves GET /api/v1/alerts/{id}/explanation: what the

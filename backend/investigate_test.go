@@ -353,7 +353,7 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101"}
+	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101", "/exceptions"}
 	for _, inc := range incs {
 		pages = append(pages, "/incidents/"+inc.ID)
 	}

@@ -31,6 +31,9 @@ type ui struct {
 	audit                *template.Template
 	// The investigation pages (investigate.go, incidents_api.go).
 	incidents, incident, agents, overview, events *template.Template
+	// Responding from the console (respond_ui.go).
+	respondConfirm, command *template.Template
+	exceptions              *template.Template
 	// rules are the built-in rules, loaded on first use, to show the rule
 	// behind an alert.
 	rules func() (*analytics.RuleSet, error)
@@ -59,9 +62,10 @@ func newUI() *ui {
 		// Parse errors are programming errors caught by every UI test.
 		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, files...))
 	}
-	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html"), login: parse("login.html"),
+	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html", "respond.html", "exception_form.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
-		exports: parse("exports.html"), audit: parse("audit.html"), incidents: parse("incidents.html"), incident: parse("incident.html", "alert_explain.html"),
+		exports: parse("exports.html"), audit: parse("audit.html"), incidents: parse("incidents.html"), incident: parse("incident.html", "alert_explain.html", "respond.html"),
+		respondConfirm: parse("respond_confirm.html"), command: parse("command.html"), exceptions: parse("exceptions.html"),
 		agents: parse("agents.html"), overview: parse("overview.html"), events: parse("events.html"),
 		rules: sync.OnceValues(func() (*analytics.RuleSet, error) { return analytics.LoadRules() })}
 }
@@ -119,6 +123,10 @@ type alertPage struct {
 	Triage *triageView
 	// X explains the alert (explain.go).
 	X *Explanation
+	// Respond is the response actions and the alert's commands.
+	Respond *respondView
+	// Exception is the "don't alert on this again" form.
+	Exception *exceptionForm
 }
 
 type loginPage struct {
@@ -157,7 +165,8 @@ func (s *apiServer) uiAlert(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	x := &explainer{store: s.store, control: s.cfg.Control, rules: s.ui.rules}
-	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a, Triage: s.triageFor(r, a.GetId()), X: x.explain(r.Context(), a)})
+	s.render(w, http.StatusOK, s.ui.alert, alertPage{Title: a.GetName(), Alert: a, Triage: s.triageFor(r, a.GetId()), X: x.explain(r.Context(), a),
+		Respond: s.respondFor(r, a), Exception: s.exceptionFormFor(r, a)})
 }
 
 func (s *apiServer) renderLogin(w http.ResponseWriter, code int, msg string) {

@@ -33,11 +33,17 @@ const (
 // ControlSource tells the server what each connected agent must be sent.
 type ControlSource interface {
 	// PendingControl returns what agentID must be sent now, or nil when
-	// nothing is due. policiesSent is the response policies version this
-	// connection last delivered (0 on a new connection).
-	PendingControl(ctx context.Context, agentID string, policiesSent uint64) (*api.Control, error)
+	// nothing is due. sent is what this connection last delivered (zero
+	// on a new connection).
+	PendingControl(ctx context.Context, agentID string, sent ControlSent) (*api.Control, error)
 	// ControlAcked takes the agent's answer to sent.
 	ControlAcked(ctx context.Context, agentID string, sent *api.Control, ack *api.ControlAck) error
+}
+
+// ControlSent is what one connection has delivered and the agent
+// answered: the versions of the response policies and the exceptions.
+type ControlSent struct {
+	Policies, Exceptions uint64
 }
 
 // ControlHandler is the agent's side: it applies c and says what it did.
@@ -67,13 +73,13 @@ func (s *Server) NotifyControl(agentID string) {
 func (s *Server) pushControl(ctx context.Context, conn *quic.Conn, agentID string, wake <-chan struct{}, log *slog.Logger) {
 	tick := time.NewTicker(s.cfg.ControlInterval)
 	defer tick.Stop()
-	var policiesSent uint64
+	var sent ControlSent
 	for {
-		c, err := s.cfg.Control.PendingControl(ctx, agentID, policiesSent)
+		c, err := s.cfg.Control.PendingControl(ctx, agentID, sent)
 		switch {
 		case err != nil:
 			log.Error("control: reading what is due failed", "err", err)
-		case c != nil && (c.GetResponsePolicies() != nil || len(c.GetCommands()) > 0):
+		case c != nil && (c.GetResponsePolicies() != nil || c.GetExceptions() != nil || len(c.GetCommands()) > 0):
 			ack, err := s.sendControl(ctx, conn, c)
 			if err != nil {
 				s.controlErrors.Add(1)
@@ -86,7 +92,10 @@ func (s *Server) pushControl(ctx context.Context, conn *quic.Conn, agentID strin
 			if v := c.GetResponsePolicies().GetVersion(); v != 0 {
 				// Sent and answered: a refused version is not sent again
 				// on this connection (the answer says why it was refused).
-				policiesSent = v
+				sent.Policies = v
+			}
+			if v := c.GetExceptions().GetVersion(); v != 0 {
+				sent.Exceptions = v
 			}
 			if err := s.cfg.Control.ControlAcked(ctx, agentID, c, ack); err != nil {
 				log.Error("control: storing the agent's answer failed", "err", err)

