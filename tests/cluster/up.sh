@@ -319,10 +319,11 @@ sed -e "s|@COREDNS_IMAGE@|$coredns_ref|" -e "s|@DNS_IP@|$dns_ip|" "$here/coredns
 wait_for CoreDNS 90 kubectl -n kube-system rollout status deployment/coredns --timeout=5s
 
 # --- storage --------------------------------------------------------------
-# No provisioner: two statically made volumes on the node, world-writable
-# like the local-path provisioner's, for claims without a storage class
-# (hostPath volumes take no fsGroup ownership).
-for i in 0 1; do
+# No provisioner: statically made volumes on the node, world-writable like
+# the local-path provisioner's, for claims without a storage class (hostPath
+# volumes take no fsGroup ownership). Eight: the single backend's claim, and
+# the replicas step's two backend replicas and three nats-servers, with room.
+for i in 0 1 2 3 4 5 6 7; do
 	mkdir -m 0777 "$dir/volumes/pv$i"
 	chmod 0777 "$dir/volumes/pv$i"
 	kubectl apply -f - >/dev/null <<-EOF
