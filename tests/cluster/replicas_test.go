@@ -45,9 +45,11 @@ func testReplicas(ctx context.Context, t *testing.T, h *harrier) {
 		// are not the chart's objects, so they go by hand.
 		h.sh(t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 5m "+
 			"--set backend.cluster.enabled=false --set backend.replicas=1 && "+
-			"kubectl -n harrier rollout status daemonset/harrier-agent --timeout=3m && "+
-			"kubectl -n harrier delete pvc -l app.kubernetes.io/name=harrier,app.kubernetes.io/component=nats --wait=false && "+
-			"kubectl -n harrier delete pvc data-harrier-backend-0 data-harrier-backend-1 --ignore-not-found --wait=false && "+
+			"kubectl -n harrier rollout status daemonset/harrier-agent --timeout=3m")
+		// The claims and the Secret go even when the revert failed: the
+		// uninstall step checks nothing of the chart's is left.
+		h.sh(t, "kubectl -n harrier delete pvc -l app.kubernetes.io/name=harrier,app.kubernetes.io/component=nats --wait=false; "+
+			"kubectl -n harrier delete pvc data-harrier-backend-0 data-harrier-backend-1 --ignore-not-found --wait=false; "+
 			"kubectl -n harrier delete secret harrier-nats-tls --ignore-not-found")
 		for _, name := range []string{"replicas-marker-1", "replicas-marker-2"} {
 			_ = h.cs.CoreV1().Pods("default").Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: new(int64(0))})
