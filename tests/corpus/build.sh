@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../kubeapi/lib.sh"
 
-packages=(nginx-light redis-server redis-tools gcc libc6-dev make logrotate postgresql-15 postgresql-client-15)
+packages=(nginx-light redis-server redis-tools gcc libc6-dev make logrotate postgresql-15 postgresql-client-15 apt dpkg libc-bin diffutils)
 
 root="$(cache_root)"
 # The versions apt would take, without downloading: the cache key.
@@ -41,8 +41,38 @@ mkdir -p "$dir/rootfs.tmp"
 for deb in "$dir"/debs/*.deb; do
 	dpkg -x "$deb" "$dir/rootfs.tmp"
 done
+# Merge /bin, /sbin and /lib into /usr as Debian 12's usrmerge does (its
+# maintainer scripts do not run here): the busybox layer stacked on top
+# then owns /bin, and Debian's programs (GNU tar for dpkg-deb, ...) are
+# found first in /usr/bin, as on a Debian system.
+for d in bin sbin lib lib32 lib64 libx32; do
+	if [ -d "$dir/rootfs.tmp/$d" ] && [ ! -L "$dir/rootfs.tmp/$d" ]; then
+		mkdir -p "$dir/rootfs.tmp/usr/$d"
+		cp -a "$dir/rootfs.tmp/$d/." "$dir/rootfs.tmp/usr/$d/"
+		rm -rf "$dir/rootfs.tmp/$d"
+		ln -s "usr/$d" "$dir/rootfs.tmp/$d"
+	fi
+done
 ls "$dir"/debs/*.deb | xargs -n1 basename >"$dir/packages.txt"
+# A small local package for `apt-get install` inside a container: a
+# program, a config file and a postinst that adds a system user and
+# enables nothing, the shape of most packages.
+pkg="$dir/pkg/harrier-corpus-hello"
+mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/etc/corpus-hello"
+printf 'Package: harrier-corpus-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: Harrier tests <tests@harrier.invalid>\nDescription: benign corpus test package\n' >"$pkg/DEBIAN/control"
+printf '#!/bin/sh\nset -e\nif [ "$1" = configure ]; then\n\tmkdir -p /var/lib/corpus-hello\n\techo configured >/var/lib/corpus-hello/state\nfi\n' >"$pkg/DEBIAN/postinst"
+printf '#!/bin/sh\necho hello from the corpus package\n' >"$pkg/usr/bin/corpus-hello"
+printf 'greeting=hello\n' >"$pkg/etc/corpus-hello/hello.conf"
+echo /etc/corpus-hello/hello.conf >"$pkg/DEBIAN/conffiles"
+chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/usr/bin/corpus-hello"
+mkdir -p "$dir/rootfs.tmp/srv/debs"
+dpkg-deb --root-owner-group -b "$pkg" "$dir/rootfs.tmp/srv/debs/harrier-corpus-hello_1.0_all.deb" >&2
+rm -rf "$dir/pkg"
 rm -rf "$dir/debs" "$dir/state"
 mv "$dir/rootfs.tmp" "$dir/rootfs"
 touch "$dir/.complete"
+# Layers of older package sets or versions are not used again.
+for old in "$root"/corpus-*; do
+	[ "$old" = "$dir" ] || rm -rf "$old"
+done
 echo "$dir/rootfs"

@@ -154,6 +154,19 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		}
 		x.sh("cd /src && make clean >/dev/null 2>&1; rm -f hello *.o && make CC=gcc -j2 >/dev/null && ./hello >/dev/null")
 	})
+	workload("apt-get install of a local package", nil, func(x *box) {
+		// An image with apt whose dpkg database starts empty (dpkg -x
+		// installs no database), as a distroless-turned-Debian build stage.
+		x.sh("mkdir -p /var/lib/dpkg/info /var/lib/dpkg/updates /var/lib/dpkg/triggers /var/lib/apt/lists/partial " +
+			"/var/cache/apt/archives/partial /var/log/apt && touch /var/lib/dpkg/status /var/lib/dpkg/available")
+		x.sh("export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q /srv/debs/harrier-corpus-hello_1.0_all.deb 2>&1")
+		if out := x.exec("corpus-hello"); !strings.Contains(out, "hello from the corpus package") {
+			t.Errorf("installed program printed %q", out)
+		}
+		// busybox's sh prefers its own applets (it has a dpkg): name Debian's.
+		x.sh("/usr/bin/dpkg -s harrier-corpus-hello | grep -q 'Status: install ok installed' && grep -q configured /var/lib/corpus-hello/state")
+		x.sh("export DEBIAN_FRONTEND=noninteractive; apt-get remove -y -q harrier-corpus-hello 2>&1 && ! test -e /usr/bin/corpus-hello")
+	})
 	workload("postgres with pgbench", nil, func(x *box) {
 		pg := func(script string) string {
 			t.Helper()
@@ -195,8 +208,8 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		}
 		return false
 	}
-	if len(scopes) != 5 {
-		t.Fatalf("%d of 5 workloads ran", len(scopes))
+	if len(scopes) != 6 {
+		t.Fatalf("%d of 6 workloads ran", len(scopes))
 	}
 	events := r.snapshot(all)
 	kinds := map[api.EventKind]int{}
