@@ -54,19 +54,26 @@ for d in bin sbin lib lib32 lib64 libx32; do
 	fi
 done
 ls "$dir"/debs/*.deb | xargs -n1 basename >"$dir/packages.txt"
-# A small local package for `apt-get install` inside a container: a
-# program, a config file and a postinst that adds a system user and
-# enables nothing, the shape of most packages.
-pkg="$dir/pkg/harrier-corpus-hello"
-mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/etc/corpus-hello"
-printf 'Package: harrier-corpus-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: Harrier tests <tests@harrier.invalid>\nDescription: benign corpus test package\n' >"$pkg/DEBIAN/control"
-printf '#!/bin/sh\nset -e\nif [ "$1" = configure ]; then\n\tmkdir -p /var/lib/corpus-hello\n\techo configured >/var/lib/corpus-hello/state\nfi\n' >"$pkg/DEBIAN/postinst"
-printf '#!/bin/sh\necho hello from the corpus package\n' >"$pkg/usr/bin/corpus-hello"
-printf 'greeting=hello\n' >"$pkg/etc/corpus-hello/hello.conf"
-echo /etc/corpus-hello/hello.conf >"$pkg/DEBIAN/conffiles"
-chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/usr/bin/corpus-hello"
+# A small local package for `apt-get install` inside a container, in two
+# versions for an upgrade: a program, a conffile and a postinst that
+# records its state, the shape of most packages; 1.1 adds a preinst that
+# runs on the upgrade and changes the program.
 mkdir -p "$dir/rootfs.tmp/srv/debs"
-dpkg-deb --root-owner-group -b "$pkg" "$dir/rootfs.tmp/srv/debs/harrier-corpus-hello_1.0_all.deb" >&2
+for version in 1.0 1.1; do
+	pkg="$dir/pkg/harrier-corpus-hello-$version"
+	mkdir -p "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/etc/corpus-hello"
+	printf 'Package: harrier-corpus-hello\nVersion: %s\nArchitecture: all\nMaintainer: Harrier tests <tests@harrier.invalid>\nDescription: benign corpus test package\n' "$version" >"$pkg/DEBIAN/control"
+	printf '#!/bin/sh\nset -e\nif [ "$1" = configure ]; then\n\tmkdir -p /var/lib/corpus-hello\n\techo "configured %s" >/var/lib/corpus-hello/state\nfi\n' "$version" >"$pkg/DEBIAN/postinst"
+	if [ "$version" = 1.1 ]; then
+		printf '#!/bin/sh\nset -e\nif [ "$1" = upgrade ]; then\n\tcp /var/lib/corpus-hello/state /var/lib/corpus-hello/state.before-upgrade\nfi\n' >"$pkg/DEBIAN/preinst"
+		chmod 0755 "$pkg/DEBIAN/preinst"
+	fi
+	printf '#!/bin/sh\necho hello from the corpus package %s\n' "$version" >"$pkg/usr/bin/corpus-hello"
+	printf 'greeting=hello\n' >"$pkg/etc/corpus-hello/hello.conf"
+	echo /etc/corpus-hello/hello.conf >"$pkg/DEBIAN/conffiles"
+	chmod 0755 "$pkg/DEBIAN/postinst" "$pkg/usr/bin/corpus-hello"
+	dpkg-deb --root-owner-group -b "$pkg" "$dir/rootfs.tmp/srv/debs/harrier-corpus-hello_${version}_all.deb" >&2
+done
 rm -rf "$dir/pkg"
 rm -rf "$dir/debs" "$dir/state"
 mv "$dir/rootfs.tmp" "$dir/rootfs"

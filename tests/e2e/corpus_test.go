@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -154,18 +155,24 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		}
 		x.sh("cd /src && make clean >/dev/null 2>&1; rm -f hello *.o && make CC=gcc -j2 >/dev/null && ./hello >/dev/null")
 	})
-	workload("apt-get install of a local package", nil, func(x *box) {
+	workload("apt-get install and upgrade of a local package", nil, func(x *box) {
 		// An image with apt whose dpkg database starts empty (dpkg -x
-		// installs no database), as a distroless-turned-Debian build stage.
+		// installs no database).
 		x.sh("mkdir -p /var/lib/dpkg/info /var/lib/dpkg/updates /var/lib/dpkg/triggers /var/lib/apt/lists/partial " +
 			"/var/cache/apt/archives/partial /var/log/apt && touch /var/lib/dpkg/status /var/lib/dpkg/available")
-		x.sh("export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q /srv/debs/harrier-corpus-hello_1.0_all.deb 2>&1")
-		if out := x.exec("corpus-hello"); !strings.Contains(out, "hello from the corpus package") {
+		apt := "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q "
+		x.sh(apt + "install /srv/debs/harrier-corpus-hello_1.0_all.deb 2>&1")
+		if out := x.exec("corpus-hello"); !strings.Contains(out, "hello from the corpus package 1.0") {
 			t.Errorf("installed program printed %q", out)
 		}
 		// busybox's sh prefers its own applets (it has a dpkg): name Debian's.
-		x.sh("/usr/bin/dpkg -s harrier-corpus-hello | grep -q 'Status: install ok installed' && grep -q configured /var/lib/corpus-hello/state")
-		x.sh("export DEBIAN_FRONTEND=noninteractive; apt-get remove -y -q harrier-corpus-hello 2>&1 && ! test -e /usr/bin/corpus-hello")
+		x.sh("/usr/bin/dpkg -s harrier-corpus-hello | grep -q 'Status: install ok installed' && grep -q 'configured 1.0' /var/lib/corpus-hello/state")
+		x.sh(apt + "install /srv/debs/harrier-corpus-hello_1.1_all.deb 2>&1")
+		if out := x.exec("corpus-hello"); !strings.Contains(out, "hello from the corpus package 1.1") {
+			t.Errorf("upgraded program printed %q", out)
+		}
+		x.sh("grep -q 'configured 1.0' /var/lib/corpus-hello/state.before-upgrade && grep -q 'configured 1.1' /var/lib/corpus-hello/state")
+		x.sh(apt + "remove harrier-corpus-hello 2>&1 && ! test -e /usr/bin/corpus-hello")
 	})
 	workload("postgres with pgbench", nil, func(x *box) {
 		pg := func(script string) string {
@@ -191,9 +198,13 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 	})
 
 	// The cron job: wait for it to have run once (it runs every minute).
+	// The log is read from the host through the container's root file
+	// system: polling with runc exec would add a process per poll to the
+	// container's events.
+	jobLog := cron.ctr.Path("/var/log/corpus-job.log")
 	testenv.WaitFor(t, 75*time.Second, "the cron job's logrotate run", func() bool {
-		out, _ := cron.ctr.Exec(context.Background(), "cat", "/var/log/corpus-job.log")
-		return strings.Contains(out, "rotated")
+		out, _ := os.ReadFile(jobLog)
+		return strings.Contains(string(out), "rotated")
 	})
 	if out := cron.exec("ls", "/var/log/app"); !strings.Contains(out, "app.log.1.gz") {
 		t.Errorf("logrotate did not rotate app.log: %s", out)
@@ -213,8 +224,27 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 	}
 	events := r.snapshot(all)
 	kinds := map[api.EventKind]int{}
+	type tally struct{ events, execs, connects, opens int }
+	per := map[string]*tally{}
 	for _, ev := range events {
 		kinds[ev.GetKind()]++
+		n := per[names[ev.GetContainer().GetId()]]
+		if n == nil {
+			n = &tally{}
+			per[names[ev.GetContainer().GetId()]] = n
+		}
+		n.events++
+		switch ev.GetKind() {
+		case api.EventKind_EVENT_KIND_EXEC:
+			n.execs++
+		case api.EventKind_EVENT_KIND_CONNECT:
+			n.connects++
+		case api.EventKind_EVENT_KIND_FILE_OPEN:
+			n.opens++
+		}
+	}
+	for name, n := range per {
+		t.Logf("%s: %d events, %d execs, %d connections, %d file opens", name, n.events, n.execs, n.connects, n.opens)
 	}
 	bySeverity := map[api.Severity]int{}
 	for _, a := range r.alerts(t, analytics.Config{}, all) {
