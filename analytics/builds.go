@@ -90,7 +90,7 @@ func (b *buildOutputs) built(ev *api.Event) bool {
 
 // buildTarget is the file a compiler or linker invocation writes: its -o
 // (or --output) argument; for C toolchains that link without one, a.out.
-// The go command writes only with -o (go build, go test -c).
+// The go command and Go's linker write an executable only with -o.
 // Compiling without linking (-c, -S, -E) writes no executable.
 func buildTarget(tool string, args []string) string {
 	out, compileOnly := "", false
@@ -111,7 +111,7 @@ func buildTarget(tool string, args []string) string {
 	switch {
 	case compileOnly:
 		return ""
-	case out == "" && tool != "go":
+	case out == "" && tool != "go" && tool != "link":
 		return "a.out"
 	}
 	return out

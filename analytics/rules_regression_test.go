@@ -87,6 +87,14 @@ func TestDebianCorpusFalsePositives(t *testing.T) {
 			execEv("/usr/local/go/bin/go", []string{"go", "build", "-o=/app/server", "."}, ctr, cwd("/src")),
 			execEv("/app/server", []string{"/app/server"}, ctr, upper),
 		}, "drift-binary", false},
+		{"go test runs the test binary Go's linker wrote", []*api.Event{
+			execEv("/usr/lib/go-1.19/pkg/tool/linux_amd64/link", []string{"/usr/lib/go-1.19/pkg/tool/linux_amd64/link", "-o", "/tmp/go-build1/b001/corpus.test", "-importcfg", "/tmp/go-build1/b001/importcfg.link", "/tmp/go-build1/b001/_pkg_.a"}, ctr, cwd("/src/go")),
+			execEv("/tmp/go-build1/b001/corpus.test", []string{"/tmp/go-build1/b001/corpus.test", "-test.paniconexit0"}, ctr, cwd("/src/go"), upper),
+		}, "drift-binary", false},
+		{"coreutils link without -o builds nothing", []*api.Event{
+			execEv("/usr/bin/link", []string{"link", "/tmp/a", "/tmp/b"}, ctr, cwd("/tmp")),
+			execEv("/tmp/a.out", []string{"/tmp/a.out"}, ctr, cwd("/tmp"), upper),
+		}, "drift-binary", true},
 		{"a compile-only step links nothing", []*api.Event{
 			execEv("/usr/bin/gcc", []string{"gcc", "-c", "x.c", "-o", "/tmp/x"}, ctr, cwd("/src")),
 			execEv("/tmp/x", []string{"/tmp/x"}, ctr, upper),

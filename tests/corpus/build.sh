@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../kubeapi/lib.sh"
 
-packages=(nginx-light redis-server redis-tools gcc libc6-dev make logrotate postgresql-15 postgresql-client-15 apt dpkg libc-bin diffutils)
+packages=(nginx-light redis-server redis-tools gcc libc6-dev make logrotate postgresql-15 postgresql-client-15 apt dpkg libc-bin diffutils golang-go)
 
 root="$(cache_root)"
 # The versions apt would take, without downloading: the cache key.

@@ -68,6 +68,8 @@ int add(int a, int b) { return a + b; }
 `
 	rotateJob = "#!/bin/sh\n# The nightly-style job cron runs: rotate the application's logs.\nset -e\nmkdir -p /var/lib/logrotate\n/usr/sbin/logrotate -s /var/lib/logrotate/status /etc/corpus/logrotate.conf\necho \"rotated $(date)\"\n"
 	pgBin     = "/usr/lib/postgresql/15/bin"
+	goMain    = "package main\n\nimport \"fmt\"\n\nfunc add(a, b int) int { return a + b }\n\nfunc main() { fmt.Println(\"sum\", add(40, 2)) }\n"
+	goTest    = "package main\n\nimport \"testing\"\n\nfunc TestAdd(t *testing.T) {\n\tif add(40, 2) != 42 {\n\t\tt.Fatal(\"add\")\n\t}\n}\n"
 )
 
 // TestDebianCorpusRealSensor runs Debian's nginx, redis, gcc and make,
@@ -155,6 +157,18 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		}
 		x.sh("cd /src && make clean >/dev/null 2>&1; rm -f hello *.o && make CC=gcc -j2 >/dev/null && ./hello >/dev/null")
 	})
+	workload("Go build with go build and go test", map[string]runctest.File{
+		"/src/go/go.mod":       {Content: "module example.com/corpus\n\ngo 1.19\n"},
+		"/src/go/main.go":      {Content: goMain},
+		"/src/go/main_test.go": {Content: goTest},
+	}, func(x *box) {
+		goEnv := "export HOME=/root GOCACHE=/tmp/gocache GOPATH=/tmp/gopath GOPROXY=off GOFLAGS=-mod=mod CGO_ENABLED=0; cd /src/go && "
+		x.sh(goEnv + "go vet ./... && go build -o /src/go/hello . 2>&1")
+		if out := x.exec("/src/go/hello"); strings.TrimSpace(out) != "sum 42" {
+			t.Errorf("built Go program printed %q, want sum 42", out)
+		}
+		x.sh(goEnv + "go test ./... 2>&1")
+	})
 	workload("apt-get install and upgrade of a local package", nil, func(x *box) {
 		// An image with apt whose dpkg database starts empty (dpkg -x
 		// installs no database).
@@ -219,8 +233,8 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		}
 		return false
 	}
-	if len(scopes) != 6 {
-		t.Fatalf("%d of 6 workloads ran", len(scopes))
+	if len(scopes) != 7 {
+		t.Fatalf("%d of 7 workloads ran", len(scopes))
 	}
 	events := r.snapshot(all)
 	kinds := map[api.EventKind]int{}
