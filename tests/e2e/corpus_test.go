@@ -72,10 +72,11 @@ int add(int a, int b) { return a + b; }
 	goTest    = "package main\n\nimport \"testing\"\n\nfunc TestAdd(t *testing.T) {\n\tif add(40, 2) != 42 {\n\t\tt.Fatal(\"add\")\n\t}\n}\n"
 )
 
-// TestDebianCorpusRealSensor runs Debian's nginx, redis, gcc and make,
-// logrotate as a job of busybox's crond (Debian's cron needs the PAM
-// configuration its maintainer scripts generate) and PostgreSQL under load, and requires that the
-// built-in detections raise nothing above info for any of them.
+// TestDebianCorpusRealSensor runs Debian's nginx, redis, gcc and make, Go,
+// apt and dpkg, logrotate as a job of busybox's crond (Debian's cron needs
+// the PAM configuration its maintainer scripts generate) and PostgreSQL
+// under load, and requires that the built-in detections raise nothing
+// above info for any of them.
 func TestDebianCorpusRealSensor(t *testing.T) {
 	testenv.RequireRoot(t)
 	runctest.Require(t)
