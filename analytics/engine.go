@@ -205,6 +205,16 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 	for _, p := range opts.Supervisors {
 		e.ctx.supervisors[p] = true
 	}
+	// Build outputs are tracked when the rule set names its build tools
+	// (the built-in set does; a custom set without the list has no
+	// proc.exe_built matches).
+	if rs.lists["build_tools"] != nil {
+		tools, err := rs.listItems("build_tools", 0)
+		if err != nil {
+			return nil, fmt.Errorf("list build_tools: %w", err)
+		}
+		e.ctx.builds = newBuildOutputs(tools)
+	}
 	e.dedup = newDedupTable(cfg.MaxOpenAlerts)
 	var reset *BaselineReset
 	e.baseline, err = openBaselines(cfg.Baseline)
@@ -278,6 +288,7 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 	kind := ev.GetKind()
 	c := &e.ctx
 	c.reset(ev, kind.ShortName())
+	c.builds.observe(ev)
 	for _, cr := range e.byKind[kind].candidates(c) {
 		ok, err := cr.matches(c)
 		if err != nil {

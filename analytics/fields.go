@@ -92,6 +92,9 @@ type evalContext struct {
 	kind   string
 	// supervisors are the processes allowed to signal Harrier (its parent).
 	supervisors map[uint32]bool
+	// builds are the engine's build outputs (proc.exe_built); nil when the
+	// rule set has no build_tools list.
+	builds *buildOutputs
 
 	cmdline, parentCmdline string
 	// procName is proc.name, which most exec rules test first.
@@ -416,6 +419,7 @@ func newFields() map[string]*field {
 		{name: "proc.gid", typ: intField, doc: "real gid", num: func(c *evalContext) int64 { return int64(c.ev.GetProcess().GetGid()) }},
 		{name: "proc.service", doc: "host processes: the systemd service (unit) they belong to, e.g. nginx.service", str: func(c *evalContext) string { return hostService(c.ev) }},
 		{name: "proc.exe_upper", typ: boolField, doc: "executable lives in the container's writable layer", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetOverlayUpper() }},
+		{name: "proc.exe_built", typ: boolField, doc: "executable is what a compiler or linker run earlier in the same container was told to write (its -o argument)", flag: func(c *evalContext) bool { return c.builds.built(c.ev) }},
 		{name: "proc.exe_memfd", typ: boolField, doc: "executable is a memfd", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetMemfd() }},
 		{name: "proc.exe_deleted", typ: boolField, doc: "executable was deleted", flag: func(c *evalContext) bool { return c.ev.GetProcess().GetExeOrigin().GetDeleted() }},
 

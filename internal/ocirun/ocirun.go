@@ -82,6 +82,12 @@ type Options struct {
 	// of the container's image: container path → file. Their parent
 	// directories are created.
 	Image map[string]File
+	// Layers are read-only directories stacked under the busybox layer,
+	// topmost first, as further image layers (for example a tree of Debian
+	// packages unpacked with dpkg -x). They are shared, never written:
+	// the container's writes go to its own upper layer. Paths must not
+	// contain ':' or ','.
+	Layers []string
 	// Mounts are bind mounts of host files or directories into the
 	// container (for example a service-account token).
 	Mounts []Bind
@@ -158,6 +164,17 @@ func Create(dir, idPrefix string, opts Options) (*Container, error) {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("create bundle: %w", err)
 		}
+	}
+	for _, dir := range opts.Layers {
+		if strings.ContainsAny(dir, ":,") {
+			return nil, fmt.Errorf("layer %q: overlayfs cannot stack a path with ':' or ','", dir)
+		}
+		if st, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("layer: %w", err)
+		} else if !st.IsDir() {
+			return nil, fmt.Errorf("layer %s: not a directory", dir)
+		}
+		l.below = append(l.below, dir)
 	}
 	if err := buildLower(l.lower, opts.Applets, opts.Image); err != nil {
 		return nil, fmt.Errorf("build rootfs: %w", err)

@@ -6,11 +6,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
 
-type layers struct{ lower, upper, work, merged string }
+type layers struct {
+	lower, upper, work, merged string
+	// below are read-only directories stacked under lower, topmost first.
+	below []string
+}
 
 func newLayers(dir string) (layers, error) {
 	l := layers{
@@ -28,7 +33,8 @@ func newLayers(dir string) (layers, error) {
 }
 
 func (l layers) mount() error {
-	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", l.lower, l.upper, l.work)
+	lower := strings.Join(append([]string{l.lower}, l.below...), ":")
+	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", lower, l.upper, l.work)
 	if err := unix.Mount("overlay", l.merged, "overlay", 0, data); err != nil {
 		return fmt.Errorf("mount overlay at %s: %w", l.merged, err)
 	}

@@ -233,3 +233,40 @@ func TestImageAppletsExecAs(t *testing.T) {
 		t.Errorf("non-root read of a 0600 root file: %v %q", err, out)
 	}
 }
+
+// TestLayers: a read-only layer stacked under busybox shows its files,
+// busybox's own files win where both have one, and the container's writes
+// stay in its upper layer, never in the shared layer.
+func TestLayers(t *testing.T) {
+	runctest.Require(t)
+	t.Parallel()
+	layer := t.TempDir()
+	for name, content := range map[string]string{
+		"usr/share/corpus/data.txt": "from the layer\n",
+		"etc/hosts":                 "overridden by busybox's layer\n",
+	} {
+		p := filepath.Join(layer, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, err := runctest.Run(t, runctest.Options{Layers: []string{layer}, Args: []string{"sh", "-c",
+		"cat /usr/share/corpus/data.txt && grep -c localhost /etc/hosts && echo changed > /usr/share/corpus/data.txt && cat /usr/share/corpus/data.txt"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "from the layer\n2\nchanged\n"; out != want {
+		t.Errorf("output = %q, want %q", out, want)
+	}
+	if b, err := os.ReadFile(filepath.Join(layer, "usr/share/corpus/data.txt")); err != nil || string(b) != "from the layer\n" {
+		t.Errorf("the shared layer was written: %q, %v", b, err)
+	}
+	for _, bad := range []string{filepath.Join(layer, "missing"), layer + ":x"} {
+		if _, err := runctest.Run(t, runctest.Options{Layers: []string{bad}, Args: []string{"true"}}); err == nil {
+			t.Errorf("layer %q accepted", bad)
+		}
+	}
+}
