@@ -301,7 +301,14 @@ func (h *harrier) shForwarded(t *testing.T, script string) string {
 // sh runs script with bash in the unpacked bundle, as the operator would.
 func (h *harrier) sh(t *testing.T, script string) string {
 	t.Helper()
-	cmd := exec.CommandContext(t.Context(), "bash", "-euo", "pipefail", "-c", script)
+	return h.shContext(t.Context(), t, script)
+}
+
+// shContext is sh under ctx: a t.Cleanup function needs its own, since
+// t.Context is canceled before cleanups run.
+func (h *harrier) shContext(ctx context.Context, t *testing.T, script string) string {
+	t.Helper()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
 	cmd.Dir = h.bundle
 	cmd.Env = h.env
 	out, err := cmd.CombinedOutput()

@@ -42,13 +42,16 @@ func testReplicas(ctx context.Context, t *testing.T, h *harrier) {
 	}
 	t.Cleanup(func() {
 		// Back to one backend whatever happened; the StatefulSets' claims
-		// are not the chart's objects, so they go by hand.
-		h.sh(t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 5m "+
+		// are not the chart's objects, so they go by hand. (t.Context is
+		// canceled by now.)
+		cleanupCtx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		h.shContext(cleanupCtx, t, "helm upgrade harrier helm/harrier-*.tgz -n harrier --reuse-values --wait --timeout 5m "+
 			"--set backend.cluster.enabled=false --set backend.replicas=1 && "+
 			"kubectl -n harrier rollout status daemonset/harrier-agent --timeout=3m")
 		// The claims and the Secret go even when the revert failed: the
 		// uninstall step checks nothing of the chart's is left.
-		h.sh(t, "kubectl -n harrier delete pvc -l app.kubernetes.io/name=harrier,app.kubernetes.io/component=nats --wait=false; "+
+		h.shContext(cleanupCtx, t, "kubectl -n harrier delete pvc -l app.kubernetes.io/name=harrier,app.kubernetes.io/component=nats --wait=false; "+
 			"kubectl -n harrier delete pvc data-harrier-backend-0 data-harrier-backend-1 --ignore-not-found --wait=false; "+
 			"kubectl -n harrier delete secret harrier-nats-tls --ignore-not-found")
 		for _, name := range []string{"replicas-marker-1", "replicas-marker-2"} {
