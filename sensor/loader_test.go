@@ -239,7 +239,7 @@ func TestSyscallsFallBackWithoutTracefs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	st := l.status[3]
+	st := probeStatus(t, l, "syscalls")
 	if st.Name != "syscalls" || !st.Attached || st.Attach == AttachTracepoint || len(st.Tried) != 1 ||
 		!strings.HasPrefix(st.Tried[0], "tracepoint: ") || !strings.Contains(st.Tried[0], "operation not permitted") {
 		t.Errorf("syscalls status = %+v, want tp_btf or raw_tp after a refused tracefs", st)
@@ -256,7 +256,7 @@ func TestSyscallTracepoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	st := l.status[3]
+	st := probeStatus(t, l, "syscalls")
 	if !st.Attached || st.Attach != AttachTracepoint || !slices.Equal(st.Programs, []string{"tp_sys_exit"}) {
 		t.Fatalf("syscalls status = %+v", st)
 	}
@@ -270,4 +270,16 @@ func TestSyscallTracepoints(t *testing.T) {
 	if n := len(syscallNumbers()) - len(st.Unhooked); n < 20 {
 		t.Errorf("%d syscall tracepoints attached", n)
 	}
+}
+
+// probeStatus is the status of the probe called name.
+func probeStatus(t *testing.T, l *loaded, name string) ProbeStatus {
+	t.Helper()
+	for _, st := range l.status {
+		if st.Name == name {
+			return st
+		}
+	}
+	t.Fatalf("no probe %q in %+v", name, l.status)
+	return ProbeStatus{}
 }
