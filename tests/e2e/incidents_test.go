@@ -141,8 +141,8 @@ func TestSimulateIncidents(t *testing.T) {
 	}
 
 	// Its first alert's explanation: the tree from the real ancestry, with
-	// the web server inside the container. runc detaches, so the runtime is
-	// not among the ancestors: the boundary is drawn below host PID 1.
+	// the web server inside the container and the boundary drawn above it
+	// (below runc when the process cache recorded it, else below host PID 1).
 	var ex struct {
 		Explanation struct {
 			Sentence string          `json:"sentence"`
@@ -155,7 +155,9 @@ func TestSimulateIncidents(t *testing.T) {
 		t.Fatalf("explanation: %d", code)
 	}
 	t.Logf("web shell: %s", ex.Explanation.Sentence)
-	if ex.Explanation.Incident != incidentOf[ws[0]] || !bytes.HasPrefix(ex.Explanation.Tree, []byte(`{"pid":1,`)) ||
+	// The tree starts at the oldest recorded ancestor: host PID 1 when the
+	// chain is short, the test's own runner under make (ancestry depth).
+	if ex.Explanation.Incident != incidentOf[ws[0]] || !bytes.HasPrefix(ex.Explanation.Tree, []byte(`{"pid":`)) ||
 		!bytes.Contains(ex.Explanation.Tree, []byte(`"host":true,"container_below":true`)) || !bytes.Contains(ex.Explanation.Tree, []byte(`"this_alert":true`)) ||
 		!bytes.Contains(ex.Explanation.Tree, []byte(`"cmdline":"httpd -f -p 8080 -h /www","uid":1000`)) ||
 		!strings.Contains(ex.Explanation.Sentence, "started by sh") {
