@@ -31,34 +31,7 @@ import (
 // anomalies on the new requests, and none on the known ones or on a
 // controller's.
 func TestAuditAnomaliesAPIServer(t *testing.T) {
-	kubetest.Require(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ca, err := testpki.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hookFiles := newWebhookFiles(t, ca)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	run := goRunner(t, ctx, &wg)
-	cfg := Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: hookFiles.addr,
-		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
-	cfg.Sensor.Node = "cp-1"
-	hook, err := startKube(ctx, cfg, run, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + hookFiles.addr + "/", AuditPolicy: audit.RecommendedPolicy()})
-	tail, err := startKube(ctx, Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}, run, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	viaHook := newAlertSink(t, ctx, hook.audit)
-	viaFile := newAlertSink(t, ctx, tail.audit)
-	time.Sleep(2 * time.Second) // the tailer starts at the end of the existing log
+	ctx, srv, viaHook, viaFile := startAuditRig(t)
 
 	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer rcancel()
@@ -119,7 +92,7 @@ func TestAuditAnomaliesAPIServer(t *testing.T) {
 	// bindings (RBAC says no). Alice reads a secret she never read.
 	createPod(deployer, "kube-system", "miner", "docker.io/xmrig/xmrig:6.21")
 	getSecret(deployer, "kube-system", "cloud-creds")
-	_, err = deployer.RbacV1().ClusterRoleBindings().Get(rctx, "cluster-admin", metav1.GetOptions{})
+	_, err := deployer.RbacV1().ClusterRoleBindings().Get(rctx, "cluster-admin", metav1.GetOptions{})
 	if err == nil {
 		t.Fatal("the deployer may read cluster role bindings: the probe must be refused")
 	}
@@ -261,34 +234,7 @@ func anomalyActors(t *testing.T, ctx context.Context, srv *kubetest.Server) (dep
 // The same Postgres behind a ClusterIP service, and an exposed one with a
 // password-only pg_hba.conf for the pod network, raise neither.
 func TestAuditPostgresAPIServer(t *testing.T) {
-	kubetest.Require(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ca, err := testpki.NewCA()
-	if err != nil {
-		t.Fatal(err)
-	}
-	hookFiles := newWebhookFiles(t, ca)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	run := goRunner(t, ctx, &wg)
-	cfg := Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: hookFiles.addr,
-		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
-	cfg.Sensor.Node = "cp-1"
-	hook, err := startKube(ctx, cfg, run, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + hookFiles.addr + "/", AuditPolicy: audit.RecommendedPolicy()})
-	tail, err := startKube(ctx, Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}, run, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	viaHook := newAlertSink(t, ctx, hook.audit)
-	viaFile := newAlertSink(t, ctx, tail.audit)
-	time.Sleep(2 * time.Second) // the tailer starts at the end of the existing log
+	ctx, srv, viaHook, viaFile := startAuditRig(t)
 
 	rctx, rcancel := context.WithTimeout(ctx, 60*time.Second)
 	defer rcancel()
@@ -382,4 +328,39 @@ func TestAuditPostgresAPIServer(t *testing.T) {
 			t.Errorf("%s: evidence %d events, want the ConfigMap, the StatefulSet and the Service", a.GetDetectionId(), len(a.GetEvidence()))
 		}
 	}
+}
+
+// startAuditRig starts a real API server whose audit events reach the
+// agent's pipeline twice — by its audit webhook and by tailing its audit
+// log — and returns the sinks of the alerts each path raises. Everything
+// stops when the test ends.
+func startAuditRig(t *testing.T) (context.Context, *kubetest.Server, *alertSink, *alertSink) {
+	t.Helper()
+	kubetest.Require(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ca, err := testpki.NewCA()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookFiles := newWebhookFiles(t, ca)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	run := goRunner(t, ctx, &wg)
+	cfg := Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{WebhookAddr: hookFiles.addr,
+		CertFile: hookFiles.cert, KeyFile: hookFiles.key, ClientCAFile: hookFiles.ca}}}
+	cfg.Sensor.Node = "cp-1"
+	hook, err := startKube(ctx, cfg, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := kubetest.Start(t, kubetest.Options{CA: ca, AuditWebhookURL: "https://" + hookFiles.addr + "/", AuditPolicy: audit.RecommendedPolicy()})
+	tail, err := startKube(ctx, Config{DataDir: hookFiles.dir, Kube: kube.Config{Mode: "off", Audit: kube.AuditConfig{LogPath: srv.AuditLog}}}, run, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	viaHook := newAlertSink(t, ctx, hook.audit)
+	viaFile := newAlertSink(t, ctx, tail.audit)
+	time.Sleep(2 * time.Second) // the tailer starts at the end of the existing log
+	return ctx, srv, viaHook, viaFile
 }
