@@ -24,6 +24,7 @@ import (
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/confval"
 	"github.com/harrier-sec/harrier/internal/kubetest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/internal/testpki"
 	"github.com/harrier-sec/harrier/kube"
 	"github.com/harrier-sec/harrier/kube/audit"
@@ -467,12 +468,7 @@ func newWebhookFiles(t *testing.T, ca *testpki.CA) webhookFiles {
 			t.Fatal(err)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.addr = l.Addr().String()
-	l.Close()
+	w.addr = testenv.FreeAddr(t)
 	return w
 }
 

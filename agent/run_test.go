@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"testing"
@@ -28,12 +27,7 @@ func TestRunReadyThenStop(t *testing.T) {
 	if err := transport.IssueAgentCert(pki, "node-a", "agent"); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
+	metricsAddr := testenv.FreeAddr(t)
 	cfg := Config{DataDir: dir, MetricsAddr: metricsAddr, Uplink: UplinkConfig{AgentID: "node-a", Addr: "127.0.0.1:9"}}
 	cfg.Sensor.WatchPaths = []string{dir + "/"}
 	ctx, cancel := context.WithCancel(context.Background())

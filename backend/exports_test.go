@@ -109,12 +109,7 @@ func startRsyslog(t testing.TB, tlsFiles []string) *rsyslog {
 		}
 	}
 	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close()
+	port := testenv.FreePorts(t, 1)[0]
 	r := &rsyslog{t: t, bin: bin, dir: dir, port: port, out: filepath.Join(dir, "out.log"), conf: filepath.Join(dir, "rsyslog.conf")}
 	var conf strings.Builder
 	fmt.Fprintf(&conf, "global(workDirectory=%q maxMessageSize=\"256k\"", dir)
@@ -497,12 +492,7 @@ func TestExportOrderPruned(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "out.jsonl")
 	file := export.Config{Name: "file", Type: export.TypeFile, File: &export.FileConfig{Path: path}}
 	// A destination that is down: nothing listens on the port.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	downAddr := l.Addr().String()
-	_ = l.Close()
+	downAddr := testenv.FreeAddr(t)
 	down := export.Config{Name: "down", Type: export.TypeWebhook, Webhook: &export.WebhookConfig{URL: "http://" + downAddr + "/"},
 		Retry: export.RetryConfig{Initial: confval.Duration(10 * time.Millisecond), Max: confval.Duration(20 * time.Millisecond)}}
 	opts := export.Options{Poll: 10 * time.Millisecond, PruneEvery: 20 * time.Millisecond, KeepUnfollowed: 2}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/internal/runctest"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // These tests load the real sensor into the running kernel and produce real
@@ -150,7 +151,7 @@ func TestConnectListenAccept(t *testing.T) {
 	}
 
 	// listen + accept in a child.
-	port := freePort(t)
+	port := testenv.FreePorts(t, 1)[0]
 	srv := exec.Command(os.Args[0], strconv.Itoa(port))
 	srv.Env = append(os.Environ(), helperEnv+"=listen-accept")
 	srvOut, err := srv.StdoutPipe()
@@ -185,16 +186,6 @@ func TestConnectListenAccept(t *testing.T) {
 		a.GetRemote().GetIp() != "127.0.0.1" || a.GetResult() < 0 {
 		t.Errorf("accept = %v, want remote port %d", a, local.Port)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func TestPrivilegedBehaviour(t *testing.T) {

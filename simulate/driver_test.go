@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -46,12 +45,7 @@ func busyboxVictim(t *testing.T) string {
 	if err := os.WriteFile(filepath.Join(www, "index.html"), []byte(victimIndex), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := testenv.FreeAddr(t)
 	cmd := exec.Command(bb, "httpd", "-f", "-p", addr, "-h", www)
 	cmd.Env = []string{"PATH=" + bin}
 	var logs bytes.Buffer
@@ -136,16 +130,11 @@ func TestDriveThroughBusyboxCGI(t *testing.T) {
 // TestDriveVictimNeverAnswers: a victim that never answers ends the play
 // with an error line naming it, and no step is sent.
 func TestDriveVictimNeverAnswers(t *testing.T) {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now
+	addr := testenv.FreeAddr(t) // nothing listens there
 	plan := ClusterPlan{VictimWait: confval.Duration(time.Second),
 		Scenarios: []PlanScenario{{Name: "lost", Victim: addr, Steps: []string{"id"}}}}
 	var log bytes.Buffer
-	err = Drive(context.Background(), plan, netip.MustParseAddr("10.1.2.3"), &http.Client{Timeout: time.Second}, &log)
+	err := Drive(context.Background(), plan, netip.MustParseAddr("10.1.2.3"), &http.Client{Timeout: time.Second}, &log)
 	if err == nil || !strings.Contains(err.Error(), "victim lost") {
 		t.Fatalf("err = %v", err)
 	}

@@ -32,16 +32,6 @@ import (
 // Collector of tests/otelcol: the OTLP receiver and the file exporter.
 func otelcolBinary(t *testing.T) string { return testenv.BuiltTool(t, "otelcol") }
 
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // collector is a real OpenTelemetry Collector on loopback that writes
 // every log record it receives (OTLP JSON lines) into files under dir, a
 // new file per start so a restart cannot truncate what came before.
@@ -55,7 +45,9 @@ type collector struct {
 }
 
 func startCollector(t *testing.T) *collector {
-	c := &collector{t: t, bin: otelcolBinary(t), dir: t.TempDir(), grpcPort: freeLoopbackPort(t), httpPort: freeLoopbackPort(t)}
+	c := &collector{t: t, bin: otelcolBinary(t), dir: t.TempDir()}
+	ports := testenv.FreePorts(t, 2)
+	c.grpcPort, c.httpPort = ports[0], ports[1]
 	c.start()
 	t.Cleanup(c.stop)
 	return c

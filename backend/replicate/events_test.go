@@ -55,7 +55,7 @@ func TestRawEventsStream(t *testing.T) {
 	nodes := natstest.Cluster(t)
 	const maxBytes = 256 << 10
 	cfg := replicate.Config{Servers: natstest.URLs(nodes), Replicas: 3, EventsMaxBytes: maxBytes}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	nc, err := replicate.Connect(cfg, "harrier-test-setup")
 	if err != nil {
@@ -66,11 +66,7 @@ func TestRawEventsStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, time.Minute, "the JetStream cluster accepts the streams", func() bool {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		defer acancel()
-		return replicate.EnsureStream(actx, js, cfg) == nil
-	})
+	waitStreams(ctx, t, js, cfg)
 	a := startReplica(t, cfg, t.TempDir(), "a")
 	defer func() { a.cancel() }()
 

@@ -33,7 +33,7 @@ func TestReplicasSurviveNATSPartition(t *testing.T) {
 	dial := nats.SetCustomDialer(cluster.Dialer())
 	urls := natstest.URLs(cluster.Nodes)
 	cfg := replicate.Config{Servers: urls, Replicas: 3}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Minute)
 	defer cancel()
 	nc, err := replicate.Connect(replicate.Config{Servers: []string{urls[0]}}, "harrier-test-setup", dial)
 	if err != nil {
@@ -44,15 +44,7 @@ func TestReplicasSurviveNATSPartition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.WaitFor(t, time.Minute, "the JetStream cluster accepts the stream", func() bool {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		defer acancel()
-		err := replicate.EnsureStream(actx, js, cfg)
-		if err != nil {
-			t.Logf("not yet: %v", err)
-		}
-		return err == nil
-	})
+	waitStreams(ctx, t, js, cfg)
 	// a talks to the server to be cut off first, b to another.
 	const cut = 2
 	a := startReplica(t, replicate.Config{Servers: []string{urls[cut], urls[0], urls[1]}, Replicas: 3}, t.TempDir(), "a", dial, nats.DontRandomize())

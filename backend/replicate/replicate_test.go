@@ -101,13 +101,31 @@ func alertRecord(agent string, seq uint64) *api.Record {
 // killed with SIGKILL and one replica is stopped, both started again. Every
 // alert is then stored exactly once (count 1) at both replicas, and a third
 // replica started from an empty directory catches up to the same result.
+// waitStreams creates the streams once the servers have formed their
+// cluster and elected a meta leader, which takes a few seconds when the
+// machine is idle and much longer under a loaded CI's parallel packages.
+func waitStreams(ctx context.Context, t *testing.T, js jetstream.JetStream, cfg replicate.Config) {
+	t.Helper()
+	var last error
+	testenv.WaitFor(t, 3*time.Minute, "the JetStream cluster accepts the streams", func() bool {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		defer acancel()
+		err := replicate.EnsureStream(actx, js, cfg)
+		if err != nil && (last == nil || err.Error() != last.Error()) {
+			t.Logf("not yet: %v", err)
+		}
+		last = err
+		return err == nil
+	})
+}
+
 func TestReplicasOverNATSCluster(t *testing.T) {
 	nodes := natstest.Cluster(t)
 	cfg := replicate.Config{Servers: natstest.URLs(nodes), Replicas: 3}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 	// The stream, once the servers have formed their cluster.
 	nc, err := replicate.Connect(cfg, "harrier-test-setup")
@@ -119,16 +137,7 @@ func TestReplicasOverNATSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var streamErr error
-	testenv.WaitFor(t, time.Minute, "the JetStream cluster accepts the stream", func() bool {
-		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
-		defer acancel()
-		streamErr = replicate.EnsureStream(actx, js, cfg)
-		if streamErr != nil {
-			t.Logf("not yet: %v", streamErr)
-		}
-		return streamErr == nil
-	})
+	waitStreams(ctx, t, js, cfg)
 
 	a := startReplica(t, cfg, t.TempDir(), "a")
 	defer func() { a.cancel() }()

@@ -194,10 +194,7 @@ func start(t testing.TB, opts Options) (*Server, error) {
 		}
 	}
 	s := &Server{CA: ca, dir: dir, AuditLog: filepath.Join(dir, "audit.log")}
-	ports, err := freePorts(3)
-	if err != nil {
-		return nil, err
-	}
+	ports := testenv.FreePorts(t, 3)
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(ports[1])
 	etcd := s.command(t, "etcd", EtcdPath(),
@@ -435,26 +432,6 @@ contexts:
   context: {cluster: c, user: u}
 current-context: c
 `, server, b64(caPEM), user)
-}
-
-// freePorts picks n free loopback TCP ports.
-func freePorts(n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("free port: %w", err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // tail is the last lines of a log file.

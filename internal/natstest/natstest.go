@@ -88,10 +88,10 @@ func Cluster(t *testing.T) []*Node {
 	t.Helper()
 	bin := Binary(t)
 	nodes := make([]*Node, 3)
-	clusterPorts := make([]int, 3)
+	ports := testenv.FreePorts(t, 6)
+	clusterPorts := ports[3:]
 	for i := range nodes {
-		nodes[i] = &Node{Name: fmt.Sprintf("n%d", i), bin: bin, dir: t.TempDir(), clientPort: freePort(t)}
-		clusterPorts[i] = freePort(t)
+		nodes[i] = &Node{Name: fmt.Sprintf("n%d", i), bin: bin, dir: t.TempDir(), clientPort: ports[i]}
 	}
 	for i, n := range nodes {
 		var routes []string
@@ -115,7 +115,7 @@ func Cluster(t *testing.T) []*Node {
 // extra arguments (TLS, a configuration file), and waits until it listens.
 func Single(t *testing.T, extra ...string) *Node {
 	t.Helper()
-	n := &Node{Name: "single", bin: Binary(t), dir: t.TempDir(), clientPort: freePort(t)}
+	n := &Node{Name: "single", bin: Binary(t), dir: t.TempDir(), clientPort: testenv.FreePorts(t, 1)[0]}
 	n.args = append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(n.clientPort), "-n", n.Name, "-js", "-sd", filepath.Join(n.dir, "js")}, extra...)
 	startLogged(t, n)
 	waitListening(t, n)
@@ -145,14 +145,4 @@ func URLs(nodes []*Node) []string {
 		out = append(out, n.URL())
 	}
 	return out
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

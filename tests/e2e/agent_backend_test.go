@@ -39,7 +39,7 @@ func TestAgentSpoolsWhileBackendIsDown(t *testing.T) {
 		t.Fatalf("agent key: %v %v", st, err)
 	}
 	checkServingCert(t, pki, "audit", "harrier-audit.harrier.svc", "10.96.0.250")
-	ingest, apiAddr, agentMetrics := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
+	ingest, apiAddr, agentMetrics := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	readyDir := filepath.Join(dir, "ready")
 	if err := os.MkdirAll(readyDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -148,7 +148,7 @@ func writeEdgeNode(t *testing.T, agentID string) *edgeNode {
 		}
 	}
 	var ingest string
-	ingest, e.api, e.agentMetrics = freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
+	ingest, e.api, e.agentMetrics = testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	e.agentCfg = filepath.Join(e.dir, "agent.yaml")
 	conf := fmt.Sprintf(`dataDir: %s/agent
 metricsAddr: %s

@@ -42,7 +42,7 @@ func TestEnrollBootstrapAndRevoke(t *testing.T) {
 	}
 	run("certs", "init", "--out", pki)
 	run("certs", "backend", "--out", pki, "--host", "127.0.0.1")
-	ingest, apiAddr, agentMetrics := freeAddr(t, "udp"), freeAddr(t, "tcp"), freeAddr(t, "tcp")
+	ingest, apiAddr, agentMetrics := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
 	backendCfg := filepath.Join(dir, "backend.yaml")
 	conf := fmt.Sprintf(`dataDir: %[1]s/backend
 backend:

@@ -47,7 +47,7 @@ func TestMemoryLimitFromCgroup(t *testing.T) {
 
 	bin := buildHarrier(t)
 	dir := t.TempDir()
-	metrics := freeAddr(t, "tcp")
+	metrics := testenv.FreeAddr(t)
 	cfg := filepath.Join(dir, "harrier.yaml")
 	conf := fmt.Sprintf("dataDir: %s\nmetricsAddr: %s\nbackend:\n  apiAddr: 127.0.0.1:0\n  ingestAddr: 127.0.0.1:0\n", dir, metrics)
 	if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {

@@ -151,7 +151,7 @@ func TestSdNotify(t *testing.T) {
 		// whether or not its uplink is connected.
 		cfg := filepath.Join(t.TempDir(), "agent.yaml")
 		conf := fmt.Sprintf("dataDir: %s\nuplink:\n  addr: %s\n  agentID: node-1\n  caFile: %s\n  certFile: %s\n  keyFile: %s\n",
-			t.TempDir(), freeAddr(t, "udp"), filepath.Join(pki, "ca.crt"),
+			t.TempDir(), testenv.FreeAddr(t), filepath.Join(pki, "ca.crt"),
 			filepath.Join(pki, "node-1.crt"), filepath.Join(pki, "node-1.key"))
 		if err := os.WriteFile(cfg, []byte(conf), 0o600); err != nil {
 			t.Fatal(err)

@@ -21,7 +21,7 @@ func TestReadyzThenAct(t *testing.T) {
 	t.Run("run", func(t *testing.T) {
 		bin := buildHarrier(t)
 		dir := t.TempDir()
-		apiAddr := freeAddr(t, "tcp")
+		apiAddr := testenv.FreeAddr(t)
 		const token = "ready-test-token-0123456789abcdef"
 		cfg := filepath.Join(dir, "harrier.yaml")
 		conf := fmt.Sprintf("dataDir: %s\nmetricsAddr: \"off\"\nbackend:\n  apiAddr: %s\n  ingestAddr: 127.0.0.1:0\n  token: %s\n", dir, apiAddr, token)

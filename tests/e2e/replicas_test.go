@@ -82,7 +82,7 @@ func TestBackendReplicasSurviveKills(t *testing.T) {
 	}
 	backends := make([]*backendProc, 2)
 	for i := range backends {
-		b := &backendProc{api: freeAddr(t, "tcp"), ingest: freeAddr(t, "udp")}
+		b := &backendProc{api: testenv.FreeAddr(t), ingest: testenv.FreeAddr(t)}
 		cfg := filepath.Join(dir, fmt.Sprintf("backend-%d.yaml", i))
 		servers, _ := json.Marshal(natstest.URLs(nodes))
 		conf := fmt.Sprintf(`dataDir: %s/backend-%d

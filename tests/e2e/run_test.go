@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,7 +123,7 @@ func tryGetJSON(url, token string, out any) (int, error) {
 func TestRunAllInOne(t *testing.T) {
 	testenv.RequireRoot(t)
 	bin := buildHarrier(t)
-	metricsAddr := freeAddr(t, "tcp")
+	metricsAddr := testenv.FreeAddr(t)
 	// Watching only what the test touches keeps the node's other activity (a
 	// parallel Go build reads thousands of files under /root/) from crowding
 	// the marker out of the raw-event cap.
@@ -281,25 +280,6 @@ func waitAlert(t *testing.T, base, token, detection string, match func(*api.Aler
 	getJSON(t, base+"/api/v1/alerts", token, &all)
 	t.Fatalf("no matching %s alert reached the backend; alerts there: %+v", detection, all.Alerts)
 	return nil
-}
-
-// freeAddr reserves a loopback port number for network ("tcp" or "udp").
-func freeAddr(t *testing.T, network string) string {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // startDaemon starts bin with args and stops it with SIGINT at cleanup.
