@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 
 	"github.com/harrier-sec/harrier/analytics"
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/store"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -185,7 +185,7 @@ func benchPipeline(b *testing.B, mode uplinkMode, rate int) {
 	}
 
 	b.ReportAllocs()
-	cpu0 := cpuTime(b)
+	cpu0 := testenv.CPUTime(b)
 	b.ResetTimer()
 	start := time.Now()
 	perBurst := max(1, rate*int(stormDrain)/int(time.Second))
@@ -219,7 +219,7 @@ func benchPipeline(b *testing.B, mode uplinkMode, rate int) {
 	b.StopTimer()
 	// CPU time of the whole process (pipeline, spool, uplink, GC) is the
 	// figure that matters on a shared node; wall time on a busy machine is not.
-	b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(testenv.CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/op")
 	if st := stats.Load(); st != nil && st.Alerts > 0 {
 		b.Errorf("%d alerts from an exec storm of /bin/true", st.Alerts)
 	}
@@ -260,15 +260,6 @@ func drainUplink(ctx context.Context, src *SpoolSource, codec *transport.Codec, 
 			return err
 		}
 	}
-}
-
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // benchQUIC starts a transport.Server in this process whose sink acks every

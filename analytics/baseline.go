@@ -134,7 +134,11 @@ func (e *BaselineReset) Error() string {
 // alerts once. Keys come as bytes: a map lookup with string(b) does not
 // allocate, so a known workload doing known things costs nothing.
 func (s *baselineStore) observe(workload, entry []byte, egress bool, now time.Time) bool {
-	w := s.touch(workload, now)
+	return s.observeIn(s.touch(workload, now), entry, egress, now)
+}
+
+// observeIn is observe for a workload already touched (nil: not tracked).
+func (s *baselineStore) observeIn(w *workloadBaseline, entry []byte, egress bool, now time.Time) bool {
 	if w == nil {
 		return false
 	}

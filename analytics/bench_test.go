@@ -2,10 +2,12 @@ package analytics
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/harrier-sec/harrier/api"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // benchMix is a busy node's event stream: process churn of shells, daemons
@@ -72,6 +74,21 @@ func benchMix() []*api.Event {
 
 // BenchmarkEngine is the engine's throughput with every built-in rule on a
 // realistic mix; report events/s per core as 1e9/ns_op.
+// processLoop is a benchmark's loop over evs. Beside the wall time it
+// reports the process's CPU time per event (GC included), which holds
+// still when the machine is shared with other jobs.
+func processLoop(b *testing.B, e *Engine, evs []*api.Event) {
+	emit := func(*api.Alert) {}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := testenv.CPUTime(b)
+	for i := 0; b.Loop(); i++ {
+		e.Process(evs[i%len(evs)], emit)
+	}
+	b.ReportMetric(float64(testenv.CPUTime(b)-cpu0)/float64(b.N), "cpu-ns/event")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
 func BenchmarkEngine(b *testing.B) {
 	e := newTestEngine(b, Config{})
 	evs := benchMix()
@@ -80,12 +97,7 @@ func BenchmarkEngine(b *testing.B) {
 	for _, ev := range evs {
 		e.Process(ev, emit)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		e.Process(evs[i%len(evs)], emit)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	processLoop(b, e, evs)
 }
 
 // noMatchEvents is the part of the mix that no rule or detector matches.
@@ -107,13 +119,7 @@ func noMatchEvents(t testing.TB, e *Engine) []*api.Event {
 func BenchmarkEngineNoMatch(b *testing.B) {
 	e := newTestEngine(b, Config{})
 	evs := noMatchEvents(b, e)
-	emit := func(*api.Alert) {}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		e.Process(evs[i%len(evs)], emit)
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	processLoop(b, e, evs)
 }
 
 // TestNoMatchPathAllocationFree pins the engine's promise: an event that
@@ -166,22 +172,38 @@ rules:
   - {id: exposed-postgres-trust, enabled: false}
   - {id: exposed-postgres-broad-range, enabled: false}
 `)
-	for _, bc := range []struct {
-		name  string
-		files []string
-	}{{"built-in", nil}, {"without-actor-anomalies-and-postgres", []string{off}}} {
-		b.Run(bc.name, func(b *testing.B) {
-			e := newTestEngine(b, Config{}, bc.files...)
-			emit := func(*api.Alert) {}
-			for _, ev := range evs {
-				e.Process(ev, emit)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; b.Loop(); i++ {
-				e.Process(evs[i%len(evs)], emit)
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
-		})
+	warm := func(b *testing.B, files ...string) *Engine {
+		e := newTestEngine(b, Config{}, files...)
+		for _, ev := range evs {
+			e.Process(ev, func(*api.Alert) {})
+		}
+		return e
 	}
+	b.Run("built-in", func(b *testing.B) { processLoop(b, warm(b), evs) })
+	b.Run("without-actor-anomalies-and-postgres", func(b *testing.B) { processLoop(b, warm(b, off), evs) })
+	// paired runs both engines in alternating chunks of the mix and compares
+	// the medians of their chunks: on a shared machine the load drifts
+	// between two separate runs, but not within a few milliseconds.
+	b.Run("paired", func(b *testing.B) {
+		engines := []*Engine{warm(b), warm(b, off)}
+		var chunks [2][]time.Duration
+		emit := func(*api.Alert) {}
+		for b.Loop() {
+			for i, e := range engines {
+				start := time.Now()
+				for _, ev := range evs {
+					e.Process(ev, emit)
+				}
+				chunks[i] = append(chunks[i], time.Since(start))
+			}
+		}
+		median := func(d []time.Duration) float64 {
+			slices.Sort(d)
+			return float64(d[len(d)/2]) / float64(len(evs))
+		}
+		with, without := median(chunks[0]), median(chunks[1])
+		b.ReportMetric(with, "built-in-ns/event")
+		b.ReportMetric(without, "without-ns/event")
+		b.ReportMetric(100*(with-without)/without, "added-%")
+	})
 }

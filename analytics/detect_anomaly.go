@@ -21,31 +21,49 @@ type actorBaseline struct {
 	store *baselineStore
 	// ignored are the control plane's own identities and its controllers:
 	// creating pods, reading secrets and updating roles is their job.
-	ignored    map[string]bool
-	key, entry []byte // reused buffers
+	ignored map[string]bool
+	entry   []byte // reused buffer
 	// reasons says what was new in the last detection, for the alert's
 	// summary (shape runs right after the observe that raised it).
 	reasons []string
 }
 
+// actorMemo is an audit event's actor as the first of the three detectors
+// judged it (the others reuse it).
+type actorMemo struct {
+	state memoBool
+	key   []byte // "k8s-actor:<user>"
+	w     *workloadBaseline
+}
+
 // begin names the actor of an audit event and starts its learning period;
-// false when the actor is not judged or the baseline table is full.
-func (b *actorBaseline) begin(a *api.Audit, now time.Time) bool {
+// false when the actor is not judged or the baseline table is full. Every
+// request starts it, whichever detector judges it, so the first of the
+// three to see the event does it once for all.
+func (b *actorBaseline) begin(c *evalContext, now time.Time) bool {
+	b.reasons = b.reasons[:0]
+	m := &c.actor
+	if m.state != memoUnknown {
+		return m.state == memoTrue
+	}
+	a := c.ev.GetAudit()
 	user := a.GetUser()
 	if user == "" || a.GetCode() == 401 || b.ignored[user] || strings.HasPrefix(user, "system:node:") {
 		// Nodes (the node authorizer) read the secrets and create the
 		// mirror pods of the pods scheduled to them.
+		m.state = memoFalse
 		return false
 	}
-	b.key = append(append(b.key[:0], "k8s-actor:"...), user...)
-	b.reasons = b.reasons[:0]
-	return b.store.touch(b.key, now) != nil
+	m.key = append(append(m.key[:0], "k8s-actor:"...), user...)
+	m.w = b.store.touch(m.key, now)
+	m.state = memoOf(m.w != nil)
+	return m.w != nil
 }
 
-// novel learns b.entry for the current actor and says whether it is new
+// novel learns b.entry for the event's actor and says whether it is new
 // after the learning period.
-func (b *actorBaseline) novel(now time.Time) bool {
-	return b.store.observe(b.key, b.entry, false, now)
+func (b *actorBaseline) novel(c *evalContext, now time.Time) bool {
+	return b.store.observeIn(c.actor.w, b.entry, false, now)
 }
 
 func (b *actorBaseline) shape(al *api.Alert, _ *Rule, trigger *api.Event) {
@@ -70,7 +88,7 @@ func (d *podDeploymentAnomaly) kinds() []api.EventKind {
 
 func (d *podDeploymentAnomaly) observe(c *evalContext, now time.Time) []*api.Event {
 	a := c.ev.GetAudit()
-	if !d.begin(a, now) {
+	if !d.begin(c, now) {
 		return nil
 	}
 	if a.GetVerb() != "create" || a.GetSubresource() != "" || !auditOK(a) || !d.workloads[a.GetResource()] {
@@ -78,7 +96,7 @@ func (d *podDeploymentAnomaly) observe(c *evalContext, now time.Time) []*api.Eve
 	}
 	ns := a.GetNamespace()
 	d.entry = append(append(d.entry[:0], "deploy-ns "...), ns...)
-	if d.novel(now) {
+	if d.novel(c, now) {
 		d.reasons = append(d.reasons, "first "+a.GetResource()+" it created in namespace "+ns)
 	}
 	for _, img := range c.audit().images {
@@ -86,7 +104,7 @@ func (d *podDeploymentAnomaly) observe(c *evalContext, now time.Time) []*api.Eve
 		d.entry = append(d.entry, ' ')
 		repo := len(d.entry)
 		d.entry = appendImageRepository(d.entry, img)
-		if d.novel(now) {
+		if d.novel(c, now) {
 			d.reasons = append(d.reasons, "first image from "+string(d.entry[repo:])+" it deployed in "+ns+" ("+img+")")
 		}
 	}
@@ -132,7 +150,7 @@ func (d *secretAccessAnomaly) kinds() []api.EventKind {
 
 func (d *secretAccessAnomaly) observe(c *evalContext, now time.Time) []*api.Event {
 	a := c.ev.GetAudit()
-	if !d.begin(a, now) {
+	if !d.begin(c, now) {
 		return nil
 	}
 	verb := a.GetVerb()
@@ -155,7 +173,7 @@ func (d *secretAccessAnomaly) observe(c *evalContext, now time.Time) []*api.Even
 		d.entry = append(d.entry, '*')
 		where = "the secrets of " + where
 	}
-	if !d.novel(now) {
+	if !d.novel(c, now) {
 		return nil
 	}
 	d.reasons = append(d.reasons, "first read ("+verb+") of "+where)
@@ -177,7 +195,7 @@ func (d *saPermissionAnomaly) kinds() []api.EventKind {
 
 func (d *saPermissionAnomaly) observe(c *evalContext, now time.Time) []*api.Event {
 	a := c.ev.GetAudit()
-	if !strings.HasPrefix(a.GetUser(), "system:serviceaccount:") || !d.begin(a, now) {
+	if !strings.HasPrefix(a.GetUser(), "system:serviceaccount:") || !d.begin(c, now) {
 		return nil
 	}
 	d.resource = append(d.resource[:0], a.GetResource()...)
@@ -194,7 +212,7 @@ func (d *saPermissionAnomaly) observe(c *evalContext, now time.Time) []*api.Even
 	d.entry = append(append(d.entry[:0], "perm "...), a.GetVerb()...)
 	d.entry = append(append(d.entry, ' '), d.resource...)
 	d.entry = append(append(d.entry, ' '), ns...)
-	if !d.novel(now) {
+	if !d.novel(c, now) {
 		return nil
 	}
 	outcome := "allowed"

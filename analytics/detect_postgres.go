@@ -91,7 +91,11 @@ func (d *exposedPostgres) observe(c *evalContext, _ time.Time) []*api.Event {
 	}
 	// Most writes cannot concern Postgres: a look at the raw object spares
 	// parsing it, and a key is made only when a table holds the kind.
-	relevant := verb != "delete" && d.mayConcern(res, a.GetRequestObject())
+	if verb != "delete" && c.pgConcern == memoUnknown {
+		// Both detectors ask the same of the event.
+		c.pgConcern = memoOf(d.mayConcern(res, a.GetRequestObject()))
+	}
+	relevant := verb != "delete" && c.pgConcern == memoTrue
 	if !relevant && !d.tracks(res) {
 		return nil
 	}
@@ -168,7 +172,7 @@ func (d *exposedPostgres) tracks(res string) bool {
 
 // mayConcern says whether a written object may be one the tables keep: a
 // ConfigMap naming pg_hba, an exposed Service, a workload with a Postgres
-// image (image names are lower case).
+// image, judged as postgresPods judges it.
 func (d *exposedPostgres) mayConcern(res, raw string) bool {
 	switch res {
 	case "configmaps":
@@ -176,7 +180,42 @@ func (d *exposedPostgres) mayConcern(res, raw string) bool {
 	case "services":
 		return strings.Contains(raw, "LoadBalancer") || strings.Contains(raw, "NodePort") || strings.Contains(raw, "externalIPs")
 	}
-	return containsAnyOf(raw, d.images)
+	return imageValueContains(raw, d.images)
+}
+
+// imageValueContains says whether an "image" value of a raw JSON object
+// contains one of subs: one pass over the object for the key, then the
+// (short) values, rather than a pass over the whole object per image name.
+// An object with escapes counts as containing, so it is parsed and judged
+// properly.
+func imageValueContains(raw string, subs []string) bool {
+	if strings.Contains(raw, `\u`) {
+		return true // a key may be escaped ("im\u0061ge"): let the parse judge
+	}
+	const key = `"image"`
+	for {
+		i := strings.Index(raw, key)
+		if i < 0 {
+			return false
+		}
+		raw = strings.TrimLeft(raw[i+len(key):], " \t\r\n")
+		if !strings.HasPrefix(raw, ":") {
+			continue
+		}
+		raw = strings.TrimLeft(raw[1:], " \t\r\n")
+		if !strings.HasPrefix(raw, `"`) {
+			continue
+		}
+		end := strings.IndexByte(raw[1:], '"')
+		if end < 0 {
+			return false
+		}
+		value := raw[1 : 1+end]
+		if strings.IndexByte(value, '\\') >= 0 || containsAnyOf(strings.ToLower(value), subs) {
+			return true
+		}
+		raw = raw[1+end:]
+	}
 }
 
 func isWorkloadResource(res string) bool {

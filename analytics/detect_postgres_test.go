@@ -104,3 +104,30 @@ func TestExposedPostgres(t *testing.T) {
 		})
 	}
 }
+
+func TestImageValueContains(t *testing.T) {
+	images := []string{"postgres", "postgis", "spilo"}
+	tests := []struct {
+		name, raw string
+		want      bool
+	}{
+		{"compact", `{"spec":{"containers":[{"name":"db","image":"postgres:16"}]}}`, true},
+		{"second container", `{"spec":{"containers":[{"image":"busybox"},{"image":"registry.local/zalando/spilo-15:3.0"}]}}`, true},
+		{"spaces around the colon", `{"image" :  "docker.io/library/postgres"}`, true},
+		{"upper case, as the parse lowers it", `{"image":"PostGIS/postgis"}`, true},
+		{"escaped value is left to the parse", `{"image":"p\u006fstgres"}`, true},
+		{"escaped key is left to the parse", `{"im\u0061ge":"postgres"}`, true},
+		{"other image", `{"spec":{"containers":[{"name":"postgres","image":"nginx:1.27","env":[{"name":"DB","value":"postgres"}]}]}}`, false},
+		{"imagePullPolicy is not image", `{"imagePullPolicy":"postgres"}`, false},
+		{"key in a string value", `{"metadata":{"annotations":{"note":"\"image\": \"postgres\""}},"image":"nginx"}`, false},
+		{"no image", `{"kind":"ConfigMap","data":{"image":1}}`, false},
+		{"truncated", `{"image":"postg`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := imageValueContains(tt.raw, images); got != tt.want {
+				t.Errorf("imageValueContains(%s) = %v, want %v", tt.raw, got, tt.want)
+			}
+		})
+	}
+}

@@ -308,8 +308,13 @@ func (e *Engine) Process(ev *api.Event, emit Emit) {
 		}
 		e.raise(cr.rule, ev, evidence, renderOutput(cr.output, c), nil, emit)
 	}
-	for _, dr := range e.detectors[kind] {
-		if evidence := dr.det.observe(c, e.eventTime(ev)); len(evidence) > 0 {
+	detectors := e.detectors[kind]
+	var now time.Time
+	if len(detectors) > 0 {
+		now = e.eventTime(ev)
+	}
+	for _, dr := range detectors {
+		if evidence := dr.det.observe(c, now); len(evidence) > 0 {
 			e.stats.RuleMatches++
 			shaper, _ := dr.det.(alertShaper)
 			e.raise(dr.rule, evidence[len(evidence)-1], evidence, "", shaper, emit)

@@ -112,6 +112,28 @@ type evalContext struct {
 	haveAncNames, haveAncExes bool
 	haveAncCmdlines           bool
 	auditV                    auditView
+	// actor is the audit event's actor as judged by the learned actor
+	// anomalies, which share it: one baseline look-up per event, not one
+	// per detector.
+	actor actorMemo
+	// pgConcern memoizes exposedPostgres.mayConcern for its two detectors.
+	pgConcern memoBool
+}
+
+// memoBool is a per-event result computed once.
+type memoBool uint8
+
+const (
+	memoUnknown memoBool = iota
+	memoFalse
+	memoTrue
+)
+
+func memoOf(b bool) memoBool {
+	if b {
+		return memoTrue
+	}
+	return memoFalse
 }
 
 var _ interpreter.Activation = (*evalContext)(nil)
@@ -126,6 +148,8 @@ func (c *evalContext) reset(ev *api.Event, kind string) {
 	c.ancestorExes = c.ancestorExes[:0]
 	c.ancestorCmdlines = c.ancestorCmdlines[:0]
 	c.auditV.parsed = false
+	c.actor.state = memoUnknown
+	c.pgConcern = memoUnknown
 }
 
 // ResolveName implements interpreter.Activation.

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/harrier-sec/harrier/backend/export"
+	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
 // BenchmarkExport exports b.N alerts from a real store to each kind of
@@ -144,7 +144,7 @@ func BenchmarkExport(b *testing.B) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			cpu0 := cpuTime()
+			cpu0 := testenv.CPUTime(b)
 			b.ResetTimer()
 			start := time.Now()
 			go func() { done <- m.Run(ctx) }()
@@ -153,7 +153,7 @@ func BenchmarkExport(b *testing.B) {
 			}
 			elapsed := time.Since(start)
 			b.StopTimer()
-			cpu := cpuTime() - cpu0
+			cpu := testenv.CPUTime(b) - cpu0
 			cancel()
 			if err := <-done; err != nil {
 				b.Fatal(err)
@@ -182,12 +182,4 @@ func rsyslogConfig(b *testing.B, network, format string) export.Config {
 	rs := startRsyslog(b, files)
 	scfg.Address = net.JoinHostPort("127.0.0.1", strconv.Itoa(rs.port))
 	return export.Config{Type: export.TypeSyslog, Format: format, Syslog: scfg}
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
