@@ -79,6 +79,7 @@ func replayCases() []replayCase {
 		{"sensitive-files: cat shadow (failed)", []*api.Event{openFail("/bin/cat", "/etc/shadow", -13, ctr)}, "sensitive-files", nil},
 		{"sensitive-files: aws creds", []*api.Event{openEv("/usr/bin/python3", "/root/.aws/credentials", false)}, "sensitive-files", nil},
 		{"no sensitive-files: sshd reads shadow", []*api.Event{openEv("/usr/sbin/sshd", "/etc/shadow", false)}, "", []string{"sensitive-files"}},
+		{"no sensitive-files: systemd-sysusers", []*api.Event{openFail("/usr/bin/systemd-sysusers", "/etc/gshadow", -2, ctr)}, "", []string{"sensitive-files"}},
 		{"no sensitive-files: passwd is public", []*api.Event{openEv("/bin/cat", "/etc/passwd", false)}, "", []string{"sensitive-files"}},
 
 		{"secret-recon: grep secret var", []*api.Event{execEv("/bin/grep", []string{"grep", "-r", "AWS_SECRET_ACCESS_KEY", "/"}, ctr)}, "secret-recon", nil},
@@ -150,6 +151,8 @@ func replayCases() []replayCase {
 
 		{"new-namespace: unshare in container", []*api.Event{nsEv("/usr/bin/unshare", ctr)}, "new-namespace", nil},
 		{"no new-namespace: host unshare", []*api.Event{nsEv("/usr/bin/unshare")}, "", []string{"new-namespace"}},
+		{"no new-namespace: a system container's systemd sandboxes a service", []*api.Event{nsEv("/usr/lib/systemd/systemd", ctr)}, "", []string{"new-namespace"}},
+		{"new-namespace: a systemd written into the container", []*api.Event{nsEv("/usr/lib/systemd/systemd", ctr, origin(&api.ExeOrigin{OverlayUpper: true}))}, "new-namespace", nil},
 
 		{"kubelet-kubeconfig", []*api.Event{openEv("/bin/cat", "/var/lib/kubelet/kubeconfig", false, ctr)}, "kubelet-kubeconfig", nil},
 		{"no kubelet-kubeconfig: kubelet", []*api.Event{openEv("/usr/bin/kubelet", "/var/lib/kubelet/kubeconfig", false)}, "", []string{"kubelet-kubeconfig"}},

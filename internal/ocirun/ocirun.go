@@ -96,6 +96,13 @@ type Options struct {
 	// Privileged gives the process every capability (as docker --privileged
 	// and a Kubernetes privileged container do) instead of the default 14.
 	Privileged bool
+	// Systemd prepares the container for systemd as its process (Args):
+	// its own cgroup namespace with the cgroup2 tree mounted writable (a
+	// delegated subtree, where systemd makes its slices and services),
+	// /run, /run/lock and /tmp as tmpfs, and container=oci in the
+	// environment, as podman does for an image whose command is systemd.
+	// It implies Privileged.
+	Systemd bool
 }
 
 // Bind is a bind mount of the host path Source at Destination.

@@ -143,7 +143,7 @@ func newSpec(id, rootfs string, opts Options) spec {
 		"HOME=" + home,
 	}, opts.Env...)
 	caps := defaultCaps()
-	if opts.Privileged {
+	if opts.Privileged || opts.Systemd {
 		caps = ownCaps()
 	}
 	mounts := []mount{
@@ -157,6 +157,16 @@ func newSpec(id, rootfs string, opts Options) spec {
 			Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
 		{Destination: "/sys", Type: "sysfs", Source: "sysfs",
 			Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+	}
+	namespaces := []namespace{{Type: "pid"}, {Type: "mount"}, {Type: "ipc"}, {Type: "uts"}, {Type: "network"}}
+	if opts.Systemd {
+		env = append(env, "container=oci")
+		namespaces = append(namespaces, namespace{Type: "cgroup"})
+		mounts = append(mounts,
+			mount{Destination: "/sys/fs/cgroup", Type: "cgroup2", Source: "cgroup2", Options: []string{"nosuid", "noexec", "nodev", "rw"}},
+			mount{Destination: "/run", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=755", "size=65536k"}},
+			mount{Destination: "/run/lock", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "noexec", "size=5120k"}},
+			mount{Destination: "/tmp", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "nodev", "mode=1777"}})
 	}
 	for _, b := range opts.Mounts {
 		o := []string{"rbind", "nosuid", "nodev"}
@@ -185,9 +195,7 @@ func newSpec(id, rootfs string, opts Options) spec {
 		Mounts:      mounts,
 		Linux: linux{
 			CgroupsPath: fmt.Sprintf("%s/%s", CgroupParent, id),
-			Namespaces: []namespace{
-				{Type: "pid"}, {Type: "mount"}, {Type: "ipc"}, {Type: "uts"}, {Type: "network"},
-			},
+			Namespaces:  namespaces,
 			// Deny all devices but the defaults runc always allows
 			// (null, zero, full, random, urandom, tty, pts).
 			Resources: resources{Devices: []deviceRule{{Allow: false, Access: "rwm"}}},

@@ -13,7 +13,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 . "$here/../kubeapi/lib.sh"
 
-packages=(nginx-light redis-server redis-tools gcc libc6-dev make logrotate postgresql-15 postgresql-client-15 apt dpkg libc-bin diffutils golang-go)
+packages=(nginx-light redis-server redis-tools gcc libc6-dev make logrotate postgresql-15 postgresql-client-15 apt dpkg libc-bin diffutils golang-go systemd debianutils util-linux)
 
 root="$(cache_root)"
 # The versions apt would take, without downloading: the cache key.
@@ -75,6 +75,27 @@ for version in 1.0 1.1; do
 	dpkg-deb --root-owner-group -b "$pkg" "$dir/rootfs.tmp/srv/debs/harrier-corpus-hello_${version}_all.deb" >&2
 done
 rm -rf "$dir/pkg"
+# The same package as an apt repository (a flat one, "deb [trusted=yes]
+# http://127.0.0.1:8081/ ./"), a directory per state of the archive:
+# /srv/repo/1.0 has version 1.0, /srv/repo/1.1 both. The index is written
+# here as dpkg-scanpackages would, from each package's control file.
+for state in 1.0 1.1; do
+	repo="$dir/rootfs.tmp/srv/repo/$state"
+	mkdir -p "$repo"
+	for version in 1.0 1.1; do
+		if [ "$version" = 1.1 ] && [ "$state" = 1.0 ]; then continue; fi
+		deb="harrier-corpus-hello_${version}_all.deb"
+		cp "$dir/rootfs.tmp/srv/debs/$deb" "$repo/"
+		{
+			dpkg-deb -f "$repo/$deb"
+			echo "Filename: ./$deb"
+			echo "Size: $(stat -c %s "$repo/$deb")"
+			echo "SHA256: $(sha256sum "$repo/$deb" | cut -d' ' -f1)"
+			echo
+		} >>"$repo/Packages"
+	done
+	gzip -9nk "$repo/Packages"
+done
 rm -rf "$dir/debs" "$dir/state"
 mv "$dir/rootfs.tmp" "$dir/rootfs"
 touch "$dir/.complete"

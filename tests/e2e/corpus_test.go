@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -120,6 +122,97 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 			names[x.ctr.ID] = name
 		})
 	}
+	// systemd as a node runs it, with Debian's own timers (their services
+	// as the packages ship them), each told by a drop-in to fire 2 s
+	// after boot rather than daily; Debian's redis-server.service starts
+	// with the other units.
+	t.Run("systemd running Debian's timers", func(t *testing.T) {
+		timers := []string{"apt-daily", "apt-daily-upgrade", "dpkg-db-backup", "logrotate", "systemd-tmpfiles-clean"}
+		image := map[string]runctest.File{
+			// The users the packages' maintainer scripts would have made.
+			"/etc/passwd": {Content: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n" +
+				"_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\nredis:x:100:101::/var/lib/redis:/usr/sbin/nologin\n" +
+				"postgres:x:101:102::/var/lib/postgresql:/bin/sh\n"},
+			"/etc/group": {Content: "root:x:0:\nnogroup:x:65534:\nredis:x:101:\npostgres:x:102:\nadm:x:4:\n"},
+			"/etc/systemd/system/timers.target.d/corpus.conf": {Content: "[Unit]\nWants=" + strings.Join(timers, ".timer ") + ".timer\n"},
+			// The directories redis-server's postinst would have made,
+			// made at boot by systemd-tmpfiles instead.
+			// Debian's network is ifupdown's: on first boot, systemd's
+			// presets would otherwise enable networkd, whose wait-online
+			// holds network-online.target (and apt-daily) for 2 minutes on
+			// a container with only loopback.
+			"/etc/systemd/system-preset/10-corpus.preset": {Content: "disable systemd-networkd.service\ndisable systemd-networkd.socket\n" +
+				"disable systemd-networkd-wait-online.service\n"},
+			"/etc/tmpfiles.d/redis-corpus.conf": {Content: "d /var/lib/redis 0750 redis redis -\nd /var/log/redis 2750 redis adm -\n"},
+		}
+		for _, tm := range timers {
+			image["/etc/systemd/system/"+tm+".timer.d/soon.conf"] = runctest.File{
+				Content: "[Timer]\nOnCalendar=\nOnActiveSec=2s\nRandomizedDelaySec=0\nAccuracySec=100ms\nPersistent=false\n"}
+		}
+		ctr := runctest.Start(t, runctest.Options{Layers: []string{layer}, Applets: debianApplets, Image: image,
+			Systemd: true, Args: []string{"/usr/lib/systemd/systemd"}})
+		x := &box{t: t, r: r, ctr: ctr, scope: inContainer(ctr.ID)}
+		services := strings.Join(timers, ".service ") + ".service"
+		// Each timer's service has run once when it has left the inactive
+		// state once (a job waiting to start is inactive too) and is back
+		// in it or failed (systemctl answers once systemd is up, a few
+		// seconds in).
+		ran := func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			out, err := ctr.Exec(ctx, "sh", "-c", "systemctl show -p InactiveExitTimestampMonotonic --value "+services+"; "+
+				"systemctl is-active "+services+" || true")
+			f := strings.Fields(out)
+			if err != nil || len(f) != 2*len(timers) {
+				return false
+			}
+			for i, started := range f[:len(timers)] {
+				if state := f[len(timers)+i]; started == "0" || state != "inactive" && state != "failed" {
+					return false
+				}
+			}
+			return true
+		}
+		deadline := time.Now().Add(90 * time.Second)
+		for !ran() {
+			if time.Now().After(deadline) {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				out, err := ctr.Exec(ctx, "sh", "-c", "ps; systemctl list-timers --all --no-pager")
+				so, _ := ctr.Stdout()
+				t.Fatalf("Debian's timers did not all run: %v\n%s\nsystemd's output:\n%s", err, out, so)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		for _, svc := range append(strings.Fields(services), "redis-server.service") {
+			if got := strings.TrimSpace(x.exec("systemctl", "show", "-p", "Result", "--value", svc)); got != "success" {
+				t.Errorf("%s: result %q:\n%s", svc, got, x.exec("journalctl", "--no-pager", "-u", svc))
+			}
+		}
+		x.settle()
+		// What the timers and units ran, by program (a script's is its
+		// path among the arguments; redis-server is a link to
+		// redis-check-rdb).
+		execs := map[string]int{}
+		for _, ev := range r.snapshot(x.scope) {
+			if ev.GetKind() == api.EventKind_EVENT_KIND_EXEC {
+				execs[ev.GetProcess().GetExe()]++
+				for _, a := range ev.GetProcess().GetArgs() {
+					if strings.HasPrefix(a, "/usr/") {
+						execs[a]++
+					}
+				}
+			}
+		}
+		for _, program := range []string{"/usr/lib/systemd/systemd", "/usr/sbin/logrotate", "/usr/lib/apt/apt.systemd.daily",
+			"/usr/libexec/dpkg/dpkg-db-backup", "/usr/bin/systemd-tmpfiles", "/usr/bin/redis-server"} {
+			if execs[program] == 0 {
+				t.Errorf("no exec of %s in the container's events (execs: %v)", program, execs)
+			}
+		}
+		scopes = append(scopes, x.scope)
+		names[ctr.ID] = "systemd timers"
+	})
 	workload("nginx serving static files", map[string]runctest.File{
 		"/etc/corpus/nginx.conf": {Content: nginxConf},
 		"/www/index.html":        {Content: "<html>hello</html>\n"},
@@ -189,6 +282,67 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		x.sh("grep -q 'configured 1.0' /var/lib/corpus-hello/state.before-upgrade && grep -q 'configured 1.1' /var/lib/corpus-hello/state")
 		x.sh(apt + "remove harrier-corpus-hello 2>&1 && ! test -e /usr/bin/corpus-hello")
 	})
+	workload("apt-get update and upgrade from an HTTP repository", map[string]runctest.File{
+		// The image as Debian's apt leaves it: its postinst made the _apt
+		// user its http method drops to.
+		"/etc/passwd": {Content: "root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/home/user:/bin/sh\n" +
+			"nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n_apt:x:42:65534::/nonexistent:/usr/sbin/nologin\n"},
+		"/etc/apt/sources.list": {Content: "deb [trusted=yes] http://127.0.0.1:8081/current/ ./\n"},
+	}, func(x *box) {
+		// apt's http method, as on a node, fetches as the _apt user from a
+		// repository served by busybox httpd on the container's loopback;
+		// /srv/repo/current is switched from the archive's 1.0 state to
+		// its 1.1 state between the two updates.
+		x.sh("mkdir -p /var/lib/dpkg/info /var/lib/dpkg/updates /var/lib/dpkg/triggers /var/lib/apt/lists/partial " +
+			"/var/cache/apt/archives/partial /var/log/apt /etc/apt/sources.list.d && touch /var/lib/dpkg/status /var/lib/dpkg/available && " +
+			"ln -sfn 1.0 /srv/repo/current && httpd -p 127.0.0.1:8081 -h /srv/repo && waitport 8081")
+		apt := "export DEBIAN_FRONTEND=noninteractive; apt-get -y -q "
+		x.sh(apt + "update 2>&1 && " + apt + "install harrier-corpus-hello 2>&1")
+		if out := x.exec("corpus-hello"); !strings.Contains(out, "hello from the corpus package 1.0") {
+			t.Errorf("program installed from the repository printed %q", out)
+		}
+		x.sh("ln -sfn 1.1 /srv/repo/current && " + apt + "update 2>&1 && " + apt + "upgrade 2>&1")
+		if out := x.exec("corpus-hello"); !strings.Contains(out, "hello from the corpus package 1.1") {
+			t.Errorf("program upgraded from the repository printed %q", out)
+		}
+		x.sh("grep -q 'configured 1.1' /var/lib/corpus-hello/state && pkill httpd || true")
+	})
+	t.Run("dpkg on the host upgrading a package in a sandbox root", func(t *testing.T) {
+		// The host's own dpkg installs and upgrades the package into a
+		// container's root file system (the host's packages are never
+		// touched): dpkg, dpkg-deb and tar run as host processes, the
+		// maintainer scripts chrooted into the root, as a node's package
+		// upgrade runs them.
+		x := newDebianBox(t, nil)
+		root := x.ctr.Path("/")
+		x.sh("mkdir -p /var/lib/dpkg/info /var/lib/dpkg/updates /var/lib/dpkg/triggers && touch /var/lib/dpkg/status /var/lib/dpkg/available")
+		dpkg := testenv.RequireCommand(t, "dpkg", "Debian's dpkg")
+		var pids []uint32
+		for _, version := range []string{"1.0", "1.1"} {
+			cmd := exec.Command(dpkg, "--root="+root, "--force-not-root", "-i", filepath.Join(root, "srv/debs/harrier-corpus-hello_"+version+"_all.deb"))
+			cmd.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "PATH=/usr/sbin:/usr/bin:/sbin:/bin")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("host dpkg -i %s: %v\n%s", version, err, out)
+			}
+			pids = append(pids, uint32(cmd.Process.Pid))
+		}
+		state, err := os.ReadFile(x.ctr.Path("/var/lib/corpus-hello/state"))
+		if err != nil || !strings.Contains(string(state), "configured 1.1") {
+			t.Errorf("after the host's upgrade the package's state is %q (%v)", state, err)
+		}
+		r.settled(t, func(args ...string) {
+			if out, err := exec.Command(runctest.BusyboxPath, args...).CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v %s", args, err, out)
+			}
+		})
+		scope := underPIDs(pids...)
+		if n := len(r.snapshot(scope)); n < 5 {
+			t.Fatalf("only %d events from the host's dpkg", n)
+		}
+		scopes = append(scopes, scope)
+		names[""] = "dpkg on the host"
+	})
 	workload("postgres with pgbench", nil, func(x *box) {
 		pg := func(script string) string {
 			t.Helper()
@@ -234,8 +388,8 @@ func TestDebianCorpusRealSensor(t *testing.T) {
 		}
 		return false
 	}
-	if len(scopes) != 7 {
-		t.Fatalf("%d of 7 workloads ran", len(scopes))
+	if len(scopes) != 10 {
+		t.Fatalf("%d of 10 workloads ran", len(scopes))
 	}
 	events := r.snapshot(all)
 	kinds := map[api.EventKind]int{}

@@ -401,18 +401,7 @@ func TestBenignCorpusRealSensor(t *testing.T) {
 				t.Fatalf("%v: %v %s", args, err, out)
 			}
 		})
-		pids := []uint32{uint32(cmd.Process.Pid), uint32(run.Process.Pid)}
-		scope := func(ev *api.Event) bool {
-			if slices.Contains(pids, ev.GetProcess().GetTgid()) {
-				return true
-			}
-			for _, a := range ev.GetAncestry() {
-				if slices.Contains(pids, a.GetPid()) {
-					return true
-				}
-			}
-			return false
-		}
+		scope := underPIDs(uint32(cmd.Process.Pid), uint32(run.Process.Pid))
 		if n := len(r.snapshot(scope)); n < 3 {
 			t.Fatalf("only %d events from go build", n)
 		}

@@ -231,6 +231,22 @@ func inContainer(id string) func(*api.Event) bool {
 	return func(ev *api.Event) bool { return ev.GetContainer().GetId() == id }
 }
 
+// underPIDs selects the events of host processes the test started (pids)
+// and of their descendants.
+func underPIDs(pids ...uint32) func(*api.Event) bool {
+	return func(ev *api.Event) bool {
+		if slices.Contains(pids, ev.GetProcess().GetTgid()) {
+			return true
+		}
+		for _, a := range ev.GetAncestry() {
+			if slices.Contains(pids, a.GetPid()) {
+				return true
+			}
+		}
+		return false
+	}
+}
+
 // box is one container of a test case and the helpers to act in it.
 type box struct {
 	t   *testing.T
