@@ -7,31 +7,24 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/internal/browsertest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/transport"
 )
-
-// screenshotsEnv names a directory (the repository's docs/) the test
-// saves its screenshots of the sign-in and the alert page into.
-const screenshotsEnv = "HARRIER_UI_SCREENSHOTS"
 
 const (
 	apiToken   = "ui-test-api-token-0123456789abcdef"
@@ -51,62 +44,25 @@ var (
 	xssPod   = `web-<iframe src="javascript:alert(4)"></iframe>`
 )
 
-func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no chromium on PATH: install it (`make deps` does, Debian's package chromium)")
-	return ""
-}
-
 // TestConsoleInBrowser signs in, triages an alert and reads the triage
 // back after a reload, checks a viewer is refused a change in the UI and
 // the API, and that HTML and script planted in alerts' command lines,
 // file names and pod labels do not run — against a real backend fed over
 // QUIC by a real transport client.
 func TestConsoleInBrowser(t *testing.T) {
-	chromium := chromiumPath(t)
+	b := browsertest.Start(t, 60*time.Second)
 	base := startBackend(t)
 	addUser(t, base, "ana", "analyst", anaPass)
 	addUser(t, base, "vic", "viewer", vicPass)
 	addUser(t, base, "rob", "responder", robPass)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]), chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	var dialogs atomic.Int32
-	if err := chromedp.Do(bctx); err != nil { // starts the browser and its tab
-		t.Fatalf("start chromium: %v", err)
-	}
-	go func() {
-		for _, err := range chromedp.Events(bctx, page.JavascriptDialogOpening) {
-			if err != nil {
-				return
-			}
-			dialogs.Add(1)
-			_, _ = chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
-		}
-	}()
+	bctx, dialogs := b.Ctx, b.Dialogs
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(bctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+		b.Do(t, what, steps...)
 	}
 	text := func(sel string) string {
 		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
+		return b.Text(t, sel)
 	}
 	notPwned := func(where string) {
 		t.Helper()
@@ -130,7 +86,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SendKeys(chromedp.ID("username"), user),
 			chromedp.SendKeys(chromedp.ID("password"), pw))
 		if shot != "" {
-			screenshot(t, bctx, shot)
+			b.Screenshot(t, shot)
 		}
 		// The sign-in page has a main h1 too: wait for it to go first.
 		do("submit the sign-in", chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")),
@@ -170,7 +126,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("history lacks ana's state change from new:\n%s", triage)
 	}
 	notPwned("the triaged alert's page")
-	screenshot(t, bctx, "console-alert-triage.png")
+	b.Screenshot(t, "console-alert-triage.png")
 
 	// An exception from the alert: the form is prefilled from it; saved,
 	// it is listed with the agents that do not have it yet (the test's
@@ -188,7 +144,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	do("fill the exception", chromedp.SetValue(chromedp.ID("exc-command"), "/bin/sh -c curl http://203.0.113.9/*"),
 		chromedp.SendKeys(chromedp.ID("exc-reason"), "the shop's health check"), chromedp.ScrollIntoView(chromedp.ID("exception")))
-	screenshot(t, bctx, "console-exception-form.png")
+	b.Screenshot(t, "console-exception-form.png")
 	do("save the exception", chromedp.Click(chromedp.ID("exc-save")), chromedp.WaitVisible(chromedp.ID("exceptions")))
 	listed := text("#exceptions")
 	for _, want := range []string{"HAR-EXEC-002", "namespace shop", "command /bin/sh -c curl http://203.0.113.9/*", "ana", "the shop's health check", "node-1: not yet"} {
@@ -266,7 +222,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("confirmation says %q", effect)
 	}
 	do("give a reason", chromedp.SendKeys(chromedp.ID("respond-reason"), "web shell on shop"))
-	screenshot(t, bctx, "console-response-confirm.png")
+	b.Screenshot(t, "console-response-confirm.png")
 	do("confirm", chromedp.Click(chromedp.ID("respond-confirm-button")), chromedp.WaitVisible(chromedp.ID("command-state")))
 	if st := text("#command-state"); st != "pending" {
 		t.Errorf("command state %q, want pending", st)
@@ -286,21 +242,6 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("the alert's commands: %s", row)
 	}
 	t.Logf("browser steps took %v", time.Since(start).Round(time.Millisecond))
-}
-
-func screenshot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	dir := os.Getenv(screenshotsEnv)
-	if dir == "" {
-		return
-	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // startBackend runs a backend with certificates as `harrier certs` makes
