@@ -376,3 +376,96 @@ func apiGet(t *testing.T, base, path string, out any) {
 		t.Fatalf("GET %s: %v", path, err)
 	}
 }
+
+// consolePages are the pages every role may open or an admin opens, for
+// the accessibility checks.
+var consolePages = []string{"/", "/alerts/" + shellID, "/incidents", "/overview", "/events", "/agents", "/findings",
+	"/inventory", "/exceptions", "/response", "/exports", "/audit"}
+
+// TestConsoleAccessible: every page has the skip link and the header,
+// nav and main landmarks, and no form control without an accessible name;
+// a keyboard alone reaches the alert page's triage form and respond button
+// and saves a comment; focus is visible.
+func TestConsoleAccessible(t *testing.T) {
+	b := browsertest.Start(t, 90*time.Second)
+	base := startBackend(t)
+	addUser(t, base, "ana", "analyst", anaPass)
+	addUser(t, base, "rob", "responder", robPass)
+	addUser(t, base, "ada", "admin", "admin password 12")
+	signIn := func(user, pw string) {
+		t.Helper()
+		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), pw),
+			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	}
+	eval := func(js string) string {
+		t.Helper()
+		s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", js, err)
+		}
+		return s
+	}
+
+	signIn("ada", "admin password 12")
+	for _, path := range consolePages {
+		b.Do(t, "open "+path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if bad := b.Unlabelled(t); len(bad) > 0 {
+			t.Errorf("%s: form controls without an accessible name: %q", path, bad)
+		}
+		if got := eval(`[document.querySelector("body > a.skip[href='#content']")?.innerText, document.querySelector("header nav a") ? "nav" : "", document.querySelector("main#content") ? "main" : ""].join("|")`); got != "Skip to content|nav|main" {
+			t.Errorf("%s: skip link, nav and main: %q", path, got)
+		}
+	}
+
+	// Keyboard only, as a responder on the alert page.
+	signIn("rob", robPass)
+	b.Do(t, "open the alert", chromedp.Navigate(base+"/alerts/"+shellID), chromedp.WaitVisible(chromedp.ID("triage")))
+	focused := func() string {
+		t.Helper()
+		return eval(`(() => { const e = document.activeElement; return e.id || (e.tagName + "." + e.className + ":" + (e.innerText || "").trim()); })()`)
+	}
+	b.Do(t, "first Tab", chromedp.KeyEvent("\t"))
+	if f := focused(); !strings.Contains(f, "Skip to content") {
+		t.Errorf("the first Tab focuses %q, want the skip link", f)
+	}
+	if o := eval(`getComputedStyle(document.activeElement).outlineStyle + " " + getComputedStyle(document.activeElement).outlineWidth`); strings.HasPrefix(o, "none") || strings.HasSuffix(o, " 0px") {
+		t.Errorf("the focused skip link has outline %q: focus is not visible", o)
+	}
+	b.Do(t, "follow the skip link", chromedp.KeyEvent("\r"))
+	if f := eval(`document.activeElement.id`); f != "content" {
+		t.Errorf("after the skip link focus is on %q, want main#content", f)
+	}
+	var walk []string
+	reached := map[string]bool{}
+	for range 120 {
+		b.Do(t, "Tab", chromedp.KeyEvent("\t"))
+		f := focused()
+		walk = append(walk, f)
+		switch {
+		case f == "triage-state-select", f == "triage-comment", f == "triage-save":
+			reached[f] = true
+		case strings.Contains(f, "respond-kill-process-tree"):
+			reached["respond"] = true
+		}
+		if reached["triage-save"] && reached["respond"] {
+			break
+		}
+	}
+	for _, want := range []string{"triage-state-select", "triage-comment", "triage-save", "respond"} {
+		if !reached[want] {
+			t.Errorf("Tab never reached %s; focus went %q", want, walk)
+		}
+	}
+	// The triage form by keyboard: focus the comment, type, Tab to Save,
+	// Enter.
+	b.Do(t, "comment by keyboard", chromedp.Focus(chromedp.ID("triage-comment")), chromedp.KeyEvent("typed on the keyboard"),
+		chromedp.KeyEvent("\t"))
+	if f := focused(); f != "triage-save" {
+		t.Fatalf("Tab from the comment reaches %q, want the Save button", f)
+	}
+	b.Do(t, "save by Enter", chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.CSS("#triage .comment")))
+	if got := b.Text(t, "#triage"); !strings.Contains(got, "typed on the keyboard") {
+		t.Errorf("the comment saved by keyboard is not shown:\n%s", got)
+	}
+}
