@@ -380,7 +380,7 @@ func apiGet(t *testing.T, base, path string, out any) {
 // consolePages are the pages every role may open or an admin opens, for
 // the accessibility checks.
 var consolePages = []string{"/", "/alerts/" + shellID, "/incidents", "/overview", "/events", "/agents", "/findings",
-	"/inventory", "/exceptions", "/response", "/exports", "/audit"}
+	"/inventory", "/exceptions", "/response", "/exports", "/audit", "/users"}
 
 // TestConsoleAccessible: every page has the skip link and the header,
 // nav and main landmarks, and no form control without an accessible name;
@@ -467,5 +467,116 @@ func TestConsoleAccessible(t *testing.T) {
 	b.Do(t, "save by Enter", chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.CSS("#triage .comment")))
 	if got := b.Text(t, "#triage"); !strings.Contains(got, "typed on the keyboard") {
 		t.Errorf("the comment saved by keyboard is not shown:\n%s", got)
+	}
+}
+
+// TestConsoleUsersPage: an admin adds a user on the users page, changes
+// its role, issues it an API token that works with that role, and removes
+// it, each change audited; a post without the CSRF token and a non-admin
+// are refused.
+func TestConsoleUsersPage(t *testing.T) {
+	b := browsertest.Start(t, 60*time.Second)
+	base := startBackend(t)
+	addUser(t, base, "ana", "analyst", anaPass)
+	addUser(t, base, "rob", "responder", robPass)
+	addUser(t, base, "ada", "admin", "admin password 12")
+	signIn := func(user, pw string) {
+		t.Helper()
+		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), pw),
+			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	}
+	eval := func(js string) string {
+		t.Helper()
+		s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", js, err)
+		}
+		return s
+	}
+	signIn("rob", robPass)
+
+	// A non-admin is refused the users page.
+	b.Do(t, "open /users as responder", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if msg := b.Text(t, ".error"); !strings.Contains(msg, "needs the role admin") {
+		t.Errorf("responder's /users: %q", msg)
+	}
+
+	// The users page, as admin.
+	signIn("ada", "admin password 12")
+	b.Do(t, "open the users page", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("users")))
+	for name, role := range map[string]string{"ana": "analyst", "rob": "responder", "ada": "admin"} {
+		if got := b.Text(t, "#user-"+name+" .user-role"); got != role {
+			t.Errorf("users page: %s is %q, want %s", name, got, role)
+		}
+	}
+	if n := eval(`String(document.querySelectorAll("#remove-ada").length)`); n != "0" {
+		t.Error("the admin is offered to remove itself")
+	}
+	b.Do(t, "add eve", chromedp.SendKeys(chromedp.ID("new-name"), "eve"), chromedp.SetValue(chromedp.ID("new-role"), "analyst"),
+		chromedp.SendKeys(chromedp.ID("new-password"), "eve's password 1"), chromedp.Click(chromedp.ID("add-user")),
+		chromedp.WaitVisible(chromedp.ID("user-eve")))
+	b.Do(t, "make eve a responder", chromedp.SetValue(chromedp.ID("role-eve"), "responder"), chromedp.Click(chromedp.ID("role-save-eve")))
+	testenv.WaitFor(t, 10*time.Second, "the page shows eve as responder", func() bool {
+		got, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS("#user-eve .user-role")))
+		return err == nil && got == "responder"
+	})
+	b.Screenshot(t, "console-users.png")
+	b.Do(t, "issue eve a token", chromedp.Click(chromedp.ID("token-eve")), chromedp.WaitVisible(chromedp.ID("new-token-value")))
+	tok, err := chromedp.Run(b.Ctx, chromedp.Value(chromedp.ID("new-token-value")))
+	if err != nil || !strings.HasPrefix(tok, "hrr_") {
+		t.Fatalf("issued token %q (%v)", tok, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/me", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me struct{ User, Role string }
+	_ = json.NewDecoder(resp.Body).Decode(&me)
+	resp.Body.Close()
+	if me.User != "eve" || me.Role != "responder" {
+		t.Errorf("eve's token is %+v, want eve as responder", me)
+	}
+	// A post without the session's CSRF token changes nothing.
+	b.Do(t, "post without CSRF", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.createElement("form"); f.method = "post"; f.action = "/users/eve/role";
+		const i = document.createElement("input"); i.name = "role"; i.value = "admin"; f.appendChild(i);
+		document.body.appendChild(f); f.submit(); })()`), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if msg := b.Text(t, ".error"); !strings.Contains(msg, "did not come from this console") {
+		t.Errorf("a role change without CSRF: %q", msg)
+	}
+	// Nor may the admin remove itself, even with a good token.
+	b.Do(t, "remove oneself", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("users")),
+		chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.createElement("form"); f.method = "post"; f.action = "/users/ada/delete";
+		f.appendChild(document.querySelector("input[name=csrf]").cloneNode());
+		document.body.appendChild(f); f.submit(); })()`), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if msg := b.Text(t, ".error"); !strings.Contains(msg, "you may not remove yourself") {
+		t.Errorf("removing oneself: %q", msg)
+	}
+	b.Do(t, "remove eve", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("remove-eve")),
+		chromedp.Click(chromedp.ID("remove-eve")), chromedp.WaitNotPresent(chromedp.ID("user-eve")))
+	if got := b.Text(t, "#users-done"); got != "Removed eve." {
+		t.Errorf("after removing eve the page says %q", got)
+	}
+	var audit struct {
+		Entries []backend.AuditEntry `json:"audit"`
+	}
+	apiGet(t, base, "/api/v1/audit", &audit)
+	seen := map[string]string{}
+	for _, e := range audit.Entries {
+		if e.Target == "eve" {
+			seen[e.Action] = e.User + " " + e.Detail
+		}
+	}
+	for _, act := range []string{"user.add", "user.role", "user.token", "user.remove"} {
+		if !strings.HasPrefix(seen[act], "ada") {
+			t.Errorf("audit of %s on eve: %q (all: %v)", act, seen[act], seen)
+		}
+	}
+	if !strings.Contains(seen["user.role"], "analyst → responder") {
+		t.Errorf("role change audited as %q", seen["user.role"])
 	}
 }
