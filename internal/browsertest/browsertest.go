@@ -109,10 +109,10 @@ func (b *Browser) Screenshot(t *testing.T, name string) {
 // buttons with text are named).
 const unlabelledJS = `Array.from(document.querySelectorAll("input, select, textarea")).filter(e => {
 	if (e.type === "hidden") return false;
-	if (e.labels && e.labels.length > 0 && Array.from(e.labels).some(l => l.innerText.trim() !== "")) return false;
+	if (e.labels && e.labels.length > 0 && Array.from(e.labels).some(l => l.textContent.trim() !== "")) return false;
 	if ((e.getAttribute("aria-label") || "").trim() !== "") return false;
 	const by = e.getAttribute("aria-labelledby");
-	if (by && by.split(/\s+/).some(id => (document.getElementById(id)?.innerText || "").trim() !== "")) return false;
+	if (by && by.split(/\s+/).some(id => (document.getElementById(id)?.textContent || "").trim() !== "")) return false;
 	return true;
 }).map(e => e.outerHTML.slice(0, 120))`
 

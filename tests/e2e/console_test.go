@@ -234,6 +234,24 @@ func TestConsoleFullStack(t *testing.T) {
 	if got.Triage.State != "in_progress" {
 		t.Errorf("after the viewer's post the state is %q", got.Triage.State)
 	}
+
+	// The break-glass admin sees the users the CLI made on the users
+	// page; the real incident and alert pages name every form control.
+	b.Do(t, "sign in as the API token", chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), "api-token"), chromedp.SendKeys(chromedp.ID("password"), token),
+		chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")),
+		chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("users")))
+	for name, role := range map[string]string{"ana": "analyst", "rob": "responder", "vic": "viewer"} {
+		if got := b.Text(t, "#user-"+name+" .user-role"); got != role {
+			t.Errorf("users page: %s is %q, want %s", name, got, role)
+		}
+	}
+	for _, path := range []string{"/incidents/" + incident, "/alerts/" + shell.GetId(), "/alerts/" + live.GetId()} {
+		b.Do(t, "open "+path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if bad := b.Unlabelled(t); len(bad) > 0 {
+			t.Errorf("%s: form controls without an accessible name: %q", path, bad)
+		}
+	}
 	t.Logf("browser steps took %v", time.Since(start).Round(time.Millisecond))
 }
 
