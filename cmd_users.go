@@ -26,7 +26,7 @@ func newUsersCommand() *cobra.Command {
 	var f apiFlags
 	cmd := &cobra.Command{
 		Use:   "users",
-		Short: "Users of the web console and the API: add, list, remove, make an API token",
+		Short: "Users of the web console and the API: add, list, change a role, remove, make an API token",
 		Long: `Users sign in to the web console with a name and password, or call the API with a token of
 their own ("harrier backend users token NAME"). Roles, each allowed what the ones before it are:
   viewer     reads alerts, findings, inventory, exports, triage
@@ -123,7 +123,27 @@ These commands talk to the running backend with its API token (--token-file).`,
 			return err
 		},
 	}
-	cmd.AddCommand(add, list, remove, token)
+	var newRole string
+	setRole := &cobra.Command{
+		Use:   "role NAME --role ROLE",
+		Short: "Change a user's role: their sessions and tokens have it at once",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			r, err := backend.ParseRole(newRole)
+			if err != nil {
+				return err
+			}
+			var out struct{ User backend.UserView }
+			if err := f.do(cmd.Context(), http.MethodPut, "/api/v1/users/"+url.PathEscape(args[0])+"/role", backend.SetRoleRequest{Role: r}, &out); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "user %s now has the role %s\n", out.User.Name, out.User.Role)
+			return err
+		},
+	}
+	setRole.Flags().StringVar(&newRole, "role", "", "viewer, analyst, responder or admin")
+	_ = setRole.MarkFlagRequired("role")
+	cmd.AddCommand(add, list, remove, token, setRole)
 	return cmd
 }
 

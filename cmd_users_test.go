@@ -15,7 +15,7 @@ import (
 	"github.com/harrier-sec/harrier/internal/testenv"
 )
 
-// TestUsersCommands: `harrier backend users add|list|token|remove` against
+// TestUsersCommands: `harrier backend users add|list|token|role|remove` against
 // a running backend with its API token: the user's token then acts with
 // the user's role, and stops working once the user is removed.
 func TestUsersCommands(t *testing.T) {
@@ -74,6 +74,15 @@ func TestUsersCommands(t *testing.T) {
 	out, err = cli("list")
 	if err != nil || !regexp.MustCompile(`(?m)^ana\s+analyst\s+yes\s+[0-9a-f]{8}\s`).MatchString(out) || !regexp.MustCompile(`(?m)^vic\s+viewer\s+yes\s+-\s`).MatchString(out) {
 		t.Errorf("list:\n%s %v", out, err)
+	}
+	if out, err = cli("role", "ana", "--role", "responder"); err != nil || out != "user ana now has the role responder\n" {
+		t.Errorf("role: %q %v", out, err)
+	}
+	if _, err = cli("role", "nobody", "--role", "viewer"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("role of a user that is not there: %v, want 404", err)
+	}
+	if out, err = cli("list"); err != nil || !regexp.MustCompile(`(?m)^ana\s+responder\s`).MatchString(out) {
+		t.Errorf("list after the role change:\n%s %v", out, err)
 	}
 	whoami := func() int {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+svc.APIAddr().String()+"/api/v1/me", nil)

@@ -144,6 +144,7 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.Handle("GET /overview", s.allowUI(RoleViewer, http.HandlerFunc(s.uiOverview)))
 	mux.Handle("GET /events", s.allowUI(RoleViewer, http.HandlerFunc(s.uiEvents)))
 	s.routeRespondUI(mux)
+	s.routeUsersUI(mux)
 	s.routeExceptions(mux)
 	return s.countRequests(mux)
 }

@@ -16,6 +16,7 @@ import (
 //	GET  /api/v1/users, POST /api/v1/users            admin; body {name, role, password}
 //	DELETE /api/v1/users/{name}                       admin
 //	POST /api/v1/users/{name}/tokens                  admin: a new API token, shown once
+//	PUT  /api/v1/users/{name}/role                    admin: body {role}
 //	GET  /api/v1/audit?limit=                         admin
 //	POST /alerts/{id}/triage                          analyst: the alert page's form
 //	GET  /audit                                       admin: the audit log page
@@ -36,6 +37,7 @@ func (s *apiServer) routeConsole(mux *http.ServeMux) {
 	mux.Handle("POST /api/v1/users", s.allow(RoleAdmin, with(s.addUser)))
 	mux.Handle("DELETE /api/v1/users/{name}", s.allow(RoleAdmin, with(s.removeUser)))
 	mux.Handle("POST /api/v1/users/{name}/tokens", s.allow(RoleAdmin, with(s.newUserToken)))
+	mux.Handle("PUT /api/v1/users/{name}/role", s.allow(RoleAdmin, with(s.setUserRole)))
 	mux.Handle("GET /api/v1/audit", s.allow(RoleAdmin, with(s.listAudit)))
 	mux.Handle("POST /alerts/{id}/triage", s.allowUI(RoleAnalyst, with(s.uiPostTriage)))
 	mux.Handle("GET /audit", s.allowUI(RoleAdmin, with(s.uiAudit)))
@@ -136,6 +138,29 @@ func (s *apiServer) removeUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"removed": r.PathValue("name")})
+}
+
+// SetRoleRequest is the body of PUT /api/v1/users/{name}/role.
+type SetRoleRequest struct {
+	Role Role `json:"role"`
+}
+
+func (s *apiServer) setUserRole(w http.ResponseWriter, r *http.Request) {
+	body, ok := readBody(w, r)
+	if !ok {
+		return
+	}
+	var req SetRoleRequest
+	if err := decodeStrict(body, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	u, err := s.console.SetUserRole(r.Context(), principalFrom(r), r.PathValue("name"), req.Role)
+	if err != nil {
+		s.consoleError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"user": u})
 }
 
 func (s *apiServer) newUserToken(w http.ResponseWriter, r *http.Request) {

@@ -79,10 +79,14 @@ type ProcNode struct {
 	BoundaryHere bool `json:"container_below,omitempty"`
 	This         bool `json:"this_alert,omitempty"`
 	// AlertID and AlertName: an alert raised on this process.
-	AlertID    string      `json:"alert_id,omitempty"`
-	AlertName  string      `json:"alert_name,omitempty"`
-	Activities []string    `json:"activities,omitempty"`
-	Children   []*ProcNode `json:"children,omitempty"`
+	AlertID    string   `json:"alert_id,omitempty"`
+	AlertName  string   `json:"alert_name,omitempty"`
+	Activities []string `json:"activities,omitempty"`
+	// Followed: a process below the alert's. The page shows these folded
+	// (pid and name) so that the path to the alert reads at a glance;
+	// unfolding one shows its command line, what it did and its children.
+	Followed bool        `json:"followed,omitempty"`
+	Children []*ProcNode `json:"children,omitempty"`
 }
 
 // RuleView is the built-in rule behind an alert, as the page shows it.
@@ -222,7 +226,7 @@ func (x *explainer) addChildren(ctx context.Context, a *api.Alert, this *ProcNod
 					return nil
 				}
 				count++
-				n = &ProcNode{PID: pid, Exe: exe, Args: strings.Join(args, " "), UID: uid, Start: start, Host: this.Host}
+				n = &ProcNode{PID: pid, Exe: exe, Args: strings.Join(args, " "), UID: uid, Start: start, Host: this.Host, Followed: true}
 				nodes[k] = n
 				parent.Children = append(parent.Children, n)
 			}

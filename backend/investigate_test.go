@@ -353,7 +353,7 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101", "/exceptions"}
+	pages := []string{"/", "/incidents", "/agents", "/overview", "/overview?range=7d", "/events", "/events?pid=101", "/exceptions", "/users"}
 	for _, inc := range incs {
 		pages = append(pages, "/incidents/"+inc.ID)
 	}
@@ -363,7 +363,7 @@ func TestConsoleEscapesEverything(t *testing.T) {
 	allowed := map[string]bool{}
 	for _, e := range strings.Fields(`html head meta title style body header main a span h1 h2 h3 p div form label select option
 		input button table thead tbody tr th td dl dt dd ol li details summary pre code strong br figure figcaption svg rect text meter
-		section textarea`) {
+		section textarea nav`) {
 		allowed[e] = true
 	}
 	for _, path := range pages {

@@ -255,5 +255,10 @@ func (s *apiServer) uiCommand(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rec.Signed = nil
+	if rec.State == CommandPending {
+		// The page reloads itself until the agent answers: no script
+		// (the CSP allows none), the browser's own Refresh.
+		w.Header().Set("Refresh", "2")
+	}
 	s.render(w, http.StatusOK, s.ui.command, commandPage{Title: "Command " + rec.ID, Command: rec})
 }

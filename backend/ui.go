@@ -34,6 +34,7 @@ type ui struct {
 	// Responding from the console (respond_ui.go).
 	respondConfirm, command *template.Template
 	exceptions              *template.Template
+	users                   *template.Template
 	// rules are the built-in rules, loaded on first use, to show the rule
 	// behind an alert.
 	rules func() (*analytics.RuleSet, error)
@@ -65,7 +66,7 @@ func newUI() *ui {
 	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html", "respond.html", "exception_form.html"), login: parse("login.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
 		exports: parse("exports.html"), audit: parse("audit.html"), incidents: parse("incidents.html"), incident: parse("incident.html", "alert_explain.html", "respond.html"),
-		respondConfirm: parse("respond_confirm.html"), command: parse("command.html"), exceptions: parse("exceptions.html"),
+		respondConfirm: parse("respond_confirm.html"), command: parse("command.html"), exceptions: parse("exceptions.html"), users: parse("users.html"),
 		agents: parse("agents.html"), overview: parse("overview.html"), events: parse("events.html"),
 		rules: sync.OnceValues(func() (*analytics.RuleSet, error) { return analytics.LoadRules() })}
 }

@@ -156,6 +156,28 @@ func (c *Console) RemoveUser(ctx context.Context, by *principal, name string) er
 	return nil
 }
 
+// SetUserRole changes a user's role; the user's sessions and tokens have
+// the new role at their next use.
+func (c *Console) SetUserRole(ctx context.Context, by *principal, name string, role Role) (UserView, error) {
+	if !slices.Contains(Roles, role) {
+		return UserView{}, fmt.Errorf("%w: role %q: want viewer, analyst, responder or admin", ErrInvalid, role)
+	}
+	u, err := c.User(ctx, name)
+	if err != nil {
+		return UserView{}, err
+	}
+	if u.Role == role {
+		return u.view(), nil
+	}
+	audit := newAudit(c.now(), by, "user.role", name, string(u.Role)+" → "+string(role))
+	u.Role = role
+	if err := c.change(ctx, consoleChange{User: &u, Audit: audit}); err != nil {
+		return UserView{}, fmt.Errorf("role of %s: %w", name, err)
+	}
+	c.log.Info("user role changed", "user", name, "role", role, "by", by.Name)
+	return u.view(), nil
+}
+
 // NewUserToken makes an API token for the user name and returns it: the
 // only time it is seen, only its hash is kept.
 func (c *Console) NewUserToken(ctx context.Context, by *principal, name string) (id, token string, err error) {

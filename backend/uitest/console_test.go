@@ -7,31 +7,24 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/network"
-	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
+	"github.com/harrier-sec/harrier/internal/browsertest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/transport"
 )
-
-// screenshotsEnv names a directory (the repository's docs/) the test
-// saves its screenshots of the sign-in and the alert page into.
-const screenshotsEnv = "HARRIER_UI_SCREENSHOTS"
 
 const (
 	apiToken   = "ui-test-api-token-0123456789abcdef"
@@ -51,62 +44,25 @@ var (
 	xssPod   = `web-<iframe src="javascript:alert(4)"></iframe>`
 )
 
-func chromiumPath(t *testing.T) string {
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("no chromium on PATH: install it (`make deps` does, Debian's package chromium)")
-	return ""
-}
-
 // TestConsoleInBrowser signs in, triages an alert and reads the triage
 // back after a reload, checks a viewer is refused a change in the UI and
 // the API, and that HTML and script planted in alerts' command lines,
 // file names and pod labels do not run — against a real backend fed over
 // QUIC by a real transport client.
 func TestConsoleInBrowser(t *testing.T) {
-	chromium := chromiumPath(t)
+	b := browsertest.Start(t, 60*time.Second)
 	base := startBackend(t)
 	addUser(t, base, "ana", "analyst", anaPass)
 	addUser(t, base, "vic", "viewer", vicPass)
 	addUser(t, base, "rob", "responder", robPass)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	opts := append(slices.Clone(chromedp.DefaultExecAllocatorOptions[:]), chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 1000), chromedp.UserDataDir(t.TempDir()))
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
-	var dialogs atomic.Int32
-	if err := chromedp.Do(bctx); err != nil { // starts the browser and its tab
-		t.Fatalf("start chromium: %v", err)
-	}
-	go func() {
-		for _, err := range chromedp.Events(bctx, page.JavascriptDialogOpening) {
-			if err != nil {
-				return
-			}
-			dialogs.Add(1)
-			_, _ = chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
-		}
-	}()
+	bctx, dialogs := b.Ctx, b.Dialogs
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
-		if err := chromedp.Do(bctx, steps...); err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
+		b.Do(t, what, steps...)
 	}
 	text := func(sel string) string {
 		t.Helper()
-		s, err := chromedp.Run(bctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			t.Fatalf("text of %s: %v", sel, err)
-		}
-		return s
+		return b.Text(t, sel)
 	}
 	notPwned := func(where string) {
 		t.Helper()
@@ -130,7 +86,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			chromedp.SendKeys(chromedp.ID("username"), user),
 			chromedp.SendKeys(chromedp.ID("password"), pw))
 		if shot != "" {
-			screenshot(t, bctx, shot)
+			b.Screenshot(t, shot)
 		}
 		// The sign-in page has a main h1 too: wait for it to go first.
 		do("submit the sign-in", chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")),
@@ -170,7 +126,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("history lacks ana's state change from new:\n%s", triage)
 	}
 	notPwned("the triaged alert's page")
-	screenshot(t, bctx, "console-alert-triage.png")
+	b.Screenshot(t, "console-alert-triage.png")
 
 	// An exception from the alert: the form is prefilled from it; saved,
 	// it is listed with the agents that do not have it yet (the test's
@@ -188,7 +144,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	do("fill the exception", chromedp.SetValue(chromedp.ID("exc-command"), "/bin/sh -c curl http://203.0.113.9/*"),
 		chromedp.SendKeys(chromedp.ID("exc-reason"), "the shop's health check"), chromedp.ScrollIntoView(chromedp.ID("exception")))
-	screenshot(t, bctx, "console-exception-form.png")
+	b.Screenshot(t, "console-exception-form.png")
 	do("save the exception", chromedp.Click(chromedp.ID("exc-save")), chromedp.WaitVisible(chromedp.ID("exceptions")))
 	listed := text("#exceptions")
 	for _, want := range []string{"HAR-EXEC-002", "namespace shop", "command /bin/sh -c curl http://203.0.113.9/*", "ana", "the shop's health check", "node-1: not yet"} {
@@ -266,7 +222,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("confirmation says %q", effect)
 	}
 	do("give a reason", chromedp.SendKeys(chromedp.ID("respond-reason"), "web shell on shop"))
-	screenshot(t, bctx, "console-response-confirm.png")
+	b.Screenshot(t, "console-response-confirm.png")
 	do("confirm", chromedp.Click(chromedp.ID("respond-confirm-button")), chromedp.WaitVisible(chromedp.ID("command-state")))
 	if st := text("#command-state"); st != "pending" {
 		t.Errorf("command state %q, want pending", st)
@@ -286,21 +242,6 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("the alert's commands: %s", row)
 	}
 	t.Logf("browser steps took %v", time.Since(start).Round(time.Millisecond))
-}
-
-func screenshot(t *testing.T, ctx context.Context, name string) {
-	t.Helper()
-	dir := os.Getenv(screenshotsEnv)
-	if dir == "" {
-		return
-	}
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, name), png, 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // startBackend runs a backend with certificates as `harrier certs` makes
@@ -433,5 +374,209 @@ func apiGet(t *testing.T, base, path string, out any) {
 	defer resp.Body.Close()
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// consolePages are the pages every role may open or an admin opens, for
+// the accessibility checks.
+var consolePages = []string{"/", "/alerts/" + shellID, "/incidents", "/overview", "/events", "/agents", "/findings",
+	"/inventory", "/exceptions", "/response", "/exports", "/audit", "/users"}
+
+// TestConsoleAccessible: every page has the skip link and the header,
+// nav and main landmarks, and no form control without an accessible name;
+// a keyboard alone reaches the alert page's triage form and respond button
+// and saves a comment; focus is visible.
+func TestConsoleAccessible(t *testing.T) {
+	b := browsertest.Start(t, 90*time.Second)
+	base := startBackend(t)
+	addUser(t, base, "ana", "analyst", anaPass)
+	addUser(t, base, "rob", "responder", robPass)
+	addUser(t, base, "ada", "admin", "admin password 12")
+	signIn := func(user, pw string) {
+		t.Helper()
+		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), pw),
+			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	}
+	eval := func(js string) string {
+		t.Helper()
+		s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", js, err)
+		}
+		return s
+	}
+
+	signIn("ada", "admin password 12")
+	for _, path := range consolePages {
+		b.Do(t, "open "+path, chromedp.Navigate(base+path), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		if bad := b.Unlabelled(t); len(bad) > 0 {
+			t.Errorf("%s: form controls without an accessible name: %q", path, bad)
+		}
+		if got := eval(`[document.querySelector("body > a.skip[href='#content']")?.innerText, document.querySelector("header nav a") ? "nav" : "", document.querySelector("main#content") ? "main" : ""].join("|")`); got != "Skip to content|nav|main" {
+			t.Errorf("%s: skip link, nav and main: %q", path, got)
+		}
+	}
+
+	// Keyboard only, as a responder on the alert page.
+	signIn("rob", robPass)
+	b.Do(t, "open the alert", chromedp.Navigate(base+"/alerts/"+shellID), chromedp.WaitVisible(chromedp.ID("triage")))
+	focused := func() string {
+		t.Helper()
+		return eval(`(() => { const e = document.activeElement; return e.id || (e.tagName + "." + e.className + ":" + (e.innerText || "").trim()); })()`)
+	}
+	b.Do(t, "first Tab", chromedp.KeyEvent("\t"))
+	if f := focused(); !strings.Contains(f, "Skip to content") {
+		t.Errorf("the first Tab focuses %q, want the skip link", f)
+	}
+	if o := eval(`getComputedStyle(document.activeElement).outlineStyle + " " + getComputedStyle(document.activeElement).outlineWidth`); strings.HasPrefix(o, "none") || strings.HasSuffix(o, " 0px") {
+		t.Errorf("the focused skip link has outline %q: focus is not visible", o)
+	}
+	b.Do(t, "follow the skip link", chromedp.KeyEvent("\r"))
+	if f := eval(`document.activeElement.id`); f != "content" {
+		t.Errorf("after the skip link focus is on %q, want main#content", f)
+	}
+	var walk []string
+	reached := map[string]bool{}
+	for range 120 {
+		b.Do(t, "Tab", chromedp.KeyEvent("\t"))
+		f := focused()
+		walk = append(walk, f)
+		switch {
+		case f == "triage-state-select", f == "triage-comment", f == "triage-save":
+			reached[f] = true
+		case strings.Contains(f, "respond-kill-process-tree"):
+			reached["respond"] = true
+		}
+		if reached["triage-save"] && reached["respond"] {
+			break
+		}
+	}
+	for _, want := range []string{"triage-state-select", "triage-comment", "triage-save", "respond"} {
+		if !reached[want] {
+			t.Errorf("Tab never reached %s; focus went %q", want, walk)
+		}
+	}
+	// The triage form by keyboard: focus the comment, type, Tab to Save,
+	// Enter.
+	b.Do(t, "comment by keyboard", chromedp.Focus(chromedp.ID("triage-comment")), chromedp.KeyEvent("typed on the keyboard"),
+		chromedp.KeyEvent("\t"))
+	if f := focused(); f != "triage-save" {
+		t.Fatalf("Tab from the comment reaches %q, want the Save button", f)
+	}
+	b.Do(t, "save by Enter", chromedp.KeyEvent("\r"), chromedp.WaitVisible(chromedp.CSS("#triage .comment")))
+	if got := b.Text(t, "#triage"); !strings.Contains(got, "typed on the keyboard") {
+		t.Errorf("the comment saved by keyboard is not shown:\n%s", got)
+	}
+}
+
+// TestConsoleUsersPage: an admin adds a user on the users page, changes
+// its role, issues it an API token that works with that role, and removes
+// it, each change audited; a post without the CSRF token and a non-admin
+// are refused.
+func TestConsoleUsersPage(t *testing.T) {
+	b := browsertest.Start(t, 60*time.Second)
+	base := startBackend(t)
+	addUser(t, base, "ana", "analyst", anaPass)
+	addUser(t, base, "rob", "responder", robPass)
+	addUser(t, base, "ada", "admin", "admin password 12")
+	signIn := func(user, pw string) {
+		t.Helper()
+		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
+			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), pw),
+			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
+	}
+	eval := func(js string) string {
+		t.Helper()
+		s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", js, err)
+		}
+		return s
+	}
+	signIn("rob", robPass)
+
+	// A non-admin is refused the users page.
+	b.Do(t, "open /users as responder", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if msg := b.Text(t, ".error"); !strings.Contains(msg, "needs the role admin") {
+		t.Errorf("responder's /users: %q", msg)
+	}
+
+	// The users page, as admin.
+	signIn("ada", "admin password 12")
+	b.Do(t, "open the users page", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("users")))
+	for name, role := range map[string]string{"ana": "analyst", "rob": "responder", "ada": "admin"} {
+		if got := b.Text(t, "#user-"+name+" .user-role"); got != role {
+			t.Errorf("users page: %s is %q, want %s", name, got, role)
+		}
+	}
+	if n := eval(`String(document.querySelectorAll("#remove-ada").length)`); n != "0" {
+		t.Error("the admin is offered to remove itself")
+	}
+	b.Do(t, "add eve", chromedp.SendKeys(chromedp.ID("new-name"), "eve"), chromedp.SetValue(chromedp.ID("new-role"), "analyst"),
+		chromedp.SendKeys(chromedp.ID("new-password"), "eve's password 1"), chromedp.Click(chromedp.ID("add-user")),
+		chromedp.WaitVisible(chromedp.ID("user-eve")))
+	b.Do(t, "make eve a responder", chromedp.SetValue(chromedp.ID("role-eve"), "responder"), chromedp.Click(chromedp.ID("role-save-eve")))
+	testenv.WaitFor(t, 10*time.Second, "the page shows eve as responder", func() bool {
+		got, err := chromedp.Run(b.Ctx, chromedp.Text(chromedp.CSS("#user-eve .user-role")))
+		return err == nil && got == "responder"
+	})
+	b.Screenshot(t, "console-users.png")
+	b.Do(t, "issue eve a token", chromedp.Click(chromedp.ID("token-eve")), chromedp.WaitVisible(chromedp.ID("new-token-value")))
+	tok, err := chromedp.Run(b.Ctx, chromedp.Value(chromedp.ID("new-token-value")))
+	if err != nil || !strings.HasPrefix(tok, "hrr_") {
+		t.Fatalf("issued token %q (%v)", tok, err)
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/api/v1/me", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var me struct{ User, Role string }
+	_ = json.NewDecoder(resp.Body).Decode(&me)
+	resp.Body.Close()
+	if me.User != "eve" || me.Role != "responder" {
+		t.Errorf("eve's token is %+v, want eve as responder", me)
+	}
+	// A post without the session's CSRF token changes nothing.
+	b.Do(t, "post without CSRF", chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.createElement("form"); f.method = "post"; f.action = "/users/eve/role";
+		const i = document.createElement("input"); i.name = "role"; i.value = "admin"; f.appendChild(i);
+		document.body.appendChild(f); f.submit(); })()`), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if msg := b.Text(t, ".error"); !strings.Contains(msg, "did not come from this console") {
+		t.Errorf("a role change without CSRF: %q", msg)
+	}
+	// Nor may the admin remove itself, even with a good token.
+	b.Do(t, "remove oneself", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("users")),
+		chromedp.Evaluate[chromedp.Void](`(() => {
+		const f = document.createElement("form"); f.method = "post"; f.action = "/users/ada/delete";
+		f.appendChild(document.querySelector("input[name=csrf]").cloneNode());
+		document.body.appendChild(f); f.submit(); })()`), chromedp.WaitVisible(chromedp.CSS(".error")))
+	if msg := b.Text(t, ".error"); !strings.Contains(msg, "you may not remove yourself") {
+		t.Errorf("removing oneself: %q", msg)
+	}
+	b.Do(t, "remove eve", chromedp.Navigate(base+"/users"), chromedp.WaitVisible(chromedp.ID("remove-eve")),
+		chromedp.Click(chromedp.ID("remove-eve")), chromedp.WaitNotPresent(chromedp.ID("user-eve")))
+	if got := b.Text(t, "#users-done"); got != "Removed eve." {
+		t.Errorf("after removing eve the page says %q", got)
+	}
+	var audit struct {
+		Entries []backend.AuditEntry `json:"audit"`
+	}
+	apiGet(t, base, "/api/v1/audit", &audit)
+	seen := map[string]string{}
+	for _, e := range audit.Entries {
+		if e.Target == "eve" {
+			seen[e.Action] = e.User + " " + e.Detail
+		}
+	}
+	for _, act := range []string{"user.add", "user.role", "user.token", "user.remove"} {
+		if !strings.HasPrefix(seen[act], "ada") {
+			t.Errorf("audit of %s on eve: %q (all: %v)", act, seen[act], seen)
+		}
+	}
+	if !strings.Contains(seen["user.role"], "analyst → responder") {
+		t.Errorf("role change audited as %q", seen["user.role"])
 	}
 }
