@@ -48,6 +48,9 @@ type APIConfig struct {
 	// Console holds users, sessions, triage and the audit log; nil: made
 	// on the store when it is a *BadgerStore (else only the tokens sign in).
 	Console *Console
+	// OIDC, when set, offers "Sign in with <provider>" beside the local
+	// form (oidc.go).
+	OIDC *OIDCLogin
 }
 
 // cookieName carries a browser's credential after GET/POST /login.
@@ -67,6 +70,7 @@ type apiServer struct {
 //
 //	GET /livez, GET /readyz                      no auth
 //	GET, POST /login, GET /logout                user name and password (session.go)
+//	GET /oidc/login, /oidc/callback              the site's identity provider (oidc.go)
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
@@ -108,6 +112,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /login", s.login)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("GET /logout", s.logout)
+	mux.HandleFunc("GET /oidc/login", s.oidcStart)
+	mux.HandleFunc("GET "+oidcCallbackPath, s.oidcCallback)
 	// Every other route names the least role it needs (session.go): viewers
 	// read, analysts triage, responders act, admins manage.
 	view := func(h http.HandlerFunc) http.Handler { return s.allow(RoleViewer, h) }
