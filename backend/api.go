@@ -398,6 +398,9 @@ type agentJSON struct {
 	// channel: the response policies version it applies, or why it refused
 	// the one sent.
 	ResponseControl *AgentControl `json:"response_control,omitempty"`
+	// Versions is the rules, exceptions and policies the agent runs, and
+	// whether it is behind the backend's (agent_versions.go).
+	Versions AgentVersions `json:"versions"`
 }
 
 func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -410,11 +413,26 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
+	var controls map[string]AgentControl
+	if s.cfg.Control != nil {
+		if controls, err = s.cfg.Control.AgentControls(r.Context()); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	versions, err := s.agentVersions(r.Context(), agents, controls)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
 	out := make([]agentJSON, 0, len(agents))
 	for _, a := range agents {
 		aj := agentJSON{AgentID: a.ID, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Records: a.Records,
 			Gaps: map[string]uint64{}, Health: json.RawMessage("null"), UsualGapSeconds: a.UsualGap.Seconds(),
-			Offline: s.cfg.Now().Sub(a.LastSeen) > offlineAfter(a.UsualGap)}
+			Offline: s.cfg.Now().Sub(a.LastSeen) > offlineAfter(a.UsualGap), Versions: versions[a.ID]}
+		if ac, ok := controls[a.ID]; ok {
+			aj.ResponseControl = &ac
+		}
 		for c, n := range a.Gaps {
 			aj.Gaps[className(c)] += n
 		}
@@ -427,18 +445,6 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 			aj.Health = b
 		}
 		out = append(out, aj)
-	}
-	if s.cfg.Control != nil {
-		controls, err := s.cfg.Control.AgentControls(r.Context())
-		if err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-		for i := range out {
-			if ac, ok := controls[out[i].AgentID]; ok {
-				out[i].ResponseControl = &ac
-			}
-		}
 	}
 	if id := s.cfg.Identity; id != nil {
 		if out, err = s.addIdentity(r, id, out); err != nil {
