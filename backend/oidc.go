@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -390,7 +391,7 @@ func (o *OIDCLogin) identity(subject string, claims map[string]any) (oidcIdentit
 	}
 	if best < 0 {
 		return id, fmt.Errorf("%w: %s signed in at %s but is in none of the groups that give a Harrier role (claim %q: %s; oidc.roles maps %s); ask an admin to add you to one",
-			errOIDCRefused, name, o.cfg.ProviderName, o.cfg.GroupsClaim, quotedList(id.Groups), quotedList(slices.Sorted(mapKeys(o.cfg.Roles))))
+			errOIDCRefused, name, o.cfg.ProviderName, o.cfg.GroupsClaim, quotedList(id.Groups), quotedList(slices.Sorted(maps.Keys(o.cfg.Roles))))
 	}
 	id.Role = Roles[best]
 	return id, nil
@@ -405,16 +406,6 @@ func quotedList(s []string) string {
 		q[i] = fmt.Sprintf("%q", v)
 	}
 	return strings.Join(q, ", ")
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // oidcButton is the login page's OIDC part.
