@@ -124,8 +124,17 @@ func TestOIDCSignIn(t *testing.T) {
 		t.Fatalf("alert page as ana: %d, no triage form:\n%.2000s", page.code, page.body)
 	}
 	form := map[string]string{"Content-Type": "application/x-www-form-urlencoded"}
-	if r := ts.do(t, ana, "POST", "/alerts/crit-shop/triage", "state=in_progress&comment=looking&csrf="+m[1], form); r.code != http.StatusSeeOther {
+	if !strings.Contains(page.body, `<option value="oidc:ana@example.test">`) {
+		t.Errorf("the assignee list lacks the signed-in OIDC user")
+	}
+	if r := ts.do(t, ana, "POST", "/alerts/crit-shop/triage", "state=in_progress&comment=looking&assignee=oidc%3Aana%40example.test&csrf="+m[1], form); r.code != http.StatusSeeOther {
 		t.Fatalf("analyst's triage change: %d %.500s", r.code, r.body)
+	}
+	if page := ts.do(t, ana, "GET", "/alerts/crit-shop", "", nil); !strings.Contains(page.body, `<dd id="triage-assignee">oidc:ana@example.test</dd>`) {
+		t.Errorf("the OIDC user's self-assignment is not shown:\n%.3000s", page.body)
+	}
+	if r := ts.do(t, ana, "POST", "/api/v1/alerts/crit-shop/triage", `{"assignee":"oidc:nobody@example.test"}`, map[string]string{"X-CSRF-Token": m[1]}); r.code != http.StatusBadRequest || !strings.Contains(r.body, "no such user") {
+		t.Errorf("assigned to an OIDC name that is not the signer's: %d %s", r.code, r.body)
 	}
 	if r := ts.do(t, ana, "POST", "/alerts/crit-shop/triage", "state=resolved", form); r.code != http.StatusForbidden {
 		t.Errorf("OIDC session's change without CSRF token: %d, want 403", r.code)
