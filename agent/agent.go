@@ -98,6 +98,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 	up := &uplink{}
 	var responder *responseRunner // started below, before the uplink's client
 	exceptions := newExceptionsRunner(engine, cfg.DataDir, log)
+	// Fixed once the engine is built; read here, before the pipeline runs it.
+	rulesVersion, rulesLoaded := engine.RulesVersion(), uint32(engine.Stats().RulesLoaded)
 	newClient := func(agentID string, tlsConf *tls.Config) (*transport.Client, error) {
 		control, err := newControlHandler(agentID, cfg.Uplink.CAFile, responder, exceptions, log)
 		if err != nil {
@@ -117,6 +119,8 @@ func Run(ctx context.Context, cfg Config, version string, log *slog.Logger, read
 				h.Leader = leaders.Leading()
 				h.NodeFindings = nodeFindings.Findings(time.Now())
 				h.ResponsePoliciesSource, h.ResponsePoliciesVersion = responder.policiesState()
+				h.RulesVersion, h.RulesLoaded = rulesVersion, rulesLoaded
+				h.ExceptionsVersion = exceptions.version()
 				return h
 			},
 			Gaps:    src.Gaps,

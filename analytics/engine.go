@@ -178,6 +178,8 @@ type Engine struct {
 	// runtime is the backend's exception set, replaced whole at run time
 	// (runtime_exceptions.go).
 	runtime atomic.Pointer[runtimeExceptions]
+	// rulesVersion fingerprints the running rules (rules_version.go).
+	rulesVersion string
 }
 
 // NewEngine compiles the rule set. Rules that fail to compile are skipped and
@@ -226,6 +228,7 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 	}
 	var errs []error
 	var compiled []*compiledRule
+	var running []*Rule
 	for _, r := range rs.Rules {
 		e.rules[r.ID] = r
 		if !r.Enabled {
@@ -243,6 +246,7 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 				e.detectors[k] = append(e.detectors[k], dr)
 			}
 			e.stats.RulesLoaded++
+			running = append(running, r)
 			continue
 		}
 		cr, err := compileRule(env, rs, fields, r)
@@ -252,7 +256,9 @@ func NewEngine(cfg Config, rs *RuleSet, opts Options) (*Engine, error) {
 		}
 		compiled = append(compiled, cr)
 		e.stats.RulesLoaded++
+		running = append(running, r)
 	}
+	e.rulesVersion = rulesVersion(running, rs)
 	e.byKind = kindIndex(compiled)
 	e.stats.RuleErrors = len(errs)
 	e.stats.Suppressed = map[string]uint64{}

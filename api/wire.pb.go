@@ -368,8 +368,16 @@ type AgentHealth struct {
 	// backend's), "file" (response.policyFile) or "" (none).
 	ResponsePoliciesSource  string `protobuf:"bytes,14,opt,name=response_policies_source,json=responsePoliciesSource,proto3" json:"response_policies_source,omitempty"`
 	ResponsePoliciesVersion uint64 `protobuf:"varint,15,opt,name=response_policies_version,json=responsePoliciesVersion,proto3" json:"response_policies_version,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// The detection rules this agent runs: 16 hex digits of the SHA-256 of
+	// the compiled rules (each rule's settings and its condition with lists
+	// and macros expanded, by ID; where they were read from left out), so
+	// agents running the same rules report the same version; and how many.
+	RulesVersion string `protobuf:"bytes,16,opt,name=rules_version,json=rulesVersion,proto3" json:"rules_version,omitempty"`
+	RulesLoaded  uint32 `protobuf:"varint,17,opt,name=rules_loaded,json=rulesLoaded,proto3" json:"rules_loaded,omitempty"`
+	// The alert exceptions version this agent applies (0: none yet).
+	ExceptionsVersion uint64 `protobuf:"varint,18,opt,name=exceptions_version,json=exceptionsVersion,proto3" json:"exceptions_version,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AgentHealth) Reset() {
@@ -503,6 +511,27 @@ func (x *AgentHealth) GetResponsePoliciesSource() string {
 func (x *AgentHealth) GetResponsePoliciesVersion() uint64 {
 	if x != nil {
 		return x.ResponsePoliciesVersion
+	}
+	return 0
+}
+
+func (x *AgentHealth) GetRulesVersion() string {
+	if x != nil {
+		return x.RulesVersion
+	}
+	return ""
+}
+
+func (x *AgentHealth) GetRulesLoaded() uint32 {
+	if x != nil {
+		return x.RulesLoaded
+	}
+	return 0
+}
+
+func (x *AgentHealth) GetExceptionsVersion() uint64 {
+	if x != nil {
+		return x.ExceptionsVersion
 	}
 	return 0
 }
@@ -1418,7 +1447,7 @@ const file_wire_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\battached\x18\x02 \x01(\bR\battached\x12\x16\n" +
 	"\x06attach\x18\x03 \x01(\tR\x06attach\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x99\x05\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x90\x06\n" +
 	"\vAgentHealth\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06kernel\x18\x02 \x01(\tR\x06kernel\x12/\n" +
@@ -1436,7 +1465,10 @@ const file_wire_proto_rawDesc = "" +
 	"\x06leader\x18\f \x01(\bR\x06leader\x128\n" +
 	"\rnode_findings\x18\r \x03(\v2\x13.harrier.v1.FindingR\fnodeFindings\x128\n" +
 	"\x18response_policies_source\x18\x0e \x01(\tR\x16responsePoliciesSource\x12:\n" +
-	"\x19response_policies_version\x18\x0f \x01(\x04R\x17responsePoliciesVersion\x1a8\n" +
+	"\x19response_policies_version\x18\x0f \x01(\x04R\x17responsePoliciesVersion\x12#\n" +
+	"\rrules_version\x18\x10 \x01(\tR\frulesVersion\x12!\n" +
+	"\frules_loaded\x18\x11 \x01(\rR\vrulesLoaded\x12-\n" +
+	"\x12exceptions_version\x18\x12 \x01(\x04R\x11exceptionsVersion\x1a8\n" +
 	"\n" +
 	"DropsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

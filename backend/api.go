@@ -48,6 +48,9 @@ type APIConfig struct {
 	// Console holds users, sessions, triage and the audit log; nil: made
 	// on the store when it is a *BadgerStore (else only the tokens sign in).
 	Console *Console
+	// OIDC, when set, offers "Sign in with <provider>" beside the local
+	// form (oidc.go).
+	OIDC *OIDCLogin
 }
 
 // cookieName carries a browser's credential after GET/POST /login.
@@ -67,6 +70,7 @@ type apiServer struct {
 //
 //	GET /livez, GET /readyz                      no auth
 //	GET, POST /login, GET /logout                user name and password (session.go)
+//	GET /oidc/login, /oidc/callback              the site's identity provider (oidc.go)
 //	GET /metrics
 //	GET /api/v1/alerts, /api/v1/alerts/{id}, /api/v1/agents, /api/v1/events
 //	GET /api/v1/inventory, /api/v1/findings, /api/v1/findings/{id}
@@ -108,6 +112,8 @@ func NewAPI(store Store, cfg APIConfig, log *slog.Logger) http.Handler {
 	mux.HandleFunc("GET /login", s.login)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("GET /logout", s.logout)
+	mux.HandleFunc("GET /oidc/login", s.oidcStart)
+	mux.HandleFunc("GET "+oidcCallbackPath, s.oidcCallback)
 	// Every other route names the least role it needs (session.go): viewers
 	// read, analysts triage, responders act, admins manage.
 	view := func(h http.HandlerFunc) http.Handler { return s.allow(RoleViewer, h) }
@@ -393,6 +399,9 @@ type agentJSON struct {
 	// channel: the response policies version it applies, or why it refused
 	// the one sent.
 	ResponseControl *AgentControl `json:"response_control,omitempty"`
+	// Versions is the rules, exceptions and policies the agent runs, and
+	// whether it is behind the backend's (agent_versions.go).
+	Versions AgentVersions `json:"versions"`
 }
 
 func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
@@ -405,11 +414,26 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, err)
 		return
 	}
+	var controls map[string]AgentControl
+	if s.cfg.Control != nil {
+		if controls, err = s.cfg.Control.AgentControls(r.Context()); err != nil {
+			s.internalError(w, r, err)
+			return
+		}
+	}
+	versions, err := s.agentVersions(r.Context(), agents, controls)
+	if err != nil {
+		s.internalError(w, r, err)
+		return
+	}
 	out := make([]agentJSON, 0, len(agents))
 	for _, a := range agents {
 		aj := agentJSON{AgentID: a.ID, FirstSeen: a.FirstSeen, LastSeen: a.LastSeen, Records: a.Records,
 			Gaps: map[string]uint64{}, Health: json.RawMessage("null"), UsualGapSeconds: a.UsualGap.Seconds(),
-			Offline: s.cfg.Now().Sub(a.LastSeen) > offlineAfter(a.UsualGap)}
+			Offline: s.cfg.Now().Sub(a.LastSeen) > offlineAfter(a.UsualGap), Versions: versions[a.ID]}
+		if ac, ok := controls[a.ID]; ok {
+			aj.ResponseControl = &ac
+		}
 		for c, n := range a.Gaps {
 			aj.Gaps[className(c)] += n
 		}
@@ -422,18 +446,6 @@ func (s *apiServer) listAgents(w http.ResponseWriter, r *http.Request) {
 			aj.Health = b
 		}
 		out = append(out, aj)
-	}
-	if s.cfg.Control != nil {
-		controls, err := s.cfg.Control.AgentControls(r.Context())
-		if err != nil {
-			s.internalError(w, r, err)
-			return
-		}
-		for i := range out {
-			if ac, ok := controls[out[i].AgentID]; ok {
-				out[i].ResponseControl = &ac
-			}
-		}
 	}
 	if id := s.cfg.Identity; id != nil {
 		if out, err = s.addIdentity(r, id, out); err != nil {

@@ -111,6 +111,9 @@ type Config struct {
 	// VulnDB is the offline vulnerability database for the image-vulnerable
 	// posture check.
 	VulnDB VulnDBConfig `json:"vulnDB"`
+	// OIDC offers console sign-in with the site's identity provider
+	// beside local users (oidc.go); nil: local users only.
+	OIDC *OIDCConfig `json:"oidc,omitempty"`
 	// Exports sends alerts on to SIEMs, log pipelines, webhooks and files
 	// (backend/export), each destination with its own durable cursor.
 	Exports []export.Config `json:"exports,omitempty"`
@@ -185,6 +188,11 @@ func (c Config) Validate() error {
 	case "", "low", "medium", "high", "critical":
 	default:
 		errs = append(errs, fmt.Errorf("vulnDB.minSeverity %q: must be low, medium, high or critical", c.VulnDB.MinSeverity))
+	}
+	if c.OIDC != nil {
+		if err := c.OIDC.Validate(); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := export.ValidateAll(c.Exports); err != nil {
 		errs = append(errs, err)

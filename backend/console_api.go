@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -227,8 +228,17 @@ func (s *apiServer) triageFor(r *http.Request, alertID string) *triageView {
 	for _, u := range users {
 		v.Users = append(v.Users, u.Name)
 	}
+	// Who may be chosen besides the stored users: the current assignee
+	// (kept when the form is sent) and the signed-in user, who may be one
+	// of the identity provider's (oidc:…).
+	if a := v.Triage.Assignee; a != "" && !slices.Contains(v.Users, a) {
+		v.Users = append(v.Users, a)
+	}
 	if p := principalFrom(r); p != nil && permitted(p, RoleAnalyst, false) && p.session != nil {
 		v.CanEdit, v.CSRF = true, p.session.CSRF
+		if !slices.Contains(v.Users, p.Name) {
+			v.Users = append(v.Users, p.Name)
+		}
 	}
 	return v
 }

@@ -35,8 +35,9 @@ type agentsPage struct {
 	// BudgetCPU and BudgetRSS are the budget as shown.
 	BudgetCPU float64
 	BudgetRSS uint64
-	// ExceptionsVersion is the backend's alert exceptions version.
-	ExceptionsVersion uint64
+	// Behind counts the agents without the backend's current exceptions
+	// or response policies.
+	Behind int
 }
 
 type agentRow struct {
@@ -45,6 +46,7 @@ type agentRow struct {
 	Offline        bool
 	Revoked        bool
 	Control        *AgentControl
+	Versions       AgentVersions
 	CPUPercent     int // of the budget
 	RSSPercent     int
 	Drops          []Count
@@ -70,12 +72,11 @@ func (s *apiServer) uiAgents(w http.ResponseWriter, r *http.Request) {
 			s.log.Error("ui: agent controls", "err", err)
 			p.Error = "The agents' response control state could not be read; see the backend's log."
 		}
-		if set, err := s.cfg.Control.Exceptions(r.Context()); err != nil {
-			s.log.Error("ui: exceptions", "err", err)
-			p.Error = "The alert exceptions could not be read; see the backend's log."
-		} else {
-			p.ExceptionsVersion = set.Version
-		}
+	}
+	versions, err := s.agentVersions(r.Context(), agents, controls)
+	if err != nil {
+		s.log.Error("ui: agent versions", "err", err)
+		p.Error = "The backend's current exceptions and response policies could not be read; see the backend's log."
 	}
 	var revoked map[string]time.Time
 	if s.cfg.Identity != nil {
@@ -87,6 +88,10 @@ func (s *apiServer) uiAgents(w http.ResponseWriter, r *http.Request) {
 		_, row.Revoked = revoked[a.ID]
 		if c, ok := controls[a.ID]; ok {
 			row.Control = &c
+		}
+		row.Versions = versions[a.ID]
+		if row.Versions.Behind() {
+			p.Behind++
 		}
 		for _, n := range a.Gaps {
 			row.GapsTotal += n

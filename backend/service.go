@@ -62,6 +62,14 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 		log.Error("no response token: response policies and commands are refused until there is one", "path", cfg.ResponseTokenPath(), "error", err)
 		responseToken = ""
 	}
+	var oidcLogin *OIDCLogin
+	if cfg.OIDC != nil {
+		// Bad configuration stops the start; an unreachable provider does
+		// not (local users sign in, discovery retries).
+		if oidcLogin, err = NewOIDCLogin(*cfg.OIDC, log); err != nil {
+			return nil, err
+		}
+	}
 	metrics := NewMetrics()
 	vulns := NewImageVulnChecker(cfg.VulnDB.Dir, vulndb.ParseSeverity(cfg.VulnDB.MinSeverity), log)
 	st, err := OpenBadgerStoreConfig(BadgerConfig{Dir: cfg.DataDir, MaxEvents: cfg.MaxEvents,
@@ -123,7 +131,7 @@ func NewService(cfg Config, log *slog.Logger) (*Service, error) {
 	s := &Service{cfg: cfg, log: log, store: st, ingest: ingest, api: ln, identity: identity, exports: exports, replica: replica}
 	s.http = &http.Server{
 		Handler: NewAPI(st, APIConfig{Token: token, Metrics: metrics, Ready: s.ready, Identity: identity, Exports: exports,
-			Control: control, ResponseToken: responseToken}, log),
+			Control: control, ResponseToken: responseToken, OIDC: oidcLogin}, log),
 		ReadHeaderTimeout: 10 * time.Second,
 		TLSConfig:         apiTLS,
 	}

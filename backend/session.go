@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,11 +57,15 @@ type session struct {
 	// session outlives neither the removal nor a re-creation.
 	UserCreated time.Time `json:"user_created"`
 	// BreakGlass sessions were opened with the API token (role admin).
-	BreakGlass bool      `json:"break_glass,omitempty"`
-	CSRF       string    `json:"csrf"`
-	Created    time.Time `json:"created"`
-	Expires    time.Time `json:"expires"`
-	Remote     string    `json:"remote"`
+	BreakGlass bool `json:"break_glass,omitempty"`
+	// OIDC sessions were opened by the site's identity provider; Role is
+	// the role their groups mapped to at sign-in (there is no stored user).
+	OIDC    bool      `json:"oidc,omitempty"`
+	Role    Role      `json:"role,omitempty"`
+	CSRF    string    `json:"csrf"`
+	Created time.Time `json:"created"`
+	Expires time.Time `json:"expires"`
+	Remote  string    `json:"remote"`
 }
 
 func sessionKey(id string) []byte {
@@ -76,9 +81,14 @@ func randomHex(n int) string {
 
 // newSession stores a session for user and returns its ID.
 func (c *Console) newSession(user string, userCreated time.Time, breakGlass bool, remote string) (string, session, error) {
+	return c.newSessionFor(session{User: user, UserCreated: userCreated, BreakGlass: breakGlass, Remote: remote})
+}
+
+// newSessionFor stores s with a new CSRF token and times and returns its ID.
+func (c *Console) newSessionFor(s session) (string, session, error) {
 	id := randomHex(32)
 	now := c.now().UTC()
-	s := session{User: user, UserCreated: userCreated, BreakGlass: breakGlass, CSRF: randomHex(32), Created: now, Expires: now.Add(c.sessionTTL), Remote: remote}
+	s.CSRF, s.Created, s.Expires = randomHex(32), now, now.Add(c.sessionTTL)
 	err := c.db.Update(func(txn *badger.Txn) error { return setJSON(txn, sessionKey(id), s, c.sessionTTL) })
 	if err != nil {
 		return "", session{}, fmt.Errorf("store session: %w", err)
@@ -150,7 +160,15 @@ func (s *apiServer) authenticate(r *http.Request) (*principal, error) {
 		return nil, err
 	}
 	p := &principal{Name: sess.User, Role: RoleAdmin, Via: viaSession, Remote: remote, session: &sess}
-	if !sess.BreakGlass {
+	switch {
+	case sess.BreakGlass:
+	case sess.OIDC:
+		// Signed in by the identity provider: valid while it is configured.
+		if s.cfg.OIDC == nil || !slices.Contains(Roles, sess.Role) {
+			return nil, nil
+		}
+		p.Role = sess.Role
+	default:
 		// The user's role now: a removed user's sessions end, a changed
 		// role applies at once.
 		u, err := s.console.User(r.Context(), sess.User)
@@ -428,6 +446,12 @@ func (s *apiServer) login(w http.ResponseWriter, r *http.Request) {
 		s.log.Error("audit entry not stored", "action", "login", "user", user, "err", err)
 	}
 	s.log.Info("signed in", "user", user, "role", p.Role, "remote", addr, "expires", sess.Expires)
+	s.setSessionCookie(w, r, id)
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// setSessionCookie gives the browser its session (local or OIDC).
+func (s *apiServer) setSessionCookie(w http.ResponseWriter, r *http.Request, id string) {
 	http.SetCookie(w, &http.Cookie{
 		Name:     cookieName,
 		Value:    id,
@@ -436,7 +460,6 @@ func (s *apiServer) login(w http.ResponseWriter, r *http.Request) {
 		Secure:   r.TLS != nil,
 		SameSite: http.SameSiteStrictMode,
 	})
-	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
 // logout ends the session here (not only in the browser).

@@ -80,9 +80,15 @@ func (c *Console) SetTriage(ctx context.Context, by *principal, alertID string, 
 	if req.State != "" && !slices.Contains(TriageStates, req.State) {
 		problems = append(problems, fmt.Sprintf("state %q: want %s", req.State, strings.Join(TriageStates, ", ")))
 	}
-	if req.Assignee != nil && *req.Assignee != "" {
-		if _, err := c.User(ctx, *req.Assignee); errors.Is(err, ErrNotFound) {
-			problems = append(problems, fmt.Sprintf("assignee %q: no such user", *req.Assignee))
+	cur, err := c.Triage(ctx, alertID)
+	if err != nil {
+		return Triage{}, err
+	}
+	// A stored user, or the one asking (a user signed in with the site's
+	// identity provider is not stored), or whoever it is assigned to now.
+	if a := req.Assignee; a != nil && *a != "" && *a != by.Name && *a != cur.Assignee {
+		if _, err := c.User(ctx, *a); errors.Is(err, ErrNotFound) {
+			problems = append(problems, fmt.Sprintf("assignee %q: no such user", *a))
 		} else if err != nil {
 			return Triage{}, err
 		}
@@ -90,10 +96,6 @@ func (c *Console) SetTriage(ctx context.Context, by *principal, alertID string, 
 	req.Comment = strings.TrimSpace(req.Comment)
 	if len(req.Comment) > maxCommentBytes || !utf8.ValidString(req.Comment) {
 		problems = append(problems, fmt.Sprintf("comment: want at most %d bytes of UTF-8", maxCommentBytes))
-	}
-	cur, err := c.Triage(ctx, alertID)
-	if err != nil {
-		return Triage{}, err
 	}
 	if req.Comment != "" && len(cur.Comments) >= maxTriageComments {
 		problems = append(problems, fmt.Sprintf("comment: the alert has %d comments, the most it keeps", maxTriageComments))

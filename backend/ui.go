@@ -26,6 +26,7 @@ var uiFiles embed.FS
 // nothing here may be marked template.HTML.
 type ui struct {
 	alerts, alert, login *template.Template
+	signedIn             *template.Template
 	findings, inventory  *template.Template
 	response, exports    *template.Template
 	audit                *template.Template
@@ -63,7 +64,7 @@ func newUI() *ui {
 		// Parse errors are programming errors caught by every UI test.
 		return template.Must(template.New("layout.html").Funcs(funcs).ParseFS(uiFiles, files...))
 	}
-	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html", "respond.html", "exception_form.html"), login: parse("login.html"),
+	return &ui{alerts: parse("alerts.html"), alert: parse("alert.html", "alert_explain.html", "respond.html", "exception_form.html"), login: parse("login.html"), signedIn: parse("signed_in.html"),
 		findings: parse("findings.html"), inventory: parse("inventory.html"), response: parse("response.html"),
 		exports: parse("exports.html"), audit: parse("audit.html"), incidents: parse("incidents.html"), incident: parse("incident.html", "alert_explain.html", "respond.html"),
 		respondConfirm: parse("respond_confirm.html"), command: parse("command.html"), exceptions: parse("exceptions.html"), users: parse("users.html"),
@@ -133,6 +134,8 @@ type alertPage struct {
 type loginPage struct {
 	Title string
 	Error string
+	// OIDC is the identity provider's button; nil: not configured.
+	OIDC *oidcButton
 }
 
 func (s *apiServer) uiAlerts(w http.ResponseWriter, r *http.Request) {
@@ -171,7 +174,7 @@ func (s *apiServer) uiAlert(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *apiServer) renderLogin(w http.ResponseWriter, code int, msg string) {
-	s.render(w, code, s.ui.login, loginPage{Title: "Sign in", Error: msg})
+	s.render(w, code, s.ui.login, loginPage{Title: "Sign in", Error: msg, OIDC: s.oidcButton()})
 }
 
 func (s *apiServer) render(w http.ResponseWriter, code int, t *template.Template, data any) {

@@ -6,10 +6,13 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +25,7 @@ import (
 	"github.com/harrier-sec/harrier/api"
 	"github.com/harrier-sec/harrier/backend"
 	"github.com/harrier-sec/harrier/internal/browsertest"
+	"github.com/harrier-sec/harrier/internal/oidctest"
 	"github.com/harrier-sec/harrier/internal/testenv"
 	"github.com/harrier-sec/harrier/transport"
 )
@@ -31,6 +35,7 @@ const (
 	anaPass    = "analyst password 1"
 	vicPass    = "viewer password 12"
 	robPass    = "responder password 1"
+	ssoPass    = "sso password 12345"
 	xssAlertID = "xss-alert"
 	shellID    = "shell-alert"
 )
@@ -241,6 +246,26 @@ func TestConsoleInBrowser(t *testing.T) {
 	if row := text("#respond-commands"); !strings.Contains(row, "kill-process-tree") || !strings.Contains(row, "rob") || !strings.Contains(row, "pending") {
 		t.Errorf("the alert's commands: %s", row)
 	}
+
+	// Sign-in with the site's identity provider: the button, the
+	// provider's own form, and back in the console as oidc:<email> with
+	// the role of the user's group.
+	do("sign out", chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("oidc-signin")))
+	if b := text("#oidc-signin"); b != "Sign in with Example SSO" {
+		t.Errorf("OIDC button says %q", b)
+	}
+	do("sign in with the provider", chromedp.Click(chromedp.ID("oidc-signin")), chromedp.WaitVisible(chromedp.CSS(`form[action="/login/username"]`)),
+		chromedp.SendKeys(chromedp.ID("username"), "sso-ana"), chromedp.SendKeys(chromedp.ID("password"), ssoPass),
+		chromedp.Click(chromedp.CSS(`form[action="/login/username"] button[type=submit]`)))
+	var where string
+	testenv.WaitFor(t, 15*time.Second, "back in the console's alert list after the provider", func() bool {
+		where, _ = chromedp.Run(bctx, chromedp.Evaluate[string](`location.pathname + " " + String(document.querySelector("main h1")?.innerText)`))
+		return where == "/ Alerts"
+	})
+	do("who am I", chromedp.Navigate(base+"/api/v1/me"), chromedp.WaitVisible(chromedp.CSS("body")))
+	if me := text("body"); !strings.Contains(me, `"user":"oidc:sso-ana@example.test"`) || !strings.Contains(me, `"role":"analyst"`) {
+		t.Errorf("/api/v1/me after OIDC sign-in: %s", me)
+	}
 	t.Logf("browser steps took %v", time.Since(start).Round(time.Millisecond))
 }
 
@@ -260,7 +285,18 @@ func startBackend(t *testing.T) string {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
-	cfg := backend.FileConfig{DataDir: dir, Backend: backend.Config{APIAddr: "127.0.0.1:0", IngestAddr: "127.0.0.1:0", Token: apiToken}}.Resolved()
+	// The site's identity provider: a real OpenID Provider on loopback that
+	// knows the console by its callback on the API's port.
+	apiAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(testenv.FreePorts(t, 1)[0]))
+	client := oidctest.Client{ID: "harrier-console", Secret: "console-secret", RedirectURL: "http://" + apiAddr + "/oidc/callback"}
+	idp := oidctest.Start(t, client, oidctest.User{ID: "u-sso", Username: "sso-ana", Password: ssoPass, Email: "sso-ana@example.test", Groups: []string{"soc-analysts"}})
+	secret := filepath.Join(dir, "oidc-client-secret")
+	if err := os.WriteFile(secret, []byte(client.Secret), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := backend.FileConfig{DataDir: dir, Backend: backend.Config{APIAddr: apiAddr, IngestAddr: "127.0.0.1:0", Token: apiToken,
+		OIDC: &backend.OIDCConfig{ProviderName: "Example SSO", Issuer: idp.Issuer, ClientID: client.ID, ClientSecretFile: secret,
+			RedirectURL: client.RedirectURL, Roles: map[string]backend.Role{"soc-analysts": backend.RoleAnalyst}}}}.Resolved()
 	svc, err := backend.NewService(cfg, log)
 	if err != nil {
 		t.Fatal(err)

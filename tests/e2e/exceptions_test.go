@@ -38,7 +38,7 @@ func TestExceptionFromAlert(t *testing.T) {
 	}
 	f.Close()
 	startRestartable(t, e.bin, "backend", "-c", e.backendCfg)
-	startRestartable(t, e.bin, "agent", "-c", e.agentCfg)
+	agent := startRestartable(t, e.bin, "agent", "-c", e.agentCfg)
 	waitReadyz(t, "http://"+e.agentMetrics+"/readyz")
 	base := "http://" + e.api
 
@@ -125,13 +125,35 @@ func TestExceptionFromAlert(t *testing.T) {
 		t.Errorf("the excepted behaviour: %d alerts seen %d times, want the first alone", n, total)
 	}
 
-	// Deleted: the behaviour alerts again.
+	// The agent's heartbeat carries what it applies: the agents API shows
+	// it current.
+	v := waitVersions(t, base, "edge-exc", "the agent's heartbeat reports the exceptions version", func(v agentVersions) bool {
+		return v.Exceptions == made.Exception.Version
+	})
+	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(v.Rules) || v.RulesLoaded < 30 || v.ExceptionsBehind || v.ExceptionsCurrent != made.Exception.Version {
+		t.Errorf("agent's versions: %+v, want a 16-hex rules version of the built-in rules and exceptions current", v)
+	}
+
+	// Deleted while the agent is down: it is behind until it is back.
+	agent.stop(t)
 	if code := send(t, http.MethodDelete, base+"/api/v1/exceptions/"+made.Exception.ID, "t", "", nil); code != http.StatusOK {
 		t.Fatalf("DELETE exception: %d", code)
 	}
+	waitVersions(t, base, "edge-exc", "the agents API marks the stopped agent behind", func(v agentVersions) bool {
+		return v.ExceptionsBehind && v.Exceptions == made.Exception.Version && v.ExceptionsCurrent == made.Exception.Version+1
+	})
+	page := getPage(t, base+"/agents")
+	if want := fmt.Sprintf("behind: current v%d", made.Exception.Version+1); !strings.Contains(page, want) || !strings.Contains(page, "1 behind") {
+		t.Errorf("the agents page does not mark the agent behind (%q):\n%s", want, page)
+	}
+	agent.start(t)
+	waitReadyz(t, "http://"+e.agentMetrics+"/readyz")
 	testenv.WaitFor(t, 20*time.Second, "the agent applies the deletion", func() bool {
 		v, _ := applied()
 		return v == made.Exception.Version+1
+	})
+	waitVersions(t, base, "edge-exc", "the restarted agent reports the current version", func(v agentVersions) bool {
+		return !v.ExceptionsBehind && v.Exceptions == made.Exception.Version+1
 	})
 	time.Sleep(1500 * time.Millisecond)
 	marker("e2e-exc")
@@ -214,4 +236,57 @@ func TestRespondFromConsole(t *testing.T) {
 	if s := state.FindStringSubmatch(shown); s[1] != "done" || !strings.Contains(shown, strconv.Itoa(tree.Process.Pid)+" ") || !strings.Contains(shown, "ms (request to action") {
 		t.Errorf("command page after the answer:\n%.3000s", shown)
 	}
+}
+
+// agentVersions is an agent's "versions" in GET /api/v1/agents.
+type agentVersions struct {
+	Rules             string `json:"rules"`
+	RulesLoaded       uint32 `json:"rules_loaded"`
+	Exceptions        uint64 `json:"exceptions"`
+	ExceptionsCurrent uint64 `json:"exceptions_current"`
+	ExceptionsBehind  bool   `json:"exceptions_behind"`
+	PoliciesBehind    bool   `json:"policies_behind"`
+}
+
+// waitVersions waits until agentID's versions satisfy ok and returns them.
+func waitVersions(t *testing.T, base, agentID, what string, ok func(agentVersions) bool) agentVersions {
+	t.Helper()
+	var v agentVersions
+	testenv.WaitFor(t, 30*time.Second, what, func() bool {
+		var out struct {
+			Agents []struct {
+				AgentID  string        `json:"agent_id"`
+				Versions agentVersions `json:"versions"`
+			} `json:"agents"`
+		}
+		getJSON(t, base+"/api/v1/agents", "t", &out)
+		for _, a := range out.Agents {
+			if a.AgentID == agentID {
+				v = a.Versions
+				return ok(v)
+			}
+		}
+		return false
+	})
+	return v
+}
+
+// getPage reads a console page with the API token (bearer).
+func getPage(t *testing.T, url string) string {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer t")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %d %.500s", url, resp.StatusCode, b)
+	}
+	return string(b)
 }
