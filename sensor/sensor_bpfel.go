@@ -26,6 +26,12 @@ type sensorDirVerdict struct {
 	Ino uint64
 }
 
+type sensorEnvBuf struct {
+	_     structs.HostLayout
+	Ptrs  [512]uint64
+	Chunk [16400]int8
+}
+
 type sensorEvent struct {
 	_    structs.HostLayout
 	H    sensorEventHeader
@@ -171,6 +177,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sensorMapDirCache       = "dir_cache"
+	sensorMapEnvScratch     = "env_scratch"
 	sensorMapEventScratch   = "event_scratch"
 	sensorMapEvents         = "events"
 	sensorMapFileCache      = "file_cache"
@@ -263,6 +270,7 @@ type sensorProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
 	DirCache       *ebpf.MapSpec `ebpf:"dir_cache"`
+	EnvScratch     *ebpf.MapSpec `ebpf:"env_scratch"`
 	EventScratch   *ebpf.MapSpec `ebpf:"event_scratch"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	FileCache      *ebpf.MapSpec `ebpf:"file_cache"`
@@ -311,6 +319,7 @@ func (o *sensorObjects) Close() error {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
 	DirCache       *ebpf.Map `ebpf:"dir_cache"`
+	EnvScratch     *ebpf.Map `ebpf:"env_scratch"`
 	EventScratch   *ebpf.Map `ebpf:"event_scratch"`
 	Events         *ebpf.Map `ebpf:"events"`
 	FileCache      *ebpf.Map `ebpf:"file_cache"`
@@ -328,6 +337,7 @@ type sensorMaps struct {
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
 		m.DirCache,
+		m.EnvScratch,
 		m.EventScratch,
 		m.Events,
 		m.FileCache,

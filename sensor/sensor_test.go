@@ -537,22 +537,34 @@ func TestExecLDPreload(t *testing.T) {
 	for i := range 40 {
 		env = append(env, fmt.Sprintf("FILLER_%d=%s", i, strings.Repeat("x", i*7)))
 	}
-	var more []string // os/exec keeps one of each name
-	for i := range 30 {
-		more = append(more, fmt.Sprintf("MORE_%d=y", i))
+	vars := func(n, size int) []string { // os/exec keeps one of each name
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("MORE_%d=%s", i, strings.Repeat("y", size)))
+		}
+		return out
 	}
 	for _, tc := range []struct {
-		name string
-		env  []string
-		want string
+		name      string
+		env       []string
+		want      string
+		unscanned bool
 	}{
-		{"first", append([]string{"LD_PRELOAD=/dev/shm/.l.so"}, env...), "/dev/shm/.l.so"},
-		{"after 40 others", append(slices.Clone(env), "LD_PRELOAD=/tmp/a.so /tmp/b.so"), "/tmp/a.so /tmp/b.so"},
-		{"unset, a look-alike set", append(slices.Clone(env), "LD_PRELOADX=/tmp/x.so", "XLD_PRELOAD=/tmp/y.so"), ""},
-		// Past the strings the kernel looks at: not reported, but counted.
-		{"after 70 others", append(append(slices.Clone(env), more...), "LD_PRELOAD=/tmp/late.so"), ""},
+		{"first", append([]string{"LD_PRELOAD=/dev/shm/.l.so"}, env...), "/dev/shm/.l.so", false},
+		{"after 40 others", append(slices.Clone(env), "LD_PRELOAD=/tmp/a.so /tmp/b.so"), "/tmp/a.so /tmp/b.so", false},
+		{"unset, a look-alike set", append(slices.Clone(env), "LD_PRELOADX=/tmp/x.so", "XLD_PRELOAD=/tmp/y.so"), "", false},
+		{"set empty", append(slices.Clone(env), "LD_PRELOAD="), "", false},
+		{"after 400 others", append(vars(400, 8), "LD_PRELOAD=/tmp/late.so"), "/tmp/late.so", false},
+		// Past the strings the kernel looks at (512 of them, or 16 KiB):
+		// not reported, but counted.
+		{"after 600 others", append(vars(600, 1), "LD_PRELOAD=/tmp/later.so"), "", true},
+		{"after 20 KiB of others", append(vars(20, 1024), "LD_PRELOAD=/tmp/far.so"), "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before, err := c.s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
 			cmd := exec.Command("/bin/true")
 			cmd.Env = tc.env
 			if err := cmd.Run(); err != nil {
@@ -565,14 +577,14 @@ func TestExecLDPreload(t *testing.T) {
 			if got := ev.GetExec().GetLdPreload(); got != tc.want {
 				t.Errorf("LD_PRELOAD %q, want %q", got, tc.want)
 			}
-			if len(tc.env) > 64 {
-				st, err := c.s.Stats()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if st.KernelEnvUnscanned == 0 {
-					t.Error("an environment past the scanned strings was not counted")
-				}
+			after, err := c.s.Stats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Other processes exec meanwhile: only a case past the limits
+			// must raise the count.
+			if tc.unscanned && after.KernelEnvUnscanned == before.KernelEnvUnscanned {
+				t.Error("an environment past the scanned strings was not counted")
 			}
 		})
 	}

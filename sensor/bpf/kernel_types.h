@@ -187,6 +187,7 @@ struct fs_struct {
 } __attribute__((preserve_access_index));
 
 struct mm_struct {
+	unsigned long start_stack;
 	unsigned long arg_start;
 	unsigned long arg_end;
 	unsigned long env_start;
@@ -239,6 +240,8 @@ struct task_struct {
 struct linux_binprm {
 	struct file *file;
 	const char *filename;
+	int argc;
+	int envc;
 } __attribute__((preserve_access_index));
 
 struct ovl_inode {

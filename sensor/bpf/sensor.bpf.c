@@ -108,7 +108,7 @@ enum stat_slot {
 	STAT_FILE_FILTERED = 66,    /* file events dropped by the watch filter */
 	STAT_DIR_CACHE_HIT = 67,    /* of those, dismissed by dir_cache without a path walk */
 	STAT_SHED_READS = 68,       /* read-only opens of ordinary watched paths shed under ring pressure */
-	STAT_ENV_UNSCANNED = 69,    /* execs with environment strings past ENV_SCAN_MAX (LD_PRELOAD there unseen) */
+	STAT_ENV_UNSCANNED = 69,    /* execs with environment strings past ENV_PTRS_MAX or ENV_CHUNK (LD_PRELOAD there unseen) */
 	STAT_FILE_CACHE_HIT = 70,   /* file events dismissed by file_cache without a path walk */
 	STAT_SLOTS = 80,
 };
@@ -122,8 +122,11 @@ enum stat_slot {
 #define STR_MAX 4096
 #define LPM_DATA 256
 #define USER_PATH_MAX 1024
-/* Environment strings of a new program looked at for LD_PRELOAD. */
-#define ENV_SCAN_MAX 64
+/* Environment strings of a new program looked at for LD_PRELOAD: through
+ * the envp array on the new stack, ENV_PTRS_MAX strings, their heads read
+ * from one copy of the strings' first ENV_CHUNK bytes. */
+#define ENV_PTRS_MAX 512
+#define ENV_CHUNK 16384
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
@@ -258,6 +261,20 @@ struct {
 	__type(key, u32);
 	__type(value, struct path_buf);
 } path_scratch SEC(".maps");
+
+/* The new program's envp array and the head of its environment strings. */
+struct env_buf {
+	u64 ptrs[ENV_PTRS_MAX];
+	/* 16 bytes of slack past a masked offset. */
+	char chunk[ENV_CHUNK + 16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, u32);
+	__type(value, struct env_buf);
+} env_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -881,32 +898,84 @@ static __always_inline void append_stdio_sockets(struct event *ev, u32 *off, int
 	}
 }
 
-/* append_ld_preload puts the value of LD_PRELOAD in the new program's
- * environment (its strings follow argv on the new stack) as string slot idx.
- * Each string is read into the path scratch, which is free by now, to learn
- * its length; only a match is copied into the event. */
-static __always_inline void append_ld_preload(struct event *ev, u32 *off, int idx, struct mm_struct *mm,
-					      struct path_buf *pb)
+/* ENV_NOT_LOADER: the new stack is not laid out as the ELF loader leaves it. */
+#define ENV_NOT_LOADER (~0UL)
+
+/* env_ld_preload finds LD_PRELOAD's value through the envp array the ELF
+ * loader left on the new stack (argc, argv, NULL, envp, NULL at sp, the
+ * mm's start_stack): one copy of the pointers, one of the strings' first
+ * ENV_CHUNK bytes, then a 12-byte compare per string, with no copy of each
+ * string. It returns the value's address, 0 when there is none, or
+ * ENV_NOT_LOADER. A global function (its arguments plain numbers) so that
+ * the verifier checks its loop once, not once per state of the exec
+ * handler that reaches the call. */
+__noinline unsigned long env_ld_preload(unsigned long sp, long argc, long envc, unsigned long env_start,
+					unsigned long env_end)
 {
-	unsigned long p = BPF_CORE_READ(mm, env_start), end = BPF_CORE_READ(mm, env_end);
+	u32 zero = 0;
+	struct env_buf *eb = bpf_map_lookup_elem(&env_scratch, &zero);
+	long stack_argc = -1;
+	if (!eb || argc < 0 || envc <= 0 || env_end <= env_start ||
+	    bpf_probe_read_user(&stack_argc, sizeof(stack_argc), (void *)sp) != 0 || stack_argc != argc)
+		return ENV_NOT_LOADER;
+	u32 n = envc > ENV_PTRS_MAX ? ENV_PTRS_MAX : envc;
+	u32 size = n * 8;
+	if (size > sizeof(eb->ptrs))
+		return ENV_NOT_LOADER;
+	if (bpf_probe_read_user(eb->ptrs, size, (void *)(sp + 8 * ((unsigned long)argc + 2))) != 0)
+		return ENV_NOT_LOADER;
+	u64 chunk = env_end - env_start;
+	if (chunk > ENV_CHUNK)
+		chunk = ENV_CHUNK;
+	if (bpf_probe_read_user(eb->chunk, chunk, (void *)env_start) != 0)
+		return ENV_NOT_LOADER;
+	if (eb->ptrs[0] != env_start)
+		return ENV_NOT_LOADER; /* not the loader's array */
+	u32 scanned = 0;
 	unsigned long found = 0;
-	/* Few branches per string: the verifier walks every iteration. */
-	for (int i = 0; i < ENV_SCAN_MAX && p < end; i++) {
-		long n = bpf_probe_read_user_str(pb->buf, PATH_MAX, (void *)p);
-		if (n <= 0)
+	for (u32 i = 0; i < ENV_PTRS_MAX; i++) {
+		if (i >= n)
 			break;
-		u64 head = *(u64 *)pb->buf;  /* "LD_PRELO", little endian */
-		u32 tail = *(u32 *)&pb->buf[8] & 0xffffff; /* "AD=" */
-		if (head == 0x4f4c4552505f444cULL && tail == 0x3d4441 && n > 11) {
-			found = p + 11;
+		u64 o = eb->ptrs[i & (ENV_PTRS_MAX - 1)] - env_start;
+		/* The strings are in order: one past the chunk ends the scan. */
+		if (o + 12 > chunk)
+			break;
+		char *head = &eb->chunk[o & (ENV_CHUNK - 1)];
+		u64 h8;
+		u32 t4;
+		__builtin_memcpy(&h8, head, 8);
+		__builtin_memcpy(&t4, head + 8, 4);
+		/* 0 only for "LD_PRELOAD=" and a value whose first byte is no
+		 * NUL: one branch, so one path goes on to the next string. */
+		u64 miss = (h8 ^ 0x4f4c4552505f444cULL) | ((t4 & 0xffffff) ^ 0x3d4441) | (((u64)(t4 >> 24) - 1) >> 63);
+		asm volatile("" : "+r"(miss));
+		if (miss == 0) {
+			found = env_start + o + 11;
 			break;
 		}
-		p += n;
+		scanned++;
 	}
-	if (found)
-		put_str(ev, off, idx, (void *)found, true);
-	else if (p < end)
+	if (!found && scanned < (u32)envc)
 		stat_inc(STAT_ENV_UNSCANNED);
+	return found;
+}
+
+/* append_ld_preload puts the value of LD_PRELOAD in the new program's
+ * environment as string slot idx. A stack not laid out as the ELF loader
+ * leaves it (no other loader runs on Linux today: a script's or binfmt_misc's
+ * interpreter is loaded by it too) is counted as unscanned. */
+static __always_inline void append_ld_preload(struct event *ev, u32 *off, int idx, struct mm_struct *mm,
+					      struct linux_binprm *bprm)
+{
+	unsigned long start = BPF_CORE_READ(mm, env_start), end = BPF_CORE_READ(mm, env_end);
+	if (start >= end)
+		return;
+	unsigned long value = env_ld_preload(BPF_CORE_READ(mm, start_stack), BPF_CORE_READ(bprm, argc),
+					     BPF_CORE_READ(bprm, envc), start, end);
+	if (value == ENV_NOT_LOADER)
+		stat_inc(STAT_ENV_UNSCANNED);
+	else if (value)
+		put_str(ev, off, idx, (void *)value, true);
 }
 
 /* ---- scheduler events ---- */
@@ -973,7 +1042,7 @@ static __always_inline int handle_exec(struct task_struct *task, struct linux_bi
 	append_stdio_sockets(ev, &off, 5, task);
 
 	/* 6: LD_PRELOAD from the environment. */
-	append_ld_preload(ev, &off, 6, mm, pb);
+	append_ld_preload(ev, &off, 6, mm, bprm);
 	submit(ev, off);
 	return 0;
 }
