@@ -36,6 +36,9 @@ func health(version, node string, started time.Time, s eventSource, spool *store
 		}
 		h.Drops["decode_errors"] = stats.DecodeErrors
 		h.Drops["kernel_shed_reads"] = stats.KernelShedReads
+		for _, n := range stats.KernelShedRepeats {
+			h.Drops["kernel_shed_repeats"] += n
+		}
 	}
 	if as != nil {
 		for _, n := range as.Suppressed {

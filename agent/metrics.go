@@ -46,6 +46,7 @@ func newPipelineCollector(s eventSource, queue func() (int, int), as *atomic.Poi
 		{"harrier_sensor_kernel_events_total", "Records the BPF programs submitted to the ring buffer, by event kind.", []string{"kind"}},
 		{"harrier_sensor_kernel_ring_full_total", "Records lost in the kernel because the ring buffer was full, by event kind.", []string{"kind"}},
 		{"harrier_sensor_kernel_file_filtered_total", "File events dismissed in the kernel (path not watched).", nil},
+		{"harrier_sensor_kernel_shed_repeats_total", "Execs, forks and exits shed in the kernel while the ring buffer was over three quarters full, because their origin had done the same more than 16 times in that second.", []string{"kind"}},
 		{"harrier_sensor_kernel_shed_reads_total", "Read-only opens of ordinary watched paths shed in the kernel while the ring buffer was over half full.", nil},
 		{"harrier_sensor_kernel_env_unscanned_total", "Execs whose environment had more strings than the kernel looks at for LD_PRELOAD (64).", nil},
 		{"harrier_sensor_received_total", "Records read from the ring buffer.", nil},
@@ -118,6 +119,9 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for k, v := range st.KernelRingFull {
 			emit("harrier_sensor_kernel_ring_full_total", counter, float64(v), k)
+		}
+		for k, v := range st.KernelShedRepeats {
+			emit("harrier_sensor_kernel_shed_repeats_total", counter, float64(v), k)
 		}
 		for k, v := range st.QueueDropped {
 			emit("harrier_sensor_queue_dropped_total", counter, float64(v), k)

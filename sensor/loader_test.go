@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -164,8 +165,22 @@ func TestRingBufferFull(t *testing.T) {
 	}
 	defer s.Close()
 	// No reader yet: a few hundred execs (about 1 KiB each) overflow 64 KiB.
-	for range 300 {
-		if err := exec.Command("/bin/true").Run(); err != nil {
+	// They are of 32 programs, ten each: one program's storm would be shed
+	// as repeats past three quarters full rather than fill the ring.
+	bin, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	progs := make([]string, 32)
+	for i := range progs {
+		progs[i] = filepath.Join(dir, fmt.Sprintf("true-%02d", i))
+		if err := os.WriteFile(progs[i], bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 320 {
+		if err := exec.Command(progs[i%len(progs)]).Run(); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -55,6 +55,11 @@ type Stats struct {
 	// watched paths shed in the kernel while the ring buffer was over half
 	// full.
 	KernelShedReads uint64 `json:"kernelShedReads"`
+	// KernelShedRepeats counts, by kind, execs, forks and exits the kernel
+	// shed with the ring buffer over three quarters full because their
+	// origin had already done the same more than 16 times in that second
+	// (a fork+exec storm of one program), keeping room for the rest.
+	KernelShedRepeats map[string]uint64 `json:"kernelShedRepeats"`
 	// KernelEnvUnscanned counts execs whose environment held more strings
 	// than the kernel looks at for LD_PRELOAD (64): one set past them is not
 	// reported.
@@ -487,18 +492,19 @@ func (s *Sensor) QueueSize() int { return s.cfg.QueueSize }
 // Stats collects the kernel's per-CPU counters and user-space counters.
 func (s *Sensor) Stats() (Stats, error) {
 	st := Stats{
-		KernelSubmitted: map[string]uint64{},
-		KernelRingFull:  map[string]uint64{},
-		QueueDropped:    map[string]uint64{},
-		QueueShed:       map[string]uint64{},
-		InContainer:     map[string]uint64{},
-		Received:        s.received.Load(),
-		DecodeErrors:    s.decodeErrors.Load(),
-		DNSDecodeErrors: s.dnsErrors.Load(),
-		Emitted:         s.emitted.Load(),
-		QueueHeadAge:    time.Duration(s.queueAge.Load()),
-		ProcessCache:    s.procs.Stats(),
-		Containers:      s.cgroups.Len(),
+		KernelSubmitted:   map[string]uint64{},
+		KernelRingFull:    map[string]uint64{},
+		KernelShedRepeats: map[string]uint64{},
+		QueueDropped:      map[string]uint64{},
+		QueueShed:         map[string]uint64{},
+		InContainer:       map[string]uint64{},
+		Received:          s.received.Load(),
+		DecodeErrors:      s.decodeErrors.Load(),
+		DNSDecodeErrors:   s.dnsErrors.Load(),
+		Emitted:           s.emitted.Load(),
+		QueueHeadAge:      time.Duration(s.queueAge.Load()),
+		ProcessCache:      s.procs.Stats(),
+		Containers:        s.cgroups.Len(),
 	}
 	for k := uint32(1); k < kindMax; k++ {
 		if n := s.queueShed[k].Load(); n > 0 {
@@ -532,8 +538,15 @@ func (s *Sensor) Stats() (Stats, error) {
 		if err != nil {
 			return st, err
 		}
+		repeats, err := sum(statShedRepeat + sensorStatSlot(k))
+		if err != nil {
+			return st, err
+		}
 		if sub > 0 {
 			st.KernelSubmitted[api.EventKind(k).Name()] = sub
+		}
+		if repeats > 0 {
+			st.KernelShedRepeats[api.EventKind(k).Name()] = repeats
 		}
 		if full > 0 {
 			st.KernelRingFull[api.EventKind(k).Name()] = full
@@ -565,6 +578,7 @@ const (
 	statFileCacheHit = sensorStatSlotSTAT_FILE_CACHE_HIT
 	statShedReads    = sensorStatSlotSTAT_SHED_READS
 	statEnvUnscanned = sensorStatSlotSTAT_ENV_UNSCANNED
+	statShedRepeat   = sensorStatSlotSTAT_SHED_REPEAT
 )
 
 // Close detaches the programs and frees the kernel objects.

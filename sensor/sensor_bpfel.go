@@ -105,6 +105,19 @@ type sensorPathBuf struct {
 	Complete uint32
 }
 
+type sensorRepeatKey struct {
+	_      structs.HostLayout
+	Origin uint32
+	Kind   uint32
+	Comm   [16]int8
+}
+
+type sensorRepeatWindow struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Count   uint64
+}
+
 type sensorStatSlot uint32
 
 const (
@@ -117,7 +130,8 @@ const (
 	sensorStatSlotSTAT_SHED_READS     sensorStatSlot = 68
 	sensorStatSlotSTAT_ENV_UNSCANNED  sensorStatSlot = 69
 	sensorStatSlotSTAT_FILE_CACHE_HIT sensorStatSlot = 70
-	sensorStatSlotSTAT_SLOTS          sensorStatSlot = 80
+	sensorStatSlotSTAT_SHED_REPEAT    sensorStatSlot = 80
+	sensorStatSlotSTAT_SLOTS          sensorStatSlot = 112
 )
 
 type sensorSyscallId uint32
@@ -186,6 +200,7 @@ const (
 	sensorMapPathGeneration = "path_generation"
 	sensorMapPathScratch    = "path_scratch"
 	sensorMapProtectedPids  = "protected_pids"
+	sensorMapRepeats        = "repeats"
 	sensorMapStats          = "stats"
 	sensorMapSyscallIds     = "syscall_ids"
 	sensorMapWatchDirs      = "watch_dirs"
@@ -279,6 +294,7 @@ type sensorMapSpecs struct {
 	PathGeneration *ebpf.MapSpec `ebpf:"path_generation"`
 	PathScratch    *ebpf.MapSpec `ebpf:"path_scratch"`
 	ProtectedPids  *ebpf.MapSpec `ebpf:"protected_pids"`
+	Repeats        *ebpf.MapSpec `ebpf:"repeats"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
 	SyscallIds     *ebpf.MapSpec `ebpf:"syscall_ids"`
 	WatchDirs      *ebpf.MapSpec `ebpf:"watch_dirs"`
@@ -328,6 +344,7 @@ type sensorMaps struct {
 	PathGeneration *ebpf.Map `ebpf:"path_generation"`
 	PathScratch    *ebpf.Map `ebpf:"path_scratch"`
 	ProtectedPids  *ebpf.Map `ebpf:"protected_pids"`
+	Repeats        *ebpf.Map `ebpf:"repeats"`
 	Stats          *ebpf.Map `ebpf:"stats"`
 	SyscallIds     *ebpf.Map `ebpf:"syscall_ids"`
 	WatchDirs      *ebpf.Map `ebpf:"watch_dirs"`
@@ -346,6 +363,7 @@ func (m *sensorMaps) Close() error {
 		m.PathGeneration,
 		m.PathScratch,
 		m.ProtectedPids,
+		m.Repeats,
 		m.Stats,
 		m.SyscallIds,
 		m.WatchDirs,

@@ -231,3 +231,65 @@ func shedFiles(t *testing.T) (dir, plain, secret, written string) {
 	}
 	return dir, plain, secret, written
 }
+
+// TestKernelShedsRepeatsUnderPressure: with the ring buffer over three
+// quarters full (nobody reads it, as when the agent gets no CPU), one
+// shell's fork+exec storm of /bin/true is shed past its burst, counted by
+// kind, and a different program's exec in the middle of it still arrives.
+func TestKernelShedsRepeatsUnderPressure(t *testing.T) {
+	testenv.RequireRoot(t)
+	odd := filepath.Join(t.TempDir(), "harrier-odd")
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(odd, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := newRawSensor(t, Config{RingBufferBytes: 1 << 20, WakeupBytes: 1000 << 10})
+	var st Stats
+	for batch := 0; batch < 40 && st.KernelShedRepeats["exec"] == 0; batch++ {
+		if out, err := exec.Command("sh", "-c", `i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done`).CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		if st, err = s.Stats(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The storm goes on while the odd program runs once.
+	storm := exec.Command("sh", "-c", `i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done`)
+	if err := storm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(odd).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if err := storm.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = s.Stats(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"exec", "fork", "exit"} {
+		if st.KernelShedRepeats[k] == 0 {
+			t.Errorf("no %s shed as a repeat with the ring full: repeats %v, ring full %v", k, st.KernelShedRepeats, st.KernelRingFull)
+		}
+	}
+	out, stop := runRaw(t, s, 1<<16)
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-out:
+			if ev.GetKind() == api.EventKind_EVENT_KIND_EXEC && ev.GetProcess().GetExe() == odd {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("the odd program's exec did not arrive: repeats shed %v, ring full %v", st.KernelShedRepeats, st.KernelRingFull)
+		}
+	}
+}

@@ -110,7 +110,8 @@ enum stat_slot {
 	STAT_SHED_READS = 68,       /* read-only opens of ordinary watched paths shed under ring pressure */
 	STAT_ENV_UNSCANNED = 69,    /* execs with environment strings past ENV_PTRS_MAX or ENV_CHUNK (LD_PRELOAD there unseen) */
 	STAT_FILE_CACHE_HIT = 70,   /* file events dismissed by file_cache without a path walk */
-	STAT_SLOTS = 80,
+	STAT_SHED_REPEAT = 80,      /* + kind: a repeat (exec, fork, exit) shed under heavy ring pressure */
+	STAT_SLOTS = 112,
 };
 
 #define MAX_STRINGS 7
@@ -450,6 +451,55 @@ static __always_inline void fill_header(struct event *ev, u32 kind)
 	__builtin_memset(&ev->b, 0, sizeof(ev->b));
 }
 
+/* The repeats of one origin's (the forking process's, or the parent of the
+ * process that execs or exits) exec, fork or exit of one command, counted in
+ * windows of REPEAT_WINDOW_NS while the ring is under heavy pressure. */
+struct repeat_key {
+	u32 origin;
+	u32 kind;
+	char comm[16];
+};
+
+struct repeat_window {
+	u64 start_ns;
+	u64 count;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct repeat_key);
+	__type(value, struct repeat_window);
+} repeats SEC(".maps");
+
+#define REPEAT_WINDOW_NS 1000000000ULL
+#define REPEAT_BURST 16
+
+/* shed_repeat reports whether ev, an exec, fork or exit, should be shed:
+ * the ring is more than three quarters full (user space is starved of CPU,
+ * not merely behind) and its origin already did REPEAT_BURST of the same in
+ * this window. A fork+exec storm of one program then stops filling the
+ * last quarter, which stays for processes that do something different (an
+ * attack in the storm); the first of each burst still cross. */
+static __always_inline bool shed_repeat(struct event *ev, u32 kind)
+{
+	if (kind != KIND_EXEC && kind != KIND_FORK && kind != KIND_EXIT)
+		return false;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) <= ring_size / 4 * 3)
+		return false;
+	struct repeat_key key = { .origin = kind == KIND_FORK ? ev->h.tgid : ev->h.ppid, .kind = kind };
+	__builtin_memcpy(key.comm, ev->h.comm, sizeof(key.comm));
+	u64 now = ev->h.ts_boot_ns;
+	struct repeat_window *w = bpf_map_lookup_elem(&repeats, &key);
+	if (!w || now - w->start_ns > REPEAT_WINDOW_NS) {
+		/* A race with another CPU here only restarts the window. */
+		struct repeat_window fresh = { .start_ns = now, .count = 1 };
+		bpf_map_update_elem(&repeats, &key, &fresh, BPF_ANY);
+		return false;
+	}
+	return __sync_fetch_and_add(&w->count, 1) >= REPEAT_BURST;
+}
+
 /* submit copies the record into the ring buffer. Wake-ups are batched: the
  * reader is woken only once wakeup_bytes are pending and otherwise drains on
  * its own short timer, which halves the cost of an event storm. */
@@ -460,6 +510,10 @@ static __always_inline void submit(struct event *ev, u32 data_len)
 	if (len > sizeof(*ev))
 		return;
 	ev->h.len = len;
+	if (shed_repeat(ev, kind)) {
+		stat_inc(STAT_SHED_REPEAT + kind);
+		return;
+	}
 	u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	if (bpf_ringbuf_output(&events, ev, len, flags) != 0) {
 		stat_inc(STAT_RINGBUF_FULL + kind);

@@ -328,8 +328,8 @@ func (a *agent) runStep(ctx context.Context, o options, work string, cg *cgroup,
 	r.RSSPeakMiB, r.HeapPeakMiB = rss, heap
 	for name, key := range map[string]string{
 		"harrier_sensor_kernel_ring_full_total": "kernel_ring", "harrier_sensor_queue_shed_total": "shed_fork_exit",
-		"harrier_sensor_kernel_shed_reads_total": "kernel_shed_reads",
-		"harrier_sensor_queue_dropped_total":     "queue", "harrier_analytics_rate_limited_total": "alert_rate_limited",
+		"harrier_sensor_kernel_shed_reads_total": "kernel_shed_reads", "harrier_sensor_kernel_shed_repeats_total": "kernel_shed_repeats",
+		"harrier_sensor_queue_dropped_total": "queue", "harrier_analytics_rate_limited_total": "alert_rate_limited",
 		"harrier_spool_evicted_total": "spool_evicted", "harrier_spool_rejected_total": "spool_rejected",
 		"harrier_spool_events_capped_total": "spool_capped",
 	} {

@@ -70,13 +70,13 @@ func report(w io.Writer, o options, idle stepResult, rs []stepResult) {
 		fmt.Fprint(w, "No CPU weights: the workload runs in the root cgroup.\n\n")
 	}
 	fmt.Fprintf(w, "Idle: %.1fm CPU, RSS %.1f MiB, Go heap %.1f MiB.\n\n", idle.AgentCores*1000, idle.RSSPeakMiB, idle.HeapPeakMiB)
-	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / queue | raw events not spooled (cap) | alert in spool p50 / p99 (alerts) | alert at backend p50 / p99 (missing) | workload slowdown | OOM |")
+	fmt.Fprintln(w, "| load | offered/s | achieved/s | pipeline events/s | agent CPU | RSS peak | heap peak | lost: ring / queue | shed: kernel reads / kernel repeats / queue | raw events not spooled (cap) | alert in spool p50 / p99 (alerts) | alert at backend p50 / p99 (missing) | workload slowdown | OOM |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rs {
 		slow := slowdown(r)
-		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f / %.0f | %.0f | ≤ %.0f / ≤ %.0f ms (%.0f) | %.0f / %.0f ms (%d) | %s | %d |\n",
+		fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0fm | %.0f MiB | %.0f MiB | %.0f / %.0f | %.0f / %.0f / %.0f | %.0f | ≤ %.0f / ≤ %.0f ms (%.0f) | %.0f / %.0f ms (%d) | %s | %d |\n",
 			r.Workload, r.Rate, r.AchievedRate, r.EventsPerSec, r.AgentCores*1000, r.RSSPeakMiB, r.HeapPeakMiB,
-			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["kernel_shed_reads"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
+			r.Drops["kernel_ring"], r.Drops["queue"], r.Drops["kernel_shed_reads"], r.Drops["kernel_shed_repeats"], r.Drops["shed_fork_exit"], r.Drops["spool_capped"],
 			r.SpoolAlertP50Ms, r.SpoolAlertP99Ms, r.SpoolAlerts, r.AlertP50Ms, r.AlertP99Ms, r.AlertsMissing, slow, r.OOMKills)
 	}
 	var ctrs, audits []stepResult
