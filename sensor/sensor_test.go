@@ -554,6 +554,8 @@ func TestExecLDPreload(t *testing.T) {
 		{"after 40 others", append(slices.Clone(env), "LD_PRELOAD=/tmp/a.so /tmp/b.so"), "/tmp/a.so /tmp/b.so", false},
 		{"unset, a look-alike set", append(slices.Clone(env), "LD_PRELOADX=/tmp/x.so", "XLD_PRELOAD=/tmp/y.so"), "", false},
 		{"set empty", append(slices.Clone(env), "LD_PRELOAD="), "", false},
+		// A short last variable ends the scan, but nothing is unscanned.
+		{"ending in a short variable", append(slices.Clone(env), "A=b"), "", false},
 		{"after 400 others", append(vars(400, 8), "LD_PRELOAD=/tmp/late.so"), "/tmp/late.so", false},
 		// Past the strings the kernel looks at (512 of them, or 16 KiB):
 		// not reported, but counted.
@@ -585,6 +587,10 @@ func TestExecLDPreload(t *testing.T) {
 			// must raise the count.
 			if tc.unscanned && after.KernelEnvUnscanned == before.KernelEnvUnscanned {
 				t.Error("an environment past the scanned strings was not counted")
+			}
+			// Other processes' huge environments are rare enough here.
+			if !tc.unscanned && after.KernelEnvUnscanned != before.KernelEnvUnscanned {
+				t.Errorf("an environment scanned whole was counted as unscanned (%d -> %d)", before.KernelEnvUnscanned, after.KernelEnvUnscanned)
 			}
 		})
 	}

@@ -428,20 +428,8 @@ func TestConsoleAccessible(t *testing.T) {
 	addUser(t, base, "ana", "analyst", anaPass)
 	addUser(t, base, "rob", "responder", robPass)
 	addUser(t, base, "ada", "admin", "admin password 12")
-	signIn := func(user, pw string) {
-		t.Helper()
-		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
-			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), pw),
-			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
-	}
-	eval := func(js string) string {
-		t.Helper()
-		s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", js, err)
-		}
-		return s
-	}
+	signIn := func(user, pw string) { t.Helper(); b.SignIn(t, base, user, pw) }
+	eval := func(js string) string { t.Helper(); return b.Eval(t, js) }
 
 	signIn("ada", "admin password 12")
 	for _, path := range consolePages {
@@ -516,20 +504,8 @@ func TestConsoleUsersPage(t *testing.T) {
 	addUser(t, base, "ana", "analyst", anaPass)
 	addUser(t, base, "rob", "responder", robPass)
 	addUser(t, base, "ada", "admin", "admin password 12")
-	signIn := func(user, pw string) {
-		t.Helper()
-		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
-			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), pw),
-			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
-	}
-	eval := func(js string) string {
-		t.Helper()
-		s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
-		if err != nil {
-			t.Fatalf("evaluate %s: %v", js, err)
-		}
-		return s
-	}
+	signIn := func(user, pw string) { t.Helper(); b.SignIn(t, base, user, pw) }
+	eval := func(js string) string { t.Helper(); return b.Eval(t, js) }
 	signIn("rob", robPass)
 
 	// A non-admin is refused the users page.

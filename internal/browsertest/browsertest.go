@@ -87,6 +87,25 @@ func (b *Browser) Text(t *testing.T, sel string) string {
 	return s
 }
 
+// Eval evaluates js in the page and returns its string result.
+func (b *Browser) Eval(t *testing.T, js string) string {
+	t.Helper()
+	s, err := chromedp.Run(b.Ctx, chromedp.Evaluate[string](js))
+	if err != nil {
+		t.Fatalf("evaluate %s: %v", js, err)
+	}
+	return s
+}
+
+// SignIn signs out of the console at base, signs in as user with
+// password through the sign-in form, and waits for the page it lands on.
+func (b *Browser) SignIn(t *testing.T, base, user, password string) {
+	t.Helper()
+	b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
+		chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), password),
+		chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
+}
+
 // Screenshot saves the whole page as docs' name when ScreenshotsEnv is
 // set.
 func (b *Browser) Screenshot(t *testing.T, name string) {

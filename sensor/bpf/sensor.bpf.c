@@ -1009,7 +1009,10 @@ __noinline unsigned long env_ld_preload(unsigned long sp, long argc, long envc, 
 		}
 		scanned++;
 	}
-	if (!found && scanned < (u32)envc)
+	/* Unscanned: strings past ENV_PTRS_MAX, or past a chunk shorter than
+	 * the environment. A scan that stopped within the whole environment
+	 * stopped at strings too short to hold "LD_PRELOAD=" and a value. */
+	if (!found && ((u32)envc > n || (env_end - env_start > ENV_CHUNK && scanned < n)))
 		stat_inc(STAT_ENV_UNSCANNED);
 	return found;
 }

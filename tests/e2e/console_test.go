@@ -92,9 +92,7 @@ func TestConsoleFullStack(t *testing.T) {
 
 	signIn := func(user string) {
 		t.Helper()
-		b.Do(t, "sign in as "+user, chromedp.Navigate(base+"/logout"), chromedp.WaitVisible(chromedp.ID("username")),
-			chromedp.SendKeys(chromedp.ID("username"), user), chromedp.SendKeys(chromedp.ID("password"), passwords[user]),
-			chromedp.Click(chromedp.ID("signin")), chromedp.WaitNotPresent(chromedp.ID("signin")), chromedp.WaitVisible(chromedp.CSS("main h1")))
+		b.SignIn(t, base, user, passwords[user])
 		if h1 := b.Text(t, "main h1"); h1 != "Alerts" {
 			t.Fatalf("after signing in as %s: page %q", user, h1)
 		}
